@@ -1,0 +1,261 @@
+/*
+ * seaopt — inference engine for Meta's OPT language models, with SEA sparse attention.
+ *
+ * Public C API. Shape and conventions follow llama.h:
+ *   - opaque handles (seaopt_model, seaopt_context, seaopt_sampler);
+ *   - plain parameter structs with *_default_params() factories;
+ *   - every fallible call returns a seaopt_status (0 = SEAOPT_OK, negative = error) and, on error,
+ *     seaopt_last_error() returns a plain-words message for the calling thread;
+ *   - the library never calls exit() or abort() on input-reachable conditions.
+ *
+ * Thread safety: a model may be shared by several contexts on different threads; one context
+ * (and one sampler) must be used by one thread at a time.
+ */
+#ifndef SEAOPT_H
+#define SEAOPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef SEAOPT_SHARED
+#if defined(_WIN32)
+#ifdef SEAOPT_BUILD
+#define SEAOPT_API __declspec(dllexport)
+#else
+#define SEAOPT_API __declspec(dllimport)
+#endif
+#else
+#define SEAOPT_API __attribute__((visibility("default")))
+#endif
+#else
+#define SEAOPT_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SEAOPT_VERSION_MAJOR 0
+#define SEAOPT_VERSION_MINOR 1
+#define SEAOPT_VERSION_PATCH 0
+
+typedef int32_t seaopt_token;
+typedef int32_t seaopt_pos;
+typedef int32_t seaopt_seq_id;
+
+struct seaopt_model;
+struct seaopt_context;
+struct seaopt_sampler;
+
+/* ---------------------------------------------------------------------------------------------
+ * Status codes and errors
+ * ------------------------------------------------------------------------------------------- */
+typedef enum seaopt_status {
+    SEAOPT_OK = 0,
+    SEAOPT_ERR_INVALID_ARGUMENT = -1, /* a NULL handle, an impossible option, a bad token id, ... */
+    SEAOPT_ERR_IO = -2,               /* a file could not be opened, read or written */
+    SEAOPT_ERR_MODEL_FORMAT = -3,     /* malformed, truncated or inconsistent model file */
+    SEAOPT_ERR_UNSUPPORTED = -4,      /* valid input that this build does not support */
+    SEAOPT_ERR_OUT_OF_MEMORY = -5,    /* host or device memory exhausted, or a plan that does not fit */
+    SEAOPT_ERR_CONTEXT_FULL = -6,     /* the batch does not fit in the context (n_ctx) */
+    SEAOPT_ERR_INVALID_UTF8 = -7,     /* text that is not valid UTF-8 */
+    SEAOPT_ERR_CANCELLED = -8,        /* a progress callback returned false */
+    SEAOPT_ERR_BUFFER_TOO_SMALL = -9, /* an output buffer is too small; the required size is returned */
+    SEAOPT_ERR_DEVICE = -10,          /* a CUDA / cuBLAS error, or no usable GPU */
+    SEAOPT_ERR_INTERNAL = -11         /* a bug in seaopt: please report it */
+} seaopt_status;
+
+/* The message of the last error on the calling thread ("" if none). Valid until the next call. */
+SEAOPT_API const char *seaopt_last_error(void);
+/* A short fixed name for a status code, e.g. "SEAOPT_ERR_MODEL_FORMAT". */
+SEAOPT_API const char *seaopt_status_name(seaopt_status status);
+
+/* ---------------------------------------------------------------------------------------------
+ * Logging
+ * ------------------------------------------------------------------------------------------- */
+typedef enum seaopt_log_level {
+    SEAOPT_LOG_DEBUG = 0,
+    SEAOPT_LOG_INFO = 1,
+    SEAOPT_LOG_WARN = 2,
+    SEAOPT_LOG_ERROR = 3
+} seaopt_log_level;
+
+typedef void (*seaopt_log_callback)(seaopt_log_level level, const char *text, void *user_data);
+
+/* Route the library's log lines to `callback` (NULL restores the default: WARN and above to stderr). */
+SEAOPT_API void seaopt_log_set(seaopt_log_callback callback, void *user_data);
+
+SEAOPT_API const char *seaopt_version(void);
+/* A one-line description of the build: version, CUDA on/off, compiled architectures. */
+SEAOPT_API const char *seaopt_build_info(void);
+
+/* ---------------------------------------------------------------------------------------------
+ * Model
+ * ------------------------------------------------------------------------------------------- */
+typedef enum seaopt_device {
+    SEAOPT_DEVICE_AUTO = 0, /* the GPU if this build has CUDA and one is present, else the CPU */
+    SEAOPT_DEVICE_CPU = 1,  /* the fp32 CPU reference engine */
+    SEAOPT_DEVICE_CUDA = 2  /* an NVIDIA GPU; an error if none is usable */
+} seaopt_device;
+
+/* Called during loading with progress in [0, 1]; return false to cancel (load returns
+ * SEAOPT_ERR_CANCELLED). */
+typedef bool (*seaopt_progress_callback)(float progress, void *user_data);
+
+typedef struct seaopt_model_params {
+    seaopt_device device;
+    int32_t gpu_index;       /* CUDA device ordinal when device is CUDA/AUTO */
+    bool vocab_only;         /* load only hyperparameters and the tokenizer, no weights */
+    bool check_tensors;      /* scan all weights for NaN/Inf while loading */
+    seaopt_progress_callback progress_callback;
+    void *progress_callback_user_data;
+} seaopt_model_params;
+
+SEAOPT_API seaopt_model_params seaopt_model_default_params(void);
+
+/* Load a seaopt GGUF model file. On success *out_model is a new handle; on error it is NULL. */
+SEAOPT_API seaopt_status seaopt_model_load(const char *path, const seaopt_model_params *params,
+                                           struct seaopt_model **out_model);
+SEAOPT_API void seaopt_model_free(struct seaopt_model *model);
+
+SEAOPT_API int32_t seaopt_model_n_vocab(const struct seaopt_model *model);     /* rows of the embedding (50272) */
+SEAOPT_API int32_t seaopt_model_n_ctx_train(const struct seaopt_model *model); /* max positions (2048) */
+SEAOPT_API int32_t seaopt_model_n_embd(const struct seaopt_model *model);
+SEAOPT_API int32_t seaopt_model_n_layer(const struct seaopt_model *model);
+SEAOPT_API int32_t seaopt_model_n_head(const struct seaopt_model *model);
+SEAOPT_API uint64_t seaopt_model_n_params(const struct seaopt_model *model);
+/* Writes a short description such as "opt 1.3B f16" (NUL-terminated, truncated to buf_size).
+ * Returns the full length it needed, without the NUL. */
+SEAOPT_API int32_t seaopt_model_desc(const struct seaopt_model *model, char *buf, size_t buf_size);
+
+/* ---------------------------------------------------------------------------------------------
+ * Tokenizer (GPT-2 byte-level BPE, identical to Hugging Face's GPT2Tokenizer for OPT)
+ * ------------------------------------------------------------------------------------------- */
+SEAOPT_API seaopt_token seaopt_token_bos(const struct seaopt_model *model); /* 2, "</s>" */
+SEAOPT_API seaopt_token seaopt_token_eos(const struct seaopt_model *model); /* 2, "</s>" */
+SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* 1, "<pad>" */
+
+/* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS as Hugging Face does for OPT.
+ * parse_special maps literal special-token strings ("</s>", "<pad>", ...) to their ids, as
+ * Hugging Face does; without it they are tokenized as plain text.
+ * On success *n_tokens_out is the token count. If n_tokens_max is too small the call returns
+ * SEAOPT_ERR_BUFFER_TOO_SMALL and *n_tokens_out is the number needed. Invalid UTF-8 gives
+ * SEAOPT_ERR_INVALID_UTF8 with the byte offset in the message. */
+SEAOPT_API seaopt_status seaopt_tokenize(const struct seaopt_model *model, const char *text, size_t text_len,
+                                         bool add_bos, bool parse_special, seaopt_token *tokens,
+                                         int32_t n_tokens_max, int32_t *n_tokens_out);
+
+/* The bytes of one token (special tokens give their text, e.g. "</s>"). A token's bytes need not
+ * be valid UTF-8 on their own: byte-level BPE can split a character across tokens.
+ * Writes at most buf_size bytes, no NUL; *n_out is the length. SEAOPT_ERR_BUFFER_TOO_SMALL if
+ * buf_size is short (then *n_out is the length needed). */
+SEAOPT_API seaopt_status seaopt_token_to_piece(const struct seaopt_model *model, seaopt_token token,
+                                               char *buf, size_t buf_size, size_t *n_out);
+
+/* Decode a token sequence to text. remove_special drops BOS/EOS/PAD and other control tokens.
+ * Same buffer convention as seaopt_token_to_piece; the output is not NUL-terminated. */
+SEAOPT_API seaopt_status seaopt_detokenize(const struct seaopt_model *model, const seaopt_token *tokens,
+                                           int32_t n_tokens, bool remove_special, char *buf, size_t buf_size,
+                                           size_t *n_out);
+
+/* ---------------------------------------------------------------------------------------------
+ * Context: KV cache + activations for running the model
+ * ------------------------------------------------------------------------------------------- */
+typedef enum seaopt_attention {
+    SEAOPT_ATTENTION_DENSE = 0, /* exact causal attention */
+    SEAOPT_ATTENTION_SEA = 1    /* SEA sparse attention (needs a model with a SEA estimator) */
+} seaopt_attention;
+
+typedef struct seaopt_context_params {
+    uint32_t n_ctx;     /* positions per sequence; 0 = the model's n_ctx_train */
+    uint32_t n_batch;   /* largest number of tokens in one seaopt_decode; 0 = n_ctx */
+    uint32_t n_seq_max; /* number of independent sequences (each has its own KV cache) */
+    seaopt_attention attention;
+    int32_t n_threads;  /* CPU threads for the CPU engine; 0 = all hardware threads */
+} seaopt_context_params;
+
+SEAOPT_API seaopt_context_params seaopt_context_default_params(void);
+
+SEAOPT_API seaopt_status seaopt_context_new(struct seaopt_model *model, const seaopt_context_params *params,
+                                            struct seaopt_context **out_ctx);
+SEAOPT_API void seaopt_context_free(struct seaopt_context *ctx);
+
+SEAOPT_API uint32_t seaopt_n_ctx(const struct seaopt_context *ctx);
+SEAOPT_API uint32_t seaopt_n_batch(const struct seaopt_context *ctx);
+SEAOPT_API uint32_t seaopt_n_seq_max(const struct seaopt_context *ctx);
+
+/* A batch of tokens to run through the model.
+ *   token[i]  : the token ids (required);
+ *   pos[i]    : the position of each token in its sequence; NULL = each sequence continues from
+ *               its current length. Within one sequence, positions must be consecutive and start
+ *               at the sequence's current length (see seaopt_kv_seq_len);
+ *   seq_id[i] : the sequence each token belongs to, in [0, n_seq_max); NULL = all in sequence 0;
+ *   logits[i] : nonzero to return the logits of token i; NULL = only the last token's.
+ * Tokens of one sequence attend to that sequence only. */
+typedef struct seaopt_batch {
+    int32_t n_tokens;
+    const seaopt_token *token;
+    const seaopt_pos *pos;
+    const seaopt_seq_id *seq_id;
+    const int8_t *logits;
+} seaopt_batch;
+
+/* A batch of n tokens of sequence 0 that continues from its current length, logits for the last. */
+SEAOPT_API seaopt_batch seaopt_batch_get_one(const seaopt_token *tokens, int32_t n_tokens);
+
+/* Run the model over a batch: appends the tokens' keys and values to the KV cache and computes the
+ * requested logits. On error the KV cache is left as it was before the call. Returns
+ * SEAOPT_ERR_CONTEXT_FULL if a sequence would exceed n_ctx or the batch exceeds n_batch. */
+SEAOPT_API seaopt_status seaopt_decode(struct seaopt_context *ctx, const seaopt_batch *batch);
+
+/* Logits (n_vocab floats) of the i-th token of the last batch; i = -1 is the last token that asked
+ * for logits. Returns NULL (and sets the last error) if token i did not ask for logits.
+ * Valid until the next seaopt_decode. */
+SEAOPT_API const float *seaopt_get_logits_ith(struct seaopt_context *ctx, int32_t i);
+
+/* KV cache. */
+SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);
+/* Keep positions [0, n_keep) of sequence seq_id and forget the rest (seq_id -1 = all sequences). */
+SEAOPT_API seaopt_status seaopt_kv_truncate(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep);
+/* Number of positions held for a sequence (the next position it will take); -1 for a bad seq_id. */
+SEAOPT_API seaopt_pos seaopt_kv_seq_len(const struct seaopt_context *ctx, seaopt_seq_id seq_id);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sampler
+ * Order of operations (as Hugging Face's generate): repetition penalty over the last
+ * repeat_last_n accepted tokens, then temperature, then top-k, then top-p, then a draw from the
+ * seeded generator. temp <= 0 means greedy (argmax after the penalty).
+ * ------------------------------------------------------------------------------------------- */
+#define SEAOPT_DEFAULT_SEED 0xFFFFFFFFu /* = pick a random seed */
+
+typedef struct seaopt_sampler_params {
+    float temp;             /* 0.8; <= 0 = greedy */
+    int32_t top_k;          /* 40; <= 0 = off */
+    float top_p;            /* 0.95; >= 1 = off */
+    float repeat_penalty;   /* 1.0 = off; > 1 discourages repeats (CTRL / HF rule) */
+    int32_t repeat_last_n;  /* 64; 0 = off, -1 = every accepted token */
+    uint32_t seed;          /* SEAOPT_DEFAULT_SEED = random */
+} seaopt_sampler_params;
+
+SEAOPT_API seaopt_sampler_params seaopt_sampler_default_params(void);
+SEAOPT_API seaopt_status seaopt_sampler_new(const seaopt_sampler_params *params, struct seaopt_sampler **out);
+SEAOPT_API void seaopt_sampler_free(struct seaopt_sampler *smpl);
+/* The seed actually in use (the random one if SEAOPT_DEFAULT_SEED was asked for). */
+SEAOPT_API uint32_t seaopt_sampler_seed(const struct seaopt_sampler *smpl);
+/* Pick a token from n_vocab logits. Does not accept it: call seaopt_sampler_accept. */
+SEAOPT_API seaopt_status seaopt_sampler_sample_logits(struct seaopt_sampler *smpl, const float *logits,
+                                                      int32_t n_vocab, seaopt_token *out_token);
+/* Pick a token from the logits of token i of the context's last batch (see seaopt_get_logits_ith). */
+SEAOPT_API seaopt_status seaopt_sampler_sample(struct seaopt_sampler *smpl, struct seaopt_context *ctx, int32_t i,
+                                               seaopt_token *out_token);
+/* Record a token as part of the history (prompt tokens too) for the repetition penalty. */
+SEAOPT_API void seaopt_sampler_accept(struct seaopt_sampler *smpl, seaopt_token token);
+/* Forget the history and re-seed with the original seed. */
+SEAOPT_API void seaopt_sampler_reset(struct seaopt_sampler *smpl);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SEAOPT_H */

@@ -1,0 +1,66 @@
+// GPT-2 byte-level BPE, identical to Hugging Face's GPT2Tokenizer as configured for OPT.
+//
+// Why not SentencePiece: OPT was trained with the GPT-2 BPE (fairseq's reordering of GPT-2's ids);
+// a SentencePiece model would give different ids and a wrong model input.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace seaopt {
+
+// Token types, as llama.cpp's GGUF convention (tokenizer.ggml.token_type).
+enum class TokenType : int32_t { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 };
+
+// What a tokenizer is made of: the same data whether it comes from HF files or from GGUF metadata.
+struct TokenizerData {
+    std::vector<std::string> tokens;      // id -> token string in byte-level form ("Ġthe")
+    std::vector<int32_t> token_types;     // id -> TokenType; may be empty (= NORMAL, specials CONTROL)
+    std::vector<std::string> merges;      // rank order, each "left right"
+    int32_t bos_id = 2, eos_id = 2, pad_id = 1, unk_id = 3;
+};
+
+// Reads HF vocab.json + merges.txt. Pads the token list to `n_vocab` entries (the model's
+// embedding rows, 50272 for OPT) with UNUSED tokens "<unused_N>" when n_vocab is larger.
+// Marks <s>, <pad>, </s>, <unk>, <mask> as CONTROL. Throws seaopt::Error on bad files.
+TokenizerData load_hf_tokenizer(const std::string &vocab_json_path, const std::string &merges_txt_path,
+                                int32_t n_vocab);
+
+class Tokenizer {
+public:
+    // Validates the data (ids in range, merges refer to known tokens, ...). Throws
+    // seaopt::Error(SEAOPT_ERR_MODEL_FORMAT) naming the problem.
+    explicit Tokenizer(TokenizerData data);
+
+    // Encodes UTF-8 text. Invalid UTF-8 throws seaopt::Error(SEAOPT_ERR_INVALID_UTF8) naming the
+    // byte offset. parse_special: literal control-token strings ("</s>") become their ids.
+    std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const;
+
+    // The raw bytes of one token (control tokens: their text). Throws on an id out of range.
+    std::string token_to_piece(int32_t id) const;
+    // Concatenated bytes of the tokens; remove_special skips CONTROL and UNUSED tokens.
+    std::string decode(const std::vector<int32_t> &ids, bool remove_special) const;
+
+    int32_t n_tokens() const;
+    int32_t bos_id() const;
+    int32_t eos_id() const;
+    int32_t pad_id() const;
+    int32_t unk_id() const;
+    const TokenizerData &data() const;
+    bool is_control(int32_t id) const;
+
+    ~Tokenizer();
+    Tokenizer(Tokenizer &&) noexcept;
+    Tokenizer &operator=(Tokenizer &&) noexcept;
+    Tokenizer(const Tokenizer &) = delete;
+    Tokenizer &operator=(const Tokenizer &) = delete;
+
+private:
+    struct Impl;
+    Impl *impl_ = nullptr;
+};
+
+}  // namespace seaopt

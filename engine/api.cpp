@@ -1,0 +1,298 @@
+// The C API boundary: every call catches every exception and turns it into a status code plus a
+// thread-local message. Nothing here exits or aborts.
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "engine/api_internal.h"
+#include "engine/context.h"
+#include "engine/cuda/device.h"
+#include "engine/error.h"
+#include "engine/log.h"
+#include "model/opt_model.h"
+#include "seaopt.h"
+
+struct seaopt_model {
+    std::unique_ptr<seaopt::OptModel> impl;
+};
+
+struct seaopt_context {
+    seaopt::Context impl;
+};
+
+namespace seaopt {
+namespace {
+
+thread_local std::string t_last_error;
+
+// Copies bytes to a caller's buffer with the *_BUFFER_TOO_SMALL convention.
+seaopt_status copy_out(const std::string &bytes, char *buf, size_t buf_size, size_t *n_out) {
+    if (n_out) *n_out = bytes.size();
+    if (bytes.size() > buf_size) {
+        set_last_error(SEAOPT_ERR_BUFFER_TOO_SMALL, "the output needs " + std::to_string(bytes.size()) +
+                                                        " bytes but the buffer has " + std::to_string(buf_size));
+        return SEAOPT_ERR_BUFFER_TOO_SMALL;
+    }
+    if (!bytes.empty()) std::memcpy(buf, bytes.data(), bytes.size());
+    return SEAOPT_OK;
+}
+
+void require(const void *p, const char *what) {
+    if (!p) throw_invalid_argument(std::string(what) + " is NULL");
+}
+
+}  // namespace
+
+void set_last_error(seaopt_status code, const std::string &message) {
+    (void)code;
+    t_last_error = message;
+}
+
+void clear_last_error() { t_last_error.clear(); }
+
+seaopt_status status_from_current_exception() {
+    try {
+        throw;
+    } catch (const Error &e) {
+        set_last_error(e.code(), e.what());
+        return e.code();
+    } catch (const std::bad_alloc &) {
+        set_last_error(SEAOPT_ERR_OUT_OF_MEMORY, "out of host memory");
+        return SEAOPT_ERR_OUT_OF_MEMORY;
+    } catch (const std::length_error &e) {
+        set_last_error(SEAOPT_ERR_OUT_OF_MEMORY, std::string("allocation too large: ") + e.what());
+        return SEAOPT_ERR_OUT_OF_MEMORY;
+    } catch (const std::exception &e) {
+        set_last_error(SEAOPT_ERR_INTERNAL, std::string("internal error: ") + e.what());
+        return SEAOPT_ERR_INTERNAL;
+    } catch (...) {
+        set_last_error(SEAOPT_ERR_INTERNAL, "internal error: unknown exception");
+        return SEAOPT_ERR_INTERNAL;
+    }
+}
+
+}  // namespace seaopt
+
+using namespace seaopt;
+
+extern "C" {
+
+const char *seaopt_last_error(void) { return t_last_error.c_str(); }
+
+const char *seaopt_status_name(seaopt_status s) {
+    switch (s) {
+    case SEAOPT_OK: return "SEAOPT_OK";
+    case SEAOPT_ERR_INVALID_ARGUMENT: return "SEAOPT_ERR_INVALID_ARGUMENT";
+    case SEAOPT_ERR_IO: return "SEAOPT_ERR_IO";
+    case SEAOPT_ERR_MODEL_FORMAT: return "SEAOPT_ERR_MODEL_FORMAT";
+    case SEAOPT_ERR_UNSUPPORTED: return "SEAOPT_ERR_UNSUPPORTED";
+    case SEAOPT_ERR_OUT_OF_MEMORY: return "SEAOPT_ERR_OUT_OF_MEMORY";
+    case SEAOPT_ERR_CONTEXT_FULL: return "SEAOPT_ERR_CONTEXT_FULL";
+    case SEAOPT_ERR_INVALID_UTF8: return "SEAOPT_ERR_INVALID_UTF8";
+    case SEAOPT_ERR_CANCELLED: return "SEAOPT_ERR_CANCELLED";
+    case SEAOPT_ERR_BUFFER_TOO_SMALL: return "SEAOPT_ERR_BUFFER_TOO_SMALL";
+    case SEAOPT_ERR_DEVICE: return "SEAOPT_ERR_DEVICE";
+    case SEAOPT_ERR_INTERNAL: return "SEAOPT_ERR_INTERNAL";
+    }
+    return "SEAOPT_ERR_UNKNOWN";
+}
+
+const char *seaopt_version(void) { return "0.1.0"; }
+
+const char *seaopt_build_info(void) {
+    static const std::string info = std::string("seaopt 0.1.0, ") + cuda_build_description();
+    return info.c_str();
+}
+
+/* ---- model ---------------------------------------------------------------------------------- */
+
+seaopt_model_params seaopt_model_default_params(void) {
+    seaopt_model_params p;
+    std::memset(&p, 0, sizeof p);
+    p.device = SEAOPT_DEVICE_AUTO;
+    p.gpu_index = 0;
+    p.vocab_only = false;
+    p.check_tensors = false;
+    return p;
+}
+
+seaopt_status seaopt_model_load(const char *path, const seaopt_model_params *params, seaopt_model **out_model) {
+    if (out_model) *out_model = nullptr;
+    SEAOPT_API_TRY
+    require(path, "path");
+    require(out_model, "out_model");
+    const seaopt_model_params p = params ? *params : seaopt_model_default_params();
+    if (p.device != SEAOPT_DEVICE_AUTO && p.device != SEAOPT_DEVICE_CPU && p.device != SEAOPT_DEVICE_CUDA) {
+        throw_invalid_argument("unknown device " + std::to_string((int)p.device));
+    }
+    auto model = std::make_unique<seaopt_model>();
+    model->impl = load_opt_model(path, p);
+    *out_model = model.release();
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+void seaopt_model_free(seaopt_model *model) { delete model; }
+
+int32_t seaopt_model_n_vocab(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_vocab : 0; }
+int32_t seaopt_model_n_ctx_train(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_ctx_train : 0; }
+int32_t seaopt_model_n_embd(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_embd : 0; }
+int32_t seaopt_model_n_layer(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_layer : 0; }
+int32_t seaopt_model_n_head(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_head : 0; }
+uint64_t seaopt_model_n_params(const seaopt_model *m) { return m ? m->impl->n_params : 0; }
+
+int32_t seaopt_model_desc(const seaopt_model *m, char *buf, size_t buf_size) {
+    std::string desc = "invalid model";
+    if (m) {
+        const OptModel &om = *m->impl;
+        const double params = (double)om.n_params;
+        char size[32];
+        if (params >= 1e9) {
+            std::snprintf(size, sizeof size, "%.1fB", params / 1e9);
+        } else {
+            std::snprintf(size, sizeof size, "%.0fM", params / 1e6);
+        }
+        desc = std::string("opt ") + size + " " + om.file_type;
+    }
+    if (buf && buf_size) {
+        const size_t n = std::min(desc.size(), buf_size - 1);
+        std::memcpy(buf, desc.data(), n);
+        buf[n] = '\0';
+    }
+    return (int32_t)desc.size();
+}
+
+/* ---- tokenizer ------------------------------------------------------------------------------ */
+
+seaopt_token seaopt_token_bos(const seaopt_model *m) { return m ? m->impl->tokenizer->bos_id() : -1; }
+seaopt_token seaopt_token_eos(const seaopt_model *m) { return m ? m->impl->tokenizer->eos_id() : -1; }
+seaopt_token seaopt_token_pad(const seaopt_model *m) { return m ? m->impl->tokenizer->pad_id() : -1; }
+
+seaopt_status seaopt_tokenize(const seaopt_model *model, const char *text, size_t text_len, bool add_bos,
+                              bool parse_special, seaopt_token *tokens, int32_t n_tokens_max, int32_t *n_tokens_out) {
+    if (n_tokens_out) *n_tokens_out = 0;
+    SEAOPT_API_TRY
+    require(model, "model");
+    require(n_tokens_out, "n_tokens_out");
+    if (text_len && !text) throw_invalid_argument("text is NULL");
+    if (n_tokens_max < 0) throw_invalid_argument("n_tokens_max must be >= 0");
+    const std::vector<int32_t> ids =
+        model->impl->tokenizer->encode(std::string_view(text ? text : "", text_len), add_bos, parse_special);
+    if (ids.size() > (size_t)INT32_MAX) throw_invalid_argument("the text gives more than 2^31 tokens");
+    *n_tokens_out = (int32_t)ids.size();
+    if ((int64_t)ids.size() > n_tokens_max) {
+        set_last_error(SEAOPT_ERR_BUFFER_TOO_SMALL, "the text has " + std::to_string(ids.size()) +
+                                                        " tokens but the buffer holds " + std::to_string(n_tokens_max));
+        return SEAOPT_ERR_BUFFER_TOO_SMALL;
+    }
+    if (!ids.empty()) {
+        require(tokens, "tokens");
+        std::memcpy(tokens, ids.data(), ids.size() * sizeof(int32_t));
+    }
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_token_to_piece(const seaopt_model *model, seaopt_token token, char *buf, size_t buf_size,
+                                    size_t *n_out) {
+    if (n_out) *n_out = 0;
+    SEAOPT_API_TRY
+    require(model, "model");
+    if (buf_size) require(buf, "buf");
+    return copy_out(model->impl->tokenizer->token_to_piece(token), buf, buf_size, n_out);
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_detokenize(const seaopt_model *model, const seaopt_token *tokens, int32_t n_tokens,
+                                bool remove_special, char *buf, size_t buf_size, size_t *n_out) {
+    if (n_out) *n_out = 0;
+    SEAOPT_API_TRY
+    require(model, "model");
+    if (n_tokens < 0) throw_invalid_argument("n_tokens must be >= 0");
+    if (n_tokens) require(tokens, "tokens");
+    if (buf_size) require(buf, "buf");
+    const std::vector<int32_t> ids(tokens, tokens + n_tokens);
+    return copy_out(model->impl->tokenizer->decode(ids, remove_special), buf, buf_size, n_out);
+    SEAOPT_API_CATCH
+}
+
+/* ---- context -------------------------------------------------------------------------------- */
+
+seaopt_context_params seaopt_context_default_params(void) {
+    seaopt_context_params p;
+    std::memset(&p, 0, sizeof p);
+    p.n_ctx = 0;
+    p.n_batch = 0;
+    p.n_seq_max = 1;
+    p.attention = SEAOPT_ATTENTION_DENSE;
+    p.n_threads = 0;
+    return p;
+}
+
+seaopt_status seaopt_context_new(seaopt_model *model, const seaopt_context_params *params, seaopt_context **out_ctx) {
+    if (out_ctx) *out_ctx = nullptr;
+    SEAOPT_API_TRY
+    require(model, "model");
+    require(out_ctx, "out_ctx");
+    const seaopt_context_params p = params ? *params : seaopt_context_default_params();
+    auto ctx = std::make_unique<seaopt_context>();
+    context_init(ctx->impl, *model->impl, p);
+    *out_ctx = ctx.release();
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+void seaopt_context_free(seaopt_context *ctx) { delete ctx; }
+
+uint32_t seaopt_n_ctx(const seaopt_context *ctx) { return ctx ? ctx->impl.n_ctx : 0; }
+uint32_t seaopt_n_batch(const seaopt_context *ctx) { return ctx ? ctx->impl.n_batch : 0; }
+uint32_t seaopt_n_seq_max(const seaopt_context *ctx) { return ctx ? ctx->impl.n_seq_max : 0; }
+int32_t seaopt_context_n_vocab(const seaopt_context *ctx) { return ctx ? (int32_t)ctx->impl.model->hp.n_vocab : 0; }
+
+seaopt_batch seaopt_batch_get_one(const seaopt_token *tokens, int32_t n_tokens) {
+    seaopt_batch b;
+    std::memset(&b, 0, sizeof b);
+    b.n_tokens = n_tokens;
+    b.token = tokens;
+    return b;
+}
+
+seaopt_status seaopt_decode(seaopt_context *ctx, const seaopt_batch *batch) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    require(batch, "batch");
+    context_decode(ctx->impl, *batch);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+const float *seaopt_get_logits_ith(seaopt_context *ctx, int32_t i) {
+    clear_last_error();
+    try {
+        require(ctx, "ctx");
+        return context_logits_ith(ctx->impl, i);
+    } catch (...) {
+        status_from_current_exception();
+        return nullptr;
+    }
+}
+
+void seaopt_kv_clear(seaopt_context *ctx) {
+    if (ctx) std::fill(ctx->impl.seq_len.begin(), ctx->impl.seq_len.end(), 0);
+}
+
+seaopt_status seaopt_kv_truncate(seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    context_kv_truncate(ctx->impl, seq_id, n_keep);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_pos seaopt_kv_seq_len(const seaopt_context *ctx, seaopt_seq_id seq_id) {
+    if (!ctx || seq_id < 0 || (uint32_t)seq_id >= ctx->impl.n_seq_max) return -1;
+    return ctx->impl.seq_len[(size_t)seq_id];
+}
+
+}  // extern "C"

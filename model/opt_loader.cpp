@@ -1,0 +1,296 @@
+// Loading a seaopt GGUF file: everything is validated before it is trusted (anchors.md E4's
+// checklist): the GGUF structure by gguf::parse, then here the architecture, every hyperparameter
+// with its type and range, the tokenizer arrays, and the exact set of tensors with their shapes.
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/fp16.h"
+#include "engine/log.h"
+#include "model/gguf.h"
+#include "model/opt_model.h"
+
+namespace seaopt {
+namespace {
+
+uint32_t get_u32_in_range(const gguf::File &f, const char *key, uint32_t lo, uint32_t hi) {
+    const uint32_t v = f.get_u32(key);
+    if (v < lo || v > hi) {
+        throw_model_format(std::string("key ") + key + " = " + std::to_string(v) + " is out of range [" +
+                           std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    }
+    return v;
+}
+
+struct ExpectedTensor {
+    std::string name;
+    std::vector<int64_t> ne;  // GGUF order
+};
+
+std::string shape_str(const int64_t *ne, size_t n) {
+    std::string s = "{";
+    for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
+    return s + "}";
+}
+
+std::vector<ExpectedTensor> expected_tensors(const OptHparams &hp, bool has_untied_output) {
+    const int64_t C = hp.n_embd, D = hp.n_embd_proj, F = hp.n_ff, V = hp.n_vocab, P = hp.n_pos_rows();
+    std::vector<ExpectedTensor> t;
+    t.push_back({"token_embd.weight", {D, V}});
+    t.push_back({"position_embd.weight", {C, P}});
+    if (hp.has_proj()) {
+        t.push_back({"proj_in.weight", {D, C}});
+        t.push_back({"proj_out.weight", {C, D}});
+    }
+    if (hp.has_output_norm()) {
+        t.push_back({"output_norm.weight", {C}});
+        t.push_back({"output_norm.bias", {C}});
+    }
+    if (has_untied_output) t.push_back({"output.weight", {D, V}});
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        t.push_back({blk_tensor(l, "attn_norm.weight"), {C}});
+        t.push_back({blk_tensor(l, "attn_norm.bias"), {C}});
+        for (const char *p : {"attn_q", "attn_k", "attn_v", "attn_output"}) {
+            t.push_back({blk_tensor(l, (std::string(p) + ".weight").c_str()), {C, C}});
+            t.push_back({blk_tensor(l, (std::string(p) + ".bias").c_str()), {C}});
+        }
+        t.push_back({blk_tensor(l, "ffn_norm.weight"), {C}});
+        t.push_back({blk_tensor(l, "ffn_norm.bias"), {C}});
+        t.push_back({blk_tensor(l, "ffn_up.weight"), {C, F}});
+        t.push_back({blk_tensor(l, "ffn_up.bias"), {F}});
+        t.push_back({blk_tensor(l, "ffn_down.weight"), {F, C}});
+        t.push_back({blk_tensor(l, "ffn_down.bias"), {C}});
+    }
+    return t;
+}
+
+TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
+    const std::string &model = f.get_str(keys::kTokModel);
+    if (model != "gpt2") {
+        throw_model_format(std::string("key ") + keys::kTokModel + " = '" + model +
+                           "': seaopt's OPT tokenizer is GPT-2 byte-level BPE ('gpt2')");
+    }
+    TokenizerData d;
+    d.tokens = f.get_str_array(keys::kTokTokens);
+    if (d.tokens.size() != hp.n_vocab) {
+        throw_model_format(std::string("key ") + keys::kTokTokens + " has " + std::to_string(d.tokens.size()) +
+                           " tokens but the model's vocabulary has " + std::to_string(hp.n_vocab) + " rows");
+    }
+    d.merges = f.get_str_array(keys::kTokMerges);
+    if (const gguf::Value *tt = f.find(keys::kTokTokenType)) {
+        if (tt->type != gguf::ValueType::ARRAY || tt->array_type == gguf::ValueType::STRING ||
+            tt->array_type == gguf::ValueType::FLOAT32 || tt->array_type == gguf::ValueType::FLOAT64 ||
+            tt->array_type == gguf::ValueType::ARRAY) {
+            throw_model_format(std::string("key ") + keys::kTokTokenType + " must be an array of integers");
+        }
+        if (tt->int_array.size() != d.tokens.size()) {
+            throw_model_format(std::string("key ") + keys::kTokTokenType + " has " +
+                               std::to_string(tt->int_array.size()) + " entries for " +
+                               std::to_string(d.tokens.size()) + " tokens");
+        }
+        d.token_types.reserve(tt->int_array.size());
+        for (size_t i = 0; i < tt->int_array.size(); ++i) {
+            const int64_t v = tt->int_array[i];
+            if (v < 1 || v > 6) {
+                throw_model_format(std::string("key ") + keys::kTokTokenType + ": token " + std::to_string(i) +
+                                   " has invalid type " + std::to_string(v));
+            }
+            d.token_types.push_back((int32_t)v);
+        }
+    }
+    d.bos_id = (int32_t)get_u32_in_range(f, keys::kTokBos, 0, hp.n_vocab - 1);
+    d.eos_id = (int32_t)get_u32_in_range(f, keys::kTokEos, 0, hp.n_vocab - 1);
+    d.pad_id = (int32_t)get_u32_in_range(f, keys::kTokPad, 0, hp.n_vocab - 1);
+    d.unk_id = (int32_t)get_u32_in_range(f, keys::kTokUnk, 0, hp.n_vocab - 1);
+    return d;
+}
+
+// Bytes of memory the OS says are available, or 0 if unknown.
+uint64_t available_host_memory() {
+    std::ifstream meminfo("/proc/meminfo");
+    std::string key;
+    uint64_t kb = 0;
+    std::string unit;
+    while (meminfo >> key >> kb >> unit) {
+        if (key == "MemAvailable:") return kb * 1024;
+    }
+    return 0;
+}
+
+void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uint8_t *data) {
+    out.resize(t.n_elements);
+    switch (t.type) {
+    case gguf::TensorType::F32:
+        std::memcpy(out.data(), data, t.n_elements * 4);
+        break;
+    case gguf::TensorType::F16:
+        for (uint64_t i = 0; i < t.n_elements; ++i) {
+            uint16_t h;
+            std::memcpy(&h, data + 2 * i, 2);
+            out[i] = f16_to_f32(h);
+        }
+        break;
+    case gguf::TensorType::BF16:
+        for (uint64_t i = 0; i < t.n_elements; ++i) {
+            uint16_t h;
+            std::memcpy(&h, data + 2 * i, 2);
+            out[i] = bf16_to_f32(h);
+        }
+        break;
+    }
+}
+
+}  // namespace
+
+OptHparams read_opt_hparams(const gguf::File &f) {
+    const std::string &arch = f.get_str(keys::kArchitecture);
+    if (arch != kArchitectureName) {
+        throw_unsupported("model architecture '" + arch + "' is not supported: seaopt runs OPT models ('opt')");
+    }
+    OptHparams hp;
+    hp.n_vocab = get_u32_in_range(f, keys::kVocabSize, 4, kMaxVocab);
+    hp.n_ctx_train = get_u32_in_range(f, keys::kContextLength, 1, kMaxContext);
+    hp.n_embd = get_u32_in_range(f, keys::kEmbeddingLength, 1, kMaxEmbedding);
+    hp.n_layer = get_u32_in_range(f, keys::kBlockCount, 1, kMaxLayers);
+    hp.n_ff = get_u32_in_range(f, keys::kFeedForwardLength, 1, 4 * kMaxEmbedding);
+    hp.n_head = get_u32_in_range(f, keys::kHeadCount, 1, hp.n_embd);
+    hp.n_embd_proj = get_u32_in_range(f, keys::kWordEmbedProjDim, 1, kMaxEmbedding);
+    hp.pre_ln = f.get_bool(keys::kDoLayerNormBefore);
+    hp.ln_eps = f.get_f32(keys::kLayerNormEps);
+    hp.pos_offset = f.get_u32(keys::kPositionOffset);
+    if (hp.n_embd % hp.n_head != 0) {
+        throw_model_format("embedding length " + std::to_string(hp.n_embd) + " is not a multiple of the head count " +
+                           std::to_string(hp.n_head));
+    }
+    if (!(std::isfinite(hp.ln_eps) && hp.ln_eps > 0.0f && hp.ln_eps < 1.0f)) {
+        throw_model_format(std::string("key ") + keys::kLayerNormEps + " = " + std::to_string(hp.ln_eps) +
+                           " is not a usable LayerNorm epsilon");
+    }
+    if (hp.pos_offset != kPositionOffset) {
+        throw_unsupported(std::string("key ") + keys::kPositionOffset + " = " + std::to_string(hp.pos_offset) +
+                          ": OPT's learned positions use offset 2");
+    }
+    return hp;
+}
+
+std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_model_params &params) {
+    gguf::MappedFile mapped(path);
+    gguf::File file;
+    try {
+        file = gguf::parse(mapped.data(), mapped.size());
+    } catch (const Error &e) {
+        throw Error(e.code(), path + ": " + e.what());
+    }
+
+    auto model = std::make_unique<OptModel>();
+    model->hp = read_opt_hparams(file);
+    const OptHparams &hp = model->hp;
+    if (const gguf::Value *name = file.find(keys::kName); name && name->type == gguf::ValueType::STRING) {
+        model->name = name->str;
+    }
+    model->tokenizer = std::make_unique<Tokenizer>(read_tokenizer(file, hp));
+
+    // The exact tensor set: every expected tensor with its shape; nothing unexpected.
+    const bool has_untied_output = file.find_tensor("output.weight") != nullptr;
+    const std::vector<ExpectedTensor> expected = expected_tensors(hp, has_untied_output);
+    for (const ExpectedTensor &e : expected) {
+        const gguf::TensorInfo *t = file.find_tensor(e.name);
+        if (!t) throw_model_format(path + ": tensor '" + e.name + "' is missing");
+        bool same = t->n_dims == e.ne.size();
+        for (size_t i = 0; same && i < e.ne.size(); ++i) same = t->ne[i] == e.ne[i];
+        if (!same) {
+            throw_model_format(path + ": tensor '" + e.name + "' has shape " + shape_str(t->ne, t->n_dims) +
+                               ", expected " + shape_str(e.ne.data(), e.ne.size()) + " from the hyperparameters");
+        }
+    }
+    size_t n_sea = 0;
+    for (const gguf::TensorInfo &t : file.tensors) {
+        if (t.name.rfind("sea.", 0) == 0) {
+            ++n_sea;
+            continue;
+        }
+        bool known = false;
+        for (const ExpectedTensor &e : expected) known = known || e.name == t.name;
+        if (!known) throw_model_format(path + ": unexpected tensor '" + t.name + "' for this OPT configuration");
+    }
+    if (n_sea) SEAOPT_LOG_WARN_("seaopt: %s: ignoring %zu SEA estimator tensors (not used by this version)\n", path.c_str(), n_sea);
+
+    for (const gguf::TensorInfo &t : file.tensors) model->n_params += t.n_elements;
+    model->file_type = gguf::tensor_type_name(file.find_tensor("token_embd.weight")->type);
+    model->vocab_only = params.vocab_only;
+
+    if (params.device == SEAOPT_DEVICE_CUDA) {
+        throw_unsupported("the CUDA engine is not available in this version of seaopt; use the CPU engine (device cpu)");
+    }
+    model->device = SEAOPT_DEVICE_CPU;
+    if (params.vocab_only) return model;
+
+    uint64_t needed = 0;
+    for (const ExpectedTensor &e : expected) needed += file.find_tensor(e.name)->n_elements * 4;
+    if (const uint64_t avail = available_host_memory(); avail && needed > avail) {
+        throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "the CPU engine needs " + std::to_string(needed >> 20) +
+                                                  " MiB for fp32 weights but only " + std::to_string(avail >> 20) +
+                                                  " MiB of memory is available");
+    }
+
+    uint64_t done = 0;
+    auto load = [&](std::vector<float> &dst, const std::string &name) {
+        const gguf::TensorInfo *t = file.find_tensor(name);
+        tensor_to_f32(dst, *t, mapped.data() + file.data_offset + t->offset);
+        if (params.check_tensors) {
+            for (size_t i = 0; i < dst.size(); ++i) {
+                if (!std::isfinite(dst[i])) {
+                    throw_model_format(path + ": tensor '" + name + "' has a non-finite value at element " +
+                                       std::to_string(i));
+                }
+            }
+        }
+        done += t->n_elements * 4;
+        if (params.progress_callback &&
+            !params.progress_callback(needed ? (float)((double)done / (double)needed) : 1.0f,
+                                      params.progress_callback_user_data)) {
+            throw Error(SEAOPT_ERR_CANCELLED, "model loading was cancelled by the progress callback");
+        }
+    };
+
+    OptWeightsCpu &w = model->cpu;
+    load(w.tok_embd, "token_embd.weight");
+    load(w.pos_embd, "position_embd.weight");
+    if (hp.has_proj()) {
+        load(w.proj_in, "proj_in.weight");
+        load(w.proj_out, "proj_out.weight");
+    }
+    if (hp.has_output_norm()) {
+        load(w.out_norm_w, "output_norm.weight");
+        load(w.out_norm_b, "output_norm.bias");
+    }
+    if (has_untied_output) load(w.output, "output.weight");
+    w.layers.resize(hp.n_layer);
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        OptLayerWeightsCpu &L = w.layers[l];
+        load(L.attn_norm_w, blk_tensor(l, "attn_norm.weight"));
+        load(L.attn_norm_b, blk_tensor(l, "attn_norm.bias"));
+        load(L.q_w, blk_tensor(l, "attn_q.weight"));
+        load(L.q_b, blk_tensor(l, "attn_q.bias"));
+        load(L.k_w, blk_tensor(l, "attn_k.weight"));
+        load(L.k_b, blk_tensor(l, "attn_k.bias"));
+        load(L.v_w, blk_tensor(l, "attn_v.weight"));
+        load(L.v_b, blk_tensor(l, "attn_v.bias"));
+        load(L.o_w, blk_tensor(l, "attn_output.weight"));
+        load(L.o_b, blk_tensor(l, "attn_output.bias"));
+        load(L.ffn_norm_w, blk_tensor(l, "ffn_norm.weight"));
+        load(L.ffn_norm_b, blk_tensor(l, "ffn_norm.bias"));
+        load(L.up_w, blk_tensor(l, "ffn_up.weight"));
+        load(L.up_b, blk_tensor(l, "ffn_up.bias"));
+        load(L.down_w, blk_tensor(l, "ffn_down.weight"));
+        load(L.down_b, blk_tensor(l, "ffn_down.bias"));
+    }
+    return model;
+}
+
+}  // namespace seaopt

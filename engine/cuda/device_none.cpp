@@ -1,0 +1,14 @@
+// Builds without CUDA: no devices.
+#include "engine/cuda/device.h"
+#include "engine/error.h"
+
+namespace seaopt {
+
+std::string cuda_build_description() { return "built without CUDA"; }
+int cuda_device_count() { return 0; }
+std::string cuda_device_name(int) { return ""; }
+std::vector<float> cuda_f16_to_f32_all_patterns(int) {
+    throw Error(SEAOPT_ERR_DEVICE, "this build of seaopt has no CUDA support");
+}
+
+}  // namespace seaopt

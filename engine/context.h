@@ -1,0 +1,38 @@
+// A context: the KV cache, the logits of the last batch, and the rules of seaopt_decode.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/opt_forward_cpu.h"
+#include "model/opt_model.h"
+#include "seaopt.h"
+
+namespace seaopt {
+
+struct Context {
+    const OptModel *model = nullptr;
+    uint32_t n_ctx = 0, n_batch = 0, n_seq_max = 0;
+    seaopt_attention attention = SEAOPT_ATTENTION_DENSE;
+    int n_threads = 1;
+
+    std::vector<int32_t> seq_len;  // positions held per sequence
+    KvCacheCpu kv;
+
+    // Outputs of the last batch.
+    std::vector<float> logits;        // [n_outputs, n_vocab]
+    std::vector<int32_t> output_row;  // batch index -> row of `logits`, or -1
+    int32_t last_output_index = -1;   // batch index of the last token that asked for logits
+};
+
+// Validates the parameters against the model and allocates the KV cache.
+void context_init(Context &ctx, const OptModel &model, const seaopt_context_params &params);
+
+// seaopt_decode: validates the whole batch first (so an invalid batch changes nothing), then runs it.
+void context_decode(Context &ctx, const seaopt_batch &batch);
+
+const float *context_logits_ith(const Context &ctx, int32_t i);
+
+void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep);
+
+}  // namespace seaopt

@@ -1,0 +1,19 @@
+// GPU discovery and the build's CUDA description. Safe to call in builds without CUDA and on
+// machines without a GPU: they report 0 devices instead of failing.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace seaopt {
+
+std::string cuda_build_description();  // e.g. "CUDA 13.0 (sm_90)" or "built without CUDA"
+int cuda_device_count();               // 0 when CUDA is absent, no driver, or no GPU
+std::string cuda_device_name(int device);
+
+// Converts every fp16 bit pattern (0..65535) to fp32 on the GPU — a smoke test of the device path
+// with a CPU reference (engine/fp16.h) beside it. Throws seaopt::Error(SEAOPT_ERR_DEVICE) on failure.
+std::vector<float> cuda_f16_to_f32_all_patterns(int device);
+
+}  // namespace seaopt

@@ -1,0 +1,37 @@
+/* include/seaopt.h used from C99: defaults, status names, and a clean error for a missing file. */
+#include <stdio.h>
+#include <string.h>
+
+#include "seaopt.h"
+
+static int failures = 0;
+#define CHECK(cond)                                                   \
+    do {                                                              \
+        if (!(cond)) {                                                \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+            failures++;                                               \
+        }                                                             \
+    } while (0)
+
+int main(void) {
+    struct seaopt_model *model = NULL;
+    seaopt_model_params mp = seaopt_model_default_params();
+    seaopt_context_params cp = seaopt_context_default_params();
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    seaopt_status st;
+
+    CHECK(mp.device == SEAOPT_DEVICE_AUTO);
+    CHECK(cp.n_seq_max == 1);
+    CHECK(sp.top_k == 40);
+    CHECK(strcmp(seaopt_status_name(SEAOPT_ERR_MODEL_FORMAT), "SEAOPT_ERR_MODEL_FORMAT") == 0);
+    CHECK(strlen(seaopt_version()) > 0);
+
+    st = seaopt_model_load("/nonexistent/model.gguf", &mp, &model);
+    CHECK(st == SEAOPT_ERR_IO);
+    CHECK(model == NULL);
+    CHECK(strstr(seaopt_last_error(), "/nonexistent/model.gguf") != NULL);
+    CHECK(seaopt_decode(NULL, NULL) == SEAOPT_ERR_INVALID_ARGUMENT);
+
+    printf("%s\n%d passed, %d failed\n", seaopt_build_info(), failures ? 0 : 1, failures ? 1 : 0);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,370 @@
+// Bad input through the public API: each case expects a clear error code and message, never a
+// crash. Model files are made by converting a fixture, then corrupted or rewritten.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/gguf.h"
+#include "model/opt_format.h"
+#include "seaopt.h"
+
+namespace fs = std::filesystem;
+using namespace seaopt;
+
+namespace {
+
+std::string temp_dir() {
+    static std::string dir = [] {
+        std::string tmpl = (fs::temp_directory_path() / "seaopt-test-errors-XXXXXX").string();
+        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+        return tmpl;
+    }();
+    return dir;
+}
+
+// A valid model file: the opt-tiny-pre fixture converted to f32.
+const std::string &good_model() {
+    static std::string path = [] {
+        const std::string out = temp_dir() + "/good.gguf";
+        pid_t pid = fork();
+        if (pid == 0) {
+            const std::string exe = std::string(SEAOPT_BINARY_DIR) + "/bin/seaopt-convert";
+            const std::string in = std::string(SEAOPT_TEST_DATA_DIR) + "/opt-tiny-pre/safetensors";
+            execl(exe.c_str(), exe.c_str(), in.c_str(), "-o", out.c_str(), "--outtype", "f32", "--no-progress",
+                  (char *)nullptr);
+            _exit(127);
+        }
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("seaopt-convert failed");
+        return out;
+    }();
+    return path;
+}
+
+std::vector<uint8_t> read_all(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_all(const std::string &path, const std::vector<uint8_t> &bytes) {
+    std::ofstream out(path, std::ios::binary);
+    out.write((const char *)bytes.data(), (std::streamsize)bytes.size());
+}
+
+// Rewrites the good model through gguf::Writer, letting `edit_kv` change metadata and
+// `keep_tensor` drop tensors; `reshape` may change a tensor's declared shape (its data is then
+// zero-filled to the new size).
+std::string rewrite(const std::string &name, const std::function<void(gguf::Writer &)> &edit_kv,
+                    const std::function<bool(const std::string &)> &keep_tensor = nullptr,
+                    const std::function<void(const std::string &, std::vector<int64_t> &)> &reshape = nullptr) {
+    gguf::MappedFile mf(good_model());
+    const gguf::File f = gguf::parse(mf.data(), mf.size());
+    gguf::Writer w;
+    for (const auto &[k, v] : f.kv) w.set(k, v);
+    edit_kv(w);
+    std::vector<const gguf::TensorInfo *> src;
+    for (const gguf::TensorInfo &t : f.tensors) {
+        if (keep_tensor && !keep_tensor(t.name)) continue;
+        std::vector<int64_t> ne(t.ne, t.ne + t.n_dims);
+        if (reshape) reshape(t.name, ne);
+        w.add_tensor(t.name, t.type, ne);
+        src.push_back(&t);
+    }
+    const std::string out = temp_dir() + "/" + name + ".gguf";
+    w.write(out, [&](size_t i, const gguf::Writer::Sink &sink) {
+        const gguf::TensorInfo &t = *src[i];
+        const uint64_t want = w.tensors()[i].n_bytes;
+        const uint64_t have = std::min<uint64_t>(want, t.n_bytes);
+        sink(mf.data() + f.data_offset + t.offset, have);
+        if (want > have) {
+            std::vector<uint8_t> zeros(want - have, 0);
+            sink(zeros.data(), zeros.size());
+        }
+    });
+    return out;
+}
+
+void expect_load_error(const std::string &path, seaopt_status code, const std::string &needle) {
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CPU;
+    seaopt_model *m = reinterpret_cast<seaopt_model *>(0x1);
+    EXPECT_EQ(seaopt_model_load(path.c_str(), &p, &m), code) << seaopt_last_error();
+    EXPECT_EQ(m, nullptr);
+    const std::string msg = seaopt_last_error();
+    EXPECT_NE(msg.find(needle), std::string::npos) << "message was: " << msg;
+}
+
+TEST(ModelFileErrors, GoodModelLoads) {
+    seaopt_model *m = nullptr;
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CPU;
+    p.check_tensors = true;
+    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &p, &m), SEAOPT_OK) << seaopt_last_error();
+    EXPECT_EQ(seaopt_model_n_layer(m), 2);
+    EXPECT_EQ(seaopt_model_n_embd(m), 32);
+    EXPECT_EQ(seaopt_model_n_ctx_train(m), 64);
+    char desc[64];
+    seaopt_model_desc(m, desc, sizeof desc);
+    EXPECT_NE(std::string(desc).find("f32"), std::string::npos) << desc;
+    seaopt_model_free(m);
+}
+
+TEST(ModelFileErrors, MissingFile) {
+    expect_load_error(temp_dir() + "/does-not-exist.gguf", SEAOPT_ERR_IO, "does-not-exist.gguf");
+}
+
+TEST(ModelFileErrors, TruncatedFile) {
+    std::vector<uint8_t> bytes = read_all(good_model());
+    for (size_t keep : {size_t(0), size_t(3), size_t(20), bytes.size() / 2, bytes.size() - 1}) {
+        std::vector<uint8_t> cut(bytes.begin(), bytes.begin() + (long)keep);
+        const std::string path = temp_dir() + "/truncated.gguf";
+        write_all(path, cut);
+        seaopt_model *m = nullptr;
+        EXPECT_EQ(seaopt_model_load(path.c_str(), nullptr, &m), SEAOPT_ERR_MODEL_FORMAT) << "kept " << keep << " bytes";
+        EXPECT_NE(std::string(seaopt_last_error()), "");
+    }
+}
+
+TEST(ModelFileErrors, WrongMagicAndVersion) {
+    std::vector<uint8_t> bytes = read_all(good_model());
+    std::vector<uint8_t> bad = bytes;
+    bad[0] = 'X';
+    write_all(temp_dir() + "/magic.gguf", bad);
+    expect_load_error(temp_dir() + "/magic.gguf", SEAOPT_ERR_MODEL_FORMAT, "magic");
+    bad = bytes;
+    bad[4] = 2;  // version 2
+    write_all(temp_dir() + "/v2.gguf", bad);
+    expect_load_error(temp_dir() + "/v2.gguf", SEAOPT_ERR_MODEL_FORMAT, "version");
+}
+
+TEST(ModelFileErrors, TensorDataOutOfBounds) {
+    // Cut inside the last tensor's data: the header is intact, the data is not.
+    std::vector<uint8_t> bytes = read_all(good_model());
+    bytes.resize(bytes.size() - 16);
+    write_all(temp_dir() + "/short-data.gguf", bytes);
+    seaopt_model *m = nullptr;
+    EXPECT_EQ(seaopt_model_load((temp_dir() + "/short-data.gguf").c_str(), nullptr, &m), SEAOPT_ERR_MODEL_FORMAT);
+    const std::string msg = seaopt_last_error();
+    EXPECT_TRUE(msg.find("end of") != std::string::npos || msg.find("truncated") != std::string::npos) << msg;
+}
+
+TEST(ModelFileErrors, MissingTensor) {
+    const std::string path = rewrite("missing", [](gguf::Writer &) {},
+                                     [](const std::string &n) { return n != "blk.1.ffn_up.bias"; });
+    expect_load_error(path, SEAOPT_ERR_MODEL_FORMAT, "'blk.1.ffn_up.bias' is missing");
+}
+
+TEST(ModelFileErrors, ShapeMismatch) {
+    // The metadata says ffn 128 while the tensors are ffn 64.
+    const std::string path = rewrite("ffn", [](gguf::Writer &w) { w.set(keys::kFeedForwardLength, gguf::Value::make_u32(128)); });
+    expect_load_error(path, SEAOPT_ERR_MODEL_FORMAT, "shape");
+    // A tensor whose own shape is wrong.
+    const std::string path2 = rewrite("reshaped", [](gguf::Writer &) {}, nullptr,
+                                      [](const std::string &n, std::vector<int64_t> &ne) {
+                                          if (n == "blk.0.attn_k.weight") ne = {32, 16};
+                                      });
+    expect_load_error(path2, SEAOPT_ERR_MODEL_FORMAT, "'blk.0.attn_k.weight' has shape {32, 16}, expected {32, 32}");
+}
+
+TEST(ModelFileErrors, UnexpectedTensor) {
+    // proj_in exists only when word_embed_proj_dim != hidden: this 32/32 model must not have it.
+    gguf::MappedFile mf(good_model());
+    const gguf::File f = gguf::parse(mf.data(), mf.size());
+    gguf::Writer w;
+    for (const auto &[k, v] : f.kv) w.set(k, v);
+    for (const gguf::TensorInfo &t : f.tensors) w.add_tensor(t.name, t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims));
+    w.add_tensor("proj_in.weight", gguf::TensorType::F32, {32, 32});
+    const std::string out = temp_dir() + "/extra2.gguf";
+    w.write(out, [&](size_t i, const gguf::Writer::Sink &sink) {
+        if (i < f.tensors.size()) {
+            sink(mf.data() + f.data_offset + f.tensors[i].offset, f.tensors[i].n_bytes);
+        } else {
+            std::vector<uint8_t> zeros(32 * 32 * 4, 0);
+            sink(zeros.data(), zeros.size());
+        }
+    });
+    expect_load_error(out, SEAOPT_ERR_MODEL_FORMAT, "unexpected tensor 'proj_in.weight'");
+}
+
+TEST(ModelFileErrors, BadMetadata) {
+    expect_load_error(rewrite("arch", [](gguf::Writer &w) { w.set(keys::kArchitecture, gguf::Value::make_str("llama")); }),
+                      SEAOPT_ERR_UNSUPPORTED, "architecture 'llama'");
+    expect_load_error(rewrite("heads", [](gguf::Writer &w) { w.set(keys::kHeadCount, gguf::Value::make_u32(5)); }),
+                      SEAOPT_ERR_MODEL_FORMAT, "head count");
+    expect_load_error(rewrite("layers", [](gguf::Writer &w) { w.set(keys::kBlockCount, gguf::Value::make_u32(100000)); }),
+                      SEAOPT_ERR_MODEL_FORMAT, "opt.block_count");
+    expect_load_error(rewrite("type", [](gguf::Writer &w) { w.set(keys::kBlockCount, gguf::Value::make_str("2")); }),
+                      SEAOPT_ERR_MODEL_FORMAT, "opt.block_count");
+    expect_load_error(rewrite("tokens", [](gguf::Writer &w) {
+                          w.set(keys::kTokTokens, gguf::Value::make_str_array({"a", "b", "c"}));
+                      }),
+                      SEAOPT_ERR_MODEL_FORMAT, "tokens");
+    expect_load_error(rewrite("bos", [](gguf::Writer &w) { w.set(keys::kTokBos, gguf::Value::make_u32(999999)); }),
+                      SEAOPT_ERR_MODEL_FORMAT, "bos_token_id");
+    expect_load_error(rewrite("eps", [](gguf::Writer &w) { w.set(keys::kLayerNormEps, gguf::Value::make_f32(-1.0f)); }),
+                      SEAOPT_ERR_MODEL_FORMAT, "epsilon");
+}
+
+TEST(ModelFileErrors, NonFiniteWeightsWithCheckTensors) {
+    const std::string path = rewrite("nan", [](gguf::Writer &) {});
+    std::vector<uint8_t> bytes = read_all(path);
+    gguf::File f = gguf::parse(bytes.data(), bytes.size());
+    const gguf::TensorInfo *t = f.find_tensor("blk.0.attn_q.bias");
+    const float nan = std::nanf("");
+    std::memcpy(bytes.data() + f.data_offset + t->offset + 8, &nan, 4);
+    write_all(path, bytes);
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CPU;
+    p.check_tensors = true;
+    seaopt_model *m = nullptr;
+    EXPECT_EQ(seaopt_model_load(path.c_str(), &p, &m), SEAOPT_ERR_MODEL_FORMAT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("'blk.0.attn_q.bias' has a non-finite value at element 2"), std::string::npos)
+        << seaopt_last_error();
+}
+
+TEST(ModelFileErrors, ProgressCallbackCancels) {
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CPU;
+    int calls = 0;
+    p.progress_callback = [](float progress, void *ud) {
+        ++*static_cast<int *>(ud);
+        return progress < 0.5f;
+    };
+    p.progress_callback_user_data = &calls;
+    seaopt_model *m = nullptr;
+    EXPECT_EQ(seaopt_model_load(good_model().c_str(), &p, &m), SEAOPT_ERR_CANCELLED);
+    EXPECT_EQ(m, nullptr);
+    EXPECT_GT(calls, 1);
+}
+
+struct Ctx {
+    seaopt_model *model = nullptr;
+    seaopt_context *ctx = nullptr;
+    explicit Ctx(uint32_t n_ctx, uint32_t n_seq = 1, uint32_t n_batch = 0) {
+        seaopt_model_params mp = seaopt_model_default_params();
+        mp.device = SEAOPT_DEVICE_CPU;
+        EXPECT_EQ(seaopt_model_load(good_model().c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+        seaopt_context_params cp = seaopt_context_default_params();
+        cp.n_ctx = n_ctx;
+        cp.n_seq_max = n_seq;
+        cp.n_batch = n_batch;
+        EXPECT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+    }
+    ~Ctx() {
+        seaopt_context_free(ctx);
+        seaopt_model_free(model);
+    }
+};
+
+TEST(ContextErrors, PromptLongerThanContext) {
+    Ctx c(8);
+    std::vector<int32_t> ids(9, 100);
+    seaopt_batch b = seaopt_batch_get_one(ids.data(), 9);
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_CONTEXT_FULL);
+    EXPECT_NE(std::string(seaopt_last_error()).find("n_ctx = 8"), std::string::npos) << seaopt_last_error();
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 0), 0);  // nothing was kept
+    b.n_tokens = 8;
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    b.n_tokens = 1;
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_CONTEXT_FULL);
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 0), 8);
+}
+
+TEST(ContextErrors, ImpossibleContextParams) {
+    seaopt_model *m = nullptr;
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &mp, &m), SEAOPT_OK);
+    seaopt_context_params cp = seaopt_context_default_params();
+    seaopt_context *ctx = nullptr;
+    cp.n_ctx = 65;  // the model has 64 learned positions
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("64 learned positions"), std::string::npos) << seaopt_last_error();
+    cp = seaopt_context_default_params();
+    cp.n_seq_max = 0;
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
+    cp = seaopt_context_default_params();
+    cp.attention = SEAOPT_ATTENTION_SEA;
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_UNSUPPORTED);
+    EXPECT_EQ(ctx, nullptr);
+    seaopt_model_free(m);
+
+    mp.vocab_only = true;
+    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &mp, &m), SEAOPT_OK);
+    cp = seaopt_context_default_params();
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
+    seaopt_model_free(m);
+}
+
+TEST(ContextErrors, BadBatches) {
+    Ctx c(16, 2, 4);
+    std::vector<int32_t> ids = {2, 100, 200, 300, 400};
+    seaopt_batch b = seaopt_batch_get_one(ids.data(), 5);
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_CONTEXT_FULL);  // n_batch = 4
+    b.n_tokens = 0;
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_INVALID_ARGUMENT);
+    std::vector<int32_t> bad = {2, 50272};
+    b = seaopt_batch_get_one(bad.data(), 2);
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("50272"), std::string::npos);
+    bad = {2, -1};
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_INVALID_ARGUMENT);
+    const int32_t pos[2] = {0, 2};  // a gap
+    b = seaopt_batch_get_one(ids.data(), 2);
+    b.pos = pos;
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_INVALID_ARGUMENT);
+    const int32_t seq[2] = {0, 2};  // n_seq_max = 2
+    b.pos = nullptr;
+    b.seq_id = seq;
+    EXPECT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 0), 0);
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 1), 0);
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 2), -1);
+    EXPECT_EQ(seaopt_decode(nullptr, &b), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_decode(c.ctx, nullptr), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_kv_truncate(c.ctx, 5, 0), SEAOPT_ERR_INVALID_ARGUMENT);
+
+    // Logits of a token that did not ask for them.
+    b = seaopt_batch_get_one(ids.data(), 3);
+    ASSERT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    EXPECT_NE(seaopt_get_logits_ith(c.ctx, 2), nullptr);
+    EXPECT_EQ(seaopt_get_logits_ith(c.ctx, 0), nullptr);
+    EXPECT_NE(std::string(seaopt_last_error()).find("did not ask for logits"), std::string::npos);
+    EXPECT_EQ(seaopt_get_logits_ith(c.ctx, 7), nullptr);
+}
+
+TEST(TokenizeErrors, InvalidUtf8AndSmallBuffers) {
+    seaopt_model *m = nullptr;
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.vocab_only = true;
+    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &mp, &m), SEAOPT_OK) << seaopt_last_error();
+    int32_t toks[8];
+    int32_t n = 0;
+    const char bad[] = "ab\xC3\x28";
+    EXPECT_EQ(seaopt_tokenize(m, bad, 4, true, false, toks, 8, &n), SEAOPT_ERR_INVALID_UTF8);
+    EXPECT_NE(std::string(seaopt_last_error()).find("2"), std::string::npos) << seaopt_last_error();
+    const char *hello = "Hello world! cécé herlolip";
+    EXPECT_EQ(seaopt_tokenize(m, hello, std::strlen(hello), true, false, toks, 3, &n), SEAOPT_ERR_BUFFER_TOO_SMALL);
+    EXPECT_EQ(n, 10);
+    std::vector<int32_t> all(10);
+    ASSERT_EQ(seaopt_tokenize(m, hello, std::strlen(hello), true, false, all.data(), 10, &n), SEAOPT_OK);
+    EXPECT_EQ(all, (std::vector<int32_t>{2, 31414, 232, 328, 740, 1140, 12695, 69, 46078, 1588}));
+    char buf[64];
+    size_t len = 0;
+    EXPECT_EQ(seaopt_detokenize(m, all.data(), 10, true, buf, 4, &len), SEAOPT_ERR_BUFFER_TOO_SMALL);
+    EXPECT_EQ(len, std::strlen(hello));
+    ASSERT_EQ(seaopt_detokenize(m, all.data(), 10, true, buf, sizeof buf, &len), SEAOPT_OK);
+    EXPECT_EQ(std::string(buf, len), hello);
+    EXPECT_EQ(seaopt_token_to_piece(m, 50272, buf, sizeof buf, &len), SEAOPT_ERR_INVALID_ARGUMENT);
+    seaopt_model_free(m);
+}
+
+}  // namespace

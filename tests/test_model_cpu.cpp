@@ -1,0 +1,338 @@
+// The CPU reference engine against Hugging Face transformers (fixtures in tests/data, made by
+// tests/fixtures/make_fixtures.py): each checkpoint is converted with the real seaopt-convert
+// binary, loaded through the public C API, and its logits and greedy tokens compared.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "seaopt.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+// Tolerance for fp32 vs fp32: |Δ| <= kAbsTol + kRelTol * |ref|. Logits here have std ~5;
+// the measured max |Δ| is ~1e-5 (see the test log), so this is loose enough for any summation
+// order and tight enough to catch any real error (a wrong bias or scale moves logits by >1e-2).
+constexpr float kAbsTol = 1e-4f;
+constexpr float kRelTol = 1e-5f;
+
+struct Fixture {
+    std::string model;      // opt-tiny-pre / opt-tiny-post
+    std::string ckpt;       // checkpoint subdirectory
+};
+
+const std::vector<Fixture> kFixtures = {
+    {"opt-tiny-pre", "safetensors"},
+    {"opt-tiny-pre", "bin"},
+    {"opt-tiny-post", "safetensors-sharded"},
+    {"opt-tiny-post", "bin"},
+};
+
+std::string data_dir() { return SEAOPT_TEST_DATA_DIR; }
+
+std::string temp_dir() {
+    static std::string dir = [] {
+        std::string tmpl = (fs::temp_directory_path() / "seaopt-test-model-XXXXXX").string();
+        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+        return tmpl;
+    }();
+    return dir;
+}
+
+int run_command(const std::vector<std::string> &args) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        std::vector<char *> argv;
+        for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Converts a fixture checkpoint once per (fixture, outtype) and returns the GGUF path.
+std::string converted(const Fixture &f, const std::string &outtype) {
+    static std::map<std::string, std::string> cache;
+    const std::string key = f.model + "/" + f.ckpt + "/" + outtype;
+    if (auto it = cache.find(key); it != cache.end()) return it->second;
+    const std::string out = temp_dir() + "/" + f.model + "-" + f.ckpt + "-" + outtype + ".gguf";
+    const int rc = run_command({std::string(SEAOPT_BINARY_DIR) + "/bin/seaopt-convert", data_dir() + "/" + f.model + "/" + f.ckpt,
+                                "-o", out, "--outtype", outtype, "--no-progress"});
+    if (rc != 0) throw std::runtime_error("seaopt-convert failed on " + key);
+    cache[key] = out;
+    return out;
+}
+
+json reference(const std::string &model) {
+    std::ifstream in(data_dir() + "/" + model + "/reference.json");
+    return json::parse(in);
+}
+
+std::vector<float> read_f32(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<float> v(bytes.size() / 4);
+    std::memcpy(v.data(), bytes.data(), v.size() * 4);
+    return v;
+}
+
+struct Loaded {
+    seaopt_model *model = nullptr;
+    seaopt_context *ctx = nullptr;
+    ~Loaded() {
+        seaopt_context_free(ctx);
+        seaopt_model_free(model);
+    }
+};
+
+void load(Loaded &l, const std::string &path, uint32_t n_seq = 1, uint32_t n_ctx = 0) {
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &l.model), SEAOPT_OK) << seaopt_last_error();
+    seaopt_context_params cp = seaopt_context_default_params();
+    cp.n_seq_max = n_seq;
+    cp.n_ctx = n_ctx;
+    cp.n_threads = 2;
+    ASSERT_EQ(seaopt_context_new(l.model, &cp, &l.ctx), SEAOPT_OK) << seaopt_last_error();
+}
+
+// Max |Δ| over a row, and whether every element is within tolerance.
+struct Diff {
+    float max_abs = 0;
+    bool ok = true;
+};
+void compare(Diff &d, const float *got, const float *ref, size_t n) {
+    for (size_t i = 0; i < n; ++i) {
+        const float delta = std::fabs(got[i] - ref[i]);
+        d.max_abs = std::max(d.max_abs, delta);
+        if (!(delta <= kAbsTol + kRelTol * std::fabs(ref[i]))) d.ok = false;
+    }
+}
+
+std::vector<int32_t> ids_of(const json &j) { return j.get<std::vector<int32_t>>(); }
+
+class ModelVsTransformers : public ::testing::TestWithParam<std::tuple<Fixture, std::string>> {};
+
+TEST_P(ModelVsTransformers, PrefillLogitsMatch) {
+    const auto &[fx, outtype] = GetParam();
+    const json ref = reference(fx.model);
+    Loaded l;
+    load(l, converted(fx, outtype));
+    const int32_t n_vocab = seaopt_model_n_vocab(l.model);
+    ASSERT_EQ(n_vocab, 50272);
+
+    // Sequence 0: full logits at every position.
+    {
+        const std::vector<int32_t> ids = ids_of(ref["sequences"][0]["ids"]);
+        std::vector<int8_t> want(ids.size(), 1);
+        seaopt_batch b = seaopt_batch_get_one(ids.data(), (int32_t)ids.size());
+        b.logits = want.data();
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        const std::vector<float> full = read_f32(data_dir() + "/" + fx.model + "/logits_seq0.f32");
+        ASSERT_EQ(full.size(), ids.size() * (size_t)n_vocab);
+        Diff d;
+        for (size_t t = 0; t < ids.size(); ++t) {
+            const float *got = seaopt_get_logits_ith(l.ctx, (int32_t)t);
+            ASSERT_NE(got, nullptr) << seaopt_last_error();
+            compare(d, got, full.data() + t * n_vocab, (size_t)n_vocab);
+        }
+        std::printf("[ %s/%s %s ] sequence 0 (%zu positions, full logits): max |dlogit| = %.3g\n", fx.model.c_str(),
+                    fx.ckpt.c_str(), outtype.c_str(), ids.size(), d.max_abs);
+        EXPECT_TRUE(d.ok) << "max |dlogit| " << d.max_abs;
+    }
+
+    // Sequence 1 (60 positions, up to near the 64-position limit) in a fresh sequence.
+    seaopt_kv_clear(l.ctx);
+    {
+        const json &s = ref["sequences"][1];
+        const std::vector<int32_t> ids = ids_of(s["ids"]);
+        const std::vector<int32_t> subset = ids_of(ref["subset_ids"]);
+        std::vector<int8_t> want(ids.size(), 1);
+        seaopt_batch b = seaopt_batch_get_one(ids.data(), (int32_t)ids.size());
+        b.logits = want.data();
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        Diff d;
+        float max_lse = 0;
+        for (size_t t = 0; t < ids.size(); ++t) {
+            const float *got = seaopt_get_logits_ith(l.ctx, (int32_t)t);
+            ASSERT_NE(got, nullptr);
+            std::vector<float> got_subset, ref_subset = s["subset_logits"][t].get<std::vector<float>>();
+            for (int32_t id : subset) got_subset.push_back(got[id]);
+            compare(d, got_subset.data(), ref_subset.data(), subset.size());
+            int32_t best = 0;
+            double m = got[0];
+            for (int32_t v = 1; v < n_vocab; ++v) {
+                if (got[v] > got[best]) best = v;
+                m = std::max(m, (double)got[v]);
+            }
+            double sum = 0;
+            for (int32_t v = 0; v < n_vocab; ++v) sum += std::exp((double)got[v] - m);
+            const float lse = (float)(m + std::log(sum));
+            max_lse = std::max(max_lse, std::fabs(lse - s["logsumexp"][t].get<float>()));
+            EXPECT_EQ(best, s["argmax"][t].get<int32_t>()) << "argmax differs at position " << t;
+        }
+        const std::vector<float> last = read_f32(data_dir() + "/" + fx.model + "/logits_seq1_last.f32");
+        compare(d, seaopt_get_logits_ith(l.ctx, -1), last.data(), (size_t)n_vocab);
+        std::printf("[ %s/%s %s ] sequence 1 (%zu positions, subset + last row): max |dlogit| = %.3g, max |dlogsumexp| = %.3g\n",
+                    fx.model.c_str(), fx.ckpt.c_str(), outtype.c_str(), ids.size(), d.max_abs, max_lse);
+        EXPECT_TRUE(d.ok) << "max |dlogit| " << d.max_abs;
+        EXPECT_LE(max_lse, kAbsTol + kRelTol * 20.0f);
+    }
+}
+
+TEST_P(ModelVsTransformers, IncrementalDecodeMatchesPrefill) {
+    const auto &[fx, outtype] = GetParam();
+    const json ref = reference(fx.model);
+    Loaded l;
+    load(l, converted(fx, outtype));
+    const int32_t n_vocab = seaopt_model_n_vocab(l.model);
+    const std::vector<int32_t> ids = ids_of(ref["sequences"][0]["ids"]);
+    const std::vector<float> full = read_f32(data_dir() + "/" + fx.model + "/logits_seq0.f32");
+    Diff d;
+    // Prompt of 3 tokens, then one token at a time through the KV cache.
+    seaopt_batch b = seaopt_batch_get_one(ids.data(), 3);
+    ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    compare(d, seaopt_get_logits_ith(l.ctx, -1), full.data() + 2 * n_vocab, (size_t)n_vocab);
+    for (size_t t = 3; t < ids.size(); ++t) {
+        b = seaopt_batch_get_one(&ids[t], 1);
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 0), (int32_t)t + 1);
+        compare(d, seaopt_get_logits_ith(l.ctx, 0), full.data() + t * n_vocab, (size_t)n_vocab);
+    }
+    EXPECT_TRUE(d.ok) << "max |dlogit| " << d.max_abs;
+
+    // Rewind to 4 positions and decode the rest again: same logits.
+    ASSERT_EQ(seaopt_kv_truncate(l.ctx, 0, 4), SEAOPT_OK);
+    EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 0), 4);
+    b = seaopt_batch_get_one(&ids[4], (int32_t)ids.size() - 4);
+    ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    Diff d2;
+    compare(d2, seaopt_get_logits_ith(l.ctx, -1), full.data() + (ids.size() - 1) * n_vocab, (size_t)n_vocab);
+    EXPECT_TRUE(d2.ok) << "after kv_truncate: max |dlogit| " << d2.max_abs;
+}
+
+TEST_P(ModelVsTransformers, GreedyContinuationsMatch) {
+    const auto &[fx, outtype] = GetParam();
+    const json ref = reference(fx.model);
+    Loaded l;
+    load(l, converted(fx, outtype));
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    sp.temp = 0.0f;
+    seaopt_sampler *smpl = nullptr;
+    ASSERT_EQ(seaopt_sampler_new(&sp, &smpl), SEAOPT_OK) << seaopt_last_error();
+    for (const json &g : ref["greedy"]) {
+        seaopt_kv_clear(l.ctx);
+        const std::vector<int32_t> prompt = ids_of(g["prompt"]);
+        const std::vector<int32_t> expected = ids_of(g["new_tokens"]);
+        seaopt_batch b = seaopt_batch_get_one(prompt.data(), (int32_t)prompt.size());
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        std::vector<int32_t> got;
+        for (size_t i = 0; i < expected.size(); ++i) {
+            int32_t tok = -1;
+            ASSERT_EQ(seaopt_sampler_sample(smpl, l.ctx, -1, &tok), SEAOPT_OK) << seaopt_last_error();
+            got.push_back(tok);
+            b = seaopt_batch_get_one(&got.back(), 1);
+            ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        }
+        EXPECT_EQ(got, expected);
+    }
+    seaopt_sampler_free(smpl);
+}
+
+TEST_P(ModelVsTransformers, TwoSequencesInOneBatch) {
+    const auto &[fx, outtype] = GetParam();
+    const json ref = reference(fx.model);
+    Loaded l;
+    load(l, converted(fx, outtype), 2);
+    const int32_t n_vocab = seaopt_model_n_vocab(l.model);
+    const std::vector<int32_t> a = ids_of(ref["sequences"][0]["ids"]);
+    const std::vector<int32_t> s1 = ids_of(ref["sequences"][1]["ids"]);
+    // Interleave sequence 0 (ids a) and the first 10 tokens of sequence 1 in one batch.
+    std::vector<int32_t> tok, pos, seq;
+    std::vector<int8_t> want;
+    for (size_t i = 0; i < 10; ++i) {
+        if (i < a.size()) {
+            tok.push_back(a[i]), pos.push_back((int32_t)i), seq.push_back(0), want.push_back(1);
+        }
+        tok.push_back(s1[i]), pos.push_back((int32_t)i), seq.push_back(1), want.push_back(1);
+    }
+    seaopt_batch b{(int32_t)tok.size(), tok.data(), pos.data(), seq.data(), want.data()};
+    ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    const std::vector<float> full = read_f32(data_dir() + "/" + fx.model + "/logits_seq0.f32");
+    const std::vector<int32_t> subset = ids_of(ref["subset_ids"]);
+    Diff d;
+    for (size_t i = 0; i < tok.size(); ++i) {
+        const float *got = seaopt_get_logits_ith(l.ctx, (int32_t)i);
+        ASSERT_NE(got, nullptr);
+        if (seq[i] == 0) {
+            compare(d, got, full.data() + (size_t)pos[i] * n_vocab, (size_t)n_vocab);
+        } else {
+            std::vector<float> got_subset, r = ref["sequences"][1]["subset_logits"][pos[i]].get<std::vector<float>>();
+            for (int32_t id : subset) got_subset.push_back(got[id]);
+            compare(d, got_subset.data(), r.data(), subset.size());
+        }
+    }
+    EXPECT_TRUE(d.ok) << "max |dlogit| " << d.max_abs;
+    EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 0), (int32_t)a.size());
+    EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 1), 10);
+}
+
+std::string fixture_name(const ::testing::TestParamInfo<std::tuple<Fixture, std::string>> &info) {
+    std::string s = std::get<0>(info.param).model + "_" + std::get<0>(info.param).ckpt + "_" + std::get<1>(info.param);
+    for (char &c : s) c = std::isalnum((unsigned char)c) ? c : '_';
+    return s;
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, ModelVsTransformers,
+                         ::testing::Combine(::testing::ValuesIn(kFixtures), ::testing::Values("f32", "f16")),
+                         fixture_name);
+
+// fp16 checkpoints hold exactly representable weights: f16 and f32 GGUFs must give identical logits.
+TEST(ModelConversion, F16AndF32GiveIdenticalLogits) {
+    const json ref = reference("opt-tiny-post");
+    const std::vector<int32_t> ids = ids_of(ref["sequences"][0]["ids"]);
+    std::vector<std::vector<float>> outs;
+    for (const char *outtype : {"f32", "f16"}) {
+        Loaded l;
+        load(l, converted(kFixtures[2], outtype));
+        seaopt_batch b = seaopt_batch_get_one(ids.data(), (int32_t)ids.size());
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK);
+        const float *lg = seaopt_get_logits_ith(l.ctx, -1);
+        outs.emplace_back(lg, lg + seaopt_model_n_vocab(l.model));
+    }
+    EXPECT_EQ(outs[0], outs[1]);
+}
+
+// bf16 output is lossy (8 mantissa bits); it must still load and track the reference closely.
+TEST(ModelConversion, Bf16RunsAndTracksReference) {
+    const json ref = reference("opt-tiny-pre");
+    const std::vector<int32_t> ids = ids_of(ref["sequences"][0]["ids"]);
+    Loaded l;
+    load(l, converted(kFixtures[0], "bf16"));
+    seaopt_batch b = seaopt_batch_get_one(ids.data(), (int32_t)ids.size());
+    ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK);
+    const std::vector<float> full = read_f32(data_dir() + "/opt-tiny-pre/logits_seq0.f32");
+    const float *got = seaopt_get_logits_ith(l.ctx, -1);
+    const float *want = full.data() + (ids.size() - 1) * 50272;
+    double max_abs = 0;
+    for (int v = 0; v < 50272; ++v) max_abs = std::max(max_abs, (double)std::fabs(got[v] - want[v]));
+    std::printf("[ bf16 ] max |dlogit| = %.3g (bf16 weight rounding)\n", max_abs);
+    EXPECT_LT(max_abs, 0.5);
+    EXPECT_GT(max_abs, 0.0);  // it really is bf16
+}
+
+}  // namespace

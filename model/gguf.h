@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -79,6 +80,10 @@ struct File {
     uint64_t data_offset = 0;  // absolute offset of the data section
     std::vector<std::pair<std::string, Value>> kv;  // in file order
     std::vector<TensorInfo> tensors;                // in file order
+    // Name -> position indexes built by parse(). find()/find_tensor() verify each hit and fall
+    // back to a scan, so a File filled or edited by hand still answers correctly.
+    std::unordered_map<std::string, size_t> key_index;
+    std::unordered_map<std::string, size_t> tensor_index;
 
     const Value *find(const std::string &key) const;           // nullptr if absent
     const TensorInfo *find_tensor(const std::string &name) const;  // nullptr if absent

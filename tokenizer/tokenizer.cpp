@@ -1,0 +1,580 @@
+// GPT-2 byte-level BPE as Hugging Face's (slow) GPT2Tokenizer runs it for OPT:
+//   1. split off literal control-token strings (parse_special only);
+//   2. pre-tokenize each chunk with the GPT-2 regex (PCRE2);
+//   3. map each piece's bytes to GPT-2's printable "byte-level" characters;
+//   4. apply the merges by rank, exactly as HF's GPT2Tokenizer.bpe() does;
+//   5. look the resulting strings up in the vocabulary.
+#include "tokenizer/tokenizer.h"
+
+#include <algorithm>
+#include <cctype>
+#include <climits>
+#include <memory>
+#include <utility>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "engine/error.h"
+#include "tokenizer/tokenizer_internal.h"
+
+namespace seaopt {
+
+namespace tok_detail {
+
+size_t find_invalid_utf8(std::string_view s) {
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
+    const size_t n = s.size();
+    size_t i = 0;
+    while (i < n) {
+        const unsigned c = p[i];
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        // RFC 3629 table 3-7: the allowed range of the second byte depends on the first, which rules
+        // out overlongs (C0, C1, E0 80..9F, F0 80..8F), surrogates (ED A0..BF) and > U+10FFFF.
+        size_t len;
+        unsigned lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) {
+            len = 2;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0) lo = 0xA0;
+            if (c == 0xED) hi = 0x9F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0) lo = 0x90;
+            if (c == 0xF4) hi = 0x8F;
+        } else {
+            return i;  // a continuation byte, C0/C1, or F5..FF
+        }
+        if (i + len > n) return i;  // truncated at the end
+        if (p[i + 1] < lo || p[i + 1] > hi) return i;
+        for (size_t k = 2; k < len; ++k) {
+            if ((p[i + k] & 0xC0) != 0x80) return i;
+        }
+        i += len;
+    }
+    return std::string_view::npos;
+}
+
+// Decodes one code point from possibly invalid UTF-8 (token strings from a file are not
+// validated); an invalid lead byte comes back as a 1-byte "code point" with ok = false.
+struct CodePoint {
+    uint32_t cp;
+    size_t len;
+    bool ok;
+};
+
+static CodePoint next_code_point(std::string_view s, size_t i) {
+    const auto *p = reinterpret_cast<const unsigned char *>(s.data());
+    const size_t bad = find_invalid_utf8(s.substr(i, std::min<size_t>(4, s.size() - i)));
+    const unsigned c = p[i];
+    size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+    if (bad == 0 || (bad != std::string_view::npos && bad < len)) return {c, 1, false};
+    uint32_t cp;
+    if (len == 1) {
+        cp = c;
+    } else if (len == 2) {
+        cp = ((c & 0x1Fu) << 6) | (p[i + 1] & 0x3Fu);
+    } else if (len == 3) {
+        cp = ((c & 0x0Fu) << 12) | ((p[i + 1] & 0x3Fu) << 6) | (p[i + 2] & 0x3Fu);
+    } else {
+        cp = ((c & 0x07u) << 18) | ((p[i + 1] & 0x3Fu) << 12) | ((p[i + 2] & 0x3Fu) << 6) | (p[i + 3] & 0x3Fu);
+    }
+    return {cp, len, true};
+}
+
+std::string utf8_encode(uint32_t cp) {
+    std::string out;
+    if (cp < 0x80) {
+        out += (char)cp;
+    } else if (cp < 0x800) {
+        out += (char)(0xC0 | (cp >> 6));
+        out += (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        out += (char)(0xE0 | (cp >> 12));
+        out += (char)(0x80 | ((cp >> 6) & 0x3F));
+        out += (char)(0x80 | (cp & 0x3F));
+    } else {
+        out += (char)(0xF0 | (cp >> 18));
+        out += (char)(0x80 | ((cp >> 12) & 0x3F));
+        out += (char)(0x80 | ((cp >> 6) & 0x3F));
+        out += (char)(0x80 | (cp & 0x3F));
+    }
+    return out;
+}
+
+std::array<uint32_t, 256> byte_to_code_point() {
+    // GPT-2's bytes_to_unicode(): printable Latin-1 bytes stand for themselves, the other 68 bytes
+    // get U+0100.. in byte order, so that every byte has a visible, non-space character.
+    std::array<uint32_t, 256> map{};
+    uint32_t extra = 0;
+    for (uint32_t b = 0; b < 256; ++b) {
+        const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+        map[b] = printable ? b : 256 + extra++;
+    }
+    return map;
+}
+
+std::string quote(std::string_view s) {
+    constexpr size_t kMax = 48;
+    std::string out = "'";
+    for (size_t i = 0; i < s.size() && i < kMax; ++i) {
+        const unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7F) {
+            static const char *hex = "0123456789abcdef";
+            out += "\\x";
+            out += hex[c >> 4];
+            out += hex[c & 15];
+        } else {
+            out += (char)c;
+        }
+    }
+    if (s.size() > kMax) out += "...";
+    return out + "'";
+}
+
+}  // namespace tok_detail
+
+using namespace tok_detail;
+
+namespace {
+
+// The GPT-2 pre-tokenizer pattern. \s is spelled out as the Unicode White_Space set that Python's
+// `regex` module (used by HF's GPT2Tokenizer) matches: PCRE2's \s also matches U+180E (Mongolian
+// vowel separator), which Unicode stopped calling a space in 6.3 and `regex` does not match.
+const std::string kWhite = "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
+                           "\\x{202F}\\x{205F}\\x{3000}";
+const std::string kGpt2Pattern = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" + kWhite + "\\p{L}\\p{N}]+|[" +
+                                 kWhite + "]+(?![^" + kWhite + "])|[" + kWhite + "]+";
+
+struct Pcre2CodeDeleter {
+    void operator()(pcre2_code *c) const { pcre2_code_free(c); }
+};
+struct Pcre2MatchDataDeleter {
+    void operator()(pcre2_match_data *m) const { pcre2_match_data_free(m); }
+};
+
+// One candidate merge in the BPE heap: the pair (a, b) of symbols at nodes left/right.
+struct PairEntry {
+    int32_t rank;
+    int32_t left, right;
+    int32_t a, b, merged;
+};
+// std heap functions build a max-heap: "less" here means later rank, then further right.
+struct LaterPair {
+    bool operator()(const PairEntry &x, const PairEntry &y) const {
+        return x.rank != y.rank ? x.rank > y.rank : x.left > y.left;
+    }
+};
+
+struct MergeRule {
+    int32_t rank;
+    int32_t merged;  // symbol of left+right
+};
+
+inline uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
+
+// Scratch space for one encode() call: nothing here is shared between threads.
+struct EncodeState {
+    std::unique_ptr<pcre2_match_data, Pcre2MatchDataDeleter> match;
+    std::unordered_map<std::string_view, std::vector<int32_t>> word_cache;  // views into the input text
+    std::vector<int32_t> sym, prev, next;
+    std::vector<PairEntry> heap, batch;
+};
+
+// Pieces longer than this are not cached: they are rare and would only fill the cache.
+constexpr size_t kMaxCachedPiece = 64;
+
+}  // namespace
+
+struct Tokenizer::Impl {
+    TokenizerData data;
+    std::vector<TokenType> types;        // effective type of each id (token_types, or the defaults)
+    std::vector<std::string> pieces;     // id -> raw bytes, for token_to_piece / decode
+    std::unordered_map<std::string, int32_t> token_ids;  // token string -> id, for BPE output
+
+    // BPE symbols: every string that can appear while merging (the 256 byte characters and the
+    // parts and results of merges), interned so that merging compares integers.
+    std::unordered_map<std::string, int32_t> symbol_ids;
+    std::vector<int32_t> symbol_token;  // symbol -> token id, or -1 if the string is not a token
+    int32_t byte_symbol[256] = {};
+    std::unordered_map<uint64_t, MergeRule> merges;
+
+    struct Control {
+        std::string text;
+        int32_t id;
+    };
+    std::vector<Control> controls;  // literal strings matched by parse_special
+
+    std::unique_ptr<pcre2_code, Pcre2CodeDeleter> regex;
+
+    int32_t intern(const std::string &s) {
+        auto it = symbol_ids.find(s);
+        if (it != symbol_ids.end()) return it->second;
+        const int32_t id = (int32_t)symbol_token.size();
+        symbol_ids.emplace(s, id);
+        auto t = token_ids.find(s);
+        symbol_token.push_back(t == token_ids.end() ? -1 : t->second);
+        return id;
+    }
+
+    void validate_and_index();
+    void compile_regex();
+    void bpe_word(std::string_view piece, EncodeState &st, std::vector<int32_t> &out) const;
+    void encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const;
+    void check_id(int32_t id) const {
+        if (id < 0 || id >= (int32_t)data.tokens.size()) {
+            throw_invalid_argument("token id " + std::to_string(id) + " is out of range (the vocabulary has " +
+                                   std::to_string(data.tokens.size()) + " tokens)");
+        }
+    }
+};
+
+void Tokenizer::Impl::validate_and_index() {
+    const size_t n = data.tokens.size();
+    if (n == 0) throw_model_format("tokenizer: the token list is empty");
+    if (n > (size_t)INT32_MAX) throw_model_format("tokenizer: more than 2^31 tokens");
+    if (!data.token_types.empty() && data.token_types.size() != n) {
+        throw_model_format("tokenizer: token_types has " + std::to_string(data.token_types.size()) + " entries for " +
+                           std::to_string(n) + " tokens");
+    }
+    const std::pair<const char *, int32_t> specials[] = {
+        {"bos_id", data.bos_id}, {"eos_id", data.eos_id}, {"pad_id", data.pad_id}, {"unk_id", data.unk_id}};
+    for (const auto &[name, id] : specials) {
+        if (id < 0 || (size_t)id >= n) {
+            throw_model_format(std::string("tokenizer: ") + name + " " + std::to_string(id) +
+                               " is out of range (the vocabulary has " + std::to_string(n) + " tokens)");
+        }
+    }
+
+    types.resize(n);
+    if (data.token_types.empty()) {
+        // No types given: everything is NORMAL except the special ids and the named specials.
+        for (size_t i = 0; i < n; ++i) {
+            types[i] = TokenType::NORMAL;
+            for (const char *name : kSpecialNames) {
+                if (data.tokens[i] == name) types[i] = TokenType::CONTROL;
+            }
+        }
+        for (const auto &[name, id] : specials) types[id] = TokenType::CONTROL;
+    } else {
+        for (size_t i = 0; i < n; ++i) {
+            const int32_t t = data.token_types[i];
+            if (t < (int32_t)TokenType::NORMAL || t > (int32_t)TokenType::BYTE) {
+                throw_model_format("tokenizer: token " + std::to_string(i) + " has invalid type " + std::to_string(t));
+            }
+            types[i] = (TokenType)t;
+        }
+    }
+
+    // The string -> id map for BPE output: NORMAL tokens first (their strings must be unique), then
+    // the other kinds where their string is not already taken. UNUSED padding is never produced.
+    token_ids.reserve(n * 2);
+    for (size_t i = 0; i < n; ++i) {
+        if (types[i] != TokenType::UNUSED && data.tokens[i].empty()) {
+            throw_model_format("tokenizer: token " + std::to_string(i) + " is an empty string");
+        }
+        if (types[i] != TokenType::NORMAL) continue;
+        auto [it, inserted] = token_ids.emplace(data.tokens[i], (int32_t)i);
+        if (!inserted) {
+            throw_model_format("tokenizer: tokens " + std::to_string(it->second) + " and " + std::to_string(i) +
+                               " are both " + quote(data.tokens[i]));
+        }
+    }
+    for (size_t i = 0; i < n; ++i) {
+        if (types[i] != TokenType::NORMAL && types[i] != TokenType::UNUSED) token_ids.emplace(data.tokens[i], (int32_t)i);
+    }
+
+    // Raw bytes of each token, computed once so that decode is a concatenation.
+    uint32_t code_point_byte[512];
+    std::fill(std::begin(code_point_byte), std::end(code_point_byte), 0xFFFFFFFFu);
+    const auto b2cp = byte_to_code_point();
+    for (uint32_t b = 0; b < 256; ++b) code_point_byte[b2cp[b]] = b;
+    pieces.resize(n);
+    for (size_t i = 0; i < n; ++i) {
+        const std::string &t = data.tokens[i];
+        switch (types[i]) {
+            case TokenType::UNUSED:
+                break;  // padding rows of the embedding: no text
+            case TokenType::CONTROL:
+            case TokenType::UNKNOWN:
+            case TokenType::USER_DEFINED:
+                pieces[i] = t;  // literal text, as HF decodes its added tokens
+                break;
+            case TokenType::BYTE:
+                // llama.cpp's "<0xAB>" form; anything else is read as byte-level text below.
+                if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit((unsigned char)t[3]) &&
+                    std::isxdigit((unsigned char)t[4])) {
+                    pieces[i] = std::string(1, (char)std::stoi(t.substr(3, 2), nullptr, 16));
+                    break;
+                }
+                [[fallthrough]];
+            case TokenType::NORMAL: {
+                std::string bytes;
+                for (size_t k = 0; k < t.size();) {
+                    const CodePoint cp = next_code_point(t, k);
+                    if (cp.ok && cp.cp < 512 && code_point_byte[cp.cp] != 0xFFFFFFFFu) {
+                        bytes += (char)code_point_byte[cp.cp];
+                    } else {
+                        bytes.append(t, k, cp.len);  // not a byte-level character: keep it as it is
+                    }
+                    k += cp.len;
+                }
+                pieces[i] = std::move(bytes);
+                break;
+            }
+        }
+    }
+
+    // Controls matched by parse_special; one id per string (the lowest).
+    for (size_t i = 0; i < n; ++i) {
+        if (types[i] != TokenType::CONTROL) continue;
+        const bool seen = std::any_of(controls.begin(), controls.end(),
+                                      [&](const Control &c) { return c.text == data.tokens[i]; });
+        if (!seen) controls.push_back({data.tokens[i], (int32_t)i});
+    }
+
+    // BPE symbols and merges.
+    for (uint32_t b = 0; b < 256; ++b) byte_symbol[b] = intern(utf8_encode(b2cp[b]));
+    merges.reserve(data.merges.size() * 2);
+    for (size_t r = 0; r < data.merges.size(); ++r) {
+        const std::string &m = data.merges[r];
+        const size_t sp = m.find(' ');
+        if (sp == std::string::npos || sp == 0 || sp + 1 == m.size() || m.find(' ', sp + 1) != std::string::npos) {
+            throw_model_format("tokenizer: merge " + std::to_string(r) + " (" + quote(m) +
+                               ") is not two space-separated parts");
+        }
+        if (r > (size_t)INT32_MAX) throw_model_format("tokenizer: more than 2^31 merges");
+        const int32_t a = intern(m.substr(0, sp));
+        const int32_t b = intern(m.substr(sp + 1));
+        const int32_t ab = intern(m.substr(0, sp) + m.substr(sp + 1));
+        // A repeated merge takes its last rank, as HF's dict(zip(merges, range(...))) does.
+        merges[pair_key(a, b)] = MergeRule{(int32_t)r, ab};
+    }
+}
+
+void Tokenizer::Impl::compile_regex() {
+    int err = 0;
+    PCRE2_SIZE err_offset = 0;
+    pcre2_code *code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern.c_str()), kGpt2Pattern.size(),
+                                     PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
+    if (!code) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(err, msg, sizeof msg);
+        throw Error(SEAOPT_ERR_INTERNAL, "tokenizer: the GPT-2 pattern does not compile with PCRE2 at offset " +
+                                             std::to_string(err_offset) + ": " + reinterpret_cast<const char *>(msg));
+    }
+    regex.reset(code);
+    // JIT makes pre-tokenizing several times faster; where it is unavailable (no JIT support in the
+    // library, or executable memory refused) pcre2_match simply runs the interpreter.
+    (void)pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);
+}
+
+// HF GPT2Tokenizer.bpe(): repeatedly take the lowest-ranked adjacent pair and merge *all* its
+// occurrences left to right, then look again. Done with a heap over a linked list so that a long
+// word costs O(n log n) instead of O(n^2). Entries of the lowest rank are taken as one batch, so
+// a cheaper pair formed mid-step waits until the step is over, as in HF.
+void Tokenizer::Impl::bpe_word(std::string_view piece, EncodeState &st, std::vector<int32_t> &out) const {
+    const auto *bytes = reinterpret_cast<const unsigned char *>(piece.data());
+    const int32_t n = (int32_t)piece.size();
+    auto emit = [&](int32_t symbol) {
+        const int32_t t = symbol_token[symbol];
+        out.push_back(t >= 0 ? t : data.unk_id);  // HF: encoder.get(token, unk)
+    };
+    if (n == 1) {
+        emit(byte_symbol[bytes[0]]);
+        return;
+    }
+    auto &sym = st.sym, &prev = st.prev, &next = st.next;
+    sym.resize(n);
+    prev.resize(n);
+    next.resize(n);
+    for (int32_t i = 0; i < n; ++i) {
+        sym[i] = byte_symbol[bytes[i]];
+        prev[i] = i - 1;
+        next[i] = i + 1 < n ? i + 1 : -1;
+    }
+    auto &heap = st.heap;
+    heap.clear();
+    auto push_pair = [&](int32_t l) {
+        if (l < 0 || next[l] < 0) return;
+        const int32_t r = next[l];
+        auto it = merges.find(pair_key(sym[l], sym[r]));
+        if (it == merges.end()) return;
+        heap.push_back({it->second.rank, l, r, sym[l], sym[r], it->second.merged});
+        std::push_heap(heap.begin(), heap.end(), LaterPair{});
+    };
+    // Merged-away nodes get symbol -1, so a stale entry fails this check.
+    auto still_there = [&](const PairEntry &e) { return sym[e.left] == e.a && next[e.left] == e.right && sym[e.right] == e.b; };
+    for (int32_t i = 0; i + 1 < n; ++i) push_pair(i);
+
+    auto &batch = st.batch;
+    while (!heap.empty()) {
+        std::pop_heap(heap.begin(), heap.end(), LaterPair{});
+        const PairEntry top = heap.back();
+        heap.pop_back();
+        if (!still_there(top)) continue;
+        batch.clear();
+        batch.push_back(top);
+        while (!heap.empty() && heap.front().rank == top.rank) {
+            std::pop_heap(heap.begin(), heap.end(), LaterPair{});
+            batch.push_back(heap.back());
+            heap.pop_back();
+        }
+        for (const PairEntry &e : batch) {  // left to right, as the heap orders equal ranks
+            if (!still_there(e)) continue;  // overlapped by the previous merge ("a a a")
+            sym[e.left] = e.merged;
+            sym[e.right] = -1;
+            next[e.left] = next[e.right];
+            if (next[e.right] >= 0) prev[next[e.right]] = e.left;
+            push_pair(prev[e.left]);
+            push_pair(e.left);
+        }
+    }
+    for (int32_t i = 0; i >= 0; i = next[i]) emit(sym[i]);
+}
+
+void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const {
+    const auto *subject = reinterpret_cast<PCRE2_SPTR>(chunk.data());
+    const size_t len = chunk.size();
+    size_t offset = 0;
+    while (offset < len) {
+        // The text was validated already: skip PCRE2's own UTF check (it would rescan each time).
+        int rc = pcre2_match(regex.get(), subject, len, offset, PCRE2_NO_UTF_CHECK, st.match.get(), nullptr);
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT) {  // a huge piece: the interpreter keeps its stack on the heap
+            rc = pcre2_match(regex.get(), subject, len, offset, PCRE2_NO_UTF_CHECK | PCRE2_NO_JIT, st.match.get(),
+                             nullptr);
+        }
+        if (rc == PCRE2_ERROR_NOMATCH) break;  // cannot happen: every character matches some branch
+        if (rc < 0) {
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            throw Error(SEAOPT_ERR_INTERNAL, "tokenizer: PCRE2 match failed at byte " + std::to_string(offset) + ": " +
+                                                 reinterpret_cast<const char *>(msg));
+        }
+        const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st.match.get());
+        const size_t start = ov[0], end = ov[1];
+        if (end <= start) {  // an empty match gives no tokens (findall); step over one character
+            offset = start + next_code_point(chunk, start).len;
+            continue;
+        }
+        offset = end;
+        const std::string_view piece = chunk.substr(start, end - start);
+        if (piece.size() > kMaxCachedPiece) {
+            bpe_word(piece, st, out);
+            continue;
+        }
+        auto it = st.word_cache.find(piece);
+        if (it == st.word_cache.end()) {
+            std::vector<int32_t> ids;
+            bpe_word(piece, st, ids);
+            it = st.word_cache.emplace(piece, std::move(ids)).first;
+        }
+        out.insert(out.end(), it->second.begin(), it->second.end());
+    }
+}
+
+Tokenizer::Tokenizer(TokenizerData data) : impl_(new Impl) {
+    try {
+        impl_->data = std::move(data);
+        impl_->validate_and_index();
+        impl_->compile_regex();
+    } catch (...) {
+        delete impl_;
+        impl_ = nullptr;
+        throw;
+    }
+}
+
+Tokenizer::~Tokenizer() { delete impl_; }
+Tokenizer::Tokenizer(Tokenizer &&o) noexcept : impl_(o.impl_) { o.impl_ = nullptr; }
+Tokenizer &Tokenizer::operator=(Tokenizer &&o) noexcept {
+    if (this != &o) {
+        delete impl_;
+        impl_ = o.impl_;
+        o.impl_ = nullptr;
+    }
+    return *this;
+}
+
+std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+    const Impl &im = *impl_;
+    if (text.size() > (size_t)INT32_MAX) throw_invalid_argument("text to tokenize is longer than 2^31 - 1 bytes");
+    const size_t bad = find_invalid_utf8(text);
+    if (bad != std::string_view::npos) {
+        throw Error(SEAOPT_ERR_INVALID_UTF8, "invalid UTF-8 at byte offset " + std::to_string(bad));
+    }
+    std::vector<int32_t> ids;
+    ids.reserve(text.size() / 4 + 2);
+    if (add_bos) ids.push_back(im.data.bos_id);
+
+    EncodeState st;
+    st.match.reset(pcre2_match_data_create_from_pattern(im.regex.get(), nullptr));
+    if (!st.match) throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "tokenizer: out of memory for PCRE2 match data");
+
+    if (!parse_special || im.controls.empty()) {
+        im.encode_chunk(text, st, ids);
+        return ids;
+    }
+    // HF splits the text on its special tokens (leftmost first, the longest at one place) and
+    // tokenizes the pieces between them on their own.
+    std::vector<size_t> next_at(im.controls.size(), 0);
+    std::vector<bool> fresh(im.controls.size(), false);
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t best_at = std::string_view::npos;
+        size_t best = 0;
+        for (size_t k = 0; k < im.controls.size(); ++k) {
+            if (!fresh[k] || (next_at[k] != std::string_view::npos && next_at[k] < pos)) {
+                next_at[k] = text.find(im.controls[k].text, pos);
+                fresh[k] = true;
+            }
+            if (next_at[k] == std::string_view::npos) continue;
+            if (best_at == std::string_view::npos || next_at[k] < best_at ||
+                (next_at[k] == best_at && im.controls[k].text.size() > im.controls[best].text.size())) {
+                best_at = next_at[k];
+                best = k;
+            }
+        }
+        if (best_at == std::string_view::npos) {
+            im.encode_chunk(text.substr(pos), st, ids);
+            break;
+        }
+        im.encode_chunk(text.substr(pos, best_at - pos), st, ids);
+        ids.push_back(im.controls[best].id);
+        pos = best_at + im.controls[best].text.size();
+    }
+    return ids;
+}
+
+std::string Tokenizer::token_to_piece(int32_t id) const {
+    impl_->check_id(id);
+    return impl_->pieces[id];
+}
+
+std::string Tokenizer::decode(const std::vector<int32_t> &ids, bool remove_special) const {
+    std::string out;
+    for (const int32_t id : ids) {
+        impl_->check_id(id);
+        const TokenType t = impl_->types[id];
+        if (remove_special && (t == TokenType::CONTROL || t == TokenType::UNUSED)) continue;
+        out += impl_->pieces[id];
+    }
+    return out;
+}
+
+int32_t Tokenizer::n_tokens() const { return (int32_t)impl_->data.tokens.size(); }
+int32_t Tokenizer::bos_id() const { return impl_->data.bos_id; }
+int32_t Tokenizer::eos_id() const { return impl_->data.eos_id; }
+int32_t Tokenizer::pad_id() const { return impl_->data.pad_id; }
+int32_t Tokenizer::unk_id() const { return impl_->data.unk_id; }
+const TokenizerData &Tokenizer::data() const { return impl_->data; }
+
+bool Tokenizer::is_control(int32_t id) const {
+    return id >= 0 && id < n_tokens() && impl_->types[id] == TokenType::CONTROL;
+}
+
+}  // namespace seaopt

@@ -31,7 +31,7 @@ TokenizerData load_hf_tokenizer(const std::string &vocab_json_path, const std::s
 
 class Tokenizer {
 public:
-    // Validates the data (ids in range, merges refer to known tokens, ...). Throws
+    // Validates the data (special ids in range, well-formed merges, no duplicate tokens). Throws
     // seaopt::Error(SEAOPT_ERR_MODEL_FORMAT) naming the problem.
     explicit Tokenizer(TokenizerData data);
 

@@ -1,0 +1,7 @@
+# The GPT-2 byte-level BPE tokenizer (tokenizer/) against reference ids, using the OPT files in
+# models/opt-tokenizer. With the shared data it also checks the 26 reference cases (OPT and GPT-2
+# files) and the full WikiText-2 test text id for id (about a second in a Release build).
+seaopt_add_test(NAME test_tokenizer SOURCES test_tokenizer.cpp LABELS cpu)
+if(SEAOPT_HAVE_SHARED_DATA)
+  target_compile_definitions(test_tokenizer PRIVATE SEAOPT_TOKENIZER_SHARED_DATA_TESTS=1)
+endif()

@@ -1,0 +1,26 @@
+// Helpers shared by the tokenizer's source files; not part of its interface.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace seaopt::tok_detail {
+
+// Offset of the first byte of the first invalid UTF-8 sequence (overlong, surrogate, > U+10FFFF,
+// truncated, stray continuation byte), or npos if `s` is valid.
+size_t find_invalid_utf8(std::string_view s);
+
+std::string utf8_encode(uint32_t code_point);
+
+// GPT-2's bytes_to_unicode(): the code point that stands for each byte in token strings.
+std::array<uint32_t, 256> byte_to_code_point();
+
+// A token string for an error message: quoted, control bytes escaped, cut after 48 bytes.
+std::string quote(std::string_view s);
+
+// The tokens Hugging Face treats as special for OPT (RoBERTa/fairseq's four, plus <mask>).
+inline constexpr const char *kSpecialNames[] = {"<s>", "<pad>", "</s>", "<unk>", "<mask>"};
+
+}  // namespace seaopt::tok_detail

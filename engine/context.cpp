@@ -57,10 +57,6 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     const OptModel &model = *ctx.model;
     if (b.n_tokens <= 0) throw_invalid_argument("the batch is empty (n_tokens = " + std::to_string(b.n_tokens) + ")");
     if (!b.token) throw_invalid_argument("batch.token is NULL");
-    if ((uint32_t)b.n_tokens > ctx.n_batch) {
-        throw Error(SEAOPT_ERR_CONTEXT_FULL, "the batch has " + std::to_string(b.n_tokens) +
-                                                 " tokens, more than n_batch = " + std::to_string(ctx.n_batch));
-    }
     const int32_t n_vocab = (int32_t)model.hp.n_vocab;
     std::vector<int32_t> next_pos(ctx.seq_len);
     std::vector<TokenSlot> slots((size_t)b.n_tokens);
@@ -92,6 +88,11 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
         next_pos[(size_t)s.seq] = s.pos + 1;
         const bool want = b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1;
         if (want) outputs.push_back(i);
+    }
+    // After the position checks, so that a prompt longer than the context is reported as such.
+    if ((uint32_t)b.n_tokens > ctx.n_batch) {
+        throw Error(SEAOPT_ERR_CONTEXT_FULL, "the batch has " + std::to_string(b.n_tokens) +
+                                                 " tokens, more than n_batch = " + std::to_string(ctx.n_batch));
     }
 
     // Validated: from here the cache is written only past each sequence's current length, and the

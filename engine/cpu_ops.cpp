@@ -11,7 +11,9 @@ void linear(float *y, const float *x, const float *w, const float *b, size_t n_r
     // Tile over rows so a weight row stays in L1 while several input rows use it.
     constexpr size_t kRowTile = 16;
     const long long n_out_ll = (long long)n_out;
-#pragma omp parallel for schedule(static) num_threads(n_threads)
+    // Small products are not worth waking a thread team (and spinning threads hurt a busy machine).
+    const bool parallel = n_threads > 1 && n_rows * n_in * n_out >= (1u << 18);
+#pragma omp parallel for schedule(static) num_threads(n_threads) if (parallel)
     for (long long oi = 0; oi < n_out_ll; ++oi) {
         const size_t o = (size_t)oi;
         const float *wo = w + o * n_in;

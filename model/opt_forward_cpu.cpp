@@ -71,7 +71,7 @@ void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<To
             std::copy_n(v.data() + i * C, C, kv.v_rows(l, tokens[i].seq) + row);
         }
         const long long n_ll = (long long)n;
-#pragma omp parallel num_threads(n_threads)
+#pragma omp parallel num_threads(n_threads) if (n > 1)
         {
             std::vector<float> s;
 #pragma omp for schedule(dynamic, 4)

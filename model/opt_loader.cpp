@@ -221,7 +221,11 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     if (n_sea) SEAOPT_LOG_WARN_("seaopt: %s: ignoring %zu SEA estimator tensors (not used by this version)\n", path.c_str(), n_sea);
 
     for (const gguf::TensorInfo &t : file.tensors) model->n_params += t.n_elements;
-    model->file_type = gguf::tensor_type_name(file.find_tensor("token_embd.weight")->type);
+    switch (file.find_tensor("token_embd.weight")->type) {
+    case gguf::TensorType::F32: model->file_type = "f32"; break;
+    case gguf::TensorType::F16: model->file_type = "f16"; break;
+    case gguf::TensorType::BF16: model->file_type = "bf16"; break;
+    }
     model->vocab_only = params.vocab_only;
 
     if (params.device == SEAOPT_DEVICE_CUDA) {

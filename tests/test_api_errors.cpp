@@ -30,6 +30,15 @@ std::string temp_dir() {
     return dir;
 }
 
+// Removes the temporary directory when the test program ends.
+struct RemoveTempDir : ::testing::Environment {
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(temp_dir(), ec);
+    }
+};
+const auto *const kRemoveTempDir = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
+
 // A valid model file: the opt-tiny-pre fixture converted to f32.
 const std::string &good_model() {
     static std::string path = [] {

@@ -50,6 +50,15 @@ std::string temp_dir() {
     return dir;
 }
 
+// Removes the temporary directory when the test program ends.
+struct RemoveTempDir : ::testing::Environment {
+    void TearDown() override {
+        std::error_code ec;
+        fs::remove_all(temp_dir(), ec);
+    }
+};
+const auto *const kRemoveTempDir = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
+
 int run_command(const std::vector<std::string> &args) {
     pid_t pid = fork();
     if (pid == 0) {

@@ -1,0 +1,219 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <string>
+
+#include "engine/error.h"
+
+namespace seaopt {
+
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+// top_p arrives as a float, so 0.8 is really 0.800000011...; this slack lets a prefix whose
+// probabilities add up to exactly the value the user wrote count as reaching it.
+constexpr double kTopPSlack = 1e-6;
+
+// When top-p runs without top-k, sort only as much of the vocabulary as the nucleus needs:
+// first this many candidates, then 8x more each time the nucleus is not yet complete.
+constexpr size_t kTopPFirstSortedPrefix = 256;
+
+uint32_t random_seed() {
+    uint32_t seed = SEAOPT_DEFAULT_SEED;
+    try {
+        std::random_device device;
+        seed = device();
+    } catch (const std::exception &) {
+        // No entropy source: the clock still gives a different seed per run.
+        seed = (uint32_t)std::chrono::steady_clock::now().time_since_epoch().count();
+    }
+    // SEAOPT_DEFAULT_SEED means "random", so it can not be reported as the seed in use: a user who
+    // passes the printed seed back must get the same run.
+    if (seed == SEAOPT_DEFAULT_SEED) seed = 0;
+    return seed;
+}
+
+}  // namespace
+
+void validate_sampler_params(const seaopt_sampler_params &p) {
+    if (!std::isfinite(p.temp)) {
+        throw_invalid_argument("sampler temp must be a finite number (<= 0 for greedy), got " + std::to_string(p.temp));
+    }
+    if (std::isnan(p.top_p) || p.top_p <= 0.0f) {
+        throw_invalid_argument("sampler top_p must be in (0, 1] (1 = off), got " + std::to_string(p.top_p));
+    }
+    if (!std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0.0f) {
+        throw_invalid_argument("sampler repeat_penalty must be a finite number > 0 (1 = off), got " +
+                               std::to_string(p.repeat_penalty));
+    }
+    if (p.repeat_last_n < -1) {
+        throw_invalid_argument("sampler repeat_last_n must be >= -1 (0 = off, -1 = all accepted tokens), got " +
+                               std::to_string(p.repeat_last_n));
+    }
+}
+
+Sampler::Sampler(const seaopt_sampler_params &params) : params_(params) {
+    validate_sampler_params(params);
+    seed_ = params.seed == SEAOPT_DEFAULT_SEED ? random_seed() : params.seed;
+    rng_.seed(seed_);
+}
+
+void Sampler::accept(int32_t token) {
+    if (token < 0 || params_.repeat_last_n == 0) return;
+    history_.push_back(token);
+    if (params_.repeat_last_n > 0 && history_.size() > (size_t)params_.repeat_last_n) {
+        history_.erase(history_.begin());
+    }
+}
+
+void Sampler::reset() {
+    history_.clear();
+    rng_.seed(seed_);
+}
+
+double Sampler::next_uniform() {
+    // The top 53 bits of one 64-bit output, scaled to [0, 1): exact in a double, portable.
+    return (double)(rng_() >> 11) * 0x1.0p-53;
+}
+
+void Sampler::apply_repetition_penalty(int32_t n_vocab) {
+    if (params_.repeat_penalty == 1.0f || history_.empty()) return;
+    // Each distinct token is penalized once, however often it occurs in the window (HF / CTRL rule).
+    penalized_.clear();
+    for (int32_t t : history_) {
+        if (t < n_vocab) penalized_.push_back(t);  // ids from another vocabulary can not be penalized
+    }
+    std::sort(penalized_.begin(), penalized_.end());
+    penalized_.erase(std::unique(penalized_.begin(), penalized_.end()), penalized_.end());
+    const float penalty = params_.repeat_penalty;
+    for (int32_t t : penalized_) {
+        float &l = logits_[(size_t)t];
+        l = l > 0.0f ? l / penalty : l * penalty;
+    }
+}
+
+int32_t Sampler::sample(const float *logits, int32_t n_vocab) {
+    if (n_vocab <= 0) throw_invalid_argument("n_vocab must be > 0, got " + std::to_string(n_vocab));
+    if (!logits) throw_invalid_argument("logits is NULL");
+    logits_.assign(logits, logits + n_vocab);
+    for (int32_t i = 0; i < n_vocab; ++i) {
+        if (std::isnan(logits_[(size_t)i])) {
+            throw_invalid_argument("the logit of token " + std::to_string(i) + " is NaN");
+        }
+    }
+    apply_repetition_penalty(n_vocab);
+
+    if (params_.temp <= 0.0f) {
+        int32_t best = 0;  // strict > keeps the lowest id among ties
+        for (int32_t i = 1; i < n_vocab; ++i) {
+            if (logits_[(size_t)i] > logits_[(size_t)best]) best = i;
+        }
+        if (logits_[(size_t)best] == -kInf) throw_invalid_argument("every logit is -inf: no token can be picked");
+        return best;
+    }
+    return sample_from_candidates(n_vocab);
+}
+
+int32_t Sampler::sample_from_candidates(int32_t n_vocab) {
+    const float *l = logits_.data();
+    // Higher logit first, then lower id: a strict total order, so partial sorts are reproducible.
+    auto comes_before = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
+
+    candidates_.resize((size_t)n_vocab);
+    std::iota(candidates_.begin(), candidates_.end(), 0);
+    const auto first = candidates_.begin();
+    size_t n_cand = (size_t)n_vocab;
+    size_t n_sorted = 0;  // candidates_[0, n_sorted) are in comes_before order
+
+    // Top-k. Dividing by a positive temperature keeps the order, so selecting on the raw logits
+    // picks the same set as selecting after the temperature.
+    if (params_.top_k > 0 && params_.top_k < n_vocab) {
+        n_cand = (size_t)params_.top_k;
+        std::partial_sort(first, first + (ptrdiff_t)n_cand, candidates_.end(), comes_before);
+        n_sorted = n_cand;
+    }
+
+    float max_logit = -kInf;
+    if (n_sorted > 0) {
+        max_logit = l[candidates_[0]];
+    } else {
+        for (size_t j = 0; j < n_cand; ++j) max_logit = std::max(max_logit, l[candidates_[j]]);
+    }
+    if (max_logit == -kInf) throw_invalid_argument("every logit is -inf: no token can be sampled");
+
+    // Unnormalized softmax(logit / temp) relative to the largest. (l - max) / temp in double cannot
+    // overflow; a +inf logit takes all the mass, shared with the other +inf ones.
+    const double temp = params_.temp;
+    auto weight = [l, max_logit, temp](int32_t t) {
+        if (max_logit == kInf) return l[t] == kInf ? 1.0 : 0.0;
+        return std::exp(((double)l[t] - (double)max_logit) / temp);
+    };
+
+    size_t n_keep = n_cand;
+    double total = 0.0;  // sum of the weights of the kept candidates
+    probs_.clear();
+    if (params_.top_p < 1.0f) {
+        // Top-p (HF rule): the smallest prefix, in descending order, holding >= top_p of the mass.
+        weights_.resize((size_t)n_vocab);
+        double z = 0.0;
+        for (size_t j = 0; j < n_cand; ++j) {
+            const int32_t t = candidates_[j];
+            z += weights_[(size_t)t] = weight(t);
+        }
+        const double threshold = ((double)params_.top_p - kTopPSlack) * z;
+        size_t n_need_sorted = n_sorted > 0 ? n_sorted : std::min(n_cand, kTopPFirstSortedPrefix);
+        size_t j = 0;
+        bool reached = false;
+        while (!reached) {
+            if (n_sorted < n_need_sorted) {
+                // Bring the next best n_need_sorted - n_sorted candidates in front of the rest, then
+                // sort just those: the prefix already walked stays in place.
+                const auto sorted_end = first + (ptrdiff_t)n_sorted, need_end = first + (ptrdiff_t)n_need_sorted;
+                const auto cand_end = first + (ptrdiff_t)n_cand;
+                if (need_end < cand_end) std::nth_element(sorted_end, need_end, cand_end, comes_before);
+                std::sort(sorted_end, need_end, comes_before);
+                n_sorted = n_need_sorted;
+            }
+            for (; j < n_sorted; ++j) {
+                const double w = weights_[(size_t)candidates_[j]];
+                probs_.push_back(w);
+                total += w;
+                if (total >= threshold) {
+                    reached = true;
+                    ++j;
+                    break;
+                }
+            }
+            if (!reached) {
+                if (n_sorted == n_cand) break;
+                n_need_sorted = std::min(n_cand, n_sorted * 8);
+            }
+        }
+        n_keep = j;  // >= 1: the first candidate has weight 1 and the threshold is below z
+    } else {
+        probs_.resize(n_cand);
+        for (size_t j = 0; j < n_cand; ++j) {
+            probs_[j] = weight(candidates_[j]);
+            total += probs_[j];
+        }
+    }
+
+    // The draw: walk the cumulative weights to u * total.
+    const double u = next_uniform() * total;
+    double cumulative = 0.0;
+    int32_t last_possible = candidates_[0];
+    for (size_t j = 0; j < n_keep; ++j) {
+        if (probs_[j] <= 0.0) continue;
+        cumulative += probs_[j];
+        last_possible = candidates_[j];
+        if (u < cumulative) return candidates_[j];
+    }
+    return last_possible;  // u * total rounded up to the full sum
+}
+
+}  // namespace seaopt

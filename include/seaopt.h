@@ -213,6 +213,8 @@ SEAOPT_API seaopt_status seaopt_decode(struct seaopt_context *ctx, const seaopt_
  * for logits. Returns NULL (and sets the last error) if token i did not ask for logits.
  * Valid until the next seaopt_decode. */
 SEAOPT_API const float *seaopt_get_logits_ith(struct seaopt_context *ctx, int32_t i);
+/* The number of logits per token (the model's n_vocab) of a context; 0 for NULL. */
+SEAOPT_API int32_t seaopt_context_n_vocab(const struct seaopt_context *ctx);
 
 /* KV cache. */
 SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);

@@ -1,0 +1,254 @@
+#include "weights-convert/convert.h"
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/fp16.h"
+#include "model/gguf.h"
+#include "model/opt_format.h"
+#include "tokenizer/tokenizer.h"
+#include "weights-convert/byte_source.h"
+#include "weights-convert/checkpoint.h"
+#include "weights-convert/hf_config.h"
+
+namespace seaopt::convert {
+namespace fs = std::filesystem;
+
+namespace {
+
+gguf::TensorType gguf_type(DType t) {
+    switch (t) {
+    case DType::F32: return gguf::TensorType::F32;
+    case DType::F16: return gguf::TensorType::F16;
+    case DType::BF16: return gguf::TensorType::BF16;
+    }
+    return gguf::TensorType::F32;
+}
+
+std::string default_model_name(const std::string &dir) {
+    fs::path p(dir);
+    while (!p.empty() && p.filename().empty()) p = p.parent_path();  // "opt-1.3b/" -> "opt-1.3b"
+    std::string name = p.filename().string();
+    if (name.empty() || name == "." || name == "..") {
+        std::error_code ec;
+        name = fs::weakly_canonical(fs::path(dir), ec).filename().string();
+    }
+    return name.empty() ? "opt" : name;
+}
+
+void require_file(const fs::path &dir, const char *file, const char *why) {
+    std::error_code ec;
+    if (!fs::is_regular_file(dir / file, ec)) throw_io(dir.string() + " has no " + file + " (" + why + ")");
+}
+
+// All metadata keys of opt_format.h.
+void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, const std::string &name,
+                  const TokenizerData &tok) {
+    using gguf::Value;
+    w.set(keys::kArchitecture, Value::make_str(kArchitectureName));
+    w.set(keys::kName, Value::make_str(name));
+    w.set(keys::kFileType, Value::make_u32(gguf_file_type(outtype)));
+    w.set(keys::kAlignment, Value::make_u32((uint32_t)gguf::kDefaultAlignment));
+    w.set(keys::kVocabSize, Value::make_u32(hp.n_vocab));
+    w.set(keys::kContextLength, Value::make_u32(hp.n_ctx_train));
+    w.set(keys::kEmbeddingLength, Value::make_u32(hp.n_embd));
+    w.set(keys::kBlockCount, Value::make_u32(hp.n_layer));
+    w.set(keys::kFeedForwardLength, Value::make_u32(hp.n_ff));
+    w.set(keys::kHeadCount, Value::make_u32(hp.n_head));
+    w.set(keys::kLayerNormEps, Value::make_f32(hp.ln_eps));
+    w.set(keys::kDoLayerNormBefore, Value::make_bool(hp.pre_ln));
+    w.set(keys::kWordEmbedProjDim, Value::make_u32(hp.n_embd_proj));
+    w.set(keys::kPositionOffset, Value::make_u32(hp.pos_offset));
+    w.set(keys::kTokModel, Value::make_str("gpt2"));
+    w.set(keys::kTokTokens, Value::make_str_array(tok.tokens));
+    w.set(keys::kTokTokenType, Value::make_i32_array(tok.token_types));
+    w.set(keys::kTokMerges, Value::make_str_array(tok.merges));
+    w.set(keys::kTokBos, Value::make_u32((uint32_t)tok.bos_id));
+    w.set(keys::kTokEos, Value::make_u32((uint32_t)tok.eos_id));
+    w.set(keys::kTokPad, Value::make_u32((uint32_t)tok.pad_id));
+    w.set(keys::kTokUnk, Value::make_u32((uint32_t)tok.unk_id));
+    w.set(keys::kTokAddBos, Value::make_bool(true));
+}
+
+TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
+    require_file(dir, "vocab.json", "the tokenizer: vocab.json and merges.txt are needed");
+    require_file(dir, "merges.txt", "the tokenizer: vocab.json and merges.txt are needed");
+    TokenizerData tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
+    if (tok.tokens.size() != hp.n_vocab) {
+        throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
+                           std::to_string(hp.n_vocab));
+    }
+    if (tok.token_types.empty()) {  // loader left them implicit: NORMAL, specials CONTROL
+        tok.token_types.assign(tok.tokens.size(), (int32_t)TokenType::NORMAL);
+        for (int32_t id : {tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id}) {
+            if (id >= 0 && (size_t)id < tok.tokens.size()) tok.token_types[(size_t)id] = (int32_t)TokenType::CONTROL;
+        }
+    }
+    for (int32_t id : {tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id}) {
+        if (id < 0 || (uint32_t)id >= hp.n_vocab) {
+            throw_model_format("the tokenizer's special token id " + std::to_string(id) + " is outside the vocabulary");
+        }
+    }
+    return tok;
+}
+
+}  // namespace
+
+DType parse_outtype(const std::string &s) {
+    if (s == "f16" || s == "F16") return DType::F16;
+    if (s == "bf16" || s == "BF16") return DType::BF16;
+    if (s == "f32" || s == "F32") return DType::F32;
+    throw_invalid_argument("unknown output type '" + s + "' (use f16, bf16 or f32)");
+}
+
+const char *outtype_name(DType t) {
+    switch (t) {
+    case DType::F32: return "f32";
+    case DType::F16: return "f16";
+    case DType::BF16: return "bf16";
+    }
+    return "?";
+}
+
+uint32_t gguf_file_type(DType t) {
+    switch (t) {
+    case DType::F32: return 0;
+    case DType::F16: return 1;
+    case DType::BF16: return 32;
+    }
+    return 0;
+}
+
+namespace {
+
+// One loop per (from, to) pair, so the per-element work has no type branches.
+template <typename Load, typename Store>
+void convert_loop(const uint8_t *s, size_t ss, uint8_t *d, size_t ds, size_t n, Load load, Store store) {
+    for (size_t i = 0; i < n; ++i, s += ss, d += ds) store(d, load(s));
+}
+
+float load_f32(const uint8_t *p) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+}
+float load_f16(const uint8_t *p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return f16_to_f32(h);
+}
+float load_bf16(const uint8_t *p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return bf16_to_f32(h);
+}
+void store_f32(uint8_t *p, float f) { std::memcpy(p, &f, 4); }
+void store_f16(uint8_t *p, float f) {
+    const uint16_t h = f32_to_f16(f);
+    std::memcpy(p, &h, 2);
+}
+void store_bf16(uint8_t *p, float f) {
+    const uint16_t h = f32_to_bf16(f);
+    std::memcpy(p, &h, 2);
+}
+
+template <typename Load>
+void convert_from(const uint8_t *s, size_t ss, uint8_t *d, DType to, size_t n, Load load) {
+    switch (to) {
+    case DType::F32: convert_loop(s, ss, d, 4, n, load, store_f32); break;
+    case DType::F16: convert_loop(s, ss, d, 2, n, load, store_f16); break;
+    case DType::BF16: convert_loop(s, ss, d, 2, n, load, store_bf16); break;
+    }
+}
+
+}  // namespace
+
+void convert_elements(const void *src, DType from, void *dst, DType to, size_t n) {
+    if (from == to) {
+        std::memcpy(dst, src, n * dtype_size(from));
+        return;
+    }
+    const uint8_t *s = static_cast<const uint8_t *>(src);
+    uint8_t *d = static_cast<uint8_t *>(dst);
+    switch (from) {
+    case DType::F32: convert_from(s, 4, d, to, n, load_f32); break;
+    case DType::F16: convert_from(s, 2, d, to, n, load_f16); break;
+    case DType::BF16: convert_from(s, 2, d, to, n, load_bf16); break;
+    }
+}
+
+ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn &progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    const fs::path dir(options.input_dir);
+    {
+        std::error_code ec;
+        if (!fs::is_directory(dir, ec)) throw_io(options.input_dir + " is not a directory");
+    }
+    if (options.output_path.empty()) throw_invalid_argument("no output path given");
+
+    require_file(dir, "config.json", "the model's Hugging Face configuration");
+    const HfOptConfig config = read_hf_config((dir / "config.json").string());
+    const OptHparams &hp = config.hp;
+    const TokenizerData tok = load_tokenizer(dir, hp);
+    const Checkpoint ckpt = open_checkpoint(options.input_dir);
+    const TensorPlan plan = plan_tensors(ckpt.tensors, config);
+
+    gguf::Writer writer;
+    set_metadata(writer, hp, options.outtype, options.name.empty() ? default_model_name(options.input_dir) : options.name, tok);
+    ConvertResult result;
+    result.source_format = ckpt.format;
+    result.n_skipped_tied_lm_head = plan.n_skipped_tied_lm_head;
+    for (const PlannedTensor &p : plan.tensors) {
+        writer.add_tensor(p.expected.gguf_name, gguf_type(options.outtype), p.expected.ne);
+        result.n_params += writer.tensors().back().n_elements;
+        result.tensor_bytes += writer.tensors().back().n_bytes;
+    }
+    result.n_tensors = plan.tensors.size();
+
+    // Stream: each tensor is read in chunks with pread, converted, and handed to the writer.
+    std::vector<std::unique_ptr<FileSource>> files(ckpt.files.size());
+    const size_t out_size = dtype_size(options.outtype);
+    std::vector<uint8_t> in_buf, out_buf;
+    ConvertProgress prog;
+    prog.n_tensors = plan.tensors.size();
+    prog.bytes_total = result.tensor_bytes;
+    writer.write(options.output_path, [&](size_t i, const gguf::Writer::Sink &sink) {
+        const PlannedTensor &p = plan.tensors[i];
+        const SourceTensor &src = *p.source;
+        std::unique_ptr<FileSource> &file = files[src.file];
+        if (!file) {
+            file = std::make_unique<FileSource>(ckpt.files[src.file], fs::path(ckpt.files[src.file]).filename().string());
+        }
+        const size_t in_size = dtype_size(src.dtype);
+        const uint64_t n_elements = src.n_bytes / in_size;
+        prog.tensor_index = i;
+        prog.tensor_name = &p.expected.gguf_name;
+        for (uint64_t done = 0; done < n_elements;) {
+            const size_t n = (size_t)std::min<uint64_t>(kConvertChunkElements, n_elements - done);
+            in_buf.resize(n * in_size);
+            file->read(src.offset + done * in_size, in_buf.data(), in_buf.size());
+            if (src.dtype == options.outtype) {
+                sink(in_buf.data(), in_buf.size());
+            } else {
+                out_buf.resize(n * out_size);
+                convert_elements(in_buf.data(), src.dtype, out_buf.data(), options.outtype, n);
+                sink(out_buf.data(), out_buf.size());
+            }
+            done += n;
+            prog.bytes_done += (uint64_t)n * out_size;
+            if (progress) progress(prog);
+        }
+        if (n_elements == 0 && progress) progress(prog);
+    });
+
+    std::error_code ec;
+    result.file_bytes = fs::file_size(options.output_path, ec);
+    result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return result;
+}
+
+}  // namespace seaopt::convert

@@ -1,1 +1,91 @@
-int main(){return 0;}
+// seaopt-convert HF_DIR -o OUT.gguf [--outtype f16|bf16|f32] [--name NAME] [--no-progress]
+//
+// Converts a Hugging Face OPT checkpoint directory (config.json, vocab.json, merges.txt and
+// model.safetensors / shards / pytorch_model.bin) into a seaopt GGUF file.
+#include <cstdio>
+#include <exception>
+#include <string>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/error.h"
+#include "weights-convert/convert.h"
+
+namespace {
+
+using namespace seaopt::convert;
+
+double mib(uint64_t b) { return (double)b / (1024.0 * 1024.0); }
+
+// A redrawn bar on a terminal; otherwise (a log, a pipe) one line per ~10 %.
+class ProgressPrinter {
+public:
+    explicit ProgressPrinter(bool tty) : tty_(tty) {}
+
+    void operator()(const ConvertProgress &p) {
+        const int pct = p.bytes_total ? (int)(100.0 * (double)p.bytes_done / (double)p.bytes_total) : 100;
+        if (tty_) {
+            constexpr int kWidth = 30;
+            const int filled = pct * kWidth / 100;
+            std::string bar(filled, '#');
+            bar.append(kWidth - filled, '.');
+            std::fprintf(stderr, "\r[%s] %3d%%  tensor %zu/%zu  %.1f/%.1f MiB  %-32.32s", bar.c_str(), pct,
+                         p.tensor_index + 1, p.n_tensors, mib(p.bytes_done), mib(p.bytes_total),
+                         p.tensor_name ? p.tensor_name->c_str() : "");
+            std::fflush(stderr);
+            drawn_ = true;
+        } else if (pct >= next_pct_) {
+            std::fprintf(stderr, "seaopt-convert: %3d%%  tensor %zu/%zu  %.1f/%.1f MiB\n", pct, p.tensor_index + 1,
+                         p.n_tensors, mib(p.bytes_done), mib(p.bytes_total));
+            next_pct_ = (pct / 10 + 1) * 10;
+        }
+    }
+    void finish() {
+        if (drawn_) std::fprintf(stderr, "\n");
+        drawn_ = false;
+    }
+
+private:
+    bool tty_;
+    bool drawn_ = false;
+    int next_pct_ = 0;
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    CLI::App app{"seaopt-convert: converts a Hugging Face OPT checkpoint directory to a seaopt GGUF file"};
+    std::string input_dir, output, outtype = "f16", name;
+    bool no_progress = false;
+    app.add_option("HF_DIR", input_dir, "checkpoint directory (config.json, vocab.json, merges.txt, weights)")
+        ->required();
+    app.add_option("-o,--output", output, "output GGUF file")->required();
+    app.add_option("--outtype", outtype, "type of every tensor in the output: f16 (default), bf16 or f32")
+        ->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    app.add_option("--name", name, "general.name (default: the directory's name)");
+    app.add_flag("--no-progress", no_progress, "print no progress");
+    CLI11_PARSE(app, argc, argv);
+
+    ProgressPrinter printer(isatty(STDERR_FILENO) == 1);
+    try {
+        ConvertOptions opt;
+        opt.input_dir = input_dir;
+        opt.output_path = output;
+        opt.outtype = parse_outtype(outtype);
+        opt.name = name;
+        ProgressFn progress;
+        if (!no_progress) progress = [&](const ConvertProgress &p) { printer(p); };
+        const ConvertResult r = convert_checkpoint(opt, progress);
+        printer.finish();
+        std::printf("seaopt-convert: wrote %s: %zu tensors, %.1f M parameters, %s, %.1f MiB (%llu bytes) from %s%s in %.2f s\n",
+                    output.c_str(), r.n_tensors, (double)r.n_params / 1e6, outtype_name(opt.outtype), mib(r.file_bytes),
+                    (unsigned long long)r.file_bytes, r.source_format.c_str(),
+                    r.n_skipped_tied_lm_head ? " (tied lm_head.weight skipped)" : "", r.seconds);
+        return 0;
+    } catch (const std::exception &e) {
+        printer.finish();
+        std::fprintf(stderr, "seaopt-convert: error: %s\n", e.what());
+        return 1;
+    }
+}

@@ -1,1 +1,204 @@
-int main(){return 0;}
+// seaopt-make-tiny-checkpoint --out DIR --tokenizer-dir DIR --seed N
+//
+// Writes a small *untrained* OPT in Hugging Face layout (config.json, model.safetensors in F16 with
+// "model.decoder." names and no lm_head, vocab.json, merges.txt) for the demo model the build makes
+// (models/opt-tiny-untrained.gguf). The weights come from a fixed-seed PRNG implemented here
+// (splitmix64 + Box-Muller), seeded per tensor from the seed and the tensor's name, so the file
+// is the same on every platform and does not depend on the order tensors are generated in.
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "engine/fp16.h"
+#include "weights-convert/byte_source.h"
+#include "weights-convert/safetensors_writer.h"
+
+namespace {
+
+using namespace seaopt::convert;
+namespace fs = std::filesystem;
+
+constexpr uint32_t kVocab = 50272, kHidden = 64, kHeads = 4, kLayers = 2, kFfn = 256, kMaxPos = 2048;
+
+uint64_t splitmix64(uint64_t &state) {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Standard normal numbers from splitmix64 via Box-Muller (both outputs of each pair used).
+class Normal {
+public:
+    explicit Normal(uint64_t seed) : state_(seed) {}
+    double next() {
+        if (has_spare_) {
+            has_spare_ = false;
+            return spare_;
+        }
+        const double u1 = ((double)(splitmix64(state_) >> 11) + 1.0) * 0x1.0p-53;  // (0, 1]
+        const double u2 = (double)(splitmix64(state_) >> 11) * 0x1.0p-53;          // [0, 1)
+        const double r = std::sqrt(-2.0 * std::log(u1));
+        const double a = 6.283185307179586 * u2;
+        spare_ = r * std::sin(a);
+        has_spare_ = true;
+        return r * std::cos(a);
+    }
+
+private:
+    uint64_t state_;
+    double spare_ = 0;
+    bool has_spare_ = false;
+};
+
+uint64_t name_seed(uint64_t seed, const std::string &name) {
+    uint64_t h = 0xcbf29ce484222325ull;  // FNV-1a
+    for (unsigned char c : name) h = (h ^ c) * 0x100000001b3ull;
+    uint64_t s = seed ^ h;
+    return splitmix64(s);
+}
+
+struct TinyTensor {
+    std::string name;  // HF name without the "model." prefix
+    std::vector<uint64_t> shape;
+};
+
+std::vector<TinyTensor> tiny_tensors() {
+    const uint64_t C = kHidden, F = kFfn;
+    std::vector<TinyTensor> t = {{"decoder.embed_tokens.weight", {kVocab, C}},
+                                 {"decoder.embed_positions.weight", {kMaxPos + 2, C}},
+                                 {"decoder.final_layer_norm.weight", {C}},
+                                 {"decoder.final_layer_norm.bias", {C}}};
+    for (uint32_t l = 0; l < kLayers; ++l) {
+        const std::string p = "decoder.layers." + std::to_string(l) + ".";
+        for (const char *proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
+            t.push_back({p + "self_attn." + proj + ".weight", {C, C}});
+            t.push_back({p + "self_attn." + proj + ".bias", {C}});
+        }
+        t.push_back({p + "self_attn_layer_norm.weight", {C}});
+        t.push_back({p + "self_attn_layer_norm.bias", {C}});
+        t.push_back({p + "fc1.weight", {F, C}});
+        t.push_back({p + "fc1.bias", {F}});
+        t.push_back({p + "fc2.weight", {C, F}});
+        t.push_back({p + "fc2.bias", {C}});
+        t.push_back({p + "final_layer_norm.weight", {C}});
+        t.push_back({p + "final_layer_norm.bias", {C}});
+    }
+    return t;
+}
+
+bool ends_with(const std::string &s, const char *suffix) {
+    const size_t n = std::strlen(suffix);
+    return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// The F16 bytes of one tensor: embeddings N(0,1), linear weights N(0,1)/sqrt(fan_in), LayerNorm
+// weights 1 + 0.1 N, biases 0.1 N.
+std::vector<uint8_t> tensor_bytes(const TinyTensor &t, uint64_t seed) {
+    Normal rng(name_seed(seed, t.name));
+    const bool embedding = t.name.find("embed_") != std::string::npos;
+    const bool layer_norm = t.name.find("layer_norm") != std::string::npos;
+    const bool bias = ends_with(t.name, ".bias");
+    double scale = 1.0, shift = 0.0;
+    if (bias) {
+        scale = 0.1;
+    } else if (layer_norm) {
+        scale = 0.1;
+        shift = 1.0;
+    } else if (!embedding) {
+        scale = 1.0 / std::sqrt((double)t.shape[1]);  // [out, in]
+    }
+    uint64_t n = 1;
+    for (uint64_t d : t.shape) n *= d;
+    std::vector<uint8_t> out(n * 2);
+    for (uint64_t i = 0; i < n; ++i) {
+        const uint16_t h = seaopt::f32_to_f16((float)(shift + scale * rng.next()));
+        out[2 * i] = (uint8_t)h;
+        out[2 * i + 1] = (uint8_t)(h >> 8);
+    }
+    return out;
+}
+
+nlohmann::json tiny_config() {
+    return {{"_remove_final_layer_norm", false},
+            {"activation_dropout", 0.0},
+            {"activation_function", "relu"},
+            {"architectures", {"OPTForCausalLM"}},
+            {"attention_dropout", 0.0},
+            {"bos_token_id", 2},
+            {"do_layer_norm_before", true},
+            {"dropout", 0.0},
+            {"enable_bias", true},
+            {"eos_token_id", 2},
+            {"ffn_dim", kFfn},
+            {"hidden_size", kHidden},
+            {"init_std", 0.02},
+            {"layer_norm_elementwise_affine", true},
+            {"layerdrop", 0.0},
+            {"max_position_embeddings", kMaxPos},
+            {"model_type", "opt"},
+            {"num_attention_heads", kHeads},
+            {"num_hidden_layers", kLayers},
+            {"pad_token_id", 1},
+            {"tie_word_embeddings", true},
+            {"torch_dtype", "float16"},
+            {"use_cache", true},
+            {"vocab_size", kVocab},
+            {"word_embed_proj_dim", kHidden}};
+}
+
+std::string read_whole(const std::string &path) {
+    FileSource f(path);
+    if (f.size() > (256u << 20)) seaopt::throw_io(path + " is unexpectedly large");
+    const std::vector<uint8_t> b = f.read_vec(0, (size_t)f.size());
+    return std::string(b.begin(), b.end());
+}
+
+void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokenizer_dir, uint64_t seed) {
+    std::error_code ec;
+    fs::create_directories(out_dir, ec);
+    if (!fs::is_directory(out_dir)) seaopt::throw_io("cannot create directory " + out_dir + ": " + ec.message());
+
+    const std::vector<TinyTensor> tensors = tiny_tensors();
+    std::vector<SafetensorsWriteSpec> specs;
+    for (const TinyTensor &t : tensors) specs.push_back({"model." + t.name, DType::F16, t.shape});
+    write_safetensors(out_dir + "/model.safetensors", specs,
+                      [&](size_t i, const ByteSink &sink) {
+                          const std::vector<uint8_t> b = tensor_bytes(tensors[i], seed);
+                          sink(b.data(), b.size());
+                      },
+                      {{"format", "pt"}});
+    write_file_atomically(out_dir + "/config.json", tiny_config().dump(2) + "\n");
+    for (const char *f : {"vocab.json", "merges.txt"}) {
+        write_file_atomically(out_dir + "/" + f, read_whole(tokenizer_dir + "/" + f));
+    }
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    CLI::App app{"seaopt-make-tiny-checkpoint: writes a small untrained OPT checkpoint in Hugging Face layout"};
+    std::string out_dir, tokenizer_dir;
+    uint64_t seed = 1;
+    app.add_option("--out", out_dir, "output directory (created if missing)")->required();
+    app.add_option("--tokenizer-dir", tokenizer_dir, "directory with vocab.json and merges.txt")->required();
+    app.add_option("--seed", seed, "PRNG seed");
+    CLI11_PARSE(app, argc, argv);
+    try {
+        make_tiny_checkpoint(out_dir, tokenizer_dir, seed);
+        std::printf("seaopt-make-tiny-checkpoint: wrote %s (hidden %u, %u heads, %u layers, ffn %u, seed %llu)\n",
+                    out_dir.c_str(), kHidden, kHeads, kLayers, kFfn, (unsigned long long)seed);
+        return 0;
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "seaopt-make-tiny-checkpoint: error: %s\n", e.what());
+        return 1;
+    }
+}

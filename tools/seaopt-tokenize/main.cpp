@@ -1,1 +1,180 @@
-int main(){return 0;}
+// seaopt-tokenize: print the tokens of a text, like llama-tokenize. A thin program over seaopt.h.
+//
+//   seaopt-tokenize -m MODEL (-p TEXT | -f FILE) [--ids] [--no-bos] [--no-parse-special]
+//
+// Default output: one line per token, "ID -> 'piece'", the piece's non-printable bytes escaped.
+// With --ids: only the ids, one per line.
+#include <CLI/CLI.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "seaopt.h"
+
+namespace {
+
+const char *const kProgram = "seaopt-tokenize";
+
+int fail(const std::string &message) {
+    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
+    return 1;
+}
+
+int fail_with_last_error() { return fail(seaopt_last_error()); }
+
+bool read_file_bytes(const std::string &path, std::string &out, std::string &error) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+        error = "cannot open " + path + ": " + std::strerror(errno);
+        return false;
+    }
+    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    if (in.bad()) {
+        error = "cannot read " + path;
+        return false;
+    }
+    return true;
+}
+
+// Length of the valid UTF-8 multi-byte sequence starting at s[i], or 0 if there is none.
+size_t utf8_sequence_length(const std::string &s, size_t i) {
+    const unsigned char c = (unsigned char)s[i];
+    size_t n = 0;
+    uint32_t cp = 0;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2, cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3, cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4, cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (i + n > s.size()) return 0;
+    for (size_t k = 1; k < n; ++k) {
+        const unsigned char cc = (unsigned char)s[i + k];
+        if ((cc & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (cc & 0x3F);
+    }
+    // Reject overlong forms, surrogates and code points past U+10FFFF.
+    if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10FFFF)) || (cp >= 0xD800 && cp <= 0xDFFF)) {
+        return 0;
+    }
+    return n;
+}
+
+// A token's bytes for display: printable ASCII and complete UTF-8 characters as they are, the
+// quote and backslash escaped, control bytes and stray bytes of split characters as \n, \xHH, ...
+std::string escape_piece(const std::string &piece) {
+    std::string out;
+    for (size_t i = 0; i < piece.size();) {
+        const unsigned char c = (unsigned char)piece[i];
+        if (c >= 0x80) {
+            const size_t n = utf8_sequence_length(piece, i);
+            if (n > 0) {
+                out.append(piece, i, n);
+                i += n;
+                continue;
+            }
+        }
+        switch (c) {
+        case '\\': out += "\\\\"; break;
+        case '\'': out += "\\'"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c >= 0x20 && c < 0x7F) {
+                out += (char)c;
+            } else {
+                char hex[8];
+                std::snprintf(hex, sizeof hex, "\\x%02X", c);
+                out += hex;
+            }
+        }
+        ++i;
+    }
+    return out;
+}
+
+struct ModelDeleter {
+    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    std::string model_path, prompt, prompt_file;
+    bool ids_only = false, no_bos = false, no_parse_special = false;
+
+    CLI::App app{"Print the tokens of a text with an OPT model's tokenizer (GPT-2 byte-level BPE).", kProgram};
+    app.add_option("-m,--model", model_path, "model file (seaopt GGUF); only its tokenizer is loaded")->required();
+    CLI::Option *prompt_opt = app.add_option("-p,--prompt", prompt, "the text to tokenize");
+    CLI::Option *file_opt = app.add_option("-f,--file", prompt_file, "read the text to tokenize from a file (bytes)");
+    prompt_opt->excludes(file_opt);
+    app.add_flag("--ids", ids_only, "print only the token ids, one per line");
+    app.add_flag("--no-bos", no_bos, "do not prepend the BOS token (</s>, id 2)");
+    app.add_flag("--no-parse-special", no_parse_special,
+                 "tokenize special-token strings such as \"</s>\" as plain text");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError &e) {
+        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
+        return 1;
+    }
+    if (!*prompt_opt && !*file_opt) return fail("give the text with -p TEXT or -f FILE");
+
+    std::string text = prompt;
+    if (*file_opt) {
+        std::string error;
+        if (!read_file_bytes(prompt_file, text, error)) return fail(error);
+    }
+
+    seaopt_model_params mparams = seaopt_model_default_params();
+    mparams.vocab_only = true;
+    seaopt_model *raw_model = nullptr;
+    if (seaopt_model_load(model_path.c_str(), &mparams, &raw_model) != SEAOPT_OK) return fail_with_last_error();
+    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+
+    // Byte-level BPE gives at most one token per byte, plus BOS; grow if special tokens say otherwise.
+    std::vector<seaopt_token> tokens(text.size() + 1);
+    int32_t n_tokens = 0;
+    seaopt_status st = seaopt_tokenize(model.get(), text.data(), text.size(), !no_bos, !no_parse_special, tokens.data(),
+                                       (int32_t)tokens.size(), &n_tokens);
+    if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
+        tokens.resize((size_t)n_tokens);
+        st = seaopt_tokenize(model.get(), text.data(), text.size(), !no_bos, !no_parse_special, tokens.data(),
+                             (int32_t)tokens.size(), &n_tokens);
+    }
+    if (st != SEAOPT_OK) {
+        const std::string source = *file_opt ? prompt_file : "the text";
+        return fail("cannot tokenize " + source + ": " + seaopt_last_error());
+    }
+    tokens.resize((size_t)n_tokens);
+
+    std::string piece(64, '\0');
+    for (seaopt_token t : tokens) {
+        if (ids_only) {
+            std::printf("%d\n", t);
+            continue;
+        }
+        size_t n = 0;
+        st = seaopt_token_to_piece(model.get(), t, piece.data(), piece.size(), &n);
+        if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
+            piece.resize(n);
+            st = seaopt_token_to_piece(model.get(), t, piece.data(), piece.size(), &n);
+        }
+        if (st != SEAOPT_OK) return fail_with_last_error();
+        std::printf("%6d -> '%s'\n", t, escape_piece(piece.substr(0, n)).c_str());
+    }
+    if (std::fflush(stdout) != 0) return fail(std::string("cannot write the output: ") + std::strerror(errno));
+    return 0;
+}

@@ -1,0 +1,262 @@
+// The command-line tools as a user runs them: seaopt-generate and seaopt-tokenize are started as
+// child processes on the demo model (made at build time by the tiny_model target), and their exit
+// status, stdout and stderr checked.
+#include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kGenerate = SEAOPT_BINARY_DIR "/bin/seaopt-generate";
+const std::string kTokenize = SEAOPT_BINARY_DIR "/bin/seaopt-tokenize";
+const std::string kModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
+const std::string kPrompt = "Hello, my name is";
+
+struct Result {
+    bool exited = false;  // false: killed by a signal (a crash)
+    int status = -1;      // the exit code when exited
+    int signal = 0;
+    std::string out, err;
+};
+
+std::string temp_dir() {
+    static const std::string dir = [] {
+        std::string tmpl = (fs::temp_directory_path() / "seaopt-test-tools-XXXXXX").string();
+        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+        return tmpl;
+    }();
+    return dir;
+}
+
+// Removes the temporary directory (prompt files, captured output) when the tests end.
+class TempDirCleanup : public testing::Environment {
+public:
+    void TearDown() override {
+        std::error_code ignored;
+        fs::remove_all(temp_dir(), ignored);
+    }
+};
+const testing::Environment *const kCleanup = testing::AddGlobalTestEnvironment(new TempDirCleanup);
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string write_temp_file(const std::string &name, const std::string &bytes) {
+    const std::string path = temp_dir() + "/" + name;
+    std::ofstream(path, std::ios::binary) << bytes;
+    return path;
+}
+
+// Runs a program with stdout and stderr sent to files (no pipe to fill up and block on).
+Result run(const std::vector<std::string> &args) {
+    static int counter = 0;
+    const std::string base = temp_dir() + "/run" + std::to_string(counter++);
+    const std::string out_path = base + ".out", err_path = base + ".err";
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out < 0 || err < 0) _exit(126);
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        std::vector<char *> argv;
+        for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    Result r;
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+        ADD_FAILURE() << "could not run " << args[0];
+        return r;
+    }
+    r.exited = WIFEXITED(status);
+    r.status = r.exited ? WEXITSTATUS(status) : -1;
+    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    r.out = read_file(out_path);
+    r.err = read_file(err_path);
+    return r;
+}
+
+std::vector<std::string> generate_args(std::vector<std::string> extra) {
+    std::vector<std::string> args = {kGenerate, "-m", kModel};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+}
+
+std::string describe(const Result &r) {
+    return "exit " + std::to_string(r.status) + " signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
+           "\n--- stderr:\n" + r.err;
+}
+
+bool contains(const std::string &haystack, const std::string &needle) { return haystack.find(needle) != std::string::npos; }
+
+// A failed run: a plain nonzero exit (no crash), a "<tool>: error: ..." line mentioning `what`.
+void expect_clean_failure(const Result &r, const std::string &tool, const std::string &what) {
+    EXPECT_TRUE(r.exited) << "killed by signal " << r.signal << "\n" << describe(r);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(contains(r.err, tool + ": error: ")) << describe(r);
+    EXPECT_TRUE(contains(r.err, what)) << "expected '" << what << "' in stderr\n" << describe(r);
+}
+
+class Tools : public testing::Test {
+protected:
+    void SetUp() override {
+        for (const std::string &path : {kGenerate, kTokenize, kModel}) {
+            ASSERT_TRUE(fs::exists(path)) << path << " is missing: build the seaopt-generate, seaopt-tokenize and "
+                                                     "tiny_model targets";
+        }
+    }
+};
+
+}  // namespace
+
+TEST_F(Tools, GenerateGreedyPrintsThePromptAndThePerfSummary) {
+    const Result r = run(generate_args({"-p", kPrompt, "-n", "8", "--temp", "0", "-s", "1"}));
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_EQ(r.out.rfind(kPrompt, 0), 0u) << "stdout must start with the prompt\n" << describe(r);
+    EXPECT_TRUE(contains(r.err, "seed = 1\n")) << describe(r);
+    const std::string num = "[0-9]+\\.[0-9]+";
+    const std::vector<std::string> perf_lines = {
+        "seaopt_perf: +load time = +" + num + " ms\n",
+        // BOS + "Hello" "," " my" " name" " is" = 6 tokens
+        "seaopt_perf: prompt eval time = +" + num + " ms / +6 tokens \\( *" + num + " ms per token, +" + num +
+            " tokens per second\\)\n",
+        "seaopt_perf: +eval time = +" + num + " ms / +[0-7] runs +\\( *" + num + " ms per token, +" + num +
+            " tokens per second\\)\n",
+        "seaopt_perf: +total time = +" + num + " ms / +[0-9]+ tokens\n",
+    };
+    for (const std::string &line : perf_lines) {
+        EXPECT_TRUE(std::regex_search(r.err, std::regex(line))) << "no line matching " << line << "\n" << describe(r);
+    }
+}
+
+TEST_F(Tools, GenerateGreedyIsReproducible) {
+    const std::vector<std::string> args = generate_args({"-p", kPrompt, "-n", "8", "--temp", "0", "-s", "1"});
+    const Result a = run(args), b = run(args);
+    ASSERT_TRUE(a.exited && a.status == 0) << describe(a);
+    ASSERT_TRUE(b.exited && b.status == 0) << describe(b);
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_GT(a.out.size(), kPrompt.size()) << "nothing was generated\n" << describe(a);
+}
+
+TEST_F(Tools, GenerateWithASeedIsReproducible) {
+    const std::vector<std::string> args = generate_args({"-p", kPrompt, "-n", "16", "--temp", "0.8", "-s", "42"});
+    const Result a = run(args), b = run(args);
+    ASSERT_TRUE(a.exited && a.status == 0) << describe(a);
+    ASSERT_TRUE(b.exited && b.status == 0) << describe(b);
+    EXPECT_EQ(a.out, b.out);
+    EXPECT_TRUE(contains(a.err, "seed = 42\n")) << describe(a);
+}
+
+TEST_F(Tools, GenerateNoDisplayPromptPrintsOnlyTheContinuation) {
+    const Result with = run(generate_args({"-p", kPrompt, "-n", "8", "--temp", "0"}));
+    const Result without = run(generate_args({"-p", kPrompt, "-n", "8", "--temp", "0", "--no-display-prompt"}));
+    ASSERT_TRUE(with.exited && with.status == 0) << describe(with);
+    ASSERT_TRUE(without.exited && without.status == 0) << describe(without);
+    EXPECT_EQ(kPrompt + without.out, with.out);
+}
+
+TEST_F(Tools, GenerateZeroTokensPrintsJustThePrompt) {
+    const Result r = run(generate_args({"-p", kPrompt, "-n", "0"}));
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_EQ(r.out, kPrompt);
+}
+
+TEST_F(Tools, GenerateStopsWhenTheContextIsFull) {
+    // BOS + "Hi" = 2 tokens in an 8-token context: 6 more fit in the cache, and the logits of the
+    // last one give a 7th token that is printed but not run.
+    const Result r = run(generate_args({"-p", "Hi", "-n", "-1", "-c", "8", "--ignore-eos", "--temp", "0"}));
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_TRUE(contains(r.err, "context is full")) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.err, std::regex("eval time = +[0-9.]+ ms / +6 runs"))) << describe(r);
+}
+
+TEST_F(Tools, GeneratePromptFromFileEqualsPromptFromFlag) {
+    const std::string file = write_temp_file("prompt.txt", kPrompt);
+    const Result from_file = run(generate_args({"-f", file, "-n", "8", "--temp", "0"}));
+    const Result from_flag = run(generate_args({"-p", kPrompt, "-n", "8", "--temp", "0"}));
+    ASSERT_TRUE(from_file.exited && from_file.status == 0) << describe(from_file);
+    EXPECT_EQ(from_file.out, from_flag.out);
+}
+
+TEST_F(Tools, TokenizeIdsMatchHuggingFace) {
+    const Result with_bos = run({kTokenize, "-m", kModel, "-p", "Hello", "--ids"});
+    ASSERT_TRUE(with_bos.exited && with_bos.status == 0) << describe(with_bos);
+    EXPECT_EQ(with_bos.out, "2\n31414\n");
+    const Result no_bos = run({kTokenize, "-m", kModel, "-p", "Hello", "--ids", "--no-bos"});
+    ASSERT_TRUE(no_bos.exited && no_bos.status == 0) << describe(no_bos);
+    EXPECT_EQ(no_bos.out, "31414\n");
+}
+
+TEST_F(Tools, TokenizePrintsIdsAndEscapedPieces) {
+    const Result r = run({kTokenize, "-m", kModel, "-p", "Hello world\n"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_TRUE(contains(r.out, "     2 -> '</s>'\n")) << describe(r);
+    EXPECT_TRUE(contains(r.out, " 31414 -> 'Hello'\n")) << describe(r);
+    EXPECT_TRUE(contains(r.out, "   232 -> ' world'\n")) << describe(r);
+    EXPECT_TRUE(contains(r.out, "\\n'\n")) << "the newline must be escaped\n" << describe(r);
+}
+
+TEST_F(Tools, TokenizeParseSpecialIsOnByDefault) {
+    const Result special = run({kTokenize, "-m", kModel, "-p", "</s>", "--ids", "--no-bos"});
+    ASSERT_TRUE(special.exited && special.status == 0) << describe(special);
+    EXPECT_EQ(special.out, "2\n");
+    const Result plain = run({kTokenize, "-m", kModel, "-p", "</s>", "--ids", "--no-bos", "--no-parse-special"});
+    ASSERT_TRUE(plain.exited && plain.status == 0) << describe(plain);
+    EXPECT_NE(plain.out, "2\n");
+}
+
+TEST_F(Tools, MissingModelFileFailsCleanly) {
+    const std::string missing = temp_dir() + "/no-such-model.gguf";
+    expect_clean_failure(run({kGenerate, "-m", missing, "-p", "Hi"}), "seaopt-generate", "no-such-model.gguf");
+    expect_clean_failure(run({kTokenize, "-m", missing, "-p", "Hi"}), "seaopt-tokenize", "no-such-model.gguf");
+}
+
+TEST_F(Tools, InvalidUtf8PromptFileFailsCleanly) {
+    const std::string file = write_temp_file("bad-utf8.txt", std::string("ab\xff\xfe", 4) + "cd");
+    expect_clean_failure(run(generate_args({"-f", file})), "seaopt-generate", "UTF-8");
+    expect_clean_failure(run({kTokenize, "-m", kModel, "-f", file}), "seaopt-tokenize", "UTF-8");
+}
+
+TEST_F(Tools, PromptAndFileTogetherFailCleanly) {
+    const std::string file = write_temp_file("prompt2.txt", "Hello");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-f", file})), "seaopt-generate", "excludes");
+    expect_clean_failure(run({kTokenize, "-m", kModel, "-p", "Hi", "-f", file}), "seaopt-tokenize", "excludes");
+}
+
+TEST_F(Tools, NoPromptFailsCleanly) {
+    expect_clean_failure(run(generate_args({})), "seaopt-generate", "-p");
+    expect_clean_failure(run({kTokenize, "-m", kModel}), "seaopt-tokenize", "-p");
+}
+
+TEST_F(Tools, PromptLongerThanTheContextFailsCleanly) {
+    const Result r = run(generate_args({"-p", "one two three four five six seven eight nine ten", "-c", "8"}));
+    expect_clean_failure(r, "seaopt-generate", "longer than the context (n_ctx = 8)");
+    EXPECT_TRUE(r.out.empty()) << describe(r);
+}
+
+TEST_F(Tools, BadSamplingOptionsFailCleanly) {
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--top-p", "0"})), "seaopt-generate", "top_p");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--repeat-penalty", "-1"})), "seaopt-generate",
+                         "repeat_penalty");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--repeat-last-n", "-2"})), "seaopt-generate",
+                         "repeat_last_n");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "-2"})), "seaopt-generate", "seed");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--device", "gpu"})), "seaopt-generate", "--device");
+}

@@ -1,0 +1,73 @@
+// Finding the weights of a Hugging Face OPT checkpoint directory, and matching them to the tensors
+// of opt_format.h.
+//
+// Layouts, in order of preference (safetensors first: it cannot execute anything and needs no
+// pickle): model.safetensors; model.safetensors.index.json + shards; pytorch_model.bin;
+// pytorch_model.bin.index.json + shards. Every file is read through the validating readers, and
+// only headers are read here: tensor bytes stay in the files until the converter streams them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "weights-convert/byte_source.h"
+#include "weights-convert/dtype.h"
+#include "weights-convert/hf_config.h"
+
+namespace seaopt::convert {
+
+struct SourceTensor {
+    std::string name;             // as stored in the checkpoint ("model.decoder.layers.0.fc1.weight")
+    DType dtype = DType::F32;
+    std::vector<uint64_t> shape;  // PyTorch order, outermost first
+    size_t file = 0;              // index into Checkpoint::files
+    uint64_t offset = 0;          // absolute offset of the first byte in that file
+    uint64_t n_bytes = 0;         // contiguous, row-major, little-endian
+};
+
+struct Checkpoint {
+    std::string format;              // in words, e.g. "safetensors (2 shards)"
+    std::vector<std::string> files;  // paths of the weight files
+    std::vector<SourceTensor> tensors;
+};
+
+// Finds and indexes the weights in `dir`. Throws seaopt::Error naming the file and the problem.
+Checkpoint open_checkpoint(const std::string &dir);
+
+// One weight file (tests use these with in-memory sources). `file` is stored in each tensor.
+std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file);
+std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file);
+
+// A tensor the GGUF file must contain, and the HF tensor it comes from.
+struct ExpectedTensor {
+    std::string gguf_name;    // "blk.0.ffn_up.weight"
+    std::string hf_name;      // canonical HF name: "decoder.layers.0.fc1.weight" or "lm_head.weight"
+    std::vector<int64_t> ne;  // GGUF order (innermost first): the reverse of the PyTorch shape
+};
+
+// The exact tensor set of opt_format.h for these hyperparameters. `untied_output`: the model has
+// its own lm_head (tie_word_embeddings false) -> output.weight.
+std::vector<ExpectedTensor> expected_opt_tensors(const OptHparams &hp, bool untied_output);
+
+// "model.decoder.x" and "decoder.x" -> "decoder.x"; "lm_head.weight" stays.
+std::string canonical_hf_name(const std::string &name);
+
+struct PlannedTensor {
+    ExpectedTensor expected;
+    const SourceTensor *source = nullptr;
+};
+
+struct TensorPlan {
+    std::vector<PlannedTensor> tensors;  // in the order of expected_opt_tensors
+    size_t n_skipped_tied_lm_head = 0;   // a tied lm_head.weight present in the checkpoint, not written
+};
+
+// Matches the checkpoint's tensors to the expected set: every expected tensor exactly once with its
+// shape, nothing else (a tied lm_head is skipped). Throws SEAOPT_ERR_MODEL_FORMAT listing missing,
+// unexpected and mis-shaped tensors.
+TensorPlan plan_tensors(const std::vector<SourceTensor> &tensors, const HfOptConfig &config);
+
+std::string shape_string(const std::vector<uint64_t> &shape);  // "[50272, 768]"
+
+}  // namespace seaopt::convert

@@ -1,0 +1,54 @@
+// Hugging Face OPT checkpoint directory -> seaopt GGUF (model/opt_format.h), streamed tensor by
+// tensor in bounded chunks read with pread: peak memory does not grow with the checkpoint size
+// (apart from the tokenizer and the tensor index), so OPT-13B converts on a small machine.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "weights-convert/dtype.h"
+
+namespace seaopt::convert {
+
+inline constexpr size_t kConvertChunkElements = 1u << 20;  // per read: at most 4 MB in, 4 MB out
+
+struct ConvertOptions {
+    std::string input_dir;     // config.json, vocab.json, merges.txt and the weights
+    std::string output_path;   // the .gguf to write (via "<path>.tmp" and a rename)
+    DType outtype = DType::F16;  // every tensor is written in this type
+    std::string name;          // general.name; empty = the input directory's name
+};
+
+struct ConvertProgress {
+    size_t tensor_index = 0;  // 0-based index of the tensor being written
+    size_t n_tensors = 0;
+    const std::string *tensor_name = nullptr;  // GGUF name
+    uint64_t bytes_done = 0;   // tensor bytes written so far (all tensors)
+    uint64_t bytes_total = 0;
+};
+using ProgressFn = std::function<void(const ConvertProgress &)>;
+
+struct ConvertResult {
+    std::string source_format;  // "safetensors", "pytorch_model.bin (2 shards)", ...
+    size_t n_tensors = 0;
+    uint64_t n_params = 0;
+    uint64_t tensor_bytes = 0;  // tensor data written
+    uint64_t file_bytes = 0;    // size of the output file
+    size_t n_skipped_tied_lm_head = 0;
+    double seconds = 0;
+};
+
+// Throws seaopt::Error (message in plain words naming the file/tensor/key); on error no output
+// file is left behind (the GGUF writer removes its temporary file).
+ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn &progress = {});
+
+// "f16" / "bf16" / "f32" (also upper case) -> DType; throws SEAOPT_ERR_INVALID_ARGUMENT.
+DType parse_outtype(const std::string &s);
+const char *outtype_name(DType t);  // "f16" ...
+uint32_t gguf_file_type(DType t);   // general.file_type: 0 f32, 1 f16, 32 bf16
+
+// Converts n elements between the three float types (rounding to nearest even, NaN kept).
+void convert_elements(const void *src, DType from, void *dst, DType to, size_t n);
+
+}  // namespace seaopt::convert

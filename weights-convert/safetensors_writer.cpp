@@ -1,0 +1,91 @@
+#include "weights-convert/safetensors_writer.h"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+
+namespace seaopt::convert {
+namespace {
+
+// A FILE* written to "<path>.tmp", removed unless commit() renamed it onto `path`.
+class TempFile {
+public:
+    explicit TempFile(const std::string &path) : path_(path), tmp_(path + ".tmp") {
+        f_ = std::fopen(tmp_.c_str(), "wb");
+        if (!f_) throw_io("cannot create " + tmp_ + ": " + std::strerror(errno));
+    }
+    ~TempFile() {
+        if (f_) std::fclose(f_);
+        if (!committed_) std::remove(tmp_.c_str());
+    }
+    void write(const void *data, size_t n) {
+        if (n && std::fwrite(data, 1, n, f_) != n) throw_io("cannot write " + tmp_ + ": " + std::strerror(errno));
+    }
+    void commit() {
+        const int rc = std::fclose(f_);
+        f_ = nullptr;
+        if (rc != 0) throw_io("cannot write " + tmp_ + ": " + std::strerror(errno));
+        if (std::rename(tmp_.c_str(), path_.c_str()) != 0) {
+            throw_io("cannot rename " + tmp_ + " to " + path_ + ": " + std::strerror(errno));
+        }
+        committed_ = true;
+    }
+
+private:
+    std::string path_, tmp_;
+    FILE *f_ = nullptr;
+    bool committed_ = false;
+};
+
+}  // namespace
+
+void write_safetensors(const std::string &path, const std::vector<SafetensorsWriteSpec> &tensors,
+                       const TensorBytesFn &tensor_bytes, const std::map<std::string, std::string> &metadata) {
+    nlohmann::json header = nlohmann::json::object();
+    std::vector<uint64_t> sizes;
+    uint64_t offset = 0;
+    for (const SafetensorsWriteSpec &t : tensors) {
+        uint64_t n = dtype_size(t.dtype);
+        for (uint64_t d : t.shape) n *= d;
+        header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
+        sizes.push_back(n);
+        offset += n;
+    }
+    if (!metadata.empty()) header["__metadata__"] = metadata;
+    std::string text = header.dump();
+    while (text.size() % 8) text += ' ';  // as the reference writer: data starts 8-byte aligned
+
+    TempFile f(path);
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = (uint8_t)((uint64_t)text.size() >> (8 * i));
+    f.write(len, 8);
+    f.write(text.data(), text.size());
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        uint64_t written = 0;
+        tensor_bytes(i, [&](const void *data, size_t n) {
+            written += n;
+            if (written > sizes[i]) throw_invalid_argument("safetensors writer: too many bytes for " + tensors[i].name);
+            f.write(data, n);
+        });
+        if (written != sizes[i]) throw_invalid_argument("safetensors writer: too few bytes for " + tensors[i].name);
+    }
+    f.commit();
+}
+
+void write_safetensors(const std::string &path, const std::vector<SafetensorsBlob> &tensors) {
+    std::vector<SafetensorsWriteSpec> specs;
+    for (const SafetensorsBlob &b : tensors) specs.push_back({b.name, b.dtype, b.shape});
+    write_safetensors(path, specs, [&](size_t i, const ByteSink &sink) { sink(tensors[i].data.data(), tensors[i].data.size()); });
+}
+
+void write_file_atomically(const std::string &path, const std::string &bytes) {
+    TempFile f(path);
+    f.write(bytes.data(), bytes.size());
+    f.commit();
+}
+
+}  // namespace seaopt::convert

@@ -211,7 +211,7 @@ TEST(EndToEnd, PrefersSafetensorsOverBin) {
 // convert to identical files, whose tensors are the source fp16 values.
 TEST(EndToEnd, RealTransformersCheckpoints) {
     const std::string data = SEAOPT_TEST_DATA_DIR;
-    if (!fs::exists(data + "/opt-tiny-pre/bin/pytorch_model.bin")) GTEST_SKIP() << "tests/data fixtures not found";
+    ASSERT_TRUE(fs::exists(data + "/opt-tiny-pre/bin/pytorch_model.bin")) << "tests/data fixtures not found";
     TempDir tmp;
     const std::pair<std::string, std::string> pairs[] = {{"opt-tiny-pre/safetensors", "opt-tiny-pre/bin"},
                                                          {"opt-tiny-post/safetensors-sharded", "opt-tiny-post/bin"}};

@@ -1,4 +1,5 @@
 // The device path: discovery and a kernel checked against its CPU reference (engine/fp16.h).
+// Runs only where a GPU exists (tests/gpu_test_main.cpp skips the program otherwise).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,22 +11,13 @@
 
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                         \
-    do {                                                                                           \
-        if (seaopt::cuda_device_count() == 0) {                                                    \
-            GTEST_SKIP() << "no CUDA GPU here (" << seaopt::cuda_build_description() << "): skipped"; \
-        }                                                                                          \
-    } while (0)
-
 TEST(GpuDevice, ReportsADevice) {
-    SKIP_WITHOUT_GPU();
     const std::string name = seaopt::cuda_device_name(0);
     std::printf("GPU 0: %s; %s\n", name.c_str(), seaopt::cuda_build_description().c_str());
     EXPECT_FALSE(name.empty());
 }
 
 TEST(GpuDevice, HalfToFloatMatchesCpuReferenceForAllPatterns) {
-    SKIP_WITHOUT_GPU();
     const std::vector<float> gpu = seaopt::cuda_f16_to_f32_all_patterns(0);
     ASSERT_EQ(gpu.size(), 65536u);
     for (uint32_t bits = 0; bits < 65536; ++bits) {

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "engine/log.h"
 
 namespace seaopt {
 
@@ -51,6 +52,8 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
         }
     }
     ctx.kv.allocate(hp.n_layer, p.n_seq_max, n_ctx, hp.n_embd);
+    SEAOPT_LOG_INFO_("context: n_ctx %u, n_seq_max %u, n_batch %u, %d threads, KV cache %.1f MiB (fp32, CPU)\n", n_ctx,
+                     p.n_seq_max, n_batch, ctx.n_threads, (double)kv_bytes / (1 << 20));
 }
 
 void context_decode(Context &ctx, const seaopt_batch &b) {

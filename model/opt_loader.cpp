@@ -232,6 +232,9 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
         throw_unsupported("the CUDA engine is not available in this version of seaopt; use the CPU engine (device cpu)");
     }
     model->device = SEAOPT_DEVICE_CPU;
+    SEAOPT_LOG_INFO_("%s: opt, %u layers, hidden %u, %u heads, ffn %u, vocab %u, %u positions, %s, %s, %.1f M parameters\n",
+                     path.c_str(), hp.n_layer, hp.n_embd, hp.n_head, hp.n_ff, hp.n_vocab, hp.n_ctx_train,
+                     hp.pre_ln ? "pre-LN" : "post-LN", model->file_type.c_str(), (double)model->n_params / 1e6);
     if (params.vocab_only) return model;
 
     uint64_t needed = 0;
@@ -262,6 +265,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
         }
     };
 
+    SEAOPT_LOG_INFO_("CPU engine: converting weights to fp32 (%.1f MiB)\n", (double)needed / (1 << 20));
     OptWeightsCpu &w = model->cpu;
     load(w.tok_embd, "token_embd.weight");
     load(w.pos_embd, "position_embd.weight");

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/log.h"
 
 namespace {
 
@@ -131,6 +132,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     if (!*prompt_opt && !*file_opt) return fail("give the text with -p TEXT or -f FILE");
+    seaopt_tools::install_log(false);
 
     std::string text = prompt;
     if (*file_opt) {

@@ -43,6 +43,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace seaopt {
 
@@ -103,5 +104,17 @@ struct OptHparams {
 inline std::string blk_tensor(uint32_t layer, const char *what) {
     return "blk." + std::to_string(layer) + "." + what;
 }
+
+// One tensor of the layout above, with the Hugging Face tensor it comes from.
+struct OptTensorSpec {
+    std::string gguf_name;    // "blk.0.ffn_up.weight"
+    std::string hf_name;      // canonical HF name: "decoder.layers.0.fc1.weight" or "lm_head.weight"
+    std::vector<int64_t> ne;  // GGUF order (innermost first): the reverse of the PyTorch shape
+};
+
+// The exact tensor set of a model with these hyperparameters, in file order. `untied_output`:
+// the model has its own lm_head (-> output.weight). The converter writes exactly these tensors
+// and the loader demands exactly these.
+std::vector<OptTensorSpec> opt_tensor_specs(const OptHparams &hp, bool untied_output);
 
 }  // namespace seaopt

@@ -27,46 +27,10 @@ uint32_t get_u32_in_range(const gguf::File &f, const char *key, uint32_t lo, uin
     return v;
 }
 
-struct ExpectedTensor {
-    std::string name;
-    std::vector<int64_t> ne;  // GGUF order
-};
-
 std::string shape_str(const int64_t *ne, size_t n) {
     std::string s = "{";
     for (size_t i = 0; i < n; ++i) s += (i ? ", " : "") + std::to_string(ne[i]);
     return s + "}";
-}
-
-std::vector<ExpectedTensor> expected_tensors(const OptHparams &hp, bool has_untied_output) {
-    const int64_t C = hp.n_embd, D = hp.n_embd_proj, F = hp.n_ff, V = hp.n_vocab, P = hp.n_pos_rows();
-    std::vector<ExpectedTensor> t;
-    t.push_back({"token_embd.weight", {D, V}});
-    t.push_back({"position_embd.weight", {C, P}});
-    if (hp.has_proj()) {
-        t.push_back({"proj_in.weight", {D, C}});
-        t.push_back({"proj_out.weight", {C, D}});
-    }
-    if (hp.has_output_norm()) {
-        t.push_back({"output_norm.weight", {C}});
-        t.push_back({"output_norm.bias", {C}});
-    }
-    if (has_untied_output) t.push_back({"output.weight", {D, V}});
-    for (uint32_t l = 0; l < hp.n_layer; ++l) {
-        t.push_back({blk_tensor(l, "attn_norm.weight"), {C}});
-        t.push_back({blk_tensor(l, "attn_norm.bias"), {C}});
-        for (const char *p : {"attn_q", "attn_k", "attn_v", "attn_output"}) {
-            t.push_back({blk_tensor(l, (std::string(p) + ".weight").c_str()), {C, C}});
-            t.push_back({blk_tensor(l, (std::string(p) + ".bias").c_str()), {C}});
-        }
-        t.push_back({blk_tensor(l, "ffn_norm.weight"), {C}});
-        t.push_back({blk_tensor(l, "ffn_norm.bias"), {C}});
-        t.push_back({blk_tensor(l, "ffn_up.weight"), {C, F}});
-        t.push_back({blk_tensor(l, "ffn_up.bias"), {F}});
-        t.push_back({blk_tensor(l, "ffn_down.weight"), {F, C}});
-        t.push_back({blk_tensor(l, "ffn_down.bias"), {C}});
-    }
-    return t;
 }
 
 TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
@@ -197,14 +161,14 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
 
     // The exact tensor set: every expected tensor with its shape; nothing unexpected.
     const bool has_untied_output = file.find_tensor("output.weight") != nullptr;
-    const std::vector<ExpectedTensor> expected = expected_tensors(hp, has_untied_output);
-    for (const ExpectedTensor &e : expected) {
-        const gguf::TensorInfo *t = file.find_tensor(e.name);
-        if (!t) throw_model_format(path + ": tensor '" + e.name + "' is missing");
+    const std::vector<OptTensorSpec> expected = opt_tensor_specs(hp, has_untied_output);
+    for (const OptTensorSpec &e : expected) {
+        const gguf::TensorInfo *t = file.find_tensor(e.gguf_name);
+        if (!t) throw_model_format(path + ": tensor '" + e.gguf_name + "' is missing");
         bool same = t->n_dims == e.ne.size();
         for (size_t i = 0; same && i < e.ne.size(); ++i) same = t->ne[i] == e.ne[i];
         if (!same) {
-            throw_model_format(path + ": tensor '" + e.name + "' has shape " + shape_str(t->ne, t->n_dims) +
+            throw_model_format(path + ": tensor '" + e.gguf_name + "' has shape " + shape_str(t->ne, t->n_dims) +
                                ", expected " + shape_str(e.ne.data(), e.ne.size()) + " from the hyperparameters");
         }
     }
@@ -215,7 +179,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
             continue;
         }
         bool known = false;
-        for (const ExpectedTensor &e : expected) known = known || e.name == t.name;
+        for (const OptTensorSpec &e : expected) known = known || e.gguf_name == t.name;
         if (!known) throw_model_format(path + ": unexpected tensor '" + t.name + "' for this OPT configuration");
     }
     if (n_sea) SEAOPT_LOG_WARN_("seaopt: %s: ignoring %zu SEA estimator tensors (not used by this version)\n", path.c_str(), n_sea);
@@ -238,7 +202,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     if (params.vocab_only) return model;
 
     uint64_t needed = 0;
-    for (const ExpectedTensor &e : expected) needed += file.find_tensor(e.name)->n_elements * 4;
+    for (const OptTensorSpec &e : expected) needed += file.find_tensor(e.gguf_name)->n_elements * 4;
     if (const uint64_t avail = available_host_memory(); avail && needed > avail) {
         throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "the CPU engine needs " + std::to_string(needed >> 20) +
                                                   " MiB for fp32 weights but only " + std::to_string(avail >> 20) +

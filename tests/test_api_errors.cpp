@@ -1,6 +1,8 @@
 // Bad input through the public API: each case expects a clear error code and message, never a
 // crash. Model files are made by converting a fixture, then corrupted or rewritten.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,23 +23,7 @@ using namespace seaopt;
 
 namespace {
 
-std::string temp_dir() {
-    static std::string dir = [] {
-        std::string tmpl = (fs::temp_directory_path() / "seaopt-test-errors-XXXXXX").string();
-        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-        return tmpl;
-    }();
-    return dir;
-}
-
-// Removes the temporary directory when the test program ends.
-struct RemoveTempDir : ::testing::Environment {
-    void TearDown() override {
-        std::error_code ec;
-        fs::remove_all(temp_dir(), ec);
-    }
-};
-const auto *const kRemoveTempDir = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
+using seaopt_test::temp_dir;
 
 // A valid model file: the opt-tiny-pre fixture converted to f32.
 const std::string &good_model() {

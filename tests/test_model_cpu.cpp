@@ -2,6 +2,8 @@
 // tests/fixtures/make_fixtures.py): each checkpoint is converted with the real seaopt-convert
 // binary, loaded through the public C API, and its logits and greedy tokens compared.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -41,23 +43,7 @@ const std::vector<Fixture> kFixtures = {
 
 std::string data_dir() { return SEAOPT_TEST_DATA_DIR; }
 
-std::string temp_dir() {
-    static std::string dir = [] {
-        std::string tmpl = (fs::temp_directory_path() / "seaopt-test-model-XXXXXX").string();
-        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-        return tmpl;
-    }();
-    return dir;
-}
-
-// Removes the temporary directory when the test program ends.
-struct RemoveTempDir : ::testing::Environment {
-    void TearDown() override {
-        std::error_code ec;
-        fs::remove_all(temp_dir(), ec);
-    }
-};
-const auto *const kRemoveTempDir = ::testing::AddGlobalTestEnvironment(new RemoveTempDir);
+using seaopt_test::temp_dir;
 
 int run_command(const std::vector<std::string> &args) {
     pid_t pid = fork();

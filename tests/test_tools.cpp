@@ -2,6 +2,8 @@
 // child processes on the demo model (made at build time by the tiny_model target), and their exit
 // status, stdout and stderr checked.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -31,24 +33,7 @@ struct Result {
     std::string out, err;
 };
 
-std::string temp_dir() {
-    static const std::string dir = [] {
-        std::string tmpl = (fs::temp_directory_path() / "seaopt-test-tools-XXXXXX").string();
-        if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
-        return tmpl;
-    }();
-    return dir;
-}
-
-// Removes the temporary directory (prompt files, captured output) when the tests end.
-class TempDirCleanup : public testing::Environment {
-public:
-    void TearDown() override {
-        std::error_code ignored;
-        fs::remove_all(temp_dir(), ignored);
-    }
-};
-const testing::Environment *const kCleanup = testing::AddGlobalTestEnvironment(new TempDirCleanup);
+using seaopt_test::temp_dir;
 
 std::string read_file(const std::string &path) {
     std::ifstream in(path, std::ios::binary);

@@ -39,12 +39,8 @@ Checkpoint open_checkpoint(const std::string &dir);
 std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file);
 std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file);
 
-// A tensor the GGUF file must contain, and the HF tensor it comes from.
-struct ExpectedTensor {
-    std::string gguf_name;    // "blk.0.ffn_up.weight"
-    std::string hf_name;      // canonical HF name: "decoder.layers.0.fc1.weight" or "lm_head.weight"
-    std::vector<int64_t> ne;  // GGUF order (innermost first): the reverse of the PyTorch shape
-};
+// A tensor the GGUF file must contain, and the HF tensor it comes from (model/opt_format.h).
+using ExpectedTensor = OptTensorSpec;
 
 // The exact tensor set of opt_format.h for these hyperparameters. `untied_output`: the model has
 // its own lm_head (tie_word_embeddings false) -> output.weight.

@@ -18,6 +18,7 @@
 
 #include "engine/error.h"
 #include "engine/fp16.h"
+#include "model/opt_format.h"
 #include "weights-convert/byte_source.h"
 #include "weights-convert/safetensors_writer.h"
 
@@ -71,26 +72,18 @@ struct TinyTensor {
     std::vector<uint64_t> shape;
 };
 
+// The tensors of the tiny model: the shared OPT layout (model/opt_format.h), with PyTorch shapes.
 std::vector<TinyTensor> tiny_tensors() {
-    const uint64_t C = kHidden, F = kFfn;
-    std::vector<TinyTensor> t = {{"decoder.embed_tokens.weight", {kVocab, C}},
-                                 {"decoder.embed_positions.weight", {kMaxPos + 2, C}},
-                                 {"decoder.final_layer_norm.weight", {C}},
-                                 {"decoder.final_layer_norm.bias", {C}}};
-    for (uint32_t l = 0; l < kLayers; ++l) {
-        const std::string p = "decoder.layers." + std::to_string(l) + ".";
-        for (const char *proj : {"q_proj", "k_proj", "v_proj", "out_proj"}) {
-            t.push_back({p + "self_attn." + proj + ".weight", {C, C}});
-            t.push_back({p + "self_attn." + proj + ".bias", {C}});
-        }
-        t.push_back({p + "self_attn_layer_norm.weight", {C}});
-        t.push_back({p + "self_attn_layer_norm.bias", {C}});
-        t.push_back({p + "fc1.weight", {F, C}});
-        t.push_back({p + "fc1.bias", {F}});
-        t.push_back({p + "fc2.weight", {C, F}});
-        t.push_back({p + "fc2.bias", {C}});
-        t.push_back({p + "final_layer_norm.weight", {C}});
-        t.push_back({p + "final_layer_norm.bias", {C}});
+    seaopt::OptHparams hp;
+    hp.n_vocab = kVocab;
+    hp.n_ctx_train = kMaxPos;
+    hp.n_embd = hp.n_embd_proj = kHidden;
+    hp.n_head = kHeads;
+    hp.n_layer = kLayers;
+    hp.n_ff = kFfn;
+    std::vector<TinyTensor> t;
+    for (const seaopt::OptTensorSpec &spec : seaopt::opt_tensor_specs(hp, false)) {
+        t.push_back({spec.hf_name, std::vector<uint64_t>(spec.ne.rbegin(), spec.ne.rend())});
     }
     return t;
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/files.h"
 #include "tools/common/log.h"
 
 namespace {
@@ -52,20 +53,6 @@ int fail(const std::string &message) {
 }
 
 int fail_with_last_error() { return fail(seaopt_last_error()); }
-
-bool read_file_bytes(const std::string &path, std::string &out, std::string &error) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        error = "cannot open " + path + ": " + std::strerror(errno);
-        return false;
-    }
-    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) {
-        error = "cannot read " + path;
-        return false;
-    }
-    return true;
-}
 
 struct ModelDeleter {
     void operator()(seaopt_model *m) const { seaopt_model_free(m); }
@@ -167,7 +154,7 @@ int run(const Options &opt) {
     std::string prompt = opt.prompt;
     if (!opt.prompt_file.empty()) {
         std::string error;
-        if (!read_file_bytes(opt.prompt_file, prompt, error)) return fail(error);
+        if (!seaopt_tools::read_file_bytes(opt.prompt_file, prompt, error)) return fail(error);
     }
 
     seaopt_tools::install_log(opt.verbose);

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/files.h"
 #include "tools/common/log.h"
 
 namespace {
@@ -28,20 +29,6 @@ int fail(const std::string &message) {
 }
 
 int fail_with_last_error() { return fail(seaopt_last_error()); }
-
-bool read_file_bytes(const std::string &path, std::string &out, std::string &error) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-        error = "cannot open " + path + ": " + std::strerror(errno);
-        return false;
-    }
-    out.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-    if (in.bad()) {
-        error = "cannot read " + path;
-        return false;
-    }
-    return true;
-}
 
 // Length of the valid UTF-8 multi-byte sequence starting at s[i], or 0 if there is none.
 size_t utf8_sequence_length(const std::string &s, size_t i) {
@@ -137,7 +124,7 @@ int main(int argc, char **argv) {
     std::string text = prompt;
     if (*file_opt) {
         std::string error;
-        if (!read_file_bytes(prompt_file, text, error)) return fail(error);
+        if (!seaopt_tools::read_file_bytes(prompt_file, text, error)) return fail(error);
     }
 
     seaopt_model_params mparams = seaopt_model_default_params();

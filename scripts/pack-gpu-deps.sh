@@ -5,6 +5,11 @@
 # (.carry/ is git-ignored.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Run it where scripts/install-deps.sh ran (Debian 12), not on the GPU machine itself.
+if ! dpkg -s libspdlog-dev nlohmann-json3-dev libcli11-dev libpcre2-dev libgtest-dev >/dev/null 2>&1; then
+  echo "pack-gpu-deps.sh: run scripts/install-deps.sh first, on the Debian machine" >&2
+  exit 1
+fi
 dest=.carry/deps/usr
 rm -rf "$dest"
 mkdir -p "$dest"

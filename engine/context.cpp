@@ -40,6 +40,10 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     ctx.n_threads = p.n_threads > 0 ? p.n_threads : std::max(1, omp_get_num_procs());
     ctx.seq_len.assign(p.n_seq_max, 0);
 
+    if (model.device == SEAOPT_DEVICE_CUDA) {
+        ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch);
+        return;
+    }
     const uint64_t kv_bytes = 2ull * hp.n_layer * p.n_seq_max * n_ctx * hp.n_embd * sizeof(float);
     std::ifstream meminfo("/proc/meminfo");
     std::string key, unit;
@@ -101,7 +105,11 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     // Validated: from here the cache is written only past each sequence's current length, and the
     // lengths move only once the forward has succeeded.
     std::vector<float> logits(outputs.size() * (size_t)n_vocab);
-    opt_forward_cpu(model, ctx.kv, slots, outputs, logits.data(), ctx.n_threads);
+    if (ctx.cuda) {
+        opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, slots, outputs, logits.data());
+    } else {
+        opt_forward_cpu(model, ctx.kv, slots, outputs, logits.data(), ctx.n_threads);
+    }
 
     ctx.seq_len = std::move(next_pos);
     ctx.logits = std::move(logits);

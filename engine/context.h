@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "model/opt_forward_cpu.h"
@@ -17,7 +18,8 @@ struct Context {
     int n_threads = 1;
 
     std::vector<int32_t> seq_len;  // positions held per sequence
-    KvCacheCpu kv;
+    KvCacheCpu kv;                                            // CPU engine
+    std::unique_ptr<OptCudaState, OptCudaStateDeleter> cuda;  // CUDA engine
 
     // Outputs of the last batch.
     std::vector<float> logits;        // [n_outputs, n_vocab]

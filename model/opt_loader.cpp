@@ -11,6 +11,7 @@
 
 #include "engine/error.h"
 #include "engine/fp16.h"
+#include "engine/cuda/device.h"
 #include "engine/log.h"
 #include "model/gguf.h"
 #include "model/opt_model.h"
@@ -109,6 +110,28 @@ void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uin
     }
 }
 
+// AUTO takes the GPU when this build has CUDA, a GPU is present and the CUDA engine supports the
+// model (head_dim 64, as every OPT); otherwise the CPU. CUDA demands all three.
+seaopt_device choose_device(const seaopt_model_params &params, const OptHparams &hp) {
+    if (params.device == SEAOPT_DEVICE_CPU) return SEAOPT_DEVICE_CPU;
+    const bool want_cuda = params.device == SEAOPT_DEVICE_CUDA;
+    const int n_gpus = cuda_device_count();
+    std::string why_not;
+    if (!cuda_engine_built()) {
+        why_not = "this build of seaopt has no CUDA engine";
+    } else if (n_gpus == 0) {
+        why_not = "no CUDA GPU was found";
+    } else if (params.gpu_index < 0 || params.gpu_index >= n_gpus) {
+        why_not = "gpu_index " + std::to_string(params.gpu_index) + " is outside the " + std::to_string(n_gpus) + " GPUs present";
+    } else if (hp.head_dim() != 64) {
+        why_not = "the CUDA engine supports head_dim 64 (every OPT model), this model has " + std::to_string(hp.head_dim());
+    }
+    if (why_not.empty()) return SEAOPT_DEVICE_CUDA;
+    if (want_cuda) throw Error(n_gpus == 0 ? SEAOPT_ERR_DEVICE : SEAOPT_ERR_UNSUPPORTED, "device cuda: " + why_not);
+    SEAOPT_LOG_INFO_("using the CPU engine: %s\n", why_not.c_str());
+    return SEAOPT_DEVICE_CPU;
+}
+
 }  // namespace
 
 OptHparams read_opt_hparams(const gguf::File &f) {
@@ -192,14 +215,28 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     }
     model->vocab_only = params.vocab_only;
 
-    if (params.device == SEAOPT_DEVICE_CUDA) {
-        throw_unsupported("the CUDA engine is not available in this version of seaopt; use the CPU engine (device cpu)");
-    }
-    model->device = SEAOPT_DEVICE_CPU;
+    model->device = choose_device(params, hp);
     SEAOPT_LOG_INFO_("%s: opt, %u layers, hidden %u, %u heads, ffn %u, vocab %u, %u positions, %s, %s, %.1f M parameters\n",
                      path.c_str(), hp.n_layer, hp.n_embd, hp.n_head, hp.n_ff, hp.n_vocab, hp.n_ctx_train,
                      hp.pre_ln ? "pre-LN" : "post-LN", model->file_type.c_str(), (double)model->n_params / 1e6);
     if (params.vocab_only) return model;
+
+    if (model->device == SEAOPT_DEVICE_CUDA) {
+        uint64_t total = 0;
+        for (const OptTensorSpec &e : expected) total += file.find_tensor(e.gguf_name)->n_bytes;
+        model->cuda = upload_opt_weights_cuda(hp, file, mapped.data(), params.gpu_index, has_untied_output,
+                                              [&](uint64_t done) {
+                                                  if (params.progress_callback &&
+                                                      !params.progress_callback((float)((double)done / (double)total),
+                                                                                params.progress_callback_user_data)) {
+                                                      throw Error(SEAOPT_ERR_CANCELLED,
+                                                                  "model loading was cancelled by the progress callback");
+                                                  }
+                                              });
+        SEAOPT_LOG_INFO_("CUDA engine: GPU %d (%s), weights %.1f MiB fp16\n", params.gpu_index,
+                         cuda_device_name(params.gpu_index).c_str(), cuda_weights_bytes(*model->cuda) / 1048576.0);
+        return model;
+    }
 
     uint64_t needed = 0;
     for (const OptTensorSpec &e : expected) needed += file.find_tensor(e.gguf_name)->n_elements * 4;

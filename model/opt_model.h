@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "model/opt_cuda.h"
 #include "model/opt_format.h"
 #include "seaopt.h"
 #include "tokenizer/tokenizer.h"
@@ -44,7 +45,8 @@ struct OptModel {
     std::unique_ptr<Tokenizer> tokenizer;
     seaopt_device device = SEAOPT_DEVICE_CPU;
     bool vocab_only = false;
-    OptWeightsCpu cpu;
+    OptWeightsCpu cpu;  // when device == CPU
+    std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> cuda;  // when device == CUDA
 };
 
 // Reads and validates the hyperparameters of a parsed seaopt GGUF file (architecture "opt",

@@ -1,0 +1,58 @@
+// The OPT model on one NVIDIA GPU: fp16 weights uploaded once, an fp16 KV cache, one activation
+// arena laid out by the memory planner, and the forward written as a sequence of the ops in
+// engine/cuda/ops.h and engine/cuda/gemm.h. Plain C++ header: host code includes it without nvcc.
+// Only built when SEAOPT_HAVE_CUDA; elsewhere the stubs in opt_cuda_none.cpp throw.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/opt_format.h"
+
+namespace seaopt {
+
+namespace gguf {
+struct File;
+}
+struct TokenSlot;
+
+// Whether this build contains the GPU engine.
+bool cuda_engine_built();
+
+struct OptCudaWeights;  // device weights of one model
+struct OptCudaState;    // per context: KV cache, arena, stream, cuBLASLt handle
+void destroy_cuda_weights(OptCudaWeights *w);
+void destroy_cuda_state(OptCudaState *s);
+struct OptCudaWeightsDeleter {
+    void operator()(OptCudaWeights *w) const { destroy_cuda_weights(w); }
+};
+struct OptCudaStateDeleter {
+    void operator()(OptCudaState *s) const { destroy_cuda_state(s); }
+};
+
+// Uploads the model's tensors (any of f32/f16/bf16 in the file) as fp16 to GPU `device`.
+// `progress(bytes_done)` is called after each tensor; it throws to cancel.
+std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
+    const OptHparams &hp, const gguf::File &file, const uint8_t *file_data, int device, bool untied_output,
+    const std::function<void(uint64_t)> &progress);
+
+uint64_t cuda_weights_bytes(const OptCudaWeights &w);
+
+// Allocates the KV cache (fp16) and the activation arena for batches of up to n_batch tokens.
+// Refuses clearly, before allocating, if it does not fit the free device memory.
+std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
+                                                                     uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch);
+
+// The memory report of a state: weights, KV cache, arena, and the arena's largest buffers.
+std::string cuda_memory_report(const OptCudaState &s);
+
+// Runs a validated batch (as the CPU engine's opt_forward_cpu) and writes the logits of
+// output_tokens to host_logits ([n_outputs, n_vocab] fp32).
+void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
+                      const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
+                      float *host_logits);
+
+}  // namespace seaopt

@@ -1,0 +1,30 @@
+// Builds without CUDA: the GPU engine is absent; asking for it is a clear error.
+#include "engine/error.h"
+#include "model/opt_cuda.h"
+
+namespace seaopt {
+
+struct OptCudaWeights {};
+struct OptCudaState {};
+
+bool cuda_engine_built() { return false; }
+void destroy_cuda_weights(OptCudaWeights *w) { delete w; }
+void destroy_cuda_state(OptCudaState *s) { delete s; }
+
+std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(const OptHparams &, const gguf::File &,
+                                                                               const uint8_t *, int, bool,
+                                                                               const std::function<void(uint64_t)> &) {
+    throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support (rebuild with nvcc installed)");
+}
+uint64_t cuda_weights_bytes(const OptCudaWeights &) { return 0; }
+std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &, const OptCudaWeights &,
+                                                                     uint32_t, uint32_t, uint32_t) {
+    throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
+}
+std::string cuda_memory_report(const OptCudaState &) { return ""; }
+void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, const std::vector<TokenSlot> &,
+                      const std::vector<int32_t> &, float *) {
+    throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
+}
+
+}  // namespace seaopt

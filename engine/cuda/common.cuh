@@ -1,0 +1,74 @@
+// Shared helpers of the CUDA sources (included by .cu files only): error checks that turn CUDA
+// failures into seaopt::Error(SEAOPT_ERR_DEVICE) — the library never exits or aborts — argument
+// checks for the launchers, and small device helpers (warp reductions, ceil_div).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstring>
+#include <string>
+
+#include "engine/error.h"
+
+namespace seaopt::cuda {
+
+constexpr int kWarpSize = 32;
+
+// ---- host: errors ------------------------------------------------------------------------------
+
+// "file.cu:123" without the build machine's directories (messages reach seaopt_last_error()).
+inline std::string source_location(const char *file, int line) {
+    const char *slash = std::strrchr(file, '/');
+    return std::string(slash ? slash + 1 : file) + ":" + std::to_string(line);
+}
+
+inline void check_cuda(cudaError_t err, const char *what, const char *file, int line) {
+    if (err != cudaSuccess) {
+        throw Error(SEAOPT_ERR_DEVICE, std::string(what) + " failed: " + cudaGetErrorName(err) + " (" +
+                                           cudaGetErrorString(err) + ") at " + source_location(file, line));
+    }
+}
+
+// Checks a CUDA runtime call: SEAOPT_CUDA_CHECK(cudaMalloc(&p, n));
+#define SEAOPT_CUDA_CHECK(expr) ::seaopt::cuda::check_cuda((expr), #expr, __FILE__, __LINE__)
+
+// Call right after a kernel launch: reports a bad launch configuration (or an earlier asynchronous
+// error) as seaopt::Error. It does not synchronize, so errors inside the kernel surface at the next
+// synchronizing call.
+inline void check_launch(const char *what) {
+    const cudaError_t err = cudaGetLastError();
+    if (err != cudaSuccess) {
+        throw Error(SEAOPT_ERR_DEVICE, std::string(what) + ": kernel launch failed: " + cudaGetErrorName(err) + " (" +
+                                           cudaGetErrorString(err) + ")");
+    }
+}
+
+// ---- host: argument checks of the launchers ----------------------------------------------------
+
+// Bad sizes or null pointers are the caller's bug: SEAOPT_ERR_INVALID_ARGUMENT naming the launcher.
+inline void check_arg(bool ok, const char *launcher, const char *what) {
+    if (!ok) throw Error(SEAOPT_ERR_INVALID_ARGUMENT, std::string(launcher) + ": " + what);
+}
+
+// ---- host and device: integer helpers -----------------------------------------------------------
+
+template <typename T>
+__host__ __device__ constexpr T ceil_div(T a, T b) {
+    return (a + b - 1) / b;
+}
+
+// ---- device: warp reductions ------------------------------------------------------------------------
+
+// Sum over the 32 lanes of a warp; every lane gets the result. All lanes must call it.
+__device__ __forceinline__ float warp_reduce_sum(float v) {
+    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float warp_reduce_max(float v) {
+    for (int offset = kWarpSize / 2; offset > 0; offset >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+}  // namespace seaopt::cuda

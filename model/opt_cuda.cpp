@@ -1,0 +1,369 @@
+// The OPT forward on the GPU (see opt_cuda.h). Same layer loop as model/opt_forward_cpu.cpp, as a
+// sequence of GPU ops; the residual stream stays fp32, GEMM inputs are fp16.
+#include "model/opt_cuda.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/gemm.h"
+#include "engine/cuda/ops.h"
+#include "engine/error.h"
+#include "engine/fp16.h"
+#include "engine/log.h"
+#include "engine/memory_plan.h"
+#include "model/gguf.h"
+#include "model/opt_forward_cpu.h"
+
+namespace seaopt {
+
+using cuda::half_t;
+
+namespace {
+
+void check(cudaError_t err, const std::string &what) {
+    if (err != cudaSuccess) throw Error(SEAOPT_ERR_DEVICE, what + ": " + cudaGetErrorString(err));
+}
+
+// cudaMalloc with an out-of-memory error that says how much was asked and what is free.
+void *device_alloc(size_t bytes, const std::string &what) {
+    void *p = nullptr;
+    const cudaError_t err = cudaMalloc(&p, bytes);
+    if (err == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "cannot allocate " + std::to_string(bytes >> 20) + " MiB of GPU memory for " +
+                                                  what + " (" + std::to_string(free_b >> 20) + " MiB free)");
+    }
+    check(err, "cudaMalloc for " + what);
+    return p;
+}
+
+struct LayerWeightsCuda {
+    const half_t *attn_norm_w, *attn_norm_b, *ffn_norm_w, *ffn_norm_b;
+    const half_t *qkv_w, *qkv_b;  // fused [3C, C] and [3C]
+    const half_t *o_w;
+    const float *o_b;             // fp32: the out-projection GEMM writes the fp32 residual
+    const half_t *up_w, *up_b, *down_w;
+    const float *down_b;
+};
+
+}  // namespace
+
+bool cuda_engine_built() { return true; }
+
+struct OptCudaWeights {
+    int device = 0;
+    void *block = nullptr;  // one allocation for every weight, pointer-bumped
+    uint64_t bytes = 0;
+    const half_t *tok_embd = nullptr, *pos_embd = nullptr, *proj_in = nullptr, *proj_out = nullptr;
+    const half_t *out_norm_w = nullptr, *out_norm_b = nullptr, *lm_head = nullptr;
+    std::vector<LayerWeightsCuda> layers;
+};
+
+void destroy_cuda_weights(OptCudaWeights *w) {
+    if (!w) return;
+    if (w->block) cudaFree(w->block);
+    delete w;
+}
+
+uint64_t cuda_weights_bytes(const OptCudaWeights &w) { return w.bytes; }
+
+std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
+    const OptHparams &hp, const gguf::File &file, const uint8_t *file_data, int device, bool untied_output,
+    const std::function<void(uint64_t)> &progress) {
+    check(cudaSetDevice(device), "cudaSetDevice(" + std::to_string(device) + ")");
+    std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> w(new OptCudaWeights);
+    w->device = device;
+
+    // Layout (one allocation, 256-byte aligned pieces): every tensor as fp16 at dest[name]; q, k, v
+    // of a layer go into one fused [3C, C] weight and one [3C] bias (q, k, v stacked along the
+    // output dimension), and the two biases that feed fp32 outputs get fp32 copies.
+    const std::vector<OptTensorSpec> specs = opt_tensor_specs(hp, untied_output);
+    const uint64_t C = hp.n_embd;
+    std::map<std::string, uint64_t> dest;
+    uint64_t total = 0;
+    auto reserve = [&](uint64_t bytes) {
+        const uint64_t at = total;
+        total += (bytes + 255) / 256 * 256;
+        return at;
+    };
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        const uint64_t qkv_w = reserve(3 * C * C * 2), qkv_b = reserve(3 * C * 2);
+        const char *parts[3] = {"attn_q", "attn_k", "attn_v"};
+        for (uint64_t p = 0; p < 3; ++p) {
+            dest[blk_tensor(l, (std::string(parts[p]) + ".weight").c_str())] = qkv_w + p * C * C * 2;
+            dest[blk_tensor(l, (std::string(parts[p]) + ".bias").c_str())] = qkv_b + p * C * 2;
+        }
+        dest[blk_tensor(l, "attn_output.bias.f32")] = reserve(C * 4);
+        dest[blk_tensor(l, "ffn_down.bias.f32")] = reserve(C * 4);
+    }
+    for (const OptTensorSpec &s : specs) {
+        if (!dest.count(s.gguf_name)) dest[s.gguf_name] = reserve(file.find_tensor(s.gguf_name)->n_elements * 2);
+    }
+    w->block = device_alloc(total, "the model weights");
+    w->bytes = total;
+    char *base = static_cast<char *>(w->block);
+
+    std::vector<uint16_t> staging;
+    std::vector<float> staging_f32;
+    uint64_t done = 0;
+    for (const OptTensorSpec &s : specs) {
+        const gguf::TensorInfo *t = file.find_tensor(s.gguf_name);
+        const uint8_t *src = file_data + file.data_offset + t->offset;
+        staging.resize(t->n_elements);
+        for (uint64_t i = 0; i < t->n_elements; ++i) {
+            uint16_t h;
+            if (t->type == gguf::TensorType::F16) {
+                std::memcpy(&h, src + 2 * i, 2);
+            } else if (t->type == gguf::TensorType::BF16) {
+                uint16_t b;
+                std::memcpy(&b, src + 2 * i, 2);
+                h = f32_to_f16(bf16_to_f32(b));
+            } else {
+                float f;
+                std::memcpy(&f, src + 4 * i, 4);
+                h = f32_to_f16(f);
+            }
+            staging[i] = h;
+        }
+        check(cudaMemcpy(base + dest.at(s.gguf_name), staging.data(), t->n_elements * 2, cudaMemcpyHostToDevice),
+              "uploading " + s.gguf_name);
+        // fp32 copies of the biases added into the fp32 residual stream.
+        for (const char *which : {"attn_output.bias", "ffn_down.bias"}) {
+            const std::string suffix = std::string(".") + which;
+            if (s.gguf_name.size() > suffix.size() &&
+                s.gguf_name.compare(s.gguf_name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+                staging_f32.resize(t->n_elements);
+                for (uint64_t i = 0; i < t->n_elements; ++i) staging_f32[i] = f16_to_f32(staging[i]);
+                check(cudaMemcpy(base + dest.at(s.gguf_name + ".f32"), staging_f32.data(), t->n_elements * 4,
+                                 cudaMemcpyHostToDevice),
+                      "uploading " + s.gguf_name);
+            }
+        }
+        done += t->n_bytes;
+        if (progress) progress(done);
+    }
+
+    auto h = [&](const std::string &name) { return reinterpret_cast<const half_t *>(base + dest.at(name)); };
+    auto f = [&](const std::string &name) { return reinterpret_cast<const float *>(base + dest.at(name)); };
+    w->tok_embd = h("token_embd.weight");
+    w->pos_embd = h("position_embd.weight");
+    if (hp.has_proj()) {
+        w->proj_in = h("proj_in.weight");
+        w->proj_out = h("proj_out.weight");
+    }
+    if (hp.has_output_norm()) {
+        w->out_norm_w = h("output_norm.weight");
+        w->out_norm_b = h("output_norm.bias");
+    }
+    w->lm_head = untied_output ? h("output.weight") : w->tok_embd;
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        LayerWeightsCuda L;
+        L.attn_norm_w = h(blk_tensor(l, "attn_norm.weight"));
+        L.attn_norm_b = h(blk_tensor(l, "attn_norm.bias"));
+        L.ffn_norm_w = h(blk_tensor(l, "ffn_norm.weight"));
+        L.ffn_norm_b = h(blk_tensor(l, "ffn_norm.bias"));
+        L.qkv_w = h(blk_tensor(l, "attn_q.weight"));
+        L.qkv_b = h(blk_tensor(l, "attn_q.bias"));
+        L.o_w = h(blk_tensor(l, "attn_output.weight"));
+        L.o_b = f(blk_tensor(l, "attn_output.bias.f32"));
+        L.up_w = h(blk_tensor(l, "ffn_up.weight"));
+        L.up_b = h(blk_tensor(l, "ffn_up.bias"));
+        L.down_w = h(blk_tensor(l, "ffn_down.weight"));
+        L.down_b = f(blk_tensor(l, "ffn_down.bias.f32"));
+        w->layers.push_back(L);
+    }
+    return w;
+}
+
+// ---- per-context state ---------------------------------------------------------------------
+
+struct OptCudaState {
+    int device = 0;
+    cudaStream_t stream = nullptr;
+    cuda::GemmHandle *gemm = nullptr;
+    uint32_t n_ctx = 0, n_seq = 0, n_batch = 0;
+    uint64_t weights_bytes = 0, kv_bytes = 0;
+    void *kv_block = nullptr;  // [layer][K|V][seq][head][pos][head_dim] fp16
+    MemoryPlan plan;
+    void *arena = nullptr;
+    std::map<std::string, char *> buffers;  // name -> address inside the arena
+    void *host_staging = nullptr;           // pinned: batch metadata on its way to the GPU
+
+    char *buffer(const std::string &name) const {
+        const auto it = buffers.find(name);
+        if (it == buffers.end()) throw Error(SEAOPT_ERR_INTERNAL, "memory plan has no buffer '" + name + "'");
+        return it->second;
+    }
+    half_t *k_cache(const OptHparams &hp, uint32_t layer) const {
+        return static_cast<half_t *>(kv_block) + (size_t)layer * 2 * per_layer_elems(hp);
+    }
+    half_t *v_cache(const OptHparams &hp, uint32_t layer) const { return k_cache(hp, layer) + per_layer_elems(hp); }
+    size_t per_layer_elems(const OptHparams &hp) const { return (size_t)n_seq * hp.n_embd * n_ctx; }
+};
+
+void destroy_cuda_state(OptCudaState *s) {
+    if (!s) return;
+    if (s->gemm) cuda::gemm_destroy(s->gemm);
+    if (s->stream) cudaStreamDestroy(s->stream);
+    if (s->arena) cudaFree(s->arena);
+    if (s->kv_block) cudaFree(s->kv_block);
+    if (s->host_staging) cudaFreeHost(s->host_staging);
+    delete s;
+}
+
+namespace {
+constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
+uint64_t staging_bytes(uint32_t n_batch) {
+    return (uint64_t)n_batch * (4 * sizeof(int32_t) + sizeof(cuda::AttentionTile));
+}
+}  // namespace
+
+std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
+                                                                     uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch) {
+    check(cudaSetDevice(w.device), "cudaSetDevice");
+    std::unique_ptr<OptCudaState, OptCudaStateDeleter> s(new OptCudaState);
+    s->device = w.device;
+    s->n_ctx = n_ctx;
+    s->n_seq = n_seq;
+    s->n_batch = n_batch;
+    s->weights_bytes = w.bytes;
+    s->kv_bytes = 2ull * hp.n_layer * s->per_layer_elems(hp) * sizeof(half_t);
+    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, n_batch));
+
+    // Refuse before allocating anything if the plan does not fit.
+    size_t free_b = 0, total_b = 0;
+    check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+    const uint64_t need = s->kv_bytes + s->plan.arena_bytes + kGemmWorkspaceBytes;
+    if (need > free_b) {
+        throw Error(SEAOPT_ERR_OUT_OF_MEMORY,
+                    "the context needs " + std::to_string(need >> 20) + " MiB of GPU memory (KV cache " +
+                        std::to_string(s->kv_bytes >> 20) + " MiB, activations " +
+                        std::to_string(s->plan.arena_bytes >> 20) + " MiB) but only " + std::to_string(free_b >> 20) +
+                        " MiB is free: lower n_ctx, n_seq_max or n_batch");
+    }
+    s->kv_block = device_alloc(s->kv_bytes, "the KV cache");
+    check(cudaMemset(s->kv_block, 0, s->kv_bytes), "cudaMemset KV cache");
+    s->arena = device_alloc(std::max<uint64_t>(s->plan.arena_bytes, 256), "the activation arena");
+    for (const PlannedBuffer &b : s->plan.buffers) s->buffers[b.req.name] = static_cast<char *>(s->arena) + b.offset;
+    check(cudaMallocHost(&s->host_staging, staging_bytes(n_batch)), "cudaMallocHost");
+    check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    s->gemm = cuda::gemm_create();
+    SEAOPT_LOG_INFO_("%s", cuda_memory_report(*s).c_str());
+    return s;
+}
+
+std::string cuda_memory_report(const OptCudaState &s) {
+    char line[256];
+    std::snprintf(line, sizeof line,
+                  "GPU memory: weights %.1f MiB, KV cache %.1f MiB, activation arena %.1f MiB, total %.1f MiB\n",
+                  s.weights_bytes / 1048576.0, s.kv_bytes / 1048576.0, s.plan.arena_bytes / 1048576.0,
+                  (s.weights_bytes + s.kv_bytes + s.plan.arena_bytes) / 1048576.0);
+    return std::string(line) + format_memory_plan(s.plan);
+}
+
+void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
+                      const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
+                      float *host_logits) {
+    const int T = (int)tokens.size(), N = (int)output_tokens.size();
+    const int C = (int)hp.n_embd, D = (int)hp.n_embd_proj, F = (int)hp.n_ff, V = (int)hp.n_vocab;
+    const int H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
+    if (T < 1 || (uint32_t)T > s.n_batch) throw Error(SEAOPT_ERR_INTERNAL, "batch size outside the plan");
+    check(cudaSetDevice(s.device), "cudaSetDevice");
+    cudaStream_t st = s.stream;
+
+    // Batch metadata: host (pinned) -> device buffers of the arena.
+    int32_t *h_ids = static_cast<int32_t *>(s.host_staging);
+    int32_t *h_pos = h_ids + T, *h_seq = h_pos + T, *h_out = h_seq + T;
+    auto *h_tiles = reinterpret_cast<cuda::AttentionTile *>(h_ids + 4 * (size_t)s.n_batch);
+    int max_pos = 0;
+    for (int i = 0; i < T; ++i) {
+        h_ids[i] = tokens[(size_t)i].token;
+        h_pos[i] = tokens[(size_t)i].pos;
+        h_seq[i] = tokens[(size_t)i].seq;
+        max_pos = std::max(max_pos, h_pos[i]);
+    }
+    for (int r = 0; r < N; ++r) h_out[r] = output_tokens[(size_t)r];
+    int n_tiles = 0;
+    cuda::make_attention_tiles(h_tiles, &n_tiles, h_seq, h_pos, T);
+    bool all_single = true;
+    for (int i = 0; i < n_tiles; ++i) all_single = all_single && h_tiles[i].n_rows == 1;
+
+    auto *ids = reinterpret_cast<int32_t *>(s.buffer("ids"));
+    auto *pos = reinterpret_cast<int32_t *>(s.buffer("positions"));
+    auto *seq = reinterpret_cast<int32_t *>(s.buffer("seq_ids"));
+    auto *out_rows = reinterpret_cast<int32_t *>(s.buffer("output_rows"));
+    auto *tiles = reinterpret_cast<cuda::AttentionTile *>(s.buffer("tiles"));
+    check(cudaMemcpyAsync(ids, h_ids, T * 4, cudaMemcpyHostToDevice, st), "copy ids");
+    check(cudaMemcpyAsync(pos, h_pos, T * 4, cudaMemcpyHostToDevice, st), "copy positions");
+    check(cudaMemcpyAsync(seq, h_seq, T * 4, cudaMemcpyHostToDevice, st), "copy sequence ids");
+    if (N) check(cudaMemcpyAsync(out_rows, h_out, N * 4, cudaMemcpyHostToDevice, st), "copy output rows");
+    check(cudaMemcpyAsync(tiles, h_tiles, n_tiles * sizeof(cuda::AttentionTile), cudaMemcpyHostToDevice, st),
+          "copy attention tiles");
+
+    float *x = reinterpret_cast<float *>(s.buffer("x"));
+    half_t *h16 = reinterpret_cast<half_t *>(s.buffer("h16"));
+    half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
+    half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
+    half_t *ff = reinterpret_cast<half_t *>(s.buffer("ff"));
+
+    // Embeddings (+ project_in for OPT-350m-style models).
+    const int pos_offset = (int)hp.pos_offset;
+    if (hp.has_proj()) {
+        half_t *e = reinterpret_cast<half_t *>(s.buffer("embd_proj_in"));
+        cuda::gather_rows_f16(e, w.tok_embd, ids, T, D, st);
+        cuda::gemm_f16_to_f32(s.gemm, x, e, w.proj_in, nullptr, 0.0f, T, D, C, st);
+        cuda::embedding_forward(x, nullptr, w.pos_embd, ids, pos, T, C, pos_offset, st);
+    } else {
+        cuda::embedding_forward(x, w.tok_embd, w.pos_embd, ids, pos, T, C, pos_offset, st);
+    }
+    if (!hp.pre_ln) cuda::convert_f32_to_f16(h16, x, (size_t)T * C, st);
+
+    const float eps = hp.ln_eps;
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        const LayerWeightsCuda &L = w.layers[l];
+        half_t *k_l = s.k_cache(hp, l), *v_l = s.v_cache(hp, l);
+        if (hp.pre_ln) cuda::layernorm_forward(h16, nullptr, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);
+        cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
+        cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
+        cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, st);
+        cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
+        if (hp.pre_ln) {
+            cuda::layernorm_forward(h16, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
+        } else {
+            cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
+        }
+        cuda::gemm_f16(s.gemm, ff, h16, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
+        cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
+        if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
+    }
+
+    if (N > 0) {
+        float *head_x = reinterpret_cast<float *>(s.buffer("head_x"));
+        half_t *head16 = reinterpret_cast<half_t *>(s.buffer("head16"));
+        float *logits = reinterpret_cast<float *>(s.buffer("logits"));
+        cuda::gather_rows_f32(head_x, x, out_rows, N, C, st);
+        if (hp.has_output_norm()) {
+            cuda::layernorm_forward(head16, nullptr, head_x, w.out_norm_w, w.out_norm_b, N, C, eps, st);
+        } else {
+            cuda::convert_f32_to_f16(head16, head_x, (size_t)N * C, st);
+        }
+        const half_t *head_in = head16;
+        if (hp.has_proj()) {
+            half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
+            cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, N, C, D, st);
+            head_in = hp16;
+        }
+        cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, N, D, V, st);
+        check(cudaMemcpyAsync(host_logits, logits, (size_t)N * V * 4, cudaMemcpyDeviceToHost, st), "copy logits");
+    }
+    check(cudaStreamSynchronize(st), "the forward");
+}
+
+}  // namespace seaopt

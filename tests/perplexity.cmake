@@ -1,0 +1,7 @@
+# seaopt-perplexity as a child process: the transformers reference (fixture opt-tiny-pre, converted
+# with the built seaopt-convert), an independent computation through the C API, the WikiText-2
+# reconstruction counts (skipped without the shared data), --help, and clean failures.
+if(SEAOPT_BUILD_TOOLS)
+  seaopt_add_test(NAME test_perplexity SOURCES test_perplexity.cpp LABELS cpu TIMEOUT 300)
+  add_dependencies(test_perplexity tiny_model seaopt-perplexity seaopt-convert)
+endif()

@@ -1,0 +1,672 @@
+// The simple CUDA kernels (engine/cuda/ops.h: embedding, row gathers, LayerNorm, KV cache append)
+// and the cuBLASLt GEMM wrapper (engine/cuda/gemm.h), each against its CPU reference
+// (engine/cpu_ops.h) run in fp32 on the same fp16-rounded inputs. Every check prints its max error
+// and tolerance. Runs only where a GPU exists (tests/gpu_test_main.cpp skips the program otherwise).
+//
+// Tolerances (why):
+//   - embedding, gathers, KV cache append: bitwise. They copy fp16 bits or add two exactly
+//     converted fp16 values in fp32, one correctly rounded add on both sides.
+//   - LayerNorm fp32 output: |Δ| ≤ 1e-5 · (|x - mean|·rstd·|w| + |w| + |b|), i.e. 1e-5 relative to
+//     the magnitude of the terms of y (the |w| term covers errors in mean and rstd, which scale
+//     with |w| rather than with |y|). fp32 statistics over ≤ 8192 values err by ~1e-6 of that.
+//   - LayerNorm fp16 output: must be exactly the fp16 rounding of the kernel's fp32 output, and its
+//     max |Δ| against the fp32 reference ≤ 2 × that of a naive fp16 LayerNorm (flash-attention's rule).
+//   - GEMM fp32 output: |Δ| ≤ 1e-4 · Σ|terms| (Σ|x·w| + |bias| + |beta·y|). fp32 accumulation of
+//     exact fp16 products errs by ~√n_in · 2⁻²⁴ ≈ 1e-5 of that at n_in = 8192; 1e-4 keeps a margin
+//     yet fails loudly if an fp16 accumulation (error ~1e-3) ever slips in.
+//   - GEMM fp16 output: |Δ| ≤ 2 · e_fp16 + 1e-4 · Σ|terms| + 2⁻²⁴, where e_fp16 = 2⁻¹¹ · (|ref| + |x·wᵀ|
+//     when there is a bias) bounds the error of a plain fp16-output reference, which rounds x·wᵀ to
+//     fp16 and then the biased sum (half an ulp, 2⁻¹¹ relative, each): twice that, plus the fp32
+//     accumulation allowance. The |x·wᵀ| term matters: cuBLASLt may add the bias after rounding the
+//     product to the output type (reported for split-K algorithms), and where the bias cancels
+//     x·wᵀ that rounding is large next to |ref|.
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/cpu_ops.h"
+#include "engine/cuda/gemm.h"
+#include "engine/cuda/ops.h"
+#include "engine/error.h"
+#include "engine/fp16.h"
+
+namespace {
+
+using seaopt::f16_to_f32;
+using seaopt::f32_to_f16;
+using seaopt::cuda::half_t;
+
+// ---- helpers ------------------------------------------------------------------------------------
+
+void cuda_ok(cudaError_t err, const char *what) {
+    if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// A device array of n elements of T; freed on scope exit.
+template <typename T>
+class DeviceBuffer {
+public:
+    explicit DeviceBuffer(size_t n) : n_(n) {
+        cuda_ok(cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
+    }
+    explicit DeviceBuffer(const std::vector<T> &host) : DeviceBuffer(host.size()) { upload(host); }
+    ~DeviceBuffer() { cudaFree(ptr_); }
+    DeviceBuffer(const DeviceBuffer &) = delete;
+    DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+
+    T *get() const { return ptr_; }
+    size_t size() const { return n_; }
+    void upload(const std::vector<T> &host) {
+        if (host.size() != n_) throw std::runtime_error("DeviceBuffer::upload: size mismatch");
+        cuda_ok(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy H2D");
+    }
+    std::vector<T> download() const {
+        std::vector<T> host(n_);
+        cuda_ok(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
+        return host;
+    }
+
+private:
+    T *ptr_ = nullptr;
+    size_t n_;
+};
+
+// A non-default stream, so that the launchers' stream argument is really used.
+class GpuKernels : public ::testing::Test {
+protected:
+    void SetUp() override { cuda_ok(cudaStreamCreate(&stream_), "cudaStreamCreate"); }
+    void TearDown() override {
+        // Any asynchronous fault of a kernel would surface here at the latest.
+        EXPECT_EQ(cudaStreamSynchronize(stream_), cudaSuccess);
+        EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+        cudaStreamDestroy(stream_);
+    }
+    void sync() {
+        cuda_ok(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
+        cuda_ok(cudaGetLastError(), "kernel");
+    }
+    cudaStream_t stream_ = nullptr;
+};
+
+std::vector<float> random_f32(size_t n, float lo, float hi, std::mt19937 &rng) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<float> v(n);
+    for (float &x : v) x = dist(rng);
+    return v;
+}
+
+std::vector<half_t> random_f16(size_t n, float lo, float hi, std::mt19937 &rng) {
+    std::uniform_real_distribution<float> dist(lo, hi);
+    std::vector<half_t> v(n);
+    for (half_t &x : v) x = f32_to_f16(dist(rng));
+    return v;
+}
+
+std::vector<half_t> random_bits16(size_t n, std::mt19937 &rng) {  // every pattern, NaNs included
+    std::vector<half_t> v(n);
+    for (half_t &x : v) x = (half_t)(rng() & 0xFFFFu);
+    return v;
+}
+
+std::vector<int32_t> random_ids(size_t n, int32_t lo, int32_t hi_inclusive, std::mt19937 &rng) {
+    std::uniform_int_distribution<int32_t> dist(lo, hi_inclusive);
+    std::vector<int32_t> v(n);
+    for (int32_t &x : v) x = dist(rng);
+    return v;
+}
+
+std::vector<float> to_f32(const std::vector<half_t> &h) {
+    std::vector<float> f(h.size());
+    for (size_t i = 0; i < h.size(); ++i) f[i] = f16_to_f32(h[i]);
+    return f;
+}
+
+float round_f16(float v) { return f16_to_f32(f32_to_f16(v)); }
+
+size_t count_bitwise_differences(const void *a, const void *b, size_t n_elements, size_t element_bytes) {
+    size_t n = 0;
+    for (size_t i = 0; i < n_elements; ++i) {
+        if (std::memcmp((const char *)a + i * element_bytes, (const char *)b + i * element_bytes, element_bytes) != 0)
+            ++n;
+    }
+    return n;
+}
+
+int cpu_threads() { return (int)std::max(1u, std::thread::hardware_concurrency()); }
+
+// Runs f and expects a seaopt::Error with the given code.
+void expect_error(const std::function<void()> &f, seaopt_status code, const char *what) {
+    try {
+        f();
+        ADD_FAILURE() << what << ": no error thrown";
+    } catch (const seaopt::Error &e) {
+        EXPECT_EQ(e.code(), code) << what << ": " << e.what();
+        std::printf("  %-40s -> %s\n", what, e.what());
+    }
+}
+
+// ---- embedding and gathers -------------------------------------------------------------------------
+
+TEST_F(GpuKernels, EmbeddingForwardIsBitwiseTheCpuReference) {
+    std::mt19937 rng(1234);
+    const int pos_offset = 2;  // OPT's learned positions start at row 2
+    for (const int C : {64, 300, 2048}) {
+        const int vocab = 97, n_positions = 40, rows = 11;
+        const std::vector<half_t> tok = random_f16((size_t)vocab * C, -1.0f, 1.0f, rng);
+        const std::vector<half_t> pos = random_f16((size_t)(n_positions + pos_offset) * C, -1.0f, 1.0f, rng);
+        std::vector<int32_t> ids = random_ids(rows, 0, vocab - 1, rng);
+        ids[0] = 0, ids[1] = vocab - 1;  // both ends of the table
+        std::vector<int32_t> positions = random_ids(rows, 0, n_positions - 1, rng);
+        positions[2] = 0, positions[3] = n_positions - 1;
+
+        // CPU: token rows + position rows (at position + offset), in fp32.
+        std::vector<int32_t> pos_rows(rows);
+        for (int r = 0; r < rows; ++r) pos_rows[r] = positions[r] + pos_offset;
+        const std::vector<float> tok_f32 = to_f32(tok), pos_f32 = to_f32(pos);
+        std::vector<float> expected((size_t)rows * C), pos_part((size_t)rows * C);
+        seaopt::cpu::embedding_rows(expected.data(), tok_f32.data(), ids.data(), rows, C);
+        seaopt::cpu::embedding_rows(pos_part.data(), pos_f32.data(), pos_rows.data(), rows, C);
+        seaopt::cpu::add_inplace(expected.data(), pos_part.data(), expected.size());
+
+        DeviceBuffer<half_t> d_tok(tok), d_pos(pos);
+        DeviceBuffer<int32_t> d_ids(ids), d_positions(positions);
+        DeviceBuffer<float> d_x(std::vector<float>((size_t)rows * C, std::nanf("")));  // must be overwritten
+        seaopt::cuda::embedding_forward(d_x.get(), d_tok.get(), d_pos.get(), d_ids.get(), d_positions.get(), rows, C,
+                                        pos_offset, stream_);
+        sync();
+        const std::vector<float> got = d_x.download();
+        const size_t n_diff = count_bitwise_differences(got.data(), expected.data(), got.size(), 4);
+        std::printf("embedding_forward C=%d rows=%d: %zu of %zu values differ bitwise\n", C, rows, n_diff, got.size());
+        EXPECT_EQ(n_diff, 0u);
+
+        // Without a token table (OPT-350m: x already holds project_in's output): x += positions.
+        const std::vector<float> x0 = random_f32((size_t)rows * C, -3.0f, 3.0f, rng);
+        std::vector<float> expected_add = x0;
+        seaopt::cpu::add_inplace(expected_add.data(), pos_part.data(), expected_add.size());
+        d_x.upload(x0);
+        seaopt::cuda::embedding_forward(d_x.get(), nullptr, d_pos.get(), nullptr, d_positions.get(), rows, C,
+                                        pos_offset, stream_);
+        sync();
+        const std::vector<float> got_add = d_x.download();
+        const size_t n_diff_add = count_bitwise_differences(got_add.data(), expected_add.data(), got_add.size(), 4);
+        std::printf("embedding_forward (positions only) C=%d: %zu values differ bitwise\n", C, n_diff_add);
+        EXPECT_EQ(n_diff_add, 0u);
+    }
+}
+
+TEST_F(GpuKernels, GatherRowsAreBitwiseCopies) {
+    std::mt19937 rng(99);
+    for (const int cols : {1, 64, 333, 50272}) {
+        const int table_rows = 23, rows = 9;
+        std::vector<int32_t> idx = random_ids(rows, 0, table_rows - 1, rng);
+        idx[0] = 0, idx[rows - 1] = table_rows - 1, idx[1] = idx[2];  // ends, and a repeated row
+
+        // fp16: random bit patterns (NaNs included) must come through unchanged.
+        const std::vector<half_t> table16 = random_bits16((size_t)table_rows * cols, rng);
+        std::vector<half_t> expected16((size_t)rows * cols);
+        for (int r = 0; r < rows; ++r) {
+            std::copy_n(table16.begin() + (size_t)idx[r] * cols, cols, expected16.begin() + (size_t)r * cols);
+        }
+        DeviceBuffer<half_t> d_table16(table16), d_out16((size_t)rows * cols);
+        DeviceBuffer<int32_t> d_idx(idx);
+        seaopt::cuda::gather_rows_f16(d_out16.get(), d_table16.get(), d_idx.get(), rows, cols, stream_);
+
+        // fp32 via the CPU reference embedding_rows.
+        const std::vector<float> table32 = random_f32((size_t)table_rows * cols, -100.0f, 100.0f, rng);
+        std::vector<float> expected32((size_t)rows * cols);
+        seaopt::cpu::embedding_rows(expected32.data(), table32.data(), idx.data(), rows, cols);
+        DeviceBuffer<float> d_table32(table32), d_out32((size_t)rows * cols);
+        seaopt::cuda::gather_rows_f32(d_out32.get(), d_table32.get(), d_idx.get(), rows, cols, stream_);
+        sync();
+
+        const std::vector<half_t> got16 = d_out16.download();
+        const std::vector<float> got32 = d_out32.download();
+        const size_t diff16 = count_bitwise_differences(got16.data(), expected16.data(), got16.size(), 2);
+        const size_t diff32 = count_bitwise_differences(got32.data(), expected32.data(), got32.size(), 4);
+        std::printf("gather_rows cols=%d rows=%d: f16 %zu, f32 %zu values differ bitwise\n", cols, rows, diff16,
+                    diff32);
+        EXPECT_EQ(diff16, 0u);
+        EXPECT_EQ(diff32, 0u);
+    }
+}
+
+// ---- KV cache append ---------------------------------------------------------------------------------
+
+TEST_F(GpuKernels, KvCacheAppendWritesExactlyTheRowsSlots) {
+    std::mt19937 rng(7);
+    struct Shape {
+        int n_seq, n_head, head_dim, n_ctx;
+    };
+    for (const Shape s : {Shape{3, 4, 8, 16}, Shape{2, 32, 64, 2048}}) {  // small, and OPT-1.3B's heads
+        const int C = s.n_head * s.head_dim;
+        // Rows as a batch has them: runs of consecutive positions per sequence, the context's last
+        // slot used, and two rows outside [0, n_ctx) that the kernel's guard must drop.
+        std::vector<int32_t> seq_ids, positions;
+        for (int p = 0; p < 5; ++p) seq_ids.push_back(0), positions.push_back(p);
+        for (int p = 7; p < 10; ++p) seq_ids.push_back(s.n_seq - 1), positions.push_back(p);
+        seq_ids.push_back(1), positions.push_back(s.n_ctx - 1);
+        seq_ids.push_back(1), positions.push_back(s.n_ctx);  // out of range: not written
+        seq_ids.push_back(0), positions.push_back(-1);       // out of range: not written
+        const int rows = (int)seq_ids.size();
+
+        const size_t cache_elems = (size_t)s.n_seq * s.n_head * s.n_ctx * s.head_dim;
+        const std::vector<half_t> sentinel_k(cache_elems, 0xABCDu), sentinel_v(cache_elems, 0x1234u);
+        const std::vector<half_t> qkv = random_bits16((size_t)rows * 3 * C, rng);
+
+        // Reference: element (seq, head, pos, d) at ((seq * n_head + head) * n_ctx + pos) * head_dim + d.
+        std::vector<half_t> expected_k = sentinel_k, expected_v = sentinel_v;
+        for (int r = 0; r < rows; ++r) {
+            if (positions[r] < 0 || positions[r] >= s.n_ctx) continue;
+            for (int h = 0; h < s.n_head; ++h) {
+                for (int d = 0; d < s.head_dim; ++d) {
+                    const size_t dst = (((size_t)seq_ids[r] * s.n_head + h) * s.n_ctx + positions[r]) * s.head_dim + d;
+                    const size_t src = (size_t)r * 3 * C + (size_t)h * s.head_dim + d;
+                    expected_k[dst] = qkv[src + C];
+                    expected_v[dst] = qkv[src + 2 * (size_t)C];
+                }
+            }
+        }
+
+        DeviceBuffer<half_t> d_k(sentinel_k), d_v(sentinel_v), d_qkv(qkv);
+        DeviceBuffer<int32_t> d_seq(seq_ids), d_pos(positions);
+        seaopt::cuda::kv_cache_append(d_k.get(), d_v.get(), d_qkv.get(), d_seq.get(), d_pos.get(), rows, s.n_head,
+                                      s.head_dim, s.n_ctx, stream_);
+        sync();
+        const std::vector<half_t> got_k = d_k.download(), got_v = d_v.download();
+        const size_t diff_k = count_bitwise_differences(got_k.data(), expected_k.data(), cache_elems, 2);
+        const size_t diff_v = count_bitwise_differences(got_v.data(), expected_v.data(), cache_elems, 2);
+        std::printf("kv_cache_append heads=%d head_dim=%d n_ctx=%d rows=%d: K %zu, V %zu of %zu cache values differ\n",
+                    s.n_head, s.head_dim, s.n_ctx, rows, diff_k, diff_v, cache_elems);
+        EXPECT_EQ(diff_k, 0u);
+        EXPECT_EQ(diff_v, 0u);
+    }
+}
+
+// ---- LayerNorm --------------------------------------------------------------------------------------
+
+// LayerNorm with every intermediate rounded to fp16 (sums accumulate in fp32, as torch's fp16
+// reductions do; an fp16 accumulator over thousands of values would say nothing useful). Its error
+// against the fp32 reference is the yardstick of the "2x naive fp16" rule.
+std::vector<float> layer_norm_naive_f16(const std::vector<float> &x, const std::vector<float> &w,
+                                        const std::vector<float> &b, int rows, int C, float eps) {
+    std::vector<float> y((size_t)rows * C);
+    std::vector<float> dev(C);
+    for (int r = 0; r < rows; ++r) {
+        const float *xr = x.data() + (size_t)r * C;
+        float sum = 0.0f;
+        for (int c = 0; c < C; ++c) sum += round_f16(xr[c]);
+        const float mean = round_f16(sum / (float)C);
+        float sum_sq = 0.0f;
+        for (int c = 0; c < C; ++c) {
+            dev[c] = round_f16(round_f16(xr[c]) - mean);
+            sum_sq += round_f16(dev[c] * dev[c]);
+        }
+        const float var = round_f16(sum_sq / (float)C);
+        const float rstd = round_f16(1.0f / std::sqrt(round_f16(var + eps)));
+        for (int c = 0; c < C; ++c) {
+            y[(size_t)r * C + c] = round_f16(round_f16(round_f16(dev[c] * rstd) * w[c]) + b[c]);
+        }
+    }
+    return y;
+}
+
+TEST_F(GpuKernels, LayerNormMatchesCpuReference) {
+    std::mt19937 rng(2024);
+    const float eps = 1e-5f;
+    struct Shape {
+        int rows, C;
+    };
+    for (const Shape s : {Shape{1, 2048}, Shape{7, 2048}, Shape{9, 300}, Shape{64, 768}, Shape{33, 8192}}) {
+        const int rows = s.rows, C = s.C;
+        // Residual-stream-like rows: a per-row offset and spread, plus a few large outlier channels
+        // (OPT's residual stream has them).
+        std::vector<float> x((size_t)rows * C);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        std::uniform_real_distribution<float> offset_dist(-3.0f, 3.0f), spread_dist(0.5f, 4.0f);
+        for (int r = 0; r < rows; ++r) {
+            const float offset = offset_dist(rng), spread = spread_dist(rng);
+            for (int c = 0; c < C; ++c) x[(size_t)r * C + c] = offset + spread * normal(rng);
+            for (int c = 5; c < C; c += 997) x[(size_t)r * C + c] *= 20.0f;
+        }
+        const std::vector<half_t> w16 = random_f16(C, -2.0f, 2.0f, rng), b16 = random_f16(C, -1.0f, 1.0f, rng);
+        const std::vector<float> w = to_f32(w16), b = to_f32(b16);
+
+        std::vector<float> ref((size_t)rows * C);
+        seaopt::cpu::layer_norm(ref.data(), x.data(), w.data(), b.data(), rows, C, eps);
+        // The magnitude of y's terms per element, for the relative tolerance of the fp32 output.
+        std::vector<float> term_scale((size_t)rows * C);
+        for (int r = 0; r < rows; ++r) {
+            const float *xr = x.data() + (size_t)r * C;
+            double mean = 0.0, var = 0.0;
+            for (int c = 0; c < C; ++c) mean += xr[c];
+            mean /= C;
+            for (int c = 0; c < C; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+            var /= C;
+            const double rstd = 1.0 / std::sqrt(var + eps);
+            for (int c = 0; c < C; ++c) {
+                term_scale[(size_t)r * C + c] =
+                    (float)(std::fabs(xr[c] - mean) * rstd * std::fabs(w[c]) + std::fabs(w[c]) + std::fabs(b[c]));
+            }
+        }
+        const std::vector<float> naive = layer_norm_naive_f16(x, w, b, rows, C, eps);
+
+        DeviceBuffer<float> d_x(x), d_out32((size_t)rows * C);
+        DeviceBuffer<half_t> d_w(w16), d_b(b16), d_out16((size_t)rows * C);
+        seaopt::cuda::layernorm_forward(d_out16.get(), d_out32.get(), d_x.get(), d_w.get(), d_b.get(), rows, C, eps,
+                                        stream_);
+        sync();
+        const std::vector<float> got32 = d_out32.download();
+        const std::vector<half_t> got16 = d_out16.download();
+
+        double max_err32 = 0.0, max_ratio32 = 0.0, max_err16 = 0.0, max_err_naive = 0.0;
+        size_t n_bad32 = 0, n_f16_not_rounded_f32 = 0;
+        for (size_t i = 0; i < ref.size(); ++i) {
+            const double err32 = std::fabs((double)got32[i] - ref[i]);
+            const double tol32 = 1e-5 * term_scale[i];
+            max_err32 = std::max(max_err32, err32);
+            max_ratio32 = std::max(max_ratio32, err32 / tol32);
+            if (!(err32 <= tol32)) ++n_bad32;  // NaN counts as bad
+            if (got16[i] != f32_to_f16(got32[i])) ++n_f16_not_rounded_f32;
+            max_err16 = std::max(max_err16, std::fabs((double)f16_to_f32(got16[i]) - ref[i]));
+            max_err_naive = std::max(max_err_naive, std::fabs((double)naive[i] - ref[i]));
+        }
+        std::printf(
+            "layernorm rows=%d C=%d: fp32 max|err| %.3g (max err/tol %.3f); fp16 max|err| %.3g vs naive-fp16 "
+            "%.3g (limit %.3g)\n",
+            rows, C, max_err32, max_ratio32, max_err16, max_err_naive, 2 * max_err_naive);
+        EXPECT_EQ(n_bad32, 0u) << "fp32 outputs beyond 1e-5 relative";
+        EXPECT_EQ(n_f16_not_rounded_f32, 0u) << "out16 is not the fp16 rounding of out32";
+        EXPECT_LE(max_err16, 2.0 * max_err_naive);
+
+        // fp16 only (out32 = nullptr): the same fp16 bits.
+        DeviceBuffer<half_t> d_out16_only((size_t)rows * C);
+        seaopt::cuda::layernorm_forward(d_out16_only.get(), nullptr, d_x.get(), d_w.get(), d_b.get(), rows, C, eps,
+                                        stream_);
+        // In place (out32 == x, post-LN models): the same values as out of place.
+        seaopt::cuda::layernorm_forward(d_out16.get(), d_x.get(), d_x.get(), d_w.get(), d_b.get(), rows, C, eps,
+                                        stream_);
+        sync();
+        const std::vector<half_t> got16_only = d_out16_only.download(), got16_inplace = d_out16.download();
+        const std::vector<float> got32_inplace = d_x.download();
+        EXPECT_EQ(count_bitwise_differences(got16_only.data(), got16.data(), got16.size(), 2), 0u);
+        EXPECT_EQ(count_bitwise_differences(got16_inplace.data(), got16.data(), got16.size(), 2), 0u);
+        EXPECT_EQ(count_bitwise_differences(got32_inplace.data(), got32.data(), got32.size(), 4), 0u);
+    }
+}
+
+// ---- GEMM ------------------------------------------------------------------------------------------
+
+enum class GemmKind {
+    F16None,       // gemm_f16, no epilogue (project_in / project_out)
+    F16Bias,       // gemm_f16 + bias (qkv)
+    F16BiasRelu,   // gemm_f16 + bias + ReLU (fc1)
+    F32Beta0,      // gemm_f16_to_f32, beta 0, no bias (lm_head logits)
+    F32Beta0Bias,  // gemm_f16_to_f32, beta 0, bias
+    F32Beta1,      // gemm_f16_to_f32, beta 1, no bias
+    F32Beta1Bias,  // gemm_f16_to_f32, beta 1, bias (out_proj / fc2 into the residual stream)
+};
+
+const char *gemm_kind_name(GemmKind k) {
+    switch (k) {
+        case GemmKind::F16None: return "f16 none";
+        case GemmKind::F16Bias: return "f16 bias";
+        case GemmKind::F16BiasRelu: return "f16 bias+relu";
+        case GemmKind::F32Beta0: return "f32 beta0";
+        case GemmKind::F32Beta0Bias: return "f32 beta0 bias";
+        case GemmKind::F32Beta1: return "f32 beta1";
+        case GemmKind::F32Beta1Bias: return "f32 beta1 bias";
+    }
+    return "?";
+}
+
+struct GemmCase {
+    int rows, n_in, n_out;
+    GemmKind kind;
+};
+
+// Runs one GEMM on the GPU and on the CPU reference and checks every output against its tolerance.
+// misalign: shift x, w and y by one element off their 256-byte-aligned allocations.
+void check_gemm(seaopt::cuda::GemmHandle *handle, const GemmCase &gc, cudaStream_t stream, std::mt19937 &rng,
+                bool misalign = false) {
+    const int rows = gc.rows, n_in = gc.n_in, n_out = gc.n_out;
+    const bool f16_out =
+        gc.kind == GemmKind::F16None || gc.kind == GemmKind::F16Bias || gc.kind == GemmKind::F16BiasRelu;
+    const bool has_bias = gc.kind == GemmKind::F16Bias || gc.kind == GemmKind::F16BiasRelu ||
+                          gc.kind == GemmKind::F32Beta0Bias || gc.kind == GemmKind::F32Beta1Bias;
+    const bool relu = gc.kind == GemmKind::F16BiasRelu;
+    const float beta = (gc.kind == GemmKind::F32Beta1 || gc.kind == GemmKind::F32Beta1Bias) ? 1.0f : 0.0f;
+    const size_t shift = misalign ? 1 : 0;
+
+    // Inputs of magnitude ~1 and weights scaled by 1/sqrt(n_in), so outputs are ~1 as in a network.
+    const float w_scale = std::sqrt(3.0f / (float)n_in);
+    const std::vector<half_t> x16 = random_f16((size_t)rows * n_in + shift, -1.0f, 1.0f, rng);
+    const std::vector<half_t> w16 = random_f16((size_t)n_out * n_in + shift, -w_scale, w_scale, rng);
+    const std::vector<half_t> bias16 = random_f16(n_out, -0.5f, 0.5f, rng);
+    const std::vector<float> bias32 = random_f32(n_out, -0.5f, 0.5f, rng);
+    const std::vector<float> y0 = random_f32((size_t)rows * n_out + shift, -4.0f, 4.0f, rng);  // residual stream
+
+    // CPU reference in fp32 on the same fp16 values, and Σ|terms| per output for the tolerance.
+    const std::vector<float> x_all = to_f32(x16), w_all = to_f32(w16);
+    const std::vector<float> x(x_all.begin() + shift, x_all.end()), w(w_all.begin() + shift, w_all.end());
+    std::vector<float> bias(n_out, 0.0f);
+    if (has_bias) bias = f16_out ? to_f32(bias16) : bias32;
+    std::vector<float> x_abs(x.size()), w_abs(w.size()), bias_abs(n_out);
+    for (size_t i = 0; i < x.size(); ++i) x_abs[i] = std::fabs(x[i]);
+    for (size_t i = 0; i < w.size(); ++i) w_abs[i] = std::fabs(w[i]);
+    for (int o = 0; o < n_out; ++o) bias_abs[o] = std::fabs(bias[o]);
+    std::vector<float> ref((size_t)rows * n_out), terms((size_t)rows * n_out), product((size_t)rows * n_out);
+    seaopt::cpu::linear(ref.data(), x.data(), w.data(), has_bias ? bias.data() : nullptr, rows, n_in, n_out,
+                        cpu_threads());
+    seaopt::cpu::linear(terms.data(), x_abs.data(), w_abs.data(), bias_abs.data(), rows, n_in, n_out, cpu_threads());
+    for (size_t i = 0; i < ref.size(); ++i) product[i] = ref[i] - bias[i % n_out];  // x·wᵀ alone
+    if (relu) seaopt::cpu::relu_inplace(ref.data(), ref.size());
+    if (beta != 0.0f) {
+        for (size_t i = 0; i < ref.size(); ++i) {
+            ref[i] += beta * y0[i + shift];
+            terms[i] += std::fabs(beta * y0[i + shift]);
+        }
+    }
+
+    DeviceBuffer<half_t> d_x(x16), d_w(w16), d_bias16(bias16);
+    DeviceBuffer<float> d_bias32(bias32);
+    std::vector<float> got((size_t)rows * n_out);
+    if (f16_out) {
+        const seaopt::cuda::Epilogue epilogue = gc.kind == GemmKind::F16None ? seaopt::cuda::Epilogue::None
+                                                : relu                       ? seaopt::cuda::Epilogue::BiasRelu
+                                                                             : seaopt::cuda::Epilogue::Bias;
+        DeviceBuffer<half_t> d_y(
+            std::vector<half_t>((size_t)rows * n_out + shift, 0x7E00u));  // NaN: must be overwritten
+        seaopt::cuda::gemm_f16(handle, d_y.get() + shift, d_x.get() + shift, d_w.get() + shift,
+                               has_bias ? d_bias16.get() : nullptr, epilogue, rows, n_in, n_out, stream);
+        cuda_ok(cudaStreamSynchronize(stream), "gemm_f16");
+        const std::vector<half_t> y16 = d_y.download();
+        for (size_t i = 0; i < got.size(); ++i) got[i] = f16_to_f32(y16[i + shift]);
+    } else {
+        // With beta = 0 the old y must not matter: fill it with NaN.
+        std::vector<float> y_init = y0;
+        if (beta == 0.0f) std::fill(y_init.begin(), y_init.end(), std::numeric_limits<float>::quiet_NaN());
+        DeviceBuffer<float> d_y(y_init);
+        seaopt::cuda::gemm_f16_to_f32(handle, d_y.get() + shift, d_x.get() + shift, d_w.get() + shift,
+                                      has_bias ? d_bias32.get() : nullptr, beta, rows, n_in, n_out, stream);
+        cuda_ok(cudaStreamSynchronize(stream), "gemm_f16_to_f32");
+        const std::vector<float> y32 = d_y.download();
+        std::copy(y32.begin() + shift, y32.end(), got.begin());
+    }
+
+    const double half_ulp = std::ldexp(1.0, -11);  // relative rounding error of fp16
+    double max_err = 0.0, max_ratio = 0.0, max_err_naive_f16 = 0.0;
+    size_t n_bad = 0, first_bad = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+        const double err = std::fabs((double)got[i] - ref[i]);
+        double tol = 1e-4 * terms[i];
+        if (f16_out) {
+            const double e_fp16 = half_ulp * (std::fabs(ref[i]) + (has_bias ? std::fabs(product[i]) : 0.0));
+            tol += 2.0 * e_fp16 + std::ldexp(1.0, -24);
+            // The plain fp16-output reference itself, for the printout: round x·wᵀ, add the bias, round.
+            float naive = has_bias ? round_f16(round_f16(product[i]) + bias[i % n_out]) : round_f16(product[i]);
+            if (relu) naive = std::max(naive, 0.0f);
+            max_err_naive_f16 = std::max(max_err_naive_f16, std::fabs((double)naive - ref[i]));
+        }
+        max_err = std::max(max_err, err);
+        max_ratio = std::max(max_ratio, err / tol);
+        if (!(err <= tol)) {  // NaN counts as bad
+            if (n_bad++ == 0) first_bad = i;
+        }
+    }
+    std::printf("gemm %-15s rows=%5d n_in=%5d n_out=%5d%s: max|err| %.3g, max err/tol %.3f", gemm_kind_name(gc.kind),
+                rows, n_in, n_out, misalign ? " (misaligned)" : "", max_err, max_ratio);
+    if (f16_out) std::printf(" (plain fp16 reference: max|err| %.3g)", max_err_naive_f16);
+    std::printf("\n");
+    EXPECT_EQ(n_bad, 0u) << gemm_kind_name(gc.kind) << " rows " << rows << " n_in " << n_in << " n_out " << n_out
+                         << ": first bad output " << first_bad << " (row " << first_bad / n_out << ", col "
+                         << first_bad % n_out << "): got " << got[first_bad] << ", expected " << ref[first_bad];
+}
+
+class GpuGemm : public GpuKernels {
+protected:
+    void SetUp() override {
+        GpuKernels::SetUp();
+        handle_ = seaopt::cuda::gemm_create();
+    }
+    void TearDown() override {
+        seaopt::cuda::gemm_destroy(handle_);
+        GpuKernels::TearDown();
+    }
+    seaopt::cuda::GemmHandle *handle_ = nullptr;
+};
+
+TEST_F(GpuGemm, AllEpiloguesOnSmallAndOddShapes) {
+    std::mt19937 rng(11);
+    const GemmKind kinds[] = {GemmKind::F16None,      GemmKind::F16Bias,  GemmKind::F16BiasRelu, GemmKind::F32Beta0,
+                              GemmKind::F32Beta0Bias, GemmKind::F32Beta1, GemmKind::F32Beta1Bias};
+    struct Shape {
+        int rows, n_in, n_out;
+    };
+    // OPT-tiny-like, odd sizes (no dimension a multiple of 8), a single row, and a tall one.
+    for (const Shape s : {Shape{5, 64, 48}, Shape{3, 37, 11}, Shape{1, 72, 200}, Shape{300, 96, 40}}) {
+        for (const GemmKind k : kinds) check_gemm(handle_, {s.rows, s.n_in, s.n_out, k}, stream_, rng);
+    }
+}
+
+TEST_F(GpuGemm, Opt13bShapes) {
+    std::mt19937 rng(13);
+    const int C = 2048, ffn = 8192, vocab = 50272;
+    std::vector<GemmCase> cases;
+    for (const int rows : {1, 7, 64}) {
+        cases.push_back({rows, C, 3 * C, GemmKind::F16Bias});     // fused qkv
+        cases.push_back({rows, C, C, GemmKind::F32Beta1Bias});    // out_proj into the residual
+        cases.push_back({rows, C, ffn, GemmKind::F16BiasRelu});   // fc1
+        cases.push_back({rows, ffn, C, GemmKind::F32Beta1Bias});  // fc2 into the residual
+        cases.push_back({rows, C, vocab, GemmKind::F32Beta0});    // lm_head logits
+        cases.push_back({rows, C, C, GemmKind::F16None});
+        cases.push_back({rows, C, C, GemmKind::F32Beta0Bias});
+    }
+    cases.push_back({2048, C, C, GemmKind::F32Beta1Bias});  // a full 2048-token prefill
+    cases.push_back({2048, C, C, GemmKind::F16Bias});
+    for (const GemmCase &gc : cases) check_gemm(handle_, gc, stream_, rng);
+}
+
+TEST_F(GpuGemm, MisalignedPointersGetTheirOwnAlgorithm) {
+    std::mt19937 rng(17);
+    // Aligned first (caches an algorithm that may assume 256-byte alignment), then the same shape
+    // with pointers one element off: the cache keys on alignment, so this must still be right.
+    for (const GemmKind k : {GemmKind::F16Bias, GemmKind::F32Beta1Bias}) {
+        check_gemm(handle_, {7, 2048, 512, k}, stream_, rng, /*misalign=*/false);
+        check_gemm(handle_, {7, 2048, 512, k}, stream_, rng, /*misalign=*/true);
+        check_gemm(handle_, {7, 2048, 512, k}, stream_, rng, /*misalign=*/true);  // cached
+    }
+}
+
+TEST_F(GpuGemm, CachedPlanUsesEachCallsBias) {
+    // Same shape twice with different bias buffers: the second call must not reuse the first bias.
+    std::mt19937 rng(19);
+    const int rows = 4, n_in = 64, n_out = 32;
+    const std::vector<half_t> x16 = random_f16((size_t)rows * n_in, -1.0f, 1.0f, rng);
+    const std::vector<half_t> w16 = random_f16((size_t)n_out * n_in, -0.2f, 0.2f, rng);
+    const std::vector<float> bias_a(n_out, 100.0f), bias_b(n_out, -100.0f);
+    DeviceBuffer<half_t> d_x(x16), d_w(w16);
+    DeviceBuffer<float> d_bias_a(bias_a), d_bias_b(bias_b), d_y((size_t)rows * n_out);
+    std::vector<float> ref((size_t)rows * n_out);
+    const std::vector<float> x = to_f32(x16), w = to_f32(w16);
+    for (const std::vector<float> *bias : {&bias_a, &bias_b, &bias_a}) {
+        const float *d_bias = bias == &bias_b ? d_bias_b.get() : d_bias_a.get();
+        seaopt::cuda::gemm_f16_to_f32(handle_, d_y.get(), d_x.get(), d_w.get(), d_bias, 0.0f, rows, n_in, n_out,
+                                      stream_);
+        sync();
+        seaopt::cpu::linear(ref.data(), x.data(), w.data(), bias->data(), rows, n_in, n_out, 1);
+        const std::vector<float> got = d_y.download();
+        double max_err = 0.0;
+        for (size_t i = 0; i < got.size(); ++i) max_err = std::max(max_err, std::fabs((double)got[i] - ref[i]));
+        std::printf("gemm cached plan, bias %+.0f: max|err| %.3g\n", (*bias)[0], max_err);
+        EXPECT_LT(max_err, 1e-3);
+    }
+}
+
+// ---- bad input ------------------------------------------------------------------------------------
+// Policy: rows == 0 is a no-op (nothing is touched); negative or zero sizes otherwise, null
+// pointers, or a missing bias throw seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT) before any launch.
+
+TEST_F(GpuGemm, BadInputIsAnErrorOrANoOp) {
+    using namespace seaopt::cuda;
+    DeviceBuffer<half_t> d_h(std::vector<half_t>(64 * 64, 0x3C00u));  // 1.0
+    DeviceBuffer<float> d_f(std::vector<float>(64 * 64, 42.0f));
+    DeviceBuffer<int32_t> d_i(std::vector<int32_t>(64, 0));
+    half_t *h = d_h.get();
+    float *f = d_f.get();
+    int32_t *ids = d_i.get();
+    cudaStream_t s = stream_;
+    GemmHandle *g = handle_;
+
+    // rows == 0: no-op, the outputs keep their contents.
+    gemm_f16(g, h, h, h, nullptr, Epilogue::None, 0, 64, 64, s);
+    gemm_f16_to_f32(g, f, h, h, nullptr, 1.0f, 0, 64, 64, s);
+    layernorm_forward(h, f, f, h, h, 0, 64, 1e-5f, s);
+    embedding_forward(f, h, h, ids, ids, 0, 64, 2, s);
+    gather_rows_f16(h, h, ids, 0, 64, s);
+    gather_rows_f32(f, f, ids, 0, 64, s);
+    kv_cache_append(h, h, h, ids, ids, 0, 4, 16, 8, s);
+    sync();
+    const std::vector<float> f_after = d_f.download();
+    const std::vector<half_t> h_after = d_h.download();
+    EXPECT_TRUE(std::all_of(f_after.begin(), f_after.end(), [](float v) { return v == 42.0f; }));
+    EXPECT_TRUE(std::all_of(h_after.begin(), h_after.end(), [](half_t v) { return v == 0x3C00u; }));
+
+    const seaopt_status invalid = SEAOPT_ERR_INVALID_ARGUMENT;
+    expect_error([&] { gemm_f16(g, h, h, h, nullptr, Epilogue::None, -1, 64, 64, s); }, invalid, "gemm_f16 rows -1");
+    expect_error([&] { gemm_f16(g, h, h, h, nullptr, Epilogue::None, 4, 0, 64, s); }, invalid, "gemm_f16 n_in 0");
+    expect_error([&] { gemm_f16(g, h, h, h, nullptr, Epilogue::Bias, 4, 64, 64, s); }, invalid, "gemm_f16 no bias");
+    expect_error([&] { gemm_f16(nullptr, h, h, h, nullptr, Epilogue::None, 4, 64, 64, s); }, invalid,
+                 "gemm_f16 null handle");
+    expect_error([&] { gemm_f16(g, h, h, h, h + 1, Epilogue::Bias, 4, 64, 64, s); }, invalid,
+                 "gemm_f16 misaligned bias");
+    expect_error([&] { gemm_f16_to_f32(g, f, nullptr, h, nullptr, 0.0f, 4, 64, 64, s); }, invalid,
+                 "gemm_f16_to_f32 null x");
+    expect_error([&] { gemm_f16_to_f32(g, f, h, h, nullptr, 1.0f, 4, 64, -5, s); }, invalid,
+                 "gemm_f16_to_f32 n_out -5");
+    expect_error([&] { layernorm_forward(h, f, f, h, h, -1, 64, 1e-5f, s); }, invalid, "layernorm rows -1");
+    expect_error([&] { layernorm_forward(h, f, f, h, h, 4, 0, 1e-5f, s); }, invalid, "layernorm C 0");
+    expect_error([&] { layernorm_forward(nullptr, f, f, h, h, 4, 64, 1e-5f, s); }, invalid, "layernorm null out16");
+    expect_error([&] { embedding_forward(f, h, h, ids, ids, -2, 64, 2, s); }, invalid, "embedding rows -2");
+    expect_error([&] { embedding_forward(f, h, h, nullptr, ids, 4, 64, 2, s); }, invalid, "embedding tok without ids");
+    expect_error([&] { gather_rows_f16(h, h, ids, 4, 0, s); }, invalid, "gather_rows_f16 cols 0");
+    expect_error([&] { gather_rows_f32(f, nullptr, ids, 4, 64, s); }, invalid, "gather_rows_f32 null table");
+    expect_error([&] { kv_cache_append(h, h, h, ids, ids, 4, 4, 16, 0, s); }, invalid, "kv_cache_append n_ctx 0");
+    expect_error([&] { kv_cache_append(h, h, h, ids, ids, -1, 4, 16, 8, s); }, invalid, "kv_cache_append rows -1");
+
+    gemm_destroy(nullptr);  // no-op
+    sync();                 // nothing was launched by the failing calls, so the device is still healthy
+}
+
+}  // namespace

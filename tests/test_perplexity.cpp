@@ -1,0 +1,429 @@
+// seaopt-perplexity, run as a child process the way a user runs it:
+//   - against the transformers reference: the fixture opt-tiny-pre's full fp32 logits of
+//     BOS + "Hello, my dog is cute" (tests/data/opt-tiny-pre/logits_seq0.f32) give the reference
+//     NLLs and PPL of that one 7-token window, which the tool must reproduce (-c 7);
+//   - against an independent computation here: tokenize with the C API (one BOS, no special-token
+//     parsing), run each window through seaopt_decode with a cleared KV cache, and score it;
+//     for several -c, -b/--batch-windows and --chunks settings;
+//   - the WikiText-2 reconstruction (Hugging Face rows joined with "\n\n"): 287,645 tokens and 140
+//     windows of 2048 on the demo model (needs the shared data, skipped without it);
+//   - --help states the protocol; bad input fails cleanly (exit 1, "seaopt-perplexity: error: ...").
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include "seaopt.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+using seaopt_test::temp_dir;
+
+namespace {
+
+const std::string kTool = SEAOPT_BINARY_DIR "/bin/seaopt-perplexity";
+const std::string kConvert = SEAOPT_BINARY_DIR "/bin/seaopt-convert";
+const std::string kDemoModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
+const std::string kDataDir = SEAOPT_TEST_DATA_DIR;
+const std::string kSharedData = SEAOPT_SHARED_DATA_DIR;
+
+// A text of a few windows of the fixture model (64 positions), with a literal "</s>" that must be
+// tokenized as plain text, and WikiText-style lines.
+const std::string kText =
+    "The tower is 324 metres (1,063 ft) tall, about the same height as an 81-storey building, and the tallest "
+    "structure in Paris. Its base is square, measuring 125 metres (410 ft) on each side. During its construction, "
+    "the Eiffel Tower surpassed the Washington Monument to become the tallest man-made structure in the world, a "
+    "title it held for 41 years until the Chrysler Building in New York City was finished in 1930. It was the first "
+    "structure to reach a height of 300 metres. Due to the addition of a broadcasting aerial at the top of the tower "
+    "in 1957, it is now taller than the Chrysler Building by 5.2 metres (17 ft). Excluding transmitters, the Eiffel "
+    "Tower is the second tallest free-standing structure in France after the Millau Viaduct.</s>\n"
+    " = Robert Boulter = \n\n Robert Boulter is an English film , television and theatre actor . He had a guest @-@ "
+    "starring role on the television series The Bill in 2000 . This was followed by a starring role in the play "
+    "Herons written by Simon Stephens , which was performed in 2001 at the Royal Court Theatre .\n";
+
+struct Result {
+    bool exited = false;
+    int status = -1;
+    int signal = 0;
+    std::string out, err;
+};
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string write_temp_file(const std::string &name, const std::string &bytes) {
+    const std::string path = temp_dir() + "/" + name;
+    std::ofstream(path, std::ios::binary) << bytes;
+    return path;
+}
+
+// Runs a program with stdout and stderr sent to files.
+Result run(const std::vector<std::string> &args) {
+    static int counter = 0;
+    const std::string base = temp_dir() + "/run" + std::to_string(counter++);
+    const std::string out_path = base + ".out", err_path = base + ".err";
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out < 0 || err < 0) _exit(126);
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        std::vector<char *> argv;
+        for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    Result r;
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+        ADD_FAILURE() << "could not run " << args[0];
+        return r;
+    }
+    r.exited = WIFEXITED(status);
+    r.status = r.exited ? WEXITSTATUS(status) : -1;
+    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    r.out = read_file(out_path);
+    r.err = read_file(err_path);
+    return r;
+}
+
+std::string describe(const Result &r) {
+    return "exit " + std::to_string(r.status) + " signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
+           "\n--- stderr:\n" + r.err;
+}
+
+bool contains(const std::string &haystack, const std::string &needle) {
+    return haystack.find(needle) != std::string::npos;
+}
+
+void expect_clean_failure(const Result &r, const std::string &what) {
+    EXPECT_TRUE(r.exited) << "killed by signal " << r.signal << "\n" << describe(r);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(contains(r.err, "seaopt-perplexity: error: ")) << describe(r);
+    EXPECT_TRUE(contains(r.err, what)) << "expected '" << what << "' in stderr\n" << describe(r);
+}
+
+// A fixture converted once with the built seaopt-convert (f32: the fixture's weights are fp16
+// values, so f16 would hold them exactly too). opt-tiny-pre by default; opt-tiny-post is the
+// OPT-350m layout (post-LN, project_in/out).
+std::string fixture_model(const std::string &name = "opt-tiny-pre") {
+    static std::map<std::string, std::string> cache;
+    if (auto it = cache.find(name); it != cache.end()) return it->second;
+    const std::string ckpt = name == "opt-tiny-pre" ? "safetensors" : "safetensors-sharded";
+    const std::string out = temp_dir() + "/" + name + ".gguf";
+    const Result r =
+        run({kConvert, kDataDir + "/" + name + "/" + ckpt, "-o", out, "--outtype", "f32", "--no-progress"});
+    if (!(r.exited && r.status == 0)) throw std::runtime_error("seaopt-convert failed:\n" + describe(r));
+    return cache[name] = out;
+}
+
+// What the tool printed.
+struct Report {
+    double ppl = NAN, err = NAN;
+    std::vector<double> running;  // [1]x,[2]y,...
+    long n_tokens = -1, n_samples = -1, window = -1;
+};
+
+Report parse(const Result &r) {
+    Report rep;
+    std::smatch m;
+    if (std::regex_search(r.out, m, std::regex("Final estimate: PPL = ([0-9.e+-]+|nan|inf) \\+/- ([0-9.e+-]+)\n"))) {
+        rep.ppl = std::stod(m[1]);
+        rep.err = std::stod(m[2]);
+    }
+    const std::regex value("\\[([0-9]+)\\]([0-9.e+-]+),");
+    for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), value); it != std::sregex_iterator(); ++it) {
+        EXPECT_EQ(std::stol((*it)[1]), (long)rep.running.size() + 1) << "running values out of order\n" << r.out;
+        rep.running.push_back(std::stod((*it)[2]));
+    }
+    if (std::regex_search(r.err, m,
+                          std::regex("perplexity: ([0-9]+) tokens, nsamples = ([0-9]+) windows of ([0-9]+)"))) {
+        rep.n_tokens = std::stol(m[1]);
+        rep.n_samples = std::stol(m[2]);
+        rep.window = std::stol(m[3]);
+    }
+    return rep;
+}
+
+// -log softmax(logits)[target] in double.
+double token_nll(const float *logits, size_t n_vocab, int32_t target) {
+    double max = logits[0];
+    for (size_t j = 1; j < n_vocab; ++j) max = std::max(max, (double)logits[j]);
+    double sum = 0;
+    for (size_t j = 0; j < n_vocab; ++j) sum += std::exp((double)logits[j] - max);
+    return max + std::log(sum) - (double)logits[target];
+}
+
+// GPTQ's arithmetic over per-window token NLLs; the error as llama-perplexity estimates it.
+struct Expected {
+    double ppl = 0, err = 0;
+    std::vector<double> running;
+};
+Expected gptq(const std::vector<std::vector<double>> &windows, int N) {
+    Expected e;
+    double sum = 0, s1 = 0, s2 = 0;
+    size_t n = 0;
+    for (size_t w = 0; w < windows.size(); ++w) {
+        double window_sum = 0;
+        for (double x : windows[w]) {
+            window_sum += x;
+            s1 += x;
+            s2 += x * x;
+            ++n;
+        }
+        sum += window_sum / (double)windows[w].size() * N;  // nll_i = loss * seqlen
+        e.running.push_back(std::exp(sum / ((double)(w + 1) * N)));
+    }
+    e.ppl = e.running.back();
+    const double mean = s1 / (double)n, var = s2 / (double)n - mean * mean;
+    e.err = e.ppl * std::sqrt(var / (double)(n - 1));
+    return e;
+}
+
+void expect_rel_near(double got, double want, double rel, const std::string &what) {
+    EXPECT_LE(std::fabs(got - want), rel * std::fabs(want)) << what << ": got " << got << ", want " << want;
+}
+
+class Perplexity : public testing::Test {
+protected:
+    void SetUp() override {
+        for (const std::string &path : {kTool, kConvert, kDemoModel}) {
+            ASSERT_TRUE(fs::exists(path))
+                << path << " is missing: build seaopt-perplexity, seaopt-convert and tiny_model";
+        }
+    }
+};
+
+}  // namespace
+
+// The reference has full logits only for sequence 0; sequence 1 (60 tokens) has the logits of 64
+// subset_ids per position, and none of its next tokens is among them, so it cannot give an NLL.
+static void check_against_reference(const std::string &fixture) {
+    // Reference: transformers' fp32 logits of sequence 0 (BOS + "Hello, my dog is cute").
+    std::ifstream in(kDataDir + "/" + fixture + "/reference.json");
+    const json ref = json::parse(in);
+    const std::vector<int32_t> ids = ref["sequences"][0]["ids"].get<std::vector<int32_t>>();
+    ASSERT_EQ(ids, (std::vector<int32_t>{2, 31414, 6, 127, 2335, 16, 11962}));
+    const size_t V = 50272;
+    const std::string raw = read_file(kDataDir + "/" + fixture + "/logits_seq0.f32");
+    ASSERT_EQ(raw.size(), ids.size() * V * sizeof(float));
+    std::vector<float> logits(ids.size() * V);
+    std::memcpy(logits.data(), raw.data(), raw.size());
+    std::vector<double> nll;
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+        nll.push_back(token_nll(logits.data() + i * V, V, ids[i + 1]));
+        // The file agrees with the logsumexp stored beside it.
+        const double lse = nll.back() + logits[i * V + (size_t)ids[i + 1]];
+        EXPECT_NEAR(lse, ref["sequences"][0]["logsumexp"][i].get<double>(), 1e-4);
+    }
+    const Expected want = gptq({nll}, (int)ids.size());
+
+    // The tool on a text that tokenizes to exactly those ids: one window of 7 tokens.
+    const std::string text = write_temp_file("hello.txt", "Hello, my dog is cute");
+    const Result r = run({kTool, "-m", fixture_model(fixture), "-f", text, "-c", "7", "-t", "2", "--device", "cpu"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    const Report got = parse(r);
+    EXPECT_EQ(got.n_tokens, 7) << describe(r);
+    EXPECT_EQ(got.n_samples, 1) << describe(r);
+    EXPECT_EQ(got.window, 7) << describe(r);
+    ASSERT_EQ(got.running.size(), 1u) << describe(r);
+    std::printf("%s: transformers reference PPL %.10g +/- %.6g; seaopt-perplexity %.10g +/- %.6g\n", fixture.c_str(),
+                want.ppl, want.err, got.ppl, got.err);
+    // At least 4 significant digits (measured: ~3e-8 relative).
+    expect_rel_near(got.ppl, want.ppl, 5e-5, "PPL");
+    expect_rel_near(got.running[0], want.ppl, 5e-5, "running PPL");
+    expect_rel_near(got.err, want.err, 1e-3, "error estimate");
+}
+
+TEST_F(Perplexity, MatchesTheTransformersReference) { check_against_reference("opt-tiny-pre"); }
+TEST_F(Perplexity, MatchesTheTransformersReferencePostLnWithProjection) { check_against_reference("opt-tiny-post"); }
+
+TEST_F(Perplexity, MatchesAnIndependentComputation) {
+    const std::string text_path = write_temp_file("text.txt", kText);
+
+    // Tokens as the protocol says: one BOS, special-token strings as plain text.
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(fixture_model().c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    std::vector<seaopt_token> tokens(kText.size() + 1);
+    int32_t n_tokens = 0, n_parsed = 0;
+    ASSERT_EQ(seaopt_tokenize(model, kText.data(), kText.size(), true, false, tokens.data(), (int32_t)tokens.size(),
+                              &n_tokens),
+              SEAOPT_OK);
+    tokens.resize((size_t)n_tokens);
+    std::vector<seaopt_token> parsed(kText.size() + 1);
+    ASSERT_EQ(seaopt_tokenize(model, kText.data(), kText.size(), true, true, parsed.data(), (int32_t)parsed.size(),
+                              &n_parsed),
+              SEAOPT_OK);
+    ASSERT_NE(n_parsed, n_tokens) << "the text should tokenize differently with special-token parsing";
+    ASSERT_EQ(tokens[0], seaopt_token_bos(model));
+    ASSERT_EQ(std::count(tokens.begin(), tokens.end(), seaopt_token_bos(model)), 1);
+
+    // Per window: its own decode from an empty cache, logits of every position.
+    auto expected = [&](int N, int n_windows) {
+        seaopt_context_params cp = seaopt_context_default_params();
+        cp.n_ctx = (uint32_t)N;
+        cp.n_threads = 2;
+        seaopt_context *ctx = nullptr;
+        EXPECT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+        std::vector<std::vector<double>> windows;
+        const int32_t V = seaopt_model_n_vocab(model);
+        for (int w = 0; w < n_windows; ++w) {
+            seaopt_kv_clear(ctx);
+            std::vector<int8_t> want_logits((size_t)N, 1);
+            seaopt_batch batch = {N, tokens.data() + (size_t)w * N, nullptr, nullptr, want_logits.data()};
+            EXPECT_EQ(seaopt_decode(ctx, &batch), SEAOPT_OK) << seaopt_last_error();
+            std::vector<double> nll;
+            for (int i = 0; i + 1 < N; ++i) {
+                const float *row = seaopt_get_logits_ith(ctx, i);
+                nll.push_back(token_nll(row, (size_t)V, tokens[(size_t)w * N + i + 1]));
+            }
+            windows.push_back(nll);
+        }
+        seaopt_context_free(ctx);
+        return gptq(windows, N);
+    };
+
+    struct Case {
+        std::vector<std::string> args;
+        int N, n_windows;
+    };
+    const int n_samples_64 = n_tokens / 64, n_samples_50 = n_tokens / 50;
+    ASSERT_GE(n_samples_64, 3);
+    const std::vector<Case> cases = {
+        {{}, 64, n_samples_64},                                  // -c default: the model's 64 positions
+        {{"-c", "64", "-b", "2"}, 64, n_samples_64},             // 2 windows per decode, then the rest
+        {{"-c", "50", "-b", "3", "-t", "1"}, 50, n_samples_50},  // a window shorter than the context
+        {{"-c", "50", "--chunks", "2"}, 50, 2},                  // capped
+        {{"-c", "50", "-b", "8", "--chunks", "3"}, 50, 3},       // -b above the window count
+    };
+    std::map<int, Expected> by_n;
+    for (const Case &c : cases) {
+        std::vector<std::string> args = {kTool, "-m", fixture_model(), "-f", text_path, "--device", "cpu"};
+        args.insert(args.end(), c.args.begin(), c.args.end());
+        std::string what;
+        for (const std::string &a : c.args) what += a + " ";
+        SCOPED_TRACE("seaopt-perplexity " + what);
+        const Result r = run(args);
+        ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+        const Report got = parse(r);
+        const Expected want = expected(c.N, c.n_windows);
+        EXPECT_EQ(got.n_tokens, n_tokens) << describe(r);
+        EXPECT_EQ(got.n_samples, n_tokens / c.N) << describe(r);
+        EXPECT_EQ(got.window, c.N) << describe(r);
+        ASSERT_EQ(got.running.size(), (size_t)c.n_windows) << describe(r);
+        for (size_t w = 0; w < got.running.size(); ++w) {
+            expect_rel_near(got.running[w], want.running[w], 1e-6, "running PPL [" + std::to_string(w + 1) + "]");
+        }
+        expect_rel_near(got.ppl, want.ppl, 1e-6, "PPL");
+        expect_rel_near(got.err, want.err, 1e-5, "error estimate");
+        EXPECT_TRUE(contains(r.err, "perplexity: tokenizing the input ..")) << describe(r);
+        EXPECT_TRUE(
+            std::regex_search(r.err, std::regex("perplexity: [0-9.]+ seconds per window - ETA [0-9]+ minutes [0-9]+ "
+                                                "seconds\n")))
+            << describe(r);
+    }
+    seaopt_model_free(model);
+}
+
+TEST_F(Perplexity, WikiText2TestReconstruction) {
+    const std::string dir = kSharedData + "/wikitext-2-raw";
+    if (!fs::exists(dir + "/wiki.test.raw")) {
+        GTEST_SKIP() << dir << "/wiki.test.raw is absent (SEAOPT_SHARED_DATA_DIR): cannot check the WikiText-2 counts";
+    }
+    const Result r = run({kTool, "-m", kDemoModel, "--wikitext2-test", dir, "-c", "2048", "--chunks", "1", "-t", "2"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    const Report got = parse(r);
+    // data/README.md: 4,358 rows, 1,296,370 bytes joined; 287,645 OPT tokens with BOS; 140 windows.
+    EXPECT_TRUE(contains(r.err, "4358 rows joined")) << describe(r);
+    EXPECT_TRUE(contains(r.err, "1296370 bytes")) << describe(r);
+    EXPECT_EQ(got.n_tokens, 287645) << describe(r);
+    EXPECT_EQ(got.n_samples, 140) << describe(r);
+    EXPECT_EQ(got.window, 2048) << describe(r);
+    EXPECT_TRUE(contains(r.err, "the last 925 tokens are dropped")) << describe(r);
+    EXPECT_EQ(got.running.size(), 1u) << describe(r);
+    EXPECT_TRUE(std::isfinite(got.ppl) && got.ppl > 1) << describe(r);
+}
+
+TEST_F(Perplexity, WikiTextRowsAreRebuiltAsHuggingFaceDoes) {
+    // A small wiki.test.raw: whitespace-only lines (" \n", a tab, a no-break space) become "" rows,
+    // others keep their "\n", CRLF reads as "\n"; rows are joined with "\n\n". The tool must score
+    // exactly the same tokens as -f on the expected join.
+    const std::string dir = temp_dir() + "/wiki";
+    fs::create_directories(dir);
+    std::string raw, joined;
+    std::vector<std::string> rows;
+    for (int k = 0; k < 6; ++k) {
+        raw +=
+            " \n = Robert Boulter = \n\t\n Robert Boulter is an English film , television and theatre actor .\r\n"
+            "\xC2\xA0\n He had a guest @-@ starring role in 2000 .";
+        rows.insert(rows.end(), {"", " = Robert Boulter = \n", "",
+                                 " Robert Boulter is an English film , television and theatre actor .\n", "",
+                                 k < 5 ? " He had a guest @-@ starring role in 2000 . \n"
+                                       : " He had a guest @-@ starring role in 2000 ."});
+        if (k < 5) raw += " \n";
+    }
+    std::ofstream(dir + "/wiki.test.raw", std::ios::binary) << raw;
+    for (size_t i = 0; i < rows.size(); ++i) joined += (i ? "\n\n" : "") + rows[i];
+    const std::string joined_path = write_temp_file("joined.txt", joined);
+
+    const Result a = run({kTool, "-m", fixture_model(), "--wikitext2-test", dir, "-c", "32", "--device", "cpu"});
+    const Result b = run({kTool, "-m", fixture_model(), "-f", joined_path, "-c", "32", "--device", "cpu"});
+    ASSERT_TRUE(a.exited && a.status == 0) << describe(a);
+    ASSERT_TRUE(b.exited && b.status == 0) << describe(b);
+    EXPECT_TRUE(contains(a.err, std::to_string(rows.size()) + " rows joined")) << describe(a);
+    EXPECT_TRUE(contains(a.err, std::to_string(joined.size()) + " bytes")) << describe(a);
+    const Report ra = parse(a), rb = parse(b);
+    EXPECT_EQ(ra.n_tokens, rb.n_tokens);
+    EXPECT_GE(ra.n_samples, 2);
+    EXPECT_EQ(a.out, b.out);  // the same tokens: the same numbers
+}
+
+TEST_F(Perplexity, HelpStatesTheProtocol) {
+    const Result r = run({kTool, "--help"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    for (const char *s : {"GPTQ", "wiki.test.raw", "\\n\\n", "ONE BOS", "non-overlapping", "nsamples = n_tokens / N",
+                          "loss * seqlen", "PPL = exp(sum_i nll_i / (nsamples x N))", "standard error", "--chunks",
+                          "-b,--batch-windows", "--wikitext2-test", "--device"}) {
+        EXPECT_TRUE(contains(r.out, s)) << "--help lacks '" << s << "'\n" << r.out;
+    }
+}
+
+TEST_F(Perplexity, BadInputFailsCleanly) {
+    const std::string model = fixture_model();
+    const std::string text = write_temp_file("ok.txt", kText);
+    expect_clean_failure(run({kTool, "-m", model, "-f", temp_dir() + "/no-such-file.txt"}), "no-such-file.txt");
+    expect_clean_failure(run({kTool, "-m", model, "--wikitext2-test", temp_dir() + "/no-such-dir"}), "wiki.test.raw");
+    expect_clean_failure(run({kTool, "-m", temp_dir() + "/no-such-model.gguf", "-f", text}), "no-such-model.gguf");
+    expect_clean_failure(run({kTool, "-m", model, "-f", write_temp_file("bad.txt", "caf\xC3 \xFF\xFE ok")}), "UTF-8");
+    // Shorter than one window: 6 tokens against the default window of 64.
+    expect_clean_failure(run({kTool, "-m", model, "-f", write_temp_file("short.txt", "Hello, my dog is")}),
+                         "fewer than one window of 64 tokens");
+    expect_clean_failure(run({kTool, "-m", model, "-f", write_temp_file("empty.txt", "")}), "fewer than one window");
+    // Windows longer than the model's positions.
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "65"}), "larger than the model's 64 positions");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "1"}), "at least 2");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "-5"}), "-c/--ctx-size");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-b", "0"}), "--batch-windows");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "--chunks", "-2"}), "--chunks");
+    expect_clean_failure(run({kTool, "-m", model}), "-f FILE or --wikitext2-test DIR");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "--wikitext2-test", temp_dir()}), "excludes");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "--device", "tpu"}), "--device");
+}

@@ -1,0 +1,395 @@
+// seaopt-perplexity: perplexity of a text under an OPT model, with the standard GPTQ / SparseGPT
+// protocol (IST-DASLab/gptq datautils.py get_wikitext2 + opt.py opt_eval), and output in the style
+// of llama.cpp's llama-perplexity. A thin program over the public C API (seaopt.h).
+//
+//   seaopt-perplexity -m MODEL (-f FILE | --wikitext2-test DIR) [-c N] [-b K] [--chunks K] [-t N]
+//
+// Protocol (also printed by --help):
+//   1. text: FILE's bytes as they are, or WikiText-2's test split rebuilt as Hugging Face `datasets`
+//      rows from DIR/wiki.test.raw (each line with its "\n" is a row, a whitespace-only row becomes
+//      "") and joined with "\n\n" -- the text GPTQ tokenizes;
+//   2. tokens: the whole text, ONE BOS at the very start, special-token strings not parsed;
+//   3. windows: non-overlapping, N = -c tokens each (default: the model's positions, 2048 for OPT),
+//      nsamples = n_tokens / N (the tail is dropped), no BOS per window, no KV cache carried over;
+//   4. per window: the NLL of tokens 1..N-1 given their prefix (log-softmax in double);
+//      nll_i = mean over the N-1 predictions x N (GPTQ's `loss * seqlen`);
+//   5. ppl = exp(sum_i nll_i / (nsamples * N)); +/- = ppl x the standard error of the mean per-token
+//      NLL (llama.cpp's estimate).
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "seaopt.h"
+#include "tools/common/files.h"
+#include "tools/common/log.h"
+
+namespace {
+
+const char *const kProgram = "seaopt-perplexity";
+
+const char *const kProtocol =
+    "Protocol (GPTQ / SparseGPT, IST-DASLab/gptq opt_eval; comparable to the published OPT WikiText-2 numbers):\n"
+    "  text     -f FILE: its bytes as they are (UTF-8). --wikitext2-test DIR: the Hugging Face rows of\n"
+    "           wikitext-2-raw-v1 'test' rebuilt from DIR/wiki.test.raw (each line with its \"\\n\" is a row,\n"
+    "           a whitespace-only line becomes \"\") and joined with \"\\n\\n\".\n"
+    "  tokens   the whole text at once, ONE BOS (</s>) at the very start; special-token strings such as\n"
+    "           \"</s>\" in the text are tokenized as plain text.\n"
+    "  windows  non-overlapping windows of N = -c tokens (default: the model's positions, 2048 for OPT);\n"
+    "           nsamples = n_tokens / N, the tail is dropped; no BOS per window; the KV cache is cleared\n"
+    "           for every window (with -b K, K windows run in one batch as K independent sequences).\n"
+    "  score    per window, the NLL of tokens 1..N-1 given their prefix (log-softmax in double);\n"
+    "           nll_i = mean over the N-1 predictions x N (GPTQ's loss * seqlen);\n"
+    "           PPL = exp(sum_i nll_i / (nsamples x N)).\n"
+    "  +/-      PPL x the standard error of the mean per-token NLL (as llama-perplexity).\n"
+    "Output: progress on stderr; the running PPL after each window ([1]x,[2]y,...) and the line\n"
+    "\"Final estimate: PPL = x +/- e\" on stdout.\n"
+    "Not llama-perplexity's protocol (it scores only the second half of each window, with a BOS per window):\n"
+    "the numbers differ.";
+
+struct Options {
+    std::string model_path;
+    std::string file;
+    std::string wikitext_dir;
+    int32_t n_ctx = 0;          // 0 = the model's n_ctx_train
+    int32_t batch_windows = 1;  // windows per seaopt_decode
+    int32_t chunks = -1;        // cap on the number of windows; -1 or 0 = all
+    int32_t n_threads = 0;      // 0 = all hardware threads
+    std::string device = "auto";
+    bool verbose = false;
+};
+
+int fail(const std::string &message) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
+    return 1;
+}
+
+int fail_with_last_error() { return fail(seaopt_last_error()); }
+
+struct ModelDeleter {
+    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
+};
+struct ContextDeleter {
+    void operator()(seaopt_context *c) const { seaopt_context_free(c); }
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// ---- WikiText-2 as Hugging Face `datasets` rows --------------------------------------------------
+
+// Python's str.isspace() for one code point (what `row.strip()` removes).
+bool python_isspace(uint32_t c) {
+    return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20) || c == 0x85 || c == 0xA0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
+// True when the UTF-8 bytes are only whitespace (Python's `not row.strip()`). Invalid UTF-8 counts as
+// text: it is kept, and the tokenizer reports it.
+bool whitespace_only(const std::string &s) {
+    size_t i = 0;
+    while (i < s.size()) {
+        const unsigned char b = (unsigned char)s[i];
+        uint32_t cp;
+        size_t len;
+        if (b < 0x80) {
+            cp = b, len = 1;
+        } else if ((b & 0xE0) == 0xC0) {
+            cp = b & 0x1F, len = 2;
+        } else if ((b & 0xF0) == 0xE0) {
+            cp = b & 0x0F, len = 3;
+        } else if ((b & 0xF8) == 0xF0) {
+            cp = b & 0x07, len = 4;
+        } else {
+            return false;
+        }
+        if (i + len > s.size()) return false;
+        for (size_t k = 1; k < len; ++k) {
+            const unsigned char c = (unsigned char)s[i + k];
+            if ((c & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (c & 0x3F);
+        }
+        if (!python_isspace(cp)) return false;
+        i += len;
+    }
+    return true;
+}
+
+// The GPTQ evaluation text from wiki.test.raw, as huggingface/datasets' legacy wikitext.py builds the
+// rows (`for row in open(path, encoding="utf-8"): yield row if row.strip() else ""`, text mode with
+// universal newlines) and GPTQ joins them: "\n\n".join(rows).
+std::string wikitext_hf_join(const std::string &raw, size_t *n_rows) {
+    std::string text;  // universal newlines: "\r\n" and "\r" read as "\n"
+    text.reserve(raw.size());
+    for (size_t i = 0; i < raw.size(); ++i) {
+        if (raw[i] == '\r') {
+            text.push_back('\n');
+            if (i + 1 < raw.size() && raw[i + 1] == '\n') ++i;
+        } else {
+            text.push_back(raw[i]);
+        }
+    }
+    std::string joined;
+    joined.reserve(text.size() + text.size() / 16);
+    size_t rows = 0, start = 0;
+    while (start < text.size()) {
+        size_t end = text.find('\n', start);
+        end = end == std::string::npos ? text.size() : end + 1;  // the row keeps its "\n"
+        const std::string row = text.substr(start, end - start);
+        if (rows > 0) joined += "\n\n";
+        if (!whitespace_only(row)) joined += row;
+        ++rows;
+        start = end;
+    }
+    *n_rows = rows;
+    return joined;
+}
+
+// ---- scoring ---------------------------------------------------------------------------------------
+
+// -log softmax(logits)[target], in double.
+double token_nll(const float *logits, int32_t n_vocab, int32_t target) {
+    double max = logits[0];
+    for (int32_t j = 1; j < n_vocab; ++j) max = std::max(max, (double)logits[j]);
+    double sum = 0;
+    for (int32_t j = 0; j < n_vocab; ++j) sum += std::exp((double)logits[j] - max);
+    return max + std::log(sum) - (double)logits[target];
+}
+
+// nll[i] = token_nll(rows[i], targets[i]) on n_threads threads (each value is computed the same way
+// whatever the split, so the result does not depend on the thread count).
+void token_nlls(const std::vector<const float *> &rows, const std::vector<int32_t> &targets, int32_t n_vocab,
+                int n_threads, std::vector<double> &nll) {
+    const size_t n = rows.size();
+    nll.assign(n, 0.0);
+    const size_t n_workers = std::max<size_t>(1, std::min<size_t>((size_t)n_threads, n / 16 + 1));
+    auto work = [&](size_t w) {
+        for (size_t i = w; i < n; i += n_workers) nll[i] = token_nll(rows[i], n_vocab, targets[i]);
+    };
+    std::vector<std::thread> pool;
+    for (size_t w = 1; w < n_workers; ++w) pool.emplace_back(work, w);
+    work(0);
+    for (std::thread &t : pool) t.join();
+}
+
+std::string eta_text(double seconds) {
+    const long long total = (long long)std::llround(std::max(0.0, seconds));
+    const long long h = total / 3600, m = total % 3600 / 60, s = total % 60;
+    std::string out;
+    if (h > 0) out += std::to_string(h) + " hours ";
+    return out + std::to_string(m) + " minutes " + std::to_string(s) + " seconds";
+}
+
+int run(const Options &opt) {
+    // Input text.
+    std::string text, source;
+    if (!opt.file.empty()) {
+        source = opt.file;
+        std::string error;
+        if (!seaopt_tools::read_file_bytes(opt.file, text, error)) return fail(error);
+    } else {
+        source = opt.wikitext_dir + "/wiki.test.raw";
+        std::string raw, error;
+        if (!seaopt_tools::read_file_bytes(source, raw, error)) return fail(error);
+        size_t n_rows = 0;
+        text = wikitext_hf_join(raw, &n_rows);
+        std::fprintf(
+            stderr,
+            "perplexity: %s: %zu rows joined with \"\\n\\n\" (Hugging Face wikitext-2-raw-v1 test): %zu bytes\n",
+            source.c_str(), n_rows, text.size());
+    }
+
+    seaopt_tools::install_log(opt.verbose);
+    spdlog::debug("{}", seaopt_build_info());
+
+    // Model.
+    static const std::map<std::string, seaopt_device> devices = {
+        {"auto", SEAOPT_DEVICE_AUTO}, {"cpu", SEAOPT_DEVICE_CPU}, {"cuda", SEAOPT_DEVICE_CUDA}};
+    seaopt_model_params mparams = seaopt_model_default_params();
+    mparams.device = devices.at(opt.device);
+    seaopt_model *raw_model = nullptr;
+    const Clock::time_point t_load = Clock::now();
+    if (seaopt_model_load(opt.model_path.c_str(), &mparams, &raw_model) != SEAOPT_OK) return fail_with_last_error();
+    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+    const int32_t n_ctx_train = seaopt_model_n_ctx_train(model.get());
+    const int32_t n_vocab = seaopt_model_n_vocab(model.get());
+    char desc[128];
+    seaopt_model_desc(model.get(), desc, sizeof desc);
+    std::fprintf(stderr, "perplexity: model %s (%s), n_vocab = %d, n_ctx_train = %d, loaded in %.2f s\n",
+                 opt.model_path.c_str(), desc, n_vocab, n_ctx_train, seconds_since(t_load));
+
+    const int32_t N = opt.n_ctx > 0 ? opt.n_ctx : n_ctx_train;
+    if (N > n_ctx_train) {
+        return fail("-c " + std::to_string(N) + " is larger than the model's " + std::to_string(n_ctx_train) +
+                    " positions (n_ctx_train): a window must fit the model's context");
+    }
+    if (N < 2) return fail("a window of " + std::to_string(N) + " tokens predicts nothing: -c must be at least 2");
+
+    // Tokens: one BOS for the whole text, special-token strings as plain text.
+    std::fprintf(stderr, "perplexity: tokenizing the input ..\n");
+    const Clock::time_point t_tok = Clock::now();
+    std::vector<seaopt_token> tokens(text.size() + 1);
+    int32_t n_tokens = 0;
+    seaopt_status st = seaopt_tokenize(model.get(), text.data(), text.size(), true, false, tokens.data(),
+                                       (int32_t)tokens.size(), &n_tokens);
+    if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
+        tokens.resize((size_t)n_tokens);
+        st = seaopt_tokenize(model.get(), text.data(), text.size(), true, false, tokens.data(), (int32_t)tokens.size(),
+                             &n_tokens);
+    }
+    if (st != SEAOPT_OK) {
+        const std::string what = opt.file.empty() ? "the WikiText-2 text rebuilt from " + source : source;
+        return fail("cannot tokenize " + what + ": " + seaopt_last_error());
+    }
+    tokens.resize((size_t)n_tokens);
+    std::fprintf(stderr, "perplexity: tokenization took %.3f ms\n", 1e3 * seconds_since(t_tok));
+
+    const int32_t n_samples = n_tokens / N;
+    if (n_samples < 1) {
+        return fail(source + " is " + std::to_string(n_tokens) + " tokens (with the BOS), fewer than one window of " +
+                    std::to_string(N) + " tokens: give a longer text or a smaller -c");
+    }
+    std::fprintf(stderr, "perplexity: %d tokens, nsamples = %d windows of %d (the last %d tokens are dropped)\n",
+                 n_tokens, n_samples, N, n_tokens - n_samples * N);
+    const int32_t n_windows = opt.chunks > 0 ? std::min(opt.chunks, n_samples) : n_samples;
+    if (n_windows < n_samples) {
+        std::fprintf(stderr, "perplexity: --chunks %d: scoring the first %d of the %d windows\n", opt.chunks, n_windows,
+                     n_samples);
+    }
+    const int32_t K = std::min(opt.batch_windows, n_windows);
+
+    // Context: K sequences of N positions; one decode runs K windows.
+    seaopt_context_params cparams = seaopt_context_default_params();
+    cparams.n_ctx = (uint32_t)N;
+    cparams.n_seq_max = (uint32_t)K;
+    cparams.n_batch = (uint32_t)K * (uint32_t)N;
+    cparams.n_threads = opt.n_threads;
+    seaopt_context *raw_ctx = nullptr;
+    if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) return fail_with_last_error();
+    const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
+    const int nll_threads = opt.n_threads > 0 ? opt.n_threads : (int)std::max(1u, std::thread::hardware_concurrency());
+    std::fprintf(stderr, "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d)\n",
+                 n_windows, N, opt.batch_windows, K);
+
+    std::vector<seaopt_token> b_tok((size_t)K * N);
+    std::vector<seaopt_pos> b_pos((size_t)K * N);
+    std::vector<seaopt_seq_id> b_seq((size_t)K * N);
+    std::vector<int8_t> b_logits((size_t)K * N);
+    std::vector<const float *> rows;
+    std::vector<int32_t> targets;
+    std::vector<double> nll;
+
+    double sum_window_nll = 0;         // sum_i nll_i (GPTQ)
+    double sum_tok = 0, sum_tok2 = 0;  // per-token NLL moments, for the error
+    uint64_t n_scored = 0;
+    const Clock::time_point t_start = Clock::now();
+    for (int32_t w0 = 0; w0 < n_windows; w0 += K) {
+        const int32_t k = std::min(K, n_windows - w0);
+        const Clock::time_point t_group = Clock::now();
+        for (int32_t s = 0; s < k; ++s) {
+            for (int32_t i = 0; i < N; ++i) {
+                const size_t r = (size_t)s * N + i;
+                b_tok[r] = tokens[(size_t)(w0 + s) * N + i];
+                b_pos[r] = i;
+                b_seq[r] = s;
+                b_logits[r] = i < N - 1;  // the last token predicts nothing inside its window
+            }
+        }
+        seaopt_kv_clear(ctx.get());
+        seaopt_batch batch = {k * N, b_tok.data(), b_pos.data(), b_seq.data(), b_logits.data()};
+        if (seaopt_decode(ctx.get(), &batch) != SEAOPT_OK) return fail_with_last_error();
+
+        rows.clear();
+        targets.clear();
+        for (int32_t s = 0; s < k; ++s) {
+            for (int32_t i = 0; i < N - 1; ++i) {
+                const float *row = seaopt_get_logits_ith(ctx.get(), s * N + i);
+                if (!row) return fail_with_last_error();
+                rows.push_back(row);
+                targets.push_back(tokens[(size_t)(w0 + s) * N + i + 1]);
+            }
+        }
+        token_nlls(rows, targets, n_vocab, nll_threads, nll);
+        if (w0 == 0) {  // before the first values, as llama-perplexity
+            const double per_window = seconds_since(t_group) / k;
+            std::fprintf(stderr, "perplexity: %.2f seconds per window - ETA %s\n", per_window,
+                         eta_text(per_window * (n_windows - k)).c_str());
+        }
+
+        for (int32_t s = 0; s < k; ++s) {
+            double window_sum = 0;
+            for (int32_t i = 0; i < N - 1; ++i) {
+                const double x = nll[(size_t)s * (N - 1) + i];
+                if (!std::isfinite(x)) {
+                    return fail("the model gave non-finite logits in window " + std::to_string(w0 + s + 1) +
+                                " at position " + std::to_string(i));
+                }
+                window_sum += x;
+                sum_tok += x;
+                sum_tok2 += x * x;
+            }
+            n_scored += (uint64_t)(N - 1);
+            sum_window_nll += window_sum / (N - 1) * N;  // nll_i = loss * seqlen
+            const int32_t done = w0 + s + 1;
+            std::printf("[%d]%.4f,", done, std::exp(sum_window_nll / ((double)done * N)));
+        }
+        std::fflush(stdout);
+    }
+    std::printf("\n");
+
+    const double ppl = std::exp(sum_window_nll / ((double)n_windows * N));
+    const double mean = sum_tok / (double)n_scored;
+    const double var = sum_tok2 / (double)n_scored - mean * mean;
+    const double err = n_scored > 1 && var > 0 ? ppl * std::sqrt(var / (double)(n_scored - 1)) : 0.0;
+    std::printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, err);
+    std::fflush(stdout);
+    std::fprintf(stderr, "perplexity: %d windows of %d tokens, %llu predictions scored, mean NLL %.6f, %.2f s\n",
+                 n_windows, N, (unsigned long long)n_scored, mean, seconds_since(t_start));
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    Options opt;
+    CLI::App app{"Perplexity of a text under an OPT model (the GPTQ / SparseGPT WikiText-2 protocol).", kProgram};
+    app.option_defaults()->always_capture_default();
+    app.footer(kProtocol);
+    app.add_option("-m,--model", opt.model_path, "model file (seaopt GGUF)")->required();
+    CLI::Option *file_opt = app.add_option("-f,--file", opt.file, "text file to score (raw UTF-8 bytes)");
+    CLI::Option *wiki_opt = app.add_option("--wikitext2-test", opt.wikitext_dir,
+                                           "directory holding wiki.test.raw: score WikiText-2 test as GPTQ does "
+                                           "(Hugging Face rows joined with \"\\n\\n\")");
+    file_opt->excludes(wiki_opt);
+    app.add_option("-c,--ctx-size", opt.n_ctx, "tokens per window (0 = the model's positions, 2048 for OPT)");
+    app.add_option("-b,--batch-windows", opt.batch_windows,
+                   "windows per decode call, each in its own sequence (more memory, fewer calls)");
+    app.add_option("--chunks", opt.chunks, "score at most this many windows (-1 or 0 = all)");
+    app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
+    app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError &e) {
+        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
+        return 1;
+    }
+
+    if (!*file_opt && !*wiki_opt) return fail("give the text with -f FILE or --wikitext2-test DIR");
+    if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
+    if (opt.batch_windows < 1) return fail("-b/--batch-windows must be >= 1, got " + std::to_string(opt.batch_windows));
+    if (opt.chunks < -1) return fail("--chunks must be -1 (all) or >= 0, got " + std::to_string(opt.chunks));
+    if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
+    return run(opt);
+}

@@ -278,6 +278,47 @@ const float *seaopt_get_logits_ith(seaopt_context *ctx, int32_t i) {
     }
 }
 
+seaopt_status seaopt_context_memory(const seaopt_context *ctx, seaopt_memory_report *out) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    require(out, "out");
+    std::memset(out, 0, sizeof *out);
+    const Context &c = ctx->impl;
+    if (c.cuda) {
+        const CudaMemoryNumbers m = cuda_memory_numbers(*c.cuda);
+        out->weights_bytes = m.weights;
+        out->kv_cache_bytes = m.kv_cache;
+        out->arena_bytes = m.arena;
+        out->workspace_bytes = m.workspace;
+        out->device_used_bytes = m.device_used;
+    } else {
+        out->weights_bytes = c.model->n_params * sizeof(float);
+        out->kv_cache_bytes = (c.kv.k.size() + c.kv.v.size()) * sizeof(float);
+    }
+    out->total_bytes = out->weights_bytes + out->kv_cache_bytes + out->arena_bytes + out->workspace_bytes;
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_context_memory_plan(const seaopt_context *ctx, char *buf, size_t buf_size, size_t *n_out) {
+    if (n_out) *n_out = 0;
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    if (buf_size) require(buf, "buf");
+    const Context &c = ctx->impl;
+    std::string text;
+    if (c.cuda) {
+        text = cuda_memory_report(*c.cuda);
+    } else {
+        char line[200];
+        std::snprintf(line, sizeof line, "CPU memory: weights %.1f MiB (fp32), KV cache %.1f MiB (fp32); no arena\n",
+                      c.model->n_params * 4 / 1048576.0, (c.kv.k.size() + c.kv.v.size()) * 4 / 1048576.0);
+        text = line;
+    }
+    return copy_out(text, buf, buf_size, n_out);
+    SEAOPT_API_CATCH
+}
+
 void seaopt_kv_clear(seaopt_context *ctx) {
     if (ctx) std::fill(ctx->impl.seq_len.begin(), ctx->impl.seq_len.end(), 0);
 }

@@ -216,6 +216,22 @@ SEAOPT_API const float *seaopt_get_logits_ith(struct seaopt_context *ctx, int32_
 /* The number of logits per token (the model's n_vocab) of a context; 0 for NULL. */
 SEAOPT_API int32_t seaopt_context_n_vocab(const struct seaopt_context *ctx);
 
+/* Memory of a context: what the planner laid out, and what the device reports now. */
+typedef struct seaopt_memory_report {
+    uint64_t weights_bytes;      /* the model's weights on the context's device */
+    uint64_t kv_cache_bytes;     /* the KV cache (fp16 on the GPU, fp32 on the CPU) */
+    uint64_t arena_bytes;        /* the one activation arena (GPU; 0 for the CPU engine) */
+    uint64_t workspace_bytes;    /* GEMM workspace and other fixed buffers */
+    uint64_t total_bytes;        /* the sum of the above: the planned footprint */
+    uint64_t device_used_bytes;  /* GPU memory in use now by every process (cudaMemGetInfo); 0 on the CPU */
+} seaopt_memory_report;
+
+SEAOPT_API seaopt_status seaopt_context_memory(const struct seaopt_context *ctx, seaopt_memory_report *out);
+/* The memory plan as text: the totals, then the largest activation buffers with their offsets and
+ * lifetimes. Same buffer convention as seaopt_token_to_piece (not NUL-terminated). */
+SEAOPT_API seaopt_status seaopt_context_memory_plan(const struct seaopt_context *ctx, char *buf, size_t buf_size,
+                                                    size_t *n_out);
+
 /* KV cache. */
 SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);
 /* Keep positions [0, n_keep) of sequence seq_id and forget the rest (seq_id -1 = all sequences). */

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
@@ -195,6 +196,12 @@ struct OptCudaState {
     void *arena = nullptr;
     std::map<std::string, char *> buffers;  // name -> address inside the arena
     void *host_staging = nullptr;           // pinned: batch metadata on its way to the GPU
+    float *pinned_logits = nullptr;         // pinned: one row of logits (the captured decode step)
+    // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first warms the
+    // GEMM plans), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns this off.
+    bool graphs_enabled = true;
+    int n_decode_steps = 0;
+    cudaGraphExec_t decode_graph = nullptr;
 
     char *buffer(const std::string &name) const {
         const auto it = buffers.find(name);
@@ -215,6 +222,8 @@ void destroy_cuda_state(OptCudaState *s) {
     if (s->arena) cudaFree(s->arena);
     if (s->kv_block) cudaFree(s->kv_block);
     if (s->host_staging) cudaFreeHost(s->host_staging);
+    if (s->pinned_logits) cudaFreeHost(s->pinned_logits);
+    if (s->decode_graph) cudaGraphExecDestroy(s->decode_graph);
     delete s;
 }
 
@@ -253,6 +262,10 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->arena = device_alloc(std::max<uint64_t>(s->plan.arena_bytes, 256), "the activation arena");
     for (const PlannedBuffer &b : s->plan.buffers) s->buffers[b.req.name] = static_cast<char *>(s->arena) + b.offset;
     check(cudaMallocHost(&s->host_staging, staging_bytes(n_batch)), "cudaMallocHost");
+    check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_logits), (size_t)hp.n_vocab * sizeof(float)),
+          "cudaMallocHost");
+    const char *no_graph = std::getenv("SEAOPT_NO_CUDA_GRAPH");
+    s->graphs_enabled = !(no_graph && std::string(no_graph) == "1");
     check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
     s->gemm = cuda::gemm_create();
     SEAOPT_LOG_INFO_("%s", cuda_memory_report(*s).c_str());
@@ -266,6 +279,21 @@ std::string cuda_memory_report(const OptCudaState &s) {
                   s.weights_bytes / 1048576.0, s.kv_bytes / 1048576.0, s.plan.arena_bytes / 1048576.0,
                   (s.weights_bytes + s.kv_bytes + s.plan.arena_bytes) / 1048576.0);
     return std::string(line) + format_memory_plan(s.plan);
+}
+
+CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
+    CudaMemoryNumbers m;
+    m.weights = s.weights_bytes;
+    m.kv_cache = s.kv_bytes;
+    m.arena = s.plan.arena_bytes;
+    m.workspace = kGemmWorkspaceBytes;  // cuBLASLt workspace (the staging buffers are host memory)
+    size_t free_b = 0, total_b = 0;
+    if (cudaSetDevice(s.device) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+        m.device_used = total_b - free_b;
+    } else {
+        cudaGetLastError();
+    }
+    return m;
 }
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
@@ -295,74 +323,105 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
     bool all_single = true;
     for (int i = 0; i < n_tiles; ++i) all_single = all_single && h_tiles[i].n_rows == 1;
 
-    auto *ids = reinterpret_cast<int32_t *>(s.buffer("ids"));
-    auto *pos = reinterpret_cast<int32_t *>(s.buffer("positions"));
-    auto *seq = reinterpret_cast<int32_t *>(s.buffer("seq_ids"));
-    auto *out_rows = reinterpret_cast<int32_t *>(s.buffer("output_rows"));
-    auto *tiles = reinterpret_cast<cuda::AttentionTile *>(s.buffer("tiles"));
-    check(cudaMemcpyAsync(ids, h_ids, T * 4, cudaMemcpyHostToDevice, st), "copy ids");
-    check(cudaMemcpyAsync(pos, h_pos, T * 4, cudaMemcpyHostToDevice, st), "copy positions");
-    check(cudaMemcpyAsync(seq, h_seq, T * 4, cudaMemcpyHostToDevice, st), "copy sequence ids");
-    if (N) check(cudaMemcpyAsync(out_rows, h_out, N * 4, cudaMemcpyHostToDevice, st), "copy output rows");
-    check(cudaMemcpyAsync(tiles, h_tiles, n_tiles * sizeof(cuda::AttentionTile), cudaMemcpyHostToDevice, st),
-          "copy attention tiles");
+    // Everything from the metadata upload to the logits download, enqueued on the stream.
+    auto enqueue = [&](float *logits_dst) {
+        auto *ids = reinterpret_cast<int32_t *>(s.buffer("ids"));
+        auto *pos = reinterpret_cast<int32_t *>(s.buffer("positions"));
+        auto *seq = reinterpret_cast<int32_t *>(s.buffer("seq_ids"));
+        auto *out_rows = reinterpret_cast<int32_t *>(s.buffer("output_rows"));
+        auto *tiles = reinterpret_cast<cuda::AttentionTile *>(s.buffer("tiles"));
+        check(cudaMemcpyAsync(ids, h_ids, T * 4, cudaMemcpyHostToDevice, st), "copy ids");
+        check(cudaMemcpyAsync(pos, h_pos, T * 4, cudaMemcpyHostToDevice, st), "copy positions");
+        check(cudaMemcpyAsync(seq, h_seq, T * 4, cudaMemcpyHostToDevice, st), "copy sequence ids");
+        if (N) check(cudaMemcpyAsync(out_rows, h_out, N * 4, cudaMemcpyHostToDevice, st), "copy output rows");
+        check(cudaMemcpyAsync(tiles, h_tiles, n_tiles * sizeof(cuda::AttentionTile), cudaMemcpyHostToDevice, st),
+              "copy attention tiles");
 
-    float *x = reinterpret_cast<float *>(s.buffer("x"));
-    half_t *h16 = reinterpret_cast<half_t *>(s.buffer("h16"));
-    half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
-    half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
-    half_t *ff = reinterpret_cast<half_t *>(s.buffer("ff"));
+        float *x = reinterpret_cast<float *>(s.buffer("x"));
+        half_t *h16 = reinterpret_cast<half_t *>(s.buffer("h16"));
+        half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
+        half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
+        half_t *ff = reinterpret_cast<half_t *>(s.buffer("ff"));
 
-    // Embeddings (+ project_in for OPT-350m-style models).
-    const int pos_offset = (int)hp.pos_offset;
-    if (hp.has_proj()) {
-        half_t *e = reinterpret_cast<half_t *>(s.buffer("embd_proj_in"));
-        cuda::gather_rows_f16(e, w.tok_embd, ids, T, D, st);
-        cuda::gemm_f16_to_f32(s.gemm, x, e, w.proj_in, nullptr, 0.0f, T, D, C, st);
-        cuda::embedding_forward(x, nullptr, w.pos_embd, ids, pos, T, C, pos_offset, st);
-    } else {
-        cuda::embedding_forward(x, w.tok_embd, w.pos_embd, ids, pos, T, C, pos_offset, st);
-    }
-    if (!hp.pre_ln) cuda::convert_f32_to_f16(h16, x, (size_t)T * C, st);
-
-    const float eps = hp.ln_eps;
-    for (uint32_t l = 0; l < hp.n_layer; ++l) {
-        const LayerWeightsCuda &L = w.layers[l];
-        half_t *k_l = s.k_cache(hp, l), *v_l = s.v_cache(hp, l);
-        if (hp.pre_ln) cuda::layernorm_forward(h16, nullptr, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);
-        cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
-        cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
-        cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, st);
-        cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
-        if (hp.pre_ln) {
-            cuda::layernorm_forward(h16, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
-        } else {
-            cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
-        }
-        cuda::gemm_f16(s.gemm, ff, h16, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
-        cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
-        if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
-    }
-
-    if (N > 0) {
-        float *head_x = reinterpret_cast<float *>(s.buffer("head_x"));
-        half_t *head16 = reinterpret_cast<half_t *>(s.buffer("head16"));
-        float *logits = reinterpret_cast<float *>(s.buffer("logits"));
-        cuda::gather_rows_f32(head_x, x, out_rows, N, C, st);
-        if (hp.has_output_norm()) {
-            cuda::layernorm_forward(head16, nullptr, head_x, w.out_norm_w, w.out_norm_b, N, C, eps, st);
-        } else {
-            cuda::convert_f32_to_f16(head16, head_x, (size_t)N * C, st);
-        }
-        const half_t *head_in = head16;
+        // Embeddings (+ project_in for OPT-350m-style models).
+        const int pos_offset = (int)hp.pos_offset;
         if (hp.has_proj()) {
-            half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
-            cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, N, C, D, st);
-            head_in = hp16;
+            half_t *e = reinterpret_cast<half_t *>(s.buffer("embd_proj_in"));
+            cuda::gather_rows_f16(e, w.tok_embd, ids, T, D, st);
+            cuda::gemm_f16_to_f32(s.gemm, x, e, w.proj_in, nullptr, 0.0f, T, D, C, st);
+            cuda::embedding_forward(x, nullptr, w.pos_embd, ids, pos, T, C, pos_offset, st);
+        } else {
+            cuda::embedding_forward(x, w.tok_embd, w.pos_embd, ids, pos, T, C, pos_offset, st);
         }
-        cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, N, D, V, st);
-        check(cudaMemcpyAsync(host_logits, logits, (size_t)N * V * 4, cudaMemcpyDeviceToHost, st), "copy logits");
+        if (!hp.pre_ln) cuda::convert_f32_to_f16(h16, x, (size_t)T * C, st);
+
+        const float eps = hp.ln_eps;
+        for (uint32_t l = 0; l < hp.n_layer; ++l) {
+            const LayerWeightsCuda &L = w.layers[l];
+            half_t *k_l = s.k_cache(hp, l), *v_l = s.v_cache(hp, l);
+            if (hp.pre_ln) cuda::layernorm_forward(h16, nullptr, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);
+            cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
+            cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
+            cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, st);
+            cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
+            if (hp.pre_ln) {
+                cuda::layernorm_forward(h16, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
+            } else {
+                cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
+            }
+            cuda::gemm_f16(s.gemm, ff, h16, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
+            cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
+            if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
+        }
+
+        if (N > 0) {
+            float *head_x = reinterpret_cast<float *>(s.buffer("head_x"));
+            half_t *head16 = reinterpret_cast<half_t *>(s.buffer("head16"));
+            float *logits = reinterpret_cast<float *>(s.buffer("logits"));
+            cuda::gather_rows_f32(head_x, x, out_rows, N, C, st);
+            if (hp.has_output_norm()) {
+                cuda::layernorm_forward(head16, nullptr, head_x, w.out_norm_w, w.out_norm_b, N, C, eps, st);
+            } else {
+                cuda::convert_f32_to_f16(head16, head_x, (size_t)N * C, st);
+            }
+            const half_t *head_in = head16;
+            if (hp.has_proj()) {
+                half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
+                cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, N, C, D, st);
+                head_in = hp16;
+            }
+            cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, N, D, V, st);
+            check(cudaMemcpyAsync(logits_dst, logits, (size_t)N * V * 4, cudaMemcpyDeviceToHost, st), "copy logits");
+        }
+    };
+
+    const bool graphable = s.graphs_enabled && T == 1 && N == 1;
+    if (graphable && !s.decode_graph && s.n_decode_steps++ >= 1) {
+        cudaGraph_t graph = nullptr;
+        check(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        try {
+            enqueue(s.pinned_logits);
+            check(cudaStreamEndCapture(st, &graph), "cudaStreamEndCapture");
+            const cudaError_t err = cudaGraphInstantiate(&s.decode_graph, graph, 0);
+            cudaGraphDestroy(graph);
+            check(err, "cudaGraphInstantiate");
+        } catch (const std::exception &e) {
+            // Capture is an optimisation: fall back to plain launches, say so once.
+            cudaStreamEndCapture(st, &graph);
+            if (graph) cudaGraphDestroy(graph);
+            cudaGetLastError();
+            s.decode_graph = nullptr;
+            s.graphs_enabled = false;
+            SEAOPT_LOG_WARN_("CUDA graph capture of the decode step failed (%s); running without graphs\n", e.what());
+        }
     }
+    if (graphable && s.decode_graph) {
+        check(cudaGraphLaunch(s.decode_graph, st), "cudaGraphLaunch");
+        check(cudaStreamSynchronize(st), "the forward");
+        std::memcpy(host_logits, s.pinned_logits, (size_t)V * sizeof(float));
+        return;
+    }
+    enqueue(host_logits);
     check(cudaStreamSynchronize(st), "the forward");
 }
 

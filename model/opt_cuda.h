@@ -48,6 +48,10 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
 
 // The memory report of a state: weights, KV cache, arena, and the arena's largest buffers.
 std::string cuda_memory_report(const OptCudaState &s);
+struct CudaMemoryNumbers {
+    uint64_t weights = 0, kv_cache = 0, arena = 0, workspace = 0, device_used = 0;
+};
+CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s);
 
 // Runs a validated batch (as the CPU engine's opt_forward_cpu) and writes the logits of
 // output_tokens to host_logits ([n_outputs, n_vocab] fp32).

@@ -27,7 +27,12 @@ namespace {
 using namespace seaopt::convert;
 namespace fs = std::filesystem;
 
-constexpr uint32_t kVocab = 50272, kHidden = 64, kHeads = 4, kLayers = 2, kFfn = 256, kMaxPos = 2048;
+constexpr uint32_t kVocab = 50272, kMaxPos = 2048;
+
+// The shape: the demo model's by default; tests of the CUDA engine ask for head_dim 64.
+struct TinyShape {
+    uint32_t hidden = 64, heads = 4, layers = 2, ffn = 256;
+};
 
 uint64_t splitmix64(uint64_t &state) {
     uint64_t z = (state += 0x9E3779B97F4A7C15ull);
@@ -73,14 +78,14 @@ struct TinyTensor {
 };
 
 // The tensors of the tiny model: the shared OPT layout (model/opt_format.h), with PyTorch shapes.
-std::vector<TinyTensor> tiny_tensors() {
+std::vector<TinyTensor> tiny_tensors(const TinyShape &shape) {
     seaopt::OptHparams hp;
     hp.n_vocab = kVocab;
     hp.n_ctx_train = kMaxPos;
-    hp.n_embd = hp.n_embd_proj = kHidden;
-    hp.n_head = kHeads;
-    hp.n_layer = kLayers;
-    hp.n_ff = kFfn;
+    hp.n_embd = hp.n_embd_proj = shape.hidden;
+    hp.n_head = shape.heads;
+    hp.n_layer = shape.layers;
+    hp.n_ff = shape.ffn;
     std::vector<TinyTensor> t;
     for (const seaopt::OptTensorSpec &spec : seaopt::opt_tensor_specs(hp, false)) {
         t.push_back({spec.hf_name, std::vector<uint64_t>(spec.ne.rbegin(), spec.ne.rend())});
@@ -120,7 +125,7 @@ std::vector<uint8_t> tensor_bytes(const TinyTensor &t, uint64_t seed) {
     return out;
 }
 
-nlohmann::json tiny_config() {
+nlohmann::json tiny_config(const TinyShape &shape) {
     return {{"_remove_final_layer_norm", false},
             {"activation_dropout", 0.0},
             {"activation_function", "relu"},
@@ -131,21 +136,21 @@ nlohmann::json tiny_config() {
             {"dropout", 0.0},
             {"enable_bias", true},
             {"eos_token_id", 2},
-            {"ffn_dim", kFfn},
-            {"hidden_size", kHidden},
+            {"ffn_dim", shape.ffn},
+            {"hidden_size", shape.hidden},
             {"init_std", 0.02},
             {"layer_norm_elementwise_affine", true},
             {"layerdrop", 0.0},
             {"max_position_embeddings", kMaxPos},
             {"model_type", "opt"},
-            {"num_attention_heads", kHeads},
-            {"num_hidden_layers", kLayers},
+            {"num_attention_heads", shape.heads},
+            {"num_hidden_layers", shape.layers},
             {"pad_token_id", 1},
             {"tie_word_embeddings", true},
             {"torch_dtype", "float16"},
             {"use_cache", true},
             {"vocab_size", kVocab},
-            {"word_embed_proj_dim", kHidden}};
+            {"word_embed_proj_dim", shape.hidden}};
 }
 
 std::string read_whole(const std::string &path) {
@@ -155,12 +160,13 @@ std::string read_whole(const std::string &path) {
     return std::string(b.begin(), b.end());
 }
 
-void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokenizer_dir, uint64_t seed) {
+void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokenizer_dir, uint64_t seed,
+                          const TinyShape &shape) {
     std::error_code ec;
     fs::create_directories(out_dir, ec);
     if (!fs::is_directory(out_dir)) seaopt::throw_io("cannot create directory " + out_dir + ": " + ec.message());
 
-    const std::vector<TinyTensor> tensors = tiny_tensors();
+    const std::vector<TinyTensor> tensors = tiny_tensors(shape);
     std::vector<SafetensorsWriteSpec> specs;
     for (const TinyTensor &t : tensors) specs.push_back({"model." + t.name, DType::F16, t.shape});
     write_safetensors(out_dir + "/model.safetensors", specs,
@@ -169,7 +175,7 @@ void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokeniz
                           sink(b.data(), b.size());
                       },
                       {{"format", "pt"}});
-    write_file_atomically(out_dir + "/config.json", tiny_config().dump(2) + "\n");
+    write_file_atomically(out_dir + "/config.json", tiny_config(shape).dump(2) + "\n");
     for (const char *f : {"vocab.json", "merges.txt"}) {
         write_file_atomically(out_dir + "/" + f, read_whole(tokenizer_dir + "/" + f));
     }
@@ -184,11 +190,17 @@ int main(int argc, char **argv) {
     app.add_option("--out", out_dir, "output directory (created if missing)")->required();
     app.add_option("--tokenizer-dir", tokenizer_dir, "directory with vocab.json and merges.txt")->required();
     app.add_option("--seed", seed, "PRNG seed");
+    TinyShape shape;
+    app.add_option("--hidden", shape.hidden, "hidden size (default 64)")->check(CLI::Range(1u, 65536u));
+    app.add_option("--heads", shape.heads, "attention heads (default 4)")->check(CLI::Range(1u, 1024u));
+    app.add_option("--layers", shape.layers, "layers (default 2)")->check(CLI::Range(1u, 512u));
+    app.add_option("--ffn", shape.ffn, "feed-forward size (default 256)")->check(CLI::Range(1u, 262144u));
     CLI11_PARSE(app, argc, argv);
     try {
-        make_tiny_checkpoint(out_dir, tokenizer_dir, seed);
+        if (shape.hidden % shape.heads != 0) seaopt::throw_invalid_argument("--hidden must be a multiple of --heads");
+        make_tiny_checkpoint(out_dir, tokenizer_dir, seed, shape);
         std::printf("seaopt-make-tiny-checkpoint: wrote %s (hidden %u, %u heads, %u layers, ffn %u, seed %llu)\n",
-                    out_dir.c_str(), kHidden, kHeads, kLayers, kFfn, (unsigned long long)seed);
+                    out_dir.c_str(), shape.hidden, shape.heads, shape.layers, shape.ffn, (unsigned long long)seed);
         return 0;
     } catch (const std::exception &e) {
         std::fprintf(stderr, "seaopt-make-tiny-checkpoint: error: %s\n", e.what());

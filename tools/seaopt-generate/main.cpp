@@ -44,6 +44,7 @@ struct Options {
     int32_t n_threads = 0;  // 0 = all hardware threads
     std::string device = "auto";
     bool verbose = false;
+    bool print_memory_plan = false;
 };
 
 int fail(const std::string &message) {
@@ -213,6 +214,7 @@ int run(const Options &opt) {
     seaopt_context *raw_ctx = nullptr;
     if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) return fail_with_last_error();
     const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
+    if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
     const double load_ms = model_load_ms + ms_since(t_context);  // the model and its context
     const uint32_t n_ctx = seaopt_n_ctx(ctx.get());
 
@@ -319,6 +321,7 @@ int main(int argc, char **argv) {
     app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log and more details to stderr");
+    app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp &e) {

@@ -64,6 +64,7 @@ struct Options {
     int32_t n_threads = 0;      // 0 = all hardware threads
     std::string device = "auto";
     bool verbose = false;
+    bool print_memory_plan = false;
 };
 
 int fail(const std::string &message) {
@@ -275,6 +276,7 @@ int run(const Options &opt) {
     seaopt_context *raw_ctx = nullptr;
     if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) return fail_with_last_error();
     const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
+    if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
     const int nll_threads = opt.n_threads > 0 ? opt.n_threads : (int)std::max(1u, std::thread::hardware_concurrency());
     std::fprintf(stderr, "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d)\n",
                  n_windows, N, opt.batch_windows, K);
@@ -377,6 +379,7 @@ int main(int argc, char **argv) {
     app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
         ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
+    app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
     try {
         app.parse(argc, argv);
     } catch (const CLI::CallForHelp &e) {

@@ -1,0 +1,197 @@
+// seaopt-bench as a user runs it: started as a child process on the demo model (made at build time
+// by the tiny_model target) on the CPU; its exit status, stdout (JSON or the markdown table) and
+// stderr checked. The numbers themselves are timings and are only checked to be positive.
+#include <gtest/gtest.h>
+
+#include "test_util.h"
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <regex>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kBench = SEAOPT_BINARY_DIR "/bin/seaopt-bench";
+const std::string kModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
+
+struct Result {
+    bool exited = false;  // false: killed by a signal (a crash)
+    int status = -1;      // the exit code when exited
+    int signal = 0;
+    std::string out, err;
+};
+
+std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// Runs seaopt-bench with `args`, stdout and stderr sent to files (no pipe to fill up and block on).
+Result run(const std::vector<std::string> &args) {
+    static int counter = 0;
+    const std::string base = seaopt_test::temp_dir() + "/bench" + std::to_string(counter++);
+    const std::string out_path = base + ".out", err_path = base + ".err";
+    std::vector<std::string> argv_strings = {kBench};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out < 0 || err < 0) _exit(126);
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        std::vector<char *> argv;
+        for (const std::string &a : argv_strings) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    Result r;
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+        ADD_FAILURE() << "could not run " << kBench;
+        return r;
+    }
+    r.exited = WIFEXITED(status);
+    r.status = r.exited ? WEXITSTATUS(status) : -1;
+    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    r.out = read_file(out_path);
+    r.err = read_file(err_path);
+    return r;
+}
+
+std::string describe(const Result &r) {
+    return "exit " + std::to_string(r.status) + " signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
+           "\n--- stderr:\n" + r.err;
+}
+
+bool contains(const std::string &haystack, const std::string &needle) { return haystack.find(needle) != std::string::npos; }
+
+// A failed run: a plain exit 1 (no crash) with a "seaopt-bench: error: ..." line mentioning `what`.
+void expect_clean_failure(const Result &r, const std::string &what) {
+    EXPECT_TRUE(r.exited) << "killed by signal " << r.signal << "\n" << describe(r);
+    EXPECT_EQ(r.status, 1) << describe(r);
+    EXPECT_TRUE(contains(r.err, "seaopt-bench: error: ")) << describe(r);
+    EXPECT_TRUE(contains(r.err, what)) << "expected '" << what << "' in stderr\n" << describe(r);
+}
+
+class Bench : public testing::Test {
+protected:
+    void SetUp() override {
+        for (const std::string &path : {kBench, kModel}) {
+            ASSERT_TRUE(fs::exists(path)) << path << " is missing: build the seaopt-bench and tiny_model targets";
+        }
+    }
+};
+
+}  // namespace
+
+TEST_F(Bench, JsonHasOneObjectPerTestWithPositiveThroughput) {
+    const Result r = run({"-m", kModel, "-p", "16", "-n", "4", "-r", "2", "-o", "json", "--device", "cpu"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << "stdout is not JSON\n" << describe(r);
+    ASSERT_TRUE(j.is_array()) << describe(r);
+    ASSERT_EQ(j.size(), 2u) << describe(r);
+
+    struct Expected {
+        const char *test;
+        int n_prompt, n_gen, n_batch;
+    };
+    const Expected expected[] = {{"pp16", 16, 0, 16}, {"tg4", 0, 4, 1}};
+    for (size_t i = 0; i < 2; ++i) {
+        const nlohmann::json &o = j[i];
+        SCOPED_TRACE(o.dump());
+        EXPECT_EQ(o.at("test"), expected[i].test);
+        EXPECT_EQ(o.at("n_prompt"), expected[i].n_prompt);
+        EXPECT_EQ(o.at("n_gen"), expected[i].n_gen);
+        EXPECT_EQ(o.at("n_batch"), expected[i].n_batch);
+        EXPECT_EQ(o.at("n_ctx"), 256);  // BOS + 4 and 16 positions, rounded up to 256
+        EXPECT_EQ(o.at("reps"), 2);
+        EXPECT_EQ(o.at("backend"), "seaopt-cpu");
+        EXPECT_TRUE(contains(o.at("model").get<std::string>(), "opt"));
+        EXPECT_GT(o.at("n_params").get<uint64_t>(), 0u);
+        EXPECT_GT(o.at("model_size").get<uint64_t>(), 0u);
+        EXPECT_FALSE(o.at("build_info").get<std::string>().empty());
+
+        const double avg_ts = o.at("avg_ts").get<double>();
+        EXPECT_GT(avg_ts, 0.0);
+        EXPECT_GE(o.at("stddev_ts").get<double>(), 0.0);
+        EXPECT_GT(o.at("avg_ms").get<double>(), 0.0);
+        const std::vector<double> samples = o.at("samples_ts").get<std::vector<double>>();
+        ASSERT_EQ(samples.size(), 2u);
+        for (double s : samples) EXPECT_GT(s, 0.0);
+        EXPECT_NEAR(avg_ts, (samples[0] + samples[1]) / 2, 1e-3 * avg_ts);
+        EXPECT_EQ(o.at("samples_ms").size(), 2u);
+
+        // Planned memory: the fp32 weights and the KV cache on the CPU; no device memory.
+        const uint64_t planned = o.at("planned_bytes").get<uint64_t>();
+        EXPECT_EQ(planned, o.at("weights_bytes").get<uint64_t>() + o.at("kv_cache_bytes").get<uint64_t>() +
+                               o.at("arena_bytes").get<uint64_t>() + o.at("workspace_bytes").get<uint64_t>());
+        EXPECT_EQ(o.at("weights_bytes").get<uint64_t>(), 4 * o.at("n_params").get<uint64_t>());
+        EXPECT_GT(o.at("kv_cache_bytes").get<uint64_t>(), 0u);
+        EXPECT_EQ(o.at("device_used_bytes").get<uint64_t>(), 0u);
+    }
+}
+
+TEST_F(Bench, MarkdownPrintsTheTableAndTheMemory) {
+    const Result r = run({"-m", kModel, "-p", "16", "-n", "4", "-r", "2", "--device", "cpu"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_TRUE(std::regex_search(
+        r.out, std::regex("\\| model +\\| +size \\| +params \\| backend +\\| +test \\| +t/s \\| +ms \\|\n")))
+        << describe(r);
+    const std::string row_tail = " \\| +[0-9]+\\.[0-9]{2} ± [0-9]+\\.[0-9]{2} \\| +[0-9]+\\.[0-9]{2} \\|\n";
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| opt [^|]*\\| +[0-9.]+ MiB \\| +[0-9.]+ M \\| seaopt-cpu +\\| +pp16" +
+                                                    row_tail)))
+        << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| +tg4" + row_tail))) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  pp16 +n_ctx +256, n_batch +16: planned [0-9.]+ MiB = weights ")))
+        << describe(r);
+    EXPECT_TRUE(contains(r.out, "\nbuild: seaopt ")) << describe(r);
+    EXPECT_FALSE(contains(r.out, "device used")) << "no device memory on the CPU\n" << describe(r);
+}
+
+TEST_F(Bench, ZeroSizesSkipTests) {
+    const Result r = run({"-m", kModel, "-p", "0", "-n", "3,0,3", "-r", "1", "-o", "json", "--device", "cpu", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j.size(), 1u) << describe(r);  // tg3 once: duplicates are dropped
+    EXPECT_EQ(j[0].at("test"), "tg3");
+}
+
+TEST_F(Bench, BadFlagsFailCleanly) {
+    expect_clean_failure(run({"-p", "16"}), "--model is required");
+    expect_clean_failure(run({"-m", kModel, "-r", "0"}), "-r/--repetitions must be >= 1");
+    expect_clean_failure(run({"-m", kModel, "-p", "abc"}), "-p/--n-prompt takes a comma-separated list");
+    expect_clean_failure(run({"-m", kModel, "-n", "4,,8"}), "-n/--n-gen takes a comma-separated list");
+    expect_clean_failure(run({"-m", kModel, "-p", "-5"}), "-p/--n-prompt");
+    expect_clean_failure(run({"-m", kModel, "-o", "csv"}), "--output");
+    expect_clean_failure(run({"-m", kModel, "--device", "tpu"}), "--device");
+    expect_clean_failure(run({"-m", kModel, "--no-such-flag"}), "--no-such-flag");
+    expect_clean_failure(run({"-m", kModel, "-p", "0", "-n", "0"}), "nothing to run");
+    expect_clean_failure(run({"-m", kModel, "-t", "-1"}), "-t/--threads must be >= 0");
+}
+
+TEST_F(Bench, TestsThatDoNotFitFailBeforeRunning) {
+    expect_clean_failure(run({"-m", kModel, "-p", "4096", "-n", "0", "--device", "cpu"}),
+                         "pp4096 needs 4096 positions, more than the model's 2048");
+    expect_clean_failure(run({"-m", kModel, "-p", "0", "-n", "2048", "--device", "cpu"}),
+                         "tg2048 needs 2049 positions (BOS + 2048 generated)");
+    expect_clean_failure(run({"-m", kModel, "-p", "16", "-n", "4", "-c", "8", "--device", "cpu"}),
+                         "pp16 needs 16 positions, more than -c 8 holds");
+    expect_clean_failure(run({"-m", kModel, "-c", "4096", "--device", "cpu"}), "-c 4096 is larger than the model's");
+}
+
+TEST_F(Bench, MissingModelFailsCleanly) {
+    expect_clean_failure(run({"-m", seaopt_test::temp_dir() + "/no-such-model.gguf", "--device", "cpu"}),
+                         "no-such-model.gguf");
+}

@@ -1,0 +1,483 @@
+// seaopt-bench: prompt-processing and generation throughput of an OPT model, in the style of
+// llama.cpp's llama-bench. A thin program over the public C API (seaopt.h).
+//
+//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-r 5] [-o md|json] [--device auto|cpu|cuda] ...
+//
+// Tests (also printed by --help):
+//   ppN  on a cleared KV cache, ONE seaopt_decode of N tokens (BOS, then fixed pseudo-random ids in
+//        [4, 50260)) with logits for the last token only; the time of that call. The call returns
+//        once the logits are on the host, so on the GPU it includes all the work.
+//   tgN  on a cleared KV cache, decode BOS (not timed), then N steps of greedy generation: each step
+//        one seaopt_decode of one token and the argmax of its logits, fed back; the time of the N steps.
+// Each test gets its own context (n_ctx positions, batches of the test's size: N for ppN, 1 for tgN),
+// one untimed warm-up run (unless --no-warmup), then -r timed runs. Reported: tokens/s as the mean
+// and sample standard deviation over the runs, ms per run, and the context's memory (planned, and on
+// the GPU the device memory in use after the test).
+#include <CLI/CLI.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "seaopt.h"
+#include "tools/common/files.h"
+#include "tools/common/log.h"
+
+namespace {
+
+const char *const kProgram = "seaopt-bench";
+
+const char *const kTests =
+    "Tests:\n"
+    "  ppN  on a cleared KV cache, one seaopt_decode of N tokens (BOS, then fixed pseudo-random ids in\n"
+    "       [4, 50260)) asking for the logits of the last token only; its time (the call returns once the\n"
+    "       logits are on the host, so on the GPU it covers all the work).\n"
+    "  tgN  on a cleared KV cache, decode BOS (not timed), then N greedy steps, each one seaopt_decode of\n"
+    "       one token and the argmax of its logits, fed back; the time of the N steps.\n"
+    "Each test runs in its own context (-c positions; batches of N tokens for ppN, 1 for tgN): one untimed\n"
+    "warm-up run (unless --no-warmup), then -r timed runs. t/s is the mean over the runs of tokens/seconds\n"
+    "+/- the sample standard deviation; ms is the mean time of one run. Memory: 'planned' is what the\n"
+    "context laid out (weights + KV cache + activation arena + workspace); 'device used' is the GPU memory\n"
+    "in use by all processes after the test (cudaMemGetInfo total - free), not reported on the CPU.\n"
+    "Output goes to stdout (-o md: a table and memory lines; -o json: an array of objects, one per test);\n"
+    "progress goes to stderr.";
+
+struct Options {
+    std::string model_path;
+    std::string prompt_sizes = "512";
+    std::string gen_sizes = "128";
+    int32_t reps = 5;
+    std::string output = "md";
+    std::string device = "auto";
+    int32_t n_threads = 0;  // 0 = all hardware threads
+    int32_t n_ctx = 0;      // 0 = what the tests need, rounded up to 256, at most n_ctx_train
+    bool no_warmup = false;
+    bool verbose = false;
+    bool print_memory_plan = false;
+};
+
+int fail(const std::string &message) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
+    return 1;
+}
+
+struct ModelDeleter {
+    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
+};
+struct ContextDeleter {
+    void operator()(seaopt_context *c) const { seaopt_context_free(c); }
+};
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+// "512,2048" -> {512, 2048}. Every item must be a non-negative integer; 0 means "no test".
+bool parse_size_list(const std::string &text, const char *flag, std::vector<int32_t> &out, std::string &error) {
+    out.clear();
+    size_t start = 0;
+    while (true) {
+        const size_t comma = text.find(',', start);
+        const std::string item = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        bool ok = !item.empty() && item.size() <= 9;
+        for (char c : item) ok = ok && c >= '0' && c <= '9';
+        if (!ok) {
+            error = std::string(flag) + " takes a comma-separated list of non-negative integers (0 = none), got '" +
+                    text + "'";
+            return false;
+        }
+        const int32_t value = (int32_t)std::stol(item);
+        if (value > 0 && std::find(out.begin(), out.end(), value) == out.end()) out.push_back(value);
+        if (comma == std::string::npos) return true;
+        start = comma + 1;
+    }
+}
+
+// The benchmark's token ids: BOS, then ids in [4, min(50260, n_vocab)) from a fixed splitmix64
+// stream, so every run and every build sees the same tokens.
+std::vector<seaopt_token> bench_tokens(int32_t n, seaopt_token bos, int32_t n_vocab) {
+    const int32_t lo = n_vocab > 4 ? 4 : 0;
+    const int32_t hi = std::min<int32_t>(50260, n_vocab);
+    uint64_t state = 0x5EA0F7BE4C4ull;
+    std::vector<seaopt_token> ids((size_t)std::max(n, 0));
+    for (int32_t i = 0; i < n; ++i) {
+        state += 0x9E3779B97F4A7C15ull;
+        uint64_t z = state;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        ids[(size_t)i] = i == 0 ? bos : lo + (seaopt_token)(z % (uint64_t)(hi - lo));
+    }
+    return ids;
+}
+
+seaopt_token argmax(const float *logits, int32_t n) {
+    int32_t best = 0;
+    for (int32_t i = 1; i < n; ++i) {
+        if (logits[i] > logits[best]) best = i;
+    }
+    return best;
+}
+
+struct Test {
+    std::string name;  // "pp512", "tg128"
+    int32_t n_prompt = 0, n_gen = 0;
+    int32_t n_tokens() const { return n_prompt > 0 ? n_prompt : n_gen; }
+    uint32_t positions() const { return (uint32_t)(n_prompt > 0 ? n_prompt : n_gen + 1); }  // tg: BOS + N
+    uint32_t batch() const { return (uint32_t)(n_prompt > 0 ? n_prompt : 1); }
+};
+
+struct Result {
+    Test test;
+    uint32_t n_ctx = 0, n_batch = 0;
+    std::vector<double> samples_ts, samples_ms;
+    double avg_ts = 0, stddev_ts = 0, avg_ms = 0;
+    seaopt_memory_report memory{};
+};
+
+// One run of a test on a cleared cache; *seconds is the timed part. False on a library error.
+bool run_once(seaopt_context *ctx, const Test &test, const std::vector<seaopt_token> &ids, seaopt_token bos,
+              double *seconds) {
+    seaopt_kv_clear(ctx);
+    if (test.n_prompt > 0) {
+        const seaopt_batch batch = seaopt_batch_get_one(ids.data(), test.n_prompt);
+        const Clock::time_point t0 = Clock::now();
+        if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return false;
+        *seconds = seconds_since(t0);
+        return seaopt_get_logits_ith(ctx, -1) != nullptr;
+    }
+    const int32_t n_vocab = seaopt_context_n_vocab(ctx);
+    seaopt_token token = bos;
+    seaopt_batch batch = seaopt_batch_get_one(&token, 1);
+    if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return false;
+    const float *logits = seaopt_get_logits_ith(ctx, -1);
+    if (!logits) return false;
+    token = argmax(logits, n_vocab);
+    const Clock::time_point t0 = Clock::now();
+    for (int32_t i = 0; i < test.n_gen; ++i) {
+        batch = seaopt_batch_get_one(&token, 1);
+        if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return false;
+        logits = seaopt_get_logits_ith(ctx, -1);
+        if (!logits) return false;
+        token = argmax(logits, n_vocab);
+    }
+    *seconds = seconds_since(t0);
+    return true;
+}
+
+void summarize(Result &r) {
+    const size_t n = r.samples_ts.size();
+    double sum_ts = 0, sum_ms = 0;
+    for (size_t i = 0; i < n; ++i) sum_ts += r.samples_ts[i], sum_ms += r.samples_ms[i];
+    r.avg_ts = n ? sum_ts / n : 0;
+    r.avg_ms = n ? sum_ms / n : 0;
+    double ss = 0;
+    for (double x : r.samples_ts) ss += (x - r.avg_ts) * (x - r.avg_ts);
+    r.stddev_ts = n > 1 ? std::sqrt(ss / (double)(n - 1)) : 0.0;
+}
+
+// ---- formatting ----------------------------------------------------------------------------------
+
+std::string format_bytes(uint64_t bytes) {
+    char buf[32];
+    if (bytes >= (1ull << 30)) {
+        std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / 1073741824.0);
+    } else {
+        std::snprintf(buf, sizeof buf, "%.2f MiB", bytes / 1048576.0);
+    }
+    return buf;
+}
+
+std::string format_params(uint64_t n) {
+    char buf[32];
+    if (n >= 1000000000ull) {
+        std::snprintf(buf, sizeof buf, "%.2f B", n / 1e9);
+    } else {
+        std::snprintf(buf, sizeof buf, "%.2f M", n / 1e6);
+    }
+    return buf;
+}
+
+std::string json_string(const std::string &s) {
+    std::string out = "\"";
+    for (unsigned char c : s) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += (char)c;
+        } else if (c < 0x20) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\u%04x", c);
+            out += buf;
+        } else {
+            out += (char)c;
+        }
+    }
+    return out + "\"";
+}
+
+std::string json_number(double x) {
+    if (!std::isfinite(x)) return "null";
+    char buf[40];
+    std::snprintf(buf, sizeof buf, "%.6f", x);
+    return buf;
+}
+
+std::string json_array(const std::vector<double> &v) {
+    std::string out = "[";
+    for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + json_number(v[i]);
+    return out + "]";
+}
+
+std::string utc_now() {
+    const std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+struct ModelInfo {
+    std::string path, desc, backend, build;
+    uint64_t n_params = 0, file_size = 0;
+    int32_t n_threads = 0;
+    bool gpu = false;
+};
+
+const char *const kMdHeader =
+    "| model                          |       size |     params | backend     |          test |                  t/s |"
+    "       ms |\n"
+    "| ------------------------------ | ---------: | ---------: | ----------- | ------------: | -------------------: |"
+    " -------: |\n";
+
+void print_md_row(const ModelInfo &m, const Result &r) {
+    char ts[64];
+    std::snprintf(ts, sizeof ts, "%.2f ± %.2f", r.avg_ts, r.stddev_ts);
+    // "±" is two bytes in UTF-8: one more byte of width keeps the column aligned on screen.
+    std::printf("| %-30s | %10s | %10s | %-11s | %13s | %21s | %8.2f |\n", m.desc.c_str(), format_bytes(m.file_size).c_str(),
+                format_params(m.n_params).c_str(), m.backend.c_str(), r.test.name.c_str(), ts, r.avg_ms);
+    std::fflush(stdout);
+}
+
+void print_md_memory(const ModelInfo &m, const std::vector<Result> &results) {
+    std::printf("\nmemory (planned = weights + KV cache + arena + workspace%s):\n",
+                m.gpu ? "; device used = GPU memory in use by all processes after the test" : "");
+    for (const Result &r : results) {
+        const seaopt_memory_report &mem = r.memory;
+        std::printf("  %-8s n_ctx %5u, n_batch %5u: planned %s = weights %s + KV cache %s + arena %s + workspace %s",
+                    r.test.name.c_str(), r.n_ctx, r.n_batch, format_bytes(mem.total_bytes).c_str(),
+                    format_bytes(mem.weights_bytes).c_str(), format_bytes(mem.kv_cache_bytes).c_str(),
+                    format_bytes(mem.arena_bytes).c_str(), format_bytes(mem.workspace_bytes).c_str());
+        if (m.gpu) std::printf("; device used %s", format_bytes(mem.device_used_bytes).c_str());
+        std::printf("\n");
+    }
+    std::printf("\nbuild: %s\n", m.build.c_str());
+}
+
+void print_json(const ModelInfo &m, const std::vector<Result> &results) {
+    const std::string time = utc_now();
+    std::printf("[\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+        const Result &r = results[i];
+        const seaopt_memory_report &mem = r.memory;
+        std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
+                    "\"backend\": %s, \"build_info\": %s, \"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
+                    "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"reps\": %zu, "
+                    "\"avg_ts\": %s, \"stddev_ts\": %s, \"avg_ms\": %s, \"samples_ts\": %s, \"samples_ms\": %s, "
+                    "\"planned_bytes\": %llu, \"weights_bytes\": %llu, \"kv_cache_bytes\": %llu, "
+                    "\"arena_bytes\": %llu, \"workspace_bytes\": %llu, \"device_used_bytes\": %llu, "
+                    "\"test_time\": %s}%s\n",
+                    json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
+                    (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
+                    m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(), r.test.n_prompt,
+                    r.test.n_gen, r.samples_ts.size(), json_number(r.avg_ts).c_str(),
+                    json_number(r.stddev_ts).c_str(), json_number(r.avg_ms).c_str(),
+                    json_array(r.samples_ts).c_str(), json_array(r.samples_ms).c_str(),
+                    (unsigned long long)mem.total_bytes, (unsigned long long)mem.weights_bytes,
+                    (unsigned long long)mem.kv_cache_bytes, (unsigned long long)mem.arena_bytes,
+                    (unsigned long long)mem.workspace_bytes, (unsigned long long)mem.device_used_bytes,
+                    json_string(time).c_str(), i + 1 < results.size() ? "," : "");
+    }
+    std::printf("]\n");
+    std::fflush(stdout);
+}
+
+// ---- the benchmark -------------------------------------------------------------------------------
+
+int run(const Options &opt, const std::vector<Test> &tests) {
+    seaopt_tools::install_log(opt.verbose);
+
+    static const std::map<std::string, seaopt_device> devices = {
+        {"auto", SEAOPT_DEVICE_AUTO}, {"cpu", SEAOPT_DEVICE_CPU}, {"cuda", SEAOPT_DEVICE_CUDA}};
+    seaopt_model_params mparams = seaopt_model_default_params();
+    mparams.device = devices.at(opt.device);
+    seaopt_model *raw_model = nullptr;
+    const Clock::time_point t_load = Clock::now();
+    if (seaopt_model_load(opt.model_path.c_str(), &mparams, &raw_model) != SEAOPT_OK) {
+        return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
+    }
+    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+    const double load_s = seconds_since(t_load);
+
+    ModelInfo info;
+    info.path = opt.model_path;
+    char desc[128];
+    seaopt_model_desc(model.get(), desc, sizeof desc);
+    info.desc = desc;
+    info.n_params = seaopt_model_n_params(model.get());
+    info.build = seaopt_build_info();
+    info.n_threads = opt.n_threads;
+    std::error_code ec;
+    const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
+    info.file_size = ec ? 0 : (uint64_t)file_size;
+
+    // Context size: what the largest test needs, rounded up to 256, within the model's positions.
+    const int32_t n_ctx_train = seaopt_model_n_ctx_train(model.get());
+    uint32_t need = 0;
+    const Test *largest = nullptr;
+    for (const Test &t : tests) {
+        if (t.positions() > need) need = t.positions(), largest = &t;
+    }
+    if (need > (uint32_t)n_ctx_train) {
+        return fail(largest->name + " needs " + std::to_string(need) + " positions" +
+                    (largest->n_gen > 0 ? " (BOS + " + std::to_string(largest->n_gen) + " generated)" : "") +
+                    ", more than the model's " + std::to_string(n_ctx_train) + " (n_ctx_train)");
+    }
+    uint32_t n_ctx = (uint32_t)opt.n_ctx;
+    if (n_ctx == 0) {
+        n_ctx = std::min<uint32_t>((need + 255) / 256 * 256, (uint32_t)n_ctx_train);
+    } else if (n_ctx > (uint32_t)n_ctx_train) {
+        return fail("-c " + std::to_string(n_ctx) + " is larger than the model's " + std::to_string(n_ctx_train) +
+                    " positions (n_ctx_train)");
+    } else if (n_ctx < need) {
+        return fail(largest->name + " needs " + std::to_string(need) + " positions, more than -c " +
+                    std::to_string(n_ctx) + " holds");
+    }
+
+    const seaopt_token bos = seaopt_token_bos(model.get());
+    int32_t max_prompt = 0;
+    for (const Test &t : tests) max_prompt = std::max(max_prompt, t.n_prompt);
+    const std::vector<seaopt_token> ids = bench_tokens(max_prompt, bos, seaopt_model_n_vocab(model.get()));
+
+    std::fprintf(stderr, "%s: %s\n", kProgram, info.build.c_str());
+    std::fprintf(stderr, "%s: model %s (%s, %llu params, %s) loaded in %.2f s; n_ctx = %u, %d timed run%s%s\n",
+                 kProgram, opt.model_path.c_str(), info.desc.c_str(), (unsigned long long)info.n_params,
+                 format_bytes(info.file_size).c_str(), load_s, n_ctx, opt.reps, opt.reps == 1 ? "" : "s",
+                 opt.no_warmup ? ", no warm-up" : " after one warm-up run");
+
+    const bool md = opt.output == "md";
+    std::vector<Result> results;
+    for (const Test &test : tests) {
+        Result r;
+        r.test = test;
+        r.n_ctx = n_ctx;
+        r.n_batch = test.batch();
+        seaopt_context_params cparams = seaopt_context_default_params();
+        cparams.n_ctx = n_ctx;
+        cparams.n_batch = r.n_batch;
+        cparams.n_seq_max = 1;
+        cparams.n_threads = opt.n_threads;
+        seaopt_context *raw_ctx = nullptr;
+        if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) {
+            return fail(test.name + ": cannot create a context (n_ctx " + std::to_string(n_ctx) + ", n_batch " +
+                        std::to_string(r.n_batch) + "): " + seaopt_last_error());
+        }
+        const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
+        if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
+
+        if (results.empty()) {
+            // The public API has no device query: a context on the GPU plans an arena and sees the
+            // device's memory in use; the CPU engine reports neither.
+            seaopt_memory_report mem{};
+            if (seaopt_context_memory(ctx.get(), &mem) != SEAOPT_OK) {
+                return fail(test.name + ": cannot read the context's memory: " + seaopt_last_error());
+            }
+            info.gpu = opt.device == "cuda" || (opt.device == "auto" && (mem.arena_bytes > 0 || mem.device_used_bytes > 0));
+            info.backend = info.gpu ? "seaopt-cuda" : "seaopt-cpu";
+            if (md) std::printf("%s", kMdHeader);
+        }
+
+        std::fprintf(stderr, "%s: %s on %s ...\n", kProgram, test.name.c_str(), info.gpu ? "cuda" : "cpu");
+        double seconds = 0;
+        if (!opt.no_warmup && !run_once(ctx.get(), test, ids, bos, &seconds)) {
+            return fail(test.name + " (warm-up): " + seaopt_last_error());
+        }
+        for (int32_t rep = 0; rep < opt.reps; ++rep) {
+            if (!run_once(ctx.get(), test, ids, bos, &seconds)) {
+                return fail(test.name + " (run " + std::to_string(rep + 1) + "): " + seaopt_last_error());
+            }
+            seconds = std::max(seconds, 1e-9);
+            r.samples_ts.push_back(test.n_tokens() / seconds);
+            r.samples_ms.push_back(1e3 * seconds);
+        }
+        summarize(r);
+        if (seaopt_context_memory(ctx.get(), &r.memory) != SEAOPT_OK) {
+            return fail(test.name + ": cannot read the context's memory: " + seaopt_last_error());
+        }
+        if (md) print_md_row(info, r);
+        results.push_back(r);
+    }
+
+    if (md) {
+        print_md_memory(info, results);
+    } else {
+        print_json(info, results);
+    }
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    Options opt;
+    CLI::App app{"Throughput of an OPT model: prompt processing (ppN) and greedy generation (tgN), as llama-bench.",
+                 kProgram};
+    app.option_defaults()->always_capture_default();
+    app.footer(kTests);
+    app.add_option("-m,--model", opt.model_path, "model file (seaopt GGUF)")->required();
+    app.add_option("-p,--n-prompt", opt.prompt_sizes, "prompt sizes, a comma-separated list (0 = no ppN test)");
+    app.add_option("-n,--n-gen", opt.gen_sizes, "generation lengths, a comma-separated list (0 = no tgN test)");
+    app.add_option("-r,--repetitions", opt.reps, "timed runs of each test");
+    app.add_option("-o,--output", opt.output, "output format: md (a table) or json (an array of objects)")
+        ->check(CLI::IsMember({"md", "json"}));
+    app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
+    app.add_option("-c,--ctx-size", opt.n_ctx,
+                   "context size of every test (0 = what the largest test needs, rounded up to 256, at most the "
+                   "model's positions)");
+    app.add_flag("--no-warmup", opt.no_warmup, "skip the untimed warm-up run of each test");
+    app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
+    app.add_flag("--print-memory-plan", opt.print_memory_plan, "print each test context's memory plan to stderr");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::CallForHelp &e) {
+        return app.exit(e);
+    } catch (const CLI::ParseError &e) {
+        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
+        return 1;
+    }
+
+    std::vector<int32_t> prompt_sizes, gen_sizes;
+    std::string error;
+    if (!parse_size_list(opt.prompt_sizes, "-p/--n-prompt", prompt_sizes, error)) return fail(error);
+    if (!parse_size_list(opt.gen_sizes, "-n/--n-gen", gen_sizes, error)) return fail(error);
+    if (opt.reps < 1) return fail("-r/--repetitions must be >= 1, got " + std::to_string(opt.reps));
+    if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
+    if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
+
+    std::vector<Test> tests;
+    for (int32_t n : prompt_sizes) tests.push_back(Test{"pp" + std::to_string(n), n, 0});
+    for (int32_t n : gen_sizes) tests.push_back(Test{"tg" + std::to_string(n), 0, n});
+    if (tests.empty()) return fail("nothing to run: -p and -n are both 0");
+    return run(opt, tests);
+}

@@ -231,7 +231,8 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     b.push_back({"positions", i32 * T, upload, layers_end});
     b.push_back({"seq_ids", i32 * T, upload, layers_end});
     b.push_back({"tiles", tile * T, upload, layers_end});
-    b.push_back({"output_rows", i32 * N, upload, head_gather});
+    // Indices of every token that may want logits (all T): the head then runs in chunks of N rows.
+    b.push_back({"output_rows", i32 * T, upload, head_gather});
     // Embedding and the residual stream.
     b.push_back({"x", f32 * T * C, embed, head_gather});
     if (hp.has_proj()) b.push_back({"embd_proj_in", f16 * T * D, embed, embed});

@@ -64,7 +64,8 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 // ---- the OPT forward ---------------------------------------------------------------------------
 //
 // The activation buffers of one CUDA forward of an OPT model for a batch of n_tokens tokens (T), of
-// which n_outputs (N) want logits. C = n_embd, D = n_embd_proj, F = n_ff, V = n_vocab; fp16 = 2 bytes.
+// which n_outputs (N) want logits — or, when the engine runs the head in chunks, N = the chunk size
+// (output_rows still holds all T indices). C = n_embd, D = n_embd_proj, F = n_ff, V = n_vocab; fp16 = 2 bytes.
 //
 // The layer loop is planned as ONE period that stands for every layer (steps kOptStepLayer0 ..
 // kOptStepLayer0 + kOptStepsPerLayer - 1): every layer runs the same ops on the same buffers at the
@@ -78,7 +79,7 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 // Steps (ops) and buffers:
 //   0  upload batch metadata      ids i32[T] (read at 1), positions i32[T], seq_ids i32[T] and
 //                                 tiles 16 B x T (attention tiles) read through the layers,
-//                                 output_rows i32[N] (read at the head gather)
+//                                 output_rows i32[T] (read at the head gather)
 //   1  embed                      x f32[T,C] (to the head gather); projection models (D != C) also
 //                                 embd_proj_in f16[T,D]: gather, then a GEMM into x (dies at 1)
 //   2  attn LN                    pre-LN: LN(x) -> h16 f16[T,C]; post-LN: none (layer 0: the fp16

@@ -203,6 +203,10 @@ struct OptCudaState {
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
 
+    char *buffer_or_null(const std::string &name) const {
+        const auto it = buffers.find(name);
+        return it == buffers.end() ? nullptr : it->second;
+    }
     char *buffer(const std::string &name) const {
         const auto it = buffers.find(name);
         if (it == buffers.end()) throw Error(SEAOPT_ERR_INTERNAL, "memory plan has no buffer '" + name + "'");
@@ -229,6 +233,7 @@ void destroy_cuda_state(OptCudaState *s) {
 
 namespace {
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
+constexpr int kHeadChunkRows = 128;                      // outputs per lm_head GEMM (see the head)
 uint64_t staging_bytes(uint32_t n_batch) {
     return (uint64_t)n_batch * (4 * sizeof(int32_t) + sizeof(cuda::AttentionTile));
 }
@@ -244,7 +249,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->n_batch = n_batch;
     s->weights_bytes = w.bytes;
     s->kv_bytes = 2ull * hp.n_layer * s->per_layer_elems(hp) * sizeof(half_t);
-    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, n_batch));
+    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, std::min<uint32_t>(n_batch, kHeadChunkRows)));
 
     // Refuse before allocating anything if the plan does not fit.
     size_t free_b = 0, total_b = 0;
@@ -374,24 +379,28 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
             if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
         }
 
-        if (N > 0) {
-            float *head_x = reinterpret_cast<float *>(s.buffer("head_x"));
-            half_t *head16 = reinterpret_cast<half_t *>(s.buffer("head16"));
-            float *logits = reinterpret_cast<float *>(s.buffer("logits"));
-            cuda::gather_rows_f32(head_x, x, out_rows, N, C, st);
+        // The head, in chunks of at most kHeadChunkRows outputs: the logits buffer of the arena
+        // holds one chunk (26 MB for OPT), not all of a 2048-token window's (412 MB).
+        float *head_x = reinterpret_cast<float *>(s.buffer_or_null("head_x"));
+        half_t *head16 = reinterpret_cast<half_t *>(s.buffer_or_null("head16"));
+        float *logits = reinterpret_cast<float *>(s.buffer_or_null("logits"));
+        for (int r0 = 0; r0 < N; r0 += kHeadChunkRows) {
+            const int n = std::min(kHeadChunkRows, N - r0);
+            cuda::gather_rows_f32(head_x, x, out_rows + r0, n, C, st);
             if (hp.has_output_norm()) {
-                cuda::layernorm_forward(head16, nullptr, head_x, w.out_norm_w, w.out_norm_b, N, C, eps, st);
+                cuda::layernorm_forward(head16, nullptr, head_x, w.out_norm_w, w.out_norm_b, n, C, eps, st);
             } else {
-                cuda::convert_f32_to_f16(head16, head_x, (size_t)N * C, st);
+                cuda::convert_f32_to_f16(head16, head_x, (size_t)n * C, st);
             }
             const half_t *head_in = head16;
             if (hp.has_proj()) {
                 half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
-                cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, N, C, D, st);
+                cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, n, C, D, st);
                 head_in = hp16;
             }
-            cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, N, D, V, st);
-            check(cudaMemcpyAsync(logits_dst, logits, (size_t)N * V * 4, cudaMemcpyDeviceToHost, st), "copy logits");
+            cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
+            check(cudaMemcpyAsync(logits_dst + (size_t)r0 * V, logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost, st),
+                  "copy logits");
         }
     };
 

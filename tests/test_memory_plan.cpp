@@ -351,7 +351,7 @@ TEST(MemoryPlan, OptForwardBuffers) {
     EXPECT_EQ(by_name.at("attn").bytes, 2 * T * C);
     EXPECT_EQ(by_name.at("ff").bytes, 2 * T * F);
     EXPECT_EQ(by_name.at("tiles").bytes, 16 * T);
-    EXPECT_EQ(by_name.at("output_rows").bytes, 4 * N);
+    EXPECT_EQ(by_name.at("output_rows").bytes, 4 * T);  // every token may want logits; the head runs in chunks of N
     EXPECT_EQ(by_name.at("head_x").bytes, 4 * N * C);
     EXPECT_EQ(by_name.at("head16").bytes, 2 * N * C);
     EXPECT_EQ(by_name.at("logits").bytes, 4 * N * 50272);
@@ -425,7 +425,7 @@ TEST(MemoryPlan, OptShapes) {
     const uint64_t T = 2048, C = 2048, F = 8192;
     const MemoryPlan p1 = seaopt::plan_memory(seaopt::opt_forward_buffers(opt_1_3b(), 2048, 1));
     const uint64_t fc1_live = 4 * T * C + 2 * T * C + 2 * T * F + (4 + 4 + 16) * T;  // + positions, seq_ids, tiles
-    EXPECT_EQ(p1.arena_bytes, fc1_live + 4);  // + output_rows (one int32), placed last, at the top
+    EXPECT_EQ(p1.arena_bytes, fc1_live + 4 * T);  // + output_rows (an int32 per token)
     EXPECT_EQ(p1.arena_bytes, seaopt::peak_live_bytes(seaopt::opt_forward_buffers(opt_1_3b(), 2048, 1)));
 }
 

@@ -1,7 +1,8 @@
 // The simple CUDA kernels (engine/cuda/ops.h: embedding, row gathers, LayerNorm, KV cache append)
-// and the cuBLASLt GEMM wrapper (engine/cuda/gemm.h), each against its CPU reference
-// (engine/cpu_ops.h) run in fp32 on the same fp16-rounded inputs. Every check prints its max error
-// and tolerance. Runs only where a GPU exists (tests/gpu_test_main.cpp skips the program otherwise).
+// and the GEMM wrapper (engine/cuda/gemm.h: cuBLASLt, and its own GEMV kernels for rows <= 8), each
+// against its CPU reference (engine/cpu_ops.h) run in fp32 on the same fp16-rounded inputs. Every
+// check prints its max error and tolerance. Runs only where a GPU exists (tests/gpu_test_main.cpp
+// skips the program otherwise).
 //
 // Tolerances (why):
 //   - embedding, gathers, KV cache append: bitwise. They copy fp16 bits or add two exactly
@@ -436,102 +437,147 @@ struct GemmCase {
     GemmKind kind;
 };
 
-// Runs one GEMM on the GPU and on the CPU reference and checks every output against its tolerance.
-// misalign: shift x, w and y by one element off their 256-byte-aligned allocations.
-void check_gemm(seaopt::cuda::GemmHandle *handle, const GemmCase &gc, cudaStream_t stream, std::mt19937 &rng,
-                bool misalign = false) {
+// One GEMM case: its fp16/fp32 inputs, the CPU reference and the tolerance of every output.
+// misalign: x, w and y sit one element off their 256-byte-aligned allocations.
+struct GemmProblem {
+    GemmCase gc;
+    bool f16_out = false, has_bias = false, relu = false;
+    float beta = 0.0f;
+    size_t shift = 0;
+    std::vector<half_t> x16, w16, bias16;  // x16, w16 hold `shift` extra leading elements
+    std::vector<float> bias32, y0;         // y0 too (the residual stream for beta != 0)
+    std::vector<float> ref;                // [rows, n_out]
+    std::vector<double> tol;               // [rows, n_out]
+    std::vector<float> naive_f16;          // fp16 output: the plain fp16-output reference
+};
+
+GemmProblem make_gemm_problem(const GemmCase &gc, std::mt19937 &rng, bool misalign = false) {
+    GemmProblem p;
+    p.gc = gc;
     const int rows = gc.rows, n_in = gc.n_in, n_out = gc.n_out;
-    const bool f16_out =
-        gc.kind == GemmKind::F16None || gc.kind == GemmKind::F16Bias || gc.kind == GemmKind::F16BiasRelu;
-    const bool has_bias = gc.kind == GemmKind::F16Bias || gc.kind == GemmKind::F16BiasRelu ||
-                          gc.kind == GemmKind::F32Beta0Bias || gc.kind == GemmKind::F32Beta1Bias;
-    const bool relu = gc.kind == GemmKind::F16BiasRelu;
-    const float beta = (gc.kind == GemmKind::F32Beta1 || gc.kind == GemmKind::F32Beta1Bias) ? 1.0f : 0.0f;
-    const size_t shift = misalign ? 1 : 0;
+    p.f16_out = gc.kind == GemmKind::F16None || gc.kind == GemmKind::F16Bias || gc.kind == GemmKind::F16BiasRelu;
+    p.has_bias = gc.kind == GemmKind::F16Bias || gc.kind == GemmKind::F16BiasRelu ||
+                 gc.kind == GemmKind::F32Beta0Bias || gc.kind == GemmKind::F32Beta1Bias;
+    p.relu = gc.kind == GemmKind::F16BiasRelu;
+    p.beta = (gc.kind == GemmKind::F32Beta1 || gc.kind == GemmKind::F32Beta1Bias) ? 1.0f : 0.0f;
+    p.shift = misalign ? 1 : 0;
+    const size_t shift = p.shift;
 
     // Inputs of magnitude ~1 and weights scaled by 1/sqrt(n_in), so outputs are ~1 as in a network.
     const float w_scale = std::sqrt(3.0f / (float)n_in);
-    const std::vector<half_t> x16 = random_f16((size_t)rows * n_in + shift, -1.0f, 1.0f, rng);
-    const std::vector<half_t> w16 = random_f16((size_t)n_out * n_in + shift, -w_scale, w_scale, rng);
-    const std::vector<half_t> bias16 = random_f16(n_out, -0.5f, 0.5f, rng);
-    const std::vector<float> bias32 = random_f32(n_out, -0.5f, 0.5f, rng);
-    const std::vector<float> y0 = random_f32((size_t)rows * n_out + shift, -4.0f, 4.0f, rng);  // residual stream
+    p.x16 = random_f16((size_t)rows * n_in + shift, -1.0f, 1.0f, rng);
+    p.w16 = random_f16((size_t)n_out * n_in + shift, -w_scale, w_scale, rng);
+    p.bias16 = random_f16(n_out, -0.5f, 0.5f, rng);
+    p.bias32 = random_f32(n_out, -0.5f, 0.5f, rng);
+    p.y0 = random_f32((size_t)rows * n_out + shift, -4.0f, 4.0f, rng);  // residual stream
 
     // CPU reference in fp32 on the same fp16 values, and Σ|terms| per output for the tolerance.
-    const std::vector<float> x_all = to_f32(x16), w_all = to_f32(w16);
+    const std::vector<float> x_all = to_f32(p.x16), w_all = to_f32(p.w16);
     const std::vector<float> x(x_all.begin() + shift, x_all.end()), w(w_all.begin() + shift, w_all.end());
     std::vector<float> bias(n_out, 0.0f);
-    if (has_bias) bias = f16_out ? to_f32(bias16) : bias32;
+    if (p.has_bias) bias = p.f16_out ? to_f32(p.bias16) : p.bias32;
     std::vector<float> x_abs(x.size()), w_abs(w.size()), bias_abs(n_out);
     for (size_t i = 0; i < x.size(); ++i) x_abs[i] = std::fabs(x[i]);
     for (size_t i = 0; i < w.size(); ++i) w_abs[i] = std::fabs(w[i]);
     for (int o = 0; o < n_out; ++o) bias_abs[o] = std::fabs(bias[o]);
-    std::vector<float> ref((size_t)rows * n_out), terms((size_t)rows * n_out), product((size_t)rows * n_out);
-    seaopt::cpu::linear(ref.data(), x.data(), w.data(), has_bias ? bias.data() : nullptr, rows, n_in, n_out,
+    std::vector<float> &ref = p.ref;
+    ref.resize((size_t)rows * n_out);
+    std::vector<float> terms((size_t)rows * n_out), product((size_t)rows * n_out);
+    seaopt::cpu::linear(ref.data(), x.data(), w.data(), p.has_bias ? bias.data() : nullptr, rows, n_in, n_out,
                         cpu_threads());
     seaopt::cpu::linear(terms.data(), x_abs.data(), w_abs.data(), bias_abs.data(), rows, n_in, n_out, cpu_threads());
     for (size_t i = 0; i < ref.size(); ++i) product[i] = ref[i] - bias[i % n_out];  // x·wᵀ alone
-    if (relu) seaopt::cpu::relu_inplace(ref.data(), ref.size());
-    if (beta != 0.0f) {
+    if (p.relu) seaopt::cpu::relu_inplace(ref.data(), ref.size());
+    if (p.beta != 0.0f) {
         for (size_t i = 0; i < ref.size(); ++i) {
-            ref[i] += beta * y0[i + shift];
-            terms[i] += std::fabs(beta * y0[i + shift]);
+            ref[i] += p.beta * p.y0[i + shift];
+            terms[i] += std::fabs(p.beta * p.y0[i + shift]);
         }
     }
 
-    DeviceBuffer<half_t> d_x(x16), d_w(w16), d_bias16(bias16);
-    DeviceBuffer<float> d_bias32(bias32);
+    // Tolerances (the rules at the top of this file).
+    const double half_ulp = std::ldexp(1.0, -11);  // relative rounding error of fp16
+    p.tol.resize(ref.size());
+    if (p.f16_out) p.naive_f16.resize(ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+        double tol = 1e-4 * terms[i];
+        if (p.f16_out) {
+            const double e_fp16 = half_ulp * (std::fabs(ref[i]) + (p.has_bias ? std::fabs(product[i]) : 0.0));
+            tol += 2.0 * e_fp16 + std::ldexp(1.0, -24);
+            // The plain fp16-output reference itself, for the printout: round x·wᵀ, add the bias, round.
+            float naive =
+                p.has_bias ? round_f16(round_f16(product[i]) + bias[i % n_out]) : round_f16(product[i]);
+            if (p.relu) naive = std::max(naive, 0.0f);
+            p.naive_f16[i] = naive;
+        }
+        p.tol[i] = tol;
+    }
+    return p;
+}
+
+// Runs the GEMM on the GPU for the first `rows` rows (<= p.gc.rows) of the problem's x (and y0);
+// returns y [rows, n_out] as fp32.
+std::vector<float> run_gemm_problem(seaopt::cuda::GemmHandle *handle, const GemmProblem &p, int rows,
+                                    cudaStream_t stream) {
+    const int n_out = p.gc.n_out;
+    const size_t shift = p.shift;
+    DeviceBuffer<half_t> d_x(p.x16), d_w(p.w16), d_bias16(p.bias16);
+    DeviceBuffer<float> d_bias32(p.bias32);
     std::vector<float> got((size_t)rows * n_out);
-    if (f16_out) {
-        const seaopt::cuda::Epilogue epilogue = gc.kind == GemmKind::F16None ? seaopt::cuda::Epilogue::None
-                                                : relu                       ? seaopt::cuda::Epilogue::BiasRelu
-                                                                             : seaopt::cuda::Epilogue::Bias;
+    if (p.f16_out) {
+        const seaopt::cuda::Epilogue epilogue = p.gc.kind == GemmKind::F16None ? seaopt::cuda::Epilogue::None
+                                                : p.relu                       ? seaopt::cuda::Epilogue::BiasRelu
+                                                                               : seaopt::cuda::Epilogue::Bias;
         DeviceBuffer<half_t> d_y(
             std::vector<half_t>((size_t)rows * n_out + shift, 0x7E00u));  // NaN: must be overwritten
         seaopt::cuda::gemm_f16(handle, d_y.get() + shift, d_x.get() + shift, d_w.get() + shift,
-                               has_bias ? d_bias16.get() : nullptr, epilogue, rows, n_in, n_out, stream);
+                               p.has_bias ? d_bias16.get() : nullptr, epilogue, rows, p.gc.n_in, n_out, stream);
         cuda_ok(cudaStreamSynchronize(stream), "gemm_f16");
         const std::vector<half_t> y16 = d_y.download();
         for (size_t i = 0; i < got.size(); ++i) got[i] = f16_to_f32(y16[i + shift]);
     } else {
         // With beta = 0 the old y must not matter: fill it with NaN.
-        std::vector<float> y_init = y0;
-        if (beta == 0.0f) std::fill(y_init.begin(), y_init.end(), std::numeric_limits<float>::quiet_NaN());
+        std::vector<float> y_init(p.y0.begin(), p.y0.begin() + (size_t)rows * n_out + shift);
+        if (p.beta == 0.0f) std::fill(y_init.begin(), y_init.end(), std::numeric_limits<float>::quiet_NaN());
         DeviceBuffer<float> d_y(y_init);
         seaopt::cuda::gemm_f16_to_f32(handle, d_y.get() + shift, d_x.get() + shift, d_w.get() + shift,
-                                      has_bias ? d_bias32.get() : nullptr, beta, rows, n_in, n_out, stream);
+                                      p.has_bias ? d_bias32.get() : nullptr, p.beta, rows, p.gc.n_in, n_out, stream);
         cuda_ok(cudaStreamSynchronize(stream), "gemm_f16_to_f32");
         const std::vector<float> y32 = d_y.download();
         std::copy(y32.begin() + shift, y32.end(), got.begin());
     }
+    return got;
+}
 
-    const double half_ulp = std::ldexp(1.0, -11);  // relative rounding error of fp16
+// Checks `got` (the first rows·n_out outputs) against the reference and its tolerances.
+void check_gemm_result(const GemmProblem &p, const std::vector<float> &got, int rows, const char *note = "") {
+    const int n_in = p.gc.n_in, n_out = p.gc.n_out;
     double max_err = 0.0, max_ratio = 0.0, max_err_naive_f16 = 0.0;
     size_t n_bad = 0, first_bad = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-        const double err = std::fabs((double)got[i] - ref[i]);
-        double tol = 1e-4 * terms[i];
-        if (f16_out) {
-            const double e_fp16 = half_ulp * (std::fabs(ref[i]) + (has_bias ? std::fabs(product[i]) : 0.0));
-            tol += 2.0 * e_fp16 + std::ldexp(1.0, -24);
-            // The plain fp16-output reference itself, for the printout: round x·wᵀ, add the bias, round.
-            float naive = has_bias ? round_f16(round_f16(product[i]) + bias[i % n_out]) : round_f16(product[i]);
-            if (relu) naive = std::max(naive, 0.0f);
-            max_err_naive_f16 = std::max(max_err_naive_f16, std::fabs((double)naive - ref[i]));
-        }
+    for (size_t i = 0; i < (size_t)rows * n_out; ++i) {
+        const double err = std::fabs((double)got[i] - p.ref[i]);
+        const double tol = p.tol[i];
+        if (p.f16_out) max_err_naive_f16 = std::max(max_err_naive_f16, std::fabs((double)p.naive_f16[i] - p.ref[i]));
         max_err = std::max(max_err, err);
         max_ratio = std::max(max_ratio, err / tol);
         if (!(err <= tol)) {  // NaN counts as bad
             if (n_bad++ == 0) first_bad = i;
         }
     }
-    std::printf("gemm %-15s rows=%5d n_in=%5d n_out=%5d%s: max|err| %.3g, max err/tol %.3f", gemm_kind_name(gc.kind),
-                rows, n_in, n_out, misalign ? " (misaligned)" : "", max_err, max_ratio);
-    if (f16_out) std::printf(" (plain fp16 reference: max|err| %.3g)", max_err_naive_f16);
+    std::printf("gemm %-15s rows=%5d n_in=%5d n_out=%5d%s%s: max|err| %.3g, max err/tol %.3f",
+                gemm_kind_name(p.gc.kind), rows, n_in, n_out, p.shift ? " (misaligned)" : "", note, max_err, max_ratio);
+    if (p.f16_out) std::printf(" (plain fp16 reference: max|err| %.3g)", max_err_naive_f16);
     std::printf("\n");
-    EXPECT_EQ(n_bad, 0u) << gemm_kind_name(gc.kind) << " rows " << rows << " n_in " << n_in << " n_out " << n_out
-                         << ": first bad output " << first_bad << " (row " << first_bad / n_out << ", col "
-                         << first_bad % n_out << "): got " << got[first_bad] << ", expected " << ref[first_bad];
+    EXPECT_EQ(n_bad, 0u) << gemm_kind_name(p.gc.kind) << " rows " << rows << " n_in " << n_in << " n_out " << n_out
+                         << note << ": first bad output " << first_bad << " (row " << first_bad / n_out << ", col "
+                         << first_bad % n_out << "): got " << got[first_bad] << ", expected " << p.ref[first_bad];
+}
+
+// Runs one GEMM on the GPU and on the CPU reference and checks every output against its tolerance.
+void check_gemm(seaopt::cuda::GemmHandle *handle, const GemmCase &gc, cudaStream_t stream, std::mt19937 &rng,
+                bool misalign = false) {
+    const GemmProblem p = make_gemm_problem(gc, rng, misalign);
+    check_gemm_result(p, run_gemm_problem(handle, p, gc.rows, stream), gc.rows);
 }
 
 class GpuGemm : public GpuKernels {
@@ -578,14 +624,195 @@ TEST_F(GpuGemm, Opt13bShapes) {
     for (const GemmCase &gc : cases) check_gemm(handle_, gc, stream_, rng);
 }
 
+// ---- GEMV path (rows <= 8) ---------------------------------------------------------------------------
+// gemm_f16 / gemm_f16_to_f32 with rows <= 8 run our GEMV kernels (engine/cuda/gemm.cu), not
+// cuBLASLt; same tolerances. Shapes: OPT-1.3B's and OPT-125m's layers and lm_head, n_in with a
+// partial last 32-wide chunk (72, 1000), n_in % 8 != 0 (1001: the scalar kernel), less than one
+// chunk (8), and n_out not a multiple of the 16-output tile.
+TEST_F(GpuGemm, GemvPathAtOptShapes) {
+    // The GEMV kernels need sm_80; on such a device they must be in use, or this tests cuBLASLt.
+    int device = 0, major = 0;
+    cuda_ok(cudaGetDevice(&device), "cudaGetDevice");
+    cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "cudaDeviceGetAttribute");
+    std::printf("GEMV path for rows <= 8: %s (compute capability %d.x)\n",
+                seaopt::cuda::gemm_has_gemv(handle_) ? "on" : "off", major);
+    if (major >= 8) {
+        EXPECT_TRUE(seaopt::cuda::gemm_has_gemv(handle_));
+    }
+
+    std::mt19937 rng(23);
+    struct Shape {
+        int n_in, n_out;
+        GemmKind kind;
+    };
+    const Shape shapes[] = {
+        {2048, 6144, GemmKind::F16Bias},       // OPT-1.3B fused qkv
+        {2048, 2048, GemmKind::F32Beta1Bias},  // out_proj into the residual stream
+        {2048, 8192, GemmKind::F16BiasRelu},   // fc1
+        {8192, 2048, GemmKind::F32Beta1Bias},  // fc2 into the residual stream
+        {2048, 50272, GemmKind::F32Beta0},     // lm_head logits (y starts as NaN)
+        {768, 3072, GemmKind::F16BiasRelu},    // OPT-125m fc1
+        {3072, 768, GemmKind::F32Beta1Bias},   // OPT-125m fc2
+        {2048, 2048, GemmKind::F16None},       {2048, 2048, GemmKind::F32Beta0Bias},
+        {2048, 2048, GemmKind::F32Beta1},      {72, 200, GemmKind::F16Bias},
+        {1000, 300, GemmKind::F32Beta1Bias},   {1001, 130, GemmKind::F16BiasRelu},
+        {8, 17, GemmKind::F32Beta0Bias},
+    };
+    for (const int rows : {1, 2, 5, 8}) {
+        for (const Shape &s : shapes) check_gemm(handle_, {rows, s.n_in, s.n_out, s.kind}, stream_, rng);
+    }
+}
+
+// The same data through both paths: rows = 9 (cuBLASLt) and its first 8 rows (GEMV). Each is
+// checked against the reference, and the two must agree within the sum of their allowances (2·tol,
+// what the two checks imply); the printout shows how much closer they are.
+TEST_F(GpuGemm, GemvAgreesWithCublasLt) {
+    std::mt19937 rng(29);
+    const GemmCase cases[] = {
+        {9, 2048, 6144, GemmKind::F16Bias},      {9, 2048, 2048, GemmKind::F32Beta1Bias},
+        {9, 2048, 8192, GemmKind::F16BiasRelu},  {9, 8192, 2048, GemmKind::F32Beta1Bias},
+        {9, 2048, 50272, GemmKind::F32Beta0},    {9, 1000, 300, GemmKind::F16None},
+        {9, 1001, 130, GemmKind::F32Beta0Bias},
+    };
+    for (const GemmCase &gc : cases) {
+        const GemmProblem p = make_gemm_problem(gc, rng);
+        const std::vector<float> got9 = run_gemm_problem(handle_, p, 9, stream_);  // cuBLASLt
+        const std::vector<float> got8 = run_gemm_problem(handle_, p, 8, stream_);  // GEMV
+        check_gemm_result(p, got9, 9, " (cuBLASLt)");
+        check_gemm_result(p, got8, 8, " (GEMV)");
+        double max_diff = 0.0, max_ratio = 0.0;
+        size_t n_bad = 0, first_bad = 0;
+        for (size_t i = 0; i < (size_t)8 * gc.n_out; ++i) {
+            const double diff = std::fabs((double)got8[i] - got9[i]);
+            max_diff = std::max(max_diff, diff);
+            max_ratio = std::max(max_ratio, diff / p.tol[i]);
+            if (!(diff <= 2.0 * p.tol[i]) && n_bad++ == 0) first_bad = i;
+        }
+        std::printf("gemm %-15s n_in=%5d n_out=%5d: GEMV (8 rows) vs cuBLASLt (9 rows): max|diff| %.3g, "
+                    "max diff/tol %.3f (limit 2)\n",
+                    gemm_kind_name(gc.kind), gc.n_in, gc.n_out, max_diff, max_ratio);
+        EXPECT_EQ(n_bad, 0u) << gemm_kind_name(gc.kind) << " n_in " << gc.n_in << " n_out " << gc.n_out
+                             << ": first disagreement at output " << first_bad << ": GEMV " << got8[first_bad]
+                             << ", cuBLASLt " << got9[first_bad];
+    }
+}
+
+// The decode step is captured in a CUDA graph: the GEMV launches must be capturable, and a replay
+// must give the bits of a direct call (the kernels are deterministic).
+TEST_F(GpuGemm, GemvIsCapturableInACudaGraph) {
+    using namespace seaopt::cuda;
+    std::mt19937 rng(31);
+    const int rows = 1, n_in = 2048, n_out = 2048;
+    const float w_scale = std::sqrt(3.0f / (float)n_in);
+    DeviceBuffer<half_t> d_x(random_f16((size_t)rows * n_in, -1.0f, 1.0f, rng));
+    DeviceBuffer<half_t> d_w(random_f16((size_t)n_out * n_in, -w_scale, w_scale, rng));
+    DeviceBuffer<half_t> d_bias16(random_f16(n_out, -0.5f, 0.5f, rng));
+    DeviceBuffer<float> d_bias32(random_f32(n_out, -0.5f, 0.5f, rng));
+    DeviceBuffer<half_t> d_y16_direct((size_t)rows * n_out), d_y16_graph((size_t)rows * n_out);
+    DeviceBuffer<float> d_y32_direct((size_t)rows * n_out), d_y32_graph((size_t)rows * n_out);
+
+    auto enqueue = [&](half_t *y16, float *y32) {
+        gemm_f16(handle_, y16, d_x.get(), d_w.get(), d_bias16.get(), Epilogue::BiasRelu, rows, n_in, n_out, stream_);
+        gemm_f16_to_f32(handle_, y32, d_x.get(), d_w.get(), d_bias32.get(), 0.0f, rows, n_in, n_out, stream_);
+    };
+    enqueue(d_y16_direct.get(), d_y32_direct.get());
+    sync();
+
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+        enqueue(d_y16_graph.get(), d_y32_graph.get());
+    } catch (...) {
+        cudaStreamEndCapture(stream_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+    }
+    cuda_ok(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    cuda_ok(err, "cudaGraphInstantiate");
+    for (int replay = 0; replay < 2; ++replay) cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+    sync();
+    cudaGraphExecDestroy(exec);
+
+    const std::vector<half_t> y16_direct = d_y16_direct.download(), y16_graph = d_y16_graph.download();
+    const std::vector<float> y32_direct = d_y32_direct.download(), y32_graph = d_y32_graph.download();
+    const size_t diff16 = count_bitwise_differences(y16_direct.data(), y16_graph.data(), y16_direct.size(), 2);
+    const size_t diff32 = count_bitwise_differences(y32_direct.data(), y32_graph.data(), y32_direct.size(), 4);
+    std::printf("gemv in a CUDA graph: f16 %zu, f32 %zu of %d values differ bitwise from direct calls\n", diff16,
+                diff32, rows * n_out);
+    EXPECT_EQ(diff16, 0u);
+    EXPECT_EQ(diff32, 0u);
+}
+
+// Not a check (nothing asserted on speed): the time of 100 calls at decode shapes and the implied
+// read bandwidth of w, for rows 1 and 8 (GEMV) and 9 (cuBLASLt, the path rows <= 8 took before).
+// The calls cycle through copies of w that together exceed L2 (>= 256 MiB), so w comes from HBM.
+TEST_F(GpuGemm, GemvBandwidthReport) {
+    using namespace seaopt::cuda;
+    cudaDeviceProp prop{};
+    int device = 0;
+    cuda_ok(cudaGetDevice(&device), "cudaGetDevice");
+    cuda_ok(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    struct Bench {
+        int n_in, n_out;
+        bool f16_out;
+        const char *what;
+    };
+    const int n_calls = 100, max_rows = 9;
+    for (const Bench b : {Bench{2048, 8192, true, "fc1 f16 bias+relu"}, Bench{2048, 50272, false, "lm_head f32"}}) {
+        const size_t w_elems = (size_t)b.n_out * b.n_in, w_bytes = w_elems * sizeof(half_t);
+        const size_t n_copies = std::max<size_t>(2, ((size_t)256 << 20) / w_bytes + 1);
+        DeviceBuffer<half_t> d_w(n_copies * w_elems), d_x((size_t)max_rows * b.n_in), d_bias16(b.n_out);
+        DeviceBuffer<float> d_y32((size_t)max_rows * b.n_out);
+        DeviceBuffer<half_t> d_y16((size_t)max_rows * b.n_out);
+        cuda_ok(cudaMemset(d_w.get(), 0x2C, n_copies * w_bytes), "cudaMemset w");  // 0x2C2C: 0.0635
+        cuda_ok(cudaMemset(d_x.get(), 0x3C, d_x.size() * sizeof(half_t)), "cudaMemset x");  // 0x3C3C: 1.06
+        cuda_ok(cudaMemset(d_bias16.get(), 0, b.n_out * sizeof(half_t)), "cudaMemset bias");
+        for (const int rows : {1, 8, 9}) {
+            auto call = [&](int i) {
+                const half_t *w = d_w.get() + (size_t)(i % n_copies) * w_elems;
+                if (b.f16_out) {
+                    gemm_f16(handle_, d_y16.get(), d_x.get(), w, d_bias16.get(), Epilogue::BiasRelu, rows, b.n_in,
+                             b.n_out, stream_);
+                } else {
+                    gemm_f16_to_f32(handle_, d_y32.get(), d_x.get(), w, nullptr, 0.0f, rows, b.n_in, b.n_out,
+                                    stream_);
+                }
+            };
+            for (size_t i = 0; i < n_copies; ++i) call((int)i);  // warm-up (and cuBLASLt's plan)
+            cudaEvent_t start = nullptr, stop = nullptr;
+            cuda_ok(cudaEventCreate(&start), "cudaEventCreate");
+            cuda_ok(cudaEventCreate(&stop), "cudaEventCreate");
+            cuda_ok(cudaEventRecord(start, stream_), "cudaEventRecord");
+            for (int i = 0; i < n_calls; ++i) call(i);
+            cuda_ok(cudaEventRecord(stop, stream_), "cudaEventRecord");
+            sync();
+            float ms = 0.0f;
+            cuda_ok(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+            cudaEventDestroy(start);
+            cudaEventDestroy(stop);
+            const double us_per_call = 1e3 * ms / n_calls;
+            const double gb_per_s = (double)w_bytes / (us_per_call * 1e-6) / 1e9;
+            std::printf("gemm bench %s: %s rows=%d %d->%d: %.2f us/call, %.0f GB/s of weights (%.1f MiB)\n",
+                        prop.name, rows <= 8 && gemm_has_gemv(handle_) ? "GEMV    " : "cuBLASLt", rows, b.n_in, b.n_out, us_per_call, gb_per_s,
+                        w_bytes / 1048576.0);
+        }
+    }
+}
+
 TEST_F(GpuGemm, MisalignedPointersGetTheirOwnAlgorithm) {
     std::mt19937 rng(17);
     // Aligned first (caches an algorithm that may assume 256-byte alignment), then the same shape
     // with pointers one element off: the cache keys on alignment, so this must still be right.
-    for (const GemmKind k : {GemmKind::F16Bias, GemmKind::F32Beta1Bias}) {
-        check_gemm(handle_, {7, 2048, 512, k}, stream_, rng, /*misalign=*/false);
-        check_gemm(handle_, {7, 2048, 512, k}, stream_, rng, /*misalign=*/true);
-        check_gemm(handle_, {7, 2048, 512, k}, stream_, rng, /*misalign=*/true);  // cached
+    // rows 9 goes to cuBLASLt; rows 7 to the GEMV path, whose misaligned case is the scalar kernel.
+    for (const int rows : {9, 7}) {
+        for (const GemmKind k : {GemmKind::F16Bias, GemmKind::F32Beta1Bias}) {
+            check_gemm(handle_, {rows, 2048, 512, k}, stream_, rng, /*misalign=*/false);
+            check_gemm(handle_, {rows, 2048, 512, k}, stream_, rng, /*misalign=*/true);
+            check_gemm(handle_, {rows, 2048, 512, k}, stream_, rng, /*misalign=*/true);  // cached
+        }
     }
 }
 

@@ -7,9 +7,14 @@
 //   B = xᵀ stored [n_in, rows], ld n_in, op N                               (row-major x [rows, n_in])
 // and the bias vector, of length D's row count n_out, is broadcast along D's columns (the rows of y):
 // one bias per output feature, as a Linear layer wants.
+//
+// Skinny GEMMs (rows <= 8, batch-1..8 decode) do not go to cuBLASLt but to our own GEMV kernels
+// below (see "GEMV path"): they are bound by the read of w, and cuBLASLt's tiles leave most SMs idle.
 #include <cublasLt.h>
+#include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -166,12 +171,249 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t lt, const PlanKey &key, const v
     return plan;
 }
 
+// ---- GEMV path (rows <= kGemvMaxRows) ------------------------------------------------------------
+//
+// y[r, o] = Σ_i x[r, i]·w[o, i] for at most 8 rows: the time is the read of w (n_out·n_in fp16), so
+// the kernels stream w once, with 16-byte loads, from enough warps to fill every SM.
+//
+// gemv_mma_kernel (w and x 16-byte aligned, n_in % 8 == 0): a block owns 16 outputs o and its
+// warps split n_in. Each warp multiplies with the tensor cores, mma.m16n8k16 (fp16 in, fp32
+// accumulate): A = 16 rows of w (M = outputs), B = xᵀ (N = 8 rows of x; columns >= rows are junk
+// that is never stored), over "chunks" of 32 k. Lane (g = lane / 4, t = lane % 4) loads 8 halves
+// (16 bytes) at k = chunk·32 + 8t of w rows o0+g and o0+g+8 and of x row g, which is one chunk's
+// share of two mmas. The mma's k order is not the memory order, which does not matter for a dot
+// product as long as A and B use the same one: PTX's fragments give lane (g, t) the A elements
+// (row g and g+8, cols 2t, 2t+1, 2t+8, 2t+9) and the B elements (rows 2t, 2t+1, 2t+8, 2t+9, col g),
+// so mma-k 2t+j <-> memory k 8t+j and mma-k 2t+8+j <-> 8t+2+j (j = 0, 1) in the first mma, 8t+4..7
+// in the second, for A and B alike: every memory k of the chunk is used exactly once. The k slots
+// past n_in read as zero in both w and x (0·0, never 0·NaN). The warps' fp32 partial sums meet in
+// shared memory in a fixed order (deterministic), and warp 0 applies the epilogue.
+//
+// gemv_scalar_kernel (anything else: unaligned pointers, n_in % 8 != 0): one warp per output,
+// scalar loads, fp32 FMAs (exact fp16 products), warp-shuffle sums. Correct, not fast.
+//
+// Epilogue, in fp32 on the fp32 sum: fp16 out: + bias, ReLU, one rounding to fp16; fp32 out:
+// + bias, + beta·y (y is read only when beta != 0). No allocation, no synchronization: capturable
+// in a CUDA graph.
+
+constexpr int kGemvMaxRows = 8;        // rows <= this take the GEMV path (the mma's N)
+constexpr int kGemvTileOut = 16;       // outputs per block of the mma kernel (the mma's M)
+constexpr int kGemvChunk = 32;         // k per chunk: 4 lanes x 8 halves of a weight row
+constexpr int kGemvUnroll = 4;         // chunks whose loads a warp issues before it multiplies
+constexpr int kGemvMaxWarps = 16;      // warps splitting n_in within one block
+constexpr int kGemvTargetWarpsPerSm = 16;  // fewer, longer warps once the grid has this many
+constexpr int kGemvScalarWarps = 8;    // outputs (one per warp) per block of the scalar kernel
+
+struct GemvOutput {
+    void *y;           // __half [rows, n_out] or float [rows, n_out]
+    const void *bias;  // __half or float [n_out], or nullptr
+    float beta;        // fp32 output only
+    int n_out;
+    bool relu;  // fp16 output only
+};
+
+template <bool kF16Out>
+__device__ __forceinline__ void gemv_store(const GemvOutput &out, int r, int o, float v) {
+    const size_t i = (size_t)r * out.n_out + o;
+    if constexpr (kF16Out) {
+        if (out.bias != nullptr) v += __half2float(static_cast<const __half *>(out.bias)[o]);
+        if (out.relu && v < 0.0f) v = 0.0f;  // NaN stays NaN
+        static_cast<__half *>(out.y)[i] = __float2half_rn(v);
+    } else {
+        if (out.bias != nullptr) v += static_cast<const float *>(out.bias)[o];
+        float *y = static_cast<float *>(out.y);
+        if (out.beta != 0.0f) v += out.beta * y[i];  // beta == 0: y is not read (it may hold NaN)
+        y[i] = v;
+    }
+}
+
+// 16 bytes of weights, read once: not kept in L1 (x, which every warp reads, stays there).
+__device__ __forceinline__ uint4 gemv_load_weights(const uint4 *p) {
+    uint4 v;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p));
+    return v;
+}
+
+// d += A·B, m16n8k16, fp16 inputs, fp32 accumulator (row-major A, column-major B).
+__device__ __forceinline__ void mma_m16n8k16_f32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                 uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    __trap();  // never launched: gemm_create enables the mma kernel only for PTX >= sm_80 (see there)
+#endif
+}
+
+// Grid: ceil(n_out / 16) blocks of 32·n_warps threads (n_warps <= 16), dynamic shared memory
+// n_warps > 1 ? n_warps·32·16 bytes : 0. w: n_out rows of n_in8 uint4; x: rows (1..8) rows of n_in8.
+template <bool kF16Out>
+__global__ void __launch_bounds__(kGemvMaxWarps * kWarpSize)
+    gemv_mma_kernel(const uint4 *__restrict__ w, const uint4 *__restrict__ x, int rows, int n_in8, int n_out,
+                    int n_chunks, GemvOutput out) {
+    extern __shared__ float4 gemv_partial[];  // [n_warps][32]
+    const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, n_warps = blockDim.x / kWarpSize;
+    const int g = lane / 4, t = lane % 4;
+    const int o0 = blockIdx.x * kGemvTileOut;
+    // Rows past n_out (last block) and x rows past `rows` repeat the last real one: their results
+    // land in outputs that are not stored, and the loads stay in bounds.
+    const uint4 *w_lo = w + (size_t)min(o0 + g, n_out - 1) * n_in8 + t;
+    const uint4 *w_hi = w + (size_t)min(o0 + g + 8, n_out - 1) * n_in8 + t;
+    const uint4 *x_g = x + (size_t)min(g, rows - 1) * n_in8 + t;
+    // This warp's chunks (uniform across the warp: the mma needs all 32 lanes).
+    const int c_begin = (int)((long long)warp * n_chunks / n_warps);
+    const int c_end = (int)((long long)(warp + 1) * n_chunks / n_warps);
+
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // Main loop: kGemvUnroll chunks wholly inside n_in at a time, all loads issued before the mmas,
+    // no predicates. Then the rest one chunk at a time, the k slots past n_in reading as zero.
+    const int full_end = min(c_end, n_in8 / (kGemvChunk / 8));
+    int c = c_begin;
+    for (; c + kGemvUnroll <= full_end; c += kGemvUnroll) {
+        uint4 a_lo[kGemvUnroll], a_hi[kGemvUnroll], b[kGemvUnroll];
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            const int k8 = (c + u) * (kGemvChunk / 8);  // the chunk's first uint4 (this lane adds t)
+            a_lo[u] = gemv_load_weights(w_lo + k8);
+            a_hi[u] = gemv_load_weights(w_hi + k8);
+            b[u] = __ldg(x_g + k8);
+        }
+#pragma unroll
+        for (int u = 0; u < kGemvUnroll; ++u) {
+            mma_m16n8k16_f32(acc, a_lo[u].x, a_hi[u].x, a_lo[u].y, a_hi[u].y, b[u].x, b[u].y);
+            mma_m16n8k16_f32(acc, a_lo[u].z, a_hi[u].z, a_lo[u].w, a_hi[u].w, b[u].z, b[u].w);
+        }
+    }
+    for (; c < c_end; ++c) {
+        const int k8 = c * (kGemvChunk / 8);
+        const bool in_range = k8 + t < n_in8;  // false only in the last chunk of n_in % 32 != 0
+        const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
+        const uint4 a_lo = in_range ? gemv_load_weights(w_lo + k8) : zero;
+        const uint4 a_hi = in_range ? gemv_load_weights(w_hi + k8) : zero;
+        const uint4 b = in_range ? __ldg(x_g + k8) : zero;
+        mma_m16n8k16_f32(acc, a_lo.x, a_hi.x, a_lo.y, a_hi.y, b.x, b.y);
+        mma_m16n8k16_f32(acc, a_lo.z, a_hi.z, a_lo.w, a_hi.w, b.z, b.w);
+    }
+
+    if (n_warps > 1) {  // uniform across the block
+        gemv_partial[threadIdx.x] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        __syncthreads();
+        if (warp != 0) return;
+        for (int i = 1; i < n_warps; ++i) {
+            const float4 p = gemv_partial[i * kWarpSize + lane];
+            acc[0] += p.x, acc[1] += p.y, acc[2] += p.z, acc[3] += p.w;
+        }
+    }
+    // Accumulator fragment: acc[0], acc[1] are (o0+g, rows 2t, 2t+1); acc[2], acc[3] (o0+g+8, same).
+    const int r = 2 * t;
+    if (o0 + g < n_out) {
+        if (r < rows) gemv_store<kF16Out>(out, r, o0 + g, acc[0]);
+        if (r + 1 < rows) gemv_store<kF16Out>(out, r + 1, o0 + g, acc[1]);
+    }
+    if (o0 + g + 8 < n_out) {
+        if (r < rows) gemv_store<kF16Out>(out, r, o0 + g + 8, acc[2]);
+        if (r + 1 < rows) gemv_store<kF16Out>(out, r + 1, o0 + g + 8, acc[3]);
+    }
+}
+
+// Grid: ceil(n_out / 8) blocks of 256 threads, one warp per output.
+template <bool kF16Out>
+__global__ void __launch_bounds__(kGemvScalarWarps * kWarpSize)
+    gemv_scalar_kernel(const __half *__restrict__ w, const __half *__restrict__ x, int rows, int n_in, int n_out,
+                       GemvOutput out) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int o = blockIdx.x * kGemvScalarWarps + threadIdx.x / kWarpSize;
+    if (o >= n_out) return;  // the whole warp leaves together
+    const __half *w_row = w + (size_t)o * n_in;
+    float acc[kGemvMaxRows];
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; ++r) acc[r] = 0.0f;
+    for (int k = lane; k < n_in; k += kWarpSize) {
+        const float wk = __half2float(w_row[k]);
+#pragma unroll
+        for (int r = 0; r < kGemvMaxRows; ++r) {
+            if (r < rows) acc[r] += wk * __half2float(x[(size_t)r * n_in + k]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < kGemvMaxRows; ++r) {
+        if (r < rows) {  // uniform across the warp
+            const float v = warp_reduce_sum(acc[r]);
+            if (lane == 0) gemv_store<kF16Out>(out, r, o, v);
+        }
+    }
+}
+
+// Whether this device runs gemv_mma_kernel: tensor-core mma.m16n8k16 needs sm_80, and the code that
+// was loaded for the device must have been compiled for it (not the __trap() stub).
+bool gemv_mma_supported() {
+    int device = 0, major = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    cudaFuncAttributes f16{}, f32{};
+    if (cudaFuncGetAttributes(&f16, gemv_mma_kernel<true>) != cudaSuccess ||
+        cudaFuncGetAttributes(&f32, gemv_mma_kernel<false>) != cudaSuccess) {
+        cudaGetLastError();  // e.g. no kernel image for this device: cuBLASLt does it all
+        return false;
+    }
+    return major >= 8 && f16.ptxVersion >= 80 && f32.ptxVersion >= 80;
+}
+
+// Launches the GEMV kernels (arguments already checked by run_gemm; rows in 1..kGemvMaxRows).
+void launch_gemv(const char *name, int sm_count, bool f16_out, void *y, const half_t *x, const half_t *w,
+                 const void *bias, bool relu, float beta, int rows, int n_in, int n_out, cudaStream_t stream) {
+    const GemvOutput out{y, bias, beta, n_out, relu};
+    const bool vectorizable = n_in % 8 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0 &&
+                              reinterpret_cast<uintptr_t>(w) % 16 == 0;
+    if (vectorizable) {
+        const int tiles = (int)ceil_div<long long>(n_out, kGemvTileOut);
+        const int n_chunks = (int)ceil_div<long long>(n_in, kGemvChunk);
+        // Split n_in over as many warps per block as keep the grid near the target (many small
+        // tiles: more warps each; the 50k-output lm_head: one warp per block), each warp with at
+        // least kGemvUnroll chunks.
+        const long long target = (long long)std::max(sm_count, 1) * kGemvTargetWarpsPerSm;
+        int n_warps = kGemvMaxWarps;
+        while (n_warps > 1 && ((long long)tiles * n_warps > target || n_warps * kGemvUnroll > n_chunks)) n_warps /= 2;
+        const size_t shared = n_warps > 1 ? (size_t)n_warps * kWarpSize * sizeof(float4) : 0;
+        const auto *w4 = reinterpret_cast<const uint4 *>(w);
+        const auto *x4 = reinterpret_cast<const uint4 *>(x);
+        if (f16_out) {
+            gemv_mma_kernel<true><<<tiles, n_warps * kWarpSize, shared, stream>>>(w4, x4, rows, n_in / 8, n_out,
+                                                                                   n_chunks, out);
+        } else {
+            gemv_mma_kernel<false><<<tiles, n_warps * kWarpSize, shared, stream>>>(w4, x4, rows, n_in / 8, n_out,
+                                                                                    n_chunks, out);
+        }
+    } else {
+        const int blocks = (int)ceil_div<long long>(n_out, kGemvScalarWarps);
+        const auto *wh = reinterpret_cast<const __half *>(w);
+        const auto *xh = reinterpret_cast<const __half *>(x);
+        if (f16_out) {
+            gemv_scalar_kernel<true><<<blocks, kGemvScalarWarps * kWarpSize, 0, stream>>>(wh, xh, rows, n_in, n_out,
+                                                                                        out);
+        } else {
+            gemv_scalar_kernel<false><<<blocks, kGemvScalarWarps * kWarpSize, 0, stream>>>(wh, xh, rows, n_in, n_out,
+                                                                                         out);
+        }
+    }
+    check_launch(name);
+}
+
 }  // namespace gemm_internal
 
 struct GemmHandle {
     cublasLtHandle_t lt = nullptr;
     void *workspace = nullptr;
     std::map<gemm_internal::PlanKey, std::unique_ptr<gemm_internal::Plan>> plans;
+    int sm_count = 0;       // of the device current at gemm_create
+    bool gemv_mma = false;  // rows <= kGemvMaxRows go to the GEMV kernels (else all to cuBLASLt)
 
     GemmHandle() = default;
     GemmHandle(const GemmHandle &) = delete;
@@ -216,6 +458,13 @@ void run_gemm(const char *name, GemmHandle *handle, gemm_internal::OutputType ou
     check_arg(epilogue == Epilogue::None || reinterpret_cast<uintptr_t>(bias) % kBiasAlignment == 0, name,
               "the bias must be 16-byte aligned");
 
+    if (rows <= kGemvMaxRows && handle->gemv_mma) {
+        launch_gemv(name, handle->sm_count, output == OutputType::F16, y, x, w,
+                    epilogue == Epilogue::None ? nullptr : bias, epilogue == Epilogue::BiasRelu, beta, rows, n_in,
+                    n_out, stream);
+        return;
+    }
+
     const PlanKey key{output,
                       epilogue,
                       rows,
@@ -242,6 +491,10 @@ GemmHandle *gemm_create() {
     auto handle = std::make_unique<GemmHandle>();  // frees what was made if a step below throws
     SEAOPT_CUBLAS_CHECK(cublasLtCreate(&handle->lt));
     SEAOPT_CUDA_CHECK(cudaMalloc(&handle->workspace, gemm_internal::kWorkspaceBytes));
+    int device = 0;
+    SEAOPT_CUDA_CHECK(cudaGetDevice(&device));
+    SEAOPT_CUDA_CHECK(cudaDeviceGetAttribute(&handle->sm_count, cudaDevAttrMultiProcessorCount, device));
+    handle->gemv_mma = gemm_internal::gemv_mma_supported();
     return handle.release();
 }
 
@@ -251,6 +504,8 @@ void gemm_destroy(GemmHandle *handle) {
     delete handle;
     if (!error.empty()) throw Error(SEAOPT_ERR_DEVICE, "gemm_destroy: " + error);
 }
+
+bool gemm_has_gemv(const GemmHandle *handle) { return handle != nullptr && handle->gemv_mma; }
 
 void gemm_f16(GemmHandle *handle, half_t *y, const half_t *x, const half_t *w, const half_t *bias_f16,
               Epilogue epilogue, int rows, int n_in, int n_out, cudaStream_t stream) {

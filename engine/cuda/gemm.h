@@ -1,18 +1,26 @@
 // Linear layers on the GPU: a cuBLASLt wrapper (engine/cuda/gemm.cu). Plain C++ (no CUDA headers),
 // like ops.h. CPU reference: cpu::linear (+ cpu::relu_inplace), engine/cpu_ops.h.
 //
+// Skinny calls (rows <= 8: decode) take our own memory-bound GEMV kernels instead, same semantics
+// (gemm.cu, "GEMV path"): tensor-core mma with fp32 accumulation over w streamed in 16-byte loads
+// when n_in % 8 == 0 and x and w are 16-byte aligned, a slow scalar kernel otherwise. They need no
+// workspace or plan, are deterministic, and are safe to capture in a CUDA graph. Devices before
+// sm_80 use cuBLASLt for every call.
+//
 // Layouts are row-major as in the rest of the engine: x [rows, n_in], y [rows, n_out], and the
 // weight w [n_out, n_in] as PyTorch's Linear stores it. Inputs are fp16; products are accumulated
 // in fp32 (CUBLAS_COMPUTE_32F, fp32 alpha/beta; split-K partial sums are reduced in fp32 too); the
 // bias is added in the GEMM's epilogue.
 //
 // A handle owns a cuBLASLt handle, a 32 MiB workspace and a cache of the algorithm chosen per
-// shape (cublasLtMatmulAlgoGetHeuristic runs once per shape, epilogue and pointer alignment). It
+// shape (cublasLtMatmulAlgoGetHeuristic runs once per shape, epilogue and pointer alignment), and
+// records the device's SM count (sizes the GEMV grid) at gemm_create. It
 // is not thread-safe, and its calls share one workspace: use it from one host thread and one
 // stream at a time (or one handle per stream).
 //
 // Pointers: x, w and y need only their element's alignment (the algorithm is chosen for the actual
-// alignment); a bias must be 16-byte aligned (cudaMalloc gives 256).
+// alignment; the GEMV path falls back to scalar loads); a bias must be 16-byte aligned (cudaMalloc
+// gives 256).
 //
 // Errors: rows == 0 is a no-op; negative rows, n_in/n_out <= 0, null pointers, or a missing or
 // misaligned bias throw seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT); CUDA and cuBLASLt failures
@@ -29,6 +37,10 @@ struct GemmHandle;
 GemmHandle *gemm_create();
 // Releases everything (nullptr: no-op). Frees all it can, then throws the first failure, if any.
 void gemm_destroy(GemmHandle *handle);
+
+// Whether calls with rows <= 8 run the GEMV kernels on this handle's device (false: all go to
+// cuBLASLt, e.g. before sm_80). For tests and logs.
+bool gemm_has_gemv(const GemmHandle *handle);
 
 enum class Epilogue { None, Bias, BiasRelu };
 

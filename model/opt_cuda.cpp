@@ -286,12 +286,18 @@ std::string cuda_memory_report(const OptCudaState &s) {
     return std::string(line) + format_memory_plan(s.plan);
 }
 
+// cudaMalloc hands out memory in 2 MiB pages: the footprint of an allocation is its size rounded up.
+uint64_t device_footprint(uint64_t bytes) {
+    constexpr uint64_t kPage = 2ull << 20;
+    return (bytes + kPage - 1) / kPage * kPage;
+}
+
 CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
     CudaMemoryNumbers m;
-    m.weights = s.weights_bytes;
-    m.kv_cache = s.kv_bytes;
-    m.arena = s.plan.arena_bytes;
-    m.workspace = kGemmWorkspaceBytes;  // cuBLASLt workspace (the staging buffers are host memory)
+    m.weights = device_footprint(s.weights_bytes);
+    m.kv_cache = device_footprint(s.kv_bytes);
+    m.arena = device_footprint(s.plan.arena_bytes);
+    m.workspace = device_footprint(kGemmWorkspaceBytes);  // cuBLASLt workspace (staging buffers are host memory)
     size_t free_b = 0, total_b = 0;
     if (cudaSetDevice(s.device) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
         m.device_used = total_b - free_b;

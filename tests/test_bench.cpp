@@ -23,56 +23,16 @@ namespace {
 const std::string kBench = SEAOPT_BINARY_DIR "/bin/seaopt-bench";
 const std::string kModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
 
-struct Result {
-    bool exited = false;  // false: killed by a signal (a crash)
-    int status = -1;      // the exit code when exited
-    int signal = 0;
-    std::string out, err;
-};
+using seaopt_test::Result;
 
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
-// Runs seaopt-bench with `args`, stdout and stderr sent to files (no pipe to fill up and block on).
+// Runs seaopt-bench with `args`.
 Result run(const std::vector<std::string> &args) {
-    static int counter = 0;
-    const std::string base = seaopt_test::temp_dir() + "/bench" + std::to_string(counter++);
-    const std::string out_path = base + ".out", err_path = base + ".err";
-    std::vector<std::string> argv_strings = {kBench};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    const pid_t pid = fork();
-    if (pid == 0) {
-        const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (out < 0 || err < 0) _exit(126);
-        dup2(out, STDOUT_FILENO);
-        dup2(err, STDERR_FILENO);
-        std::vector<char *> argv;
-        for (const std::string &a : argv_strings) argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        execv(argv[0], argv.data());
-        _exit(127);
-    }
-    Result r;
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
-        ADD_FAILURE() << "could not run " << kBench;
-        return r;
-    }
-    r.exited = WIFEXITED(status);
-    r.status = r.exited ? WEXITSTATUS(status) : -1;
-    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    r.out = read_file(out_path);
-    r.err = read_file(err_path);
-    return r;
+    std::vector<std::string> argv = {kBench};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return seaopt_test::run(argv);
 }
 
-std::string describe(const Result &r) {
-    return "exit " + std::to_string(r.status) + " signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
-           "\n--- stderr:\n" + r.err;
-}
+using seaopt_test::describe;
 
 bool contains(const std::string &haystack, const std::string &needle) { return haystack.find(needle) != std::string::npos; }
 

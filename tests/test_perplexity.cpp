@@ -29,7 +29,12 @@
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+using seaopt_test::describe;
+using seaopt_test::read_file;
+using seaopt_test::Result;
+using seaopt_test::run;
 using seaopt_test::temp_dir;
+using seaopt_test::write_temp_file;
 
 namespace {
 
@@ -53,60 +58,8 @@ const std::string kText =
     "starring role on the television series The Bill in 2000 . This was followed by a starring role in the play "
     "Herons written by Simon Stephens , which was performed in 2001 at the Royal Court Theatre .\n";
 
-struct Result {
-    bool exited = false;
-    int status = -1;
-    int signal = 0;
-    std::string out, err;
-};
 
-std::string read_file(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
 
-std::string write_temp_file(const std::string &name, const std::string &bytes) {
-    const std::string path = temp_dir() + "/" + name;
-    std::ofstream(path, std::ios::binary) << bytes;
-    return path;
-}
-
-// Runs a program with stdout and stderr sent to files.
-Result run(const std::vector<std::string> &args) {
-    static int counter = 0;
-    const std::string base = temp_dir() + "/run" + std::to_string(counter++);
-    const std::string out_path = base + ".out", err_path = base + ".err";
-    const pid_t pid = fork();
-    if (pid == 0) {
-        const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (out < 0 || err < 0) _exit(126);
-        dup2(out, STDOUT_FILENO);
-        dup2(err, STDERR_FILENO);
-        std::vector<char *> argv;
-        for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        execv(argv[0], argv.data());
-        _exit(127);
-    }
-    Result r;
-    int status = 0;
-    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
-        ADD_FAILURE() << "could not run " << args[0];
-        return r;
-    }
-    r.exited = WIFEXITED(status);
-    r.status = r.exited ? WEXITSTATUS(status) : -1;
-    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-    r.out = read_file(out_path);
-    r.err = read_file(err_path);
-    return r;
-}
-
-std::string describe(const Result &r) {
-    return "exit " + std::to_string(r.status) + " signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
-           "\n--- stderr:\n" + r.err;
-}
 
 bool contains(const std::string &haystack, const std::string &needle) {
     return haystack.find(needle) != std::string::npos;

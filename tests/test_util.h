@@ -1,13 +1,19 @@
 // Helpers shared by the test programs.
 #pragma once
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace seaopt_test {
 
@@ -28,6 +34,63 @@ inline const std::string &temp_dir() {
         return tmpl;
     }();
     return dir;
+}
+
+// The outcome of running a program.
+struct Result {
+    bool exited = false;  // false: killed by a signal (a crash)
+    int status = -1;      // the exit code when exited
+    int signal = 0;
+    std::string out, err;
+};
+
+inline std::string read_file(const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline std::string write_temp_file(const std::string &name, const std::string &bytes) {
+    const std::string path = temp_dir() + "/" + name;
+    std::ofstream(path, std::ios::binary) << bytes;
+    return path;
+}
+
+// Runs a program (args[0] is its path) with stdout and stderr sent to files, so no pipe can fill up
+// and block it; returns how it ended and what it printed.
+inline Result run(const std::vector<std::string> &args) {
+    static int counter = 0;
+    const std::string base = temp_dir() + "/run" + std::to_string(counter++);
+    const std::string out_path = base + ".out", err_path = base + ".err";
+    const pid_t pid = fork();
+    if (pid == 0) {
+        const int out = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        const int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (out < 0 || err < 0) _exit(126);
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        std::vector<char *> argv;
+        for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
+        argv.push_back(nullptr);
+        execv(argv[0], argv.data());
+        _exit(127);
+    }
+    Result r;
+    int status = 0;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid) {
+        ADD_FAILURE() << "could not run " << args[0];
+        return r;
+    }
+    r.exited = WIFEXITED(status);
+    r.status = r.exited ? WEXITSTATUS(status) : -1;
+    r.signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+    r.out = read_file(out_path);
+    r.err = read_file(err_path);
+    return r;
+}
+
+inline std::string describe(const Result &r) {
+    return "exit " + std::to_string(r.status) + " signal " + std::to_string(r.signal) + "\n--- stdout:\n" + r.out +
+           "\n--- stderr:\n" + r.err;
 }
 
 }  // namespace seaopt_test

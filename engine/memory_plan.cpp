@@ -232,9 +232,11 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     b.push_back({"seq_ids", i32 * T, upload, layers_end});
     b.push_back({"tiles", tile * T, upload, layers_end});
     // Indices of every token that may want logits (all T): the head then runs in chunks of N rows.
-    b.push_back({"output_rows", i32 * T, upload, head_gather});
+    // The head runs in chunks, each gathering from x by output_rows after the previous chunk's logits
+    // were written: both must outlive the whole head.
+    b.push_back({"output_rows", i32 * T, upload, copy_out});
     // Embedding and the residual stream.
-    b.push_back({"x", f32 * T * C, embed, head_gather});
+    b.push_back({"x", f32 * T * C, embed, copy_out});
     if (hp.has_proj()) b.push_back({"embd_proj_in", f16 * T * D, embed, embed});
     // One layer period.
     b.push_back({"h16", f16 * T * C, attn_ln, hp.pre_ln ? fc1 : layers_end});

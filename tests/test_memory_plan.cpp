@@ -445,3 +445,21 @@ TEST(MemoryPlan, UnrolledCheckCatchesACarriedBuffer) {
     }
     EXPECT_EQ(error_code([&] { seaopt::verify_memory_plan(unrolled); }), SEAOPT_ERR_INTERNAL);
 }
+
+// The GPU head runs in chunks: every chunk gathers from x by output_rows after an earlier chunk wrote
+// logits, so neither may share bytes with logits (it did for 129..1570-token batches of OPT-1.3B).
+TEST(MemoryPlan, ChunkedHeadKeepsItsInputs) {
+    for (uint32_t T : {129u, 256u, 1000u, 1500u, 2048u}) {
+        const MemoryPlan p = seaopt::plan_memory(seaopt::opt_forward_buffers(opt_1_3b(), T, 128));
+        const PlannedBuffer *logits = nullptr;
+        for (const PlannedBuffer &b : p.buffers) {
+            if (b.req.name == "logits") logits = &b;
+        }
+        ASSERT_NE(logits, nullptr);
+        for (const PlannedBuffer &b : p.buffers) {
+            if (b.req.name != "x" && b.req.name != "output_rows") continue;
+            const bool disjoint = b.offset + b.req.bytes <= logits->offset || logits->offset + logits->req.bytes <= b.offset;
+            EXPECT_TRUE(disjoint) << b.req.name << " shares bytes with logits at T=" << T;
+        }
+    }
+}

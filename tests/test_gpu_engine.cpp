@@ -15,18 +15,10 @@
 
 namespace {
 
+// Exit code of a program, or -1 if it crashed.
 int run(const std::vector<std::string> &args) {
-    const pid_t pid = fork();
-    if (pid == 0) {
-        std::vector<char *> argv;
-        for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
-        argv.push_back(nullptr);
-        execv(argv[0], argv.data());
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    const seaopt_test::Result r = seaopt_test::run(args);
+    return r.exited ? r.status : -1;
 }
 
 const std::string &model_path() {

@@ -267,6 +267,18 @@ seaopt_status seaopt_decode(seaopt_context *ctx, const seaopt_batch *batch) {
     SEAOPT_API_CATCH
 }
 
+seaopt_status seaopt_decode_nll(seaopt_context *ctx, const seaopt_batch *batch, const seaopt_token *targets,
+                                float *out_nll) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    require(batch, "batch");
+    require(targets, "targets");
+    require(out_nll, "out_nll");
+    context_decode_nll(ctx->impl, *batch, targets, out_nll);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
 const float *seaopt_get_logits_ith(seaopt_context *ctx, int32_t i) {
     clear_last_error();
     try {

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <string>
 #include <thread>
@@ -60,7 +61,17 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
                      p.n_seq_max, n_batch, ctx.n_threads, (double)kv_bytes / (1 << 20));
 }
 
-void context_decode(Context &ctx, const seaopt_batch &b) {
+namespace {
+
+// A batch that passed validation: its tokens, the batch indices that want outputs, and the
+// sequence lengths after it.
+struct ValidatedBatch {
+    std::vector<TokenSlot> slots;
+    std::vector<int32_t> outputs;
+    std::vector<int32_t> next_pos;
+};
+
+ValidatedBatch validate_batch(const Context &ctx, const seaopt_batch &b) {
     const OptModel &model = *ctx.model;
     if (b.n_tokens <= 0) throw_invalid_argument("the batch is empty (n_tokens = " + std::to_string(b.n_tokens) + ")");
     if (!b.token) throw_invalid_argument("batch.token is NULL");
@@ -102,23 +113,87 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
                                                  " tokens, more than n_batch = " + std::to_string(ctx.n_batch));
     }
 
+    return {std::move(slots), std::move(outputs), std::move(next_pos)};
+}
+
+// -log softmax(row)[target] in double, with the max subtracted.
+double row_nll(const float *row, int32_t n_vocab, int32_t target) {
+    double max = row[0];
+    for (int32_t j = 1; j < n_vocab; ++j) max = std::max(max, (double)row[j]);
+    double sum = 0;
+    for (int32_t j = 0; j < n_vocab; ++j) sum += std::exp((double)row[j] - max);
+    return std::log(sum) + max - (double)row[target];
+}
+
+}  // namespace
+
+void context_decode(Context &ctx, const seaopt_batch &b) {
+    const OptModel &model = *ctx.model;
+    const int32_t n_vocab = (int32_t)model.hp.n_vocab;
+    ValidatedBatch vb = validate_batch(ctx, b);
+    const std::vector<int32_t> &outputs = vb.outputs;
+
     // Validated: from here the cache is written only past each sequence's current length, and the
     // lengths move only once the forward has succeeded.
     std::vector<float> logits(outputs.size() * (size_t)n_vocab);
     if (ctx.cuda) {
-        opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, slots, outputs, logits.data());
+        opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data());
     } else {
-        opt_forward_cpu(model, ctx.kv, slots, outputs, logits.data(), ctx.n_threads);
+        opt_forward_cpu(model, ctx.kv, vb.slots, outputs, logits.data(), ctx.n_threads);
     }
 
-    ctx.seq_len = std::move(next_pos);
+    ctx.seq_len = std::move(vb.next_pos);
     ctx.logits = std::move(logits);
     ctx.output_row.assign((size_t)b.n_tokens, -1);
     for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
     ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
+    ctx.last_batch_nll = false;
+}
+
+void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token *targets, float *out_nll) {
+    const OptModel &model = *ctx.model;
+    const int32_t n_vocab = (int32_t)model.hp.n_vocab;
+    if (!targets) throw_invalid_argument("targets is NULL");
+    if (!out_nll) throw_invalid_argument("out_nll is NULL");
+    ValidatedBatch vb = validate_batch(ctx, b);
+    const std::vector<int32_t> &outputs = vb.outputs;
+    std::vector<int32_t> output_targets(outputs.size());
+    for (size_t r = 0; r < outputs.size(); ++r) {
+        const int32_t i = outputs[r], t = targets[i];
+        if (t < 0 || t >= n_vocab) {
+            throw_invalid_argument("target " + std::to_string(i) + " has id " + std::to_string(t) +
+                                   ", outside the vocabulary [0, " + std::to_string(n_vocab) + ")");
+        }
+        output_targets[r] = t;
+    }
+
+    // Validated (as in context_decode): the cache and out_nll change only once the forward succeeded.
+    std::vector<float> nll(outputs.size());
+    if (ctx.cuda) {
+        opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, output_targets, nll.data());
+    } else {
+        std::vector<float> logits(outputs.size() * (size_t)n_vocab);
+        opt_forward_cpu(model, ctx.kv, vb.slots, outputs, logits.data(), ctx.n_threads);
+        const int64_t n = (int64_t)outputs.size();
+#pragma omp parallel for num_threads(ctx.n_threads) schedule(static)
+        for (int64_t r = 0; r < n; ++r) {
+            nll[(size_t)r] = (float)row_nll(logits.data() + (size_t)r * n_vocab, n_vocab, output_targets[(size_t)r]);
+        }
+    }
+
+    ctx.seq_len = std::move(vb.next_pos);
+    ctx.logits.clear();
+    ctx.output_row.assign((size_t)b.n_tokens, -1);
+    ctx.last_output_index = -1;
+    ctx.last_batch_nll = true;
+    for (size_t r = 0; r < outputs.size(); ++r) out_nll[outputs[r]] = nll[r];
 }
 
 const float *context_logits_ith(const Context &ctx, int32_t i) {
+    if (ctx.last_batch_nll) {
+        throw_invalid_argument("the last batch has no logits: it was run with seaopt_decode_nll, which returns "
+                               "only the requested tokens' NLLs");
+    }
     if (i == -1) i = ctx.last_output_index;
     if (i < 0 || (size_t)i >= ctx.output_row.size()) {
         throw_invalid_argument("no logits for batch index " + std::to_string(i) + " (the last batch had " +

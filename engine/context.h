@@ -25,6 +25,7 @@ struct Context {
     std::vector<float> logits;        // [n_outputs, n_vocab]
     std::vector<int32_t> output_row;  // batch index -> row of `logits`, or -1
     int32_t last_output_index = -1;   // batch index of the last token that asked for logits
+    bool last_batch_nll = false;      // the last batch ran through seaopt_decode_nll: no logits kept
 };
 
 // Validates the parameters against the model and allocates the KV cache.
@@ -32,6 +33,11 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
 
 // seaopt_decode: validates the whole batch first (so an invalid batch changes nothing), then runs it.
 void context_decode(Context &ctx, const seaopt_batch &batch);
+
+// seaopt_decode_nll: the same validation and KV rules, but for each token that asks for an output
+// writes out_nll[i] = -log softmax(logits_i)[targets[i]] instead of keeping logits. Nothing is
+// written to out_nll, and the cache is unchanged, if anything fails.
+void context_decode_nll(Context &ctx, const seaopt_batch &batch, const seaopt_token *targets, float *out_nll);
 
 const float *context_logits_ith(const Context &ctx, int32_t i);
 

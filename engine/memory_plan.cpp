@@ -235,6 +235,9 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     // The head runs in chunks, each gathering from x by output_rows after the previous chunk's logits
     // were written: both must outlive the whole head.
     b.push_back({"output_rows", i32 * T, upload, copy_out});
+    // The target token of each output row, for the fused loss (seaopt_decode_nll); read at the
+    // loss step after the lm_head GEMM, so it lives to the end.
+    b.push_back({"targets", i32 * T, upload, copy_out});
     // Embedding and the residual stream.
     b.push_back({"x", f32 * T * C, embed, copy_out});
     if (hp.has_proj()) b.push_back({"embd_proj_in", f16 * T * D, embed, embed});
@@ -248,6 +251,8 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     b.push_back({"head16", f16 * N * C, head_norm, hp.has_proj() ? project_out : lm_head});
     if (hp.has_proj()) b.push_back({"head_proj16", f16 * N * D, project_out, lm_head});
     b.push_back({"logits", f32 * N * V, lm_head, copy_out});
+    // The fused loss: one NLL per row of the chunk, written from logits and targets, then copied out.
+    b.push_back({"nll", f32 * N, copy_out, copy_out});
     return b;
 }
 

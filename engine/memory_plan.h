@@ -79,7 +79,9 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 // Steps (ops) and buffers:
 //   0  upload batch metadata      ids i32[T] (read at 1), positions i32[T], seq_ids i32[T] and
 //                                 tiles 16 B x T (attention tiles) read through the layers,
-//                                 output_rows i32[T] (read at the head gather)
+//                                 output_rows i32[T] (read at the head gather),
+//                                 targets i32[T] (the fused loss's target per output row; read
+//                                 at the last step)
 //   1  embed                      x f32[T,C] (to the head gather); projection models (D != C) also
 //                                 embd_proj_in f16[T,D]: gather, then a GEMM into x (dies at 1)
 //   2  attn LN                    pre-LN: LN(x) -> h16 f16[T,C]; post-LN: none (layer 0: the fp16
@@ -96,7 +98,9 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 //                                 post-LN models have none: an fp16 cast)
 //   11 project_out GEMM           (projection models only) head16 -> head_proj16 f16[N,D]
 //   11|12 lm_head GEMM            -> logits f32[N,V]
-//   12|13 copy out                logits are read by the caller's copy (they live to the end)
+//   12|13 copy out / loss         logits are read by the caller's copy (they live to the end) or,
+//                                 with the fused loss (seaopt_decode_nll), by log_softmax_nll:
+//                                 logits + targets -> nll f32[N], which is copied out instead
 // Throws seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT) for n_tokens == 0 or n_outputs > n_tokens.
 inline constexpr int kOptStepLayer0 = 2;
 inline constexpr int kOptStepsPerLayer = 7;

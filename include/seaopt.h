@@ -209,6 +209,18 @@ SEAOPT_API seaopt_batch seaopt_batch_get_one(const seaopt_token *tokens, int32_t
  * SEAOPT_ERR_CONTEXT_FULL if a sequence would exceed n_ctx or the batch exceeds n_batch. */
 SEAOPT_API seaopt_status seaopt_decode(struct seaopt_context *ctx, const seaopt_batch *batch);
 
+/* The fused loss: seaopt_decode (same validation, same KV cache rules; on error the cache is left as
+ * it was and out_nll is not written), but instead of keeping logits, for every token i of the batch
+ * that asks for an output (batch->logits[i] != 0; NULL = the last token only) it writes
+ *     out_nll[i] = -log softmax(logits_i)[targets[i]]     (natural log)
+ * computed inside the engine (on the GPU in fp32 with the max subtracted, so only these floats leave
+ * the device; on the CPU in double). targets and out_nll have batch->n_tokens entries; targets[i]
+ * must be a valid token id for every requested token (else SEAOPT_ERR_INVALID_ARGUMENT), other
+ * entries are not read, and other entries of out_nll are left untouched. The batch makes no logits
+ * available: seaopt_get_logits_ith then returns NULL. For perplexity: targets[i] = the token after i. */
+SEAOPT_API seaopt_status seaopt_decode_nll(struct seaopt_context *ctx, const seaopt_batch *batch,
+                                           const seaopt_token *targets, float *out_nll);
+
 /* Logits (n_vocab floats) of the i-th token of the last batch; i = -1 is the last token that asked
  * for logits. Returns NULL (and sets the last error) if token i did not ask for logits.
  * Valid until the next seaopt_decode. */

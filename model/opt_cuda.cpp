@@ -234,8 +234,11 @@ void destroy_cuda_state(OptCudaState *s) {
 namespace {
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
 constexpr int kHeadChunkRows = 128;                      // outputs per lm_head GEMM (see the head)
+// Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets (int32
+// each, n_batch slots apiece), then the attention tiles.
+constexpr int kStagingInt32Arrays = 5;
 uint64_t staging_bytes(uint32_t n_batch) {
-    return (uint64_t)n_batch * (4 * sizeof(int32_t) + sizeof(cuda::AttentionTile));
+    return (uint64_t)n_batch * (kStagingInt32Arrays * sizeof(int32_t) + sizeof(cuda::AttentionTile));
 }
 }  // namespace
 
@@ -307,9 +310,14 @@ CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
     return m;
 }
 
-void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
-                      const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
-                      float *host_logits) {
+namespace {
+
+// The forward of both entry points: with output_targets == nullptr it writes the logits of the
+// outputs to host_out ([N, V]); otherwise the fused loss writes one NLL per output to host_out ([N]).
+void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, const std::vector<TokenSlot> &tokens,
+                  const std::vector<int32_t> &output_tokens, const std::vector<int32_t> *output_targets,
+                  float *host_out) {
+    const bool fused_loss = output_targets != nullptr;
     const int T = (int)tokens.size(), N = (int)output_tokens.size();
     const int C = (int)hp.n_embd, D = (int)hp.n_embd_proj, F = (int)hp.n_ff, V = (int)hp.n_vocab;
     const int H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
@@ -320,7 +328,8 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
     // Batch metadata: host (pinned) -> device buffers of the arena.
     int32_t *h_ids = static_cast<int32_t *>(s.host_staging);
     int32_t *h_pos = h_ids + T, *h_seq = h_pos + T, *h_out = h_seq + T;
-    auto *h_tiles = reinterpret_cast<cuda::AttentionTile *>(h_ids + 4 * (size_t)s.n_batch);
+    int32_t *h_tgt = h_ids + 4 * (size_t)s.n_batch;
+    auto *h_tiles = reinterpret_cast<cuda::AttentionTile *>(h_ids + kStagingInt32Arrays * (size_t)s.n_batch);
     int max_pos = 0;
     for (int i = 0; i < T; ++i) {
         h_ids[i] = tokens[(size_t)i].token;
@@ -329,13 +338,19 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
         max_pos = std::max(max_pos, h_pos[i]);
     }
     for (int r = 0; r < N; ++r) h_out[r] = output_tokens[(size_t)r];
+    if (fused_loss) {
+        if (output_targets->size() != output_tokens.size()) {
+            throw Error(SEAOPT_ERR_INTERNAL, "fused loss: one target per output is needed");
+        }
+        for (int r = 0; r < N; ++r) h_tgt[r] = (*output_targets)[(size_t)r];
+    }
     int n_tiles = 0;
     cuda::make_attention_tiles(h_tiles, &n_tiles, h_seq, h_pos, T);
     bool all_single = true;
     for (int i = 0; i < n_tiles; ++i) all_single = all_single && h_tiles[i].n_rows == 1;
 
-    // Everything from the metadata upload to the logits download, enqueued on the stream.
-    auto enqueue = [&](float *logits_dst) {
+    // Everything from the metadata upload to the logits (or NLL) download, enqueued on the stream.
+    auto enqueue = [&](float *dst) {
         auto *ids = reinterpret_cast<int32_t *>(s.buffer("ids"));
         auto *pos = reinterpret_cast<int32_t *>(s.buffer("positions"));
         auto *seq = reinterpret_cast<int32_t *>(s.buffer("seq_ids"));
@@ -345,6 +360,8 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
         check(cudaMemcpyAsync(pos, h_pos, T * 4, cudaMemcpyHostToDevice, st), "copy positions");
         check(cudaMemcpyAsync(seq, h_seq, T * 4, cudaMemcpyHostToDevice, st), "copy sequence ids");
         if (N) check(cudaMemcpyAsync(out_rows, h_out, N * 4, cudaMemcpyHostToDevice, st), "copy output rows");
+        int32_t *targets = fused_loss ? reinterpret_cast<int32_t *>(s.buffer("targets")) : nullptr;
+        if (fused_loss && N) check(cudaMemcpyAsync(targets, h_tgt, N * 4, cudaMemcpyHostToDevice, st), "copy targets");
         check(cudaMemcpyAsync(tiles, h_tiles, n_tiles * sizeof(cuda::AttentionTile), cudaMemcpyHostToDevice, st),
               "copy attention tiles");
 
@@ -405,12 +422,21 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
                 head_in = hp16;
             }
             cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
-            check(cudaMemcpyAsync(logits_dst + (size_t)r0 * V, logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost, st),
-                  "copy logits");
+            if (fused_loss) {
+                // Only the chunk's n NLLs leave the device, not its n x V logits.
+                float *nll = reinterpret_cast<float *>(s.buffer("nll"));
+                cuda::log_softmax_nll(nll, logits, targets + r0, n, V, st);
+                check(cudaMemcpyAsync(dst + r0, nll, (size_t)n * 4, cudaMemcpyDeviceToHost, st), "copy NLLs");
+            } else {
+                check(cudaMemcpyAsync(dst + (size_t)r0 * V, logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost,
+                                      st),
+                      "copy logits");
+            }
         }
     };
 
-    const bool graphable = s.graphs_enabled && T == 1 && N == 1;
+    // Only the logits path is captured: the fused loss runs with plain launches.
+    const bool graphable = !fused_loss && s.graphs_enabled && T == 1 && N == 1;
     if (graphable && !s.decode_graph && s.n_decode_steps++ >= 1) {
         cudaGraph_t graph = nullptr;
         check(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
@@ -433,11 +459,25 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
     if (graphable && s.decode_graph) {
         check(cudaGraphLaunch(s.decode_graph, st), "cudaGraphLaunch");
         check(cudaStreamSynchronize(st), "the forward");
-        std::memcpy(host_logits, s.pinned_logits, (size_t)V * sizeof(float));
+        std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
         return;
     }
-    enqueue(host_logits);
+    enqueue(host_out);
     check(cudaStreamSynchronize(st), "the forward");
+}
+
+}  // namespace
+
+void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
+                      const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
+                      float *host_logits) {
+    forward_impl(hp, w, s, tokens, output_tokens, nullptr, host_logits);
+}
+
+void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
+                      const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
+                      const std::vector<int32_t> &output_targets, float *host_nll) {
+    forward_impl(hp, w, s, tokens, output_tokens, &output_targets, host_nll);
 }
 
 }  // namespace seaopt

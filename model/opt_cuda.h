@@ -59,4 +59,12 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
                       float *host_logits);
 
+// The fused loss: runs the batch as above but, instead of the logits, writes
+// host_nll[r] = -log softmax(logits of output_tokens[r])[output_targets[r]] (natural log, fp32 on the
+// GPU: log_softmax_nll after each chunk's lm_head GEMM), so only n_outputs floats leave the device.
+// output_targets (one per output row) must be valid token ids: the caller validates them.
+void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
+                      const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
+                      const std::vector<int32_t> &output_targets, float *host_nll);
+
 }  // namespace seaopt

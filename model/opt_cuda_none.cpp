@@ -27,5 +27,9 @@ void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &
                       const std::vector<int32_t> &, float *) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
+void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, const std::vector<TokenSlot> &,
+                      const std::vector<int32_t> &, const std::vector<int32_t> &, float *) {
+    throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
+}
 
 }  // namespace seaopt

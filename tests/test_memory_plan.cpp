@@ -355,6 +355,8 @@ TEST(MemoryPlan, OptForwardBuffers) {
     EXPECT_EQ(by_name.at("head_x").bytes, 4 * N * C);
     EXPECT_EQ(by_name.at("head16").bytes, 2 * N * C);
     EXPECT_EQ(by_name.at("logits").bytes, 4 * N * 50272);
+    EXPECT_EQ(by_name.at("targets").bytes, 4 * T);  // the fused loss's target per output row
+    EXPECT_EQ(by_name.at("nll").bytes, 4 * N);
     // Ops in one layer: ff and qkv never live at once, so they may share.
     const BufferRequest &qkv = by_name.at("qkv"), &ff = by_name.at("ff");
     EXPECT_TRUE(qkv.last_step < ff.first_step);
@@ -364,6 +366,11 @@ TEST(MemoryPlan, OptForwardBuffers) {
     int last = 0;
     for (const BufferRequest &r : req) last = std::max(last, r.last_step);
     EXPECT_EQ(by_name.at("logits").last_step, last);
+    // The fused loss reads the targets after the lm_head GEMM, and writes nll at the last step.
+    EXPECT_EQ(by_name.at("targets").first_step, 0);
+    EXPECT_EQ(by_name.at("targets").last_step, last);
+    EXPECT_EQ(by_name.at("nll").first_step, last);
+    EXPECT_EQ(by_name.at("nll").last_step, last);
 
     // Projection (OPT-350m, post-LN): the extra buffers, and h16 live through the layer period.
     const seaopt::OptHparams hp350 = opt_350m();
@@ -425,7 +432,7 @@ TEST(MemoryPlan, OptShapes) {
     const uint64_t T = 2048, C = 2048, F = 8192;
     const MemoryPlan p1 = seaopt::plan_memory(seaopt::opt_forward_buffers(opt_1_3b(), 2048, 1));
     const uint64_t fc1_live = 4 * T * C + 2 * T * C + 2 * T * F + (4 + 4 + 16) * T;  // + positions, seq_ids, tiles
-    EXPECT_EQ(p1.arena_bytes, fc1_live + 4 * T);  // + output_rows (an int32 per token)
+    EXPECT_EQ(p1.arena_bytes, fc1_live + 4 * T + 4 * T);  // + output_rows and targets (an int32 per token each)
     EXPECT_EQ(p1.arena_bytes, seaopt::peak_live_bytes(seaopt::opt_forward_buffers(opt_1_3b(), 2048, 1)));
 }
 

@@ -46,6 +46,12 @@ void layernorm_forward(half_t *out16, float *out32, const float *x, const half_t
 void kv_cache_append(half_t *k_cache, half_t *v_cache, const half_t *qkv, const int32_t *seq_ids,
                      const int32_t *positions, int rows, int n_head, int head_dim, int n_ctx, cudaStream_t stream);
 
+// ---- loss.cu ---------------------------------------------------------------------------------
+// nll[r] = -log softmax(logits[r, :])[targets[r]] = log(sum_j exp(l_j - max)) + max - l[target], for
+// rows of V fp32 logits; fp32 max and sum-of-exp reductions, one block per row. targets[r] must be in
+// [0, V) (the caller validates them; an out-of-range target gives NaN). rows == 0 is a no-op.
+void log_softmax_nll(float *nll, const float *logits, const int32_t *targets, int rows, int V, cudaStream_t stream);
+
 // ---- attention (attention/dense_cuda.cu) ------------------------------------------------------
 // Causal attention of each query row over its sequence's cache positions [0, its position].
 // q comes from the fused qkv buffer (row stride 3C, not yet scaled); the softmax scale is

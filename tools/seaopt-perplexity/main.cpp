@@ -11,7 +11,8 @@
 //   2. tokens: the whole text, ONE BOS at the very start, special-token strings not parsed;
 //   3. windows: non-overlapping, N = -c tokens each (default: the model's positions, 2048 for OPT),
 //      nsamples = n_tokens / N (the tail is dropped), no BOS per window, no KV cache carried over;
-//   4. per window: the NLL of tokens 1..N-1 given their prefix (log-softmax in double);
+//   4. per window: the NLL of tokens 1..N-1 given their prefix (seaopt_decode_nll: the log-softmax
+//      inside the engine, fp32 on the GPU, double on the CPU; sums in double);
 //      nll_i = mean over the N-1 predictions x N (GPTQ's `loss * seqlen`);
 //   5. ppl = exp(sum_i nll_i / (nsamples * N)); +/- = ppl x the standard error of the mean per-token
 //      NLL (llama.cpp's estimate).
@@ -45,7 +46,8 @@ const char *const kProtocol =
     "  windows  non-overlapping windows of N = -c tokens (default: the model's positions, 2048 for OPT);\n"
     "           nsamples = n_tokens / N, the tail is dropped; no BOS per window; the KV cache is cleared\n"
     "           for every window (with -b K, K windows run in one batch as K independent sequences).\n"
-    "  score    per window, the NLL of tokens 1..N-1 given their prefix (log-softmax in double);\n"
+    "  score    per window, the NLL of tokens 1..N-1 given their prefix (log-softmax inside the\n"
+    "           engine: fp32 on the GPU, double on the CPU; sums in double);\n"
     "           nll_i = mean over the N-1 predictions x N (GPTQ's loss * seqlen);\n"
     "           PPL = exp(sum_i nll_i / (nsamples x N)).\n"
     "  +/-      PPL x the standard error of the mean per-token NLL (as llama-perplexity).\n"
@@ -156,31 +158,6 @@ std::string wikitext_hf_join(const std::string &raw, size_t *n_rows) {
 
 // ---- scoring ---------------------------------------------------------------------------------------
 
-// -log softmax(logits)[target], in double.
-double token_nll(const float *logits, int32_t n_vocab, int32_t target) {
-    double max = logits[0];
-    for (int32_t j = 1; j < n_vocab; ++j) max = std::max(max, (double)logits[j]);
-    double sum = 0;
-    for (int32_t j = 0; j < n_vocab; ++j) sum += std::exp((double)logits[j] - max);
-    return max + std::log(sum) - (double)logits[target];
-}
-
-// nll[i] = token_nll(rows[i], targets[i]) on n_threads threads (each value is computed the same way
-// whatever the split, so the result does not depend on the thread count).
-void token_nlls(const std::vector<const float *> &rows, const std::vector<int32_t> &targets, int32_t n_vocab,
-                int n_threads, std::vector<double> &nll) {
-    const size_t n = rows.size();
-    nll.assign(n, 0.0);
-    const size_t n_workers = std::max<size_t>(1, std::min<size_t>((size_t)n_threads, n / 16 + 1));
-    auto work = [&](size_t w) {
-        for (size_t i = w; i < n; i += n_workers) nll[i] = token_nll(rows[i], n_vocab, targets[i]);
-    };
-    std::vector<std::thread> pool;
-    for (size_t w = 1; w < n_workers; ++w) pool.emplace_back(work, w);
-    work(0);
-    for (std::thread &t : pool) t.join();
-}
-
 std::string eta_text(double seconds) {
     const long long total = (long long)std::llround(std::max(0.0, seconds));
     const long long h = total / 3600, m = total % 3600 / 60, s = total % 60;
@@ -277,7 +254,6 @@ int run(const Options &opt) {
     if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) return fail_with_last_error();
     const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
-    const int nll_threads = opt.n_threads > 0 ? opt.n_threads : (int)std::max(1u, std::thread::hardware_concurrency());
     std::fprintf(stderr, "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d)\n",
                  n_windows, N, opt.batch_windows, K);
 
@@ -285,9 +261,8 @@ int run(const Options &opt) {
     std::vector<seaopt_pos> b_pos((size_t)K * N);
     std::vector<seaopt_seq_id> b_seq((size_t)K * N);
     std::vector<int8_t> b_logits((size_t)K * N);
-    std::vector<const float *> rows;
-    std::vector<int32_t> targets;
-    std::vector<double> nll;
+    std::vector<seaopt_token> b_tgt((size_t)K * N);  // the token each position predicts
+    std::vector<float> b_nll((size_t)K * N);         // the engine's fused loss, per position
 
     double sum_window_nll = 0;         // sum_i nll_i (GPTQ)
     double sum_tok = 0, sum_tok2 = 0;  // per-token NLL moments, for the error
@@ -303,23 +278,16 @@ int run(const Options &opt) {
                 b_pos[r] = i;
                 b_seq[r] = s;
                 b_logits[r] = i < N - 1;  // the last token predicts nothing inside its window
+                b_tgt[r] = i < N - 1 ? tokens[(size_t)(w0 + s) * N + i + 1] : 0;
             }
         }
         seaopt_kv_clear(ctx.get());
         seaopt_batch batch = {k * N, b_tok.data(), b_pos.data(), b_seq.data(), b_logits.data()};
-        if (seaopt_decode(ctx.get(), &batch) != SEAOPT_OK) return fail_with_last_error();
-
-        rows.clear();
-        targets.clear();
-        for (int32_t s = 0; s < k; ++s) {
-            for (int32_t i = 0; i < N - 1; ++i) {
-                const float *row = seaopt_get_logits_ith(ctx.get(), s * N + i);
-                if (!row) return fail_with_last_error();
-                rows.push_back(row);
-                targets.push_back(tokens[(size_t)(w0 + s) * N + i + 1]);
-            }
+        // The engine computes -log softmax(logits_i)[token i + 1] itself (on the GPU: one float per
+        // position leaves the device instead of n_vocab logits).
+        if (seaopt_decode_nll(ctx.get(), &batch, b_tgt.data(), b_nll.data()) != SEAOPT_OK) {
+            return fail_with_last_error();
         }
-        token_nlls(rows, targets, n_vocab, nll_threads, nll);
         if (w0 == 0) {  // before the first values, as llama-perplexity
             const double per_window = seconds_since(t_group) / k;
             std::fprintf(stderr, "perplexity: %.2f seconds per window - ETA %s\n", per_window,
@@ -329,7 +297,7 @@ int run(const Options &opt) {
         for (int32_t s = 0; s < k; ++s) {
             double window_sum = 0;
             for (int32_t i = 0; i < N - 1; ++i) {
-                const double x = nll[(size_t)s * (N - 1) + i];
+                const double x = b_nll[(size_t)s * N + i];  // summed in double
                 if (!std::isfinite(x)) {
                     return fail("the model gave non-finite logits in window " + std::to_string(w0 + s + 1) +
                                 " at position " + std::to_string(i));

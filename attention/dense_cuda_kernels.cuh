@@ -1,0 +1,59 @@
+// Internal to attention/: what the dense attention kernels share (constants, fp16 helpers, the
+// tile check) and the launchers that attention_forward (dense_cuda.cu) dispatches to. Included by
+// .cu files only.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "engine/cuda/ops.h"
+
+namespace seaopt::cuda::dense {
+
+inline constexpr int kHeadDim = 64;
+inline constexpr float kLog2e = 1.4426950408889634f;
+
+// fp16 pairs packed in 32-bit words <-> fp32 (bit operations, no type punning of registers).
+__device__ __forceinline__ float lo_half(unsigned int w) {
+    return __half2float(__ushort_as_half((unsigned short)(w & 0xFFFFu)));
+}
+__device__ __forceinline__ float hi_half(unsigned int w) {
+    return __half2float(__ushort_as_half((unsigned short)(w >> 16)));
+}
+__device__ __forceinline__ unsigned int pack_half2(float lo, float hi) {
+    return (unsigned int)__half_as_ushort(__float2half_rn(lo)) |
+           ((unsigned int)__half_as_ushort(__float2half_rn(hi)) << 16);
+}
+
+// Eight fp16 values (one 16-byte load; src 16-byte aligned) to fp32.
+__device__ __forceinline__ void load_half8(float *dst, const __half *src) {
+    const uint4 u = *reinterpret_cast<const uint4 *>(src);
+    dst[0] = lo_half(u.x);
+    dst[1] = hi_half(u.x);
+    dst[2] = lo_half(u.y);
+    dst[3] = hi_half(u.y);
+    dst[4] = lo_half(u.z);
+    dst[5] = hi_half(u.z);
+    dst[6] = lo_half(u.w);
+    dst[7] = hi_half(u.w);
+}
+
+// A tile the kernels can run without touching memory out of bounds; anything else is skipped
+// (make_attention_tiles never produces one).
+__device__ __forceinline__ bool tile_ok(const AttentionTile &t, int n_ctx) {
+    return t.n_rows >= 1 && t.n_rows <= kAttentionTileRows && t.pos0 >= 0 && t.row0 >= 0 && t.seq >= 0 &&
+           (long long)t.pos0 + t.n_rows <= (long long)n_ctx;
+}
+
+// The launchers (arguments already checked by attention_forward; q_scale = head_dim^-0.5 * log2 e).
+// Prefill: any tiles (up to kAttentionTileRows rows each). Decode: every tile has one row.
+void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+                              const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
+                              cudaStream_t stream);
+void launch_attention_decode(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+                             const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
+                             cudaStream_t stream);
+
+}  // namespace seaopt::cuda::dense

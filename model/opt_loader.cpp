@@ -123,11 +123,16 @@ seaopt_device choose_device(const seaopt_model_params &params, const OptHparams 
         why_not = "no CUDA GPU was found";
     } else if (params.gpu_index < 0 || params.gpu_index >= n_gpus) {
         why_not = "gpu_index " + std::to_string(params.gpu_index) + " is outside the " + std::to_string(n_gpus) + " GPUs present";
+    } else if (std::string r = cuda_device_unsupported_reason(params.gpu_index); !r.empty()) {
+        why_not = r;
     } else if (hp.head_dim() != 64) {
         why_not = "the CUDA engine supports head_dim 64 (every OPT model), this model has " + std::to_string(hp.head_dim());
     }
     if (why_not.empty()) return SEAOPT_DEVICE_CUDA;
-    if (want_cuda) throw Error(n_gpus == 0 ? SEAOPT_ERR_DEVICE : SEAOPT_ERR_UNSUPPORTED, "device cuda: " + why_not);
+    if (want_cuda) {
+        throw Error(n_gpus == 0 ? SEAOPT_ERR_DEVICE : SEAOPT_ERR_UNSUPPORTED,
+                    "device cuda: " + why_not + " (run on the CPU instead: --device cpu, SEAOPT_DEVICE_CPU in the C API)");
+    }
     SEAOPT_LOG_INFO_("using the CPU engine: %s\n", why_not.c_str());
     return SEAOPT_DEVICE_CPU;
 }

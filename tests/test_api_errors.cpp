@@ -242,6 +242,20 @@ TEST(ModelFileErrors, ProgressCallbackCancels) {
     EXPECT_EQ(calls, 3);
 }
 
+// Whatever stops the CUDA engine here (no CUDA in the build, no GPU, an unsupported GPU, or the
+// tiny model's head_dim 16), asking for it is an error that says why and points to the CPU.
+TEST(ModelFileErrors, CudaUnavailableSuggestsTheCpu) {
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CUDA;
+    seaopt_model *m = nullptr;
+    const seaopt_status st = seaopt_model_load(good_model().c_str(), &p, &m);
+    EXPECT_TRUE(st == SEAOPT_ERR_DEVICE || st == SEAOPT_ERR_UNSUPPORTED) << st;
+    EXPECT_EQ(m, nullptr);
+    const std::string msg = seaopt_last_error();
+    EXPECT_NE(msg.find("device cuda: "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("--device cpu"), std::string::npos) << msg;
+}
+
 struct Ctx {
     seaopt_model *model = nullptr;
     seaopt_context *ctx = nullptr;

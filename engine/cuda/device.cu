@@ -52,6 +52,30 @@ std::string cuda_device_name(int device) {
     return prop.name;
 }
 
+std::string cuda_device_unsupported_reason(int device) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        cudaGetLastError();
+        return "cannot read the properties of GPU " + std::to_string(device);
+    }
+    const std::string gpu = std::string(prop.name) + " (compute capability " + std::to_string(prop.major) + "." +
+                            std::to_string(prop.minor) + ")";
+    if (prop.major < 8) return gpu + " is older than the compute capability 8.0 the CUDA kernels need";
+    // A kernel of this build that the device cannot load reports cudaErrorNoKernelImageForDevice.
+    if (cudaSetDevice(device) != cudaSuccess) {
+        cudaGetLastError();
+        return "cannot select GPU " + std::to_string(device);
+    }
+    cudaFuncAttributes attr;
+    const cudaError_t err = cudaFuncGetAttributes(&attr, f16_bits_to_f32_kernel);
+    if (err != cudaSuccess) {
+        cudaGetLastError();
+        return gpu + " cannot run this build's kernels (" + cudaGetErrorString(err) + "; " + cuda_build_description() +
+               "): rebuild with -DCMAKE_CUDA_ARCHITECTURES=" + std::to_string(prop.major) + std::to_string(prop.minor);
+    }
+    return "";
+}
+
 std::vector<float> cuda_f16_to_f32_all_patterns(int device) {
     cuda_check(cudaSetDevice(device), "cudaSetDevice");
     constexpr int n = 65536;

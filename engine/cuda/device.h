@@ -12,6 +12,11 @@ std::string cuda_build_description();  // e.g. "CUDA 13.0 (sm_90)" or "built wit
 int cuda_device_count();               // 0 when CUDA is absent, no driver, or no GPU
 std::string cuda_device_name(int device);
 
+// Why this build cannot run its kernels on `device`, or "" when it can: the kernels need compute
+// capability 8.0 (tensor-core mma.sync), and the build must hold machine code or PTX the driver
+// can use for the device (CMAKE_CUDA_ARCHITECTURES).
+std::string cuda_device_unsupported_reason(int device);
+
 // Converts every fp16 bit pattern (0..65535) to fp32 on the GPU — a smoke test of the device path
 // with a CPU reference (engine/fp16.h) beside it. Throws seaopt::Error(SEAOPT_ERR_DEVICE) on failure.
 std::vector<float> cuda_f16_to_f32_all_patterns(int device);

@@ -135,7 +135,10 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
 
     // Validated: from here the cache is written only past each sequence's current length, and the
     // lengths move only once the forward has succeeded.
-    std::vector<float> logits(outputs.size() * (size_t)n_vocab);
+    // The output goes to a second buffer kept across calls (no allocation per decode step), which
+    // becomes ctx.logits only once the forward has succeeded.
+    std::vector<float> &logits = ctx.next_logits;
+    logits.resize(outputs.size() * (size_t)n_vocab);
     if (ctx.cuda) {
         opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data());
     } else {
@@ -143,7 +146,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     }
 
     ctx.seq_len = std::move(vb.next_pos);
-    ctx.logits = std::move(logits);
+    std::swap(ctx.logits, ctx.next_logits);
     ctx.output_row.assign((size_t)b.n_tokens, -1);
     for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
     ctx.last_output_index = outputs.empty() ? -1 : outputs.back();

@@ -23,6 +23,7 @@ struct Context {
 
     // Outputs of the last batch.
     std::vector<float> logits;        // [n_outputs, n_vocab]
+    std::vector<float> next_logits;   // the forward's output buffer, swapped into `logits` on success
     std::vector<int32_t> output_row;  // batch index -> row of `logits`, or -1
     int32_t last_output_index = -1;   // batch index of the last token that asked for logits
     bool last_batch_nll = false;      // the last batch ran through seaopt_decode_nll: no logits kept

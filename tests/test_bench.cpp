@@ -155,3 +155,67 @@ TEST_F(Bench, MissingModelFailsCleanly) {
     expect_clean_failure(run({"-m", seaopt_test::temp_dir() + "/no-such-model.gguf", "--device", "cpu"}),
                          "no-such-model.gguf");
 }
+
+TEST_F(Bench, DepthRunsEachTestOnAFilledCache) {
+    // As llama-bench: for each depth the pp tests, then the tg tests; a depth > 0 is in the name.
+    const Result r = run({"-m", kModel, "-p", "8", "-n", "4", "-d", "0,16", "-r", "1", "-o", "json", "--device",
+                          "cpu", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << "stdout is not JSON\n" << describe(r);
+    ASSERT_EQ(j.size(), 4u) << describe(r);
+
+    struct Expected {
+        const char *test;
+        int n_prompt, n_gen, n_depth, n_batch;
+    };
+    // The depth goes in as one batch: the context's batches hold it.
+    const Expected expected[] = {
+        {"pp8", 8, 0, 0, 8}, {"tg4", 0, 4, 0, 1}, {"pp8 @ d16", 8, 0, 16, 16}, {"tg4 @ d16", 0, 4, 16, 16}};
+    for (size_t i = 0; i < 4; ++i) {
+        const nlohmann::json &o = j[i];
+        SCOPED_TRACE(o.dump());
+        EXPECT_EQ(o.at("test"), expected[i].test);
+        EXPECT_EQ(o.at("n_prompt"), expected[i].n_prompt);
+        EXPECT_EQ(o.at("n_gen"), expected[i].n_gen);
+        EXPECT_EQ(o.at("n_depth"), expected[i].n_depth);
+        EXPECT_EQ(o.at("n_batch"), expected[i].n_batch);
+        EXPECT_EQ(o.at("n_ctx"), 256);
+        EXPECT_GT(o.at("avg_ts").get<double>(), 0.0);
+    }
+}
+
+TEST_F(Bench, DepthShowsInTheMarkdownTable) {
+    const Result r = run({"-m", kModel, "-p", "0", "-n", "4", "-d", "16", "-r", "1", "--device", "cpu", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| +tg4 @ d16 \\| +[0-9]+\\.[0-9]{2} ± ")))
+        << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  tg4 @ d16 +n_ctx +256, n_batch +16: planned ")))
+        << describe(r);
+    EXPECT_FALSE(std::regex_search(r.out, std::regex("\\| +tg4 \\|"))) << "-d 16 alone runs no test at depth 0\n"
+                                                                       << describe(r);
+}
+
+TEST_F(Bench, DepthFillsTheWholeContext) {
+    // 2046 tokens in the cache + 2 generated = the model's 2048 positions exactly.
+    const Result r = run({"-m", kModel, "-p", "0", "-n", "2", "-d", "2046", "-r", "1", "-o", "json", "--device",
+                          "cpu", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    const nlohmann::json j = nlohmann::json::parse(r.out);
+    ASSERT_EQ(j.size(), 1u) << describe(r);
+    EXPECT_EQ(j[0].at("test"), "tg2 @ d2046");
+    EXPECT_EQ(j[0].at("n_ctx"), 2048);
+}
+
+TEST_F(Bench, DepthThatDoesNotFitFailsBeforeRunning) {
+    expect_clean_failure(run({"-m", kModel, "-p", "0", "-n", "128", "-d", "1921", "--device", "cpu"}),
+                         "tg128 @ d1921 needs 2049 positions (1921 in the KV cache + 128 generated), more than the "
+                         "model's 2048 (n_ctx_train)");
+    expect_clean_failure(run({"-m", kModel, "-p", "512", "-n", "0", "-d", "0,1600", "--device", "cpu"}),
+                         "pp512 @ d1600 needs 2112 positions (1600 in the KV cache + 512 prompt), more than the "
+                         "model's 2048");
+    expect_clean_failure(run({"-m", kModel, "-p", "16", "-n", "0", "-d", "16", "-c", "24", "--device", "cpu"}),
+                         "pp16 @ d16 needs 32 positions, more than -c 24 holds");
+    expect_clean_failure(run({"-m", kModel, "-d", "x"}), "-d/--n-depth takes a comma-separated list");
+    expect_clean_failure(run({"-m", kModel, "-d", "16,-1"}), "-d/--n-depth takes a comma-separated list");
+}

@@ -1,7 +1,7 @@
 // seaopt-bench: prompt-processing and generation throughput of an OPT model, in the style of
 // llama.cpp's llama-bench. A thin program over the public C API (seaopt.h).
 //
-//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-r 5] [-o md|json] [--device auto|cpu|cuda] ...
+//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device auto|cpu|cuda] ...
 //
 // Tests (also printed by --help):
 //   ppN  on a cleared KV cache, ONE seaopt_decode of N tokens (BOS, then fixed pseudo-random ids in
@@ -9,28 +9,31 @@
 //        once the logits are on the host, so on the GPU it includes all the work.
 //   tgN  on a cleared KV cache, decode BOS (not timed), then N steps of greedy generation: each step
 //        one seaopt_decode of one token and the argmax of its logits, fed back; the time of the N steps.
-// Each test gets its own context (n_ctx positions, batches of the test's size: N for ppN, 1 for tgN),
-// one untimed warm-up run (unless --no-warmup), then -r timed runs. Reported: tokens/s as the mean
-// and sample standard deviation over the runs, ms per run, and the context's memory (planned, and on
-// the GPU the device memory in use after the test).
+//   "ppN @ dD", "tgN @ dD" (-d D > 0, as llama-bench): the same on top of D tokens already in the KV
+//        cache: the first D ids of the same stream go in with one untimed seaopt_decode, then ppN
+//        decodes the next N ids, tgN starts from the argmax after the D tokens.
+// Each test gets its own context (n_ctx positions, batches of the test's size: N for ppN, 1 for tgN,
+// at least D with a depth), one untimed warm-up run (unless --no-warmup), then -r timed runs.
+// Reported: tokens/s as the mean and sample standard deviation over the runs, ms per run, and the
+// context's memory (planned, and on the GPU the device memory in use after the test).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
-#include <map>
-#include <memory>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/api.h"
+#include "tools/common/cli.h"
 #include "tools/common/files.h"
 #include "tools/common/log.h"
+#include "tools/common/timing.h"
 
 namespace {
 
@@ -43,11 +46,15 @@ const char *const kTests =
     "       logits are on the host, so on the GPU it covers all the work).\n"
     "  tgN  on a cleared KV cache, decode BOS (not timed), then N greedy steps, each one seaopt_decode of\n"
     "       one token and the argmax of its logits, fed back; the time of the N steps.\n"
-    "Each test runs in its own context (-c positions; batches of N tokens for ppN, 1 for tgN): one untimed\n"
-    "warm-up run (unless --no-warmup), then -r timed runs. t/s is the mean over the runs of tokens/seconds\n"
-    "+/- the sample standard deviation; ms is the mean time of one run. Memory: 'planned' is what the\n"
-    "context laid out (weights + KV cache + activation arena + workspace); 'device used' is the GPU memory\n"
-    "in use by all processes after the test (cudaMemGetInfo total - free), not reported on the CPU.\n"
+    "  ppN @ dD, tgN @ dD  (-d D > 0) the same test on top of D tokens already in the KV cache: the first\n"
+    "       D ids of the same stream (BOS first) go in with one untimed seaopt_decode; then ppN decodes the\n"
+    "       next N ids, tgN starts from the argmax after them. A test needs D + N positions.\n"
+    "Each test runs in its own context (-c positions; batches of N tokens for ppN, 1 for tgN, at least D\n"
+    "with a depth): one untimed warm-up run (unless --no-warmup), then -r timed runs. t/s is the mean over\n"
+    "the runs of tokens/seconds +/- the sample standard deviation; ms is the mean time of one run.\n"
+    "Memory: 'planned' is what the context laid out (weights + KV cache + activation arena + workspace);\n"
+    "'device used' is the GPU memory in use by all processes after the test (cudaMemGetInfo total - free),\n"
+    "not reported on the CPU.\n"
     "Output goes to stdout (-o md: a table and memory lines; -o json: an array of objects, one per test);\n"
     "progress goes to stderr.";
 
@@ -55,6 +62,7 @@ struct Options {
     std::string model_path;
     std::string prompt_sizes = "512";
     std::string gen_sizes = "128";
+    std::string depths = "0";
     int32_t reps = 5;
     std::string output = "md";
     std::string device = "auto";
@@ -65,24 +73,15 @@ struct Options {
     bool print_memory_plan = false;
 };
 
-int fail(const std::string &message) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
-    return 1;
-}
+int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
 
-struct ModelDeleter {
-    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
-};
-struct ContextDeleter {
-    void operator()(seaopt_context *c) const { seaopt_context_free(c); }
-};
+using seaopt_tools::Clock;
+using seaopt_tools::seconds_since;
 
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
-// "512,2048" -> {512, 2048}. Every item must be a non-negative integer; 0 means "no test".
-bool parse_size_list(const std::string &text, const char *flag, std::vector<int32_t> &out, std::string &error) {
+// "512,2048" -> {512, 2048}, duplicates dropped. Every item must be a non-negative integer; 0 means
+// "no test" (dropped) unless keep_zero (a depth of 0 is the empty cache).
+bool parse_size_list(const std::string &text, const char *flag, bool keep_zero, std::vector<int32_t> &out,
+                     std::string &error) {
     out.clear();
     size_t start = 0;
     while (true) {
@@ -91,12 +90,12 @@ bool parse_size_list(const std::string &text, const char *flag, std::vector<int3
         bool ok = !item.empty() && item.size() <= 9;
         for (char c : item) ok = ok && c >= '0' && c <= '9';
         if (!ok) {
-            error = std::string(flag) + " takes a comma-separated list of non-negative integers (0 = none), got '" +
-                    text + "'";
+            error = std::string(flag) + " takes a comma-separated list of non-negative integers" +
+                    (keep_zero ? "" : " (0 = none)") + ", got '" + text + "'";
             return false;
         }
         const int32_t value = (int32_t)std::stol(item);
-        if (value > 0 && std::find(out.begin(), out.end(), value) == out.end()) out.push_back(value);
+        if ((value > 0 || keep_zero) && std::find(out.begin(), out.end(), value) == out.end()) out.push_back(value);
         if (comma == std::string::npos) return true;
         start = comma + 1;
     }
@@ -129,12 +128,32 @@ seaopt_token argmax(const float *logits, int32_t n) {
 }
 
 struct Test {
-    std::string name;  // "pp512", "tg128"
+    std::string name;  // "pp512", "tg128", "tg128 @ d1920"
     int32_t n_prompt = 0, n_gen = 0;
+    int32_t n_depth = 0;  // tokens in the KV cache before the timed part
     int32_t n_tokens() const { return n_prompt > 0 ? n_prompt : n_gen; }
-    uint32_t positions() const { return (uint32_t)(n_prompt > 0 ? n_prompt : n_gen + 1); }  // tg: BOS + N
-    uint32_t batch() const { return (uint32_t)(n_prompt > 0 ? n_prompt : 1); }
+    // The untimed prefix: the depth, or for tg at depth 0 the BOS that gives the first token.
+    int32_t n_prefix() const { return n_prompt > 0 ? n_depth : std::max(n_depth, 1); }
+    uint32_t positions() const { return (uint32_t)(n_prefix() + n_tokens()); }  // tg at depth 0: BOS + N
+    // The prefix goes in as one batch too, so the context's batches must hold it.
+    uint32_t batch() const { return (uint32_t)std::max(n_prompt > 0 ? n_prompt : 1, n_depth); }
 };
+
+// llama-bench's names: "pp512", "tg128", with a depth "pp512 @ d1920".
+Test make_test(int32_t n_prompt, int32_t n_gen, int32_t n_depth) {
+    std::string name = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+    if (n_depth > 0) name += " @ d" + std::to_string(n_depth);
+    return Test{name, n_prompt, n_gen, n_depth};
+}
+
+// What a test's positions are made of, for the error when they do not fit.
+std::string positions_detail(const Test &t) {
+    if (t.n_depth > 0) {
+        return " (" + std::to_string(t.n_depth) + " in the KV cache + " + std::to_string(t.n_tokens()) +
+               (t.n_prompt > 0 ? " prompt)" : " generated)");
+    }
+    return t.n_gen > 0 ? " (BOS + " + std::to_string(t.n_gen) + " generated)" : "";
+}
 
 struct Result {
     Test test;
@@ -145,26 +164,28 @@ struct Result {
 };
 
 // One run of a test on a cleared cache; *seconds is the timed part. False on a library error.
-bool run_once(seaopt_context *ctx, const Test &test, const std::vector<seaopt_token> &ids, seaopt_token bos,
-              double *seconds) {
+// `ids` is the benchmark's token stream (BOS first), at least test.positions() long.
+bool run_once(seaopt_context *ctx, const Test &test, const std::vector<seaopt_token> &ids, double *seconds) {
     seaopt_kv_clear(ctx);
+    const int32_t n_prefix = test.n_prefix();
+    if (n_prefix > 0) {  // untimed: the depth (or tg's BOS)
+        const seaopt_batch prefix = seaopt_batch_get_one(ids.data(), n_prefix);
+        if (seaopt_decode(ctx, &prefix) != SEAOPT_OK) return false;
+    }
     if (test.n_prompt > 0) {
-        const seaopt_batch batch = seaopt_batch_get_one(ids.data(), test.n_prompt);
+        const seaopt_batch batch = seaopt_batch_get_one(ids.data() + n_prefix, test.n_prompt);
         const Clock::time_point t0 = Clock::now();
         if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return false;
         *seconds = seconds_since(t0);
         return seaopt_get_logits_ith(ctx, -1) != nullptr;
     }
     const int32_t n_vocab = seaopt_context_n_vocab(ctx);
-    seaopt_token token = bos;
-    seaopt_batch batch = seaopt_batch_get_one(&token, 1);
-    if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return false;
-    const float *logits = seaopt_get_logits_ith(ctx, -1);
+    const float *logits = seaopt_get_logits_ith(ctx, -1);  // after the prefix
     if (!logits) return false;
-    token = argmax(logits, n_vocab);
+    seaopt_token token = argmax(logits, n_vocab);
     const Clock::time_point t0 = Clock::now();
     for (int32_t i = 0; i < test.n_gen; ++i) {
-        batch = seaopt_batch_get_one(&token, 1);
+        const seaopt_batch batch = seaopt_batch_get_one(&token, 1);
         if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return false;
         logits = seaopt_get_logits_ith(ctx, -1);
         if (!logits) return false;
@@ -251,30 +272,36 @@ struct ModelInfo {
     uint64_t n_params = 0, file_size = 0;
     int32_t n_threads = 0;
     bool gpu = false;
+    int test_width = 13;  // the md "test" column: wider when a name with a depth needs it
 };
 
-const char *const kMdHeader =
-    "| model                          |       size |     params | backend     |          test |                  t/s |"
-    "       ms |\n"
-    "| ------------------------------ | ---------: | ---------: | ----------- | ------------: | -------------------: |"
-    " -------: |\n";
+void print_md_header(const ModelInfo &m) {
+    std::printf("| model                          |       size |     params | backend     | %*s |                  t/s |"
+                "       ms |\n",
+                m.test_width, "test");
+    std::printf("| ------------------------------ | ---------: | ---------: | ----------- | %s: | -------------------: |"
+                " -------: |\n",
+                std::string((size_t)m.test_width - 1, '-').c_str());
+}
 
 void print_md_row(const ModelInfo &m, const Result &r) {
     char ts[64];
     std::snprintf(ts, sizeof ts, "%.2f ± %.2f", r.avg_ts, r.stddev_ts);
     // "±" is two bytes in UTF-8: one more byte of width keeps the column aligned on screen.
-    std::printf("| %-30s | %10s | %10s | %-11s | %13s | %21s | %8.2f |\n", m.desc.c_str(), format_bytes(m.file_size).c_str(),
-                format_params(m.n_params).c_str(), m.backend.c_str(), r.test.name.c_str(), ts, r.avg_ms);
+    std::printf("| %-30s | %10s | %10s | %-11s | %*s | %21s | %8.2f |\n", m.desc.c_str(), format_bytes(m.file_size).c_str(),
+                format_params(m.n_params).c_str(), m.backend.c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
     std::fflush(stdout);
 }
 
 void print_md_memory(const ModelInfo &m, const std::vector<Result> &results) {
     std::printf("\nmemory (planned = weights + KV cache + arena + workspace%s):\n",
                 m.gpu ? "; device used = GPU memory in use by all processes after the test" : "");
+    size_t name_width = 8;
+    for (const Result &r : results) name_width = std::max(name_width, r.test.name.size());
     for (const Result &r : results) {
         const seaopt_memory_report &mem = r.memory;
-        std::printf("  %-8s n_ctx %5u, n_batch %5u: planned %s = weights %s + KV cache %s + arena %s + workspace %s",
-                    r.test.name.c_str(), r.n_ctx, r.n_batch, format_bytes(mem.total_bytes).c_str(),
+        std::printf("  %-*s n_ctx %5u, n_batch %5u: planned %s = weights %s + KV cache %s + arena %s + workspace %s",
+                    (int)name_width, r.test.name.c_str(), r.n_ctx, r.n_batch, format_bytes(mem.total_bytes).c_str(),
                     format_bytes(mem.weights_bytes).c_str(), format_bytes(mem.kv_cache_bytes).c_str(),
                     format_bytes(mem.arena_bytes).c_str(), format_bytes(mem.workspace_bytes).c_str());
         if (m.gpu) std::printf("; device used %s", format_bytes(mem.device_used_bytes).c_str());
@@ -291,7 +318,7 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
         const seaopt_memory_report &mem = r.memory;
         std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
                     "\"backend\": %s, \"build_info\": %s, \"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
-                    "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"reps\": %zu, "
+                    "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"reps\": %zu, "
                     "\"avg_ts\": %s, \"stddev_ts\": %s, \"avg_ms\": %s, \"samples_ts\": %s, \"samples_ms\": %s, "
                     "\"planned_bytes\": %llu, \"weights_bytes\": %llu, \"kv_cache_bytes\": %llu, "
                     "\"arena_bytes\": %llu, \"workspace_bytes\": %llu, \"device_used_bytes\": %llu, "
@@ -299,7 +326,7 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
                     json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
                     m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(), r.test.n_prompt,
-                    r.test.n_gen, r.samples_ts.size(), json_number(r.avg_ts).c_str(),
+                    r.test.n_gen, r.test.n_depth, r.samples_ts.size(), json_number(r.avg_ts).c_str(),
                     json_number(r.stddev_ts).c_str(), json_number(r.avg_ms).c_str(),
                     json_array(r.samples_ts).c_str(), json_array(r.samples_ms).c_str(),
                     (unsigned long long)mem.total_bytes, (unsigned long long)mem.weights_bytes,
@@ -316,16 +343,11 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
 int run(const Options &opt, const std::vector<Test> &tests) {
     seaopt_tools::install_log(opt.verbose);
 
-    static const std::map<std::string, seaopt_device> devices = {
-        {"auto", SEAOPT_DEVICE_AUTO}, {"cpu", SEAOPT_DEVICE_CPU}, {"cuda", SEAOPT_DEVICE_CUDA}};
     seaopt_model_params mparams = seaopt_model_default_params();
-    mparams.device = devices.at(opt.device);
-    seaopt_model *raw_model = nullptr;
+    mparams.device = seaopt_tools::device_from_string(opt.device);
     const Clock::time_point t_load = Clock::now();
-    if (seaopt_model_load(opt.model_path.c_str(), &mparams, &raw_model) != SEAOPT_OK) {
-        return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
-    }
-    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
+    if (!model) return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
     const double load_s = seconds_since(t_load);
 
     ModelInfo info;
@@ -336,6 +358,7 @@ int run(const Options &opt, const std::vector<Test> &tests) {
     info.n_params = seaopt_model_n_params(model.get());
     info.build = seaopt_build_info();
     info.n_threads = opt.n_threads;
+    for (const Test &t : tests) info.test_width = std::max(info.test_width, (int)t.name.size());
     std::error_code ec;
     const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
     info.file_size = ec ? 0 : (uint64_t)file_size;
@@ -348,8 +371,7 @@ int run(const Options &opt, const std::vector<Test> &tests) {
         if (t.positions() > need) need = t.positions(), largest = &t;
     }
     if (need > (uint32_t)n_ctx_train) {
-        return fail(largest->name + " needs " + std::to_string(need) + " positions" +
-                    (largest->n_gen > 0 ? " (BOS + " + std::to_string(largest->n_gen) + " generated)" : "") +
+        return fail(largest->name + " needs " + std::to_string(need) + " positions" + positions_detail(*largest) +
                     ", more than the model's " + std::to_string(n_ctx_train) + " (n_ctx_train)");
     }
     uint32_t n_ctx = (uint32_t)opt.n_ctx;
@@ -363,10 +385,9 @@ int run(const Options &opt, const std::vector<Test> &tests) {
                     std::to_string(n_ctx) + " holds");
     }
 
-    const seaopt_token bos = seaopt_token_bos(model.get());
-    int32_t max_prompt = 0;
-    for (const Test &t : tests) max_prompt = std::max(max_prompt, t.n_prompt);
-    const std::vector<seaopt_token> ids = bench_tokens(max_prompt, bos, seaopt_model_n_vocab(model.get()));
+    // One stream for every test: each takes its prefix and its prompt from the start of it.
+    const std::vector<seaopt_token> ids =
+        bench_tokens((int32_t)need, seaopt_token_bos(model.get()), seaopt_model_n_vocab(model.get()));
 
     std::fprintf(stderr, "%s: %s\n", kProgram, info.build.c_str());
     std::fprintf(stderr, "%s: model %s (%s, %llu params, %s) loaded in %.2f s; n_ctx = %u, %d timed run%s%s\n",
@@ -386,12 +407,11 @@ int run(const Options &opt, const std::vector<Test> &tests) {
         cparams.n_batch = r.n_batch;
         cparams.n_seq_max = 1;
         cparams.n_threads = opt.n_threads;
-        seaopt_context *raw_ctx = nullptr;
-        if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) {
+        const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
+        if (!ctx) {
             return fail(test.name + ": cannot create a context (n_ctx " + std::to_string(n_ctx) + ", n_batch " +
                         std::to_string(r.n_batch) + "): " + seaopt_last_error());
         }
-        const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
         if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
 
         if (results.empty()) {
@@ -403,16 +423,16 @@ int run(const Options &opt, const std::vector<Test> &tests) {
             }
             info.gpu = opt.device == "cuda" || (opt.device == "auto" && (mem.arena_bytes > 0 || mem.device_used_bytes > 0));
             info.backend = info.gpu ? "seaopt-cuda" : "seaopt-cpu";
-            if (md) std::printf("%s", kMdHeader);
+            if (md) print_md_header(info);
         }
 
         std::fprintf(stderr, "%s: %s on %s ...\n", kProgram, test.name.c_str(), info.gpu ? "cuda" : "cpu");
         double seconds = 0;
-        if (!opt.no_warmup && !run_once(ctx.get(), test, ids, bos, &seconds)) {
+        if (!opt.no_warmup && !run_once(ctx.get(), test, ids, &seconds)) {
             return fail(test.name + " (warm-up): " + seaopt_last_error());
         }
         for (int32_t rep = 0; rep < opt.reps; ++rep) {
-            if (!run_once(ctx.get(), test, ids, bos, &seconds)) {
+            if (!run_once(ctx.get(), test, ids, &seconds)) {
                 return fail(test.name + " (run " + std::to_string(rep + 1) + "): " + seaopt_last_error());
             }
             seconds = std::max(seconds, 1e-9);
@@ -446,11 +466,12 @@ int main(int argc, char **argv) {
     app.add_option("-m,--model", opt.model_path, "model file (seaopt GGUF)")->required();
     app.add_option("-p,--n-prompt", opt.prompt_sizes, "prompt sizes, a comma-separated list (0 = no ppN test)");
     app.add_option("-n,--n-gen", opt.gen_sizes, "generation lengths, a comma-separated list (0 = no tgN test)");
+    app.add_option("-d,--n-depth", opt.depths,
+                   "tokens already in the KV cache before each test, a comma-separated list (0 = an empty cache)");
     app.add_option("-r,--repetitions", opt.reps, "timed runs of each test");
     app.add_option("-o,--output", opt.output, "output format: md (a table) or json (an array of objects)")
         ->check(CLI::IsMember({"md", "json"}));
-    app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    seaopt_tools::add_device_option(app, opt.device);
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     app.add_option("-c,--ctx-size", opt.n_ctx,
                    "context size of every test (0 = what the largest test needs, rounded up to 256, at most the "
@@ -458,26 +479,23 @@ int main(int argc, char **argv) {
     app.add_flag("--no-warmup", opt.no_warmup, "skip the untimed warm-up run of each test");
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print each test context's memory plan to stderr");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp &e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError &e) {
-        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
-        return 1;
-    }
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 
-    std::vector<int32_t> prompt_sizes, gen_sizes;
+    std::vector<int32_t> prompt_sizes, gen_sizes, depths;
     std::string error;
-    if (!parse_size_list(opt.prompt_sizes, "-p/--n-prompt", prompt_sizes, error)) return fail(error);
-    if (!parse_size_list(opt.gen_sizes, "-n/--n-gen", gen_sizes, error)) return fail(error);
+    if (!parse_size_list(opt.prompt_sizes, "-p/--n-prompt", false, prompt_sizes, error)) return fail(error);
+    if (!parse_size_list(opt.gen_sizes, "-n/--n-gen", false, gen_sizes, error)) return fail(error);
+    if (!parse_size_list(opt.depths, "-d/--n-depth", true, depths, error)) return fail(error);
     if (opt.reps < 1) return fail("-r/--repetitions must be >= 1, got " + std::to_string(opt.reps));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
 
-    std::vector<Test> tests;
-    for (int32_t n : prompt_sizes) tests.push_back(Test{"pp" + std::to_string(n), n, 0});
-    for (int32_t n : gen_sizes) tests.push_back(Test{"tg" + std::to_string(n), 0, n});
+    std::vector<Test> tests;  // as llama-bench: for each depth, the pp tests then the tg tests
+    for (int32_t d : depths) {
+        for (int32_t n : prompt_sizes) tests.push_back(make_test(n, 0, d));
+        for (int32_t n : gen_sizes) tests.push_back(make_test(0, n, d));
+    }
     if (tests.empty()) return fail("nothing to run: -p and -n are both 0");
     return run(opt, tests);
 }

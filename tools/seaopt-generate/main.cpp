@@ -6,22 +6,19 @@
 //   seaopt-generate -m MODEL (-p TEXT | -f FILE) [-n N] [-c N] [-s SEED] [--temp T] [--top-k K] ...
 #include <CLI/CLI.hpp>
 
-#include <cerrno>
-#include <chrono>
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
-#include <cstring>
-#include <fstream>
-#include <iterator>
 #include <limits>
-#include <map>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/api.h"
+#include "tools/common/cli.h"
 #include "tools/common/files.h"
 #include "tools/common/log.h"
+#include "tools/common/timing.h"
 
 namespace {
 
@@ -47,23 +44,9 @@ struct Options {
     bool print_memory_plan = false;
 };
 
-int fail(const std::string &message) {
-    std::fflush(stdout);  // what was generated so far comes before the error
-    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
-    return 1;
-}
+int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
 
 int fail_with_last_error() { return fail(seaopt_last_error()); }
-
-struct ModelDeleter {
-    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
-};
-struct ContextDeleter {
-    void operator()(seaopt_context *c) const { seaopt_context_free(c); }
-};
-struct SamplerDeleter {
-    void operator()(seaopt_sampler *s) const { seaopt_sampler_free(s); }
-};
 
 // Loading progress as a row of dots on stderr, like llama.cpp.
 struct ProgressDots {
@@ -121,9 +104,8 @@ private:
     }
 };
 
-using Clock = std::chrono::steady_clock;
-
-double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std::milli>(Clock::now() - t0).count(); }
+using seaopt_tools::Clock;
+using seaopt_tools::ms_since;
 
 void print_perf(double load_ms, double prompt_ms, int n_prompt, double eval_ms, int n_eval, double total_ms) {
     auto per_token = [](double ms, int n) { return n > 0 ? ms / n : 0.0; };
@@ -137,16 +119,6 @@ void print_perf(double load_ms, double prompt_ms, int n_prompt, double eval_ms, 
                  "seaopt_perf:        eval time = %10.2f ms / %5d runs   (%8.2f ms per token, %8.2f tokens per second)\n",
                  eval_ms, n_eval, per_token(eval_ms, n_eval), per_second(eval_ms, n_eval));
     std::fprintf(stderr, "seaopt_perf:       total time = %10.2f ms / %5d tokens\n", total_ms, n_prompt + n_eval);
-}
-
-// Reads a token's bytes into `piece`, growing it if needed.
-seaopt_status token_piece(const seaopt_model *model, seaopt_token token, std::string &piece, size_t &n) {
-    seaopt_status st = seaopt_token_to_piece(model, token, piece.data(), piece.size(), &n);
-    if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
-        piece.resize(n);
-        st = seaopt_token_to_piece(model, token, piece.data(), piece.size(), &n);
-    }
-    return st;
 }
 
 int run(const Options &opt) {
@@ -169,51 +141,37 @@ int run(const Options &opt) {
     sparams.repeat_penalty = opt.repeat_penalty;
     sparams.repeat_last_n = opt.repeat_last_n;
     sparams.seed = opt.seed < 0 ? SEAOPT_DEFAULT_SEED : (uint32_t)opt.seed;
-    seaopt_sampler *raw_smpl = nullptr;
-    if (seaopt_sampler_new(&sparams, &raw_smpl) != SEAOPT_OK) return fail_with_last_error();
-    const std::unique_ptr<seaopt_sampler, SamplerDeleter> smpl(raw_smpl);
+    const seaopt_tools::SamplerPtr smpl = seaopt_tools::new_sampler(sparams);
+    if (!smpl) return fail_with_last_error();
     std::fprintf(stderr, "seed = %u\n", seaopt_sampler_seed(smpl.get()));
 
     // Model.
-    static const std::map<std::string, seaopt_device> devices = {
-        {"auto", SEAOPT_DEVICE_AUTO}, {"cpu", SEAOPT_DEVICE_CPU}, {"cuda", SEAOPT_DEVICE_CUDA}};
     ProgressDots dots;
     seaopt_model_params mparams = seaopt_model_default_params();
-    mparams.device = devices.at(opt.device);
+    mparams.device = seaopt_tools::device_from_string(opt.device);
     mparams.progress_callback = print_progress;
     mparams.progress_callback_user_data = &dots;
-    seaopt_model *raw_model = nullptr;
     const Clock::time_point t_load = Clock::now();
-    const seaopt_status load_status = seaopt_model_load(opt.model_path.c_str(), &mparams, &raw_model);
+    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
     const double model_load_ms = ms_since(t_load);
     if (dots.printed > 0) std::fputc('\n', stderr);
-    if (load_status != SEAOPT_OK) return fail_with_last_error();
-    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+    if (!model) return fail_with_last_error();
 
     // Prompt: BOS first, as Hugging Face's tokenizer does for OPT.
-    std::vector<seaopt_token> tokens(prompt.size() + 1);
-    int32_t n_prompt = 0;
-    seaopt_status st =
-        seaopt_tokenize(model.get(), prompt.data(), prompt.size(), true, true, tokens.data(), (int32_t)tokens.size(), &n_prompt);
-    if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
-        tokens.resize((size_t)n_prompt);
-        st = seaopt_tokenize(model.get(), prompt.data(), prompt.size(), true, true, tokens.data(), (int32_t)tokens.size(),
-                             &n_prompt);
-    }
-    if (st != SEAOPT_OK) {
+    std::vector<seaopt_token> tokens;
+    if (!seaopt_tools::tokenize(model.get(), prompt, true, true, tokens)) {
         const std::string source = opt.prompt_file.empty() ? "the prompt" : opt.prompt_file;
         return fail("cannot tokenize " + source + ": " + seaopt_last_error());
     }
-    tokens.resize((size_t)n_prompt);
+    const int32_t n_prompt = (int32_t)tokens.size();
 
     // Context.
     const Clock::time_point t_context = Clock::now();
     seaopt_context_params cparams = seaopt_context_default_params();
     cparams.n_ctx = (uint32_t)opt.n_ctx;
     cparams.n_threads = opt.n_threads;
-    seaopt_context *raw_ctx = nullptr;
-    if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) return fail_with_last_error();
-    const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
+    const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
+    if (!ctx) return fail_with_last_error();
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
     const double load_ms = model_load_ms + ms_since(t_context);  // the model and its context
     const uint32_t n_ctx = seaopt_n_ctx(ctx.get());
@@ -252,12 +210,13 @@ int run(const Options &opt) {
     const int32_t n_vocab = seaopt_model_n_vocab(model.get());
     std::vector<float> masked_logits;  // --ignore-eos: EOS can not be drawn at all, as in llama.cpp
     Utf8Stream out;
-    std::string piece(64, '\0');
+    std::string piece;
     double eval_ms = 0;
     int n_eval = 0;
     int n_generated = 0;
     while (opt.n_predict < 0 || n_generated < opt.n_predict) {
         seaopt_token token = -1;
+        seaopt_status st;
         if (opt.ignore_eos && eos >= 0 && eos < n_vocab) {
             const float *logits = seaopt_get_logits_ith(ctx.get(), -1);
             if (!logits) return fail_with_last_error();
@@ -271,9 +230,8 @@ int run(const Options &opt) {
         seaopt_sampler_accept(smpl.get(), token);
         if (token == eos && !opt.ignore_eos) break;
 
-        size_t n = 0;
-        if (token_piece(model.get(), token, piece, n) != SEAOPT_OK) return fail_with_last_error();
-        out.write(piece.data(), n);
+        if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
+        out.write(piece.data(), piece.size());
         ++n_generated;
         if (opt.n_predict >= 0 && n_generated >= opt.n_predict) break;  // no need to run the last token
         if (seaopt_kv_seq_len(ctx.get(), 0) >= (seaopt_pos)n_ctx) {
@@ -318,18 +276,11 @@ int main(int argc, char **argv) {
     app.add_flag("--ignore-eos", opt.ignore_eos, "never stop at the end-of-sequence token (it is not sampled)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
-    app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    seaopt_tools::add_device_option(app, opt.device);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log and more details to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp &e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError &e) {
-        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
-        return 1;
-    }
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 
     if (!*prompt_opt && !*file_opt) return fail("give the prompt with -p TEXT or -f FILE");
     if (opt.n_predict < -1) return fail("-n/--predict must be >= -1, got " + std::to_string(opt.n_predict));

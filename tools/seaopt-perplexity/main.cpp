@@ -18,19 +18,18 @@
 //      NLL (llama.cpp's estimate).
 #include <CLI/CLI.hpp>
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <map>
-#include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/api.h"
+#include "tools/common/cli.h"
 #include "tools/common/files.h"
 #include "tools/common/log.h"
+#include "tools/common/timing.h"
 
 namespace {
 
@@ -69,23 +68,12 @@ struct Options {
     bool print_memory_plan = false;
 };
 
-int fail(const std::string &message) {
-    std::fflush(stdout);
-    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
-    return 1;
-}
+int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
 
 int fail_with_last_error() { return fail(seaopt_last_error()); }
 
-struct ModelDeleter {
-    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
-};
-struct ContextDeleter {
-    void operator()(seaopt_context *c) const { seaopt_context_free(c); }
-};
-
-using Clock = std::chrono::steady_clock;
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+using seaopt_tools::Clock;
+using seaopt_tools::seconds_since;
 
 // ---- WikiText-2 as Hugging Face `datasets` rows --------------------------------------------------
 
@@ -189,14 +177,11 @@ int run(const Options &opt) {
     spdlog::debug("{}", seaopt_build_info());
 
     // Model.
-    static const std::map<std::string, seaopt_device> devices = {
-        {"auto", SEAOPT_DEVICE_AUTO}, {"cpu", SEAOPT_DEVICE_CPU}, {"cuda", SEAOPT_DEVICE_CUDA}};
     seaopt_model_params mparams = seaopt_model_default_params();
-    mparams.device = devices.at(opt.device);
-    seaopt_model *raw_model = nullptr;
+    mparams.device = seaopt_tools::device_from_string(opt.device);
     const Clock::time_point t_load = Clock::now();
-    if (seaopt_model_load(opt.model_path.c_str(), &mparams, &raw_model) != SEAOPT_OK) return fail_with_last_error();
-    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
+    if (!model) return fail_with_last_error();
     const int32_t n_ctx_train = seaopt_model_n_ctx_train(model.get());
     const int32_t n_vocab = seaopt_model_n_vocab(model.get());
     char desc[128];
@@ -214,20 +199,12 @@ int run(const Options &opt) {
     // Tokens: one BOS for the whole text, special-token strings as plain text.
     std::fprintf(stderr, "perplexity: tokenizing the input ..\n");
     const Clock::time_point t_tok = Clock::now();
-    std::vector<seaopt_token> tokens(text.size() + 1);
-    int32_t n_tokens = 0;
-    seaopt_status st = seaopt_tokenize(model.get(), text.data(), text.size(), true, false, tokens.data(),
-                                       (int32_t)tokens.size(), &n_tokens);
-    if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
-        tokens.resize((size_t)n_tokens);
-        st = seaopt_tokenize(model.get(), text.data(), text.size(), true, false, tokens.data(), (int32_t)tokens.size(),
-                             &n_tokens);
-    }
-    if (st != SEAOPT_OK) {
+    std::vector<seaopt_token> tokens;
+    if (!seaopt_tools::tokenize(model.get(), text, true, false, tokens)) {
         const std::string what = opt.file.empty() ? "the WikiText-2 text rebuilt from " + source : source;
         return fail("cannot tokenize " + what + ": " + seaopt_last_error());
     }
-    tokens.resize((size_t)n_tokens);
+    const int32_t n_tokens = (int32_t)tokens.size();
     std::fprintf(stderr, "perplexity: tokenization took %.3f ms\n", 1e3 * seconds_since(t_tok));
 
     const int32_t n_samples = n_tokens / N;
@@ -250,9 +227,8 @@ int run(const Options &opt) {
     cparams.n_seq_max = (uint32_t)K;
     cparams.n_batch = (uint32_t)K * (uint32_t)N;
     cparams.n_threads = opt.n_threads;
-    seaopt_context *raw_ctx = nullptr;
-    if (seaopt_context_new(model.get(), &cparams, &raw_ctx) != SEAOPT_OK) return fail_with_last_error();
-    const std::unique_ptr<seaopt_context, ContextDeleter> ctx(raw_ctx);
+    const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
+    if (!ctx) return fail_with_last_error();
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
     std::fprintf(stderr, "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d)\n",
                  n_windows, N, opt.batch_windows, K);
@@ -344,18 +320,11 @@ int main(int argc, char **argv) {
                    "windows per decode call, each in its own sequence (more memory, fewer calls)");
     app.add_option("--chunks", opt.chunks, "score at most this many windows (-1 or 0 = all)");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
-    app.add_option("--device", opt.device, "where to run: auto (the GPU if there is one), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    seaopt_tools::add_device_option(app, opt.device);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp &e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError &e) {
-        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
-        return 1;
-    }
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 
     if (!*file_opt && !*wiki_opt) return fail("give the text with -f FILE or --wikitext2-test DIR");
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));

@@ -9,13 +9,12 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
-#include <memory>
 #include <string>
 #include <vector>
 
 #include "seaopt.h"
+#include "tools/common/api.h"
+#include "tools/common/cli.h"
 #include "tools/common/files.h"
 #include "tools/common/log.h"
 
@@ -23,10 +22,7 @@ namespace {
 
 const char *const kProgram = "seaopt-tokenize";
 
-int fail(const std::string &message) {
-    std::fprintf(stderr, "%s: error: %s\n", kProgram, message.c_str());
-    return 1;
-}
+int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
 
 int fail_with_last_error() { return fail(seaopt_last_error()); }
 
@@ -91,10 +87,6 @@ std::string escape_piece(const std::string &piece) {
     return out;
 }
 
-struct ModelDeleter {
-    void operator()(seaopt_model *m) const { seaopt_model_free(m); }
-};
-
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -110,14 +102,8 @@ int main(int argc, char **argv) {
     app.add_flag("--no-bos", no_bos, "do not prepend the BOS token (</s>, id 2)");
     app.add_flag("--no-parse-special", no_parse_special,
                  "tokenize special-token strings such as \"</s>\" as plain text");
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp &e) {
-        return app.exit(e);
-    } catch (const CLI::ParseError &e) {
-        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", kProgram, e.what());
-        return 1;
-    }
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
     if (!*prompt_opt && !*file_opt) return fail("give the text with -p TEXT or -f FILE");
     seaopt_tools::install_log(false);
 
@@ -129,40 +115,23 @@ int main(int argc, char **argv) {
 
     seaopt_model_params mparams = seaopt_model_default_params();
     mparams.vocab_only = true;
-    seaopt_model *raw_model = nullptr;
-    if (seaopt_model_load(model_path.c_str(), &mparams, &raw_model) != SEAOPT_OK) return fail_with_last_error();
-    const std::unique_ptr<seaopt_model, ModelDeleter> model(raw_model);
+    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(model_path, mparams);
+    if (!model) return fail_with_last_error();
 
-    // Byte-level BPE gives at most one token per byte, plus BOS; grow if special tokens say otherwise.
-    std::vector<seaopt_token> tokens(text.size() + 1);
-    int32_t n_tokens = 0;
-    seaopt_status st = seaopt_tokenize(model.get(), text.data(), text.size(), !no_bos, !no_parse_special, tokens.data(),
-                                       (int32_t)tokens.size(), &n_tokens);
-    if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
-        tokens.resize((size_t)n_tokens);
-        st = seaopt_tokenize(model.get(), text.data(), text.size(), !no_bos, !no_parse_special, tokens.data(),
-                             (int32_t)tokens.size(), &n_tokens);
-    }
-    if (st != SEAOPT_OK) {
+    std::vector<seaopt_token> tokens;
+    if (!seaopt_tools::tokenize(model.get(), text, !no_bos, !no_parse_special, tokens)) {
         const std::string source = *file_opt ? prompt_file : "the text";
         return fail("cannot tokenize " + source + ": " + seaopt_last_error());
     }
-    tokens.resize((size_t)n_tokens);
 
-    std::string piece(64, '\0');
+    std::string piece;
     for (seaopt_token t : tokens) {
         if (ids_only) {
             std::printf("%d\n", t);
             continue;
         }
-        size_t n = 0;
-        st = seaopt_token_to_piece(model.get(), t, piece.data(), piece.size(), &n);
-        if (st == SEAOPT_ERR_BUFFER_TOO_SMALL) {
-            piece.resize(n);
-            st = seaopt_token_to_piece(model.get(), t, piece.data(), piece.size(), &n);
-        }
-        if (st != SEAOPT_OK) return fail_with_last_error();
-        std::printf("%6d -> '%s'\n", t, escape_piece(piece.substr(0, n)).c_str());
+        if (!seaopt_tools::token_piece(model.get(), t, piece)) return fail_with_last_error();
+        std::printf("%6d -> '%s'\n", t, escape_piece(piece).c_str());
     }
     if (std::fflush(stdout) != 0) return fail(std::string("cannot write the output: ") + std::strerror(errno));
     return 0;

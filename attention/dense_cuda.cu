@@ -1,21 +1,16 @@
 // Dense causal attention on the GPU (contract: engine/cuda/ops.h, attention section).
 //
 // Two kernels, both with fp32 scores, an fp32 online softmax (running max and sum, in the log2
-// domain: q is pre-multiplied by head_dim^-0.5 * log2(e) and exp2f is used) and fp32 accumulators;
-// only the final output is rounded to fp16. Neither materialises a rows x rows matrix anywhere.
+// domain, exp2f) and fp32 accumulators; only the final output is rounded to fp16. Neither
+// materialises a rows x rows matrix anywhere.
 //
-//   attention_prefill_kernel   grid (tile, head), 256 threads = 64 query rows x 4 threads.
-//       The block holds its tile's query rows in registers (thread (r, t) keeps all 64 dims of row
-//       r) and walks the keys of the sequence in blocks of 64, up to the tile's last position.
-//       Per key block: K and V are converted to fp32 in shared memory; thread (r, t) computes the
-//       scores of row r against keys 4i + t (i < 16), masks keys past row r's position, updates
-//       the row's running max (reduced over the row's 4 lanes with shuffles), writes its
-//       probabilities into shared memory (over the K buffer, no longer needed), and accumulates
-//       P V for its 16 output dims 4t + 16j + e (j, e < 4).
-//   attention_decode_kernel    grid (tile, head), 256 threads; every tile has one row.
-//       Groups of 8 lanes take keys (lane 8 dims of q, K and V: one 16-byte load each); the 32
-//       groups of the block take interleaved keys, each with its own online softmax state, and the
-//       block merges the 32 states in shared memory at the end (split-K inside one block).
+//   attention_prefill_kernel   (dense_prefill_cuda.cu) FlashAttention-2 style on the tensor cores:
+//       grid (tile, head), 4 warps x 16 query rows, key blocks of 64 copied with cp.async two
+//       stages deep, S = Q K^T and O += P V with mma.sync m16n8k16 (fp16 in, fp32 accumulators),
+//       P rounded to fp16 in registers as flash-attention does.
+//   attention_decode_kernel    (dense_decode_cuda.cu) grid (tile, head, split), every tile one row:
+//       CUDA-core dot products over 16-byte K/V loads, keys split over blocks ("flash-decoding")
+//       so long contexts use the whole GPU, with the KV append fused in (append_kv).
 //
 // Files: dense_cuda.cu (this: tiles, argument checks, dispatch), dense_prefill_cuda.cu,
 // dense_decode_cuda.cu, dense_cuda_kernels.cuh (shared constants and helpers).
@@ -81,11 +76,20 @@ void make_attention_tiles(AttentionTile *host_tiles, int *n_tiles, const int32_t
     *n_tiles = n;
 }
 
-// max_pos is checked against n_ctx; the kernels bound their key loops by each tile's own positions
-// (a split-K decode will size its grid with it).
+// max_pos is checked against n_ctx; the kernels bound their key loops by each tile's own positions,
+// and the split-K decode sizes its grid from n_ctx, not max_pos (a captured CUDA graph replays it
+// at later positions).
 void attention_forward(half_t *out, const half_t *qkv, const half_t *k_cache, const half_t *v_cache,
                        const AttentionTile *tiles, int n_tiles, bool all_single_row, int max_pos, int n_head,
                        int head_dim, int n_ctx, cudaStream_t stream) {
+    // No append: the caches are only read.
+    attention_forward(out, qkv, const_cast<half_t *>(k_cache), const_cast<half_t *>(v_cache), tiles, n_tiles,
+                      all_single_row, max_pos, n_head, head_dim, n_ctx, AttentionOptions{}, stream);
+}
+
+void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *v_cache, const AttentionTile *tiles,
+                       int n_tiles, bool all_single_row, int max_pos, int n_head, int head_dim, int n_ctx,
+                       const AttentionOptions &options, cudaStream_t stream) {
     if (head_dim != dense::kHeadDim) {
         throw Error(SEAOPT_ERR_UNSUPPORTED, "attention_forward: head_dim " + std::to_string(head_dim) +
                                                 " is not supported (the CUDA attention kernels need head_dim 64, "
@@ -100,6 +104,9 @@ void attention_forward(half_t *out, const half_t *qkv, const half_t *k_cache, co
         throw_invalid_argument("attention_forward: max_pos " + std::to_string(max_pos) + " is outside [0, n_ctx = " +
                                std::to_string(n_ctx) + ")");
     }
+    if (options.append_kv && !all_single_row) {
+        throw_invalid_argument("attention_forward: append_kv needs a batch of one-row tiles (the decode kernel)");
+    }
     if (!out || !qkv || !k_cache || !v_cache || !tiles) throw_invalid_argument("attention_forward: a NULL pointer");
     if (!aligned16(out) || !aligned16(qkv) || !aligned16(k_cache) || !aligned16(v_cache)) {
         throw_invalid_argument("attention_forward: out, qkv, k_cache and v_cache must be 16-byte aligned");
@@ -107,10 +114,10 @@ void attention_forward(half_t *out, const half_t *qkv, const half_t *k_cache, co
     const float q_scale = (float)(1.0 / std::sqrt((double)head_dim)) * dense::kLog2e;  // scores in the log2 domain
     __half *o = reinterpret_cast<__half *>(out);
     const __half *x = reinterpret_cast<const __half *>(qkv);
-    const __half *k = reinterpret_cast<const __half *>(k_cache);
-    const __half *v = reinterpret_cast<const __half *>(v_cache);
+    __half *k = reinterpret_cast<__half *>(k_cache);
+    __half *v = reinterpret_cast<__half *>(v_cache);
     if (all_single_row) {
-        dense::launch_attention_decode(o, x, k, v, tiles, n_tiles, n_head, n_ctx, q_scale, stream);
+        dense::launch_attention_decode(o, x, k, v, tiles, n_tiles, n_head, n_ctx, q_scale, options, stream);
     } else {
         dense::launch_attention_prefill(o, x, k, v, tiles, n_tiles, n_head, n_ctx, q_scale, stream);
     }

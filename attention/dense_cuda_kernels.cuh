@@ -52,8 +52,10 @@ __device__ __forceinline__ bool tile_ok(const AttentionTile &t, int n_ctx) {
 void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
                               const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
                               cudaStream_t stream);
-void launch_attention_decode(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+// Decode: k_cache and v_cache are written only with options.append_kv; options.partials and
+// options.counters enable the split over keys (dense_decode_cuda.cu).
+void launch_attention_decode(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
                              const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
-                             cudaStream_t stream);
+                             const AttentionOptions &options, cudaStream_t stream);
 
 }  // namespace seaopt::cuda::dense

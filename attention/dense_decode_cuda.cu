@@ -1,4 +1,25 @@
-// Dense attention, decode (every tile one row): see dense_cuda.cu for the design.
+// Dense attention, decode (every tile one row): see dense_cuda.cu for the overall design.
+//
+// attention_decode_kernel: grid (tile, head, split), 256 threads. Split s of a (tile, head) takes
+// the keys [s * split_keys, min((s + 1) * split_keys, pos + 1)) of the tile's sequence (pos: the
+// row's position); splits that start past pos exit at once. Within a block, groups of 8 lanes take
+// keys (a lane: 8 dims of q, K and V, one 16-byte load each); the 32 groups take interleaved keys,
+// 4 per step each (128 keys per step, all loads of a step issued before the maths), each group with
+// its own fp32 online softmax (log2 domain: q is pre-multiplied by head_dim^-0.5 * log2 e), and the
+// block merges the 32 states in shared memory.
+//   - One valid split (pos < split_keys, or no scratch: split_keys = n_ctx): the block writes the
+//     normalised output directly.
+//   - Several: each writes its state (m, l, unnormalised acc[64], fp32) to partials[tile][head]
+//     [split], fences, and bumps the (tile, head)'s counter with atomicInc(counter, n_valid - 1);
+//     the block that sees n_valid - 1 is the last one, merges the n_valid states in split order
+//     (deterministic whichever block comes last) and writes the output; atomicInc's wrap leaves
+//     the counter at zero for the next call. n_valid = pos / split_keys + 1 is computed on the
+//     device from the tile, so the grid and arguments do not depend on positions (CUDA graphs).
+// The row's own key and value (at pos) are read from the qkv row, not from the cache: the same
+// bits, and with append_kv the split holding pos also writes them to the cache (the fused KV
+// append), which no other block of the launch reads (one row per sequence, checked by the caller).
+// With programmatic dependent launch (engine/cuda/pdl.cuh, on by default on sm_90) the kernel waits for the
+// previous one before anything else, then lets the next one start.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -7,6 +28,7 @@
 
 #include "attention/dense_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::dense {
 namespace {
@@ -17,34 +39,65 @@ constexpr int kDecodeLanesPerKey = kHeadDim / 8;                   // 8
 constexpr int kDecodeGroups = kDecodeThreads / kDecodeLanesPerKey;  // 32 key groups
 constexpr int kDecodeUnroll = 4;                                    // keys per group per step
 constexpr int kDecodeKeysPerStep = kDecodeGroups * kDecodeUnroll;   // 128
+constexpr int kPartialFloats = kHeadDim + 2;                        // acc[64], m, l
+static_assert(kDecodeKeysPerStep == kAttentionDecodeMinSplitKeys, "a split is a whole number of steps");
+static_assert(kPartialFloats == kAttentionDecodePartialFloats, "ops.h sizes the partials");
+// 4 blocks of 256 threads per SM (64 registers each): 512 blocks of a split batch-1 decode step
+// fit in one wave of a 132-SM H100.
+constexpr int kDecodeMinBlocksPerSm = 4;
 
 // ---- CUDA kernel ----
 
-__global__ void __launch_bounds__(kDecodeThreads)
-    attention_decode_kernel(__half *__restrict__ out, const __half *__restrict__ qkv,
-                            const __half *__restrict__ k_cache, const __half *__restrict__ v_cache,
-                            const AttentionTile *__restrict__ tiles, int n_head, int n_ctx, float q_scale) {
+// k_cache and v_cache are written only with append_kv (the position pos of the tile's sequence).
+__global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocksPerSm)
+    attention_decode_kernel(__half *__restrict__ out, const __half *__restrict__ qkv, __half *__restrict__ k_cache,
+                            __half *__restrict__ v_cache, const AttentionTile *__restrict__ tiles, int n_head,
+                            int n_ctx, float q_scale, int split_keys, float *__restrict__ partials,
+                            unsigned int *__restrict__ counters, bool append_kv) {
     __shared__ float sm_m[kDecodeGroups];
     __shared__ float sm_l[kDecodeGroups];
     __shared__ __align__(16) float sm_acc[kDecodeGroups * kHeadDim];
+    __shared__ int sm_last;
 
-    const AttentionTile tile = tiles[blockIdx.x];
+    pdl_wait();  // launched with PDL: everything below reads or writes what earlier kernels touch
+    pdl_launch_dependents();
+    const int tile_index = blockIdx.x;
+    const AttentionTile tile = tiles[tile_index];
     if (!tile_ok(tile, n_ctx) || tile.n_rows != 1) return;  // uniform over the block
     const int h = blockIdx.y;
+    const int split = blockIdx.z, n_splits = gridDim.z;
+    const int pos = tile.pos0;                  // keys 0..pos
+    const int n_valid = pos / split_keys + 1;   // splits holding at least one key (<= n_splits)
+    if (split >= n_valid) return;               // uniform over the block
+    const int j_begin = split * split_keys;
+    const int j_end = min(j_begin + split_keys, pos + 1);  // this split's keys: [j_begin, j_end)
+
     const int C = n_head * kHeadDim;
     const int tid = threadIdx.x;
     const int g = tid / kDecodeLanesPerKey;         // key group: 8 aligned lanes of one warp
     const int d0 = (tid % kDecodeLanesPerKey) * 8;  // this lane's 8 dims
-    const int pos = tile.pos0;                      // keys 0..pos
+
+    const __half *q_row = qkv + (size_t)tile.row0 * (size_t)(3 * C) + (size_t)h * kHeadDim;
+    const __half *k_new = q_row + C;  // the row's own key and value (position pos)
+    const __half *v_new = q_row + 2 * (size_t)C;
+    const size_t head_base = ((size_t)tile.seq * (size_t)n_head + (size_t)h) * (size_t)n_ctx * kHeadDim;
+
+    // The fused KV append: the split holding pos writes the row's K and V (8 lanes each, 16 bytes).
+    if (append_kv && split == n_valid - 1 && tid < 2 * kDecodeLanesPerKey) {
+        const bool is_v = tid >= kDecodeLanesPerKey;
+        const int d = (tid % kDecodeLanesPerKey) * 8;
+        const uint4 val = *reinterpret_cast<const uint4 *>((is_v ? v_new : k_new) + d);
+        __half *dst = (is_v ? v_cache : k_cache) + head_base + (size_t)pos * kHeadDim + d;
+        *reinterpret_cast<uint4 *>(dst) = val;
+    }
 
     float q[8];
-    load_half8(q, qkv + (size_t)tile.row0 * (size_t)(3 * C) + (size_t)h * kHeadDim + d0);
+    load_half8(q, q_row + d0);
 #pragma unroll
     for (int e = 0; e < 8; ++e) q[e] *= q_scale;
 
-    const size_t kv_base = ((size_t)tile.seq * (size_t)n_head + (size_t)h) * (size_t)n_ctx * kHeadDim + d0;
-    const __half *kh = k_cache + kv_base;
-    const __half *vh = v_cache + kv_base;
+    const __half *kh = k_cache + head_base + d0;
+    const __half *vh = v_cache + head_base + d0;
 
     float m = -INFINITY;  // this group's running max (log2 domain), equal in its 8 lanes
     float l = 0.0f;       // this group's running sum, equal in its 8 lanes
@@ -52,24 +105,23 @@ __global__ void __launch_bounds__(kDecodeThreads)
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
 
-    // The loop bound is uniform over the block, so the shuffles below see whole warps; a group may
-    // have no valid key in a step (or at all, when pos < 31).
-    for (int j0 = 0; j0 <= pos; j0 += kDecodeKeysPerStep) {
+    // The loop bounds are uniform over the block, so the shuffles below see whole warps; a group may
+    // have no valid key in a step (or at all, when the split has fewer than 32 keys).
+    for (int j0 = j_begin; j0 < j_end; j0 += kDecodeKeysPerStep) {
         float s[kDecodeUnroll];
-        float v[kDecodeUnroll][8];
+        uint4 v[kDecodeUnroll];  // V as loaded (8 halves), converted where used: fewer registers
 #pragma unroll
         for (int u = 0; u < kDecodeUnroll; ++u) {
             const int j = j0 + u * kDecodeGroups + g;  // a warp's 4 groups read 4 adjacent keys
             float dot = 0.0f;
-            if (j <= pos) {
+            v[u] = make_uint4(0u, 0u, 0u, 0u);  // 0.0 for keys past the split's end
+            if (j < j_end) {
                 float k[8];
-                load_half8(k, kh + (size_t)j * kHeadDim);
-                load_half8(v[u], vh + (size_t)j * kHeadDim);
+                const bool own = j == pos;
+                load_half8(k, own ? k_new + d0 : kh + (size_t)j * kHeadDim);
+                v[u] = *reinterpret_cast<const uint4 *>(own ? v_new + d0 : vh + (size_t)j * kHeadDim);
 #pragma unroll
                 for (int e = 0; e < 8; ++e) dot += q[e] * k[e];
-            } else {
-#pragma unroll
-                for (int e = 0; e < 8; ++e) v[u][e] = 0.0f;
             }
             s[u] = dot;
         }
@@ -79,7 +131,7 @@ __global__ void __launch_bounds__(kDecodeThreads)
             s[u] += __shfl_xor_sync(0xffffffffu, s[u], 4);
             s[u] += __shfl_xor_sync(0xffffffffu, s[u], 2);
             s[u] += __shfl_xor_sync(0xffffffffu, s[u], 1);
-            if (j0 + u * kDecodeGroups + g > pos) s[u] = -INFINITY;
+            if (j0 + u * kDecodeGroups + g >= j_end) s[u] = -INFINITY;
             step_max = fmaxf(step_max, s[u]);
         }
         const float m_new = fmaxf(m, step_max);
@@ -91,14 +143,18 @@ __global__ void __launch_bounds__(kDecodeThreads)
         for (int e = 0; e < 8; ++e) acc[e] *= alpha;
 #pragma unroll
         for (int u = 0; u < kDecodeUnroll; ++u) {
-            const float p = exp2f(s[u] - m_use);  // 0 for keys past pos
+            const float p = exp2f(s[u] - m_use);  // 0 for keys past the split's end
             l += p;
+            const unsigned int vw[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
 #pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += p * v[u][e];
+            for (int e = 0; e < 4; ++e) {
+                acc[2 * e] += p * lo_half(vw[e]);
+                acc[2 * e + 1] += p * hi_half(vw[e]);
+            }
         }
     }
 
-    // Merge the groups' states: out = sum_g 2^(m_g - M) acc_g / sum_g 2^(m_g - M) l_g.
+    // Merge the groups' states: M = max_g m_g, L = sum_g 2^(m_g - M) l_g, o = sum_g 2^(m_g - M) acc_g.
     if (tid % kDecodeLanesPerKey == 0) {
         sm_m[g] = m;
         sm_l[g] = l;
@@ -107,16 +163,52 @@ __global__ void __launch_bounds__(kDecodeThreads)
     dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
     dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
     __syncthreads();
+    const size_t out_index = (size_t)tile.row0 * (size_t)C + (size_t)h * kHeadDim + tid;
+    const size_t pair = (size_t)tile_index * (size_t)n_head + (size_t)h;  // the counter's index
     if (tid < kHeadDim) {
         float M = -INFINITY;
-        for (int gg = 0; gg < kDecodeGroups; ++gg) M = fmaxf(M, sm_m[gg]);  // finite: group 0 has key 0
+        for (int gg = 0; gg < kDecodeGroups; ++gg) M = fmaxf(M, sm_m[gg]);  // finite: group 0 has key j_begin
         float L = 0.0f, o = 0.0f;
         for (int gg = 0; gg < kDecodeGroups; ++gg) {
             const float w = sm_m[gg] == -INFINITY ? 0.0f : exp2f(sm_m[gg] - M);
             L += w * sm_l[gg];
             o += w * sm_acc[gg * kHeadDim + tid];
         }
-        out[(size_t)tile.row0 * (size_t)C + (size_t)h * kHeadDim + tid] = __float2half_rn(o / L);
+        if (n_valid == 1) {
+            out[out_index] = __float2half_rn(o / L);
+        } else {
+            float *my_partial = partials + (pair * (size_t)n_splits + (size_t)split) * kPartialFloats;
+            my_partial[tid] = o;
+            if (tid == 0) {
+                my_partial[kHeadDim] = M;
+                my_partial[kHeadDim + 1] = L;
+            }
+        }
+    }
+    if (n_valid == 1) return;  // uniform over the block
+
+    // Several splits: the last block of this (tile, head) to finish merges them.
+    __threadfence();  // this block's partial is visible device-wide before the counter moves
+    __syncthreads();
+    if (tid == 0) {
+        const unsigned int prev = atomicInc(counters + pair, (unsigned int)(n_valid - 1));
+        sm_last = prev == (unsigned int)(n_valid - 1);
+    }
+    __syncthreads();
+    if (!sm_last) return;  // uniform over the block
+    __threadfence();
+    if (tid < kHeadDim) {
+        const float *first = partials + pair * (size_t)n_splits * kPartialFloats;
+        float M = -INFINITY;
+        for (int s = 0; s < n_valid; ++s) M = fmaxf(M, __ldcg(first + (size_t)s * kPartialFloats + kHeadDim));
+        float L = 0.0f, o = 0.0f;
+        for (int s = 0; s < n_valid; ++s) {
+            const float *p = first + (size_t)s * kPartialFloats;
+            const float w = exp2f(__ldcg(p + kHeadDim) - M);  // every valid split's m is finite
+            L += w * __ldcg(p + kHeadDim + 1);
+            o += w * __ldcg(p + tid);
+        }
+        out[out_index] = __float2half_rn(o / L);
     }
 }
 
@@ -124,13 +216,28 @@ __global__ void __launch_bounds__(kDecodeThreads)
 
 // ---- launcher ----
 
-void launch_attention_decode(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+void launch_attention_decode(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
                              const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
-                             cudaStream_t stream) {
-    const dim3 grid((unsigned)n_tiles, (unsigned)n_head);
-    attention_decode_kernel<<<grid, kDecodeThreads, 0, stream>>>(out, qkv, k_cache, v_cache, tiles, n_head, n_ctx,
-                                                                 q_scale);
-    check_launch("attention_decode_kernel");
+                             const AttentionOptions &options, cudaStream_t stream) {
+    // Split only with enough scratch; the split size is a whole number of 128-key steps.
+    int split_keys = n_ctx, n_splits = 1;
+    const int splits = attention_decode_splits(n_tiles, n_head, n_ctx);
+    if (splits > 1) {
+        const int keys = ceil_div(ceil_div(n_ctx, splits), kDecodeKeysPerStep) * kDecodeKeysPerStep;
+        const int z = ceil_div(n_ctx, keys);
+        const size_t pairs = (size_t)n_tiles * (size_t)n_head;
+        const bool room = options.partials != nullptr && options.counters != nullptr &&
+                          options.partials_bytes >= pairs * (size_t)z * kPartialFloats * sizeof(float) &&
+                          options.counters_bytes >= pairs * sizeof(uint32_t);
+        if (z > 1 && room) {
+            split_keys = keys;
+            n_splits = z;
+        }
+    }
+    const dim3 grid((unsigned)n_tiles, (unsigned)n_head, (unsigned)n_splits);
+    launch_kernel("attention_decode_kernel", programmatic_launch_enabled(), attention_decode_kernel, grid,
+                  dim3(kDecodeThreads), 0, stream, out, qkv, k_cache, v_cache, tiles, n_head, n_ctx, q_scale,
+                  split_keys, options.partials, options.counters, options.append_kv);
 }
 
 }  // namespace seaopt::cuda::dense

@@ -1,4 +1,34 @@
-// Dense causal attention, prefill (any tiles of up to 64 rows): see dense_cuda.cu for the design.
+// Dense causal attention, prefill (any tiles of up to 64 rows): a FlashAttention-2 style kernel on
+// the tensor cores (mma.sync m16n8k16, fp16 inputs, fp32 accumulators; sm_80 and later).
+//
+//   attention_prefill_kernel   grid (tile, head), 128 threads = 4 warps x 16 query rows.
+//       Blocks start in linear order; block b takes head b % n_head of tile n_tiles - 1 - b / n_head,
+//       so the later tiles (the most keys) of every head start first (longest job first).
+//       Warp w owns rows 16w..16w+15 of the tile. The block walks the sequence's keys in blocks of
+//       64 up to the tile's last position. K and V blocks are copied into shared memory with
+//       cp.async (16 bytes, zero-filled past the tile's last position: those cache positions are
+//       never read), two stages deep so the next block's copies overlap this block's maths; the
+//       tile's q (fp16, unscaled, zero rows past n_rows) comes with the first block and stays in
+//       shared memory (held in registers it would push the kernel past 128 registers, the limit
+//       for 4 blocks = 16 warps per SM). Per key block and warp:
+//         S (16 x 64, fp32 accumulators) = Q Kᵀ      (Q and K fragments by ldmatrix),
+//         causal mask (only on blocks that cross the warp's diagonal),
+//         online softmax in fp32 in the log2 domain: the row max is taken on the raw scores and
+//         p = exp2(s * q_scale - max * q_scale) (one FFMA + MUFU.EX2; q_scale includes log2 e, so
+//         q itself is never rounded after scaling), row max by quad shuffles, per-lane partial sums,
+//         P rounded to fp16 in registers: the accumulator layout of two adjacent n8 tiles of S is
+//         the A-fragment layout of one k16 slice of P, so P V needs no shared memory for P,
+//         O (16 x 64, fp32) = alpha O + P V          (V fragments by ldmatrix.trans).
+//       At the end O is divided by the row sums (reduced over the quad) and stored as fp16 for the
+//       tile's real rows (rows past n_rows compute harmless values and are never stored).
+//
+// Fragment layouts (PTX ISA, mma.m16n8k16 .f16/.f32), lane = 4 g + t (g = lane / 4, t = lane % 4):
+//   A (16 x 16, row-major), 4 regs of 2 halves: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1],
+//       a2 = A[g][2t+8, 2t+9], a3 = A[g+8][2t+8, 2t+9]          (the lower column in the low half)
+//   B (16 x 8, "col"), 2 regs: b0 = B[2t, 2t+1][g], b1 = B[2t+8, 2t+9][g]
+//   C/D (16 x 8, fp32), 4 regs: c0, c1 = C[g][2t, 2t+1], c2, c3 = C[g+8][2t, 2t+1]
+//   ldmatrix .x4: lanes 8i..8i+7 give the 8 row addresses (16 bytes each) of matrix i; register i
+//       of lane gets matrix i's [g][2t, 2t+1] (with .trans: [2t][g] and [2t+1][g]).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -11,157 +41,325 @@
 namespace seaopt::cuda::dense {
 namespace {
 
-// Prefill: a tile of up to 64 query rows, 4 threads per row, 64 keys per step.
-constexpr int kPrefillRows = kAttentionTileRows;  // 64
-constexpr int kPrefillThreadsPerRow = 4;
-constexpr int kPrefillThreads = kPrefillRows * kPrefillThreadsPerRow;  // 256
-constexpr int kPrefillKeys = 64;              // keys per step
-constexpr int kPrefillStride = kHeadDim + 4;  // 68 floats: K rows / P rows in shared memory (no bank conflicts)
-constexpr int kPrefillKeysPerThread = kPrefillKeys / kPrefillThreadsPerRow;  // 16
-constexpr int kPrefillDimsPerThread = kHeadDim / kPrefillThreadsPerRow;      // 16
+constexpr int kPrefillRows = kAttentionTileRows;                 // 64 query rows per block (one tile)
+constexpr int kPrefillWarpRows = 16;                             // rows per warp: the mma's M
+constexpr int kPrefillWarps = kPrefillRows / kPrefillWarpRows;   // 4
+constexpr int kPrefillThreads = kPrefillWarps * kWarpSize;       // 128
+// 4 blocks (16 warps) per SM: caps registers at 128 (no spills). Shared memory (45 KB a block) fits
+// 4 blocks on H100/H200; on A100 (164 KB per SM) 3.
+constexpr int kPrefillMinBlocksPerSm = 4;
+constexpr int kPrefillKeys = 64;                                 // keys per block step
+constexpr int kPrefillStages = 2;                                // K/V shared-memory stages
+constexpr int kPrefillSmemStride = kHeadDim + 8;  // 72 halves = 144 bytes per key row: the 8 rows of
+                                                  // an ldmatrix phase hit 8 distinct 16-byte bank groups
+constexpr int kPrefillRowBytes = kPrefillSmemStride * (int)sizeof(__half);  // 144
+constexpr int kPrefillStageBytes = kPrefillKeys * kPrefillRowBytes;         // 9216: one K or V block
+constexpr int kPrefillVOffset = kPrefillStages * kPrefillStageBytes;        // V stages after the K stages
+constexpr int kPrefillQOffset = 2 * kPrefillVOffset;                        // then the tile's q rows
+constexpr int kPrefillSmemBytes = kPrefillQOffset + kPrefillRows * kPrefillRowBytes;  // 46080 (static)
+constexpr int kPrefillChunksPerRow = kHeadDim / 8;                                        // 16-byte chunks
+constexpr int kPrefillRowsPerCopy = kPrefillThreads / kPrefillChunksPerRow;  // 16 rows per 128 16-byte copies
+constexpr int kPrefillCopiesPerThread = kPrefillKeys / kPrefillRowsPerCopy;    // 4 each of K, V (and q)
+constexpr int kPrefillKSlices = kHeadDim / 16;   // 4 k16 slices of head_dim (S = Q Kᵀ)
+constexpr int kPrefillKeyTiles = kPrefillKeys / 8;  // 8 n8 tiles of keys (S columns)
+constexpr int kPrefillPSlices = kPrefillKeys / 16;  // 4 k16 slices of keys (O = P V)
+constexpr int kPrefillDimTiles = kHeadDim / 8;      // 8 n8 tiles of output dims
 static_assert(kPrefillRows == 64 && kPrefillKeys == 64 && kHeadDim == 64, "the index maths below assume 64");
+static_assert(kPrefillKeys % kPrefillRowsPerCopy == 0 && kPrefillRows == kPrefillKeys,
+              "whole copies per thread, the same for q rows as for keys");
+
+// ---- device helpers (tensor-core and async-copy PTX, sm_80+) ----
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define SEAOPT_PREFILL_SM80 1
+#endif
+
+// 16 bytes global -> shared, asynchronously; with `valid` false the 16 bytes are zero-filled and
+// nothing is read (src-size 0; src is then any mapped address).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+#ifdef SEAOPT_PREFILL_SM80
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
+                 : "memory");
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#ifdef SEAOPT_PREFILL_SM80
+    asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+// Waits until at most `kPending` of this thread's committed groups are still in flight.
+template <int kPending> __device__ __forceinline__ void cp_async_wait() {
+#ifdef SEAOPT_PREFILL_SM80
+    asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+#ifdef SEAOPT_PREFILL_SM80
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#else
+    r[0] = r[1] = r[2] = r[3] = 0u;
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t addr) {
+#ifdef SEAOPT_PREFILL_SM80
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+#else
+    r[0] = r[1] = r[2] = r[3] = 0u;
+#endif
+}
+
+// d += A·B, m16n8k16, fp16 inputs, fp32 accumulators (row-major A, column-major B).
+__device__ __forceinline__ void mma_16816(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+#ifdef SEAOPT_PREFILL_SM80
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+    __trap();  // never run: device.cu refuses GPUs older than compute capability 8.0
+#endif
+}
+
+// Two fp32 values rounded to an fp16 pair: lo in bits 0..15 (the lower column / key), hi in 16..31.
+__device__ __forceinline__ uint32_t pack_f16x2(float lo, float hi) {
+#ifdef SEAOPT_PREFILL_SM80
+    uint32_t r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));  // d = (hi << 16) | lo: one F2FP
+    return r;
+#else
+    return pack_half2(lo, hi);
+#endif
+}
+
+// 2^x (MUFU.EX2; x <= 0 here; -inf gives 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// Issues the copies of keys j0..j0+63 of K and V into one stage (row `key` at key * 72 halves).
+// Thread tid copies the 16-byte chunks tid + 128 i (i < 4): key tid / 8 + 16 i, dims 8 (tid % 8) ..
+// +7 (8 consecutive threads copy one 128-byte cache row). src: this thread's chunk of key 0 of the
+// head in the caches (elements); copy_key = tid / 8; dst: this thread's chunk of key 0 in the K
+// stage (the V stage is kPrefillVOffset bytes further). Keys past `last` are zero-filled, not read.
+__device__ __forceinline__ void load_kv_block(uint32_t dst, const __half *k_cache, const __half *v_cache, size_t src,
+                                              int copy_key, int j0, int last) {
+    const int key0 = j0 + copy_key;
+    const int room = last - key0;  // copy i is valid when 16 i <= room
+#pragma unroll
+    for (int i = 0; i < kPrefillCopiesPerThread; ++i) {
+        const int key = key0 + i * kPrefillRowsPerCopy;
+        const bool valid = i * kPrefillRowsPerCopy <= room;
+        const size_t at = src + (valid ? (size_t)key * kHeadDim : 0);  // clamped: this thread's chunk of key 0
+        const uint32_t d = dst + (uint32_t)(i * kPrefillRowsPerCopy * kPrefillRowBytes);
+        cp_async16(d, k_cache + at, valid);
+        cp_async16(d + kPrefillVOffset, v_cache + at, valid);
+    }
+}
 
 // ---- CUDA kernel ----
 
-__global__ void __launch_bounds__(kPrefillThreads, 2)
+__global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
     attention_prefill_kernel(__half *__restrict__ out, const __half *__restrict__ qkv,
                              const __half *__restrict__ k_cache, const __half *__restrict__ v_cache,
                              const AttentionTile *__restrict__ tiles, int n_tiles, int n_head, int n_ctx,
                              float q_scale) {
-    // ks: the K step [key][dim], then the probabilities P [row][key] of the same step.
-    __shared__ __align__(16) float ks[kPrefillKeys * kPrefillStride];
-    __shared__ __align__(16) float vs[kPrefillKeys * kHeadDim];  // the V step [key][dim]
+    // [K, V][stage][key][72 halves], then q [row][72 halves]: 64 dims and 8 halves of padding.
+    __shared__ __align__(128) unsigned char kv_smem[kPrefillSmemBytes];
 
-    // Later tiles of a sequence have more keys: start them first.
-    const AttentionTile tile = tiles[n_tiles - 1 - (int)blockIdx.x];
+    // Later tiles of a sequence have more keys: start them first, for every head (see the top).
+    const int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);  // n_tiles * n_head blocks
+    const AttentionTile tile = tiles[n_tiles - 1 - block / n_head];
     if (!tile_ok(tile, n_ctx)) return;  // uniform over the block
-    const int h = blockIdx.y;
+    const int h = block % n_head;
     const int C = n_head * kHeadDim;
     const int tid = threadIdx.x;
-    const int r = tid / kPrefillThreadsPerRow;  // query row in the tile
-    const int t = tid % kPrefillThreadsPerRow;  // the row's 4 threads are adjacent lanes of one warp
-    const bool active = r < tile.n_rows;
-    const int last = tile.pos0 + tile.n_rows - 1;     // the tile's last position: keys 0..last
-    const int my_pos = active ? tile.pos0 + r : last;  // inactive rows compute harmless values, never stored
+    const int warp = tid / kWarpSize;
+    const int lane = tid % kWarpSize;
+    const int g = lane / 4;  // fragment row (and +8)
+    const int t = lane % 4;  // fragment column pair
+    const int last = tile.pos0 + tile.n_rows - 1;  // the tile's last position: keys 0..last
 
-    // q row r, scaled (fp32, in registers).
-    float q[kHeadDim];
-    if (active) {
-        const __half *qrow = qkv + (size_t)(tile.row0 + r) * (size_t)(3 * C) + (size_t)h * kHeadDim;
-#pragma unroll
-        for (int d = 0; d < kHeadDim; d += 8) load_half8(q + d, qrow + d);
-#pragma unroll
-        for (int d = 0; d < kHeadDim; ++d) q[d] *= q_scale;
-    } else {
-#pragma unroll
-        for (int d = 0; d < kHeadDim; ++d) q[d] = 0.0f;
-    }
+    // This lane's two query rows in the tile, and the warp's row range (positions pos0 + row).
+    const int row_a = warp * kPrefillWarpRows + g;
+    const int row_b = row_a + 8;
+    // Row_a's position minus 2t (row_b's is 8 more; rows past n_rows: past `last`, never stored).
+    const int diag0 = tile.pos0 + row_a - 2 * t;
+    const int warp_first_pos = tile.pos0 + warp * kPrefillWarpRows;
+    // The last key block start this warp computes: its last position, or -1 when none of its rows is
+    // real (uniform over the warp; earlier blocks with no real row are harmless and not skipped).
+    const int warp_last_j0 = warp * kPrefillWarpRows < tile.n_rows ? warp_first_pos + kPrefillWarpRows - 1 : -1;
 
     const size_t kv_base = ((size_t)tile.seq * (size_t)n_head + (size_t)h) * (size_t)n_ctx * kHeadDim;
-    const __half *kh = k_cache + kv_base;
-    const __half *vh = v_cache + kv_base;
+    const int copy_key = tid / kPrefillChunksPerRow;           // this thread's copies: keys copy_key + 16 i,
+    const int copy_dim = (tid % kPrefillChunksPerRow) * 8;     // dims copy_dim .. +7
+    const size_t copy_src = kv_base + (size_t)copy_dim;
 
-    float m = -INFINITY;  // running max of row r's scores (log2 domain); equal in the row's 4 threads
-    float l = 0.0f;       // this thread's share of row r's running sum of exp2(score - m)
-    float acc[kPrefillDimsPerThread];  // output dims 4t + 16j + e, unnormalised
+    const uint32_t smem = (uint32_t)__cvta_generic_to_shared(kv_smem);
+    constexpr uint32_t kStageBytes = kPrefillStageBytes;
+    constexpr uint32_t kRowBytes = kPrefillRowBytes;
+    const uint32_t copy_dst = smem + (uint32_t)(copy_key * kPrefillRowBytes + copy_dim * (int)sizeof(__half));
+
+    // The tile's q rows into shared memory, with the same thread -> (row, chunk) map as the keys:
+    // row copy_key + 16 i, dims copy_dim..+7; rows past n_rows are zero-filled (they may not exist).
 #pragma unroll
-    for (int i = 0; i < kPrefillDimsPerThread; ++i) acc[i] = 0.0f;
+    for (int i = 0; i < kPrefillCopiesPerThread; ++i) {
+        const int r = copy_key + i * kPrefillRowsPerCopy;
+        const bool ok = r < tile.n_rows;
+        const size_t row = (size_t)tile.row0 + (size_t)(ok ? r : 0);
+        const __half *src = qkv + row * (size_t)(3 * C) + (size_t)h * kHeadDim + (size_t)copy_dim;
+        cp_async16(copy_dst + (uint32_t)(kPrefillQOffset + i * kPrefillRowsPerCopy * kPrefillRowBytes), src, ok);
+    }
 
-    const int n_steps = last / kPrefillKeys + 1;
-    for (int step = 0; step < n_steps; ++step) {
-        const int j0 = step * kPrefillKeys;
+    // ldmatrix row addresses of this lane (byte offsets in a stage; i = lane / 8 picks the matrix):
+    //   Q, x4 for dim slice kk: matrix i = the warp's rows 8 (i % 2) .. +7, dims 16kk + 8 (i / 2) .. +7,
+    //     so registers = {a0, a1, a2, a3} (a0 = Q[row g][16kk + 2t, +1], a1 rows + 8, a2 dims + 8).
+    //   K, x4 for key tiles 2jp, 2jp+1 and dim slice kk: matrix i = keys 16jp + 8 (i / 2) .. +7,
+    //     dims 16kk + 8 (i % 2) .. +7, so registers = {b0, b1 of key tile 2jp, b0, b1 of 2jp+1}
+    //     (b0 = K[key 8j + g][dims 16kk + 2t, +1] = Kᵀ[2t, 2t+1][g], b1 the same 8 dims later).
+    //   V, x4.trans for key slice kk and dim tiles 2jp, 2jp+1: matrix i = keys 16kk + 8 (i % 2) .. +7,
+    //     dims 16jp + 8 (i / 2) .. +7, so registers = {b0, b1 of dim tile 2jp, b0, b1 of 2jp+1}
+    //     (.trans: b0 = V[keys 16kk + 2t, +1][dim 8j + g], b1 = the same 8 keys later).
+    const uint32_t q_lane = smem + kPrefillQOffset +
+                            (uint32_t)((warp * kPrefillWarpRows + (lane & 15)) * kRowBytes + (lane >> 4) * 16);
+    const uint32_t k_lane = smem + (uint32_t)(((lane >> 4) * 8 + (lane & 7)) * kRowBytes + ((lane >> 3) & 1) * 16);
+    const uint32_t v_lane = smem + kPrefillVOffset +
+                            (uint32_t)((((lane >> 3) & 1) * 8 + (lane & 7)) * kRowBytes + (lane >> 4) * 16);
 
-        // K and V of keys j0..j0+63 (zero past `last`: never read from the cache, always masked).
-        for (int c = tid; c < kPrefillKeys * (kHeadDim / 8); c += kPrefillThreads) {
-            const int key = c / (kHeadDim / 8);
-            const int d0 = (c % (kHeadDim / 8)) * 8;
-            float kf[8], vf[8];
-            if (j0 + key <= last) {
-                load_half8(kf, kh + (size_t)(j0 + key) * kHeadDim + d0);
-                load_half8(vf, vh + (size_t)(j0 + key) * kHeadDim + d0);
-            } else {
+    float o[kPrefillDimTiles][4];  // O[row_a][8j + 2t, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
 #pragma unroll
-                for (int e = 0; e < 8; ++e) kf[e] = vf[e] = 0.0f;
+    for (int j = 0; j < kPrefillDimTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m_a = -INFINITY, m_b = -INFINITY;  // running max of the raw scores (equal over the quad)
+    float l_a = 0.0f, l_b = 0.0f;            // this lane's share of the running sums of p
+
+    load_kv_block(copy_dst, k_cache, v_cache, copy_src, copy_key, 0, last);
+    cp_async_commit();  // q and the first K/V block: one group
+    uint32_t stage = 0;  // byte offset of the stage holding keys j0..j0+63
+    for (int j0 = 0; j0 <= last; j0 += kPrefillKeys) {
+        const uint32_t next = kStageBytes - stage;
+        if (j0 + kPrefillKeys <= last) {  // prefetch the next block into the other stage
+            load_kv_block(copy_dst + next, k_cache, v_cache, copy_src, copy_key, j0 + kPrefillKeys, last);
+        }
+        cp_async_commit();  // (an empty group on the last block keeps the count uniform)
+        cp_async_wait<1>();  // this block's group has landed (for this thread's copies) ...
+        __syncthreads();     // ... and for every thread's
+
+        // A warp whose rows are all before this block, or past n_rows, has nothing to do here.
+        if (j0 <= warp_last_j0) {
+            // S = Q Kᵀ: s[j] = S[row_a][j0 + 8j + 2t, +1] in [0, 1], row_b in [2, 3].
+            float s[kPrefillKeyTiles][4];
+#pragma unroll
+            for (int j = 0; j < kPrefillKeyTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < kPrefillKSlices; ++kk) {
+                uint32_t qa[4];  // A fragment of dims 16kk..16kk+15
+                ldmatrix_x4(qa, q_lane + (uint32_t)(kk * 32));
+#pragma unroll
+                for (int jp = 0; jp < kPrefillKeyTiles / 2; ++jp) {
+                    uint32_t b[4];
+                    ldmatrix_x4(b, k_lane + stage + (uint32_t)(jp * 16 * kRowBytes + kk * 32));
+                    mma_16816(s[2 * jp], qa, b[0], b[1]);
+                    mma_16816(s[2 * jp + 1], qa, b[2], b[3]);
+                }
             }
-            float4 *kd = reinterpret_cast<float4 *>(ks + key * kPrefillStride + d0);
-            float4 *vd = reinterpret_cast<float4 *>(vs + key * kHeadDim + d0);
-            kd[0] = make_float4(kf[0], kf[1], kf[2], kf[3]);
-            kd[1] = make_float4(kf[4], kf[5], kf[6], kf[7]);
-            vd[0] = make_float4(vf[0], vf[1], vf[2], vf[3]);
-            vd[1] = make_float4(vf[4], vf[5], vf[6], vf[7]);
-        }
-        __syncthreads();
 
-        // Scores of row r against keys 4i + t, causal mask by position.
-        float s[kPrefillKeysPerThread];
-        float step_max = -INFINITY;
+            // Causal mask, only where the block reaches past the warp's first position.
+            if (j0 + kPrefillKeys - 1 > warp_first_pos) {
+                const int diag = diag0 - j0;  // s[j][e] is key j0 + 8j + 2t + e: masked if > row_a's position
 #pragma unroll
-        for (int i = 0; i < kPrefillKeysPerThread; ++i) {
-            const int key = i * kPrefillThreadsPerRow + t;
-            const float4 *krow = reinterpret_cast<const float4 *>(ks + key * kPrefillStride);
-            float dot = 0.0f;
-#pragma unroll
-            for (int d4 = 0; d4 < kHeadDim / 4; ++d4) {
-                const float4 kv = krow[d4];
-                dot += q[4 * d4] * kv.x + q[4 * d4 + 1] * kv.y + q[4 * d4 + 2] * kv.z + q[4 * d4 + 3] * kv.w;
+                for (int j = 0; j < kPrefillKeyTiles; ++j) {
+                    if (8 * j > diag) s[j][0] = -INFINITY;
+                    if (8 * j + 1 > diag) s[j][1] = -INFINITY;
+                    if (8 * j > diag + 8) s[j][2] = -INFINITY;  // row_b: 8 positions later
+                    if (8 * j + 1 > diag + 8) s[j][3] = -INFINITY;
+                }
             }
-            s[i] = (j0 + key <= my_pos) ? dot : -INFINITY;
-            step_max = fmaxf(step_max, s[i]);
-        }
-        step_max = fmaxf(step_max, __shfl_xor_sync(0xffffffffu, step_max, 1));
-        step_max = fmaxf(step_max, __shfl_xor_sync(0xffffffffu, step_max, 2));
-        const float m_new = fmaxf(m, step_max);
-        // m_new is finite from the first step on (key 0 is never masked); the guard keeps
-        // exp2f(-inf - -inf) = NaN out regardless.
-        const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-        const float alpha = exp2f(m - m_use);  // 0 on the first step
-        m = m_new;
-        l *= alpha;
-#pragma unroll
-        for (int i = 0; i < kPrefillDimsPerThread; ++i) acc[i] *= alpha;
 
-        __syncthreads();  // every thread is done reading K: ks now takes P
-        float *prow = ks + r * kPrefillStride;
+            // Online softmax (log2 domain: scores scaled by q_scale inside the exponent).
+            float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
-        for (int i = 0; i < kPrefillKeysPerThread; ++i) {
-            const float p = exp2f(s[i] - m_use);  // 0 where masked
-            l += p;
-            prow[i * kPrefillThreadsPerRow + t] = p;
-        }
-        __syncwarp();  // row r's probabilities come from its own 4 lanes
+            for (int j = 0; j < kPrefillKeyTiles; ++j) {
+                mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
+                mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+            }
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));  // the quad shares rows g, g+8
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            const float mn_a = fmaxf(m_a, mx_a);
+            const float mn_b = fmaxf(m_b, mx_b);
+            // A row with every key so far masked keeps max -inf: use 0 so that exp2(-inf - -inf) =
+            // NaN cannot happen (all its p and alpha are then exp2(-inf) = 0).
+            const float ms_a = mn_a == -INFINITY ? 0.0f : mn_a * q_scale;
+            const float ms_b = mn_b == -INFINITY ? 0.0f : mn_b * q_scale;
+            const float alpha_a = fast_exp2(m_a * q_scale - ms_a);  // 0 while m was -inf
+            const float alpha_b = fast_exp2(m_b * q_scale - ms_b);
+            m_a = mn_a;
+            m_b = mn_b;
+            float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+            for (int j = 0; j < kPrefillKeyTiles; ++j) {
+                s[j][0] = fast_exp2(fmaf(s[j][0], q_scale, -ms_a));  // masked: exp2(-inf) = 0
+                s[j][1] = fast_exp2(fmaf(s[j][1], q_scale, -ms_a));
+                s[j][2] = fast_exp2(fmaf(s[j][2], q_scale, -ms_b));
+                s[j][3] = fast_exp2(fmaf(s[j][3], q_scale, -ms_b));
+                sum_a += s[j][0] + s[j][1];
+                sum_b += s[j][2] + s[j][3];
+            }
+            l_a = l_a * alpha_a + sum_a;
+            l_b = l_b * alpha_b + sum_b;
+#pragma unroll
+            for (int j = 0; j < kPrefillDimTiles; ++j) {
+                o[j][0] *= alpha_a;
+                o[j][1] *= alpha_a;
+                o[j][2] *= alpha_b;
+                o[j][3] *= alpha_b;
+            }
 
-        // acc += P[r, :] V for dims 4t + 16j + e.
+            // O += P V. The A fragment of key slice kk (keys 16kk..16kk+15) is S tiles 2kk, 2kk+1:
+            //   a0 = P[row_a][16kk + 2t, +1] = s[2kk][0, 1],     a1 = P[row_b][same] = s[2kk][2, 3],
+            //   a2 = P[row_a][16kk + 8 + 2t, +1] = s[2kk+1][0, 1], a3 = P[row_b][same] = s[2kk+1][2, 3].
 #pragma unroll
-        for (int c4 = 0; c4 < kPrefillKeys / 4; ++c4) {
-            const float4 p4 = reinterpret_cast<const float4 *>(prow)[c4];
-            const float pk[4] = {p4.x, p4.y, p4.z, p4.w};
+            for (int kk = 0; kk < kPrefillPSlices; ++kk) {
+                const uint32_t pa[4] = {pack_f16x2(s[2 * kk][0], s[2 * kk][1]), pack_f16x2(s[2 * kk][2], s[2 * kk][3]),
+                                        pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                        pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-            for (int cc = 0; cc < 4; ++cc) {
-                const float4 *vrow = reinterpret_cast<const float4 *>(vs + (4 * c4 + cc) * kHeadDim);
-#pragma unroll
-                for (int j = 0; j < 4; ++j) {
-                    const float4 v = vrow[t + 4 * j];  // dims 4t + 16j .. +3
-                    acc[4 * j] += pk[cc] * v.x;
-                    acc[4 * j + 1] += pk[cc] * v.y;
-                    acc[4 * j + 2] += pk[cc] * v.z;
-                    acc[4 * j + 3] += pk[cc] * v.w;
+                for (int jp = 0; jp < kPrefillDimTiles / 2; ++jp) {
+                    uint32_t b[4];
+                    ldmatrix_x4_trans(b, v_lane + stage + (uint32_t)(kk * 16 * kRowBytes + jp * 32));
+                    mma_16816(o[2 * jp], pa, b[0], b[1]);
+                    mma_16816(o[2 * jp + 1], pa, b[2], b[3]);
                 }
             }
         }
-        __syncthreads();  // before the next step overwrites ks and vs
+        __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
+        stage = next;
     }
 
-    l += __shfl_xor_sync(0xffffffffu, l, 1);
-    l += __shfl_xor_sync(0xffffffffu, l, 2);
-    if (active) {
-        const float inv = 1.0f / l;  // l >= 1: the row's maximum contributes exp2(0)
-        __half *orow = out + (size_t)(tile.row0 + r) * (size_t)C + (size_t)h * kHeadDim;
+    // Normalise and store the tile's real rows: O[row][8j + 2t, +1] as one fp16 pair (4 bytes).
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    const float inv_a = l_a > 0.0f ? 1.0f / l_a : 0.0f;  // l >= 1 for real rows: their max gives exp2(0)
+    const float inv_b = l_b > 0.0f ? 1.0f / l_b : 0.0f;
+    const size_t o_col = (size_t)h * kHeadDim + 2 * t;
+    if (row_a < tile.n_rows) {
+        uint32_t *orow = reinterpret_cast<uint32_t *>(out + (size_t)(tile.row0 + row_a) * (size_t)C + o_col);
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint2 u = make_uint2(pack_half2(acc[4 * j] * inv, acc[4 * j + 1] * inv),
-                                       pack_half2(acc[4 * j + 2] * inv, acc[4 * j + 3] * inv));
-            *reinterpret_cast<uint2 *>(orow + 4 * t + 16 * j) = u;  // 8-byte aligned
-        }
+        for (int j = 0; j < kPrefillDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][0] * inv_a, o[j][1] * inv_a);
+    }
+    if (row_b < tile.n_rows) {
+        uint32_t *orow = reinterpret_cast<uint32_t *>(out + (size_t)(tile.row0 + row_b) * (size_t)C + o_col);
+#pragma unroll
+        for (int j = 0; j < kPrefillDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][2] * inv_b, o[j][3] * inv_b);
     }
 }
 

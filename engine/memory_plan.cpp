@@ -5,6 +5,7 @@
 #include <limits>
 #include <map>
 
+#include "engine/cuda/ops.h"  // the decode attention's scratch size (plain C++, no CUDA headers)
 #include "engine/error.h"
 
 namespace seaopt {
@@ -216,8 +217,8 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     // Op indices (see the header).
     const int upload = 0, embed = 1;
     const int L = kOptStepLayer0;
-    // L + 4 is the ffn LayerNorm: it writes h16 again, which is live from L + 0 to FC1 anyway.
-    const int attn_ln = L + 0, qkv_gemm = L + 1, attention = L + 2, out_proj = L + 3, fc1 = L + 5, fc2 = L + 6;
+    const int attn_ln = L + 0, qkv_gemm = L + 1, attention = L + 2, out_proj = L + 3, ffn_ln = L + 4, fc1 = L + 5,
+              fc2 = L + 6;
     const int layers_end = fc2;
     const int head_gather = L + kOptStepsPerLayer;
     const int head_norm = head_gather + 1;
@@ -242,9 +243,22 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     b.push_back({"x", f32 * T * C, embed, copy_out});
     if (hp.has_proj()) b.push_back({"embd_proj_in", f16 * T * D, embed, embed});
     // One layer period.
-    b.push_back({"h16", f16 * T * C, attn_ln, hp.pre_ln ? fc1 : layers_end});
+    if (hp.pre_ln) {
+        // Two LayerNorm outputs: the attention block's (read by the QKV GEMM) and the ffn block's
+        // (read by FC1); neither is live during the attention op, so its scratch may take the bytes.
+        b.push_back({"h16", f16 * T * C, attn_ln, qkv_gemm});
+        b.push_back({"h16_ffn", f16 * T * C, ffn_ln, fc1});
+    } else {
+        // Post-LN: LN2 of the previous layer writes h16 for this layer's QKV, LN1 writes it for FC1.
+        b.push_back({"h16", f16 * T * C, attn_ln, layers_end});
+    }
     b.push_back({"qkv", f16 * T * 3 * C, qkv_gemm, attention});
     b.push_back({"attn", f16 * T * C, attention, out_proj});
+    // The decode attention's split-K partial states (engine/cuda/ops.h), used within the attention
+    // op only; 0 bytes once the batch is too large to split (it never is then).
+    const uint64_t partials =
+        cuda::attention_decode_partials_bytes((int)std::min<uint64_t>(T, 1u << 20), (int)hp.n_head);
+    if (partials > 0) b.push_back({"attn_partials", partials, attention, attention});
     b.push_back({"ff", f16 * T * F, fc1, fc2});
     // Head.
     b.push_back({"head_x", f32 * N * C, head_gather, head_norm});

@@ -84,13 +84,17 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 //                                 at the last step)
 //   1  embed                      x f32[T,C] (to the head gather); projection models (D != C) also
 //                                 embd_proj_in f16[T,D]: gather, then a GEMM into x (dies at 1)
-//   2  attn LN                    pre-LN: LN(x) -> h16 f16[T,C]; post-LN: none (layer 0: the fp16
-//                                 cast of x after the embedding; later layers: the previous LN2)
+//   2  attn LN                    pre-LN: LN(x) -> h16 f16[T,C] (read at 3 only); post-LN: none
+//                                 (layer 0: the fp16 cast of x after the embedding; later layers:
+//                                 the previous LN2)
 //   3  QKV GEMM + KV append       h16 -> qkv f16[T,3C]
-//   4  attention                  qkv -> attn f16[T,C]
+//   4  attention                  qkv -> attn f16[T,C] (a decode batch: the KV append happens here,
+//                                 and attn_partials, the split-K scratch of the decode kernel —
+//                                 cuda::attention_decode_partials_bytes(T, n_head) — lives here only)
 //   5  out-proj GEMM              attn -> += x
-//   6  ffn LN                     LN(x) -> h16 (post-LN: the attention block's LN, x = LN(x) in place too)
-//   7  FC1 (bias + ReLU)          h16 -> ff f16[T,F]
+//   6  ffn LN                     pre-LN: LN(x) -> h16_ffn f16[T,C]; post-LN: the attention block's
+//                                 LN, x = LN(x) in place, and -> h16
+//   7  FC1 (bias + ReLU)          h16_ffn (post-LN: h16) -> ff f16[T,F]
 //   8  FC2                        ff -> += x (post-LN: then x = LN(x) in place, writing h16 for the
 //                                 next layer's QKV: so h16 is live through the whole period)
 //   9  head gather                x[output_rows] -> head_x f32[N,C]

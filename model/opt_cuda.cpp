@@ -191,7 +191,11 @@ struct OptCudaState {
     cuda::GemmHandle *gemm = nullptr;
     uint32_t n_ctx = 0, n_seq = 0, n_batch = 0;
     uint64_t weights_bytes = 0, kv_bytes = 0;
-    void *kv_block = nullptr;  // [layer][K|V][seq][head][pos][head_dim] fp16
+    // [layer][K|V][seq][head][pos][head_dim] fp16 (kv_bytes), then the decode attention's split-K
+    // counters (cuda::AttentionOptions::counters: zero once, left zero by every decode step).
+    void *kv_block = nullptr;
+    uint64_t kv_alloc_bytes = 0;
+    uint32_t *attn_counters = nullptr;
     MemoryPlan plan;
     void *arena = nullptr;
     std::map<std::string, char *> buffers;  // name -> address inside the arena
@@ -203,6 +207,12 @@ struct OptCudaState {
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
 
+    uint64_t plan_bytes(const std::string &name) const {
+        for (const PlannedBuffer &b : plan.buffers) {
+            if (b.req.name == name) return b.req.bytes;
+        }
+        return 0;
+    }
     char *buffer_or_null(const std::string &name) const {
         const auto it = buffers.find(name);
         return it == buffers.end() ? nullptr : it->second;
@@ -233,6 +243,7 @@ void destroy_cuda_state(OptCudaState *s) {
 
 namespace {
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
+constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(uint32_t);
 constexpr int kHeadChunkRows = 128;                      // outputs per lm_head GEMM (see the head)
 // Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets (int32
 // each, n_batch slots apiece), then the attention tiles.
@@ -252,12 +263,13 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->n_batch = n_batch;
     s->weights_bytes = w.bytes;
     s->kv_bytes = 2ull * hp.n_layer * s->per_layer_elems(hp) * sizeof(half_t);
+    s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + kAttnCounterBytes;
     s->plan = plan_memory(opt_forward_buffers(hp, n_batch, std::min<uint32_t>(n_batch, kHeadChunkRows)));
 
     // Refuse before allocating anything if the plan does not fit.
     size_t free_b = 0, total_b = 0;
     check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-    const uint64_t need = s->kv_bytes + s->plan.arena_bytes + kGemmWorkspaceBytes;
+    const uint64_t need = s->kv_alloc_bytes + s->plan.arena_bytes + kGemmWorkspaceBytes;
     if (need > free_b) {
         throw Error(SEAOPT_ERR_OUT_OF_MEMORY,
                     "the context needs " + std::to_string(need >> 20) + " MiB of GPU memory (KV cache " +
@@ -265,8 +277,10 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
                         std::to_string(s->plan.arena_bytes >> 20) + " MiB) but only " + std::to_string(free_b >> 20) +
                         " MiB is free: lower n_ctx, n_seq_max or n_batch");
     }
-    s->kv_block = device_alloc(s->kv_bytes, "the KV cache");
-    check(cudaMemset(s->kv_block, 0, s->kv_bytes), "cudaMemset KV cache");
+    s->kv_block = device_alloc(s->kv_alloc_bytes, "the KV cache");
+    check(cudaMemset(s->kv_block, 0, s->kv_alloc_bytes), "cudaMemset KV cache");
+    s->attn_counters = reinterpret_cast<uint32_t *>(static_cast<char *>(s->kv_block) + s->kv_alloc_bytes -
+                                                    kAttnCounterBytes);
     s->arena = device_alloc(std::max<uint64_t>(s->plan.arena_bytes, 256), "the activation arena");
     for (const PlannedBuffer &b : s->plan.buffers) s->buffers[b.req.name] = static_cast<char *>(s->arena) + b.offset;
     check(cudaMallocHost(&s->host_staging, staging_bytes(n_batch)), "cudaMallocHost");
@@ -298,7 +312,7 @@ uint64_t device_footprint(uint64_t bytes) {
 CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
     CudaMemoryNumbers m;
     m.weights = device_footprint(s.weights_bytes);
-    m.kv_cache = device_footprint(s.kv_bytes);
+    m.kv_cache = device_footprint(s.kv_alloc_bytes);  // with the attention counters
     m.arena = device_footprint(s.plan.arena_bytes);
     m.workspace = device_footprint(kGemmWorkspaceBytes);  // cuBLASLt workspace (staging buffers are host memory)
     size_t free_b = 0, total_b = 0;
@@ -348,6 +362,14 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
     cuda::make_attention_tiles(h_tiles, &n_tiles, h_seq, h_pos, T);
     bool all_single = true;
     for (int i = 0; i < n_tiles; ++i) all_single = all_single && h_tiles[i].n_rows == 1;
+    // A decode batch whose rows all belong to different sequences lets the attention kernel append
+    // K and V itself (no row reads a key another row appends): one launch fewer per layer.
+    bool fused_append = all_single;
+    if (fused_append) {
+        std::vector<int32_t> seqs(h_seq, h_seq + T);
+        std::sort(seqs.begin(), seqs.end());
+        fused_append = std::adjacent_find(seqs.begin(), seqs.end()) == seqs.end();
+    }
 
     // Everything from the metadata upload to the logits (or NLL) download, enqueued on the stream.
     auto enqueue = [&](float *dst) {
@@ -367,6 +389,14 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
 
         float *x = reinterpret_cast<float *>(s.buffer("x"));
         half_t *h16 = reinterpret_cast<half_t *>(s.buffer("h16"));
+        // The ffn LayerNorm's output: its own buffer in pre-LN models (memory_plan.h), h16 in post-LN.
+        half_t *h16_ffn = hp.pre_ln ? reinterpret_cast<half_t *>(s.buffer("h16_ffn")) : h16;
+        cuda::AttentionOptions attn_opt;
+        attn_opt.append_kv = fused_append;
+        attn_opt.partials = reinterpret_cast<float *>(s.buffer_or_null("attn_partials"));
+        attn_opt.partials_bytes = attn_opt.partials ? s.plan_bytes("attn_partials") : 0;
+        attn_opt.counters = s.attn_counters;
+        attn_opt.counters_bytes = kAttnCounterBytes;
         half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
         half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
         half_t *ff = reinterpret_cast<half_t *>(s.buffer("ff"));
@@ -389,15 +419,16 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             half_t *k_l = s.k_cache(hp, l), *v_l = s.v_cache(hp, l);
             if (hp.pre_ln) cuda::layernorm_forward(h16, nullptr, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);
             cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
-            cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
-            cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, st);
+            if (!fused_append) cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
+            cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, attn_opt,
+                                    st);
             cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
             if (hp.pre_ln) {
-                cuda::layernorm_forward(h16, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
+                cuda::layernorm_forward(h16_ffn, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
             } else {
                 cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
             }
-            cuda::gemm_f16(s.gemm, ff, h16, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
+            cuda::gemm_f16(s.gemm, ff, h16_ffn, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
             cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
             if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
         }

@@ -250,7 +250,8 @@ TEST_F(GpuKernels, KvCacheAppendWritesExactlyTheRowsSlots) {
     struct Shape {
         int n_seq, n_head, head_dim, n_ctx;
     };
-    for (const Shape s : {Shape{3, 4, 8, 16}, Shape{2, 32, 64, 2048}}) {  // small, and OPT-1.3B's heads
+    // Small, OPT-1.3B's heads (both 16-byte copies), and head_dim 6 (the one-half-at-a-time kernel).
+    for (const Shape s : {Shape{3, 4, 8, 16}, Shape{2, 32, 64, 2048}, Shape{2, 3, 6, 16}}) {
         const int C = s.n_head * s.head_dim;
         // Rows as a batch has them: runs of consecutive positions per sequence, the context's last
         // slot used, and two rows outside [0, n_ctx) that the kernel's guard must drop.
@@ -329,7 +330,11 @@ TEST_F(GpuKernels, LayerNormMatchesCpuReference) {
     struct Shape {
         int rows, C;
     };
-    for (const Shape s : {Shape{1, 2048}, Shape{7, 2048}, Shape{9, 300}, Shape{64, 768}, Shape{33, 8192}}) {
+    // Decode rows (1) and a prefill's (2048) at OPT widths up to OPT-66B's 9216 (the register kernel
+    // with 1, 2, 4 and 8 float4 per thread), C % 4 != 0 and C > 16384 (the generic kernel).
+    for (const Shape s : {Shape{1, 2048}, Shape{7, 2048}, Shape{9, 300}, Shape{64, 768}, Shape{33, 8192},
+                          Shape{1, 9216}, Shape{3, 9216}, Shape{2048, 2048}, Shape{1, 2560}, Shape{2, 5120},
+                          Shape{1, 7168}, Shape{4, 1024}, Shape{5, 301}, Shape{2, 20000}}) {
         const int rows = s.rows, C = s.C;
         // Residual-stream-like rows: a per-row offset and spread, plus a few large outlier channels
         // (OPT's residual stream has them).
@@ -657,6 +662,9 @@ TEST_F(GpuGemm, GemvPathAtOptShapes) {
         {2048, 2048, GemmKind::F32Beta1},      {72, 200, GemmKind::F16Bias},
         {1000, 300, GemmKind::F32Beta1Bias},   {1001, 130, GemmKind::F16BiasRelu},
         {8, 17, GemmKind::F32Beta0Bias},
+        // 8 warps of 15-16 chunks (the deep steps, then 4-chunk steps, then single chunks), the last
+        // chunk partial (4008 = 125 x 32 + 8).
+        {4008, 4096, GemmKind::F32Beta1Bias},  {4008, 4096, GemmKind::F16BiasRelu},
     };
     for (const int rows : {1, 2, 5, 8}) {
         for (const Shape &s : shapes) check_gemm(handle_, {rows, s.n_in, s.n_out, s.kind}, stream_, rng);
@@ -761,7 +769,9 @@ TEST_F(GpuGemm, GemvBandwidthReport) {
         const char *what;
     };
     const int n_calls = 100, max_rows = 9;
-    for (const Bench b : {Bench{2048, 8192, true, "fc1 f16 bias+relu"}, Bench{2048, 50272, false, "lm_head f32"}}) {
+    for (const Bench b : {Bench{2048, 6144, true, "qkv shape f16"}, Bench{2048, 2048, false, "out_proj shape f32"},
+                          Bench{2048, 8192, true, "fc1 f16 bias+relu"}, Bench{8192, 2048, false, "fc2 shape f32"},
+                          Bench{2048, 50272, false, "lm_head f32"}}) {
         const size_t w_elems = (size_t)b.n_out * b.n_in, w_bytes = w_elems * sizeof(half_t);
         const size_t n_copies = std::max<size_t>(2, ((size_t)256 << 20) / w_bytes + 1);
         DeviceBuffer<half_t> d_w(n_copies * w_elems), d_x((size_t)max_rows * b.n_in), d_bias16(b.n_out);
@@ -800,6 +810,117 @@ TEST_F(GpuGemm, GemvBandwidthReport) {
                         w_bytes / 1048576.0);
         }
     }
+}
+
+// Programmatic dependent launch (ops.h, set_programmatic_launch): the decode-path kernels may then
+// overlap the kernel before them and wait on the device. A batch-1 decode layer of OPT-1.3B's
+// shape (LayerNorm, qkv GEMV, split decode attention with the fused KV append, out-projection into
+// the residual, LayerNorm, fc1, fc2 into the residual, then the final LayerNorm) must give the same
+// bits with it as without, in plain launches and in a CUDA graph (replayed twice: the second
+// replay starts from the first one's residual and cache, as the direct calls do). Without sm_90 the
+// switch does nothing and this compares the plain path with itself.
+TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
+    using namespace seaopt::cuda;
+    struct Restore {  // the process-wide setting as it was (on by default where supported)
+        bool was = programmatic_launch_enabled();
+        ~Restore() { set_programmatic_launch(was); }
+    } restore;
+    std::mt19937 rng(37);
+    const int C = 2048, F = 8192, H = 32, hd = 64, n_ctx = 2048, pos = 1500;
+    const float eps = 1e-5f, ws = std::sqrt(3.0f / C), ws_f = std::sqrt(3.0f / F);
+    DeviceBuffer<float> d_x(random_f32(C, -2.0f, 2.0f, rng));
+    const std::vector<float> x0 = d_x.download();
+    DeviceBuffer<half_t> ln1_w(random_f16(C, 0.5f, 1.5f, rng)), ln1_b(random_f16(C, -0.2f, 0.2f, rng));
+    DeviceBuffer<half_t> ln2_w(random_f16(C, 0.5f, 1.5f, rng)), ln2_b(random_f16(C, -0.2f, 0.2f, rng));
+    DeviceBuffer<half_t> qkv_w(random_f16((size_t)3 * C * C, -ws, ws, rng));
+    DeviceBuffer<half_t> qkv_b(random_f16(3 * C, -0.1f, 0.1f, rng));
+    DeviceBuffer<half_t> o_w(random_f16((size_t)C * C, -ws, ws, rng)), up_w(random_f16((size_t)F * C, -ws, ws, rng));
+    DeviceBuffer<half_t> up_b(random_f16(F, -0.1f, 0.1f, rng)), down_w(random_f16((size_t)C * F, -ws_f, ws_f, rng));
+    DeviceBuffer<float> o_b(random_f32(C, -0.1f, 0.1f, rng)), down_b(random_f32(C, -0.1f, 0.1f, rng));
+    const size_t cache_elems = (size_t)H * n_ctx * hd;
+    const std::vector<half_t> k0 = random_f16(cache_elems, -1.0f, 1.0f, rng);
+    const std::vector<half_t> v0 = random_f16(cache_elems, -1.0f, 1.0f, rng);
+    DeviceBuffer<half_t> d_k(k0), d_v(v0);
+    DeviceBuffer<half_t> h16(C), qkv((size_t)3 * C), attn(C), ff(F), head16(C);
+    DeviceBuffer<AttentionTile> tiles(std::vector<AttentionTile>{AttentionTile{0, 1, 0, pos}});
+    DeviceBuffer<float> partials(attention_decode_partials_bytes(1, H) / sizeof(float) + 1);
+    DeviceBuffer<uint32_t> counters(std::vector<uint32_t>(kAttentionDecodeCounters, 0u));
+    AttentionOptions opt;
+    opt.append_kv = true;
+    opt.partials = partials.get();
+    opt.partials_bytes = partials.size() * sizeof(float);
+    opt.counters = counters.get();
+    opt.counters_bytes = counters.size() * sizeof(uint32_t);
+
+    auto enqueue = [&]() {
+        layernorm_forward(h16.get(), nullptr, d_x.get(), ln1_w.get(), ln1_b.get(), 1, C, eps, stream_);
+        gemm_f16(handle_, qkv.get(), h16.get(), qkv_w.get(), qkv_b.get(), Epilogue::Bias, 1, C, 3 * C, stream_);
+        attention_forward(attn.get(), qkv.get(), d_k.get(), d_v.get(), tiles.get(), 1, true, pos, H, hd, n_ctx, opt,
+                          stream_);
+        gemm_f16_to_f32(handle_, d_x.get(), attn.get(), o_w.get(), o_b.get(), 1.0f, 1, C, C, stream_);
+        layernorm_forward(h16.get(), nullptr, d_x.get(), ln2_w.get(), ln2_b.get(), 1, C, eps, stream_);
+        gemm_f16(handle_, ff.get(), h16.get(), up_w.get(), up_b.get(), Epilogue::BiasRelu, 1, C, F, stream_);
+        gemm_f16_to_f32(handle_, d_x.get(), ff.get(), down_w.get(), down_b.get(), 1.0f, 1, F, C, stream_);
+        layernorm_forward(head16.get(), nullptr, d_x.get(), ln1_w.get(), ln1_b.get(), 1, C, eps, stream_);
+    };
+    struct Result {
+        std::vector<float> x;
+        std::vector<half_t> head16, k, v;
+    };
+    auto reset = [&]() {
+        d_x.upload(x0);
+        d_k.upload(k0);
+        d_v.upload(v0);
+    };
+    auto result = [&]() {
+        sync();
+        return Result{d_x.download(), head16.download(), d_k.download(), d_v.download()};
+    };
+    auto compare = [&](const Result &a, const Result &b, const char *what) {
+        const size_t dx = count_bitwise_differences(a.x.data(), b.x.data(), a.x.size(), 4);
+        const size_t dh = count_bitwise_differences(a.head16.data(), b.head16.data(), a.head16.size(), 2);
+        const size_t dk = count_bitwise_differences(a.k.data(), b.k.data(), a.k.size(), 2);
+        const size_t dv = count_bitwise_differences(a.v.data(), b.v.data(), a.v.size(), 2);
+        std::printf("programmatic launch (%s, %s): residual %zu, head16 %zu, K %zu, V %zu values differ\n", what,
+                    programmatic_launch_enabled() ? "on" : "off: not sm_90", dx, dh, dk, dv);
+        EXPECT_EQ(dx + dh + dk + dv, 0u) << what;
+    };
+
+    // Plain launches: one layer, then a second one on its output.
+    set_programmatic_launch(false);
+    reset();
+    enqueue();
+    const Result off1 = result();
+    enqueue();
+    const Result off2 = result();
+    set_programmatic_launch(true);
+    reset();
+    enqueue();
+    compare(off1, result(), "plain launches, step 1");
+    enqueue();
+    compare(off2, result(), "plain launches, step 2");
+
+    // Captured with PDL on, replayed twice.
+    reset();
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+        enqueue();
+    } catch (...) {
+        cudaStreamEndCapture(stream_, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+    }
+    cuda_ok(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    cuda_ok(err, "cudaGraphInstantiate");
+    cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+    compare(off1, result(), "CUDA graph, replay 1");
+    cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+    compare(off2, result(), "CUDA graph, replay 2");
+    cudaGraphExecDestroy(exec);
 }
 
 TEST_F(GpuGemm, MisalignedPointersGetTheirOwnAlgorithm) {

@@ -15,7 +15,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <string>
@@ -23,6 +25,7 @@
 
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemm.h"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda {
 
@@ -189,6 +192,28 @@ std::unique_ptr<Plan> make_plan(cublasLtHandle_t lt, const PlanKey &key, const v
 // past n_in read as zero in both w and x (0·0, never 0·NaN). The warps' fp32 partial sums meet in
 // shared memory in a fixed order (deterministic), and warp 0 applies the epilogue.
 //
+// Bytes in flight (what a memory-bound kernel lives on; an H100 wants roughly 32-64 KB per SM to
+// cover HBM latency): a warp issues the loads of 4 chunks (16 rows x 128 halves = 4 KB of w)
+// before its mmas, so what matters is the number of warps per SM, which the launcher sizes to
+// about kGemvTargetWarpsPerSm (32: with ~64 registers a thread, as many as an SM holds) by
+// splitting n_in over more warps of a block. OPT-1.3B batch 1 on 132 SMs: qkv (2048 -> 6144) 384
+// blocks of 8 warps, fc1 (2048 -> 8192) 512 of 8, about 24-31 warps and 96-124 KB in flight per
+// SM (16 warps before); fc2 (8192 -> 2048) 128 blocks of 16 warps (the most a block has). Warps
+// with at least 8 chunks to walk take 8 per step where registers allow (the kDeep instantiation;
+// ptxas may interleave its loads with the mmas, but never has fewer in flight); not for one-warp
+// blocks, where the 50k-output lm_head relies on ~24 resident blocks per SM. The out-projection
+// (2048 -> 2048: 128 blocks of 16 warps, 4 chunks each) already issues all of its 8 MB at once,
+// 64 KB per SM; splitting its n_in over more blocks would not put more bytes in flight, only add a
+// cross-block reduction (and atomics would make the fp32 residual non-deterministic). What such a
+// short kernel loses is its tail: so the storing warp loads its epilogue operands (bias, and y
+// when beta != 0) before the main loop, which takes a dependent memory round trip off every
+// GEMV's end.
+//
+// With programmatic dependent launch (engine/cuda/pdl.cuh, on by default on sm_90), a GEMV starts while the kernel
+// before it finishes: each warp prefetches its first kGemvPrefetchChunks chunks of w into L2 (the
+// whole matrix for qkv, fc1 and the out-projection of OPT-1.3B), then waits on the device, then
+// lets the next kernel start, then runs as above with its first loads hitting L2.
+//
 // gemv_scalar_kernel (anything else: unaligned pointers, n_in % 8 != 0): one warp per output,
 // scalar loads, fp32 FMAs (exact fp16 products), warp-shuffle sums. Correct, not fast.
 //
@@ -200,9 +225,11 @@ constexpr int kGemvMaxRows = 8;        // rows <= this take the GEMV path (the m
 constexpr int kGemvTileOut = 16;       // outputs per block of the mma kernel (the mma's M)
 constexpr int kGemvChunk = 32;         // k per chunk: 4 lanes x 8 halves of a weight row
 constexpr int kGemvUnroll = 4;         // chunks whose loads a warp issues before it multiplies
+constexpr int kGemvDeepUnroll = 8;     // the same for warps with many chunks (kDeep)
 constexpr int kGemvMaxWarps = 16;      // warps splitting n_in within one block
-constexpr int kGemvTargetWarpsPerSm = 16;  // fewer, longer warps once the grid has this many
+constexpr int kGemvTargetWarpsPerSm = 32;  // fewer, longer warps once the grid has this many
 constexpr int kGemvScalarWarps = 8;    // outputs (one per warp) per block of the scalar kernel
+constexpr int kGemvPrefetchChunks = 8; // chunks of w per warp pulled into L2 before the PDL wait
 
 struct GemvOutput {
     void *y;           // __half [rows, n_out] or float [rows, n_out]
@@ -212,18 +239,35 @@ struct GemvOutput {
     bool relu;  // fp16 output only
 };
 
+// The epilogue's operands of output (r, o), loaded ahead of the sum: the bias, and (fp32 output,
+// beta != 0) the old y. y[r, o] is read and written only by the thread that stores (r, o).
+struct GemvEpilogueIn {
+    float bias = 0.0f, y = 0.0f;
+};
+
 template <bool kF16Out>
-__device__ __forceinline__ void gemv_store(const GemvOutput &out, int r, int o, float v) {
-    const size_t i = (size_t)r * out.n_out + o;
+__device__ __forceinline__ GemvEpilogueIn gemv_epilogue_load(const GemvOutput &out, int r, int o) {
+    GemvEpilogueIn in;
     if constexpr (kF16Out) {
-        if (out.bias != nullptr) v += __half2float(static_cast<const __half *>(out.bias)[o]);
+        if (out.bias != nullptr) in.bias = __half2float(static_cast<const __half *>(out.bias)[o]);
+    } else {
+        if (out.bias != nullptr) in.bias = static_cast<const float *>(out.bias)[o];
+        // beta == 0: y is not read (it may hold NaN)
+        if (out.beta != 0.0f) in.y = static_cast<const float *>(out.y)[(size_t)r * out.n_out + o];
+    }
+    return in;
+}
+
+template <bool kF16Out>
+__device__ __forceinline__ void gemv_store(const GemvOutput &out, int r, int o, float v, const GemvEpilogueIn &in) {
+    const size_t i = (size_t)r * out.n_out + o;
+    if (out.bias != nullptr) v += in.bias;
+    if constexpr (kF16Out) {
         if (out.relu && v < 0.0f) v = 0.0f;  // NaN stays NaN
         static_cast<__half *>(out.y)[i] = __float2half_rn(v);
     } else {
-        if (out.bias != nullptr) v += static_cast<const float *>(out.bias)[o];
-        float *y = static_cast<float *>(out.y);
-        if (out.beta != 0.0f) v += out.beta * y[i];  // beta == 0: y is not read (it may hold NaN)
-        y[i] = v;
+        if (out.beta != 0.0f) v += out.beta * in.y;
+        static_cast<float *>(out.y)[i] = v;
     }
 }
 
@@ -249,12 +293,35 @@ __device__ __forceinline__ void mma_m16n8k16_f32(float (&d)[4], uint32_t a0, uin
 #endif
 }
 
+// kU chunks of one warp from chunk c on, all inside n_in: every load issued before the mmas.
+template <int kU>
+__device__ __forceinline__ void gemv_mma_chunks(float (&acc)[4], const uint4 *w_lo, const uint4 *w_hi,
+                                                const uint4 *x_g, int c) {
+    uint4 a_lo[kU], a_hi[kU], b[kU];
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+        const int k8 = (c + u) * (kGemvChunk / 8);  // the chunk's first uint4 (this lane adds t)
+        a_lo[u] = gemv_load_weights(w_lo + k8);
+        a_hi[u] = gemv_load_weights(w_hi + k8);
+        b[u] = __ldg(x_g + k8);
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+        mma_m16n8k16_f32(acc, a_lo[u].x, a_hi[u].x, a_lo[u].y, a_hi[u].y, b[u].x, b[u].y);
+        mma_m16n8k16_f32(acc, a_lo[u].z, a_hi[u].z, a_lo[u].w, a_hi[u].w, b[u].z, b[u].w);
+    }
+}
+
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // Grid: ceil(n_out / 16) blocks of 32·n_warps threads (n_warps <= 16), dynamic shared memory
 // n_warps > 1 ? n_warps·32·16 bytes : 0. w: n_out rows of n_in8 uint4; x: rows (1..8) rows of n_in8.
-template <bool kF16Out>
+// kDeep: steps of kGemvDeepUnroll chunks first (see "Bytes in flight" above). prefetch: launched
+// with PDL, so pull the first chunks of w into L2 before waiting for the previous kernel.
+template <bool kF16Out, bool kDeep>
 __global__ void __launch_bounds__(kGemvMaxWarps * kWarpSize)
     gemv_mma_kernel(const uint4 *__restrict__ w, const uint4 *__restrict__ x, int rows, int n_in8, int n_out,
-                    int n_chunks, GemvOutput out) {
+                    int n_chunks, GemvOutput out, bool prefetch) {
     extern __shared__ float4 gemv_partial[];  // [n_warps][32]
     const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, n_warps = blockDim.x / kWarpSize;
     const int g = lane / 4, t = lane % 4;
@@ -268,26 +335,47 @@ __global__ void __launch_bounds__(kGemvMaxWarps * kWarpSize)
     const int c_begin = (int)((long long)warp * n_chunks / n_warps);
     const int c_end = (int)((long long)(warp + 1) * n_chunks / n_warps);
 
-    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    // Main loop: kGemvUnroll chunks wholly inside n_in at a time, all loads issued before the mmas,
-    // no predicates. Then the rest one chunk at a time, the k slots past n_in reading as zero.
-    const int full_end = min(c_end, n_in8 / (kGemvChunk / 8));
-    int c = c_begin;
-    for (; c + kGemvUnroll <= full_end; c += kGemvUnroll) {
-        uint4 a_lo[kGemvUnroll], a_hi[kGemvUnroll], b[kGemvUnroll];
-#pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
-            const int k8 = (c + u) * (kGemvChunk / 8);  // the chunk's first uint4 (this lane adds t)
-            a_lo[u] = gemv_load_weights(w_lo + k8);
-            a_hi[u] = gemv_load_weights(w_hi + k8);
-            b[u] = __ldg(x_g + k8);
-        }
-#pragma unroll
-        for (int u = 0; u < kGemvUnroll; ++u) {
-            mma_m16n8k16_f32(acc, a_lo[u].x, a_hi[u].x, a_lo[u].y, a_hi[u].y, b[u].x, b[u].y);
-            mma_m16n8k16_f32(acc, a_lo[u].z, a_hi[u].z, a_lo[u].w, a_hi[u].w, b[u].z, b[u].w);
+    // Before the PDL wait only w (immutable) is touched: this warp's 16 rows over its first chunks,
+    // one 128-byte line per prefetch (and the range's last uint4, for a range not line-aligned).
+    if (prefetch) {
+        const int k_begin = c_begin * (kGemvChunk / 8);
+        const int k_end = min(min(c_end, c_begin + kGemvPrefetchChunks) * (kGemvChunk / 8), n_in8);
+        if (k_begin < k_end) {
+            const int n_lines = (k_end - k_begin + 7) / 8 + 1;
+            for (int i = lane; i < kGemvTileOut * n_lines; i += kWarpSize) {
+                const int row = min(o0 + i % kGemvTileOut, n_out - 1);
+                const int k = min(k_begin + (i / kGemvTileOut) * 8, k_end - 1);
+                prefetch_l2(w + (size_t)row * n_in8 + k);
+            }
         }
     }
+    pdl_wait();
+    pdl_launch_dependents();
+
+    // Accumulator fragment: acc[0], acc[1] are (o0+g, rows 2t, 2t+1); acc[2], acc[3] (o0+g+8, same).
+    // The storing warp (warp 0) loads its epilogue operands now, so that they arrive with the weights.
+    const int r = 2 * t;
+    const bool store_lo = o0 + g < n_out, store_hi = o0 + g + 8 < n_out;
+    GemvEpilogueIn pre[4];
+    if (warp == 0) {  // uniform across the warp
+        if (store_lo && r < rows) pre[0] = gemv_epilogue_load<kF16Out>(out, r, o0 + g);
+        if (store_lo && r + 1 < rows) pre[1] = gemv_epilogue_load<kF16Out>(out, r + 1, o0 + g);
+        if (store_hi && r < rows) pre[2] = gemv_epilogue_load<kF16Out>(out, r, o0 + g + 8);
+        if (store_hi && r + 1 < rows) pre[3] = gemv_epilogue_load<kF16Out>(out, r + 1, o0 + g + 8);
+    }
+
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    // Main loop: kGemvDeepUnroll (kDeep), then kGemvUnroll chunks wholly inside n_in at a time, all
+    // loads issued before the mmas, no predicates. Then the rest one chunk at a time, the k slots
+    // past n_in reading as zero.
+    const int full_end = min(c_end, n_in8 / (kGemvChunk / 8));
+    int c = c_begin;
+    if constexpr (kDeep) {
+        for (; c + kGemvDeepUnroll <= full_end; c += kGemvDeepUnroll) {
+            gemv_mma_chunks<kGemvDeepUnroll>(acc, w_lo, w_hi, x_g, c);
+        }
+    }
+    for (; c + kGemvUnroll <= full_end; c += kGemvUnroll) gemv_mma_chunks<kGemvUnroll>(acc, w_lo, w_hi, x_g, c);
     for (; c < c_end; ++c) {
         const int k8 = c * (kGemvChunk / 8);
         const bool in_range = k8 + t < n_in8;  // false only in the last chunk of n_in % 32 != 0
@@ -303,20 +391,19 @@ __global__ void __launch_bounds__(kGemvMaxWarps * kWarpSize)
         gemv_partial[threadIdx.x] = make_float4(acc[0], acc[1], acc[2], acc[3]);
         __syncthreads();
         if (warp != 0) return;
-        for (int i = 1; i < n_warps; ++i) {
+#pragma unroll 4
+        for (int i = 1; i < n_warps; ++i) {  // in warp order: deterministic
             const float4 p = gemv_partial[i * kWarpSize + lane];
             acc[0] += p.x, acc[1] += p.y, acc[2] += p.z, acc[3] += p.w;
         }
     }
-    // Accumulator fragment: acc[0], acc[1] are (o0+g, rows 2t, 2t+1); acc[2], acc[3] (o0+g+8, same).
-    const int r = 2 * t;
-    if (o0 + g < n_out) {
-        if (r < rows) gemv_store<kF16Out>(out, r, o0 + g, acc[0]);
-        if (r + 1 < rows) gemv_store<kF16Out>(out, r + 1, o0 + g, acc[1]);
+    if (store_lo) {
+        if (r < rows) gemv_store<kF16Out>(out, r, o0 + g, acc[0], pre[0]);
+        if (r + 1 < rows) gemv_store<kF16Out>(out, r + 1, o0 + g, acc[1], pre[1]);
     }
-    if (o0 + g + 8 < n_out) {
-        if (r < rows) gemv_store<kF16Out>(out, r, o0 + g + 8, acc[2]);
-        if (r + 1 < rows) gemv_store<kF16Out>(out, r + 1, o0 + g + 8, acc[3]);
+    if (store_hi) {
+        if (r < rows) gemv_store<kF16Out>(out, r, o0 + g + 8, acc[2], pre[2]);
+        if (r + 1 < rows) gemv_store<kF16Out>(out, r + 1, o0 + g + 8, acc[3], pre[3]);
     }
 }
 
@@ -343,7 +430,7 @@ __global__ void __launch_bounds__(kGemvScalarWarps * kWarpSize)
     for (int r = 0; r < kGemvMaxRows; ++r) {
         if (r < rows) {  // uniform across the warp
             const float v = warp_reduce_sum(acc[r]);
-            if (lane == 0) gemv_store<kF16Out>(out, r, o, v);
+            if (lane == 0) gemv_store<kF16Out>(out, r, o, v, gemv_epilogue_load<kF16Out>(out, r, o));
         }
     }
 }
@@ -357,13 +444,35 @@ bool gemv_mma_supported() {
         cudaGetLastError();
         return false;
     }
-    cudaFuncAttributes f16{}, f32{};
-    if (cudaFuncGetAttributes(&f16, gemv_mma_kernel<true>) != cudaSuccess ||
-        cudaFuncGetAttributes(&f32, gemv_mma_kernel<false>) != cudaSuccess) {
+    cudaFuncAttributes f16{}, f32{}, f16_deep{}, f32_deep{};
+    if (cudaFuncGetAttributes(&f16, gemv_mma_kernel<true, false>) != cudaSuccess ||
+        cudaFuncGetAttributes(&f32, gemv_mma_kernel<false, false>) != cudaSuccess ||
+        cudaFuncGetAttributes(&f16_deep, gemv_mma_kernel<true, true>) != cudaSuccess ||
+        cudaFuncGetAttributes(&f32_deep, gemv_mma_kernel<false, true>) != cudaSuccess) {
         cudaGetLastError();  // e.g. no kernel image for this device: cuBLASLt does it all
         return false;
     }
-    return major >= 8 && f16.ptxVersion >= 80 && f32.ptxVersion >= 80;
+    return major >= 8 && f16.ptxVersion >= 80 && f32.ptxVersion >= 80 && f16_deep.ptxVersion >= 80 &&
+           f32_deep.ptxVersion >= 80;
+}
+
+// Developer knobs for tuning sweeps on the GPU machine (scripts/gpu-profile.sh, docs/development.md),
+// read once: SEAOPT_GEMV_WARPS_PER_SM (default kGemvTargetWarpsPerSm), SEAOPT_GEMV_DEEP=0 (no deep steps).
+struct GemvTuning {
+    int warps_per_sm = kGemvTargetWarpsPerSm;
+    bool deep = true;
+};
+const GemvTuning &gemv_tuning() {
+    static const GemvTuning tuning = [] {
+        GemvTuning t;
+        if (const char *v = std::getenv("SEAOPT_GEMV_WARPS_PER_SM")) {
+            const int n = std::atoi(v);
+            if (n >= 1 && n <= 64) t.warps_per_sm = n;
+        }
+        if (const char *v = std::getenv("SEAOPT_GEMV_DEEP")) t.deep = std::string(v) != "0";
+        return t;
+    }();
+    return tuning;
 }
 
 // Launches the GEMV kernels (arguments already checked by run_gemm; rows in 1..kGemvMaxRows).
@@ -378,35 +487,91 @@ void launch_gemv(const char *name, int sm_count, bool f16_out, void *y, const ha
         // Split n_in over as many warps per block as keep the grid near the target (many small
         // tiles: more warps each; the 50k-output lm_head: one warp per block), each warp with at
         // least kGemvUnroll chunks.
-        const long long target = (long long)std::max(sm_count, 1) * kGemvTargetWarpsPerSm;
+        const long long target = (long long)std::max(sm_count, 1) * gemv_tuning().warps_per_sm;
         int n_warps = kGemvMaxWarps;
         while (n_warps > 1 && ((long long)tiles * n_warps > target || n_warps * kGemvUnroll > n_chunks)) n_warps /= 2;
         const size_t shared = n_warps > 1 ? (size_t)n_warps * kWarpSize * sizeof(float4) : 0;
+        // Deep steps for warps of multi-warp blocks with at least one full deep step of chunks.
+        const bool deep = gemv_tuning().deep && n_warps > 1 && n_chunks / n_warps >= kGemvDeepUnroll;
         const auto *w4 = reinterpret_cast<const uint4 *>(w);
         const auto *x4 = reinterpret_cast<const uint4 *>(x);
-        if (f16_out) {
-            gemv_mma_kernel<true><<<tiles, n_warps * kWarpSize, shared, stream>>>(w4, x4, rows, n_in / 8, n_out,
-                                                                                   n_chunks, out);
-        } else {
-            gemv_mma_kernel<false><<<tiles, n_warps * kWarpSize, shared, stream>>>(w4, x4, rows, n_in / 8, n_out,
-                                                                                    n_chunks, out);
-        }
+        const int threads = n_warps * kWarpSize, n_in8 = n_in / 8;
+        const bool pdl = programmatic_launch_enabled();
+        auto kernel = f16_out ? (deep ? gemv_mma_kernel<true, true> : gemv_mma_kernel<true, false>)
+                              : (deep ? gemv_mma_kernel<false, true> : gemv_mma_kernel<false, false>);
+        launch_kernel(name, pdl, kernel, dim3((unsigned)tiles), dim3((unsigned)threads), shared, stream, w4, x4, rows,
+                      n_in8, n_out, n_chunks, out, pdl);
+        return;
+    }
+    // The scalar kernel: always a plain launch (it does not wait on the device).
+    const int blocks = (int)ceil_div<long long>(n_out, kGemvScalarWarps);
+    const auto *wh = reinterpret_cast<const __half *>(w);
+    const auto *xh = reinterpret_cast<const __half *>(x);
+    if (f16_out) {
+        gemv_scalar_kernel<true><<<blocks, kGemvScalarWarps * kWarpSize, 0, stream>>>(wh, xh, rows, n_in, n_out, out);
     } else {
-        const int blocks = (int)ceil_div<long long>(n_out, kGemvScalarWarps);
-        const auto *wh = reinterpret_cast<const __half *>(w);
-        const auto *xh = reinterpret_cast<const __half *>(x);
-        if (f16_out) {
-            gemv_scalar_kernel<true><<<blocks, kGemvScalarWarps * kWarpSize, 0, stream>>>(wh, xh, rows, n_in, n_out,
-                                                                                        out);
-        } else {
-            gemv_scalar_kernel<false><<<blocks, kGemvScalarWarps * kWarpSize, 0, stream>>>(wh, xh, rows, n_in, n_out,
-                                                                                         out);
-        }
+        gemv_scalar_kernel<false><<<blocks, kGemvScalarWarps * kWarpSize, 0, stream>>>(wh, xh, rows, n_in, n_out, out);
     }
     check_launch(name);
 }
 
 }  // namespace gemm_internal
+
+// ---- programmatic dependent launch switch (ops.h) ----------------------------------------------
+
+namespace {
+
+constexpr int kMaxDevices = 64;
+std::atomic<int> g_pdl_setting{-1};  // -1: not decided yet (SEAOPT_PDL at the first query), 0 off, 1 on
+std::atomic<int> g_device_pdl[kMaxDevices];  // per device: 0 unknown, 1 unsupported, 2 supported
+
+// sm_90 hardware, and kernel code compiled for it: a kernel JIT-compiled from compute_80 PTX has no
+// griddepcontrol.wait, and launching it with PDL would race. All CUDA sources of the library are
+// built for the same architectures, so the GEMV kernel stands for every kernel that uses PDL.
+bool device_supports_pdl(int device) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    cudaFuncAttributes attributes{};
+    if (cudaFuncGetAttributes(&attributes, gemm_internal::gemv_mma_kernel<true, false>) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return major >= 9 && attributes.ptxVersion >= 90;
+}
+
+bool programmatic_launch_requested() {
+    int v = g_pdl_setting.load();
+    if (v < 0) {
+        const char *env = std::getenv("SEAOPT_PDL");
+        int expected = -1;
+        // On unless SEAOPT_PDL=0 (measured on H100: tg128 647 -> 679 tok/s, identical bits).
+        g_pdl_setting.compare_exchange_strong(expected, env != nullptr && std::string(env) == "0" ? 0 : 1);
+        v = g_pdl_setting.load();
+    }
+    return v == 1;
+}
+
+}  // namespace
+
+void set_programmatic_launch(bool on) { g_pdl_setting.store(on ? 1 : 0); }
+
+bool programmatic_launch_enabled() {
+    if (!programmatic_launch_requested()) return false;
+    int device = 0;
+    if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
+        cudaGetLastError();
+        return false;
+    }
+    int known = g_device_pdl[device].load();
+    if (known == 0) {
+        known = device_supports_pdl(device) ? 2 : 1;
+        g_device_pdl[device].store(known);
+    }
+    return known == 2;
+}
 
 struct GemmHandle {
     cublasLtHandle_t lt = nullptr;

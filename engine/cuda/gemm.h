@@ -5,7 +5,8 @@
 // (gemm.cu, "GEMV path"): tensor-core mma with fp32 accumulation over w streamed in 16-byte loads
 // when n_in % 8 == 0 and x and w are 16-byte aligned, a slow scalar kernel otherwise. They need no
 // workspace or plan, are deterministic, and are safe to capture in a CUDA graph. Devices before
-// sm_80 use cuBLASLt for every call.
+// sm_80 use cuBLASLt for every call. The mma kernel takes part in programmatic dependent launch
+// when that is on (engine/cuda/ops.h: set_programmatic_launch; on by default, SEAOPT_PDL=0 turns it off).
 //
 // Layouts are row-major as in the rest of the engine: x [rows, n_in], y [rows, n_out], and the
 // weight w [n_out, n_in] as PyTorch's Linear stores it. Inputs are fp16; products are accumulated

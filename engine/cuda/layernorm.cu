@@ -1,10 +1,24 @@
 // LayerNorm over the fp32 residual stream (launcher declared in engine/cuda/ops.h).
 //
-// One warp per row, two passes in fp32 as the CPU reference does (mean first, then the mean of the
-// squared deviations: no cancellation of E[x²] - E[x]², biased variance as torch), then a third
-// pass writes y = (x - mean) * rstd * w + b as fp16 (and fp32). rstd uses IEEE sqrtf and division
-// (not rsqrtf's approximation). rows == 0 is a no-op; bad sizes or null pointers throw
-// SEAOPT_ERR_INVALID_ARGUMENT.
+// One block per row. The fast kernel (C % 4 == 0, x and out32 16-byte aligned, out16, w and b
+// 8-byte aligned: every OPT model) holds the row in registers: thread t takes the float4 columns
+// t, t + T, t + 2T, ... (T threads, at most kVec float4 each, kVec a compile-time 1, 2, 4 or 8), so
+// x is read from memory once, in coalesced 16-byte loads, together with w and b (8-byte loads of
+// four halves). The statistics are the two passes of the CPU reference, in fp32, from the
+// registers: the mean first, then the mean of the squared deviations (no cancellation of
+// E[x²] - E[x]², biased variance as torch). Each pass is reduced over the block by warp shuffles
+// and a small shared array; every thread sums the per-warp values in the same order, so the
+// result is deterministic. rstd uses IEEE sqrtf and division (not rsqrtf's approximation); then
+// y = (x - mean) * rstd * w + b is written as fp16 (and fp32). Rows of 1 (decode) are latency bound:
+// one load round trip and two block reductions; 2048-row prefills stream at memory speed.
+//
+// Anything else (odd C, unaligned pointers, C > 16384) takes a generic kernel: one block per row,
+// three strided passes over global memory, the same arithmetic.
+//
+// The register kernel takes part in programmatic dependent launch (engine/cuda/pdl.cuh, on by default on sm_90):
+// it loads w and b, then waits for the previous kernel before it reads x.
+//
+// rows == 0 is a no-op; bad sizes or null pointers throw SEAOPT_ERR_INVALID_ARGUMENT.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -12,48 +26,141 @@
 
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.h"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda {
 namespace {
 
-constexpr int kLayerNormWarpsPerBlock = 8;  // 256 threads, 8 rows per block
+constexpr int kLnMaxThreads = 512;     // the fast kernel's largest block
+constexpr int kLnPreferThreads = 256;  // the fewest float4 per thread that keep a block within this
+constexpr int kLnMaxVec = 8;           // float4 per thread at most: C <= 4 * 8 * 512 = 16384
+constexpr int kLnGenericThreads = 256;
 
 // ------------------------------------------------------------------------------------------------
 // CUDA kernels
 
-// out32 may equal x (in place): in the last pass each lane reads x[c] and writes out32[c] for the
-// same columns only, and both statistics are complete (warp shuffles synchronize the lanes) before
-// any lane writes. So x and out32 are deliberately not __restrict__.
-__global__ void layernorm_forward_kernel(__half *__restrict__ out16, float *out32, const float *x,
-                                         const __half *__restrict__ w, const __half *__restrict__ b, int rows, int C,
-                                         float eps) {
-    const int warp = threadIdx.x / kWarpSize;
-    const int lane = threadIdx.x % kWarpSize;
-    const int row = blockIdx.x * kLayerNormWarpsPerBlock + warp;
-    if (row >= rows) return;  // the whole warp leaves together, so the shuffles below stay full-warp
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// `sm` holds one float per warp and must not be reused before the next __syncthreads.
+__device__ __forceinline__ float block_reduce_sum(float v, float *sm) {
+    v = warp_reduce_sum(v);
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    if (lane == 0) sm[warp] = v;
+    __syncthreads();
+    const int n_warps = blockDim.x / kWarpSize;
+    float total = 0.0f;
+    for (int i = 0; i < n_warps; ++i) total += sm[i];  // the same order in every thread
+    return total;
+}
 
-    const float *x_row = x + (int64_t)row * C;
+__device__ __forceinline__ float4 half4_to_float4(uint2 u) {
+    const __half2 lo = *reinterpret_cast<const __half2 *>(&u.x);
+    const __half2 hi = *reinterpret_cast<const __half2 *>(&u.y);
+    const float2 a = __half22float2(lo), b = __half22float2(hi);
+    return make_float4(a.x, a.y, b.x, b.y);
+}
 
-    float sum = 0.0f;
-    for (int c = lane; c < C; c += kWarpSize) sum += x_row[c];
-    const float mean = warp_reduce_sum(sum) / (float)C;
+// out32 may equal x (in place): every thread reads its x values into registers before the first
+// block reduction, whose __syncthreads orders all reads of the row before any write. So x and
+// out32 are deliberately not __restrict__.
+template <int kVec>
+__global__ void __launch_bounds__(kLnMaxThreads)
+    layernorm_vec_kernel(__half *__restrict__ out16, float *out32, const float *x, const __half *__restrict__ w,
+                         const __half *__restrict__ b, int C, float eps) {
+    __shared__ float sm_sum[kLnMaxThreads / kWarpSize];
+    __shared__ float sm_sq[kLnMaxThreads / kWarpSize];
+    const int row = blockIdx.x, tid = threadIdx.x, T = blockDim.x;
+    const int n4 = C / 4;
+    const float4 *x4 = reinterpret_cast<const float4 *>(x + (size_t)row * C);
+    const uint2 *w4 = reinterpret_cast<const uint2 *>(w);
+    const uint2 *b4 = reinterpret_cast<const uint2 *>(b);
 
-    float sum_sq_dev = 0.0f;
-    for (int c = lane; c < C; c += kWarpSize) {
-        const float dev = x_row[c] - mean;
-        sum_sq_dev += dev * dev;
+    // w and b are parameters (immutable): loaded before the PDL wait; x after it.
+    uint2 wv[kVec], bv[kVec];
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+        const int i = tid + j * T;
+        wv[j] = i < n4 ? __ldg(w4 + i) : make_uint2(0u, 0u);
+        bv[j] = i < n4 ? __ldg(b4 + i) : make_uint2(0u, 0u);
     }
-    const float var = warp_reduce_sum(sum_sq_dev) / (float)C;
+    pdl_wait();
+    pdl_launch_dependents();
+
+    float4 v[kVec];
+    float sum = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+        const int i = tid + j * T;
+        v[j] = i < n4 ? x4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        sum += v[j].x + v[j].y + v[j].z + v[j].w;
+    }
+    const float mean = block_reduce_sum(sum, sm_sum) / (float)C;
+
+    float sq = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+        if (tid + j * T < n4) {
+            const float dx = v[j].x - mean, dy = v[j].y - mean, dz = v[j].z - mean, dw = v[j].w - mean;
+            sq += dx * dx + dy * dy + dz * dz + dw * dw;
+        }
+    }
+    const float var = block_reduce_sum(sq, sm_sq) / (float)C;
     const float rstd = 1.0f / sqrtf(var + eps);
 
-    __half *out16_row = out16 + (int64_t)row * C;
-    float *out32_row = out32 != nullptr ? out32 + (int64_t)row * C : nullptr;
-    for (int c = lane; c < C; c += kWarpSize) {
+    uint2 *o16 = reinterpret_cast<uint2 *>(out16 + (size_t)row * C);
+    float4 *o32 = out32 != nullptr ? reinterpret_cast<float4 *>(out32 + (size_t)row * C) : nullptr;
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) {
+        const int i = tid + j * T;
+        if (i < n4) {
+            const float4 wf = half4_to_float4(wv[j]), bf = half4_to_float4(bv[j]);
+            float4 y;
+            y.x = (v[j].x - mean) * rstd * wf.x + bf.x;
+            y.y = (v[j].y - mean) * rstd * wf.y + bf.y;
+            y.z = (v[j].z - mean) * rstd * wf.z + bf.z;
+            y.w = (v[j].w - mean) * rstd * wf.w + bf.w;
+            const __half2 lo = __floats2half2_rn(y.x, y.y), hi = __floats2half2_rn(y.z, y.w);
+            uint2 packed;
+            packed.x = *reinterpret_cast<const unsigned int *>(&lo);
+            packed.y = *reinterpret_cast<const unsigned int *>(&hi);
+            o16[i] = packed;
+            if (o32 != nullptr) o32[i] = y;
+        }
+    }
+}
+
+// Any C and alignment: three strided passes over the row in global memory. In place is safe for
+// the same reason (both reductions end in __syncthreads before the last pass, and each thread
+// writes only the columns it reads).
+__global__ void __launch_bounds__(kLnGenericThreads)
+    layernorm_generic_kernel(__half *__restrict__ out16, float *out32, const float *x, const __half *__restrict__ w,
+                             const __half *__restrict__ b, int C, float eps) {
+    __shared__ float sm_sum[kLnGenericThreads / kWarpSize];
+    __shared__ float sm_sq[kLnGenericThreads / kWarpSize];
+    const int row = blockIdx.x, tid = threadIdx.x;
+    const float *x_row = x + (size_t)row * C;
+
+    float sum = 0.0f;
+    for (int c = tid; c < C; c += kLnGenericThreads) sum += x_row[c];
+    const float mean = block_reduce_sum(sum, sm_sum) / (float)C;
+
+    float sq = 0.0f;
+    for (int c = tid; c < C; c += kLnGenericThreads) {
+        const float d = x_row[c] - mean;
+        sq += d * d;
+    }
+    const float var = block_reduce_sum(sq, sm_sq) / (float)C;
+    const float rstd = 1.0f / sqrtf(var + eps);
+
+    __half *out16_row = out16 + (size_t)row * C;
+    float *out32_row = out32 != nullptr ? out32 + (size_t)row * C : nullptr;
+    for (int c = tid; c < C; c += kLnGenericThreads) {
         const float y = (x_row[c] - mean) * rstd * __half2float(w[c]) + __half2float(b[c]);
         out16_row[c] = __float2half_rn(y);
         if (out32_row != nullptr) out32_row[c] = y;
     }
 }
+
+bool aligned(const void *p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
 }  // namespace
 
@@ -67,10 +174,28 @@ void layernorm_forward(half_t *out16, float *out32, const float *x, const half_t
     check_arg(eps >= 0.0f, name, "eps must be >= 0");
     if (rows == 0) return;
     check_arg(out16 != nullptr && x != nullptr && w != nullptr && b != nullptr, name, "null pointer");
-    const int blocks = ceil_div(rows, kLayerNormWarpsPerBlock);
-    layernorm_forward_kernel<<<blocks, kLayerNormWarpsPerBlock * kWarpSize, 0, stream>>>(
-        reinterpret_cast<__half *>(out16), out32, x, reinterpret_cast<const __half *>(w),
-        reinterpret_cast<const __half *>(b), rows, C, eps);
+    auto *o16 = reinterpret_cast<__half *>(out16);
+    const auto *wh = reinterpret_cast<const __half *>(w);
+    const auto *bh = reinterpret_cast<const __half *>(b);
+
+    const bool vectorizable = C % 4 == 0 && aligned(x, 16) && (out32 == nullptr || aligned(out32, 16)) &&
+                              aligned(out16, 8) && aligned(w, 8) && aligned(b, 8);
+    const int n4 = C / 4;
+    // The fewest float4 per thread that keep the block within kLnPreferThreads (more rows of
+    // threads would only lengthen the reductions), up to kLnMaxVec and kLnMaxThreads.
+    int vec = 1;
+    while (vec < kLnMaxVec && ceil_div(n4, vec) > kLnPreferThreads) vec *= 2;
+    const int threads = ceil_div(ceil_div(n4, vec), kWarpSize) * kWarpSize;
+    if (vectorizable && threads <= kLnMaxThreads) {
+        auto kernel = vec == 1   ? layernorm_vec_kernel<1>
+                      : vec == 2 ? layernorm_vec_kernel<2>
+                      : vec == 4 ? layernorm_vec_kernel<4>
+                                 : layernorm_vec_kernel<8>;
+        launch_kernel(name, programmatic_launch_enabled(), kernel, dim3((unsigned)rows), dim3((unsigned)threads), 0,
+                      stream, o16, out32, x, wh, bh, C, eps);
+        return;
+    }
+    layernorm_generic_kernel<<<rows, kLnGenericThreads, 0, stream>>>(o16, out32, x, wh, bh, C, eps);
     check_launch(name);
 }
 

@@ -20,6 +20,18 @@ namespace seaopt::cuda {
 
 using half_t = uint16_t;  // storage of an fp16 value on the device (__half)
 
+// ---- programmatic dependent launch (engine/cuda/pdl.cuh; defined in gemm.cu) -------------------
+// On sm_90+, the decode-path kernels (the GEMV of gemm.h, LayerNorm's register kernel, the decode
+// attention) can be launched with programmatic stream serialization: each may start while the
+// kernel before it finishes, prefetching its weights, and waits on the device before touching
+// activations. Results are bitwise the same either way. On unless SEAOPT_PDL=0 is in the
+// environment (read at the first launch) or set_programmatic_launch(false) was called; the setting
+// is process-wide and takes effect at the next launch (a captured CUDA graph keeps what it had).
+void set_programmatic_launch(bool on);
+// Whether launches on the current device use it now: requested, compute capability >= 9.0, and
+// the library's kernels built for sm_90 (not JIT-compiled from older PTX, which cannot wait).
+bool programmatic_launch_enabled();
+
 // ---- embedding.cu ----------------------------------------------------------------------------
 // x[r, :] = (tok ? tok[ids[r], :] : x[r, :]) + pos[positions[r] + pos_offset, :], C columns, fp32 out.
 // With tok == nullptr only the positions are added (OPT-350m: tokens go through project_in first).
@@ -69,11 +81,75 @@ struct AttentionTile {
 // consecutive positions) into tiles. Throws seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT) otherwise.
 void make_attention_tiles(AttentionTile *host_tiles, int *n_tiles, const int32_t *host_seq_ids,
                           const int32_t *host_positions, int rows);
-// tiles: device array of n_tiles. max_pos: the largest position in the batch (bounds the key loop).
+// tiles: device array of n_tiles. max_pos: the largest position in the batch (checked against n_ctx).
 // Dispatches to a flash-style prefill kernel (fp32 online softmax, no rows x rows buffer) or, when
-// every tile has one row, to a decode kernel that splits the keys across blocks.
+// every tile has one row, to a decode kernel. The cache must hold every key the rows attend to;
+// the decode kernel reads each row's own key and value (at its position) from the qkv row instead
+// (the same bits, which kv_cache_append or append_kv put in the cache).
 void attention_forward(half_t *out, const half_t *qkv, const half_t *k_cache, const half_t *v_cache,
                        const AttentionTile *tiles, int n_tiles, bool all_single_row, int max_pos, int n_head,
                        int head_dim, int n_ctx, cudaStream_t stream);
+
+// Decode ("flash-decoding"): with few tiles the decode kernel splits each (tile, head)'s keys into
+// contiguous ranges of split_keys (a multiple of kAttentionDecodeMinSplitKeys), one block each; the
+// splits write partial softmax states (m, l, acc[head_dim], fp32) to a scratch buffer and the last
+// split of a (tile, head) to finish (an atomic counter per (tile, head)) merges them. The grid
+// depends only on (n_tiles, n_head, n_ctx), never on positions, so a CUDA graph captured at one
+// position is valid at every other: splits past a row's position exit at once, and the merge takes
+// the number of valid splits from the tile's position on the device.
+inline constexpr int kAttentionDecodeTargetBlocks = 512;  // split until n_tiles x n_head x splits reaches this
+inline constexpr int kAttentionDecodeMaxSplits = 16;
+inline constexpr int kAttentionDecodeMinSplitKeys = 128;  // the decode kernel's keys per step
+inline constexpr int kAttentionDecodePartialFloats = 64 + 2;  // acc[head_dim 64], m, l per (tile, head, split)
+inline constexpr int kAttentionDecodeCounters = kAttentionDecodeTargetBlocks;  // (tile, head) pairs that split
+
+// Splits per (tile, head) of a decode batch: 1 (no scratch needed) once n_tiles x n_head reaches the
+// target, else enough to reach it, at most kAttentionDecodeMaxSplits and one per
+// kAttentionDecodeMinSplitKeys keys of the context.
+inline int attention_decode_splits(int n_tiles, int n_head, int n_ctx) {
+    const long long base = (long long)n_tiles * n_head;
+    if (n_tiles <= 0 || n_head <= 0 || n_ctx <= 0 || base >= kAttentionDecodeTargetBlocks) return 1;
+    long long s = (kAttentionDecodeTargetBlocks + base - 1) / base;
+    if (s > kAttentionDecodeMaxSplits) s = kAttentionDecodeMaxSplits;
+    const long long by_ctx = ((long long)n_ctx + kAttentionDecodeMinSplitKeys - 1) / kAttentionDecodeMinSplitKeys;
+    if (s > by_ctx) s = by_ctx;
+    return s < 1 ? 1 : (int)s;
+}
+
+// Scratch bytes the decode kernel's partials need for any batch of at most max_tiles one-row tiles
+// and any n_ctx (0 when no such batch splits): the memory planner's "attn_partials".
+inline uint64_t attention_decode_partials_bytes(int max_tiles, int n_head) {
+    uint64_t most = 0;
+    for (int t = 1; t <= max_tiles && (long long)t * n_head < kAttentionDecodeTargetBlocks; ++t) {
+        const uint64_t s = (uint64_t)attention_decode_splits(t, n_head, 1 << 30);
+        if (s > 1) {
+            const uint64_t bytes = (uint64_t)t * (uint64_t)n_head * s * kAttentionDecodePartialFloats * sizeof(float);
+            if (bytes > most) most = bytes;
+        }
+    }
+    return most;
+}
+
+// Extras of the decode path (every tile one row); ignored by the prefill path except append_kv.
+struct AttentionOptions {
+    // The decode kernel also writes each row's K and V (from qkv) into the cache at its position,
+    // as kv_cache_append would (so the caller skips it). Requires all_single_row and every tile of a
+    // different sequence (no row may read a key another row of the batch appends); else throws
+    // SEAOPT_ERR_INVALID_ARGUMENT where the launcher can tell (all_single_row false).
+    bool append_kv = false;
+    // Split-K scratch: partials of at least attention_decode_partials_bytes(n_tiles, n_head) bytes
+    // (contents need not persist between calls), and kAttentionDecodeCounters uint32 counters that
+    // are zero before the first call and are left zero by every call that completes (they must
+    // persist, one set per stream at a time). Either missing or too small: no split (one block per
+    // (tile, head) walks all its keys, as fast at short contexts, slow at long ones).
+    float *partials = nullptr;
+    size_t partials_bytes = 0;
+    uint32_t *counters = nullptr;
+    size_t counters_bytes = 0;
+};
+// As above, with the options; k_cache and v_cache are written only with append_kv.
+void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *v_cache, const AttentionTile *tiles,
+                       int n_tiles, bool all_single_row, int max_pos, int n_head, int head_dim, int n_ctx,
+                       const AttentionOptions &options, cudaStream_t stream);
 
 }  // namespace seaopt::cuda

@@ -265,8 +265,9 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     b.push_back({"head16", f16 * N * C, head_norm, hp.has_proj() ? project_out : lm_head});
     if (hp.has_proj()) b.push_back({"head_proj16", f16 * N * D, project_out, lm_head});
     b.push_back({"logits", f32 * N * V, lm_head, copy_out});
-    // The fused loss: one NLL per row of the chunk, written from logits and targets, then copied out.
-    b.push_back({"nll", f32 * N, copy_out, copy_out});
+    // The fused loss: one NLL per output row, written chunk by chunk from logits and targets, then
+    // copied out once after the last chunk (a copy per chunk would stall the host between chunks).
+    b.push_back({"nll", f32 * T, head_gather, copy_out});
     return b;
 }
 

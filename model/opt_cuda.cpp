@@ -246,10 +246,10 @@ constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (ge
 constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(uint32_t);
 constexpr int kHeadChunkRows = 128;                      // outputs per lm_head GEMM (see the head)
 // Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets (int32
-// each, n_batch slots apiece), then the attention tiles.
+// each, n_batch slots apiece), then the attention tiles, then the NLLs coming back (fp32, n_batch).
 constexpr int kStagingInt32Arrays = 5;
 uint64_t staging_bytes(uint32_t n_batch) {
-    return (uint64_t)n_batch * (kStagingInt32Arrays * sizeof(int32_t) + sizeof(cuda::AttentionTile));
+    return (uint64_t)n_batch * (kStagingInt32Arrays * sizeof(int32_t) + sizeof(cuda::AttentionTile) + sizeof(float));
 }
 }  // namespace
 
@@ -344,6 +344,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
     int32_t *h_pos = h_ids + T, *h_seq = h_pos + T, *h_out = h_seq + T;
     int32_t *h_tgt = h_ids + 4 * (size_t)s.n_batch;
     auto *h_tiles = reinterpret_cast<cuda::AttentionTile *>(h_ids + kStagingInt32Arrays * (size_t)s.n_batch);
+    float *h_nll = reinterpret_cast<float *>(h_tiles + s.n_batch);
     int max_pos = 0;
     for (int i = 0; i < T; ++i) {
         h_ids[i] = tokens[(size_t)i].token;
@@ -454,15 +455,17 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             }
             cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
             if (fused_loss) {
-                // Only the chunk's n NLLs leave the device, not its n x V logits.
+                // Only the n NLLs leave the device, not the n x V logits: all of them at once below.
                 float *nll = reinterpret_cast<float *>(s.buffer("nll"));
-                cuda::log_softmax_nll(nll, logits, targets + r0, n, V, st);
-                check(cudaMemcpyAsync(dst + r0, nll, (size_t)n * 4, cudaMemcpyDeviceToHost, st), "copy NLLs");
+                cuda::log_softmax_nll(nll + r0, logits, targets + r0, n, V, st);
             } else {
                 check(cudaMemcpyAsync(dst + (size_t)r0 * V, logits, (size_t)n * V * 4, cudaMemcpyDeviceToHost,
                                       st),
                       "copy logits");
             }
+        }
+        if (fused_loss && N) {
+            check(cudaMemcpyAsync(dst, s.buffer("nll"), (size_t)N * 4, cudaMemcpyDeviceToHost, st), "copy NLLs");
         }
     };
 
@@ -493,8 +496,10 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
         return;
     }
-    enqueue(host_out);
+    // The NLLs come back through pinned memory (an asynchronous copy), then go to host_out.
+    enqueue(fused_loss ? h_nll : host_out);
     check(cudaStreamSynchronize(st), "the forward");
+    if (fused_loss) std::memcpy(host_out, h_nll, (size_t)N * sizeof(float));
 }
 
 }  // namespace

@@ -356,7 +356,7 @@ TEST(MemoryPlan, OptForwardBuffers) {
     EXPECT_EQ(by_name.at("head16").bytes, 2 * N * C);
     EXPECT_EQ(by_name.at("logits").bytes, 4 * N * 50272);
     EXPECT_EQ(by_name.at("targets").bytes, 4 * T);  // the fused loss's target per output row
-    EXPECT_EQ(by_name.at("nll").bytes, 4 * N);
+    EXPECT_EQ(by_name.at("nll").bytes, 4 * T);  // one NLL per output row, copied out once
     // Ops in one layer: ff and qkv never live at once, so they may share.
     const BufferRequest &qkv = by_name.at("qkv"), &ff = by_name.at("ff");
     EXPECT_TRUE(qkv.last_step < ff.first_step);
@@ -366,10 +366,11 @@ TEST(MemoryPlan, OptForwardBuffers) {
     int last = 0;
     for (const BufferRequest &r : req) last = std::max(last, r.last_step);
     EXPECT_EQ(by_name.at("logits").last_step, last);
-    // The fused loss reads the targets after the lm_head GEMM, and writes nll at the last step.
+    // The fused loss reads the targets after the lm_head GEMM; nll is written chunk by chunk, so it
+    // lives through the whole head (from its first op, the gather) to the copy out.
     EXPECT_EQ(by_name.at("targets").first_step, 0);
     EXPECT_EQ(by_name.at("targets").last_step, last);
-    EXPECT_EQ(by_name.at("nll").first_step, last);
+    EXPECT_EQ(by_name.at("nll").first_step, by_name.at("head_x").first_step);
     EXPECT_EQ(by_name.at("nll").last_step, last);
 
     // Projection (OPT-350m, post-LN): the extra buffers, and h16 live through the layer period.

@@ -261,7 +261,11 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     if (partials > 0) b.push_back({"attn_partials", partials, attention, attention});
     b.push_back({"ff", f16 * T * F, fc1, fc2});
     // Head.
-    b.push_back({"head_x", f32 * N * C, head_gather, head_norm});
+    // With a final LayerNorm the GEMM after it reads head_x itself (cuda::gemm_*_layernorm fuses the
+    // LayerNorm into it for decode batches): head_x lives to that GEMM, never sharing bytes with
+    // its output.
+    const int head_x_last = !hp.has_output_norm() ? head_norm : hp.has_proj() ? project_out : lm_head;
+    b.push_back({"head_x", f32 * N * C, head_gather, head_x_last});
     b.push_back({"head16", f16 * N * C, head_norm, hp.has_proj() ? project_out : lm_head});
     if (hp.has_proj()) b.push_back({"head_proj16", f16 * N * D, project_out, lm_head});
     b.push_back({"logits", f32 * N * V, lm_head, copy_out});

@@ -84,7 +84,9 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 //                                 at the last step)
 //   1  embed                      x f32[T,C] (to the head gather); projection models (D != C) also
 //                                 embd_proj_in f16[T,D]: gather, then a GEMM into x (dies at 1)
-//   2  attn LN                    pre-LN: LN(x) -> h16 f16[T,C] (read at 3 only); post-LN: none
+//   2  attn LN                    pre-LN: LN(x) -> h16 f16[T,C] (read at 3 only; steps 2-3 are one
+//                                 call, cuda::gemm_f16_layernorm, which for decode batches fuses the
+//                                 LayerNorm into the GEMV and leaves h16 unused); post-LN: none
 //                                 (layer 0: the fp16 cast of x after the embedding; later layers:
 //                                 the previous LN2)
 //   3  QKV GEMM + KV append       h16 -> qkv f16[T,3C]
@@ -99,7 +101,9 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 //                                 next layer's QKV: so h16 is live through the whole period)
 //   9  head gather                x[output_rows] -> head_x f32[N,C]
 //   10 final LN / cast            head_x -> head16 f16[N,C] (pre-LN: the final LayerNorm;
-//                                 post-LN models have none: an fp16 cast)
+//                                 post-LN models have none: an fp16 cast). The LayerNorm is part of
+//                                 the next GEMM's call (cuda::gemm_*_layernorm: fused into it for
+//                                 decode batches, head16 its scratch), so head_x lives to that GEMM
 //   11 project_out GEMM           (projection models only) head16 -> head_proj16 f16[N,D]
 //   11|12 lm_head GEMM            -> logits f32[N,V]
 //   12|13 copy out / loss         logits are read by the caller's copy (they live to the end) or,

@@ -201,8 +201,9 @@ struct OptCudaState {
     std::map<std::string, char *> buffers;  // name -> address inside the arena
     void *host_staging = nullptr;           // pinned: batch metadata on its way to the GPU
     float *pinned_logits = nullptr;         // pinned: one row of logits (the captured decode step)
-    // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first warms the
-    // GEMM plans), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns this off.
+    // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first makes the
+    // GEMM plans, autotuning the lm_head's: gemm.h), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns
+    // this off.
     bool graphs_enabled = true;
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
@@ -418,18 +419,25 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         for (uint32_t l = 0; l < hp.n_layer; ++l) {
             const LayerWeightsCuda &L = w.layers[l];
             half_t *k_l = s.k_cache(hp, l), *v_l = s.v_cache(hp, l);
-            if (hp.pre_ln) cuda::layernorm_forward(h16, nullptr, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);
-            cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
+            // Pre-LN: LN1 and the qkv GEMM in one call (one kernel for decode batches of <= 8 rows,
+            // gemm.h: gemm_f16_layernorm; h16 is its scratch otherwise).
+            if (hp.pre_ln) {
+                cuda::gemm_f16_layernorm(s.gemm, qkv, h16, x, L.attn_norm_w, L.attn_norm_b, eps, L.qkv_w, L.qkv_b,
+                                         cuda::Epilogue::Bias, T, C, 3 * C, st);
+            } else {
+                cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
+            }
             if (!fused_append) cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
             cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, attn_opt,
                                     st);
             cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
-            if (hp.pre_ln) {
-                cuda::layernorm_forward(h16_ffn, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
+            if (hp.pre_ln) {  // LN2 and fc1 in one call, as above
+                cuda::gemm_f16_layernorm(s.gemm, ff, h16_ffn, x, L.ffn_norm_w, L.ffn_norm_b, eps, L.up_w, L.up_b,
+                                         cuda::Epilogue::BiasRelu, T, C, F, st);
             } else {
                 cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
+                cuda::gemm_f16(s.gemm, ff, h16_ffn, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
             }
-            cuda::gemm_f16(s.gemm, ff, h16_ffn, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
             cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
             if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
         }
@@ -442,18 +450,26 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         for (int r0 = 0; r0 < N; r0 += kHeadChunkRows) {
             const int n = std::min(kHeadChunkRows, N - r0);
             cuda::gather_rows_f32(head_x, x, out_rows + r0, n, C, st);
-            if (hp.has_output_norm()) {
-                cuda::layernorm_forward(head16, nullptr, head_x, w.out_norm_w, w.out_norm_b, n, C, eps, st);
+            // The final LayerNorm goes into the GEMM that follows it (project_out or the lm_head),
+            // fused for <= 8 rows where the GEMV takes the shape (gemm.h); head16 is its scratch.
+            if (hp.has_output_norm() && hp.has_proj()) {
+                half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
+                cuda::gemm_f16_layernorm(s.gemm, hp16, head16, head_x, w.out_norm_w, w.out_norm_b, eps, w.proj_out,
+                                         nullptr, cuda::Epilogue::None, n, C, D, st);
+                cuda::gemm_f16_to_f32(s.gemm, logits, hp16, w.lm_head, nullptr, 0.0f, n, D, V, st);
+            } else if (hp.has_output_norm()) {
+                cuda::gemm_f16_to_f32_layernorm(s.gemm, logits, head16, head_x, w.out_norm_w, w.out_norm_b, eps,
+                                                w.lm_head, nullptr, 0.0f, n, C, V, st);
             } else {
                 cuda::convert_f32_to_f16(head16, head_x, (size_t)n * C, st);
+                const half_t *head_in = head16;
+                if (hp.has_proj()) {
+                    half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
+                    cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, n, C, D, st);
+                    head_in = hp16;
+                }
+                cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
             }
-            const half_t *head_in = head16;
-            if (hp.has_proj()) {
-                half_t *hp16 = reinterpret_cast<half_t *>(s.buffer("head_proj16"));
-                cuda::gemm_f16(s.gemm, hp16, head16, w.proj_out, nullptr, cuda::Epilogue::None, n, C, D, st);
-                head_in = hp16;
-            }
-            cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
             if (fused_loss) {
                 // Only the n NLLs leave the device, not the n x V logits: all of them at once below.
                 float *nll = reinterpret_cast<float *>(s.buffer("nll"));

@@ -19,7 +19,10 @@ if [ -d .carry/deps/usr/lib/x86_64-linux-gnu ]; then
 fi
 ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2> /dev/null | head -n 1 || true)
 [ -n "$ncu" ] || { echo "gpu-profile.sh: ncu not found" >&2; exit 1; }
-# The graph-captured decode step would show as one launch: profile plain launches.
+# The graph-captured decode step would show as one launch: profile plain launches. GEMM autotuning
+# (engine/cuda/gemm.h) is off unless SEAOPT_GEMM_AUTOTUNE is set: its timing runs, at the first call
+# of each shape, would be profiled as kernels of the step (seaopt-bench -v logs its choices).
+export SEAOPT_GEMM_AUTOTUNE=${SEAOPT_GEMM_AUTOTUNE:-0}
 for test in "pp $np" "tg $ng"; do
   set -- $test
   if [ "$1" = pp ]; then args=(-p "$2" -n 0); else args=(-p 0 -n "$2"); fi

@@ -42,6 +42,7 @@
 #include "engine/cuda/ops.h"
 #include "engine/error.h"
 #include "engine/fp16.h"
+#include "seaopt.h"
 
 namespace {
 
@@ -157,6 +158,19 @@ void expect_error(const std::function<void()> &f, seaopt_status code, const char
         std::printf("  %-40s -> %s\n", what, e.what());
     }
 }
+
+// Prints the library's debug lines about autotuning (the candidates' times and the choice) while
+// alive.
+struct PrintAutotuneLog {
+    PrintAutotuneLog() {
+        seaopt_log_set(
+            [](seaopt_log_level, const char *text, void *) {
+                if (std::strstr(text, "gemm autotune") != nullptr) std::printf("  %s", text);
+            },
+            nullptr);
+    }
+    ~PrintAutotuneLog() { seaopt_log_set(nullptr, nullptr); }
+};
 
 // ---- embedding and gathers -------------------------------------------------------------------------
 
@@ -585,11 +599,15 @@ void check_gemm(seaopt::cuda::GemmHandle *handle, const GemmCase &gc, cudaStream
     check_gemm_result(p, run_gemm_problem(handle, p, gc.rows, stream), gc.rows);
 }
 
+// Autotuning (gemm.h) is off on the fixture's handle, so that each test sees the path it names
+// (the GEMV kernels for rows <= 8, the heuristic's algorithm otherwise); the autotuning tests turn
+// it on.
 class GpuGemm : public GpuKernels {
 protected:
     void SetUp() override {
         GpuKernels::SetUp();
         handle_ = seaopt::cuda::gemm_create();
+        seaopt::cuda::gemm_set_autotune(handle_, false);
     }
     void TearDown() override {
         seaopt::cuda::gemm_destroy(handle_);
@@ -755,10 +773,19 @@ TEST_F(GpuGemm, GemvIsCapturableInACudaGraph) {
 }
 
 // Not a check (nothing asserted on speed): the time of 100 calls at decode shapes and the implied
-// read bandwidth of w, for rows 1 and 8 (GEMV) and 9 (cuBLASLt, the path rows <= 8 took before).
+// read bandwidth of w, for rows 1 and 8 (GEMV) and 9 (cuBLASLt, the path rows <= 8 took before),
+// and for the lm_head at rows 1 and 8 also on an autotuning handle ("tuned": whatever its plan
+// chose, GEMV configuration or cuBLASLt; the choice and every candidate's time are printed).
 // The calls cycle through copies of w that together exceed L2 (>= 256 MiB), so w comes from HBM.
 TEST_F(GpuGemm, GemvBandwidthReport) {
     using namespace seaopt::cuda;
+    PrintAutotuneLog log;
+    GemmHandle *tuned = gemm_create();
+    struct Destroy {
+        GemmHandle *h;
+        ~Destroy() { gemm_destroy(h); }
+    } destroy{tuned};
+    gemm_set_autotune(tuned, true);
     cudaDeviceProp prop{};
     int device = 0;
     cuda_ok(cudaGetDevice(&device), "cudaGetDevice");
@@ -780,14 +807,22 @@ TEST_F(GpuGemm, GemvBandwidthReport) {
         cuda_ok(cudaMemset(d_w.get(), 0x2C, n_copies * w_bytes), "cudaMemset w");  // 0x2C2C: 0.0635
         cuda_ok(cudaMemset(d_x.get(), 0x3C, d_x.size() * sizeof(half_t)), "cudaMemset x");  // 0x3C3C: 1.06
         cuda_ok(cudaMemset(d_bias16.get(), 0, b.n_out * sizeof(half_t)), "cudaMemset bias");
-        for (const int rows : {1, 8, 9}) {
+        struct Mode {
+            int rows;
+            bool tuned;
+        };
+        std::vector<Mode> modes{{1, false}, {8, false}, {9, false}};
+        if (w_bytes >= ((size_t)64 << 20)) modes.insert(modes.end(), {{1, true}, {8, true}});
+        for (const Mode mode : modes) {
+            const int rows = mode.rows;
+            GemmHandle *handle = mode.tuned ? tuned : handle_;
             auto call = [&](int i) {
                 const half_t *w = d_w.get() + (size_t)(i % n_copies) * w_elems;
                 if (b.f16_out) {
-                    gemm_f16(handle_, d_y16.get(), d_x.get(), w, d_bias16.get(), Epilogue::BiasRelu, rows, b.n_in,
+                    gemm_f16(handle, d_y16.get(), d_x.get(), w, d_bias16.get(), Epilogue::BiasRelu, rows, b.n_in,
                              b.n_out, stream_);
                 } else {
-                    gemm_f16_to_f32(handle_, d_y32.get(), d_x.get(), w, nullptr, 0.0f, rows, b.n_in, b.n_out,
+                    gemm_f16_to_f32(handle, d_y32.get(), d_x.get(), w, nullptr, 0.0f, rows, b.n_in, b.n_out,
                                     stream_);
                 }
             };
@@ -805,9 +840,9 @@ TEST_F(GpuGemm, GemvBandwidthReport) {
             cudaEventDestroy(stop);
             const double us_per_call = 1e3 * ms / n_calls;
             const double gb_per_s = (double)w_bytes / (us_per_call * 1e-6) / 1e9;
+            const char *path = mode.tuned ? "tuned   " : rows <= 8 && gemm_has_gemv(handle_) ? "GEMV    " : "cuBLASLt";
             std::printf("gemm bench %s: %s rows=%d %d->%d: %.2f us/call, %.0f GB/s of weights (%.1f MiB)\n",
-                        prop.name, rows <= 8 && gemm_has_gemv(handle_) ? "GEMV    " : "cuBLASLt", rows, b.n_in, b.n_out, us_per_call, gb_per_s,
-                        w_bytes / 1048576.0);
+                        prop.name, path, rows, b.n_in, b.n_out, us_per_call, gb_per_s, w_bytes / 1048576.0);
         }
     }
 }
@@ -815,10 +850,13 @@ TEST_F(GpuGemm, GemvBandwidthReport) {
 // Programmatic dependent launch (ops.h, set_programmatic_launch): the decode-path kernels may then
 // overlap the kernel before them and wait on the device. A batch-1 decode layer of OPT-1.3B's
 // shape (LayerNorm, qkv GEMV, split decode attention with the fused KV append, out-projection into
-// the residual, LayerNorm, fc1, fc2 into the residual, then the final LayerNorm) must give the same
-// bits with it as without, in plain launches and in a CUDA graph (replayed twice: the second
-// replay starts from the first one's residual and cache, as the direct calls do). Without sm_90 the
-// switch does nothing and this compares the plain path with itself.
+// the residual, LayerNorm, fc1, fc2 into the residual, then the final LayerNorm and a 4096-output
+// head) must give the same bits with it as without, in plain launches and in a CUDA graph
+// (replayed twice: the second replay starts from the first one's residual and cache, as the direct
+// calls do). Without sm_90 the switch does nothing and this compares the plain path with itself.
+// The same layer with the LayerNorms fused into the GEMVs (gemm_f16_layernorm,
+// gemm_f16_to_f32_layernorm, as the engine runs pre-LN decode) must give those bits too (residual,
+// logits, cache), PDL on and off, plain and captured.
 TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     using namespace seaopt::cuda;
     struct Restore {  // the process-wide setting as it was (on by default where supported)
@@ -841,7 +879,10 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     const std::vector<half_t> k0 = random_f16(cache_elems, -1.0f, 1.0f, rng);
     const std::vector<half_t> v0 = random_f16(cache_elems, -1.0f, 1.0f, rng);
     DeviceBuffer<half_t> d_k(k0), d_v(v0);
+    const int V = 4096;  // a head of 16 MiB: the GEMV (not autotuned) with the fused LayerNorm
+    DeviceBuffer<half_t> lm_w(random_f16((size_t)V * C, -ws, ws, rng));
     DeviceBuffer<half_t> h16(C), qkv((size_t)3 * C), attn(C), ff(F), head16(C);
+    DeviceBuffer<float> logits(V);
     DeviceBuffer<AttentionTile> tiles(std::vector<AttentionTile>{AttentionTile{0, 1, 0, pos}});
     DeviceBuffer<float> partials(attention_decode_partials_bytes(1, H) / sizeof(float) + 1);
     DeviceBuffer<uint32_t> counters(std::vector<uint32_t>(kAttentionDecodeCounters, 0u));
@@ -852,19 +893,36 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     opt.counters = counters.get();
     opt.counters_bytes = counters.size() * sizeof(uint32_t);
 
+    bool fused = false;  // the LayerNorms go into the GEMV calls
     auto enqueue = [&]() {
-        layernorm_forward(h16.get(), nullptr, d_x.get(), ln1_w.get(), ln1_b.get(), 1, C, eps, stream_);
-        gemm_f16(handle_, qkv.get(), h16.get(), qkv_w.get(), qkv_b.get(), Epilogue::Bias, 1, C, 3 * C, stream_);
+        if (fused) {
+            gemm_f16_layernorm(handle_, qkv.get(), h16.get(), d_x.get(), ln1_w.get(), ln1_b.get(), eps, qkv_w.get(),
+                               qkv_b.get(), Epilogue::Bias, 1, C, 3 * C, stream_);
+        } else {
+            layernorm_forward(h16.get(), nullptr, d_x.get(), ln1_w.get(), ln1_b.get(), 1, C, eps, stream_);
+            gemm_f16(handle_, qkv.get(), h16.get(), qkv_w.get(), qkv_b.get(), Epilogue::Bias, 1, C, 3 * C, stream_);
+        }
         attention_forward(attn.get(), qkv.get(), d_k.get(), d_v.get(), tiles.get(), 1, true, pos, H, hd, n_ctx, opt,
                           stream_);
         gemm_f16_to_f32(handle_, d_x.get(), attn.get(), o_w.get(), o_b.get(), 1.0f, 1, C, C, stream_);
-        layernorm_forward(h16.get(), nullptr, d_x.get(), ln2_w.get(), ln2_b.get(), 1, C, eps, stream_);
-        gemm_f16(handle_, ff.get(), h16.get(), up_w.get(), up_b.get(), Epilogue::BiasRelu, 1, C, F, stream_);
+        if (fused) {
+            gemm_f16_layernorm(handle_, ff.get(), h16.get(), d_x.get(), ln2_w.get(), ln2_b.get(), eps, up_w.get(),
+                               up_b.get(), Epilogue::BiasRelu, 1, C, F, stream_);
+        } else {
+            layernorm_forward(h16.get(), nullptr, d_x.get(), ln2_w.get(), ln2_b.get(), 1, C, eps, stream_);
+            gemm_f16(handle_, ff.get(), h16.get(), up_w.get(), up_b.get(), Epilogue::BiasRelu, 1, C, F, stream_);
+        }
         gemm_f16_to_f32(handle_, d_x.get(), ff.get(), down_w.get(), down_b.get(), 1.0f, 1, F, C, stream_);
-        layernorm_forward(head16.get(), nullptr, d_x.get(), ln1_w.get(), ln1_b.get(), 1, C, eps, stream_);
+        if (fused) {
+            gemm_f16_to_f32_layernorm(handle_, logits.get(), head16.get(), d_x.get(), ln1_w.get(), ln1_b.get(), eps,
+                                      lm_w.get(), nullptr, 0.0f, 1, C, V, stream_);
+        } else {
+            layernorm_forward(head16.get(), nullptr, d_x.get(), ln1_w.get(), ln1_b.get(), 1, C, eps, stream_);
+            gemm_f16_to_f32(handle_, logits.get(), head16.get(), lm_w.get(), nullptr, 0.0f, 1, C, V, stream_);
+        }
     };
     struct Result {
-        std::vector<float> x;
+        std::vector<float> x, logits;
         std::vector<half_t> head16, k, v;
     };
     auto reset = [&]() {
@@ -874,16 +932,20 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     };
     auto result = [&]() {
         sync();
-        return Result{d_x.download(), head16.download(), d_k.download(), d_v.download()};
+        return Result{d_x.download(), logits.download(), head16.download(), d_k.download(), d_v.download()};
     };
+    // head16 is the fused calls' scratch (written only where they do not fuse): compared unfused only.
     auto compare = [&](const Result &a, const Result &b, const char *what) {
         const size_t dx = count_bitwise_differences(a.x.data(), b.x.data(), a.x.size(), 4);
-        const size_t dh = count_bitwise_differences(a.head16.data(), b.head16.data(), a.head16.size(), 2);
+        const size_t dl = count_bitwise_differences(a.logits.data(), b.logits.data(), a.logits.size(), 4);
+        const size_t dh =
+            fused ? 0 : count_bitwise_differences(a.head16.data(), b.head16.data(), a.head16.size(), 2);
         const size_t dk = count_bitwise_differences(a.k.data(), b.k.data(), a.k.size(), 2);
         const size_t dv = count_bitwise_differences(a.v.data(), b.v.data(), a.v.size(), 2);
-        std::printf("programmatic launch (%s, %s): residual %zu, head16 %zu, K %zu, V %zu values differ\n", what,
-                    programmatic_launch_enabled() ? "on" : "off: not sm_90", dx, dh, dk, dv);
-        EXPECT_EQ(dx + dh + dk + dv, 0u) << what;
+        std::printf("programmatic launch (%s, %s): residual %zu, logits %zu, head16 %s%zu, K %zu, V %zu values differ\n",
+                    what, programmatic_launch_enabled() ? "on" : "off: not sm_90", dx, dl, fused ? "(not compared) " : "",
+                    dh, dk, dv);
+        EXPECT_EQ(dx + dl + dh + dk + dv, 0u) << what;
     };
 
     // Plain launches: one layer, then a second one on its output.
@@ -901,12 +963,358 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     compare(off2, result(), "plain launches, step 2");
 
     // Captured with PDL on, replayed twice.
-    reset();
+    auto captured = [&](const char *what1, const char *what2) {
+        reset();
+        cudaGraph_t graph = nullptr;
+        cudaGraphExec_t exec = nullptr;
+        cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+        try {
+            enqueue();
+        } catch (...) {
+            cudaStreamEndCapture(stream_, &graph);
+            if (graph) cudaGraphDestroy(graph);
+            throw;
+        }
+        cuda_ok(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
+        const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+        cudaGraphDestroy(graph);
+        cuda_ok(err, "cudaGraphInstantiate");
+        cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+        compare(off1, result(), what1);
+        cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
+        compare(off2, result(), what2);
+        cudaGraphExecDestroy(exec);
+    };
+    captured("CUDA graph, replay 1", "CUDA graph, replay 2");
+
+    // The LayerNorms fused into the GEMVs: the unfused bits, PDL off and on, plain and captured.
+    fused = true;
+    const int fused_before = gemm_stats(handle_).fused_layernorm_calls;
+    for (const bool pdl : {false, true}) {
+        set_programmatic_launch(pdl);
+        reset();
+        enqueue();
+        compare(off1, result(), pdl ? "fused LayerNorm, PDL, step 1" : "fused LayerNorm, no PDL, step 1");
+        enqueue();
+        compare(off2, result(), pdl ? "fused LayerNorm, PDL, step 2" : "fused LayerNorm, no PDL, step 2");
+    }
+    captured("fused LayerNorm, CUDA graph, replay 1", "fused LayerNorm, CUDA graph, replay 2");
+    const int fused_calls = gemm_stats(handle_).fused_layernorm_calls - fused_before;
+    std::printf("fused LayerNorm calls: %d of 12 direct ones (the captured ones count too)\n", fused_calls);
+    if (gemm_has_gemv(handle_)) {
+        EXPECT_GE(fused_calls, 12);  // qkv, fc1 and the head of 4 steps
+    }
+}
+
+// ---- LayerNorm fused into the GEMV (gemm_f16_layernorm, gemm_f16_to_f32_layernorm) ---------------
+
+// Residual-stream-like fp32 rows (as the LayerNorm test's): a per-row offset and spread, and a few
+// large outlier channels.
+std::vector<float> residual_rows(int rows, int C, std::mt19937 &rng) {
+    std::vector<float> x((size_t)rows * C);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    std::uniform_real_distribution<float> offset_dist(-3.0f, 3.0f), spread_dist(0.5f, 4.0f);
+    for (int r = 0; r < rows; ++r) {
+        const float offset = offset_dist(rng), spread = spread_dist(rng);
+        for (int c = 0; c < C; ++c) x[(size_t)r * C + c] = offset + spread * normal(rng);
+        for (int c = 5; c < C; c += 997) x[(size_t)r * C + c] *= 20.0f;
+    }
+    return x;
+}
+
+// One gemm_*_layernorm case against layernorm_forward + gemm_* on the same data: y must be bitwise
+// the same, fused or not. x_shift / scratch_shift (elements) misalign x_f32 / the scratch. Returns
+// whether the call fused (the handle's counter), and checks the scratch: untouched (NaN) where it
+// fused, LayerNorm's output where it did not.
+bool check_layernorm_gemm(seaopt::cuda::GemmHandle *handle, GemmKind kind, int rows, int C, int n_out,
+                          cudaStream_t stream, std::mt19937 &rng, size_t x_shift = 0, size_t scratch_shift = 0,
+                          bool y_is_x = false) {
+    using namespace seaopt::cuda;
+    const bool f16_out = kind == GemmKind::F16None || kind == GemmKind::F16Bias || kind == GemmKind::F16BiasRelu;
+    const bool has_bias = kind == GemmKind::F16Bias || kind == GemmKind::F16BiasRelu ||
+                          kind == GemmKind::F32Beta0Bias || kind == GemmKind::F32Beta1Bias;
+    const float beta = (kind == GemmKind::F32Beta1 || kind == GemmKind::F32Beta1Bias) ? 1.0f : 0.0f;
+    const Epilogue epilogue = !has_bias ? Epilogue::None : kind == GemmKind::F16BiasRelu ? Epilogue::BiasRelu
+                                                                                          : Epilogue::Bias;
+    const float eps = 1e-5f, w_scale = std::sqrt(3.0f / (float)C);
+    std::vector<float> x = residual_rows(rows, C, rng);
+    x.insert(x.begin(), x_shift, 0.0f);
+    DeviceBuffer<float> d_x(x), d_bias32(random_f32(n_out, -0.5f, 0.5f, rng));
+    DeviceBuffer<half_t> d_ln_w(random_f16(C, 0.5f, 1.5f, rng)), d_ln_b(random_f16(C, -0.3f, 0.3f, rng));
+    DeviceBuffer<half_t> d_w(random_f16((size_t)n_out * C, -w_scale, w_scale, rng));
+    DeviceBuffer<half_t> d_bias16(random_f16(n_out, -0.5f, 0.5f, rng));
+    const size_t y_elems = (size_t)rows * n_out;
+    const std::vector<float> y0 = random_f32(y_elems, -4.0f, 4.0f, rng);  // the residual for beta != 0
+    const size_t scratch_elems = (size_t)rows * C + scratch_shift;
+    DeviceBuffer<half_t> d_ref16(scratch_elems), d_scratch(std::vector<half_t>(scratch_elems, 0x7E00u));  // NaN
+    DeviceBuffer<half_t> d_y16_ref(y_elems), d_y16(y_elems);
+    DeviceBuffer<float> d_y32_ref(y0), d_y32(y0);
+    const float *x_f32 = d_x.get() + x_shift;
+    half_t *ref16 = d_ref16.get() + scratch_shift, *scratch = d_scratch.get() + scratch_shift;
+    // y_is_x (fp32, n_out == C, beta 1): y += LN(x)·wᵀ into x itself; the reference works on a copy.
+    DeviceBuffer<float> d_x_ref(x);
+    float *y32 = y_is_x ? d_x.get() + x_shift : d_y32.get();
+    float *y32_ref = y_is_x ? d_x_ref.get() + x_shift : d_y32_ref.get();
+
+    // The call under test first (with autotuning on, the first call of a shape makes its plan),
+    // then the reference on the same handle (the same plan).
+    const int fused_before = gemm_stats(handle).fused_layernorm_calls;
+    if (f16_out) {
+        gemm_f16_layernorm(handle, d_y16.get(), scratch, x_f32, d_ln_w.get(), d_ln_b.get(), eps, d_w.get(),
+                           has_bias ? d_bias16.get() : nullptr, epilogue, rows, C, n_out, stream);
+    } else {
+        gemm_f16_to_f32_layernorm(handle, y32, scratch, x_f32, d_ln_w.get(), d_ln_b.get(), eps, d_w.get(),
+                                  has_bias ? d_bias32.get() : nullptr, beta, rows, C, n_out, stream);
+    }
+    cuda_ok(cudaStreamSynchronize(stream), "gemm layernorm");
+    const bool fused = gemm_stats(handle).fused_layernorm_calls > fused_before;
+    layernorm_forward(ref16, nullptr, y_is_x ? d_x_ref.get() + x_shift : x_f32, d_ln_w.get(), d_ln_b.get(), rows, C,
+                      eps, stream);
+    if (f16_out) {
+        gemm_f16(handle, d_y16_ref.get(), ref16, d_w.get(), has_bias ? d_bias16.get() : nullptr, epilogue, rows, C,
+                 n_out, stream);
+    } else {
+        gemm_f16_to_f32(handle, y32_ref, ref16, d_w.get(), has_bias ? d_bias32.get() : nullptr, beta, rows, C, n_out,
+                        stream);
+    }
+    cuda_ok(cudaStreamSynchronize(stream), "reference");
+    size_t n_diff = 0;
+    if (f16_out) {
+        const std::vector<half_t> a = d_y16_ref.download(), b = d_y16.download();
+        n_diff = count_bitwise_differences(a.data(), b.data(), y_elems, 2);
+    } else if (y_is_x) {
+        const std::vector<float> a = d_x_ref.download(), b = d_x.download();
+        n_diff = count_bitwise_differences(a.data() + x_shift, b.data() + x_shift, y_elems, 4);
+    } else {
+        const std::vector<float> a = d_y32_ref.download(), b = d_y32.download();
+        n_diff = count_bitwise_differences(a.data(), b.data(), y_elems, 4);
+    }
+    const std::vector<half_t> ln_ref = d_ref16.download(), ln_got = d_scratch.download();
+    const size_t scratch_written =
+        (size_t)std::count_if(ln_got.begin() + scratch_shift, ln_got.end(), [](half_t h) { return h != 0x7E00u; });
+    const size_t scratch_diff =
+        count_bitwise_differences(ln_ref.data() + scratch_shift, ln_got.data() + scratch_shift, (size_t)rows * C, 2);
+    std::printf("gemm layernorm %-15s rows=%d C=%5d n_out=%5d%s%s%s: %s, %zu of %zu outputs differ from "
+                "layernorm_forward + %s\n",
+                gemm_kind_name(kind), rows, C, n_out, x_shift ? " (x misaligned)" : "",
+                scratch_shift ? " (scratch misaligned)" : "", y_is_x ? " (y = x)" : "", fused ? "fused" : "unfused",
+                n_diff, y_elems, f16_out ? "gemm_f16" : "gemm_f16_to_f32");
+    EXPECT_EQ(n_diff, 0u) << gemm_kind_name(kind) << " rows " << rows << " C " << C << " n_out " << n_out;
+    if (fused) {
+        EXPECT_EQ(scratch_written, 0u) << "the fused kernel wrote its scratch";
+    } else {
+        EXPECT_EQ(scratch_diff, 0u) << "the unfused path's scratch is not layernorm_forward's output";
+    }
+    return fused;
+}
+
+// The fused kernel reproduces layernorm_forward's fp16 rows (same block shape emulated, same order
+// of sums, same IEEE steps: engine/cuda/layernorm_math.cuh) and runs the GEMV's main loop on them:
+// its output is bitwise that of layernorm_forward + the GEMV, at OPT's widths (768, 2048, 2560,
+// 5120: 1, 2, 4, 8 float4 a LayerNorm thread) and 1, 3, 8 rows, for every epilogue. Where a shape
+// is not eligible the call falls back to exactly those two calls (same bits again).
+TEST_F(GpuGemm, FusedLayerNormGemvIsBitwiseTheUnfusedCalls) {
+    using seaopt::cuda::gemm_has_gemv;
+    std::mt19937 rng(41);
+    struct Case {
+        GemmKind kind;
+        int C, n_out;
+    };
+    const Case cases[] = {
+        {GemmKind::F16Bias, 768, 3 * 768},       {GemmKind::F16BiasRelu, 768, 4 * 768},
+        {GemmKind::F16Bias, 2048, 3 * 2048},     {GemmKind::F16BiasRelu, 2048, 4 * 2048},
+        {GemmKind::F32Beta0, 2048, 1000},        {GemmKind::F32Beta1Bias, 2048, 2048},
+        {GemmKind::F16Bias, 2560, 3 * 2560},     {GemmKind::F16None, 2560, 520},
+        {GemmKind::F16BiasRelu, 5120, 2048},     {GemmKind::F32Beta0Bias, 5120, 1000},
+    };
+    int n_fused = 0, n_cases = 0;
+    for (const int rows : {1, 3, 8}) {
+        for (const Case &c : cases) {
+            const bool fused = check_layernorm_gemm(handle_, c.kind, rows, c.C, c.n_out, stream_, rng);
+            n_fused += fused ? 1 : 0;
+            ++n_cases;
+            // One row of OPT-1.3B's qkv and fc1 (the decode step) always fuses on a GEMV device.
+            if (gemm_has_gemv(handle_) && rows == 1 && c.C == 2048 && c.n_out >= 3 * 2048) {
+                EXPECT_TRUE(fused) << "rows 1, C 2048, n_out " << c.n_out;
+            }
+        }
+    }
+    std::printf("gemm layernorm: %d of %d cases fused\n", n_fused, n_cases);
+
+    // Not eligible, so the unfused calls: 9 rows (cuBLASLt), n_in % 8 != 0 (the scalar GEMV), x_f32
+    // or the scratch misaligned (LayerNorm's generic kernel; the scalar GEMV), C > 16384 (the
+    // generic LayerNorm), y overlapping x.
+    const bool f1 = check_layernorm_gemm(handle_, GemmKind::F16Bias, 9, 2048, 512, stream_, rng);
+    const bool f2 = check_layernorm_gemm(handle_, GemmKind::F16BiasRelu, 2, 300, 200, stream_, rng);
+    const bool f3 = check_layernorm_gemm(handle_, GemmKind::F32Beta1Bias, 1, 2048, 512, stream_, rng, /*x_shift=*/1);
+    const bool f4 = check_layernorm_gemm(handle_, GemmKind::F16Bias, 1, 2048, 512, stream_, rng, 0, /*scratch=*/4);
+    const bool f5 = check_layernorm_gemm(handle_, GemmKind::F16Bias, 1, 16392, 64, stream_, rng);
+    const bool f6 = check_layernorm_gemm(handle_, GemmKind::F32Beta1Bias, 1, 2048, 2048, stream_, rng, 0, 0,
+                                         /*y_is_x=*/true);
+    EXPECT_FALSE(f1 || f2 || f3 || f4 || f5 || f6);
+}
+
+// Not a check (nothing asserted on speed): LayerNorm + GEMV as two kernels against the fused
+// kernel (gemm_f16_layernorm, gemm_f16_to_f32_layernorm) at decode shapes, 100 calls each with
+// programmatic dependent launch as configured (on by default on sm_90), cycling through copies of
+// w that exceed L2 as the bandwidth report does; the saving per call is what each pre-LN LayerNorm
+// of a decode step gains (2 a layer, and the head's).
+TEST_F(GpuGemm, FusedLayerNormReport) {
+    using namespace seaopt::cuda;
+    cudaDeviceProp prop{};
+    int device = 0;
+    cuda_ok(cudaGetDevice(&device), "cudaGetDevice");
+    cuda_ok(cudaGetDeviceProperties(&prop, device), "cudaGetDeviceProperties");
+    std::mt19937 rng(59);
+    const int n_calls = 100, max_rows = 8, C = 2048;
+    DeviceBuffer<float> d_x(residual_rows(max_rows, C, rng));
+    DeviceBuffer<half_t> d_ln_w(random_f16(C, 0.5f, 1.5f, rng)), d_ln_b(random_f16(C, -0.3f, 0.3f, rng));
+    DeviceBuffer<half_t> d_scratch((size_t)max_rows * C);
+    struct Bench {
+        int n_out;
+        bool f16_out;
+        const char *what;
+    };
+    for (const Bench b : {Bench{3 * C, true, "qkv"}, Bench{4 * C, true, "fc1"}, Bench{50272, false, "lm_head"}}) {
+        const size_t w_elems = (size_t)b.n_out * C, w_bytes = w_elems * sizeof(half_t);
+        const size_t n_copies = std::max<size_t>(2, ((size_t)256 << 20) / w_bytes + 1);
+        DeviceBuffer<half_t> d_w(n_copies * w_elems), d_bias16(b.n_out), d_y16((size_t)max_rows * b.n_out);
+        DeviceBuffer<float> d_y32((size_t)max_rows * b.n_out);
+        cuda_ok(cudaMemset(d_w.get(), 0x2C, n_copies * w_bytes), "cudaMemset w");
+        cuda_ok(cudaMemset(d_bias16.get(), 0, b.n_out * sizeof(half_t)), "cudaMemset bias");
+        for (const int rows : {1, 8}) {
+            double us[2] = {0.0, 0.0};
+            for (const bool fused : {false, true}) {
+                auto call = [&](int i) {
+                    const half_t *w = d_w.get() + (size_t)(i % n_copies) * w_elems;
+                    if (!fused) {
+                        layernorm_forward(d_scratch.get(), nullptr, d_x.get(), d_ln_w.get(), d_ln_b.get(), rows, C,
+                                          1e-5f, stream_);
+                        if (b.f16_out) {
+                            gemm_f16(handle_, d_y16.get(), d_scratch.get(), w, d_bias16.get(), Epilogue::Bias, rows,
+                                     C, b.n_out, stream_);
+                        } else {
+                            gemm_f16_to_f32(handle_, d_y32.get(), d_scratch.get(), w, nullptr, 0.0f, rows, C,
+                                            b.n_out, stream_);
+                        }
+                    } else if (b.f16_out) {
+                        gemm_f16_layernorm(handle_, d_y16.get(), d_scratch.get(), d_x.get(), d_ln_w.get(),
+                                           d_ln_b.get(), 1e-5f, w, d_bias16.get(), Epilogue::Bias, rows, C, b.n_out,
+                                           stream_);
+                    } else {
+                        gemm_f16_to_f32_layernorm(handle_, d_y32.get(), d_scratch.get(), d_x.get(), d_ln_w.get(),
+                                                  d_ln_b.get(), 1e-5f, w, nullptr, 0.0f, rows, C, b.n_out, stream_);
+                    }
+                };
+                for (size_t i = 0; i < n_copies; ++i) call((int)i);  // warm-up
+                cudaEvent_t start = nullptr, stop = nullptr;
+                cuda_ok(cudaEventCreate(&start), "cudaEventCreate");
+                cuda_ok(cudaEventCreate(&stop), "cudaEventCreate");
+                const int fused_before = gemm_stats(handle_).fused_layernorm_calls;
+                cuda_ok(cudaEventRecord(start, stream_), "cudaEventRecord");
+                for (int i = 0; i < n_calls; ++i) call(i);
+                cuda_ok(cudaEventRecord(stop, stream_), "cudaEventRecord");
+                sync();
+                float ms = 0.0f;
+                cuda_ok(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
+                cudaEventDestroy(start);
+                cudaEventDestroy(stop);
+                us[fused ? 1 : 0] = 1e3 * ms / n_calls;
+                if (fused && gemm_stats(handle_).fused_layernorm_calls - fused_before != n_calls) {
+                    std::printf("  (%s rows=%d: not fused; the unfused calls were timed twice)\n", b.what, rows);
+                }
+            }
+            std::printf("layernorm+gemv bench %s: %s rows=%d %d->%d: LayerNorm + GEMV %.2f us, fused %.2f us "
+                        "(%+.2f us a call; PDL %s)\n",
+                        prop.name, b.what, rows, C, b.n_out, us[0], us[1], us[1] - us[0],
+                        programmatic_launch_enabled() ? "on" : "off");
+        }
+    }
+}
+
+// ---- autotuning (gemm.h) ------------------------------------------------------------------------
+
+
+// Prefill shapes of OPT-1.3B, the lm_head's 128-row chunk, and the batch-1 lm_head (GEMV
+// configurations against cuBLASLt): every autotuned plan must still be right (against the CPU
+// reference, the usual tolerances; beta = 1 checks that timing did not add into the residual), give
+// the same bits at every later call, and the same bits on another handle (which takes the choice
+// this one made: contexts of a process agree).
+TEST_F(GpuGemm, AutotunedPlansAreRightAndStable) {
+    using namespace seaopt::cuda;
+    PrintAutotuneLog log;
+    gemm_set_autotune(handle_, true);
+    GemmHandle *other = gemm_create();
+    struct Destroy {
+        GemmHandle *h;
+        ~Destroy() { gemm_destroy(h); }
+    } destroy{other};
+    gemm_set_autotune(other, true);
+    std::mt19937 rng(43);
+    const GemmCase cases[] = {
+        {2048, 2048, 2048, GemmKind::F32Beta1Bias},  // out-proj: timed into a workspace scratch
+        {1024, 8192, 2048, GemmKind::F32Beta1Bias},  // fc2
+        {512, 2048, 6144, GemmKind::F16Bias},        // qkv
+        {512, 2048, 8192, GemmKind::F16BiasRelu},    // fc1
+        {128, 2048, 50272, GemmKind::F32Beta0},      // a 128-row chunk of the lm_head
+        {1, 2048, 50272, GemmKind::F32Beta0},        // batch-1 lm_head: GEMV or cuBLASLt
+        {8, 2048, 50272, GemmKind::F32Beta0},
+    };
+    for (const GemmCase &gc : cases) {
+        const GemmProblem p = make_gemm_problem(gc, rng);
+        const int tuned_before = gemm_stats(handle_).tuned_plans;
+        const std::vector<float> got = run_gemm_problem(handle_, p, gc.rows, stream_);
+        const int tuned = gemm_stats(handle_).tuned_plans - tuned_before;
+        check_gemm_result(p, got, gc.rows, " (autotuned)");
+        // The skinny shapes are tuned only where the GEMV path exists; the others always.
+        if (gc.rows > 8 || gemm_has_gemv(handle_)) {
+            EXPECT_EQ(tuned, 1) << "rows " << gc.rows << " n_out " << gc.n_out;
+        }
+        for (int again = 0; again < 2; ++again) {
+            const std::vector<float> got_again = run_gemm_problem(handle_, p, gc.rows, stream_);
+            EXPECT_EQ(count_bitwise_differences(got.data(), got_again.data(), got.size(), 4), 0u)
+                << "the plan's choice changed between calls";
+        }
+        EXPECT_EQ(gemm_stats(handle_).tuned_plans - tuned_before, tuned) << "a cached plan was tuned again";
+        const std::vector<float> got_other = run_gemm_problem(other, p, gc.rows, stream_);
+        const size_t n_diff = count_bitwise_differences(got.data(), got_other.data(), got.size(), 4);
+        std::printf("  another handle: %zu of %zu outputs differ\n", n_diff, got.size());
+        EXPECT_EQ(n_diff, 0u) << "another handle of the process chose differently";
+    }
+}
+
+// Where timing is not possible or not wanted, the plan takes the heuristic's first algorithm (or
+// the default GEMV) untimed, and the call is right: the fp32 output of a 4096-row out-projection
+// (32 MiB: no room for a scratch in the workspace), autotuning off, and a new shape first met while
+// the stream is being captured (capture must work, and replays give the direct call's bits).
+TEST_F(GpuGemm, AutotuningStandsAsideWhereItMust) {
+    using namespace seaopt::cuda;
+    PrintAutotuneLog log;
+    std::mt19937 rng(47);
+    gemm_set_autotune(handle_, true);
+    const int tuned0 = gemm_stats(handle_).tuned_plans;
+    check_gemm(handle_, {4096, 2048, 2048, GemmKind::F32Beta1Bias}, stream_, rng);
+    EXPECT_EQ(gemm_stats(handle_).tuned_plans, tuned0) << "a beta = 1 output of 32 MiB has no scratch";
+
+    gemm_set_autotune(handle_, false);
+    check_gemm(handle_, {1024, 2048, 2048, GemmKind::F16Bias}, stream_, rng);
+    check_gemm(handle_, {1, 2048, 50272, GemmKind::F32Beta0}, stream_, rng);
+    EXPECT_EQ(gemm_stats(handle_).tuned_plans, tuned0) << "autotuning is off";
+
+    gemm_set_autotune(handle_, true);
+    const int rows = 1536, n_in = 2048, n_out = 2048;  // a shape no call has met yet
+    const float w_scale = std::sqrt(3.0f / (float)n_in);
+    DeviceBuffer<half_t> d_x(random_f16((size_t)rows * n_in, -1.0f, 1.0f, rng));
+    DeviceBuffer<half_t> d_w(random_f16((size_t)n_out * n_in, -w_scale, w_scale, rng));
+    DeviceBuffer<float> d_bias(random_f32(n_out, -0.5f, 0.5f, rng));
+    const std::vector<float> y0 = random_f32((size_t)rows * n_out, -4.0f, 4.0f, rng);
+    DeviceBuffer<float> d_y_graph(y0), d_y_direct(y0);
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
     cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
     try {
-        enqueue();
+        gemm_f16_to_f32(handle_, d_y_graph.get(), d_x.get(), d_w.get(), d_bias.get(), 1.0f, rows, n_in, n_out,
+                        stream_);
     } catch (...) {
         cudaStreamEndCapture(stream_, &graph);
         if (graph) cudaGraphDestroy(graph);
@@ -916,11 +1324,33 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
     cudaGraphDestroy(graph);
     cuda_ok(err, "cudaGraphInstantiate");
+    EXPECT_EQ(gemm_stats(handle_).tuned_plans, tuned0) << "a plan made during capture was timed";
     cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
-    compare(off1, result(), "CUDA graph, replay 1");
-    cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
-    compare(off2, result(), "CUDA graph, replay 2");
+    gemm_f16_to_f32(handle_, d_y_direct.get(), d_x.get(), d_w.get(), d_bias.get(), 1.0f, rows, n_in, n_out, stream_);
+    sync();
     cudaGraphExecDestroy(exec);
+    const std::vector<float> y_graph = d_y_graph.download(), y_direct = d_y_direct.download();
+    const size_t n_diff = count_bitwise_differences(y_graph.data(), y_direct.data(), y_graph.size(), 4);
+    std::printf("gemm plan made during capture: %zu of %zu values differ between the replay and a direct call\n",
+                n_diff, y_graph.size());
+    EXPECT_EQ(n_diff, 0u);
+    EXPECT_EQ(gemm_stats(handle_).tuned_plans, tuned0) << "the plan made during capture was timed later";
+}
+
+// The batch-1 lm_head with its LayerNorm (the engine's decode head) under autotuning: the first
+// call runs unfused and makes (times) the plan, later ones fuse where the plan routes to a GEMV;
+// every call gives the bits of layernorm_forward + gemm_f16_to_f32 on the same handle.
+TEST_F(GpuGemm, AutotunedHeadWithLayerNorm) {
+    using namespace seaopt::cuda;
+    PrintAutotuneLog log;
+    gemm_set_autotune(handle_, true);
+    std::mt19937 rng(53);
+    for (int call = 0; call < 3; ++call) {
+        const bool fused = check_layernorm_gemm(handle_, GemmKind::F32Beta0, 1, 2048, 50272, stream_, rng);
+        if (call == 0) {
+            EXPECT_FALSE(fused) << "the first call has no plan to fuse with";
+        }
+    }
 }
 
 TEST_F(GpuGemm, MisalignedPointersGetTheirOwnAlgorithm) {
@@ -981,6 +1411,8 @@ TEST_F(GpuGemm, BadInputIsAnErrorOrANoOp) {
     gemm_f16(g, h, h, h, nullptr, Epilogue::None, 0, 64, 64, s);
     gemm_f16_to_f32(g, f, h, h, nullptr, 1.0f, 0, 64, 64, s);
     layernorm_forward(h, f, f, h, h, 0, 64, 1e-5f, s);
+    gemm_f16_layernorm(g, h, h, f, h, h, 1e-5f, h, nullptr, Epilogue::None, 0, 64, 64, s);
+    gemm_f16_to_f32_layernorm(g, f, h, f, h, h, 1e-5f, h, nullptr, 1.0f, 0, 64, 64, s);
     embedding_forward(f, h, h, ids, ids, 0, 64, 2, s);
     gather_rows_f16(h, h, ids, 0, 64, s);
     gather_rows_f32(f, f, ids, 0, 64, s);
@@ -1003,6 +1435,19 @@ TEST_F(GpuGemm, BadInputIsAnErrorOrANoOp) {
                  "gemm_f16_to_f32 null x");
     expect_error([&] { gemm_f16_to_f32(g, f, h, h, nullptr, 1.0f, 4, 64, -5, s); }, invalid,
                  "gemm_f16_to_f32 n_out -5");
+    expect_error([&] { gemm_f16_layernorm(g, h, nullptr, f, h, h, 1e-5f, h, nullptr, Epilogue::None, 4, 64, 64, s); },
+                 invalid, "gemm_f16_layernorm null scratch");
+    expect_error([&] { gemm_f16_layernorm(g, h, h, nullptr, h, h, 1e-5f, h, nullptr, Epilogue::None, 4, 64, 64, s); },
+                 invalid, "gemm_f16_layernorm null x");
+    expect_error([&] { gemm_f16_layernorm(g, h, h, f, h, h, -1.0f, h, nullptr, Epilogue::None, 4, 64, 64, s); },
+                 invalid, "gemm_f16_layernorm eps -1");
+    expect_error([&] { gemm_f16_layernorm(g, h, h, f, h, h, 1e-5f, h, nullptr, Epilogue::Bias, 4, 64, 64, s); },
+                 invalid, "gemm_f16_layernorm no bias");
+    expect_error([&] { gemm_f16_to_f32_layernorm(g, f, h, f, nullptr, h, 1e-5f, h, nullptr, 0.0f, 4, 64, 64, s); },
+                 invalid, "gemm_f16_to_f32_layernorm null ln_w");
+    expect_error([&] { gemm_f16_to_f32_layernorm(g, f, h, f, h, h, 1e-5f, h, nullptr, 0.0f, -1, 64, 64, s); },
+                 invalid, "gemm_f16_to_f32_layernorm rows -1");
+    expect_error([&] { gemm_set_autotune(nullptr, true); }, invalid, "gemm_set_autotune null handle");
     expect_error([&] { layernorm_forward(h, f, f, h, h, -1, 64, 1e-5f, s); }, invalid, "layernorm rows -1");
     expect_error([&] { layernorm_forward(h, f, f, h, h, 4, 0, 1e-5f, s); }, invalid, "layernorm C 0");
     expect_error([&] { layernorm_forward(nullptr, f, f, h, h, 4, 64, 1e-5f, s); }, invalid, "layernorm null out16");

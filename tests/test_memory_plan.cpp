@@ -372,6 +372,9 @@ TEST(MemoryPlan, OptForwardBuffers) {
     EXPECT_EQ(by_name.at("targets").last_step, last);
     EXPECT_EQ(by_name.at("nll").first_step, by_name.at("head_x").first_step);
     EXPECT_EQ(by_name.at("nll").last_step, last);
+    // The lm_head GEMM reads head_x itself (the final LayerNorm fused into it): head_x lives to the
+    // logits' first step, so the two never share bytes.
+    EXPECT_EQ(by_name.at("head_x").last_step, by_name.at("logits").first_step);
 
     // Projection (OPT-350m, post-LN): the extra buffers, and h16 live through the layer period.
     const seaopt::OptHparams hp350 = opt_350m();

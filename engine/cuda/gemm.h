@@ -13,11 +13,26 @@
 // in fp32 (CUBLAS_COMPUTE_32F, fp32 alpha/beta; split-K partial sums are reduced in fp32 too); the
 // bias is added in the GEMM's epilogue.
 //
-// A handle owns a cuBLASLt handle, a 32 MiB workspace and a cache of the algorithm chosen per
-// shape (cublasLtMatmulAlgoGetHeuristic runs once per shape, epilogue and pointer alignment), and
-// records the device's SM count (sizes the GEMV grid) at gemm_create. It
-// is not thread-safe, and its calls share one workspace: use it from one host thread and one
-// stream at a time (or one handle per stream).
+// A handle owns a cuBLASLt handle, a 32 MiB workspace and a cache of plans, one per shape, epilogue
+// and pointer alignment, made at the first call of each, and records the device's SM count (sizes
+// the GEMV grid) at gemm_create. It is not thread-safe, and its calls share one workspace: use it
+// from one host thread and one stream at a time (or one handle per stream).
+//
+// Autotuning (gemm.cu, "Plans and autotuning"): a plan of a large problem (rows·n_in·n_out >= 2^30:
+// prefill shapes) asks cuBLASLt's heuristic for several algorithms and times each on the call's own
+// operands (CUDA events, a host wait at that first call only), keeping the fastest; one of a
+// skinny call (rows <= 8, beta = 0) with at least 64 MiB of weights (the lm_head) also times GEMV
+// configurations against cuBLASLt and routes the shape to the fastest. Timing never writes memory
+// the call would not (beta = 0: into y, which the call then overwrites; beta != 0: into a scratch
+// in the workspace, y only read), allocates nothing, and is skipped while the stream is being
+// captured into a CUDA graph (the heuristic's first algorithm, or the default GEMV, is taken). A
+// plan's choice never changes afterwards, so repeated calls give the same bits, and a choice made
+// by timing is shared with every handle of the process on that device (which takes it instead of
+// timing): contexts of one process agree bitwise. Another process may time differently and choose
+// another algorithm, whose results differ in rounding only. SEAOPT_GEMM_AUTOTUNE=0 in the
+// environment (read at gemm_create) or gemm_set_autotune(handle, false) turns it off (a number
+// N >= 2 times N candidates instead of 8); the choices and every candidate's time are logged at
+// debug level (seaopt_log_set; the tools' -v).
 //
 // Pointers: x, w and y need only their element's alignment (the algorithm is chosen for the actual
 // alignment; the GEMV path falls back to scalar loads); a bias must be 16-byte aligned (cudaMalloc
@@ -43,6 +58,17 @@ void gemm_destroy(GemmHandle *handle);
 // cuBLASLt, e.g. before sm_80). For tests and logs.
 bool gemm_has_gemv(const GemmHandle *handle);
 
+// Autotuning of plans made from now on (plans already made keep their choice).
+void gemm_set_autotune(GemmHandle *handle, bool on);
+
+// What the handle has done so far, for tests and logs.
+struct GemmStats {
+    int plans = 0;        // plans made (cuBLASLt shapes, and skinny shapes that autotuning considered)
+    int tuned_plans = 0;  // of those, chosen by autotuning (timed here, or by an earlier handle)
+    int fused_layernorm_calls = 0;  // gemm_*_layernorm calls that ran the fused kernel
+};
+GemmStats gemm_stats(const GemmHandle *handle);
+
 enum class Epilogue { None, Bias, BiasRelu };
 
 // y[rows, n_out] = x[rows, n_in] · wᵀ (+ bias_f16) (then ReLU), fp16 out. bias_f16 [n_out] is
@@ -55,5 +81,27 @@ void gemm_f16(GemmHandle *handle, half_t *y, const half_t *x, const half_t *w, c
 // tests/test_gpu_kernels.cpp checks it with a NaN-filled y).
 void gemm_f16_to_f32(GemmHandle *handle, float *y, const half_t *x, const half_t *w, const float *bias_f32, float beta,
                      int rows, int n_in, int n_out, cudaStream_t stream);
+
+// A LayerNorm, then the linear layer: y = LN(x_f32) · wᵀ with LN(x) = layernorm_forward's
+// (ln_w, ln_b [n_in] fp16, eps; biased variance, fp32 statistics) rounded to fp16, the rest as
+// gemm_f16 / gemm_f16_to_f32. Where the GEMV path takes the call (rows <= 8, n_in % 8 == 0, w,
+// x_f32 and ln_scratch16 16-byte aligned, ln_w and ln_b 8-byte aligned, n_in <= 16384, the rows'
+// fp16 copy fits the kernel's shared memory (64 KB with the partial sums: 8 rows up to n_in 3072,
+// fewer rows beyond), at most 8 LayerNorm warps' worth of rows per GEMV warp, and, for a shape that
+// autotuning routes, a plan that routes it to a GEMV; not when y overlaps x_f32), one kernel does
+// both: every block normalises
+// the rows into shared memory itself, with layernorm_forward's arithmetic in its order
+// (engine/cuda/layernorm_math.cuh), then runs the GEMV; otherwise layernorm_forward writes LN(x)
+// to ln_scratch16 [rows, n_in] and gemm_f16 / gemm_f16_to_f32 reads it. Either way the result is
+// bitwise that of layernorm_forward into ln_scratch16 followed by the plain call (the fused kernel
+// is the GEMV with x from shared memory instead of ln_scratch16). ln_scratch16 is required; it is
+// written on the unfused path only. Errors as gemm_f16, and null x_f32, ln_w, ln_b or
+// ln_scratch16, or eps < 0, throw seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT).
+void gemm_f16_layernorm(GemmHandle *handle, half_t *y, half_t *ln_scratch16, const float *x_f32, const half_t *ln_w,
+                        const half_t *ln_b, float eps, const half_t *w, const half_t *bias_f16, Epilogue epilogue,
+                        int rows, int n_in, int n_out, cudaStream_t stream);
+void gemm_f16_to_f32_layernorm(GemmHandle *handle, float *y, half_t *ln_scratch16, const float *x_f32,
+                               const half_t *ln_w, const half_t *ln_b, float eps, const half_t *w,
+                               const float *bias_f32, float beta, int rows, int n_in, int n_out, cudaStream_t stream);
 
 }  // namespace seaopt::cuda

@@ -10,7 +10,10 @@
 // and a small shared array; every thread sums the per-warp values in the same order, so the
 // result is deterministic. rstd uses IEEE sqrtf and division (not rsqrtf's approximation); then
 // y = (x - mean) * rstd * w + b is written as fp16 (and fp32). Rows of 1 (decode) are latency bound:
-// one load round trip and two block reductions; 2048-row prefills stream at memory speed.
+// one load round trip and two block reductions; 2048-row prefills stream at memory speed. The block
+// shape and the arithmetic live in engine/cuda/layernorm_math.cuh, written with IEEE intrinsics in
+// a fixed order: the GEMV that fuses a LayerNorm into its prologue (gemm.h, gemm_f16_layernorm)
+// follows the same order and gets the same fp16 bits.
 //
 // Anything else (odd C, unaligned pointers, C > 16384) takes a generic kernel: one block per row,
 // three strided passes over global memory, the same arithmetic.
@@ -25,16 +28,14 @@
 #include <cstdint>
 
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/layernorm_math.cuh"
 #include "engine/cuda/ops.h"
 #include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda {
 namespace {
 
-constexpr int kLnMaxThreads = 512;     // the fast kernel's largest block
-constexpr int kLnPreferThreads = 256;  // the fewest float4 per thread that keep a block within this
-constexpr int kLnMaxVec = 8;           // float4 per thread at most: C <= 4 * 8 * 512 = 16384
-constexpr int kLnGenericThreads = 256;
+constexpr int kLnGenericThreads = 256;  // (the register kernel's block: layernorm_math.cuh)
 
 // ------------------------------------------------------------------------------------------------
 // CUDA kernels
@@ -46,17 +47,7 @@ __device__ __forceinline__ float block_reduce_sum(float v, float *sm) {
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     if (lane == 0) sm[warp] = v;
     __syncthreads();
-    const int n_warps = blockDim.x / kWarpSize;
-    float total = 0.0f;
-    for (int i = 0; i < n_warps; ++i) total += sm[i];  // the same order in every thread
-    return total;
-}
-
-__device__ __forceinline__ float4 half4_to_float4(uint2 u) {
-    const __half2 lo = *reinterpret_cast<const __half2 *>(&u.x);
-    const __half2 hi = *reinterpret_cast<const __half2 *>(&u.y);
-    const float2 a = __half22float2(lo), b = __half22float2(hi);
-    return make_float4(a.x, a.y, b.x, b.y);
+    return ln_sum_warps(sm, blockDim.x / kWarpSize);  // the same order in every thread
 }
 
 // out32 may equal x (in place): every thread reads its x values into registers before the first
@@ -91,20 +82,16 @@ __global__ void __launch_bounds__(kLnMaxThreads)
     for (int j = 0; j < kVec; ++j) {
         const int i = tid + j * T;
         v[j] = i < n4 ? x4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        sum += v[j].x + v[j].y + v[j].z + v[j].w;
+        sum = __fadd_rn(sum, ln_sum4(v[j]));
     }
-    const float mean = block_reduce_sum(sum, sm_sum) / (float)C;
+    const float mean = ln_mean(block_reduce_sum(sum, sm_sum), C);
 
     float sq = 0.0f;
 #pragma unroll
     for (int j = 0; j < kVec; ++j) {
-        if (tid + j * T < n4) {
-            const float dx = v[j].x - mean, dy = v[j].y - mean, dz = v[j].z - mean, dw = v[j].w - mean;
-            sq += dx * dx + dy * dy + dz * dz + dw * dw;
-        }
+        if (tid + j * T < n4) sq = __fadd_rn(sq, ln_sq4(v[j], mean));
     }
-    const float var = block_reduce_sum(sq, sm_sq) / (float)C;
-    const float rstd = 1.0f / sqrtf(var + eps);
+    const float rstd = ln_rstd(block_reduce_sum(sq, sm_sq), C, eps);
 
     uint2 *o16 = reinterpret_cast<uint2 *>(out16 + (size_t)row * C);
     float4 *o32 = out32 != nullptr ? reinterpret_cast<float4 *>(out32 + (size_t)row * C) : nullptr;
@@ -112,17 +99,8 @@ __global__ void __launch_bounds__(kLnMaxThreads)
     for (int j = 0; j < kVec; ++j) {
         const int i = tid + j * T;
         if (i < n4) {
-            const float4 wf = half4_to_float4(wv[j]), bf = half4_to_float4(bv[j]);
-            float4 y;
-            y.x = (v[j].x - mean) * rstd * wf.x + bf.x;
-            y.y = (v[j].y - mean) * rstd * wf.y + bf.y;
-            y.z = (v[j].z - mean) * rstd * wf.z + bf.z;
-            y.w = (v[j].w - mean) * rstd * wf.w + bf.w;
-            const __half2 lo = __floats2half2_rn(y.x, y.y), hi = __floats2half2_rn(y.z, y.w);
-            uint2 packed;
-            packed.x = *reinterpret_cast<const unsigned int *>(&lo);
-            packed.y = *reinterpret_cast<const unsigned int *>(&hi);
-            o16[i] = packed;
+            const float4 y = ln_apply4(v[j], mean, rstd, wv[j], bv[j]);
+            o16[i] = float4_to_half4(y);
             if (o32 != nullptr) o32[i] = y;
         }
     }
@@ -180,19 +158,14 @@ void layernorm_forward(half_t *out16, float *out32, const float *x, const half_t
 
     const bool vectorizable = C % 4 == 0 && aligned(x, 16) && (out32 == nullptr || aligned(out32, 16)) &&
                               aligned(out16, 8) && aligned(w, 8) && aligned(b, 8);
-    const int n4 = C / 4;
-    // The fewest float4 per thread that keep the block within kLnPreferThreads (more rows of
-    // threads would only lengthen the reductions), up to kLnMaxVec and kLnMaxThreads.
-    int vec = 1;
-    while (vec < kLnMaxVec && ceil_div(n4, vec) > kLnPreferThreads) vec *= 2;
-    const int threads = ceil_div(ceil_div(n4, vec), kWarpSize) * kWarpSize;
-    if (vectorizable && threads <= kLnMaxThreads) {
-        auto kernel = vec == 1   ? layernorm_vec_kernel<1>
-                      : vec == 2 ? layernorm_vec_kernel<2>
-                      : vec == 4 ? layernorm_vec_kernel<4>
-                                 : layernorm_vec_kernel<8>;
-        launch_kernel(name, programmatic_launch_enabled(), kernel, dim3((unsigned)rows), dim3((unsigned)threads), 0,
-                      stream, o16, out32, x, wh, bh, C, eps);
+    const LnVecConfig config = layernorm_vec_config(C);
+    if (vectorizable && config.fits) {
+        auto kernel = config.vec == 1   ? layernorm_vec_kernel<1>
+                      : config.vec == 2 ? layernorm_vec_kernel<2>
+                      : config.vec == 4 ? layernorm_vec_kernel<4>
+                                        : layernorm_vec_kernel<8>;
+        launch_kernel(name, programmatic_launch_enabled(), kernel, dim3((unsigned)rows), dim3((unsigned)config.threads),
+                      0, stream, o16, out32, x, wh, bh, C, eps);
         return;
     }
     layernorm_generic_kernel<<<rows, kLnGenericThreads, 0, stream>>>(o16, out32, x, wh, bh, C, eps);

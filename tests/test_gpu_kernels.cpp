@@ -608,6 +608,7 @@ protected:
         GpuKernels::SetUp();
         handle_ = seaopt::cuda::gemm_create();
         seaopt::cuda::gemm_set_autotune(handle_, false);
+        seaopt::cuda::gemm_set_layernorm_fusion(handle_, true);  // the fused path is what its tests test
     }
     void TearDown() override {
         seaopt::cuda::gemm_destroy(handle_);

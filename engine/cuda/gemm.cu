@@ -687,11 +687,14 @@ size_t gemv_ln_prepare_shared() {
 
 // Developer knobs for tuning sweeps on the GPU machine (scripts/gpu-profile.sh, docs/development.md),
 // read once: SEAOPT_GEMV_WARPS_PER_SM (default kGemvTargetWarpsPerSm), SEAOPT_GEMV_DEEP=0 (no deep
-// steps), SEAOPT_GEMV_LN=0 (gemm_*_layernorm never fuses: LayerNorm, then the GEMM).
+// steps), SEAOPT_GEMV_LN=1 (gemm_*_layernorm fuses the LayerNorm where it can). The fusion is off
+// by default: measured on H100 (OPT-1.3B, batch 1) it lost, tg128 655 t/s fused vs 684 unfused —
+// every block recomputes the row statistics before its first mma, on the critical path, and at 8
+// rows the fused qkv/fc1 took twice as long (31.8 vs 14.3 us).
 struct GemvTuning {
     int warps_per_sm = kGemvTargetWarpsPerSm;
     bool deep = true;
-    bool fuse_layernorm = true;
+    bool fuse_layernorm = false;
 };
 const GemvTuning &gemv_tuning() {
     static const GemvTuning tuning = [] {
@@ -701,7 +704,7 @@ const GemvTuning &gemv_tuning() {
             if (n >= 1 && n <= 64) t.warps_per_sm = n;
         }
         if (const char *v = std::getenv("SEAOPT_GEMV_DEEP")) t.deep = std::string(v) != "0";
-        if (const char *v = std::getenv("SEAOPT_GEMV_LN")) t.fuse_layernorm = std::string(v) != "0";
+        if (const char *v = std::getenv("SEAOPT_GEMV_LN")) t.fuse_layernorm = std::string(v) == "1";
         return t;
     }();
     return tuning;
@@ -719,13 +722,18 @@ GemvConfig gemv_config_with_warps(int n_warps, int n_in) {
 }
 
 // Split n_in over as many warps per block as keep the grid near the target (many small tiles: more
-// warps each; the 50k-output lm_head: one warp per block), each warp with at least kGemvUnroll
-// chunks.
+// warps each), each warp with at least kGemvUnroll chunks. Many-output GEMVs (the 50k-output
+// lm_head) still get kGemvMinWarpsWide warps with deep steps where n_in allows: timed on H100 for
+// 2048 -> 50272, 1 warp/block 111 us, 2 warps deep 75 us, 4 warps deep 74 us, cuBLASLt's best 73 us.
+constexpr int kGemvMinWarpsWide = 4;
 GemvConfig gemv_default_config(int sm_count, int n_in, int n_out) {
     const long long tiles = gemv_tiles(n_out), n_chunks = gemv_chunks(n_in);
     const long long target = (long long)std::max(sm_count, 1) * gemv_tuning().warps_per_sm;
     int n_warps = kGemvMaxWarps;
     while (n_warps > 1 && (tiles * n_warps > target || n_warps * kGemvUnroll > n_chunks)) n_warps /= 2;
+    if (n_warps < kGemvMinWarpsWide && n_chunks >= (long long)kGemvMinWarpsWide * kGemvDeepUnroll) {
+        n_warps = kGemvMinWarpsWide;
+    }
     return gemv_config_with_warps(n_warps, n_in);
 }
 
@@ -859,7 +867,8 @@ struct GemmHandle {
     int sm_count = 0;       // of that device
     bool gemv_mma = false;  // rows <= kGemvMaxRows go to the GEMV kernels (else all to cuBLASLt)
     size_t gemv_ln_shared = 0;  // dynamic shared memory gemv_ln_mma_kernel may take (0: never fused)
-    bool autotune = true;       // SEAOPT_GEMM_AUTOTUNE, gemm_set_autotune
+    bool autotune = false;      // SEAOPT_GEMM_AUTOTUNE, gemm_set_autotune
+    bool fuse_layernorm = false;  // SEAOPT_GEMV_LN=1, gemm_set_layernorm_fusion
     int tune_candidates = 0;    // cuBLASLt algorithms asked for when tuning
     GemmStats stats;
 
@@ -1292,7 +1301,7 @@ void run_gemm(const char *name, GemmHandle &h, const GemmCall &call) {
 // (see gemm.h). `call` has x = the scratch, as the unfused path would use it.
 bool layernorm_fusable(GemmHandle &h, const GemmCall &call, const float *x_f32, const half_t *ln_w,
                        const half_t *ln_b, GemvConfig &config) {
-    if (!h.gemv_mma || !gemv_tuning().fuse_layernorm || call.rows > kGemvMaxRows) return false;
+    if (!h.gemv_mma || !h.fuse_layernorm || call.rows > kGemvMaxRows) return false;
     const auto aligned = [](const void *p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; };
     // The unfused path must take the GEMV mma kernel (vectorizable scratch and w) and LayerNorm's
     // register kernel (x 16-byte, ln_w, ln_b 8-byte aligned, n_in <= 16384), whose results the
@@ -1351,11 +1360,16 @@ GemmHandle *gemm_create() {
     SEAOPT_CUDA_CHECK(cudaDeviceGetAttribute(&handle->sm_count, cudaDevAttrMultiProcessorCount, handle->device));
     handle->gemv_mma = gemm_internal::gemv_mma_supported();
     if (handle->gemv_mma) handle->gemv_ln_shared = gemm_internal::gemv_ln_prepare_shared();
-    // SEAOPT_GEMM_AUTOTUNE: "0" off; a number N >= 2: on, N candidates; anything else (or unset): on.
+    // SEAOPT_GEMM_AUTOTUNE: unset or "0" off; "1": on; a number N >= 2: on, N candidates. Off by
+    // default: on H100 it moved pp2048 by 2% (9.89 vs 10.11 ms, within the run-to-run spread) and
+    // tg128 not at all, while a timed choice can differ between processes, and with it the
+    // rounding of the results; the heuristic's first algorithm is the same every time.
     handle->tune_candidates = gemm_internal::kTuneDefaultCandidates;
+    handle->autotune = false;
+    handle->fuse_layernorm = gemm_internal::gemv_tuning().fuse_layernorm;
     if (const char *v = std::getenv("SEAOPT_GEMM_AUTOTUNE")) {
         const int n = std::atoi(v);
-        if (std::string(v) == "0") handle->autotune = false;
+        handle->autotune = n >= 1;
         if (n >= 2) handle->tune_candidates = std::min(n, gemm_internal::kTuneMaxCandidates);
     }
     return handle.release();
@@ -1373,6 +1387,11 @@ bool gemm_has_gemv(const GemmHandle *handle) { return handle != nullptr && handl
 void gemm_set_autotune(GemmHandle *handle, bool on) {
     check_arg(handle != nullptr, "gemm_set_autotune", "null handle");
     handle->autotune = on;
+}
+
+void gemm_set_layernorm_fusion(GemmHandle *handle, bool on) {
+    check_arg(handle != nullptr, "gemm_set_layernorm_fusion", "null handle");
+    handle->fuse_layernorm = on;
 }
 
 GemmStats gemm_stats(const GemmHandle *handle) { return handle != nullptr ? handle->stats : GemmStats{}; }

@@ -29,9 +29,9 @@
 // plan's choice never changes afterwards, so repeated calls give the same bits, and a choice made
 // by timing is shared with every handle of the process on that device (which takes it instead of
 // timing): contexts of one process agree bitwise. Another process may time differently and choose
-// another algorithm, whose results differ in rounding only. SEAOPT_GEMM_AUTOTUNE=0 in the
-// environment (read at gemm_create) or gemm_set_autotune(handle, false) turns it off (a number
-// N >= 2 times N candidates instead of 8); the choices and every candidate's time are logged at
+// another algorithm, whose results differ in rounding only. So it is off unless
+// SEAOPT_GEMM_AUTOTUNE=1 is in the environment (read at gemm_create) or gemm_set_autotune(handle,
+// true) turns it on (a number N >= 2 times N candidates instead of 8); the choices and every candidate's time are logged at
 // debug level (seaopt_log_set; the tools' -v).
 //
 // Pointers: x, w and y need only their element's alignment (the algorithm is chosen for the actual
@@ -60,6 +60,9 @@ bool gemm_has_gemv(const GemmHandle *handle);
 
 // Autotuning of plans made from now on (plans already made keep their choice).
 void gemm_set_autotune(GemmHandle *handle, bool on);
+// Whether gemm_*_layernorm may fuse the LayerNorm into the GEMV (off unless SEAOPT_GEMV_LN=1 at
+// gemm_create: measured slower on H100, see gemm.cu); results are the same bits either way.
+void gemm_set_layernorm_fusion(GemmHandle *handle, bool on);
 
 // What the handle has done so far, for tests and logs.
 struct GemmStats {

@@ -485,9 +485,13 @@ size_t sea_positional_row_index(const SeaConfig &cfg, size_t pos) {
 }
 
 size_t sea_row_budget(const SeaConfig &cfg, size_t t) {
-    // The authors' code: round(H · (k·k_oversample·K / arange(1, T+1))) in fp32, where float / LongTensor is
-    // LongTensor.reciprocal() * float. Evaluating the same fp32 operations keeps exact .5 ties as torch has them
-    // (the exact rational value can round the other way, e.g. H=3, k=5, K=20, t+1=24: 12.5 exact, 12.500001 fp32).
+    // The authors' code (attention.py, causal_batch): per_item_top_k = H * (k * k_oversample * T_M /
+    // causal_token_length) with causal_token_length = arange(1, T+1), a LongTensor; then torch.round and
+    // clamp_min(1). A Python float divided by a tensor is Tensor.__rtruediv__ = reciprocal() * float, so in fp32:
+    // fl(fl(fl(1/(t+1))·(k·K))·H), then half to even; the same on CPU and CUDA (IEEE reciprocal, multiplications
+    // by scalars). The exact rational value can round the other way, e.g. H=3, k=5, K=20, t+1=24: 12.5 exact,
+    // 12.500001 fp32 -> 13 (and H=3, k=1, K=100, t+1=24, row 23 of tests/data/sea/prefill_H3_T24_k1_K100). The
+    // PyTorch reference (tests/sea/sea_reference.py, topk_budget) evaluates the same expression.
     const float inv_len = 1.0f / (float)(t + 1);
     const float per_head = inv_len * (float)(cfg.k * cfg.K);
     const float total = per_head * (float)cfg.n_head;
@@ -508,9 +512,21 @@ void sea_expand_cells_to_keys(const SeaConfig &cfg, size_t t, const int32_t *cel
     }
     keys.clear();
     head_ptr.assign(H + 1, 0);
-    // s = (t+1)/K and the products in fp32 as the Triton kernel (exact for power-of-two K); round half away
-    // from zero (tl.math.round). v1 <= t+1 always holds; the clamp only guards fp32 for huge t.
-    const float s = (float)(t + 1) / (float)K;
+    // The interval map in the authors' arithmetic (causal_resize_m_to_t.py, scan_col METHOD 1, a CUDA-only path):
+    //   scales = arange(1, T+1) / K     a CUDA LongTensor divided by a Python int. PyTorch's CUDA true division by
+    //                                   a CPU scalar multiplies by its reciprocal (div_true_kernel_cuda: "compute
+    //                                   a * reciprocal(b)"), so s = fl32((t+1) · fl32(1/K)), NOT fl32((t+1)/K);
+    //   v_start = tl.math.round(b * scales)   fp32 product c·s, then libdevice roundf: half away from zero.
+    // For power-of-two K every step is exact (= the exact rule round(c(t+1)/K)). For other K the three readings
+    // differ: fp32 true division (t+1)/K, which this function used before, moves 22 of the 2,424 cell starts of
+    // tests/data/sea/prefill_H3_T24_k1_K100 and e.g. cell 15 of row 41 for K = 20 (31.4999985 -> 31 instead of
+    // 32); the exact rational rule differs from the authors' for K = 36, 68, 72, 100, .... The PyTorch reference
+    // (tests/sea/sea_reference.py, cell_starts) computes the same fp32 expression, and the fixture's ref.cell_start
+    // pins it (tests/sea/README.md, item 4). fl32(1/K) is the same whether torch forms it in fp32 or, as newer
+    // versions do, in double and then rounds (checked for K <= 4096). v1 <= t+1 always holds (K·s rounds to t+1);
+    // the clamp only guards fp32 for huge t.
+    const float inv_K = (float)(1.0 / (double)K);
+    const float s = (float)(t + 1) * inv_K;
     const long long row_len = (long long)t + 1;
     size_t i = 0;
     for (size_t h = 0; h < H; ++h) {
@@ -520,7 +536,11 @@ void sea_expand_cells_to_keys(const SeaConfig &cfg, size_t t, const int32_t *cel
             const long long v1 = std::min((long long)std::round((float)(c + 1) * s), row_len);
             const long long len = v1 - v0;
             if (len <= 0) continue;  // a cell with no key (t+1 < K)
-            const long long n = std::min(len, (long long)cfg.k);  // cap: at most k keys per cell, evenly spaced
+            // Cap: at most k keys per cell, evenly spaced: v1 - 1 - floor(j·len/n) in exact integers, as sea.md
+            // writes it. The authors' kernel computes trunc(j · (len / n)) with Triton's fp32 '/', which is PTX
+            // div.full.f32 (an approximation within 2 ulp), so it has no bit-exact reading; the two agree for every
+            // power-of-two k (the paper's 64, 128) and every k <= 13 (tests/sea/README.md, item 5).
+            const long long n = std::min(len, (long long)cfg.k);
             for (long long j = 0; j < n; ++j) keys.push_back((int32_t)(v1 - 1 - (j * len) / n));
         }
         head_ptr[h + 1] = (int32_t)keys.size();

@@ -91,14 +91,16 @@ void sea_validate(const SeaConfig &cfg, const SeaParams &params);
 // Row of E_pos used at position pos (sea.md §2.2), PyTorch "nearest" from n_pos_table to n_pos_ctx rows.
 size_t sea_positional_row_index(const SeaConfig &cfg, size_t pos);
 
-// Cells kept for query row t (sea.md §2.7): clamp(round(H·k·K/(t+1)), 1, H·K), evaluated as PyTorch does
-// (fp32: (1/(t+1))·(k·K), then ·H, then round half to even).
+// Cells kept for query row t (sea.md §2.7): clamp(round(H·k·K/(t+1)), 1, H·K), evaluated as the authors' PyTorch
+// code does (fp32: (1/(t+1))·(k·K), then ·H, then round half to even).
 size_t sea_row_budget(const SeaConfig &cfg, size_t t);
 
 // Keys of query row t for a set of selected cells (flat index h·K + c, ascending), sea.md §2.8 FlatCSR rule:
 // cell c -> [v0, v1), v0 = round(c·s), v1 = round((c+1)·s), s = (t+1)/K, round half away from zero, at most k
-// keys per cell (uniformly spaced when capped). keys: grouped by head (head_ptr, H+1 entries), cell order
-// inside a head, descending inside a cell (the authors' FlatCSR order). Every key is in [0, t].
+// keys per cell (uniformly spaced when capped). s and the products are the authors' fp32 values:
+// s = fl32((t+1)·fl32(1/K)), v0 = roundf(fl32(c·s)) (exact for power-of-two K; see the .cpp). keys: grouped by
+// head (head_ptr, H+1 entries), cell order inside a head, descending inside a cell (the authors' FlatCSR order).
+// Every key is in [0, t].
 void sea_expand_cells_to_keys(const SeaConfig &cfg, size_t t, const int32_t *cells, size_t n_cells,
                               std::vector<int32_t> &keys, std::vector<int32_t> &head_ptr);
 

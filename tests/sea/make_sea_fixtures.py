@@ -40,12 +40,17 @@ SHAPES = {"125m": 12, "350m": 16, "1.3b": 32}
 #          budget hits an exact .5 at t=127 (320/128 = 2.5 -> 2, half-even, §2.7), heads with 0 keys.
 #  decode: the T=130 parameters' shape, prefill of T0=76 then 8 decode steps (t = 76..83) across the
 #          start of the cap (§2.12).
+#  K=100 : H=3, k=1, T=24: the authors' fp32 arithmetic where it is not exact (§2.7, §2.8; README items 2, 4):
+#          the interval map of a non-power-of-two K (22 cell starts differ from the exact rational rule, 22
+#          from an fp32 true division (t+1)/K), and the budget 3·1·100/24 = 12.5 that fp32 makes 12.500001 -> 13.
+#          (Appended last so that the other fixtures keep their seeds.)
 SMALL_SET = [
     dict(kind="prefill", H=4, T=1, k=4, K=16),
     dict(kind="prefill", H=4, T=7, k=2, K=8),
     dict(kind="prefill", H=4, T=64, k=8, K=64),
     dict(kind="prefill", H=4, T=130, k=5, K=16),
     dict(kind="decode", H=4, T=84, T0=76, k=5, K=16),
+    dict(kind="prefill", H=3, T=24, k=1, K=100),
 ]
 SMALL_KEYMASK_MAX_T = 64  # ref.keymask [H,T,T] is stored for small fixtures with T <= this
 SMALL_DEBUG_MAX_T = 7     # ref.<intermediates> stored for small fixtures with T <= this (always in large)
@@ -199,6 +204,25 @@ def metadata_for(cfg, stats, device) -> dict:
     return {k: str(v) for k, v in md.items()}
 
 
+def exact_budget(T: int, H: int, k: int, K: int) -> torch.Tensor:
+    """n_t with the exact rational H·k·K/(t+1) rounded half to even (not the authors' fp32; for the stats)."""
+    L = torch.arange(1, T + 1, dtype=torch.int64)
+    q, r = torch.div(H * k * K, L, rounding_mode="floor"), (H * k * K) % L
+    up = (2 * r > L) | ((2 * r == L) & (q % 2 == 1))
+    return (q + up.to(torch.int64)).clamp(min=1, max=H * K)
+
+
+def other_cell_starts(T: int, K: int):
+    """The interval starts by the exact rational rule floor((2c(t+1) + K) / 2K), and by an fp32 true
+    division s = fl32((t+1)/K) (what a CPU computes for arange / int); for the stats."""
+    L = torch.arange(1, T + 1, dtype=torch.int64)[:, None]
+    c = torch.arange(K + 1, dtype=torch.int64)[None, :]
+    exact = torch.div(2 * c * L + K, 2 * K, rounding_mode="floor")
+    s = L.to(torch.float32) / K
+    div32 = torch.floor((c.to(torch.float32) * s).to(torch.float64) + 0.5).to(torch.int64)
+    return exact, div32
+
+
 def mask_row_diff(sel_a, sel_b) -> int:
     """Number of (head, query) rows whose selected cells differ."""
     return int((sel_a.to("cpu") != sel_b.to("cpu")).any(dim=-1).sum())
@@ -216,9 +240,10 @@ def build_prefill(cfg, device, debug, store_keymask):
     n16 = run_forward(q, k, v, params, kb, torch.float32, device, rnd=round_fp16, force_sel=ref["sel"])
     n16 = {name: n16[name].cpu() for name in ("probs", "out")}
 
+    starts = sr.cell_starts(torch.arange(T), cfg["K"])
     t = common_tensors(cfg, params, q, k, v)
     t.update({
-        "ref.probs": f32(ref["probs"]), "ref.mask": mask16(ref["sel"]),
+        "ref.probs": f32(ref["probs"]), "ref.mask": mask16(ref["sel"]), "ref.cell_start": f32(starts),
         "ref.topk_n": f32(ref["topk_n"]), "ref.topk_thresh": f32(ref["topk_thresh"]),
         "ref.topk_next": f32(ref["topk_next"]), "ref.topk_margin": f32(ref["topk_margin"]),
         "ref.key_count": f32(ref["key_count"]), "ref.key_sum": f32(ref["key_sum"]),
@@ -237,7 +262,11 @@ def build_prefill(cfg, device, debug, store_keymask):
     kc = ref["key_count"]
     finite_margin = ref["topk_margin"][torch.isfinite(ref["topk_margin"])]
     flat_sorted = torch.sort(ref["probs"].permute(1, 0, 2).reshape(T, -1), dim=1).values
+    exact_starts, div32_starts = other_cell_starts(T, cfg["K"])
     stats = {
+        "budget_rows_fp32_vs_exact": int((ref["topk_n"].cpu() != exact_budget(T, H, kb, cfg["K"])).sum()),
+        "cell_starts_vs_exact": int((starts.cpu() != exact_starts).sum()),
+        "cell_starts_vs_fp32_division": int((starts.cpu() != div32_starts).sum()),
         "probs_exact_ties": int((flat_sorted[:, 1:] == flat_sorted[:, :-1]).sum()),
         "probs_maxabs_f32": max_abs(r32["probs"], ref["probs"]),
         "probs_maxabs_naive16": max_abs(n16["probs"], ref["probs"]),
@@ -287,6 +316,15 @@ def build_decode(cfg, device):
         "dec.key_count": f32(stack("key_count")), "dec.key_sum": f32(stack("key_sum")),
         "dec.s_prob": f32(stack("s_prob")), "dec.s_mix": f32(stack("s_mix")), "dec.out": f32(stack("out")),
     })
+    # Yardsticks at the decode rows, from whole-sequence runs (decode == prefill by causality, §2.12, checked
+    # below): the reference in fp32, and the naive-fp16 run with the selection forced to the truth's.
+    r32 = run_forward(q, k, v, params, kb, torch.float32, device)
+    n16 = run_forward(q, k, v, params, kb, torch.float32, device, rnd=round_fp16, force_sel=full["sel"])
+    rows = lambda x: x[:, T0:].permute(1, 0, 2).cpu()  # noqa: E731  [H, T, .] -> [n, H, .]
+    t.update({
+        "f32.dec.probs": f32(rows(r32["probs"])), "f32.dec.out": f32(rows(r32["out"])),
+        "naive16.dec.probs": f16(rows(n16["probs"])), "naive16.dec.out": f16(rows(n16["out"])),
+    })
     # The decode path must reproduce the prefill rows T0..T-1 (fp64): same selection, same numbers.
     fp = full["probs"][:, T0:].permute(1, 0, 2).cpu()
     fo = full["out"][:, T0:].permute(1, 0, 2).cpu()
@@ -297,6 +335,11 @@ def build_decode(cfg, device):
         raise RuntimeError(f"{fixture_name(cfg)}: decode != prefill (probs {probs_err:.3e}, out {out_err:.3e}, "
                            f"{sel_diff} mask rows differ)")
     stats = {"decode_vs_prefill_probs_maxabs": probs_err, "decode_vs_prefill_out_maxabs": out_err,
+             "probs_maxabs_f32": max_abs(rows(r32["probs"]), stack("probs")),
+             "probs_maxabs_naive16": max_abs(rows(n16["probs"]), stack("probs")),
+             "out_maxabs_f32": max_abs(rows(r32["out"]), stack("out")),
+             "out_maxabs_naive16": max_abs(rows(n16["out"]), stack("out")),
+             "mask_rows_diff_f32": mask_row_diff(rows(r32["sel"]), sel),
              "decode_vs_prefill_mask_rows_diff": sel_diff, "steps": T - T0,
              "margin_min": float(stack("topk_margin").min())}
     return t, stats

@@ -56,6 +56,7 @@ WIDTH_DOWN = 4          # c_s (§1, §2.5, §2.6.6)
 CONV_ROWS = 5           # stored kernel height of conv1/conv2 (§2.6.2); rows 3, 4 are masked off
 CONV_LIVE_ROWS = 3
 HIST_ROWS = 4           # decode history: image rows t-4..t-1 (§2.12)
+K_OVERSAMPLE = 1.0      # k_oversample of the budget (§2.7)
 
 
 def param_shapes(H: int, d: int, K: int, m: int, n_positions: int) -> dict:
@@ -180,6 +181,19 @@ def random_sea_inputs(H: int, T: int, head_dim: int = 64, seed: int = 0, q_std: 
     if round_to_fp16:
         q, k, v = _round_fp16(q), _round_fp16(k), _round_fp16(v)
     return q, k, v
+
+
+def stretch_positional_table(params: dict, n_pos_ctx: int) -> dict:
+    """§2.2: for more positions than E_pos has rows, the authors' long-context runs resized the table once, when
+    loading the model (src/trainer/perlin_trainer.py, env __CONTEXT): F.interpolate(E_pos, size=(n_ctx, d),
+    mode='nearest'). Row p of the result is E_pos[min(floor(p · fl32(n_pos / n_ctx)), n_pos - 1)]. Returns a
+    copy of params with the stretched table, n_pos_ctx rows (sea_forward then indexes it by absolute position
+    as usual). attention/sea_cpu.h does the same through SeaConfig::n_pos_ctx."""
+    import torch.nn.functional as F
+    out = dict(params)
+    e = params[P_EPOS]
+    out[P_EPOS] = F.interpolate(e, size=(n_pos_ctx, e.shape[-1]), mode="nearest")
+    return out
 
 
 def cast_params(params: dict, dtype: torch.dtype, device="cpu") -> dict:
@@ -307,15 +321,19 @@ def cnn_decoder(img: torch.Tensor, p: dict, rnd=_identity) -> dict:
 
 # ---- selection (§2.7) and expansion (§2.8) --------------------------------------------------------
 def topk_budget(rows: torch.Tensor, H: int, k_budget: int, K: int) -> torch.Tensor:
-    """§2.7: n_t = clamp(round_half_even(H·k·K / (t+1)), 1, H·K), exact integer arithmetic
-    (k_oversample = 1). rows: int64 positions t -> int64 [R]."""
-    L = rows.to(torch.int64) + 1
-    num = torch.full_like(L, H * k_budget * K)
-    q = torch.div(num, L, rounding_mode="floor")
-    r = num - q * L
-    up = (2 * r > L) | ((2 * r == L) & (q % 2 == 1))
-    n = q + up.to(torch.int64)
-    return n.clamp(min=1, max=H * K)
+    """§2.7: n_t = clamp(round_half_even(H·k·k_oversample·K / (t+1)), 1, H·K), evaluated as the authors' code
+    does (attention.py, causal_batch: per_item_top_k = H * (k * k_oversample * T_M / causal_token_length) with
+    causal_token_length = arange(1, T+1) a LongTensor, then torch.round and clamp_min 1). A Python float divided
+    by a LongTensor is Tensor.__rtruediv__ = reciprocal() * float, so in fp32: fl(fl(fl(1/(t+1))·(k·K))·H), then
+    half-even rounding. This can differ from the exact rational: H=3, k=5, K=20, t+1=24 is 12.5 exactly (-> 12)
+    but 12.500001 in fp32 (-> 13). The fp32 ops are the same on CPU and CUDA (IEEE reciprocal, multiplications
+    by scalars), and integers below 2^24 are exact in fp32. The upper clamp H·K is the authors' "keep everything"
+    (top_k_elems = min(..., H·T_M)). rows: int64 positions t -> int64 [R] (on the CPU)."""
+    L = rows.to(device="cpu", dtype=torch.int64) + 1
+    per_head = L.to(torch.float32).reciprocal() * float(k_budget * K_OVERSAMPLE * K)   # fp32
+    total = H * per_head                                                                 # fp32
+    assert total.dtype == torch.float32
+    return torch.round(total).to(torch.int64).clamp(min=1, max=H * K)
 
 
 def grouped_topk(probs: torch.Tensor, rows: torch.Tensor, k_budget: int) -> dict:
@@ -345,29 +363,51 @@ def grouped_topk(probs: torch.Tensor, rows: torch.Tensor, k_budget: int) -> dict
     return {"sel": sel, "n": n, "thresh": thresh, "next": nxt, "margin": margin}
 
 
+def cell_starts(rows: torch.Tensor, K: int) -> torch.Tensor:
+    """§2.8 FlatCSR rule: with s = (t+1)/K, cell c covers keys [round(c·s), round((c+1)·s)), round = half away
+    from zero. Evaluated exactly as the authors' code does (causal_resize_m_to_t.py, scan_col METHOD 1, which only
+    runs on CUDA): scales = target_width / original_width with target_width = arange(1, T+1) a CUDA LongTensor
+    and original_width = K a Python int; PyTorch's CUDA true division by a CPU scalar multiplies by its reciprocal
+    (div_true_kernel_cuda: "compute a * reciprocal(b)"), so s = fl32((t+1) · fl32(1/K)); then
+    v = tl.math.round(fl32(c · s)) (Triton/libdevice roundf: half away from zero). The product is rounded in
+    fp64 here, which is exact for an fp32 value. For power-of-two K every step is exact and this is the exact
+    rule floor((2c(t+1) + K) / 2K); for other K it is not always (K = 36, 68, 72, 100, ...: check_reference.py
+    counts them), and fp32 true division (t+1)/K, as a CPU would compute it, differs elsewhere (K = 20, 24, 96).
+    Returns the starts of cells 0..K, int64 [R, K+1]: cell c = [start[c], start[c+1]); start[0] = 0 and
+    start[K] = t+1 (asserted)."""
+    L = rows.to(device="cpu", dtype=torch.int64) + 1
+    inv_K = torch.tensor(1.0 / K, dtype=torch.float32)                 # fl32(1/K) (computed in double, as torch)
+    s = L.to(torch.float32) * inv_K                                      # [R]   fp32
+    c = torch.arange(K + 1, dtype=torch.float32)
+    x = c[None, :] * s[:, None]                                          # [R, K+1] fp32
+    v = torch.floor(x.to(torch.float64) + 0.5).to(torch.int64)           # round half away from zero (x >= 0)
+    if not (bool((v[:, 0] == 0).all()) and torch.equal(v[:, -1], L)):
+        raise AssertionError("cell intervals do not tile [0, t+1)")
+    return v.to(rows.device)
+
+
 def cell_bounds(rows: torch.Tensor, K: int):
-    """§2.8 FlatCSR rule: with s = (t+1)/K, cell c covers keys [round(c·s), round((c+1)·s)),
-    round = half away from zero. Exact integers: round(c(t+1)/K) = floor((2c(t+1) + K) / 2K).
-    Returns v0, v1 int64 [R, K]."""
-    L = rows.to(torch.int64)[:, None] + 1
-    c = torch.arange(K, dtype=torch.int64, device=rows.device)[None, :]
-    v0 = torch.div(2 * c * L + K, 2 * K, rounding_mode="floor")
-    v1 = torch.div(2 * (c + 1) * L + K, 2 * K, rounding_mode="floor")
-    return v0, v1
+    """v0, v1 int64 [R, K]: cell c of row t covers keys [v0, v1) (cell_starts)."""
+    v = cell_starts(rows, K)
+    return v[:, :-1], v[:, 1:]
 
 
 def key_cells(rows: torch.Tensor, K: int, k_budget: int, n_keys: int):
     """For each row t and key j < n_keys: the cell c(j) whose interval holds j, and whether j is
     emitted when that cell is selected (j <= t, and the per-cell cap of §2.8: a cell of
     n_c = v1 - v0 > k keys emits only the columns v1-1-floor(i·n_c/k), i = 0..k-1).
-    c(j) = (number of c with v0(c) <= j) - 1 = min(K, ceil(K(2j+1) / 2(t+1))) - 1.
-    Returns cell int64 [R, n_keys] (clamped into [0, K-1] for j > t), keep bool [R, n_keys]."""
+    c(j) = (number of c with v0(c) <= j) - 1 (the starts are nondecreasing in c).
+    Returns cell int64 [R, n_keys] (clamped into [0, K-1] for j > t), keep bool [R, n_keys].
+    CHOICE (cap spacing): floor(i·n_c/k) in exact integers, as sea.md writes it. The authors' Triton kernel
+    computes trunc(i · (n_c / n)) with Triton's fp32 '/' (PTX div.full.f32, an approximation within 2 ulp, so
+    not reproducible bit for bit); the two agree whenever k is a power of two (the paper's k = 64, 128) and
+    for k <= 13; tests/sea/README.md item 5."""
     L = rows.to(torch.int64)[:, None] + 1
     j = torch.arange(n_keys, dtype=torch.int64, device=rows.device)[None, :]
     causal = j < L
-    cnt = torch.div(K * (2 * j + 1) + 2 * L - 1, 2 * L, rounding_mode="floor")
-    cell = (torch.clamp(cnt, max=K) - 1).clamp(min=0, max=K - 1)
     v0, v1 = cell_bounds(rows, K)
+    jj = j.expand(rows.shape[0], n_keys).contiguous()
+    cell = (torch.searchsorted(v0.contiguous(), jj, right=True) - 1).clamp(min=0, max=K - 1)
     v0c, v1c = torch.gather(v0, 1, cell), torch.gather(v1, 1, cell)
     nc = (v1c - v0c).clamp(min=1)
     r = v1c - 1 - j                                                              # position from the cell's end

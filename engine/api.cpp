@@ -141,6 +141,7 @@ int32_t seaopt_model_n_embd(const seaopt_model *m) { return m ? (int32_t)m->impl
 int32_t seaopt_model_n_layer(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_layer : 0; }
 int32_t seaopt_model_n_head(const seaopt_model *m) { return m ? (int32_t)m->impl->hp.n_head : 0; }
 uint64_t seaopt_model_n_params(const seaopt_model *m) { return m ? m->impl->n_params : 0; }
+bool seaopt_model_has_sea(const seaopt_model *m) { return m && m->impl->hp.has_sea; }
 
 int32_t seaopt_model_desc(const seaopt_model *m, char *buf, size_t buf_size) {
     std::string desc = "invalid model";

@@ -22,7 +22,17 @@
 //   tokenizer.ggml.merges           ARRAY[STRING]  "left right", rank order
 //   tokenizer.ggml.bos_token_id / eos_token_id / padding_token_id / unknown_token_id   UINT32
 //   tokenizer.ggml.add_bos_token    BOOL    true
-//   sea.*                           reserved for the SEA estimator (a later format addition)
+//
+// SEA estimator (sea.md; only in files converted with `seaopt-convert --sea`: either every sea.*
+// key and every blk.N.sea.* tensor is present, or none is):
+//   sea.k                           UINT32  sparsity budget k, ~keys per query per head (sea.md §2.7, §6: 64)
+//   sea.compressed_width            UINT32  K, width of the compressed mask (§2.5-2.8: 64; a multiple of 4)
+//   sea.random_features             UINT32  m, Performer random features (§2.3: 33 = int(d ln d / 8))
+//   sea.hidden                      UINT32  d', width of the encoder output Z (§2.4: 128 = 2d)
+//   sea.position_table_length       UINT32  rows of the learned positional table E_pos (§2.2: 2048)
+//   sea.cnn_channels_per_head       UINT32  c_h, CNN image channels per head (§1, §2.5: 2)
+//   sea.width_reduction             UINT32  c_s, CNN width reduction K -> K/c_s (§1, §2.6: 4)
+//   sea.grouping                    STRING  top-k grouping: "causal-per-batch" (§2.7, the only OPT mode)
 //
 // Tensors (GGUF ne order, innermost first; D = word_embed_proj_dim, C = embedding_length,
 // F = feed_forward_length, V = vocab_size, P = context_length + position_offset):
@@ -38,7 +48,22 @@
 //   blk.N.ffn_norm.weight/bias    {C}     final_layer_norm (of the block)
 //   blk.N.ffn_up.weight {C, F}, .bias {F}               fc1
 //   blk.N.ffn_down.weight {F, C}, .bias {C}             fc2
-// All tensors are F32, F16 or BF16.
+// SEA estimator tensors of each layer (sea.md §5.1; d = head_dim, H = head_count, m, d', K, c_h,
+// c_s as above, P = sea.position_table_length, W = K / c_s, G = c_h * H CNN channels):
+//   blk.N.sea.pos_table           {d, P}        E_pos (attention.v_eye_learned_causal[0, 0])
+//   blk.N.sea.performer_proj      {d, m}        W of the random features (performer.projection_matrix)
+//   blk.N.sea.enc.weight {3d, d'}, .bias {d'}   encoder Linear (attention_predictor_enc.0)
+//   blk.N.sea.enc_norm.weight/bias {d'}         encoder LayerNorm (attention_predictor_enc.1)
+//   blk.N.sea.dec_row.weight {d', c_h W}, .bias {c_h W}   row decoder nu (attention_predictor_dec_row.0)
+//   blk.N.sea.cnn_norm_in.weight/bias {W}       LayerNorm over K/4 (attention_predictor_cnn.0)
+//   blk.N.sea.conv1.weight {3, 3, G, G}, .bias {G}   causal dilated 3x3 conv (cnn.1.module.net.0):
+//                                 the live kernel rows 0..2 of weight * weight_mask (§2.6)
+//   blk.N.sea.conv2.weight {3, 3, G, G}, .bias {G}   the second one (cnn.1.module.net.2), likewise
+//   blk.N.sea.conv4.weight {G, H}, .bias {H}    1x1 conv (cnn.1.module.net.5), weight * weight_mask
+//   blk.N.sea.cnn_norm_out.weight/bias {K}      LayerNorm over K (attention_predictor_cnn.2)
+//   blk.N.sea.scaler.weight {d', 2}, .bias {2}  row 0 -> s_prob, row 1 -> s_mix (attention_predictor_dec_scaler.0)
+// All tensors are F32, F16 or BF16 (the converter writes the SEA ones as F32: the estimator runs in
+// fp32, sea.md §2.3, §2.7, and they are < 1 % of the weights).
 #pragma once
 
 #include <cstdint>
@@ -71,6 +96,15 @@ inline constexpr const char *kTokEos = "tokenizer.ggml.eos_token_id";
 inline constexpr const char *kTokPad = "tokenizer.ggml.padding_token_id";
 inline constexpr const char *kTokUnk = "tokenizer.ggml.unknown_token_id";
 inline constexpr const char *kTokAddBos = "tokenizer.ggml.add_bos_token";
+inline constexpr const char *kSeaK = "sea.k";
+inline constexpr const char *kSeaCompressedWidth = "sea.compressed_width";
+inline constexpr const char *kSeaRandomFeatures = "sea.random_features";
+inline constexpr const char *kSeaHidden = "sea.hidden";
+inline constexpr const char *kSeaPositionTableLength = "sea.position_table_length";
+inline constexpr const char *kSeaCnnChannelsPerHead = "sea.cnn_channels_per_head";
+inline constexpr const char *kSeaWidthReduction = "sea.width_reduction";
+inline constexpr const char *kSeaGrouping = "sea.grouping";
+inline constexpr const char *kSeaPrefix = "sea.";  // every SEA key starts with this
 }  // namespace keys
 
 inline constexpr const char *kArchitectureName = "opt";
@@ -81,6 +115,28 @@ inline constexpr uint32_t kMaxLayers = 512;
 inline constexpr uint32_t kMaxVocab = 1u << 20;
 inline constexpr uint32_t kMaxEmbedding = 1u << 16;
 inline constexpr uint32_t kMaxContext = 1u << 20;
+
+// SEA (sea.md §1, §6). The architecture constants are those of the authors' OPT runs; other values
+// (their env vars PERLIN_HOTFIX_OPT_INNER_CH etc., sea.md §5.1) are refused as unsupported.
+inline constexpr uint32_t kSeaDefaultK = 64;              // §6, Table 2
+inline constexpr uint32_t kSeaCnnChannelsPerHead = 2;     // c_h, §1
+inline constexpr uint32_t kSeaWidthReduction = 4;         // c_s, §1, §2.6 (x4 nearest upsample)
+inline constexpr const char *kSeaGroupingCausalPerBatch = "causal-per-batch";  // §2.7
+inline constexpr uint32_t kSeaMaxK = 1u << 20;
+inline constexpr uint32_t kSeaMaxCompressedWidth = 1u << 14;  // 64 and 256 are used (§6)
+inline constexpr uint32_t kSeaMaxRandomFeatures = 1u << 14;   // 33 (nbf 8) or 266 (nbf 1), §2.3
+
+struct SeaHparams {
+    uint32_t k = kSeaDefaultK;             // sea.k
+    uint32_t compressed_width = 64;        // K
+    uint32_t random_features = 33;         // m
+    uint32_t hidden = 128;                 // d'
+    uint32_t position_table_length = 2048; // rows of E_pos
+    uint32_t cnn_channels_per_head = kSeaCnnChannelsPerHead;
+    uint32_t width_reduction = kSeaWidthReduction;
+
+    uint32_t cnn_width() const { return compressed_width / width_reduction; }  // K/4: the CNN image width
+};
 
 struct OptHparams {
     uint32_t n_vocab = 50272;
@@ -93,6 +149,8 @@ struct OptHparams {
     bool pre_ln = true;            // do_layer_norm_before
     uint32_t n_embd_proj = 768;    // word_embed_proj_dim
     uint32_t pos_offset = kPositionOffset;
+    bool has_sea = false;          // the file carries the SEA estimator (sea.* keys, blk.N.sea.* tensors)
+    SeaHparams sea;                // meaningful only when has_sea
 
     uint32_t head_dim() const { return n_embd / n_head; }
     bool has_proj() const { return n_embd_proj != n_embd; }
@@ -116,5 +174,19 @@ struct OptTensorSpec {
 // the model has its own lm_head (-> output.weight). The converter writes exactly these tensors
 // and the loader demands exactly these.
 std::vector<OptTensorSpec> opt_tensor_specs(const OptHparams &hp, bool untied_output);
+
+// The SEA estimator tensors (blk.N.sea.*) of a model with hp.has_sea, in file order (they follow
+// the tensors of opt_tensor_specs); empty without SEA. hf_name is the checkpoint key of the tensor
+// they come from, relative to the student model ("decoder.layers.N.self_attn.perlin_self_attention.
+// attention.performer.projection_matrix"; sea.md §5.1); the converter knows which need reshaping.
+std::vector<OptTensorSpec> sea_tensor_specs(const OptHparams &hp);
+
+// "decoder.layers.N.self_attn.perlin_self_attention." : where SEA's state_dict keys start (§5.1).
+std::string sea_hf_prefix(uint32_t layer);
+
+// Checks the SEA hyperparameters (hp.sea, for hp.has_sea) against sea.md's constraints. Throws
+// seaopt::Error naming the key: SEAOPT_ERR_MODEL_FORMAT for a value out of range or inconsistent,
+// SEAOPT_ERR_UNSUPPORTED for a valid SEA variant that seaopt does not implement.
+void check_sea_hparams(const OptHparams &hp);
 
 }  // namespace seaopt

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/error.h"
@@ -110,6 +111,14 @@ void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uin
     }
 }
 
+void check_finite(const std::vector<float> &v, const std::string &path, const std::string &name) {
+    for (size_t i = 0; i < v.size(); ++i) {
+        if (!std::isfinite(v[i])) {
+            throw_model_format(path + ": tensor '" + name + "' has a non-finite value at element " + std::to_string(i));
+        }
+    }
+}
+
 // AUTO takes the GPU when this build has CUDA, a GPU is present and the CUDA engine supports the
 // model (head_dim 64, as every OPT); otherwise the CPU. CUDA demands all three.
 seaopt_device choose_device(const seaopt_model_params &params, const OptHparams &hp) {
@@ -135,6 +144,28 @@ seaopt_device choose_device(const seaopt_model_params &params, const OptHparams 
     }
     SEAOPT_LOG_INFO_("using the CPU engine: %s\n", why_not.c_str());
     return SEAOPT_DEVICE_CPU;
+}
+
+// The sea.* keys (opt_format.h): all of them when any is present (sea.md §1, §6 for the values).
+void read_sea_hparams(const gguf::File &f, OptHparams &hp) {
+    bool any = false;
+    for (const auto &kv : f.kv) any = any || kv.first.rfind(keys::kSeaPrefix, 0) == 0;
+    if (!any) return;
+    hp.has_sea = true;
+    SeaHparams &s = hp.sea;
+    s.k = f.get_u32(keys::kSeaK);
+    s.compressed_width = f.get_u32(keys::kSeaCompressedWidth);
+    s.random_features = f.get_u32(keys::kSeaRandomFeatures);
+    s.hidden = f.get_u32(keys::kSeaHidden);
+    s.position_table_length = f.get_u32(keys::kSeaPositionTableLength);
+    s.cnn_channels_per_head = f.get_u32(keys::kSeaCnnChannelsPerHead);
+    s.width_reduction = f.get_u32(keys::kSeaWidthReduction);
+    const std::string &grouping = f.get_str(keys::kSeaGrouping);
+    if (grouping != kSeaGroupingCausalPerBatch) {
+        throw_unsupported(std::string("key ") + keys::kSeaGrouping + " = '" + grouping + "': SEA on OPT groups its top-k '" +
+                          kSeaGroupingCausalPerBatch + "' (sea.md §2.7)");
+    }
+    check_sea_hparams(hp);
 }
 
 }  // namespace
@@ -167,6 +198,7 @@ OptHparams read_opt_hparams(const gguf::File &f) {
         throw_unsupported(std::string("key ") + keys::kPositionOffset + " = " + std::to_string(hp.pos_offset) +
                           ": OPT's learned positions use offset 2");
     }
+    read_sea_hparams(f, hp);
     return hp;
 }
 
@@ -187,10 +219,13 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     }
     model->tokenizer = std::make_unique<Tokenizer>(read_tokenizer(file, hp));
 
-    // The exact tensor set: every expected tensor with its shape; nothing unexpected.
+    // The exact tensor set: every expected tensor with its shape; nothing unexpected. The SEA
+    // tensors are expected exactly when the sea.* keys are present.
     const bool has_untied_output = file.find_tensor("output.weight") != nullptr;
     const std::vector<OptTensorSpec> expected = opt_tensor_specs(hp, has_untied_output);
-    for (const OptTensorSpec &e : expected) {
+    std::vector<OptTensorSpec> expected_all = expected;
+    for (OptTensorSpec &e : sea_tensor_specs(hp)) expected_all.push_back(std::move(e));
+    for (const OptTensorSpec &e : expected_all) {
         const gguf::TensorInfo *t = file.find_tensor(e.gguf_name);
         if (!t) throw_model_format(path + ": tensor '" + e.gguf_name + "' is missing");
         bool same = t->n_dims == e.ne.size();
@@ -200,17 +235,16 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
                                ", expected " + shape_str(e.ne.data(), e.ne.size()) + " from the hyperparameters");
         }
     }
-    size_t n_sea = 0;
+    std::unordered_set<std::string> expected_names;
+    for (const OptTensorSpec &e : expected_all) expected_names.insert(e.gguf_name);
     for (const gguf::TensorInfo &t : file.tensors) {
-        if (t.name.rfind("sea.", 0) == 0) {
-            ++n_sea;
-            continue;
+        if (expected_names.count(t.name)) continue;
+        if (!hp.has_sea && t.name.find(".sea.") != std::string::npos) {
+            throw_model_format(path + ": SEA tensor '" + t.name + "' is present but the file has no sea.* keys (a file "
+                               "has either the whole SEA estimator or none of it)");
         }
-        bool known = false;
-        for (const OptTensorSpec &e : expected) known = known || e.gguf_name == t.name;
-        if (!known) throw_model_format(path + ": unexpected tensor '" + t.name + "' for this OPT configuration");
+        throw_model_format(path + ": unexpected tensor '" + t.name + "' for this OPT configuration");
     }
-    if (n_sea) SEAOPT_LOG_WARN_("seaopt: %s: ignoring %zu SEA estimator tensors (not used by this version)\n", path.c_str(), n_sea);
 
     for (const gguf::TensorInfo &t : file.tensors) model->n_params += t.n_elements;
     switch (file.find_tensor("token_embd.weight")->type) {
@@ -224,7 +258,42 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     SEAOPT_LOG_INFO_("%s: opt, %u layers, hidden %u, %u heads, ffn %u, vocab %u, %u positions, %s, %s, %.1f M parameters\n",
                      path.c_str(), hp.n_layer, hp.n_embd, hp.n_head, hp.n_ff, hp.n_vocab, hp.n_ctx_train,
                      hp.pre_ln ? "pre-LN" : "post-LN", model->file_type.c_str(), (double)model->n_params / 1e6);
+    if (hp.has_sea) {
+        SEAOPT_LOG_INFO_("%s: SEA estimator: k %u, K %u, %u random features, hidden %u, %u positions\n", path.c_str(),
+                         hp.sea.k, hp.sea.compressed_width, hp.sea.random_features, hp.sea.hidden,
+                         hp.sea.position_table_length);
+    }
     if (params.vocab_only) return model;
+
+    // The SEA estimator stays on the host in fp32 whatever the device (it is small: sea.md §5.1).
+    if (hp.has_sea) {
+        model->sea.resize(hp.n_layer);
+        for (uint32_t l = 0; l < hp.n_layer; ++l) {
+            SeaLayerWeightsCpu &S = model->sea[l];
+            struct Part {
+                std::vector<float> *dst;
+                const char *name;
+            };
+            const Part parts[] = {
+                {&S.pos_table, "sea.pos_table"},         {&S.performer_proj, "sea.performer_proj"},
+                {&S.enc_w, "sea.enc.weight"},            {&S.enc_b, "sea.enc.bias"},
+                {&S.enc_norm_w, "sea.enc_norm.weight"},  {&S.enc_norm_b, "sea.enc_norm.bias"},
+                {&S.dec_row_w, "sea.dec_row.weight"},    {&S.dec_row_b, "sea.dec_row.bias"},
+                {&S.cnn_norm_in_w, "sea.cnn_norm_in.weight"}, {&S.cnn_norm_in_b, "sea.cnn_norm_in.bias"},
+                {&S.conv1_w, "sea.conv1.weight"},        {&S.conv1_b, "sea.conv1.bias"},
+                {&S.conv2_w, "sea.conv2.weight"},        {&S.conv2_b, "sea.conv2.bias"},
+                {&S.conv4_w, "sea.conv4.weight"},        {&S.conv4_b, "sea.conv4.bias"},
+                {&S.cnn_norm_out_w, "sea.cnn_norm_out.weight"}, {&S.cnn_norm_out_b, "sea.cnn_norm_out.bias"},
+                {&S.scaler_w, "sea.scaler.weight"},      {&S.scaler_b, "sea.scaler.bias"},
+            };
+            for (const Part &p : parts) {
+                const std::string name = blk_tensor(l, p.name);
+                const gguf::TensorInfo *t = file.find_tensor(name);
+                tensor_to_f32(*p.dst, *t, mapped.data() + file.data_offset + t->offset);
+                if (params.check_tensors) check_finite(*p.dst, path, name);
+            }
+        }
+    }
 
     if (model->device == SEAOPT_DEVICE_CUDA) {
         uint64_t total = 0;
@@ -255,14 +324,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     auto load = [&](std::vector<float> &dst, const std::string &name) {
         const gguf::TensorInfo *t = file.find_tensor(name);
         tensor_to_f32(dst, *t, mapped.data() + file.data_offset + t->offset);
-        if (params.check_tensors) {
-            for (size_t i = 0; i < dst.size(); ++i) {
-                if (!std::isfinite(dst[i])) {
-                    throw_model_format(path + ": tensor '" + name + "' has a non-finite value at element " +
-                                       std::to_string(i));
-                }
-            }
-        }
+        if (params.check_tensors) check_finite(dst, path, name);
         done += t->n_elements * 4;
         if (params.progress_callback &&
             !params.progress_callback(needed ? (float)((double)done / (double)needed) : 1.0f,

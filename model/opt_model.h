@@ -37,6 +37,22 @@ struct OptWeightsCpu {
     const float *lm_head() const { return output.empty() ? tok_embd.data() : output.data(); }
 };
 
+// The SEA estimator of one layer (sea.md §5.1; GGUF blk.N.sea.*, model/opt_format.h), fp32 on the
+// host whatever the device, Linear weights as PyTorch's [out, in]. d = head_dim, G = 2 * n_head.
+struct SeaLayerWeightsCpu {
+    std::vector<float> pos_table;                     // [P, d]   E_pos (§2.2)
+    std::vector<float> performer_proj;                // [m, d]   W of the random features (§2.3)
+    std::vector<float> enc_w, enc_b;                  // [d', 3d], [d']   (§2.4)
+    std::vector<float> enc_norm_w, enc_norm_b;        // [d']
+    std::vector<float> dec_row_w, dec_row_b;          // [K/2, d'], [K/2]   (§2.5)
+    std::vector<float> cnn_norm_in_w, cnn_norm_in_b;  // [K/4]   (§2.6 step 1)
+    std::vector<float> conv1_w, conv1_b;              // [G, G, 3, 3], [G]   live rows of weight * weight_mask
+    std::vector<float> conv2_w, conv2_b;              // [G, G, 3, 3], [G]
+    std::vector<float> conv4_w, conv4_b;              // [n_head, G], [n_head]   the 1x1 conv
+    std::vector<float> cnn_norm_out_w, cnn_norm_out_b;  // [K]   (§2.6 step 9)
+    std::vector<float> scaler_w, scaler_b;            // [2, d'], [2]   row 0 -> s_prob, row 1 -> s_mix (§2.9)
+};
+
 struct OptModel {
     OptHparams hp;
     std::string name;       // general.name, may be empty
@@ -47,10 +63,11 @@ struct OptModel {
     bool vocab_only = false;
     OptWeightsCpu cpu;  // when device == CPU
     std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> cuda;  // when device == CUDA
+    std::vector<SeaLayerWeightsCpu> sea;  // n_layer entries when hp.has_sea (and not vocab_only), any device
 };
 
 // Reads and validates the hyperparameters of a parsed seaopt GGUF file (architecture "opt",
-// every required key with its type, values in range and consistent).
+// every required key with its type, values in range and consistent; the sea.* keys when any is present).
 OptHparams read_opt_hparams(const gguf::File &file);
 
 // Loads a seaopt GGUF model file: validates everything (header, keys, tokenizer, the exact tensor

@@ -31,6 +31,7 @@ int main(void) {
     CHECK(model == NULL);
     CHECK(strstr(seaopt_last_error(), "/nonexistent/model.gguf") != NULL);
     CHECK(seaopt_decode(NULL, NULL) == SEAOPT_ERR_INVALID_ARGUMENT);
+    CHECK(!seaopt_model_has_sea(NULL));
 
     printf("%s\n%d passed, %d failed\n", seaopt_build_info(), failures ? 0 : 1, failures ? 1 : 0);
     return failures ? 1 : 0;

@@ -9,8 +9,6 @@
 #include "engine/error.h"
 #include "weights-convert/json_strict.h"
 #include "weights-convert/safetensors.h"
-#include "weights-convert/unpickler.h"
-#include "weights-convert/zip_reader.h"
 
 namespace seaopt::convert {
 namespace fs = std::filesystem;
@@ -133,13 +131,14 @@ std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t fi
     return out;
 }
 
-std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file) {
+TorchArchive read_torch_archive(const ByteSource &src) {
     const std::string &what = src.name();
-    const ZipIndex zip = read_zip_index(src);
+    TorchArchive a;
+    a.zip = read_zip_index(src);
 
     // torch.save writes "<archive>/data.pkl" with the storages as "<archive>/data/<key>".
     const ZipEntry *pkl = nullptr;
-    for (const ZipEntry &e : zip.entries) {
+    for (const ZipEntry &e : a.zip.entries) {
         const size_t slash = e.name.find('/');
         if (slash != std::string::npos && e.name.compare(slash, std::string::npos, "/data.pkl") == 0) {
             if (pkl) throw_model_format(what + ": holds more than one data.pkl (" + pkl->name + ", " + e.name + ")");
@@ -147,9 +146,9 @@ std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file
         }
     }
     if (!pkl) throw_model_format(what + ": zip archive has no <archive>/data.pkl: not a torch.save file");
-    const std::string prefix = pkl->name.substr(0, pkl->name.size() - std::string("data.pkl").size());
+    a.prefix = pkl->name.substr(0, pkl->name.size() - std::string("data.pkl").size());
 
-    if (const ZipEntry *bo = zip.find(prefix + "byteorder")) {
+    if (const ZipEntry *bo = a.zip.find(a.prefix + "byteorder")) {
         if (bo->size > 16) throw_model_format(what + ": byteorder record is too long");
         std::vector<uint8_t> v = src.read_vec(bo->data_offset, (size_t)bo->size);
         const std::string order(v.begin(), v.end());
@@ -160,36 +159,49 @@ std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file
     if (pkl->size > kMaxPickleBytes) {
         throw_model_format(what + ": data.pkl is " + std::to_string(pkl->size) + " bytes, more than a state_dict needs");
     }
-    const std::vector<uint8_t> pickle = src.read_vec(pkl->data_offset, (size_t)pkl->size);
-    std::vector<PickledTensor> tensors = unpickle_state_dict(pickle.data(), pickle.size(), what);
+    a.pickle = src.read_vec(pkl->data_offset, (size_t)pkl->size);
+    return a;
+}
 
+std::vector<SourceTensor> locate_torch_tensors(const ByteSource &src, const TorchArchive &archive,
+                                               std::vector<PickledTensor> tensors, size_t file) {
+    const std::string &what = src.name();
     std::vector<SourceTensor> out;
     out.reserve(tensors.size());
     for (PickledTensor &t : tensors) {
-        const ZipEntry *e = zip.find(prefix + "data/" + t.storage_key);
-        if (!e) {
-            throw_model_format(what + ": tensor '" + t.name + "' refers to storage '" + t.storage_key +
-                               "', which the archive does not contain");
-        }
-        const uint64_t esize = dtype_size(t.dtype);
-        uint64_t begin = 0, n_bytes = 0, end = 0;
-        if (!checked_mul(t.storage_offset, esize, &begin) || !checked_mul(t.numel(), esize, &n_bytes) ||
-            !checked_add(begin, n_bytes, &end) || end > e->size) {
-            throw_model_format(what + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
-                               shape_string(t.shape) + " at element " + std::to_string(t.storage_offset) +
-                               ") runs past the end of its storage entry " + e->name + " (" +
-                               std::to_string(e->size) + " bytes)");
-        }
         SourceTensor s;
+        s.file = file;
+        if (t.unconvertible.empty()) {
+            const ZipEntry *e = archive.zip.find(archive.prefix + "data/" + t.storage_key);
+            if (!e) {
+                throw_model_format(what + ": tensor '" + t.name + "' refers to storage '" + t.storage_key +
+                                   "', which the archive does not contain");
+            }
+            const uint64_t esize = dtype_size(t.dtype);
+            uint64_t begin = 0, n_bytes = 0, end = 0;
+            if (!checked_mul(t.storage_offset, esize, &begin) || !checked_mul(t.numel(), esize, &n_bytes) ||
+                !checked_add(begin, n_bytes, &end) || end > e->size) {
+                throw_model_format(what + ": tensor '" + t.name + "' (" + dtype_name(t.dtype) + " " +
+                                   shape_string(t.shape) + " at element " + std::to_string(t.storage_offset) +
+                                   ") runs past the end of its storage entry " + e->name + " (" +
+                                   std::to_string(e->size) + " bytes)");
+            }
+            s.offset = e->data_offset + begin;
+            s.n_bytes = n_bytes;
+        }
         s.name = std::move(t.name);
         s.dtype = t.dtype;
         s.shape = std::move(t.shape);
-        s.file = file;
-        s.offset = e->data_offset + begin;
-        s.n_bytes = n_bytes;
+        s.unconvertible = std::move(t.unconvertible);
         out.push_back(std::move(s));
     }
     return out;
+}
+
+std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file) {
+    const TorchArchive archive = read_torch_archive(src);
+    std::vector<PickledTensor> tensors = unpickle_state_dict(archive.pickle.data(), archive.pickle.size(), src.name());
+    return locate_torch_tensors(src, archive, std::move(tensors), file);
 }
 
 Checkpoint open_checkpoint(const std::string &dir_str) {

@@ -14,6 +14,8 @@
 #include "weights-convert/byte_source.h"
 #include "weights-convert/dtype.h"
 #include "weights-convert/hf_config.h"
+#include "weights-convert/unpickler.h"
+#include "weights-convert/zip_reader.h"
 
 namespace seaopt::convert {
 
@@ -24,6 +26,9 @@ struct SourceTensor {
     size_t file = 0;              // index into Checkpoint::files
     uint64_t offset = 0;          // absolute offset of the first byte in that file
     uint64_t n_bytes = 0;         // contiguous, row-major, little-endian
+    // Only from the SEA checkpoint readers: non-empty for a tensor that cannot be converted (another
+    // dtype, not contiguous); offset/n_bytes are then meaningless. Refused only if it is needed.
+    std::string unconvertible;
 };
 
 struct Checkpoint {
@@ -38,6 +43,19 @@ Checkpoint open_checkpoint(const std::string &dir);
 // One weight file (tests use these with in-memory sources). `file` is stored in each tensor.
 std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file);
 std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file);
+
+// A torch.save zip archive: its directory and its data.pkl (bounded in size, not yet interpreted).
+struct TorchArchive {
+    ZipIndex zip;
+    std::string prefix;           // "<archive>/": data.pkl is prefix + "data.pkl", storages prefix + "data/<key>"
+    std::vector<uint8_t> pickle;  // the bytes of data.pkl
+};
+TorchArchive read_torch_archive(const ByteSource &src);
+
+// Locates each tensor's bytes in the archive's storages (bounds checked; unconvertible tensors are
+// passed through unlocated).
+std::vector<SourceTensor> locate_torch_tensors(const ByteSource &src, const TorchArchive &archive,
+                                               std::vector<PickledTensor> tensors, size_t file);
 
 // A tensor the GGUF file must contain, and the HF tensor it comes from (model/opt_format.h).
 using ExpectedTensor = OptTensorSpec;

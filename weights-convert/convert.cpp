@@ -14,6 +14,7 @@
 #include "weights-convert/byte_source.h"
 #include "weights-convert/checkpoint.h"
 #include "weights-convert/hf_config.h"
+#include "weights-convert/sea_checkpoint.h"
 
 namespace seaopt::convert {
 namespace fs = std::filesystem;
@@ -72,6 +73,16 @@ void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, const st
     w.set(keys::kTokPad, Value::make_u32((uint32_t)tok.pad_id));
     w.set(keys::kTokUnk, Value::make_u32((uint32_t)tok.unk_id));
     w.set(keys::kTokAddBos, Value::make_bool(true));
+    if (hp.has_sea) {
+        w.set(keys::kSeaK, Value::make_u32(hp.sea.k));
+        w.set(keys::kSeaCompressedWidth, Value::make_u32(hp.sea.compressed_width));
+        w.set(keys::kSeaRandomFeatures, Value::make_u32(hp.sea.random_features));
+        w.set(keys::kSeaHidden, Value::make_u32(hp.sea.hidden));
+        w.set(keys::kSeaPositionTableLength, Value::make_u32(hp.sea.position_table_length));
+        w.set(keys::kSeaCnnChannelsPerHead, Value::make_u32(hp.sea.cnn_channels_per_head));
+        w.set(keys::kSeaWidthReduction, Value::make_u32(hp.sea.width_reduction));
+        w.set(keys::kSeaGrouping, Value::make_str(kSeaGroupingCausalPerBatch));
+    }
 }
 
 TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
@@ -189,43 +200,76 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         if (!fs::is_directory(dir, ec)) throw_io(options.input_dir + " is not a directory");
     }
     if (options.output_path.empty()) throw_invalid_argument("no output path given");
+    if (options.sea_k != 0 && options.sea_checkpoint.empty()) throw_invalid_argument("--sea-k needs --sea");
 
     require_file(dir, "config.json", "the model's Hugging Face configuration");
     const HfOptConfig config = read_hf_config((dir / "config.json").string());
-    const OptHparams &hp = config.hp;
+    OptHparams hp = config.hp;
     const TokenizerData tok = load_tokenizer(dir, hp);
     const Checkpoint ckpt = open_checkpoint(options.input_dir);
-    const TensorPlan plan = plan_tensors(ckpt.tensors, config);
+    TensorPlan plan = plan_tensors(ckpt.tensors, config);
+    std::vector<std::string> files = ckpt.files;  // the SEA checkpoint, if any, comes last
+
+    // --sea: the estimator's values are computed here (they are small: sea.md §5.1), so that every
+    // check is done before the output is started; its OPT tensors are streamed like the others.
+    ConvertResult result;
+    SeaCheckpoint sea_ckpt;
+    SeaPlan sea_plan;
+    std::vector<std::vector<float>> sea_values;
+    if (!options.sea_checkpoint.empty()) {
+        sea_ckpt = open_sea_checkpoint(options.sea_checkpoint, files.size());
+        files.push_back(options.sea_checkpoint);
+        sea_plan = plan_sea(sea_ckpt, config, options.sea_k, plan);
+        hp.has_sea = true;
+        hp.sea = sea_plan.sea;
+        FileSource src(options.sea_checkpoint, fs::path(options.sea_checkpoint).filename().string());
+        for (const SeaPlannedTensor &t : sea_plan.tensors) sea_values.push_back(sea_tensor_data(t, src));
+        result.has_sea = true;
+        result.sea_format = sea_ckpt.format;
+        result.sea = hp.sea;
+        result.sea_k_source = sea_plan.k_source;
+        result.n_sea_tensors = sea_plan.tensors.size();
+        result.n_opt_replaced = sea_plan.n_opt_replaced;
+        result.n_sea_ignored = sea_plan.n_ignored;
+        result.n_teacher_ignored = sea_plan.n_teacher;
+        result.notes = sea_plan.notes;
+    }
 
     gguf::Writer writer;
     set_metadata(writer, hp, options.outtype, options.name.empty() ? default_model_name(options.input_dir) : options.name, tok);
-    ConvertResult result;
     result.source_format = ckpt.format;
     result.n_skipped_tied_lm_head = plan.n_skipped_tied_lm_head;
-    for (const PlannedTensor &p : plan.tensors) {
-        writer.add_tensor(p.expected.gguf_name, gguf_type(options.outtype), p.expected.ne);
-        result.n_params += writer.tensors().back().n_elements;
-        result.tensor_bytes += writer.tensors().back().n_bytes;
+    for (const PlannedTensor &p : plan.tensors) writer.add_tensor(p.expected.gguf_name, gguf_type(options.outtype), p.expected.ne);
+    for (const SeaPlannedTensor &t : sea_plan.tensors) writer.add_tensor(t.spec.gguf_name, gguf::TensorType::F32, t.spec.ne);
+    for (const gguf::TensorInfo &t : writer.tensors()) {
+        result.n_params += t.n_elements;
+        result.tensor_bytes += t.n_bytes;
     }
-    result.n_tensors = plan.tensors.size();
+    result.n_tensors = writer.tensors().size();
 
     // Stream: each tensor is read in chunks with pread, converted, and handed to the writer.
-    std::vector<std::unique_ptr<FileSource>> files(ckpt.files.size());
+    std::vector<std::unique_ptr<FileSource>> sources(files.size());
     const size_t out_size = dtype_size(options.outtype);
     std::vector<uint8_t> in_buf, out_buf;
     ConvertProgress prog;
-    prog.n_tensors = plan.tensors.size();
+    prog.n_tensors = result.n_tensors;
     prog.bytes_total = result.tensor_bytes;
     writer.write(options.output_path, [&](size_t i, const gguf::Writer::Sink &sink) {
+        prog.tensor_index = i;
+        if (i >= plan.tensors.size()) {  // a SEA tensor, F32
+            const size_t k = i - plan.tensors.size();
+            prog.tensor_name = &sea_plan.tensors[k].spec.gguf_name;
+            sink(sea_values[k].data(), sea_values[k].size() * sizeof(float));
+            prog.bytes_done += sea_values[k].size() * sizeof(float);
+            if (progress) progress(prog);
+            return;
+        }
         const PlannedTensor &p = plan.tensors[i];
         const SourceTensor &src = *p.source;
-        std::unique_ptr<FileSource> &file = files[src.file];
-        if (!file) {
-            file = std::make_unique<FileSource>(ckpt.files[src.file], fs::path(ckpt.files[src.file]).filename().string());
-        }
+        std::unique_ptr<FileSource> &file = sources[src.file];
+        if (!file) file = std::make_unique<FileSource>(files[src.file], fs::path(files[src.file]).filename().string());
         const size_t in_size = dtype_size(src.dtype);
         const uint64_t n_elements = src.n_bytes / in_size;
-        prog.tensor_index = i;
         prog.tensor_name = &p.expected.gguf_name;
         for (uint64_t done = 0; done < n_elements;) {
             const size_t n = (size_t)std::min<uint64_t>(kConvertChunkElements, n_elements - done);

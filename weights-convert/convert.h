@@ -6,7 +6,9 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
+#include "model/opt_format.h"
 #include "weights-convert/dtype.h"
 
 namespace seaopt::convert {
@@ -18,6 +20,11 @@ struct ConvertOptions {
     std::string output_path;   // the .gguf to write (via "<path>.tmp" and a rename)
     DType outtype = DType::F16;  // every tensor is written in this type
     std::string name;          // general.name; empty = the input directory's name
+    // --sea: a SEA checkpoint file (weights-convert/sea_checkpoint.h). Its estimator is added as the
+    // sea.* keys and blk.N.sea.* tensors (written F32), and its fine-tuned OPT tensors replace the
+    // base ones from input_dir.
+    std::string sea_checkpoint;
+    uint32_t sea_k = 0;        // --sea-k; 0 = the trainer config's k if present, else 64 (sea.md §6)
 };
 
 struct ConvertProgress {
@@ -37,6 +44,17 @@ struct ConvertResult {
     uint64_t file_bytes = 0;    // size of the output file
     size_t n_skipped_tied_lm_head = 0;
     double seconds = 0;
+
+    // With --sea:
+    bool has_sea = false;
+    std::string sea_format;         // "DeepSpeed model states (its 'module' state_dict)", ...
+    SeaHparams sea;
+    std::string sea_k_source;       // where k came from
+    size_t n_sea_tensors = 0;       // blk.N.sea.* tensors written
+    size_t n_opt_replaced = 0;      // base tensors replaced by the checkpoint's fine-tuned ones
+    size_t n_sea_ignored = 0;       // SEA entries sea.md §5.1 marks unused
+    size_t n_teacher_ignored = 0;   // the teacher's entries (base_model.*)
+    std::vector<std::string> notes; // things the user should know
 };
 
 // Throws seaopt::Error (message in plain words naming the file/tensor/key); on error no output

@@ -1,7 +1,11 @@
 // seaopt-convert HF_DIR -o OUT.gguf [--outtype f16|bf16|f32] [--name NAME] [--no-progress]
+//                [--sea CHECKPOINT [--sea-k K]]
 //
 // Converts a Hugging Face OPT checkpoint directory (config.json, vocab.json, merges.txt and
-// model.safetensors / shards / pytorch_model.bin) into a seaopt GGUF file.
+// model.safetensors / shards / pytorch_model.bin) into a seaopt GGUF file. --sea adds the SEA
+// estimator of a checkpoint of the authors' trainer (checkpoint.pth, DeepSpeed's
+// mp_rank_00_model_states.pt or a .safetensors state_dict), whose fine-tuned OPT weights replace
+// HF_DIR's (weights-convert/sea_checkpoint.h).
 #include <cstdio>
 #include <exception>
 #include <string>
@@ -10,6 +14,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/error.h"
+#include "model/opt_format.h"
 #include "weights-convert/convert.h"
 
 namespace {
@@ -56,7 +61,8 @@ private:
 
 int main(int argc, char **argv) {
     CLI::App app{"seaopt-convert: converts a Hugging Face OPT checkpoint directory to a seaopt GGUF file"};
-    std::string input_dir, output, outtype = "f16", name;
+    std::string input_dir, output, outtype = "f16", name, sea;
+    uint32_t sea_k = 0;
     bool no_progress = false;
     app.add_option("HF_DIR", input_dir, "checkpoint directory (config.json, vocab.json, merges.txt, weights)")
         ->required();
@@ -65,6 +71,13 @@ int main(int argc, char **argv) {
         ->check(CLI::IsMember({"f16", "bf16", "f32"}));
     app.add_option("--name", name, "general.name (default: the directory's name)");
     app.add_flag("--no-progress", no_progress, "print no progress");
+    CLI::Option *sea_opt = app.add_option(
+        "--sea", sea,
+        "SEA checkpoint to import the estimator from (trainer checkpoint.pth, DeepSpeed mp_rank_00_model_states.pt "
+        "or .safetensors); its fine-tuned OPT weights replace HF_DIR's");
+    app.add_option("--sea-k", sea_k, "SEA sparsity budget k (default: the trainer config's, else 64)")
+        ->check(CLI::Range(1u, seaopt::kSeaMaxK))
+        ->needs(sea_opt);
     CLI11_PARSE(app, argc, argv);
 
     ProgressPrinter printer(isatty(STDERR_FILENO) == 1);
@@ -74,6 +87,8 @@ int main(int argc, char **argv) {
         opt.output_path = output;
         opt.outtype = parse_outtype(outtype);
         opt.name = name;
+        opt.sea_checkpoint = sea;
+        opt.sea_k = sea_k;
         ProgressFn progress;
         if (!no_progress) progress = [&](const ConvertProgress &p) { printer(p); };
         const ConvertResult r = convert_checkpoint(opt, progress);
@@ -82,6 +97,15 @@ int main(int argc, char **argv) {
                     output.c_str(), r.n_tensors, (double)r.n_params / 1e6, outtype_name(opt.outtype), mib(r.file_bytes),
                     (unsigned long long)r.file_bytes, r.source_format.c_str(),
                     r.n_skipped_tied_lm_head ? " (tied lm_head.weight skipped)" : "", r.seconds);
+        if (r.has_sea) {
+            std::printf("seaopt-convert: SEA from %s (%s): %zu estimator tensors (f32), k %u (%s), K %u, m %u, d' %u, "
+                        "%u positions; %zu OPT tensors replaced by the fine-tuned ones; skipped %zu unused SEA and %zu "
+                        "teacher entries\n",
+                        sea.c_str(), r.sea_format.c_str(), r.n_sea_tensors, r.sea.k, r.sea_k_source.c_str(),
+                        r.sea.compressed_width, r.sea.random_features, r.sea.hidden, r.sea.position_table_length,
+                        r.n_opt_replaced, r.n_sea_ignored, r.n_teacher_ignored);
+            for (const std::string &n : r.notes) std::printf("seaopt-convert: note: %s\n", n.c_str());
+        }
         return 0;
     } catch (const std::exception &e) {
         printer.finish();

@@ -1,10 +1,14 @@
 // seaopt-make-tiny-checkpoint --out DIR --tokenizer-dir DIR --seed N
+//     [--sea FILE [--sea-layout deepspeed|trainer|state-dict|safetensors] [--sea-dtype f16|bf16|f32]
+//      [--sea-width K] [--sea-config-k K]]
 //
 // Writes a small *untrained* OPT in Hugging Face layout (config.json, model.safetensors in F16 with
 // "model.decoder." names and no lm_head, vocab.json, merges.txt) for the demo model the build makes
 // (models/opt-tiny-untrained.gguf). The weights come from a fixed-seed PRNG implemented here
 // (splitmix64 + Box-Muller), seeded per tensor from the seed and the tensor's name, so the file
 // is the same on every platform and does not depend on the order tensors are generated in.
+// --sea also writes a random SEA checkpoint for this model in one of the layouts of the authors'
+// trainer (weights-convert/tiny_sea_checkpoint.h), for seaopt-convert --sea.
 #include <cmath>
 #include <cstring>
 #include <cstdio>
@@ -21,6 +25,7 @@
 #include "model/opt_format.h"
 #include "weights-convert/byte_source.h"
 #include "weights-convert/safetensors_writer.h"
+#include "weights-convert/tiny_sea_checkpoint.h"
 
 namespace {
 
@@ -77,8 +82,7 @@ struct TinyTensor {
     std::vector<uint64_t> shape;
 };
 
-// The tensors of the tiny model: the shared OPT layout (model/opt_format.h), with PyTorch shapes.
-std::vector<TinyTensor> tiny_tensors(const TinyShape &shape) {
+seaopt::OptHparams tiny_hparams(const TinyShape &shape) {
     seaopt::OptHparams hp;
     hp.n_vocab = kVocab;
     hp.n_ctx_train = kMaxPos;
@@ -86,6 +90,12 @@ std::vector<TinyTensor> tiny_tensors(const TinyShape &shape) {
     hp.n_head = shape.heads;
     hp.n_layer = shape.layers;
     hp.n_ff = shape.ffn;
+    return hp;
+}
+
+// The tensors of the tiny model: the shared OPT layout (model/opt_format.h), with PyTorch shapes.
+std::vector<TinyTensor> tiny_tensors(const TinyShape &shape) {
+    const seaopt::OptHparams hp = tiny_hparams(shape);
     std::vector<TinyTensor> t;
     for (const seaopt::OptTensorSpec &spec : seaopt::opt_tensor_specs(hp, false)) {
         t.push_back({spec.hf_name, std::vector<uint64_t>(spec.ne.rbegin(), spec.ne.rend())});
@@ -191,6 +201,18 @@ int main(int argc, char **argv) {
     app.add_option("--tokenizer-dir", tokenizer_dir, "directory with vocab.json and merges.txt")->required();
     app.add_option("--seed", seed, "PRNG seed");
     TinyShape shape;
+    std::string sea_path, sea_layout = "deepspeed", sea_dtype = "f16";
+    uint32_t sea_width = 64;
+    int64_t sea_config_k = 0;
+    CLI::Option *sea = app.add_option("--sea", sea_path, "also write a random SEA checkpoint for this model to this file");
+    app.add_option("--sea-layout", sea_layout, "its layout: deepspeed (default), trainer, state-dict or safetensors")
+        ->check(CLI::IsMember({"deepspeed", "trainer", "state-dict", "safetensors"}))
+        ->needs(sea);
+    app.add_option("--sea-dtype", sea_dtype, "its float type: f16 (default), bf16 or f32")
+        ->check(CLI::IsMember({"f16", "bf16", "f32"}))
+        ->needs(sea);
+    app.add_option("--sea-width", sea_width, "SEA's compressed width K (default 64)")->needs(sea);
+    app.add_option("--sea-config-k", sea_config_k, "trainer layout: the k its config records (default: none)")->needs(sea);
     app.add_option("--hidden", shape.hidden, "hidden size (default 64)")->check(CLI::Range(1u, 65536u));
     app.add_option("--heads", shape.heads, "attention heads (default 4)")->check(CLI::Range(1u, 1024u));
     app.add_option("--layers", shape.layers, "layers (default 2)")->check(CLI::Range(1u, 512u));
@@ -201,6 +223,18 @@ int main(int argc, char **argv) {
         make_tiny_checkpoint(out_dir, tokenizer_dir, seed, shape);
         std::printf("seaopt-make-tiny-checkpoint: wrote %s (hidden %u, %u heads, %u layers, ffn %u, seed %llu)\n",
                     out_dir.c_str(), shape.hidden, shape.heads, shape.layers, shape.ffn, (unsigned long long)seed);
+        if (!sea_path.empty()) {
+            TinySeaSpec spec;
+            spec.hp = tiny_hparams(shape);
+            spec.layout = parse_sea_checkpoint_layout(sea_layout);
+            spec.dtype = sea_dtype == "f32" ? DType::F32 : sea_dtype == "bf16" ? DType::BF16 : DType::F16;
+            spec.compressed_width = sea_width;
+            spec.config_k = sea_config_k;
+            spec.seed = seed;
+            write_tiny_sea_checkpoint(sea_path, spec, tiny_sea_state_dict(spec));
+            std::printf("seaopt-make-tiny-checkpoint: wrote SEA checkpoint %s (%s, %s, K %u, m %u)\n", sea_path.c_str(),
+                        sea_layout.c_str(), sea_dtype.c_str(), sea_width, spec.m());
+        }
         return 0;
     } catch (const std::exception &e) {
         std::fprintf(stderr, "seaopt-make-tiny-checkpoint: error: %s\n", e.what());

@@ -172,14 +172,18 @@ bool parse_dtype(const std::string &s, DType *out) {
     return true;
 }
 
-bool known_safetensors_dtype(const std::string &s) {
-    static const char *const kKnown[] = {"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64",
-                                         "F64", "F8_E5M2", "F8_E4M3", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2",
-                                         "C64"};
-    for (const char *k : kKnown) {
-        if (s == k) return true;
+// Bits per element of the safetensors dtypes seaopt does not convert; 0 for an unknown name.
+uint32_t other_safetensors_dtype_bits(const std::string &s) {
+    static const struct {
+        const char *name;
+        uint32_t bits;
+    } kKnown[] = {{"BOOL", 8}, {"U8", 8},  {"I8", 8},  {"I16", 16}, {"U16", 16}, {"I32", 32},
+                  {"U32", 32}, {"I64", 64}, {"U64", 64}, {"F64", 64}, {"F8_E5M2", 8}, {"F8_E4M3", 8},
+                  {"F8_E8M0", 8}, {"F4", 4}, {"F6_E2M3", 6}, {"F6_E3M2", 6}, {"C64", 64}};
+    for (const auto &k : kKnown) {
+        if (s == k.name) return k.bits;
     }
-    return false;
+    return 0;
 }
 
 std::string shape_str(const std::vector<uint64_t> &shape) {
@@ -190,7 +194,7 @@ std::string shape_str(const std::vector<uint64_t> &shape) {
 
 }  // namespace
 
-std::vector<SafetensorsTensor> read_safetensors_header(const ByteSource &src) {
+std::vector<SafetensorsTensor> read_safetensors_header(const ByteSource &src, bool keep_unconvertible) {
     const std::string &what = src.name();
     const uint64_t file_size = src.size();
     if (file_size < 8) {
@@ -229,20 +233,26 @@ std::vector<SafetensorsTensor> read_safetensors_header(const ByteSource &src) {
     for (Pending &p : h.tensors) {
         SafetensorsTensor t;
         t.name = std::move(p.name);
-        if (!parse_dtype(p.dtype, &t.dtype)) {
-            if (known_safetensors_dtype(p.dtype)) {
+        uint64_t element_bits = 0;
+        if (parse_dtype(p.dtype, &t.dtype)) {
+            element_bits = 8 * dtype_size(t.dtype);
+        } else {
+            element_bits = other_safetensors_dtype_bits(p.dtype);
+            if (element_bits == 0) throw_model_format(what + ": tensor '" + t.name + "' has unknown dtype '" + p.dtype + "'");
+            if (!keep_unconvertible) {
                 throw_unsupported(what + ": tensor '" + t.name + "' has unsupported dtype " + p.dtype +
                                   " (seaopt-convert reads F16, BF16 and F32)");
             }
-            throw_model_format(what + ": tensor '" + t.name + "' has unknown dtype '" + p.dtype + "'");
+            t.unconvertible = "dtype " + p.dtype;
         }
-        uint64_t n_bytes = dtype_size(t.dtype);
+        uint64_t n_bits = element_bits;
         for (uint64_t d : p.shape) {
-            if (!checked_mul(n_bytes, d, &n_bytes)) {
+            if (!checked_mul(n_bits, d, &n_bits)) {
                 throw_model_format(what + ": tensor '" + t.name + "' shape " + shape_str(p.shape) +
                                    " overflows 64-bit sizes");
             }
         }
+        const uint64_t n_bytes = n_bits / 8 + (n_bits % 8 ? 1 : 0);
         const uint64_t begin = p.offsets[0], end = p.offsets[1];
         if (begin > end) {
             throw_model_format(what + ": tensor '" + t.name + "' has data_offsets [" + std::to_string(begin) + ", " +
@@ -255,7 +265,7 @@ std::vector<SafetensorsTensor> read_safetensors_header(const ByteSource &src) {
         if (end - begin != n_bytes) {
             throw_model_format(what + ": tensor '" + t.name + "' has " + std::to_string(end - begin) +
                                " bytes in data_offsets but shape " + shape_str(p.shape) + " of " +
-                               dtype_name(t.dtype) + " needs " + std::to_string(n_bytes));
+                               p.dtype + " needs " + std::to_string(n_bytes));
         }
         t.shape = std::move(p.shape);
         t.offset = data_start + begin;

@@ -28,9 +28,13 @@ struct SafetensorsTensor {
     std::vector<uint64_t> shape;  // row-major, outermost first (PyTorch order)
     uint64_t offset = 0;          // absolute offset of the first byte in the file
     uint64_t n_bytes = 0;
+    std::string unconvertible;    // with keep_unconvertible: "dtype I64" for a dtype seaopt does not convert
 };
 
 // Reads and validates the header of a safetensors file. Tensors are in header order.
-std::vector<SafetensorsTensor> read_safetensors_header(const ByteSource &src);
+// keep_unconvertible: a tensor of a known dtype seaopt does not convert (I64, ...) is listed with
+// `unconvertible` set (and dtype meaningless) instead of refusing the file; a SEA checkpoint has
+// an int64 counter it does not need (sea.md §5.1).
+std::vector<SafetensorsTensor> read_safetensors_header(const ByteSource &src, bool keep_unconvertible = false);
 
 }  // namespace seaopt::convert

@@ -44,14 +44,19 @@ private:
 }  // namespace
 
 void write_safetensors(const std::string &path, const std::vector<SafetensorsWriteSpec> &tensors,
-                       const TensorBytesFn &tensor_bytes, const std::map<std::string, std::string> &metadata) {
+                       const TensorBytesFn &tensor_bytes, const std::map<std::string, std::string> &metadata,
+                       const std::map<size_t, SafetensorsOtherDtype> &other_dtypes) {
     nlohmann::json header = nlohmann::json::object();
     std::vector<uint64_t> sizes;
     uint64_t offset = 0;
-    for (const SafetensorsWriteSpec &t : tensors) {
-        uint64_t n = dtype_size(t.dtype);
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const SafetensorsWriteSpec &t = tensors[i];
+        const auto other = other_dtypes.find(i);
+        uint64_t n = other != other_dtypes.end() ? other->second.element_size : dtype_size(t.dtype);
         for (uint64_t d : t.shape) n *= d;
-        header[t.name] = {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}, {"data_offsets", {offset, offset + n}}};
+        header[t.name] = {{"dtype", other != other_dtypes.end() ? other->second.dtype : std::string(dtype_name(t.dtype))},
+                          {"shape", t.shape},
+                          {"data_offsets", {offset, offset + n}}};
         sizes.push_back(n);
         offset += n;
     }

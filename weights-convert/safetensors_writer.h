@@ -19,12 +19,20 @@ struct SafetensorsWriteSpec {
     std::vector<uint64_t> shape;  // PyTorch order
 };
 
+// A tensor written with a dtype seaopt does not convert (test checkpoints: SEA's int64 counter).
+struct SafetensorsOtherDtype {
+    std::string dtype;  // "I64"
+    size_t element_size = 8;
+};
+
 using ByteSink = std::function<void(const void *data, size_t n)>;
 // Asked for the bytes of tensor `index` (exactly its size, in one or more pieces).
 using TensorBytesFn = std::function<void(size_t index, const ByteSink &sink)>;
 
+// other_dtypes: tensor index -> the dtype it is written with instead of its DType.
 void write_safetensors(const std::string &path, const std::vector<SafetensorsWriteSpec> &tensors,
-                       const TensorBytesFn &tensor_bytes, const std::map<std::string, std::string> &metadata = {});
+                       const TensorBytesFn &tensor_bytes, const std::map<std::string, std::string> &metadata = {},
+                       const std::map<size_t, SafetensorsOtherDtype> &other_dtypes = {});
 
 // In-memory convenience.
 struct SafetensorsBlob {

@@ -20,52 +20,17 @@ namespace {
 
 // ---- values ---------------------------------------------------------------------------------
 
-enum class Kind : uint8_t { None, Bool, Int, Float, Str, Tuple, List, Dict, Global, Storage, Tensor };
+using Kind = PickleValue::Kind;
+using Obj = PickleValue;
+using Ref = std::shared_ptr<PickleValue>;
 
-const char *kind_name(Kind k) {
-    switch (k) {
-    case Kind::None: return "None";
-    case Kind::Bool: return "bool";
-    case Kind::Int: return "int";
-    case Kind::Float: return "float";
-    case Kind::Str: return "str";
-    case Kind::Tuple: return "tuple";
-    case Kind::List: return "list";
-    case Kind::Dict: return "dict";
-    case Kind::Global: return "global";
-    case Kind::Storage: return "storage";
-    case Kind::Tensor: return "tensor";
-    }
-    return "?";
-}
+const char *kind_name(Kind k) { return pickle_kind_name(k); }
 
-// The globals a state_dict may name. Nothing else is ever resolved.
-enum class GlobalId : uint8_t { OrderedDict, RebuildTensorV2, RebuildParameter, StorageType, DTypeConst };
+// The globals a state_dict may name (PickleValue::global_id). Nothing else is ever resolved; in
+// Checkpoint mode any other global is Foreign: an inert name.
+enum class GlobalId : uint8_t { OrderedDict, RebuildTensorV2, RebuildParameter, StorageType, DTypeConst, Foreign };
 
-// Storage element type: a convertible dtype, or a known storage class seaopt does not convert.
-struct StorageType {
-    bool supported = false;
-    DType dtype = DType::F32;
-    std::string torch_name;  // "torch.HalfStorage", for messages
-};
-
-struct Obj;
-using Ref = std::shared_ptr<Obj>;
-
-struct Obj {
-    Kind kind = Kind::None;
-    bool frozen = false;  // a list/dict that has been put inside another container: immutable from then on
-    int depth = 0;        // nesting depth of containers below and including this one
-    bool b = false;
-    int64_t i = 0;
-    double f = 0;
-    std::string s;            // Str; Global: "module.name"; Storage: key
-    std::vector<Ref> items;   // Tuple, List; Dict: key0, value0, key1, value1, ...
-    GlobalId gid = GlobalId::OrderedDict;
-    StorageType stype;        // Global StorageType, Storage
-    uint64_t storage_numel = 0;
-    std::shared_ptr<PickledTensor> tensor;  // Tensor (name unset)
-};
+GlobalId global_id(const Obj &o) { return (GlobalId)o.global_id; }
 
 // ---- opcodes --------------------------------------------------------------------------------
 
@@ -119,7 +84,8 @@ std::string printable(const std::string &s) {
 
 class Machine {
 public:
-    Machine(const uint8_t *data, size_t size, const std::string &what) : p_(data), n_(size), what_(what) {}
+    Machine(const uint8_t *data, size_t size, const std::string &what, PickleMode mode)
+        : p_(data), n_(size), what_(what), checkpoint_(mode == PickleMode::Checkpoint) {}
 
     Ref run();
 
@@ -127,6 +93,7 @@ private:
     const uint8_t *p_;
     size_t n_;
     const std::string &what_;
+    const bool checkpoint_;  // PickleMode::Checkpoint
     size_t pos_ = 0;
     size_t op_pos_ = 0;  // offset of the opcode being executed
     uint8_t op_ = 0;
@@ -187,10 +154,22 @@ private:
         o->s.assign(reinterpret_cast<const char *>(q), (size_t)len);
         return o;
     }
+    Ref make_opaque(std::string what) {  // Checkpoint mode: an inert stand-in
+        Ref o = make(Kind::Opaque);
+        o->s = std::move(what);
+        return o;
+    }
+    // Checkpoint-mode opcodes (see unpickler.h): refused by name in StateDict mode.
+    void require_checkpoint_mode(const char *opname) {
+        if (checkpoint_) return;
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "0x%02x", op_);
+        fail(std::string("pickle opcode ") + opname + " (" + hex + ") is not allowed (only the opcodes a PyTorch state_dict needs)");
+    }
     // Puts `item` into a container being built: freezes it and accounts for depth.
     void adopt(Obj &container, const Ref &item) {
         if (item.get() == &container) fail(std::string("a ") + kind_name(container.kind) + " that contains itself");
-        if (item->kind == Kind::List || item->kind == Kind::Dict) item->frozen = true;
+        if (item->kind == Kind::List || item->kind == Kind::Dict || item->is_set) item->frozen = true;
         const int d = item->depth + 1;
         if (d > kPickleMaxDepth) fail("pickle objects nested more than " + std::to_string(kPickleMaxDepth) + " levels deep");
         if (d > container.depth) container.depth = d;
@@ -254,30 +233,24 @@ private:
     Ref resolve_global(const std::string &module, const std::string &name);
     Ref reduce(const Ref &callable, const Ref &args);
     Ref persistent_load(const Ref &pid);
+    Ref rebuild_tensor(const std::vector<Ref> &a);
 };
 
 Ref Machine::resolve_global(const std::string &module, const std::string &name) {
     Ref g = make(Kind::Global);
     g->s = module + "." + name;
-    auto storage = [&](bool supported, DType dt) {
-        g->gid = GlobalId::StorageType;
-        g->stype.supported = supported;
-        g->stype.dtype = dt;
-        g->stype.torch_name = g->s;
+    auto set = [&](GlobalId id) {
+        g->global_id = (uint8_t)id;
         return g;
     };
-    if (module == "collections" && name == "OrderedDict") {
-        g->gid = GlobalId::OrderedDict;
-        return g;
-    }
-    if (module == "torch._utils" && name == "_rebuild_tensor_v2") {
-        g->gid = GlobalId::RebuildTensorV2;
-        return g;
-    }
-    if (module == "torch._utils" && name == "_rebuild_parameter") {
-        g->gid = GlobalId::RebuildParameter;
-        return g;
-    }
+    auto storage = [&](bool supported, DType dt) {
+        g->storage_supported = supported;
+        g->storage_dtype = dt;
+        return set(GlobalId::StorageType);
+    };
+    if (module == "collections" && name == "OrderedDict") return set(GlobalId::OrderedDict);
+    if (module == "torch._utils" && name == "_rebuild_tensor_v2") return set(GlobalId::RebuildTensorV2);
+    if (module == "torch._utils" && name == "_rebuild_parameter") return set(GlobalId::RebuildParameter);
     if (module == "torch") {
         if (name == "HalfStorage") return storage(true, DType::F16);
         if (name == "FloatStorage") return storage(true, DType::F32);
@@ -291,13 +264,14 @@ Ref Machine::resolve_global(const std::string &module, const std::string &name) 
         }
         static const char *const kDTypes[] = {"float16", "float32", "bfloat16", "half", "float"};
         for (const char *s : kDTypes) {
-            if (name == s) {
-                g->gid = GlobalId::DTypeConst;
-                return g;
-            }
+            if (name == s) return set(GlobalId::DTypeConst);
         }
     }
     if (module == "torch.storage" && name == "UntypedStorage") return storage(false, DType::F32);
+    if (checkpoint_) {
+        g->s = printable(module) + "." + printable(name);
+        return set(GlobalId::Foreign);  // never resolved: a name only
+    }
     fail("pickle asks for global '" + printable(module) + "." + printable(name) +
          "', which is not allowed (only the globals a PyTorch state_dict needs)");
 }
@@ -309,7 +283,7 @@ Ref Machine::persistent_load(const Ref &pid) {
         fail("persistent id is not a ('storage', type, key, location, numel) tuple");
     }
     const Ref &type = pid->items[1], &key = pid->items[2], &loc = pid->items[3], &numel = pid->items[4];
-    if (type->kind != Kind::Global || type->gid != GlobalId::StorageType) {
+    if (type->kind != Kind::Global || global_id(*type) != GlobalId::StorageType) {
         fail("persistent id names " + (type->kind == Kind::Global ? "'" + type->s + "'" : std::string("a ") + kind_name(type->kind)) +
              ", not a torch storage class");
     }
@@ -318,8 +292,10 @@ Ref Machine::persistent_load(const Ref &pid) {
     if (numel->kind != Kind::Int || numel->i < 0) fail("persistent id numel is not a non-negative integer");
     Ref st = make(Kind::Storage);
     st->s = key->s;
-    st->stype = type->stype;
+    st->storage_supported = type->storage_supported;
+    st->storage_dtype = type->storage_dtype;
     st->storage_numel = (uint64_t)numel->i;
+    st->storage_class = type->s;
     return st;
 }
 
@@ -327,7 +303,7 @@ Ref Machine::reduce(const Ref &callable, const Ref &args) {
     if (callable->kind != Kind::Global) fail(std::string("REDUCE calls a ") + kind_name(callable->kind));
     if (args->kind != Kind::Tuple) fail("REDUCE arguments are a " + std::string(kind_name(args->kind)) + ", not a tuple");
     const std::vector<Ref> &a = args->items;
-    switch (callable->gid) {
+    switch (global_id(*callable)) {
     case GlobalId::OrderedDict: {
         if (!a.empty()) fail("collections.OrderedDict is called with arguments; a state_dict pickle passes none");
         Ref d = make(Kind::Dict);
@@ -340,67 +316,88 @@ Ref Machine::reduce(const Ref &callable, const Ref &args) {
             fail("torch._utils._rebuild_parameter expects (tensor, requires_grad, backward_hooks)");
         }
         return a[0];
-    case GlobalId::RebuildTensorV2: {
-        // _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
-        const char *sig = "torch._utils._rebuild_tensor_v2 expects (storage, storage_offset, size, stride, "
-                          "requires_grad, backward_hooks[, metadata])";
-        if (a.size() != 6 && a.size() != 7) fail(sig);
-        if (a[0]->kind != Kind::Storage || a[1]->kind != Kind::Int || a[2]->kind != Kind::Tuple ||
-            a[3]->kind != Kind::Tuple || a[4]->kind != Kind::Bool || a[5]->kind != Kind::Dict ||
-            (a.size() == 7 && a[6]->kind != Kind::None && a[6]->kind != Kind::Dict)) {
-            fail(sig);
-        }
-        const Obj &storage = *a[0];
-        Ref t = make(Kind::Tensor);
-        t->tensor = std::make_shared<PickledTensor>();
-        PickledTensor &rec = *t->tensor;
-        rec.storage_key = storage.s;
-        rec.dtype = storage.stype.dtype;
-        rec.storage_numel = storage.storage_numel;
-        if (a[1]->i < 0) fail("tensor storage_offset " + std::to_string(a[1]->i) + " is negative");
-        rec.storage_offset = (uint64_t)a[1]->i;
-        const std::vector<Ref> &size = a[2]->items, &stride = a[3]->items;
-        if (size.size() > kPickleMaxRank) fail("tensor has more than " + std::to_string(kPickleMaxRank) + " dimensions");
-        if (size.size() != stride.size()) fail("tensor size and stride have different lengths");
-        uint64_t numel = 1;
-        for (size_t d = 0; d < size.size(); ++d) {
-            if (size[d]->kind != Kind::Int || size[d]->i < 0 || stride[d]->kind != Kind::Int || stride[d]->i < 0) {
-                fail("tensor size and stride must be non-negative integers");
-            }
-            rec.shape.push_back((uint64_t)size[d]->i);
-            rec.stride.push_back((uint64_t)stride[d]->i);
-            if (!checked_mul(numel, rec.shape.back(), &numel)) fail("tensor element count overflows");
-        }
-        if (!storage.stype.supported) {
-            throw_unsupported(what_ + ": a tensor uses storage " + storage.stype.torch_name +
-                              "; seaopt-convert reads float16, bfloat16 and float32 tensors");
-        }
-        // Contiguous (row-major): each stride is the product of the sizes after it (dims of size
-        // 1 may have any stride, as in torch's is_contiguous).
-        if (numel > 0) {
-            uint64_t expect = 1;
-            for (size_t d = size.size(); d-- > 0;) {
-                if (rec.shape[d] != 1 && rec.stride[d] != expect) {
-                    throw_unsupported(what_ + ": a tensor of storage '" + printable(rec.storage_key) +
-                                      "' is not contiguous (stride does not match its shape); save it with "
-                                      ".contiguous()");
-                }
-                expect *= rec.shape[d];
-            }
-        }
-        uint64_t end;
-        if (!checked_add(rec.storage_offset, numel, &end) || end > rec.storage_numel) {
-            fail("tensor elements [" + std::to_string(rec.storage_offset) + " + " + std::to_string(numel) +
-                 "] run past the end of storage '" + printable(rec.storage_key) + "' (" +
-                 std::to_string(rec.storage_numel) + " elements)");
-        }
-        return t;
-    }
+    case GlobalId::RebuildTensorV2:
+        return rebuild_tensor(a);
+    case GlobalId::Foreign:
+        return make_opaque("an object made by " + callable->s);  // Checkpoint mode only: nothing is called
     case GlobalId::StorageType:
     case GlobalId::DTypeConst:
         break;
     }
     fail("REDUCE calls '" + callable->s + "', which is not callable in a state_dict pickle");
+}
+
+// _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
+Ref Machine::rebuild_tensor(const std::vector<Ref> &a) {
+    const char *sig = "torch._utils._rebuild_tensor_v2 expects (storage, storage_offset, size, stride, "
+                      "requires_grad, backward_hooks[, metadata])";
+    if (a.size() != 6 && a.size() != 7) fail(sig);
+    if (a[0]->kind != Kind::Storage || a[1]->kind != Kind::Int || a[2]->kind != Kind::Tuple ||
+        a[3]->kind != Kind::Tuple || a[4]->kind != Kind::Bool || a[5]->kind != Kind::Dict ||
+        (a.size() == 7 && a[6]->kind != Kind::None && a[6]->kind != Kind::Dict)) {
+        fail(sig);
+    }
+    const Obj &storage = *a[0];
+    Ref t = make(Kind::Tensor);
+    t->tensor = std::make_shared<PickledTensor>();
+    PickledTensor &rec = *t->tensor;
+    rec.storage_key = storage.s;
+    rec.dtype = storage.storage_dtype;
+    rec.storage_numel = storage.storage_numel;
+    if (a[1]->i < 0) fail("tensor storage_offset " + std::to_string(a[1]->i) + " is negative");
+    rec.storage_offset = (uint64_t)a[1]->i;
+    const std::vector<Ref> &size = a[2]->items, &stride = a[3]->items;
+    if (size.size() > kPickleMaxRank) fail("tensor has more than " + std::to_string(kPickleMaxRank) + " dimensions");
+    if (size.size() != stride.size()) fail("tensor size and stride have different lengths");
+    uint64_t numel = 1;
+    for (size_t d = 0; d < size.size(); ++d) {
+        if (size[d]->kind != Kind::Int || size[d]->i < 0 || stride[d]->kind != Kind::Int || stride[d]->i < 0) {
+            fail("tensor size and stride must be non-negative integers");
+        }
+        rec.shape.push_back((uint64_t)size[d]->i);
+        rec.stride.push_back((uint64_t)stride[d]->i);
+        if (!checked_mul(numel, rec.shape.back(), &numel)) fail("tensor element count overflows");
+    }
+    if (!storage.storage_supported) {
+        if (!checkpoint_) {
+            throw_unsupported(what_ + ": a tensor uses storage " + storage.storage_class +
+                              "; seaopt-convert reads float16, bfloat16 and float32 tensors");
+        }
+        rec.unconvertible = "storage " + storage.storage_class;
+    }
+    // Contiguous (row-major): each stride is the product of the sizes after it (dims of size
+    // 1 may have any stride, as in torch's is_contiguous).
+    bool contiguous = true;
+    if (numel > 0) {
+        uint64_t expect = 1;
+        for (size_t d = size.size(); d-- > 0;) {
+            if (rec.shape[d] != 1 && rec.stride[d] != expect) contiguous = false;
+            expect *= rec.shape[d];
+        }
+    }
+    // The elements it reaches: numel when contiguous, else 1 + sum of (size - 1) * stride.
+    uint64_t span = numel;
+    if (!contiguous) {
+        if (!checkpoint_) {
+            throw_unsupported(what_ + ": a tensor of storage '" + printable(rec.storage_key) +
+                              "' is not contiguous (stride does not match its shape); save it with .contiguous()");
+        }
+        if (rec.unconvertible.empty()) rec.unconvertible = "not contiguous";
+        span = 1;
+        for (size_t d = 0; d < size.size(); ++d) {
+            uint64_t reach;
+            if (!checked_mul(rec.shape[d] - 1, rec.stride[d], &reach) || !checked_add(span, reach, &span)) {
+                fail("tensor strides overflow");
+            }
+        }
+    }
+    uint64_t end;
+    if (!checked_add(rec.storage_offset, span, &end) || end > rec.storage_numel) {
+        fail("tensor elements [" + std::to_string(rec.storage_offset) + " + " + std::to_string(span) +
+             "] run past the end of storage '" + printable(rec.storage_key) + "' (" +
+             std::to_string(rec.storage_numel) + " elements)");
+    }
+    return t;
 }
 
 Ref Machine::run() {
@@ -592,11 +589,75 @@ Ref Machine::run() {
             push(reduce(callable, args));
             break;
         }
-        case 'b': {  // BUILD: only the OrderedDict's _metadata attribute, which is ignored
+        case 'b': {  // BUILD: the OrderedDict's _metadata attribute, or (Checkpoint mode) a placeholder's state: dropped
             pop();
-            if (top()->kind != Kind::Dict) fail(std::string("BUILD on a ") + kind_name(top()->kind) + " is not allowed");
+            const Kind k = top()->kind;
+            if (k != Kind::Dict && !(checkpoint_ && k == Kind::Opaque)) {
+                fail(std::string("BUILD on a ") + kind_name(k) + " is not allowed");
+            }
             break;
         }
+        // ---- Checkpoint mode only (require_checkpoint_mode refuses them by name otherwise) ----
+        case 0x81: {  // NEWOBJ: cls.__new__(cls, *args), never called
+            require_checkpoint_mode("NEWOBJ");
+            pop();  // args
+            Ref cls = pop();
+            if (cls->kind != Kind::Global) fail(std::string("NEWOBJ on a ") + kind_name(cls->kind));
+            push(make_opaque("an object of " + cls->s));
+            break;
+        }
+        case 0x92: {  // NEWOBJ_EX: cls.__new__(cls, *args, **kwargs), never called
+            require_checkpoint_mode("NEWOBJ_EX");
+            pop();  // kwargs
+            pop();  // args
+            Ref cls = pop();
+            if (cls->kind != Kind::Global) fail(std::string("NEWOBJ_EX on a ") + kind_name(cls->kind));
+            push(make_opaque("an object of " + cls->s));
+            break;
+        }
+        case 0x8f: {  // EMPTY_SET
+            require_checkpoint_mode("EMPTY_SET");
+            Ref set = make_opaque("a set");
+            set->is_set = true;
+            set->depth = 1;
+            push(set);
+            break;
+        }
+        case 0x90: {  // ADDITEMS
+            require_checkpoint_mode("ADDITEMS");
+            std::vector<Ref> items = pop_mark();
+            Ref &target = top();
+            if (!target->is_set) fail(std::string("ADDITEMS on a ") + kind_name(target->kind) + " (expects a set)");
+            if (target->frozen) fail("ADDITEMS modifies a set after it was nested elsewhere");
+            append_items(*target, std::move(items));
+            break;
+        }
+        case 0x91: {  // FROZENSET
+            require_checkpoint_mode("FROZENSET");
+            Ref set = make_container(Kind::Opaque, pop_mark());
+            set->s = "a frozenset";
+            push(set);
+            break;
+        }
+        case 'B': case 'C': case 0x8e: case 0x96: {  // BINBYTES, SHORT_BINBYTES, BINBYTES8, BYTEARRAY8
+            require_checkpoint_mode(op_ == 'B' ? "BINBYTES" : op_ == 'C' ? "SHORT_BINBYTES" : op_ == 0x8e ? "BINBYTES8" : "BYTEARRAY8");
+            const uint64_t len = le(op_ == 'B' ? 4 : op_ == 'C' ? 1 : 8);
+            take(len);
+            push(make_opaque("bytes"));
+            break;
+        }
+        case 0x8b: {  // LONG4: an integer of a 4-byte length
+            require_checkpoint_mode("LONG4");
+            const int32_t len = (int32_t)(uint32_t)le(4);
+            if (len < 0) fail("LONG4 with negative length");
+            take((uint64_t)len);
+            push(make_opaque("a large integer"));
+            break;
+        }
+        case '2':  // DUP
+            require_checkpoint_mode("DUP");
+            push(top());
+            break;
         case 'Q': {  // BINPERSID
             Ref pid = pop();
             push(persistent_load(pid));
@@ -617,19 +678,48 @@ Ref Machine::run() {
 
 }  // namespace
 
-std::vector<PickledTensor> unpickle_state_dict(const uint8_t *data, size_t size, const std::string &what) {
-    Machine m(data, size, what);
-    const Ref result = m.run();
-    if (result->kind != Kind::Dict) {
-        throw_model_format(what + ": pickle holds a " + std::string(kind_name(result->kind)) +
+const char *pickle_kind_name(PickleValue::Kind k) {
+    switch (k) {
+    case Kind::None: return "None";
+    case Kind::Bool: return "bool";
+    case Kind::Int: return "int";
+    case Kind::Float: return "float";
+    case Kind::Str: return "str";
+    case Kind::Tuple: return "tuple";
+    case Kind::List: return "list";
+    case Kind::Dict: return "dict";
+    case Kind::Global: return "global";
+    case Kind::Storage: return "storage";
+    case Kind::Tensor: return "tensor";
+    case Kind::Opaque: return "object";
+    }
+    return "?";
+}
+
+const PickleValue *PickleValue::get(const std::string &key) const {
+    if (kind != Kind::Dict) return nullptr;
+    for (size_t j = 0; j + 1 < items.size(); j += 2) {
+        if (items[j]->kind == Kind::Str && items[j]->s == key) return items[j + 1].get();
+    }
+    return nullptr;
+}
+
+std::shared_ptr<const PickleValue> unpickle(const uint8_t *data, size_t size, const std::string &what, PickleMode mode) {
+    Machine m(data, size, what, mode);
+    return m.run();
+}
+
+std::vector<PickledTensor> state_dict_tensors(const PickleValue &dict, const std::string &what) {
+    if (dict.kind != Kind::Dict) {
+        throw_model_format(what + ": pickle holds a " + std::string(kind_name(dict.kind)) +
                            ", not a state_dict (a dict of tensors)");
     }
     std::vector<PickledTensor> out;
-    out.reserve(result->items.size() / 2);
+    out.reserve(dict.items.size() / 2);
     std::unordered_set<std::string> names;
-    for (size_t j = 0; j + 1 < result->items.size(); j += 2) {
-        const Obj &k = *result->items[j];
-        const Obj &v = *result->items[j + 1];
+    for (size_t j = 0; j + 1 < dict.items.size(); j += 2) {
+        const Obj &k = *dict.items[j];
+        const Obj &v = *dict.items[j + 1];
         if (k.kind != Kind::Str) {
             throw_model_format(what + ": state_dict key " + std::to_string(j / 2) + " is a " + kind_name(k.kind) +
                                ", not a string");
@@ -644,6 +734,10 @@ std::vector<PickledTensor> unpickle_state_dict(const uint8_t *data, size_t size,
         out.push_back(std::move(t));
     }
     return out;
+}
+
+std::vector<PickledTensor> unpickle_state_dict(const uint8_t *data, size_t size, const std::string &what) {
+    return state_dict_tensors(*unpickle(data, size, what, PickleMode::StateDict), what);
 }
 
 }  // namespace seaopt::convert

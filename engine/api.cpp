@@ -307,6 +307,7 @@ seaopt_status seaopt_context_memory(const seaopt_context *ctx, seaopt_memory_rep
     } else {
         out->weights_bytes = c.model->n_params * sizeof(float);
         out->kv_cache_bytes = (c.kv.k.size() + c.kv.v.size()) * sizeof(float);
+        out->workspace_bytes = c.sea_bytes;  // SEA: decode states and estimator parameters (0 for dense)
     }
     out->total_bytes = out->weights_bytes + out->kv_cache_bytes + out->arena_bytes + out->workspace_bytes;
     return SEAOPT_OK;
@@ -323,17 +324,22 @@ seaopt_status seaopt_context_memory_plan(const seaopt_context *ctx, char *buf, s
     if (c.cuda) {
         text = cuda_memory_report(*c.cuda);
     } else {
-        char line[200];
+        char line[256];
         std::snprintf(line, sizeof line, "CPU memory: weights %.1f MiB (fp32), KV cache %.1f MiB (fp32); no arena\n",
                       c.model->n_params * 4 / 1048576.0, (c.kv.k.size() + c.kv.v.size()) * 4 / 1048576.0);
         text = line;
+        if (c.sea.any()) {
+            std::snprintf(line, sizeof line, "SEA attention: decode states and estimator parameters %.1f MiB (fp32)\n",
+                          c.sea_bytes / 1048576.0);
+            text += line;
+        }
     }
     return copy_out(text, buf, buf_size, n_out);
     SEAOPT_API_CATCH
 }
 
 void seaopt_kv_clear(seaopt_context *ctx) {
-    if (ctx) std::fill(ctx->impl.seq_len.begin(), ctx->impl.seq_len.end(), 0);
+    if (ctx) context_kv_clear(ctx->impl);
 }
 
 seaopt_status seaopt_kv_truncate(seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep) {

@@ -10,16 +10,137 @@
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "model/opt_sea.h"
 
 namespace seaopt {
+
+std::vector<uint8_t> parse_layer_list(const char *list, uint32_t n_layer) {
+    std::vector<uint8_t> on(n_layer, 0);
+    if (!list || !*list) {
+        std::fill(on.begin(), on.end(), 1);
+        return on;
+    }
+    const std::string text = list;
+    const std::string quoted = "sea_layers = '" + text + "'";
+    const std::string help = " (layer indices and inclusive ranges, 0-based, e.g. \"2-23\" or \"0,3,5-7\")";
+    // A whole number of at most 9 digits, else -1.
+    auto number = [](const std::string &t) -> long {
+        if (t.empty() || t.size() > 9) return -1;
+        for (char c : t) {
+            if (c < '0' || c > '9') return -1;
+        }
+        return std::stol(t);
+    };
+    auto trim = [](const std::string &t) {
+        const size_t b = t.find_first_not_of(" \t"), e = t.find_last_not_of(" \t");
+        return b == std::string::npos ? std::string() : t.substr(b, e - b + 1);
+    };
+    size_t start = 0;
+    while (true) {
+        const size_t comma = text.find(',', start);
+        const size_t len = comma == std::string::npos ? std::string::npos : comma - start;
+        const std::string item = trim(text.substr(start, len));
+        const size_t dash = item.find('-');
+        long lo = -1, hi = -1;
+        if (dash == std::string::npos) {
+            lo = hi = number(item);
+        } else {
+            lo = number(trim(item.substr(0, dash)));
+            hi = number(trim(item.substr(dash + 1)));
+        }
+        if (lo < 0 || hi < 0) {
+            throw_invalid_argument(quoted + ": '" + item + "' is not a layer index or a range" + help);
+        }
+        if (lo > hi) {
+            throw_invalid_argument(quoted + ": the range '" + item + "' is empty (its start is after its end)");
+        }
+        if ((unsigned long)hi >= n_layer) {
+            throw_invalid_argument(quoted + ": layer " + std::to_string(hi) + " is out of range: the model has " +
+                                   std::to_string(n_layer) + " layers (0-" + std::to_string(n_layer - 1) + ")");
+        }
+        for (long l = lo; l <= hi; ++l) on[(size_t)l] = 1;
+        if (comma == std::string::npos) return on;
+        start = comma + 1;
+    }
+}
+
+namespace {
+
+// "0-1, 3, 5-7": the layers a flag vector selects, as ranges.
+std::string layer_ranges(const std::vector<uint8_t> &on) {
+    std::string out;
+    for (size_t l = 0; l < on.size();) {
+        if (!on[l]) {
+            ++l;
+            continue;
+        }
+        size_t e = l;
+        while (e + 1 < on.size() && on[e + 1]) ++e;
+        out += (out.empty() ? "" : ",") + std::to_string(l) + (e > l ? "-" + std::to_string(e) : "");
+        l = e + 1;
+    }
+    return out;
+}
+
+// The SEA part of the context parameters (attention = SEA): the model, the device, sea_k and sea_layers.
+// Fills everything of ctx.sea but the states (allocated when a sequence starts, by the prefill).
+void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &p) {
+    const OptHparams &hp = model.hp;
+    if (!hp.has_sea) {
+        throw_unsupported("SEA attention: the model " + (model.name.empty() ? std::string() : "'" + model.name + "' ") +
+                          "has no SEA estimator: convert it with seaopt-convert --sea");
+    }
+    if (model.device == SEAOPT_DEVICE_CUDA) {
+        throw_unsupported("SEA attention runs on the CPU engine only for now (--device cpu)");
+    }
+    if (p.sea_k < 0) {
+        throw_invalid_argument("sea_k = " + std::to_string(p.sea_k) + " must be >= 0 (0 = the model's sea.k)");
+    }
+    // sea_cpu's rule (sea_validate_config): k >= 1 and k·K <= 2^24 (the budget of sea.md §2.7 in fp32).
+    const uint64_t K = hp.sea.compressed_width, max_k = ((uint64_t)1 << 24) / K;
+    if ((uint64_t)p.sea_k > max_k) {
+        throw_invalid_argument("sea_k = " + std::to_string(p.sea_k) + " is out of range: at most " +
+                               std::to_string(max_k) + " with this model's compressed width K = " + std::to_string(K) +
+                               " (k·K <= 2^24)");
+    }
+    SeaCpuState &sea = ctx.sea;
+    sea.cfg = sea_config_for_model(hp, (uint32_t)p.sea_k);
+    sea.on = parse_layer_list(p.sea_layers, hp.n_layer);
+    sea.n_layer = hp.n_layer;
+    sea.n_seq = p.n_seq_max;
+    sea.params.assign(hp.n_layer, cpu::SeaParams{});
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        if (sea.on[l]) sea.params[l] = sea_params_from_model(hp, model.sea[l]);
+    }
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        if (sea.on[l]) cpu::sea_validate(sea.cfg, sea.params[l]);
+    }
+    sea.states.assign((size_t)p.n_seq_max * hp.n_layer, cpu::SeaDecodeState{});
+    ctx.seq_tokens.assign(p.n_seq_max, {});
+    // Planned: one state per (sequence, SEA layer) (sea.md §2.12), and the parameters.
+    const uint64_t n_sea = (uint64_t)std::count(sea.on.begin(), sea.on.end(), 1);
+    const uint64_t H = hp.n_head, m = sea.cfg.n_features, image_row = 2 * H * (K / 4);
+    const uint64_t state_floats = H * m + H * m * 2 * cpu::kSeaHeadDim + H * cpu::kSeaHeadDim + 2 * 4 * image_row;
+    ctx.sea_bytes = n_sea * p.n_seq_max * state_floats * sizeof(float) + sea.params_bytes() +
+                    (uint64_t)p.n_seq_max * ctx.n_ctx * sizeof(int32_t);  // the token lists
+    SEAOPT_LOG_INFO_("context: SEA attention in layers %s (%llu of %u), k %zu, K %zu, m %zu, %zu positions; "
+                     "state and parameters %.1f MiB\n",
+                     layer_ranges(sea.on).c_str(), (unsigned long long)n_sea, hp.n_layer, sea.cfg.k, sea.cfg.K,
+                     sea.cfg.n_features, sea.cfg.n_pos_ctx, (double)ctx.sea_bytes / (1 << 20));
+}
+
+}  // namespace
 
 void context_init(Context &ctx, const OptModel &model, const seaopt_context_params &p) {
     if (model.vocab_only) throw_invalid_argument("the model was loaded with vocab_only: it has no weights to run");
     const OptHparams &hp = model.hp;
-    if (p.attention == SEAOPT_ATTENTION_SEA) {
-        throw_unsupported("SEA attention is not available in this version of seaopt (use dense attention)");
+    if (p.attention != SEAOPT_ATTENTION_DENSE && p.attention != SEAOPT_ATTENTION_SEA) {
+        throw_invalid_argument("unknown attention kind " + std::to_string((int)p.attention));
     }
-    if (p.attention != SEAOPT_ATTENTION_DENSE) throw_invalid_argument("unknown attention kind " + std::to_string((int)p.attention));
+    if (p.attention == SEAOPT_ATTENTION_DENSE && ((p.sea_layers && *p.sea_layers) || p.sea_k != 0)) {
+        throw_invalid_argument(std::string(p.sea_k != 0 ? "sea_k" : "sea_layers") +
+                               " is set but attention is dense (set attention = SEAOPT_ATTENTION_SEA)");
+    }
     const uint32_t n_ctx = p.n_ctx == 0 ? hp.n_ctx_train : p.n_ctx;
     if (n_ctx > hp.n_ctx_train) {
         throw_invalid_argument("n_ctx = " + std::to_string(n_ctx) + " exceeds the model's " +
@@ -40,6 +161,8 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     ctx.attention = p.attention;
     ctx.n_threads = p.n_threads > 0 ? p.n_threads : std::max(1, omp_get_num_procs());
     ctx.seq_len.assign(p.n_seq_max, 0);
+
+    if (p.attention == SEAOPT_ATTENTION_SEA) init_sea(ctx, model, p);  // refuses CUDA
 
     if (model.device == SEAOPT_DEVICE_CUDA) {
         ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch);
@@ -125,6 +248,32 @@ double row_nll(const float *row, int32_t n_vocab, int32_t target) {
     return std::log(sum) + max - (double)row[target];
 }
 
+// The CPU forward of a validated batch. With SEA, the decode states of the batch's sequences are backed
+// up first and restored if the forward fails, so that a failed batch changes nothing (seaopt_decode's
+// rule), and each sequence's token list (kept for kv_truncate) grows once the forward has succeeded.
+void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
+    if (!ctx.sea.any()) {
+        opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads);
+        return;
+    }
+    SeaCpuState &sea = ctx.sea;
+    std::vector<std::pair<size_t, cpu::SeaDecodeState>> backup;
+    for (uint32_t seq = 0; seq < sea.n_seq; ++seq) {
+        if (vb.next_pos[seq] == ctx.seq_len[seq]) continue;  // not in the batch
+        ctx.seq_tokens[seq].reserve((size_t)vb.next_pos[seq]);
+        for (uint32_t l = 0; l < sea.n_layer; ++l) {
+            if (sea.on[l]) backup.emplace_back((size_t)seq * sea.n_layer + l, sea.state(seq, l));
+        }
+    }
+    try {
+        opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads, &sea);
+    } catch (...) {
+        for (auto &b : backup) sea.states[b.first] = std::move(b.second);
+        throw;
+    }
+    for (const TokenSlot &s : vb.slots) ctx.seq_tokens[(size_t)s.seq].push_back(s.token);  // reserved: no throw
+}
+
 }  // namespace
 
 void context_decode(Context &ctx, const seaopt_batch &b) {
@@ -142,7 +291,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     if (ctx.cuda) {
         opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data());
     } else {
-        opt_forward_cpu(model, ctx.kv, vb.slots, outputs, logits.data(), ctx.n_threads);
+        forward_cpu(ctx, vb, logits.data());
     }
 
     ctx.seq_len = std::move(vb.next_pos);
@@ -176,7 +325,7 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
         opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, output_targets, nll.data());
     } else {
         std::vector<float> logits(outputs.size() * (size_t)n_vocab);
-        opt_forward_cpu(model, ctx.kv, vb.slots, outputs, logits.data(), ctx.n_threads);
+        forward_cpu(ctx, vb, logits.data());
         const int64_t n = (int64_t)outputs.size();
 #pragma omp parallel for num_threads(ctx.n_threads) schedule(static)
         for (int64_t r = 0; r < n; ++r) {
@@ -207,17 +356,60 @@ const float *context_logits_ith(const Context &ctx, int32_t i) {
     return ctx.logits.data() + (size_t)row * ctx.model->hp.n_vocab;
 }
 
+void context_kv_clear(Context &ctx) noexcept {
+    std::fill(ctx.seq_len.begin(), ctx.seq_len.end(), 0);
+    for (cpu::SeaDecodeState &st : ctx.sea.states) st.n_tokens = 0;  // the next prefill resets it
+    for (std::vector<int32_t> &t : ctx.seq_tokens) t.clear();
+}
+
+namespace {
+
+void truncate_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
+    int32_t &len = ctx.seq_len[seq];
+    if (n_keep >= len) return;
+    if (!ctx.sea.any()) {
+        len = n_keep;
+        return;
+    }
+    // SEA: an empty sequence restarts with a prefill; a shorter one is recomputed from its tokens.
+    SeaCpuState &sea = ctx.sea;
+    std::vector<int32_t> &tokens = ctx.seq_tokens[seq];
+    auto make_empty = [&] {
+        len = 0;
+        tokens.clear();
+        for (uint32_t l = 0; l < sea.n_layer; ++l) sea.state(seq, l).n_tokens = 0;
+    };
+    if (n_keep == 0) {
+        make_empty();
+        return;
+    }
+    std::vector<TokenSlot> slots((size_t)n_keep);
+    for (int32_t i = 0; i < n_keep; ++i) slots[(size_t)i] = TokenSlot{tokens[(size_t)i], i, (int32_t)seq};
+    try {
+        // Position 0 first: every SEA layer runs its prefill, which rebuilds the state; the KV rows
+        // 0..n_keep-1 are rewritten with the same tokens' keys and values. No logits.
+        opt_forward_cpu(*ctx.model, ctx.kv, slots, {}, nullptr, ctx.n_threads, &sea);
+    } catch (...) {
+        make_empty();
+        throw;
+    }
+    len = n_keep;
+    tokens.resize((size_t)n_keep);
+}
+
+}  // namespace
+
 void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep) {
     if (n_keep < 0) throw_invalid_argument("n_keep must be >= 0");
     if (seq_id == -1) {
-        for (int32_t &len : ctx.seq_len) len = std::min(len, n_keep);
+        for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) truncate_sequence(ctx, seq, n_keep);
         return;
     }
     if (seq_id < 0 || (uint32_t)seq_id >= ctx.n_seq_max) {
         throw_invalid_argument("sequence id " + std::to_string(seq_id) + " is outside [0, " +
                                std::to_string(ctx.n_seq_max) + ")");
     }
-    ctx.seq_len[(size_t)seq_id] = std::min(ctx.seq_len[(size_t)seq_id], n_keep);
+    truncate_sequence(ctx, (uint32_t)seq_id, n_keep);
 }
 
 }  // namespace seaopt

@@ -19,6 +19,11 @@ struct Context {
 
     std::vector<int32_t> seq_len;  // positions held per sequence
     KvCacheCpu kv;                                            // CPU engine
+    // SEA attention (CPU engine, attention = SEA): the SEA layers, their parameters and the decode state
+    // of each (sequence, SEA layer), beside the KV cache; sea.any() is false for dense attention.
+    SeaCpuState sea;
+    std::vector<std::vector<int32_t>> seq_tokens;  // SEA: each sequence's tokens, replayed by kv_truncate
+    uint64_t sea_bytes = 0;                        // SEA: planned host bytes of the states and parameters
     std::unique_ptr<OptCudaState, OptCudaStateDeleter> cuda;  // CUDA engine
 
     // Outputs of the last batch.
@@ -42,6 +47,17 @@ void context_decode_nll(Context &ctx, const seaopt_batch &batch, const seaopt_to
 
 const float *context_logits_ith(const Context &ctx, int32_t i);
 
+// Empties every sequence (and resets the SEA decode states). Never throws.
+void context_kv_clear(Context &ctx) noexcept;
+
+// Keeps positions [0, n_keep) of a sequence (-1 = all). With SEA attention a sequence cut short
+// (0 < n_keep < its length) is recomputed: its SEA states cannot be rewound (sea.md §2.12 keeps running
+// sums and the CNN's last rows), so the model re-runs over the sequence's first n_keep tokens, which
+// rebuilds them exactly as a fresh prefill would. If that fails the sequence is left empty.
 void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep);
+
+// "0,3,5-7" -> a flag per layer (1 = listed); NULL or "" = every layer. Throws
+// SEAOPT_ERR_INVALID_ARGUMENT naming the bad item or the layer out of range.
+std::vector<uint8_t> parse_layer_list(const char *list, uint32_t n_layer);
 
 }  // namespace seaopt

@@ -166,14 +166,29 @@ SEAOPT_API seaopt_status seaopt_detokenize(const struct seaopt_model *model, con
  * ------------------------------------------------------------------------------------------- */
 typedef enum seaopt_attention {
     SEAOPT_ATTENTION_DENSE = 0, /* exact causal attention */
-    SEAOPT_ATTENTION_SEA = 1    /* SEA sparse attention (needs a model with a SEA estimator) */
+    SEAOPT_ATTENTION_SEA = 1    /* SEA sparse attention (needs a model with a SEA estimator, see
+                                   seaopt_model_has_sea; CPU engine only for now) */
 } seaopt_attention;
+
+/* SEA attention (seaopt_context_params.attention = SEAOPT_ATTENTION_SEA): each SEA layer keeps a small
+ * decode state per sequence beside the KV cache. A batch that starts a sequence (position 0) runs the
+ * SEA prefill; tokens that continue a sequence (generation, or a later chunk of a prompt) run through
+ * the incremental decode one at a time -- the same result, slower for long chunks. seaopt_kv_clear
+ * resets the states. seaopt_kv_truncate of a sequence to 0 < n_keep < its length cannot rewind a
+ * state: it re-runs the model over the sequence's first n_keep tokens (the context remembers them),
+ * which costs a prefill of n_keep tokens; if that fails the sequence is left empty. */
 
 typedef struct seaopt_context_params {
     uint32_t n_ctx;     /* positions per sequence; 0 = the model's n_ctx_train */
     uint32_t n_batch;   /* largest number of tokens in one seaopt_decode; 0 = n_ctx */
     uint32_t n_seq_max; /* number of independent sequences (each has its own KV cache) */
     seaopt_attention attention;
+    /* SEA only (attention = SEAOPT_ATTENTION_SEA; with DENSE they must be NULL / 0): */
+    const char *sea_layers; /* the layers that run SEA, a list of layer indices and inclusive ranges
+                               such as "2-23" or "0,3,5-7" (0-based); NULL or "" = every layer. The
+                               other layers run dense attention. Read during seaopt_context_new only. */
+    int32_t sea_k;      /* SEA's sparsity budget k (about k keys per query per head, sea.md §2.7);
+                           0 = the model's sea.k (set by seaopt-convert --sea-k) */
     int32_t n_threads;  /* CPU threads for the CPU engine; 0 = all hardware threads */
 } seaopt_context_params;
 
@@ -246,9 +261,10 @@ SEAOPT_API seaopt_status seaopt_context_memory(const struct seaopt_context *ctx,
 SEAOPT_API seaopt_status seaopt_context_memory_plan(const struct seaopt_context *ctx, char *buf, size_t buf_size,
                                                     size_t *n_out);
 
-/* KV cache. */
+/* KV cache (and, with SEA attention, the SEA decode states). */
 SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);
-/* Keep positions [0, n_keep) of sequence seq_id and forget the rest (seq_id -1 = all sequences). */
+/* Keep positions [0, n_keep) of sequence seq_id and forget the rest (seq_id -1 = all sequences).
+ * With SEA attention a sequence cut short is recomputed over its first n_keep tokens (see above). */
 SEAOPT_API seaopt_status seaopt_kv_truncate(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep);
 /* Number of positions held for a sequence (the next position it will take); -1 for a bad seq_id. */
 SEAOPT_API seaopt_pos seaopt_kv_seq_len(const struct seaopt_context *ctx, seaopt_seq_id seq_id);

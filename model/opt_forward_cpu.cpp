@@ -3,7 +3,8 @@
 //   per layer:  pre-LN:  x = x + Attn(LN1(x));      x = x + FC2(ReLU(FC1(LN2(x))))
 //               post-LN: x = LN1(x + Attn(x));      x = LN2(x + FC2(ReLU(FC1(x))))
 //   [final LN (pre-LN models)] [-> project_out] -> logits = x · embed_tokensᵀ (tied lm_head)
-// Attention: q = (x Wqᵀ + bq) · head_dim^-0.5, softmax(q kᵀ) v over the sequence's positions ≤ p.
+// Attention: q = (x Wqᵀ + bq) · head_dim^-0.5, softmax(q kᵀ) v over the sequence's positions ≤ p;
+// in the layers a SeaCpuState selects, SEA attention on the same q, k, v (sea.md §2.1) instead.
 #include "model/opt_forward_cpu.h"
 
 #include <algorithm>
@@ -24,8 +25,58 @@ void KvCacheCpu::allocate(uint32_t layers, uint32_t seqs, uint32_t ctx, uint32_t
     v.assign(n, 0.0f);
 }
 
+bool SeaCpuState::any() const { return std::find(on.begin(), on.end(), 1) != on.end(); }
+
+uint64_t SeaCpuState::params_bytes() const {
+    uint64_t n = 0;
+    for (const cpu::SeaParams &p : params) {
+        for (const cpu::SeaTensorSpec &spec : cpu::sea_tensor_specs(cfg)) n += (p.*spec.member).size();
+    }
+    return n * sizeof(float);
+}
+
+namespace {
+
+// SEA attention of one layer for the whole batch (see opt_forward_cpu.h). q: the batch's scaled queries
+// [n, C]; the batch's keys and values are already in the KV cache. attn: [n, C] output.
+void sea_attention_layer(SeaCpuState &sea, uint32_t l, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
+                         const float *q, float *attn, size_t C, int n_threads) {
+    const cpu::SeaParams &params = sea.params[l];
+    // The batch's tokens per sequence, in batch order (= position order: the context validated it).
+    std::vector<std::vector<size_t>> by_seq(sea.n_seq);
+    for (size_t i = 0; i < tokens.size(); ++i) by_seq[(size_t)tokens[i].seq].push_back(i);
+    std::vector<float> q_seq, out_seq;
+    for (uint32_t seq = 0; seq < sea.n_seq; ++seq) {
+        const std::vector<size_t> &idx = by_seq[seq];
+        if (idx.empty()) continue;
+        cpu::SeaDecodeState &st = sea.state(seq, l);
+        const float *k_rows = kv.k_rows(l, seq), *v_rows = kv.v_rows(l, seq);
+        if (tokens[idx[0]].pos == 0) {
+            // A fresh sequence: prefill from position 0; the KV cache rows 0..T-1 are [T, C] contiguous.
+            const size_t T = idx.size();
+            q_seq.resize(T * C);
+            out_seq.resize(T * C);
+            for (size_t t = 0; t < T; ++t) std::copy_n(q + idx[t] * C, C, q_seq.data() + t * C);
+            cpu::sea_attention_prefill_cpu(sea.cfg, params, q_seq.data(), k_rows, v_rows, T, out_seq.data(), nullptr,
+                                           &st, n_threads);
+            // The engine reads past keys from its own KV cache (decode_cpu_cached): drop the state's copy.
+            std::vector<float>().swap(st.k_cache);
+            std::vector<float>().swap(st.v_cache);
+            for (size_t t = 0; t < T; ++t) std::copy_n(out_seq.data() + t * C, C, attn + idx[t] * C);
+        } else {
+            // Continuing a sequence (decode, or a later chunk of a prompt): one token at a time (sea.md §2.12).
+            for (size_t i : idx) {
+                cpu::sea_attention_decode_cpu_cached(sea.cfg, params, st, q + i * C, k_rows, v_rows, C,
+                                                     (size_t)tokens[i].pos, attn + i * C, nullptr, n_threads);
+            }
+        }
+    }
+}
+
+}  // namespace
+
 void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
-                     const std::vector<int32_t> &output_tokens, float *logits, int n_threads) {
+                     const std::vector<int32_t> &output_tokens, float *logits, int n_threads, SeaCpuState *sea) {
     const OptHparams &hp = model.hp;
     const OptWeightsCpu &w = model.cpu;
     const size_t n = tokens.size();
@@ -70,17 +121,22 @@ void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<To
             std::copy_n(k.data() + i * C, C, kv.k_rows(l, tokens[i].seq) + row);
             std::copy_n(v.data() + i * C, C, kv.v_rows(l, tokens[i].seq) + row);
         }
-        const long long n_ll = (long long)n;
+        if (sea && sea->on[l]) {
+            sea_attention_layer(*sea, l, kv, tokens, q.data(), attn.data(), C, n_threads);
+        } else {
+            const long long n_ll = (long long)n;
 #pragma omp parallel num_threads(n_threads) if (n > 1)
-        {
-            std::vector<float> s;
+            {
+                std::vector<float> s;
 #pragma omp for schedule(dynamic, 4)
-            for (long long ii = 0; ii < n_ll; ++ii) {
-                const size_t i = (size_t)ii;
-                const size_t n_kv = (size_t)tokens[i].pos + 1;
-                if (s.size() < n_kv) s.resize(n_kv);
-                cpu::dense_attention_one_query(attn.data() + i * C, q.data() + i * C, kv.k_rows(l, tokens[i].seq),
-                                               kv.v_rows(l, tokens[i].seq), C, n_kv, H, hd, s.data());
+                for (long long ii = 0; ii < n_ll; ++ii) {
+                    const size_t i = (size_t)ii;
+                    const size_t n_kv = (size_t)tokens[i].pos + 1;
+                    if (s.size() < n_kv) s.resize(n_kv);
+                    cpu::dense_attention_one_query(attn.data() + i * C, q.data() + i * C,
+                                                   kv.k_rows(l, tokens[i].seq), kv.v_rows(l, tokens[i].seq), C, n_kv,
+                                                   H, hd, s.data());
+                }
             }
         }
         cpu::linear(h.data(), attn.data(), L.o_w.data(), L.o_b.data(), n, C, C, n_threads);

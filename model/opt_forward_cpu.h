@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "attention/sea_cpu.h"
 #include "model/opt_model.h"
 
 namespace seaopt {
@@ -30,9 +31,30 @@ struct TokenSlot {
     int32_t seq;
 };
 
+// SEA attention in the CPU engine (sea.md §2, §2.12): which layers run it, their parameters, and the
+// decode state of each (sequence, SEA layer), kept beside the KV cache. Invariant kept by the context:
+// state(seq, l).n_tokens == the sequence's length for every SEA layer l.
+struct SeaCpuState {
+    cpu::SeaConfig cfg;
+    uint32_t n_layer = 0, n_seq = 0;
+    std::vector<uint8_t> on;                  // [n_layer]: 1 = the layer runs SEA, 0 = dense
+    std::vector<cpu::SeaParams> params;       // [n_layer]; empty for dense layers
+    std::vector<cpu::SeaDecodeState> states;  // [n_seq][n_layer]; reset only for SEA layers
+
+    bool any() const;
+    cpu::SeaDecodeState &state(uint32_t seq, uint32_t layer) { return states[(size_t)seq * n_layer + layer]; }
+    uint64_t params_bytes() const;  // host bytes of `params`
+};
+
 // Runs the tokens through the model, writing their keys and values into `kv`, and fills
 // logits[r * n_vocab ...] for each batch index output_tokens[r].
+// sea (optional): its SEA layers run SEA instead of dense attention. For each sequence of the batch, a
+// fresh one (its first token at position 0) goes through sea_attention_prefill_cpu, which sets the
+// state; tokens continuing a sequence go through sea_attention_decode_cpu_cached one at a time, in batch
+// order (a chunk of a prompt after the first: exact, but token by token). The states of the batch's
+// sequences are updated in place: the caller restores them if this throws.
 void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
-                     const std::vector<int32_t> &output_tokens, float *logits, int n_threads);
+                     const std::vector<int32_t> &output_tokens, float *logits, int n_threads,
+                     SeaCpuState *sea = nullptr);
 
 }  // namespace seaopt

@@ -22,6 +22,7 @@ namespace {
 
 const std::string kBench = SEAOPT_BINARY_DIR "/bin/seaopt-bench";
 const std::string kModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
+const std::string kSeaModel = SEAOPT_BINARY_DIR "/models/opt-tiny-sea-untrained.gguf";  // with a SEA estimator
 
 using seaopt_test::Result;
 
@@ -78,6 +79,9 @@ TEST_F(Bench, JsonHasOneObjectPerTestWithPositiveThroughput) {
         EXPECT_EQ(o.at("n_ctx"), 256);  // BOS + 4 and 16 positions, rounded up to 256
         EXPECT_EQ(o.at("reps"), 2);
         EXPECT_EQ(o.at("backend"), "seaopt-cpu");
+        EXPECT_EQ(o.at("attention"), "dense");
+        EXPECT_EQ(o.at("sea_layers"), "");
+        EXPECT_EQ(o.at("sea_k"), 0);
         EXPECT_TRUE(contains(o.at("model").get<std::string>(), "opt"));
         EXPECT_GT(o.at("n_params").get<uint64_t>(), 0u);
         EXPECT_GT(o.at("model_size").get<uint64_t>(), 0u);
@@ -107,13 +111,14 @@ TEST_F(Bench, MarkdownPrintsTheTableAndTheMemory) {
     const Result r = run({"-m", kModel, "-p", "16", "-n", "4", "-r", "2", "--device", "cpu"});
     ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
     EXPECT_TRUE(std::regex_search(
-        r.out, std::regex("\\| model +\\| +size \\| +params \\| backend +\\| +test \\| +t/s \\| +ms \\|\n")))
+        r.out,
+        std::regex("\\| model +\\| +size \\| +params \\| backend +\\| attention \\| +test \\| +t/s \\| +ms \\|\n")))
         << describe(r);
     const std::string row_tail = " \\| +[0-9]+\\.[0-9]{2} ± [0-9]+\\.[0-9]{2} \\| +[0-9]+\\.[0-9]{2} \\|\n";
-    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| opt [^|]*\\| +[0-9.]+ MiB \\| +[0-9.]+ M \\| seaopt-cpu +\\| +pp16" +
-                                                    row_tail)))
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| opt [^|]*\\| +[0-9.]+ MiB \\| +[0-9.]+ M \\| seaopt-cpu +\\| "
+                                                    "dense +\\| +pp16" + row_tail)))
         << describe(r);
-    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| +tg4" + row_tail))) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| dense +\\| +tg4" + row_tail))) << describe(r);
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  pp16 +n_ctx +256, n_batch +16: planned [0-9.]+ MiB = weights ")))
         << describe(r);
     EXPECT_TRUE(contains(r.out, "\nbuild: seaopt ")) << describe(r);
@@ -188,7 +193,8 @@ TEST_F(Bench, DepthRunsEachTestOnAFilledCache) {
 TEST_F(Bench, DepthShowsInTheMarkdownTable) {
     const Result r = run({"-m", kModel, "-p", "0", "-n", "4", "-d", "16", "-r", "1", "--device", "cpu", "--no-warmup"});
     ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
-    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| +tg4 @ d16 \\| +[0-9]+\\.[0-9]{2} ± ")))
+    EXPECT_TRUE(
+        std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| dense +\\| +tg4 @ d16 \\| +[0-9]+\\.[0-9]{2} ± ")))
         << describe(r);
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  tg4 @ d16 +n_ctx +256, n_batch +16: planned ")))
         << describe(r);
@@ -218,4 +224,43 @@ TEST_F(Bench, DepthThatDoesNotFitFailsBeforeRunning) {
                          "pp16 @ d16 needs 32 positions, more than -c 24 holds");
     expect_clean_failure(run({"-m", kModel, "-d", "x"}), "-d/--n-depth takes a comma-separated list");
     expect_clean_failure(run({"-m", kModel, "-d", "16,-1"}), "-d/--n-depth takes a comma-separated list");
+}
+
+// ---- --attention sea ------------------------------------------------------------------------------
+
+TEST_F(Bench, SeaAttentionRunsAndIsReported) {
+    ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
+    Result r = run({"-m", kSeaModel, "-p", "16", "-n", "4", "-d", "0,8", "-r", "1", "-o", "json", "--device", "cpu",
+                    "--attention", "sea", "--sea-layers", "0-1", "--sea-k", "2", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << "stdout is not JSON\n" << describe(r);
+    ASSERT_EQ(j.size(), 4u) << describe(r);
+    for (const nlohmann::json &o : j) {
+        SCOPED_TRACE(o.dump());
+        EXPECT_EQ(o.at("attention"), "sea");
+        EXPECT_EQ(o.at("sea_layers"), "0-1");
+        EXPECT_EQ(o.at("sea_k"), 2);
+        EXPECT_GT(o.at("avg_ts").get<double>(), 0.0);
+        EXPECT_GT(o.at("workspace_bytes").get<uint64_t>(), 0u);  // SEA's states and parameters
+    }
+    EXPECT_TRUE(contains(r.err, "sea (layers 0-1, k 2) attention")) << describe(r);
+
+    r = run({"-m", kSeaModel, "-p", "8", "-n", "2", "-r", "1", "--device", "cpu", "--attention", "sea", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| attention \\| +test \\|"))) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| sea +\\| +pp8 \\|"))) << describe(r);
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| sea +\\| +tg2 \\|"))) << describe(r);
+}
+
+TEST_F(Bench, SeaAttentionFailsCleanly) {
+    expect_clean_failure(run({"-m", kModel, "-p", "8", "-n", "0", "--device", "cpu", "--attention", "sea"}),
+                         "has no SEA estimator: convert it with seaopt-convert --sea");
+    expect_clean_failure(run({"-m", kSeaModel, "--sea-layers", "1"}), "--sea-layers needs --attention sea");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention", "both"}), "--attention");
+    const Result help = run({"--help"});
+    ASSERT_TRUE(help.exited && help.status == 0) << describe(help);
+    for (const char *s : {"--attention", "--sea-layers", "--sea-k", "'attention' column"}) {
+        EXPECT_TRUE(contains(help.out, s)) << "--help lacks '" << s << "'\n" << help.out;
+    }
 }

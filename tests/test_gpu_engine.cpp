@@ -158,4 +158,28 @@ TEST(GpuEngine, DeviceMemoryMatchesThePlan) {
     seaopt_model_free(model);
 }
 
+// SEA attention has no CUDA kernels yet: a CUDA context with attention = SEA is refused clearly (the
+// build's SEA demo model), while a dense CUDA context on the same model runs.
+TEST(GpuEngine, SeaAttentionIsRefusedOnCuda) {
+    const std::string path = std::string(SEAOPT_BINARY_DIR) + "/models/opt-tiny-sea-untrained.gguf";
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CUDA;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    ASSERT_TRUE(seaopt_model_has_sea(model));
+    seaopt_context_params cp = seaopt_context_default_params();
+    cp.n_ctx = 64;
+    cp.attention = SEAOPT_ATTENTION_SEA;
+    seaopt_context *ctx = nullptr;
+    EXPECT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_ERR_UNSUPPORTED);
+    EXPECT_EQ(ctx, nullptr);
+    EXPECT_NE(std::string(seaopt_last_error()).find("SEA attention runs on the CPU engine only for now (--device cpu)"),
+              std::string::npos)
+        << seaopt_last_error();
+    cp.attention = SEAOPT_ATTENTION_DENSE;
+    ASSERT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+    seaopt_context_free(ctx);
+    seaopt_model_free(model);
+}
+
 }  // namespace

@@ -41,6 +41,7 @@ namespace {
 const std::string kTool = SEAOPT_BINARY_DIR "/bin/seaopt-perplexity";
 const std::string kConvert = SEAOPT_BINARY_DIR "/bin/seaopt-convert";
 const std::string kDemoModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
+const std::string kSeaModel = SEAOPT_BINARY_DIR "/models/opt-tiny-sea-untrained.gguf";  // with a SEA estimator
 const std::string kDataDir = SEAOPT_TEST_DATA_DIR;
 const std::string kSharedData = SEAOPT_SHARED_DATA_DIR;
 
@@ -296,6 +297,87 @@ TEST_F(Perplexity, MatchesAnIndependentComputation) {
     seaopt_model_free(model);
 }
 
+// --attention sea: the tool's PPL is the one computed through the C API with a SEA context (each window
+// its own prefill from an empty cache), with the windows batched (-b 2) or not; and it differs from dense.
+TEST_F(Perplexity, SeaAttentionMatchesAnIndependentComputation) {
+    ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
+    const std::string text_path = write_temp_file("sea-text.txt", kText);
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(kSeaModel.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    std::vector<seaopt_token> tokens(kText.size() + 1);
+    int32_t n_tokens = 0;
+    ASSERT_EQ(seaopt_tokenize(model, kText.data(), kText.size(), true, false, tokens.data(), (int32_t)tokens.size(),
+                              &n_tokens),
+              SEAOPT_OK);
+    const int N = 40, n_windows = 3;
+    ASSERT_GE(n_tokens / N, n_windows);
+    auto expected = [&](seaopt_attention attention, const char *layers) {
+        seaopt_context_params cp = seaopt_context_default_params();
+        cp.n_ctx = (uint32_t)N;
+        cp.n_threads = 2;
+        cp.attention = attention;
+        cp.sea_layers = layers;
+        seaopt_context *ctx = nullptr;
+        EXPECT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+        std::vector<std::vector<double>> windows;
+        for (int w = 0; w < n_windows; ++w) {
+            seaopt_kv_clear(ctx);
+            std::vector<int8_t> want_logits((size_t)N, 1);
+            seaopt_batch batch = {N, tokens.data() + (size_t)w * N, nullptr, nullptr, want_logits.data()};
+            EXPECT_EQ(seaopt_decode(ctx, &batch), SEAOPT_OK) << seaopt_last_error();
+            std::vector<double> nll;
+            for (int i = 0; i + 1 < N; ++i) {
+                nll.push_back(token_nll(seaopt_get_logits_ith(ctx, i), 50272, tokens[(size_t)w * N + i + 1]));
+            }
+            windows.push_back(nll);
+        }
+        seaopt_context_free(ctx);
+        return gptq(windows, N);
+    };
+    const Expected sea = expected(SEAOPT_ATTENTION_SEA, nullptr), sea1 = expected(SEAOPT_ATTENTION_SEA, "1"),
+                   dense = expected(SEAOPT_ATTENTION_DENSE, nullptr);
+    seaopt_model_free(model);
+    EXPECT_GT(std::fabs(sea.ppl - dense.ppl), 1e-6 * dense.ppl) << "SEA should change the PPL";
+
+    struct Case {
+        std::vector<std::string> args;
+        const Expected *want;
+    };
+    const std::vector<Case> cases = {
+        {{"--attention", "sea"}, &sea},
+        {{"--attention", "sea", "-b", "2"}, &sea},
+        {{"--attention", "sea", "--sea-layers", "1", "-b", "3"}, &sea1},
+        {{"--attention", "dense"}, &dense},
+    };
+    for (const Case &c : cases) {
+        std::vector<std::string> args = {kTool, "-m", kSeaModel, "-f", text_path, "-c", std::to_string(N), "--chunks",
+                                         std::to_string(n_windows), "-t", "2", "--device", "cpu"};
+        args.insert(args.end(), c.args.begin(), c.args.end());
+        std::string what;
+        for (const std::string &a : c.args) what += a + " ";
+        SCOPED_TRACE("seaopt-perplexity " + what);
+        const Result r = run(args);
+        ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+        const Report got = parse(r);
+        expect_rel_near(got.ppl, c.want->ppl, 1e-6, "PPL");
+        EXPECT_TRUE(contains(r.err, std::string("attention=") + (c.args[1] == "sea" ? "sea" : "dense"))) << describe(r);
+    }
+}
+
+TEST_F(Perplexity, SeaAttentionNeedsASeaModel) {
+    const std::string text = write_temp_file("ok-sea.txt", kText);
+    expect_clean_failure(
+        run({kTool, "-m", kDemoModel, "-f", text, "-c", "32", "--attention", "sea", "--device", "cpu"}),
+                         "has no SEA estimator: convert it with seaopt-convert --sea");
+    expect_clean_failure(run({kTool, "-m", kSeaModel, "-f", text, "--sea-k", "2"}), "--sea-k needs --attention sea");
+    expect_clean_failure(run({kTool, "-m", kSeaModel, "-f", text, "--attention", "sparse"}), "--attention");
+    expect_clean_failure(run({kTool, "-m", kSeaModel, "-f", text, "-c", "32", "--attention", "sea", "--sea-layers",
+                              "0-5", "--device", "cpu"}),
+                         "layer 5 is out of range");
+}
+
 TEST_F(Perplexity, WikiText2TestReconstruction) {
     const std::string dir = kSharedData + "/wikitext-2-raw";
     if (!fs::exists(dir + "/wiki.test.raw")) {
@@ -354,7 +436,8 @@ TEST_F(Perplexity, HelpStatesTheProtocol) {
     ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
     for (const char *s : {"GPTQ", "wiki.test.raw", "\\n\\n", "ONE BOS", "non-overlapping", "nsamples = n_tokens / N",
                           "loss * seqlen", "PPL = exp(sum_i nll_i / (nsamples x N))", "standard error", "--chunks",
-                          "-b,--batch-windows", "--wikitext2-test", "--device"}) {
+                          "-b,--batch-windows", "--wikitext2-test", "--device", "--attention", "--sea-layers",
+                          "--sea-k"}) {
         EXPECT_TRUE(contains(r.out, s)) << "--help lacks '" << s << "'\n" << r.out;
     }
 }

@@ -24,6 +24,7 @@ namespace {
 const std::string kGenerate = SEAOPT_BINARY_DIR "/bin/seaopt-generate";
 const std::string kTokenize = SEAOPT_BINARY_DIR "/bin/seaopt-tokenize";
 const std::string kModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
+const std::string kSeaModel = SEAOPT_BINARY_DIR "/models/opt-tiny-sea-untrained.gguf";  // with a SEA estimator
 const std::string kPrompt = "Hello, my name is";
 
 
@@ -197,4 +198,60 @@ TEST_F(Tools, BadSamplingOptionsFailCleanly) {
                          "repeat_last_n");
     expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "-2"})), "seaopt-generate", "seed");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--device", "gpu"})), "seaopt-generate", "--device");
+}
+
+// ---- --attention sea ------------------------------------------------------------------------------
+
+TEST_F(Tools, GenerateWithSeaAttention) {
+    ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
+    auto gen = [](std::vector<std::string> extra) {
+        std::vector<std::string> args = {kGenerate, "-m", kSeaModel, "-p", kPrompt, "-n", "12", "--temp", "0",
+                                         "--ignore-eos", "--device", "cpu", "-t", "2"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return run(args);
+    };
+    const Result sea = gen({"--attention", "sea", "-v"});
+    ASSERT_TRUE(sea.exited && sea.status == 0) << describe(sea);
+    EXPECT_EQ(sea.out.rfind(kPrompt, 0), 0u) << describe(sea);
+    EXPECT_GT(sea.out.size(), kPrompt.size()) << "nothing was generated\n" << describe(sea);
+    EXPECT_TRUE(contains(sea.err, "attention = sea,")) << describe(sea);
+    EXPECT_TRUE(contains(sea.err, "SEA attention in layers 0-1 (2 of 2), k 4, K 16")) << describe(sea);
+    // Reproducible, and the flags reach the engine.
+    const Result again = gen({"--attention", "sea"});
+    ASSERT_TRUE(again.exited && again.status == 0) << describe(again);
+    EXPECT_EQ(again.out, sea.out);
+    const Result some = gen({"--attention", "sea", "--sea-layers", "1", "--sea-k", "2", "-v"});
+    ASSERT_TRUE(some.exited && some.status == 0) << describe(some);
+    EXPECT_TRUE(contains(some.err, "attention = sea (layers 1, k 2)")) << describe(some);
+    EXPECT_TRUE(contains(some.err, "SEA attention in layers 1 (1 of 2), k 2, K 16")) << describe(some);
+    const Result dense = gen({"--attention", "dense", "-v"});
+    ASSERT_TRUE(dense.exited && dense.status == 0) << describe(dense);
+    EXPECT_TRUE(contains(dense.err, "attention = dense,")) << describe(dense);
+}
+
+TEST_F(Tools, SeaAttentionFlagsFailCleanly) {
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--attention", "sea", "--device", "cpu"})), "seaopt-generate",
+                         "has no SEA estimator: convert it with seaopt-convert --sea");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--attention", "sparse"})), "seaopt-generate", "--attention");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--sea-layers", "0"})), "seaopt-generate",
+                         "--sea-layers needs --attention sea");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--sea-k", "8"})), "seaopt-generate",
+                         "--sea-k needs --attention sea");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--attention", "sea", "--sea-k", "-1"})), "seaopt-generate",
+                         "--sea-k");
+    expect_clean_failure(run({kGenerate, "-m", kSeaModel, "-p", "Hi", "--attention", "sea", "--sea-layers", "0-3",
+                              "--device", "cpu"}),
+                         "seaopt-generate", "sea_layers = '0-3': layer 3 is out of range: the model has 2 layers");
+    expect_clean_failure(run({kGenerate, "-m", kSeaModel, "-p", "Hi", "--attention", "sea", "--sea-layers", "a",
+                              "--device", "cpu"}),
+                         "seaopt-generate", "'a' is not a layer index or a range");
+}
+
+TEST_F(Tools, GenerateHelpDescribesTheAttentionOptions) {
+    const Result r = run({kGenerate, "--help"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    for (const char *s : {"--attention", "SEA sparse attention", "seaopt-convert --sea", "--sea-layers", "2-23",
+                          "0,3,5-7", "--sea-k", "keys per query per head"}) {
+        EXPECT_TRUE(contains(r.out, s)) << "--help lacks '" << s << "'\n" << r.out;
+    }
 }

@@ -31,4 +31,40 @@ seaopt_device device_from_string(const std::string &device) {
     return devices.at(device);
 }
 
+void add_attention_options(CLI::App &app, AttentionOptions &opt) {
+    app.add_option("--attention", opt.attention,
+                   "attention: dense (exact causal attention) or sea (SEA sparse attention with its learned "
+                   "estimator; needs a model converted with seaopt-convert --sea; CPU engine only for now)")
+        ->check(CLI::IsMember({"dense", "sea"}));
+    app.add_option("--sea-layers", opt.sea_layers,
+                   "with --attention sea: the layers that run SEA, 0-based indices and ranges such as 2-23 or "
+                   "0,3,5-7 (default: every layer); the other layers run dense attention");
+    app.add_option("--sea-k", opt.sea_k,
+                   "with --attention sea: SEA's sparsity budget k, about k keys per query per head "
+                   "(0 = the model's, set by seaopt-convert --sea-k)")
+        ->check(CLI::NonNegativeNumber);
+}
+
+std::string check_attention_options(const AttentionOptions &opt) {
+    if (opt.attention != "sea" && (!opt.sea_layers.empty() || opt.sea_k != 0)) {
+        return std::string(opt.sea_layers.empty() ? "--sea-k" : "--sea-layers") + " needs --attention sea";
+    }
+    return "";
+}
+
+void apply_attention_options(const AttentionOptions &opt, seaopt_context_params &params) {
+    const bool sea = opt.attention == "sea";
+    params.attention = sea ? SEAOPT_ATTENTION_SEA : SEAOPT_ATTENTION_DENSE;
+    params.sea_layers = sea && !opt.sea_layers.empty() ? opt.sea_layers.c_str() : nullptr;
+    params.sea_k = sea ? opt.sea_k : 0;
+}
+
+std::string attention_label(const AttentionOptions &opt) {
+    if (opt.attention != "sea") return "dense";
+    std::string details;
+    if (!opt.sea_layers.empty()) details = "layers " + opt.sea_layers;
+    if (opt.sea_k != 0) details += (details.empty() ? "" : ", ") + std::string("k ") + std::to_string(opt.sea_k);
+    return details.empty() ? "sea" : "sea (" + details + ")";
+}
+
 }  // namespace seaopt_tools

@@ -1,9 +1,10 @@
-// Command-line pieces every tool shares (CLI11): parsing with the tools' error format, and the
-// --device option with its map to the C API's enum.
+// Command-line pieces every tool shares (CLI11): parsing with the tools' error format, the --device
+// option with its map to the C API's enum, and the attention options (--attention, --sea-layers, --sea-k).
 #pragma once
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <string>
 
 #include "seaopt.h"
@@ -19,5 +20,27 @@ CLI::Option *add_device_option(CLI::App &app, std::string &device);
 
 // The C enum for a name that add_device_option accepted.
 seaopt_device device_from_string(const std::string &device);
+
+// The attention options every tool that runs the model shares (seaopt_context_params.attention,
+// .sea_layers, .sea_k in include/seaopt.h):
+//   --attention dense|sea   dense causal attention (default) or SEA sparse attention (a model converted
+//                           with seaopt-convert --sea; CPU engine only for now)
+//   --sea-layers LIST       the layers that run SEA, e.g. "2-23" or "0,3,5-7" (default: all); the others dense
+//   --sea-k N               SEA's sparsity budget k, about k keys per query per head (default 0: the model's)
+struct AttentionOptions {
+    std::string attention = "dense";
+    std::string sea_layers;  // "" = every layer
+    int32_t sea_k = 0;       // 0 = the model's sea.k
+};
+void add_attention_options(CLI::App &app, AttentionOptions &opt);
+
+// "" when the options go together, else the error (--sea-layers / --sea-k without --attention sea).
+std::string check_attention_options(const AttentionOptions &opt);
+
+// Sets params.attention, .sea_layers (pointing into opt: keep it alive until seaopt_context_new) and .sea_k.
+void apply_attention_options(const AttentionOptions &opt, seaopt_context_params &params);
+
+// A short description: "dense", "sea", "sea (layers 2-23, k 32)".
+std::string attention_label(const AttentionOptions &opt);
 
 }  // namespace seaopt_tools

@@ -1,7 +1,8 @@
 // seaopt-bench: prompt-processing and generation throughput of an OPT model, in the style of
 // llama.cpp's llama-bench. A thin program over the public C API (seaopt.h).
 //
-//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device auto|cpu|cuda] ...
+//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device auto|cpu|cuda]
+//                [--attention dense|sea [--sea-layers LIST] [--sea-k N]] ...
 //
 // Tests (also printed by --help):
 //   ppN  on a cleared KV cache, ONE seaopt_decode of N tokens (BOS, then fixed pseudo-random ids in
@@ -15,7 +16,8 @@
 // Each test gets its own context (n_ctx positions, batches of the test's size: N for ppN, 1 for tgN,
 // at least D with a depth), one untimed warm-up run (unless --no-warmup), then -r timed runs.
 // Reported: tokens/s as the mean and sample standard deviation over the runs, ms per run, and the
-// context's memory (planned, and on the GPU the device memory in use after the test).
+// context's memory (planned, and on the GPU the device memory in use after the test). The attention the
+// contexts use (--attention, --sea-layers, --sea-k) is a column of the table and fields of the JSON.
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -52,7 +54,10 @@ const char *const kTests =
     "Each test runs in its own context (-c positions; batches of N tokens for ppN, 1 for tgN, at least D\n"
     "with a depth): one untimed warm-up run (unless --no-warmup), then -r timed runs. t/s is the mean over\n"
     "the runs of tokens/seconds +/- the sample standard deviation; ms is the mean time of one run.\n"
-    "Memory: 'planned' is what the context laid out (weights + KV cache + activation arena + workspace);\n"
+    "Attention: every test's context runs --attention (dense, or SEA with --sea-layers / --sea-k); the\n"
+    "'attention' column (JSON: attention, sea_layers, sea_k) says which.\n"
+    "Memory: 'planned' is what the context laid out (weights + KV cache + activation arena + workspace;\n"
+    "with SEA on the CPU the workspace is SEA's decode states and estimator parameters);\n"
     "'device used' is the GPU memory in use by all processes after the test (cudaMemGetInfo total - free),\n"
     "not reported on the CPU.\n"
     "Output goes to stdout (-o md: a table and memory lines; -o json: an array of objects, one per test);\n"
@@ -66,6 +71,7 @@ struct Options {
     int32_t reps = 5;
     std::string output = "md";
     std::string device = "auto";
+    seaopt_tools::AttentionOptions attention;
     int32_t n_threads = 0;  // 0 = all hardware threads
     int32_t n_ctx = 0;      // 0 = what the tests need, rounded up to 256, at most n_ctx_train
     bool no_warmup = false;
@@ -269,18 +275,22 @@ std::string utc_now() {
 
 struct ModelInfo {
     std::string path, desc, backend, build;
+    seaopt_tools::AttentionOptions attention;
+    std::string attention_label;  // "dense", "sea", "sea (layers 0-1, k 4)"
     uint64_t n_params = 0, file_size = 0;
     int32_t n_threads = 0;
     bool gpu = false;
     int test_width = 13;  // the md "test" column: wider when a name with a depth needs it
+    int attention_width = 9;  // the md "attention" column
 };
 
 void print_md_header(const ModelInfo &m) {
-    std::printf("| model                          |       size |     params | backend     | %*s |                  t/s |"
-                "       ms |\n",
-                m.test_width, "test");
-    std::printf("| ------------------------------ | ---------: | ---------: | ----------- | %s: | -------------------: |"
-                " -------: |\n",
+    std::printf("| model                          |       size |     params | backend     | %-*s | %*s |"
+                "                  t/s |       ms |\n",
+                m.attention_width, "attention", m.test_width, "test");
+    std::printf("| ------------------------------ | ---------: | ---------: | ----------- | %s | %s: |"
+                " -------------------: | -------: |\n",
+                std::string((size_t)m.attention_width, '-').c_str(),
                 std::string((size_t)m.test_width - 1, '-').c_str());
 }
 
@@ -288,8 +298,9 @@ void print_md_row(const ModelInfo &m, const Result &r) {
     char ts[64];
     std::snprintf(ts, sizeof ts, "%.2f ± %.2f", r.avg_ts, r.stddev_ts);
     // "±" is two bytes in UTF-8: one more byte of width keeps the column aligned on screen.
-    std::printf("| %-30s | %10s | %10s | %-11s | %*s | %21s | %8.2f |\n", m.desc.c_str(), format_bytes(m.file_size).c_str(),
-                format_params(m.n_params).c_str(), m.backend.c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
+    std::printf("| %-30s | %10s | %10s | %-11s | %-*s | %*s | %21s | %8.2f |\n", m.desc.c_str(),
+                format_bytes(m.file_size).c_str(), format_params(m.n_params).c_str(), m.backend.c_str(),
+                m.attention_width, m.attention_label.c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
     std::fflush(stdout);
 }
 
@@ -317,7 +328,8 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
         const Result &r = results[i];
         const seaopt_memory_report &mem = r.memory;
         std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
-                    "\"backend\": %s, \"build_info\": %s, \"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
+                    "\"backend\": %s, \"build_info\": %s, \"attention\": %s, \"sea_layers\": %s, \"sea_k\": %d, "
+                    "\"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
                     "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"reps\": %zu, "
                     "\"avg_ts\": %s, \"stddev_ts\": %s, \"avg_ms\": %s, \"samples_ts\": %s, \"samples_ms\": %s, "
                     "\"planned_bytes\": %llu, \"weights_bytes\": %llu, \"kv_cache_bytes\": %llu, "
@@ -325,8 +337,9 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
                     "\"test_time\": %s}%s\n",
                     json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
-                    m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(), r.test.n_prompt,
-                    r.test.n_gen, r.test.n_depth, r.samples_ts.size(), json_number(r.avg_ts).c_str(),
+                    json_string(m.attention.attention).c_str(), json_string(m.attention.sea_layers).c_str(),
+                    m.attention.sea_k, m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(),
+                    r.test.n_prompt, r.test.n_gen, r.test.n_depth, r.samples_ts.size(), json_number(r.avg_ts).c_str(),
                     json_number(r.stddev_ts).c_str(), json_number(r.avg_ms).c_str(),
                     json_array(r.samples_ts).c_str(), json_array(r.samples_ms).c_str(),
                     (unsigned long long)mem.total_bytes, (unsigned long long)mem.weights_bytes,
@@ -358,6 +371,9 @@ int run(const Options &opt, const std::vector<Test> &tests) {
     info.n_params = seaopt_model_n_params(model.get());
     info.build = seaopt_build_info();
     info.n_threads = opt.n_threads;
+    info.attention = opt.attention;
+    info.attention_label = seaopt_tools::attention_label(opt.attention);
+    info.attention_width = std::max(info.attention_width, (int)info.attention_label.size());
     for (const Test &t : tests) info.test_width = std::max(info.test_width, (int)t.name.size());
     std::error_code ec;
     const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
@@ -407,6 +423,7 @@ int run(const Options &opt, const std::vector<Test> &tests) {
         cparams.n_batch = r.n_batch;
         cparams.n_seq_max = 1;
         cparams.n_threads = opt.n_threads;
+        seaopt_tools::apply_attention_options(opt.attention, cparams);
         const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
         if (!ctx) {
             return fail(test.name + ": cannot create a context (n_ctx " + std::to_string(n_ctx) + ", n_batch " +
@@ -426,7 +443,8 @@ int run(const Options &opt, const std::vector<Test> &tests) {
             if (md) print_md_header(info);
         }
 
-        std::fprintf(stderr, "%s: %s on %s ...\n", kProgram, test.name.c_str(), info.gpu ? "cuda" : "cpu");
+        std::fprintf(stderr, "%s: %s on %s, %s attention ...\n", kProgram, test.name.c_str(), info.gpu ? "cuda" : "cpu",
+                     info.attention_label.c_str());
         double seconds = 0;
         if (!opt.no_warmup && !run_once(ctx.get(), test, ids, &seconds)) {
             return fail(test.name + " (warm-up): " + seaopt_last_error());
@@ -472,6 +490,7 @@ int main(int argc, char **argv) {
     app.add_option("-o,--output", opt.output, "output format: md (a table) or json (an array of objects)")
         ->check(CLI::IsMember({"md", "json"}));
     seaopt_tools::add_device_option(app, opt.device);
+    seaopt_tools::add_attention_options(app, opt.attention);
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     app.add_option("-c,--ctx-size", opt.n_ctx,
                    "context size of every test (0 = what the largest test needs, rounded up to 256, at most the "
@@ -490,6 +509,7 @@ int main(int argc, char **argv) {
     if (opt.reps < 1) return fail("-r/--repetitions must be >= 1, got " + std::to_string(opt.reps));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
+    if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);
 
     std::vector<Test> tests;  // as llama-bench: for each depth, the pp tests then the tg tests
     for (int32_t d : depths) {

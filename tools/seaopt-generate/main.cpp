@@ -4,6 +4,7 @@
 // llama.cpp-style performance summary to stderr.
 //
 //   seaopt-generate -m MODEL (-p TEXT | -f FILE) [-n N] [-c N] [-s SEED] [--temp T] [--top-k K] ...
+//                   [--attention dense|sea [--sea-layers LIST] [--sea-k N]]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -40,6 +41,7 @@ struct Options {
     bool no_display_prompt = false;
     int32_t n_threads = 0;  // 0 = all hardware threads
     std::string device = "auto";
+    seaopt_tools::AttentionOptions attention;
     bool verbose = false;
     bool print_memory_plan = false;
 };
@@ -170,6 +172,7 @@ int run(const Options &opt) {
     seaopt_context_params cparams = seaopt_context_default_params();
     cparams.n_ctx = (uint32_t)opt.n_ctx;
     cparams.n_threads = opt.n_threads;
+    seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
     if (!ctx) return fail_with_last_error();
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
@@ -180,9 +183,10 @@ int run(const Options &opt) {
         char desc[128];
         seaopt_model_desc(model.get(), desc, sizeof desc);
         std::fprintf(stderr,
-                     "%s: model %s, n_vocab = %d, n_ctx = %u, sampling: temp = %.3f, top_k = %d, top_p = %.3f, "
-                     "repeat_penalty = %.3f, repeat_last_n = %d\n",
-                     kProgram, desc, seaopt_model_n_vocab(model.get()), n_ctx, opt.temp, opt.top_k, opt.top_p,
+                     "%s: model %s, n_vocab = %d, n_ctx = %u, attention = %s, sampling: temp = %.3f, top_k = %d, "
+                     "top_p = %.3f, repeat_penalty = %.3f, repeat_last_n = %d\n",
+                     kProgram, desc, seaopt_model_n_vocab(model.get()), n_ctx,
+                     seaopt_tools::attention_label(opt.attention).c_str(), opt.temp, opt.top_k, opt.top_p,
                      opt.repeat_penalty, opt.repeat_last_n);
     }
 
@@ -277,6 +281,7 @@ int main(int argc, char **argv) {
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
+    seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log and more details to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
     int exit_status = 0;
@@ -286,6 +291,7 @@ int main(int argc, char **argv) {
     if (opt.n_predict < -1) return fail("-n/--predict must be >= -1, got " + std::to_string(opt.n_predict));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
+    if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);
     if (opt.seed < -1 || opt.seed > (int64_t)UINT32_MAX) {
         return fail("-s/--seed must be -1 (random) or in [0, 4294967295], got " + std::to_string(opt.seed));
     }

@@ -3,6 +3,7 @@
 // of llama.cpp's llama-perplexity. A thin program over the public C API (seaopt.h).
 //
 //   seaopt-perplexity -m MODEL (-f FILE | --wikitext2-test DIR) [-c N] [-b K] [--chunks K] [-t N]
+//                     [--attention dense|sea [--sea-layers LIST] [--sea-k N]]
 //
 // Protocol (also printed by --help):
 //   1. text: FILE's bytes as they are, or WikiText-2's test split rebuilt as Hugging Face `datasets`
@@ -64,6 +65,7 @@ struct Options {
     int32_t chunks = -1;        // cap on the number of windows; -1 or 0 = all
     int32_t n_threads = 0;      // 0 = all hardware threads
     std::string device = "auto";
+    seaopt_tools::AttentionOptions attention;
     bool verbose = false;
     bool print_memory_plan = false;
 };
@@ -227,11 +229,14 @@ int run(const Options &opt) {
     cparams.n_seq_max = (uint32_t)K;
     cparams.n_batch = (uint32_t)K * (uint32_t)N;
     cparams.n_threads = opt.n_threads;
+    seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
     if (!ctx) return fail_with_last_error();
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
-    std::fprintf(stderr, "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d)\n",
-                 n_windows, N, opt.batch_windows, K);
+    std::fprintf(stderr,
+                 "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d), "
+                 "attention=%s\n",
+                 n_windows, N, opt.batch_windows, K, seaopt_tools::attention_label(opt.attention).c_str());
 
     std::vector<seaopt_token> b_tok((size_t)K * N);
     std::vector<seaopt_pos> b_pos((size_t)K * N);
@@ -321,6 +326,7 @@ int main(int argc, char **argv) {
     app.add_option("--chunks", opt.chunks, "score at most this many windows (-1 or 0 = all)");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
+    seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
     int exit_status = 0;
@@ -331,5 +337,6 @@ int main(int argc, char **argv) {
     if (opt.batch_windows < 1) return fail("-b/--batch-windows must be >= 1, got " + std::to_string(opt.batch_windows));
     if (opt.chunks < -1) return fail("--chunks must be -1 (all) or >= 0, got " + std::to_string(opt.chunks));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
+    if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);
     return run(opt);
 }

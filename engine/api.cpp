@@ -1,5 +1,9 @@
 // The C API boundary: every call catches every exception and turns it into a status code plus a
 // thread-local message. Nothing here exits or aborts.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <new>
@@ -10,6 +14,7 @@
 #include "engine/cuda/device.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#include "model/opt_attention_maps.h"
 #include "model/opt_model.h"
 #include "seaopt.h"
 
@@ -336,6 +341,51 @@ seaopt_status seaopt_context_memory_plan(const seaopt_context *ctx, char *buf, s
     }
     return copy_out(text, buf, buf_size, n_out);
     SEAOPT_API_CATCH
+}
+
+/* ---- attention maps ------------------------------------------------------------------------- */
+
+seaopt_status seaopt_attention_maps(const seaopt_model *model, const seaopt_token *tokens, int32_t n_tokens,
+                                    int32_t layer, int32_t head, int32_t sea_k, seaopt_attention_maps_out *out) {
+    if (out) std::memset(out, 0, sizeof *out);
+    SEAOPT_API_TRY
+    require(model, "model");
+    require(out, "out");
+    if (n_tokens > 0) require(tokens, "tokens");
+    const AttentionMaps m = compute_attention_maps(*model->impl, tokens, n_tokens, layer, head, sea_k,
+                                                   std::max(1, omp_get_num_procs()));
+    const auto copy = [](const std::vector<float> &v) {
+        float *p = static_cast<float *>(std::malloc(v.size() * sizeof(float)));
+        if (!p) throw std::bad_alloc();
+        std::memcpy(p, v.data(), v.size() * sizeof(float));
+        return p;
+    };
+    seaopt_attention_maps_out r;
+    std::memset(&r, 0, sizeof r);
+    r.T = m.T;
+    r.K = m.K;
+    r.sea_k = m.k;
+    r.n_selected = m.n_selected;
+    r.n_causal = (int64_t)m.T * (m.T + 1) / 2;
+    try {
+        r.estimated = copy(m.estimated);
+        r.mask = copy(m.mask);
+        r.dense = copy(m.dense);
+    } catch (...) {
+        seaopt_attention_maps_free(&r);
+        throw;
+    }
+    *out = r;
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+void seaopt_attention_maps_free(seaopt_attention_maps_out *out) {
+    if (!out) return;
+    std::free(out->estimated);
+    std::free(out->mask);
+    std::free(out->dense);
+    std::memset(out, 0, sizeof *out);
 }
 
 void seaopt_kv_clear(seaopt_context *ctx) {

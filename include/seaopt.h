@@ -270,6 +270,35 @@ SEAOPT_API seaopt_status seaopt_kv_truncate(struct seaopt_context *ctx, seaopt_s
 SEAOPT_API seaopt_pos seaopt_kv_seq_len(const struct seaopt_context *ctx, seaopt_seq_id seq_id);
 
 /* ---------------------------------------------------------------------------------------------
+ * SEA's interpretable attention matrix (inspection; CPU engine only)
+ * ------------------------------------------------------------------------------------------- */
+/* The maps of one layer and head for a prompt (positions 0..T-1 of one sequence). Arrays are row-major
+ * and allocated by the library: free them with seaopt_attention_maps_free. */
+typedef struct seaopt_attention_maps_out {
+    int32_t T;          /* tokens (query and key positions) */
+    int32_t K;          /* SEA's compressed width */
+    int32_t sea_k;      /* the sparsity budget k used (the model's sea.k when 0 was asked) */
+    int64_t n_selected; /* keys the sparse attention of this head reads, summed over the T queries */
+    int64_t n_causal;   /* T·(T+1)/2: the keys dense causal attention reads */
+    float *estimated;   /* [T, K] the estimator's compressed probabilities of this head (each row sums to 1) */
+    float *mask;        /* [T, T] 1 where the sparse attention of (query t, this head) reads key j (the
+                           selected cells expanded to keys), else 0; causal: 0 for j > t */
+    float *dense;       /* [T, T] causal softmax(q·kᵀ) of this head (each row sums to 1; 0 for j > t) */
+} seaopt_attention_maps_out;
+
+/* Runs the CPU forward over the tokens with dense attention up to `layer`, takes that layer's q, k, v,
+ * and fills *out with SEA's estimated compressed attention, its selected mask expanded to T×T (SEA's
+ * prefill on those q, k, v with budget sea_k, 0 = the model's sea.k) and the dense attention of `head`.
+ * 1 <= n_tokens <= min(2048, n_ctx_train). Errors: SEAOPT_ERR_UNSUPPORTED for a model without a SEA
+ * estimator or loaded on CUDA; SEAOPT_ERR_INVALID_ARGUMENT for a vocab-only model, a layer, head,
+ * sea_k, token count or token id out of range (named in the message). On error *out is zeroed. */
+SEAOPT_API seaopt_status seaopt_attention_maps(const struct seaopt_model *model, const seaopt_token *tokens,
+                                               int32_t n_tokens, int32_t layer, int32_t head, int32_t sea_k,
+                                               seaopt_attention_maps_out *out);
+/* Frees the arrays of *out and zeroes it (NULL, or an already freed / zeroed one, is fine). */
+SEAOPT_API void seaopt_attention_maps_free(seaopt_attention_maps_out *out);
+
+/* ---------------------------------------------------------------------------------------------
  * Sampler
  * Order of operations (as Hugging Face's generate): repetition penalty over the last
  * repeat_last_n accepted tokens, then temperature, then top-k, then top-p, then a draw from the

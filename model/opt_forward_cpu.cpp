@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "attention/dense_cpu.h"
 #include "engine/cpu_ops.h"
@@ -76,7 +77,8 @@ void sea_attention_layer(SeaCpuState &sea, uint32_t l, KvCacheCpu &kv, const std
 }  // namespace
 
 void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
-                     const std::vector<int32_t> &output_tokens, float *logits, int n_threads, SeaCpuState *sea) {
+                     const std::vector<int32_t> &output_tokens, float *logits, int n_threads, SeaCpuState *sea,
+                     CpuForwardCapture *capture) {
     const OptHparams &hp = model.hp;
     const OptWeightsCpu &w = model.cpu;
     const size_t n = tokens.size();
@@ -120,6 +122,12 @@ void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<To
             const size_t row = (size_t)tokens[i].pos * C;
             std::copy_n(k.data() + i * C, C, kv.k_rows(l, tokens[i].seq) + row);
             std::copy_n(v.data() + i * C, C, kv.v_rows(l, tokens[i].seq) + row);
+        }
+        if (capture && capture->layer == l) {  // inspection only (opt_attention_maps): stop here
+            capture->q = std::move(q);
+            capture->k = std::move(k);
+            capture->v = std::move(v);
+            return;
         }
         if (sea && sea->on[l]) {
             sea_attention_layer(*sea, l, kv, tokens, q.data(), attn.data(), C, n_threads);

@@ -46,6 +46,15 @@ struct SeaCpuState {
     uint64_t params_bytes() const;  // host bytes of `params`
 };
 
+// An internal hook for inspection (model/opt_attention_maps.h): when passed to opt_forward_cpu, the forward
+// copies layer `layer`'s attention inputs of the batch -- q (already scaled by head_dim^-1/2), k, v, each
+// [n, n_embd] -- into it after computing them and returns right there: later layers, the head and the logits
+// are not computed (the KV cache needs only layers 0..layer).
+struct CpuForwardCapture {
+    uint32_t layer = 0;
+    std::vector<float> q, k, v;
+};
+
 // Runs the tokens through the model, writing their keys and values into `kv`, and fills
 // logits[r * n_vocab ...] for each batch index output_tokens[r].
 // sea (optional): its SEA layers run SEA instead of dense attention. For each sequence of the batch, a
@@ -55,6 +64,6 @@ struct SeaCpuState {
 // sequences are updated in place: the caller restores them if this throws.
 void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
                      const std::vector<int32_t> &output_tokens, float *logits, int n_threads,
-                     SeaCpuState *sea = nullptr);
+                     SeaCpuState *sea = nullptr, CpuForwardCapture *capture = nullptr);
 
 }  // namespace seaopt

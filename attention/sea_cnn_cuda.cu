@@ -1,0 +1,160 @@
+// SEA estimator, back half: the causal CNN decoder (sea.md §2.6 steps 2-9 and the softmax over K; sea_cpu.cpp
+// causal_dilated_conv_row and cnn_output_row). Images are token-major [T][2H][K/4], as on the CPU.
+//
+//   causal_conv_kernel  grid (⌈T/8⌉, ⌈2H·K/4 / 256⌉), 256 threads: a thread owns one (output channel, column) for 8
+//                       consecutive rows; the block stages input rows t0-4 .. t0+7 of 16 input channels at a time
+//                       in shared memory. y[co,t,x] = ReLU(b[co] + Σ_ci Σ_a Σ_b (w⊙mask)[co,ci,a,b] ·
+//                       in[ci, t-4+2a, x-2+2b]), zero outside the image (rows < 0: the causal top padding).
+//   cnn_output_kernel   one warp per (t, h): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
+//                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
+//                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention/sea_cuda_kernels.cuh"
+#include "engine/cuda/common.cuh"
+
+namespace seaopt::cuda::sea {
+namespace {
+
+constexpr int kConvRows = 8;                    // output rows per block
+constexpr int kConvTileRows = kConvRows + 4;    // input rows t0-4 .. t0+7
+constexpr int kConvCi = 16;                     // input channels staged per step
+constexpr int kConvThreads = 256;
+constexpr int kMaxW4 = kMaxK / 4;
+constexpr int kOutWarps = 8;
+
+__global__ void __launch_bounds__(kConvThreads)
+    causal_conv_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
+                       const float *__restrict__ wmask, const float *__restrict__ b, Dims d) {
+    __shared__ float tile[kConvTileRows * kConvCi * kMaxW4];  // [row][ci][W4], 48 KB at W4 = 64
+    const int C = d.C, W4 = d.W4, T = d.T;
+    const int t0 = blockIdx.x * kConvRows;
+    const int pair = blockIdx.y * kConvThreads + threadIdx.x;
+    const bool active = pair < C * W4;
+    const int co = active ? pair / W4 : 0, xo = active ? pair % W4 : 0;
+    const float bias = active ? b[co] : 0.0f;
+    float acc[kConvRows];
+#pragma unroll
+    for (int rr = 0; rr < kConvRows; ++rr) acc[rr] = bias;
+
+    for (int ci0 = 0; ci0 < C; ci0 += kConvCi) {
+        const int nci = min(kConvCi, C - ci0);
+        __syncthreads();  // the previous slice is consumed
+        const int slice = nci * W4;
+        for (int i = threadIdx.x; i < kConvTileRows * slice; i += kConvThreads) {
+            const int rr = i / slice, rem = i % slice, ci = rem / W4, xx = rem % W4;
+            const int row = t0 - 4 + rr;
+            tile[(rr * kConvCi + ci) * W4 + xx] =
+                (row >= 0 && row < T) ? x[((size_t)row * C + ci0 + ci) * W4 + xx] : 0.0f;
+        }
+        __syncthreads();
+        if (active) {
+            for (int ci = 0; ci < nci; ++ci) {
+                // Live kernel rows 0..2 of the stored [5][3] kernel, times the weight mask when given.
+                const size_t wbase = ((size_t)co * C + ci0 + ci) * kConvStoredTaps;
+                float wk[9];
+#pragma unroll
+                for (int i = 0; i < 9; ++i) wk[i] = wmask ? w[wbase + i] * wmask[wbase + i] : w[wbase + i];
+                // Column xo-2+2b of the 12 staged rows, once; output row rr reads tile rows rr, rr+2, rr+4
+                // (input rows t-4, t-2, t): 24 FMAs per 12 shared loads.
+#pragma unroll
+                for (int bb = 0; bb < 3; ++bb) {
+                    const int xx = xo - 2 + 2 * bb;
+                    if (xx < 0 || xx >= W4) continue;
+                    const float *col = tile + ci * W4 + xx;
+                    float v[kConvTileRows];
+#pragma unroll
+                    for (int r = 0; r < kConvTileRows; ++r) v[r] = col[r * kConvCi * W4];
+#pragma unroll
+                    for (int a = 0; a < 3; ++a) {
+#pragma unroll
+                        for (int rr = 0; rr < kConvRows; ++rr) acc[rr] = fmaf(wk[a * 3 + bb], v[rr + 2 * a], acc[rr]);
+                    }
+                }
+            }
+        }
+    }
+    if (!active) return;
+#pragma unroll
+    for (int rr = 0; rr < kConvRows; ++rr) {
+        const int t = t0 + rr;
+        if (t < T) y[((size_t)t * C + co) * W4 + xo] = fmaxf(acc[rr], 0.0f);
+    }
+}
+
+__global__ void __launch_bounds__(kOutWarps * kWarpSize)
+    cnn_output_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+    __shared__ float s_narrow[kOutWarps][kMaxW4];
+    __shared__ float s_logit[kOutWarps][kMaxK];
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    const long long row = (long long)blockIdx.x * kOutWarps + warp;  // (t, h), t-major
+    if (row >= (long long)d.T * d.H) return;
+    const int t = (int)(row / d.H), h = (int)(row % d.H);
+    const int C = d.C, W4 = d.W4, K = d.K;
+    float *narrow = s_narrow[warp], *logit = s_logit[warp];
+    const float bias = p.conv4_b[h];
+    const float *yt = y + (size_t)t * C * W4;
+    for (int x = lane; x < W4; x += kWarpSize) {
+        float acc = bias;
+        for (int c = 0; c < C; ++c) {
+            float wc = p.conv4_w[h * C + c];
+            if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
+            acc = fmaf(wc, yt[(size_t)c * W4 + x], acc);
+        }
+        narrow[x] = acc;
+    }
+    __syncwarp();
+    // Padded column i (0..K+1): the bias at i = 0 and K+1, else narrow[(i-1)/4]; window mean; LayerNorm_K.
+    float sum = 0.0f;
+    for (int x = lane; x < K; x += kWarpSize) {
+        const int start = x * (K + 2) / K, end = ((x + 1) * (K + 2) + K - 1) / K;
+        float s = 0.0f;
+        for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) / 4];
+        const float v = s / (float)(end - start);
+        logit[x] = v;
+        sum += v;
+    }
+    const float mean = warp_reduce_sum(sum) / (float)K;
+    float sq = 0.0f;
+    for (int x = lane; x < K; x += kWarpSize) sq += (logit[x] - mean) * (logit[x] - mean);
+    const float rstd = 1.0f / sqrtf(warp_reduce_sum(sq) / (float)K + kLayerNormEps);
+    float mx = -INFINITY;
+    for (int x = lane; x < K; x += kWarpSize) {
+        const float v = (logit[x] - mean) * rstd * p.cnn_norm2_w[x] + p.cnn_norm2_b[x];
+        logit[x] = v;
+        mx = fmaxf(mx, v);
+    }
+    mx = warp_reduce_max(mx);
+    float es = 0.0f;
+    for (int x = lane; x < K; x += kWarpSize) {
+        const float e = expf(logit[x] - mx);
+        logit[x] = e;
+        es += e;
+    }
+    const float inv = 1.0f / warp_reduce_sum(es);
+    float *dst = probs + (size_t)row * K;
+    for (int x = lane; x < K; x += kWarpSize) dst[x] = logit[x] * inv;
+}
+
+}  // namespace
+
+void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
+                        cudaStream_t stream) {
+    const dim3 grid((unsigned)ceil_div(d.T, kConvRows), (unsigned)ceil_div(d.C * d.W4, kConvThreads));
+    causal_conv_kernel<<<grid, kConvThreads, 0, stream>>>(y, x, w, mask, b, d);
+    check_launch("sea causal_conv_kernel");
+}
+
+void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
+                       cudaStream_t stream) {
+    const long long rows = (long long)d.T * d.H;
+    cnn_output_kernel<<<(unsigned)((rows + kOutWarps - 1) / kOutWarps), kOutWarps * kWarpSize, 0, stream>>>(probs,
+                                                                                                          conv2, p, d);
+    check_launch("sea cnn_output_kernel");
+}
+
+}  // namespace seaopt::cuda::sea

@@ -1,0 +1,147 @@
+// SEA attention on the GPU: prefill of one sequence (positions 0..T-1), one layer. The fp32 CPU reference
+// (attention/sea_cpu.{h,cpp}) is the ground truth; every stage here mirrors a named function of sea_cpu.cpp and
+// /work/shared/docs/sea.md §2 ("sea.md"). Plain C++ header (no CUDA headers), like engine/cuda/ops.h.
+//
+// Stages (kernels; files attention/sea_*_cuda.cu, launcher in sea_cuda.cu):
+//   0 performer_state   sea_estimator_cuda.cu  per 64-row chunk: Σ φ(k_j) ⊗ [E_pos ; v]_j and Σ φ(k_j)
+//   1 performer_scan    sea_estimator_cuda.cu  exclusive prefix of the chunk sums over the chunks
+//   2 estimator_rows    sea_estimator_cuda.cu  per chunk: causal Performer output (prefix state + the chunk's own
+//                                              triangle), encoder MLP + LayerNorm + GELU, gates, row decoder,
+//                                              channel split and LayerNorm_{K/4} -> decoder image, gates
+//                                              (sea_cpu: performer_features/performer_step, encoder_rows,
+//                                              gate_rows, decoder_image_rows)
+//   3 conv1, 4 conv2    sea_cnn_cuda.cu        causal dilated 3×3 conv + ReLU (causal_dilated_conv_row)
+//   5 cnn_output        sea_cnn_cuda.cu        1×1 conv, ×4 upsample, border pad, area resize, LayerNorm_K,
+//                                              softmax over K -> Â (cnn_output_row)
+//   6 topk              sea_topk_cuda.cu       grouped top-k per query over the H·K cells: radix select of the
+//                                              n_t-th largest (sea_row_budget), ties to the smaller flat index
+//                                              (select_top_cells) -> a bit mask per (query, head)
+//   7 v_prefix          sea_sparse_cuda.cu     Σ_{j≤t} v_j (chunk sums, then a running sum per chunk)
+//   8 sparse            sea_sparse_cuda.cu     per (query, head): cells -> key intervals (sea_expand_cells_to_keys,
+//                                              the authors' fp32 reciprocal arithmetic and per-cell cap k), softmax
+//                                              over the gathered keys only, ·σ(s_prob), Σ p·v, mixed with the
+//                                              cumulative mean of v through σ(s_mix) (sparse_attention_row)
+// Nothing is O(T²): the estimator holds O(T·H·K) and O(T/64·H·m·128) floats, the selection T·H·⌈K/32⌉ mask words;
+// the sparse attention enumerates each (query, head)'s keys from its mask row on the fly and reads only them.
+// All arithmetic is fp32 (K and V rows are fp16, converted on load); only the output is rounded to fp16.
+//
+// q convention: the CPU reference takes q already multiplied by head_dim^-1/2 (OPT scales q after q_proj; sea.md
+// §1). The engine's fused qkv buffer holds q unscaled (engine/cuda/ops.h), so the launcher takes q_scale and uses
+// q_eff = fp32(q_fp16) · q_scale: pass 0.125 (= 64^-1/2) for the engine's qkv, 1 for an already scaled q. The
+// product by a power of two is exact, so the CPU reference on fp32(q_fp16)·0.125 sees the same q bits.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "attention/sea_cpu.h"
+#include "engine/cuda/ops.h"
+
+typedef struct CUevent_st *cudaEvent_t;
+
+namespace seaopt::cuda {
+
+// The learned tensors of one layer on the device: fp32, the shapes and layouts of cpu::SeaParams (PyTorch
+// row-major). The three weight masks may be null (= the stored standard masks: kernel rows 0..2 live); the
+// kernels use weight ⊙ mask as the module does. Rows 3..4 of the 5-row conv kernels are never read.
+struct SeaDeviceParams {
+    const float *pos_table = nullptr;       // [n_pos_table, 64]
+    const float *performer_proj = nullptr;  // [m, 64]
+    const float *enc_w = nullptr;           // [128, 192]
+    const float *enc_b = nullptr;           // [128]
+    const float *enc_norm_w = nullptr;      // [128]
+    const float *enc_norm_b = nullptr;      // [128]
+    const float *dec_row_w = nullptr;       // [K/2, 128]
+    const float *dec_row_b = nullptr;       // [K/2]
+    const float *cnn_norm1_w = nullptr;     // [K/4]
+    const float *cnn_norm1_b = nullptr;     // [K/4]
+    const float *conv1_w = nullptr;         // [2H, 2H, 5, 3]
+    const float *conv1_mask = nullptr;      // [2H, 2H, 5, 3] or null
+    const float *conv1_b = nullptr;         // [2H]
+    const float *conv2_w = nullptr;         // [2H, 2H, 5, 3]
+    const float *conv2_mask = nullptr;      // [2H, 2H, 5, 3] or null
+    const float *conv2_b = nullptr;         // [2H]
+    const float *conv4_w = nullptr;         // [H, 2H, 1, 1]
+    const float *conv4_mask = nullptr;      // [H, 2H, 1, 1] or null
+    const float *conv4_b = nullptr;         // [H]
+    const float *cnn_norm2_w = nullptr;     // [K]
+    const float *cnn_norm2_b = nullptr;     // [K]
+    const float *scaler_w = nullptr;        // [2, 128]  (s_prob; s_mix)
+    const float *scaler_b = nullptr;        // [2]
+};
+
+// Where q, k and v of position t, head h are (fp16, 64 contiguous values each):
+//   q + t·q_row_stride + h·q_head_stride, and the same for k and v (strides in elements).
+// The engine's fused qkv buffer [T, 3C] is sea_qkv_fused(qkv, n_head): row stride 3C, head stride 64, k at column
+// C, v at 2C. The KV cache layout [head][pos][64] of one sequence also fits (row stride 64, head stride n_ctx·64).
+// Every pointer must be 16-byte aligned and every stride a multiple of 8.
+struct SeaQkv {
+    const half_t *q = nullptr, *k = nullptr, *v = nullptr;
+    int64_t q_row_stride = 0, k_row_stride = 0, v_row_stride = 0;
+    int64_t q_head_stride = 0, k_head_stride = 0, v_head_stride = 0;
+};
+
+inline SeaQkv sea_qkv_fused(const half_t *qkv, int n_head) {
+    const int64_t C = (int64_t)n_head * 64;
+    SeaQkv x;
+    x.q = qkv;
+    x.k = qkv + C;
+    x.v = qkv + 2 * C;
+    x.q_row_stride = x.k_row_stride = x.v_row_stride = 3 * C;
+    x.q_head_stride = x.k_head_stride = x.v_head_stride = 64;
+    return x;
+}
+
+// Stages, in launch order (the list at the top of this file).
+inline constexpr int kSeaPrefillStages = 9;
+const char *sea_prefill_stage_name(int stage);
+
+// Optional copies of intermediate results (device pointers, each may be null) and stage timing, for tests and
+// profiling. Layouts are token-major (unlike cpu::SeaDebug's head-major probs and gates):
+struct SeaPrefillDebug {
+    float *gates = nullptr;          // [T, H, 2]      s_prob, s_mix logits (before σ)
+    float *image = nullptr;          // [T, 2H, K/4]   decoder image after LayerNorm_{K/4} (channel 2h + s)
+    float *conv1 = nullptr;          // [T, 2H, K/4]   ReLU(conv1)
+    float *conv2 = nullptr;          // [T, 2H, K/4]   ReLU(conv2)
+    float *probs = nullptr;          // [T, H, K]      Â
+    uint32_t *cell_mask = nullptr;   // [T, H, ⌈K/32⌉] selected cells: bit c%32 of word c/32 of (t, h)
+    int32_t *key_count = nullptr;    // [T, H]         keys of (t, h) after the expansion
+    uint32_t *key_sum = nullptr;     // [T, H]         Σ of those key indices, mod 2^32
+    // kSeaPrefillStages + 1 events (created by the caller): event i is recorded before stage i, the last one
+    // after the last stage. Null: none recorded.
+    cudaEvent_t *stage_events = nullptr;
+};
+
+// Scratch memory of one prefill call, byte offsets into the caller's buffer (each 256-byte aligned). Regions
+// whose lives do not overlap share memory: `shared` holds the Performer chunk states (stages 0-2), then Â (5-6),
+// then the running sums of v (7-8). `image` holds the decoder image (2-3) and then the conv2 output (4-5).
+struct SeaPrefillScratchLayout {
+    size_t shared = 0, shared_bytes = 0;          // max(perf_state_bytes, probs_bytes, v_prefix_bytes)
+    size_t perf_state_bytes = 0;                  // ⌈T/64⌉·H·m·129 floats
+    size_t probs_bytes = 0;                       // T·H·K floats
+    size_t v_prefix_bytes = 0;                    // T·H·64 floats
+    size_t image = 0, image_bytes = 0;            // T·2H·K/4 floats
+    size_t conv1 = 0, conv1_bytes = 0;            // T·2H·K/4 floats
+    size_t gates = 0, gates_bytes = 0;            // T·H·2 floats
+    size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
+    size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
+    size_t total = 0;
+};
+// Throws seaopt::Error (SEAOPT_ERR_INVALID_ARGUMENT) for a config sea_validate_config rejects.
+SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T);
+// = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.5 MB (33.9 MiB) for OPT-1.3B (H 32, m 33,
+// K 64) at T = 2048, 17.8 MB at T = 1024.
+size_t sea_prefill_scratch_bytes(const cpu::SeaConfig &cfg, size_t T);
+
+// SEA prefill of positions 0..T-1 of one sequence: out[t·out_row_stride + h·64 + d] (fp16) for every t < T.
+// scratch: device memory of at least sea_prefill_scratch_bytes(cfg, T) bytes, 256-byte aligned; its contents need
+// not persist and nothing is allocated here. Everything is enqueued on `stream` (no synchronisation).
+// Throws seaopt::Error: SEAOPT_ERR_INVALID_ARGUMENT for bad arguments (a config sea_validate_config rejects,
+// T > n_pos_ctx, null or misaligned pointers, a short scratch), SEAOPT_ERR_UNSUPPORTED for sizes these kernels do
+// not handle (K > 256, m > 64, shared memory beyond the device's per-block limit, T ≥ 2^24, k·T ≥ 2^31),
+// SEAOPT_ERR_DEVICE for launch failures.
+void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
+                                float q_scale, int T, half_t *out, int64_t out_row_stride, void *scratch,
+                                size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug = nullptr);
+
+}  // namespace seaopt::cuda

@@ -1,0 +1,120 @@
+// Internal to attention/: what the SEA prefill kernels share (sizes, device views of the inputs, the fp32
+// expressions that must reproduce sea_cpu.cpp bit for bit) and the stage launchers that sea_cuda.cu calls.
+// Included by .cu files only. See attention/sea_cuda.h for the overview.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "attention/sea_cuda.h"
+
+namespace seaopt::cuda::sea {
+
+inline constexpr int kHeadDim = 64;
+inline constexpr int kVcat = 128;           // [E_pos row ; v] (sea.md §2.2)
+inline constexpr int kStateCols = kVcat + 1;  // a Performer state row: S_kv[j][0..127] and S_k[j] in column 128
+inline constexpr int kEncIn = 192;
+inline constexpr int kEncHidden = 128;
+inline constexpr int kChunk = 64;           // rows per Performer chunk (and per v-prefix chunk)
+inline constexpr int kMaxK = 256;           // K ≤ 256: the conv tile and per-warp buffers are sized for it
+inline constexpr int kMaxFeatures = 64;     // m ≤ 64
+inline constexpr int kConvStoredTaps = 15;  // a stored causal conv kernel: 5 rows × 3 columns, rows 0..2 live
+inline constexpr float kLayerNormEps = 1e-5f;
+inline constexpr float kFeatureEps = 1e-3f;
+inline constexpr float kLinearAttnEps = 1e-6f;
+inline constexpr float kFeatureNormalizer = 0.35355339059327373f;  // 64^-1/4 (sea_cpu performer_features)
+
+// Sizes of one call, and the host-computed fp32 constants of the CPU reference's expressions.
+struct Dims {
+    int T = 0;         // rows (positions 0..T-1)
+    int H = 0;         // heads
+    int K = 0;         // compressed width
+    int W4 = 0;        // K/4
+    int KH = 0;        // K/2: row decoder outputs per (t, h)
+    int C = 0;         // 2H image channels
+    int KW = 0;        // ⌈K/32⌉ mask words per (t, h)
+    int m = 0;         // Performer features
+    int k = 0;         // per-cell cap (sea.md §2.8)
+    int n_chunks = 0;  // ⌈T/64⌉
+    // sea_row_budget: fl(fl(fl(1/(t+1)) · (k·K)) · H), round half to even, clamped to [1, H·K].
+    float kK_f = 0.0f, H_f = 0.0f;
+    // sea_expand_cells_to_keys: s = fl((t+1) · fl(1/K)).
+    float inv_K = 0.0f;
+    // sea_positional_row_index: identity, halving, or floor(pos · fl(in/out)) clamped to in-1.
+    int pos_in = 0, pos_out = 0;
+    float pos_scale = 0.0f;
+};
+
+// q, k, v as the kernels read them (strides in elements; see SeaQkv).
+struct QkvView {
+    const __half *q, *k, *v;
+    long long q_row, q_head, k_row, k_head, v_row, v_head;
+    float q_scale;
+};
+
+__device__ __forceinline__ const __half *q_at(const QkvView &x, int t, int h) {
+    return x.q + (long long)t * x.q_row + (long long)h * x.q_head;
+}
+__device__ __forceinline__ const __half *k_at(const QkvView &x, int t, int h) {
+    return x.k + (long long)t * x.k_row + (long long)h * x.k_head;
+}
+__device__ __forceinline__ const __half *v_at(const QkvView &x, int t, int h) {
+    return x.v + (long long)t * x.v_row + (long long)h * x.v_head;
+}
+
+// sea_positional_row_index (PyTorch "nearest" from pos_in to pos_out rows), the same fp32 product.
+__device__ __forceinline__ int positional_row(int pos, const Dims &d) {
+    if (d.pos_out == d.pos_in) return pos;
+    if (d.pos_out == 2 * d.pos_in) return pos >> 1;
+    const int idx = (int)floorf(__fmul_rn((float)pos, d.pos_scale));
+    return idx < d.pos_in - 1 ? idx : d.pos_in - 1;
+}
+
+// sea_row_budget, bit for bit: IEEE division and products (the _rn intrinsics keep them exact whatever the
+// compiler flags), rintf = round half to even as torch.round.
+__device__ __forceinline__ int row_budget(int t, const Dims &d) {
+    const float inv_len = __fdiv_rn(1.0f, (float)(t + 1));
+    const float per_head = __fmul_rn(inv_len, d.kK_f);
+    const float total = __fmul_rn(per_head, d.H_f);
+    const float rounded = rintf(total);
+    const int all_cells = d.H * d.K;
+    if (!(rounded >= 1.0f)) return 1;
+    if (rounded >= (float)all_cells) return all_cells;
+    return (int)rounded;
+}
+
+// sea_expand_cells_to_keys' interval of cell c in row t: [v0, v1) with v = min(roundf(fl(c·s)), t+1),
+// s = fl((t+1)·fl(1/K)), roundf = half away from zero (libdevice, as Triton's tl.math.round).
+__device__ __forceinline__ float cell_scale(int t, const Dims &d) { return __fmul_rn((float)(t + 1), d.inv_K); }
+__device__ __forceinline__ int cell_edge(int c, float s, int row_len) {
+    const int v = (int)roundf(__fmul_rn((float)c, s));
+    return v < row_len ? v : row_len;
+}
+
+// ---- stage launchers (arguments checked by sea_attention_prefill_cuda) ----
+
+// sea_estimator_cuda.cu
+size_t performer_state_smem_bytes(const Dims &d);
+size_t estimator_rows_smem_bytes(const Dims &d);
+void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const Dims &d,
+                            cudaStream_t stream);
+void launch_performer_scan(float *states, const Dims &d, cudaStream_t stream);
+void launch_estimator_rows(float *image, float *gates, const float *states, const QkvView &x,
+                           const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
+// sea_cnn_cuda.cu
+void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
+                        cudaStream_t stream);
+void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
+                       cudaStream_t stream);
+// sea_topk_cuda.cu
+size_t topk_smem_bytes(const Dims &d);
+void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStream_t stream);
+// sea_sparse_cuda.cu
+void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream);
+void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
+                             const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
+                             uint32_t *key_sum, cudaStream_t stream);
+
+}  // namespace seaopt::cuda::sea

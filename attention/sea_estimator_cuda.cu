@@ -1,0 +1,378 @@
+// SEA estimator, front half (sea.md §2.2-§2.5; sea_cpu.cpp performer_features, performer_step, encoder_rows,
+// gate_rows, decoder_image_rows): the causal Performer as chunked prefix sums, then the per-token MLPs.
+//
+// The CPU reference runs S_k(t) = Σ_{j≤t} φ(k_j) and S_kv(t) = Σ_{j≤t} φ(k_j) ⊗ Vcat_j as one running sum per
+// head. Here T is cut into chunks of 64 rows:
+//   performer_state_kernel  grid (chunk, head): the chunk's own sums ΔS_kv [m][128] and ΔS_k [m] (column 128).
+//   performer_scan_kernel   one thread per (head, feature, column): exclusive prefix of the chunk sums over the
+//                           chunks (a loop over ⌈T/64⌉ chunks, coalesced), in place -> the state at each chunk start.
+//   estimator_rows_kernel   grid (chunk, head): for the chunk's rows r,
+//       C_perf_r = (φq_r · S_kv(start) + Σ_{s≤r in chunk} (φq_r·φk_s) Vcat_s) / (φq_r · (S_k(start) + 1e-6)
+//                  + Σ_{s≤r in chunk} φq_r·φk_s)
+//     (the same sums as the CPU's, in another order), then X = [C_perf ; v] -> Z = GELU(LN_128(X W_encᵀ + b)),
+//     the gates [s_prob, s_mix] = Z W_sᵀ + b_s, R = Z W_rowᵀ + b_row (K/2), split into channels 2h and 2h+1
+//     and LayerNorm over K/4 -> the decoder image [T][2H][K/4]. C_perf and Z live in shared memory only.
+// fp32 throughout. Memory: the chunk states, ⌈T/64⌉·H·m·129 floats (17.4 MB at H 32, m 33, T 2048).
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention/sea_cuda_kernels.cuh"
+#include "engine/cuda/common.cuh"
+
+namespace seaopt::cuda::sea {
+namespace {
+
+constexpr int kThreads = 256;  // the mappings below assume exactly 256 threads
+constexpr int kWarps = kThreads / kWarpSize;
+constexpr int kXStride = kHeadDim + 1;       // staged q/k rows and projection rows: [..][65]
+constexpr int kZStride = kEncHidden + 1;     // Z rows [64][129]
+constexpr int kEncChunk = 32;                // W_enc columns staged per step
+constexpr int kWtStride = kEncHidden + 1;    // staged W_encᵀ [32][129]
+constexpr int kRowsPerThread = kChunk * kVcat / kThreads;  // 32 C_perf rows per thread (column e = tid % 128)
+static_assert(kThreads == 2 * kVcat, "C_perf mapping: column tid % 128, rows tid / 128 + 2u");
+static_assert(kEncIn % kEncChunk == 0 && kEncHidden % kEncChunk == 0, "encoder staging");
+
+__host__ __device__ inline int odd_stride(int m) { return m | 1; }  // feature rows: conflict-free columns
+
+// Shared memory of performer_state_kernel (float offsets).
+struct StateSmem {
+    int w, x, phi, vc, total;
+    __host__ __device__ explicit StateSmem(int m) {
+        w = 0;                                // [m][65]    projection W
+        x = w + m * kXStride;                 // [64][65]   k rows · 64^-1/4
+        phi = x + kChunk * kXStride;          // [64][mp]   φ(k)
+        vc = phi + kChunk * odd_stride(m);    // [64][129]  [E_pos ; v ; 1]
+        total = vc + kChunk * kStateCols;
+    }
+};
+
+// Shared memory of estimator_rows_kernel (float offsets). Phase 1 (Performer output) and phase 2 (encoder,
+// row decoder) overlap; vc, cp and inv_den live through both.
+struct RowsSmem {
+    int S, w, phq, phk, a, z, wt, vc, cp, inv_den, total;
+    __host__ __device__ RowsSmem(int m, int KH) {
+        const int mp = odd_stride(m);
+        S = 0;                         // [m][129]   state at the chunk start: S_kv | S_k
+        w = S + m * kStateCols;        // [m][65]
+        phq = w + m * kXStride;        // [64][mp]
+        phk = phq + kChunk * mp;       // [64][mp]
+        a = phk + kChunk * mp;         // [64][65]   staged q then k rows, then A[r][s] = φq_r·φk_s (s ≤ r)
+        const int phase1_end = a + kChunk * kXStride;
+        z = 0;                         // [64][129]  Z
+        wt = z + kChunk * kZStride;    // [32][129]  a slice of W_encᵀ
+        const int phase2_end = wt + kEncChunk * kWtStride;
+        vc = phase1_end > phase2_end ? phase1_end : phase2_end;  // [64][128] [E_pos ; v]
+        cp = vc + kChunk * kVcat;      // [64][128]  C_perf, then the row decoder output [64][KH+1]
+        const int cp_size = kChunk * kVcat > kChunk * (KH + 1) ? kChunk * kVcat : kChunk * (KH + 1);
+        inv_den = cp + cp_size;        // [64]
+        total = inv_den + kChunk;
+    }
+};
+
+// ---- shared building blocks (every thread of the block calls them) ----
+
+__device__ void stage_projection(float *ws, const float *__restrict__ W, int m) {
+    for (int i = threadIdx.x; i < m * kHeadDim; i += kThreads) ws[(i / kHeadDim) * kXStride + i % kHeadDim] = W[i];
+}
+
+// xs[r][d] = 64^-1/4 · (fp32(x[t0+r][d]) · scale) for r < n_rows, 0 beyond: performer_features' xs, with q's
+// OPT scale applied first (q_eff = q·q_scale is what the CPU reference is given).
+__device__ void stage_rows(float *xs, const __half *__restrict__ base, long long row_stride, int t0, int n_rows,
+                           float scale) {
+    for (int i = threadIdx.x; i < kChunk * kHeadDim; i += kThreads) {
+        const int r = i / kHeadDim, d = i % kHeadDim;
+        float v = 0.0f;
+        if (r < n_rows) {
+            const float x = __fmul_rn(__half2float(base[(long long)(t0 + r) * row_stride + d]), scale);
+            v = __fmul_rn(kFeatureNormalizer, x);
+        }
+        xs[r * kXStride + d] = v;
+    }
+}
+
+// φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows; 0 for the rows past the end (they then add nothing).
+__device__ void features(float *phi, int mp, const float *xs, const float *ws, int m, int n_rows) {
+    for (int i = threadIdx.x; i < kChunk * m; i += kThreads) {
+        const int r = i / m, j = i % m;
+        float v = 0.0f;
+        if (r < n_rows) {
+            const float *xr = xs + r * kXStride, *wj = ws + j * kXStride;
+            float acc = 0.0f;
+#pragma unroll 16
+            for (int d = 0; d < kHeadDim; ++d) acc = fmaf(xr[d], wj[d], acc);
+            v = fmaxf(acc, 0.0f) + kFeatureEps;
+        }
+        phi[r * mp + j] = v;
+    }
+}
+
+// vc[r][0..63] = E_pos[row(t0+r)], vc[r][64..127] = v[t0+r, h] (sea.md §2.2) for r < n_rows, 0 beyond; with
+// ones_col also vc[r][128] = 1 (0 beyond), so that Σ_r φ[r][j]·vc[r][128] is the chunk's S_k.
+__device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_table, const __half *__restrict__ vbase,
+                           long long v_row, int t0, int n_rows, const Dims &d, bool ones_col) {
+    for (int i = threadIdx.x; i < kChunk * kVcat; i += kThreads) {
+        const int r = i / kVcat, e = i % kVcat;
+        float v = 0.0f;
+        if (r < n_rows) {
+            const int t = t0 + r;
+            v = e < kHeadDim ? pos_table[(size_t)positional_row(t, d) * kHeadDim + e]
+                             : __half2float(vbase[(long long)t * v_row + (e - kHeadDim)]);
+        }
+        vc[r * stride + e] = v;
+    }
+    if (ones_col) {
+        for (int r = threadIdx.x; r < kChunk; r += kThreads) vc[r * stride + kVcat] = r < n_rows ? 1.0f : 0.0f;
+    }
+}
+
+// ---- kernels ----
+
+__global__ void __launch_bounds__(kThreads)
+    performer_state_kernel(float *__restrict__ states, QkvView x, const float *__restrict__ W,
+                           const float *__restrict__ pos_table, Dims d) {
+    extern __shared__ float smem[];
+    const StateSmem L(d.m);
+    const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
+    const int n_rows = min(kChunk, d.T - t0);
+    const int mp = odd_stride(d.m);
+    float *ws = smem + L.w, *xs = smem + L.x, *phi = smem + L.phi, *vc = smem + L.vc;
+
+    stage_projection(ws, W, d.m);
+    stage_rows(xs, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
+    stage_vcat(vc, kStateCols, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
+    __syncthreads();
+    features(phi, mp, xs, ws, d.m, n_rows);
+    __syncthreads();
+
+    float *out = states + ((size_t)c * d.H + h) * (size_t)d.m * kStateCols;
+    for (int i = threadIdx.x; i < d.m * kStateCols; i += kThreads) {
+        const int j = i / kStateCols, e = i % kStateCols;
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int r = 0; r < kChunk; ++r) acc = fmaf(phi[r * mp + j], vc[r * kStateCols + e], acc);
+        out[i] = acc;
+    }
+}
+
+__global__ void performer_scan_kernel(float *__restrict__ states, Dims d) {
+    const long long cols = (long long)d.H * d.m * kStateCols;
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= cols) return;
+    float run = 0.0f;
+    for (int c = 0; c < d.n_chunks; ++c) {
+        float *p = states + (long long)c * cols + i;
+        const float v = *p;
+        *p = run;
+        run += v;
+    }
+}
+
+__global__ void __launch_bounds__(kThreads)
+    estimator_rows_kernel(float *__restrict__ image, float *__restrict__ gates, const float *__restrict__ states,
+                          QkvView x, SeaDeviceParams p, Dims d) {
+    extern __shared__ float smem[];
+    const RowsSmem L(d.m, d.KH);
+    const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
+    const int n_rows = min(kChunk, d.T - t0);
+    const int m = d.m, mp = odd_stride(m);
+    const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+    float *S = smem + L.S, *ws = smem + L.w, *phq = smem + L.phq, *phk = smem + L.phk, *A = smem + L.a;
+    float *z = smem + L.z, *wt = smem + L.wt, *vc = smem + L.vc, *cp = smem + L.cp, *inv_den = smem + L.inv_den;
+
+    // ---- phase 1: the causal Performer output of the chunk's rows (sea.md §2.3) ----
+    const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
+    for (int i = tid; i < m * kStateCols; i += kThreads) S[i] = st[i];
+    stage_projection(ws, p.performer_proj, m);
+    stage_vcat(vc, kVcat, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
+    stage_rows(A, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
+    __syncthreads();
+    features(phq, mp, A, ws, m, n_rows);
+    __syncthreads();
+    stage_rows(A, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
+    __syncthreads();
+    features(phk, mp, A, ws, m, n_rows);
+    __syncthreads();
+    // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above.
+    for (int i = tid; i < kChunk * kChunk; i += kThreads) {
+        const int r = i / kChunk, s = i % kChunk;
+        float acc = 0.0f;
+        if (s <= r) {
+            for (int j = 0; j < m; ++j) acc = fmaf(phq[r * mp + j], phk[s * mp + j], acc);
+        }
+        A[r * kXStride + s] = acc;
+    }
+    __syncthreads();
+    // Denominator φq_r · (S_k(t) + 1e-6) with S_k(t) = S_k(start) + Σ_{s≤r} φk_s.
+    for (int r = warp; r < kChunk; r += kWarps) {
+        float acc = 0.0f;
+        for (int j = lane; j < m; j += kWarpSize) acc += phq[r * mp + j] * (S[j * kStateCols + kVcat] + kLinearAttnEps);
+        for (int s = lane; s <= r; s += kWarpSize) acc += A[r * kXStride + s];
+        acc = warp_reduce_sum(acc);
+        if (lane == 0) inv_den[r] = r < n_rows ? 1.0f / acc : 0.0f;
+    }
+    __syncthreads();
+    {
+        const int e = tid % kVcat, r0 = tid / kVcat;  // rows r0, r0 + 2, ..., column e
+        float acc[kRowsPerThread];
+#pragma unroll
+        for (int u = 0; u < kRowsPerThread; ++u) acc[u] = 0.0f;
+        for (int j = 0; j < m; ++j) {
+            const float sv = S[j * kStateCols + e];
+#pragma unroll
+            for (int u = 0; u < kRowsPerThread; ++u) acc[u] = fmaf(phq[(r0 + 2 * u) * mp + j], sv, acc[u]);
+        }
+        for (int s = 0; s < kChunk; ++s) {
+            const float vv = vc[s * kVcat + e];
+#pragma unroll
+            for (int u = 0; u < kRowsPerThread; ++u) acc[u] = fmaf(A[(r0 + 2 * u) * kXStride + s], vv, acc[u]);
+        }
+#pragma unroll
+        for (int u = 0; u < kRowsPerThread; ++u) {
+            const int r = r0 + 2 * u;
+            cp[r * kVcat + e] = acc[u] * inv_den[r];
+        }
+    }
+    __syncthreads();
+
+    // ---- phase 2: encoder X = [C_perf ; v] (192) -> 128 (sea.md §2.4) ----
+    {
+        float acc[8][4];
+#pragma unroll
+        for (int v = 0; v < 8; ++v)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) acc[v][u] = 0.0f;
+        for (int i0 = 0; i0 < kEncIn; i0 += kEncChunk) {
+            for (int idx = tid; idx < kEncHidden * kEncChunk; idx += kThreads) {
+                const int o = idx / kEncChunk, ii = idx % kEncChunk;
+                wt[ii * kWtStride + o] = p.enc_w[o * kEncIn + i0 + ii];
+            }
+            __syncthreads();
+            // Columns 0..127 of X are C_perf, 128..191 are v (= vc columns 64..127); a slice is one or the other.
+            const float *xsrc = i0 < kVcat ? cp + i0 : vc + kHeadDim + (i0 - kVcat);
+#pragma unroll 4
+            for (int ii = 0; ii < kEncChunk; ++ii) {
+                float xv[8], wv[4];
+#pragma unroll
+                for (int v = 0; v < 8; ++v) xv[v] = xsrc[(warp + kWarps * v) * kVcat + ii];
+#pragma unroll
+                for (int u = 0; u < 4; ++u) wv[u] = wt[ii * kWtStride + lane + kWarpSize * u];
+#pragma unroll
+                for (int v = 0; v < 8; ++v)
+#pragma unroll
+                    for (int u = 0; u < 4; ++u) acc[v][u] = fmaf(xv[v], wv[u], acc[v][u]);
+            }
+            __syncthreads();
+        }
+#pragma unroll
+        for (int v = 0; v < 8; ++v)
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const int o = lane + kWarpSize * u;
+                z[(warp + kWarps * v) * kZStride + o] = acc[v][u] + p.enc_b[o];
+            }
+    }
+    __syncthreads();
+    // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9), one warp per row.
+    for (int r = warp; r < kChunk; r += kWarps) {
+        float *zr = z + r * kZStride;
+        float vals[4], sum = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            vals[u] = zr[lane + kWarpSize * u];
+            sum += vals[u];
+        }
+        const float mean = warp_reduce_sum(sum) / (float)kEncHidden;
+        float sq = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) sq += (vals[u] - mean) * (vals[u] - mean);
+        const float var = warp_reduce_sum(sq) / (float)kEncHidden;
+        const float rstd = 1.0f / sqrtf(var + kLayerNormEps);
+        float g0 = 0.0f, g1 = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int o = lane + kWarpSize * u;
+            float y = (vals[u] - mean) * rstd * p.enc_norm_w[o] + p.enc_norm_b[o];
+            y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+            zr[o] = y;
+            g0 = fmaf(y, p.scaler_w[o], g0);
+            g1 = fmaf(y, p.scaler_w[kEncHidden + o], g1);
+        }
+        g0 = warp_reduce_sum(g0);
+        g1 = warp_reduce_sum(g1);
+        if (lane == 0 && r < n_rows) {
+            float *g = gates + ((size_t)(t0 + r) * d.H + h) * 2;
+            g[0] = g0 + p.scaler_b[0];
+            g[1] = g1 + p.scaler_b[1];
+        }
+    }
+    __syncthreads();
+
+    // ---- phase 3: row decoder (sea.md §2.5) into cp, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
+    const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
+    float *R = cp;
+    for (int idx = tid; idx < kChunk * KH; idx += kThreads) {
+        const int r = idx / KH, o = idx % KH;
+        const float *zr = z + r * kZStride;
+        const float *wo = p.dec_row_w + (size_t)o * kEncHidden;
+        float acc = 0.0f;
+#pragma unroll 8
+        for (int i = 0; i < kEncHidden; ++i) acc = fmaf(zr[i], __ldg(wo + i), acc);
+        R[r * r_stride + o] = acc + p.dec_row_b[o];
+    }
+    __syncthreads();
+    for (int idx = tid; idx < kChunk * 2; idx += kThreads) {
+        const int r = idx / 2, half = idx % 2;
+        if (r >= n_rows) continue;
+        const float *in = R + r * r_stride + half * W4;
+        float sum = 0.0f;
+        for (int i = 0; i < W4; ++i) sum += in[i];
+        const float mean = sum / (float)W4;
+        float sq = 0.0f;
+        for (int i = 0; i < W4; ++i) sq += (in[i] - mean) * (in[i] - mean);
+        const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
+        float *dst = image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4;
+        for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+    }
+}
+
+void set_smem(const void *kernel, size_t bytes, const char *name) {
+    // Shared memory above the 48 KB default needs an opt-in; sizes were checked against the device's limit.
+    const cudaError_t err =
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    check_cuda(err, name, __FILE__, __LINE__);
+}
+
+}  // namespace
+
+size_t performer_state_smem_bytes(const Dims &d) { return (size_t)StateSmem(d.m).total * sizeof(float); }
+size_t estimator_rows_smem_bytes(const Dims &d) { return (size_t)RowsSmem(d.m, d.KH).total * sizeof(float); }
+
+void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const Dims &d,
+                            cudaStream_t stream) {
+    const size_t smem = performer_state_smem_bytes(d);
+    set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
+    performer_state_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(
+        states, x, p.performer_proj, p.pos_table, d);
+    check_launch("sea performer_state_kernel");
+}
+
+void launch_performer_scan(float *states, const Dims &d, cudaStream_t stream) {
+    const long long cols = (long long)d.H * d.m * kStateCols;
+    const int threads = 256;
+    performer_scan_kernel<<<(unsigned)((cols + threads - 1) / threads), threads, 0, stream>>>(states, d);
+    check_launch("sea performer_scan_kernel");
+}
+
+void launch_estimator_rows(float *image, float *gates, const float *states, const QkvView &x,
+                           const SeaDeviceParams &p, const Dims &d, cudaStream_t stream) {
+    const size_t smem = estimator_rows_smem_bytes(d);
+    set_smem(reinterpret_cast<const void *>(estimator_rows_kernel), smem, "cudaFuncSetAttribute(estimator_rows)");
+    estimator_rows_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(image, gates, states,
+                                                                                                 x, p, d);
+    check_launch("sea estimator_rows_kernel");
+}
+
+}  // namespace seaopt::cuda::sea

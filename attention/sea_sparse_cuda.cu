@@ -1,0 +1,207 @@
+// SEA sparse attention on the selected keys (sea.md §2.8-§2.10; sea_cpu.cpp sea_expand_cells_to_keys and
+// sparse_attention_row), and the running sums of v the output mixing needs.
+//
+//   v_chunk_sum_kernel  grid (chunk of 64 rows, head), 64 threads (one per dim): Σ v over the chunk.
+//   v_prefix_kernel     grid (chunk, head), 64 threads: the chunks before (≤ ⌈T/64⌉ sums) plus a running sum over
+//                       the chunk's rows -> Σ_{j≤t} v_j [T][H][64] fp32.
+//   sparse_attention_kernel  one warp per (t, h), 8 per block. The (t, h) mask row says which cells are kept; the
+//       warp computes each kept cell's key interval [v0, v1) (the authors' fp32 arithmetic: s = fl((t+1)·fl(1/K)),
+//       v = min(roundf(fl(c·s)), t+1)) and its key count n = min(v1-v0, k), and an exclusive prefix of the counts
+//       over the cells (shared memory, K+1 ints per warp). Key i of the head is then in the cell found by a binary
+//       search of the prefix, at v1 - 1 - ⌊j·len/n⌋ (j = i - prefix; the capped cells' even spacing, descending
+//       inside a cell as the FlatCSR order). Keys go 32 per step, one per lane: the lane's dot product q·k_key over
+//       64 dims (eight 16-byte loads of the fp16 K row), an fp32 online softmax over the steps (running max and sum),
+//       and Σ p·v with lanes on dims (each key's fp16 V row is one coalesced 128-byte read). Nothing but the
+//       selected keys' rows is read, and nothing is materialised per key. Then, as sparse_attention_row:
+//       C = (Σ p·v / Σ p) · σ(s_prob) (0 for a head without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)/(t+1),
+//       rounded to fp16.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention/sea_cuda_kernels.cuh"
+#include "engine/cuda/common.cuh"
+
+namespace seaopt::cuda::sea {
+namespace {
+
+constexpr int kSparseWarps = 8;
+constexpr unsigned kFull = 0xffffffffu;
+
+__global__ void __launch_bounds__(kHeadDim) v_chunk_sum_kernel(float *__restrict__ v_chunk, QkvView x, Dims d) {
+    const int c = blockIdx.x, h = blockIdx.y, dd = threadIdx.x;
+    const int t0 = c * kChunk, n_rows = min(kChunk, d.T - t0);
+    const __half *vb = v_at(x, 0, h) + dd;
+    float s = 0.0f;
+    for (int r = 0; r < n_rows; ++r) s += __half2float(vb[(long long)(t0 + r) * x.v_row]);
+    v_chunk[((size_t)c * d.H + h) * kHeadDim + dd] = s;
+}
+
+__global__ void __launch_bounds__(kHeadDim)
+    v_prefix_kernel(float *__restrict__ v_prefix, const float *__restrict__ v_chunk, QkvView x, Dims d) {
+    const int c = blockIdx.x, h = blockIdx.y, dd = threadIdx.x;
+    const int t0 = c * kChunk, n_rows = min(kChunk, d.T - t0);
+    float run = 0.0f;
+    for (int cc = 0; cc < c; ++cc) run += v_chunk[((size_t)cc * d.H + h) * kHeadDim + dd];
+    const __half *vb = v_at(x, 0, h) + dd;
+    for (int r = 0; r < n_rows; ++r) {
+        run += __half2float(vb[(long long)(t0 + r) * x.v_row]);
+        v_prefix[((size_t)(t0 + r) * d.H + h) * kHeadDim + dd] = run;
+    }
+}
+
+__device__ __forceinline__ float2 half2_bits_to_float2(uint32_t w) {
+    return make_float2(__half2float(__ushort_as_half((unsigned short)(w & 0xFFFFu))),
+                       __half2float(__ushort_as_half((unsigned short)(w >> 16))));
+}
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
+    sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
+                            const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
+                            int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
+    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
+    __shared__ float s_q[kSparseWarps][kHeadDim];
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    const long long row = (long long)blockIdx.x * kSparseWarps + warp;  // (t, h), t-major
+    if (row >= (long long)d.T * d.H) return;
+    const int t = (int)(row / d.H), h = (int)(row % d.H);
+    int *offs = s_offs[warp];
+    float *q = s_q[warp];
+    const int row_len = t + 1, K = d.K;
+    const float s = cell_scale(t, d);
+    const uint32_t *mrow = cell_mask + (size_t)row * d.KW;
+
+    // Keys per kept cell (sea.md §2.8, the cap k per cell) and their exclusive prefix over the cells.
+    int carry = 0;
+    for (int base = 0; base < K; base += kWarpSize) {
+        const int c = base + lane;
+        int n = 0;
+        if (c < K && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
+            const int len = cell_edge(c + 1, s, row_len) - cell_edge(c, s, row_len);
+            n = len > 0 ? min(len, d.k) : 0;
+        }
+        int incl = n;
+#pragma unroll
+        for (int off = 1; off < kWarpSize; off <<= 1) {
+            const int v = __shfl_up_sync(kFull, incl, off);
+            if (lane >= off) incl += v;
+        }
+        if (c < K) offs[c] = carry + incl - n;
+        carry += __shfl_sync(kFull, incl, kWarpSize - 1);
+    }
+    if (lane == 0) offs[K] = carry;
+    const int n_keys = carry;
+    {
+        const uint32_t qw = reinterpret_cast<const uint32_t *>(q_at(x, t, h))[lane];
+        const float2 qq = half2_bits_to_float2(qw);
+        q[2 * lane] = __fmul_rn(qq.x, x.q_scale);
+        q[2 * lane + 1] = __fmul_rn(qq.y, x.q_scale);
+    }
+    __syncwarp();
+
+    const __half *kb = k_at(x, 0, h), *vb = v_at(x, 0, h);
+    float m_run = -INFINITY, l_run = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+    uint32_t ksum = 0u;
+    for (int base = 0; base < n_keys; base += kWarpSize) {
+        const int i = base + lane;
+        const bool valid = i < n_keys;
+        int key = 0;
+        float score = -INFINITY;
+        if (valid) {
+            int lo = 0, hi = K;  // offs[lo] <= i < offs[hi]
+            while (hi - lo > 1) {
+                const int mid = (lo + hi) >> 1;
+                if (offs[mid] <= i) {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            const int v0 = cell_edge(lo, s, row_len), v1 = cell_edge(lo + 1, s, row_len);
+            const unsigned len = (unsigned)(v1 - v0);
+            const unsigned n = min(len, (unsigned)d.k);
+            const unsigned j = (unsigned)(i - offs[lo]);
+            key = v1 - 1 - (int)((j * len) / n);
+            ksum += (uint32_t)key;
+            const uint4 *kr = reinterpret_cast<const uint4 *>(kb + (long long)key * x.k_row);
+            float dot = 0.0f;
+#pragma unroll
+            for (int u = 0; u < kHeadDim / 8; ++u) {
+                const uint4 w = kr[u];
+                const float2 a = half2_bits_to_float2(w.x), b = half2_bits_to_float2(w.y);
+                const float2 c2 = half2_bits_to_float2(w.z), e = half2_bits_to_float2(w.w);
+                const float *qu = q + 8 * u;
+                dot = fmaf(qu[0], a.x, dot);
+                dot = fmaf(qu[1], a.y, dot);
+                dot = fmaf(qu[2], b.x, dot);
+                dot = fmaf(qu[3], b.y, dot);
+                dot = fmaf(qu[4], c2.x, dot);
+                dot = fmaf(qu[5], c2.y, dot);
+                dot = fmaf(qu[6], e.x, dot);
+                dot = fmaf(qu[7], e.y, dot);
+            }
+            score = dot;
+        }
+        const float m_new = fmaxf(m_run, warp_reduce_max(score));
+        const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
+        const float pj = valid ? expf(score - m_new) : 0.0f;
+        l_run = l_run * corr + warp_reduce_sum(pj);
+        acc0 *= corr;
+        acc1 *= corr;
+        const int n_here = min(kWarpSize, n_keys - base);
+        for (int jj = 0; jj < n_here; ++jj) {
+            const float pp = __shfl_sync(kFull, pj, jj);
+            const int kk = __shfl_sync(kFull, key, jj);
+            const uint32_t vw = reinterpret_cast<const uint32_t *>(vb + (long long)kk * x.v_row)[lane];
+            const float2 vv = half2_bits_to_float2(vw);
+            acc0 = fmaf(pp, vv.x, acc0);
+            acc1 = fmaf(pp, vv.y, acc1);
+        }
+        m_run = m_new;
+    }
+
+    const float *g = gates + (size_t)row * 2;
+    float c0 = 0.0f, c1 = 0.0f;
+    if (n_keys > 0) {
+        const float scale = (1.0f / l_run) * sigmoid(g[0]);
+        c0 = acc0 * scale;
+        c1 = acc1 * scale;
+    }
+    const float mix = sigmoid(g[1]);
+    const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
+    const float *vp = v_prefix + (size_t)row * kHeadDim + 2 * lane;
+    const float o0 = mix * c0 + (1.0f - mix) * (vp[0] * inv_count);
+    const float o1 = mix * c1 + (1.0f - mix) * (vp[1] * inv_count);
+    __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim) + lane;
+    *dst = __floats2half2_rn(o0, o1);
+    if (key_count && lane == 0) key_count[row] = n_keys;
+    if (key_sum) {
+        const uint32_t total = __reduce_add_sync(kFull, ksum);
+        if (lane == 0) key_sum[row] = total;
+    }
+}
+
+}  // namespace
+
+void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream) {
+    const dim3 grid((unsigned)d.n_chunks, (unsigned)d.H);
+    v_chunk_sum_kernel<<<grid, kHeadDim, 0, stream>>>(v_chunk, x, d);
+    check_launch("sea v_chunk_sum_kernel");
+    v_prefix_kernel<<<grid, kHeadDim, 0, stream>>>(v_prefix, v_chunk, x, d);
+    check_launch("sea v_prefix_kernel");
+}
+
+void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
+                             const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
+                             uint32_t *key_sum, cudaStream_t stream) {
+    const long long rows = (long long)d.T * d.H;
+    sparse_attention_kernel<<<(unsigned)((rows + kSparseWarps - 1) / kSparseWarps), kSparseWarps * kWarpSize, 0,
+                              stream>>>(out, out_row_stride, x, gates, cell_mask, v_prefix, d, key_count, key_sum);
+    check_launch("sea sparse_attention_kernel");
+}
+
+}  // namespace seaopt::cuda::sea

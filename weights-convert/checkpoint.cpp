@@ -116,9 +116,9 @@ std::string shape_string(const std::vector<uint64_t> &shape) {
     return s + "]";
 }
 
-std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file) {
+std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file, bool keep_unconvertible) {
     std::vector<SourceTensor> out;
-    for (SafetensorsTensor &t : read_safetensors_header(src)) {
+    for (SafetensorsTensor &t : read_safetensors_header(src, keep_unconvertible)) {
         SourceTensor s;
         s.name = std::move(t.name);
         s.dtype = t.dtype;
@@ -126,9 +126,14 @@ std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t fi
         s.file = file;
         s.offset = t.offset;
         s.n_bytes = t.n_bytes;
+        s.unconvertible = std::move(t.unconvertible);
         out.push_back(std::move(s));
     }
     return out;
+}
+
+std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file) {
+    return list_safetensors_file(src, file, /*keep_unconvertible=*/false);
 }
 
 TorchArchive read_torch_archive(const ByteSource &src) {

@@ -42,6 +42,9 @@ Checkpoint open_checkpoint(const std::string &dir);
 
 // One weight file (tests use these with in-memory sources). `file` is stored in each tensor.
 std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file);
+// The same, keeping tensors of dtypes the converter cannot read (marked `unconvertible`, refused
+// only if used: SEA checkpoints carry such buffers).
+std::vector<SourceTensor> list_safetensors_file(const ByteSource &src, size_t file, bool keep_unconvertible);
 std::vector<SourceTensor> list_torch_zip_file(const ByteSource &src, size_t file);
 
 // A torch.save zip archive: its directory and its data.pkl (bounded in size, not yet interpreted).

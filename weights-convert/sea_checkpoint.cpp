@@ -140,21 +140,7 @@ SeaCheckpoint read_sea_checkpoint(const ByteSource &src, size_t file) {
     const bool zip = head[0] == 'P' && head[1] == 'K';
     if (!zip && head[8] == '{') {
         c.format = "safetensors";
-        c.tensors = [&] {
-            std::vector<SourceTensor> out;
-            for (SafetensorsTensor &t : read_safetensors_header(src, /*keep_unconvertible=*/true)) {
-                SourceTensor s;
-                s.name = std::move(t.name);
-                s.dtype = t.dtype;
-                s.shape = std::move(t.shape);
-                s.file = file;
-                s.offset = t.offset;
-                s.n_bytes = t.n_bytes;
-                s.unconvertible = std::move(t.unconvertible);
-                out.push_back(std::move(s));
-            }
-            return out;
-        }();
+        c.tensors = list_safetensors_file(src, file, /*keep_unconvertible=*/true);
         return c;
     }
 

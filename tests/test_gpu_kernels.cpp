@@ -56,6 +56,26 @@ void cuda_ok(cudaError_t err, const char *what) {
     if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
 }
 
+// Captures what `enqueue` puts on `stream` into an instantiated CUDA graph (the capture is ended and
+// the partial graph freed if enqueue throws). The caller destroys the returned exec.
+cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &enqueue) {
+    cudaGraph_t graph = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+    try {
+        enqueue();
+    } catch (...) {
+        cudaStreamEndCapture(stream, &graph);
+        if (graph) cudaGraphDestroy(graph);
+        throw;
+    }
+    cuda_ok(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
+    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    cuda_ok(err, "cudaGraphInstantiate");
+    return exec;
+}
+
 // A device array of n elements of T; freed on scope exit.
 template <typename T>
 class DeviceBuffer {
@@ -745,20 +765,7 @@ TEST_F(GpuGemm, GemvIsCapturableInACudaGraph) {
     enqueue(d_y16_direct.get(), d_y32_direct.get());
     sync();
 
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    try {
-        enqueue(d_y16_graph.get(), d_y32_graph.get());
-    } catch (...) {
-        cudaStreamEndCapture(stream_, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-    }
-    cuda_ok(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
-    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    cuda_ok(err, "cudaGraphInstantiate");
+    cudaGraphExec_t exec = capture_graph(stream_, [&] { enqueue(d_y16_graph.get(), d_y32_graph.get()); });
     for (int replay = 0; replay < 2; ++replay) cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
     sync();
     cudaGraphExecDestroy(exec);
@@ -966,20 +973,7 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     // Captured with PDL on, replayed twice.
     auto captured = [&](const char *what1, const char *what2) {
         reset();
-        cudaGraph_t graph = nullptr;
-        cudaGraphExec_t exec = nullptr;
-        cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-        try {
-            enqueue();
-        } catch (...) {
-            cudaStreamEndCapture(stream_, &graph);
-            if (graph) cudaGraphDestroy(graph);
-            throw;
-        }
-        cuda_ok(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
-        const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-        cudaGraphDestroy(graph);
-        cuda_ok(err, "cudaGraphInstantiate");
+        cudaGraphExec_t exec = capture_graph(stream_, enqueue);
         cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
         compare(off1, result(), what1);
         cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
@@ -1310,21 +1304,10 @@ TEST_F(GpuGemm, AutotuningStandsAsideWhereItMust) {
     DeviceBuffer<float> d_bias(random_f32(n_out, -0.5f, 0.5f, rng));
     const std::vector<float> y0 = random_f32((size_t)rows * n_out, -4.0f, 4.0f, rng);
     DeviceBuffer<float> d_y_graph(y0), d_y_direct(y0);
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    cuda_ok(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    try {
+    cudaGraphExec_t exec = capture_graph(stream_, [&] {
         gemm_f16_to_f32(handle_, d_y_graph.get(), d_x.get(), d_w.get(), d_bias.get(), 1.0f, rows, n_in, n_out,
                         stream_);
-    } catch (...) {
-        cudaStreamEndCapture(stream_, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-    }
-    cuda_ok(cudaStreamEndCapture(stream_, &graph), "cudaStreamEndCapture");
-    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    cuda_ok(err, "cudaGraphInstantiate");
+    });
     EXPECT_EQ(gemm_stats(handle_).tuned_plans, tuned0) << "a plan made during capture was timed";
     cuda_ok(cudaGraphLaunch(exec, stream_), "cudaGraphLaunch");
     gemm_f16_to_f32(handle_, d_y_direct.get(), d_x.get(), d_w.get(), d_bias.get(), 1.0f, rows, n_in, n_out, stream_);

@@ -1,5 +1,5 @@
 // SEA attention (Sparse linear attention with an Estimated Attention mask, ICLR 2024), CPU reference in
-// fp32, one layer. It follows /work/shared/docs/sea.md ("sea.md" below), which describes the authors' code
+// fp32, one layer. It follows ../shared/docs/sea.md ("sea.md" below), which describes the authors' code
 // (code name "perlin"), causal / OPT path:
 //   estimator  (§2.2-§2.6): Performer linear attention on (q, k, [E_pos ; v]) -> encoder MLP -> row decoder
 //                            -> causal dilated CNN -> Â = softmax over K compressed cells, per (head, query);

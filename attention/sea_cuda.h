@@ -1,6 +1,6 @@
 // SEA attention on the GPU: prefill of one sequence (positions 0..T-1), one layer. The fp32 CPU reference
 // (attention/sea_cpu.{h,cpp}) is the ground truth; every stage here mirrors a named function of sea_cpu.cpp and
-// /work/shared/docs/sea.md §2 ("sea.md"). Plain C++ header (no CUDA headers), like engine/cuda/ops.h.
+// ../shared/docs/sea.md §2 ("sea.md"). Plain C++ header (no CUDA headers), like engine/cuda/ops.h.
 //
 // Stages (kernels; files attention/sea_*_cuda.cu, launcher in sea_cuda.cu):
 //   0 performer_state   sea_estimator_cuda.cu  per 64-row chunk: Σ φ(k_j) ⊗ [E_pos ; v]_j and Σ φ(k_j)

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """SEA attention (one OPT decoder layer), a literal PyTorch reference written from docs sea.md
-(/work/shared/docs/sea.md: "SEA on OPT -- implementation spec"). Section numbers (§) refer to it.
+(../shared/docs/sea.md: "SEA on OPT -- implementation spec"). Section numbers (§) refer to it.
 
 Scope: one layer, batch 1 (N dropped), heads H, head_dim d (OPT: 64), sequence positions 0..T-1.
 Shapes use [H, T, d] (head-major); the engine's [T, H*d] is out.permute(1, 0, 2).reshape(T, H*d).

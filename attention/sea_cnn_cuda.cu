@@ -5,6 +5,10 @@
 //                       consecutive rows; the block stages input rows t0-4 .. t0+7 of 16 input channels at a time
 //                       in shared memory. y[co,t,x] = ReLU(b[co] + Σ_ci Σ_a Σ_b (w⊙mask)[co,ci,a,b] ·
 //                       in[ci, t-4+2a, x-2+2b]), zero outside the image (rows < 0: the causal top padding).
+//   decode_conv_kernel  decode (one row per sequence): grid (R, ⌈2H·K/4 / 128⌉), 128 threads, the same sum for the
+//                       row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
+//                       sequence's state (slot r % 8), 16 input channels staged at a time.
+//   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot r % 8), for the decode that follows.
 //   cnn_output_kernel   one warp per (t, h): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
 //                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
@@ -140,7 +144,76 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     for (int x = lane; x < K; x += kWarpSize) dst[x] = logit[x] * inv;
 }
 
+constexpr int kDecodeConvThreads = 128;
+
+__global__ void __launch_bounds__(kDecodeConvThreads)
+    decode_conv_kernel(DecodeView v, size_t in_offset, size_t out_offset, float *__restrict__ out,
+                       const float *__restrict__ w, const float *__restrict__ wmask, const float *__restrict__ b,
+                       Dims d) {
+    __shared__ float tile[3 * kConvCi * kMaxW4];  // [input row pos-4, pos-2, pos][ci][W4]
+    const int C = d.C, W4 = d.W4, r = blockIdx.x;
+    const int pos = v.pos[r], seq = v.seq[r];
+    const float *ring = state_at(v, seq, in_offset);
+    const int pair = blockIdx.y * kDecodeConvThreads + threadIdx.x;
+    const bool active = pair < C * W4;
+    const int co = active ? pair / W4 : 0, xo = active ? pair % W4 : 0;
+    float acc = active ? b[co] : 0.0f;
+    for (int ci0 = 0; ci0 < C; ci0 += kConvCi) {
+        const int nci = min(kConvCi, C - ci0);
+        __syncthreads();
+        const int slice = nci * W4;
+        for (int i = threadIdx.x; i < 3 * slice; i += kDecodeConvThreads) {
+            const int a = i / slice, rem = i % slice, ci = rem / W4, xx = rem % W4;
+            const int row = pos - 4 + 2 * a;  // rows before position 0 are the causal zero padding
+            tile[(a * kConvCi + ci) * W4 + xx] =
+                row >= 0 ? ring[((size_t)(row % kHistoryRows) * C + ci0 + ci) * W4 + xx] : 0.0f;
+        }
+        __syncthreads();
+        if (active) {
+            for (int ci = 0; ci < nci; ++ci) {
+                const size_t wbase = ((size_t)co * C + ci0 + ci) * kConvStoredTaps;
+#pragma unroll
+                for (int a = 0; a < 3; ++a) {
+#pragma unroll
+                    for (int bb = 0; bb < 3; ++bb) {
+                        const int xx = xo - 2 + 2 * bb;
+                        if (xx < 0 || xx >= W4) continue;
+                        const int i = a * 3 + bb;
+                        const float wk = wmask ? w[wbase + i] * wmask[wbase + i] : w[wbase + i];
+                        acc = fmaf(wk, tile[(a * kConvCi + ci) * W4 + xx], acc);
+                    }
+                }
+            }
+        }
+    }
+    if (!active) return;
+    float *dst = out_offset == SIZE_MAX ? out + (size_t)r * C * W4
+                                        : state_at(v, seq, out_offset) + (size_t)(pos % kHistoryRows) * C * W4;
+    dst[(size_t)co * W4 + xo] = fmaxf(acc, 0.0f);
+}
+
+__global__ void ring_store_kernel(float *__restrict__ ring, const float *__restrict__ image, Dims d) {
+    const int row = d.T - 1 - (int)blockIdx.x;  // blocks 0..3: rows T-1 .. T-4
+    if (row < 0) return;
+    const int n = d.C * d.W4;
+    float *dst = ring + (size_t)(row % kHistoryRows) * n;
+    const float *src = image + (size_t)row * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+}
+
 }  // namespace
+
+void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset, float *out, const float *w,
+                        const float *mask, const float *b, const Dims &d, cudaStream_t stream) {
+    const dim3 grid((unsigned)d.T, (unsigned)ceil_div(d.C * d.W4, kDecodeConvThreads));
+    decode_conv_kernel<<<grid, kDecodeConvThreads, 0, stream>>>(v, in_offset, out_offset, out, w, mask, b, d);
+    check_launch("sea decode_conv_kernel");
+}
+
+void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream) {
+    ring_store_kernel<<<4, 256, 0, stream>>>(ring, image, d);
+    check_launch("sea ring_store_kernel");
+}
 
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream) {

@@ -35,6 +35,7 @@
 #include <cstdint>
 
 #include "attention/sea_cpu.h"
+#include "attention/sea_layout.h"
 #include "engine/cuda/ops.h"
 
 typedef struct CUevent_st *cudaEvent_t;
@@ -112,27 +113,6 @@ struct SeaPrefillDebug {
     cudaEvent_t *stage_events = nullptr;
 };
 
-// Scratch memory of one prefill call, byte offsets into the caller's buffer (each 256-byte aligned). Regions
-// whose lives do not overlap share memory: `shared` holds the Performer chunk states (stages 0-2), then Â (5-6),
-// then the running sums of v (7-8). `image` holds the decoder image (2-3) and then the conv2 output (4-5).
-struct SeaPrefillScratchLayout {
-    size_t shared = 0, shared_bytes = 0;          // max(perf_state_bytes, probs_bytes, v_prefix_bytes)
-    size_t perf_state_bytes = 0;                  // ⌈T/64⌉·H·m·129 floats
-    size_t probs_bytes = 0;                       // T·H·K floats
-    size_t v_prefix_bytes = 0;                    // T·H·64 floats
-    size_t image = 0, image_bytes = 0;            // T·2H·K/4 floats
-    size_t conv1 = 0, conv1_bytes = 0;            // T·2H·K/4 floats
-    size_t gates = 0, gates_bytes = 0;            // T·H·2 floats
-    size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
-    size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
-    size_t total = 0;
-};
-// Throws seaopt::Error (SEAOPT_ERR_INVALID_ARGUMENT) for a config sea_validate_config rejects.
-SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T);
-// = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.5 MB (33.9 MiB) for OPT-1.3B (H 32, m 33,
-// K 64) at T = 2048, 17.8 MB at T = 1024.
-size_t sea_prefill_scratch_bytes(const cpu::SeaConfig &cfg, size_t T);
-
 // SEA prefill of positions 0..T-1 of one sequence: out[t·out_row_stride + h·64 + d] (fp16) for every t < T.
 // scratch: device memory of at least sea_prefill_scratch_bytes(cfg, T) bytes, 256-byte aligned; its contents need
 // not persist and nothing is allocated here. Everything is enqueued on `stream` (no synchronisation).
@@ -140,8 +120,48 @@ size_t sea_prefill_scratch_bytes(const cpu::SeaConfig &cfg, size_t T);
 // T > n_pos_ctx, null or misaligned pointers, a short scratch), SEAOPT_ERR_UNSUPPORTED for sizes these kernels do
 // not handle (K > 256, m > 64, shared memory beyond the device's per-block limit, T ≥ 2^24, k·T ≥ 2^31),
 // SEAOPT_ERR_DEVICE for launch failures.
+// state_out (optional, device, sea_decode_state_bytes): filled to continue decoding at position T (sea.md §2.12):
+// the Performer sums over all T rows, Σ v, and rows T-4..T-1 of the decoder image and of ReLU(conv1).
 void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
                                 float q_scale, int T, half_t *out, int64_t out_row_stride, void *scratch,
-                                size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug = nullptr);
+                                size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug = nullptr,
+                                void *state_out = nullptr);
+
+// ---- incremental decode (sea.md §2.12) ----
+//
+// One call runs R rows, each the next token of a DIFFERENT sequence (the caller splits a batch with several tokens
+// of one sequence into calls). Row r: its q, k, v at batch row row[r] of `qkv`, its position pos[r] (= the length
+// of its sequence before it), its sequence seq[r]. Kernels (sea_decode_cuda.cu and the shared stage files):
+//   decode_estimator  (R, H)  Performer step on the state's sums, encoder, gates, row decoder -> image ring; Σv += v
+//   decode_conv ×2    (R, ·)  conv1 row from the image ring -> conv1 ring; conv2 row -> scratch
+//   cnn_output, topk          the prefill's kernels on R rows (budget from pos[r])
+//   decode_sparse     (R·H warps)  the prefill's sparse attention body, keys from the sequence's KV cache
+// The state of a sequence at position 0 is never read (a sequence starts from zero sums), so clearing a sequence
+// needs no device work; a state is valid only for the position it was left at.
+
+// Device arrays of R int32 each.
+struct SeaDecodeRows {
+    const int32_t *row = nullptr;
+    const int32_t *pos = nullptr;
+    const int32_t *seq = nullptr;
+    int R = 0;
+};
+
+// The layer's KV cache, already holding every row's own key and value: key j of head h of sequence s at
+// k + s·seq_stride + h·head_stride + j·64 (elements; fp16), the same for v. Strides multiples of 8.
+struct SeaKvCache {
+    const half_t *k = nullptr, *v = nullptr;
+    int64_t seq_stride = 0, head_stride = 0;
+};
+
+size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg);
+size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R);
+
+// states: the states of sequence s at states + s·state_stride bytes (each sea_decode_state_bytes, 256-byte
+// aligned); out[row[r]·out_row_stride + h·64 + d] (fp16). Throws as sea_attention_prefill_cuda.
+void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
+                               float q_scale, const SeaDecodeRows &rows, const SeaKvCache &cache, void *states,
+                               size_t state_stride, half_t *out, int64_t out_row_stride, void *scratch,
+                               size_t scratch_bytes, cudaStream_t stream);
 
 }  // namespace seaopt::cuda

@@ -18,6 +18,10 @@ inline constexpr int kStateCols = kVcat + 1;  // a Performer state row: S_kv[j][
 inline constexpr int kEncIn = 192;
 inline constexpr int kEncHidden = 128;
 inline constexpr int kChunk = 64;           // rows per Performer chunk (and per v-prefix chunk)
+inline constexpr int kHistoryRows = 8;      // decode: CNN history ring rows (sea_layout.h)
+static_assert(kChunk == (int)kSeaChunkRows && kStateCols == (int)kSeaStateCols &&
+                  kHistoryRows == (int)kSeaHistoryRows,
+              "sea_layout.h sizes the buffers these kernels index");
 inline constexpr int kMaxK = 256;           // K ≤ 256: the conv tile and per-warp buffers are sized for it
 inline constexpr int kMaxFeatures = 64;     // m ≤ 64
 inline constexpr int kConvStoredTaps = 15;  // a stored causal conv kernel: 5 rows × 3 columns, rows 0..2 live
@@ -45,7 +49,29 @@ struct Dims {
     // sea_positional_row_index: identity, halving, or floor(pos · fl(in/out)) clamped to in-1.
     int pos_in = 0, pos_out = 0;
     float pos_scale = 0.0f;
+    // Decode: the position of each of the T rows (device array); null in a prefill, where row t is position t.
+    const int32_t *row_pos = nullptr;
 };
+
+// The Dims of a call of T rows (sea_cuda.cu).
+Dims make_dims(const cpu::SeaConfig &cfg, int T);
+
+// Position of query row t: t in a prefill, row_pos[t] in a decode call.
+__device__ __forceinline__ int query_position(int t, const Dims &d) { return d.row_pos ? d.row_pos[t] : t; }
+
+// The rows of a decode call (sea_cuda.h SeaDecodeRows) and where each row's sequence keeps its state and keys.
+struct DecodeView {
+    const int32_t *row, *pos, *seq;  // [R] each
+    char *states;                    // sequence s's state at states + s·state_stride (sea_layout.h layout)
+    long long state_stride;
+    SeaDecodeStateLayout state;
+    const __half *k_cache, *v_cache;  // key j of head h of sequence s: k_cache + s·seq_stride + h·head_stride + j·64
+    long long cache_seq_stride, cache_head_stride;
+};
+
+__device__ __forceinline__ float *state_at(const DecodeView &v, int seq, size_t offset) {
+    return reinterpret_cast<float *>(v.states + (long long)seq * v.state_stride + (long long)offset);
+}
 
 // q, k, v as the kernels read them (strides in elements; see SeaQkv).
 struct QkvView {
@@ -100,7 +126,8 @@ size_t performer_state_smem_bytes(const Dims &d);
 size_t estimator_rows_smem_bytes(const Dims &d);
 void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const Dims &d,
                             cudaStream_t stream);
-void launch_performer_scan(float *states, const Dims &d, cudaStream_t stream);
+// total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
+void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
 void launch_estimator_rows(float *image, float *gates, const float *states, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
 // sea_cnn_cuda.cu
@@ -108,6 +135,12 @@ void launch_causal_conv(float *y, const float *x, const float *w, const float *m
                         cudaStream_t stream);
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream);
+// Copies rows max(0, T-4) .. T-1 of an image [T][2H][K/4] into slots r % 8 of a history ring (a decode state's).
+void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream);
+// Decode: one causal conv row per call row. Input rows pos, pos-2, pos-4 from the ring at in_offset of the row's
+// state; output to the ring at out_offset (slot pos % 8) or, with out_offset = SIZE_MAX, to out [R][2H][K/4].
+void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset, float *out, const float *w,
+                        const float *mask, const float *b, const Dims &d, cudaStream_t stream);
 // sea_topk_cuda.cu
 size_t topk_smem_bytes(const Dims &d);
 void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStream_t stream);
@@ -116,5 +149,12 @@ void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Di
 void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                              const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
                              uint32_t *key_sum, cudaStream_t stream);
+// Decode: the same per (row, head), q from qkv row row[r], keys from the cache of sequence seq[r], Σv from its state.
+void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,
+                                    const float *gates, const uint32_t *cell_mask, const Dims &d, cudaStream_t stream);
+// sea_decode_cuda.cu: the estimator of one row per call row (Performer step on the state, encoder, gates, row
+// decoder): gates -> [R][H][2], the LayerNormed image row -> the image ring (slot pos % 8); Σv += v.
+void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
+                             const Dims &d, cudaStream_t stream);
 
 }  // namespace seaopt::cuda::sea

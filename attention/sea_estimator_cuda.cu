@@ -157,7 +157,7 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-__global__ void performer_scan_kernel(float *__restrict__ states, Dims d) {
+__global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float *__restrict__ total) {
     const long long cols = (long long)d.H * d.m * kStateCols;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= cols) return;
@@ -168,6 +168,7 @@ __global__ void performer_scan_kernel(float *__restrict__ states, Dims d) {
         *p = run;
         run += v;
     }
+    if (total) total[i] = run;  // the sums over every row: a decode state's (sea_layout.h)
 }
 
 __global__ void __launch_bounds__(kThreads)
@@ -359,10 +360,10 @@ void launch_performer_state(float *states, const QkvView &x, const SeaDevicePara
     check_launch("sea performer_state_kernel");
 }
 
-void launch_performer_scan(float *states, const Dims &d, cudaStream_t stream) {
+void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream) {
     const long long cols = (long long)d.H * d.m * kStateCols;
     const int threads = 256;
-    performer_scan_kernel<<<(unsigned)((cols + threads - 1) / threads), threads, 0, stream>>>(states, d);
+    performer_scan_kernel<<<(unsigned)((cols + threads - 1) / threads), threads, 0, stream>>>(states, d, total);
     check_launch("sea performer_scan_kernel");
 }
 

@@ -59,21 +59,18 @@ __device__ __forceinline__ float2 half2_bits_to_float2(uint32_t w) {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
-    sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
-                            const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
-                            int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
-    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
-    __shared__ float s_q[kSparseWarps][kHeadDim];
-    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    const long long row = (long long)blockIdx.x * kSparseWarps + warp;  // (t, h), t-major
-    if (row >= (long long)d.T * d.H) return;
-    const int t = (int)(row / d.H), h = (int)(row % d.H);
-    int *offs = s_offs[warp];
-    float *q = s_q[warp];
+// One (query, head) on one warp (lanes own output dims 2·lane, 2·lane+1): t the query's position, q_row its fp16
+// q, kb/vb the head's key/value rows (key j at kb + j·k_row), mrow its mask words, g its gates, vsum Σ_{j≤t} v_j
+// of the head (64 floats), dst its 64 outputs. offs, q: the warp's shared scratch.
+__device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, const __half *__restrict__ q_row,
+                                           float q_scale, const __half *__restrict__ kb, long long k_row,
+                                           const __half *__restrict__ vb, long long v_row,
+                                           const uint32_t *__restrict__ mrow, const float *__restrict__ g,
+                                           const float *__restrict__ vsum, const Dims &d, int *offs, float *q,
+                                           int32_t *key_count, uint32_t *key_sum) {
+    const int lane = threadIdx.x % kWarpSize;
     const int row_len = t + 1, K = d.K;
     const float s = cell_scale(t, d);
-    const uint32_t *mrow = cell_mask + (size_t)row * d.KW;
 
     // Keys per kept cell (sea.md §2.8, the cap k per cell) and their exclusive prefix over the cells.
     int carry = 0;
@@ -96,14 +93,13 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
     if (lane == 0) offs[K] = carry;
     const int n_keys = carry;
     {
-        const uint32_t qw = reinterpret_cast<const uint32_t *>(q_at(x, t, h))[lane];
+        const uint32_t qw = reinterpret_cast<const uint32_t *>(q_row)[lane];
         const float2 qq = half2_bits_to_float2(qw);
-        q[2 * lane] = __fmul_rn(qq.x, x.q_scale);
-        q[2 * lane + 1] = __fmul_rn(qq.y, x.q_scale);
+        q[2 * lane] = __fmul_rn(qq.x, q_scale);
+        q[2 * lane + 1] = __fmul_rn(qq.y, q_scale);
     }
     __syncwarp();
 
-    const __half *kb = k_at(x, 0, h), *vb = v_at(x, 0, h);
     float m_run = -INFINITY, l_run = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
     uint32_t ksum = 0u;
     for (int base = 0; base < n_keys; base += kWarpSize) {
@@ -127,7 +123,7 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
             const unsigned j = (unsigned)(i - offs[lo]);
             key = v1 - 1 - (int)((j * len) / n);
             ksum += (uint32_t)key;
-            const uint4 *kr = reinterpret_cast<const uint4 *>(kb + (long long)key * x.k_row);
+            const uint4 *kr = reinterpret_cast<const uint4 *>(kb + (long long)key * k_row);
             float dot = 0.0f;
 #pragma unroll
             for (int u = 0; u < kHeadDim / 8; ++u) {
@@ -156,7 +152,7 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
         for (int jj = 0; jj < n_here; ++jj) {
             const float pp = __shfl_sync(kFull, pj, jj);
             const int kk = __shfl_sync(kFull, key, jj);
-            const uint32_t vw = reinterpret_cast<const uint32_t *>(vb + (long long)kk * x.v_row)[lane];
+            const uint32_t vw = reinterpret_cast<const uint32_t *>(vb + (long long)kk * v_row)[lane];
             const float2 vv = half2_bits_to_float2(vw);
             acc0 = fmaf(pp, vv.x, acc0);
             acc1 = fmaf(pp, vv.y, acc1);
@@ -164,7 +160,6 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
         m_run = m_new;
     }
 
-    const float *g = gates + (size_t)row * 2;
     float c0 = 0.0f, c1 = 0.0f;
     if (n_keys > 0) {
         const float scale = (1.0f / l_run) * sigmoid(g[0]);
@@ -173,16 +168,50 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
     }
     const float mix = sigmoid(g[1]);
     const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
-    const float *vp = v_prefix + (size_t)row * kHeadDim + 2 * lane;
+    const float *vp = vsum + 2 * lane;
     const float o0 = mix * c0 + (1.0f - mix) * (vp[0] * inv_count);
     const float o1 = mix * c1 + (1.0f - mix) * (vp[1] * inv_count);
-    __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim) + lane;
-    *dst = __floats2half2_rn(o0, o1);
-    if (key_count && lane == 0) key_count[row] = n_keys;
+    reinterpret_cast<__half2 *>(dst)[lane] = __floats2half2_rn(o0, o1);
+    if (key_count && lane == 0) *key_count = n_keys;
     if (key_sum) {
         const uint32_t total = __reduce_add_sync(kFull, ksum);
-        if (lane == 0) key_sum[row] = total;
+        if (lane == 0) *key_sum = total;
     }
+}
+
+__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
+    sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
+                            const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
+                            int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
+    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
+    __shared__ float s_q[kSparseWarps][kHeadDim];
+    const int warp = threadIdx.x / kWarpSize;
+    const long long row = (long long)blockIdx.x * kSparseWarps + warp;  // (t, h), t-major
+    if (row >= (long long)d.T * d.H) return;
+    const int t = (int)(row / d.H), h = (int)(row % d.H);
+    sparse_row(out + (long long)t * out_row + (long long)h * kHeadDim, t, q_at(x, t, h), x.q_scale, k_at(x, 0, h),
+               x.k_row, v_at(x, 0, h), x.v_row, cell_mask + (size_t)row * d.KW, gates + (size_t)row * 2,
+               v_prefix + (size_t)row * kHeadDim, d, s_offs[warp], s_q[warp], key_count ? key_count + row : nullptr,
+               key_sum ? key_sum + row : nullptr);
+}
+
+// Decode: warp (r, h); the query at position pos[r], its keys in the cache of sequence seq[r], Σv (this row's v
+// included, by the estimator kernel) in that sequence's state.
+__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
+    decode_sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, DecodeView v,
+                                   const float *__restrict__ gates, const uint32_t *__restrict__ cell_mask, Dims d) {
+    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
+    __shared__ float s_q[kSparseWarps][kHeadDim];
+    const int warp = threadIdx.x / kWarpSize;
+    const long long rh = (long long)blockIdx.x * kSparseWarps + warp;  // (r, h), r-major
+    if (rh >= (long long)d.T * d.H) return;
+    const int r = (int)(rh / d.H), h = (int)(rh % d.H);
+    const int t = v.pos[r], seq = v.seq[r], br = v.row[r];
+    const long long cache_off = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride;
+    sparse_row(out + (long long)br * out_row + (long long)h * kHeadDim, t, q_at(x, br, h), x.q_scale,
+               v.k_cache + cache_off, kHeadDim, v.v_cache + cache_off, kHeadDim, cell_mask + (size_t)rh * d.KW,
+               gates + (size_t)rh * 2, state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim, d, s_offs[warp],
+               s_q[warp], nullptr, nullptr);
 }
 
 }  // namespace
@@ -202,6 +231,15 @@ void launch_sparse_attention(__half *out, long long out_row_stride, const QkvVie
     sparse_attention_kernel<<<(unsigned)((rows + kSparseWarps - 1) / kSparseWarps), kSparseWarps * kWarpSize, 0,
                               stream>>>(out, out_row_stride, x, gates, cell_mask, v_prefix, d, key_count, key_sum);
     check_launch("sea sparse_attention_kernel");
+}
+
+void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,
+                                    const float *gates, const uint32_t *cell_mask, const Dims &d,
+                                    cudaStream_t stream) {
+    const long long rows = (long long)d.T * d.H;
+    decode_sparse_attention_kernel<<<(unsigned)((rows + kSparseWarps - 1) / kSparseWarps), kSparseWarps * kWarpSize,
+                                     0, stream>>>(out, out_row_stride, x, v, gates, cell_mask, d);
+    check_launch("sea decode_sparse_attention_kernel");
 }
 
 }  // namespace seaopt::cuda::sea

@@ -51,7 +51,7 @@ __global__ void __launch_bounds__(kTopkThreads)
     const float *row = probs + (size_t)t * n;
     for (int i = tid; i < n; i += kTopkThreads) keys[i] = order_key(row[i]);
     for (int i = tid; i < n_words; i += kTopkThreads) mw[i] = 0u;
-    const int budget = row_budget(t, d);
+    const int budget = row_budget(query_position(t, d), d);
     __syncthreads();
 
     if (budget >= n) {

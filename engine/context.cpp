@@ -90,9 +90,6 @@ void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &
         throw_unsupported("SEA attention: the model " + (model.name.empty() ? std::string() : "'" + model.name + "' ") +
                           "has no SEA estimator: convert it with seaopt-convert --sea");
     }
-    if (model.device == SEAOPT_DEVICE_CUDA) {
-        throw_unsupported("SEA attention runs on the CPU engine only for now (--device cpu)");
-    }
     if (p.sea_k < 0) {
         throw_invalid_argument("sea_k = " + std::to_string(p.sea_k) + " must be >= 0 (0 = the model's sea.k)");
     }
@@ -115,14 +112,15 @@ void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
         if (sea.on[l]) cpu::sea_validate(sea.cfg, sea.params[l]);
     }
-    sea.states.assign((size_t)p.n_seq_max * hp.n_layer, cpu::SeaDecodeState{});
+    // The CPU engine keeps the decode states here; the CUDA engine keeps them on the device (opt_cuda.h).
+    if (model.device != SEAOPT_DEVICE_CUDA) sea.states.assign((size_t)p.n_seq_max * hp.n_layer, cpu::SeaDecodeState{});
     ctx.seq_tokens.assign(p.n_seq_max, {});
     // Planned: one state per (sequence, SEA layer) (sea.md §2.12), and the parameters.
     const uint64_t n_sea = (uint64_t)std::count(sea.on.begin(), sea.on.end(), 1);
     const uint64_t H = hp.n_head, m = sea.cfg.n_features, image_row = 2 * H * (K / 4);
     const uint64_t state_floats = H * m + H * m * 2 * cpu::kSeaHeadDim + H * cpu::kSeaHeadDim + 2 * 4 * image_row;
-    ctx.sea_bytes = n_sea * p.n_seq_max * state_floats * sizeof(float) + sea.params_bytes() +
-                    (uint64_t)p.n_seq_max * ctx.n_ctx * sizeof(int32_t);  // the token lists
+    ctx.sea_bytes = (model.device == SEAOPT_DEVICE_CUDA ? 0 : n_sea * p.n_seq_max * state_floats * sizeof(float)) +
+                    sea.params_bytes() + (uint64_t)p.n_seq_max * ctx.n_ctx * sizeof(int32_t);  // the token lists
     SEAOPT_LOG_INFO_("context: SEA attention in layers %s (%llu of %u), k %zu, K %zu, m %zu, %zu positions; "
                      "state and parameters %.1f MiB\n",
                      layer_ranges(sea.on).c_str(), (unsigned long long)n_sea, hp.n_layer, sea.cfg.k, sea.cfg.K,
@@ -162,10 +160,10 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     ctx.n_threads = p.n_threads > 0 ? p.n_threads : std::max(1, omp_get_num_procs());
     ctx.seq_len.assign(p.n_seq_max, 0);
 
-    if (p.attention == SEAOPT_ATTENTION_SEA) init_sea(ctx, model, p);  // refuses CUDA
+    if (p.attention == SEAOPT_ATTENTION_SEA) init_sea(ctx, model, p);
 
     if (model.device == SEAOPT_DEVICE_CUDA) {
-        ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch);
+        ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch, ctx.sea.any() ? &ctx.sea : nullptr);
         return;
     }
     const uint64_t kv_bytes = 2ull * hp.n_layer * p.n_seq_max * n_ctx * hp.n_embd * sizeof(float);
@@ -274,6 +272,84 @@ void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
     for (const TokenSlot &s : vb.slots) ctx.seq_tokens[(size_t)s.seq].push_back(s.token);  // reserved: no throw
 }
 
+// The SEA decode states of a sequence cannot be rewound (sea.md §2.12 keeps running sums and the CNN's last
+// rows): to bring sequence `seq` back to its first n_keep tokens (the context remembers them), the model re-runs
+// over them from position 0, which rebuilds the states (and rewrites the KV rows 0..n_keep-1 with the same
+// values). No logits. The CUDA engine takes at most n_batch tokens per forward: the first chunk runs the SEA
+// prefill, later chunks continue token by token. On failure the sequence is left empty.
+void replay_sea_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
+    SeaCpuState &sea = ctx.sea;
+    std::vector<int32_t> &tokens = ctx.seq_tokens[seq];
+    auto make_empty = [&] {
+        ctx.seq_len[seq] = 0;
+        tokens.clear();
+        if (!ctx.cuda) {
+            for (uint32_t l = 0; l < sea.n_layer; ++l) sea.state(seq, l).n_tokens = 0;
+        }
+    };
+    if (n_keep == 0) {
+        make_empty();
+        return;
+    }
+    try {
+        const int32_t chunk = ctx.cuda ? (int32_t)ctx.n_batch : n_keep;
+        for (int32_t p0 = 0; p0 < n_keep; p0 += chunk) {
+            const int32_t n = std::min(chunk, n_keep - p0);
+            std::vector<TokenSlot> slots((size_t)n);
+            for (int32_t i = 0; i < n; ++i) slots[(size_t)i] = TokenSlot{tokens[(size_t)(p0 + i)], p0 + i, (int32_t)seq};
+            if (ctx.cuda) {
+                opt_forward_cuda(ctx.model->hp, *ctx.model->cuda, *ctx.cuda, slots, {}, nullptr);
+            } else {
+                opt_forward_cpu(*ctx.model, ctx.kv, slots, {}, nullptr, ctx.n_threads, &sea);
+            }
+        }
+    } catch (...) {
+        make_empty();
+        throw;
+    }
+    ctx.seq_len[seq] = n_keep;
+    tokens.resize((size_t)n_keep);
+}
+
+// The CUDA forward of a validated batch. With SEA the device updates the batch's sequences' decode states in
+// place; if the forward fails they are rebuilt from the sequences' tokens (replay_sea_sequence), so that a
+// failed batch changes nothing (seaopt_decode's rule) -- or, if that fails too (a broken device), the
+// sequences are emptied and the error says so.
+template <typename Run>
+void forward_cuda(Context &ctx, const ValidatedBatch &vb, Run run) {
+    if (!ctx.sea.any()) {
+        run();
+        return;
+    }
+    for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) {
+        if (vb.next_pos[seq] != ctx.seq_len[seq]) ctx.seq_tokens[seq].reserve((size_t)vb.next_pos[seq]);
+    }
+    auto rebuild = [&] {  // the sequences whose states could not be rebuilt, "" if none
+        std::string lost;
+        for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) {
+            if (vb.next_pos[seq] == ctx.seq_len[seq] || ctx.seq_len[seq] == 0) continue;
+            try {
+                replay_sea_sequence(ctx, seq, ctx.seq_len[seq]);
+            } catch (...) {
+                lost += (lost.empty() ? "" : ", ") + std::to_string(seq);
+            }
+        }
+        return lost;
+    };
+    try {
+        run();
+    } catch (const Error &e) {
+        const std::string lost = rebuild();
+        if (lost.empty()) throw;
+        throw Error(e.code(), std::string(e.what()) + " (the SEA states of sequence(s) " + lost +
+                                  " could not be rebuilt: they were emptied)");
+    } catch (...) {
+        rebuild();
+        throw;
+    }
+    for (const TokenSlot &t : vb.slots) ctx.seq_tokens[(size_t)t.seq].push_back(t.token);  // reserved: no throw
+}
+
 }  // namespace
 
 void context_decode(Context &ctx, const seaopt_batch &b) {
@@ -289,7 +365,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     std::vector<float> &logits = ctx.next_logits;
     logits.resize(outputs.size() * (size_t)n_vocab);
     if (ctx.cuda) {
-        opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data());
+        forward_cuda(ctx, vb, [&] { opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data()); });
     } else {
         forward_cpu(ctx, vb, logits.data());
     }
@@ -322,7 +398,9 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
     // Validated (as in context_decode): the cache and out_nll change only once the forward succeeded.
     std::vector<float> nll(outputs.size());
     if (ctx.cuda) {
-        opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, output_targets, nll.data());
+        forward_cuda(ctx, vb, [&] {
+            opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, output_targets, nll.data());
+        });
     } else {
         std::vector<float> logits(outputs.size() * (size_t)n_vocab);
         forward_cpu(ctx, vb, logits.data());
@@ -372,29 +450,7 @@ void truncate_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
         return;
     }
     // SEA: an empty sequence restarts with a prefill; a shorter one is recomputed from its tokens.
-    SeaCpuState &sea = ctx.sea;
-    std::vector<int32_t> &tokens = ctx.seq_tokens[seq];
-    auto make_empty = [&] {
-        len = 0;
-        tokens.clear();
-        for (uint32_t l = 0; l < sea.n_layer; ++l) sea.state(seq, l).n_tokens = 0;
-    };
-    if (n_keep == 0) {
-        make_empty();
-        return;
-    }
-    std::vector<TokenSlot> slots((size_t)n_keep);
-    for (int32_t i = 0; i < n_keep; ++i) slots[(size_t)i] = TokenSlot{tokens[(size_t)i], i, (int32_t)seq};
-    try {
-        // Position 0 first: every SEA layer runs its prefill, which rebuilds the state; the KV rows
-        // 0..n_keep-1 are rewritten with the same tokens' keys and values. No logits.
-        opt_forward_cpu(*ctx.model, ctx.kv, slots, {}, nullptr, ctx.n_threads, &sea);
-    } catch (...) {
-        make_empty();
-        throw;
-    }
-    len = n_keep;
-    tokens.resize((size_t)n_keep);
+    replay_sea_sequence(ctx, seq, n_keep);
 }
 
 }  // namespace

@@ -205,7 +205,8 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows) {
     return out;
 }
 
-std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_tokens, uint32_t n_outputs) {
+std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_tokens, uint32_t n_outputs,
+                                               uint64_t sea_scratch_bytes) {
     if (n_tokens == 0) throw_invalid_argument("memory plan: a batch needs at least one token");
     if (n_outputs > n_tokens) {
         throw_invalid_argument("memory plan: " + std::to_string(n_outputs) + " outputs for a batch of " +
@@ -259,6 +260,10 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     const uint64_t partials =
         cuda::attention_decode_partials_bytes((int)std::min<uint64_t>(T, 1u << 20), (int)hp.n_head);
     if (partials > 0) b.push_back({"attn_partials", partials, attention, attention});
+    if (sea_scratch_bytes > 0) {
+        b.push_back({"sea_scratch", sea_scratch_bytes, attention, attention});
+        b.push_back({"sea_rows", i32 * 3 * T, upload, layers_end});
+    }
     b.push_back({"ff", f16 * T * F, fc1, fc2});
     // Head.
     // With a final LayerNorm the GEMM after it reads head_x itself (cuda::gemm_*_layernorm fuses the

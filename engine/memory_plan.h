@@ -109,9 +109,19 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 //   12|13 copy out / loss         logits are read by the caller's copy (they live to the end) or,
 //                                 with the fused loss (seaopt_decode_nll), by log_softmax_nll:
 //                                 logits + targets -> nll f32[N], which is copied out instead
+//
+// SEA attention (sea_scratch_bytes > 0, the context's SEA layers): the attention step of a SEA layer also uses
+//   sea_scratch  the SEA kernels' scratch (attention/sea_layout.h: the larger of one prefill's — Performer chunk
+//                states, then Â [T,H,K], then Σv [T,H,64]; the decoder image and conv1 rows [T,2H,K/4]; gates; the
+//                selected-cell masks [T,H,K/32] — and one decode call's), step 4 only;
+//   sea_rows     i32[3T]: row, position and sequence of each token run through the SEA decode (step 0 to the
+//                layers' end).
+// The sparse attention enumerates each query's keys from its mask row and materialises nothing per key, so no
+// O(T·H·k) buffer exists. The SEA decode states (per sequence and SEA layer) sit beside the KV cache.
 // Throws seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT) for n_tokens == 0 or n_outputs > n_tokens.
 inline constexpr int kOptStepLayer0 = 2;
 inline constexpr int kOptStepsPerLayer = 7;
-std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_tokens, uint32_t n_outputs);
+std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_tokens, uint32_t n_outputs,
+                                               uint64_t sea_scratch_bytes = 0);
 
 }  // namespace seaopt

@@ -5,12 +5,14 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "attention/sea_cuda.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/ops.h"
 #include "engine/error.h"
@@ -186,6 +188,7 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
 // ---- per-context state ---------------------------------------------------------------------
 
 struct OptCudaState {
+    const OptHparams *hp = nullptr;  // the model's (it outlives its contexts)
     int device = 0;
     cudaStream_t stream = nullptr;
     cuda::GemmHandle *gemm = nullptr;
@@ -207,6 +210,21 @@ struct OptCudaState {
     bool graphs_enabled = true;
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
+    // SEA attention (the layers sea_on): the estimator parameters of those layers and one decode state per
+    // (SEA layer, sequence), in one allocation beside the KV cache: parameters first, then the states of SEA
+    // layer i (i-th in layer order) at sea_states + (i·n_seq + seq)·sea_state_stride.
+    bool sea_any = false;
+    cpu::SeaConfig sea_cfg;
+    std::vector<uint8_t> sea_on;
+    std::vector<int> sea_index;                      // layer -> its place among the SEA layers, or -1
+    std::vector<cuda::SeaDeviceParams> sea_params;   // per layer (null pointers for dense layers)
+    void *sea_block = nullptr;
+    uint64_t sea_block_bytes = 0, sea_params_bytes = 0, sea_state_stride = 0;
+    char *sea_states = nullptr;
+
+    char *sea_layer_states(uint32_t layer) const {
+        return sea_states + (size_t)sea_index[layer] * n_seq * sea_state_stride;
+    }
 
     uint64_t plan_bytes(const std::string &name) const {
         for (const PlannedBuffer &b : plan.buffers) {
@@ -239,6 +257,7 @@ void destroy_cuda_state(OptCudaState *s) {
     if (s->host_staging) cudaFreeHost(s->host_staging);
     if (s->pinned_logits) cudaFreeHost(s->pinned_logits);
     if (s->decode_graph) cudaGraphExecDestroy(s->decode_graph);
+    if (s->sea_block) cudaFree(s->sea_block);
     delete s;
 }
 
@@ -246,18 +265,97 @@ namespace {
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
 constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(uint32_t);
 constexpr int kHeadChunkRows = 128;                      // outputs per lm_head GEMM (see the head)
-// Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets (int32
-// each, n_batch slots apiece), then the attention tiles, then the NLLs coming back (fp32, n_batch).
-constexpr int kStagingInt32Arrays = 5;
+// Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets, and the SEA
+// decode's rows, positions, sequences (int32 each, n_batch slots apiece), then the attention tiles, then the
+// NLLs coming back (fp32, n_batch).
+constexpr int kStagingInt32Arrays = 8;
 uint64_t staging_bytes(uint32_t n_batch) {
     return (uint64_t)n_batch * (kStagingInt32Arrays * sizeof(int32_t) + sizeof(cuda::AttentionTile) + sizeof(float));
 }
 }  // namespace
 
+namespace {
+
+// The parameters of the SEA layers, as the device kernels take them (fp32, PyTorch layouts: sea_cuda.h), in
+// one host image to upload: returns the bytes, fills offsets (per layer, per tensor).
+struct SeaUpload {
+    std::vector<char> image;
+    std::vector<std::vector<std::pair<std::vector<float> cpu::SeaParams::*, uint64_t>>> offsets;  // per layer
+};
+
+SeaUpload pack_sea_params(const SeaCpuState &sea) {
+    SeaUpload u;
+    u.offsets.resize(sea.on.size());
+    uint64_t total = 0;
+    const std::vector<cpu::SeaTensorSpec> specs = cpu::sea_tensor_specs(sea.cfg);
+    for (size_t l = 0; l < sea.on.size(); ++l) {
+        if (!sea.on[l]) continue;
+        for (const cpu::SeaTensorSpec &t : specs) {
+            const std::vector<float> &v = sea.params[l].*(t.member);
+            if (v.empty()) continue;  // an optional weight mask left out: the stored mask
+            u.offsets[l].emplace_back(t.member, total);
+            total += (v.size() * sizeof(float) + 255) / 256 * 256;
+        }
+    }
+    u.image.assign(total, 0);
+    for (size_t l = 0; l < sea.on.size(); ++l) {
+        for (const auto &[member, off] : u.offsets[l]) {
+            const std::vector<float> &v = sea.params[l].*member;
+            std::memcpy(u.image.data() + off, v.data(), v.size() * sizeof(float));
+        }
+    }
+    return u;
+}
+
+cuda::SeaDeviceParams sea_device_params(const char *base, const std::vector<std::pair<std::vector<float> cpu::SeaParams::*, uint64_t>> &offs) {
+    auto at = [&](std::vector<float> cpu::SeaParams::*member) -> const float * {
+        for (const auto &[m, off] : offs) {
+            if (m == member) return reinterpret_cast<const float *>(base + off);
+        }
+        return nullptr;
+    };
+    cuda::SeaDeviceParams p;
+    p.pos_table = at(&cpu::SeaParams::pos_table);
+    p.performer_proj = at(&cpu::SeaParams::performer_proj);
+    p.enc_w = at(&cpu::SeaParams::enc_w);
+    p.enc_b = at(&cpu::SeaParams::enc_b);
+    p.enc_norm_w = at(&cpu::SeaParams::enc_norm_w);
+    p.enc_norm_b = at(&cpu::SeaParams::enc_norm_b);
+    p.dec_row_w = at(&cpu::SeaParams::dec_row_w);
+    p.dec_row_b = at(&cpu::SeaParams::dec_row_b);
+    p.cnn_norm1_w = at(&cpu::SeaParams::cnn_norm1_w);
+    p.cnn_norm1_b = at(&cpu::SeaParams::cnn_norm1_b);
+    p.conv1_w = at(&cpu::SeaParams::conv1_w);
+    p.conv1_mask = at(&cpu::SeaParams::conv1_mask);
+    p.conv1_b = at(&cpu::SeaParams::conv1_b);
+    p.conv2_w = at(&cpu::SeaParams::conv2_w);
+    p.conv2_mask = at(&cpu::SeaParams::conv2_mask);
+    p.conv2_b = at(&cpu::SeaParams::conv2_b);
+    p.conv4_w = at(&cpu::SeaParams::conv4_w);
+    p.conv4_mask = at(&cpu::SeaParams::conv4_mask);
+    p.conv4_b = at(&cpu::SeaParams::conv4_b);
+    p.cnn_norm2_w = at(&cpu::SeaParams::cnn_norm2_w);
+    p.cnn_norm2_b = at(&cpu::SeaParams::cnn_norm2_b);
+    p.scaler_w = at(&cpu::SeaParams::scaler_w);
+    p.scaler_b = at(&cpu::SeaParams::scaler_b);
+    return p;
+}
+
+// Scratch of the SEA kernels for batches of up to n_batch tokens: one prefill of a sequence of up to
+// min(n_batch, n_ctx) tokens, or one decode call of up to min(n_batch, n_seq) rows.
+uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch) {
+    return std::max<uint64_t>(cuda::sea_prefill_scratch_bytes(cfg, std::min(n_batch, n_ctx)),
+                              cuda::sea_decode_scratch_bytes(cfg, (int)std::min(n_batch, n_seq)));
+}
+
+}  // namespace
+
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
-                                                                     uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch) {
+                                                                     uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
+                                                                     const SeaCpuState *sea) {
     check(cudaSetDevice(w.device), "cudaSetDevice");
     std::unique_ptr<OptCudaState, OptCudaStateDeleter> s(new OptCudaState);
+    s->hp = &hp;
     s->device = w.device;
     s->n_ctx = n_ctx;
     s->n_seq = n_seq;
@@ -265,18 +363,51 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->weights_bytes = w.bytes;
     s->kv_bytes = 2ull * hp.n_layer * s->per_layer_elems(hp) * sizeof(half_t);
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + kAttnCounterBytes;
-    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, std::min<uint32_t>(n_batch, kHeadChunkRows)));
+    SeaUpload sea_upload;
+    uint64_t sea_scratch = 0;
+    if (sea && sea->any()) {
+        s->sea_any = true;
+        s->sea_cfg = sea->cfg;
+        s->sea_on = sea->on;
+        s->sea_index.assign(hp.n_layer, -1);
+        int n_sea = 0;
+        for (uint32_t l = 0; l < hp.n_layer; ++l) {
+            if (sea->on[l]) s->sea_index[l] = n_sea++;
+        }
+        sea_upload = pack_sea_params(*sea);
+        s->sea_params_bytes = sea_upload.image.size();
+        s->sea_state_stride = cuda::sea_decode_state_bytes(sea->cfg);
+        s->sea_block_bytes = s->sea_params_bytes + (uint64_t)n_sea * n_seq * s->sea_state_stride;
+        sea_scratch = sea_scratch_bytes(sea->cfg, n_ctx, n_seq, n_batch);
+    }
+    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, std::min<uint32_t>(n_batch, kHeadChunkRows), sea_scratch));
 
     // Refuse before allocating anything if the plan does not fit.
     size_t free_b = 0, total_b = 0;
     check(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
-    const uint64_t need = s->kv_alloc_bytes + s->plan.arena_bytes + kGemmWorkspaceBytes;
+    const uint64_t need = s->kv_alloc_bytes + s->plan.arena_bytes + kGemmWorkspaceBytes + s->sea_block_bytes;
     if (need > free_b) {
         throw Error(SEAOPT_ERR_OUT_OF_MEMORY,
                     "the context needs " + std::to_string(need >> 20) + " MiB of GPU memory (KV cache " +
                         std::to_string(s->kv_bytes >> 20) + " MiB, activations " +
-                        std::to_string(s->plan.arena_bytes >> 20) + " MiB) but only " + std::to_string(free_b >> 20) +
+                        std::to_string(s->plan.arena_bytes >> 20) + " MiB" +
+                        (s->sea_any ? ", SEA states and parameters " + std::to_string(s->sea_block_bytes >> 20) + " MiB"
+                                    : std::string()) +
+                        ") but only " + std::to_string(free_b >> 20) +
                         " MiB is free: lower n_ctx, n_seq_max or n_batch");
+    }
+    if (s->sea_any) {
+        s->sea_block = device_alloc(s->sea_block_bytes, "the SEA estimator parameters and decode states");
+        char *base = static_cast<char *>(s->sea_block);
+        check(cudaMemcpy(base, sea_upload.image.data(), sea_upload.image.size(), cudaMemcpyHostToDevice),
+              "uploading the SEA estimator");
+        s->sea_params.resize(hp.n_layer);
+        for (uint32_t l = 0; l < hp.n_layer; ++l) {
+            if (s->sea_on[l]) s->sea_params[l] = sea_device_params(base, sea_upload.offsets[l]);
+        }
+        s->sea_states = base + s->sea_params_bytes;  // a multiple of 256: every piece was rounded up
+        // A state is never read at position 0 (sea_cuda.h), so zeros are not needed; they make it deterministic.
+        check(cudaMemset(s->sea_states, 0, s->sea_block_bytes - s->sea_params_bytes), "cudaMemset SEA states");
     }
     s->kv_block = device_alloc(s->kv_alloc_bytes, "the KV cache");
     check(cudaMemset(s->kv_block, 0, s->kv_alloc_bytes), "cudaMemset KV cache");
@@ -296,12 +427,48 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
 }
 
 std::string cuda_memory_report(const OptCudaState &s) {
-    char line[256];
+    char line[512];
+    const double MiB = 1048576.0;
+    const double fixed = (double)kGemmWorkspaceBytes;
     std::snprintf(line, sizeof line,
-                  "GPU memory: weights %.1f MiB, KV cache %.1f MiB, activation arena %.1f MiB, total %.1f MiB\n",
-                  s.weights_bytes / 1048576.0, s.kv_bytes / 1048576.0, s.plan.arena_bytes / 1048576.0,
-                  (s.weights_bytes + s.kv_bytes + s.plan.arena_bytes) / 1048576.0);
-    return std::string(line) + format_memory_plan(s.plan);
+                  "GPU memory: weights %.1f MiB, KV cache %.1f MiB, activation arena %.1f MiB, workspace %.1f MiB%s, "
+                  "total %.1f MiB\n",
+                  s.weights_bytes / MiB, s.kv_bytes / MiB, s.plan.arena_bytes / MiB, (fixed + s.sea_block_bytes) / MiB,
+                  s.sea_any ? " (SEA states and parameters included)" : "",
+                  (s.weights_bytes + s.kv_bytes + s.plan.arena_bytes + fixed + s.sea_block_bytes) / MiB);
+    std::string out = line;
+    if (s.sea_any) {
+        // The same context with dense attention, for comparison: the plan without SEA's buffers.
+        const std::vector<BufferRequest> dense_req =
+            opt_forward_buffers(*s.hp, s.n_batch, std::min<uint32_t>(s.n_batch, kHeadChunkRows));
+        const MemoryPlan dense = plan_memory(dense_req);
+        const size_t n_sea = (size_t)std::count(s.sea_on.begin(), s.sea_on.end(), 1);
+        const cuda::SeaPrefillScratchLayout P = cuda::sea_prefill_scratch_layout(s.sea_cfg, std::min(s.n_batch, s.n_ctx));
+        out += "                       dense        SEA  (n_batch " + std::to_string(s.n_batch) + ", n_ctx " +
+               std::to_string(s.n_ctx) + ", n_seq " + std::to_string(s.n_seq) + ")\n";
+        auto row = [&](const char *name, double a, double b) {
+            std::snprintf(line, sizeof line, "  %-18s %9.1f %10.1f MiB\n", name, a / MiB, b / MiB);
+            out += line;
+        };
+        row("weights", (double)s.weights_bytes, (double)s.weights_bytes);
+        row("KV cache", (double)s.kv_bytes, (double)s.kv_bytes);
+        row("activation arena", (double)dense.arena_bytes, (double)s.plan.arena_bytes);
+        row("  of it SEA scratch", 0.0, (double)s.plan_bytes("sea_scratch"));
+        row("SEA decode states", 0.0, (double)(s.sea_block_bytes - s.sea_params_bytes));
+        row("SEA parameters", 0.0, (double)s.sea_params_bytes);
+        row("GEMM workspace", fixed, fixed);
+        row("total", (double)s.weights_bytes + s.kv_bytes + dense.arena_bytes + fixed,
+            (double)s.weights_bytes + s.kv_bytes + s.plan.arena_bytes + fixed + s.sea_block_bytes);
+        std::snprintf(line, sizeof line,
+                      "SEA: %zu of %zu layers, k %zu, K %zu; prefill scratch per layer at T = %u: Performer chunk "
+                      "states %.1f | A-hat [T,H,K] %.1f | sum v [T,H,64] %.1f (one region, reused), decoder image "
+                      "%.1f, conv1 %.1f, gates %.2f, cell masks %.2f MiB; no T x T buffer, no per-key buffer\n",
+                      n_sea, s.sea_on.size(), s.sea_cfg.k, s.sea_cfg.K, std::min(s.n_batch, s.n_ctx),
+                      P.perf_state_bytes / MiB, P.probs_bytes / MiB, P.v_prefix_bytes / MiB, P.image_bytes / MiB,
+                      P.conv1_bytes / MiB, P.gates_bytes / MiB, P.cell_mask_bytes / MiB);
+        out += line;
+    }
+    return out + format_memory_plan(s.plan);
 }
 
 // cudaMalloc hands out memory in 2 MiB pages: the footprint of an allocation is its size rounded up.
@@ -315,7 +482,9 @@ CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
     m.weights = device_footprint(s.weights_bytes);
     m.kv_cache = device_footprint(s.kv_alloc_bytes);  // with the attention counters
     m.arena = device_footprint(s.plan.arena_bytes);
-    m.workspace = device_footprint(kGemmWorkspaceBytes);  // cuBLASLt workspace (staging buffers are host memory)
+    // cuBLASLt workspace (staging buffers are host memory), and the SEA states and parameters.
+    m.sea = s.sea_any ? device_footprint(s.sea_block_bytes) : 0;
+    m.workspace = device_footprint(kGemmWorkspaceBytes) + m.sea;
     size_t free_b = 0, total_b = 0;
     if (cudaSetDevice(s.device) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
         m.device_used = total_b - free_b;
@@ -360,6 +529,44 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         }
         for (int r = 0; r < N; ++r) h_tgt[r] = (*output_targets)[(size_t)r];
     }
+    // SEA layers: the sequences that run the SEA prefill (their tokens at positions 0..n-1, n >= 2, in the
+    // consecutive batch rows row0..row0+n-1), and decode waves for every other token: wave w holds the w-th of
+    // each remaining sequence's tokens (one row per sequence per call, sea_cuda.h), in batch order.
+    struct SeaPrefill {
+        int seq, row0, n;
+    };
+    std::vector<SeaPrefill> sea_prefills;
+    std::vector<std::pair<int, int>> sea_waves;  // (first row in the wave arrays, rows)
+    int32_t *h_wrow = h_ids + 5 * (size_t)s.n_batch, *h_wpos = h_ids + 6 * (size_t)s.n_batch;
+    int32_t *h_wseq = h_ids + 7 * (size_t)s.n_batch;
+    int n_wave_rows = 0;
+    if (s.sea_any) {
+        std::map<int, std::vector<int>> rows_of;
+        for (int i = 0; i < T; ++i) rows_of[h_seq[i]].push_back(i);
+        std::vector<const std::vector<int> *> pending;
+        for (const auto &[sq, rows] : rows_of) {
+            bool consecutive = true;
+            for (size_t k = 1; k < rows.size(); ++k) consecutive = consecutive && rows[k] == rows[0] + (int)k;
+            if (h_pos[rows[0]] == 0 && rows.size() >= 2 && consecutive) {
+                sea_prefills.push_back({sq, rows[0], (int)rows.size()});
+            } else {
+                pending.push_back(&rows);
+            }
+        }
+        for (size_t w = 0;; ++w) {
+            const int first = n_wave_rows;
+            for (const std::vector<int> *rows : pending) {
+                if (w >= rows->size()) continue;
+                const int i = (*rows)[w];
+                h_wrow[n_wave_rows] = i;
+                h_wpos[n_wave_rows] = h_pos[i];
+                h_wseq[n_wave_rows] = h_seq[i];
+                ++n_wave_rows;
+            }
+            if (n_wave_rows == first) break;
+            sea_waves.emplace_back(first, n_wave_rows - first);
+        }
+    }
     int n_tiles = 0;
     cuda::make_attention_tiles(h_tiles, &n_tiles, h_seq, h_pos, T);
     bool all_single = true;
@@ -388,6 +595,15 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         if (fused_loss && N) check(cudaMemcpyAsync(targets, h_tgt, N * 4, cudaMemcpyHostToDevice, st), "copy targets");
         check(cudaMemcpyAsync(tiles, h_tiles, n_tiles * sizeof(cuda::AttentionTile), cudaMemcpyHostToDevice, st),
               "copy attention tiles");
+        int32_t *d_wrow = nullptr, *d_wpos = nullptr, *d_wseq = nullptr;
+        if (n_wave_rows > 0) {
+            d_wrow = reinterpret_cast<int32_t *>(s.buffer("sea_rows"));
+            d_wpos = d_wrow + s.n_batch;
+            d_wseq = d_wpos + s.n_batch;
+            check(cudaMemcpyAsync(d_wrow, h_wrow, n_wave_rows * 4, cudaMemcpyHostToDevice, st), "copy SEA rows");
+            check(cudaMemcpyAsync(d_wpos, h_wpos, n_wave_rows * 4, cudaMemcpyHostToDevice, st), "copy SEA positions");
+            check(cudaMemcpyAsync(d_wseq, h_wseq, n_wave_rows * 4, cudaMemcpyHostToDevice, st), "copy SEA sequences");
+        }
 
         float *x = reinterpret_cast<float *>(s.buffer("x"));
         half_t *h16 = reinterpret_cast<half_t *>(s.buffer("h16"));
@@ -427,9 +643,31 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             } else {
                 cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
             }
-            if (!fused_append) cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
-            cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx, attn_opt,
-                                    st);
+            const bool sea_layer = s.sea_any && s.sea_on[l];
+            if (!fused_append || sea_layer) cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
+            if (sea_layer) {
+                // SEA attention (sea_cuda.h); q is scaled by head_dim^-1/2 = 1/8 inside (exact: a power of two).
+                const cuda::SeaDeviceParams &P = s.sea_params[l];
+                char *states = s.sea_layer_states(l);
+                void *scratch = s.buffer("sea_scratch");
+                const size_t scratch_bytes = s.plan_bytes("sea_scratch");
+                const float q_scale = 1.0f / std::sqrt((float)hd);
+                for (const SeaPrefill &pf : sea_prefills) {
+                    cuda::sea_attention_prefill_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv + (size_t)pf.row0 * 3 * C, H),
+                                                     q_scale, pf.n, attn + (size_t)pf.row0 * C, C, scratch,
+                                                     scratch_bytes, st, nullptr,
+                                                     states + (size_t)pf.seq * s.sea_state_stride);
+                }
+                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd};
+                for (const auto &[first, R] : sea_waves) {
+                    const cuda::SeaDecodeRows rows{d_wrow + first, d_wpos + first, d_wseq + first, R};
+                    cuda::sea_attention_decode_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
+                                                    states, s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
+                }
+            } else {
+                cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx,
+                                        attn_opt, st);
+            }
             cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
             if (hp.pre_ln) {  // LN2 and fc1 in one call, as above
                 cuda::gemm_f16_layernorm(s.gemm, ff, h16_ffn, x, L.ffn_norm_w, L.ffn_norm_b, eps, L.up_w, L.up_b,

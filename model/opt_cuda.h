@@ -18,6 +18,7 @@ namespace gguf {
 struct File;
 }
 struct TokenSlot;
+struct SeaCpuState;
 
 // Whether this build contains the GPU engine.
 bool cuda_engine_built();
@@ -42,19 +43,28 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
 uint64_t cuda_weights_bytes(const OptCudaWeights &w);
 
 // Allocates the KV cache (fp16) and the activation arena for batches of up to n_batch tokens.
+// sea (optional; its layers `on` run SEA attention with its cfg and params): also uploads those layers' estimator
+// parameters (fp32) and allocates a decode state per (sequence, SEA layer) beside the KV cache, and the arena
+// gets the SEA kernels' scratch (memory_plan.h).
 // Refuses clearly, before allocating, if it does not fit the free device memory.
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
-                                                                     uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch);
+                                                                     uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
+                                                                     const SeaCpuState *sea = nullptr);
 
 // The memory report of a state: weights, KV cache, arena, and the arena's largest buffers.
 std::string cuda_memory_report(const OptCudaState &s);
 struct CudaMemoryNumbers {
     uint64_t weights = 0, kv_cache = 0, arena = 0, workspace = 0, device_used = 0;
+    uint64_t sea = 0;  // SEA decode states and estimator parameters (a part of `workspace`)
 };
 CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s);
 
 // Runs a validated batch (as the CPU engine's opt_forward_cpu) and writes the logits of
 // output_tokens to host_logits ([n_outputs, n_vocab] fp32).
+// SEA layers: a sequence whose tokens in the batch start at position 0, number at least 2 and sit in consecutive
+// batch rows runs the SEA prefill (which also sets its decode states); every other token runs the SEA decode, one
+// token per sequence per call, in batch order (exact, slower for long chunks). The states of the batch's
+// sequences change in place: if this throws they are invalid, and the caller rebuilds them (engine/context.cpp).
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
                       float *host_logits);

@@ -912,6 +912,117 @@ TEST(GpuSea, StridedInputsGiveTheSameBits) {
     EXPECT_EQ(pad_touched, 0u);
 }
 
+// The incremental decode (sea_attention_decode_cuda, sea.md §2.12) against sea_attention_decode_cpu. Two sequences
+// advance together, one row each per call (R = 2): A starts from a GPU prefill of T0 tokens (the prefill's state_out
+// seeds its state), B decodes from position 0 (the state is never read at position 0: it starts as NaN bytes here).
+// Each step writes the row's own key and value into a KV cache of the engine's layout (the rest of the cache is NaN,
+// so reading any key after the query's position shows), then runs the call and compares the two output rows with
+// the CPU decode of the same fp16-rounded inputs: |gpu − cpu| ≤ 2e-3·max(1, |cpu|) (the fp16 output rounding is
+// 4.9e-4 relative; other summation orders add ~1e-6), except on rows whose CPU top-k margin (SeaDebug::gap) is below
+// 1e-5: boundary ties, where the other cell may be chosen (counted, at most 2 per sequence).
+void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed) {
+    SCOPED_TRACE("decode H=" + std::to_string(H) + " K=" + std::to_string(K) + " k=" + std::to_string(k));
+    const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
+    const SeaParams p = seaopt_test::sea_random_params(cfg, seed);
+    const DeviceParams dp = upload_params(p);
+    const size_t C = H * kD, n_ctx = T0 + steps;
+    const Inputs a = make_inputs(cfg, n_ctx, seed + 1), b = make_inputs(cfg, steps, seed + 2);
+    const int threads = (int)std::max(1u, std::thread::hardware_concurrency());
+
+    // The CPU: A prefilled to T0, then decoded; B decoded from 0.
+    SeaDecodeState st_a, st_b;
+    std::vector<float> prefill_out(T0 * C);
+    sea_attention_prefill_cpu(cfg, p, a.x.q.data(), a.x.k.data(), a.x.v.data(), T0, prefill_out.data(), nullptr, &st_a,
+                              threads);
+    st_b.reset(cfg);
+
+    // The GPU: states (NaN), the KV cache [seq][head][pos][64] (NaN), A's prefill.
+    const size_t state_bytes = seaopt::cuda::sea_decode_state_bytes(cfg);
+    DeviceBuffer states(2 * state_bytes), kcache(2 * H * n_ctx * kD * 2), vcache(2 * H * n_ctx * kD * 2);
+    states.fill(0xFF);
+    kcache.fill(0xFF);
+    vcache.fill(0xFF);
+    auto put_kv = [&](size_t seq, size_t pos, const std::vector<uint16_t> &qkv, size_t row) {
+        for (size_t h = 0; h < H; ++h) {
+            const size_t off = ((seq * H + h) * n_ctx + pos) * kD * 2;
+            cuda_ok(cudaMemcpy(kcache.as<char>() + off, qkv.data() + row * 3 * C + C + h * kD, kD * 2,
+                               cudaMemcpyHostToDevice), "k row");
+            cuda_ok(cudaMemcpy(vcache.as<char>() + off, qkv.data() + row * 3 * C + 2 * C + h * kD, kD * 2,
+                               cudaMemcpyHostToDevice), "v row");
+        }
+    };
+    {
+        std::vector<uint16_t> head(a.qkv.begin(), a.qkv.begin() + (ptrdiff_t)(T0 * 3 * C));
+        auto d_qkv = upload(head);
+        DeviceBuffer scratch(seaopt::cuda::sea_prefill_scratch_bytes(cfg, T0)), out(T0 * C * 2);
+        seaopt::cuda::sea_attention_prefill_cuda(cfg, dp.view, seaopt::cuda::sea_qkv_fused(d_qkv->as<half_t>(), (int)H),
+                                                 0.125f, (int)T0, out.as<half_t>(), (int64_t)C, scratch.as<void>(),
+                                                 scratch.bytes(), nullptr, nullptr, states.as<void>());
+        cuda_ok(cudaDeviceSynchronize(), "prefill with state_out");
+        for (size_t t = 0; t < T0; ++t) put_kv(0, t, a.qkv, t);
+    }
+
+    DeviceBuffer scratch(seaopt::cuda::sea_decode_scratch_bytes(cfg, 2)), out(2 * C * 2), batch(2 * 3 * C * 2);
+    DeviceBuffer meta(6 * 4);
+    size_t ties[2] = {0, 0}, rows_checked = 0;
+    double max_err = 0.0;
+    std::vector<float> ref(C);
+    for (size_t s = 0; s < steps; ++s) {
+        const size_t pos[2] = {T0 + s, s};
+        std::vector<uint16_t> rows(2 * 3 * C);
+        std::copy_n(a.qkv.begin() + (ptrdiff_t)(pos[0] * 3 * C), 3 * C, rows.begin());
+        std::copy_n(b.qkv.begin() + (ptrdiff_t)(pos[1] * 3 * C), 3 * C, rows.begin() + (ptrdiff_t)(3 * C));
+        cuda_ok(cudaMemcpy(batch.as<void>(), rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "batch");
+        put_kv(0, pos[0], rows, 0);
+        put_kv(1, pos[1], rows, 1);
+        const int32_t m[6] = {0, 1, (int32_t)pos[0], (int32_t)pos[1], 0, 1};
+        cuda_ok(cudaMemcpy(meta.as<void>(), m, sizeof m, cudaMemcpyHostToDevice), "meta");
+        out.fill(0xFF);
+        const seaopt::cuda::SeaDecodeRows dr{meta.as<int32_t>(), meta.as<int32_t>() + 2, meta.as<int32_t>() + 4, 2};
+        const seaopt::cuda::SeaKvCache cache{kcache.as<half_t>(), vcache.as<half_t>(), (int64_t)(H * n_ctx * kD),
+                                             (int64_t)(n_ctx * kD)};
+        seaopt::cuda::sea_attention_decode_cuda(cfg, dp.view, seaopt::cuda::sea_qkv_fused(batch.as<half_t>(), (int)H),
+                                                0.125f, dr, cache, states.as<void>(), state_bytes, out.as<half_t>(),
+                                                (int64_t)C, scratch.as<void>(), scratch.bytes(), nullptr);
+        cuda_ok(cudaDeviceSynchronize(), "sea_attention_decode_cuda");
+        const std::vector<uint16_t> got = download<uint16_t>(out, 2 * C);
+        for (size_t r = 0; r < 2; ++r) {
+            const Inputs &in = r == 0 ? a : b;
+            SeaDebug dbg;
+            sea_attention_decode_cpu(cfg, p, r == 0 ? st_a : st_b, in.x.q.data() + pos[r] * C,
+                                     in.x.k.data() + pos[r] * C, in.x.v.data() + pos[r] * C, pos[r], ref.data(), &dbg,
+                                     threads);
+            double err = 0.0;
+            size_t bad = 0;
+            for (size_t c = 0; c < C; ++c) {
+                const double g = seaopt::f16_to_f32(got[r * C + c]);
+                const double e = std::isfinite(g) ? std::fabs(g - ref[c]) : INFINITY;
+                if (!(e <= 2e-3 * std::max(1.0, std::fabs((double)ref[c])))) ++bad;
+                err = std::max(err, e);
+            }
+            if (dbg.gap[0] < 1e-5f) {
+                ++ties[r];
+                continue;
+            }
+            ++rows_checked;
+            max_err = std::max(max_err, err);
+            EXPECT_EQ(bad, 0u) << "sequence " << r << " position " << pos[r] << ": max |gpu - cpu| " << err
+                               << " (CPU top-k margin " << dbg.gap[0] << ")";
+        }
+    }
+    std::printf("  decode H=%zu K=%zu k=%zu: A from a %zu-token prefill + %zu steps, B %zu steps from 0 (R = 2): "
+                "max |gpu - cpu| %.2e over %zu rows; boundary-tie rows skipped A %zu, B %zu\n",
+                H, K, k, T0, steps, steps, max_err, rows_checked, ties[0], ties[1]);
+    EXPECT_LE(ties[0], 2u);
+    EXPECT_LE(ties[1], 2u);
+}
+
+TEST(GpuSea, DecodeSmall) { check_decode(4, 64, 8, 37, 90, 301); }
+
+TEST(GpuSea, DecodeCapAndK16) { check_decode(2, 16, 2, 70, 60, 311); }
+
+TEST(GpuSea, DecodeOpt13bShape) { check_decode(32, 64, 64, 200, 40, 321); }
+
 TEST(GpuSea, LauncherRejectsBadArguments) {
     const SeaConfig cfg = seaopt_test::sea_make_config(4, 64, 8, 256);
     const SeaParams p = seaopt_test::sea_random_params(cfg, 5);

@@ -1,0 +1,156 @@
+// SEA incremental decode, the estimator's front half for one new row per sequence (sea.md §2.12; sea_cpu.cpp
+// sea_attention_decode_cpu_cached up to the CNN): one block of 128 threads per (row, head).
+//   1. φ(q_t), φ(k_t) (performer_features), V_cat_t = [E_pos[row(t)] ; v_t];
+//   2. the Performer step on the sequence's state: S_k += φ(k_t), S_kv += φ(k_t) ⊗ V_cat_t (written back), then
+//      C_perf = φ(q_t)ᵀ S_kv / (φ(q_t) · (S_k + 1e-6)) (performer_step); Σv += v_t;
+//   3. Z = GELU(LN_128([C_perf ; v_t] W_encᵀ + b)), the gates Z W_sᵀ + b_s, the row decoder Z W_rowᵀ + b_row split
+//      into channels 2h, 2h+1 and LayerNormed over K/4 -> the image row, into the state's image ring (slot t % 8).
+// At t = 0 the state's old contents are not read (zero sums): a cleared sequence needs no reset.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention/sea_cuda_kernels.cuh"
+#include "engine/cuda/common.cuh"
+
+namespace seaopt::cuda::sea {
+namespace {
+
+constexpr int kThreads = 128;
+constexpr int kWarps = kThreads / kWarpSize;
+static_assert(kThreads == kEncHidden && kThreads >= kVcat, "one thread per encoder output / V_cat column");
+
+__global__ void __launch_bounds__(kThreads)
+    decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d) {
+    __shared__ float xq[kHeadDim], xk[kHeadDim], phq[kMaxFeatures], phk[kMaxFeatures];
+    __shared__ float vc[kStateCols];   // [E_pos ; v ; 1]
+    __shared__ float X[kEncIn];        // [C_perf ; v]
+    __shared__ float z[kEncHidden];
+    __shared__ float R[kMaxK / 2];
+    __shared__ float s_den;
+    const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+    const int m = d.m;
+    const int pos = v.pos[r], seq = v.seq[r], br = v.row[r];
+    const bool fresh = pos == 0;
+    float *perf = state_at(v, seq, v.state.perf) + (size_t)h * m * kStateCols;
+    float *vsum = state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim;
+
+    if (tid < kHeadDim) {
+        const float qv = __fmul_rn(__half2float(q_at(x, br, h)[tid]), x.q_scale);
+        xq[tid] = __fmul_rn(kFeatureNormalizer, qv);
+        xk[tid] = __fmul_rn(kFeatureNormalizer, __half2float(k_at(x, br, h)[tid]));
+        const float vv = __half2float(v_at(x, br, h)[tid]);
+        vc[kHeadDim + tid] = vv;
+        X[kVcat + tid] = vv;
+        vc[tid] = p.pos_table[(size_t)positional_row(pos, d) * kHeadDim + tid];
+        vsum[tid] = (fresh ? 0.0f : vsum[tid]) + vv;
+    }
+    if (tid == 0) vc[kVcat] = 1.0f;
+    __syncthreads();
+    // Features: threads 0..m-1 for q, 64..64+m-1 for k.
+    {
+        const int j = tid % kHeadDim;
+        const float *xs = tid < kHeadDim ? xq : xk;
+        if (j < m) {
+            const float *wj = p.performer_proj + (size_t)j * kHeadDim;
+            float acc = 0.0f;
+#pragma unroll 16
+            for (int dd = 0; dd < kHeadDim; ++dd) acc = fmaf(xs[dd], wj[dd], acc);
+            (tid < kHeadDim ? phq : phk)[j] = fmaxf(acc, 0.0f) + kFeatureEps;
+        }
+    }
+    __syncthreads();
+    // The state's column e (S_kv[·][e], or S_k in column 128) += φ(k) · V_cat[e]; the numerator (denominator).
+    for (int e = tid; e < kStateCols; e += kThreads) {
+        float acc = 0.0f;
+        for (int j = 0; j < m; ++j) {
+            float *sp = perf + (size_t)j * kStateCols + e;
+            const float nv = fmaf(phk[j], vc[e], fresh ? 0.0f : *sp);
+            *sp = nv;
+            acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
+        }
+        if (e == kVcat) {
+            s_den = acc;
+        } else {
+            X[e] = acc;
+        }
+    }
+    __syncthreads();
+    if (tid < kVcat) X[tid] *= 1.0f / s_den;
+    __syncthreads();
+    // Encoder: a warp per output, lanes over the 192 inputs.
+    for (int o = warp; o < kEncHidden; o += kWarps) {
+        const float *wo = p.enc_w + (size_t)o * kEncIn;
+        float acc = 0.0f;
+        for (int i = lane; i < kEncIn; i += kWarpSize) acc = fmaf(X[i], wo[i], acc);
+        acc = warp_reduce_sum(acc);
+        if (lane == 0) z[o] = acc + p.enc_b[o];
+    }
+    __syncthreads();
+    // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9).
+    if (warp == 0) {
+        float vals[4], sum = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            vals[u] = z[lane + kWarpSize * u];
+            sum += vals[u];
+        }
+        const float mean = warp_reduce_sum(sum) / (float)kEncHidden;
+        float sq = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) sq += (vals[u] - mean) * (vals[u] - mean);
+        const float rstd = 1.0f / sqrtf(warp_reduce_sum(sq) / (float)kEncHidden + kLayerNormEps);
+        float g0 = 0.0f, g1 = 0.0f;
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+            const int o = lane + kWarpSize * u;
+            float y = (vals[u] - mean) * rstd * p.enc_norm_w[o] + p.enc_norm_b[o];
+            y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+            z[o] = y;
+            g0 = fmaf(y, p.scaler_w[o], g0);
+            g1 = fmaf(y, p.scaler_w[kEncHidden + o], g1);
+        }
+        g0 = warp_reduce_sum(g0);
+        g1 = warp_reduce_sum(g1);
+        if (lane == 0) {
+            float *g = gates + ((size_t)r * d.H + h) * 2;
+            g[0] = g0 + p.scaler_b[0];
+            g[1] = g1 + p.scaler_b[1];
+        }
+    }
+    __syncthreads();
+    // Row decoder (sea.md §2.5): a warp per output.
+    for (int o = warp; o < d.KH; o += kWarps) {
+        const float *wo = p.dec_row_w + (size_t)o * kEncHidden;
+        float acc = 0.0f;
+        for (int i = lane; i < kEncHidden; i += kWarpSize) acc = fmaf(z[i], wo[i], acc);
+        acc = warp_reduce_sum(acc);
+        if (lane == 0) R[o] = acc + p.dec_row_b[o];
+    }
+    __syncthreads();
+    // Channels 2h and 2h+1, LayerNorm over K/4 (sea.md §2.6 step 1), into the image ring.
+    if (tid < 2) {
+        const int W4 = d.W4;
+        const float *in = R + tid * W4;
+        float sum = 0.0f;
+        for (int i = 0; i < W4; ++i) sum += in[i];
+        const float mean = sum / (float)W4;
+        float sq = 0.0f;
+        for (int i = 0; i < W4; ++i) sq += (in[i] - mean) * (in[i] - mean);
+        const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
+        float *dst = state_at(v, seq, v.state.image_ring) + ((size_t)(pos % kHistoryRows) * d.C + 2 * h + tid) * W4;
+        for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+    }
+}
+
+}  // namespace
+
+void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
+                             const Dims &d, cudaStream_t stream) {
+    decode_estimator_kernel<<<dim3((unsigned)d.T, (unsigned)d.H), kThreads, 0, stream>>>(gates, x, v, p, d);
+    check_launch("sea decode_estimator_kernel");
+}
+
+}  // namespace seaopt::cuda::sea

@@ -7,12 +7,17 @@
 //     for several -c, -b/--batch-windows and --chunks settings;
 //   - the WikiText-2 reconstruction (Hugging Face rows joined with "\n\n"): 287,645 tokens and 140
 //     windows of 2048 on the demo model (needs the shared data, skipped without it);
+//   - --kl-divergence on the SEA demo model: its dense and SEA PPLs equal the normal mode's with
+//     --attention dense / sea on the same windows, and its PPLs, mean KL, percentiles and top-1
+//     agreement equal a computation here through the C API (two contexts, every window's logits,
+//     log-softmax in double), with -b batching and --sea-layers / --sea-k;
 //   - --help states the protocol; bad input fails cleanly (exit 1, "seaopt-perplexity: error: ...").
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -378,6 +383,238 @@ TEST_F(Perplexity, SeaAttentionNeedsASeaModel) {
                          "layer 5 is out of range");
 }
 
+// What --kl-divergence printed.
+struct KlReport {
+    double ppl_dense = NAN, err_dense = NAN, ppl_sea = NAN, err_sea = NAN, ratio = NAN, ratio_err = NAN;
+    double kl = NAN, kl_err = NAN, kl_median = NAN, kl_p99 = NAN, kl_max = NAN, same_pct = NAN;
+    long same = -1, compared = -1;
+    double mean_nll_dense = NAN, mean_nll_sea = NAN;  // stderr's summary line
+    struct Row {
+        double ppl_dense, ppl_sea, kl, same_pct;
+    };
+    std::vector<Row> running;  // one per window
+};
+
+KlReport parse_kl(const Result &r) {
+    KlReport rep;
+    const std::string num = "([0-9.e+-]+|nan|inf)";
+    std::smatch m;
+    auto find = [&](const std::string &pattern) { return std::regex_search(r.out, m, std::regex(pattern)); };
+    if (find("\nPPL \\(dense\\) += " + num + " \\+/- " + num + "\n")) {
+        rep.ppl_dense = std::stod(m[1]), rep.err_dense = std::stod(m[2]);
+    }
+    if (find("\nPPL \\(SEA\\) += " + num + " \\+/- " + num + "\n")) {
+        rep.ppl_sea = std::stod(m[1]), rep.err_sea = std::stod(m[2]);
+    }
+    if (find("\nPPL ratio SEA/dense = " + num + " \\+/- " + num + "\n")) {
+        rep.ratio = std::stod(m[1]), rep.ratio_err = std::stod(m[2]);
+    }
+    if (find("\nMean KL\\(dense\\|\\|SEA\\) = " + num + " \\+/- " + num + " nats\n")) {
+        rep.kl = std::stod(m[1]), rep.kl_err = std::stod(m[2]);
+    }
+    if (find("\nKL percentiles: median = " + num + ", 99% = " + num + ", max = " + num + " nats\n")) {
+        rep.kl_median = std::stod(m[1]), rep.kl_p99 = std::stod(m[2]), rep.kl_max = std::stod(m[3]);
+    }
+    if (find("\nSame top-1 += " + num + " %  \\(([0-9]+) of ([0-9]+)\\)\n")) {
+        rep.same_pct = std::stod(m[1]), rep.same = std::stol(m[2]), rep.compared = std::stol(m[3]);
+    }
+    const std::regex row("\n *([0-9]+) +" + num + " +" + num + " +" + num + " +" + num + " %");
+    for (auto it = std::sregex_iterator(r.out.begin(), r.out.end(), row); it != std::sregex_iterator(); ++it) {
+        EXPECT_EQ(std::stol((*it)[1]), (long)rep.running.size() + 1) << "running rows out of order\n" << r.out;
+        rep.running.push_back({std::stod((*it)[2]), std::stod((*it)[3]), std::stod((*it)[4]), std::stod((*it)[5])});
+    }
+    if (std::regex_search(r.err, m, std::regex("mean NLL dense ([0-9.]+), SEA ([0-9.]+)"))) {
+        rep.mean_nll_dense = std::stod(m[1]), rep.mean_nll_sea = std::stod(m[2]);
+    }
+    return rep;
+}
+
+// log softmax of a row, in double.
+std::vector<double> log_softmax(const float *logits, size_t n_vocab) {
+    double max = logits[0];
+    for (size_t j = 1; j < n_vocab; ++j) max = std::max(max, (double)logits[j]);
+    double sum = 0;
+    for (size_t j = 0; j < n_vocab; ++j) sum += std::exp((double)logits[j] - max);
+    std::vector<double> out(n_vocab);
+    for (size_t j = 0; j < n_vocab; ++j) out[j] = (double)logits[j] - max - std::log(sum);
+    return out;
+}
+
+// The greedy token: the first maximum.
+size_t argmax(const float *logits, size_t n_vocab) {
+    return (size_t)(std::max_element(logits, logits + n_vocab) - logits);
+}
+
+// --kl-divergence against the normal mode (dense and SEA PPLs on the same windows) and against an
+// independent computation through the C API: a dense and a SEA context, each window from an empty
+// cache with every position's logits, KL / NLLs / argmax from this file's own loops.
+TEST_F(Perplexity, KlDivergenceMatchesTheNormalModeAndTheCApi) {
+    ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
+    const std::string text_path = write_temp_file("kl-text.txt", kText);
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(kSeaModel.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    std::vector<seaopt_token> tokens(kText.size() + 1);
+    int32_t n_tokens = 0;
+    ASSERT_EQ(seaopt_tokenize(model, kText.data(), kText.size(), true, false, tokens.data(), (int32_t)tokens.size(),
+                              &n_tokens),
+              SEAOPT_OK);
+    const int N = 40, n_windows = 3;
+    const size_t V = (size_t)seaopt_model_n_vocab(model);
+    ASSERT_GE(n_tokens / N, n_windows);
+
+    struct Want {
+        Expected dense, sea;
+        std::vector<double> kl;  // per position, in window order
+        long same = 0;
+    };
+    auto expected = [&](const char *layers, int32_t sea_k) {
+        Want want;
+        seaopt_context_params cp = seaopt_context_default_params();
+        cp.n_ctx = (uint32_t)N;
+        cp.n_threads = 2;
+        seaopt_context *dense = nullptr, *sea = nullptr;
+        EXPECT_EQ(seaopt_context_new(model, &cp, &dense), SEAOPT_OK) << seaopt_last_error();
+        cp.attention = SEAOPT_ATTENTION_SEA;
+        cp.sea_layers = layers;
+        cp.sea_k = sea_k;
+        EXPECT_EQ(seaopt_context_new(model, &cp, &sea), SEAOPT_OK) << seaopt_last_error();
+        std::vector<std::vector<double>> nll_dense, nll_sea;
+        for (int w = 0; w < n_windows; ++w) {
+            std::vector<int8_t> all_logits((size_t)N, 1);
+            seaopt_batch batch = {N, tokens.data() + (size_t)w * N, nullptr, nullptr, all_logits.data()};
+            for (seaopt_context *ctx : {dense, sea}) {
+                seaopt_kv_clear(ctx);
+                EXPECT_EQ(seaopt_decode(ctx, &batch), SEAOPT_OK) << seaopt_last_error();
+            }
+            nll_dense.emplace_back();
+            nll_sea.emplace_back();
+            for (int i = 0; i + 1 < N; ++i) {
+                const float *pd = seaopt_get_logits_ith(dense, i), *ps = seaopt_get_logits_ith(sea, i);
+                const std::vector<double> ld = log_softmax(pd, V), ls = log_softmax(ps, V);
+                double kl = 0;
+                for (size_t v = 0; v < V; ++v) kl += std::exp(ld[v]) * (ld[v] - ls[v]);
+                EXPECT_GE(kl, -1e-12) << "window " << w << " position " << i;
+                want.kl.push_back(kl);
+                want.same += argmax(pd, V) == argmax(ps, V);
+                const size_t target = (size_t)tokens[(size_t)w * N + i + 1];
+                nll_dense.back().push_back(-ld[target]);
+                nll_sea.back().push_back(-ls[target]);
+            }
+        }
+        seaopt_context_free(dense);
+        seaopt_context_free(sea);
+        want.dense = gptq(nll_dense, N);
+        want.sea = gptq(nll_sea, N);
+        return want;
+    };
+    // Interpolated percentile (numpy's default).
+    auto percentile = [](std::vector<double> v, double f) {
+        std::sort(v.begin(), v.end());
+        const double at = f * (double)(v.size() - 1);
+        const size_t lo = (size_t)std::floor(at), hi = std::min(lo + 1, v.size() - 1);
+        return v[lo] + (at - (double)lo) * (v[hi] - v[lo]);
+    };
+
+    struct Case {
+        std::vector<std::string> kl_args, sea_args;  // the KL run's extra flags; the SEA side in the normal mode
+        const char *layers;
+        int32_t sea_k;
+    };
+    const std::vector<Case> cases = {
+        {{"-t", "2"}, {}, nullptr, 0},
+        {{"--attention", "sea", "-b", "2", "-t", "1"}, {}, nullptr, 0},
+        {{"--sea-layers", "1", "--sea-k", "2", "-b", "3", "-t", "2"}, {"--sea-layers", "1", "--sea-k", "2"}, "1", 2},
+    };
+    for (const Case &c : cases) {
+        std::string what;
+        for (const std::string &a : c.kl_args) what += a + " ";
+        SCOPED_TRACE("seaopt-perplexity --kl-divergence " + what);
+        const std::vector<std::string> common = {kTool, "-m", kSeaModel, "-f", text_path, "-c", std::to_string(N),
+                                                 "--chunks", std::to_string(n_windows), "--device", "cpu"};
+        std::vector<std::string> kl_args = common, dense_args = common, sea_args = common;
+        kl_args.push_back("--kl-divergence");
+        kl_args.insert(kl_args.end(), c.kl_args.begin(), c.kl_args.end());
+        dense_args.insert(dense_args.end(), {"--attention", "dense", "-t", "2"});
+        sea_args.insert(sea_args.end(), {"--attention", "sea", "-t", "2"});
+        sea_args.insert(sea_args.end(), c.sea_args.begin(), c.sea_args.end());
+        const Result r = run(kl_args), rd = run(dense_args), rs = run(sea_args);
+        ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+        ASSERT_TRUE(rd.exited && rd.status == 0) << describe(rd);
+        ASSERT_TRUE(rs.exited && rs.status == 0) << describe(rs);
+        const KlReport got = parse_kl(r);
+        EXPECT_FALSE(contains(r.out, "Final estimate")) << describe(r);
+        EXPECT_TRUE(contains(r.err, "attention=dense vs sea")) << describe(r);
+
+        // The normal mode, same windows. Its NLLs pass through the engine's fused loss as floats, the KL
+        // mode's are double: the PPLs agree to ~1e-7 relative, the printed mean NLLs to their 6 decimals.
+        const Report dense = parse(rd), sea = parse(rs);
+        expect_rel_near(got.ppl_dense, dense.ppl, 1e-6, "PPL (dense) vs --attention dense");
+        expect_rel_near(got.ppl_sea, sea.ppl, 1e-6, "PPL (SEA) vs --attention sea");
+        expect_rel_near(got.err_dense, dense.err, 1e-5, "dense error vs --attention dense");
+        expect_rel_near(got.err_sea, sea.err, 1e-5, "SEA error vs --attention sea");
+        std::smatch m;
+        ASSERT_TRUE(std::regex_search(rd.err, m, std::regex("mean NLL ([0-9.]+)"))) << describe(rd);
+        EXPECT_NEAR(got.mean_nll_dense, std::stod(m[1]), 1.5e-6) << describe(r) << describe(rd);
+        ASSERT_TRUE(std::regex_search(rs.err, m, std::regex("mean NLL ([0-9.]+)"))) << describe(rs);
+        EXPECT_NEAR(got.mean_nll_sea, std::stod(m[1]), 1.5e-6) << describe(r) << describe(rs);
+
+        // The C API computation.
+        const Want want = expected(c.layers, c.sea_k);
+        const size_t n = want.kl.size();
+        ASSERT_EQ(n, (size_t)n_windows * (N - 1));
+        double s = 0, s2 = 0;
+        for (double x : want.kl) s += x, s2 += x * x;
+        const double mean_kl = s / (double)n;
+        const double kl_err = std::sqrt((s2 / (double)n - mean_kl * mean_kl) / (double)(n - 1));
+        std::printf(
+            "%s: PPL dense %.6g (normal mode %.6g), SEA %.6g (%.6g); mean KL %.6f +/- %.6f (C API %.6f), "
+            "same top-1 %ld of %ld (C API %ld)\n",
+            what.c_str(), got.ppl_dense, dense.ppl, got.ppl_sea, sea.ppl, got.kl, got.kl_err, mean_kl, got.same,
+            got.compared, want.same);
+        expect_rel_near(got.ppl_dense, want.dense.ppl, 1e-9, "PPL (dense)");
+        expect_rel_near(got.ppl_sea, want.sea.ppl, 1e-9, "PPL (SEA)");
+        expect_rel_near(got.err_dense, want.dense.err, 1e-6, "dense error");
+        expect_rel_near(got.err_sea, want.sea.err, 1e-6, "SEA error");
+        expect_rel_near(got.ratio, want.sea.ppl / want.dense.ppl, 1e-6, "PPL ratio");
+        EXPECT_GT(got.ratio_err, 0);
+        EXPECT_NEAR(got.kl, mean_kl, 1e-6);  // printed with 6 decimals
+        EXPECT_NEAR(got.kl_err, kl_err, 1e-6);
+        EXPECT_NEAR(got.kl_median, percentile(want.kl, 0.5), 1e-6);
+        EXPECT_NEAR(got.kl_p99, percentile(want.kl, 0.99), 1e-6);
+        EXPECT_NEAR(got.kl_max, *std::max_element(want.kl.begin(), want.kl.end()), 1e-6);
+        EXPECT_GT(got.kl, 1e-4) << "SEA should move the model";
+        EXPECT_GE(got.kl_median, 0);
+        EXPECT_EQ(got.same, want.same);
+        EXPECT_EQ(got.compared, (long)n);
+        EXPECT_NEAR(got.same_pct, 100.0 * (double)want.same / (double)n, 1e-3);
+
+        // The running rows: one per window, the last one the final values.
+        ASSERT_EQ(got.running.size(), (size_t)n_windows) << describe(r);
+        for (size_t w = 0; w < got.running.size(); ++w) {
+            expect_rel_near(got.running[w].ppl_dense, want.dense.running[w], 1e-9, "running PPL (dense)");
+            expect_rel_near(got.running[w].ppl_sea, want.sea.running[w], 1e-9, "running PPL (SEA)");
+            EXPECT_GE(got.running[w].kl, 0);
+        }
+        EXPECT_EQ(got.running.back().kl, got.kl);
+        EXPECT_NEAR(got.running.back().same_pct, got.same_pct, 1e-9);
+    }
+    seaopt_model_free(model);
+}
+
+TEST_F(Perplexity, KlDivergenceNeedsASeaModel) {
+    const std::string text = write_temp_file("ok-kl.txt", kText);
+    expect_clean_failure(run({kTool, "-m", kDemoModel, "-f", text, "-c", "32", "--kl-divergence", "--device", "cpu"}),
+                         "has no SEA estimator: convert it with seaopt-convert --sea");
+    expect_clean_failure(run({kTool, "-m", kSeaModel, "-f", text, "-c", "32", "--kl-divergence", "--attention", "dense",
+                              "--device", "cpu"}),
+                         "--attention dense contradicts it");
+    expect_clean_failure(run({kTool, "-m", kSeaModel, "-f", text, "-c", "32", "--kl-divergence", "--sea-layers", "0-5",
+                              "--device", "cpu"}),
+                         "layer 5 is out of range");
+}
+
 TEST_F(Perplexity, WikiText2TestReconstruction) {
     const std::string dir = kSharedData + "/wikitext-2-raw";
     if (!fs::exists(dir + "/wiki.test.raw")) {
@@ -437,7 +674,8 @@ TEST_F(Perplexity, HelpStatesTheProtocol) {
     for (const char *s : {"GPTQ", "wiki.test.raw", "\\n\\n", "ONE BOS", "non-overlapping", "nsamples = n_tokens / N",
                           "loss * seqlen", "PPL = exp(sum_i nll_i / (nsamples x N))", "standard error", "--chunks",
                           "-b,--batch-windows", "--wikitext2-test", "--device", "--attention", "--sea-layers",
-                          "--sea-k"}) {
+                          "--sea-k", "--kl-divergence", "KL(dense||SEA) = sum_v p(v) (log p(v) - log q(v))",
+                          "Same top-1", "among ties"}) {
         EXPECT_TRUE(contains(r.out, s)) << "--help lacks '" << s << "'\n" << r.out;
     }
 }

@@ -4,6 +4,7 @@
 //
 //   seaopt-perplexity -m MODEL (-f FILE | --wikitext2-test DIR) [-c N] [-b K] [--chunks K] [-t N]
 //                     [--attention dense|sea [--sea-layers LIST] [--sea-k N]]
+//                     [--kl-divergence [--sea-layers LIST] [--sea-k N]]
 //
 // Protocol (also printed by --help):
 //   1. text: FILE's bytes as they are, or WikiText-2's test split rebuilt as Hugging Face `datasets`
@@ -17,6 +18,13 @@
 //      nll_i = mean over the N-1 predictions x N (GPTQ's `loss * seqlen`);
 //   5. ppl = exp(sum_i nll_i / (nsamples * N)); +/- = ppl x the standard error of the mean per-token
 //      NLL (llama.cpp's estimate).
+//
+// --kl-divergence (llama-perplexity's name; no base-logits file, both run in this process): how far
+// SEA moves the model. Two contexts on the same model, one dense and one SEA (--sea-layers, --sea-k),
+// run every window; per scored position the logits of both give, in double (tools/common/kl.h),
+// KL(dense||SEA) of the next-token distributions, whether the greedy tokens agree, and each side's NLL
+// of the target. stdout: a running row per window, then PPL (dense), PPL (SEA), their ratio, the mean
+// KL with its standard error, KL percentiles and the top-1 agreement (no "Final estimate" line).
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -29,6 +37,7 @@
 #include "tools/common/api.h"
 #include "tools/common/cli.h"
 #include "tools/common/files.h"
+#include "tools/common/kl.h"
 #include "tools/common/log.h"
 #include "tools/common/timing.h"
 
@@ -54,7 +63,18 @@ const char *const kProtocol =
     "Output: progress on stderr; the running PPL after each window ([1]x,[2]y,...) and the line\n"
     "\"Final estimate: PPL = x +/- e\" on stdout.\n"
     "Not llama-perplexity's protocol (it scores only the second half of each window, with a BOS per window):\n"
-    "the numbers differ.";
+    "the numbers differ.\n"
+    "\n"
+    "--kl-divergence: how far SEA moves the model. Every window runs through two contexts of the same\n"
+    "model, dense attention and SEA (--sea-layers, --sea-k; --attention may be left out or be sea; the\n"
+    "model needs a SEA estimator), with the logits of positions 0..N-2 (host memory: 2 x K x N x n_vocab\n"
+    "floats). Per position, in double: p = softmax(dense logits), q = softmax(SEA logits),\n"
+    "KL(dense||SEA) = sum_v p(v) (log p(v) - log q(v)) in nats; top-1 = the argmax of each row (the lowest\n"
+    "id among ties, as greedy sampling); each side's NLL of the next token, for its PPL as above.\n"
+    "Output: after each window the running values (window, PPL(dense), PPL(SEA), mean KL, same top-1 %);\n"
+    "then \"PPL (dense) = x +/- e\", \"PPL (SEA) = x +/- e\", \"PPL ratio SEA/dense = r +/- e\" (the error\n"
+    "from the per-token NLL differences), \"Mean KL(dense||SEA) = m +/- e\" (standard error of the mean),\n"
+    "\"KL percentiles: median = a, 99% = b, max = c\" and \"Same top-1 = s %  (n of m)\".";
 
 struct Options {
     std::string model_path;
@@ -66,6 +86,7 @@ struct Options {
     int32_t n_threads = 0;      // 0 = all hardware threads
     std::string device = "auto";
     seaopt_tools::AttentionOptions attention;
+    bool kl_divergence = false;  // dense and SEA side by side (attention.attention is then "sea")
     bool verbose = false;
     bool print_memory_plan = false;
 };
@@ -156,6 +177,147 @@ std::string eta_text(double seconds) {
     return out + std::to_string(m) + " minutes " + std::to_string(s) + " seconds";
 }
 
+// --kl-divergence: the windows of the normal protocol through a dense and a SEA context of the same
+// model. Both contexts keep the logits of a whole batch (the API has no per-row streaming), and rows
+// are read in place through seaopt_get_logits_ith: nothing is copied.
+int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector<seaopt_token> &tokens, int32_t N,
+                      int32_t n_windows, int32_t K) {
+    const int32_t n_vocab = seaopt_model_n_vocab(model);
+    seaopt_context_params cparams = seaopt_context_default_params();
+    cparams.n_ctx = (uint32_t)N;
+    cparams.n_seq_max = (uint32_t)K;
+    cparams.n_batch = (uint32_t)K * (uint32_t)N;
+    cparams.n_threads = opt.n_threads;
+    cparams.attention = SEAOPT_ATTENTION_DENSE;
+    const seaopt_tools::ContextPtr dense = seaopt_tools::new_context(model, cparams);
+    if (!dense) return fail_with_last_error();
+    seaopt_tools::apply_attention_options(opt.attention, cparams);
+    const seaopt_tools::ContextPtr sea = seaopt_tools::new_context(model, cparams);
+    if (!sea) return fail_with_last_error();
+    if (opt.print_memory_plan) {
+        std::fprintf(stderr, "perplexity: the dense context:\n");
+        seaopt_tools::print_memory_plan(dense.get());
+        std::fprintf(stderr, "perplexity: the SEA context:\n");
+        seaopt_tools::print_memory_plan(sea.get());
+    }
+    const std::string sea_label = seaopt_tools::attention_label(opt.attention);
+    std::fprintf(stderr,
+                 "perplexity: calculating KL(dense||SEA) over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d), "
+                 "attention=dense vs %s\n",
+                 n_windows, N, opt.batch_windows, K, sea_label.c_str());
+
+    const size_t n_rows_max = (size_t)K * (N - 1);
+    std::vector<seaopt_token> b_tok((size_t)K * N);
+    std::vector<seaopt_pos> b_pos((size_t)K * N);
+    std::vector<seaopt_seq_id> b_seq((size_t)K * N);
+    std::vector<int8_t> b_logits((size_t)K * N);
+    std::vector<const float *> p_rows(n_rows_max), q_rows(n_rows_max);  // dense, SEA logits per scored row
+    std::vector<int32_t> targets(n_rows_max);
+    std::vector<seaopt_tools::RowComparison> rows(n_rows_max);
+
+    // Moments in double: the NLLs of each side (PPL and its error), their difference (the ratio's
+    // error: the two sides are paired per token), the KL; every KL value for the percentiles.
+    double sum_window_dense = 0, sum_window_sea = 0;  // sum_i nll_i (GPTQ), per side
+    double s_dense = 0, s2_dense = 0, s_sea = 0, s2_sea = 0, s_diff = 0, s2_diff = 0, s_kl = 0, s2_kl = 0;
+    uint64_t n_scored = 0, n_same = 0;
+    std::vector<double> kl_values;
+    kl_values.reserve((size_t)n_windows * (N - 1));
+    std::printf("window     PPL(dense)       PPL(SEA)  mean KL(dense||SEA)  same top-1\n");
+    const Clock::time_point t_start = Clock::now();
+    for (int32_t w0 = 0; w0 < n_windows; w0 += K) {
+        const int32_t k = std::min(K, n_windows - w0);
+        const Clock::time_point t_group = Clock::now();
+        for (int32_t s = 0; s < k; ++s) {
+            for (int32_t i = 0; i < N; ++i) {
+                const size_t r = (size_t)s * N + i;
+                b_tok[r] = tokens[(size_t)(w0 + s) * N + i];
+                b_pos[r] = i;
+                b_seq[r] = s;
+                b_logits[r] = i < N - 1;  // the last token predicts nothing inside its window
+            }
+        }
+        seaopt_batch batch = {k * N, b_tok.data(), b_pos.data(), b_seq.data(), b_logits.data()};
+        for (seaopt_context *ctx : {dense.get(), sea.get()}) {
+            seaopt_kv_clear(ctx);
+            if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return fail_with_last_error();
+        }
+        const size_t n_rows = (size_t)k * (N - 1);
+        for (int32_t s = 0; s < k; ++s) {
+            for (int32_t i = 0; i < N - 1; ++i) {
+                const size_t row = (size_t)s * (N - 1) + i;
+                const int32_t r = s * N + i;
+                p_rows[row] = seaopt_get_logits_ith(dense.get(), r);
+                q_rows[row] = seaopt_get_logits_ith(sea.get(), r);
+                if (!p_rows[row] || !q_rows[row]) return fail_with_last_error();
+                targets[row] = tokens[(size_t)(w0 + s) * N + i + 1];
+            }
+        }
+        // 2 x n_rows x n_vocab exp()s: on all the threads -t allows.
+        seaopt_tools::compare_logit_rows_parallel(p_rows.data(), q_rows.data(), targets.data(), n_rows, n_vocab,
+                                                  opt.n_threads, rows.data());
+        if (w0 == 0) {  // before the first values, as llama-perplexity
+            const double per_window = seconds_since(t_group) / k;
+            std::fprintf(stderr, "perplexity: %.2f seconds per window - ETA %s\n", per_window,
+                         eta_text(per_window * (n_windows - k)).c_str());
+        }
+
+        for (int32_t s = 0; s < k; ++s) {
+            double window_dense = 0, window_sea = 0;
+            for (int32_t i = 0; i < N - 1; ++i) {
+                const seaopt_tools::RowComparison &c = rows[(size_t)s * (N - 1) + i];
+                if (!std::isfinite(c.nll_p) || !std::isfinite(c.nll_q) || !std::isfinite(c.kl)) {
+                    const char *side = !std::isfinite(c.nll_p) ? "dense" : "SEA";
+                    return fail("the model gave non-finite logits (" + std::string(side) + " attention) in window " +
+                                std::to_string(w0 + s + 1) + " at position " + std::to_string(i));
+                }
+                window_dense += c.nll_p;
+                window_sea += c.nll_q;
+                s_dense += c.nll_p, s2_dense += c.nll_p * c.nll_p;
+                s_sea += c.nll_q, s2_sea += c.nll_q * c.nll_q;
+                const double d = c.nll_q - c.nll_p;
+                s_diff += d, s2_diff += d * d;
+                s_kl += c.kl, s2_kl += c.kl * c.kl;
+                kl_values.push_back(c.kl);
+                n_same += c.same_top1;
+            }
+            n_scored += (uint64_t)(N - 1);
+            sum_window_dense += window_dense / (N - 1) * N;  // nll_i = loss * seqlen, as the normal mode
+            sum_window_sea += window_sea / (N - 1) * N;
+            const int32_t done = w0 + s + 1;
+            std::printf("%6d %14.4f %14.4f %20.6f %10.3f %%\n", done, std::exp(sum_window_dense / ((double)done * N)),
+                        std::exp(sum_window_sea / ((double)done * N)), s_kl / (double)n_scored,
+                        100.0 * (double)n_same / (double)n_scored);
+        }
+        std::fflush(stdout);
+    }
+
+    const double n = (double)n_scored;
+    // The standard error of a mean from its moments (0 for a single value).
+    auto std_error = [&](double s, double s2) {
+        const double mean = s / n, var = s2 / n - mean * mean;
+        return n_scored > 1 && var > 0 ? std::sqrt(var / (n - 1)) : 0.0;
+    };
+    const double ppl_dense = std::exp(sum_window_dense / ((double)n_windows * N));
+    const double ppl_sea = std::exp(sum_window_sea / ((double)n_windows * N));
+    const double ratio = ppl_sea / ppl_dense;
+    std::sort(kl_values.begin(), kl_values.end());
+    std::printf("PPL (dense)         = %.4f +/- %.5f\n", ppl_dense, ppl_dense * std_error(s_dense, s2_dense));
+    std::printf("PPL (SEA)           = %.4f +/- %.5f\n", ppl_sea, ppl_sea * std_error(s_sea, s2_sea));
+    std::printf("PPL ratio SEA/dense = %.6f +/- %.6f\n", ratio, ratio * std_error(s_diff, s2_diff));
+    std::printf("Mean KL(dense||SEA) = %.6f +/- %.6f nats\n", s_kl / n, std_error(s_kl, s2_kl));
+    std::printf("KL percentiles: median = %.6f, 99%% = %.6f, max = %.6f nats\n",
+                seaopt_tools::quantile_sorted(kl_values, 0.5), seaopt_tools::quantile_sorted(kl_values, 0.99),
+                seaopt_tools::quantile_sorted(kl_values, 1.0));
+    std::printf("Same top-1          = %.3f %%  (%llu of %llu)\n", 100.0 * (double)n_same / n,
+                (unsigned long long)n_same, (unsigned long long)n_scored);
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "perplexity: %d windows of %d tokens, %llu predictions compared, mean NLL dense %.6f, SEA %.6f, "
+                 "%.2f s\n",
+                 n_windows, N, (unsigned long long)n_scored, s_dense / n, s_sea / n, seconds_since(t_start));
+    return 0;
+}
+
 int run(const Options &opt) {
     // Input text.
     std::string text, source;
@@ -190,6 +352,10 @@ int run(const Options &opt) {
     seaopt_model_desc(model.get(), desc, sizeof desc);
     std::fprintf(stderr, "perplexity: model %s (%s), n_vocab = %d, n_ctx_train = %d, loaded in %.2f s\n",
                  opt.model_path.c_str(), desc, n_vocab, n_ctx_train, seconds_since(t_load));
+    if (opt.kl_divergence && !seaopt_model_has_sea(model.get())) {
+        return fail("--kl-divergence compares dense attention with SEA, but the model " + opt.model_path +
+                    " has no SEA estimator: convert it with seaopt-convert --sea");
+    }
 
     const int32_t N = opt.n_ctx > 0 ? opt.n_ctx : n_ctx_train;
     if (N > n_ctx_train) {
@@ -222,6 +388,7 @@ int run(const Options &opt) {
                      n_samples);
     }
     const int32_t K = std::min(opt.batch_windows, n_windows);
+    if (opt.kl_divergence) return run_kl_divergence(opt, model.get(), tokens, N, n_windows, K);
 
     // Context: K sequences of N positions; one decode runs K windows.
     seaopt_context_params cparams = seaopt_context_default_params();
@@ -327,6 +494,9 @@ int main(int argc, char **argv) {
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
     seaopt_tools::add_attention_options(app, opt.attention);
+    app.add_flag("--kl-divergence", opt.kl_divergence,
+                 "run every window with dense attention and with SEA (--sea-layers, --sea-k) in one process and "
+                 "report both PPLs, the mean KL(dense||SEA) and the top-1 agreement (needs a SEA model)");
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
     int exit_status = 0;
@@ -337,6 +507,14 @@ int main(int argc, char **argv) {
     if (opt.batch_windows < 1) return fail("-b/--batch-windows must be >= 1, got " + std::to_string(opt.batch_windows));
     if (opt.chunks < -1) return fail("--chunks must be -1 (all) or >= 0, got " + std::to_string(opt.chunks));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
+    if (opt.kl_divergence) {
+        // The dense side is implied; --attention may only confirm the other side.
+        if (app.count("--attention") > 0 && opt.attention.attention != "sea") {
+            return fail("--kl-divergence compares dense attention with SEA: --attention " + opt.attention.attention +
+                        " contradicts it (leave --attention out, or give sea)");
+        }
+        opt.attention.attention = "sea";
+    }
     if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);
     return run(opt);
 }

@@ -167,7 +167,7 @@ SEAOPT_API seaopt_status seaopt_detokenize(const struct seaopt_model *model, con
 typedef enum seaopt_attention {
     SEAOPT_ATTENTION_DENSE = 0, /* exact causal attention */
     SEAOPT_ATTENTION_SEA = 1    /* SEA sparse attention (needs a model with a SEA estimator, see
-                                   seaopt_model_has_sea; CPU engine only for now) */
+                                   seaopt_model_has_sea; both engines) */
 } seaopt_attention;
 
 /* SEA attention (seaopt_context_params.attention = SEAOPT_ATTENTION_SEA): each SEA layer keeps a small

@@ -34,7 +34,7 @@ seaopt_device device_from_string(const std::string &device) {
 void add_attention_options(CLI::App &app, AttentionOptions &opt) {
     app.add_option("--attention", opt.attention,
                    "attention: dense (exact causal attention) or sea (SEA sparse attention with its learned "
-                   "estimator; needs a model converted with seaopt-convert --sea; CPU engine only for now)")
+                   "estimator; needs a model converted with seaopt-convert --sea; CPU and CUDA engines)")
         ->check(CLI::IsMember({"dense", "sea"}));
     app.add_option("--sea-layers", opt.sea_layers,
                    "with --attention sea: the layers that run SEA, 0-based indices and ranges such as 2-23 or "

@@ -24,7 +24,7 @@ seaopt_device device_from_string(const std::string &device);
 // The attention options every tool that runs the model shares (seaopt_context_params.attention,
 // .sea_layers, .sea_k in include/seaopt.h):
 //   --attention dense|sea   dense causal attention (default) or SEA sparse attention (a model converted
-//                           with seaopt-convert --sea; CPU engine only for now)
+//                           with seaopt-convert --sea; both engines)
 //   --sea-layers LIST       the layers that run SEA, e.g. "2-23" or "0,3,5-7" (default: all); the others dense
 //   --sea-k N               SEA's sparsity budget k, about k keys per query per head (default 0: the model's)
 struct AttentionOptions {

@@ -918,8 +918,9 @@ TEST(GpuSea, StridedInputsGiveTheSameBits) {
 // Each step writes the row's own key and value into a KV cache of the engine's layout (the rest of the cache is NaN,
 // so reading any key after the query's position shows), then runs the call and compares the two output rows with
 // the CPU decode of the same fp16-rounded inputs: |gpu − cpu| ≤ 2e-3·max(1, |cpu|) (the fp16 output rounding is
-// 4.9e-4 relative; other summation orders add ~1e-6), except on rows whose CPU top-k margin (SeaDebug::gap) is below
-// 1e-5: boundary ties, where the other cell may be chosen (counted, at most 2 per sequence).
+// 4.9e-4 relative; other summation orders add ~1e-6). A row beyond that whose CPU top-k margin (SeaDebug::gap) is
+// below 1e-5 counts as a boundary tie, where the other cell may be chosen (at most 2 per sequence); any other is a
+// failure.
 void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed) {
     SCOPED_TRACE("decode H=" + std::to_string(H) + " K=" + std::to_string(K) + " k=" + std::to_string(k));
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
@@ -1000,7 +1001,7 @@ void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_
                 if (!(e <= 2e-3 * std::max(1.0, std::fabs((double)ref[c])))) ++bad;
                 err = std::max(err, e);
             }
-            if (dbg.gap[0] < 1e-5f) {
+            if (bad > 0 && dbg.gap[0] < 1e-5f) {  // a boundary tie may have kept another cell
                 ++ties[r];
                 continue;
             }
@@ -1011,7 +1012,7 @@ void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_
         }
     }
     std::printf("  decode H=%zu K=%zu k=%zu: A from a %zu-token prefill + %zu steps, B %zu steps from 0 (R = 2): "
-                "max |gpu - cpu| %.2e over %zu rows; boundary-tie rows skipped A %zu, B %zu\n",
+                "max |gpu - cpu| %.2e over %zu rows; boundary-tie rows that differ: A %zu, B %zu\n",
                 H, K, k, T0, steps, steps, max_err, rows_checked, ties[0], ties[1]);
     EXPECT_LE(ties[0], 2u);
     EXPECT_LE(ties[1], 2u);

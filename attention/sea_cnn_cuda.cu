@@ -5,9 +5,9 @@
 //                       consecutive rows; the block stages input rows t0-4 .. t0+7 of 16 input channels at a time
 //                       in shared memory. y[co,t,x] = ReLU(b[co] + Σ_ci Σ_a Σ_b (w⊙mask)[co,ci,a,b] ·
 //                       in[ci, t-4+2a, x-2+2b]), zero outside the image (rows < 0: the causal top padding).
-//   decode_conv_kernel  decode (one row per sequence): grid (R, ⌈2H·K/4 / 128⌉), 128 threads, the same sum for the
-//                       row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
-//                       sequence's state (slot r % 8), 16 input channels staged at a time.
+//   decode_conv_kernel  decode (one row per sequence): grid (R, 2H output channels), 128 threads, the same sum for
+//                       the row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
+//                       sequence's state (slot r % 8), staged in shared memory with the channel's taps.
 //   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot r % 8), for the decode that follows.
 //   cnn_output_kernel   one warp per (t, h): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
@@ -146,50 +146,54 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
 
 constexpr int kDecodeConvThreads = 128;
 
+// One block per (row, output channel): the three input rows (all channels) and the channel's live taps are staged in
+// shared memory; thread (g, x) sums input channels g, g + G, ... (G = 128 / (K/4) groups) for column x, then the
+// groups are added in a fixed order.
 __global__ void __launch_bounds__(kDecodeConvThreads)
     decode_conv_kernel(DecodeView v, size_t in_offset, size_t out_offset, float *__restrict__ out,
                        const float *__restrict__ w, const float *__restrict__ wmask, const float *__restrict__ b,
                        Dims d) {
-    __shared__ float tile[3 * kConvCi * kMaxW4];  // [input row pos-4, pos-2, pos][ci][W4]
-    const int C = d.C, W4 = d.W4, r = blockIdx.x;
+    extern __shared__ float dsm[];  // rows [3][C][W4], taps [C][9], partial sums [G][W4]
+    const int C = d.C, W4 = d.W4, r = blockIdx.x, co = blockIdx.y, tid = threadIdx.x;
+    const int G = kDecodeConvThreads / W4;
+    float *rows = dsm, *taps = dsm + 3 * C * W4, *part = taps + 9 * C;
     const int pos = v.pos[r], seq = v.seq[r];
     const float *ring = state_at(v, seq, in_offset);
-    const int pair = blockIdx.y * kDecodeConvThreads + threadIdx.x;
-    const bool active = pair < C * W4;
-    const int co = active ? pair / W4 : 0, xo = active ? pair % W4 : 0;
-    float acc = active ? b[co] : 0.0f;
-    for (int ci0 = 0; ci0 < C; ci0 += kConvCi) {
-        const int nci = min(kConvCi, C - ci0);
-        __syncthreads();
-        const int slice = nci * W4;
-        for (int i = threadIdx.x; i < 3 * slice; i += kDecodeConvThreads) {
-            const int a = i / slice, rem = i % slice, ci = rem / W4, xx = rem % W4;
-            const int row = pos - 4 + 2 * a;  // rows before position 0 are the causal zero padding
-            tile[(a * kConvCi + ci) * W4 + xx] =
-                row >= 0 ? ring[((size_t)(row % kHistoryRows) * C + ci0 + ci) * W4 + xx] : 0.0f;
-        }
-        __syncthreads();
-        if (active) {
-            for (int ci = 0; ci < nci; ++ci) {
-                const size_t wbase = ((size_t)co * C + ci0 + ci) * kConvStoredTaps;
+    for (int i = tid; i < 3 * C * W4; i += kDecodeConvThreads) {
+        const int a = i / (C * W4), rem = i % (C * W4);
+        const int row = pos - 4 + 2 * a;  // rows before position 0 are the causal zero padding
+        rows[i] = row >= 0 ? ring[(size_t)(row % kHistoryRows) * C * W4 + rem] : 0.0f;
+    }
+    for (int i = tid; i < 9 * C; i += kDecodeConvThreads) {
+        const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;  // live rows 0..2 of the [5][3] kernel
+        taps[i] = wmask ? w[at] * wmask[at] : w[at];
+    }
+    __syncthreads();
+    const int x = tid % W4, g = tid / W4;
+    if (g < G) {
+        float acc = 0.0f;
+        for (int ci = g; ci < C; ci += G) {
+            const float *tk = taps + ci * 9;
 #pragma unroll
-                for (int a = 0; a < 3; ++a) {
+            for (int a = 0; a < 3; ++a) {
+                const float *in = rows + (a * C + ci) * W4;
 #pragma unroll
-                    for (int bb = 0; bb < 3; ++bb) {
-                        const int xx = xo - 2 + 2 * bb;
-                        if (xx < 0 || xx >= W4) continue;
-                        const int i = a * 3 + bb;
-                        const float wk = wmask ? w[wbase + i] * wmask[wbase + i] : w[wbase + i];
-                        acc = fmaf(wk, tile[(a * kConvCi + ci) * W4 + xx], acc);
-                    }
+                for (int bb = 0; bb < 3; ++bb) {
+                    const int xx = x - 2 + 2 * bb;
+                    if (xx >= 0 && xx < W4) acc = fmaf(tk[a * 3 + bb], in[xx], acc);
                 }
             }
         }
+        part[g * W4 + x] = acc;
     }
-    if (!active) return;
-    float *dst = out_offset == SIZE_MAX ? out + (size_t)r * C * W4
-                                        : state_at(v, seq, out_offset) + (size_t)(pos % kHistoryRows) * C * W4;
-    dst[(size_t)co * W4 + xo] = fmaxf(acc, 0.0f);
+    __syncthreads();
+    if (tid < W4) {
+        float acc = b[co];
+        for (int gg = 0; gg < G; ++gg) acc += part[gg * W4 + tid];
+        float *dst = out_offset == SIZE_MAX ? out + (size_t)r * C * W4
+                                            : state_at(v, seq, out_offset) + (size_t)(pos % kHistoryRows) * C * W4;
+        dst[(size_t)co * W4 + tid] = fmaxf(acc, 0.0f);
+    }
 }
 
 __global__ void ring_store_kernel(float *__restrict__ ring, const float *__restrict__ image, Dims d) {
@@ -205,8 +209,14 @@ __global__ void ring_store_kernel(float *__restrict__ ring, const float *__restr
 
 void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset, float *out, const float *w,
                         const float *mask, const float *b, const Dims &d, cudaStream_t stream) {
-    const dim3 grid((unsigned)d.T, (unsigned)ceil_div(d.C * d.W4, kDecodeConvThreads));
-    decode_conv_kernel<<<grid, kDecodeConvThreads, 0, stream>>>(v, in_offset, out_offset, out, w, mask, b, d);
+    const size_t smem = ((size_t)3 * d.C * d.W4 + 9 * (size_t)d.C + kDecodeConvThreads) * sizeof(float);
+    if (smem > (size_t(48) << 10)) {
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(decode_conv_kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "cudaFuncSetAttribute(decode_conv)", __FILE__, __LINE__);
+    }
+    const dim3 grid((unsigned)d.T, (unsigned)d.C);
+    decode_conv_kernel<<<grid, kDecodeConvThreads, smem, stream>>>(v, in_offset, out_offset, out, w, mask, b, d);
     check_launch("sea decode_conv_kernel");
 }
 

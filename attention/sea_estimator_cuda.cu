@@ -31,8 +31,7 @@ constexpr int kXStride = kHeadDim + 1;       // staged q/k rows and projection r
 constexpr int kZStride = kEncHidden + 1;     // Z rows [64][129]
 constexpr int kEncChunk = 32;                // W_enc columns staged per step
 constexpr int kWtStride = kEncHidden + 1;    // staged W_encᵀ [32][129]
-constexpr int kRowsPerThread = kChunk * kVcat / kThreads;  // 32 C_perf rows per thread (column e = tid % 128)
-static_assert(kThreads == 2 * kVcat, "C_perf mapping: column tid % 128, rows tid / 128 + 2u");
+static_assert(kThreads == 2 * kVcat && kChunk == 64, "the register tiles below assume 256 threads and 64 rows");
 static_assert(kEncIn % kEncChunk == 0 && kEncHidden % kEncChunk == 0, "encoder staging");
 
 __host__ __device__ inline int odd_stride(int m) { return m | 1; }  // feature rows: conflict-free columns
@@ -147,13 +146,34 @@ __global__ void __launch_bounds__(kThreads)
     features(phi, mp, xs, ws, d.m, n_rows);
     __syncthreads();
 
+    // out[j][e] = Σ_r φ[r][j]·vc[r][e]: thread (half, e) owns column e < 128 for the features j ≡ half (mod 2), so a
+    // warp reads one φ value per step (a broadcast) and 32 consecutive vc values; column 128 (S_k) by threads j < m.
     float *out = states + ((size_t)c * d.H + h) * (size_t)d.m * kStateCols;
-    for (int i = threadIdx.x; i < d.m * kStateCols; i += kThreads) {
-        const int j = i / kStateCols, e = i % kStateCols;
-        float acc = 0.0f;
-#pragma unroll 8
-        for (int r = 0; r < kChunk; ++r) acc = fmaf(phi[r * mp + j], vc[r * kStateCols + e], acc);
-        out[i] = acc;
+    {
+        const int e = threadIdx.x % kVcat, half = threadIdx.x / kVcat;
+        constexpr int kMaxOwn = kMaxFeatures / 2;
+        float acc[kMaxOwn];
+#pragma unroll
+        for (int u = 0; u < kMaxOwn; ++u) acc[u] = 0.0f;
+        const int n_own = (d.m - half + 1) / 2;
+        for (int r = 0; r < kChunk; ++r) {
+            const float vv = vc[r * kStateCols + e];
+            const float *ph = phi + r * mp + half;
+#pragma unroll
+            for (int u = 0; u < kMaxOwn; ++u) {
+                if (u < n_own) acc[u] = fmaf(ph[2 * u], vv, acc[u]);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kMaxOwn; ++u) {
+            if (u < n_own) out[(half + 2 * u) * kStateCols + e] = acc[u];
+        }
+        if (threadIdx.x < d.m) {
+            const int j = threadIdx.x;
+            float sk = 0.0f;
+            for (int r = 0; r < kChunk; ++r) sk = fmaf(phi[r * mp + j], vc[r * kStateCols + kVcat], sk);
+            out[j * kStateCols + kVcat] = sk;
+        }
     }
 }
 
@@ -196,44 +216,83 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     features(phk, mp, A, ws, m, n_rows);
     __syncthreads();
-    // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above.
-    for (int i = tid; i < kChunk * kChunk; i += kThreads) {
-        const int r = i / kChunk, s = i % kChunk;
-        float acc = 0.0f;
-        if (s <= r) {
-            for (int j = 0; j < m; ++j) acc = fmaf(phq[r * mp + j], phk[s * mp + j], acc);
+    // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above. Register tile: thread (rg, sg) owns
+    // rows 4rg..4rg+3 and columns sg + 16j (j < 4).
+    {
+        const int rg = tid / 16, sg = tid % 16;
+        float acc[4][4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
+        for (int j = 0; j < m; ++j) {
+            float a[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) a[i] = phq[(4 * rg + i) * mp + j];
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) b[jj] = phk[(sg + 16 * jj) * mp + j];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int jj = 0; jj < 4; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
         }
-        A[r * kXStride + s] = acc;
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                const int r = 4 * rg + i, s2 = sg + 16 * jj;
+                A[r * kXStride + s2] = s2 <= r ? acc[i][jj] : 0.0f;
+            }
     }
     __syncthreads();
     // Denominator φq_r · (S_k(t) + 1e-6) with S_k(t) = S_k(start) + Σ_{s≤r} φk_s.
     for (int r = warp; r < kChunk; r += kWarps) {
         float acc = 0.0f;
         for (int j = lane; j < m; j += kWarpSize) acc += phq[r * mp + j] * (S[j * kStateCols + kVcat] + kLinearAttnEps);
-        for (int s = lane; s <= r; s += kWarpSize) acc += A[r * kXStride + s];
+        for (int s2 = lane; s2 <= r; s2 += kWarpSize) acc += A[r * kXStride + s2];
         acc = warp_reduce_sum(acc);
         if (lane == 0) inv_den[r] = r < n_rows ? 1.0f / acc : 0.0f;
     }
     __syncthreads();
+    // C_perf[r][e] = (Σ_j φq[r][j] S[j][e] + Σ_s A[r][s] vc[s][e]) / den_r. Register tile: thread (rg, cg) owns rows
+    // 4rg..4rg+3 and columns cg + 16j (j < 8).
     {
-        const int e = tid % kVcat, r0 = tid / kVcat;  // rows r0, r0 + 2, ..., column e
-        float acc[kRowsPerThread];
+        const int rg = tid / 16, cg = tid % 16;
+        float acc[4][8];
 #pragma unroll
-        for (int u = 0; u < kRowsPerThread; ++u) acc[u] = 0.0f;
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) acc[i][jj] = 0.0f;
         for (int j = 0; j < m; ++j) {
-            const float sv = S[j * kStateCols + e];
+            float a[4], b[8];
 #pragma unroll
-            for (int u = 0; u < kRowsPerThread; ++u) acc[u] = fmaf(phq[(r0 + 2 * u) * mp + j], sv, acc[u]);
+            for (int i = 0; i < 4; ++i) a[i] = phq[(4 * rg + i) * mp + j];
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) b[jj] = S[j * kStateCols + cg + 16 * jj];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int jj = 0; jj < 8; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
         }
-        for (int s = 0; s < kChunk; ++s) {
-            const float vv = vc[s * kVcat + e];
+        // Only s ≤ r contributes (A is 0 above the diagonal): the thread's rows end at 4rg+3.
+        const int s_end = 4 * rg + 4;
+        for (int s2 = 0; s2 < s_end; ++s2) {
+            float a[4], b[8];
 #pragma unroll
-            for (int u = 0; u < kRowsPerThread; ++u) acc[u] = fmaf(A[(r0 + 2 * u) * kXStride + s], vv, acc[u]);
+            for (int i = 0; i < 4; ++i) a[i] = A[(4 * rg + i) * kXStride + s2];
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) b[jj] = vc[s2 * kVcat + cg + 16 * jj];
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int jj = 0; jj < 8; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
         }
 #pragma unroll
-        for (int u = 0; u < kRowsPerThread; ++u) {
-            const int r = r0 + 2 * u;
-            cp[r * kVcat + e] = acc[u] * inv_den[r];
+        for (int i = 0; i < 4; ++i) {
+            const int r = 4 * rg + i;
+            const float inv = inv_den[r];
+#pragma unroll
+            for (int jj = 0; jj < 8; ++jj) cp[r * kVcat + cg + 16 * jj] = acc[i][jj] * inv;
         }
     }
     __syncthreads();
@@ -314,14 +373,41 @@ __global__ void __launch_bounds__(kThreads)
     // ---- phase 3: row decoder (sea.md §2.5) into cp, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
     const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
     float *R = cp;
-    for (int idx = tid; idx < kChunk * KH; idx += kThreads) {
-        const int r = idx / KH, o = idx % KH;
-        const float *zr = z + r * kZStride;
-        const float *wo = p.dec_row_w + (size_t)o * kEncHidden;
-        float acc = 0.0f;
-#pragma unroll 8
-        for (int i = 0; i < kEncHidden; ++i) acc = fmaf(zr[i], __ldg(wo + i), acc);
-        R[r * r_stride + o] = acc + p.dec_row_b[o];
+    // R = Z W_rowᵀ + b in slices of 32 outputs: the slice of W_row staged in wt as [o][129]; thread (rg, og) owns
+    // rows 2rg, 2rg+1 and outputs og + 8j (j < 4) of the slice.
+    for (int o0 = 0; o0 < KH; o0 += 32) {
+        const int no = min(32, KH - o0);
+        for (int idx = tid; idx < no * kEncHidden; idx += kThreads) {
+            const int o = idx / kEncHidden, i = idx % kEncHidden;
+            wt[o * kWtStride + i] = p.dec_row_w[(size_t)(o0 + o) * kEncHidden + i];
+        }
+        __syncthreads();
+        const int rg = tid / 8, og = tid % 8;
+        float acc[2][4];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) acc[i][jj] = 0.0f;
+        const float *z0 = z + (2 * rg) * kZStride, *z1 = z0 + kZStride;
+#pragma unroll 4
+        for (int i = 0; i < kEncHidden; ++i) {
+            const float a0 = z0[i], a1 = z1[i];
+#pragma unroll
+            for (int jj = 0; jj < 4; ++jj) {
+                const float b = wt[(og + 8 * jj) * kWtStride + i];
+                acc[0][jj] = fmaf(a0, b, acc[0][jj]);
+                acc[1][jj] = fmaf(a1, b, acc[1][jj]);
+            }
+        }
+#pragma unroll
+        for (int jj = 0; jj < 4; ++jj) {
+            const int o = og + 8 * jj;
+            if (o < no) {
+                R[(2 * rg) * r_stride + o0 + o] = acc[0][jj] + p.dec_row_b[o0 + o];
+                R[(2 * rg + 1) * r_stride + o0 + o] = acc[1][jj] + p.dec_row_b[o0 + o];
+            }
+        }
+        __syncthreads();  // wt is restaged by the next slice
     }
     __syncthreads();
     for (int idx = tid; idx < kChunk * 2; idx += kThreads) {

@@ -5,7 +5,8 @@
 # flushed between kernels): use them for shares, and seaopt-bench for end-to-end figures.
 #
 #   usage: scripts/gpu-profile.sh MODEL.gguf [PROMPT_TOKENS [GEN_TOKENS]]
-# Environment: BUILD [build-gpu], OUT [/tmp/seaopt-profile]
+# Environment: BUILD [build-gpu], OUT [/tmp/seaopt-profile], BENCH_ARGS [none]: more seaopt-bench arguments
+# (e.g. "--attention sea")
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
@@ -27,7 +28,7 @@ for test in "pp $np" "tg $ng"; do
   set -- $test
   if [ "$1" = pp ]; then args=(-p "$2" -n 0); else args=(-p 0 -n "$2"); fi
   SEAOPT_NO_CUDA_GRAPH=1 "$ncu" --clock-control none --metrics gpu__time_duration.sum --print-summary per-kernel \
-    "$build/bin/seaopt-bench" -m "$model" "${args[@]}" -r 1 --no-warmup --device cuda > "$out/ncu-$1$2.txt" 2>&1 ||
+    "$build/bin/seaopt-bench" -m "$model" "${args[@]}" -r 1 --no-warmup --device cuda ${BENCH_ARGS:-} > "$out/ncu-$1$2.txt" 2>&1 ||
     { tail -n 20 "$out/ncu-$1$2.txt"; exit 1; }
   # One line per kernel: invocations, mean and total time (us), sorted by total.
   python3 - "$out/ncu-$1$2.txt" <<'PY'

@@ -104,6 +104,7 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     const float *yt = y + (size_t)t * C * W4;
     for (int x = lane; x < W4; x += kWarpSize) {
         float acc = bias;
+#pragma unroll 8
         for (int c = 0; c < C; ++c) {
             float wc = p.conv4_w[h * C + c];
             if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
@@ -159,10 +160,13 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
     float *rows = dsm, *taps = dsm + 3 * C * W4, *part = taps + 9 * C;
     const int pos = v.pos[r], seq = v.seq[r];
     const float *ring = state_at(v, seq, in_offset);
-    for (int i = tid; i < 3 * C * W4; i += kDecodeConvThreads) {
-        const int a = i / (C * W4), rem = i % (C * W4);
+    const int n_img = C * W4;
+#pragma unroll
+    for (int a = 0; a < 3; ++a) {
         const int row = pos - 4 + 2 * a;  // rows before position 0 are the causal zero padding
-        rows[i] = row >= 0 ? ring[(size_t)(row % kHistoryRows) * C * W4 + rem] : 0.0f;
+        const float *src = ring + (size_t)(row < 0 ? 0 : row % kHistoryRows) * n_img;
+#pragma unroll 8
+        for (int i = tid; i < n_img; i += kDecodeConvThreads) rows[a * n_img + i] = row >= 0 ? src[i] : 0.0f;
     }
     for (int i = tid; i < 9 * C; i += kDecodeConvThreads) {
         const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;  // live rows 0..2 of the [5][3] kernel

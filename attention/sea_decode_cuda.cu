@@ -1,5 +1,5 @@
 // SEA incremental decode, the estimator's front half for one new row per sequence (sea.md §2.12; sea_cpu.cpp
-// sea_attention_decode_cpu_cached up to the CNN): one block of 128 threads per (row, head).
+// sea_attention_decode_cpu_cached up to the CNN): one block of 256 threads per (row, head).
 //   1. φ(q_t), φ(k_t) (performer_features), V_cat_t = [E_pos[row(t)] ; v_t];
 //   2. the Performer step on the sequence's state: S_k += φ(k_t), S_kv += φ(k_t) ⊗ V_cat_t (written back), then
 //      C_perf = φ(q_t)ᵀ S_kv / (φ(q_t) · (S_k + 1e-6)) (performer_step); Σv += v_t;
@@ -18,9 +18,11 @@
 namespace seaopt::cuda::sea {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
-static_assert(kThreads == kEncHidden && kThreads >= kVcat, "one thread per encoder output / V_cat column");
+constexpr int kOutsPerRound = 4;  // outputs a warp reduces at once: independent loads in flight
+static_assert(kThreads >= kStateCols && kThreads >= 2 * kHeadDim, "one thread per state column / staged value");
+static_assert(kEncHidden % (kWarps * kOutsPerRound) == 0, "encoder rounds");
 
 __global__ void __launch_bounds__(kThreads)
     decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d) {
@@ -50,7 +52,7 @@ __global__ void __launch_bounds__(kThreads)
     if (tid == 0) vc[kVcat] = 1.0f;
     __syncthreads();
     // Features: threads 0..m-1 for q, 64..64+m-1 for k.
-    {
+    if (tid < 2 * kHeadDim) {
         const int j = tid % kHeadDim;
         const float *xs = tid < kHeadDim ? xq : xk;
         if (j < m) {
@@ -63,13 +65,21 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     // The state's column e (S_kv[·][e], or S_k in column 128) += φ(k) · V_cat[e]; the numerator (denominator).
-    for (int e = tid; e < kStateCols; e += kThreads) {
+    // All m old values of the column are loaded before any is used (independent loads in flight).
+    if (tid < kStateCols) {
+        const int e = tid;
+        float old[kMaxFeatures];
+#pragma unroll
+        for (int j = 0; j < kMaxFeatures; ++j) old[j] = (j < m && !fresh) ? perf[(size_t)j * kStateCols + e] : 0.0f;
         float acc = 0.0f;
-        for (int j = 0; j < m; ++j) {
-            float *sp = perf + (size_t)j * kStateCols + e;
-            const float nv = fmaf(phk[j], vc[e], fresh ? 0.0f : *sp);
-            *sp = nv;
-            acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
+        const float ve = vc[e];
+#pragma unroll
+        for (int j = 0; j < kMaxFeatures; ++j) {
+            if (j < m) {
+                const float nv = fmaf(phk[j], ve, old[j]);
+                perf[(size_t)j * kStateCols + e] = nv;
+                acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
+            }
         }
         if (e == kVcat) {
             s_den = acc;
@@ -80,13 +90,27 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (tid < kVcat) X[tid] *= 1.0f / s_den;
     __syncthreads();
-    // Encoder: a warp per output, lanes over the 192 inputs.
-    for (int o = warp; o < kEncHidden; o += kWarps) {
-        const float *wo = p.enc_w + (size_t)o * kEncIn;
-        float acc = 0.0f;
-        for (int i = lane; i < kEncIn; i += kWarpSize) acc = fmaf(X[i], wo[i], acc);
-        acc = warp_reduce_sum(acc);
-        if (lane == 0) z[o] = acc + p.enc_b[o];
+    // Encoder: a warp per output, lanes over the 192 inputs, kOutsPerRound outputs per round.
+    {
+        float xv[kEncIn / kWarpSize];
+#pragma unroll
+        for (int u = 0; u < kEncIn / kWarpSize; ++u) xv[u] = X[lane + kWarpSize * u];
+        for (int o0 = warp * kOutsPerRound; o0 < kEncHidden; o0 += kWarps * kOutsPerRound) {
+            float acc[kOutsPerRound];
+#pragma unroll
+            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
+                const float *wo = p.enc_w + (size_t)(o0 + q2) * kEncIn + lane;
+                float a = 0.0f;
+#pragma unroll
+                for (int u = 0; u < kEncIn / kWarpSize; ++u) a = fmaf(xv[u], wo[kWarpSize * u], a);
+                acc[q2] = a;
+            }
+#pragma unroll
+            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
+                const float a = warp_reduce_sum(acc[q2]);
+                if (lane == 0) z[o0 + q2] = a + p.enc_b[o0 + q2];
+            }
+        }
     }
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9).
@@ -122,12 +146,28 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     // Row decoder (sea.md §2.5): a warp per output.
-    for (int o = warp; o < d.KH; o += kWarps) {
-        const float *wo = p.dec_row_w + (size_t)o * kEncHidden;
-        float acc = 0.0f;
-        for (int i = lane; i < kEncHidden; i += kWarpSize) acc = fmaf(z[i], wo[i], acc);
-        acc = warp_reduce_sum(acc);
-        if (lane == 0) R[o] = acc + p.dec_row_b[o];
+    {
+        float zv[kEncHidden / kWarpSize];
+#pragma unroll
+        for (int u = 0; u < kEncHidden / kWarpSize; ++u) zv[u] = z[lane + kWarpSize * u];
+        for (int o0 = warp * kOutsPerRound; o0 < d.KH; o0 += kWarps * kOutsPerRound) {
+            float acc[kOutsPerRound];
+#pragma unroll
+            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
+                float a = 0.0f;
+                if (o0 + q2 < d.KH) {
+                    const float *wo = p.dec_row_w + (size_t)(o0 + q2) * kEncHidden + lane;
+#pragma unroll
+                    for (int u = 0; u < kEncHidden / kWarpSize; ++u) a = fmaf(zv[u], wo[kWarpSize * u], a);
+                }
+                acc[q2] = a;
+            }
+#pragma unroll
+            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
+                const float a = warp_reduce_sum(acc[q2]);
+                if (lane == 0 && o0 + q2 < d.KH) R[o0 + q2] = a + p.dec_row_b[o0 + q2];
+            }
+        }
     }
     __syncthreads();
     // Channels 2h and 2h+1, LayerNorm over K/4 (sea.md §2.6 step 1), into the image ring.

@@ -59,17 +59,6 @@ __device__ __forceinline__ float2 half2_bits_to_float2(uint32_t w) {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// Lanes L and L ^ O add halves: the lane with bit O set keeps values [N, 2N) (moved to [0, N)), the other [0, N).
-template <int O, int N> __device__ __forceinline__ void reduce_scatter_step(float (&acc)[kHeadDim], int lane) {
-    const bool upper = (lane & O) != 0;
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-        const float send = upper ? acc[i] : acc[N + i];
-        const float keep = upper ? acc[N + i] : acc[i];
-        acc[i] = keep + __shfl_xor_sync(kFull, send, O);
-    }
-}
-
 // One (query, head) on one warp (lanes own output dims 2·lane, 2·lane+1): t the query's position, q_row its fp16
 // q, kb/vb the head's key/value rows (key j at kb + j·k_row), mrow its mask words, g its gates, vsum Σ_{j≤t} v_j
 // of the head (64 floats), dst its 64 outputs. offs, q: the warp's shared scratch.
@@ -111,19 +100,13 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
     }
     __syncwarp();
 
-    // Lanes on keys: each lane accumulates p·v over all 64 dims of its own keys (its K and V rows are independent
-    // 128-byte loads), with the warp's running max; a reduce-scatter over the lanes then leaves lane L with dims 2L
-    // and 2L+1.
-    float m_run = -INFINITY, l_run = 0.0f;
-    float acc[kHeadDim];
-#pragma unroll
-    for (int dd = 0; dd < kHeadDim; ++dd) acc[dd] = 0.0f;
+    float m_run = -INFINITY, l_run = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
     uint32_t ksum = 0u;
     for (int base = 0; base < n_keys; base += kWarpSize) {
         const int i = base + lane;
         const bool valid = i < n_keys;
+        int key = 0;
         float score = -INFINITY;
-        uint4 vrow[kHeadDim / 8];
         if (valid) {
             int lo = 0, hi = K;  // offs[lo] <= i < offs[hi]
             while (hi - lo > 1) {
@@ -138,19 +121,13 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
             const unsigned len = (unsigned)(v1 - v0);
             const unsigned n = min(len, (unsigned)d.k);
             const unsigned j = (unsigned)(i - offs[lo]);
-            const int key = v1 - 1 - (int)((j * len) / n);
+            key = v1 - 1 - (int)((j * len) / n);
             ksum += (uint32_t)key;
             const uint4 *kr = reinterpret_cast<const uint4 *>(kb + (long long)key * k_row);
-            const uint4 *vr = reinterpret_cast<const uint4 *>(vb + (long long)key * v_row);
-            uint4 krow[kHeadDim / 8];
-#pragma unroll
-            for (int u = 0; u < kHeadDim / 8; ++u) krow[u] = kr[u];
-#pragma unroll
-            for (int u = 0; u < kHeadDim / 8; ++u) vrow[u] = vr[u];
             float dot = 0.0f;
 #pragma unroll
             for (int u = 0; u < kHeadDim / 8; ++u) {
-                const uint4 w = krow[u];
+                const uint4 w = kr[u];
                 const float2 a = half2_bits_to_float2(w.x), b = half2_bits_to_float2(w.y);
                 const float2 c2 = half2_bits_to_float2(w.z), e = half2_bits_to_float2(w.w);
                 const float *qu = q + 8 * u;
@@ -164,34 +141,24 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
                 dot = fmaf(qu[7], e.y, dot);
             }
             score = dot;
-        } else {
-#pragma unroll
-            for (int u = 0; u < kHeadDim / 8; ++u) vrow[u] = make_uint4(0u, 0u, 0u, 0u);
         }
         const float m_new = fmaxf(m_run, warp_reduce_max(score));
         const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
         const float pj = valid ? expf(score - m_new) : 0.0f;
         l_run = l_run * corr + warp_reduce_sum(pj);
-#pragma unroll
-        for (int u = 0; u < kHeadDim / 8; ++u) {
-            const uint32_t ws[4] = {vrow[u].x, vrow[u].y, vrow[u].z, vrow[u].w};
-#pragma unroll
-            for (int w2 = 0; w2 < 4; ++w2) {
-                const float2 vv = half2_bits_to_float2(ws[w2]);
-                float &a0 = acc[8 * u + 2 * w2], &a1 = acc[8 * u + 2 * w2 + 1];
-                a0 = fmaf(pj, vv.x, a0 * corr);
-                a1 = fmaf(pj, vv.y, a1 * corr);
-            }
+        acc0 *= corr;
+        acc1 *= corr;
+        const int n_here = min(kWarpSize, n_keys - base);
+        for (int jj = 0; jj < n_here; ++jj) {
+            const float pp = __shfl_sync(kFull, pj, jj);
+            const int kk = __shfl_sync(kFull, key, jj);
+            const uint32_t vw = reinterpret_cast<const uint32_t *>(vb + (long long)kk * v_row)[lane];
+            const float2 vv = half2_bits_to_float2(vw);
+            acc0 = fmaf(pp, vv.x, acc0);
+            acc1 = fmaf(pp, vv.y, acc1);
         }
         m_run = m_new;
     }
-    // Reduce-scatter over the lanes: at offset o the lane keeps the half of its values that its bit o selects.
-    reduce_scatter_step<16, 32>(acc, lane);
-    reduce_scatter_step<8, 16>(acc, lane);
-    reduce_scatter_step<4, 8>(acc, lane);
-    reduce_scatter_step<2, 4>(acc, lane);
-    reduce_scatter_step<1, 2>(acc, lane);
-    const float acc0 = acc[0], acc1 = acc[1];  // dims 2·lane, 2·lane + 1
 
     float c0 = 0.0f, c1 = 0.0f;
     if (n_keys > 0) {

@@ -20,6 +20,7 @@
 
 #include "attention/sea_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -95,6 +96,8 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     __shared__ float s_narrow[kOutWarps][kMaxW4];
     __shared__ float s_logit[kOutWarps][kMaxK];
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    pdl_wait();  // a no-op unless launched with PDL (the decode)
+    pdl_launch_dependents();
     const long long row = (long long)blockIdx.x * kOutWarps + warp;  // (t, h), t-major
     if (row >= (long long)d.T * d.H) return;
     const int t = (int)(row / d.H), h = (int)(row % d.H);
@@ -158,6 +161,13 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
     const int C = d.C, W4 = d.W4, r = blockIdx.x, co = blockIdx.y, tid = threadIdx.x;
     const int G = kDecodeConvThreads / W4;
     float *rows = dsm, *taps = dsm + 3 * C * W4, *part = taps + 9 * C;
+    // The taps are weights: staged before waiting for the kernel before (engine/cuda/pdl.cuh).
+    for (int i = tid; i < 9 * C; i += kDecodeConvThreads) {
+        const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;  // live rows 0..2 of the [5][3] kernel
+        taps[i] = wmask ? w[at] * wmask[at] : w[at];
+    }
+    pdl_wait();
+    pdl_launch_dependents();
     const int pos = v.pos[r], seq = v.seq[r];
     const float *ring = state_at(v, seq, in_offset);
     const int n_img = C * W4;
@@ -167,10 +177,6 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
         const float *src = ring + (size_t)(row < 0 ? 0 : row % kHistoryRows) * n_img;
 #pragma unroll 8
         for (int i = tid; i < n_img; i += kDecodeConvThreads) rows[a * n_img + i] = row >= 0 ? src[i] : 0.0f;
-    }
-    for (int i = tid; i < 9 * C; i += kDecodeConvThreads) {
-        const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;  // live rows 0..2 of the [5][3] kernel
-        taps[i] = wmask ? w[at] * wmask[at] : w[at];
     }
     __syncthreads();
     const int x = tid % W4, g = tid / W4;
@@ -219,9 +225,9 @@ void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(decode_conv)", __FILE__, __LINE__);
     }
-    const dim3 grid((unsigned)d.T, (unsigned)d.C);
-    decode_conv_kernel<<<grid, kDecodeConvThreads, smem, stream>>>(v, in_offset, out_offset, out, w, mask, b, d);
-    check_launch("sea decode_conv_kernel");
+    launch_kernel("sea decode_conv_kernel", programmatic_launch_enabled(), decode_conv_kernel,
+                  dim3((unsigned)d.T, (unsigned)d.C), dim3(kDecodeConvThreads), smem, stream, v, in_offset, out_offset,
+                  out, w, mask, b, d);
 }
 
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream) {
@@ -239,9 +245,10 @@ void launch_causal_conv(float *y, const float *x, const float *w, const float *m
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream) {
     const long long rows = (long long)d.T * d.H;
-    cnn_output_kernel<<<(unsigned)((rows + kOutWarps - 1) / kOutWarps), kOutWarps * kWarpSize, 0, stream>>>(probs,
-                                                                                                          conv2, p, d);
-    check_launch("sea cnn_output_kernel");
+    // PDL in the decode only (d.row_pos set): the prefill's kernels before it are plain launches.
+    launch_kernel("sea cnn_output_kernel", d.row_pos != nullptr && programmatic_launch_enabled(), cnn_output_kernel,
+                  dim3((unsigned)((rows + kOutWarps - 1) / kOutWarps)), dim3(kOutWarps * kWarpSize), 0, stream, probs,
+                  conv2, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -14,6 +14,7 @@
 
 #include "attention/sea_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -34,6 +35,8 @@ __global__ void __launch_bounds__(kThreads)
     __shared__ float s_den;
     const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
     const int m = d.m;
+    pdl_wait();  // q, k, v and the rows come from earlier kernels (engine/cuda/pdl.cuh)
+    pdl_launch_dependents();
     const int pos = v.pos[r], seq = v.seq[r], br = v.row[r];
     const bool fresh = pos == 0;
     float *perf = state_at(v, seq, v.state.perf) + (size_t)h * m * kStateCols;
@@ -189,8 +192,8 @@ __global__ void __launch_bounds__(kThreads)
 
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
                              const Dims &d, cudaStream_t stream) {
-    decode_estimator_kernel<<<dim3((unsigned)d.T, (unsigned)d.H), kThreads, 0, stream>>>(gates, x, v, p, d);
-    check_launch("sea decode_estimator_kernel");
+    launch_kernel("sea decode_estimator_kernel", programmatic_launch_enabled(), decode_estimator_kernel,
+                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), 0, stream, gates, x, v, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -23,6 +23,7 @@
 
 #include "attention/sea_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -203,6 +204,8 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
     __shared__ int s_offs[kSparseWarps][kMaxK + 1];
     __shared__ float s_q[kSparseWarps][kHeadDim];
     const int warp = threadIdx.x / kWarpSize;
+    pdl_wait();
+    pdl_launch_dependents();
     const long long rh = (long long)blockIdx.x * kSparseWarps + warp;  // (r, h), r-major
     if (rh >= (long long)d.T * d.H) return;
     const int r = (int)(rh / d.H), h = (int)(rh % d.H);
@@ -237,9 +240,9 @@ void launch_decode_sparse_attention(__half *out, long long out_row_stride, const
                                     const float *gates, const uint32_t *cell_mask, const Dims &d,
                                     cudaStream_t stream) {
     const long long rows = (long long)d.T * d.H;
-    decode_sparse_attention_kernel<<<(unsigned)((rows + kSparseWarps - 1) / kSparseWarps), kSparseWarps * kWarpSize,
-                                     0, stream>>>(out, out_row_stride, x, v, gates, cell_mask, d);
-    check_launch("sea decode_sparse_attention_kernel");
+    launch_kernel("sea decode_sparse_attention_kernel", programmatic_launch_enabled(), decode_sparse_attention_kernel,
+                  dim3((unsigned)((rows + kSparseWarps - 1) / kSparseWarps)), dim3(kSparseWarps * kWarpSize), 0, stream,
+                  out, out_row_stride, x, v, gates, cell_mask, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -17,6 +17,7 @@
 
 #include "attention/sea_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -46,6 +47,8 @@ __global__ void __launch_bounds__(kTopkThreads)
     __shared__ uint32_t s_warp[kTopkWarps];
     __shared__ uint32_t s_digit, s_above;
     const int t = blockIdx.x, tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+    pdl_wait();  // a no-op unless launched with PDL (the decode)
+    pdl_launch_dependents();
     const int K = d.K, KW = d.KW, n = d.H * d.K, n_words = d.H * d.KW;
     uint32_t *keys = sm, *mw = sm + n;
     const float *row = probs + (size_t)t * n;
@@ -148,8 +151,8 @@ void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStr
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(topk)", __FILE__, __LINE__);
     }
-    topk_kernel<<<(unsigned)d.T, kTopkThreads, smem, stream>>>(cell_mask, probs, d);
-    check_launch("sea topk_kernel");
+    launch_kernel("sea topk_kernel", d.row_pos != nullptr && programmatic_launch_enabled(), topk_kernel,
+                  dim3((unsigned)d.T), dim3(kTopkThreads), smem, stream, cell_mask, probs, d);
 }
 
 }  // namespace seaopt::cuda::sea

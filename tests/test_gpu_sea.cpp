@@ -13,7 +13,7 @@
 //                     CPU-vs-fp64 errors are ~1e-6 (tests/test_sea_cpu.cpp), so 1e-4 leaves 100× room and still
 //                     catches any real bug (those move Â by O(1/K));
 //       masks         (query, head) rows whose cells differ must come from boundary ties, the rule of the PyTorch
-//                     fixture comparison (tests/test_sea_cpu.cpp): with E_t = the row's max |ΔÂ| and ε = 2·E_t + 1e-7,
+//                     fixture comparison (tests/sea_fixture_check.h): with E_t = the row's max |ΔÂ| and ε = 2·E_t + 1e-7,
 //                     the CPU's margin (SeaDebug::gap) ≤ ε, every added cell has CPU Â ≥ threshold − ε and every
 //                     dropped one CPU Â ≤ next + ε (a flip between two cells needs their CPU difference ≤ 2·E_t);
 //                     tie head-rows ≤ max(2, 0.1% of the T·H rows), other differences 0;
@@ -50,6 +50,7 @@
 #include "engine/cuda/ops.h"
 #include "engine/error.h"
 #include "engine/fp16.h"
+#include "gpu_sea_test_util.h"
 #include "sea_test_util.h"
 
 namespace {
@@ -58,41 +59,14 @@ using namespace seaopt::cpu;
 using seaopt::cuda::half_t;
 using seaopt::cuda::SeaDeviceParams;
 using seaopt::cuda::SeaPrefillDebug;
+using seaopt_test::cells_of_mask;
+using seaopt_test::cuda_ok;
+using seaopt_test::DeviceBuffer;
+using seaopt_test::DeviceParams;
+using seaopt_test::download;
+using seaopt_test::upload;
+using seaopt_test::upload_params;
 constexpr size_t kD = 64;
-
-void cuda_ok(cudaError_t err, const char *what) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-class DeviceBuffer {
-public:
-    explicit DeviceBuffer(size_t bytes) : bytes_(bytes) { cuda_ok(cudaMalloc(&ptr_, bytes ? bytes : 1), "cudaMalloc"); }
-    ~DeviceBuffer() { cudaFree(ptr_); }
-    DeviceBuffer(const DeviceBuffer &) = delete;
-    DeviceBuffer &operator=(const DeviceBuffer &) = delete;
-    template <class T> T *as() const { return static_cast<T *>(ptr_); }
-    size_t bytes() const { return bytes_; }
-    void fill(int byte) { cuda_ok(cudaMemset(ptr_, byte, bytes_ ? bytes_ : 1), "cudaMemset"); }
-
-private:
-    void *ptr_ = nullptr;
-    size_t bytes_ = 0;
-};
-
-template <class T> std::unique_ptr<DeviceBuffer> upload(const std::vector<T> &src) {
-    auto buf = std::make_unique<DeviceBuffer>(src.size() * sizeof(T));
-    if (!src.empty()) {
-        const size_t bytes = src.size() * sizeof(T);
-        cuda_ok(cudaMemcpy(buf->template as<void>(), src.data(), bytes, cudaMemcpyHostToDevice), "H2D");
-    }
-    return buf;
-}
-
-template <class T> std::vector<T> download(const DeviceBuffer &src, size_t n) {
-    std::vector<T> v(n);
-    if (n) cuda_ok(cudaMemcpy(v.data(), src.as<void>(), n * sizeof(T), cudaMemcpyDeviceToHost), "D2H");
-    return v;
-}
 
 float round16(float x) { return seaopt::f16_to_f32(seaopt::f32_to_f16(x)); }
 double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
@@ -125,45 +99,6 @@ struct ErrStat {
 };
 
 // ---- parameters and inputs ----
-
-struct DeviceParams {
-    std::vector<std::unique_ptr<DeviceBuffer>> bufs;
-    SeaDeviceParams view;
-};
-
-DeviceParams upload_params(const SeaParams &p) {
-    DeviceParams d;
-    auto put = [&d](const std::vector<float> &v) -> const float * {
-        if (v.empty()) return nullptr;
-        d.bufs.push_back(upload(v));
-        return d.bufs.back()->as<float>();
-    };
-    SeaDeviceParams &s = d.view;
-    s.pos_table = put(p.pos_table);
-    s.performer_proj = put(p.performer_proj);
-    s.enc_w = put(p.enc_w);
-    s.enc_b = put(p.enc_b);
-    s.enc_norm_w = put(p.enc_norm_w);
-    s.enc_norm_b = put(p.enc_norm_b);
-    s.dec_row_w = put(p.dec_row_w);
-    s.dec_row_b = put(p.dec_row_b);
-    s.cnn_norm1_w = put(p.cnn_norm1_w);
-    s.cnn_norm1_b = put(p.cnn_norm1_b);
-    s.conv1_w = put(p.conv1_w);
-    s.conv1_mask = put(p.conv1_mask);
-    s.conv1_b = put(p.conv1_b);
-    s.conv2_w = put(p.conv2_w);
-    s.conv2_mask = put(p.conv2_mask);
-    s.conv2_b = put(p.conv2_b);
-    s.conv4_w = put(p.conv4_w);
-    s.conv4_mask = put(p.conv4_mask);
-    s.conv4_b = put(p.conv4_b);
-    s.cnn_norm2_w = put(p.cnn_norm2_w);
-    s.cnn_norm2_b = put(p.cnn_norm2_b);
-    s.scaler_w = put(p.scaler_w);
-    s.scaler_b = put(p.scaler_b);
-    return d;
-}
 
 struct Inputs {
     std::vector<uint16_t> qkv;   // [T, 3C] fp16, q unscaled (the engine's fused buffer)
@@ -439,19 +374,6 @@ std::vector<std::vector<int32_t>> topk_ref(const std::vector<float> &probs, cons
         cells[t].assign(order.begin(), order.begin() + (ptrdiff_t)budget);
         std::sort(cells[t].begin(), cells[t].end());
     });
-    return cells;
-}
-
-std::vector<std::vector<int32_t>> cells_of_mask(const std::vector<uint32_t> &mask, const SeaConfig &cfg, size_t T) {
-    const size_t H = cfg.n_head, K = cfg.K, KW = (K + 31) / 32;
-    std::vector<std::vector<int32_t>> cells(T);
-    for (size_t t = 0; t < T; ++t) {
-        for (size_t h = 0; h < H; ++h) {
-            for (size_t c = 0; c < K; ++c) {
-                if ((mask[(t * H + h) * KW + c / 32] >> (c % 32)) & 1u) cells[t].push_back((int32_t)(h * K + c));
-            }
-        }
-    }
     return cells;
 }
 

@@ -3,18 +3,14 @@
 // distribution, the selection follows the budget, the expansion tiles the causal prefix, the full-budget limit
 // is gated dense attention, and bad arguments throw; against an independent double-precision transcription of
 // the spec; and, at the end of this file, against the PyTorch reference (tests/sea/sea_reference.py) through the
-// committed fixtures in tests/data/sea.
+// committed fixtures in tests/data/sea (loading and rules in tests/sea_fixture_check.h, shared with the CUDA test).
 #include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
 #include <functional>
-#include <map>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -24,10 +20,8 @@
 #include "attention/dense_cpu.h"
 #include "attention/sea_cpu.h"
 #include "engine/error.h"
-#include "engine/fp16.h"
+#include "sea_fixture_check.h"
 #include "sea_test_util.h"
-#include "weights-convert/byte_source.h"
-#include "weights-convert/safetensors.h"
 
 using namespace seaopt::cpu;
 
@@ -846,166 +840,21 @@ TEST(SeaCpu, MatchesANaiveTranscriptionOfTheSpec) {
 //             [thresh, next + ε]; at most 0.1% of the H·T rows;
 //   output    on the rows whose cells agree: max |C++ − ref| ≤ 2 · max |naive16 − ref| (the 2×-naive-fp16 rule),
 //             and the fp32 rule max |C++ − ref| ≤ max(10 · max |torch fp32 − ref|, 1e-5).
-// SEAOPT_SEA_FIXTURES=<dir> runs the same checks on another set (e.g. the large one made on the GPU machine).
+// Loading, the selection/tie rule and the yardsticks live in tests/sea_fixture_check.h (shared with the CUDA test,
+// tests/test_gpu_sea_fixtures.cpp).
 namespace {
 
-struct FixtureTensor {
-    std::vector<uint64_t> shape;
-    std::vector<float> data;
-};
-
-struct SeaFixture {
-    std::string file;
-    std::map<std::string, FixtureTensor> tensors;
-
-    bool has(const std::string &name) const { return tensors.count(name) != 0; }
-    // The tensor's values; throws (the test fails) if it is missing or does not hold `numel` values.
-    const std::vector<float> &get(const std::string &name, size_t numel) const {
-        auto it = tensors.find(name);
-        if (it == tensors.end()) throw std::runtime_error(file + ": no tensor " + name);
-        if (it->second.data.size() != numel) {
-            throw std::runtime_error(file + ": " + name + " has " + std::to_string(it->second.data.size()) +
-                                     " values, expected " + std::to_string(numel));
-        }
-        return it->second.data;
-    }
-};
-
-// Reads a fixture with the project's safetensors reader; F16 and F32 only (the README's format).
-SeaFixture load_sea_fixture(const std::string &path) {
-    using namespace seaopt::convert;
-    FileSource src(path);
-    SeaFixture f;
-    f.file = path.substr(path.find_last_of('/') + 1);
-    for (const SafetensorsTensor &t : read_safetensors_header(src)) {
-        size_t n = 1;
-        for (uint64_t d : t.shape) n *= (size_t)d;
-        FixtureTensor out{t.shape, std::vector<float>(n)};
-        std::vector<uint8_t> bytes((size_t)t.n_bytes);
-        if (!bytes.empty()) src.read(t.offset, bytes.data(), bytes.size());
-        if (t.dtype == DType::F32 && bytes.size() == 4 * n) {
-            std::memcpy(out.data.data(), bytes.data(), bytes.size());
-        } else if (t.dtype == DType::F16 && bytes.size() == 2 * n) {
-            for (size_t i = 0; i < n; ++i) out.data[i] = seaopt::f16_to_f32((uint16_t)(bytes[2 * i] | (bytes[2 * i + 1] << 8)));
-        } else {
-            throw std::runtime_error(f.file + ": tensor " + t.name + " is neither F32 nor F16");
-        }
-        f.tensors.emplace(t.name, std::move(out));
-    }
-    return f;
-}
-
-std::string sea_fixture_dir() {
-    const char *env = std::getenv("SEAOPT_SEA_FIXTURES");
-    return env && *env ? std::string(env) : std::string(SEAOPT_TEST_DATA_DIR) + "/sea";
-}
-
-std::vector<std::string> sea_fixture_files() {
-    std::vector<std::string> files;
-    for (const auto &e : std::filesystem::directory_iterator(sea_fixture_dir())) {
-        if (e.path().extension() == ".safetensors") files.push_back(e.path().string());
-    }
-    std::sort(files.begin(), files.end());
-    return files;
-}
-
-// A fixture's config (the F32 `config` tensor: H, head_dim, k, K, m, T, n_positions, T0), parameters under their
-// §5.1 names ("attention." + the SeaTensorSpec key), and q, k, v in the layout of sea_cpu.h ([T, H·64]).
-struct FixtureRun {
-    SeaConfig cfg;
-    SeaParams params;
-    size_t H = 0, K = 0, T = 0, T0 = 0;
-    std::vector<float> q, k, v;
-};
-
-FixtureRun fixture_run(const SeaFixture &f) {
-    const std::vector<float> &c = f.get("config", 8);
-    FixtureRun r;
-    r.H = (size_t)c[0];
-    r.K = (size_t)c[3];
-    r.T = (size_t)c[5];
-    r.T0 = (size_t)c[7];
-    if ((size_t)c[1] != kD) throw std::runtime_error(f.file + ": head_dim is not 64");
-    r.cfg = make_config(r.H, r.K, (size_t)c[2], (size_t)c[6]);
-    r.cfg.n_features = (size_t)c[4];
-    for (const SeaTensorSpec &spec : sea_tensor_specs(r.cfg)) {
-        size_t n = 1;
-        for (size_t d : spec.shape) n *= d;
-        r.params.*spec.member = f.get("attention." + spec.key, n);
-    }
-    // [H, T, 64] -> [T, H·64]: channel h·64 + i of token t. q is stored already scaled by 1/8, which is what
-    // sea_attention_prefill_cpu expects (sea_cpu.h: "q is already multiplied by head_dim^-1/2").
-    for (const char *name : {"q", "k", "v"}) {
-        const std::vector<float> &src = f.get(name, r.H * r.T * kD);
-        std::vector<float> &dst = name[0] == 'q' ? r.q : name[0] == 'k' ? r.k : r.v;
-        dst.resize(src.size());
-        for (size_t h = 0; h < r.H; ++h)
-            for (size_t t = 0; t < r.T; ++t)
-                std::copy_n(src.data() + (h * r.T + t) * kD, kD, dst.data() + t * r.H * kD + h * kD);
-    }
-    return r;
-}
-
-double max_abs_diff(const float *a, const float *b, size_t n) {
-    double worst = 0.0;
-    for (size_t i = 0; i < n; ++i) worst = std::max(worst, std::fabs((double)a[i] - (double)b[i]));
-    return worst;
-}
-
-// Everything the checks of one query row need, flat over the H·K cells (index h·K + c).
-struct SelectionRow {
-    std::vector<float> ref_p, got_p;  // the truth's Â and ours
-    std::vector<uint8_t> ref_sel;     // the truth's mask
-    std::vector<int32_t> got_cells;   // our selection (ascending)
-    float thresh = 0, next = 0, margin = 0;
-};
-
-struct SelectionTally {
-    size_t head_rows = 0;       // (query, head) rows compared
-    size_t head_rows_diff = 0;  // of which with other cells than the truth
-    size_t tie_rows = 0;        // query rows that differ at a boundary tie
-    size_t bad_rows = 0;        // query rows that differ otherwise (a bug)
-};
-
-// Compares one query row's selection with the truth; returns per head whether its cells agree. A differing row
-// must be a boundary tie by the README's rule (see the block comment above).
-std::vector<bool> compare_selection(const SelectionRow &r, size_t H, size_t K, SelectionTally &tally,
-                                    const std::string &where) {
-    const size_t HK = H * K;
-    std::vector<uint8_t> got(HK, 0);
-    for (int32_t c : r.got_cells) got[(size_t)c] = 1;
-    double e_t = 0.0;
-    for (size_t i = 0; i < HK; ++i) e_t = std::max(e_t, std::fabs((double)r.got_p[i] - (double)r.ref_p[i]));
-    const double eps = 2.0 * e_t + 1e-7;
-    std::vector<bool> head_same(H, true);
-    bool differs = false, tie = true;
-    std::string why;
-    for (size_t i = 0; i < HK; ++i) {
-        if (got[i] == r.ref_sel[i]) continue;
-        differs = true;
-        head_same[i / K] = false;
-        const double p = r.ref_p[i];
-        const bool ok = got[i] ? (p >= r.thresh - eps && p <= r.next) : (p >= r.thresh && p <= r.next + eps);
-        if (!ok) {
-            tie = false;
-            why += " cell " + std::to_string(i) + (got[i] ? " added" : " dropped") + " (ref Â " + std::to_string(p) + ")";
-        }
-    }
-    tally.head_rows += H;
-    if (!differs) return head_same;
-    for (size_t h = 0; h < H; ++h) tally.head_rows_diff += head_same[h] ? 0 : 1;
-    if (!(r.margin <= eps)) {
-        tie = false;
-        why += " ref margin " + std::to_string(r.margin) + " > ε " + std::to_string(eps);
-    }
-    if (tie) {
-        ++tally.tie_rows;
-    } else {
-        ++tally.bad_rows;
-        ADD_FAILURE() << where << ": the selection differs from the truth away from a boundary tie:" << why;
-    }
-    return head_same;
-}
+using seaopt_test::DecodeStateErr;
+using seaopt_test::FixtureRun;
+using seaopt_test::FixtureYardsticks;
+using seaopt_test::SeaFixture;
+using seaopt_test::SelectionRow;
+using seaopt_test::SelectionTally;
+using seaopt_test::compare_selection;
+using seaopt_test::fixture_run;
+using seaopt_test::fixture_selection_row;
+using seaopt_test::fixture_yardsticks;
+using seaopt_test::max_abs_diff;
 
 // The truth's expansion of its own mask, fed to ours: per head the number and the sum of the keys must be equal.
 void expect_same_expansion(const SeaConfig &cfg, size_t t, const std::vector<uint8_t> &ref_sel, const float *key_count,
@@ -1061,11 +910,9 @@ void check_prefill_fixture(const SeaFixture &f) {
     sea_attention_prefill_cpu(r.cfg, r.params, r.q.data(), r.k.data(), r.v.data(), T, out.data(), &dbg);
 
     // Â against the truth, with torch's own fp32 error as the yardstick.
-    const std::vector<float> &ref_p = f.get("ref.probs", H * T * K);
-    const double p_err = max_abs_diff(dbg.probs.data(), ref_p.data(), H * T * K);
-    const double p_err_f32 = max_abs_diff(f.get("f32.probs", H * T * K).data(), ref_p.data(), H * T * K);
-    const double p_err_n16 = max_abs_diff(f.get("naive16.probs", H * T * K).data(), ref_p.data(), H * T * K);
-    const double p_tol = std::max(4.0 * p_err_f32, 1e-6);
+    const FixtureYardsticks y = fixture_yardsticks(f, false, H, K, T);
+    const double p_err = max_abs_diff(dbg.probs.data(), f.get("ref.probs", H * T * K).data(), H * T * K);
+    const double p_tol = std::max(4.0 * y.p_f32, 1e-6);
     EXPECT_LE(p_err, p_tol) << "estimated probabilities";
     // Gate logits (before σ).
     double g_err = std::max(max_abs_diff(dbg.s_prob.data(), f.get("ref.s_prob", H * T).data(), H * T),
@@ -1085,55 +932,36 @@ void check_prefill_fixture(const SeaFixture &f) {
     if (have_intervals) interval_diff = expect_same_intervals(r.cfg, T, f.get("ref.cell_start", T * (K + 1)));
 
     // Selection, expansion of the truth's mask, output on the agreeing rows.
-    const std::vector<float> &ref_mask = f.get("ref.mask", H * T * K);
-    const std::vector<float> &thresh = f.get("ref.topk_thresh", T), &next = f.get("ref.topk_next", T),
-                             &margin = f.get("ref.topk_margin", T);
     const std::vector<float> &key_count = f.get("ref.key_count", H * T), &key_sum = f.get("ref.key_sum", H * T);
     const std::vector<float> *keymask = f.has("ref.keymask") ? &f.get("ref.keymask", H * T * T) : nullptr;
     const std::vector<float> &ref_out = f.get("ref.out", H * T * kD);
-    const std::vector<float> &f32_out = f.get("f32.out", H * T * kD), &n16_out = f.get("naive16.out", H * T * kD);
     SelectionTally tally;
-    double o_err = 0.0, o_err_f32 = 0.0, o_err_n16 = 0.0;
+    double o_err = 0.0;
     for (size_t t = 0; t < T; ++t) {
-        SelectionRow row;
-        row.ref_p.resize(H * K);
-        row.got_p.resize(H * K);
-        row.ref_sel.resize(H * K);
-        for (size_t h = 0; h < H; ++h)
-            for (size_t c = 0; c < K; ++c) {
-                const size_t src = (h * T + t) * K + c;
-                row.ref_p[h * K + c] = ref_p[src];
-                row.got_p[h * K + c] = dbg.probs[src];
-                row.ref_sel[h * K + c] = ref_mask[src] != 0.0f;
-            }
+        SelectionRow row = fixture_selection_row(f, false, H, K, T, t);
+        row.got_p = seaopt_test::row_of_cells(dbg.probs.data(), H, K, T, t, true);
         row.got_cells = row_cells(dbg, t);
-        row.thresh = thresh[t];
-        row.next = next[t];
-        row.margin = margin[t];
         const std::string where = f.file + " row " + std::to_string(t);
         const std::vector<bool> same = compare_selection(row, H, K, tally, where);
         expect_same_expansion(r.cfg, t, row.ref_sel, key_count.data() + t, key_sum.data() + t, T,
                               keymask ? keymask->data() + t * T : nullptr, T * T, where);
         for (size_t h = 0; h < H; ++h) {
             const size_t ref_off = (h * T + t) * kD;
-            o_err_f32 = std::max(o_err_f32, max_abs_diff(f32_out.data() + ref_off, ref_out.data() + ref_off, kD));
-            o_err_n16 = std::max(o_err_n16, max_abs_diff(n16_out.data() + ref_off, ref_out.data() + ref_off, kD));
             if (same[h]) o_err = std::max(o_err, max_abs_diff(out.data() + t * HD + h * kD, ref_out.data() + ref_off, kD));
         }
     }
-    EXPECT_EQ(tally.bad_rows, 0u);
-    EXPECT_LE(tally.head_rows_diff * 1000, tally.head_rows) << "more than 0.1% of the (query, head) rows differ";
-    const double o_tol_2x = 2.0 * o_err_n16, o_tol_f32 = std::max(10.0 * o_err_f32, 1e-5);
+    seaopt_test::expect_selection_rules(tally, 0);
+    const double o_tol_2x = 2.0 * y.o_n16, o_tol_f32 = std::max(10.0 * y.o_f32, 1e-5);
     EXPECT_LE(o_err, o_tol_2x) << "output beyond the 2×-naive-fp16 rule";
     EXPECT_LE(o_err, o_tol_f32) << "output beyond the fp32 rule";
     std::printf("[pytorch] %s: max|ΔÂ| %.3g (torch fp32 %.3g, naive16 %.3g; bound %.3g), max|Δgate| %.3g; "
                 "budget %zu/%zu rows differ, intervals %s; masks: %zu of %zu (query, head) rows differ (%zu tie "
                 "query rows, %zu others); max|Δout| %.3g on agreeing rows: %.2g of the 2×-naive16 bound %.3g "
                 "(torch fp32 %.3g, fp32 bound %.3g)\n",
-                f.file.c_str(), p_err, p_err_f32, p_err_n16, p_tol, g_err, budget_diff, T,
+                f.file.c_str(), p_err, y.p_f32, y.p_n16, p_tol, g_err, budget_diff, T,
                 have_intervals ? (interval_diff ? "DIFFER" : "equal") : "not stored", tally.head_rows_diff,
                 tally.head_rows, tally.tie_rows, tally.bad_rows, o_err, o_tol_2x > 0 ? o_err / o_tol_2x : 0.0,
-                o_tol_2x, o_err_f32, o_tol_f32);
+                o_tol_2x, y.o_f32, o_tol_f32);
 }
 
 // Decode fixtures: our prefill of positions 0..T0-1 (its state against state.*), then one decode step per
@@ -1141,48 +969,20 @@ void check_prefill_fixture(const SeaFixture &f) {
 // and naive-fp16 runs of the whole-sequence reference at those rows (decode == prefill by causality, §2.12).
 void check_decode_fixture(const SeaFixture &f) {
     const FixtureRun r = fixture_run(f);
-    const size_t H = r.H, K = r.K, T = r.T, T0 = r.T0, HD = H * kD, n = T - T0, m = r.cfg.n_features;
+    const size_t H = r.H, K = r.K, T = r.T, T0 = r.T0, HD = H * kD, n = T - T0;
     ASSERT_GT(T0, 0u);
     ASSERT_GT(n, 0u);
     std::vector<float> prompt_out(T0 * HD);
     SeaDecodeState st;
     sea_attention_prefill_cpu(r.cfg, r.params, r.q.data(), r.k.data(), r.v.data(), T0, prompt_out.data(), nullptr, &st);
 
-    // The state after the prompt. The running sums grow like T0: relative to their size.
-    auto rel_err = [](const std::vector<float> &got, const std::vector<float> &want) {
-        double worst = 0.0, scale = 1.0;
-        for (float w : want) scale = std::max(scale, (double)std::fabs(w));
-        for (size_t i = 0; i < want.size(); ++i) worst = std::max(worst, std::fabs((double)got[i] - want[i]) / scale);
-        return worst;
-    };
-    const double s_err = std::max({rel_err(st.perf_k_sum, f.get("state.S_k", H * m)),
-                                   rel_err(st.perf_kv_sum, f.get("state.S_kv", H * m * 2 * kD)),
-                                   rel_err(st.v_sum, f.get("state.v_sum", H * kD))});
-    // fp32 running sums of T0 terms: relative error up to about T0·2^-24 (both sides sum in fp32 or better).
-    EXPECT_LE(s_err, 1e-5 + (double)T0 * std::ldexp(1.0, -24)) << "decode state sums";
-    // History rows T0-4..T0-1 ([2H, 4, K/4] in the fixture; ring slot r % 4 of [4][2H][K/4] here).
-    const size_t C = 2 * H, W4 = K / 4;
-    double h_err = 0.0;
-    for (const auto &[name, ours] : {std::pair<const char *, const std::vector<float> *>{"state.img_hist", &st.image_hist},
-                                     {"state.c1_hist", &st.conv1_hist}}) {
-        const std::vector<float> &want = f.get(name, C * 4 * W4);
-        for (size_t i = 0; i < 4; ++i) {
-            if (T0 + i < 4) continue;  // before position 0
-            const size_t pos = T0 - 4 + i;
-            for (size_t c = 0; c < C; ++c)
-                for (size_t x = 0; x < W4; ++x)
-                    h_err = std::max(h_err, std::fabs((double)(*ours)[((pos % 4) * C + c) * W4 + x] - want[(c * 4 + i) * W4 + x]));
-        }
-    }
-    EXPECT_LE(h_err, 1e-4) << "decode CNN history";
+    // The state after the prompt (history: ring slot r % 4 of [4][2H][K/4] here).
+    const DecodeStateErr s = seaopt_test::expect_decode_state(f, r, st.perf_k_sum, st.perf_kv_sum, st.v_sum,
+                                                              st.image_hist.data(), st.conv1_hist.data(), 4, 1e-4);
 
-    const std::vector<float> &ref_p = f.get("dec.probs", n * H * K), &ref_mask = f.get("dec.mask", n * H * K);
-    const std::vector<float> &topk_n = f.get("dec.topk_n", n), &thresh = f.get("dec.topk_thresh", n),
-                             &next = f.get("dec.topk_next", n), &margin = f.get("dec.topk_margin", n);
+    const std::vector<float> &topk_n = f.get("dec.topk_n", n);
     const std::vector<float> &key_count = f.get("dec.key_count", n * H), &key_sum = f.get("dec.key_sum", n * H);
-    const std::vector<float> &ref_out = f.get("dec.out", n * H * kD);
-    const std::vector<float> &f32_p = f.get("f32.dec.probs", n * H * K), &f32_out = f.get("f32.dec.out", n * H * kD);
-    const std::vector<float> &n16_p = f.get("naive16.dec.probs", n * H * K), &n16_out = f.get("naive16.dec.out", n * H * kD);
+    const std::vector<float> &ref_p = f.get("dec.probs", n * H * K), &ref_out = f.get("dec.out", n * H * kD);
     const std::vector<float> &ref_sp = f.get("dec.s_prob", n * H), &ref_sm = f.get("dec.s_mix", n * H);
     SelectionTally tally;
     double p_err = 0.0, g_err = 0.0, o_err = 0.0;
@@ -1201,65 +1001,37 @@ void check_decode_fixture(const SeaFixture &f) {
             ++budget_diff;
             ADD_FAILURE() << where << ": budget " << d.budget[0] << ", ref " << topk_n[i];
         }
-        SelectionRow row;
-        row.ref_p.assign(ref_p.begin() + (ptrdiff_t)(i * H * K), ref_p.begin() + (ptrdiff_t)((i + 1) * H * K));
+        SelectionRow row = fixture_selection_row(f, true, H, K, n, i);
         row.got_p = d.probs;
-        row.ref_sel.resize(H * K);
-        for (size_t j = 0; j < H * K; ++j) row.ref_sel[j] = ref_mask[i * H * K + j] != 0.0f;
         row.got_cells = row_cells(d, 0);
-        row.thresh = thresh[i];
-        row.next = next[i];
-        row.margin = margin[i];
         const std::vector<bool> same = compare_selection(row, H, K, tally, where);
         expect_same_expansion(r.cfg, t, row.ref_sel, key_count.data() + i * H, key_sum.data() + i * H, 1, nullptr, 0,
                               where);
         for (size_t h = 0; h < H; ++h)
             if (same[h]) o_err = std::max(o_err, max_abs_diff(out_t.data() + h * kD, ref_out.data() + (i * H + h) * kD, kD));
     }
-    const double p_err_f32 = max_abs_diff(f32_p.data(), ref_p.data(), n * H * K);
-    const double p_err_n16 = max_abs_diff(n16_p.data(), ref_p.data(), n * H * K);
-    const double o_err_f32 = max_abs_diff(f32_out.data(), ref_out.data(), n * H * kD);
-    const double o_err_n16 = max_abs_diff(n16_out.data(), ref_out.data(), n * H * kD);
-    const double p_tol = std::max(4.0 * p_err_f32, 1e-6);
-    const double o_tol_2x = 2.0 * o_err_n16, o_tol_f32 = std::max(10.0 * o_err_f32, 1e-5);
+    const FixtureYardsticks y = fixture_yardsticks(f, true, H, K, n);
+    const double p_tol = std::max(4.0 * y.p_f32, 1e-6);
+    const double o_tol_2x = 2.0 * y.o_n16, o_tol_f32 = std::max(10.0 * y.o_f32, 1e-5);
     EXPECT_LE(p_err, p_tol) << "estimated probabilities (decode)";
     EXPECT_LE(g_err, 1e-5) << "gate logits (decode)";
-    EXPECT_EQ(tally.bad_rows, 0u);
-    EXPECT_LE(tally.head_rows_diff * 1000, tally.head_rows) << "more than 0.1% of the (query, head) rows differ";
+    seaopt_test::expect_selection_rules(tally, 0);
     EXPECT_LE(o_err, o_tol_2x) << "decode output beyond the 2×-naive-fp16 rule";
     EXPECT_LE(o_err, o_tol_f32) << "decode output beyond the fp32 rule";
     std::printf("[pytorch] %s: prefill %zu + %zu decode steps; state rel. err %.3g, history %.3g; max|ΔÂ| %.3g (torch "
                 "fp32 %.3g, naive16 %.3g; bound %.3g), max|Δgate| %.3g; budget %zu/%zu steps differ; masks: %zu of %zu "
                 "(query, head) rows differ (%zu tie query rows, %zu others); max|Δout| %.3g on agreeing rows: %.2g of "
                 "the 2×-naive16 bound %.3g (torch fp32 %.3g, fp32 bound %.3g)\n",
-                f.file.c_str(), T0, n, s_err, h_err, p_err, p_err_f32, p_err_n16, p_tol, g_err, budget_diff, n,
+                f.file.c_str(), T0, n, s.sums, s.history, p_err, y.p_f32, y.p_n16, p_tol, g_err, budget_diff, n,
                 tally.head_rows_diff, tally.head_rows, tally.tie_rows, tally.bad_rows, o_err,
-                o_tol_2x > 0 ? o_err / o_tol_2x : 0.0, o_tol_2x, o_err_f32, o_tol_f32);
+                o_tol_2x > 0 ? o_err / o_tol_2x : 0.0, o_tol_2x, y.o_f32, o_tol_f32);
 }
 
 }  // namespace
 
 // Every fixture of the set: prefill fixtures (kind prefill, T0 = T) and decode fixtures (T0 < T).
 TEST(SeaCpu, MatchesThePyTorchReference) {
-    const std::vector<std::string> files = sea_fixture_files();
-    ASSERT_FALSE(files.empty()) << "no fixtures in " << sea_fixture_dir();
-    size_t prefill = 0, decode = 0;
-    for (const std::string &path : files) {
-        SCOPED_TRACE(path);
-        const SeaFixture f = load_sea_fixture(path);
-        const std::vector<float> &c = f.get("config", 8);
-        if (c[7] < c[5]) {
-            check_decode_fixture(f);
-            ++decode;
-        } else {
-            check_prefill_fixture(f);
-            ++prefill;
-        }
-    }
-    EXPECT_GT(prefill, 0u);
-    if (!std::getenv("SEAOPT_SEA_FIXTURES")) {
-        EXPECT_GT(decode, 0u);
-    }
+    seaopt_test::check_every_sea_fixture(check_prefill_fixture, check_decode_fixture);
 }
 
 // The tie rule of the fixture comparison is not vacuous: a flip between two cells whose truth differs by less

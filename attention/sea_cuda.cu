@@ -235,8 +235,12 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     SEAOPT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     sea::Dims d = sea::make_dims(cfg, rows.R);
     d.row_pos = rows.pos;
-    if (sea::topk_smem_bytes(d) + 2048 > (size_t)optin) {
-        throw_unsupported(who + ": the top-k kernel needs more shared memory per block than the device grants");
+    if (std::max(sea::topk_smem_bytes(d) + 2048, sea::decode_estimator_smem_bytes(d) + 4096) > (size_t)optin) {
+        throw_unsupported(who + ": the SEA decode kernels need " +
+                          std::to_string(std::max(sea::topk_smem_bytes(d) + 2048,
+                                                  sea::decode_estimator_smem_bytes(d) + 4096)) +
+                          " bytes of shared memory per block for this config, the device grants " +
+                          std::to_string(optin));
     }
 
     sea::QkvView x;

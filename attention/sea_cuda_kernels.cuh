@@ -154,6 +154,7 @@ void launch_decode_sparse_attention(__half *out, long long out_row_stride, const
                                     const float *gates, const uint32_t *cell_mask, const Dims &d, cudaStream_t stream);
 // sea_decode_cuda.cu: the estimator of one row per call row (Performer step on the state, encoder, gates, row
 // decoder): gates -> [R][H][2], the LayerNormed image row -> the image ring (slot pos % 8); Σv += v.
+size_t decode_estimator_smem_bytes(const Dims &d);  // dynamic shared memory (the staged weights)
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
                              const Dims &d, cudaStream_t stream);
 

@@ -5,7 +5,8 @@
 //      C_perf = φ(q_t)ᵀ S_kv / (φ(q_t) · (S_k + 1e-6)) (performer_step); Σv += v_t;
 //   3. Z = GELU(LN_128([C_perf ; v_t] W_encᵀ + b)), the gates Z W_sᵀ + b_s, the row decoder Z W_rowᵀ + b_row split
 //      into channels 2h, 2h+1 and LayerNormed over K/4 -> the image row, into the state's image ring (slot t % 8).
-// At t = 0 the state's old contents are not read (zero sums): a cleared sequence needs no reset.
+// At t = 0 the state's old contents are not read (zero sums): a cleared sequence needs no reset. The weights (123 KB
+// at K = 64) are staged in shared memory before the PDL wait, overlapping the kernel before.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -33,8 +34,20 @@ __global__ void __launch_bounds__(kThreads)
     __shared__ float z[kEncHidden];
     __shared__ float R[kMaxK / 2];
     __shared__ float s_den;
+    extern __shared__ float4 wsm4[];  // the weights: W_enc [128][192], W_row [K/2][128], W_perf [m][65]
+    float *w_enc = reinterpret_cast<float *>(wsm4), *w_row = w_enc + kEncHidden * kEncIn;
+    float *w_perf = w_row + d.KH * kEncHidden;
     const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
     const int m = d.m;
+    // Weights do not depend on earlier kernels: staged while the kernel before this one finishes (PDL).
+    {
+        const float4 *src = reinterpret_cast<const float4 *>(p.enc_w);
+        for (int i = tid; i < kEncHidden * kEncIn / 4; i += kThreads) wsm4[i] = src[i];
+        const float4 *srow = reinterpret_cast<const float4 *>(p.dec_row_w);
+        float4 *drow = reinterpret_cast<float4 *>(w_row);
+        for (int i = tid; i < d.KH * kEncHidden / 4; i += kThreads) drow[i] = srow[i];
+        for (int i = tid; i < m * kHeadDim; i += kThreads) w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
+    }
     pdl_wait();  // q, k, v and the rows come from earlier kernels (engine/cuda/pdl.cuh)
     pdl_launch_dependents();
     const int pos = v.pos[r], seq = v.seq[r], br = v.row[r];
@@ -59,7 +72,7 @@ __global__ void __launch_bounds__(kThreads)
         const int j = tid % kHeadDim;
         const float *xs = tid < kHeadDim ? xq : xk;
         if (j < m) {
-            const float *wj = p.performer_proj + (size_t)j * kHeadDim;
+            const float *wj = w_perf + j * (kHeadDim + 1);
             float acc = 0.0f;
 #pragma unroll 16
             for (int dd = 0; dd < kHeadDim; ++dd) acc = fmaf(xs[dd], wj[dd], acc);
@@ -102,7 +115,7 @@ __global__ void __launch_bounds__(kThreads)
             float acc[kOutsPerRound];
 #pragma unroll
             for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-                const float *wo = p.enc_w + (size_t)(o0 + q2) * kEncIn + lane;
+                const float *wo = w_enc + (o0 + q2) * kEncIn + lane;
                 float a = 0.0f;
 #pragma unroll
                 for (int u = 0; u < kEncIn / kWarpSize; ++u) a = fmaf(xv[u], wo[kWarpSize * u], a);
@@ -159,7 +172,7 @@ __global__ void __launch_bounds__(kThreads)
             for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
                 float a = 0.0f;
                 if (o0 + q2 < d.KH) {
-                    const float *wo = p.dec_row_w + (size_t)(o0 + q2) * kEncHidden + lane;
+                    const float *wo = w_row + (o0 + q2) * kEncHidden + lane;
 #pragma unroll
                     for (int u = 0; u < kEncHidden / kWarpSize; ++u) a = fmaf(zv[u], wo[kWarpSize * u], a);
                 }
@@ -190,10 +203,20 @@ __global__ void __launch_bounds__(kThreads)
 
 }  // namespace
 
+size_t decode_estimator_smem_bytes(const Dims &d) {
+    return ((size_t)kEncHidden * kEncIn + (size_t)d.KH * kEncHidden + (size_t)d.m * (kHeadDim + 1)) * sizeof(float);
+}
+
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
                              const Dims &d, cudaStream_t stream) {
+    const size_t smem = decode_estimator_smem_bytes(d);
+    if (smem > (size_t(48) << 10)) {
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(decode_estimator_kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "cudaFuncSetAttribute(decode_estimator)", __FILE__, __LINE__);
+    }
     launch_kernel("sea decode_estimator_kernel", programmatic_launch_enabled(), decode_estimator_kernel,
-                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), 0, stream, gates, x, v, p, d);
+                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), smem, stream, gates, x, v, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -12,7 +12,7 @@
 //     (the same sums as the CPU's, in another order), then X = [C_perf ; v] -> Z = GELU(LN_128(X W_encᵀ + b)),
 //     the gates [s_prob, s_mix] = Z W_sᵀ + b_s, R = Z W_rowᵀ + b_row (K/2), split into channels 2h and 2h+1
 //     and LayerNorm over K/4 -> the decoder image [T][2H][K/4]. C_perf and Z live in shared memory only.
-// fp32 throughout. Memory: the chunk states, ⌈T/64⌉·H·m·129 floats (17.4 MB at H 32, m 33, T 2048).
+// fp32 throughout (the encoder GEMM on tensor cores in 3xTF32, fp32-equivalent). Memory: the chunk states, ⌈T/64⌉·H·m·129 floats (17.4 MB at H 32, m 33, T 2048).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -30,7 +30,8 @@ constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kXStride = kHeadDim + 1;       // staged q/k rows and projection rows: [..][65]
 constexpr int kZStride = kEncHidden + 1;     // Z rows [64][129]
 constexpr int kEncChunk = 32;                // W_enc columns staged per step
-constexpr int kWtStride = kEncHidden + 1;    // staged W_encᵀ [32][129]
+constexpr int kWtStride = kEncHidden + 8;    // staged W_encᵀ [32][136] (conflict-free B fragments: 8·t4 + g)
+constexpr int kRowStride = kVcat + 4;        // vc and C_perf rows [64][132] (conflict-free A fragments: 4·g + t4)
 static_assert(kThreads == 2 * kVcat && kChunk == 64, "the register tiles below assume 256 threads and 64 rows");
 static_assert(kEncIn % kEncChunk == 0 && kEncHidden % kEncChunk == 0, "encoder staging");
 
@@ -61,15 +62,36 @@ struct RowsSmem {
         a = phk + kChunk * mp;         // [64][65]   staged q then k rows, then A[r][s] = φq_r·φk_s (s ≤ r)
         const int phase1_end = a + kChunk * kXStride;
         z = 0;                         // [64][129]  Z
-        wt = z + kChunk * kZStride;    // [32][129]  a slice of W_encᵀ
+        wt = z + kChunk * kZStride;    // [32][136]  a slice of W_encᵀ (or of W_row: [32][136] as [o][i])
         const int phase2_end = wt + kEncChunk * kWtStride;
         vc = phase1_end > phase2_end ? phase1_end : phase2_end;  // [64][128] [E_pos ; v]
-        cp = vc + kChunk * kVcat;      // [64][128]  C_perf, then the row decoder output [64][KH+1]
-        const int cp_size = kChunk * kVcat > kChunk * (KH + 1) ? kChunk * kVcat : kChunk * (KH + 1);
+        cp = vc + kChunk * kRowStride; // [64][132]  C_perf, then the row decoder output [64][KH+1]
+        const int cp_size = kChunk * kRowStride > kChunk * (KH + 1) ? kChunk * kRowStride : kChunk * (KH + 1);
         inv_den = cp + cp_size;        // [64]
         total = inv_den + kChunk;
     }
 };
+
+// ---- tensor cores in fp32-equivalent precision (3xTF32, see the encoder) ----
+
+__device__ __forceinline__ uint32_t to_tf32(float x) {
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+    return r;
+}
+
+__device__ __forceinline__ void split_tf32(float x, uint32_t &hi, uint32_t &lo) {
+    hi = to_tf32(x);
+    lo = to_tf32(x - __uint_as_float(hi));
+}
+
+// d += a·b for a 16×8 (row) tile, an 8×8 (col) tile: fragments as the PTX ISA's mma.m16n8k8 .tf32 layout.
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
 
 // ---- shared building blocks (every thread of the block calls them) ----
 
@@ -207,7 +229,7 @@ __global__ void __launch_bounds__(kThreads)
     const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
     for (int i = tid; i < m * kStateCols; i += kThreads) S[i] = st[i];
     stage_projection(ws, p.performer_proj, m);
-    stage_vcat(vc, kVcat, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
+    stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
     stage_rows(A, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
     __syncthreads();
     features(phq, mp, A, ws, m, n_rows);
@@ -281,7 +303,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
             for (int i = 0; i < 4; ++i) a[i] = A[(4 * rg + i) * kXStride + s2];
 #pragma unroll
-            for (int jj = 0; jj < 8; ++jj) b[jj] = vc[s2 * kVcat + cg + 16 * jj];
+            for (int jj = 0; jj < 8; ++jj) b[jj] = vc[s2 * kRowStride + cg + 16 * jj];
 #pragma unroll
             for (int i = 0; i < 4; ++i)
 #pragma unroll
@@ -292,18 +314,22 @@ __global__ void __launch_bounds__(kThreads)
             const int r = 4 * rg + i;
             const float inv = inv_den[r];
 #pragma unroll
-            for (int jj = 0; jj < 8; ++jj) cp[r * kVcat + cg + 16 * jj] = acc[i][jj] * inv;
+            for (int jj = 0; jj < 8; ++jj) cp[r * kRowStride + cg + 16 * jj] = acc[i][jj] * inv;
         }
     }
     __syncthreads();
 
     // ---- phase 2: encoder X = [C_perf ; v] (192) -> 128 (sea.md §2.4) ----
+    // Tensor cores in fp32-equivalent precision ("3xTF32"): x = x_hi + x_lo with x_hi = tf32(x), x_lo = tf32(x - x_hi),
+    // and x·w ≈ x_hi·w_hi + x_hi·w_lo + x_lo·w_hi (the dropped x_lo·w_lo is ~2^-22 of the product), accumulated in
+    // fp32 by mma.sync m16n8k8. Warp w: rows 16·(w % 4) .. +16, outputs 64·(w / 4) .. +64 (8 tiles of 8).
     {
+        const int m0 = (warp % 4) * 16, nb = (warp / 4) * 64, g = lane >> 2, t4 = lane & 3;
         float acc[8][4];
 #pragma unroll
-        for (int v = 0; v < 8; ++v)
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int u = 0; u < 4; ++u) acc[v][u] = 0.0f;
+            for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
         for (int i0 = 0; i0 < kEncIn; i0 += kEncChunk) {
             for (int idx = tid; idx < kEncHidden * kEncChunk; idx += kThreads) {
                 const int o = idx / kEncChunk, ii = idx % kEncChunk;
@@ -312,26 +338,32 @@ __global__ void __launch_bounds__(kThreads)
             __syncthreads();
             // Columns 0..127 of X are C_perf, 128..191 are v (= vc columns 64..127); a slice is one or the other.
             const float *xsrc = i0 < kVcat ? cp + i0 : vc + kHeadDim + (i0 - kVcat);
-#pragma unroll 4
-            for (int ii = 0; ii < kEncChunk; ++ii) {
-                float xv[8], wv[4];
 #pragma unroll
-                for (int v = 0; v < 8; ++v) xv[v] = xsrc[(warp + kWarps * v) * kVcat + ii];
+            for (int kk = 0; kk < kEncChunk; kk += 8) {
+                uint32_t ah[4], al[4];
+                split_tf32(xsrc[(m0 + g) * kRowStride + kk + t4], ah[0], al[0]);
+                split_tf32(xsrc[(m0 + g + 8) * kRowStride + kk + t4], ah[1], al[1]);
+                split_tf32(xsrc[(m0 + g) * kRowStride + kk + t4 + 4], ah[2], al[2]);
+                split_tf32(xsrc[(m0 + g + 8) * kRowStride + kk + t4 + 4], ah[3], al[3]);
 #pragma unroll
-                for (int u = 0; u < 4; ++u) wv[u] = wt[ii * kWtStride + lane + kWarpSize * u];
-#pragma unroll
-                for (int v = 0; v < 8; ++v)
-#pragma unroll
-                    for (int u = 0; u < 4; ++u) acc[v][u] = fmaf(xv[v], wv[u], acc[v][u]);
+                for (int nt = 0; nt < 8; ++nt) {
+                    const int n = nb + nt * 8 + g;
+                    uint32_t bh0, bl0, bh1, bl1;
+                    split_tf32(wt[(kk + t4) * kWtStride + n], bh0, bl0);
+                    split_tf32(wt[(kk + t4 + 4) * kWtStride + n], bh1, bl1);
+                    mma_tf32(acc[nt], al, bh0, bh1);  // the small terms first
+                    mma_tf32(acc[nt], ah, bl0, bl1);
+                    mma_tf32(acc[nt], ah, bh0, bh1);
+                }
             }
             __syncthreads();
         }
 #pragma unroll
-        for (int v = 0; v < 8; ++v)
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const int o = lane + kWarpSize * u;
-                z[(warp + kWarps * v) * kZStride + o] = acc[v][u] + p.enc_b[o];
+            for (int q2 = 0; q2 < 4; ++q2) {
+                const int r = m0 + g + (q2 >> 1) * 8, o = nb + nt * 8 + 2 * t4 + (q2 & 1);
+                z[r * kZStride + o] = acc[nt][q2] + p.enc_b[o];
             }
     }
     __syncthreads();

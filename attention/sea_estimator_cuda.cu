@@ -29,7 +29,7 @@ constexpr int kThreads = 256;  // the mappings below assume exactly 256 threads
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kXStride = kHeadDim + 1;       // staged q/k rows and projection rows: [..][65]
 constexpr int kZStride = kEncHidden + 1;     // Z rows [64][129]
-constexpr int kEncChunk = 32;                // W_enc columns staged per step
+constexpr int kEncChunk = 16;                // W_enc columns (W_row outputs) staged per step
 constexpr int kWtStride = kEncHidden + 8;    // staged W_encᵀ [32][136] (conflict-free B fragments: 8·t4 + g)
 constexpr int kRowStride = kVcat + 4;        // vc and C_perf rows [64][132] (conflict-free A fragments: 4·g + t4)
 static_assert(kThreads == 2 * kVcat && kChunk == 64, "the register tiles below assume 256 threads and 64 rows");
@@ -50,23 +50,26 @@ struct StateSmem {
 };
 
 // Shared memory of estimator_rows_kernel (float offsets). Phase 1 (Performer output) and phase 2 (encoder,
-// row decoder) overlap; vc, cp and inv_den live through both.
+// row decoder) overlap; vc, cp and inv_den live through both. The state S and the projection w live in cp until
+// C_perf is written there (after a barrier). 107 KB at m 33, K 64: two blocks per SM.
 struct RowsSmem {
     int S, w, phq, phk, a, z, wt, vc, cp, inv_den, total;
     __host__ __device__ RowsSmem(int m, int KH) {
         const int mp = odd_stride(m);
-        S = 0;                         // [m][129]   state at the chunk start: S_kv | S_k
-        w = S + m * kStateCols;        // [m][65]
-        phq = w + m * kXStride;        // [64][mp]
+        phq = 0;                       // [64][mp]
         phk = phq + kChunk * mp;       // [64][mp]
         a = phk + kChunk * mp;         // [64][65]   staged q then k rows, then A[r][s] = φq_r·φk_s (s ≤ r)
         const int phase1_end = a + kChunk * kXStride;
         z = 0;                         // [64][129]  Z
-        wt = z + kChunk * kZStride;    // [32][136]  a slice of W_encᵀ (or of W_row: [32][136] as [o][i])
+        wt = z + kChunk * kZStride;    // [16][136]  a slice of W_encᵀ (or of W_row: [16][136] as [o][i])
         const int phase2_end = wt + kEncChunk * kWtStride;
-        vc = phase1_end > phase2_end ? phase1_end : phase2_end;  // [64][128] [E_pos ; v]
+        vc = phase1_end > phase2_end ? phase1_end : phase2_end;  // [64][132] [E_pos ; v]
         cp = vc + kChunk * kRowStride; // [64][132]  C_perf, then the row decoder output [64][KH+1]
-        const int cp_size = kChunk * kRowStride > kChunk * (KH + 1) ? kChunk * kRowStride : kChunk * (KH + 1);
+        S = cp;                        // [m][129]   state at the chunk start: S_kv | S_k (until C_perf)
+        w = S + m * kStateCols;        // [m][65]    the Performer projection (until the features)
+        int cp_size = kChunk * kRowStride;
+        if (kChunk * (KH + 1) > cp_size) cp_size = kChunk * (KH + 1);
+        if (m * (kStateCols + kXStride) > cp_size) cp_size = m * (kStateCols + kXStride);
         inv_den = cp + cp_size;        // [64]
         total = inv_den + kChunk;
     }
@@ -309,6 +312,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
                 for (int jj = 0; jj < 8; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
         }
+        __syncthreads();  // S and w, in the cp region, are read until here
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
             const int r = 4 * rg + i;
@@ -405,39 +409,30 @@ __global__ void __launch_bounds__(kThreads)
     // ---- phase 3: row decoder (sea.md §2.5) into cp, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
     const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
     float *R = cp;
-    // R = Z W_rowᵀ + b in slices of 32 outputs: the slice of W_row staged in wt as [o][129]; thread (rg, og) owns
-    // rows 2rg, 2rg+1 and outputs og + 8j (j < 4) of the slice.
-    for (int o0 = 0; o0 < KH; o0 += 32) {
-        const int no = min(32, KH - o0);
+    // R = Z W_rowᵀ + b in slices of 16 outputs: the slice of W_row staged in wt as [o][136]; thread (r, og) owns row
+    // r = tid / 4 and outputs og + 4j (j < 4) of the slice.
+    for (int o0 = 0; o0 < KH; o0 += kEncChunk) {
+        const int no = min(kEncChunk, KH - o0);
         for (int idx = tid; idx < no * kEncHidden; idx += kThreads) {
             const int o = idx / kEncHidden, i = idx % kEncHidden;
             wt[o * kWtStride + i] = p.dec_row_w[(size_t)(o0 + o) * kEncHidden + i];
         }
         __syncthreads();
-        const int rg = tid / 8, og = tid % 8;
-        float acc[2][4];
+        const int r = tid / 4, og = tid % 4;
+        float acc[4];
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
-#pragma unroll
-            for (int jj = 0; jj < 4; ++jj) acc[i][jj] = 0.0f;
-        const float *z0 = z + (2 * rg) * kZStride, *z1 = z0 + kZStride;
+        for (int jj = 0; jj < 4; ++jj) acc[jj] = 0.0f;
+        const float *zr = z + r * kZStride;
 #pragma unroll 4
         for (int i = 0; i < kEncHidden; ++i) {
-            const float a0 = z0[i], a1 = z1[i];
+            const float a0 = zr[i];
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) {
-                const float b = wt[(og + 8 * jj) * kWtStride + i];
-                acc[0][jj] = fmaf(a0, b, acc[0][jj]);
-                acc[1][jj] = fmaf(a1, b, acc[1][jj]);
-            }
+            for (int jj = 0; jj < 4; ++jj) acc[jj] = fmaf(a0, wt[(og + 4 * jj) * kWtStride + i], acc[jj]);
         }
 #pragma unroll
         for (int jj = 0; jj < 4; ++jj) {
-            const int o = og + 8 * jj;
-            if (o < no) {
-                R[(2 * rg) * r_stride + o0 + o] = acc[0][jj] + p.dec_row_b[o0 + o];
-                R[(2 * rg + 1) * r_stride + o0 + o] = acc[1][jj] + p.dec_row_b[o0 + o];
-            }
+            const int o = og + 4 * jj;
+            if (o < no) R[r * r_stride + o0 + o] = acc[jj] + p.dec_row_b[o0 + o];
         }
         __syncthreads();  // wt is restaged by the next slice
     }
@@ -462,6 +457,10 @@ void set_smem(const void *kernel, size_t bytes, const char *name) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     check_cuda(err, name, __FILE__, __LINE__);
+    // The largest shared-memory carveout: two estimator-rows blocks (107 KB each) per SM.
+    check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    (int)cudaSharedmemCarveoutMaxShared),
+               name, __FILE__, __LINE__);
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "engine/cuda/device.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#include "model/opt_attention_bench.h"
 #include "model/opt_attention_maps.h"
 #include "model/opt_model.h"
 #include "seaopt.h"
@@ -386,6 +387,35 @@ void seaopt_attention_maps_free(seaopt_attention_maps_out *out) {
     std::free(out->mask);
     std::free(out->dense);
     std::memset(out, 0, sizeof *out);
+}
+
+/* ---- attention-layer benchmark ------------------------------------------------------------- */
+
+seaopt_attention_layer_bench_params seaopt_attention_layer_bench_default_params(void) {
+    seaopt_attention_layer_bench_params p;
+    std::memset(&p, 0, sizeof p);
+    p.attention = SEAOPT_ATTENTION_DENSE;
+    p.layer = 0;
+    p.n_tokens = 2048;
+    p.sea_k = 0;
+    p.n_reps = 10;
+    p.n_warmup = 3;
+    return p;
+}
+
+seaopt_status seaopt_bench_attention_layer(const seaopt_model *model, const seaopt_attention_layer_bench_params *params,
+                                           seaopt_attention_layer_bench_result *out) {
+    if (out) std::memset(out, 0, sizeof *out);
+    SEAOPT_API_TRY
+    require(model, "model");
+    require(out, "out");
+    const seaopt_attention_layer_bench_params p = params ? *params : seaopt_attention_layer_bench_default_params();
+    seaopt_attention_layer_bench_result r;
+    std::memset(&r, 0, sizeof r);
+    bench_attention_layer(*model->impl, p, r);
+    *out = r;
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
 }
 
 void seaopt_kv_clear(seaopt_context *ctx) {

@@ -299,6 +299,76 @@ SEAOPT_API seaopt_status seaopt_attention_maps(const struct seaopt_model *model,
 SEAOPT_API void seaopt_attention_maps_free(seaopt_attention_maps_out *out);
 
 /* ---------------------------------------------------------------------------------------------
+ * Attention-layer benchmark (CUDA engine only): ONE attention layer's prefill of one sequence
+ * ------------------------------------------------------------------------------------------- */
+/* The largest n_tokens seaopt_bench_attention_layer accepts (2^17). */
+#define SEAOPT_ATTENTION_BENCH_MAX_TOKENS 131072
+
+typedef struct seaopt_attention_layer_bench_params {
+    seaopt_attention attention; /* DENSE: the engine's flash prefill; SEA: estimator + top-k + sparse attention */
+    int32_t layer;              /* the layer whose SEA estimator parameters SEA uses, in [0, n_layer) (checked for
+                                   dense too; dense attention has no parameters); default 0 */
+    int32_t n_tokens;           /* T, the sequence length, in [1, SEAOPT_ATTENTION_BENCH_MAX_TOKENS]; it may exceed
+                                   the model's n_ctx_train (see below); default 2048 */
+    int32_t sea_k;              /* SEA's sparsity budget k; 0 = the model's sea.k (must be 0 for DENSE); default 0 */
+    int32_t n_reps;             /* timed runs, in [1, 100000]; default 10 */
+    int32_t n_warmup;           /* untimed runs before them, in [0, 1000]; default 3 */
+} seaopt_attention_layer_bench_params;
+
+SEAOPT_API seaopt_attention_layer_bench_params seaopt_attention_layer_bench_default_params(void);
+
+typedef struct seaopt_attention_layer_bench_result {
+    seaopt_attention attention;
+    int32_t layer, n_tokens, n_reps, n_warmup;
+    int32_t n_head, head_dim;   /* the model's attention shape */
+    /* Time of one run of the attention kernels (cudaEvents around each run on one stream), in ms:
+     * the mean, the sample standard deviation (0 for one run), the fastest and the slowest run. */
+    double mean_ms, std_ms, min_ms, max_ms;
+    /* Mean time of the KV-cache append of the T rows (kv_cache_append), which the engine runs before
+     * the attention in both paths: measured the same way, NOT included in mean_ms. */
+    double kv_append_ms;
+    /* Device memory. "Extra" is what the layer needs beyond its inputs and output -- q, k, v (the
+     * fused [T, 3C] qkv buffer), the KV cache (n_ctx = T) and the output [T, C] -- counted as the
+     * bytes the kernels are given (not cudaMalloc's 2 MiB pages):
+     *   DENSE: 0 (the flash prefill reads q from qkv and K/V from the cache and keeps its softmax
+     *          state on chip: no scratch);
+     *   SEA:   scratch_bytes (sea_prefill_scratch_bytes(cfg, T): estimator, selection and sparse
+     *          attention buffers) + state_bytes (the decode state the prefill leaves for the
+     *          sequence, as the engine does). The layer's fp32 estimator parameters (sea_params_bytes)
+     *          are weights, reported but not counted as extra. */
+    uint64_t extra_bytes, scratch_bytes, state_bytes, sea_params_bytes;
+    uint64_t qkv_bytes, kv_cache_bytes, out_bytes; /* the inputs and output, for reference */
+    /* SEA only (0 for DENSE): k and K used, and the positional table E_pos (sea.md §2.2): its rows and
+     * the positions it is stretched to by "nearest" interpolation, max(the model's, T);
+     * pos_stretched = n_pos_ctx > n_pos_table. */
+    int32_t sea_k, sea_K, n_pos_table, n_pos_ctx;
+    bool pos_stretched;
+    /* Mean |out| of the last run's output (fp16 -> fp32). The output is filled with NaN before the
+     * runs, so a finite value says every output element was written. */
+    double output_mean_abs;
+} seaopt_attention_layer_bench_result;
+
+/* Runs one attention layer's prefill of positions 0..T-1 of one sequence (batch 1, fp16) on the
+ * model's GPU, as the CUDA engine runs it, on fixed-seed random N(0,1) q, k, v of the model's shape
+ * (the fused [T, 3C] qkv buffer, C = n_head * 64; the same data for both kinds at a given T),
+ * uploaded once: kv_cache_append of the T rows into a KV cache of n_ctx = T (timed separately),
+ * then n_warmup untimed and n_reps timed runs of the attention:
+ *   DENSE: the flash prefill attention_forward over the cache (attention tiles of positions 0..T-1;
+ *          at T = 1 the engine's decode kernel, as the engine runs a one-token prompt);
+ *   SEA:   sea_attention_prefill_cuda with layer `layer`'s estimator (fp32 on the device), k = sea_k,
+ *          q scaled by 1/8, writing the decode state as the engine does; T may exceed the model's
+ *          positions: the positional table is stretched to max(its positions, T) (sea.md §2.2).
+ * Memory is checked against the free device memory before anything is allocated, and freed on return.
+ * Errors (*out zeroed, message in seaopt_last_error()): SEAOPT_ERR_INVALID_ARGUMENT for a NULL
+ * argument, a vocab-only model, or a parameter out of range (named in the message);
+ * SEAOPT_ERR_UNSUPPORTED for SEA on a model without an estimator, a model loaded on the CPU (the
+ * benchmark runs CUDA kernels only) or a build without CUDA; SEAOPT_ERR_OUT_OF_MEMORY when the
+ * buffers do not fit the GPU; SEAOPT_ERR_DEVICE for a CUDA failure. */
+SEAOPT_API seaopt_status seaopt_bench_attention_layer(const struct seaopt_model *model,
+                                                      const seaopt_attention_layer_bench_params *params,
+                                                      seaopt_attention_layer_bench_result *out);
+
+/* ---------------------------------------------------------------------------------------------
  * Sampler
  * Order of operations (as Hugging Face's generate): repetition penalty over the last
  * repeat_last_n accepted tokens, then temperature, then top-k, then top-p, then a draw from the

@@ -21,6 +21,7 @@
 #include "engine/memory_plan.h"
 #include "model/gguf.h"
 #include "model/opt_forward_cpu.h"
+#include "model/opt_sea_upload.h"
 
 namespace seaopt {
 
@@ -76,6 +77,7 @@ void destroy_cuda_weights(OptCudaWeights *w) {
 }
 
 uint64_t cuda_weights_bytes(const OptCudaWeights &w) { return w.bytes; }
+int cuda_weights_device(const OptCudaWeights &w) { return w.device; }
 
 std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
     const OptHparams &hp, const gguf::File &file, const uint8_t *file_data, int device, bool untied_output,
@@ -276,71 +278,6 @@ uint64_t staging_bytes(uint32_t n_batch) {
 
 namespace {
 
-// The parameters of the SEA layers, as the device kernels take them (fp32, PyTorch layouts: sea_cuda.h), in
-// one host image to upload: returns the bytes, fills offsets (per layer, per tensor).
-struct SeaUpload {
-    std::vector<char> image;
-    std::vector<std::vector<std::pair<std::vector<float> cpu::SeaParams::*, uint64_t>>> offsets;  // per layer
-};
-
-SeaUpload pack_sea_params(const SeaCpuState &sea) {
-    SeaUpload u;
-    u.offsets.resize(sea.on.size());
-    uint64_t total = 0;
-    const std::vector<cpu::SeaTensorSpec> specs = cpu::sea_tensor_specs(sea.cfg);
-    for (size_t l = 0; l < sea.on.size(); ++l) {
-        if (!sea.on[l]) continue;
-        for (const cpu::SeaTensorSpec &t : specs) {
-            const std::vector<float> &v = sea.params[l].*(t.member);
-            if (v.empty()) continue;  // an optional weight mask left out: the stored mask
-            u.offsets[l].emplace_back(t.member, total);
-            total += (v.size() * sizeof(float) + 255) / 256 * 256;
-        }
-    }
-    u.image.assign(total, 0);
-    for (size_t l = 0; l < sea.on.size(); ++l) {
-        for (const auto &[member, off] : u.offsets[l]) {
-            const std::vector<float> &v = sea.params[l].*member;
-            std::memcpy(u.image.data() + off, v.data(), v.size() * sizeof(float));
-        }
-    }
-    return u;
-}
-
-cuda::SeaDeviceParams sea_device_params(const char *base, const std::vector<std::pair<std::vector<float> cpu::SeaParams::*, uint64_t>> &offs) {
-    auto at = [&](std::vector<float> cpu::SeaParams::*member) -> const float * {
-        for (const auto &[m, off] : offs) {
-            if (m == member) return reinterpret_cast<const float *>(base + off);
-        }
-        return nullptr;
-    };
-    cuda::SeaDeviceParams p;
-    p.pos_table = at(&cpu::SeaParams::pos_table);
-    p.performer_proj = at(&cpu::SeaParams::performer_proj);
-    p.enc_w = at(&cpu::SeaParams::enc_w);
-    p.enc_b = at(&cpu::SeaParams::enc_b);
-    p.enc_norm_w = at(&cpu::SeaParams::enc_norm_w);
-    p.enc_norm_b = at(&cpu::SeaParams::enc_norm_b);
-    p.dec_row_w = at(&cpu::SeaParams::dec_row_w);
-    p.dec_row_b = at(&cpu::SeaParams::dec_row_b);
-    p.cnn_norm1_w = at(&cpu::SeaParams::cnn_norm1_w);
-    p.cnn_norm1_b = at(&cpu::SeaParams::cnn_norm1_b);
-    p.conv1_w = at(&cpu::SeaParams::conv1_w);
-    p.conv1_mask = at(&cpu::SeaParams::conv1_mask);
-    p.conv1_b = at(&cpu::SeaParams::conv1_b);
-    p.conv2_w = at(&cpu::SeaParams::conv2_w);
-    p.conv2_mask = at(&cpu::SeaParams::conv2_mask);
-    p.conv2_b = at(&cpu::SeaParams::conv2_b);
-    p.conv4_w = at(&cpu::SeaParams::conv4_w);
-    p.conv4_mask = at(&cpu::SeaParams::conv4_mask);
-    p.conv4_b = at(&cpu::SeaParams::conv4_b);
-    p.cnn_norm2_w = at(&cpu::SeaParams::cnn_norm2_w);
-    p.cnn_norm2_b = at(&cpu::SeaParams::cnn_norm2_b);
-    p.scaler_w = at(&cpu::SeaParams::scaler_w);
-    p.scaler_b = at(&cpu::SeaParams::scaler_b);
-    return p;
-}
-
 // Scratch of the SEA kernels for batches of up to n_batch tokens: one prefill of a sequence of up to
 // min(n_batch, n_ctx) tokens, or one decode call of up to min(n_batch, n_seq) rows.
 uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch) {
@@ -363,7 +300,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->weights_bytes = w.bytes;
     s->kv_bytes = 2ull * hp.n_layer * s->per_layer_elems(hp) * sizeof(half_t);
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + kAttnCounterBytes;
-    SeaUpload sea_upload;
+    SeaParamsImage sea_upload;
     uint64_t sea_scratch = 0;
     if (sea && sea->any()) {
         s->sea_any = true;
@@ -374,7 +311,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         for (uint32_t l = 0; l < hp.n_layer; ++l) {
             if (sea->on[l]) s->sea_index[l] = n_sea++;
         }
-        sea_upload = pack_sea_params(*sea);
+        sea_upload = pack_sea_params(sea->cfg, sea->params, sea->on);
         s->sea_params_bytes = sea_upload.image.size();
         s->sea_state_stride = cuda::sea_decode_state_bytes(sea->cfg);
         s->sea_block_bytes = s->sea_params_bytes + (uint64_t)n_sea * n_seq * s->sea_state_stride;

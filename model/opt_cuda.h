@@ -41,6 +41,8 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
     const std::function<void(uint64_t)> &progress);
 
 uint64_t cuda_weights_bytes(const OptCudaWeights &w);
+// The CUDA device ordinal the weights live on.
+int cuda_weights_device(const OptCudaWeights &w);
 
 // Allocates the KV cache (fp16) and the activation arena for batches of up to n_batch tokens.
 // sea (optional; its layers `on` run SEA attention with its cfg and params): also uploads those layers' estimator

@@ -18,6 +18,8 @@ int main(void) {
     seaopt_model_params mp = seaopt_model_default_params();
     seaopt_context_params cp = seaopt_context_default_params();
     seaopt_sampler_params sp = seaopt_sampler_default_params();
+    seaopt_attention_layer_bench_params bp = seaopt_attention_layer_bench_default_params();
+    seaopt_attention_layer_bench_result br;
     seaopt_status st;
 
     CHECK(mp.device == SEAOPT_DEVICE_AUTO);
@@ -32,6 +34,9 @@ int main(void) {
     CHECK(strstr(seaopt_last_error(), "/nonexistent/model.gguf") != NULL);
     CHECK(seaopt_decode(NULL, NULL) == SEAOPT_ERR_INVALID_ARGUMENT);
     CHECK(!seaopt_model_has_sea(NULL));
+    CHECK(bp.n_tokens == 2048 && bp.attention == SEAOPT_ATTENTION_DENSE);
+    CHECK(seaopt_bench_attention_layer(NULL, &bp, &br) == SEAOPT_ERR_INVALID_ARGUMENT);
+    CHECK(br.mean_ms == 0.0 && !br.pos_stretched);
 
     printf("%s\n%d passed, %d failed\n", seaopt_build_info(), failures ? 0 : 1, failures ? 1 : 0);
     return failures ? 1 : 0;

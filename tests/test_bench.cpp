@@ -264,3 +264,53 @@ TEST_F(Bench, SeaAttentionFailsCleanly) {
         EXPECT_TRUE(contains(help.out, s)) << "--help lacks '" << s << "'\n" << help.out;
     }
 }
+
+// ---- --attention-layer ----------------------------------------------------------------------------
+// The runs need a GPU (tests/test_gpu_attention_bench.cpp runs the mode on CUDA); here: clean failures.
+
+TEST_F(Bench, AttentionLayerFailsCleanlyOnTheCpu) {
+    ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
+    // Valid flags (T beyond the model's 2048 positions included): refused for the device, before any output.
+    for (const char *fmt : {"md", "json"}) {
+        const Result r = run({"-m", kSeaModel, "--attention-layer", "64,4096", "--layer", "1", "--sea-k", "2", "-r",
+                              "2", "-o", fmt, "--device", "cpu"});
+        expect_clean_failure(r, "--attention-layer T = 64 (dense attention): ");
+        EXPECT_TRUE(contains(r.err, "loaded on the CPU")) << describe(r);
+        EXPECT_TRUE(contains(r.err, "--device cuda")) << describe(r);
+        EXPECT_TRUE(r.out.empty()) << "nothing on stdout before the failure\n" << describe(r);
+    }
+}
+
+TEST_F(Bench, AttentionLayerBadFlagsFailCleanly) {
+    expect_clean_failure(run({"-m", kSeaModel, "--attention-layer", "0", "--device", "cpu"}),
+                         "--attention-layer: T = 0 is out of range: each T must be in [1, 131072]");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention-layer", "2048,200000", "--device", "cpu"}),
+                         "T = 200000 is out of range");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention-layer", "2k", "--device", "cpu"}),
+                         "--attention-layer takes a comma-separated list");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention-layer", "64", "--layer", "2", "--device", "cpu"}),
+                         "--layer 2 is out of range: the model has 2 layers");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention-layer", "64", "--layer", "-1"}), "--layer must be >= 0, got -1");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention-layer", "64", "-r", "0"}), "-r/--repetitions must be >= 1");
+    for (const std::vector<std::string> &extra :
+         {std::vector<std::string>{"-p", "512"}, {"-n", "16"}, {"-d", "8"}, {"-c", "256"}, {"--attention", "sea"},
+          {"--sea-layers", "0"}, {"--print-memory-plan"}}) {
+        std::vector<std::string> args = {"-m", kSeaModel, "--attention-layer", "64", "--device", "cpu"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        expect_clean_failure(run(args), extra[0] + " does not apply to --attention-layer");
+    }
+    expect_clean_failure(run({"-m", kSeaModel, "-p", "8", "--layer", "1", "--device", "cpu"}),
+                         "--layer needs --attention-layer");
+    // A model without an estimator: nothing to compare.
+    expect_clean_failure(run({"-m", kModel, "--attention-layer", "64", "--device", "cpu"}),
+                         "has no SEA estimator: convert it with seaopt-convert --sea");
+}
+
+TEST_F(Bench, HelpDescribesTheAttentionLayerMode) {
+    const Result help = run({"--help"});
+    ASSERT_TRUE(help.exited && help.status == 0) << describe(help);
+    for (const char *s : {"--attention-layer", "--layer", "Attention layer (--attention-layer", "seaopt_bench_attention_layer",
+                          "stretched", "extra"}) {
+        EXPECT_TRUE(contains(help.out, s)) << "--help lacks '" << s << "'\n" << help.out;
+    }
+}

@@ -3,6 +3,7 @@
 //
 //   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device auto|cpu|cuda]
 //                [--attention dense|sea [--sea-layers LIST] [--sea-k N]] ...
+//   seaopt-bench -m MODEL --attention-layer 1024,2048,4096 [--layer N] [--sea-k N] [-r 5] [-o md|json] ...
 //
 // Tests (also printed by --help):
 //   ppN  on a cleared KV cache, ONE seaopt_decode of N tokens (BOS, then fixed pseudo-random ids in
@@ -18,6 +19,12 @@
 // Reported: tokens/s as the mean and sample standard deviation over the runs, ms per run, and the
 // context's memory (planned, and on the GPU the device memory in use after the test). The attention the
 // contexts use (--attention, --sea-layers, --sea-k) is a column of the table and fields of the JSON.
+//
+// --attention-layer T1,T2,... (a mode of its own; CUDA only): for each T, ONE attention layer's prefill of T tokens
+// of one sequence (batch 1, fp16, the model's heads of 64) through seaopt_bench_attention_layer, dense (the flash
+// prefill) and SEA (estimator + top-k + sparse attention with layer --layer's estimator), on the same random q, k,
+// v: ms per run (mean ± std), SEA/dense, the extra device memory of each, and SEA's positional table (stretched
+// past its rows for a T beyond them, sea.md §2.2). T may exceed the model's positions (up to 131072).
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -61,7 +68,19 @@ const char *const kTests =
     "'device used' is the GPU memory in use by all processes after the test (cudaMemGetInfo total - free),\n"
     "not reported on the CPU.\n"
     "Output goes to stdout (-o md: a table and memory lines; -o json: an array of objects, one per test);\n"
-    "progress goes to stderr.";
+    "progress goes to stderr.\n"
+    "\n"
+    "Attention layer (--attention-layer T1,T2,...; instead of the ppN/tgN tests; CUDA only, a model with a SEA\n"
+    "estimator): for each T, one attention layer's prefill of T tokens of one sequence (batch 1, fp16, the\n"
+    "model's heads of 64) on fixed-seed random N(0,1) q, k, v, run as the CUDA engine runs it (C API:\n"
+    "seaopt_bench_attention_layer): dense = the flash prefill over the KV cache; SEA = estimator + top-k +\n"
+    "sparse attention with layer --layer's estimator and k = --sea-k. Timed: the attention kernels only, -r runs\n"
+    "queued back to back after 3 warm-ups (none with --no-warmup), cudaEvents, mean +/- sample std in ms; the\n"
+    "KV-cache append both paths run first is excluded (printed apart). 'extra' is the device memory beyond q, k,\n"
+    "v, the KV cache (n_ctx = T) and the output: 0 for dense, SEA's prefill scratch + the decode state it\n"
+    "leaves. T may exceed the model's positions (at most 131072): SEA's positional table E_pos is then stretched\n"
+    "to T rows by nearest interpolation (sea.md 2.2), shown in the 'E_pos rows' column as 'P -> N'.\n"
+    "-p, -n, -d, -c, --attention and --sea-layers do not apply in this mode.";
 
 struct Options {
     std::string model_path;
@@ -77,6 +96,8 @@ struct Options {
     bool no_warmup = false;
     bool verbose = false;
     bool print_memory_plan = false;
+    std::string attention_layer;  // --attention-layer: the T list ("" = the ppN/tgN tests)
+    int32_t layer = 0;            // --layer
 };
 
 int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
@@ -473,6 +494,170 @@ int run(const Options &opt, const std::vector<Test> &tests) {
     return 0;
 }
 
+// ---- --attention-layer ---------------------------------------------------------------------------
+
+// The dense and the SEA run at one T.
+struct LayerResult {
+    seaopt_attention_layer_bench_result dense{}, sea{};
+    double ratio() const { return dense.mean_ms > 0 ? sea.mean_ms / dense.mean_ms : NAN; }
+};
+
+std::string ms_pm(const seaopt_attention_layer_bench_result &r) {
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%.3f ± %.3f", r.mean_ms, r.std_ms);
+    return buf;
+}
+
+double to_mib(uint64_t bytes) { return bytes / 1048576.0; }
+
+// "2048" (the table as stored, or already stretched for the model's positions: "1024 -> 2048"), "2048 -> 4096".
+std::string pos_rows(const seaopt_attention_layer_bench_result &r) {
+    if (!r.pos_stretched) return std::to_string(r.n_pos_table);
+    return std::to_string(r.n_pos_table) + " -> " + std::to_string(r.n_pos_ctx);
+}
+
+void print_layer_md_header() {
+    std::printf("| model                          | backend     | layer |      T |          dense ms |            SEA ms"
+                " | SEA/dense | extra MiB dense | extra MiB SEA |   k | E_pos rows      |\n");
+    std::printf("| ------------------------------ | ----------- | ----: | -----: | ----------------: | ----------------:"
+                " | --------: | --------------: | ------------: | --: | --------------- |\n");
+}
+
+void print_layer_md_row(const ModelInfo &m, const LayerResult &r) {
+    // "±" is two bytes in UTF-8: one more byte of width keeps the columns aligned on screen.
+    std::printf("| %-30s | %-11s | %5d | %6d | %19s | %19s | %9.2f | %15.2f | %13.2f | %3d | %-15s |\n", m.desc.c_str(),
+                m.backend.c_str(), r.dense.layer, r.dense.n_tokens, ms_pm(r.dense).c_str(), ms_pm(r.sea).c_str(),
+                r.ratio(), to_mib(r.dense.extra_bytes), to_mib(r.sea.extra_bytes), r.sea.sea_k, pos_rows(r.sea).c_str());
+    std::fflush(stdout);
+}
+
+void print_layer_md_notes(const ModelInfo &m, const std::vector<LayerResult> &results) {
+    const seaopt_attention_layer_bench_result &a = results.front().dense;
+    std::printf("\ntimed: one attention layer's prefill of T tokens of one sequence (batch 1, fp16, %d heads x %d), "
+                "the attention kernels only: mean ± sample std of %d run%s after %d warm-up%s (cudaEvents, runs queued "
+                "back to back); the KV-cache append both paths run first is not included.\n",
+                a.n_head, a.head_dim, a.n_reps, a.n_reps == 1 ? "" : "s", a.n_warmup, a.n_warmup == 1 ? "" : "s");
+    std::printf("extra: device memory beyond q, k, v [T, 3C], the KV cache (n_ctx = T) and the output [T, C]: dense "
+                "none (the flash prefill has no scratch); SEA its prefill scratch + the decode state it leaves (the "
+                "layer's estimator parameters are weights, not counted).\n");
+    for (const LayerResult &r : results) {
+        std::printf("  T %6d: KV append %.3f ms; SEA extra %.2f MiB = scratch %.2f + decode state %.2f (parameters "
+                    "%.2f MiB); inputs: qkv %.2f MiB, KV cache %.2f MiB, output %.2f MiB\n",
+                    r.dense.n_tokens, r.dense.kv_append_ms, to_mib(r.sea.extra_bytes), to_mib(r.sea.scratch_bytes),
+                    to_mib(r.sea.state_bytes), to_mib(r.sea.sea_params_bytes), to_mib(r.dense.qkv_bytes),
+                    to_mib(r.dense.kv_cache_bytes), to_mib(r.dense.out_bytes));
+    }
+    std::printf("E_pos rows: SEA's learned positional table (sea.md 2.2), 'P -> N' when stretched by nearest "
+                "interpolation to N positions (T beyond its P rows).\n");
+    std::printf("\nbuild: %s\n", m.build.c_str());
+}
+
+void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &results) {
+    const std::string time = utc_now();
+    std::printf("[\n");
+    for (size_t i = 0; i < results.size(); ++i) {
+        const seaopt_attention_layer_bench_result &d = results[i].dense, &e = results[i].sea;
+        std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
+                    "\"backend\": %s, \"build_info\": %s, \"test\": \"attention-layer\", \"layer\": %d, "
+                    "\"n_tokens\": %d, \"n_head\": %d, \"head_dim\": %d, \"reps\": %d, \"warmup\": %d, "
+                    "\"sea_k\": %d, \"sea_K\": %d, \"n_pos_table\": %d, \"n_pos_ctx\": %d, \"pos_stretched\": %s, "
+                    "\"dense_avg_ms\": %s, \"dense_stddev_ms\": %s, \"dense_min_ms\": %s, \"dense_max_ms\": %s, "
+                    "\"sea_avg_ms\": %s, \"sea_stddev_ms\": %s, \"sea_min_ms\": %s, \"sea_max_ms\": %s, "
+                    "\"sea_dense_ratio\": %s, \"kv_append_ms\": %s, "
+                    "\"dense_extra_bytes\": %llu, \"sea_extra_bytes\": %llu, \"sea_scratch_bytes\": %llu, "
+                    "\"sea_state_bytes\": %llu, \"sea_params_bytes\": %llu, "
+                    "\"qkv_bytes\": %llu, \"kv_cache_bytes\": %llu, \"out_bytes\": %llu, "
+                    "\"dense_output_mean_abs\": %s, \"sea_output_mean_abs\": %s, \"test_time\": %s}%s\n",
+                    json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
+                    (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
+                    d.layer, d.n_tokens, d.n_head, d.head_dim, d.n_reps, d.n_warmup, e.sea_k, e.sea_K, e.n_pos_table,
+                    e.n_pos_ctx, e.pos_stretched ? "true" : "false", json_number(d.mean_ms).c_str(),
+                    json_number(d.std_ms).c_str(), json_number(d.min_ms).c_str(), json_number(d.max_ms).c_str(),
+                    json_number(e.mean_ms).c_str(), json_number(e.std_ms).c_str(), json_number(e.min_ms).c_str(),
+                    json_number(e.max_ms).c_str(), json_number(results[i].ratio()).c_str(),
+                    json_number(d.kv_append_ms).c_str(), (unsigned long long)d.extra_bytes,
+                    (unsigned long long)e.extra_bytes, (unsigned long long)e.scratch_bytes,
+                    (unsigned long long)e.state_bytes, (unsigned long long)e.sea_params_bytes,
+                    (unsigned long long)d.qkv_bytes, (unsigned long long)d.kv_cache_bytes,
+                    (unsigned long long)d.out_bytes, json_number(d.output_mean_abs).c_str(),
+                    json_number(e.output_mean_abs).c_str(), json_string(time).c_str(),
+                    i + 1 < results.size() ? "," : "");
+    }
+    std::printf("]\n");
+    std::fflush(stdout);
+}
+
+int run_attention_layer(const Options &opt, const std::vector<int32_t> &sizes) {
+    seaopt_tools::install_log(opt.verbose);
+
+    seaopt_model_params mparams = seaopt_model_default_params();
+    mparams.device = seaopt_tools::device_from_string(opt.device);
+    const Clock::time_point t_load = Clock::now();
+    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
+    if (!model) return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
+    const double load_s = seconds_since(t_load);
+    if (!seaopt_model_has_sea(model.get())) {
+        return fail("--attention-layer compares SEA with dense attention, and the model " + opt.model_path +
+                    " has no SEA estimator: convert it with seaopt-convert --sea");
+    }
+    const int32_t n_layer = seaopt_model_n_layer(model.get());
+    if (opt.layer >= n_layer) {
+        return fail("--layer " + std::to_string(opt.layer) + " is out of range: the model has " +
+                    std::to_string(n_layer) + " layers (0.." + std::to_string(n_layer - 1) + ")");
+    }
+
+    ModelInfo info;
+    info.path = opt.model_path;
+    char desc[128];
+    seaopt_model_desc(model.get(), desc, sizeof desc);
+    info.desc = desc;
+    info.n_params = seaopt_model_n_params(model.get());
+    info.build = seaopt_build_info();
+    info.gpu = true;  // the benchmark runs CUDA kernels only: every result comes from the GPU
+    info.backend = "seaopt-cuda";
+    std::error_code ec;
+    const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
+    info.file_size = ec ? 0 : (uint64_t)file_size;
+
+    std::fprintf(stderr, "%s: %s\n", kProgram, info.build.c_str());
+    std::fprintf(stderr, "%s: model %s (%s, %llu params, %s) loaded in %.2f s; attention layer %d, %d timed run%s%s\n",
+                 kProgram, opt.model_path.c_str(), info.desc.c_str(), (unsigned long long)info.n_params,
+                 format_bytes(info.file_size).c_str(), load_s, opt.layer, opt.reps, opt.reps == 1 ? "" : "s",
+                 opt.no_warmup ? ", no warm-up" : " after 3 warm-up runs");
+
+    const bool md = opt.output == "md";
+    std::vector<LayerResult> results;
+    for (int32_t T : sizes) {
+        LayerResult r;
+        for (const bool sea : {false, true}) {
+            seaopt_attention_layer_bench_params p = seaopt_attention_layer_bench_default_params();
+            p.attention = sea ? SEAOPT_ATTENTION_SEA : SEAOPT_ATTENTION_DENSE;
+            p.layer = opt.layer;
+            p.n_tokens = T;
+            p.sea_k = sea ? opt.attention.sea_k : 0;
+            p.n_reps = opt.reps;
+            p.n_warmup = opt.no_warmup ? 0 : 3;
+            const char *kind = sea ? "SEA" : "dense";
+            std::fprintf(stderr, "%s: attention layer %d, T = %d, %s ...\n", kProgram, opt.layer, T, kind);
+            if (seaopt_bench_attention_layer(model.get(), &p, sea ? &r.sea : &r.dense) != SEAOPT_OK) {
+                return fail("--attention-layer T = " + std::to_string(T) + " (" + kind + " attention): " +
+                            seaopt_last_error());
+            }
+        }
+        if (md) {
+            if (results.empty()) print_layer_md_header();
+            print_layer_md_row(info, r);
+        }
+        results.push_back(r);
+    }
+    if (md) {
+        print_layer_md_notes(info, results);
+    } else {
+        print_layer_json(info, results);
+    }
+    return 0;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
@@ -498,11 +683,36 @@ int main(int argc, char **argv) {
     app.add_flag("--no-warmup", opt.no_warmup, "skip the untimed warm-up run of each test");
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print each test context's memory plan to stderr");
+    app.add_option("--attention-layer", opt.attention_layer,
+                   "instead of the ppN/tgN tests: time ONE attention layer's prefill, dense and SEA, at each T of "
+                   "this comma-separated list (e.g. 1024,2048,4096,8192,16384; T may exceed the model's positions, "
+                   "at most 131072; CUDA only, a model with a SEA estimator; see below)");
+    app.add_option("--layer", opt.layer, "with --attention-layer: the layer whose SEA estimator runs (0-based)");
     int exit_status = 0;
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 
     std::vector<int32_t> prompt_sizes, gen_sizes, depths;
     std::string error;
+    if (app.count("--attention-layer")) {
+        for (const char *flag : {"-p", "-n", "-d", "-c", "--attention", "--sea-layers", "--print-memory-plan"}) {
+            if (app.count(flag)) {
+                return fail(std::string(flag) + " does not apply to --attention-layer (it times one attention layer, "
+                                                "dense and SEA, on random q, k, v)");
+            }
+        }
+        std::vector<int32_t> sizes;
+        if (!parse_size_list(opt.attention_layer, "--attention-layer", true, sizes, error)) return fail(error);
+        for (int32_t T : sizes) {
+            if (T < 1 || T > SEAOPT_ATTENTION_BENCH_MAX_TOKENS) {
+                return fail("--attention-layer: T = " + std::to_string(T) + " is out of range: each T must be in [1, " +
+                            std::to_string(SEAOPT_ATTENTION_BENCH_MAX_TOKENS) + "]");
+            }
+        }
+        if (opt.reps < 1) return fail("-r/--repetitions must be >= 1, got " + std::to_string(opt.reps));
+        if (opt.layer < 0) return fail("--layer must be >= 0, got " + std::to_string(opt.layer));
+        return run_attention_layer(opt, sizes);
+    }
+    if (app.count("--layer")) return fail("--layer needs --attention-layer");
     if (!parse_size_list(opt.prompt_sizes, "-p/--n-prompt", false, prompt_sizes, error)) return fail(error);
     if (!parse_size_list(opt.gen_sizes, "-n/--n-gen", false, gen_sizes, error)) return fail(error);
     if (!parse_size_list(opt.depths, "-d/--n-depth", true, depths, error)) return fail(error);

@@ -105,15 +105,31 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     float *narrow = s_narrow[warp], *logit = s_logit[warp];
     const float bias = p.conv4_b[h];
     const float *yt = y + (size_t)t * C * W4;
-    for (int x = lane; x < W4; x += kWarpSize) {
-        float acc = bias;
+    if (W4 <= kWarpSize / 2) {
+        // Half-warps take the even and the odd channels of column x = lane % 16, then add.
+        const int x = lane % (kWarpSize / 2), half = lane / (kWarpSize / 2);
+        float acc = 0.0f;
+        if (x < W4) {
 #pragma unroll 8
-        for (int c = 0; c < C; ++c) {
-            float wc = p.conv4_w[h * C + c];
-            if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
-            acc = fmaf(wc, yt[(size_t)c * W4 + x], acc);
+            for (int c = half; c < C; c += 2) {
+                float wc = p.conv4_w[h * C + c];
+                if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
+                acc = fmaf(wc, yt[(size_t)c * W4 + x], acc);
+            }
         }
-        narrow[x] = acc;
+        acc += __shfl_xor_sync(0xffffffffu, acc, kWarpSize / 2);
+        if (half == 0 && x < W4) narrow[x] = bias + acc;
+    } else {
+        for (int x = lane; x < W4; x += kWarpSize) {
+            float acc = bias;
+#pragma unroll 8
+            for (int c = 0; c < C; ++c) {
+                float wc = p.conv4_w[h * C + c];
+                if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
+                acc = fmaf(wc, yt[(size_t)c * W4 + x], acc);
+            }
+            narrow[x] = acc;
+        }
     }
     __syncwarp();
     // Padded column i (0..K+1): the bias at i = 0 and K+1, else narrow[(i-1)/4]; window mean; LayerNorm_K.

@@ -149,14 +149,24 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
         l_run = l_run * corr + warp_reduce_sum(pj);
         acc0 *= corr;
         acc1 *= corr;
+        // Σ p·v over the step's keys, 8 at a time: the 8 V rows are loaded before they are used (loads in flight
+        // instead of one round trip per key). Lanes past n_keys hold key 0 and p = 0: harmless to read.
         const int n_here = min(kWarpSize, n_keys - base);
-        for (int jj = 0; jj < n_here; ++jj) {
-            const float pp = __shfl_sync(kFull, pj, jj);
-            const int kk = __shfl_sync(kFull, key, jj);
-            const uint32_t vw = reinterpret_cast<const uint32_t *>(vb + (long long)kk * v_row)[lane];
-            const float2 vv = half2_bits_to_float2(vw);
-            acc0 = fmaf(pp, vv.x, acc0);
-            acc1 = fmaf(pp, vv.y, acc1);
+        for (int j0 = 0; j0 < n_here; j0 += 8) {
+            float pp[8];
+            uint32_t vw[8];
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                pp[u] = __shfl_sync(kFull, pj, j0 + u);
+                const int kk = __shfl_sync(kFull, key, j0 + u);
+                vw[u] = reinterpret_cast<const uint32_t *>(vb + (long long)kk * v_row)[lane];
+            }
+#pragma unroll
+            for (int u = 0; u < 8; ++u) {
+                const float2 vv = half2_bits_to_float2(vw[u]);
+                acc0 = fmaf(pp[u], vv.x, acc0);
+                acc1 = fmaf(pp[u], vv.y, acc1);
+            }
         }
         m_run = m_new;
     }

@@ -12,7 +12,12 @@
 //     (the same sums as the CPU's, in another order), then X = [C_perf ; v] -> Z = GELU(LN_128(X W_encᵀ + b)),
 //     the gates [s_prob, s_mix] = Z W_sᵀ + b_s, R = Z W_rowᵀ + b_row (K/2), split into channels 2h and 2h+1
 //     and LayerNorm over K/4 -> the decoder image [T][2H][K/4]. C_perf and Z live in shared memory only.
-// fp32 throughout (the encoder GEMM on tensor cores in 3xTF32, fp32-equivalent). Memory: the chunk states, ⌈T/64⌉·H·m·129 floats (17.4 MB at H 32, m 33, T 2048).
+// Every product of matrices here (the features φ = ReLU(x Wᵀ) + 1e-3, the chunk sums, A = φq φkᵀ, C_perf, the encoder,
+// the row decoder) runs on tensor cores in fp32-equivalent precision: mma.sync m16n8k8 TF32 with each operand split
+// as x = tf32(x) + tf32(x − tf32(x)) and three products ("3xTF32", error ~2^-22 of each product, fp32 accumulation);
+// the rest is fp32 on CUDA cores. The top-k downstream needs fp32-level estimates (sea.md §2.7: ties at ~1e-6), which
+// a single TF32 or fp16 pass would not give. Memory: the chunk states, ⌈T/64⌉·H·m·129 floats (17.4 MB at H 32, m 33,
+// T 2048).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -34,6 +39,7 @@ constexpr int kWtStride = kEncHidden + 8;    // staged W_encᵀ [32][136] (confl
 constexpr int kRowStride = kVcat + 4;        // vc and C_perf rows [64][132] (conflict-free A fragments: 4·g + t4)
 static_assert(kThreads == 2 * kVcat && kChunk == 64, "the register tiles below assume 256 threads and 64 rows");
 static_assert(kEncIn % kEncChunk == 0 && kEncHidden % kEncChunk == 0, "encoder staging");
+static_assert(kEncChunk == 16 && kWarps == 8, "row decoder: 8 warps cover a 64 × 16 slice in tiles of 16 × 8");
 
 __host__ __device__ inline int odd_stride(int m) { return m | 1; }  // feature rows: conflict-free columns
 
@@ -96,6 +102,55 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// One warp: acc[nt] += Σ_{k<K} A(m0 + row, k) · B(k, n0 + 8·nt + col) for a 16-row tile and NT tiles of 8 columns,
+// 3xTF32. A(r, k) = a[r·lda + k·lda_k]; B(k, n) = b[k·ldb_k + n·ldb_n] (either layout); r ≥ M, k ≥ K or n ≥ N read
+// as 0.
+// Fragments (PTX ISA, mma.m16n8k8 .tf32): g = lane / 4, t = lane % 4; A rows g, g+8 at columns t, t+4; B rows t, t+4
+// at column g; acc[nt][q] is row g + 8·(q / 2), column 2t + q % 2.
+template <int NT>
+__device__ __forceinline__ void warp_mma_3xtf32(float (&acc)[NT][4], const float *a, int lda, int lda_k, const float *b,
+                                                int ldb_k, int ldb_n, int m0, int n0, int M, int K, int N) {
+    const int lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
+    const bool r0 = m0 + g < M, r1 = m0 + g + 8 < M;
+    for (int k0 = 0; k0 < K; k0 += 8) {
+        const int ka = k0 + t4, kb = k0 + t4 + 4;
+        const bool va = ka < K, vb = kb < K;
+        uint32_t ah[4], al[4];
+        split_tf32(va && r0 ? a[(m0 + g) * lda + ka * lda_k] : 0.0f, ah[0], al[0]);
+        split_tf32(va && r1 ? a[(m0 + g + 8) * lda + ka * lda_k] : 0.0f, ah[1], al[1]);
+        split_tf32(vb && r0 ? a[(m0 + g) * lda + kb * lda_k] : 0.0f, ah[2], al[2]);
+        split_tf32(vb && r1 ? a[(m0 + g + 8) * lda + kb * lda_k] : 0.0f, ah[3], al[3]);
+#pragma unroll
+        for (int nt = 0; nt < NT; ++nt) {
+            const int n = n0 + 8 * nt + g;
+            const bool vn = n < N;
+            uint32_t bh0, bl0, bh1, bl1;
+            split_tf32(va && vn ? b[ka * ldb_k + n * ldb_n] : 0.0f, bh0, bl0);
+            split_tf32(vb && vn ? b[kb * ldb_k + n * ldb_n] : 0.0f, bh1, bl1);
+            mma_tf32(acc[nt], al, bh0, bh1);  // the small terms first
+            mma_tf32(acc[nt], ah, bl0, bl1);
+            mma_tf32(acc[nt], ah, bh0, bh1);
+        }
+    }
+}
+
+// φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows, 0 beyond, on tensor cores (3xTF32): the 64 × m result in tiles
+// of 16 × 8, spread over the warps. xs [64][65], ws [m][65], phi [64][mp].
+__device__ void features_tc(float *phi, int mp, const float *xs, const float *ws, int m, int n_rows) {
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
+    const int n_tiles = (m + 7) / 8, warps = blockDim.x / kWarpSize;
+    for (int tile = warp; tile < 4 * n_tiles; tile += warps) {
+        const int m0 = (tile % 4) * 16, n0 = (tile / 4) * 8;
+        float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+        warp_mma_3xtf32<1>(acc, xs, kXStride, 1, ws, 1, kXStride, m0, n0, kChunk, kHeadDim, m);
+#pragma unroll
+        for (int q2 = 0; q2 < 4; ++q2) {
+            const int r = m0 + g + (q2 >> 1) * 8, j = n0 + 2 * t4 + (q2 & 1);
+            if (j < m) phi[r * mp + j] = r < n_rows ? fmaxf(acc[0][q2], 0.0f) + kFeatureEps : 0.0f;
+        }
+    }
+}
+
 // ---- shared building blocks (every thread of the block calls them) ----
 
 __device__ void stage_projection(float *ws, const float *__restrict__ W, int m) {
@@ -114,22 +169,6 @@ __device__ void stage_rows(float *xs, const __half *__restrict__ base, long long
             v = __fmul_rn(kFeatureNormalizer, x);
         }
         xs[r * kXStride + d] = v;
-    }
-}
-
-// φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows; 0 for the rows past the end (they then add nothing).
-__device__ void features(float *phi, int mp, const float *xs, const float *ws, int m, int n_rows) {
-    for (int i = threadIdx.x; i < kChunk * m; i += kThreads) {
-        const int r = i / m, j = i % m;
-        float v = 0.0f;
-        if (r < n_rows) {
-            const float *xr = xs + r * kXStride, *wj = ws + j * kXStride;
-            float acc = 0.0f;
-#pragma unroll 16
-            for (int d = 0; d < kHeadDim; ++d) acc = fmaf(xr[d], wj[d], acc);
-            v = fmaxf(acc, 0.0f) + kFeatureEps;
-        }
-        phi[r * mp + j] = v;
     }
 }
 
@@ -168,36 +207,24 @@ __global__ void __launch_bounds__(kThreads)
     stage_rows(xs, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
     stage_vcat(vc, kStateCols, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
     __syncthreads();
-    features(phi, mp, xs, ws, d.m, n_rows);
+    features_tc(phi, mp, xs, ws, d.m, n_rows);
     __syncthreads();
 
-    // out[j][e] = Σ_r φ[r][j]·vc[r][e]: thread (half, e) owns column e < 128 for the features j ≡ half (mod 2), so a
-    // warp reads one φ value per step (a broadcast) and 32 consecutive vc values; column 128 (S_k) by threads j < m.
+    // out[j][e] = Σ_r φ[r][j]·vc[r][e] (e = 128: S_k, vc = 1), tensor cores (3xTF32): A(j, r) = φ[r][j], B(r, e) =
+    // vc[r][e]; tiles of 16 features × 8 columns spread over the warps.
     float *out = states + ((size_t)c * d.H + h) * (size_t)d.m * kStateCols;
     {
-        const int e = threadIdx.x % kVcat, half = threadIdx.x / kVcat;
-        constexpr int kMaxOwn = kMaxFeatures / 2;
-        float acc[kMaxOwn];
+        const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
+        const int m_tiles = (d.m + 15) / 16, n_tiles = (kStateCols + 7) / 8;
+        for (int tile = warp; tile < m_tiles * n_tiles; tile += kWarps) {
+            const int m0 = (tile % m_tiles) * 16, n0 = (tile / m_tiles) * 8;
+            float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            warp_mma_3xtf32<1>(acc, phi, 1, mp, vc, kStateCols, 1, m0, n0, d.m, kChunk, kStateCols);
 #pragma unroll
-        for (int u = 0; u < kMaxOwn; ++u) acc[u] = 0.0f;
-        const int n_own = (d.m - half + 1) / 2;
-        for (int r = 0; r < kChunk; ++r) {
-            const float vv = vc[r * kStateCols + e];
-            const float *ph = phi + r * mp + half;
-#pragma unroll
-            for (int u = 0; u < kMaxOwn; ++u) {
-                if (u < n_own) acc[u] = fmaf(ph[2 * u], vv, acc[u]);
+            for (int q2 = 0; q2 < 4; ++q2) {
+                const int j = m0 + g + (q2 >> 1) * 8, e = n0 + 2 * t4 + (q2 & 1);
+                if (j < d.m && e < kStateCols) out[j * kStateCols + e] = acc[0][q2];
             }
-        }
-#pragma unroll
-        for (int u = 0; u < kMaxOwn; ++u) {
-            if (u < n_own) out[(half + 2 * u) * kStateCols + e] = acc[u];
-        }
-        if (threadIdx.x < d.m) {
-            const int j = threadIdx.x;
-            float sk = 0.0f;
-            for (int r = 0; r < kChunk; ++r) sk = fmaf(phi[r * mp + j], vc[r * kStateCols + kVcat], sk);
-            out[j * kStateCols + kVcat] = sk;
         }
     }
 }
@@ -235,38 +262,28 @@ __global__ void __launch_bounds__(kThreads)
     stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
     stage_rows(A, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
     __syncthreads();
-    features(phq, mp, A, ws, m, n_rows);
+    features_tc(phq, mp, A, ws, m, n_rows);
     __syncthreads();
     stage_rows(A, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
     __syncthreads();
-    features(phk, mp, A, ws, m, n_rows);
+    features_tc(phk, mp, A, ws, m, n_rows);
     __syncthreads();
-    // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above. Register tile: thread (rg, sg) owns
-    // rows 4rg..4rg+3 and columns sg + 16j (j < 4).
+    // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above; tensor cores (3xTF32): warp w owns
+    // rows 16·(w % 4) .. +16 and columns 32·(w / 4) .. +32.
     {
-        const int rg = tid / 16, sg = tid % 16;
+        const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n0 = (warp / 4) * 32;
         float acc[4][4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-            for (int j = 0; j < 4; ++j) acc[i][j] = 0.0f;
-        for (int j = 0; j < m; ++j) {
-            float a[4], b[4];
+            for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
+        if (n0 <= m0 + 15) warp_mma_3xtf32<4>(acc, phq, mp, 1, phk, 1, mp, m0, n0, kChunk, m, kChunk);
 #pragma unroll
-            for (int i = 0; i < 4; ++i) a[i] = phq[(4 * rg + i) * mp + j];
+        for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-            for (int jj = 0; jj < 4; ++jj) b[jj] = phk[(sg + 16 * jj) * mp + j];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int jj = 0; jj < 4; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i)
-#pragma unroll
-            for (int jj = 0; jj < 4; ++jj) {
-                const int r = 4 * rg + i, s2 = sg + 16 * jj;
-                A[r * kXStride + s2] = s2 <= r ? acc[i][jj] : 0.0f;
+            for (int q2 = 0; q2 < 4; ++q2) {
+                const int r = m0 + g + (q2 >> 1) * 8, s2 = n0 + 8 * nt + 2 * t4 + (q2 & 1);
+                A[r * kXStride + s2] = s2 <= r ? acc[nt][q2] : 0.0f;
             }
     }
     __syncthreads();
@@ -279,47 +296,25 @@ __global__ void __launch_bounds__(kThreads)
         if (lane == 0) inv_den[r] = r < n_rows ? 1.0f / acc : 0.0f;
     }
     __syncthreads();
-    // C_perf[r][e] = (Σ_j φq[r][j] S[j][e] + Σ_s A[r][s] vc[s][e]) / den_r. Register tile: thread (rg, cg) owns rows
-    // 4rg..4rg+3 and columns cg + 16j (j < 8).
+    // C_perf[r][e] = (Σ_j φq[r][j] S[j][e] + Σ_{s≤r} A[r][s] vc[s][e]) / den_r, tensor cores (3xTF32): warp w owns
+    // rows 16·(w % 4) .. +16 and columns 64·(w / 4) .. +64; A is 0 above the diagonal, so k stops at the tile's last row.
     {
-        const int rg = tid / 16, cg = tid % 16;
-        float acc[4][8];
+        const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n0 = (warp / 4) * 64;
+        float acc[8][4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int jj = 0; jj < 8; ++jj) acc[i][jj] = 0.0f;
-        for (int j = 0; j < m; ++j) {
-            float a[4], b[8];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) a[i] = phq[(4 * rg + i) * mp + j];
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) b[jj] = S[j * kStateCols + cg + 16 * jj];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int jj = 0; jj < 8; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
-        }
-        // Only s ≤ r contributes (A is 0 above the diagonal): the thread's rows end at 4rg+3.
-        const int s_end = 4 * rg + 4;
-        for (int s2 = 0; s2 < s_end; ++s2) {
-            float a[4], b[8];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) a[i] = A[(4 * rg + i) * kXStride + s2];
-#pragma unroll
-            for (int jj = 0; jj < 8; ++jj) b[jj] = vc[s2 * kRowStride + cg + 16 * jj];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int jj = 0; jj < 8; ++jj) acc[i][jj] = fmaf(a[i], b[jj], acc[i][jj]);
-        }
+            for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
+        warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kStateCols, 1, m0, n0, kChunk, m, kVcat);
+        warp_mma_3xtf32<8>(acc, A, kXStride, 1, vc, kRowStride, 1, m0, n0, kChunk, m0 + 16, kVcat);
         __syncthreads();  // S and w, in the cp region, are read until here
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int r = 4 * rg + i;
-            const float inv = inv_den[r];
+        for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-            for (int jj = 0; jj < 8; ++jj) cp[r * kRowStride + cg + 16 * jj] = acc[i][jj] * inv;
-        }
+            for (int q2 = 0; q2 < 4; ++q2) {
+                const int r = m0 + g + (q2 >> 1) * 8, e = n0 + 8 * nt + 2 * t4 + (q2 & 1);
+                cp[r * kRowStride + e] = acc[nt][q2] * inv_den[r];
+            }
     }
     __syncthreads();
 
@@ -409,8 +404,8 @@ __global__ void __launch_bounds__(kThreads)
     // ---- phase 3: row decoder (sea.md §2.5) into cp, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
     const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
     float *R = cp;
-    // R = Z W_rowᵀ + b in slices of 16 outputs: the slice of W_row staged in wt as [o][136]; thread (r, og) owns row
-    // r = tid / 4 and outputs og + 4j (j < 4) of the slice.
+    // R = Z W_rowᵀ + b in slices of 16 outputs: the slice of W_row staged in wt as [o][136]; tensor cores (3xTF32),
+    // warp w: rows 16·(w % 4) .. +16, outputs 8·(w / 4) .. +8 of the slice.
     for (int o0 = 0; o0 < KH; o0 += kEncChunk) {
         const int no = min(kEncChunk, KH - o0);
         for (int idx = tid; idx < no * kEncHidden; idx += kThreads) {
@@ -418,21 +413,15 @@ __global__ void __launch_bounds__(kThreads)
             wt[o * kWtStride + i] = p.dec_row_w[(size_t)(o0 + o) * kEncHidden + i];
         }
         __syncthreads();
-        const int r = tid / 4, og = tid % 4;
-        float acc[4];
+        {
+            const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n0 = (warp / 4) * 8;
+            float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            warp_mma_3xtf32<1>(acc, z, kZStride, 1, wt, 1, kWtStride, m0, n0, kChunk, kEncHidden, no);
 #pragma unroll
-        for (int jj = 0; jj < 4; ++jj) acc[jj] = 0.0f;
-        const float *zr = z + r * kZStride;
-#pragma unroll 4
-        for (int i = 0; i < kEncHidden; ++i) {
-            const float a0 = zr[i];
-#pragma unroll
-            for (int jj = 0; jj < 4; ++jj) acc[jj] = fmaf(a0, wt[(og + 4 * jj) * kWtStride + i], acc[jj]);
-        }
-#pragma unroll
-        for (int jj = 0; jj < 4; ++jj) {
-            const int o = og + 4 * jj;
-            if (o < no) R[r * r_stride + o0 + o] = acc[jj] + p.dec_row_b[o0 + o];
+            for (int q2 = 0; q2 < 4; ++q2) {
+                const int r = m0 + g + (q2 >> 1) * 8, o = n0 + 2 * t4 + (q2 & 1);
+                if (o < no) R[r * r_stride + o0 + o] = acc[0][q2] + p.dec_row_b[o0 + o];
+            }
         }
         __syncthreads();  // wt is restaged by the next slice
     }

@@ -25,6 +25,7 @@
 #include <cstdint>
 
 #include "attention/sea_cuda_kernels.cuh"
+#include "attention/sea_mma.cuh"
 #include "engine/cuda/common.cuh"
 
 namespace seaopt::cuda::sea {
@@ -80,59 +81,6 @@ struct RowsSmem {
         total = inv_den + kChunk;
     }
 };
-
-// ---- tensor cores in fp32-equivalent precision (3xTF32, see the encoder) ----
-
-__device__ __forceinline__ uint32_t to_tf32(float x) {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-    return r;
-}
-
-__device__ __forceinline__ void split_tf32(float x, uint32_t &hi, uint32_t &lo) {
-    hi = to_tf32(x);
-    lo = to_tf32(x - __uint_as_float(hi));
-}
-
-// d += a·b for a 16×8 (row) tile, an 8×8 (col) tile: fragments as the PTX ISA's mma.m16n8k8 .tf32 layout.
-__device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// One warp: acc[nt] += Σ_{k<K} A(m0 + row, k) · B(k, n0 + 8·nt + col) for a 16-row tile and NT tiles of 8 columns,
-// 3xTF32. A(r, k) = a[r·lda + k·lda_k]; B(k, n) = b[k·ldb_k + n·ldb_n] (either layout); r ≥ M, k ≥ K or n ≥ N read
-// as 0.
-// Fragments (PTX ISA, mma.m16n8k8 .tf32): g = lane / 4, t = lane % 4; A rows g, g+8 at columns t, t+4; B rows t, t+4
-// at column g; acc[nt][q] is row g + 8·(q / 2), column 2t + q % 2.
-template <int NT>
-__device__ __forceinline__ void warp_mma_3xtf32(float (&acc)[NT][4], const float *a, int lda, int lda_k, const float *b,
-                                                int ldb_k, int ldb_n, int m0, int n0, int M, int K, int N) {
-    const int lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
-    const bool r0 = m0 + g < M, r1 = m0 + g + 8 < M;
-    for (int k0 = 0; k0 < K; k0 += 8) {
-        const int ka = k0 + t4, kb = k0 + t4 + 4;
-        const bool va = ka < K, vb = kb < K;
-        uint32_t ah[4], al[4];
-        split_tf32(va && r0 ? a[(m0 + g) * lda + ka * lda_k] : 0.0f, ah[0], al[0]);
-        split_tf32(va && r1 ? a[(m0 + g + 8) * lda + ka * lda_k] : 0.0f, ah[1], al[1]);
-        split_tf32(vb && r0 ? a[(m0 + g) * lda + kb * lda_k] : 0.0f, ah[2], al[2]);
-        split_tf32(vb && r1 ? a[(m0 + g + 8) * lda + kb * lda_k] : 0.0f, ah[3], al[3]);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int n = n0 + 8 * nt + g;
-            const bool vn = n < N;
-            uint32_t bh0, bl0, bh1, bl1;
-            split_tf32(va && vn ? b[ka * ldb_k + n * ldb_n] : 0.0f, bh0, bl0);
-            split_tf32(vb && vn ? b[kb * ldb_k + n * ldb_n] : 0.0f, bh1, bl1);
-            mma_tf32(acc[nt], al, bh0, bh1);  // the small terms first
-            mma_tf32(acc[nt], ah, bl0, bl1);
-            mma_tf32(acc[nt], ah, bh0, bh1);
-        }
-    }
-}
 
 // φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows, 0 beyond, on tensor cores (3xTF32): the 64 × m result in tiles
 // of 16 × 8, spread over the warps. xs [64][65], ws [m][65], phi [64][mp].

@@ -19,7 +19,6 @@
 #include <cstdint>
 
 #include "attention/sea_cuda_kernels.cuh"
-#include "attention/sea_mma.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
 
@@ -165,80 +164,6 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     for (int x = lane; x < K; x += kWarpSize) dst[x] = logit[x] * inv;
 }
 
-// The prefill conv on tensor cores (3xTF32, attention/sea_mma.cuh) for K/4 = 16 (K = 64, the paper's setting) and
-// 2H a multiple of 8: an implicit GEMM per block of 8 output rows × 16 columns × all 2H output channels. For each
-// input-channel slice of 16 the block stages input rows t0-4 .. t0+7 with two zero columns each side ([12][16][20])
-// and the slice's live taps as [tap][ci][co] (co padded to 2H + 8); warp w owns output row t0 + w (one 16-column m-tile)
-// and every output channel, and for each of the 9 taps (a, b) multiplies A(x, ci) = in[t-4+2a][ci][x-2+2b] by
-// B(ci, co) = w[co][ci][a][b]. Other shapes run causal_conv_kernel.
-constexpr int kTcW4 = 16, kTcPad = kTcW4 + 4, kTcCi = 16;
-
-template <int NT>
-__global__ void __launch_bounds__(kConvThreads)
-    causal_conv_tc_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
-                          const float *__restrict__ wmask, const float *__restrict__ b, Dims d) {
-    extern __shared__ float csm[];
-    const int C = d.C, T = d.T, t0 = blockIdx.x * kConvRows, cop = C + 8;
-    float *tile = csm;                                    // [12][16][20]
-    float *wt = csm + kConvTileRows * kTcCi * kTcPad;     // [9][16][C + 8]
-    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
-    float acc[NT][4];
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
-    for (int ci0 = 0; ci0 < C; ci0 += kTcCi) {
-        const int nci = min(kTcCi, C - ci0);
-        __syncthreads();  // the previous slice is consumed
-        for (int i = threadIdx.x; i < kConvTileRows * kTcCi * kTcPad; i += kConvThreads) {
-            const int rr = i / (kTcCi * kTcPad), rem = i % (kTcCi * kTcPad), ci = rem / kTcPad, xp = rem % kTcPad;
-            const int row = t0 - 4 + rr, xx = xp - 2;
-            tile[i] = (ci < nci && row >= 0 && row < T && xx >= 0 && xx < kTcW4)
-                          ? x[((size_t)row * C + ci0 + ci) * kTcW4 + xx]
-                          : 0.0f;
-        }
-        for (int i = threadIdx.x; i < 9 * kTcCi * C; i += kConvThreads) {
-            const int tap = i / (kTcCi * C), rem = i % (kTcCi * C), ci = rem / C, co = rem % C;
-            float v = 0.0f;
-            if (ci < nci) {
-                const size_t at = ((size_t)co * C + ci0 + ci) * kConvStoredTaps + tap;  // live rows 0..2 of [5][3]
-                v = wmask ? w[at] * wmask[at] : w[at];
-            }
-            wt[(tap * kTcCi + ci) * cop + co] = v;
-        }
-        __syncthreads();
-#pragma unroll 1
-        for (int tap = 0; tap < 9; ++tap) {
-            const int a = tap / 3, bb = tap % 3;
-            // A(x, ci) = tile[w + 2a][ci][x + 2bb] (padded column x - 2 + 2bb + 2).
-            const float *at = tile + ((warp + 2 * a) * kTcCi) * kTcPad + 2 * bb;
-            warp_mma_3xtf32<NT>(acc, at, 1, kTcPad, wt + tap * kTcCi * cop, cop, 1, 0, 0, kTcW4, kTcCi, C);
-        }
-    }
-    const int t = t0 + warp;
-    if (t >= T) return;
-#pragma unroll
-    for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int q2 = 0; q2 < 4; ++q2) {
-            const int xo = g + (q2 >> 1) * 8, co = 8 * nt + 2 * t4 + (q2 & 1);
-            if (co < C) y[((size_t)t * C + co) * kTcW4 + xo] = fmaxf(acc[nt][q2] + b[co], 0.0f);
-        }
-}
-
-template <int NT>
-void launch_conv_tc(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
-                    cudaStream_t stream) {
-    const size_t smem = ((size_t)kConvTileRows * kTcCi * kTcPad + (size_t)9 * kTcCi * (d.C + 8)) * sizeof(float);
-    if (smem > (size_t(48) << 10)) {
-        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(causal_conv_tc_kernel<NT>),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                   "cudaFuncSetAttribute(causal_conv_tc)", __FILE__, __LINE__);
-    }
-    causal_conv_tc_kernel<NT><<<(unsigned)ceil_div(d.T, kConvRows), kConvThreads, smem, stream>>>(y, x, w, mask, b, d);
-    check_launch("sea causal_conv_tc_kernel");
-}
-
 constexpr int kDecodeConvThreads = 128;
 
 // One block per (row, output channel): the three input rows (all channels) and the channel's live taps are staged in
@@ -328,13 +253,6 @@ void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStrea
 
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream) {
-    // Tensor cores where the shape allows (see causal_conv_tc_kernel): K/4 = 16, 2H a multiple of 8, 2H <= 128.
-    if (d.W4 == kTcW4 && d.C % 8 == 0 && d.C <= 128) {
-        if (d.C <= 32) return launch_conv_tc<4>(y, x, w, mask, b, d, stream);
-        if (d.C <= 64) return launch_conv_tc<8>(y, x, w, mask, b, d, stream);
-        if (d.C <= 96) return launch_conv_tc<12>(y, x, w, mask, b, d, stream);
-        return launch_conv_tc<16>(y, x, w, mask, b, d, stream);
-    }
     const dim3 grid((unsigned)ceil_div(d.T, kConvRows), (unsigned)ceil_div(d.C * d.W4, kConvThreads));
     causal_conv_kernel<<<grid, kConvThreads, 0, stream>>>(y, x, w, mask, b, d);
     check_launch("sea causal_conv_kernel");

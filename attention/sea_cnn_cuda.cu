@@ -30,7 +30,7 @@ constexpr int kConvTileRows = kConvRows + 4;    // input rows t0-4 .. t0+7
 constexpr int kConvCi = 16;                     // input channels staged per step
 constexpr int kConvThreads = 256;
 constexpr int kMaxW4 = kMaxK / 4;
-constexpr int kPrefillOutWarps = 8, kDecodeOutWarps = 2;  // decode: few rows, small blocks over more SMs
+constexpr int kOutWarps = 8;
 
 __global__ void __launch_bounds__(kConvThreads)
     causal_conv_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
@@ -91,7 +91,6 @@ __global__ void __launch_bounds__(kConvThreads)
     }
 }
 
-template <int kOutWarps>
 __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     cnn_output_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
     __shared__ float s_narrow[kOutWarps][kMaxW4];
@@ -263,15 +262,9 @@ void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &
                        cudaStream_t stream) {
     const long long rows = (long long)d.T * d.H;
     // PDL in the decode only (d.row_pos set): the prefill's kernels before it are plain launches.
-    if (d.row_pos) {
-        launch_kernel("sea cnn_output_kernel", programmatic_launch_enabled(), cnn_output_kernel<kDecodeOutWarps>,
-                      dim3((unsigned)((rows + kDecodeOutWarps - 1) / kDecodeOutWarps)),
-                      dim3(kDecodeOutWarps * kWarpSize), 0, stream, probs, conv2, p, d);
-    } else {
-        launch_kernel("sea cnn_output_kernel", false, cnn_output_kernel<kPrefillOutWarps>,
-                      dim3((unsigned)((rows + kPrefillOutWarps - 1) / kPrefillOutWarps)),
-                      dim3(kPrefillOutWarps * kWarpSize), 0, stream, probs, conv2, p, d);
-    }
+    launch_kernel("sea cnn_output_kernel", d.row_pos != nullptr && programmatic_launch_enabled(), cnn_output_kernel,
+                  dim3((unsigned)((rows + kOutWarps - 1) / kOutWarps)), dim3(kOutWarps * kWarpSize), 0, stream, probs,
+                  conv2, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -29,7 +29,6 @@ namespace seaopt::cuda::sea {
 namespace {
 
 constexpr int kSparseWarps = 8;
-constexpr int kDecodeSparseWarps = 2;  // decode: few rows, so small blocks spread the (row, head) warps over more SMs
 constexpr unsigned kFull = 0xffffffffu;
 
 __global__ void __launch_bounds__(kHeadDim) v_chunk_sum_kernel(float *__restrict__ v_chunk, QkvView x, Dims d) {
@@ -209,15 +208,15 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
 
 // Decode: warp (r, h); the query at position pos[r], its keys in the cache of sequence seq[r], Σv (this row's v
 // included, by the estimator kernel) in that sequence's state.
-__global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize)
+__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
     decode_sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, DecodeView v,
                                    const float *__restrict__ gates, const uint32_t *__restrict__ cell_mask, Dims d) {
-    __shared__ int s_offs[kDecodeSparseWarps][kMaxK + 1];
-    __shared__ float s_q[kDecodeSparseWarps][kHeadDim];
+    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
+    __shared__ float s_q[kSparseWarps][kHeadDim];
     const int warp = threadIdx.x / kWarpSize;
     pdl_wait();
     pdl_launch_dependents();
-    const long long rh = (long long)blockIdx.x * kDecodeSparseWarps + warp;  // (r, h), r-major
+    const long long rh = (long long)blockIdx.x * kSparseWarps + warp;  // (r, h), r-major
     if (rh >= (long long)d.T * d.H) return;
     const int r = (int)(rh / d.H), h = (int)(rh % d.H);
     const int t = v.pos[r], seq = v.seq[r], br = v.row[r];
@@ -252,8 +251,7 @@ void launch_decode_sparse_attention(__half *out, long long out_row_stride, const
                                     cudaStream_t stream) {
     const long long rows = (long long)d.T * d.H;
     launch_kernel("sea decode_sparse_attention_kernel", programmatic_launch_enabled(), decode_sparse_attention_kernel,
-                  dim3((unsigned)((rows + kDecodeSparseWarps - 1) / kDecodeSparseWarps)),
-                  dim3(kDecodeSparseWarps * kWarpSize), 0, stream,
+                  dim3((unsigned)((rows + kSparseWarps - 1) / kSparseWarps)), dim3(kSparseWarps * kWarpSize), 0, stream,
                   out, out_row_stride, x, v, gates, cell_mask, d);
 }
 

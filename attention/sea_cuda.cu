@@ -85,6 +85,33 @@ void check_config_and_params(const std::string &who, const cpu::SeaConfig &cfg, 
     }
 }
 
+sea::QkvView qkv_view(const SeaQkv &qkv, float q_scale) {
+    sea::QkvView x;
+    x.q = reinterpret_cast<const __half *>(qkv.q);
+    x.k = reinterpret_cast<const __half *>(qkv.k);
+    x.v = reinterpret_cast<const __half *>(qkv.v);
+    x.q_row = qkv.q_row_stride;
+    x.q_head = qkv.q_head_stride;
+    x.k_row = qkv.k_row_stride;
+    x.k_head = qkv.k_head_stride;
+    x.v_row = qkv.v_row_stride;
+    x.v_head = qkv.v_head_stride;
+    x.q_scale = q_scale;
+    return x;
+}
+
+// Refuses (SEAOPT_ERR_UNSUPPORTED) a config whose kernels need more shared memory per block than this device grants.
+void check_shared_memory(const std::string &who, size_t need) {
+    int device = 0, optin = 0;
+    SEAOPT_CUDA_CHECK(cudaGetDevice(&device));
+    SEAOPT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (need > (size_t)optin) {
+        throw_unsupported(who + ": the SEA kernels need " + std::to_string(need) +
+                          " bytes of shared memory per block for this config, the device grants " +
+                          std::to_string(optin));
+    }
+}
+
 }  // namespace
 
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg) { return sea_decode_state_layout(cfg).total; }
@@ -126,28 +153,10 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     const sea::Dims d = sea::make_dims(cfg, T);
 
     // Shared memory the kernels need, against what this device grants a block.
-    int device = 0, optin = 0;
-    SEAOPT_CUDA_CHECK(cudaGetDevice(&device));
-    SEAOPT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    const size_t need = std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
-                                  sea::topk_smem_bytes(d) + 2048});
-    if (need > (size_t)optin) {
-        throw_unsupported(who + ": the SEA kernels need " + std::to_string(need) +
-                          " bytes of shared memory per block for this config, the device grants " +
-                          std::to_string(optin));
-    }
+    check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
+                                       sea::topk_smem_bytes(d) + 2048}));
 
-    sea::QkvView x;
-    x.q = reinterpret_cast<const __half *>(qkv.q);
-    x.k = reinterpret_cast<const __half *>(qkv.k);
-    x.v = reinterpret_cast<const __half *>(qkv.v);
-    x.q_row = qkv.q_row_stride;
-    x.q_head = qkv.q_head_stride;
-    x.k_row = qkv.k_row_stride;
-    x.k_head = qkv.k_head_stride;
-    x.v_row = qkv.v_row_stride;
-    x.v_head = qkv.v_head_stride;
-    x.q_scale = q_scale;
+    const sea::QkvView x = qkv_view(qkv, q_scale);
 
     char *base = static_cast<char *>(scratch);
     float *shared = reinterpret_cast<float *>(base + L.shared);  // Performer states, then Â, then Σ v
@@ -230,30 +239,11 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
         throw_invalid_argument(who + ": scratch must be 256-byte aligned and hold sea_decode_scratch_bytes = " +
                                std::to_string(L.total) + " bytes (got " + std::to_string(scratch_bytes) + ")");
     }
-    int device = 0, optin = 0;
-    SEAOPT_CUDA_CHECK(cudaGetDevice(&device));
-    SEAOPT_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
     sea::Dims d = sea::make_dims(cfg, rows.R);
     d.row_pos = rows.pos;
-    if (std::max(sea::topk_smem_bytes(d) + 2048, sea::decode_estimator_smem_bytes(d) + 4096) > (size_t)optin) {
-        throw_unsupported(who + ": the SEA decode kernels need " +
-                          std::to_string(std::max(sea::topk_smem_bytes(d) + 2048,
-                                                  sea::decode_estimator_smem_bytes(d) + 4096)) +
-                          " bytes of shared memory per block for this config, the device grants " +
-                          std::to_string(optin));
-    }
+    check_shared_memory(who, std::max(sea::topk_smem_bytes(d) + 2048, sea::decode_estimator_smem_bytes(d) + 4096));
 
-    sea::QkvView x;
-    x.q = reinterpret_cast<const __half *>(qkv.q);
-    x.k = reinterpret_cast<const __half *>(qkv.k);
-    x.v = reinterpret_cast<const __half *>(qkv.v);
-    x.q_row = qkv.q_row_stride;
-    x.q_head = qkv.q_head_stride;
-    x.k_row = qkv.k_row_stride;
-    x.k_head = qkv.k_head_stride;
-    x.v_row = qkv.v_row_stride;
-    x.v_head = qkv.v_head_stride;
-    x.q_scale = q_scale;
+    const sea::QkvView x = qkv_view(qkv, q_scale);
     sea::DecodeView v;
     v.row = rows.row;
     v.pos = rows.pos;

@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "attention/sea_cuda.h"
+#include "engine/cuda/common.cuh"
 
 namespace seaopt::cuda::sea {
 
@@ -117,6 +118,36 @@ __device__ __forceinline__ float cell_scale(int t, const Dims &d) { return __fmu
 __device__ __forceinline__ int cell_edge(int c, float s, int row_len) {
     const int v = (int)roundf(__fmul_rn((float)c, s));
     return v < row_len ? v : row_len;
+}
+
+// sea.md §2.4 and §2.9 for one (t, h) row, by one warp: zr (128 values in shared memory, the encoder's output
+// X W_encᵀ + b) becomes Z = GELU(LayerNorm_128(zr)) (exact erf GELU) in place, and the gate logits
+// [s_prob, s_mix] = Z W_sᵀ + b_s are returned in every lane (sea_cpu.cpp encoder_rows, gate_rows).
+__device__ __forceinline__ float2 encoder_norm_gelu_gates(float *zr, const SeaDeviceParams &p) {
+    const int lane = threadIdx.x % kWarpSize;
+    float vals[4], sum = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        vals[u] = zr[lane + kWarpSize * u];
+        sum += vals[u];
+    }
+    const float mean = warp_reduce_sum(sum) / (float)kEncHidden;
+    float sq = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) sq += (vals[u] - mean) * (vals[u] - mean);
+    const float var = warp_reduce_sum(sq) / (float)kEncHidden;
+    const float rstd = 1.0f / sqrtf(var + kLayerNormEps);
+    float g0 = 0.0f, g1 = 0.0f;
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+        const int o = lane + kWarpSize * u;
+        float y = (vals[u] - mean) * rstd * p.enc_norm_w[o] + p.enc_norm_b[o];
+        y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+        zr[o] = y;
+        g0 = fmaf(y, p.scaler_w[o], g0);
+        g1 = fmaf(y, p.scaler_w[kEncHidden + o], g1);
+    }
+    return make_float2(warp_reduce_sum(g0) + p.scaler_b[0], warp_reduce_sum(g1) + p.scaler_b[1]);
 }
 
 // ---- stage launchers (arguments checked by sea_attention_prefill_cuda) ----

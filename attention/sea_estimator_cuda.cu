@@ -316,35 +316,11 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9), one warp per row.
     for (int r = warp; r < kChunk; r += kWarps) {
-        float *zr = z + r * kZStride;
-        float vals[4], sum = 0.0f;
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            vals[u] = zr[lane + kWarpSize * u];
-            sum += vals[u];
-        }
-        const float mean = warp_reduce_sum(sum) / (float)kEncHidden;
-        float sq = 0.0f;
-#pragma unroll
-        for (int u = 0; u < 4; ++u) sq += (vals[u] - mean) * (vals[u] - mean);
-        const float var = warp_reduce_sum(sq) / (float)kEncHidden;
-        const float rstd = 1.0f / sqrtf(var + kLayerNormEps);
-        float g0 = 0.0f, g1 = 0.0f;
-#pragma unroll
-        for (int u = 0; u < 4; ++u) {
-            const int o = lane + kWarpSize * u;
-            float y = (vals[u] - mean) * rstd * p.enc_norm_w[o] + p.enc_norm_b[o];
-            y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
-            zr[o] = y;
-            g0 = fmaf(y, p.scaler_w[o], g0);
-            g1 = fmaf(y, p.scaler_w[kEncHidden + o], g1);
-        }
-        g0 = warp_reduce_sum(g0);
-        g1 = warp_reduce_sum(g1);
+        const float2 gt = encoder_norm_gelu_gates(z + r * kZStride, p);
         if (lane == 0 && r < n_rows) {
             float *g = gates + ((size_t)(t0 + r) * d.H + h) * 2;
-            g[0] = g0 + p.scaler_b[0];
-            g[1] = g1 + p.scaler_b[1];
+            g[0] = gt.x;
+            g[1] = gt.y;
         }
     }
     __syncthreads();

@@ -180,6 +180,30 @@ std::string eta_text(double seconds) {
 // --kl-divergence: the windows of the normal protocol through a dense and a SEA context of the same
 // model. Both contexts keep the logits of a whole batch (the API has no per-row streaming), and rows
 // are read in place through seaopt_get_logits_ith: nothing is copied.
+// The batch of k windows w0 .. w0+k-1 of N tokens, window s as sequence s at positions 0..N-1, logits for positions
+// 0..N-2 (the last token predicts nothing inside its window), targets = the next token.
+struct WindowBatch {
+    std::vector<seaopt_token> tok, tgt;
+    std::vector<seaopt_pos> pos;
+    std::vector<seaopt_seq_id> seq;
+    std::vector<int8_t> logits;
+    WindowBatch(int32_t K, int32_t N)
+        : tok((size_t)K * N), tgt((size_t)K * N), pos((size_t)K * N), seq((size_t)K * N), logits((size_t)K * N) {}
+    seaopt_batch fill(const std::vector<seaopt_token> &tokens, int32_t w0, int32_t k, int32_t N) {
+        for (int32_t s = 0; s < k; ++s) {
+            for (int32_t i = 0; i < N; ++i) {
+                const size_t r = (size_t)s * N + i;
+                tok[r] = tokens[(size_t)(w0 + s) * N + i];
+                pos[r] = i;
+                seq[r] = s;
+                logits[r] = i < N - 1;
+                tgt[r] = i < N - 1 ? tokens[(size_t)(w0 + s) * N + i + 1] : 0;
+            }
+        }
+        return {k * N, tok.data(), pos.data(), seq.data(), logits.data()};
+    }
+};
+
 int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector<seaopt_token> &tokens, int32_t N,
                       int32_t n_windows, int32_t K) {
     const int32_t n_vocab = seaopt_model_n_vocab(model);
@@ -207,10 +231,7 @@ int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector
                  n_windows, N, opt.batch_windows, K, sea_label.c_str());
 
     const size_t n_rows_max = (size_t)K * (N - 1);
-    std::vector<seaopt_token> b_tok((size_t)K * N);
-    std::vector<seaopt_pos> b_pos((size_t)K * N);
-    std::vector<seaopt_seq_id> b_seq((size_t)K * N);
-    std::vector<int8_t> b_logits((size_t)K * N);
+    WindowBatch wb(K, N);
     std::vector<const float *> p_rows(n_rows_max), q_rows(n_rows_max);  // dense, SEA logits per scored row
     std::vector<int32_t> targets(n_rows_max);
     std::vector<seaopt_tools::RowComparison> rows(n_rows_max);
@@ -227,16 +248,7 @@ int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector
     for (int32_t w0 = 0; w0 < n_windows; w0 += K) {
         const int32_t k = std::min(K, n_windows - w0);
         const Clock::time_point t_group = Clock::now();
-        for (int32_t s = 0; s < k; ++s) {
-            for (int32_t i = 0; i < N; ++i) {
-                const size_t r = (size_t)s * N + i;
-                b_tok[r] = tokens[(size_t)(w0 + s) * N + i];
-                b_pos[r] = i;
-                b_seq[r] = s;
-                b_logits[r] = i < N - 1;  // the last token predicts nothing inside its window
-            }
-        }
-        seaopt_batch batch = {k * N, b_tok.data(), b_pos.data(), b_seq.data(), b_logits.data()};
+        seaopt_batch batch = wb.fill(tokens, w0, k, N);
         for (seaopt_context *ctx : {dense.get(), sea.get()}) {
             seaopt_kv_clear(ctx);
             if (seaopt_decode(ctx, &batch) != SEAOPT_OK) return fail_with_last_error();
@@ -405,11 +417,7 @@ int run(const Options &opt) {
                  "attention=%s\n",
                  n_windows, N, opt.batch_windows, K, seaopt_tools::attention_label(opt.attention).c_str());
 
-    std::vector<seaopt_token> b_tok((size_t)K * N);
-    std::vector<seaopt_pos> b_pos((size_t)K * N);
-    std::vector<seaopt_seq_id> b_seq((size_t)K * N);
-    std::vector<int8_t> b_logits((size_t)K * N);
-    std::vector<seaopt_token> b_tgt((size_t)K * N);  // the token each position predicts
+    WindowBatch wb(K, N);
     std::vector<float> b_nll((size_t)K * N);         // the engine's fused loss, per position
 
     double sum_window_nll = 0;         // sum_i nll_i (GPTQ)
@@ -419,21 +427,11 @@ int run(const Options &opt) {
     for (int32_t w0 = 0; w0 < n_windows; w0 += K) {
         const int32_t k = std::min(K, n_windows - w0);
         const Clock::time_point t_group = Clock::now();
-        for (int32_t s = 0; s < k; ++s) {
-            for (int32_t i = 0; i < N; ++i) {
-                const size_t r = (size_t)s * N + i;
-                b_tok[r] = tokens[(size_t)(w0 + s) * N + i];
-                b_pos[r] = i;
-                b_seq[r] = s;
-                b_logits[r] = i < N - 1;  // the last token predicts nothing inside its window
-                b_tgt[r] = i < N - 1 ? tokens[(size_t)(w0 + s) * N + i + 1] : 0;
-            }
-        }
         seaopt_kv_clear(ctx.get());
-        seaopt_batch batch = {k * N, b_tok.data(), b_pos.data(), b_seq.data(), b_logits.data()};
+        seaopt_batch batch = wb.fill(tokens, w0, k, N);
         // The engine computes -log softmax(logits_i)[token i + 1] itself (on the GPU: one float per
         // position leaves the device instead of n_vocab logits).
-        if (seaopt_decode_nll(ctx.get(), &batch, b_tgt.data(), b_nll.data()) != SEAOPT_OK) {
+        if (seaopt_decode_nll(ctx.get(), &batch, wb.tgt.data(), b_nll.data()) != SEAOPT_OK) {
             return fail_with_last_error();
         }
         if (w0 == 0) {  // before the first values, as llama-perplexity

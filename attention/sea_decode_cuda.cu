@@ -46,7 +46,9 @@ __global__ void __launch_bounds__(kThreads)
         const float4 *srow = reinterpret_cast<const float4 *>(p.dec_row_w);
         float4 *drow = reinterpret_cast<float4 *>(w_row);
         for (int i = tid; i < d.KH * kEncHidden / 4; i += kThreads) drow[i] = srow[i];
-        for (int i = tid; i < m * kHeadDim; i += kThreads) w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
+        for (int i = tid; i < m * kHeadDim; i += kThreads) {
+            w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
+        }
     }
     pdl_wait();  // q, k, v and the rows come from earlier kernels (engine/cuda/pdl.cuh)
     pdl_launch_dependents();

@@ -7,7 +7,8 @@
 //   sparse_attention_kernel  one warp per (t, h), 8 per block (consecutive t of one head: their keys overlap and
 //       stay in L1). The (t, h) mask row says which cells are kept; the warp computes each kept cell's key
 //       interval [v0, v1) (the authors' fp32 arithmetic: s = fl((t+1)·fl(1/K)), v = min(roundf(fl(c·s)), t+1))
-//       and its key count n = min(v1-v0, k), and an exclusive prefix of the counts over the cells (shared memory, K+1 ints per warp). Key i of the head is then in the cell found by a binary
+//       and its key count n = min(v1-v0, k), and an exclusive prefix of the counts over the cells (shared memory,
+//       K+1 ints per warp). Key i of the head is then in the cell found by a binary
 //       search of the prefix, at v1 - 1 - ⌊j·len/n⌋ (j = i - prefix; the capped cells' even spacing, descending
 //       inside a cell as the FlatCSR order). Keys go 32 per step, one per lane: the lane's dot product q·k_key over
 //       64 dims (eight 16-byte loads of the fp16 K row), an fp32 online softmax over the steps (running max and sum),

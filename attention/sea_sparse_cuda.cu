@@ -4,8 +4,8 @@
 //   v_chunk_sum_kernel  grid (chunk of 64 rows, head), 64 threads (one per dim): Σ v over the chunk.
 //   v_prefix_kernel     grid (chunk, head), 64 threads: the chunks before (≤ ⌈T/64⌉ sums) plus a running sum over
 //                       the chunk's rows -> Σ_{j≤t} v_j [T][H][64] fp32.
-//   sparse_attention_kernel  one warp per (t, h), 8 per block (consecutive t of one head: their keys overlap and
-//       stay in L1). The (t, h) mask row says which cells are kept; the warp computes each kept cell's key
+//   sparse_attention_kernel  one warp per (t, h), 8 per block. The (t, h) mask row says which cells are kept; the
+//       warp computes each kept cell's key
 //       interval [v0, v1) (the authors' fp32 arithmetic: s = fl((t+1)·fl(1/K)), v = min(roundf(fl(c·s)), t+1))
 //       and its key count n = min(v1-v0, k), and an exclusive prefix of the counts over the cells (shared memory,
 //       K+1 ints per warp). Key i of the head is then in the cell found by a binary
@@ -198,12 +198,9 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
     __shared__ int s_offs[kSparseWarps][kMaxK + 1];
     __shared__ float s_q[kSparseWarps][kHeadDim];
     const int warp = threadIdx.x / kWarpSize;
-    // Warps in (h, t) order: a block's warps are consecutive queries of one head, whose selected keys overlap
-    // (neighbouring rows keep similar cells), so K/V rows one warp gathers are often still in L1 for the next.
-    const long long idx = (long long)blockIdx.x * kSparseWarps + warp;
-    if (idx >= (long long)d.T * d.H) return;
-    const int h = (int)(idx / d.T), t = (int)(idx % d.T);
-    const long long row = (long long)t * d.H + h;  // the (t, h) row of the token-major buffers
+    const long long row = (long long)blockIdx.x * kSparseWarps + warp;  // (t, h), t-major
+    if (row >= (long long)d.T * d.H) return;
+    const int t = (int)(row / d.H), h = (int)(row % d.H);
     sparse_row(out + (long long)t * out_row + (long long)h * kHeadDim, t, q_at(x, t, h), x.q_scale, k_at(x, 0, h),
                x.k_row, v_at(x, 0, h), x.v_row, cell_mask + (size_t)row * d.KW, gates + (size_t)row * 2,
                v_prefix + (size_t)row * kHeadDim, d, s_offs[warp], s_q[warp], key_count ? key_count + row : nullptr,

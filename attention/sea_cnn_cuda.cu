@@ -50,7 +50,6 @@ __global__ void __launch_bounds__(kConvThreads)
         const int nci = min(kConvCi, C - ci0);
         __syncthreads();  // the previous slice is consumed
         const int slice = nci * W4;
-#pragma unroll 4  // independent global loads in flight
         for (int i = threadIdx.x; i < kConvTileRows * slice; i += kConvThreads) {
             const int rr = i / slice, rem = i % slice, ci = rem / W4, xx = rem % W4;
             const int row = t0 - 4 + rr;

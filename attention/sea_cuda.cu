@@ -251,8 +251,9 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     v.states = static_cast<char *>(states);
     v.state_stride = (long long)state_stride;
     v.state = S;
-    v.k_cache = reinterpret_cast<const __half *>(cache.k);
-    v.v_cache = reinterpret_cast<const __half *>(cache.v);
+    v.k_cache = reinterpret_cast<__half *>(cache.k);
+    v.v_cache = reinterpret_cast<__half *>(cache.v);
+    v.write_kv = cache.append;
     v.cache_seq_stride = cache.seq_stride;
     v.cache_head_stride = cache.head_stride;
 

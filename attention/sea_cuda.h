@@ -147,11 +147,15 @@ struct SeaDecodeRows {
     int R = 0;
 };
 
-// The layer's KV cache, already holding every row's own key and value: key j of head h of sequence s at
-// k + s·seq_stride + h·head_stride + j·64 (elements; fp16), the same for v. Strides multiples of 8.
+// The layer's KV cache, holding every row's earlier keys and values (and, unless `append`, its own): key j of
+// head h of sequence s at k + s·seq_stride + h·head_stride + j·64 (elements; fp16), the same for v. Strides
+// multiples of 8.
 struct SeaKvCache {
-    const half_t *k = nullptr, *v = nullptr;
+    half_t *k = nullptr, *v = nullptr;
     int64_t seq_stride = 0, head_stride = 0;
+    // false: every row's own key and value are already in the cache (the caller appended them). true: the first
+    // kernel of the call writes them there (one launch fewer per layer and step in the engine's decode).
+    bool append = false;
 };
 
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg);

@@ -66,7 +66,8 @@ struct DecodeView {
     char *states;                    // sequence s's state at states + s·state_stride (sea_layout.h layout)
     long long state_stride;
     SeaDecodeStateLayout state;
-    const __half *k_cache, *v_cache;  // key j of head h of sequence s: k_cache + s·seq_stride + h·head_stride + j·64
+    __half *k_cache, *v_cache;  // key j of head h of sequence s: k_cache + s·seq_stride + h·head_stride + j·64
+    bool write_kv;              // the estimator kernel appends the row's own k and v to the cache (SeaKvCache)
     long long cache_seq_stride, cache_head_stride;
 };
 

@@ -61,6 +61,12 @@ __global__ void __launch_bounds__(kThreads)
         const float qv = __fmul_rn(__half2float(q_at(x, br, h)[tid]), x.q_scale);
         xq[tid] = __fmul_rn(kFeatureNormalizer, qv);
         xk[tid] = __fmul_rn(kFeatureNormalizer, __half2float(k_at(x, br, h)[tid]));
+        if (v.write_kv) {  // the row's own key and value into the cache (SeaKvCache::append)
+            const long long at = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride +
+                                 (long long)pos * kHeadDim + tid;
+            v.k_cache[at] = k_at(x, br, h)[tid];
+            v.v_cache[at] = v_at(x, br, h)[tid];
+        }
         const float vv = __half2float(v_at(x, br, h)[tid]);
         vc[kHeadDim + tid] = vv;
         X[kVcat + tid] = vv;

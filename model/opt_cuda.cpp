@@ -581,7 +581,12 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
             }
             const bool sea_layer = s.sea_any && s.sea_on[l];
-            if (!fused_append || sea_layer) cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
+            // SEA layers append K/V themselves when every token of the batch runs the SEA decode (its first
+            // kernel writes them); a batch with a SEA prefill appends first (the prefill reads the qkv buffer).
+            const bool sea_appends = sea_layer && sea_prefills.empty();
+            if ((!fused_append || sea_layer) && !sea_appends) {
+                cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
+            }
             if (sea_layer) {
                 // SEA attention (sea_cuda.h); q is scaled by head_dim^-1/2 = 1/8 inside (exact: a power of two).
                 const cuda::SeaDeviceParams &P = s.sea_params[l];
@@ -595,7 +600,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                                                      scratch_bytes, st, nullptr,
                                                      states + (size_t)pf.seq * s.sea_state_stride);
                 }
-                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd};
+                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, sea_appends};
                 for (const auto &[first, R] : sea_waves) {
                     const cuda::SeaDecodeRows rows{d_wrow + first, d_wpos + first, d_wseq + first, R};
                     cuda::sea_attention_decode_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,

@@ -843,8 +843,9 @@ TEST(GpuSea, StridedInputsGiveTheSameBits) {
 // 4.9e-4 relative; other summation orders add ~1e-6). A row beyond that whose CPU top-k margin (SeaDebug::gap) is
 // below 1e-5 counts as a boundary tie, where the other cell may be chosen (at most 2 per sequence); any other is a
 // failure.
-void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed) {
-    SCOPED_TRACE("decode H=" + std::to_string(H) + " K=" + std::to_string(K) + " k=" + std::to_string(k));
+void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed, bool append = false) {
+    SCOPED_TRACE(std::string(append ? "(kernel appends K/V) " : "") + "decode H=" + std::to_string(H) +
+                 " K=" + std::to_string(K) + " k=" + std::to_string(k));
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
     const SeaParams p = seaopt_test::sea_random_params(cfg, seed);
     const DeviceParams dp = upload_params(p);
@@ -896,14 +897,16 @@ void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_
         std::copy_n(a.qkv.begin() + (ptrdiff_t)(pos[0] * 3 * C), 3 * C, rows.begin());
         std::copy_n(b.qkv.begin() + (ptrdiff_t)(pos[1] * 3 * C), 3 * C, rows.begin() + (ptrdiff_t)(3 * C));
         cuda_ok(cudaMemcpy(batch.as<void>(), rows.data(), rows.size() * 2, cudaMemcpyHostToDevice), "batch");
-        put_kv(0, pos[0], rows, 0);
-        put_kv(1, pos[1], rows, 1);
+        if (!append) {  // else the call writes them (SeaKvCache::append)
+            put_kv(0, pos[0], rows, 0);
+            put_kv(1, pos[1], rows, 1);
+        }
         const int32_t m[6] = {0, 1, (int32_t)pos[0], (int32_t)pos[1], 0, 1};
         cuda_ok(cudaMemcpy(meta.as<void>(), m, sizeof m, cudaMemcpyHostToDevice), "meta");
         out.fill(0xFF);
         const seaopt::cuda::SeaDecodeRows dr{meta.as<int32_t>(), meta.as<int32_t>() + 2, meta.as<int32_t>() + 4, 2};
         const seaopt::cuda::SeaKvCache cache{kcache.as<half_t>(), vcache.as<half_t>(), (int64_t)(H * n_ctx * kD),
-                                             (int64_t)(n_ctx * kD)};
+                                             (int64_t)(n_ctx * kD), append};
         seaopt::cuda::sea_attention_decode_cuda(cfg, dp.view, seaopt::cuda::sea_qkv_fused(batch.as<half_t>(), (int)H),
                                                 0.125f, dr, cache, states.as<void>(), state_bytes, out.as<half_t>(),
                                                 (int64_t)C, scratch.as<void>(), scratch.bytes(), nullptr);
@@ -945,6 +948,10 @@ TEST(GpuSea, DecodeSmall) { check_decode(4, 64, 8, 37, 90, 301); }
 TEST(GpuSea, DecodeCapAndK16) { check_decode(2, 16, 2, 70, 60, 311); }
 
 TEST(GpuSea, DecodeOpt13bShape) { check_decode(32, 64, 64, 200, 40, 321); }
+
+// The same with the call appending each row's own key and value (the engine's decode): the cache holds NaN there
+// until the call, so a kernel reading it before the append shows.
+TEST(GpuSea, DecodeAppendsKeysAndValues) { check_decode(4, 64, 8, 37, 90, 301, true); }
 
 TEST(GpuSea, LauncherRejectsBadArguments) {
     const SeaConfig cfg = seaopt_test::sea_make_config(4, 64, 8, 256);

@@ -305,6 +305,27 @@ struct ModelInfo {
     int attention_width = 9;  // the md "attention" column
 };
 
+// Loads the model the options name; fills what both modes report of it (path, description, parameters, build, file
+// size) and the load time. Null on failure, the reason in seaopt_last_error().
+seaopt_tools::ModelPtr load_bench_model(const Options &opt, ModelInfo &info, double &load_s) {
+    seaopt_model_params mparams = seaopt_model_default_params();
+    mparams.device = seaopt_tools::device_from_string(opt.device);
+    const Clock::time_point t_load = Clock::now();
+    seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
+    load_s = seconds_since(t_load);
+    if (!model) return model;
+    info.path = opt.model_path;
+    char desc[128];
+    seaopt_model_desc(model.get(), desc, sizeof desc);
+    info.desc = desc;
+    info.n_params = seaopt_model_n_params(model.get());
+    info.build = seaopt_build_info();
+    std::error_code ec;
+    const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
+    info.file_size = ec ? 0 : (uint64_t)file_size;
+    return model;
+}
+
 void print_md_header(const ModelInfo &m) {
     std::printf("| model                          |       size |     params | backend     | %-*s | %*s |"
                 "                  t/s |       ms |\n",
@@ -377,28 +398,15 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
 int run(const Options &opt, const std::vector<Test> &tests) {
     seaopt_tools::install_log(opt.verbose);
 
-    seaopt_model_params mparams = seaopt_model_default_params();
-    mparams.device = seaopt_tools::device_from_string(opt.device);
-    const Clock::time_point t_load = Clock::now();
-    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
-    if (!model) return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
-    const double load_s = seconds_since(t_load);
-
     ModelInfo info;
-    info.path = opt.model_path;
-    char desc[128];
-    seaopt_model_desc(model.get(), desc, sizeof desc);
-    info.desc = desc;
-    info.n_params = seaopt_model_n_params(model.get());
-    info.build = seaopt_build_info();
+    double load_s = 0;
+    const seaopt_tools::ModelPtr model = load_bench_model(opt, info, load_s);
+    if (!model) return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
     info.n_threads = opt.n_threads;
     info.attention = opt.attention;
     info.attention_label = seaopt_tools::attention_label(opt.attention);
     info.attention_width = std::max(info.attention_width, (int)info.attention_label.size());
     for (const Test &t : tests) info.test_width = std::max(info.test_width, (int)t.name.size());
-    std::error_code ec;
-    const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
-    info.file_size = ec ? 0 : (uint64_t)file_size;
 
     // Context size: what the largest test needs, rounded up to 256, within the model's positions.
     const int32_t n_ctx_train = seaopt_model_n_ctx_train(model.get());
@@ -590,12 +598,10 @@ void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &result
 int run_attention_layer(const Options &opt, const std::vector<int32_t> &sizes) {
     seaopt_tools::install_log(opt.verbose);
 
-    seaopt_model_params mparams = seaopt_model_default_params();
-    mparams.device = seaopt_tools::device_from_string(opt.device);
-    const Clock::time_point t_load = Clock::now();
-    const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
+    ModelInfo info;
+    double load_s = 0;
+    const seaopt_tools::ModelPtr model = load_bench_model(opt, info, load_s);
     if (!model) return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
-    const double load_s = seconds_since(t_load);
     if (!seaopt_model_has_sea(model.get())) {
         return fail("--attention-layer compares SEA with dense attention, and the model " + opt.model_path +
                     " has no SEA estimator: convert it with seaopt-convert --sea");
@@ -606,18 +612,8 @@ int run_attention_layer(const Options &opt, const std::vector<int32_t> &sizes) {
                     std::to_string(n_layer) + " layers (0.." + std::to_string(n_layer - 1) + ")");
     }
 
-    ModelInfo info;
-    info.path = opt.model_path;
-    char desc[128];
-    seaopt_model_desc(model.get(), desc, sizeof desc);
-    info.desc = desc;
-    info.n_params = seaopt_model_n_params(model.get());
-    info.build = seaopt_build_info();
     info.gpu = true;  // the benchmark runs CUDA kernels only: every result comes from the GPU
     info.backend = "seaopt-cuda";
-    std::error_code ec;
-    const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
-    info.file_size = ec ? 0 : (uint64_t)file_size;
 
     std::fprintf(stderr, "%s: %s\n", kProgram, info.build.c_str());
     std::fprintf(stderr, "%s: model %s (%s, %llu params, %s) loaded in %.2f s; attention layer %d, %d timed run%s%s\n",

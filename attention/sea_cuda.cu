@@ -85,6 +85,19 @@ void check_config_and_params(const std::string &who, const cpu::SeaConfig &cfg, 
     }
 }
 
+// q, k and v views and the output of either entry point (SEAOPT_ERR_INVALID_ARGUMENT naming the bad one).
+void check_qkv_and_out(const std::string &who, const cpu::SeaConfig &cfg, const SeaQkv &qkv, const half_t *out,
+                       int64_t out_row_stride) {
+    check_view(who, qkv.q, qkv.q_row_stride, qkv.q_head_stride, "q");
+    check_view(who, qkv.k, qkv.k_row_stride, qkv.k_head_stride, "k");
+    check_view(who, qkv.v, qkv.v_row_stride, qkv.v_head_stride, "v");
+    const int64_t C = (int64_t)cfg.n_head * sea::kHeadDim;
+    if (!out || !aligned16(out) || out_row_stride < C || out_row_stride % 8 != 0) {
+        throw_invalid_argument(who + ": out must be non-NULL, 16-byte aligned, with a row stride >= n_head·64 and a "
+                                     "multiple of 8 (got " + std::to_string(out_row_stride) + ")");
+    }
+}
+
 sea::QkvView qkv_view(const SeaQkv &qkv, float q_scale) {
     sea::QkvView x;
     x.q = reinterpret_cast<const __half *>(qkv.q);
@@ -135,14 +148,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
         throw_unsupported(who + ": sizes too large (n_head " + std::to_string(cfg.n_head) + ", T " +
                           std::to_string(T) + ", k " + std::to_string(cfg.k) + ")");
     }
-    check_view(who, qkv.q, qkv.q_row_stride, qkv.q_head_stride, "q");
-    check_view(who, qkv.k, qkv.k_row_stride, qkv.k_head_stride, "k");
-    check_view(who, qkv.v, qkv.v_row_stride, qkv.v_head_stride, "v");
-    const int64_t C = (int64_t)cfg.n_head * sea::kHeadDim;
-    if (!out || !aligned16(out) || out_row_stride < C || out_row_stride % 8 != 0) {
-        throw_invalid_argument(who + ": out must be non-NULL, 16-byte aligned, with a row stride >= n_head·64 and a "
-                                     "multiple of 8 (got " + std::to_string(out_row_stride) + ")");
-    }
+    check_qkv_and_out(who, cfg, qkv, out, out_row_stride);
     const SeaPrefillScratchLayout L = sea_prefill_scratch_layout(cfg, (size_t)T);
     if (T == 0) return;
     if (!scratch || ((uintptr_t)scratch & 255u) != 0 || scratch_bytes < L.total) {
@@ -219,16 +225,9 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     if (rows.R < 0) throw_invalid_argument(who + ": R = " + std::to_string(rows.R) + " is negative");
     if (rows.R == 0) return;
     if (!rows.row || !rows.pos || !rows.seq) throw_invalid_argument(who + ": the row, pos and seq arrays are needed");
-    check_view(who, qkv.q, qkv.q_row_stride, qkv.q_head_stride, "q");
-    check_view(who, qkv.k, qkv.k_row_stride, qkv.k_head_stride, "k");
-    check_view(who, qkv.v, qkv.v_row_stride, qkv.v_head_stride, "v");
+    check_qkv_and_out(who, cfg, qkv, out, out_row_stride);
     check_view(who, cache.k, cache.seq_stride, cache.head_stride, "the key cache");
     check_view(who, cache.v, cache.seq_stride, cache.head_stride, "the value cache");
-    const int64_t C = (int64_t)cfg.n_head * sea::kHeadDim;
-    if (!out || !aligned16(out) || out_row_stride < C || out_row_stride % 8 != 0) {
-        throw_invalid_argument(who + ": out must be non-NULL, 16-byte aligned, with a row stride >= n_head·64 and a "
-                                     "multiple of 8 (got " + std::to_string(out_row_stride) + ")");
-    }
     const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
     if (!states || ((uintptr_t)states & 255u) != 0 || state_stride < S.total || state_stride % 256 != 0) {
         throw_invalid_argument(who + ": states must be 256-byte aligned, state_stride a multiple of 256 and at least "

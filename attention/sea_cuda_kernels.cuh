@@ -151,6 +151,18 @@ __device__ __forceinline__ float2 encoder_norm_gelu_gates(float *zr, const SeaDe
     return make_float2(warp_reduce_sum(g0) + p.scaler_b[0], warp_reduce_sum(g1) + p.scaler_b[1]);
 }
 
+// sea.md §2.6 step 1 for one image channel, by one thread: dst[i] = LayerNorm_{K/4}(in)[i] (affine, cnn_norm1), over
+// W4 = K/4 values (sea_cpu.cpp decoder_image_rows).
+__device__ __forceinline__ void image_channel_layernorm(float *dst, const float *in, int W4, const SeaDeviceParams &p) {
+    float sum = 0.0f;
+    for (int i = 0; i < W4; ++i) sum += in[i];
+    const float mean = sum / (float)W4;
+    float sq = 0.0f;
+    for (int i = 0; i < W4; ++i) sq += (in[i] - mean) * (in[i] - mean);
+    const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
+    for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+}
+
 // ---- stage launchers (arguments checked by sea_attention_prefill_cuda) ----
 
 // sea_estimator_cuda.cu

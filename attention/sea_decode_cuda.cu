@@ -24,7 +24,35 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kOutsPerRound = 4;  // outputs a warp reduces at once: independent loads in flight
 static_assert(kThreads >= kStateCols && kThreads >= 2 * kHeadDim, "one thread per state column / staged value");
-static_assert(kEncHidden % (kWarps * kOutsPerRound) == 0, "encoder rounds");
+
+// out[o] = Σ_i x[i]·w[o·IN + i] + b[o] for o < n_out (x, w in shared memory): a warp per output, lanes over the IN
+// inputs, kOutsPerRound outputs per warp and round so that their loads are in flight together.
+template <int IN>
+__device__ __forceinline__ void warp_gemv(float *out, const float *x, const float *w, const float *__restrict__ b,
+                                          int n_out) {
+    const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
+    float xv[IN / kWarpSize];
+#pragma unroll
+    for (int u = 0; u < IN / kWarpSize; ++u) xv[u] = x[lane + kWarpSize * u];
+    for (int o0 = warp * kOutsPerRound; o0 < n_out; o0 += kWarps * kOutsPerRound) {
+        float acc[kOutsPerRound];
+#pragma unroll
+        for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
+            float a = 0.0f;
+            if (o0 + q2 < n_out) {
+                const float *wo = w + (o0 + q2) * IN + lane;
+#pragma unroll
+                for (int u = 0; u < IN / kWarpSize; ++u) a = fmaf(xv[u], wo[kWarpSize * u], a);
+            }
+            acc[q2] = a;
+        }
+#pragma unroll
+        for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
+            const float a = warp_reduce_sum(acc[q2]);
+            if (lane == 0 && o0 + q2 < n_out) out[o0 + q2] = a + b[o0 + q2];
+        }
+    }
+}
 
 __global__ void __launch_bounds__(kThreads)
     decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d) {
@@ -114,28 +142,8 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
     if (tid < kVcat) X[tid] *= 1.0f / s_den;
     __syncthreads();
-    // Encoder: a warp per output, lanes over the 192 inputs, kOutsPerRound outputs per round.
-    {
-        float xv[kEncIn / kWarpSize];
-#pragma unroll
-        for (int u = 0; u < kEncIn / kWarpSize; ++u) xv[u] = X[lane + kWarpSize * u];
-        for (int o0 = warp * kOutsPerRound; o0 < kEncHidden; o0 += kWarps * kOutsPerRound) {
-            float acc[kOutsPerRound];
-#pragma unroll
-            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-                const float *wo = w_enc + (o0 + q2) * kEncIn + lane;
-                float a = 0.0f;
-#pragma unroll
-                for (int u = 0; u < kEncIn / kWarpSize; ++u) a = fmaf(xv[u], wo[kWarpSize * u], a);
-                acc[q2] = a;
-            }
-#pragma unroll
-            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-                const float a = warp_reduce_sum(acc[q2]);
-                if (lane == 0) z[o0 + q2] = a + p.enc_b[o0 + q2];
-            }
-        }
-    }
+    // Encoder (sea.md §2.4).
+    warp_gemv<kEncIn>(z, X, w_enc, p.enc_b, kEncHidden);
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9).
     if (warp == 0) {
@@ -147,43 +155,14 @@ __global__ void __launch_bounds__(kThreads)
         }
     }
     __syncthreads();
-    // Row decoder (sea.md §2.5): a warp per output.
-    {
-        float zv[kEncHidden / kWarpSize];
-#pragma unroll
-        for (int u = 0; u < kEncHidden / kWarpSize; ++u) zv[u] = z[lane + kWarpSize * u];
-        for (int o0 = warp * kOutsPerRound; o0 < d.KH; o0 += kWarps * kOutsPerRound) {
-            float acc[kOutsPerRound];
-#pragma unroll
-            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-                float a = 0.0f;
-                if (o0 + q2 < d.KH) {
-                    const float *wo = w_row + (o0 + q2) * kEncHidden + lane;
-#pragma unroll
-                    for (int u = 0; u < kEncHidden / kWarpSize; ++u) a = fmaf(zv[u], wo[kWarpSize * u], a);
-                }
-                acc[q2] = a;
-            }
-#pragma unroll
-            for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-                const float a = warp_reduce_sum(acc[q2]);
-                if (lane == 0 && o0 + q2 < d.KH) R[o0 + q2] = a + p.dec_row_b[o0 + q2];
-            }
-        }
-    }
+    // Row decoder (sea.md §2.5).
+    warp_gemv<kEncHidden>(R, z, w_row, p.dec_row_b, d.KH);
     __syncthreads();
     // Channels 2h and 2h+1, LayerNorm over K/4 (sea.md §2.6 step 1), into the image ring.
     if (tid < 2) {
-        const int W4 = d.W4;
-        const float *in = R + tid * W4;
-        float sum = 0.0f;
-        for (int i = 0; i < W4; ++i) sum += in[i];
-        const float mean = sum / (float)W4;
-        float sq = 0.0f;
-        for (int i = 0; i < W4; ++i) sq += (in[i] - mean) * (in[i] - mean);
-        const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
-        float *dst = state_at(v, seq, v.state.image_ring) + ((size_t)(pos % kHistoryRows) * d.C + 2 * h + tid) * W4;
-        for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+        float *ring = state_at(v, seq, v.state.image_ring);
+        image_channel_layernorm(ring + ((size_t)(pos % kHistoryRows) * d.C + 2 * h + tid) * d.W4, R + tid * d.W4, d.W4,
+                                p);
     }
 }
 

@@ -353,15 +353,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int idx = tid; idx < kChunk * 2; idx += kThreads) {
         const int r = idx / 2, half = idx % 2;
         if (r >= n_rows) continue;
-        const float *in = R + r * r_stride + half * W4;
-        float sum = 0.0f;
-        for (int i = 0; i < W4; ++i) sum += in[i];
-        const float mean = sum / (float)W4;
-        float sq = 0.0f;
-        for (int i = 0; i < W4; ++i) sq += (in[i] - mean) * (in[i] - mean);
-        const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
-        float *dst = image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4;
-        for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+        image_channel_layernorm(image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4, R + r * r_stride + half * W4,
+                                W4, p);
     }
 }
 

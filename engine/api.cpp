@@ -234,6 +234,7 @@ seaopt_context_params seaopt_context_default_params(void) {
     p.n_seq_max = 1;
     p.attention = SEAOPT_ATTENTION_DENSE;
     p.n_threads = 0;
+    p.n_head_batch = 0;
     return p;
 }
 

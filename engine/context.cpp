@@ -151,6 +151,9 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     const uint32_t n_batch = p.n_batch == 0 ? n_ctx * p.n_seq_max : p.n_batch;
     if (n_batch > (1u << 20)) throw_invalid_argument("n_batch = " + std::to_string(n_batch) + " is too large");
     if (p.n_threads < 0) throw_invalid_argument("n_threads must be >= 0");
+    if (p.n_head_batch > (1u << 20)) {
+        throw_invalid_argument("n_head_batch = " + std::to_string(p.n_head_batch) + " is too large");
+    }
 
     ctx.model = &model;
     ctx.n_ctx = n_ctx;
@@ -163,7 +166,8 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     if (p.attention == SEAOPT_ATTENTION_SEA) init_sea(ctx, model, p);
 
     if (model.device == SEAOPT_DEVICE_CUDA) {
-        ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch, ctx.sea.any() ? &ctx.sea : nullptr);
+        ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch, p.n_head_batch,
+                                     ctx.sea.any() ? &ctx.sea : nullptr);
         return;
     }
     const uint64_t kv_bytes = 2ull * hp.n_layer * p.n_seq_max * n_ctx * hp.n_embd * sizeof(float);

@@ -190,6 +190,10 @@ typedef struct seaopt_context_params {
     int32_t sea_k;      /* SEA's sparsity budget k (about k keys per query per head, sea.md §2.7);
                            0 = the model's sea.k (set by seaopt-convert --sea-k) */
     int32_t n_threads;  /* CPU threads for the CPU engine; 0 = all hardware threads */
+    uint32_t n_head_batch; /* CUDA engine: logits rows the output head computes per GEMM; 0 = 128.
+                              Larger is faster when many tokens want logits (perplexity: 512 saves
+                              ~5% of the run) and costs n_head_batch x n_vocab x 4 bytes of the
+                              activation arena (26 MB per 128 rows for OPT); capped at n_batch. */
 } seaopt_context_params;
 
 SEAOPT_API seaopt_context_params seaopt_context_default_params(void);

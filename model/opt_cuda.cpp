@@ -210,6 +210,7 @@ struct OptCudaState {
     // GEMM plans, autotuning the lm_head's: gemm.h), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns
     // this off.
     bool graphs_enabled = true;
+    uint32_t head_chunk_rows = 0;  // outputs per lm_head GEMM (the logits buffer holds one chunk): n_head_batch
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
     // SEA attention (the layers sea_on): the estimator parameters of those layers and one decode state per
@@ -266,7 +267,9 @@ void destroy_cuda_state(OptCudaState *s) {
 namespace {
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
 constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(uint32_t);
-constexpr int kHeadChunkRows = 128;                      // outputs per lm_head GEMM (see the head)
+// Outputs per lm_head GEMM unless the context asks for more (n_head_batch): 26 MB of fp32 logits
+// for OPT, which fits within the memory a 2048-token batch's layers already need.
+constexpr uint32_t kDefaultHeadChunkRows = 128;
 // Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets, and the SEA
 // decode's rows, positions, sequences (int32 each, n_batch slots apiece), then the attention tiles, then the
 // NLLs coming back (fp32, n_batch).
@@ -289,7 +292,7 @@ uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n
 
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
                                                                      uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
-                                                                     const SeaCpuState *sea) {
+                                                                     uint32_t n_head_batch, const SeaCpuState *sea) {
     check(cudaSetDevice(w.device), "cudaSetDevice");
     std::unique_ptr<OptCudaState, OptCudaStateDeleter> s(new OptCudaState);
     s->hp = &hp;
@@ -317,7 +320,8 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         s->sea_block_bytes = s->sea_params_bytes + (uint64_t)n_sea * n_seq * s->sea_state_stride;
         sea_scratch = sea_scratch_bytes(sea->cfg, n_ctx, n_seq, n_batch);
     }
-    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, std::min<uint32_t>(n_batch, kHeadChunkRows), sea_scratch));
+    s->head_chunk_rows = std::min<uint32_t>(n_head_batch > 0 ? n_head_batch : kDefaultHeadChunkRows, n_batch);
+    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch));
 
     // Refuse before allocating anything if the plan does not fit.
     size_t free_b = 0, total_b = 0;
@@ -377,7 +381,7 @@ std::string cuda_memory_report(const OptCudaState &s) {
     if (s.sea_any) {
         // The same context with dense attention, for comparison: the plan without SEA's buffers.
         const std::vector<BufferRequest> dense_req =
-            opt_forward_buffers(*s.hp, s.n_batch, std::min<uint32_t>(s.n_batch, kHeadChunkRows));
+            opt_forward_buffers(*s.hp, s.n_batch, s.head_chunk_rows);
         const MemoryPlan dense = plan_memory(dense_req);
         const size_t n_sea = (size_t)std::count(s.sea_on.begin(), s.sea_on.end(), 1);
         const cuda::SeaPrefillScratchLayout P = cuda::sea_prefill_scratch_layout(s.sea_cfg, std::min(s.n_batch, s.n_ctx));
@@ -622,13 +626,13 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
         }
 
-        // The head, in chunks of at most kHeadChunkRows outputs: the logits buffer of the arena
+        // The head, in chunks of at most head_chunk_rows outputs: the logits buffer of the arena
         // holds one chunk (26 MB for OPT), not all of a 2048-token window's (412 MB).
         float *head_x = reinterpret_cast<float *>(s.buffer_or_null("head_x"));
         half_t *head16 = reinterpret_cast<half_t *>(s.buffer_or_null("head16"));
         float *logits = reinterpret_cast<float *>(s.buffer_or_null("logits"));
-        for (int r0 = 0; r0 < N; r0 += kHeadChunkRows) {
-            const int n = std::min(kHeadChunkRows, N - r0);
+        for (int r0 = 0; r0 < N; r0 += (int)s.head_chunk_rows) {
+            const int n = std::min((int)s.head_chunk_rows, N - r0);
             cuda::gather_rows_f32(head_x, x, out_rows + r0, n, C, st);
             // The final LayerNorm goes into the GEMM that follows it (project_out or the lm_head),
             // fused for <= 8 rows where the GEMV takes the shape (gemm.h); head16 is its scratch.

@@ -44,13 +44,15 @@ uint64_t cuda_weights_bytes(const OptCudaWeights &w);
 // The CUDA device ordinal the weights live on.
 int cuda_weights_device(const OptCudaWeights &w);
 
-// Allocates the KV cache (fp16) and the activation arena for batches of up to n_batch tokens.
+// Allocates the KV cache (fp16) and the activation arena for batches of up to n_batch tokens; the
+// output head computes its logits in chunks of n_head_batch rows (0 = 128; capped at n_batch).
 // sea (optional; its layers `on` run SEA attention with its cfg and params): also uploads those layers' estimator
 // parameters (fp32) and allocates a decode state per (sequence, SEA layer) beside the KV cache, and the arena
 // gets the SEA kernels' scratch (memory_plan.h).
 // Refuses clearly, before allocating, if it does not fit the free device memory.
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
                                                                      uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
+                                                                     uint32_t n_head_batch = 0,
                                                                      const SeaCpuState *sea = nullptr);
 
 // The memory report of a state: weights, KV cache, arena, and the arena's largest buffers.

@@ -303,6 +303,10 @@ TEST(ContextErrors, ImpossibleContextParams) {
     cp.n_seq_max = 0;
     EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
     cp = seaopt_context_default_params();
+    cp.n_head_batch = 1u << 21;
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("n_head_batch"), std::string::npos) << seaopt_last_error();
+    cp = seaopt_context_default_params();
     cp.attention = SEAOPT_ATTENTION_SEA;
     EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_UNSUPPORTED);
     EXPECT_EQ(ctx, nullptr);

@@ -40,12 +40,13 @@ const std::string &model_path() {
 struct Engine {
     seaopt_model *model = nullptr;
     seaopt_context *ctx = nullptr;
-    Engine(seaopt_device device, uint32_t n_ctx) {
+    Engine(seaopt_device device, uint32_t n_ctx, uint32_t n_head_batch = 0) {
         seaopt_model_params mp = seaopt_model_default_params();
         mp.device = device;
         EXPECT_EQ(seaopt_model_load(model_path().c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = n_ctx;
+        cp.n_head_batch = n_head_batch;
         EXPECT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
     }
     ~Engine() {
@@ -108,6 +109,23 @@ TEST(GpuEngine, MatchesTheCpuReference) {
     }
     std::printf("GPU one-token decode (40 steps) vs CPU prefill: max |dlogit| = %.4f\n", max_step_err);
     EXPECT_LE(max_step_err, 0.02 * scale);
+}
+
+// n_head_batch only changes how many logits rows one lm_head GEMM computes: the same logits (up to
+// the GEMM algorithm cuBLASLt picks for the chunk's row count), in 1, 4 and 100 chunks.
+TEST(GpuEngine, HeadBatchKeepsTheLogits) {
+    const std::vector<int32_t> ids = test_ids(100);
+    Engine one(SEAOPT_DEVICE_CUDA, 128, 512), four(SEAOPT_DEVICE_CUDA, 128, 32), rows(SEAOPT_DEVICE_CUDA, 128, 1);
+    const auto ref = one.prefill(ids), got4 = four.prefill(ids), got1 = rows.prefill(ids);
+    double max_err = 0, scale = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+        scale = std::max(scale, std_of(ref[t]));
+        for (size_t v = 0; v < ref[t].size(); ++v) {
+            max_err = std::max({max_err, (double)std::fabs(got4[t][v] - ref[t][v]), (double)std::fabs(got1[t][v] - ref[t][v])});
+        }
+    }
+    std::printf("lm_head in chunks of 512, 32, 1 rows: max |dlogit| = %.2e, logit std %.2f\n", max_err, scale);
+    EXPECT_LE(max_err, 1e-4 * scale);  // fp32 sums of the same fp16 products, maybe in another order
 }
 
 TEST(GpuEngine, DeviceMemoryMatchesThePlan) {

@@ -12,6 +12,8 @@
 //   cnn_output_kernel   one warp per (t, h): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
 //                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
+//   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
+//                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh) -> the cell mask.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -19,6 +21,7 @@
 #include <cstdint>
 
 #include "attention/sea_cuda_kernels.cuh"
+#include "attention/sea_topk_select.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
 
@@ -91,20 +94,13 @@ __global__ void __launch_bounds__(kConvThreads)
     }
 }
 
-__global__ void __launch_bounds__(kOutWarps * kWarpSize)
-    cnn_output_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
-    __shared__ float s_narrow[kOutWarps][kMaxW4];
-    __shared__ float s_logit[kOutWarps][kMaxK];
-    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    pdl_wait();  // a no-op unless launched with PDL (the decode)
-    pdl_launch_dependents();
-    const long long row = (long long)blockIdx.x * kOutWarps + warp;  // (t, h), t-major
-    if (row >= (long long)d.T * d.H) return;
-    const int t = (int)(row / d.H), h = (int)(row % d.H);
+// One (t, h) row of cnn_output_kernel on one warp: yt the conv2 row of t ([2H][K/4]); narrow (K/4 floats) and
+// logit (K floats) warp-private scratch; leaves Â[t, h, ·] in logit.
+__device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
+                               const Dims &d, int h) {
+    const int lane = threadIdx.x % kWarpSize;
     const int C = d.C, W4 = d.W4, K = d.K;
-    float *narrow = s_narrow[warp], *logit = s_logit[warp];
     const float bias = p.conv4_b[h];
-    const float *yt = y + (size_t)t * C * W4;
     if (W4 <= kWarpSize / 2) {
         // Half-warps take the even and the odd channels of column x = lane % 16, then add.
         const int x = lane % (kWarpSize / 2), half = lane / (kWarpSize / 2);
@@ -160,8 +156,60 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
         es += e;
     }
     const float inv = 1.0f / warp_reduce_sum(es);
-    float *dst = probs + (size_t)row * K;
-    for (int x = lane; x < K; x += kWarpSize) dst[x] = logit[x] * inv;
+    for (int x = lane; x < K; x += kWarpSize) logit[x] *= inv;
+    __syncwarp();
+}
+
+__global__ void __launch_bounds__(kOutWarps * kWarpSize)
+    cnn_output_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+    __shared__ float s_narrow[kOutWarps][kMaxW4];
+    __shared__ float s_logit[kOutWarps][kMaxK];
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    pdl_wait();  // a no-op unless launched with PDL (the decode)
+    pdl_launch_dependents();
+    const long long row = (long long)blockIdx.x * kOutWarps + warp;  // (t, h), t-major
+    if (row >= (long long)d.T * d.H) return;
+    const int t = (int)(row / d.H), h = (int)(row % d.H);
+    float *logit = s_logit[warp];
+    cnn_output_row(logit, s_narrow[warp], y + (size_t)t * d.C * d.W4, p, d, h);
+    float *dst = probs + (size_t)row * d.K;
+    for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
+}
+
+constexpr int kDecodeTopkThreads = 1024;  // 32 warps: one per head (more heads loop)
+constexpr int kDecodeTopkWarps = kDecodeTopkThreads / kWarpSize;
+
+// Decode: the CNN output and the top-k of row r of the call in one block: warp w computes Â[r, h, ·] of heads
+// h = w, w + 32, ... (cnn_output_row) into shared memory, where the values become the top-k's keys in place (and
+// go to probs, the decode scratch, as cnn_output_kernel writes them); then the block selects the row's cells
+// (topk_select) and writes its mask words. One launch and one round trip of Â fewer than the two kernels.
+__global__ void __launch_bounds__(kDecodeTopkThreads, 1)
+    decode_cnn_output_topk_kernel(uint32_t *__restrict__ cell_mask, float *__restrict__ probs,
+                                  const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+    extern __shared__ uint32_t dtk[];  // keys [H·K] (Â as floats first), then the row's mask words [H·KW]
+    __shared__ float s_narrow[kDecodeTopkWarps][kMaxW4];
+    __shared__ TopkShared<kDecodeTopkThreads> sh;
+    const int r = blockIdx.x, tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize;
+    const int K = d.K, n = d.H * d.K, n_words = d.H * d.KW;
+    uint32_t *keys = dtk, *mw = dtk + n;
+    pdl_wait();
+    pdl_launch_dependents();
+    for (int i = tid; i < n_words; i += kDecodeTopkThreads) mw[i] = 0u;
+    const float *yt = y + (size_t)r * d.C * d.W4;
+    for (int h = warp; h < d.H; h += kDecodeTopkWarps) {  // uniform across the warp
+        float *logit = reinterpret_cast<float *>(keys + (size_t)h * K);
+        cnn_output_row(logit, s_narrow[warp], yt, p, d, h);
+        float *dst = probs + ((size_t)r * d.H + h) * K;
+        for (int x = lane; x < K; x += kWarpSize) {
+            const float v = logit[x];
+            dst[x] = v;
+            keys[(size_t)h * K + x] = topk_order_key(v);
+        }
+    }
+    __syncthreads();
+    topk_select<kDecodeTopkThreads>(keys, mw, n, row_budget(query_position(r, d), d), K, d.KW, sh);
+    uint32_t *out = cell_mask + (size_t)r * n_words;
+    for (int i = tid; i < n_words; i += kDecodeTopkThreads) out[i] = mw[i];
 }
 
 constexpr int kDecodeConvThreads = 128;
@@ -244,6 +292,18 @@ void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset
     launch_kernel("sea decode_conv_kernel", programmatic_launch_enabled(), decode_conv_kernel,
                   dim3((unsigned)d.T, (unsigned)d.C), dim3(kDecodeConvThreads), smem, stream, v, in_offset, out_offset,
                   out, w, mask, b, d);
+}
+
+void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
+                                   const Dims &d, cudaStream_t stream) {
+    const size_t smem = topk_smem_bytes(d);
+    if (smem > (size_t(24) << 10)) {  // with the static arrays (~13 KB), past the 48 KB default
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(decode_cnn_output_topk_kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "cudaFuncSetAttribute(decode_cnn_output_topk)", __FILE__, __LINE__);
+    }
+    launch_kernel("sea decode_cnn_output_topk_kernel", programmatic_launch_enabled(), decode_cnn_output_topk_kernel,
+                  dim3((unsigned)d.T), dim3(kDecodeTopkThreads), smem, stream, cell_mask, probs, conv2, p, d);
 }
 
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream) {

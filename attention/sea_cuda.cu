@@ -240,7 +240,7 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     }
     sea::Dims d = sea::make_dims(cfg, rows.R);
     d.row_pos = rows.pos;
-    check_shared_memory(who, std::max(sea::topk_smem_bytes(d) + 2048, sea::decode_estimator_smem_bytes(d) + 4096));
+    check_shared_memory(who, std::max(sea::topk_smem_bytes(d) + 12288, sea::decode_estimator_smem_bytes(d) + 4096));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
     sea::DecodeView v;
@@ -264,8 +264,7 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     sea::launch_decode_estimator(gates, x, v, p, d, stream);
     sea::launch_decode_conv(v, S.image_ring, S.conv1_ring, nullptr, p.conv1_w, p.conv1_mask, p.conv1_b, d, stream);
     sea::launch_decode_conv(v, S.conv1_ring, SIZE_MAX, conv2, p.conv2_w, p.conv2_mask, p.conv2_b, d, stream);
-    sea::launch_cnn_output(probs, conv2, p, d, stream);
-    sea::launch_topk(cell_mask, probs, d, stream);
+    sea::launch_decode_cnn_output_topk(cell_mask, probs, conv2, p, d, stream);
     sea::launch_decode_sparse_attention(reinterpret_cast<__half *>(out), out_row_stride, x, v, gates, cell_mask, d,
                                         stream);
 }

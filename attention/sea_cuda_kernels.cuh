@@ -179,6 +179,10 @@ void launch_causal_conv(float *y, const float *x, const float *w, const float *m
                         cudaStream_t stream);
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream);
+// Decode: cnn_output and topk of each call row in one block (Â also to probs [R][H][K]); dynamic shared memory
+// topk_smem_bytes(d), static ~9 KB more.
+void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
+                                   const Dims &d, cudaStream_t stream);
 // Copies rows max(0, T-4) .. T-1 of an image [T][2H][K/4] into slots r % 8 of a history ring (a decode state's).
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream);
 // Decode: one causal conv row per call row. Input rows pos, pos-2, pos-4 from the ring at in_offset of the row's

@@ -16,6 +16,8 @@
 //       selected keys' rows is read, and nothing is materialised per key. Then, as sparse_attention_row:
 //       C = (Σ p·v / Σ p) · σ(s_prob) (0 for a head without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)/(t+1),
 //       rounded to fp16.
+//   decode_sparse_attention_kernel  the same per (query, head) of a decode call, one block of 8 warps each: the row's
+//       keys split over the warps (a decode call has too few rows to fill the GPU one warp each), merged in warp order.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -30,6 +32,7 @@ namespace seaopt::cuda::sea {
 namespace {
 
 constexpr int kSparseWarps = 8;
+constexpr int kDecodeSparseWarps = 8;  // warps splitting one decode (query, head) row's keys
 constexpr unsigned kFull = 0xffffffffu;
 
 __global__ void __launch_bounds__(kHeadDim) v_chunk_sum_kernel(float *__restrict__ v_chunk, QkvView x, Dims d) {
@@ -61,20 +64,11 @@ __device__ __forceinline__ float2 half2_bits_to_float2(uint32_t w) {
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-// One (query, head) on one warp (lanes own output dims 2·lane, 2·lane+1): t the query's position, q_row its fp16
-// q, kb/vb the head's key/value rows (key j at kb + j·k_row), mrow its mask words, g its gates, vsum Σ_{j≤t} v_j
-// of the head (64 floats), dst its 64 outputs. offs, q: the warp's shared scratch.
-__device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, const __half *__restrict__ q_row,
-                                           float q_scale, const __half *__restrict__ kb, long long k_row,
-                                           const __half *__restrict__ vb, long long v_row,
-                                           const uint32_t *__restrict__ mrow, const float *__restrict__ g,
-                                           const float *__restrict__ vsum, const Dims &d, int *offs, float *q,
-                                           int32_t *key_count, uint32_t *key_sum) {
-    const int lane = threadIdx.x % kWarpSize;
-    const int row_len = t + 1, K = d.K;
-    const float s = cell_scale(t, d);
-
-    // Keys per kept cell (sea.md §2.8, the cap k per cell) and their exclusive prefix over the cells.
+// Keys per kept cell of a mask row (sea.md §2.8, the cap k per cell) and their exclusive prefix over the cells into
+// offs[0..K] (offs[K] = the row's key count, returned). One warp; the same in every lane.
+__device__ __forceinline__ int cell_key_offsets(int *offs, const uint32_t *__restrict__ mrow, float s, int row_len,
+                                                const Dims &d) {
+    const int lane = threadIdx.x % kWarpSize, K = d.K;
     int carry = 0;
     for (int base = 0; base < K; base += kWarpSize) {
         const int c = base + lane;
@@ -93,13 +87,92 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
         carry += __shfl_sync(kFull, incl, kWarpSize - 1);
     }
     if (lane == 0) offs[K] = carry;
-    const int n_keys = carry;
-    {
-        const uint32_t qw = reinterpret_cast<const uint32_t *>(q_row)[lane];
-        const float2 qq = half2_bits_to_float2(qw);
-        q[2 * lane] = __fmul_rn(qq.x, q_scale);
-        q[2 * lane + 1] = __fmul_rn(qq.y, q_scale);
+    return carry;
+}
+
+// Key i (0 <= i < offs[K]) of the row: in the cell found by a binary search of offs, at v1 - 1 - ⌊j·len/n⌋.
+__device__ __forceinline__ int selected_key(int i, const int *offs, float s, int row_len, const Dims &d) {
+    int lo = 0, hi = d.K;  // offs[lo] <= i < offs[hi]
+    while (hi - lo > 1) {
+        const int mid = (lo + hi) >> 1;
+        if (offs[mid] <= i) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
     }
+    const int v0 = cell_edge(lo, s, row_len), v1 = cell_edge(lo + 1, s, row_len);
+    const unsigned len = (unsigned)(v1 - v0);
+    const unsigned n = min(len, (unsigned)d.k);
+    const unsigned j = (unsigned)(i - offs[lo]);
+    return v1 - 1 - (int)((j * len) / n);
+}
+
+// q · k over the 64 dims, q scaled fp32 in shared memory, k one fp16 row (eight 16-byte loads), in dim order.
+__device__ __forceinline__ float dot_q_key(const float *q, const __half *k_row) {
+    const uint4 *kr = reinterpret_cast<const uint4 *>(k_row);
+    float dot = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kHeadDim / 8; ++u) {
+        const uint4 w = kr[u];
+        const float2 a = half2_bits_to_float2(w.x), b = half2_bits_to_float2(w.y);
+        const float2 c2 = half2_bits_to_float2(w.z), e = half2_bits_to_float2(w.w);
+        const float *qu = q + 8 * u;
+        dot = fmaf(qu[0], a.x, dot);
+        dot = fmaf(qu[1], a.y, dot);
+        dot = fmaf(qu[2], b.x, dot);
+        dot = fmaf(qu[3], b.y, dot);
+        dot = fmaf(qu[4], c2.x, dot);
+        dot = fmaf(qu[5], c2.y, dot);
+        dot = fmaf(qu[6], e.x, dot);
+        dot = fmaf(qu[7], e.y, dot);
+    }
+    return dot;
+}
+
+// This lane's two dims of q (fp16 row q_row) scaled by q_scale into q (64 floats, shared).
+__device__ __forceinline__ void stage_q(float *q, const __half *__restrict__ q_row, float q_scale) {
+    const int lane = threadIdx.x % kWarpSize;
+    const uint32_t qw = reinterpret_cast<const uint32_t *>(q_row)[lane];
+    const float2 qq = half2_bits_to_float2(qw);
+    q[2 * lane] = __fmul_rn(qq.x, q_scale);
+    q[2 * lane + 1] = __fmul_rn(qq.y, q_scale);
+}
+
+// As sparse_attention_row's end: C = (Σ p·v / Σ p) · σ(s_prob) (0 without keys), out = σ(s_mix)·C + (1-σ(s_mix))·
+// (Σ_{j≤t} v_j)/(t+1), this lane's two dims rounded to fp16.
+__device__ __forceinline__ void sparse_row_output(__half *__restrict__ dst, int t, int n_keys, float l, float acc0,
+                                                  float acc1, const float *__restrict__ g,
+                                                  const float *__restrict__ vsum) {
+    const int lane = threadIdx.x % kWarpSize;
+    float c0 = 0.0f, c1 = 0.0f;
+    if (n_keys > 0) {
+        const float scale = (1.0f / l) * sigmoid(g[0]);
+        c0 = acc0 * scale;
+        c1 = acc1 * scale;
+    }
+    const float mix = sigmoid(g[1]);
+    const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
+    const float *vp = vsum + 2 * lane;
+    const float o0 = mix * c0 + (1.0f - mix) * (vp[0] * inv_count);
+    const float o1 = mix * c1 + (1.0f - mix) * (vp[1] * inv_count);
+    reinterpret_cast<__half2 *>(dst)[lane] = __floats2half2_rn(o0, o1);
+}
+
+// One (query, head) on one warp (lanes own output dims 2·lane, 2·lane+1): t the query's position, q_row its fp16
+// q, kb/vb the head's key/value rows (key j at kb + j·k_row), mrow its mask words, g its gates, vsum Σ_{j≤t} v_j
+// of the head (64 floats), dst its 64 outputs. offs, q: the warp's shared scratch.
+__device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, const __half *__restrict__ q_row,
+                                           float q_scale, const __half *__restrict__ kb, long long k_row,
+                                           const __half *__restrict__ vb, long long v_row,
+                                           const uint32_t *__restrict__ mrow, const float *__restrict__ g,
+                                           const float *__restrict__ vsum, const Dims &d, int *offs, float *q,
+                                           int32_t *key_count, uint32_t *key_sum) {
+    const int lane = threadIdx.x % kWarpSize;
+    const int row_len = t + 1;
+    const float s = cell_scale(t, d);
+    const int n_keys = cell_key_offsets(offs, mrow, s, row_len, d);
+    stage_q(q, q_row, q_scale);
     __syncwarp();
 
     float m_run = -INFINITY, l_run = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
@@ -110,39 +183,9 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
         int key = 0;
         float score = -INFINITY;
         if (valid) {
-            int lo = 0, hi = K;  // offs[lo] <= i < offs[hi]
-            while (hi - lo > 1) {
-                const int mid = (lo + hi) >> 1;
-                if (offs[mid] <= i) {
-                    lo = mid;
-                } else {
-                    hi = mid;
-                }
-            }
-            const int v0 = cell_edge(lo, s, row_len), v1 = cell_edge(lo + 1, s, row_len);
-            const unsigned len = (unsigned)(v1 - v0);
-            const unsigned n = min(len, (unsigned)d.k);
-            const unsigned j = (unsigned)(i - offs[lo]);
-            key = v1 - 1 - (int)((j * len) / n);
+            key = selected_key(i, offs, s, row_len, d);
             ksum += (uint32_t)key;
-            const uint4 *kr = reinterpret_cast<const uint4 *>(kb + (long long)key * k_row);
-            float dot = 0.0f;
-#pragma unroll
-            for (int u = 0; u < kHeadDim / 8; ++u) {
-                const uint4 w = kr[u];
-                const float2 a = half2_bits_to_float2(w.x), b = half2_bits_to_float2(w.y);
-                const float2 c2 = half2_bits_to_float2(w.z), e = half2_bits_to_float2(w.w);
-                const float *qu = q + 8 * u;
-                dot = fmaf(qu[0], a.x, dot);
-                dot = fmaf(qu[1], a.y, dot);
-                dot = fmaf(qu[2], b.x, dot);
-                dot = fmaf(qu[3], b.y, dot);
-                dot = fmaf(qu[4], c2.x, dot);
-                dot = fmaf(qu[5], c2.y, dot);
-                dot = fmaf(qu[6], e.x, dot);
-                dot = fmaf(qu[7], e.y, dot);
-            }
-            score = dot;
+            score = dot_q_key(q, kb + (long long)key * k_row);
         }
         const float m_new = fmaxf(m_run, warp_reduce_max(score));
         const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
@@ -172,18 +215,7 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
         m_run = m_new;
     }
 
-    float c0 = 0.0f, c1 = 0.0f;
-    if (n_keys > 0) {
-        const float scale = (1.0f / l_run) * sigmoid(g[0]);
-        c0 = acc0 * scale;
-        c1 = acc1 * scale;
-    }
-    const float mix = sigmoid(g[1]);
-    const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
-    const float *vp = vsum + 2 * lane;
-    const float o0 = mix * c0 + (1.0f - mix) * (vp[0] * inv_count);
-    const float o1 = mix * c1 + (1.0f - mix) * (vp[1] * inv_count);
-    reinterpret_cast<__half2 *>(dst)[lane] = __floats2half2_rn(o0, o1);
+    sparse_row_output(dst, t, n_keys, l_run, acc0, acc1, g, vsum);
     if (key_count && lane == 0) *key_count = n_keys;
     if (key_sum) {
         const uint32_t total = __reduce_add_sync(kFull, ksum);
@@ -207,25 +239,87 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
                key_sum ? key_sum + row : nullptr);
 }
 
-// Decode: warp (r, h); the query at position pos[r], its keys in the cache of sequence seq[r], Σv (this row's v
-// included, by the estimator kernel) in that sequence's state.
-__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
+// Decode: block (r, h), the query at position pos[r], its keys in the cache of sequence seq[r], Σv (this row's v
+// included, by the estimator kernel) in that sequence's state. A decode call has only R·H (query, head) rows, so
+// each row's selected keys are split over kDecodeSparseWarps warps (as flash-decoding splits a context): warp w
+// takes keys [w·n/W, (w+1)·n/W) of the row's n in steps of 32, one per lane, loading the step's K rows and V rows
+// together (one memory round trip), with an fp32 online softmax; warp 0 then merges the warps' (max, sum, Σ p·v) in
+// warp order (deterministic) and writes the output as sparse_row does.
+__global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
     decode_sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, DecodeView v,
                                    const float *__restrict__ gates, const uint32_t *__restrict__ cell_mask, Dims d) {
-    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
-    __shared__ float s_q[kSparseWarps][kHeadDim];
-    const int warp = threadIdx.x / kWarpSize;
+    __shared__ int s_offs[kMaxK + 1];
+    __shared__ float s_q[kHeadDim];
+    __shared__ float s_part[kDecodeSparseWarps][kHeadDim + 2];  // Σ p·v (64 dims), then the max and the sum of p
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     pdl_wait();
     pdl_launch_dependents();
-    const long long rh = (long long)blockIdx.x * kSparseWarps + warp;  // (r, h), r-major
-    if (rh >= (long long)d.T * d.H) return;
-    const int r = (int)(rh / d.H), h = (int)(rh % d.H);
+    const int rh = (int)blockIdx.x;  // (r, h), r-major
+    const int r = rh / d.H, h = rh % d.H;
     const int t = v.pos[r], seq = v.seq[r], br = v.row[r];
     const long long cache_off = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride;
-    sparse_row(out + (long long)br * out_row + (long long)h * kHeadDim, t, q_at(x, br, h), x.q_scale,
-               v.k_cache + cache_off, kHeadDim, v.v_cache + cache_off, kHeadDim, cell_mask + (size_t)rh * d.KW,
-               gates + (size_t)rh * 2, state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim, d, s_offs[warp],
-               s_q[warp], nullptr, nullptr);
+    const __half *kb = v.k_cache + cache_off, *vb = v.v_cache + cache_off;
+    const int row_len = t + 1;
+    const float s = cell_scale(t, d);
+    if (warp == 0) {
+        cell_key_offsets(s_offs, cell_mask + (size_t)rh * d.KW, s, row_len, d);
+        stage_q(s_q, q_at(x, br, h), x.q_scale);
+    }
+    __syncthreads();
+    const int n_keys = s_offs[d.K];
+    const int i_end = (int)((long long)(warp + 1) * n_keys / kDecodeSparseWarps);
+
+    float m_run = -INFINITY, l_run = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
+    for (int base = (int)((long long)warp * n_keys / kDecodeSparseWarps); base < i_end; base += kWarpSize) {
+        const int i = base + lane;
+        const bool valid = i < i_end;
+        const int key = valid ? selected_key(i, s_offs, s, row_len, d) : 0;
+        const int n_here = min(kWarpSize, i_end - base);
+        uint32_t vw[kWarpSize];  // this lane's two dims of the step's V rows, issued with the K loads
+#pragma unroll
+        for (int u = 0; u < kWarpSize; ++u) {
+            const int kk = __shfl_sync(kFull, key, u);
+            vw[u] = u < n_here ? reinterpret_cast<const uint32_t *>(vb + (long long)kk * kHeadDim)[lane] : 0u;
+        }
+        const float score = valid ? dot_q_key(s_q, kb + (long long)key * kHeadDim) : -INFINITY;
+        const float m_new = fmaxf(m_run, warp_reduce_max(score));
+        const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
+        const float pj = valid ? expf(score - m_new) : 0.0f;
+        l_run = l_run * corr + warp_reduce_sum(pj);
+        acc0 *= corr;
+        acc1 *= corr;
+#pragma unroll
+        for (int u = 0; u < kWarpSize; ++u) {
+            const float pu = __shfl_sync(kFull, pj, u);
+            const float2 vv = half2_bits_to_float2(vw[u]);
+            acc0 = fmaf(pu, vv.x, acc0);
+            acc1 = fmaf(pu, vv.y, acc1);
+        }
+        m_run = m_new;
+    }
+    s_part[warp][2 * lane] = acc0;
+    s_part[warp][2 * lane + 1] = acc1;
+    if (lane == 0) {
+        s_part[warp][kHeadDim] = m_run;
+        s_part[warp][kHeadDim + 1] = l_run;
+    }
+    __syncthreads();
+    if (warp != 0) return;
+    float m_all = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecodeSparseWarps; ++w) m_all = fmaxf(m_all, s_part[w][kHeadDim]);
+    float l_all = 0.0f, a0 = 0.0f, a1 = 0.0f;
+#pragma unroll
+    for (int w = 0; w < kDecodeSparseWarps; ++w) {
+        const float m_w = s_part[w][kHeadDim];
+        if (m_w == -INFINITY) continue;  // a warp without keys (uniform over the warp)
+        const float f = expf(m_w - m_all);
+        l_all = fmaf(s_part[w][kHeadDim + 1], f, l_all);
+        a0 = fmaf(s_part[w][2 * lane], f, a0);
+        a1 = fmaf(s_part[w][2 * lane + 1], f, a1);
+    }
+    sparse_row_output(out + (long long)br * out_row + (long long)h * kHeadDim, t, n_keys, l_all, a0, a1,
+                      gates + (size_t)rh * 2, state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim);
 }
 
 }  // namespace
@@ -250,10 +344,9 @@ void launch_sparse_attention(__half *out, long long out_row_stride, const QkvVie
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,
                                     const float *gates, const uint32_t *cell_mask, const Dims &d,
                                     cudaStream_t stream) {
-    const long long rows = (long long)d.T * d.H;
     launch_kernel("sea decode_sparse_attention_kernel", programmatic_launch_enabled(), decode_sparse_attention_kernel,
-                  dim3((unsigned)((rows + kSparseWarps - 1) / kSparseWarps)), dim3(kSparseWarps * kWarpSize), 0, stream,
-                  out, out_row_stride, x, v, gates, cell_mask, d);
+                  dim3((unsigned)(d.T * d.H)), dim3(kDecodeSparseWarps * kWarpSize), 0, stream, out, out_row_stride, x, v,
+                  gates, cell_mask, d);
 }
 
 }  // namespace seaopt::cuda::sea

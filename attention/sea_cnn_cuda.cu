@@ -1,15 +1,17 @@
 // SEA estimator, back half: the causal CNN decoder (sea.md §2.6 steps 2-9 and the softmax over K; sea_cpu.cpp
 // causal_dilated_conv_row and cnn_output_row). Images are token-major [T][2H][K/4], as on the CPU.
 //
-//   causal_conv_kernel  grid (⌈T/8⌉, ⌈2H·K/4 / 256⌉), 256 threads: a thread owns one (output channel, column) for 8
-//                       consecutive rows; the block stages input rows t0-4 .. t0+7 of 16 input channels at a time
-//                       in shared memory. y[co,t,x] = ReLU(b[co] + Σ_ci Σ_a Σ_b (w⊙mask)[co,ci,a,b] ·
-//                       in[ci, t-4+2a, x-2+2b]), zero outside the image (rows < 0: the causal top padding).
+//   causal_conv_kernel  grid (⌈T/16⌉, ⌈H·K/4 / 256⌉), 256 threads: a thread owns two output channels at one column
+//                       for 16 consecutive rows (each staged value feeds 6 FMAs per row it reaches); the block stages
+//                       input rows t0-4 .. t0+15 of 8 input channels at a time in shared memory.
+//                       y[co,t,x] = ReLU(b[co] + Σ_ci Σ_b Σ_a (w⊙mask)[co,ci,a,b] · in[ci, t-4+2a, x-2+2b]) (summed in
+//                       that order), zero outside the image (rows < 0: the causal top padding).
 //   decode_conv_kernel  decode (one row per sequence): grid (R, 2H output channels), 128 threads, the same sum for
 //                       the row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
 //                       sequence's state (slot r % 8), staged in shared memory with the channel's taps.
 //   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot r % 8), for the decode that follows.
-//   cnn_output_kernel   one warp per (t, h): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
+//   cnn_output_kernel   one warp per (t, h), 8 heads of one t per block (t's conv2 row staged once in shared memory):
+//                       1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
 //                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
 //   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
@@ -28,9 +30,10 @@
 namespace seaopt::cuda::sea {
 namespace {
 
-constexpr int kConvRows = 8;                    // output rows per block
-constexpr int kConvTileRows = kConvRows + 4;    // input rows t0-4 .. t0+7
-constexpr int kConvCi = 16;                     // input channels staged per step
+constexpr int kConvRows = 16;                   // output rows per block
+constexpr int kConvTileRows = kConvRows + 4;    // input rows t0-4 .. t0+15
+constexpr int kConvCi = 8;                      // input channels staged per step
+constexpr int kConvCo = 2;                      // output channels per thread
 constexpr int kConvThreads = 256;
 constexpr int kMaxW4 = kMaxK / 4;
 constexpr int kOutWarps = 8;
@@ -38,16 +41,20 @@ constexpr int kOutWarps = 8;
 __global__ void __launch_bounds__(kConvThreads)
     causal_conv_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
                        const float *__restrict__ wmask, const float *__restrict__ b, Dims d) {
-    __shared__ float tile[kConvTileRows * kConvCi * kMaxW4];  // [row][ci][W4], 48 KB at W4 = 64
+    __shared__ float tile[kConvTileRows * kConvCi * kMaxW4];  // [row][ci][W4], 40 KB at W4 = 64
     const int C = d.C, W4 = d.W4, T = d.T;
     const int t0 = blockIdx.x * kConvRows;
+    // This thread: output channels co, co+1 (C = 2H is even) at column xo, rows t0 .. t0+15.
     const int pair = blockIdx.y * kConvThreads + threadIdx.x;
-    const bool active = pair < C * W4;
-    const int co = active ? pair / W4 : 0, xo = active ? pair % W4 : 0;
-    const float bias = active ? b[co] : 0.0f;
-    float acc[kConvRows];
+    const bool active = pair < (C / kConvCo) * W4;
+    const int co = active ? pair / W4 * kConvCo : 0, xo = active ? pair % W4 : 0;
+    float acc[kConvCo][kConvRows];
 #pragma unroll
-    for (int rr = 0; rr < kConvRows; ++rr) acc[rr] = bias;
+    for (int o = 0; o < kConvCo; ++o) {
+        const float bias = active ? b[co + o] : 0.0f;
+#pragma unroll
+        for (int rr = 0; rr < kConvRows; ++rr) acc[o][rr] = bias;
+    }
 
     for (int ci0 = 0; ci0 < C; ci0 += kConvCi) {
         const int nci = min(kConvCi, C - ci0);
@@ -63,12 +70,16 @@ __global__ void __launch_bounds__(kConvThreads)
         if (active) {
             for (int ci = 0; ci < nci; ++ci) {
                 // Live kernel rows 0..2 of the stored [5][3] kernel, times the weight mask when given.
-                const size_t wbase = ((size_t)co * C + ci0 + ci) * kConvStoredTaps;
-                float wk[9];
+                float wk[kConvCo][9];
 #pragma unroll
-                for (int i = 0; i < 9; ++i) wk[i] = wmask ? w[wbase + i] * wmask[wbase + i] : w[wbase + i];
-                // Column xo-2+2b of the 12 staged rows, once; output row rr reads tile rows rr, rr+2, rr+4
-                // (input rows t-4, t-2, t): 24 FMAs per 12 shared loads.
+                for (int o = 0; o < kConvCo; ++o) {
+                    const size_t wbase = ((size_t)(co + o) * C + ci0 + ci) * kConvStoredTaps;
+#pragma unroll
+                    for (int i = 0; i < 9; ++i) wk[o][i] = wmask ? w[wbase + i] * wmask[wbase + i] : w[wbase + i];
+                }
+                // Column xo-2+2b of the 20 staged rows, once for both channels; output row rr reads tile rows rr,
+                // rr+2, rr+4 (input rows t-4, t-2, t): 96 FMAs per 20 shared loads. Each output's sum runs over
+                // (ci, b, a) in that order, as the CPU's.
 #pragma unroll
                 for (int bb = 0; bb < 3; ++bb) {
                     const int xx = xo - 2 + 2 * bb;
@@ -78,9 +89,14 @@ __global__ void __launch_bounds__(kConvThreads)
 #pragma unroll
                     for (int r = 0; r < kConvTileRows; ++r) v[r] = col[r * kConvCi * W4];
 #pragma unroll
-                    for (int a = 0; a < 3; ++a) {
+                    for (int o = 0; o < kConvCo; ++o) {
 #pragma unroll
-                        for (int rr = 0; rr < kConvRows; ++rr) acc[rr] = fmaf(wk[a * 3 + bb], v[rr + 2 * a], acc[rr]);
+                        for (int a = 0; a < 3; ++a) {
+#pragma unroll
+                            for (int rr = 0; rr < kConvRows; ++rr) {
+                                acc[o][rr] = fmaf(wk[o][a * 3 + bb], v[rr + 2 * a], acc[o][rr]);
+                            }
+                        }
                     }
                 }
             }
@@ -88,9 +104,12 @@ __global__ void __launch_bounds__(kConvThreads)
     }
     if (!active) return;
 #pragma unroll
-    for (int rr = 0; rr < kConvRows; ++rr) {
-        const int t = t0 + rr;
-        if (t < T) y[((size_t)t * C + co) * W4 + xo] = fmaxf(acc[rr], 0.0f);
+    for (int o = 0; o < kConvCo; ++o) {
+#pragma unroll
+        for (int rr = 0; rr < kConvRows; ++rr) {
+            const int t = t0 + rr;
+            if (t < T) y[((size_t)t * C + co + o) * W4 + xo] = fmaxf(acc[o][rr], 0.0f);
+        }
     }
 }
 
@@ -160,19 +179,25 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
     __syncwarp();
 }
 
+// Block (t, g): heads 8g .. 8g+7 of row t, one warp each; the conv2 row of t (2H·K/4 floats) is staged in
+// shared memory once for the block's warps.
 __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     cnn_output_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+    extern __shared__ float s_row[];  // [2H][K/4]
     __shared__ float s_narrow[kOutWarps][kMaxW4];
     __shared__ float s_logit[kOutWarps][kMaxK];
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    pdl_wait();  // a no-op unless launched with PDL (the decode)
+    pdl_wait();  // a no-op unless launched with PDL
     pdl_launch_dependents();
-    const long long row = (long long)blockIdx.x * kOutWarps + warp;  // (t, h), t-major
-    if (row >= (long long)d.T * d.H) return;
-    const int t = (int)(row / d.H), h = (int)(row % d.H);
+    const int t = blockIdx.x, h = blockIdx.y * kOutWarps + warp;
+    const int n = d.C * d.W4;
+    const float *yt = y + (size_t)t * n;
+    for (int i = threadIdx.x; i < n; i += kOutWarps * kWarpSize) s_row[i] = yt[i];
+    __syncthreads();
+    if (h >= d.H) return;  // uniform across the warp
     float *logit = s_logit[warp];
-    cnn_output_row(logit, s_narrow[warp], y + (size_t)t * d.C * d.W4, p, d, h);
-    float *dst = probs + (size_t)row * d.K;
+    cnn_output_row(logit, s_narrow[warp], s_row, p, d, h);
+    float *dst = probs + ((size_t)t * d.H + h) * d.K;
     for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
 }
 
@@ -313,18 +338,23 @@ void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStrea
 
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream) {
-    const dim3 grid((unsigned)ceil_div(d.T, kConvRows), (unsigned)ceil_div(d.C * d.W4, kConvThreads));
+    const dim3 grid((unsigned)ceil_div(d.T, kConvRows), (unsigned)ceil_div(d.C / kConvCo * d.W4, kConvThreads));
     causal_conv_kernel<<<grid, kConvThreads, 0, stream>>>(y, x, w, mask, b, d);
     check_launch("sea causal_conv_kernel");
 }
 
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream) {
-    const long long rows = (long long)d.T * d.H;
+    const size_t smem = (size_t)d.C * d.W4 * sizeof(float);  // t's conv2 row (the caller checked the device has it)
+    if (smem > (size_t(24) << 10)) {  // with the static arrays (~10 KB), past the 48 KB default
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "cudaFuncSetAttribute(cnn_output)", __FILE__, __LINE__);
+    }
     // PDL in the decode only (d.row_pos set): the prefill's kernels before it are plain launches.
     launch_kernel("sea cnn_output_kernel", d.row_pos != nullptr && programmatic_launch_enabled(), cnn_output_kernel,
-                  dim3((unsigned)((rows + kOutWarps - 1) / kOutWarps)), dim3(kOutWarps * kWarpSize), 0, stream, probs,
-                  conv2, p, d);
+                  dim3((unsigned)d.T, (unsigned)ceil_div(d.H, kOutWarps)), dim3(kOutWarps * kWarpSize), smem, stream,
+                  probs, conv2, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

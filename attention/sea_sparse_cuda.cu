@@ -139,6 +139,20 @@ __device__ __forceinline__ void stage_q(float *q, const __half *__restrict__ q_r
     q[2 * lane + 1] = __fmul_rn(qq.y, q_scale);
 }
 
+// One step of the fp32 online softmax over a warp's keys (a score per lane, -inf where invalid): updates the running
+// max m_run and sum l_run, rescales this lane's Σ p·v (acc0, acc1), and returns this lane's p (0 where invalid).
+__device__ __forceinline__ float online_softmax_step(float &m_run, float &l_run, float &acc0, float &acc1, float score,
+                                                     bool valid) {
+    const float m_new = fmaxf(m_run, warp_reduce_max(score));
+    const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
+    const float pj = valid ? expf(score - m_new) : 0.0f;
+    l_run = l_run * corr + warp_reduce_sum(pj);
+    acc0 *= corr;
+    acc1 *= corr;
+    m_run = m_new;
+    return pj;
+}
+
 // As sparse_attention_row's end: C = (Σ p·v / Σ p) · σ(s_prob) (0 without keys), out = σ(s_mix)·C + (1-σ(s_mix))·
 // (Σ_{j≤t} v_j)/(t+1), this lane's two dims rounded to fp16.
 __device__ __forceinline__ void sparse_row_output(__half *__restrict__ dst, int t, int n_keys, float l, float acc0,
@@ -187,12 +201,7 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
             ksum += (uint32_t)key;
             score = dot_q_key(q, kb + (long long)key * k_row);
         }
-        const float m_new = fmaxf(m_run, warp_reduce_max(score));
-        const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
-        const float pj = valid ? expf(score - m_new) : 0.0f;
-        l_run = l_run * corr + warp_reduce_sum(pj);
-        acc0 *= corr;
-        acc1 *= corr;
+        const float pj = online_softmax_step(m_run, l_run, acc0, acc1, score, valid);
         // Σ p·v over the step's keys, 8 at a time: the 8 V rows are loaded before they are used (loads in flight
         // instead of one round trip per key). Lanes past n_keys hold key 0 and p = 0: harmless to read.
         const int n_here = min(kWarpSize, n_keys - base);
@@ -212,7 +221,6 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
                 acc1 = fmaf(pp[u], vv.y, acc1);
             }
         }
-        m_run = m_new;
     }
 
     sparse_row_output(dst, t, n_keys, l_run, acc0, acc1, g, vsum);
@@ -282,12 +290,7 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
             vw[u] = u < n_here ? reinterpret_cast<const uint32_t *>(vb + (long long)kk * kHeadDim)[lane] : 0u;
         }
         const float score = valid ? dot_q_key(s_q, kb + (long long)key * kHeadDim) : -INFINITY;
-        const float m_new = fmaxf(m_run, warp_reduce_max(score));
-        const float corr = expf(m_run - m_new);  // 0 at the first step (m_run = -inf)
-        const float pj = valid ? expf(score - m_new) : 0.0f;
-        l_run = l_run * corr + warp_reduce_sum(pj);
-        acc0 *= corr;
-        acc1 *= corr;
+        const float pj = online_softmax_step(m_run, l_run, acc0, acc1, score, valid);
 #pragma unroll
         for (int u = 0; u < kWarpSize; ++u) {
             const float pu = __shfl_sync(kFull, pj, u);
@@ -295,7 +298,6 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
             acc0 = fmaf(pu, vv.x, acc0);
             acc1 = fmaf(pu, vv.y, acc1);
         }
-        m_run = m_new;
     }
     s_part[warp][2 * lane] = acc0;
     s_part[warp][2 * lane + 1] = acc1;

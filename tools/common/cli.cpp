@@ -3,6 +3,8 @@
 #include <cstdio>
 #include <map>
 
+#include "tools/common/files.h"
+
 namespace seaopt_tools {
 
 bool parse_command_line(CLI::App &app, int argc, char **argv, int *exit_status) {
@@ -65,6 +67,18 @@ std::string attention_label(const AttentionOptions &opt) {
     if (!opt.sea_layers.empty()) details = "layers " + opt.sea_layers;
     if (opt.sea_k != 0) details += (details.empty() ? "" : ", ") + std::string("k ") + std::to_string(opt.sea_k);
     return details.empty() ? "sea" : "sea (" + details + ")";
+}
+
+void add_prompt_options(CLI::App &app, PromptOptions &opt, const std::string &text_help, const std::string &file_help) {
+    opt.text_opt = app.add_option("-p,--prompt", opt.text, text_help);
+    opt.file_opt = app.add_option("-f,--file", opt.file, file_help);
+    opt.text_opt->excludes(opt.file_opt);
+}
+
+bool PromptOptions::read(std::string &out, std::string &error) const {
+    if (from_file()) return read_file_bytes(file, out, error);
+    out = text;
+    return true;
 }
 
 }  // namespace seaopt_tools

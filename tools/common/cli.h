@@ -15,6 +15,20 @@ namespace seaopt_tools {
 // after a parse error, printed as "<app name>: error: ...\nRun with --help for more information.".
 bool parse_command_line(CLI::App &app, int argc, char **argv, int *exit_status);
 
+// -p TEXT / -f FILE, one or the other: a prompt given inline or read from a file as bytes (the
+// library checks UTF-8). add_prompt_options registers both; read() gives the bytes.
+struct PromptOptions {
+    std::string text, file;
+    CLI::Option *text_opt = nullptr, *file_opt = nullptr;
+    bool given() const { return (text_opt && text_opt->count() > 0) || (file_opt && file_opt->count() > 0); }
+    bool from_file() const { return file_opt && file_opt->count() > 0; }
+    // The prompt's bytes; false with a message naming the file when -f cannot be read.
+    bool read(std::string &out, std::string &error) const;
+    // How messages name the prompt: the file's path, or `inline_name`.
+    std::string source(const std::string &inline_name) const { return from_file() ? file : inline_name; }
+};
+void add_prompt_options(CLI::App &app, PromptOptions &opt, const std::string &text_help, const std::string &file_help);
+
 // --device auto|cpu|cuda, into `device` (checked against the three names).
 CLI::Option *add_device_option(CLI::App &app, std::string &device);
 

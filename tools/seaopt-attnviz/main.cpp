@@ -81,7 +81,7 @@ std::vector<uint8_t> render(const seaopt_attention_maps_out &m, uint32_t scale, 
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string model_path, prompt, prompt_file, out_path;
+    std::string model_path, out_path;
     int32_t layer = 0, head = 0, sea_k = 0, scale = 0;
 
     CLI::App app{"Write a PNG of SEA's interpretable attention matrix for one layer and head of a prompt: side by "
@@ -94,9 +94,8 @@ int main(int argc, char **argv) {
                  kProgram};
     app.add_option("-m,--model", model_path, "model file (seaopt GGUF) with a SEA estimator (seaopt-convert --sea)")
         ->required();
-    CLI::Option *prompt_opt = app.add_option("-p,--prompt", prompt, "the prompt");
-    CLI::Option *file_opt = app.add_option("-f,--file", prompt_file, "read the prompt from a file (bytes)");
-    prompt_opt->excludes(file_opt);
+    seaopt_tools::PromptOptions prompt;
+    seaopt_tools::add_prompt_options(app, prompt, "the prompt", "read the prompt from a file (bytes)");
     app.add_option("-o,--output", out_path, "the PNG to write")->required();
     app.add_option("--layer", layer, "the layer, 0-based (default 0)");
     app.add_option("--head", head, "the head, 0-based (default 0)");
@@ -105,15 +104,12 @@ int main(int argc, char **argv) {
                    "pixels per cell (default 0: the smallest integer making the image at least 512 px tall)");
     int exit_status = 0;
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
-    if (!*prompt_opt && !*file_opt) return fail("give the prompt with -p TEXT or -f FILE");
+    if (!prompt.given()) return fail("give the prompt with -p TEXT or -f FILE");
     if (scale < 0) return fail("--scale " + std::to_string(scale) + " must be >= 1 (or 0 for the default)");
     seaopt_tools::install_log(false);
 
-    std::string text = prompt;
-    if (*file_opt) {
-        std::string error;
-        if (!seaopt_tools::read_file_bytes(prompt_file, text, error)) return fail(error);
-    }
+    std::string text, error;
+    if (!prompt.read(text, error)) return fail(error);
 
     seaopt_model_params mparams = seaopt_model_default_params();
     mparams.device = SEAOPT_DEVICE_CPU;  // the maps are computed by the CPU engine
@@ -122,8 +118,7 @@ int main(int argc, char **argv) {
 
     std::vector<seaopt_token> tokens;
     if (!seaopt_tools::tokenize(model.get(), text, true, true, tokens)) {
-        const std::string source = *file_opt ? prompt_file : "the prompt";
-        return fail("cannot tokenize " + source + ": " + seaopt_last_error());
+        return fail("cannot tokenize " + prompt.source("the prompt") + ": " + seaopt_last_error());
     }
 
     MapsGuard g;
@@ -140,7 +135,6 @@ int main(int argc, char **argv) {
     }
     uint32_t width = 0, height = 0;
     const std::vector<uint8_t> img = render(m, s, width, height);
-    std::string error;
     if (!seaopt_tools::write_png_rgb(out_path, width, height, img, error)) return fail(error);
 
     std::printf("%s: wrote %s (%u x %u px, scale %u): layer %d, head %d, T = %d tokens, K = %d, k = %d\n", kProgram,

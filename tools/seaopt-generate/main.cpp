@@ -27,8 +27,7 @@ const char *const kProgram = "seaopt-generate";
 
 struct Options {
     std::string model_path;
-    std::string prompt;
-    std::string prompt_file;
+    seaopt_tools::PromptOptions prompt;
     int32_t n_predict = 128;  // -1 = until EOS or the context is full
     int32_t n_ctx = 0;        // 0 = the model's n_ctx_train
     int64_t seed = -1;        // -1 = random
@@ -126,11 +125,8 @@ void print_perf(double load_ms, double prompt_ms, int n_prompt, double eval_ms, 
 int run(const Options &opt) {
     const Clock::time_point t_start = Clock::now();
 
-    std::string prompt = opt.prompt;
-    if (!opt.prompt_file.empty()) {
-        std::string error;
-        if (!seaopt_tools::read_file_bytes(opt.prompt_file, prompt, error)) return fail(error);
-    }
+    std::string prompt, error;
+    if (!opt.prompt.read(prompt, error)) return fail(error);
 
     seaopt_tools::install_log(opt.verbose);
     spdlog::debug("{}", seaopt_build_info());
@@ -162,8 +158,7 @@ int run(const Options &opt) {
     // Prompt: BOS first, as Hugging Face's tokenizer does for OPT.
     std::vector<seaopt_token> tokens;
     if (!seaopt_tools::tokenize(model.get(), prompt, true, true, tokens)) {
-        const std::string source = opt.prompt_file.empty() ? "the prompt" : opt.prompt_file;
-        return fail("cannot tokenize " + source + ": " + seaopt_last_error());
+        return fail("cannot tokenize " + opt.prompt.source("the prompt") + ": " + seaopt_last_error());
     }
     const int32_t n_prompt = (int32_t)tokens.size();
 
@@ -266,9 +261,7 @@ int main(int argc, char **argv) {
     CLI::App app{"Generate text from a prompt with an OPT model.", kProgram};
     app.option_defaults()->always_capture_default();  // --help shows each default
     app.add_option("-m,--model", opt.model_path, "model file (seaopt GGUF)")->required();
-    CLI::Option *prompt_opt = app.add_option("-p,--prompt", opt.prompt, "prompt text");
-    CLI::Option *file_opt = app.add_option("-f,--file", opt.prompt_file, "read the prompt from a file (bytes, UTF-8)");
-    prompt_opt->excludes(file_opt);
+    seaopt_tools::add_prompt_options(app, opt.prompt, "prompt text", "read the prompt from a file (bytes, UTF-8)");
     app.add_option("-n,--predict", opt.n_predict, "number of tokens to generate (-1 = until EOS or the context is full)");
     app.add_option("-c,--ctx-size", opt.n_ctx, "context size in tokens (0 = the model's)");
     app.add_option("-s,--seed", opt.seed, "random seed (-1 = random)");
@@ -287,7 +280,7 @@ int main(int argc, char **argv) {
     int exit_status = 0;
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 
-    if (!*prompt_opt && !*file_opt) return fail("give the prompt with -p TEXT or -f FILE");
+    if (!opt.prompt.given()) return fail("give the prompt with -p TEXT or -f FILE");
     if (opt.n_predict < -1) return fail("-n/--predict must be >= -1, got " + std::to_string(opt.n_predict));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));

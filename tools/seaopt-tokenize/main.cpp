@@ -90,28 +90,24 @@ std::string escape_piece(const std::string &piece) {
 }  // namespace
 
 int main(int argc, char **argv) {
-    std::string model_path, prompt, prompt_file;
+    std::string model_path;
     bool ids_only = false, no_bos = false, no_parse_special = false;
 
     CLI::App app{"Print the tokens of a text with an OPT model's tokenizer (GPT-2 byte-level BPE).", kProgram};
     app.add_option("-m,--model", model_path, "model file (seaopt GGUF); only its tokenizer is loaded")->required();
-    CLI::Option *prompt_opt = app.add_option("-p,--prompt", prompt, "the text to tokenize");
-    CLI::Option *file_opt = app.add_option("-f,--file", prompt_file, "read the text to tokenize from a file (bytes)");
-    prompt_opt->excludes(file_opt);
+    seaopt_tools::PromptOptions prompt;
+    seaopt_tools::add_prompt_options(app, prompt, "the text to tokenize", "read the text to tokenize from a file (bytes)");
     app.add_flag("--ids", ids_only, "print only the token ids, one per line");
     app.add_flag("--no-bos", no_bos, "do not prepend the BOS token (</s>, id 2)");
     app.add_flag("--no-parse-special", no_parse_special,
                  "tokenize special-token strings such as \"</s>\" as plain text");
     int exit_status = 0;
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
-    if (!*prompt_opt && !*file_opt) return fail("give the text with -p TEXT or -f FILE");
+    if (!prompt.given()) return fail("give the text with -p TEXT or -f FILE");
     seaopt_tools::install_log(false);
 
-    std::string text = prompt;
-    if (*file_opt) {
-        std::string error;
-        if (!seaopt_tools::read_file_bytes(prompt_file, text, error)) return fail(error);
-    }
+    std::string text, error;
+    if (!prompt.read(text, error)) return fail(error);
 
     seaopt_model_params mparams = seaopt_model_default_params();
     mparams.vocab_only = true;
@@ -120,8 +116,7 @@ int main(int argc, char **argv) {
 
     std::vector<seaopt_token> tokens;
     if (!seaopt_tools::tokenize(model.get(), text, !no_bos, !no_parse_special, tokens)) {
-        const std::string source = *file_opt ? prompt_file : "the text";
-        return fail("cannot tokenize " + source + ": " + seaopt_last_error());
+        return fail("cannot tokenize " + prompt.source("the text") + ": " + seaopt_last_error());
     }
 
     std::string piece;

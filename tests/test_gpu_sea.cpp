@@ -949,6 +949,10 @@ TEST(GpuSea, DecodeCapAndK16) { check_decode(2, 16, 2, 70, 60, 311); }
 
 TEST(GpuSea, DecodeOpt13bShape) { check_decode(32, 64, 64, 200, 40, 321); }
 
+// Hundreds of selected keys per head (k = 512 caps nothing; ~500 keys per head at t ≈ 600): the decode kernel's
+// warps then take more than one step of 32 keys each, and their partial softmaxes are merged.
+TEST(GpuSea, DecodeManyKeysPerHead) { check_decode(2, 16, 512, 600, 20, 331); }
+
 // The same with the call appending each row's own key and value (the engine's decode): the cache holds NaN there
 // until the call, so a kernel reading it before the append shows.
 TEST(GpuSea, DecodeAppendsKeysAndValues) { check_decode(4, 64, 8, 37, 90, 301, true); }

@@ -11,6 +11,7 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "seaopt.h"
@@ -126,6 +127,40 @@ TEST(Sampler, GreedyBreaksTiesWithTheLowestId) {
     EXPECT_EQ(sample(s.get(), {5.0f, 1.0f, 5.0f}), 0);
     EXPECT_EQ(sample(s.get(), {1.0f, 5.0f, 5.0f, 5.0f}), 1);
     EXPECT_EQ(sample(s.get(), {kInf, 1.0f, kInf}), 0);
+}
+
+// OPT's 50,272 logits (the vectorised scans' main loops, not only their tails): greedy equals a plain first-max
+// scan wherever the maximum sits, including ties across lanes, +0 against -0 and a maximum in the tail; a NaN anywhere
+// is named by its id.
+TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
+    SamplerPtr s = make(greedy());
+    const auto scan = [](const std::vector<float> &l) {
+        size_t best = 0;
+        for (size_t i = 1; i < l.size(); ++i) {
+            if (l[i] > l[best]) best = i;
+        }
+        return (seaopt_token)best;
+    };
+    std::mt19937 rng(7);
+    std::normal_distribution<float> normal(0.0f, 4.0f);
+    std::vector<float> l(50272);
+    for (int trial = 0; trial < 40; ++trial) {
+        for (float &x : l) x = normal(rng);
+        if (trial % 4 == 1) l[(size_t)(rng() % l.size())] = l[(size_t)(rng() % l.size())] = 100.0f;  // a tie
+        if (trial % 4 == 2) {
+            for (float &x : l) x = -std::fabs(x) - 1.0f;
+            l[(size_t)(rng() % l.size())] = -0.0f;
+            l[(size_t)(rng() % l.size())] = 0.0f;  // +0 == -0: the lower id wins
+        }
+        if (trial % 4 == 3) l[l.size() - 1 - (size_t)(rng() % 7)] = 99.0f;  // in the tail past the last lane block
+        EXPECT_EQ(sample(s.get(), l), scan(l)) << "trial " << trial;
+    }
+    l.assign(l.size(), -kInf);
+    seaopt_token t = -1;
+    EXPECT_EQ(seaopt_sampler_sample_logits(s.get(), l.data(), (int32_t)l.size(), &t), SEAOPT_ERR_INVALID_ARGUMENT);
+    l[40000] = kNaN;
+    EXPECT_EQ(seaopt_sampler_sample_logits(s.get(), l.data(), (int32_t)l.size(), &t), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("token 40000 is NaN"), std::string::npos) << seaopt_last_error();
 }
 
 TEST(Sampler, RepetitionPenaltyDividesPositiveLogits) {

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <functional>
 #include <limits>
 #include <numeric>
 #include <string>
@@ -139,53 +138,14 @@ int32_t Sampler::sample(const float *logits, int32_t n_vocab) {
     return sample_from_candidates(n_vocab);
 }
 
-// Every id whose logit can be among the k largest, in id order, into candidates_ (k of them at least).
-// The k-th largest of the maxima of blocks of 64 logits is at most the k-th largest logit (k blocks
-// reach it, each with one logit), so only the blocks whose maximum reaches it are scanned. With
-// OPT's 50,272 logits and the default k = 40, top-p 0.95, a token costs 21 us instead of 63 (x86-64, -O3).
-void Sampler::top_k_candidates(const float *l, int32_t n, size_t k) {
-    constexpr int32_t kBlock = 64, kLanes = 8;
-    const int32_t n_blocks = (n + kBlock - 1) / kBlock;
-    candidates_.clear();
-    if ((size_t)n_blocks <= k) {  // too few blocks to bound anything
-        candidates_.resize((size_t)n);
-        std::iota(candidates_.begin(), candidates_.end(), 0);
-        return;
-    }
-    block_max_.resize((size_t)n_blocks);
-    for (int32_t b = 0; b < n_blocks; ++b) {
-        const int32_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        float m = -kInf;
-        if (i1 - i0 == kBlock) {
-            float lane[kLanes];  // a > b ? a : b in lanes vectorises (no NaN here: sample() checked)
-            for (int j = 0; j < kLanes; ++j) lane[j] = -kInf;
-            for (int32_t i = i0; i < i1; i += kLanes) {
-                for (int j = 0; j < kLanes; ++j) lane[j] = l[i + j] > lane[j] ? l[i + j] : lane[j];
-            }
-            for (int j = 0; j < kLanes; ++j) m = lane[j] > m ? lane[j] : m;
-        } else {
-            for (int32_t i = i0; i < i1; ++i) m = l[i] > m ? l[i] : m;
-        }
-        block_max_[(size_t)b] = m;
-    }
-    block_order_.assign(block_max_.begin(), block_max_.end());
-    std::nth_element(block_order_.begin(), block_order_.begin() + (ptrdiff_t)(k - 1), block_order_.end(),
-                     std::greater<float>());
-    const float bound = block_order_[k - 1];
-    for (int32_t b = 0; b < n_blocks; ++b) {
-        if (block_max_[(size_t)b] < bound) continue;
-        const int32_t i0 = b * kBlock, i1 = std::min(n, i0 + kBlock);
-        for (int32_t i = i0; i < i1; ++i) {
-            if (l[i] >= bound) candidates_.push_back(i);
-        }
-    }
-}
-
 int32_t Sampler::sample_from_candidates(int32_t n_vocab) {
     const float *l = logits_.data();
     // Higher logit first, then lower id: a strict total order, so partial sorts are reproducible.
     auto comes_before = [l](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); };
 
+    candidates_.resize((size_t)n_vocab);
+    std::iota(candidates_.begin(), candidates_.end(), 0);
+    const auto first = candidates_.begin();
     size_t n_cand = (size_t)n_vocab;
     size_t n_sorted = 0;  // candidates_[0, n_sorted) are in comes_before order
 
@@ -193,15 +153,9 @@ int32_t Sampler::sample_from_candidates(int32_t n_vocab) {
     // picks the same set as selecting after the temperature.
     if (params_.top_k > 0 && params_.top_k < n_vocab) {
         n_cand = (size_t)params_.top_k;
-        top_k_candidates(l, n_vocab, n_cand);
-        std::partial_sort(candidates_.begin(), candidates_.begin() + (ptrdiff_t)n_cand, candidates_.end(),
-                          comes_before);
+        std::partial_sort(first, first + (ptrdiff_t)n_cand, candidates_.end(), comes_before);
         n_sorted = n_cand;
-    } else {
-        candidates_.resize((size_t)n_vocab);
-        std::iota(candidates_.begin(), candidates_.end(), 0);
     }
-    const auto first = candidates_.begin();
 
     float max_logit = -kInf;
     if (n_sorted > 0) {

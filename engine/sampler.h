@@ -48,11 +48,9 @@ private:
     std::vector<int32_t> penalized_;
     std::vector<double> probs_;    // weights of candidates_, in candidates_ order
     std::vector<double> weights_;  // weights by token id (top-p)
-    std::vector<float> block_max_, block_order_;  // top_k_candidates' block maxima (and a copy it selects in)
 
     void apply_repetition_penalty(int32_t n_vocab);
     int32_t sample_from_candidates(int32_t n_vocab);
-    void top_k_candidates(const float *l, int32_t n, size_t k);
     double next_uniform();  // in [0, 1)
 };
 

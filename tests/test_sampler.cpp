@@ -163,6 +163,29 @@ TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
     EXPECT_NE(std::string(seaopt_last_error()).find("token 40000 is NaN"), std::string::npos) << seaopt_last_error();
 }
 
+// Top-k over OPT's 50,272 logits (the sampler bounds the k-th largest by block maxima before it sorts): a very high
+// temperature makes the kept k near-uniform, so many draws show the kept set, which must be the k largest by
+// (value, then lower id) — with a tie across the k-th place and the largest values in the last, partial block.
+TEST(Sampler, TopKOverALargeVocabularyKeepsTheKLargest) {
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    std::vector<float> l(50272);
+    for (float &x : l) x = normal(rng);
+    for (size_t i : {7u, 9000u, 9001u, 33333u, 50000u}) l[i] = 20.0f;  // five tied at the 3rd..7th places
+    l[50270] = 30.0f;
+    l[50271] = 25.0f;  // the partial last block holds the two largest
+    for (int32_t k : {1, 3, 5, 40}) {
+        std::vector<int32_t> order(l.size());
+        std::iota(order.begin(), order.end(), 0);
+        std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return l[a] > l[b]; });
+        const std::set<int32_t> want(order.begin(), order.begin() + k);
+        SamplerPtr s = make(params(1e6f, k, 1.0f, 99));
+        std::set<int32_t> seen;
+        for (int i = 0; i < 60 * k; ++i) seen.insert(sample(s.get(), l));
+        EXPECT_EQ(seen, want) << "k = " << k;
+    }
+}
+
 TEST(Sampler, RepetitionPenaltyDividesPositiveLogits) {
     // {3, 2}: token 0 penalized by 2 -> 1.5 < 2 (pick 1); by 1.4 -> 2.143 > 2 (still pick 0).
     seaopt_sampler_params p = greedy();

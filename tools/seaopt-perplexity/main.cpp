@@ -208,15 +208,21 @@ struct WindowBatch {
     }
 };
 
-int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector<seaopt_token> &tokens, int32_t N,
-                      int32_t n_windows, int32_t K) {
-    const int32_t n_vocab = seaopt_model_n_vocab(model);
+// A context for K windows of N tokens per decode, each window its own sequence, logits for every position.
+seaopt_context_params window_context_params(const Options &opt, int32_t N, int32_t K) {
     seaopt_context_params cparams = seaopt_context_default_params();
     cparams.n_ctx = (uint32_t)N;
     cparams.n_seq_max = (uint32_t)K;
     cparams.n_batch = (uint32_t)K * (uint32_t)N;
     cparams.n_threads = opt.n_threads;
     cparams.n_head_batch = kHeadBatch;
+    return cparams;
+}
+
+int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector<seaopt_token> &tokens, int32_t N,
+                      int32_t n_windows, int32_t K) {
+    const int32_t n_vocab = seaopt_model_n_vocab(model);
+    seaopt_context_params cparams = window_context_params(opt, N, K);
     cparams.attention = SEAOPT_ATTENTION_DENSE;
     const seaopt_tools::ContextPtr dense = seaopt_tools::new_context(model, cparams);
     if (!dense) return fail_with_last_error();
@@ -408,12 +414,7 @@ int run(const Options &opt) {
     if (opt.kl_divergence) return run_kl_divergence(opt, model.get(), tokens, N, n_windows, K);
 
     // Context: K sequences of N positions; one decode runs K windows.
-    seaopt_context_params cparams = seaopt_context_default_params();
-    cparams.n_ctx = (uint32_t)N;
-    cparams.n_seq_max = (uint32_t)K;
-    cparams.n_batch = (uint32_t)K * (uint32_t)N;
-    cparams.n_threads = opt.n_threads;
-    cparams.n_head_batch = kHeadBatch;
+    seaopt_context_params cparams = window_context_params(opt, N, K);
     seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
     if (!ctx) return fail_with_last_error();

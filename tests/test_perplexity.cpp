@@ -302,22 +302,30 @@ TEST_F(Perplexity, MatchesAnIndependentComputation) {
     seaopt_model_free(model);
 }
 
+// The tiny SEA model on the CPU and kText's tokens (with BOS, special strings as text), for the tests that
+// recompute the tool's numbers through the C API.
+void load_sea_model_and_text(seaopt_model **model, std::vector<seaopt_token> &tokens) {
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    ASSERT_EQ(seaopt_model_load(kSeaModel.c_str(), &mp, model), SEAOPT_OK) << seaopt_last_error();
+    tokens.resize(kText.size() + 1);
+    int32_t n_tokens = 0;
+    ASSERT_EQ(seaopt_tokenize(*model, kText.data(), kText.size(), true, false, tokens.data(), (int32_t)tokens.size(),
+                              &n_tokens),
+              SEAOPT_OK);
+    tokens.resize((size_t)n_tokens);
+}
+
 // --attention sea: the tool's PPL is the one computed through the C API with a SEA context (each window
 // its own prefill from an empty cache), with the windows batched (-b 2) or not; and it differs from dense.
 TEST_F(Perplexity, SeaAttentionMatchesAnIndependentComputation) {
     ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
     const std::string text_path = write_temp_file("sea-text.txt", kText);
-    seaopt_model_params mp = seaopt_model_default_params();
-    mp.device = SEAOPT_DEVICE_CPU;
     seaopt_model *model = nullptr;
-    ASSERT_EQ(seaopt_model_load(kSeaModel.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
-    std::vector<seaopt_token> tokens(kText.size() + 1);
-    int32_t n_tokens = 0;
-    ASSERT_EQ(seaopt_tokenize(model, kText.data(), kText.size(), true, false, tokens.data(), (int32_t)tokens.size(),
-                              &n_tokens),
-              SEAOPT_OK);
+    std::vector<seaopt_token> tokens;
+    ASSERT_NO_FATAL_FAILURE(load_sea_model_and_text(&model, tokens));
     const int N = 40, n_windows = 3;
-    ASSERT_GE(n_tokens / N, n_windows);
+    ASSERT_GE((int)tokens.size() / N, n_windows);
     auto expected = [&](seaopt_attention attention, const char *layers) {
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = (uint32_t)N;
@@ -451,18 +459,12 @@ size_t argmax(const float *logits, size_t n_vocab) {
 TEST_F(Perplexity, KlDivergenceMatchesTheNormalModeAndTheCApi) {
     ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
     const std::string text_path = write_temp_file("kl-text.txt", kText);
-    seaopt_model_params mp = seaopt_model_default_params();
-    mp.device = SEAOPT_DEVICE_CPU;
     seaopt_model *model = nullptr;
-    ASSERT_EQ(seaopt_model_load(kSeaModel.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
-    std::vector<seaopt_token> tokens(kText.size() + 1);
-    int32_t n_tokens = 0;
-    ASSERT_EQ(seaopt_tokenize(model, kText.data(), kText.size(), true, false, tokens.data(), (int32_t)tokens.size(),
-                              &n_tokens),
-              SEAOPT_OK);
+    std::vector<seaopt_token> tokens;
+    ASSERT_NO_FATAL_FAILURE(load_sea_model_and_text(&model, tokens));
     const int N = 40, n_windows = 3;
     const size_t V = (size_t)seaopt_model_n_vocab(model);
-    ASSERT_GE(n_tokens / N, n_windows);
+    ASSERT_GE((int)tokens.size() / N, n_windows);
 
     struct Want {
         Expected dense, sea;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "attention/sea_cuda.h"
+#include "engine/cuda/decode_persistent.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/ops.h"
 #include "engine/error.h"
@@ -224,6 +226,17 @@ struct OptCudaState {
     void *sea_block = nullptr;
     uint64_t sea_block_bytes = 0, sea_params_bytes = 0, sea_state_stride = 0;
     char *sea_states = nullptr;
+    // Batch-1 decode as one persistent kernel (engine/cuda/decode_persistent.h) where the model and the
+    // device allow it and SEAOPT_PERSISTENT_DECODE is not 0; else the captured kernel-per-op step. Its
+    // layer table and scratch sit at the end of the KV cache's allocation, before the attention counters.
+    cuda::PersistentDecodePlan persistent;
+    cuda::PersistentDecodeShape persistent_shape;
+    cuda::PersistentLayer *persistent_layers = nullptr;
+    void *persistent_scratch = nullptr;
+    uint64_t persistent_bytes = 0;
+    void *persistent_profile = nullptr;
+    long long persistent_steps = 0;
+    uint32_t persistent_tag = 1;  // the next step's first handover tag (the scratch starts at tag 0)
 
     char *sea_layer_states(uint32_t layer) const {
         return sea_states + (size_t)sea_index[layer] * n_seq * sea_state_stride;
@@ -253,6 +266,22 @@ struct OptCudaState {
 
 void destroy_cuda_state(OptCudaState *s) {
     if (!s) return;
+    if (s->persistent_profile) {
+        std::vector<long long> p((size_t)s->persistent.grid * 5);
+        cudaMemcpy(p.data(), s->persistent_profile, p.size() * 8, cudaMemcpyDeviceToHost);
+        double sum[5] = {0, 0, 0, 0, 0}, mx[5] = {0, 0, 0, 0, 0};
+        for (int b = 0; b < s->persistent.grid; ++b) {
+            for (int k = 0; k < 5; ++k) {
+                sum[k] += (double)p[(size_t)b * 5 + k];
+                mx[k] = std::max(mx[k], (double)p[(size_t)b * 5 + k]);
+            }
+        }
+        const double n = (double)s->persistent.grid * (double)s->persistent_steps;
+        SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step, mean over blocks / max): total %.1f/%.1f gemv %.1f/%.1f full-wait %.1f/%.1f ll-wait %.1f/%.1f attention %.1f/%.1f\n",
+                     s->persistent_steps, sum[0] / n / 1e3, mx[0] / s->persistent_steps / 1e3, sum[1] / n / 1e3, mx[1] / s->persistent_steps / 1e3,
+                     sum[2] / n / 1e3, mx[2] / s->persistent_steps / 1e3, sum[3] / n / 1e3, mx[3] / s->persistent_steps / 1e3, sum[4] / n / 1e3, mx[4] / s->persistent_steps / 1e3);
+        cudaFree(s->persistent_profile);
+    }
     if (s->gemm) cuda::gemm_destroy(s->gemm);
     if (s->stream) cudaStreamDestroy(s->stream);
     if (s->arena) cudaFree(s->arena);
@@ -290,6 +319,65 @@ uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n
 
 }  // namespace
 
+namespace {
+
+// Whether batch-1 decode runs as the persistent kernel: asked for with SEAOPT_PERSISTENT_DECODE=1
+// (experimental: on H100 it measured 658-738 t/s against the captured per-op step's 665-694, so it
+// is not the default; docs/development.md), a pre-LN model without project_in/out, dense attention
+// on every layer, a device and build with sm_90 (persistent_decode_plan). Sets s.persistent, its
+// shape and the bytes it adds.
+void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
+    const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");
+    std::string why;
+    if (!env || std::string(env) != "1") {
+        why = "not asked for (SEAOPT_PERSISTENT_DECODE=1)";
+    } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
+        why = "post-LN or projected model";
+    } else if (s.sea_any) {
+        why = "SEA attention";
+    } else {
+        cuda::PersistentDecodeShape &sh = s.persistent_shape;
+        sh.n_layer = (int)hp.n_layer;
+        sh.C = (int)hp.n_embd;
+        sh.F = (int)hp.n_ff;
+        sh.V = (int)hp.n_vocab;
+        sh.H = (int)hp.n_head;
+        sh.head_dim = (int)hp.head_dim();
+        sh.n_ctx = (int)s.n_ctx;
+        sh.pos_offset = (int)hp.pos_offset;
+        sh.eps = hp.ln_eps;
+        s.persistent = cuda::persistent_decode_plan(sh, w.device);
+        why = s.persistent.why;
+    }
+    if (!s.persistent.ok) {
+        s.persistent.ok = false;
+        SEAOPT_LOG_INFO_("decode: one kernel per op, in a CUDA graph (persistent kernel off: %s)\n", why.c_str());
+        return;
+    }
+    const uint64_t table = (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
+    s.persistent_bytes = table + (cuda::persistent_decode_scratch_bytes(s.persistent, s.persistent_shape) + 255) /
+                                     256 * 256;
+    SEAOPT_LOG_INFO_("decode: one persistent kernel (%d blocks, %d x %d KiB weight ring per block)\n",
+                     s.persistent.grid, s.persistent.slots, s.persistent.slot_bytes >> 10);
+}
+
+// The persistent kernel's layer table, after the KV cache (zeroed with it: the scratch must start at zero).
+void upload_persistent_layers(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
+    char *at = static_cast<char *>(s.kv_block) + (s.kv_bytes + 255) / 256 * 256;
+    std::vector<cuda::PersistentLayer> table(hp.n_layer);
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        const LayerWeightsCuda &L = w.layers[l];
+        table[l] = {L.attn_norm_w, L.attn_norm_b, L.qkv_w, L.qkv_b, L.o_w,      L.o_b,           L.ffn_norm_w,
+                    L.ffn_norm_b,  L.up_w,        L.up_b,  L.down_w, L.down_b, s.k_cache(hp, l), s.v_cache(hp, l)};
+    }
+    check(cudaMemcpy(at, table.data(), table.size() * sizeof(table[0]), cudaMemcpyHostToDevice),
+          "uploading the decode layer table");
+    s.persistent_layers = reinterpret_cast<cuda::PersistentLayer *>(at);
+    s.persistent_scratch = at + (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
+}
+
+}  // namespace
+
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
                                                                      uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
                                                                      uint32_t n_head_batch, const SeaCpuState *sea) {
@@ -302,7 +390,6 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->n_batch = n_batch;
     s->weights_bytes = w.bytes;
     s->kv_bytes = 2ull * hp.n_layer * s->per_layer_elems(hp) * sizeof(half_t);
-    s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + kAttnCounterBytes;
     SeaParamsImage sea_upload;
     uint64_t sea_scratch = 0;
     if (sea && sea->any()) {
@@ -320,6 +407,8 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         s->sea_block_bytes = s->sea_params_bytes + (uint64_t)n_sea * n_seq * s->sea_state_stride;
         sea_scratch = sea_scratch_bytes(sea->cfg, n_ctx, n_seq, n_batch);
     }
+    plan_persistent_decode(hp, w, *s);
+    s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;
     s->head_chunk_rows = std::min<uint32_t>(n_head_batch > 0 ? n_head_batch : kDefaultHeadChunkRows, n_batch);
     s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch));
 
@@ -354,6 +443,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     check(cudaMemset(s->kv_block, 0, s->kv_alloc_bytes), "cudaMemset KV cache");
     s->attn_counters = reinterpret_cast<uint32_t *>(static_cast<char *>(s->kv_block) + s->kv_alloc_bytes -
                                                     kAttnCounterBytes);
+    if (s->persistent.ok) upload_persistent_layers(hp, w, *s);
     s->arena = device_alloc(std::max<uint64_t>(s->plan.arena_bytes, 256), "the activation arena");
     for (const PlannedBuffer &b : s->plan.buffers) s->buffers[b.req.name] = static_cast<char *>(s->arena) + b.offset;
     check(cudaMallocHost(&s->host_staging, staging_bytes(n_batch)), "cudaMallocHost");
@@ -668,6 +758,37 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             check(cudaMemcpyAsync(dst, s.buffer("nll"), (size_t)N * 4, cudaMemcpyDeviceToHost, st), "copy NLLs");
         }
     };
+
+    // Batch-1 decode of one sequence: the persistent kernel where planned (embedding to logits in one launch).
+    if (!fused_loss && T == 1 && N == 1 && h_out[0] == 0 && s.persistent.ok) {
+        cuda::PersistentDecodeArgs a;
+        a.layers = s.persistent_layers;
+        a.tok_embd = w.tok_embd;
+        a.pos_embd = w.pos_embd;
+        a.out_norm_w = w.out_norm_w;
+        a.out_norm_b = w.out_norm_b;
+        a.lm_head = w.lm_head;
+        a.logits = reinterpret_cast<float *>(s.buffer("logits"));
+        a.scratch = s.persistent_scratch;
+        // SEAOPT_PERSISTENT_PROFILE=1: per-block clock spans of thread 0, summed over the steps and
+        // logged (WARN) when the context is freed: where a step's time goes (docs/development.md).
+        static const bool profile = std::getenv("SEAOPT_PERSISTENT_PROFILE") != nullptr;
+        if (profile && s.persistent_profile == nullptr) {
+            check(cudaMalloc(&s.persistent_profile, (size_t)s.persistent.grid * 5 * 8), "profile");
+            check(cudaMemset(s.persistent_profile, 0, (size_t)s.persistent.grid * 5 * 8), "profile");
+        }
+        a.profile = static_cast<long long *>(s.persistent_profile);
+        if (profile) ++s.persistent_steps;
+        a.token = h_ids[0];
+        a.pos = h_pos[0];
+        a.seq = h_seq[0];
+        cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
+        check(cudaMemcpyAsync(s.pinned_logits, a.logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st),
+              "copy logits");
+        check(cudaStreamSynchronize(st), "the forward");
+        std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
+        return;
+    }
 
     // Only the logits path is captured: the fused loss runs with plain launches.
     const bool graphable = !fused_loss && s.graphs_enabled && T == 1 && N == 1;

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -22,28 +24,32 @@ int run(const std::vector<std::string> &args) {
     return r.exited ? r.status : -1;
 }
 
+// A random checkpoint made by seaopt-make-tiny-checkpoint with these shape flags, converted to fp16 GGUF.
+std::string make_model(const std::string &name, const std::vector<std::string> &shape) {
+    const std::string dir = seaopt_test::temp_dir() + "/" + name + "-hf", out = seaopt_test::temp_dir() + "/" + name + ".gguf";
+    const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/";
+    std::vector<std::string> make{bin + "seaopt-make-tiny-checkpoint", "--out", dir, "--tokenizer-dir",
+                                  std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", "3"};
+    make.insert(make.end(), shape.begin(), shape.end());
+    if (run(make) != 0 || run({bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--no-progress"}) != 0) {
+        throw std::runtime_error("cannot make the test model " + name);
+    }
+    return out;
+}
+
 const std::string &model_path() {
-    static const std::string path = [] {
-        const std::string dir = seaopt_test::temp_dir() + "/hd64-hf", out = seaopt_test::temp_dir() + "/hd64.gguf";
-        const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/";
-        if (run({bin + "seaopt-make-tiny-checkpoint", "--out", dir, "--tokenizer-dir",
-                 std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", "3", "--hidden", "256", "--heads",
-                 "4", "--layers", "3", "--ffn", "1024"}) != 0 ||
-            run({bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--no-progress"}) != 0) {
-            throw std::runtime_error("cannot make the head_dim-64 test model");
-        }
-        return out;
-    }();
+    static const std::string path =
+        make_model("hd64", {"--hidden", "256", "--heads", "4", "--layers", "3", "--ffn", "1024"});
     return path;
 }
 
 struct Engine {
     seaopt_model *model = nullptr;
     seaopt_context *ctx = nullptr;
-    Engine(seaopt_device device, uint32_t n_ctx, uint32_t n_head_batch = 0) {
+    Engine(seaopt_device device, uint32_t n_ctx, uint32_t n_head_batch = 0, const std::string &path = model_path()) {
         seaopt_model_params mp = seaopt_model_default_params();
         mp.device = device;
-        EXPECT_EQ(seaopt_model_load(model_path().c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+        EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = n_ctx;
         cp.n_head_batch = n_head_batch;
@@ -126,6 +132,61 @@ TEST(GpuEngine, HeadBatchKeepsTheLogits) {
     }
     std::printf("lm_head in chunks of 512, 32, 1 rows: max |dlogit| = %.2e, logit std %.2f\n", max_err, scale);
     EXPECT_LE(max_err, 1e-4 * scale);  // fp32 sums of the same fp16 products, maybe in another order
+}
+
+// Batch-1 decode as one persistent kernel (engine/cuda/decode_persistent.h) at OPT-1.3B's layer and
+// head shapes (hidden 2048, 32 heads, ffn 8192, the 50k-row lm_head; one layer): chunks of 4 rows
+// split over 2 warps each and of 1 row over 8 warps. Step by step over 300 positions (several
+// 128-key steps per attention split), against the CPU reference's prefill logits, and against the
+// kernel-per-op step (the default), which sums in another order.
+std::vector<std::string> g_log_lines;
+void capture_log(seaopt_log_level, const char *text, void *) { g_log_lines.emplace_back(text); }
+
+TEST(GpuEngine, PersistentDecodeMatchesTheReference) {
+    const std::string path =
+        make_model("opt13b-layer", {"--hidden", "2048", "--heads", "32", "--layers", "1", "--ffn", "8192"});
+    const std::vector<int32_t> ids = test_ids(300);
+    g_log_lines.clear();
+    seaopt_log_set(capture_log, nullptr);
+    setenv("SEAOPT_PERSISTENT_DECODE", "1", 1);
+    Engine persistent(SEAOPT_DEVICE_CUDA, 512, 0, path);
+    unsetenv("SEAOPT_PERSISTENT_DECODE");
+    seaopt_log_set(nullptr, nullptr);
+    Engine per_op(SEAOPT_DEVICE_CUDA, 512, 0, path);
+    bool ran_persistent = false;
+    for (const std::string &line : g_log_lines) ran_persistent |= line.find("one persistent kernel") != std::string::npos;
+    int major = 0;
+    ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+    if (major >= 9) {
+        EXPECT_TRUE(ran_persistent) << "the context did not plan the persistent decode kernel";
+    }
+    if (!ran_persistent) std::printf("note: no persistent decode kernel on this device: the per-op step twice\n");
+
+    Engine cpu(SEAOPT_DEVICE_CPU, 512, 0, path);
+    const auto ref = cpu.prefill(ids);
+    double err_ref = 0, err_op = 0, scale = 0;
+    int argmax_same = 0;
+    for (size_t t = 0; t < ids.size(); ++t) {
+        seaopt_batch b = seaopt_batch_get_one(&ids[t], 1);
+        ASSERT_EQ(seaopt_decode(persistent.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(per_op.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        const float *got = seaopt_get_logits_ith(persistent.ctx, -1), *op = seaopt_get_logits_ith(per_op.ctx, -1);
+        scale = std::max(scale, std_of(ref[t]));
+        size_t a_got = 0, a_op = 0;
+        for (size_t v = 0; v < ref[t].size(); ++v) {
+            err_ref = std::max(err_ref, (double)std::fabs(got[v] - ref[t][v]));
+            err_op = std::max(err_op, (double)std::fabs(got[v] - op[v]));
+            if (got[v] > got[a_got]) a_got = v;
+            if (op[v] > op[a_op]) a_op = v;
+        }
+        argmax_same += a_got == a_op;
+    }
+    std::printf("persistent decode, 300 steps: max |dlogit| vs CPU %.4f, vs kernel-per-op %.4f (logit std %.2f); "
+                "argmax equal in %d of 300\n",
+                err_ref, err_op, scale, argmax_same);
+    EXPECT_LE(err_ref, 0.02 * scale);
+    EXPECT_LE(err_op, 0.01 * scale);
+    EXPECT_GE(argmax_same, 297);
 }
 
 TEST(GpuEngine, DeviceMemoryMatchesThePlan) {

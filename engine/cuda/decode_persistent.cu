@@ -1,0 +1,855 @@
+// The batch-1 decode step of a pre-LN OPT as one persistent kernel: see decode_persistent.h for why.
+//
+// Grid: one block per SM (cooperative launch: every block is resident, so blocks may wait on each
+// other without deadlock). Block: 8 compute warps and 1 producer warp.
+//
+// The weight stream. Every matrix of the step (per layer qkv [3C, C], out [C, C], fc1 [F, C], fc2
+// [C, F]; then the lm_head [V, C]) is split by output rows: block b owns rows [r0, r1) (about n/G,
+// r0 even), a contiguous piece of memory. The producer's lane 0 walks the block's pieces of all
+// matrices in step order in chunks of R whole rows (R a power of two, R·row bytes <= a slot) and
+// copies each into the next slot of a ring in shared memory with cp.async.bulk, completing on the
+// slot's "full" mbarrier; before reusing a slot it waits on its "empty" mbarrier (one arrival per
+// compute warp), and it keeps at most `in_flight` copies outstanding. It never waits on
+// activations: while the compute warps wait for another block's output, the ring fills. Few bytes
+// in flight matter as much as many: every outstanding byte is queued ahead of the small,
+// latency-bound reads that the step's critical path is made of (measured: 16-32 KB per SM beat
+// 192 KB).
+//
+// The compute warps run the phases of a layer:
+//   1. LN1 of the residual x (every block computes it, into shared memory as fp16), then its rows
+//      of qkv = W_qkv·LN1(x) + b: q, k, v out as LL words (below), k and v also into the KV cache;
+//   2. attention: block u < H·S takes head u / S and key range u % S of [0, pos] (S: as many as
+//      make ranges of >= 256 keys, at most G / H): 32 groups of 8 lanes take keys (8 dims a lane,
+//      log2-domain online softmax in fp32), merged in shared memory; one range writes the output,
+//      several write partials (m, l, acc[64]) and the last of the head's blocks (atomicInc on the
+//      head's counter, which wraps back to zero) merges them in range order (deterministic);
+//   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
+// Then LN_final(x) and logits = W_head·LN_final(x) (plain stores: the host reads them after the
+// kernel). A chunk of R rows is computed by 8/R warps per row, each a contiguous part of the row
+// (16-byte lanes, fp32 FMAs of exactly converted fp16); the parts of a row are added in warp order
+// after the block's last chunk, and the epilogue follows. Each block keeps the residual rows it
+// owns (the same rows in phases 3 and 5) in shared memory and is the only one to update them.
+//
+// No grid barrier: phases hand their outputs over as LL words (NCCL's low-latency protocol): 32
+// bits of data and a 32-bit tag, written by one 8-byte store. A reader spins on the words it
+// needs until every tag is at least the tag of the phase that writes them; data and tag arrive
+// together, so the wait and the read are one round trip, where a barrier costs a release, a poll
+// and then the read. Tags: tag_base + 5·layer + phase (the host advances tag_base by 5·n_layer per
+// step; words start at 0 and tag_base at 1; compared as a signed difference, so wrap-around is
+// harmless). Reusing a buffer is safe without a barrier because each overwrite depends, through
+// the data, on every reader of the old contents: e.g. x is overwritten in phase 3 only after
+// every head's attention, which needed every block's qkv rows, which each block computes after
+// it read x for LN1.
+#include "engine/cuda/decode_persistent.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/layernorm_math.cuh"
+
+namespace seaopt::cuda {
+namespace {
+
+constexpr int kComputeWarps = 8;
+constexpr int kComputeThreads = kComputeWarps * kWarpSize;  // 256
+constexpr int kThreads = kComputeThreads + kWarpSize;        // + the producer warp
+constexpr int kMaxSlots = 16;
+constexpr int kMinSlots = 4;
+constexpr int kMinSlotBytes = 16 << 10;
+constexpr int kHeadDim = 64;
+constexpr int kMaxVec4 = 8;  // float4s of the residual per compute thread: C <= 8192
+constexpr int kLanesPerKey = kHeadDim / 8;                    // 8
+constexpr int kAttnGroups = kComputeThreads / kLanesPerKey;  // 32 key groups
+constexpr int kAttnUnroll = 4;                                // keys per group per step
+constexpr int kAttnKeysPerStep = kAttnGroups * kAttnUnroll;  // 128
+constexpr int kPartialFloats = kHeadDim + 2;                  // acc[64], m, l
+constexpr int kPhasesPerLayer = 5;
+constexpr int kXRegs = 4;               // uint4s of x a lane keeps in registers during a GEMV
+constexpr int kMaxPairsPerThread = 2;   // rows of one matrix per block <= 2 x 2 x 256
+constexpr int kAttnKeysPerSplit = 256;  // keys per attention range at least (below: fewer ranges)
+constexpr int kMaxOwnRows = 256;        // residual rows a block keeps
+constexpr float kLog2e = 1.4426950408889634f;
+
+// Shared memory: a fixed header, the GEMV input vector, the row parts of a GEMV (y_parts), the ring.
+constexpr int kOffFull = 0;                                      // uint64 mbarrier[kMaxSlots]
+constexpr int kOffEmpty = kOffFull + 8 * kMaxSlots;              // uint64 mbarrier[kMaxSlots]
+constexpr int kOffLn = kOffEmpty + 8 * kMaxSlots;                // float[2][8]: LayerNorm warp sums
+constexpr int kOffFlag = kOffLn + 2 * kComputeWarps * 4;         // int: "this block merges the head"
+constexpr int kOffXOwn = 512;                                    // float[kMaxOwnRows]
+constexpr int kOffAttnM = kOffXOwn + 4 * kMaxOwnRows;            // float[32]
+constexpr int kOffAttnL = kOffAttnM + kAttnGroups * 4;           // float[32]
+constexpr int kOffAttnAcc = kOffAttnL + kAttnGroups * 4;         // float[32][64]
+constexpr int kHeaderBytes = kOffAttnAcc + kAttnGroups * kHeadDim * 4;
+static_assert(kOffFlag + 4 <= kOffXOwn, "header overlap");
+static_assert(kHeaderBytes % 128 == 0, "the vector and the ring start 128-byte aligned");
+
+int vector_bytes(const PersistentDecodeShape &s) { return ceil_div(std::max(s.C, s.F) * 2, 128) * 128; }
+
+// The scratch (device memory zeroed once): per-head counters, attention partials, LL buffers.
+struct ScratchLayout {
+    size_t counters, partials, x, qkv, attn, ff, total;
+};
+__host__ __device__ inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+__host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeShape &s, int splits) {
+    ScratchLayout l;
+    l.counters = 0;
+    l.partials = align256(4 * (size_t)s.H);
+    l.x = l.partials + align256((size_t)s.H * splits * kPartialFloats * 4);
+    l.qkv = l.x + align256(8 * (size_t)s.C);
+    l.attn = l.qkv + align256(8 * (size_t)(3 * s.C / 2));
+    l.ff = l.attn + align256(8 * (size_t)(s.C / 2));
+    l.total = l.ff + align256(8 * (size_t)(s.F / 2));
+    return l;
+}
+
+// ---- device helpers ----------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) {
+    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+__device__ __forceinline__ void mbar_init(uint64_t *bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(count) : "memory");
+}
+
+__device__ __forceinline__ bool mbar_try_wait(uint64_t *bar, uint32_t parity) {
+    uint32_t done;
+    asm volatile(
+        "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}"
+        : "=r"(done)
+        : "r"(smem_addr(bar)), "r"(parity)
+        : "memory");
+    return done != 0;
+}
+
+// Waits until the phase of parity `parity` of the barrier has completed.
+__device__ __forceinline__ void mbar_wait(uint64_t *bar, uint32_t parity) {
+    while (!mbar_try_wait(bar, parity)) {
+    }
+}
+
+__device__ __forceinline__ void mbar_arrive(uint64_t *bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(smem_addr(bar)) : "memory");
+}
+
+__device__ __forceinline__ void mbar_arrive_expect_tx(uint64_t *bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes)
+                 : "memory");
+}
+
+// bytes (a multiple of 16, 16-byte aligned ends) from global src to shared dst, completing on bar.
+__device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                     smem_addr(dst)),
+                 "l"(src), "r"(bytes), "r"(smem_addr(bar))
+                 : "memory");
+}
+
+// The compute warps' own block barrier (named barrier 1; the producer warp never arrives).
+__device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kComputeThreads) : "memory"); }
+
+__host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
+    const int fit = slot_bytes / (n_in * 2);
+    int r = 1;
+    while (r * 2 <= fit && r * 2 <= kComputeWarps) r *= 2;
+    return r;
+}
+
+// The block's rows of a matrix of n_out rows: [r0, r1), r0 even (fp16 outputs go out in pairs).
+__device__ __forceinline__ void block_rows(int n_out, int &r0, int &r1) {
+    const long long pairs = (n_out + 1) / 2;
+    r0 = min(n_out, (int)(2 * (blockIdx.x * pairs / gridDim.x)));
+    r1 = min(n_out, (int)(2 * ((blockIdx.x + 1) * pairs / gridDim.x)));
+}
+
+struct Ring {
+    uint64_t *full, *empty;
+    unsigned char *slots;
+    int n_slots, slot_bytes;
+    int in_flight;  // copies issued and not yet landed, at most
+};
+
+// The producer's share of one matrix [n_out, n_in]: chunk c goes to slot c % n_slots.
+__device__ void produce(const Ring &ring, uint32_t &c, const half_t *w, int n_in, int n_out) {
+    int r0, r1;
+    block_rows(n_out, r0, r1);
+    const int R = chunk_rows(n_in, ring.slot_bytes);
+    for (int r = r0; r < r1; r += R, ++c) {
+        const uint32_t bytes = (uint32_t)(min(R, r1 - r) * n_in * 2);
+        const int slot = (int)(c % (uint32_t)ring.n_slots);
+        const uint32_t parity = (c / (uint32_t)ring.n_slots) & 1u;
+        if (c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
+            const uint32_t old = c - (uint32_t)ring.in_flight;
+            mbar_wait(ring.full + old % (uint32_t)ring.n_slots, (old / (uint32_t)ring.n_slots) & 1u);
+        }
+        mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
+        mbar_arrive_expect_tx(ring.full + slot, bytes);
+        bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, w + (size_t)r * n_in, bytes, ring.full + slot);
+    }
+}
+
+__device__ __forceinline__ float2 half2_bits_to_float2(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+}
+
+__device__ __forceinline__ void unpack8(float (&f)[8], uint4 u) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const float2 p = half2_bits_to_float2(w[e]);
+        f[2 * e] = p.x;
+        f[2 * e + 1] = p.y;
+    }
+}
+
+__device__ __forceinline__ float dot8(uint4 w, uint4 x, float acc) {
+    const uint32_t wv[4] = {w.x, w.y, w.z, w.w}, xv[4] = {x.x, x.y, x.z, x.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const float2 a = half2_bits_to_float2(wv[e]), b = half2_bits_to_float2(xv[e]);
+        acc = fmaf(a.x, b.x, acc);
+        acc = fmaf(a.y, b.y, acc);
+    }
+    return acc;
+}
+
+
+// ---- LL words -------------------------------------------------------------------------------------
+
+__device__ __forceinline__ void ll_store(uint64_t *p, uint32_t data, uint32_t tag) {
+    const uint64_t word = (uint64_t)data | ((uint64_t)tag << 32);
+    asm volatile("st.volatile.global.u64 [%0], %1;" ::"l"(p), "l"(word) : "memory");
+}
+
+__device__ __forceinline__ bool ll_ready(uint64_t word, uint32_t tag) { return (int32_t)((uint32_t)(word >> 32) - tag) >= 0; }
+
+// Two LL words (16 bytes, 16-byte aligned), waited for: their data.
+__device__ __forceinline__ uint2 ll_load2(const uint64_t *p, uint32_t tag) {
+    uint64_t a, b;
+    do {
+        asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
+    } while (!ll_ready(a, tag) || !ll_ready(b, tag));
+    return make_uint2((uint32_t)a, (uint32_t)b);
+}
+
+// Issues the loads of N pairs of LL words (null pointers: none), then waits for each: one round
+// trip for all of them where they are ready.
+template <int N>
+__device__ __forceinline__ void ll_load_many(uint2 (&out)[N], const uint64_t *const (&p)[N], uint32_t tag) {
+    uint64_t a[N], b[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        a[i] = b[i] = (uint64_t)tag << 32;
+        if (p[i] != nullptr) {
+            asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];" : "=l"(a[i]), "=l"(b[i]) : "l"(p[i]) : "memory");
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        if (!ll_ready(a[i], tag) || !ll_ready(b[i], tag)) {
+            const uint2 d = ll_load2(p[i], tag);
+            a[i] = d.x;
+            b[i] = d.y;
+        }
+        out[i] = make_uint2((uint32_t)a[i], (uint32_t)b[i]);
+    }
+}
+
+__device__ __forceinline__ uint32_t pack_half2_bits(float lo, float hi) {
+    const __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<const uint32_t *>(&h);
+}
+
+// The step's LL buffers (in the scratch) and tags.
+struct Handoff {
+    uint64_t *x;     // [C]: fp32 residual
+    uint64_t *qkv;   // [3C/2]: fp16 pairs of q, k, v
+    uint64_t *attn;  // [C/2]: fp16 pairs
+    uint64_t *ff;    // [F/2]: fp16 pairs
+    uint32_t tag_base;
+    __device__ uint32_t tag(int layer, int phase) const { return tag_base + (uint32_t)(kPhasesPerLayer * layer + phase); }
+};
+
+// The compute warps' share of one matrix: y[o] = W[o, :]·xin for the block's rows, then the
+// epilogue on pairs of rows (o, o+1), o even: epi.store(o, y0, y1, pre0, pre1, has_second) with
+// pre = epi.load(row) fetched before the stream (its latency overlaps it). A warp's part of a row
+// goes to y_parts[local row][part]; no chunk waits on another warp or on memory other than the ring.
+template <typename Epilogue>
+__device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int n_in, int n_out, float *y_parts,
+                           const Epilogue &epi, long long &t_full) {
+    int r0, r1;
+    block_rows(n_out, r0, r1);
+    const int n_rows = r1 - r0;
+    float2 pre[kMaxPairsPerThread][2];
+#pragma unroll
+    for (int k = 0; k < kMaxPairsPerThread; ++k) {
+        const int i = 2 * (threadIdx.x + k * kComputeThreads);
+        pre[k][0] = i < n_rows ? epi.load(r0 + i) : make_float2(0.0f, 0.0f);
+        pre[k][1] = i + 1 < n_rows ? epi.load(r0 + i + 1) : make_float2(0.0f, 0.0f);
+    }
+    const int R = chunk_rows(n_in, ring.slot_bytes);
+    const int parts = kComputeWarps / R;  // warps per row
+    const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    const int row = warp / parts, part = warp % parts;
+    const int n8 = n_in / 8, seg = n8 / parts;  // uint4s per row, per warp
+    const uint4 *xs = reinterpret_cast<const uint4 *>(xin) + part * seg;
+    // Every chunk of the phase multiplies the same columns of x in a given lane: where they fit
+    // (seg <= 4 x 32 uint4s, all of OPT-1.3B's matrices), they are converted once, into registers.
+    const bool x_in_registers = seg <= kXRegs * kWarpSize;
+    float xr[kXRegs][8];
+#pragma unroll
+    for (int j = 0; j < kXRegs; ++j) {
+        const int i = lane + j * kWarpSize;
+        unpack8(xr[j], x_in_registers && i < seg ? xs[i] : make_uint4(0u, 0u, 0u, 0u));
+    }
+    for (int r = 0; r < n_rows; r += R, ++c) {
+        const int rows = min(R, n_rows - r);
+        const int slot = (int)(c % (uint32_t)ring.n_slots);
+        const long long t0 = clock64();
+        mbar_wait(ring.full + slot, (c / (uint32_t)ring.n_slots) & 1u);
+        t_full += clock64() - t0;
+        float acc0 = 0.0f, acc1 = 0.0f;
+        if (row < rows) {
+            const uint4 *ws =
+                reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot * ring.slot_bytes) + row * n8 + part * seg;
+            if (x_in_registers) {  // all loads first, then four independent sums
+                uint4 wv[kXRegs];
+#pragma unroll
+                for (int j = 0; j < kXRegs; ++j) {
+                    const int i = lane + j * kWarpSize;
+                    wv[j] = i < seg ? ws[i] : make_uint4(0u, 0u, 0u, 0u);
+                }
+                float accs[kXRegs];
+#pragma unroll
+                for (int j = 0; j < kXRegs; ++j) {
+                    float wf[8];
+                    unpack8(wf, wv[j]);
+                    accs[j] = 0.0f;
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) accs[j] = fmaf(wf[e], xr[j][e], accs[j]);
+                }
+                acc0 = (accs[0] + accs[1]) + (accs[2] + accs[3]);
+            } else {
+                int i = lane;
+                for (; i + kWarpSize < seg; i += 2 * kWarpSize) {
+                    acc0 = dot8(ws[i], xs[i], acc0);
+                    acc1 = dot8(ws[i + kWarpSize], xs[i + kWarpSize], acc1);
+                }
+                if (i < seg) acc0 = dot8(ws[i], xs[i], acc0);
+            }
+        }
+        const float acc = warp_reduce_sum(acc0 + acc1);  // every lane's slot reads are done here
+        if (lane == 0) {
+            mbar_arrive(ring.empty + slot);
+            if (row < rows) y_parts[(r + row) * parts + part] = acc;
+        }
+    }
+    compute_sync();
+#pragma unroll
+    for (int k = 0; k < kMaxPairsPerThread; ++k) {
+        const int i = 2 * (threadIdx.x + k * kComputeThreads);
+        if (i < n_rows) {
+            const bool second = i + 1 < n_rows;
+            float y0 = 0.0f, y1 = 0.0f;
+            for (int p = 0; p < parts; ++p) y0 += y_parts[i * parts + p];
+            if (second) {
+                for (int p = 0; p < parts; ++p) y1 += y_parts[(i + 1) * parts + p];
+            }
+            epi.store(r0 + i, y0, y1, pre[k][0], pre[k][1], second);
+        }
+    }
+    compute_sync();  // y_parts is free again
+}
+
+__device__ __forceinline__ float half_at(const half_t *p, int i) {
+    return __half2float(__ushort_as_half(__ldg(reinterpret_cast<const unsigned short *>(p) + i)));
+}
+
+// The epilogues: load(o) before the stream, store(o, ...) after it for rows o and o + 1.
+struct QkvEpilogue {  // + bias -> fp16 pairs: LL words of q, k, v; k and v also into the cache at pos
+    const half_t *bias;
+    uint64_t *out;
+    uint32_t tag;
+    __half *k_at, *v_at;  // head 0 of the cache at (seq, pos)
+    int C;
+    size_t head_stride;
+    __device__ float2 load(int o) const { return make_float2(half_at(bias, o), 0.0f); }
+    __device__ void store(int o, float y0, float y1, float2 p0, float2 p1, bool) const {
+        const uint32_t bits = pack_half2_bits(y0 + p0.x, y1 + p1.x);
+        ll_store(out + o / 2, bits, tag);
+        if (o >= C) {  // o even: o and o + 1 are in the same head
+            const int i = o < 2 * C ? o - C : o - 2 * C;
+            __half *dst = (o < 2 * C ? k_at : v_at) + (size_t)(i / kHeadDim) * head_stride + i % kHeadDim;
+            *reinterpret_cast<uint32_t *>(dst) = bits;
+        }
+    }
+};
+struct ResidualEpilogue {  // x_own += y + bias (fp32), out as LL words
+    const float *bias;
+    float *x_own;  // the block's rows of x (shared memory), from row r0_own
+    int r0_own;
+    uint64_t *out;
+    uint32_t tag;
+    __device__ float2 load(int o) const { return make_float2(__ldg(bias + o), 0.0f); }
+    __device__ void store(int o, float y0, float y1, float2 p0, float2 p1, bool second) const {
+        float *x = x_own + (o - r0_own);
+        x[0] = x[0] + (y0 + p0.x);
+        ll_store(out + o, __float_as_uint(x[0]), tag);
+        if (second) {
+            x[1] = x[1] + (y1 + p1.x);
+            ll_store(out + o + 1, __float_as_uint(x[1]), tag);
+        }
+    }
+};
+struct ReluEpilogue {  // relu(y + bias) -> fp16 pairs as LL words
+    const half_t *bias;
+    uint64_t *out;
+    uint32_t tag;
+    __device__ float2 load(int o) const { return make_float2(half_at(bias, o), 0.0f); }
+    __device__ void store(int o, float y0, float y1, float2 p0, float2 p1, bool) const {
+        y0 += p0.x;
+        y1 += p1.x;
+        if (y0 < 0.0f) y0 = 0.0f;  // NaN stays NaN
+        if (y1 < 0.0f) y1 = 0.0f;
+        ll_store(out + o / 2, pack_half2_bits(y0, y1), tag);
+    }
+};
+struct LogitsEpilogue {
+    float *out;
+    __device__ float2 load(int) const { return make_float2(0.0f, 0.0f); }
+    __device__ void store(int o, float y0, float y1, float2, float2, bool second) const {
+        out[o] = y0;
+        if (second) out[o + 1] = y1;
+    }
+};
+
+// v: this thread's float4s of the residual (float4 index tid + k·256), waited for as LL words.
+__device__ __forceinline__ void load_residual(float4 (&v)[kMaxVec4], const uint64_t *x, int C, uint32_t tag) {
+    const int n4 = C / 4;
+    const uint64_t *ptr[2 * kMaxVec4];
+#pragma unroll
+    for (int k = 0; k < kMaxVec4; ++k) {
+        const int i4 = (int)threadIdx.x + k * kComputeThreads;
+        ptr[2 * k] = i4 < n4 ? x + 4 * (size_t)i4 : nullptr;
+        ptr[2 * k + 1] = i4 < n4 ? x + 4 * (size_t)i4 + 2 : nullptr;
+    }
+    uint2 d[2 * kMaxVec4];
+    ll_load_many(d, ptr, tag);
+#pragma unroll
+    for (int k = 0; k < kMaxVec4; ++k) {
+        v[k] = make_float4(__uint_as_float(d[2 * k].x), __uint_as_float(d[2 * k].y), __uint_as_float(d[2 * k + 1].x),
+                           __uint_as_float(d[2 * k + 1].y));
+    }
+}
+// xin = fp16(LayerNorm(v)) (two-pass statistics in fp32, as layernorm_forward), visible to all
+// compute threads on return.
+__device__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const half_t *w, const half_t *b, float eps,
+                                  __half *xin, float *ln_red) {
+    const int n4 = C / 4, warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxVec4; ++k) {
+        if ((int)threadIdx.x + k * kComputeThreads < n4) s = __fadd_rn(s, ln_sum4(v[k]));
+    }
+    s = warp_reduce_sum(s);
+    if (lane == 0) ln_red[warp] = s;
+    compute_sync();
+    const float mean = ln_mean(ln_sum_warps(ln_red, kComputeWarps), C);
+    float q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kMaxVec4; ++k) {
+        if ((int)threadIdx.x + k * kComputeThreads < n4) q = __fadd_rn(q, ln_sq4(v[k], mean));
+    }
+    q = warp_reduce_sum(q);
+    if (lane == 0) ln_red[kComputeWarps + warp] = q;
+    compute_sync();
+    const float rstd = ln_rstd(ln_sum_warps(ln_red + kComputeWarps, kComputeWarps), C, eps);
+    const uint2 *w4 = reinterpret_cast<const uint2 *>(w), *b4 = reinterpret_cast<const uint2 *>(b);
+    uint2 *out4 = reinterpret_cast<uint2 *>(xin);
+#pragma unroll
+    for (int k = 0; k < kMaxVec4; ++k) {
+        const int i4 = threadIdx.x + k * kComputeThreads;
+        if (i4 < n4) out4[i4] = float4_to_half4(ln_apply4(v[k], mean, rstd, __ldg(w4 + i4), __ldg(b4 + i4)));
+    }
+    compute_sync();
+}
+
+// xin = the n halves of an LL vector (n / 2 words), waited for.
+__device__ void vector_to_smem(__half *xin, const uint64_t *src, int n, uint32_t tag) {
+    uint2 *d2 = reinterpret_cast<uint2 *>(xin);
+    for (int i = threadIdx.x; i < n / 4; i += kComputeThreads) d2[i] = ll_load2(src + 2 * (size_t)i, tag);
+    compute_sync();
+}
+
+
+__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+struct AttnShared {
+    float *m, *l, *acc;
+    int *flag;
+};
+
+// Phase 2 for block u < H·S (see the top of the file); other blocks return at once.
+__device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
+                                const PersistentLayer &L, const Handoff &ho, int layer, int splits,
+                                float *partials, uint32_t *head_counters, const AttnShared &sm) {
+    const int unit = blockIdx.x;
+    if (unit >= sh.H * splits) return;  // uniform over the block
+    const int h = unit / splits, split = unit % splits;
+    const int n_keys = a.pos + 1;
+    const int n_valid = min(splits, ceil_div(n_keys, kAttnKeysPerSplit));  // ranges with keys
+    if (split >= n_valid) return;                                           // uniform over the block
+    const int per = ceil_div(n_keys, n_valid);
+    const int j_begin = split * per, j_end = min(j_begin + per, n_keys);
+    const int tid = threadIdx.x, g = tid / kLanesPerKey, d0 = (tid % kLanesPerKey) * 8;
+    const size_t head_base = ((size_t)a.seq * sh.H + h) * (size_t)sh.n_ctx * kHeadDim;
+    const half_t *kh = L.k_cache + head_base + d0, *vh = L.v_cache + head_base + d0;
+
+    // The cache rows of the first step do not depend on this step: fetch them while q is awaited.
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+        const int j = j_begin + u * kAttnGroups + g;
+        if (j < j_end && j != a.pos) {
+            prefetch_l2(kh + (size_t)j * kHeadDim);
+            prefetch_l2(vh + (size_t)j * kHeadDim);
+        }
+    }
+    // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
+    // ordered with this read), 8 dims a lane.
+    const uint32_t tag = ho.tag(layer, 0);
+    const size_t w0 = ((size_t)h * kHeadDim + d0) / 2;  // word of dim d0 of head h
+    const uint64_t *const ptr[6] = {ho.qkv + w0,
+                                    ho.qkv + w0 + 2,
+                                    ho.qkv + sh.C / 2 + w0,
+                                    ho.qkv + sh.C / 2 + w0 + 2,
+                                    ho.qkv + sh.C + w0,
+                                    ho.qkv + sh.C + w0 + 2};
+    uint2 qkv_words[6];
+    ll_load_many(qkv_words, ptr, tag);
+    float q[8];
+    unpack8(q, make_uint4(qkv_words[0].x, qkv_words[0].y, qkv_words[1].x, qkv_words[1].y));
+    const uint4 k_own = make_uint4(qkv_words[2].x, qkv_words[2].y, qkv_words[3].x, qkv_words[3].y);
+    const uint4 v_own = make_uint4(qkv_words[4].x, qkv_words[4].y, qkv_words[5].x, qkv_words[5].y);
+    const float q_scale = rsqrtf((float)kHeadDim) * kLog2e;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) q[e] *= q_scale;
+
+    float m = -INFINITY, l = 0.0f, acc[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
+    for (int j0 = j_begin; j0 < j_end; j0 += kAttnKeysPerStep) {  // bounds uniform over the block
+        float s[kAttnUnroll];
+        uint4 v[kAttnUnroll];
+#pragma unroll
+        for (int u = 0; u < kAttnUnroll; ++u) {
+            const int j = j0 + u * kAttnGroups + g;
+            float dot = 0.0f;
+            v[u] = make_uint4(0u, 0u, 0u, 0u);
+            if (j < j_end) {
+                float k[8];
+                const bool own = j == a.pos;
+                unpack8(k, own ? k_own : __ldcg(reinterpret_cast<const uint4 *>(kh + (size_t)j * kHeadDim)));
+                v[u] = own ? v_own : __ldcg(reinterpret_cast<const uint4 *>(vh + (size_t)j * kHeadDim));
+#pragma unroll
+                for (int e = 0; e < 8; ++e) dot += q[e] * k[e];
+            }
+            s[u] = dot;
+        }
+        float step_max = -INFINITY;
+#pragma unroll
+        for (int u = 0; u < kAttnUnroll; ++u) {
+            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 4);
+            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 2);
+            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 1);
+            if (j0 + u * kAttnGroups + g >= j_end) s[u] = -INFINITY;
+            step_max = fmaxf(step_max, s[u]);
+        }
+        const float m_new = fmaxf(m, step_max);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+        const float alpha = exp2f(m - m_use);
+        m = m_new;
+        l *= alpha;
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[e] *= alpha;
+#pragma unroll
+        for (int u = 0; u < kAttnUnroll; ++u) {
+            const float p = exp2f(s[u] - m_use);
+            l += p;
+            float vf[8];
+            unpack8(vf, v[u]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[e] += p * vf[e];
+        }
+    }
+
+    // The block's 32 group states -> one (m, l, acc) per dim; thread t < 32 takes dims 2t, 2t + 1.
+    if (tid % kLanesPerKey == 0) {
+        sm.m[g] = m;
+        sm.l[g] = l;
+    }
+    float4 *dst = reinterpret_cast<float4 *>(sm.acc + g * kHeadDim + d0);
+    dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+    dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    compute_sync();
+    const uint32_t out_tag = ho.tag(layer, 1);
+    uint64_t *out_word = ho.attn + (size_t)h * kHeadDim / 2 + tid;
+    float *head_partials = partials + (size_t)h * splits * kPartialFloats;
+    if (tid < kHeadDim / 2) {
+        float M = -INFINITY;
+        for (int gg = 0; gg < kAttnGroups; ++gg) M = fmaxf(M, sm.m[gg]);  // finite: group 0 has key j_begin
+        float Ls = 0.0f, o0 = 0.0f, o1 = 0.0f;
+        for (int gg = 0; gg < kAttnGroups; ++gg) {
+            const float wgt = sm.m[gg] == -INFINITY ? 0.0f : exp2f(sm.m[gg] - M);
+            Ls += wgt * sm.l[gg];
+            o0 += wgt * sm.acc[gg * kHeadDim + 2 * tid];
+            o1 += wgt * sm.acc[gg * kHeadDim + 2 * tid + 1];
+        }
+        if (n_valid == 1) {
+            ll_store(out_word, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
+        } else {
+            float *mine = head_partials + (size_t)split * kPartialFloats;
+            mine[2 * tid] = o0;
+            mine[2 * tid + 1] = o1;
+            if (tid == 0) {
+                mine[kHeadDim] = M;
+                mine[kHeadDim + 1] = Ls;
+            }
+        }
+    }
+    if (n_valid == 1) return;  // uniform over the block
+    __threadfence();           // the partial is visible device-wide before the counter moves
+    compute_sync();
+    if (tid == 0) *sm.flag = atomicInc(head_counters + h, (unsigned)(n_valid - 1)) == (unsigned)(n_valid - 1);
+    compute_sync();
+    if (!*sm.flag) return;  // uniform over the block
+    __threadfence();
+    if (tid < kHeadDim / 2) {
+        float M = -INFINITY;
+        for (int s = 0; s < n_valid; ++s) M = fmaxf(M, __ldcg(head_partials + (size_t)s * kPartialFloats + kHeadDim));
+        float Ls = 0.0f, o0 = 0.0f, o1 = 0.0f;
+        for (int s = 0; s < n_valid; ++s) {
+            const float *p = head_partials + (size_t)s * kPartialFloats;
+            const float wgt = exp2f(__ldcg(p + kHeadDim) - M);  // every valid range has keys: finite m
+            Ls += wgt * __ldcg(p + kHeadDim + 1);
+            o0 += wgt * __ldcg(p + 2 * tid);
+            o1 += wgt * __ldcg(p + 2 * tid + 1);
+        }
+        ll_store(out_word, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
+    }
+}
+
+__global__ void __launch_bounds__(kThreads, 1)
+    decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
+                             int parts_bytes, int in_flight, int splits, uint32_t tag_base) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    extern __shared__ __align__(128) unsigned char smem[];
+    const int C = sh.C, F = sh.F;
+    const int vec_bytes = ceil_div(max(C, F) * 2, 128) * 128;
+    Ring ring{reinterpret_cast<uint64_t *>(smem + kOffFull),
+              reinterpret_cast<uint64_t *>(smem + kOffEmpty),
+              smem + kHeaderBytes + vec_bytes + parts_bytes,
+              n_slots,
+              slot_bytes,
+              in_flight};
+    float *y_parts = reinterpret_cast<float *>(smem + kHeaderBytes + vec_bytes);
+    float *ln_red = reinterpret_cast<float *>(smem + kOffLn);
+    float *x_own = reinterpret_cast<float *>(smem + kOffXOwn);
+    const AttnShared attn_sm{reinterpret_cast<float *>(smem + kOffAttnM), reinterpret_cast<float *>(smem + kOffAttnL),
+                             reinterpret_cast<float *>(smem + kOffAttnAcc), reinterpret_cast<int *>(smem + kOffFlag)};
+    __half *xin = reinterpret_cast<__half *>(smem + kHeaderBytes);
+    if (threadIdx.x == 0) {
+        for (int i = 0; i < n_slots; ++i) {
+            mbar_init(ring.full + i, 1);
+            mbar_init(ring.empty + i, kComputeWarps);
+        }
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
+    __syncthreads();
+
+    if (threadIdx.x >= kComputeThreads) {  // the producer warp
+        if (threadIdx.x == kComputeThreads) {
+            uint32_t c = 0;
+            for (int l = 0; l < sh.n_layer; ++l) {
+                const PersistentLayer &L = a.layers[l];
+                produce(ring, c, L.qkv_w, C, 3 * C);
+                produce(ring, c, L.o_w, C, C);
+                produce(ring, c, L.fc1_w, C, F);
+                produce(ring, c, L.fc2_w, F, C);
+            }
+            produce(ring, c, a.lm_head, C, sh.V);
+        }
+        return;
+    }
+
+    // Scratch: the per-head merge counters, the attention partials, the LL buffers.
+    const ScratchLayout sl = scratch_layout(sh, splits);
+    auto *scratch = static_cast<unsigned char *>(a.scratch);
+    uint32_t *head_counters = reinterpret_cast<uint32_t *>(scratch + sl.counters);
+    float *partials = reinterpret_cast<float *>(scratch + sl.partials);
+    const Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
+                     reinterpret_cast<uint64_t *>(scratch + sl.attn), reinterpret_cast<uint64_t *>(scratch + sl.ff),
+                     tag_base};
+
+    // x = tok_embd[token] + pos_embd[pos + offset] (fp32 sum of the two fp16 values), computed by
+    // every block; it keeps its own rows.
+    int own0, own1;
+    block_rows(C, own0, own1);
+    float4 v[kMaxVec4];
+    {
+        const uint2 *tok = reinterpret_cast<const uint2 *>(a.tok_embd + (size_t)a.token * C);
+        const uint2 *pos = reinterpret_cast<const uint2 *>(a.pos_embd + (size_t)(a.pos + sh.pos_offset) * C);
+#pragma unroll
+        for (int k = 0; k < kMaxVec4; ++k) {
+            const int i4 = threadIdx.x + k * kComputeThreads;
+            v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (i4 < C / 4) {
+                const float4 t = half4_to_float4(__ldg(tok + i4)), p = half4_to_float4(__ldg(pos + i4));
+                v[k] = make_float4(t.x + p.x, t.y + p.y, t.z + p.z, t.w + p.w);
+                const float e[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
+#pragma unroll
+                for (int j = 0; j < 4; ++j) {
+                    const int o = 4 * i4 + j;
+                    if (o >= own0 && o < own1) x_own[o - own0] = e[j];
+                }
+            }
+        }
+    }
+
+    uint32_t c = 0;  // chunks consumed (the producer's count, in the same order)
+    const size_t head_stride = (size_t)sh.n_ctx * kHeadDim;
+    const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * kHeadDim;
+    // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block.
+    long long t_full = 0, t_wait = 0, t_attn = 0, t_gemv = 0;
+    const long long t_start = clock64();
+    long long t0 = 0;
+#define SEAOPT_SPAN(acc, ...) t0 = clock64(); __VA_ARGS__; acc += clock64() - t0;
+    for (int l = 0; l < sh.n_layer; ++l) {
+        const PersistentLayer L = a.layers[l];
+        if (l > 0) { SEAOPT_SPAN(t_wait, load_residual(v, ho.x, C, ho.tag(l - 1, 4))) }
+        layernorm_to_smem(v, C, L.ln1_w, L.ln1_b, sh.eps, xin, ln_red);
+        const QkvEpilogue qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
+                              reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
+        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, t_full))
+        SEAOPT_SPAN(t_attn, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm))
+        compute_sync();  // the attention's shared memory and xin are free
+        SEAOPT_SPAN(t_wait, vector_to_smem(xin, ho.attn, C, ho.tag(l, 1)))
+        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, C, y_parts, ResidualEpilogue{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)}, t_full))
+        SEAOPT_SPAN(t_wait, load_residual(v, ho.x, C, ho.tag(l, 2)))
+        layernorm_to_smem(v, C, L.ln2_w, L.ln2_b, sh.eps, xin, ln_red);
+        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, t_full))
+        SEAOPT_SPAN(t_wait, vector_to_smem(xin, ho.ff, F, ho.tag(l, 3)))
+        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, F, C, y_parts, ResidualEpilogue{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)}, t_full))
+    }
+    SEAOPT_SPAN(t_wait, load_residual(v, ho.x, C, ho.tag(sh.n_layer - 1, 4)))
+    layernorm_to_smem(v, C, a.out_norm_w, a.out_norm_b, sh.eps, xin, ln_red);
+    SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, sh.V, y_parts, LogitsEpilogue{a.logits}, t_full))
+#undef SEAOPT_SPAN
+    if (a.profile != nullptr && threadIdx.x == 0) {
+        long long *p = a.profile + 5 * blockIdx.x;
+        p[0] += clock64() - t_start;
+        p[1] += t_gemv;
+        p[2] += t_full;
+        p[3] += t_wait;
+        p[4] += t_attn;
+    }
+#endif
+}
+
+}  // namespace
+
+PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int device) {
+    PersistentDecodePlan p;
+    auto refuse = [&](const std::string &why) {
+        p.ok = false;
+        p.why = why;
+        return p;
+    };
+    if (s.head_dim != kHeadDim) return refuse("head_dim is not 64");
+    if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
+    if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");
+    if (s.C > 4 * kMaxVec4 * kComputeThreads) return refuse("hidden size above 8192");
+    int major = 0, sms = 0, coop = 0, max_optin = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&max_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device) != cudaSuccess) {
+        cudaGetLastError();
+        return refuse("device attributes unavailable");
+    }
+    if (major < 9) return refuse("needs sm_90 (bulk asynchronous copies)");
+    if (!coop) return refuse("no cooperative launch");
+    cudaFuncAttributes fa{};
+    if (cudaFuncGetAttributes(&fa, decode_persistent_kernel) != cudaSuccess) {
+        cudaGetLastError();
+        return refuse("kernel not loadable");
+    }
+    if (fa.binaryVersion < 90) return refuse("library built without sm_90 code");
+    const int row_bytes = std::max(s.C, s.F) * 2;
+    p.slot_bytes = ceil_div(std::max(kMinSlotBytes, row_bytes), 128) * 128;
+    // y_parts: the most (rows of a block) x (warps per row) of any matrix of the step.
+    const int row_cap = ceil_div(std::max({3 * s.C, s.F, s.V}), sms) + 2;  // + the pairing's rounding
+    if (row_cap > 2 * kMaxPairsPerThread * kComputeThreads) return refuse("too many rows per block");
+    if (ceil_div(s.C, sms) + 2 > kMaxOwnRows) return refuse("too many residual rows per block");
+    auto parts_of = [&](int n_in, int n_out) {
+        return (long long)(ceil_div(n_out, sms) + 2) * (kComputeWarps / chunk_rows(n_in, p.slot_bytes));
+    };
+    const long long parts = std::max({parts_of(s.C, 3 * s.C), parts_of(s.C, s.F), parts_of(s.F, s.C), parts_of(s.C, s.V)});
+    p.parts_bytes = (int)(ceil_div<long long>(parts * 4, 128) * 128);
+    const long long room =
+        (long long)max_optin - kHeaderBytes - vector_bytes(s) - p.parts_bytes - (long long)fa.sharedSizeBytes;
+    p.slots = (int)std::min<long long>(kMaxSlots, room / p.slot_bytes);
+    if (p.slots < kMinSlots) return refuse("shared memory too small for the weight ring");
+    p.shared_bytes = (size_t)kHeaderBytes + vector_bytes(s) + p.parts_bytes + (size_t)p.slots * p.slot_bytes;
+    if (cudaFuncSetAttribute(decode_persistent_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             (int)p.shared_bytes) != cudaSuccess) {
+        cudaGetLastError();
+        return refuse("cannot opt in to the shared memory");
+    }
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_persistent_kernel, kThreads, p.shared_bytes) !=
+            cudaSuccess ||
+        per_sm < 1) {
+        cudaGetLastError();
+        return refuse("one block per SM does not fit");
+    }
+    p.grid = sms;
+    p.splits = std::max(1, p.grid / s.H);
+    p.tags_per_step = kPhasesPerLayer * s.n_layer;
+    p.in_flight = 2;
+    if (const char *f = std::getenv("SEAOPT_PERSISTENT_INFLIGHT")) p.in_flight = std::max(1, std::min(p.slots, std::atoi(f)));
+    p.ok = true;
+    return p;
+}
+
+uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape) {
+    return scratch_layout(shape, std::max(plan.splits, 1)).total;
+}
+
+void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,
+                       const PersistentDecodeArgs &args, uint32_t *tag_base, cudaStream_t stream) {
+    check_arg(plan.ok, "persistent_decode", "the plan does not allow the persistent kernel");
+    check_arg(args.pos >= 0 && args.pos < shape.n_ctx, "persistent_decode", "position outside the context");
+    cudaLaunchConfig_t config{};
+    config.gridDim = dim3((unsigned)plan.grid);
+    config.blockDim = dim3((unsigned)kThreads);
+    config.dynamicSmemBytes = plan.shared_bytes;
+    config.stream = stream;
+    cudaLaunchAttribute attribute{};
+    attribute.id = cudaLaunchAttributeCooperative;
+    attribute.val.cooperative = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    const cudaError_t err = cudaLaunchKernelEx(&config, decode_persistent_kernel, shape, args, plan.slots,
+                                               plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
+                                               *tag_base);
+    if (err != cudaSuccess) cudaGetLastError();
+    check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
+    *tag_base += (uint32_t)plan.tags_per_step;
+}
+
+}  // namespace seaopt::cuda

@@ -1,0 +1,77 @@
+// The batch-1 decode step of a pre-LN OPT as ONE persistent kernel (engine/cuda/decode_persistent.cu).
+//
+// Why: a decode step streams every weight once (2.6 GB for OPT-1.3B), so its floor is the HBM read.
+// As ~100 kernels (a GEMV per matrix, attention, LayerNorms) it loses a launch gap and a pipeline
+// drain and fill at every kernel boundary; measured on H100, a pure read of the decode's matrices
+// takes 0.846 ms as one kernel and 1.139 ms as 97. Here one block per SM streams its share of every
+// matrix of the step, layer after layer, into a ring of shared-memory slots (a producer warp with
+// bulk asynchronous copies, sm_90), while the other warps compute; the data dependences between
+// the matrices (qkv -> attention -> out-projection -> fc1 -> fc2 -> next layer) are grid-wide
+// barriers that only the compute warps wait on. Weights do not depend on activations, so the
+// producer keeps reading the next matrices while the grid waits: the read never stops.
+//
+// The step computes what the kernel-per-op path computes (model/opt_cuda.cpp), in another fp32
+// summation order: fp32 residual, fp16 GEMV inputs and outputs, fp32 accumulation, the same
+// attention arithmetic (log2-domain online softmax, fp32). Where the shape or the device does not
+// fit (persistent_decode_plan says why), the engine keeps the kernel-per-op path.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/cuda/ops.h"
+
+namespace seaopt::cuda {
+
+// One pre-LN OPT layer as the kernel reads it (device pointers; biases feeding the fp32 residual
+// in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][64] fp16.
+struct PersistentLayer {
+    const half_t *ln1_w, *ln1_b, *qkv_w, *qkv_b, *o_w;
+    const float *o_b;
+    const half_t *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w;
+    const float *fc2_b;
+    half_t *k_cache, *v_cache;
+};
+
+struct PersistentDecodeShape {
+    int n_layer = 0, C = 0, F = 0, V = 0, H = 0, head_dim = 0, n_ctx = 0, pos_offset = 0;
+    float eps = 1e-5f;
+};
+
+// How the kernel runs on a device, or why it cannot (ok == false, why says it).
+struct PersistentDecodePlan {
+    bool ok = false;
+    std::string why;
+    int grid = 0;        // blocks: one per SM
+    int slots = 0;       // shared-memory ring slots per block
+    int slot_bytes = 0;  // bytes per slot (>= the longest weight row)
+    int in_flight = 0;   // slots being copied at once, at most (SEAOPT_PERSISTENT_INFLIGHT; default 2)
+    int splits = 0;      // key ranges per head in the attention phase
+    int parts_bytes = 0;    // shared memory for the row parts of one matrix
+    int tags_per_step = 0;  // handover tags a step uses
+    size_t shared_bytes = 0;
+};
+PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, int device);
+
+// Device scratch the step needs, zeroed once at allocation and kept between steps: per-head merge
+// counters, attention partials, and the flagged handover buffers of x, q/k/v, attention and ff.
+uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape);
+
+struct PersistentDecodeArgs {
+    const PersistentLayer *layers = nullptr;  // device array [n_layer]
+    const half_t *tok_embd = nullptr, *pos_embd = nullptr, *out_norm_w = nullptr, *out_norm_b = nullptr;
+    const half_t *lm_head = nullptr;
+    float *logits = nullptr;   // [V]
+    void *scratch = nullptr;   // persistent_decode_scratch_bytes, zeroed at allocation
+    long long *profile = nullptr;  // [grid][5] clock sums (SEAOPT_PERSISTENT_PROFILE), or null
+    int token = 0, pos = 0, seq = 0;
+};
+
+// Enqueues one step (token at position pos of sequence seq: K and V go to the cache, the logits to
+// args.logits). *tag_base is the first handover tag of the step (start at 1 with a zeroed scratch);
+// it advances by plan.tags_per_step once the launch is accepted. Throws seaopt::Error on a launch
+// failure.
+void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,
+                       const PersistentDecodeArgs &args, uint32_t *tag_base, cudaStream_t stream);
+
+}  // namespace seaopt::cuda

@@ -62,14 +62,14 @@ constexpr int kMaxSlots = 16;
 constexpr int kMinSlots = 4;
 constexpr int kMinSlotBytes = 16 << 10;
 constexpr int kHeadDim = 64;
-constexpr int kMaxVec4 = 8;  // float4s of the residual per compute thread: C <= 8192
+constexpr int kMaxVec4 = 4;  // float4s of the residual per compute thread: C <= 4096
 constexpr int kLanesPerKey = kHeadDim / 8;                    // 8
 constexpr int kAttnGroups = kComputeThreads / kLanesPerKey;  // 32 key groups
 constexpr int kAttnUnroll = 4;                                // keys per group per step
 constexpr int kAttnKeysPerStep = kAttnGroups * kAttnUnroll;  // 128
 constexpr int kPartialFloats = kHeadDim + 2;                  // acc[64], m, l
 constexpr int kPhasesPerLayer = 5;
-constexpr int kXRegs = 4;               // uint4s of x a lane keeps in registers during a GEMV
+constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
 constexpr int kMaxPairsPerThread = 2;   // rows of one matrix per block <= 2 x 2 x 256
 constexpr int kAttnKeysPerSplit = 256;  // keys per attention range at least (below: fewer ranges)
 constexpr int kMaxOwnRows = 256;        // residual rows a block keeps
@@ -275,6 +275,49 @@ struct Handoff {
     __device__ uint32_t tag(int layer, int phase) const { return tag_base + (uint32_t)(kPhasesPerLayer * layer + phase); }
 };
 
+// d += A·B, m16n8k16, fp16 inputs, fp32 accumulator (row-major A, column-major B).
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                             uint32_t b0, uint32_t b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#endif
+}
+
+// Σ w[i]·x[i] over one warp's span of a weight row (steps x 512 halves in shared memory) on the
+// tensor cores, fp32 accumulation; the warp's sum (every lane gets it). Each 512-half step is seen
+// as 16 segments of 32 halves: A = the 16 w segments (rows) x 32 k, B1 / B2 = x segments 0-7 /
+// 8-15 as the 8 columns; D1[s][s] and D2[s + 8][s] are the segments' dot products, the rest is
+// never used. Lane (g, t) loads the 16 bytes at half 8t of segments g and g + 8 (8 lanes read
+// 128 contiguous bytes: no bank conflict) and feeds them as two k16 mmas, the permuted k order of
+// gemm.cu's gemv_mma_kernel, the same for A and B. The diagonal entry of segment s sits in lane
+// (s, s / 2): d1[s % 2] and d2[2 + s % 2].
+__device__ __forceinline__ float mma_span_dot(const uint4 *w, const uint4 (&xb)[kMmaMaxSteps][2], int steps, int g,
+                                              int t) {
+    float d1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    uint4 lo[kMmaMaxSteps], hi[kMmaMaxSteps];
+#pragma unroll
+    for (int j = 0; j < kMmaMaxSteps; ++j) {
+        if (j < steps) {
+            lo[j] = w[j * 64 + g * 4 + t];
+            hi[j] = w[j * 64 + 32 + g * 4 + t];
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < kMmaMaxSteps; ++j) {
+        if (j < steps) {
+            mma_m16n8k16(d1, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][0].x, xb[j][0].y);
+            mma_m16n8k16(d1, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][0].z, xb[j][0].w);
+            mma_m16n8k16(d2, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][1].x, xb[j][1].y);
+            mma_m16n8k16(d2, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][1].z, xb[j][1].w);
+        }
+    }
+    const float mine = t == g / 2 ? ((g & 1) ? d1[1] + d2[3] : d1[0] + d2[2]) : 0.0f;
+    return mine;
+}
+
 // The compute warps' share of one matrix: y[o] = W[o, :]·xin for the block's rows, then the
 // epilogue on pairs of rows (o, o+1), o even: epi.store(o, y0, y1, pre0, pre1, has_second) with
 // pre = epi.load(row) fetched before the stream (its latency overlaps it). A warp's part of a row
@@ -298,14 +341,16 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const int row = warp / parts, part = warp % parts;
     const int n8 = n_in / 8, seg = n8 / parts;  // uint4s per row, per warp
     const uint4 *xs = reinterpret_cast<const uint4 *>(xin) + part * seg;
-    // Every chunk of the phase multiplies the same columns of x in a given lane: where they fit
-    // (seg <= 4 x 32 uint4s, all of OPT-1.3B's matrices), they are converted once, into registers.
-    const bool x_in_registers = seg <= kXRegs * kWarpSize;
-    float xr[kXRegs][8];
+    // Tensor cores where a warp's span of a row is 512·m halves (m <= 2; all of OPT-1.3B's matrices):
+    // see mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
+    const int g = lane / 4, t = lane % 4, steps = seg / 64;
+    const bool use_mma = seg % 64 == 0 && steps <= kMmaMaxSteps;
+    uint4 xb[kMmaMaxSteps][2];
 #pragma unroll
-    for (int j = 0; j < kXRegs; ++j) {
-        const int i = lane + j * kWarpSize;
-        unpack8(xr[j], x_in_registers && i < seg ? xs[i] : make_uint4(0u, 0u, 0u, 0u));
+    for (int j = 0; j < kMmaMaxSteps; ++j) {
+        const bool in = use_mma && j < steps;
+        xb[j][0] = in ? xs[j * 64 + g * 4 + t] : make_uint4(0u, 0u, 0u, 0u);
+        xb[j][1] = in ? xs[j * 64 + 32 + g * 4 + t] : make_uint4(0u, 0u, 0u, 0u);
     }
     for (int r = 0; r < n_rows; r += R, ++c) {
         const int rows = min(R, n_rows - r);
@@ -317,23 +362,8 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
         if (row < rows) {
             const uint4 *ws =
                 reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot * ring.slot_bytes) + row * n8 + part * seg;
-            if (x_in_registers) {  // all loads first, then four independent sums
-                uint4 wv[kXRegs];
-#pragma unroll
-                for (int j = 0; j < kXRegs; ++j) {
-                    const int i = lane + j * kWarpSize;
-                    wv[j] = i < seg ? ws[i] : make_uint4(0u, 0u, 0u, 0u);
-                }
-                float accs[kXRegs];
-#pragma unroll
-                for (int j = 0; j < kXRegs; ++j) {
-                    float wf[8];
-                    unpack8(wf, wv[j]);
-                    accs[j] = 0.0f;
-#pragma unroll
-                    for (int e = 0; e < 8; ++e) accs[j] = fmaf(wf[e], xr[j][e], accs[j]);
-                }
-                acc0 = (accs[0] + accs[1]) + (accs[2] + accs[3]);
+            if (use_mma) {
+                acc0 = mma_span_dot(ws, xb, steps, g, t);
             } else {
                 int i = lane;
                 for (; i + kWarpSize < seg; i += 2 * kWarpSize) {
@@ -772,7 +802,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     if (s.head_dim != kHeadDim) return refuse("head_dim is not 64");
     if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
     if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");
-    if (s.C > 4 * kMaxVec4 * kComputeThreads) return refuse("hidden size above 8192");
+    if (s.C > 4 * kMaxVec4 * kComputeThreads) return refuse("hidden size above 4096");
     int major = 0, sms = 0, coop = 0, max_optin = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||

@@ -322,8 +322,8 @@ uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n
 namespace {
 
 // Whether batch-1 decode runs as the persistent kernel: asked for with SEAOPT_PERSISTENT_DECODE=1
-// (experimental: on H100 it measured 658-738 t/s against the captured per-op step's 665-694, so it
-// is not the default; docs/development.md), a pre-LN model without project_in/out, dense attention
+// (experimental: on H100, tg128 722-727 t/s against the captured per-op step's 686-689, but slower at
+// depth 1,920, so it is not the default; docs/development.md), a pre-LN model without project_in/out, dense attention
 // on every layer, a device and build with sm_90 (persistent_decode_plan). Sets s.persistent, its
 // shape and the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {

@@ -26,7 +26,8 @@
 //   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
 // Then LN_final(x) and logits = W_head·LN_final(x) (plain stores: the host reads them after the
 // kernel). A chunk of R rows is computed by 8/R warps per row, each a contiguous part of the row
-// (16-byte lanes, fp32 FMAs of exactly converted fp16); the parts of a row are added in warp order
+// (on the tensor cores where the part is 512 or 1,024 halves: mma_span_dot; else fp32 FMAs of
+// exactly converted fp16); the warp sums of a row are added in warp order
 // after the block's last chunk, and the epilogue follows. Each block keeps the residual rows it
 // owns (the same rows in phases 3 and 5) in shared memory and is the only one to update them.
 //

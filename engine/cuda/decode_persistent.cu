@@ -276,17 +276,6 @@ struct Handoff {
     __device__ uint32_t tag(int layer, int phase) const { return tag_base + (uint32_t)(kPhasesPerLayer * layer + phase); }
 };
 
-// d += A·B, m16n8k16, fp16 inputs, fp32 accumulator (row-major A, column-major B).
-__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                             uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#endif
-}
-
 // Σ w[i]·x[i] over one warp's span of a weight row (steps x 512 halves in shared memory) on the
 // tensor cores, fp32 accumulation; the warp's sum (every lane gets it). Each 512-half step is seen
 // as 16 segments of 32 halves: A = the 16 w segments (rows) x 32 k, B1 / B2 = x segments 0-7 /
@@ -309,10 +298,10 @@ __device__ __forceinline__ float mma_span_dot(const uint4 *w, const uint4 (&xb)[
 #pragma unroll
     for (int j = 0; j < kMmaMaxSteps; ++j) {
         if (j < steps) {
-            mma_m16n8k16(d1, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][0].x, xb[j][0].y);
-            mma_m16n8k16(d1, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][0].z, xb[j][0].w);
-            mma_m16n8k16(d2, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][1].x, xb[j][1].y);
-            mma_m16n8k16(d2, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][1].z, xb[j][1].w);
+            mma_m16n8k16_f32(d1, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][0].x, xb[j][0].y);
+            mma_m16n8k16_f32(d1, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][0].z, xb[j][0].w);
+            mma_m16n8k16_f32(d2, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][1].x, xb[j][1].y);
+            mma_m16n8k16_f32(d2, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][1].z, xb[j][1].w);
         }
     }
     const float mine = t == g / 2 ? ((g & 1) ? d1[1] + d2[3] : d1[0] + d2[2]) : 0.0f;
@@ -517,8 +506,6 @@ __device__ void vector_to_smem(__half *xin, const uint64_t *src, int n, uint32_t
     compute_sync();
 }
 
-
-__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 struct AttnShared {
     float *m, *l, *acc;

@@ -352,19 +352,6 @@ __device__ __forceinline__ uint4 gemv_load_weights(const uint4 *p) {
     return v;
 }
 
-// d += A·B, m16n8k16, fp16 inputs, fp32 accumulator (row-major A, column-major B).
-__device__ __forceinline__ void mma_m16n8k16_f32(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                 uint32_t b0, uint32_t b1) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-#else
-    __trap();  // never launched: gemm_create enables the mma kernel only for PTX >= sm_80 (see there)
-#endif
-}
-
 // Where the main loop reads its B fragments: this lane's x row (at its t offset) in global memory
 // (gemv_mma_kernel; x is an activation, read through the read-only path after the PDL wait), or
 // the normalised fp16 copy in shared memory (gemv_ln_mma_kernel).
@@ -421,8 +408,6 @@ __device__ __forceinline__ void gemv_mma_loop(float (&acc)[4], const uint4 *w_lo
         mma_m16n8k16_f32(acc, a_lo.z, a_hi.z, a_lo.w, a_hi.w, b.z, b.w);
     }
 }
-
-__device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 
 // Before the PDL wait only w (immutable) is touched: this warp's 16 rows over its first chunks,
 // one 128-byte line per prefetch (and the range's last uint4, for a range not line-aligned).

@@ -1,11 +1,13 @@
 // Internal to attention/: what the dense attention kernels share (constants, fp16 helpers, the
-// tile check) and the launchers that attention_forward (dense_cuda.cu) dispatches to. Included by
-// .cu files only.
+// tile check, the decode's online-softmax step, which the persistent decode of
+// engine/cuda/decode_persistent.cu uses too) and the launchers that attention_forward
+// (dense_cuda.cu) dispatches to. Included by .cu files only.
 #pragma once
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "engine/cuda/ops.h"
@@ -45,6 +47,44 @@ __device__ __forceinline__ void load_half8(float *dst, const __half *src) {
 __device__ __forceinline__ bool tile_ok(const AttentionTile &t, int n_ctx) {
     return t.n_rows >= 1 && t.n_rows <= kAttentionTileRows && t.pos0 >= 0 && t.row0 >= 0 && t.seq >= 0 &&
            (long long)t.pos0 + t.n_rows <= (long long)n_ctx;
+}
+
+// One step of a decode key group's online softmax (log2 domain; groups of 8 aligned lanes, 8 dims
+// a lane): s[u] holds this lane's part of the score of key j0 + u·n_groups + group (summed here
+// over the group's lanes; keys at or past j_end are masked out), v[u] the lane's 8 halves of that
+// key's V row (zeros past j_end). Folds them into the group's running max m, sum l and unnormalised
+// output acc. Every lane of the warp must call it (shuffles); a group with no key yet stays at 0.
+template <int kUnroll>
+__device__ __forceinline__ void decode_online_softmax_step(float (&s)[kUnroll], const uint4 (&v)[kUnroll], int j0,
+                                                           int group, int n_groups, int j_end, float &m, float &l,
+                                                           float (&acc)[8]) {
+    float step_max = -INFINITY;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+        s[u] += __shfl_xor_sync(0xffffffffu, s[u], 4);
+        s[u] += __shfl_xor_sync(0xffffffffu, s[u], 2);
+        s[u] += __shfl_xor_sync(0xffffffffu, s[u], 1);
+        if (j0 + u * n_groups + group >= j_end) s[u] = -INFINITY;
+        step_max = fmaxf(step_max, s[u]);
+    }
+    const float m_new = fmaxf(m, step_max);
+    const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+    const float alpha = exp2f(m - m_use);
+    m = m_new;
+    l *= alpha;
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[e] *= alpha;
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+        const float p = exp2f(s[u] - m_use);  // 0 for keys past j_end
+        l += p;
+        const unsigned int vw[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            acc[2 * e] += p * lo_half(vw[e]);
+            acc[2 * e + 1] += p * hi_half(vw[e]);
+        }
+    }
 }
 
 // The launchers (arguments already checked by attention_forward; q_scale = head_dim^-0.5 * log2 e).

@@ -125,33 +125,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocksPerSm)
             }
             s[u] = dot;
         }
-        float step_max = -INFINITY;
-#pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 4);
-            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 2);
-            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 1);
-            if (j0 + u * kDecodeGroups + g >= j_end) s[u] = -INFINITY;
-            step_max = fmaxf(step_max, s[u]);
-        }
-        const float m_new = fmaxf(m, step_max);
-        const float m_use = m_new == -INFINITY ? 0.0f : m_new;  // a group with no key yet stays at 0
-        const float alpha = exp2f(m - m_use);
-        m = m_new;
-        l *= alpha;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] *= alpha;
-#pragma unroll
-        for (int u = 0; u < kDecodeUnroll; ++u) {
-            const float p = exp2f(s[u] - m_use);  // 0 for keys past the split's end
-            l += p;
-            const unsigned int vw[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                acc[2 * e] += p * lo_half(vw[e]);
-                acc[2 * e + 1] += p * hi_half(vw[e]);
-            }
-        }
+        decode_online_softmax_step(s, v, j0, g, kDecodeGroups, j_end, m, l, acc);
     }
 
     // Merge the groups' states: M = max_g m_g, L = sum_g 2^(m_g - M) l_g, o = sum_g 2^(m_g - M) acc_g.

@@ -50,6 +50,7 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "attention/dense_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/layernorm_math.cuh"
 
@@ -578,31 +579,7 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             }
             s[u] = dot;
         }
-        float step_max = -INFINITY;
-#pragma unroll
-        for (int u = 0; u < kAttnUnroll; ++u) {
-            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 4);
-            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 2);
-            s[u] += __shfl_xor_sync(0xffffffffu, s[u], 1);
-            if (j0 + u * kAttnGroups + g >= j_end) s[u] = -INFINITY;
-            step_max = fmaxf(step_max, s[u]);
-        }
-        const float m_new = fmaxf(m, step_max);
-        const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-        const float alpha = exp2f(m - m_use);
-        m = m_new;
-        l *= alpha;
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[e] *= alpha;
-#pragma unroll
-        for (int u = 0; u < kAttnUnroll; ++u) {
-            const float p = exp2f(s[u] - m_use);
-            l += p;
-            float vf[8];
-            unpack8(vf, v[u]);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[e] += p * vf[e];
-        }
+        dense::decode_online_softmax_step(s, v, j0, g, kAttnGroups, j_end, m, l, acc);
     }
 
     // The block's 32 group states -> one (m, l, acc) per dim; thread t < 32 takes dims 2t, 2t + 1.

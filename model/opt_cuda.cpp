@@ -321,6 +321,11 @@ uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n
 
 namespace {
 
+// The persistent kernel's layer table in the KV cache's allocation (256-byte aligned; its scratch follows).
+uint64_t persistent_table_bytes(const OptHparams &hp) {
+    return (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
+}
+
 // Whether batch-1 decode runs as the persistent kernel: asked for with SEAOPT_PERSISTENT_DECODE=1
 // (experimental: on H100, tg128 722-727 t/s against the captured per-op step's 686-689, but slower at
 // depth 1,920, so it is not the default; docs/development.md), a pre-LN model without project_in/out, dense attention
@@ -350,12 +355,10 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         why = s.persistent.why;
     }
     if (!s.persistent.ok) {
-        s.persistent.ok = false;
         SEAOPT_LOG_INFO_("decode: one kernel per op, in a CUDA graph (persistent kernel off: %s)\n", why.c_str());
         return;
     }
-    const uint64_t table = (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
-    s.persistent_bytes = table + (cuda::persistent_decode_scratch_bytes(s.persistent, s.persistent_shape) + 255) /
+    s.persistent_bytes = persistent_table_bytes(hp) + (cuda::persistent_decode_scratch_bytes(s.persistent, s.persistent_shape) + 255) /
                                      256 * 256;
     SEAOPT_LOG_INFO_("decode: one persistent kernel (%d blocks, %d x %d KiB weight ring per block)\n",
                      s.persistent.grid, s.persistent.slots, s.persistent.slot_bytes >> 10);
@@ -373,7 +376,7 @@ void upload_persistent_layers(const OptHparams &hp, const OptCudaWeights &w, Opt
     check(cudaMemcpy(at, table.data(), table.size() * sizeof(table[0]), cudaMemcpyHostToDevice),
           "uploading the decode layer table");
     s.persistent_layers = reinterpret_cast<cuda::PersistentLayer *>(at);
-    s.persistent_scratch = at + (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
+    s.persistent_scratch = at + persistent_table_bytes(hp);
 }
 
 }  // namespace

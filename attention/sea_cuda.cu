@@ -127,11 +127,6 @@ void check_shared_memory(const std::string &who, size_t need) {
 
 }  // namespace
 
-bool sea_decode_fused_available(const cpu::SeaConfig &cfg, std::string *why) {
-    cpu::sea_validate_config(cfg);
-    return sea::decode_fused_supported(sea::make_dims(cfg, 1), why);
-}
-
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg) { return sea_decode_state_layout(cfg).total; }
 
 size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R) {
@@ -267,11 +262,6 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     float *conv2 = reinterpret_cast<float *>(base + L.conv2);
     float *probs = reinterpret_cast<float *>(base + L.probs);
     uint32_t *cell_mask = reinterpret_cast<uint32_t *>(base + L.cell_mask);
-    if (sea::decode_fused_supported(d, nullptr)) {  // one kernel (sm_90 clusters, K = 64, H <= 32)
-        sea::launch_decode_fused(reinterpret_cast<__half *>(out), out_row_stride, gates, probs, cell_mask, x, v, p, d,
-                                 stream);
-        return;
-    }
     sea::launch_decode_estimator(gates, x, v, p, d, stream);
     sea::launch_decode_conv(v, S.image_ring, S.conv1_ring, nullptr, p.conv1_w, p.conv1_mask, p.conv1_b, d, stream);
     sea::launch_decode_conv(v, S.conv1_ring, SIZE_MAX, conv2, p.conv2_w, p.conv2_mask, p.conv2_b, d, stream);

@@ -33,7 +33,6 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <string>
 
 #include "attention/sea_cpu.h"
 #include "attention/sea_layout.h"
@@ -158,11 +157,6 @@ struct SeaKvCache {
     // kernel of the call writes them there (one launch fewer per layer and step in the engine's decode).
     bool append = false;
 };
-
-// Whether sea_attention_decode_cuda runs the call as one fused kernel on the current device (sm_90 thread-block
-// clusters; K = 64, H <= 32, m <= 48; not with SEAOPT_SEA_FUSED_DECODE=0), else the staged kernels above; *why (if
-// not null) gets the reason when not.
-bool sea_decode_fused_available(const cpu::SeaConfig &cfg, std::string *why = nullptr);
 
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg);
 size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R);

@@ -7,7 +7,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <string>
 
 #include "attention/sea_cuda.h"
 #include "engine/cuda/common.cuh"
@@ -206,16 +205,5 @@ void launch_decode_sparse_attention(__half *out, long long out_row_stride, const
 size_t decode_estimator_smem_bytes(const Dims &d);  // dynamic shared memory (the staged weights)
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
                              const Dims &d, cudaStream_t stream);
-// sea_decode_fused_cuda.cu: the whole decode call as one kernel (a cluster of 8 blocks per row), where supported
-// (false with the reason in *why otherwise: K != 64, H > 32, m > 48, no sm_90 cluster, SEAOPT_SEA_FUSED_DECODE=0).
-// It writes the staged path's scratch too (gates, Â, cell mask), but not conv2.
-size_t decode_fused_smem_bytes(const Dims &d);
-// Profiling hook (scripts and micro-benchmarks, not the engine): a device buffer of 16 int64 that every later fused
-// decode call of this process fills with block 0's clock64 at its stage boundaries; null (the default) turns it off.
-void set_decode_fused_stamps(long long *device_stamps);
-bool decode_fused_supported(const Dims &d, std::string *why);
-void launch_decode_fused(__half *out, long long out_row_stride, float *gates, float *probs, uint32_t *cell_mask,
-                         const QkvView &x, const DecodeView &v, const SeaDeviceParams &p, const Dims &d,
-                         cudaStream_t stream);
 
 }  // namespace seaopt::cuda::sea

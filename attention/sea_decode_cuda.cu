@@ -6,7 +6,8 @@
 //   3. Z = GELU(LN_128([C_perf ; v_t] W_encᵀ + b)), the gates Z W_sᵀ + b_s, the row decoder Z W_rowᵀ + b_row split
 //      into channels 2h, 2h+1 and LayerNormed over K/4 -> the image row, into the state's image ring (slot t % 8).
 // At t = 0 the state's old contents are not read (zero sums): a cleared sequence needs no reset. The weights (123 KB
-// at K = 64) are staged in shared memory before the PDL wait, overlapping the kernel before.
+// at K = 64) are staged in shared memory before the PDL wait, overlapping the kernel before (W_enc and W_row by
+// cp.async.bulk on sm_90).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -14,6 +15,7 @@
 #include <cstdint>
 
 #include "attention/sea_cuda_kernels.cuh"
+#include "engine/cuda/bulk_copy.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
 
@@ -67,16 +69,31 @@ __global__ void __launch_bounds__(kThreads)
     float *w_perf = w_row + d.KH * kEncHidden;
     const int r = blockIdx.x, h = blockIdx.y, tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
     const int m = d.m;
-    // Weights do not depend on earlier kernels: staged while the kernel before this one finishes (PDL).
-    {
+    // Weights do not depend on earlier kernels: staged while the kernel before this one finishes (PDL). On sm_90
+    // W_enc and W_row (114 KB at K = 64) go on the copy engine (cp.async.bulk, completing on wbar, waited for
+    // before the encoder) instead of 30 iterations of load and store per thread.
+    bool bulk = false;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    __shared__ alignas(8) uint64_t wbar;
+    bulk = ((reinterpret_cast<uintptr_t>(p.enc_w) | reinterpret_cast<uintptr_t>(p.dec_row_w)) & 15u) == 0;
+    if (bulk && tid == 0) {
+        const uint32_t enc_bytes = kEncHidden * kEncIn * 4, row_bytes = (uint32_t)d.KH * kEncHidden * 4;
+        mbar_init(&wbar, 1);
+        mbar_init_fence();
+        mbar_arrive_expect_tx(&wbar, enc_bytes + row_bytes);
+        bulk_load(w_enc, p.enc_w, enc_bytes, &wbar);
+        bulk_load(w_row, p.dec_row_w, row_bytes, &wbar);
+    }
+#endif
+    if (!bulk) {
         const float4 *src = reinterpret_cast<const float4 *>(p.enc_w);
         for (int i = tid; i < kEncHidden * kEncIn / 4; i += kThreads) wsm4[i] = src[i];
         const float4 *srow = reinterpret_cast<const float4 *>(p.dec_row_w);
         float4 *drow = reinterpret_cast<float4 *>(w_row);
         for (int i = tid; i < d.KH * kEncHidden / 4; i += kThreads) drow[i] = srow[i];
-        for (int i = tid; i < m * kHeadDim; i += kThreads) {
-            w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
-        }
+    }
+    for (int i = tid; i < m * kHeadDim; i += kThreads) {
+        w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
     }
     pdl_wait();  // q, k, v and the rows come from earlier kernels (engine/cuda/pdl.cuh)
     pdl_launch_dependents();
@@ -143,6 +160,9 @@ __global__ void __launch_bounds__(kThreads)
     if (tid < kVcat) X[tid] *= 1.0f / s_den;
     __syncthreads();
     // Encoder (sea.md §2.4).
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (bulk) mbar_wait(&wbar, 0);  // W_enc and W_row have landed (thread 0's mbarrier init is behind barriers)
+#endif
     warp_gemv<kEncIn>(z, X, w_enc, p.enc_b, kEncHidden);
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9).

@@ -39,9 +39,9 @@ struct TopkShared {
 // Sets in mw (n_words = H·KW words, zeroed by the caller) the bits of the `budget` largest of the n keys (ties at
 // the threshold: the smallest flat indices). Every thread of the block (kThreads, a multiple of 32, >= kTopkBins)
 // calls it after the keys and mw are written and a __syncthreads; it ends with a __syncthreads.
-template <int kThreads, bool kWarpHist = false>
+template <int kThreads>
 __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budget, int K, int KW,
-                            TopkShared<kThreads> &sh, uint32_t *warp_hist = nullptr) {
+                            TopkShared<kThreads> &sh) {
     static_assert(kThreads % kWarpSize == 0 && kThreads >= kTopkBins, "a histogram bin per thread at least");
     constexpr int kWarps = kThreads / kWarpSize;
     constexpr unsigned kFull = 0xffffffffu;
@@ -53,35 +53,17 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
     }
     uint32_t prefix = 0u, pmask = 0u, rem = (uint32_t)budget, n_eq = 0u;
     for (int shift = 24; shift >= 0; shift -= 8) {
-        if constexpr (kWarpHist) {
-            // A histogram per warp (warp_hist [warps][256]): same-address atomics only within a warp, then the
-            // warps' bins are added.
-            uint32_t *wh = warp_hist + warp * kTopkBins;
-            for (int b = lane; b < kTopkBins; b += kWarpSize) wh[b] = 0u;
-            __syncwarp();
-            for (int i = tid; i < n; i += kThreads) {
-                const uint32_t k = keys[i];
-                if ((k & pmask) == prefix) atomicAdd(&wh[(k >> shift) & 0xFFu], 1u);
-            }
-            __syncthreads();
-            if (tid < kTopkBins) {
-                uint32_t sum = 0u;
-                for (int w = 0; w < kWarps; ++w) sum += warp_hist[w * kTopkBins + tid];
-                sh.hist[tid] = sum;
-            }
-        } else {
-            if (tid < kTopkBins) sh.hist[tid] = 0u;
-            __syncthreads();
-            // Lanes of a warp with the same digit add once (__match_any_sync): the digits of Â's keys crowd
-            // into a few bins, and same-address shared atomics serialise.
-            for (int i0 = 0; i0 < n; i0 += kThreads) {
-                const int i = i0 + tid;
-                const uint32_t k = i < n ? keys[i] : 0u;
-                const bool counted = i < n && (k & pmask) == prefix;
-                const uint32_t bin = (k >> shift) & 0xFFu;
-                const unsigned peers = __match_any_sync(kFull, counted ? bin : 0x100u);
-                if (counted && lane == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], (uint32_t)__popc(peers));
-            }
+        if (tid < kTopkBins) sh.hist[tid] = 0u;
+        __syncthreads();
+        // Lanes of a warp with the same digit add once (__match_any_sync): the digits of Â's keys crowd
+        // into a few bins, and same-address shared atomics serialise.
+        for (int i0 = 0; i0 < n; i0 += kThreads) {
+            const int i = i0 + tid;
+            const uint32_t k = i < n ? keys[i] : 0u;
+            const bool counted = i < n && (k & pmask) == prefix;
+            const uint32_t bin = (k >> shift) & 0xFFu;
+            const unsigned peers = __match_any_sync(kFull, counted ? bin : 0x100u);
+            if (counted && lane == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], (uint32_t)__popc(peers));
         }
         __syncthreads();
         if (warp == 0) {

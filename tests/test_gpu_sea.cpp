@@ -35,7 +35,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstdio>
 #include <functional>
 #include <memory>
@@ -844,37 +843,10 @@ TEST(GpuSea, StridedInputsGiveTheSameBits) {
 // 4.9e-4 relative; other summation orders add ~1e-6). A row beyond that whose CPU top-k margin (SeaDebug::gap) is
 // below 1e-5 counts as a boundary tie, where the other cell may be chosen (at most 2 per sequence); any other is a
 // failure.
-void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed, bool append, bool fused) {
+void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed, bool append = false) {
+    SCOPED_TRACE(std::string(append ? "(kernel appends K/V) " : "") + "decode H=" + std::to_string(H) +
+                 " K=" + std::to_string(K) + " k=" + std::to_string(k));
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
-    // The path: the fused kernel (sea_decode_fused_cuda.cu) or, with SEAOPT_SEA_FUSED_DECODE=0, the staged kernels.
-    if (fused) {
-        unsetenv("SEAOPT_SEA_FUSED_DECODE");
-    } else {
-        setenv("SEAOPT_SEA_FUSED_DECODE", "0", 1);
-    }
-    struct RestoreEnv {
-        ~RestoreEnv() { unsetenv("SEAOPT_SEA_FUSED_DECODE"); }
-    } restore;
-    std::string why;
-    const bool fused_runs = seaopt::cuda::sea_decode_fused_available(cfg, &why);
-    if (fused) {
-        int device = 0, major = 0;
-        cuda_ok(cudaGetDevice(&device), "cudaGetDevice");
-        cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), "compute capability");
-        // Where the fused kernel applies it must run: a silent fallback would leave it untested.
-        if (major >= 9 && K == 64 && H <= 32) {
-            EXPECT_TRUE(fused_runs) << why;
-        }
-        if (!fused_runs) {
-            std::printf("  decode H=%zu K=%zu k=%zu: no fused kernel here (%s); the staged run covers it\n", H, K, k,
-                        why.c_str());
-            return;
-        }
-    } else {
-        EXPECT_FALSE(fused_runs);
-    }
-    SCOPED_TRACE(std::string(fused ? "[fused] " : "[staged] ") + (append ? "(kernel appends K/V) " : "") +
-                 "decode H=" + std::to_string(H) + " K=" + std::to_string(K) + " k=" + std::to_string(k));
     const SeaParams p = seaopt_test::sea_random_params(cfg, seed);
     const DeviceParams dp = upload_params(p);
     const size_t C = H * kD, n_ctx = T0 + steps;
@@ -964,38 +936,32 @@ void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_
                                << " (CPU top-k margin " << dbg.gap[0] << ")";
         }
     }
-    std::printf("  decode H=%zu K=%zu k=%zu [%s]: A from a %zu-token prefill + %zu steps, B %zu steps from 0 (R = 2): "
+    std::printf("  decode H=%zu K=%zu k=%zu: A from a %zu-token prefill + %zu steps, B %zu steps from 0 (R = 2): "
                 "max |gpu - cpu| %.2e over %zu rows; boundary-tie rows that differ: A %zu, B %zu\n",
-                H, K, k, fused ? "fused" : "staged", T0, steps, steps, max_err, rows_checked, ties[0], ties[1]);
+                H, K, k, T0, steps, steps, max_err, rows_checked, ties[0], ties[1]);
     EXPECT_LE(ties[0], 2u);
     EXPECT_LE(ties[1], 2u);
 }
 
-// Both decode paths: the fused kernel (where the device has it; K = 64 only) and the staged kernels.
-void check_decode_paths(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed, bool append = false) {
-    check_decode(H, K, k, T0, steps, seed, append, true);
-    check_decode(H, K, k, T0, steps, seed, append, false);
-}
+TEST(GpuSea, DecodeSmall) { check_decode(4, 64, 8, 37, 90, 301); }
 
-TEST(GpuSea, DecodeSmall) { check_decode_paths(4, 64, 8, 37, 90, 301); }
+TEST(GpuSea, DecodeCapAndK16) { check_decode(2, 16, 2, 70, 60, 311); }
 
-TEST(GpuSea, DecodeCapAndK16) { check_decode_paths(2, 16, 2, 70, 60, 311); }
+TEST(GpuSea, DecodeOpt13bShape) { check_decode(32, 64, 64, 200, 40, 321); }
 
-TEST(GpuSea, DecodeOpt13bShape) { check_decode_paths(32, 64, 64, 200, 40, 321); }
-
-// OPT-125m's 12 heads: the fused kernel's blocks then own 2 heads each and blocks 6 and 7 none.
-TEST(GpuSea, DecodeOpt125mShape) { check_decode_paths(12, 64, 64, 150, 30, 341); }
+// OPT-125m's 12 heads.
+TEST(GpuSea, DecodeOpt125mShape) { check_decode(12, 64, 64, 150, 30, 341); }
 
 // Hundreds of selected keys per head (k = 512 caps nothing; ~500 keys per head at t ≈ 600): the decode kernel's
 // warps then take more than one step of 32 keys each, and their partial softmaxes are merged.
 TEST(GpuSea, DecodeManyKeysPerHead) {
-    check_decode_paths(2, 16, 512, 600, 20, 331);
-    check_decode_paths(2, 64, 512, 600, 20, 332);  // K = 64: the fused kernel's warps per head take several steps
+    check_decode(2, 16, 512, 600, 20, 331);
+    check_decode(2, 64, 512, 600, 20, 332);  // K = 64, the models' width
 }
 
 // The same with the call appending each row's own key and value (the engine's decode): the cache holds NaN there
 // until the call, so a kernel reading it before the append shows.
-TEST(GpuSea, DecodeAppendsKeysAndValues) { check_decode_paths(4, 64, 8, 37, 90, 301, true); }
+TEST(GpuSea, DecodeAppendsKeysAndValues) { check_decode(4, 64, 8, 37, 90, 301, true); }
 
 TEST(GpuSea, LauncherRejectsBadArguments) {
     const SeaConfig cfg = seaopt_test::sea_make_config(4, 64, 8, 256);

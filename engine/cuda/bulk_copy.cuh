@@ -1,6 +1,6 @@
 // Asynchronous global -> shared copies on the Hopper copy engine (cp.async.bulk, sm_90) and the mbarriers
 // they complete on, for the kernels that stage data in shared memory (engine/cuda/decode_persistent.cu,
-// attention/sea_decode_fused_cuda.cu). Included by .cu files only; call these only from code compiled for
+// attention/sea_decode_cuda.cu). Included by .cu files only; call these only from code compiled for
 // sm_90 and up.
 #pragma once
 

@@ -72,30 +72,6 @@ __device__ __forceinline__ float warp_reduce_max(float v) {
     return v;
 }
 
-// Reduce-scatter of N (2..32, a power of two) per-lane values over the warp: returns Σ_lanes v[i] with
-// i = lane >> (5 - log2 N) (lanes that share i get the same sum). 31 shuffles for N = 32, instead of N reductions.
-template <int N, int kOff = kWarpSize / 2>
-__device__ __forceinline__ float warp_reduce_scatter(float (&v)[N]) {
-    static_assert(N >= 1 && (N & (N - 1)) == 0 && N <= kWarpSize, "a power of two up to 32 values");
-    if constexpr (kOff == 0) {
-        return v[0];
-    } else if constexpr (N == 1) {
-        v[0] += __shfl_xor_sync(0xffffffffu, v[0], kOff);
-        return warp_reduce_scatter<1, kOff / 2>(v);
-    } else {
-        // Lanes with bit kOff set keep the upper half of the values and send the lower half, the others the reverse.
-        const bool upper = (threadIdx.x & kOff) != 0;
-        float half[N / 2];
-#pragma unroll
-        for (int i = 0; i < N / 2; ++i) {
-            const float send = upper ? v[i] : v[i + N / 2];
-            const float keep = upper ? v[i + N / 2] : v[i];
-            half[i] = keep + __shfl_xor_sync(0xffffffffu, send, kOff);
-        }
-        return warp_reduce_scatter<N / 2, kOff / 2>(half);
-    }
-}
-
 // ---- device: tensor cores, prefetch ---------------------------------------------------------------
 
 // d += A·B, m16n8k16, fp16 inputs, fp32 accumulator (row-major A, column-major B). Before sm_80 it

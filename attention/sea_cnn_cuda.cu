@@ -187,8 +187,6 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     __shared__ float s_narrow[kOutWarps][kMaxW4];
     __shared__ float s_logit[kOutWarps][kMaxK];
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    pdl_wait();  // a no-op unless launched with PDL
-    pdl_launch_dependents();
     const int t = blockIdx.x, h = blockIdx.y * kOutWarps + warp;
     const int n = d.C * d.W4;
     const float *yt = y + (size_t)t * n;
@@ -351,10 +349,9 @@ void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(cnn_output)", __FILE__, __LINE__);
     }
-    // PDL in the decode only (d.row_pos set): the prefill's kernels before it are plain launches.
-    launch_kernel("sea cnn_output_kernel", d.row_pos != nullptr && programmatic_launch_enabled(), cnn_output_kernel,
-                  dim3((unsigned)d.T, (unsigned)ceil_div(d.H, kOutWarps)), dim3(kOutWarps * kWarpSize), smem, stream,
-                  probs, conv2, p, d);
+    cnn_output_kernel<<<dim3((unsigned)d.T, (unsigned)ceil_div(d.H, kOutWarps)), kOutWarps * kWarpSize, smem, stream>>>(
+        probs, conv2, p, d);
+    check_launch("sea cnn_output_kernel");
 }
 
 }  // namespace seaopt::cuda::sea

@@ -19,7 +19,6 @@
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_topk_select.cuh"
 #include "engine/cuda/common.cuh"
-#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -31,8 +30,6 @@ __global__ void __launch_bounds__(kTopkThreads)
     extern __shared__ uint32_t sm[];  // keys [H·K], then the row's mask words [H·KW]
     __shared__ TopkShared<kTopkThreads> sh;
     const int t = blockIdx.x, tid = threadIdx.x;
-    pdl_wait();  // a no-op unless launched with PDL
-    pdl_launch_dependents();
     const int n = d.H * d.K, n_words = d.H * d.KW;
     uint32_t *keys = sm, *mw = sm + n;
     const float *row = probs + (size_t)t * n;
@@ -55,8 +52,8 @@ void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStr
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(topk)", __FILE__, __LINE__);
     }
-    launch_kernel("sea topk_kernel", d.row_pos != nullptr && programmatic_launch_enabled(), topk_kernel,
-                  dim3((unsigned)d.T), dim3(kTopkThreads), smem, stream, cell_mask, probs, d);
+    topk_kernel<<<(unsigned)d.T, kTopkThreads, smem, stream>>>(cell_mask, probs, d);
+    check_launch("sea topk_kernel");
 }
 
 }  // namespace seaopt::cuda::sea

@@ -68,15 +68,10 @@ constexpr int kHeadDim = 64;
 constexpr int kMaxVec4 = 4;  // float4s of the residual per compute thread: C <= 4096
 constexpr int kLanesPerKey = kHeadDim / 8;                    // 8
 constexpr int kAttnGroups = kComputeThreads / kLanesPerKey;  // 32 key groups
-constexpr int kAttnUnroll = 4;                                // keys per group per step
-constexpr int kAttnKeysPerStep = kAttnGroups * kAttnUnroll;  // 128
 constexpr int kPartialFloats = kHeadDim + 2;                  // acc[64], m, l
 constexpr int kPhasesPerLayer = 5;
-constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
 constexpr int kMaxPairsPerThread = 2;   // rows of one matrix per block <= 2 x 2 x 256
-constexpr int kAttnKeysPerSplit = 256;  // keys per attention range at least (below: fewer ranges)
 constexpr int kMaxOwnRows = 256;        // residual rows a block keeps
-constexpr float kLog2e = 1.4426950408889634f;
 
 // Shared memory: a fixed header, the GEMV input vector, the row parts of a GEMV (y_parts), the ring.
 constexpr int kOffFull = 0;                                      // uint64 mbarrier[kMaxSlots]
@@ -112,8 +107,6 @@ __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeSh
 
 // ---- device helpers ----------------------------------------------------------------------------
 
-// The compute warps' own block barrier (named barrier 1; the producer warp never arrives).
-__device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kComputeThreads) : "memory"); }
 
 __host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
     const int fit = slot_bytes / (n_in * 2);
@@ -121,6 +114,19 @@ __host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
     while (r * 2 <= fit && r * 2 <= kComputeWarps) r *= 2;
     return r;
 }
+
+// The kernel's device code exists for sm_90 only (its body is empty elsewhere): an sm_80 pass skips the helpers
+// below instead of warning that they are unused.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+
+constexpr int kAttnUnroll = 4;                                // keys per group per step
+constexpr int kAttnKeysPerStep = kAttnGroups * kAttnUnroll;  // 128
+constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
+constexpr int kAttnKeysPerSplit = 256;  // keys per attention range at least (below: fewer ranges)
+constexpr float kLog2e = 1.4426950408889634f;
+
+// The compute warps' own block barrier (named barrier 1; the producer warp never arrives).
+__device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kComputeThreads) : "memory"); }
 
 // The block's rows of a matrix of n_out rows: [r0, r1), r0 even (fp16 outputs go out in pairs).
 __device__ __forceinline__ void block_rows(int n_out, int &r0, int &r1) {
@@ -597,6 +603,8 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
         ll_store(out_word, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
     }
 }
+
+#endif  // !__CUDA_ARCH__ || __CUDA_ARCH__ >= 900
 
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,

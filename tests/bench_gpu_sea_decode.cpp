@@ -54,18 +54,9 @@ void bench_position(int P) {
                                                 0.125f, dr, cache, states.as<void>(), state_bytes, out.as<half_t>(),
                                                 (int64_t)kC, scratch.as<void>(), scratch.bytes(), stream);
     };
-    cudaEvent_t e0 = nullptr, e1 = nullptr;
-    cuda_ok(cudaEventCreate(&e0), "cudaEventCreate");
-    cuda_ok(cudaEventCreate(&e1), "cudaEventCreate");
-
     constexpr int kWarmup = 20, kPlain = 200, kPerGraph = 32, kGraphs = 10;
     for (int i = 0; i < kWarmup; ++i) call();
-    cuda_ok(cudaEventRecord(e0, stream), "record");
-    for (int i = 0; i < kPlain; ++i) call();
-    cuda_ok(cudaEventRecord(e1, stream), "record");
-    cuda_ok(cudaEventSynchronize(e1), "plain launches");
-    float plain_ms = 0.0f;
-    cuda_ok(cudaEventElapsedTime(&plain_ms, e0, e1), "elapsed");
+    const float plain_ms = seaopt_test::stream_elapsed_ms(stream, kPlain, call);
 
     cudaGraph_t graph = nullptr;
     cudaGraphExec_t exec = nullptr;
@@ -74,19 +65,13 @@ void bench_position(int P) {
     cuda_ok(cudaStreamEndCapture(stream, &graph), "end capture");
     cuda_ok(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     cuda_ok(cudaGraphLaunch(exec, stream), "graph warm-up");
-    cuda_ok(cudaEventRecord(e0, stream), "record");
-    for (int i = 0; i < kGraphs; ++i) cuda_ok(cudaGraphLaunch(exec, stream), "graph launch");
-    cuda_ok(cudaEventRecord(e1, stream), "record");
-    cuda_ok(cudaEventSynchronize(e1), "graphs");
-    float graph_ms = 0.0f;
-    cuda_ok(cudaEventElapsedTime(&graph_ms, e0, e1), "elapsed");
+    const float graph_ms =
+        seaopt_test::stream_elapsed_ms(stream, kGraphs, [&] { cuda_ok(cudaGraphLaunch(exec, stream), "graph launch"); });
     std::printf("SEA decode call, H %zu K %zu k %zu, position %d: %.2f us per call (plain launches), %.2f us (CUDA graph)\n",
                 kH, kK, kTopK, P, 1000.0f * plain_ms / kPlain, 1000.0f * graph_ms / (kPerGraph * kGraphs));
 
     cuda_ok(cudaGraphExecDestroy(exec), "cudaGraphExecDestroy");
     cuda_ok(cudaGraphDestroy(graph), "cudaGraphDestroy");
-    cuda_ok(cudaEventDestroy(e0), "cudaEventDestroy");
-    cuda_ok(cudaEventDestroy(e1), "cudaEventDestroy");
     cuda_ok(cudaStreamDestroy(stream), "cudaStreamDestroy");
 }
 

@@ -1,11 +1,12 @@
 // Device helpers shared by the CUDA SEA tests (tests/test_gpu_sea.cpp, tests/test_gpu_sea_fixtures.cpp): a device
-// buffer, host <-> device copies, the SEA parameters of one layer uploaded as SeaDeviceParams, and the selected cells
+// buffer, host <-> device copies, event timing, the SEA parameters of one layer uploaded as SeaDeviceParams, and the selected cells
 // of the kernels' bit masks.
 #pragma once
 
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -18,6 +19,22 @@ namespace seaopt_test {
 
 inline void cuda_ok(cudaError_t err, const char *what) {
     if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
+}
+
+// Milliseconds that n calls of fn take on stream, between two events recorded around them (warm up first).
+inline float stream_elapsed_ms(cudaStream_t stream, int n, const std::function<void()> &fn) {
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    cuda_ok(cudaEventCreate(&e0), "cudaEventCreate");
+    cuda_ok(cudaEventCreate(&e1), "cudaEventCreate");
+    cuda_ok(cudaEventRecord(e0, stream), "cudaEventRecord");
+    for (int i = 0; i < n; ++i) fn();
+    cuda_ok(cudaEventRecord(e1, stream), "cudaEventRecord");
+    cuda_ok(cudaEventSynchronize(e1), "cudaEventSynchronize");
+    float ms = 0.0f;
+    cuda_ok(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    return ms;
 }
 
 class DeviceBuffer {

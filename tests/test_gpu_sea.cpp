@@ -1025,19 +1025,10 @@ TEST(GpuSea, TimingOpt13bT2048) {
         seaopt::cuda::sea_attention_prefill_cuda(cfg, dp.view, x, 0.125f, (int)T, out.as<half_t>(), (int64_t)C,
                                                  scratch.as<void>(), scratch_bytes, stream, dbg);
     };
-    cudaEvent_t e0, e1;
-    cuda_ok(cudaEventCreate(&e0), "cudaEventCreate");
-    cuda_ok(cudaEventCreate(&e1), "cudaEventCreate");
     constexpr int kIters = 20;
     auto time_us = [&](const std::function<void()> &f) {
         for (int i = 0; i < 3; ++i) f();
-        cuda_ok(cudaEventRecord(e0, stream), "cudaEventRecord");
-        for (int i = 0; i < kIters; ++i) f();
-        cuda_ok(cudaEventRecord(e1, stream), "cudaEventRecord");
-        cuda_ok(cudaEventSynchronize(e1), "cudaEventSynchronize");
-        float ms = 0.0f;
-        cuda_ok(cudaEventElapsedTime(&ms, e0, e1), "cudaEventElapsedTime");
-        return 1000.0 * ms / kIters;
+        return 1000.0 * seaopt_test::stream_elapsed_ms(stream, kIters, f) / kIters;
     };
     const double sea_us = time_us([&] { sea_call(nullptr); });
 
@@ -1084,8 +1075,6 @@ TEST(GpuSea, TimingOpt13bT2048) {
     std::printf("  OPT-1.3B shape, T=%zu: SEA layer %.1f us, dense attention_forward prefill %.1f us: ratio %.2f "
                 "(target <= 2); SEA scratch %.2f MiB (target <= 64)\n",
                 T, sea_us, dense_us, sea_us / dense_us, scratch_bytes / (1024.0 * 1024.0));
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
     cudaStreamDestroy(stream);
 }
 

@@ -253,18 +253,23 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
         const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;  // live rows 0..2 of the [5][3] kernel
         taps[i] = wmask ? w[at] * wmask[at] : w[at];
     }
-    pdl_wait();
-    pdl_launch_dependents();
+    // Rows pos-4 and pos-2 of the input ring were written by this layer's earlier calls, which have completed when
+    // this kernel starts (see the decode estimator kernel, sea_decode_cuda.cu): staged before the wait too. Row pos
+    // comes from the kernel just before.
     const int pos = v.pos[r], seq = v.seq[r];
     const float *ring = state_at(v, seq, in_offset);
     const int n_img = C * W4;
-#pragma unroll
-    for (int a = 0; a < 3; ++a) {
+    auto stage_row = [&](int a) {
         const int row = pos - 4 + 2 * a;  // rows before position 0 are the causal zero padding
         const float *src = ring + (size_t)(row < 0 ? 0 : row % kHistoryRows) * n_img;
 #pragma unroll 8
         for (int i = tid; i < n_img; i += kDecodeConvThreads) rows[a * n_img + i] = row >= 0 ? src[i] : 0.0f;
-    }
+    };
+    stage_row(0);
+    stage_row(1);
+    pdl_wait();
+    pdl_launch_dependents();
+    stage_row(2);
     __syncthreads();
     const int x = tid % W4, g = tid / W4;
     if (g < G) {

@@ -158,6 +158,19 @@ struct SeaKvCache {
     bool append = false;
 };
 
+// Up to two ranges of device memory that the caller reads right after the call (the engine: the layer's fc1 and
+// fc2 weights). The first decode kernel pulls them into L2 (cp.async.bulk.prefetch, sm_90; ignored before) once the
+// kernel before it has finished: the rest of the call is a chain of small latency-bound kernels that leaves HBM
+// idle for ~20 µs, and the GEMVs after it then read from L2. A hint: it changes no result. Pointers and sizes
+// multiples of 16 bytes (a size is rounded down to one).
+// kv: also each row's earlier keys and values in the cache (head h's by block (r, h)), which the call's sparse
+// attention reads a few kernels later.
+struct SeaL2Prefetch {
+    const void *ptr[2] = {nullptr, nullptr};
+    size_t bytes[2] = {0, 0};
+    bool kv = false;
+};
+
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg);
 size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R);
 
@@ -166,6 +179,6 @@ size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R);
 void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
                                float q_scale, const SeaDecodeRows &rows, const SeaKvCache &cache, void *states,
                                size_t state_stride, half_t *out, int64_t out_row_stride, void *scratch,
-                               size_t scratch_bytes, cudaStream_t stream);
+                               size_t scratch_bytes, cudaStream_t stream, const SeaL2Prefetch &prefetch = {});
 
 }  // namespace seaopt::cuda

@@ -71,6 +71,13 @@ struct DecodeView {
     long long cache_seq_stride, cache_head_stride;
 };
 
+// sea_cuda.h SeaL2Prefetch as the decode estimator kernel takes it (a size is 0 where its pointer is null).
+struct L2PrefetchView {
+    const char *ptr[2];
+    unsigned long long bytes[2];
+    bool kv;  // SeaL2Prefetch::kv
+};
+
 __device__ __forceinline__ float *state_at(const DecodeView &v, int seq, size_t offset) {
     return reinterpret_cast<float *>(v.states + (long long)seq * v.state_stride + (long long)offset);
 }
@@ -202,8 +209,9 @@ void launch_decode_sparse_attention(__half *out, long long out_row_stride, const
                                     const float *gates, const uint32_t *cell_mask, const Dims &d, cudaStream_t stream);
 // sea_decode_cuda.cu: the estimator of one row per call row (Performer step on the state, encoder, gates, row
 // decoder): gates -> [R][H][2], the LayerNormed image row -> the image ring (slot pos % 8); Σv += v.
+// prefetch: sea_cuda.h SeaL2Prefetch, checked (16-byte aligned pointers), split over the kernel's blocks.
 size_t decode_estimator_smem_bytes(const Dims &d);  // dynamic shared memory (the staged weights)
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
-                             const Dims &d, cudaStream_t stream);
+                             const Dims &d, const SeaL2Prefetch &prefetch, cudaStream_t stream);
 
 }  // namespace seaopt::cuda::sea

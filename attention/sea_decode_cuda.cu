@@ -7,7 +7,8 @@
 //      into channels 2h, 2h+1 and LayerNormed over K/4 -> the image row, into the state's image ring (slot t % 8).
 // At t = 0 the state's old contents are not read (zero sums): a cleared sequence needs no reset. The weights (123 KB
 // at K = 64) are staged in shared memory before the PDL wait, overlapping the kernel before (W_enc and W_row by
-// cp.async.bulk on sm_90).
+// cp.async.bulk on sm_90), and so are the state's old values. After the wait one warp per block starts the L2
+// prefetch of what the caller reads after the call (SeaL2Prefetch).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -56,8 +57,29 @@ __device__ __forceinline__ void warp_gemv(float *out, const float *x, const floa
     }
 }
 
+// The block's share of the prefetch ranges (sea_cuda.h SeaL2Prefetch): pieces of 16 KB, spread over the blocks of
+// the grid and the lanes of one warp; each piece one cp.async.bulk.prefetch.L2 (sm_90; nothing before).
+__device__ __forceinline__ void prefetch_share_l2(const L2PrefetchView &pf, int block, int n_blocks, int lane) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr unsigned long long kPiece = 16u << 10;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const unsigned long long bytes = pf.bytes[i] & ~15ull;
+        const unsigned long long n_pieces = (bytes + kPiece - 1) / kPiece;
+        const unsigned long long p0 = n_pieces * block / n_blocks, p1 = n_pieces * (block + 1) / n_blocks;
+        for (unsigned long long q = p0 + lane; q < p1; q += kWarpSize) {
+            const unsigned long long off = q * kPiece;
+            bulk_prefetch_l2(pf.ptr[i] + off, (uint32_t)min(kPiece, bytes - off));
+        }
+    }
+#else
+    (void)pf, (void)block, (void)n_blocks, (void)lane;
+#endif
+}
+
 __global__ void __launch_bounds__(kThreads)
-    decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d) {
+    decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d,
+                            L2PrefetchView pf) {
     __shared__ float xq[kHeadDim], xk[kHeadDim], phq[kMaxFeatures], phk[kMaxFeatures];
     __shared__ float vc[kStateCols];   // [E_pos ; v ; 1]
     __shared__ float X[kEncIn];        // [C_perf ; v]
@@ -95,12 +117,38 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = tid; i < m * kHeadDim; i += kThreads) {
         w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
     }
-    pdl_wait();  // q, k, v and the rows come from earlier kernels (engine/cuda/pdl.cuh)
-    pdl_launch_dependents();
+    // Also before the wait: the row's position and sequence (staged before the step's first kernel) and the
+    // sequence's state as this layer's previous call left it -- the m old values of a state column, the old Σv, the
+    // positional row. No kernel still running writes them: the kernels of a step call pdl_launch_dependents only
+    // after their pdl_wait, so when this kernel starts, every kernel before the one just before it has completed
+    // (engine/cuda/pdl.cuh), and this layer's previous call is further back than that.
     const int pos = v.pos[r], seq = v.seq[r], br = v.row[r];
     const bool fresh = pos == 0;
     float *perf = state_at(v, seq, v.state.perf) + (size_t)h * m * kStateCols;
     float *vsum = state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim;
+    float old[kMaxFeatures];
+    if (tid < kStateCols) {
+#pragma unroll
+        for (int j = 0; j < kMaxFeatures; ++j) old[j] = (j < m && !fresh) ? perf[(size_t)j * kStateCols + tid] : 0.0f;
+    }
+    float vsum_old = 0.0f;
+    if (tid < kHeadDim) {
+        vsum_old = fresh ? 0.0f : vsum[tid];
+        vc[tid] = p.pos_table[(size_t)positional_row(pos, d) * kHeadDim + tid];
+    }
+    if (tid == 0) vc[kVcat] = 1.0f;
+    pdl_wait();  // q, k, v come from the kernel before (engine/cuda/pdl.cuh)
+    pdl_launch_dependents();
+    // The last warp is idle until the encoder: it starts the prefetch of what the caller reads after this call.
+    if (warp == kWarps - 1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+        if (pf.kv && lane < 2 && pos > 0) {  // this head's keys (lane 0) or values (lane 1) 0 .. pos-1
+            const long long at = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride;
+            bulk_prefetch_l2((lane == 0 ? v.k_cache : v.v_cache) + at, (uint32_t)pos * kHeadDim * 2u);
+        }
+#endif
+        prefetch_share_l2(pf, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y, lane);
+    }
 
     if (tid < kHeadDim) {
         const float qv = __fmul_rn(__half2float(q_at(x, br, h)[tid]), x.q_scale);
@@ -115,10 +163,8 @@ __global__ void __launch_bounds__(kThreads)
         const float vv = __half2float(v_at(x, br, h)[tid]);
         vc[kHeadDim + tid] = vv;
         X[kVcat + tid] = vv;
-        vc[tid] = p.pos_table[(size_t)positional_row(pos, d) * kHeadDim + tid];
-        vsum[tid] = (fresh ? 0.0f : vsum[tid]) + vv;
+        vsum[tid] = vsum_old + vv;
     }
-    if (tid == 0) vc[kVcat] = 1.0f;
     __syncthreads();
     // Features: threads 0..m-1 for q, 64..64+m-1 for k.
     if (tid < 2 * kHeadDim) {
@@ -134,12 +180,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     // The state's column e (S_kv[·][e], or S_k in column 128) += φ(k) · V_cat[e]; the numerator (denominator).
-    // All m old values of the column are loaded before any is used (independent loads in flight).
+    // The m old values of the column were loaded before the PDL wait.
     if (tid < kStateCols) {
         const int e = tid;
-        float old[kMaxFeatures];
-#pragma unroll
-        for (int j = 0; j < kMaxFeatures; ++j) old[j] = (j < m && !fresh) ? perf[(size_t)j * kStateCols + e] : 0.0f;
         float acc = 0.0f;
         const float ve = vc[e];
 #pragma unroll
@@ -193,7 +236,13 @@ size_t decode_estimator_smem_bytes(const Dims &d) {
 }
 
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
-                             const Dims &d, cudaStream_t stream) {
+                             const Dims &d, const SeaL2Prefetch &prefetch, cudaStream_t stream) {
+    L2PrefetchView pf;
+    for (int i = 0; i < 2; ++i) {
+        pf.ptr[i] = static_cast<const char *>(prefetch.ptr[i]);
+        pf.bytes[i] = prefetch.ptr[i] ? (unsigned long long)prefetch.bytes[i] : 0ull;
+    }
+    pf.kv = prefetch.kv;
     const size_t smem = decode_estimator_smem_bytes(d);
     if (smem > (size_t(48) << 10)) {
         check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(decode_estimator_kernel),
@@ -201,7 +250,7 @@ void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v
                    "cudaFuncSetAttribute(decode_estimator)", __FILE__, __LINE__);
     }
     launch_kernel("sea decode_estimator_kernel", programmatic_launch_enabled(), decode_estimator_kernel,
-                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), smem, stream, gates, x, v, p, d);
+                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), smem, stream, gates, x, v, p, d, pf);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -54,4 +54,10 @@ __device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t b
                  : "memory");
 }
 
+// Pulls bytes (a multiple of 16, 16-byte aligned) of global memory into L2, asynchronously: nothing to wait for,
+// nothing lands in shared memory. A hint: the data is not changed and nothing depends on it having arrived.
+__device__ __forceinline__ void bulk_prefetch_l2(const void *src, uint32_t bytes) {
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src), "r"(bytes) : "memory");
+}
+
 }  // namespace seaopt::cuda

@@ -220,7 +220,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
 void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &p, const SeaQkv &qkv, float q_scale,
                                const SeaDecodeRows &rows, const SeaKvCache &cache, void *states, size_t state_stride,
                                half_t *out, int64_t out_row_stride, void *scratch, size_t scratch_bytes,
-                               cudaStream_t stream, const SeaL2Prefetch &prefetch) {
+                               cudaStream_t stream) {
     const std::string who = "sea_attention_decode_cuda";
     check_config_and_params(who, cfg, p);
     if (rows.R < 0) throw_invalid_argument(who + ": R = " + std::to_string(rows.R) + " is negative");
@@ -254,6 +254,7 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     v.k_cache = reinterpret_cast<__half *>(cache.k);
     v.v_cache = reinterpret_cast<__half *>(cache.v);
     v.write_kv = cache.append;
+    v.prefetch_max_pos = cache.prefetch_max_pos;
     v.cache_seq_stride = cache.seq_stride;
     v.cache_head_stride = cache.head_stride;
 
@@ -262,12 +263,7 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     float *conv2 = reinterpret_cast<float *>(base + L.conv2);
     float *probs = reinterpret_cast<float *>(base + L.probs);
     uint32_t *cell_mask = reinterpret_cast<uint32_t *>(base + L.cell_mask);
-    for (int i = 0; i < 2; ++i) {
-        if (prefetch.bytes[i] != 0 && (!prefetch.ptr[i] || ((uintptr_t)prefetch.ptr[i] & 15u) != 0)) {
-            throw_invalid_argument(who + ": a prefetch range needs a 16-byte aligned pointer");
-        }
-    }
-    sea::launch_decode_estimator(gates, x, v, p, d, prefetch, stream);
+    sea::launch_decode_estimator(gates, x, v, p, d, stream);
     sea::launch_decode_conv(v, S.image_ring, S.conv1_ring, nullptr, p.conv1_w, p.conv1_mask, p.conv1_b, d, stream);
     sea::launch_decode_conv(v, S.conv1_ring, SIZE_MAX, conv2, p.conv2_w, p.conv2_mask, p.conv2_b, d, stream);
     sea::launch_decode_cnn_output_topk(cell_mask, probs, conv2, p, d, stream);

@@ -156,19 +156,11 @@ struct SeaKvCache {
     // false: every row's own key and value are already in the cache (the caller appended them). true: the first
     // kernel of the call writes them there (one launch fewer per layer and step in the engine's decode).
     bool append = false;
-};
-
-// Up to two ranges of device memory that the caller reads right after the call (the engine: the layer's fc1 and
-// fc2 weights). The first decode kernel pulls them into L2 (cp.async.bulk.prefetch, sm_90; ignored before) once the
-// kernel before it has finished: the rest of the call is a chain of small latency-bound kernels that leaves HBM
-// idle for ~20 µs, and the GEMVs after it then read from L2. A hint: it changes no result. Pointers and sizes
-// multiples of 16 bytes (a size is rounded down to one).
-// kv: also each row's earlier keys and values in the cache (head h's by block (r, h)), which the call's sparse
-// attention reads a few kernels later.
-struct SeaL2Prefetch {
-    const void *ptr[2] = {nullptr, nullptr};
-    size_t bytes[2] = {0, 0};
-    bool kv = false;
+    // A row at position pos <= prefetch_max_pos has its sequence's keys and values 0..pos-1 of every head pulled into
+    // L2 by the first kernel (cp.async.bulk.prefetch, sm_90; ignored before), for the sparse attention four kernels
+    // later. Past it the selected keys are a small share of the prefetched bytes, whose traffic then slows the
+    // latency-bound kernels between. A hint: no result changes. 0: none.
+    int prefetch_max_pos = 0;
 };
 
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg);
@@ -179,6 +171,6 @@ size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R);
 void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
                                float q_scale, const SeaDecodeRows &rows, const SeaKvCache &cache, void *states,
                                size_t state_stride, half_t *out, int64_t out_row_stride, void *scratch,
-                               size_t scratch_bytes, cudaStream_t stream, const SeaL2Prefetch &prefetch = {});
+                               size_t scratch_bytes, cudaStream_t stream);
 
 }  // namespace seaopt::cuda

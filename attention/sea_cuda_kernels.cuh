@@ -68,14 +68,8 @@ struct DecodeView {
     SeaDecodeStateLayout state;
     __half *k_cache, *v_cache;  // key j of head h of sequence s: k_cache + s·seq_stride + h·head_stride + j·64
     bool write_kv;              // the estimator kernel appends the row's own k and v to the cache (SeaKvCache)
+    int prefetch_max_pos;       // SeaKvCache::prefetch_max_pos (the estimator kernel)
     long long cache_seq_stride, cache_head_stride;
-};
-
-// sea_cuda.h SeaL2Prefetch as the decode estimator kernel takes it (a size is 0 where its pointer is null).
-struct L2PrefetchView {
-    const char *ptr[2];
-    unsigned long long bytes[2];
-    bool kv;  // SeaL2Prefetch::kv
 };
 
 __device__ __forceinline__ float *state_at(const DecodeView &v, int seq, size_t offset) {
@@ -160,14 +154,15 @@ __device__ __forceinline__ float2 encoder_norm_gelu_gates(float *zr, const SeaDe
 
 // sea.md §2.6 step 1 for one image channel, by one thread: dst[i] = LayerNorm_{K/4}(in)[i] (affine, cnn_norm1), over
 // W4 = K/4 values (sea_cpu.cpp decoder_image_rows).
-__device__ __forceinline__ void image_channel_layernorm(float *dst, const float *in, int W4, const SeaDeviceParams &p) {
+__device__ __forceinline__ void image_channel_layernorm(float *dst, const float *in, int W4, const float *gamma,
+                                                        const float *beta) {
     float sum = 0.0f;
     for (int i = 0; i < W4; ++i) sum += in[i];
     const float mean = sum / (float)W4;
     float sq = 0.0f;
     for (int i = 0; i < W4; ++i) sq += (in[i] - mean) * (in[i] - mean);
     const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
-    for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+    for (int i = 0; i < W4; ++i) dst[i] = (in[i] - mean) * rstd * gamma[i] + beta[i];
 }
 
 // ---- stage launchers (arguments checked by sea_attention_prefill_cuda) ----
@@ -209,9 +204,8 @@ void launch_decode_sparse_attention(__half *out, long long out_row_stride, const
                                     const float *gates, const uint32_t *cell_mask, const Dims &d, cudaStream_t stream);
 // sea_decode_cuda.cu: the estimator of one row per call row (Performer step on the state, encoder, gates, row
 // decoder): gates -> [R][H][2], the LayerNormed image row -> the image ring (slot pos % 8); Σv += v.
-// prefetch: sea_cuda.h SeaL2Prefetch, checked (16-byte aligned pointers), split over the kernel's blocks.
 size_t decode_estimator_smem_bytes(const Dims &d);  // dynamic shared memory (the staged weights)
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
-                             const Dims &d, const SeaL2Prefetch &prefetch, cudaStream_t stream);
+                             const Dims &d, cudaStream_t stream);
 
 }  // namespace seaopt::cuda::sea

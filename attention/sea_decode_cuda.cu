@@ -8,7 +8,7 @@
 // At t = 0 the state's old contents are not read (zero sums): a cleared sequence needs no reset. The weights (123 KB
 // at K = 64) are staged in shared memory before the PDL wait, overlapping the kernel before (W_enc and W_row by
 // cp.async.bulk on sm_90), and so are the state's old values. After the wait one warp per block starts the L2
-// prefetch of what the caller reads after the call (SeaL2Prefetch).
+// prefetch of its head's cached keys and values (SeaKvCache::prefetch_max_pos).
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -57,34 +57,14 @@ __device__ __forceinline__ void warp_gemv(float *out, const float *x, const floa
     }
 }
 
-// The block's share of the prefetch ranges (sea_cuda.h SeaL2Prefetch): pieces of 16 KB, spread over the blocks of
-// the grid and the lanes of one warp; each piece one cp.async.bulk.prefetch.L2 (sm_90; nothing before).
-__device__ __forceinline__ void prefetch_share_l2(const L2PrefetchView &pf, int block, int n_blocks, int lane) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    constexpr unsigned long long kPiece = 16u << 10;
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const unsigned long long bytes = pf.bytes[i] & ~15ull;
-        const unsigned long long n_pieces = (bytes + kPiece - 1) / kPiece;
-        const unsigned long long p0 = n_pieces * block / n_blocks, p1 = n_pieces * (block + 1) / n_blocks;
-        for (unsigned long long q = p0 + lane; q < p1; q += kWarpSize) {
-            const unsigned long long off = q * kPiece;
-            bulk_prefetch_l2(pf.ptr[i] + off, (uint32_t)min(kPiece, bytes - off));
-        }
-    }
-#else
-    (void)pf, (void)block, (void)n_blocks, (void)lane;
-#endif
-}
-
 __global__ void __launch_bounds__(kThreads)
-    decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d,
-                            L2PrefetchView pf) {
+    decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d) {
     __shared__ float xq[kHeadDim], xk[kHeadDim], phq[kMaxFeatures], phk[kMaxFeatures];
     __shared__ float vc[kStateCols];   // [E_pos ; v ; 1]
     __shared__ float X[kEncIn];        // [C_perf ; v]
     __shared__ float z[kEncHidden];
     __shared__ float R[kMaxK / 2];
+    __shared__ float norm1[2][kMaxK / 4];  // the image LayerNorm's gamma and beta
     __shared__ float s_den;
     extern __shared__ float4 wsm4[];  // the weights: W_enc [128][192], W_row [K/2][128], W_perf [m][65]
     float *w_enc = reinterpret_cast<float *>(wsm4), *w_row = w_enc + kEncHidden * kEncIn;
@@ -117,6 +97,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int i = tid; i < m * kHeadDim; i += kThreads) {
         w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
     }
+    if (tid < d.W4) {
+        norm1[0][tid] = p.cnn_norm1_w[tid];
+        norm1[1][tid] = p.cnn_norm1_b[tid];
+    }
     // Also before the wait: the row's position and sequence (staged before the step's first kernel) and the
     // sequence's state as this layer's previous call left it -- the m old values of a state column, the old Σv, the
     // positional row. No kernel still running writes them: the kernels of a step call pdl_launch_dependents only
@@ -139,16 +123,14 @@ __global__ void __launch_bounds__(kThreads)
     if (tid == 0) vc[kVcat] = 1.0f;
     pdl_wait();  // q, k, v come from the kernel before (engine/cuda/pdl.cuh)
     pdl_launch_dependents();
-    // The last warp is idle until the encoder: it starts the prefetch of what the caller reads after this call.
-    if (warp == kWarps - 1) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-        if (pf.kv && lane < 2 && pos > 0) {  // this head's keys (lane 0) or values (lane 1) 0 .. pos-1
-            const long long at = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride;
-            bulk_prefetch_l2((lane == 0 ? v.k_cache : v.v_cache) + at, (uint32_t)pos * kHeadDim * 2u);
-        }
-#endif
-        prefetch_share_l2(pf, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y, lane);
+    // The last warp is idle until the encoder: it pulls this head's keys (lane 0) and values (lane 1) 0 .. pos-1 into
+    // L2 for the sparse attention at the end of the call (SeaKvCache::prefetch_max_pos).
+    if (warp == kWarps - 1 && lane < 2 && pos > 0 && pos <= v.prefetch_max_pos) {
+        const long long at = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride;
+        bulk_prefetch_l2((lane == 0 ? v.k_cache : v.v_cache) + at, (uint32_t)pos * kHeadDim * 2u);
     }
+#endif
 
     if (tid < kHeadDim) {
         const float qv = __fmul_rn(__half2float(q_at(x, br, h)[tid]), x.q_scale);
@@ -225,7 +207,7 @@ __global__ void __launch_bounds__(kThreads)
     if (tid < 2) {
         float *ring = state_at(v, seq, v.state.image_ring);
         image_channel_layernorm(ring + ((size_t)(pos % kHistoryRows) * d.C + 2 * h + tid) * d.W4, R + tid * d.W4, d.W4,
-                                p);
+                                norm1[0], norm1[1]);
     }
 }
 
@@ -236,13 +218,7 @@ size_t decode_estimator_smem_bytes(const Dims &d) {
 }
 
 void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v, const SeaDeviceParams &p,
-                             const Dims &d, const SeaL2Prefetch &prefetch, cudaStream_t stream) {
-    L2PrefetchView pf;
-    for (int i = 0; i < 2; ++i) {
-        pf.ptr[i] = static_cast<const char *>(prefetch.ptr[i]);
-        pf.bytes[i] = prefetch.ptr[i] ? (unsigned long long)prefetch.bytes[i] : 0ull;
-    }
-    pf.kv = prefetch.kv;
+                             const Dims &d, cudaStream_t stream) {
     const size_t smem = decode_estimator_smem_bytes(d);
     if (smem > (size_t(48) << 10)) {
         check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(decode_estimator_kernel),
@@ -250,7 +226,7 @@ void launch_decode_estimator(float *gates, const QkvView &x, const DecodeView &v
                    "cudaFuncSetAttribute(decode_estimator)", __FILE__, __LINE__);
     }
     launch_kernel("sea decode_estimator_kernel", programmatic_launch_enabled(), decode_estimator_kernel,
-                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), smem, stream, gates, x, v, p, d, pf);
+                  dim3((unsigned)d.T, (unsigned)d.H), dim3(kThreads), smem, stream, gates, x, v, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -354,7 +354,7 @@ __global__ void __launch_bounds__(kThreads)
         const int r = idx / 2, half = idx % 2;
         if (r >= n_rows) continue;
         image_channel_layernorm(image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4, R + r * r_stride + half * W4,
-                                W4, p);
+                                W4, p.cnn_norm1_w, p.cnn_norm1_b);
     }
 }
 

@@ -153,23 +153,32 @@ __device__ __forceinline__ float online_softmax_step(float &m_run, float &l_run,
     return pj;
 }
 
+// The operands of sparse_row_output that do not depend on the keys: the row's gates [s_prob, s_mix] and this lane's
+// two dims of Σ_{j≤t} v_j (vsum: the head's 64 floats).
+struct SparseRowMix {
+    float2 gate, vsum;
+};
+
+__device__ __forceinline__ SparseRowMix load_row_mix(const float *__restrict__ g, const float *__restrict__ vsum) {
+    const int lane = threadIdx.x % kWarpSize;
+    return {make_float2(g[0], g[1]), make_float2(vsum[2 * lane], vsum[2 * lane + 1])};
+}
+
 // As sparse_attention_row's end: C = (Σ p·v / Σ p) · σ(s_prob) (0 without keys), out = σ(s_mix)·C + (1-σ(s_mix))·
 // (Σ_{j≤t} v_j)/(t+1), this lane's two dims rounded to fp16.
 __device__ __forceinline__ void sparse_row_output(__half *__restrict__ dst, int t, int n_keys, float l, float acc0,
-                                                  float acc1, const float *__restrict__ g,
-                                                  const float *__restrict__ vsum) {
+                                                  float acc1, const SparseRowMix &mx) {
     const int lane = threadIdx.x % kWarpSize;
     float c0 = 0.0f, c1 = 0.0f;
     if (n_keys > 0) {
-        const float scale = (1.0f / l) * sigmoid(g[0]);
+        const float scale = (1.0f / l) * sigmoid(mx.gate.x);
         c0 = acc0 * scale;
         c1 = acc1 * scale;
     }
-    const float mix = sigmoid(g[1]);
+    const float mix = sigmoid(mx.gate.y);
     const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
-    const float *vp = vsum + 2 * lane;
-    const float o0 = mix * c0 + (1.0f - mix) * (vp[0] * inv_count);
-    const float o1 = mix * c1 + (1.0f - mix) * (vp[1] * inv_count);
+    const float o0 = mix * c0 + (1.0f - mix) * (mx.vsum.x * inv_count);
+    const float o1 = mix * c1 + (1.0f - mix) * (mx.vsum.y * inv_count);
     reinterpret_cast<__half2 *>(dst)[lane] = __floats2half2_rn(o0, o1);
 }
 
@@ -223,7 +232,7 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
         }
     }
 
-    sparse_row_output(dst, t, n_keys, l_run, acc0, acc1, g, vsum);
+    sparse_row_output(dst, t, n_keys, l_run, acc0, acc1, load_row_mix(g, vsum));
     if (key_count && lane == 0) *key_count = n_keys;
     if (key_sum) {
         const uint32_t total = __reduce_add_sync(kFull, ksum);
@@ -260,19 +269,24 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
     __shared__ float s_q[kHeadDim];
     __shared__ float s_part[kDecodeSparseWarps][kHeadDim + 2];  // Σ p·v (64 dims), then the max and the sum of p
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    pdl_wait();
-    pdl_launch_dependents();
     const int rh = (int)blockIdx.x;  // (r, h), r-major
     const int r = rh / d.H, h = rh % d.H;
+    // Before the wait: q (from the qkv GEMM), the gates and Σv (from this call's estimator kernel) were written four
+    // or more kernels back, complete by the time this kernel starts (see the decode estimator kernel,
+    // sea_decode_cuda.cu). Only the mask comes from the kernel just before.
     const int t = v.pos[r], seq = v.seq[r], br = v.row[r];
     const long long cache_off = (long long)seq * v.cache_seq_stride + (long long)h * v.cache_head_stride;
     const __half *kb = v.k_cache + cache_off, *vb = v.v_cache + cache_off;
     const int row_len = t + 1;
     const float s = cell_scale(t, d);
+    SparseRowMix mx{};
     if (warp == 0) {
-        cell_key_offsets(s_offs, cell_mask + (size_t)rh * d.KW, s, row_len, d);
         stage_q(s_q, q_at(x, br, h), x.q_scale);
+        mx = load_row_mix(gates + (size_t)rh * 2, state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim);
     }
+    pdl_wait();
+    pdl_launch_dependents();
+    if (warp == 0) cell_key_offsets(s_offs, cell_mask + (size_t)rh * d.KW, s, row_len, d);
     __syncthreads();
     const int n_keys = s_offs[d.K];
     const int i_end = (int)((long long)(warp + 1) * n_keys / kDecodeSparseWarps);
@@ -320,8 +334,7 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
         a0 = fmaf(s_part[w][2 * lane], f, a0);
         a1 = fmaf(s_part[w][2 * lane + 1], f, a1);
     }
-    sparse_row_output(out + (long long)br * out_row + (long long)h * kHeadDim, t, n_keys, l_all, a0, a1,
-                      gates + (size_t)rh * 2, state_at(v, seq, v.state.v_sum) + (size_t)h * kHeadDim);
+    sparse_row_output(out + (long long)br * out_row + (long long)h * kHeadDim, t, n_keys, l_all, a0, a1, mx);
 }
 
 }  // namespace

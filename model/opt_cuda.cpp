@@ -226,10 +226,9 @@ struct OptCudaState {
     void *sea_block = nullptr;
     uint64_t sea_block_bytes = 0, sea_params_bytes = 0, sea_state_stride = 0;
     char *sea_states = nullptr;
-    // Bytes of a SEA layer's fc1, then fc2, weights that its decode call pulls into L2 (cuda::SeaL2Prefetch): the
-    // call leaves HBM idle. SEAOPT_SEA_PREFETCH_MB overrides the default (sweeps; 0 turns it off).
-    uint64_t sea_prefetch_bytes = 0;
-    bool sea_prefetch_kv = true;  // and the layer's keys and values of the rows' sequences (SEAOPT_SEA_PREFETCH_KV=0: not)
+    // A SEA decode row at a position up to this has its keys and values pulled into L2 at the start of the call
+    // (cuda::SeaKvCache::prefetch_max_pos); SEAOPT_SEA_PREFETCH_KV overrides it (sweeps; 0 turns it off).
+    int sea_prefetch_max_pos = 0;
     // Batch-1 decode as one persistent kernel (engine/cuda/decode_persistent.h) where the model and the
     // device allow it and SEAOPT_PERSISTENT_DECODE is not 0; else the captured kernel-per-op step. Its
     // layer table and scratch sit at the end of the KV cache's allocation, before the attention counters.
@@ -303,8 +302,8 @@ constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(u
 // Outputs per lm_head GEMM unless the context asks for more (n_head_batch): 26 MB of fp32 logits
 // for OPT, which fits within the memory a 2048-token batch's layers already need.
 constexpr uint32_t kDefaultHeadChunkRows = 128;
-// OptCudaState::sea_prefetch_bytes: all of fc1 at OPT-1.3B's shape (32 MiB of H100's 50 MB L2).
-constexpr uint64_t kDefaultSeaPrefetchBytes = 32ull << 20;
+// OptCudaState::sea_prefetch_max_pos (measured on H100, docs/development.md).
+constexpr int kDefaultSeaPrefetchMaxPos = 1024;
 // Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets, and the SEA
 // decode's rows, positions, sequences (int32 each, n_batch slots apiece), then the attention tiles, then the
 // NLLs coming back (fp32, n_batch).
@@ -415,11 +414,8 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         s->sea_state_stride = cuda::sea_decode_state_bytes(sea->cfg);
         s->sea_block_bytes = s->sea_params_bytes + (uint64_t)n_sea * n_seq * s->sea_state_stride;
         sea_scratch = sea_scratch_bytes(sea->cfg, n_ctx, n_seq, n_batch);
-        s->sea_prefetch_bytes = kDefaultSeaPrefetchBytes;
-        if (const char *mb = std::getenv("SEAOPT_SEA_PREFETCH_MB")) {
-            s->sea_prefetch_bytes = (uint64_t)std::max(0, std::atoi(mb)) << 20;
-        }
-        if (const char *kv = std::getenv("SEAOPT_SEA_PREFETCH_KV")) s->sea_prefetch_kv = std::string(kv) != "0";
+        s->sea_prefetch_max_pos = kDefaultSeaPrefetchMaxPos;
+        if (const char *kv = std::getenv("SEAOPT_SEA_PREFETCH_KV")) s->sea_prefetch_max_pos = std::max(0, std::atoi(kv));
     }
     plan_persistent_decode(hp, w, *s);
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;
@@ -708,19 +704,12 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                                                      scratch_bytes, st, nullptr,
                                                      states + (size_t)pf.seq * s.sea_state_stride);
                 }
-                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, sea_appends};
-                cuda::SeaL2Prefetch prefetch;  // fc1, then fc2: read right after the call
-                const uint64_t ffn_bytes = (uint64_t)F * C * sizeof(half_t);
-                prefetch.ptr[0] = L.up_w;
-                prefetch.bytes[0] = std::min(s.sea_prefetch_bytes, ffn_bytes);
-                prefetch.ptr[1] = L.down_w;
-                prefetch.bytes[1] = std::min(s.sea_prefetch_bytes - prefetch.bytes[0], ffn_bytes);
-                prefetch.kv = s.sea_prefetch_kv;
+                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, sea_appends,
+                                             s.sea_prefetch_max_pos};
                 for (const auto &[first, R] : sea_waves) {
                     const cuda::SeaDecodeRows rows{d_wrow + first, d_wpos + first, d_wseq + first, R};
                     cuda::sea_attention_decode_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
-                                                    states, s.sea_state_stride, attn, C, scratch, scratch_bytes, st,
-                                                    prefetch);
+                                                    states, s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
                 }
             } else {
                 cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx,

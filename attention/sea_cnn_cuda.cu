@@ -15,7 +15,8 @@
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
 //                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
 //   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
-//                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh) -> the cell mask.
+//                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh: by bisection of the
+//                       threshold where H·K <= 2048, else radix passes) -> the cell mask.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -230,7 +231,12 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
         }
     }
     __syncthreads();
-    topk_select<kDecodeTopkThreads>(keys, mw, n, row_budget(query_position(r, d), d), K, d.KW, sh);
+    const int budget = row_budget(query_position(r, d), d);
+    if (n <= 2 * kDecodeTopkThreads) {  // uniform: H·K <= 2048, every OPT shape at K = 64
+        topk_select_bisect<kDecodeTopkThreads>(keys, mw, n, budget, K, d.KW, sh);
+    } else {
+        topk_select<kDecodeTopkThreads>(keys, mw, n, budget, K, d.KW, sh);
+    }
     uint32_t *out = cell_mask + (size_t)r * n_words;
     for (int i = tid; i < n_words; i += kDecodeTopkThreads) out[i] = mw[i];
 }

@@ -181,12 +181,21 @@ __global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float 
     const long long cols = (long long)d.H * d.m * kStateCols;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= cols) return;
+    // Eight chunks' loads are issued before any store: a store to the array would otherwise order the next load
+    // after it, one memory round trip per chunk (91 µs at T = 2048 under Nsight Compute).
+    constexpr int kBatch = 8;
     float run = 0.0f;
-    for (int c = 0; c < d.n_chunks; ++c) {
-        float *p = states + (long long)c * cols + i;
-        const float v = *p;
-        *p = run;
-        run += v;
+    for (int c0 = 0; c0 < d.n_chunks; c0 += kBatch) {
+        float v[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) v[u] = c0 + u < d.n_chunks ? states[(long long)(c0 + u) * cols + i] : 0.0f;
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            if (c0 + u < d.n_chunks) {
+                states[(long long)(c0 + u) * cols + i] = run;
+                run += v[u];
+            }
+        }
     }
     if (total) total[i] = run;  // the sums over every row: a decode state's (sea_layout.h)
 }

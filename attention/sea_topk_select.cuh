@@ -128,4 +128,77 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
     __syncthreads();
 }
 
+// The same selection (same bits of mw, the same tie rule) for n <= 2·kThreads, by bisection of the threshold instead
+// of radix passes: each thread keeps its keys tid and tid + kThreads in registers, and τ, the budget-th largest key,
+// is built from the top bit down: a candidate bit stays set when at least `budget` keys are >= the candidate. A count
+// is one __syncthreads_count (a barrier that also adds a predicate over the block) per key slot, so the 32 steps cost
+// 32-64 barriers and no shared-memory histograms, atomics or scans (the decode's fused CNN output + top-k, one block
+// of 1024 threads per row: its top-k is a chain of such steps). Ends with a __syncthreads.
+template <int kThreads>
+__device__ void topk_select_bisect(const uint32_t *keys, uint32_t *mw, int n, int budget, int K, int KW,
+                                   TopkShared<kThreads> &sh) {
+    constexpr int kWarps = kThreads / kWarpSize;
+    constexpr unsigned kFull = 0xffffffffu;
+    const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
+    if (budget >= n) {
+        for (int i = tid; i < n; i += kThreads) topk_set_bit(mw, i, K, KW);
+        __syncthreads();
+        return;
+    }
+    const bool two = n > kThreads;  // uniform
+    // Real keys are >= 0x007FFFFF (topk_order_key(-inf)), so the 0 of an empty slot never reaches a candidate (>= 1).
+    const uint32_t k0 = tid < n ? keys[tid] : 0u, k1 = tid + kThreads < n ? keys[tid + kThreads] : 0u;
+    auto count = [&](auto pred) {
+        int c = __syncthreads_count(pred(k0));
+        if (two) c += __syncthreads_count(pred(k1));
+        return c;
+    };
+    uint32_t tau = 0u;
+    for (int bit = 31; bit >= 0; --bit) {
+        const uint32_t cand = tau | (1u << bit);
+        if (count([cand](uint32_t k) { return k >= cand; }) >= budget) tau = cand;
+    }
+    const uint32_t above = (uint32_t)count([tau](uint32_t k) { return k > tau; });
+    const uint32_t n_eq = (uint32_t)count([tau](uint32_t k) { return k == tau; });
+    const uint32_t rem = (uint32_t)budget - above;  // 1 <= rem <= n_eq
+    // Slot s of warp w holds flat indices 32w + s·kThreads + lane: one mask word per (warp, slot) where K is a
+    // multiple of 32 (one ballot, one store: mw is zeroed), else a bit at a time.
+    const bool word_aligned = K % kWarpSize == 0;
+    auto set = [&](int i, bool keep) {
+        if (word_aligned) {
+            const unsigned bits = __ballot_sync(kFull, keep);
+            if (lane == 0 && bits != 0u && i < n) {
+                const int h = i / K, c = i - h * K;
+                mw[h * KW + (c >> 5)] = bits;
+            }
+        } else if (keep) {
+            topk_set_bit(mw, i, K, KW);
+        }
+    };
+    if (n_eq == rem) {
+        set(tid, tid < n && k0 >= tau);
+        if (two) set(tid + kThreads, tid + kThreads < n && k1 >= tau);
+    } else {
+        // Ties at τ: keep the rem of them with the smallest flat index (slot 0's indices all precede slot 1's).
+        uint32_t taken = 0u;
+        for (int slot = 0; slot < (two ? 2 : 1); ++slot) {
+            const int i = tid + slot * kThreads;
+            const uint32_t k = slot == 0 ? k0 : k1;
+            const bool eq = i < n && k == tau;
+            const uint32_t ballot = __ballot_sync(kFull, eq);
+            if (lane == 0) sh.warp_count[warp] = (uint32_t)__popc(ballot);
+            __syncthreads();
+            uint32_t before = taken + (uint32_t)__popc(ballot & ((1u << lane) - 1u)), round = 0u;
+            for (int w = 0; w < kWarps; ++w) {
+                if (w < warp) before += sh.warp_count[w];
+                round += sh.warp_count[w];
+            }
+            set(i, i < n && (k > tau || (eq && before < rem)));
+            taken += round;
+            __syncthreads();
+        }
+    }
+    __syncthreads();
+}
+
 }  // namespace seaopt::cuda::sea

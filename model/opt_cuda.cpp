@@ -303,7 +303,7 @@ constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(u
 // for OPT, which fits within the memory a 2048-token batch's layers already need.
 constexpr uint32_t kDefaultHeadChunkRows = 128;
 // OptCudaState::sea_prefetch_max_pos (measured on H100, docs/development.md).
-constexpr int kDefaultSeaPrefetchMaxPos = 1024;
+constexpr int kDefaultSeaPrefetchMaxPos = 512;
 // Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets, and the SEA
 // decode's rows, positions, sequences (int32 each, n_batch slots apiece), then the attention tiles, then the
 // NLLs coming back (fp32, n_batch).

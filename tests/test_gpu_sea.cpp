@@ -842,12 +842,16 @@ TEST(GpuSea, StridedInputsGiveTheSameBits) {
 // the CPU decode of the same fp16-rounded inputs: |gpu − cpu| ≤ 2e-3·max(1, |cpu|) (the fp16 output rounding is
 // 4.9e-4 relative; other summation orders add ~1e-6). A row beyond that whose CPU top-k margin (SeaDebug::gap) is
 // below 1e-5 counts as a boundary tie, where the other cell may be chosen (at most 2 per sequence); any other is a
-// failure.
-void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed, bool append = false) {
-    SCOPED_TRACE(std::string(append ? "(kernel appends K/V) " : "") + "decode H=" + std::to_string(H) +
-                 " K=" + std::to_string(K) + " k=" + std::to_string(k));
+// failure. exact_ties: LayerNorm_K's weight 0, so every row of Â is softmax(bias) in every head and the threshold
+// falls inside a group of exactly equal values: the GPU must keep the CPU's cells (the smaller flat indices) and no
+// row is excused.
+void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_t seed, bool append = false,
+                  bool exact_ties = false) {
+    SCOPED_TRACE(std::string(append ? "(kernel appends K/V) " : "") + (exact_ties ? "(exact ties) " : "") +
+                 "decode H=" + std::to_string(H) + " K=" + std::to_string(K) + " k=" + std::to_string(k));
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
-    const SeaParams p = seaopt_test::sea_random_params(cfg, seed);
+    SeaParams p = seaopt_test::sea_random_params(cfg, seed);
+    if (exact_ties) std::fill(p.cnn_norm2_w.begin(), p.cnn_norm2_w.end(), 0.0f);
     const DeviceParams dp = upload_params(p);
     const size_t C = H * kD, n_ctx = T0 + steps;
     const Inputs a = make_inputs(cfg, n_ctx, seed + 1), b = make_inputs(cfg, steps, seed + 2);
@@ -926,7 +930,7 @@ void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_
                 if (!(e <= 2e-3 * std::max(1.0, std::fabs((double)ref[c])))) ++bad;
                 err = std::max(err, e);
             }
-            if (bad > 0 && dbg.gap[0] < 1e-5f) {  // a boundary tie may have kept another cell
+            if (bad > 0 && dbg.gap[0] < 1e-5f && !exact_ties) {  // a boundary tie may have kept another cell
                 ++ties[r];
                 continue;
             }
@@ -962,6 +966,14 @@ TEST(GpuSea, DecodeManyKeysPerHead) {
 // The same with the call appending each row's own key and value (the engine's decode): the cache holds NaN there
 // until the call, so a kernel reading it before the append shows.
 TEST(GpuSea, DecodeAppendsKeysAndValues) { check_decode(4, 64, 8, 37, 90, 301, true); }
+
+// The decode's top-k bisects the threshold where H·K <= 2048 (one key per thread at H·K = 256, two at 2048) and
+// must break exact ties as the CPU does; K = 16 (not a multiple of 32) sets mask bits one at a time.
+TEST(GpuSea, DecodeExactTies) {
+    check_decode(4, 64, 8, 37, 60, 351, false, true);
+    check_decode(32, 64, 8, 100, 20, 361, false, true);
+    check_decode(2, 16, 2, 40, 40, 371, false, true);
+}
 
 TEST(GpuSea, LauncherRejectsBadArguments) {
     const SeaConfig cfg = seaopt_test::sea_make_config(4, 64, 8, 256);

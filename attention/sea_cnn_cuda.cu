@@ -22,6 +22,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_topk_select.cuh"
@@ -209,7 +211,7 @@ constexpr int kDecodeTopkWarps = kDecodeTopkThreads / kWarpSize;
 // (topk_select) and writes its mask words. One launch and one round trip of Â fewer than the two kernels.
 __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     decode_cnn_output_topk_kernel(uint32_t *__restrict__ cell_mask, float *__restrict__ probs,
-                                  const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+                                  const float *__restrict__ y, SeaDeviceParams p, Dims d, bool bisect) {
     extern __shared__ uint32_t dtk[];  // keys [H·K] (Â as floats first), then the row's mask words [H·KW]
     __shared__ float s_narrow[kDecodeTopkWarps][kMaxW4];
     __shared__ TopkShared<kDecodeTopkThreads> sh;
@@ -232,7 +234,7 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     }
     __syncthreads();
     const int budget = row_budget(query_position(r, d), d);
-    if (n <= 2 * kDecodeTopkThreads) {  // uniform: H·K <= 2048, every OPT shape at K = 64
+    if (bisect && n <= 2 * kDecodeTopkThreads) {  // uniform: H·K <= 2048, every OPT shape at K = 64
         topk_select_bisect<kDecodeTopkThreads>(keys, mw, n, budget, K, d.KW, sh);
     } else {
         topk_select<kDecodeTopkThreads>(keys, mw, n, budget, K, d.KW, sh);
@@ -336,8 +338,13 @@ void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const floa
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(decode_cnn_output_topk)", __FILE__, __LINE__);
     }
+    // SEAOPT_SEA_TOPK=radix: the radix passes at every size (A/B sweeps; the same mask either way, tested).
+    static const bool bisect = [] {
+        const char *v = std::getenv("SEAOPT_SEA_TOPK");
+        return !(v && std::string(v) == "radix");
+    }();
     launch_kernel("sea decode_cnn_output_topk_kernel", programmatic_launch_enabled(), decode_cnn_output_topk_kernel,
-                  dim3((unsigned)d.T), dim3(kDecodeTopkThreads), smem, stream, cell_mask, probs, conv2, p, d);
+                  dim3((unsigned)d.T), dim3(kDecodeTopkThreads), smem, stream, cell_mask, probs, conv2, p, d, bisect);
 }
 
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream) {

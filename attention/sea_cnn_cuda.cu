@@ -15,15 +15,12 @@
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
 //                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
 //   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
-//                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh: by bisection of the
-//                       threshold where H·K <= 2048, else radix passes) -> the cell mask.
+//                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh) -> the cell mask.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_topk_select.cuh"
@@ -211,7 +208,7 @@ constexpr int kDecodeTopkWarps = kDecodeTopkThreads / kWarpSize;
 // (topk_select) and writes its mask words. One launch and one round trip of Â fewer than the two kernels.
 __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     decode_cnn_output_topk_kernel(uint32_t *__restrict__ cell_mask, float *__restrict__ probs,
-                                  const float *__restrict__ y, SeaDeviceParams p, Dims d, bool bisect) {
+                                  const float *__restrict__ y, SeaDeviceParams p, Dims d) {
     extern __shared__ uint32_t dtk[];  // keys [H·K] (Â as floats first), then the row's mask words [H·KW]
     __shared__ float s_narrow[kDecodeTopkWarps][kMaxW4];
     __shared__ TopkShared<kDecodeTopkThreads> sh;
@@ -233,12 +230,7 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
         }
     }
     __syncthreads();
-    const int budget = row_budget(query_position(r, d), d);
-    if (bisect && n <= 2 * kDecodeTopkThreads) {  // uniform: H·K <= 2048, every OPT shape at K = 64
-        topk_select_bisect<kDecodeTopkThreads>(keys, mw, n, budget, K, d.KW, sh);
-    } else {
-        topk_select<kDecodeTopkThreads>(keys, mw, n, budget, K, d.KW, sh);
-    }
+    topk_select<kDecodeTopkThreads>(keys, mw, n, row_budget(query_position(r, d), d), K, d.KW, sh);
     uint32_t *out = cell_mask + (size_t)r * n_words;
     for (int i = tid; i < n_words; i += kDecodeTopkThreads) out[i] = mw[i];
 }
@@ -338,13 +330,8 @@ void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const floa
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(decode_cnn_output_topk)", __FILE__, __LINE__);
     }
-    // SEAOPT_SEA_TOPK=radix: the radix passes at every size (A/B sweeps; the same mask either way, tested).
-    static const bool bisect = [] {
-        const char *v = std::getenv("SEAOPT_SEA_TOPK");
-        return !(v && std::string(v) == "radix");
-    }();
     launch_kernel("sea decode_cnn_output_topk_kernel", programmatic_launch_enabled(), decode_cnn_output_topk_kernel,
-                  dim3((unsigned)d.T), dim3(kDecodeTopkThreads), smem, stream, cell_mask, probs, conv2, p, d, bisect);
+                  dim3((unsigned)d.T), dim3(kDecodeTopkThreads), smem, stream, cell_mask, probs, conv2, p, d);
 }
 
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream) {

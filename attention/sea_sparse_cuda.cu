@@ -4,8 +4,8 @@
 //   v_chunk_sum_kernel  grid (chunk of 64 rows, head), 64 threads (one per dim): Σ v over the chunk.
 //   v_prefix_kernel     grid (chunk, head), 64 threads: the chunks before (≤ ⌈T/64⌉ sums) plus a running sum over
 //                       the chunk's rows -> Σ_{j≤t} v_j [T][H][64] fp32.
-//   sparse_attention_kernel  one warp per (t, h), 8 consecutive queries of one head per block. The (t, h) mask
-//       row says which cells are kept; the warp computes each kept cell's key
+//   sparse_attention_kernel  one warp per (t, h), 8 per block. The (t, h) mask row says which cells are kept; the
+//       warp computes each kept cell's key
 //       interval [v0, v1) (the authors' fp32 arithmetic: s = fl((t+1)·fl(1/K)), v = min(roundf(fl(c·s)), t+1))
 //       and its key count n = min(v1-v0, k), and an exclusive prefix of the counts over the cells (shared memory,
 //       K+1 ints per warp). Key i of the head is then in the cell found by a binary
@@ -246,13 +246,10 @@ __global__ void __launch_bounds__(kSparseWarps * kWarpSize)
                             int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
     __shared__ int s_offs[kSparseWarps][kMaxK + 1];
     __shared__ float s_q[kSparseWarps][kHeadDim];
-    // Block b: head h = b % H, queries t = 8·(b / H) + warp. Neighbouring queries of a head select mostly the same
-    // keys (their cells cover nearly the same intervals), so the block's warps find most K/V rows in L1 after the
-    // first; with the 8 warps on 8 heads of one query every gather went to L2 (1.1 GB at T = 2048, H = 32).
     const int warp = threadIdx.x / kWarpSize;
-    const int h = (int)(blockIdx.x % (unsigned)d.H), t = (int)(blockIdx.x / (unsigned)d.H) * kSparseWarps + warp;
-    if (t >= d.T) return;
-    const long long row = (long long)t * d.H + h;  // (t, h), t-major, as the mask, the gates and the outputs
+    const long long row = (long long)blockIdx.x * kSparseWarps + warp;  // (t, h), t-major
+    if (row >= (long long)d.T * d.H) return;
+    const int t = (int)(row / d.H), h = (int)(row % d.H);
     sparse_row(out + (long long)t * out_row + (long long)h * kHeadDim, t, q_at(x, t, h), x.q_scale, k_at(x, 0, h),
                x.k_row, v_at(x, 0, h), x.v_row, cell_mask + (size_t)row * d.KW, gates + (size_t)row * 2,
                v_prefix + (size_t)row * kHeadDim, d, s_offs[warp], s_q[warp], key_count ? key_count + row : nullptr,
@@ -353,9 +350,9 @@ void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Di
 void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                              const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
                              uint32_t *key_sum, cudaStream_t stream) {
-    const long long blocks = (long long)(d.T + kSparseWarps - 1) / kSparseWarps * d.H;
-    sparse_attention_kernel<<<(unsigned)blocks, kSparseWarps * kWarpSize, 0, stream>>>(
-        out, out_row_stride, x, gates, cell_mask, v_prefix, d, key_count, key_sum);
+    const long long rows = (long long)d.T * d.H;
+    sparse_attention_kernel<<<(unsigned)((rows + kSparseWarps - 1) / kSparseWarps), kSparseWarps * kWarpSize, 0,
+                              stream>>>(out, out_row_stride, x, gates, cell_mask, v_prefix, d, key_count, key_sum);
     check_launch("sea sparse_attention_kernel");
 }
 

@@ -967,8 +967,8 @@ TEST(GpuSea, DecodeManyKeysPerHead) {
 // until the call, so a kernel reading it before the append shows.
 TEST(GpuSea, DecodeAppendsKeysAndValues) { check_decode(4, 64, 8, 37, 90, 301, true); }
 
-// The decode's top-k bisects the threshold where H·K <= 2048 (one key per thread at H·K = 256, two at 2048) and
-// must break exact ties as the CPU does; K = 16 (not a multiple of 32) sets mask bits one at a time.
+// The decode's top-k (one block per row, sea_topk_select.cuh) must break exact ties as the CPU does, at H·K = 256,
+// 2048 (two keys per thread) and with K = 16.
 TEST(GpuSea, DecodeExactTies) {
     check_decode(4, 64, 8, 37, 60, 351, false, true);
     check_decode(32, 64, 8, 100, 20, 361, false, true);

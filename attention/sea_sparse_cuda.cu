@@ -208,6 +208,8 @@ __device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, cons
         if (valid) {
             key = selected_key(i, offs, s, row_len, d);
             ksum += (uint32_t)key;
+            // The key's V row (one 128-byte line) into L1 now: the Σ p·v loads below then wait for L1, not L2.
+            prefetch_l1(vb + (long long)key * v_row);
             score = dot_q_key(q, kb + (long long)key * k_row);
         }
         const float pj = online_softmax_step(m_run, l_run, acc0, acc1, score, valid);

@@ -1,9 +1,9 @@
 // SEA estimator, back half: the causal CNN decoder (sea.md §2.6 steps 2-9 and the softmax over K; sea_cpu.cpp
 // causal_dilated_conv_row and cnn_output_row). Images are token-major [T][2H][K/4], as on the CPU.
 //
-//   causal_conv_kernel  grid (⌈T/8⌉, ⌈H·K/4 / 256⌉), 256 threads: a thread owns two output channels at one column
-//                       for 8 consecutive rows (each staged value feeds 6 FMAs per row it reaches); the block stages
-//                       input rows t0-4 .. t0+7 of 8 input channels at a time, and their taps, in shared memory.
+//   causal_conv_kernel  grid (⌈T/16⌉, ⌈H·K/4 / 256⌉), 256 threads: a thread owns two output channels at one column
+//                       for 16 consecutive rows (each staged value feeds 6 FMAs per row it reaches); the block stages
+//                       input rows t0-4 .. t0+15 of 8 input channels at a time in shared memory.
 //                       y[co,t,x] = ReLU(b[co] + Σ_ci Σ_b Σ_a (w⊙mask)[co,ci,a,b] · in[ci, t-4+2a, x-2+2b]) (summed in
 //                       that order), zero outside the image (rows < 0: the causal top padding).
 //   decode_conv_kernel  decode (one row per sequence): grid (R, 2H output channels), 128 threads, the same sum for
@@ -19,7 +19,6 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -31,8 +30,8 @@
 namespace seaopt::cuda::sea {
 namespace {
 
-constexpr int kConvRows = 8;                    // output rows per block (16 left 2,048 warps for the GPU at T = 2048)
-constexpr int kConvTileRows = kConvRows + 4;    // input rows t0-4 .. t0+7
+constexpr int kConvRows = 16;                   // output rows per block
+constexpr int kConvTileRows = kConvRows + 4;    // input rows t0-4 .. t0+15
 constexpr int kConvCi = 8;                      // input channels staged per step
 constexpr int kConvCo = 2;                      // output channels per thread
 constexpr int kConvThreads = 256;
@@ -42,19 +41,13 @@ constexpr int kOutWarps = 8;
 __global__ void __launch_bounds__(kConvThreads)
     causal_conv_kernel(float *__restrict__ y, const float *__restrict__ x, const float *__restrict__ w,
                        const float *__restrict__ wmask, const float *__restrict__ b, Dims d) {
-    __shared__ float tile[kConvTileRows * kConvCi * kMaxW4];  // [row][ci][W4], 24 KB at W4 = 64
-    // The slice's live taps (w ⊙ mask, rows 0..2 of the stored [5][3] kernel) of the block's output channels
-    // (causal_conv_smem_bytes).
-    extern __shared__ float taps[];
+    __shared__ float tile[kConvTileRows * kConvCi * kMaxW4];  // [row][ci][W4], 40 KB at W4 = 64
     const int C = d.C, W4 = d.W4, T = d.T;
     const int t0 = blockIdx.x * kConvRows;
     // This thread: output channels co, co+1 (C = 2H is even) at column xo, rows t0 .. t0+15.
     const int pair = blockIdx.y * kConvThreads + threadIdx.x;
     const bool active = pair < (C / kConvCo) * W4;
     const int co = active ? pair / W4 * kConvCo : 0, xo = active ? pair % W4 : 0;
-    // The block's output channels: co_first .. co_first + n_co - 1 (whole pairs of W4 threads each).
-    const int co_first = blockIdx.y * kConvThreads / W4 * kConvCo;
-    const int n_co = min(C - co_first, kConvThreads / W4 * kConvCo);
     float acc[kConvCo][kConvRows];
 #pragma unroll
     for (int o = 0; o < kConvCo; ++o) {
@@ -73,20 +66,16 @@ __global__ void __launch_bounds__(kConvThreads)
             tile[(rr * kConvCi + ci) * W4 + xx] =
                 (row >= 0 && row < T) ? x[((size_t)row * C + ci0 + ci) * W4 + xx] : 0.0f;
         }
-        // taps[(oc·kConvCi + ci)·9 + i]: output channel co_first + oc, input channel ci0 + ci, live tap i.
-        for (int i = threadIdx.x; i < n_co * nci * 9; i += kConvThreads) {
-            const int oc = i / (nci * 9), rem = i % (nci * 9), ci = rem / 9, k = rem % 9;
-            const size_t at = ((size_t)(co_first + oc) * C + ci0 + ci) * kConvStoredTaps + k;
-            taps[(oc * kConvCi + ci) * 9 + k] = wmask ? w[at] * wmask[at] : w[at];
-        }
         __syncthreads();
         if (active) {
             for (int ci = 0; ci < nci; ++ci) {
+                // Live kernel rows 0..2 of the stored [5][3] kernel, times the weight mask when given.
                 float wk[kConvCo][9];
 #pragma unroll
                 for (int o = 0; o < kConvCo; ++o) {
+                    const size_t wbase = ((size_t)(co + o) * C + ci0 + ci) * kConvStoredTaps;
 #pragma unroll
-                    for (int i = 0; i < 9; ++i) wk[o][i] = taps[((co - co_first + o) * kConvCi + ci) * 9 + i];
+                    for (int i = 0; i < 9; ++i) wk[o][i] = wmask ? w[wbase + i] * wmask[wbase + i] : w[wbase + i];
                 }
                 // Column xo-2+2b of the 20 staged rows, once for both channels; output row rr reads tile rows rr,
                 // rr+2, rr+4 (input rows t-4, t-2, t): 96 FMAs per 20 shared loads. Each output's sum runs over
@@ -350,25 +339,10 @@ void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStrea
     check_launch("sea ring_store_kernel");
 }
 
-size_t causal_conv_smem_bytes(const Dims &d) {
-    const int co_per_block = std::min(d.C, kConvThreads / d.W4 * kConvCo);
-    return (size_t)co_per_block * kConvCi * 9 * sizeof(float);
-}
-
-size_t causal_conv_total_smem_bytes(const Dims &d) {
-    return causal_conv_smem_bytes(d) + sizeof(float) * kConvTileRows * kConvCi * kMaxW4;
-}
-
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream) {
     const dim3 grid((unsigned)ceil_div(d.T, kConvRows), (unsigned)ceil_div(d.C / kConvCo * d.W4, kConvThreads));
-    const size_t smem = causal_conv_smem_bytes(d);
-    if (causal_conv_total_smem_bytes(d) > (size_t(48) << 10)) {  // past the default: opt in (the caller checked)
-        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(causal_conv_kernel),
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                   "cudaFuncSetAttribute(causal_conv)", __FILE__, __LINE__);
-    }
-    causal_conv_kernel<<<grid, kConvThreads, smem, stream>>>(y, x, w, mask, b, d);
+    causal_conv_kernel<<<grid, kConvThreads, 0, stream>>>(y, x, w, mask, b, d);
     check_launch("sea causal_conv_kernel");
 }
 

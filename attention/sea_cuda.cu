@@ -160,7 +160,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
 
     // Shared memory the kernels need, against what this device grants a block.
     check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
-                                       sea::topk_smem_bytes(d) + 2048, sea::causal_conv_total_smem_bytes(d),
+                                       sea::topk_smem_bytes(d) + 2048,
                                        (size_t)d.C * d.W4 * sizeof(float) + 12288 /* cnn_output */}));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);

@@ -177,7 +177,6 @@ void launch_performer_scan(float *states, const Dims &d, float *total, cudaStrea
 void launch_estimator_rows(float *image, float *gates, const float *states, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
 // sea_cnn_cuda.cu
-size_t causal_conv_total_smem_bytes(const Dims &d);  // static + dynamic shared memory of the prefill conv
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream);
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,

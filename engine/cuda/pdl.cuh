@@ -4,13 +4,16 @@
 // A kernel launched with programmatic stream serialization may start while the kernel before it in
 // the stream is still running, once every block of that one has called pdl_launch_dependents() (or
 // exited). It must therefore call pdl_wait() — which returns when the previous kernel has completed
-// and its memory is visible — before it reads anything an earlier kernel writes or writes anything
-// an earlier kernel reads; only immutable data (weights, biases) may be touched before. The
-// kernels here call pdl_launch_dependents() right after pdl_wait(), so at most the next kernel
-// starts early, and uses the time to pull its weights into L2 (the GEMV) or load its parameters
-// (the LayerNorm), which hides the launch gap and a memory round trip per kernel boundary of a
-// decode step. Captured in a CUDA graph this becomes programmatic edges. Launched without the
-// attribute (the default, or before sm_90), both calls are no-ops and launches serialize as usual.
+// and its memory is visible — before it reads anything the kernel just before it writes or writes
+// anything an earlier kernel reads. The kernels here call pdl_launch_dependents() only right after
+// pdl_wait(), so at most the next kernel starts early, and when a kernel starts, every kernel before
+// the one just before it has completed: what those wrote may be read before the wait too (the SEA
+// decode kernels load their sequence's state, history rows and q that way). The time before the
+// wait pulls weights into L2 (the GEMV) or loads parameters (the LayerNorm), which hides the launch
+// gap and a memory round trip per kernel boundary of a decode step. Keep the rule: a kernel that
+// called pdl_launch_dependents() before its pdl_wait() would break that chain. Captured in a CUDA
+// graph this becomes programmatic edges. Launched without the attribute (the default, or before
+// sm_90), both calls are no-ops and launches serialize as usual.
 #pragma once
 
 #include <cuda_runtime.h>

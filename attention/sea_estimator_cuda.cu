@@ -141,28 +141,45 @@ __device__ __forceinline__ void unpack_halves(const uint4 &w, float (&f)[8]) {
 constexpr int kRowPieces = kChunk * kHeadDim / 8;  // 16-byte pieces of a chunk's 64 fp16 rows of 64
 static_assert(kRowPieces % kThreads == 0, "whole pieces per thread");
 
-// xs[r][d] = 64^-1/4 · (fp32(x[t0+r][d]) · scale) for r < n_rows, 0 beyond: performer_features' xs, with q's
-// OPT scale applied first (q_eff = q·q_scale is what the CPU reference is given). Rows are read as 16-byte pieces
-// (the views are 16-byte aligned with strides that are multiples of 8), all of a thread's before any is used.
-__device__ void stage_rows(float *xs, const __half *__restrict__ base, long long row_stride, int t0, int n_rows,
-                           float scale) {
+// This thread's 16-byte pieces of a chunk's fp16 rows (row r at base + (t0 + r)·row_stride, zero from n_rows on; the
+// views are 16-byte aligned with strides that are multiples of 8): piece u is row i / 8, halves 8·(i % 8) .. +8 for
+// i = threadIdx.x + u·kThreads. All are loaded before any is used.
+struct RowPieces {
     uint4 w[kRowPieces / kThreads];
+
+    __device__ __forceinline__ void load(const __half *__restrict__ base, long long row_stride, int t0, int n_rows) {
 #pragma unroll
-    for (int u = 0; u < kRowPieces / kThreads; ++u) {
-        const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
-        w[u] = r < n_rows ? *reinterpret_cast<const uint4 *>(base + (long long)(t0 + r) * row_stride + 8 * c)
-                          : make_uint4(0u, 0u, 0u, 0u);
-    }
-#pragma unroll
-    for (int u = 0; u < kRowPieces / kThreads; ++u) {
-        const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
-        float f[8];
-        unpack_halves(w[u], f);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            xs[r * kXStride + 8 * c + j] = r < n_rows ? __fmul_rn(kFeatureNormalizer, __fmul_rn(f[j], scale)) : 0.0f;
+        for (int u = 0; u < kRowPieces / kThreads; ++u) {
+            const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
+            w[u] = r < n_rows ? *reinterpret_cast<const uint4 *>(base + (long long)(t0 + r) * row_stride + 8 * c)
+                              : make_uint4(0u, 0u, 0u, 0u);
         }
     }
+    // f(r, d0, v): v[j] is row r's value d0 + j as a float.
+    template <typename F>
+    __device__ __forceinline__ void for_each(F f) const {
+#pragma unroll
+        for (int u = 0; u < kRowPieces / kThreads; ++u) {
+            const int i = threadIdx.x + u * kThreads;
+            float v[8];
+            unpack_halves(w[u], v);
+            f(i / 8, 8 * (i % 8), v);
+        }
+    }
+};
+
+// xs[r][d] = 64^-1/4 · (fp32(x[t0+r][d]) · scale) for r < n_rows, 0 beyond: performer_features' xs, with q's
+// OPT scale applied first (q_eff = q·q_scale is what the CPU reference is given).
+__device__ void stage_rows(float *xs, const __half *__restrict__ base, long long row_stride, int t0, int n_rows,
+                           float scale) {
+    RowPieces rows;
+    rows.load(base, row_stride, t0, n_rows);
+    rows.for_each([&](int r, int d0, const float(&v)[8]) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            xs[r * kXStride + d0 + j] = r < n_rows ? __fmul_rn(kFeatureNormalizer, __fmul_rn(v[j], scale)) : 0.0f;
+        }
+    });
 }
 
 // vc[r][0..63] = E_pos[row(t0+r)], vc[r][64..127] = v[t0+r, h] (sea.md §2.2) for r < n_rows, 0 beyond; with
@@ -174,7 +191,6 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
     static_assert(kPosPieces % kThreads == 0, "whole pieces per thread");
     if ((reinterpret_cast<uintptr_t>(pos_table) & 15u) == 0) {
         float4 e[kPosPieces / kThreads];
-        uint4 w[kRowPieces / kThreads];
 #pragma unroll
         for (int u = 0; u < kPosPieces / kThreads; ++u) {
             const int i = threadIdx.x + u * kThreads, r = i / 16, c = i % 16;
@@ -182,12 +198,8 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
                                                                  (size_t)positional_row(t0 + r, d) * kHeadDim)[c]
                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
-#pragma unroll
-        for (int u = 0; u < kRowPieces / kThreads; ++u) {
-            const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
-            w[u] = r < n_rows ? *reinterpret_cast<const uint4 *>(vbase + (long long)(t0 + r) * v_row + 8 * c)
-                              : make_uint4(0u, 0u, 0u, 0u);
-        }
+        RowPieces v;
+        v.load(vbase, v_row, t0, n_rows);
 #pragma unroll
         for (int u = 0; u < kPosPieces / kThreads; ++u) {
             const int i = threadIdx.x + u * kThreads, r = i / 16, c = i % 16;
@@ -197,14 +209,10 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
             dst[2] = e[u].z;
             dst[3] = e[u].w;
         }
+        v.for_each([&](int r, int d0, const float(&f)[8]) {
 #pragma unroll
-        for (int u = 0; u < kRowPieces / kThreads; ++u) {
-            const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
-            float f[8];
-            unpack_halves(w[u], f);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) vc[r * stride + kHeadDim + 8 * c + j] = f[j];
-        }
+            for (int j = 0; j < 8; ++j) vc[r * stride + kHeadDim + d0 + j] = f[j];
+        });
     } else {
         stage_batched(
             kChunk * kVcat,

@@ -14,7 +14,8 @@
 //     and LayerNorm over K/4 -> the decoder image [T][2H][K/4]. C_perf and Z live in shared memory only.
 // Every product of matrices here (the features φ = ReLU(x Wᵀ) + 1e-3, the chunk sums, A = φq φkᵀ, C_perf, the encoder,
 // the row decoder) runs on tensor cores in fp32-equivalent precision: mma.sync m16n8k8 TF32 with each operand split
-// as x = tf32(x) + tf32(x − tf32(x)) and three products ("3xTF32", error ~2^-22 of each product, fp32 accumulation);
+// as x = tf32(x) + (x − tf32(x)) and three products ("3xTF32", error ~2^-21 of each product, fp32 accumulation;
+// sea_mma.cuh);
 // the rest is fp32 on CUDA cores. The top-k downstream needs fp32-level estimates (sea.md §2.7: ties at ~1e-6), which
 // a single TF32 or fp16 pass would not give. Memory: the chunk states, ⌈T/64⌉·H·m·129 floats (17.4 MB at H 32, m 33,
 // T 2048).
@@ -368,9 +369,9 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
 
     // ---- phase 2: encoder X = [C_perf ; v] (192) -> 128 (sea.md §2.4) ----
-    // Tensor cores in fp32-equivalent precision ("3xTF32"): x = x_hi + x_lo with x_hi = tf32(x), x_lo = tf32(x - x_hi),
-    // and x·w ≈ x_hi·w_hi + x_hi·w_lo + x_lo·w_hi (the dropped x_lo·w_lo is ~2^-22 of the product), accumulated in
-    // fp32 by mma.sync m16n8k8. Warp w: rows 16·(w % 4) .. +16, outputs 64·(w / 4) .. +64 (8 tiles of 8).
+    // Tensor cores in fp32-equivalent precision ("3xTF32", sea_mma.cuh): x = x_hi + x_lo with x_hi = tf32(x),
+    // x_lo = x - x_hi, and x·w ≈ x_hi·w_hi + x_hi·w_lo + x_lo·w_hi (the dropped x_lo·w_lo is ~2^-22 of the product),
+    // accumulated in fp32 by mma.sync m16n8k8. Warp w: rows 16·(w % 4) .. +16, outputs 64·(w / 4) .. +64 (8 tiles of 8).
     {
         const int m0 = (warp % 4) * 16, nb = (warp / 4) * 64, g = lane >> 2, t4 = lane & 3;
         float acc[8][4];

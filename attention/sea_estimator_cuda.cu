@@ -57,28 +57,29 @@ struct StateSmem {
     }
 };
 
-// Shared memory of estimator_rows_kernel (float offsets). Phase 1 (Performer output) and phase 2 (encoder,
-// row decoder) overlap; vc, cp and inv_den live through both. The state S and the projection w live in cp until
-// C_perf is written there (after a barrier). 107 KB at m 33, K 64: two blocks per SM.
+// Shared memory of estimator_rows_kernel (float offsets): 75 KB at m 33, K 64, so that three blocks fit an SM (228 KB
+// with 1 KB reserved per block; at 107 KB two did, 16 warps, and the kernel was latency-bound).
+//   phase 1 (Performer output): phq; A (the staged q, then k rows, then φq·φkᵀ); phk with the projection w after it,
+//     both dead once A is computed: the chunk-start state S is staged there then; vc.
+//   phase 2 (encoder, row decoder): C_perf from offset 0 (written after a barrier that ends phase 1), wt after it, vc
+//     (v is the encoder's input too); Z from offset 0 once the encoder's last slice has read C_perf; the row decoder's
+//     R in vc, dead by then.
 struct RowsSmem {
-    int S, w, phq, phk, a, z, wt, vc, cp, inv_den, total;
+    int phq, a, phk, w, S, cp, wt, z, vc, R, inv_den, total;
     __host__ __device__ RowsSmem(int m, int KH) {
         const int mp = odd_stride(m);
-        phq = 0;                       // [64][mp]
-        phk = phq + kChunk * mp;       // [64][mp]
-        a = phk + kChunk * mp;         // [64][65]   staged q then k rows, then A[r][s] = φq_r·φk_s (s ≤ r)
-        const int phase1_end = a + kChunk * kXStride;
-        z = 0;                         // [64][129]  Z
-        wt = z + kChunk * kZStride;    // [16][136]  a slice of W_encᵀ (or of W_row: [16][136] as [o][i])
-        const int phase2_end = wt + kEncChunk * kWtStride;
-        vc = phase1_end > phase2_end ? phase1_end : phase2_end;  // [64][132] [E_pos ; v]
-        cp = vc + kChunk * kRowStride; // [64][132]  C_perf, then the row decoder output [64][KH+1]
-        S = cp;                        // [m][129]   state at the chunk start: S_kv | S_k (until C_perf)
-        w = S + m * kStateCols;        // [m][65]    the Performer projection (until the features)
-        int cp_size = kChunk * kRowStride;
-        if (kChunk * (KH + 1) > cp_size) cp_size = kChunk * (KH + 1);
-        if (m * (kStateCols + kXStride) > cp_size) cp_size = m * (kStateCols + kXStride);
-        inv_den = cp + cp_size;        // [64]
+        phq = 0;                        // [64][mp]
+        a = phq + kChunk * mp;          // [64][65]
+        phk = a + kChunk * kXStride;    // [64][mp]
+        w = phk + kChunk * mp;          // [m][65]    until the features
+        S = phk;                        // [m][129]   from A on (64·mp + 65·m >= 129·m)
+        const int phase1_end = max(w + m * kXStride, S + m * kStateCols);
+        cp = 0;                         // [64][132]  C_perf
+        wt = cp + kChunk * kRowStride;  // [16][136]  a slice of W_encᵀ (or of W_row: [16][136] as [o][i])
+        z = 0;                          // [64][129]  Z (64·129 <= 64·132: clear of wt)
+        vc = max(phase1_end, wt + kEncChunk * kWtStride);  // [64][132] [E_pos ; v]
+        R = vc;                         // [64][KH+1] the row decoder's output (KH <= 128)
+        inv_den = vc + max(kChunk * kRowStride, kChunk * (KH + 1));  // [64]
         total = inv_den + kChunk;
     }
 };
@@ -292,7 +293,7 @@ __global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float 
     if (total) total[i] = run;  // the sums over every row: a decode state's (sea_layout.h)
 }
 
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem): at most 80 registers
     estimator_rows_kernel(float *__restrict__ image, float *__restrict__ gates, const float *__restrict__ states,
                           QkvView x, SeaDeviceParams p, Dims d) {
     extern __shared__ float smem[];
@@ -305,9 +306,6 @@ __global__ void __launch_bounds__(kThreads)
     float *z = smem + L.z, *wt = smem + L.wt, *vc = smem + L.vc, *cp = smem + L.cp, *inv_den = smem + L.inv_den;
 
     // ---- phase 1: the causal Performer output of the chunk's rows (sea.md §2.3) ----
-    const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
-    stage_batched(
-        m * kStateCols, [&](int i) { return st[i]; }, [&](int i, float v) { S[i] = v; });
     stage_projection(ws, p.performer_proj, m);
     stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
     stage_rows(A, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
@@ -337,6 +335,11 @@ __global__ void __launch_bounds__(kThreads)
             }
     }
     __syncthreads();
+    // The state at the chunk start, where φk and the projection were (RowsSmem).
+    const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
+    stage_batched(
+        m * kStateCols, [&](int i) { return st[i]; }, [&](int i, float v) { S[i] = v; });
+    __syncthreads();
     // Denominator φq_r · (S_k(t) + 1e-6) with S_k(t) = S_k(start) + Σ_{s≤r} φk_s.
     for (int r = warp; r < kChunk; r += kWarps) {
         float acc = 0.0f;
@@ -357,7 +360,7 @@ __global__ void __launch_bounds__(kThreads)
             for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
         warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kStateCols, 1, m0, n0, kChunk, m, kVcat);
         warp_mma_3xtf32<8>(acc, A, kXStride, 1, vc, kRowStride, 1, m0, n0, kChunk, m0 + 16, kVcat);
-        __syncthreads();  // S and w, in the cp region, are read until here
+        __syncthreads();  // phq, A and S, under cp, are read until here
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -427,9 +430,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
 
-    // ---- phase 3: row decoder (sea.md §2.5) into cp, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
+    // ---- phase 3: row decoder (sea.md §2.5) into R, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
     const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
-    float *R = cp;
+    float *R = smem + L.R;
     // R = Z W_rowᵀ + b in slices of 16 outputs: the slice of W_row staged in wt as [o][136]; tensor cores (3xTF32),
     // warp w: rows 16·(w % 4) .. +16, outputs 8·(w / 4) .. +8 of the slice.
     for (int o0 = 0; o0 < KH; o0 += kEncChunk) {
@@ -464,7 +467,7 @@ void set_smem(const void *kernel, size_t bytes, const char *name) {
     const cudaError_t err =
         cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
     check_cuda(err, name, __FILE__, __LINE__);
-    // The largest shared-memory carveout: two estimator-rows blocks (107 KB each) per SM.
+    // The largest shared-memory carveout: three estimator-rows blocks (75 KB each) per SM.
     check_cuda(cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
                                     (int)cudaSharedmemCarveoutMaxShared),
                name, __FILE__, __LINE__);

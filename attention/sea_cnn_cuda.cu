@@ -115,8 +115,26 @@ __global__ void __launch_bounds__(kConvThreads)
 
 // One (t, h) row of cnn_output_kernel on one warp: yt the conv2 row of t ([2H][K/4]); narrow (K/4 floats) and
 // logit (K floats) warp-private scratch; leaves Â[t, h, ·] in logit.
+// The operands of cnn_output_row that depend on the parameters only, staged once per block by all its threads: the
+// 1×1 conv's weights w ⊙ mask of heads h0 .. h0+nh-1 ([nh][C]) and each output column's "area" window [start, end)
+// of padded columns ([K]); the rows then read shared memory instead of two global loads per weight and two integer
+// divisions per column. Their bytes: cnn_output_operand_floats(d, nh) floats, 8-byte aligned.
+__host__ __device__ inline int cnn_output_operand_floats(const Dims &d, int nh) { return nh * d.C + 2 * d.K; }
+
+__device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, const SeaDeviceParams &p,
+                                          const Dims &d) {
+    for (int i = threadIdx.x; i < nh * d.C; i += blockDim.x) {
+        const int at = h0 * d.C + i;  // head h0 + i / C, channel i % C
+        w4[i] = p.conv4_mask ? p.conv4_w[at] * p.conv4_mask[at] : p.conv4_w[at];
+    }
+    for (int x = threadIdx.x; x < d.K; x += blockDim.x) {
+        win[x] = make_int2(x * (d.K + 2) / d.K, ((x + 1) * (d.K + 2) + d.K - 1) / d.K);
+    }
+}
+
+// w4h: head h's C staged weights; win: the staged windows (stage_cnn_output_operands).
 __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
-                               const Dims &d, int h) {
+                               const Dims &d, int h, const float *w4h, const int2 *win) {
     const int lane = threadIdx.x % kWarpSize;
     const int C = d.C, W4 = d.W4, K = d.K;
     const float bias = p.conv4_b[h];
@@ -126,11 +144,7 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
         float acc = 0.0f;
         if (x < W4) {
 #pragma unroll 8
-            for (int c = half; c < C; c += 2) {
-                float wc = p.conv4_w[h * C + c];
-                if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
-                acc = fmaf(wc, yt[(size_t)c * W4 + x], acc);
-            }
+            for (int c = half; c < C; c += 2) acc = fmaf(w4h[c], yt[(size_t)c * W4 + x], acc);
         }
         acc += __shfl_xor_sync(0xffffffffu, acc, kWarpSize / 2);
         if (half == 0 && x < W4) narrow[x] = bias + acc;
@@ -138,11 +152,7 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
         for (int x = lane; x < W4; x += kWarpSize) {
             float acc = bias;
 #pragma unroll 8
-            for (int c = 0; c < C; ++c) {
-                float wc = p.conv4_w[h * C + c];
-                if (p.conv4_mask) wc *= p.conv4_mask[h * C + c];
-                acc = fmaf(wc, yt[(size_t)c * W4 + x], acc);
-            }
+            for (int c = 0; c < C; ++c) acc = fmaf(w4h[c], yt[(size_t)c * W4 + x], acc);
             narrow[x] = acc;
         }
     }
@@ -150,7 +160,7 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
     // Padded column i (0..K+1): the bias at i = 0 and K+1, else narrow[(i-1)/4]; window mean; LayerNorm_K.
     float sum = 0.0f;
     for (int x = lane; x < K; x += kWarpSize) {
-        const int start = x * (K + 2) / K, end = ((x + 1) * (K + 2) + K - 1) / K;
+        const int start = win[x].x, end = win[x].y;
         float s = 0.0f;
         for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) / 4];
         const float v = s / (float)(end - start);
@@ -183,18 +193,22 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
 // shared memory once for the block's warps.
 __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     cnn_output_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
-    extern __shared__ float s_row[];  // [2H][K/4]
+    extern __shared__ float s_row[];  // [2H][K/4], then the block's operands (stage_cnn_output_operands)
     __shared__ float s_narrow[kOutWarps][kMaxW4];
     __shared__ float s_logit[kOutWarps][kMaxK];
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    const int t = blockIdx.x, h = blockIdx.y * kOutWarps + warp;
+    const int h0 = blockIdx.y * kOutWarps, nh = min(kOutWarps, d.H - h0);
+    const int t = blockIdx.x, h = h0 + warp;
     const int n = d.C * d.W4;
+    float *w4 = s_row + n;  // n = 2H·K/4 is even: 8-byte aligned
+    int2 *win = reinterpret_cast<int2 *>(w4 + nh * d.C + (nh * d.C) % 2);
     const float *yt = y + (size_t)t * n;
     for (int i = threadIdx.x; i < n; i += kOutWarps * kWarpSize) s_row[i] = yt[i];
+    stage_cnn_output_operands(w4, win, h0, nh, p, d);
     __syncthreads();
     if (h >= d.H) return;  // uniform across the warp
     float *logit = s_logit[warp];
-    cnn_output_row(logit, s_narrow[warp], s_row, p, d, h);
+    cnn_output_row(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
     float *dst = probs + ((size_t)t * d.H + h) * d.K;
     for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
 }
@@ -209,19 +223,25 @@ constexpr int kDecodeTopkWarps = kDecodeTopkThreads / kWarpSize;
 __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     decode_cnn_output_topk_kernel(uint32_t *__restrict__ cell_mask, float *__restrict__ probs,
                                   const float *__restrict__ y, SeaDeviceParams p, Dims d) {
-    extern __shared__ uint32_t dtk[];  // keys [H·K] (Â as floats first), then the row's mask words [H·KW]
+    // keys [H·K] (Â as floats first), then the row's mask words [H·KW], then the CNN output's operands
+    // (stage_cnn_output_operands; decode_cnn_output_topk_smem_bytes)
+    extern __shared__ uint32_t dtk[];
     __shared__ float s_narrow[kDecodeTopkWarps][kMaxW4];
     __shared__ TopkShared<kDecodeTopkThreads> sh;
     const int r = blockIdx.x, tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize;
     const int K = d.K, n = d.H * d.K, n_words = d.H * d.KW;
     uint32_t *keys = dtk, *mw = dtk + n;
+    float *w4 = reinterpret_cast<float *>(dtk + n + n_words + (n + n_words) % 2);
+    int2 *win = reinterpret_cast<int2 *>(w4 + d.H * d.C);  // H·C = 2H² is even
+    stage_cnn_output_operands(w4, win, 0, d.H, p, d);  // parameters only: before the wait
+    __syncthreads();
     pdl_wait();
     pdl_launch_dependents();
     for (int i = tid; i < n_words; i += kDecodeTopkThreads) mw[i] = 0u;
     const float *yt = y + (size_t)r * d.C * d.W4;
     for (int h = warp; h < d.H; h += kDecodeTopkWarps) {  // uniform across the warp
         float *logit = reinterpret_cast<float *>(keys + (size_t)h * K);
-        cnn_output_row(logit, s_narrow[warp], yt, p, d, h);
+        cnn_output_row(logit, s_narrow[warp], yt, p, d, h, w4 + h * d.C, win);
         float *dst = probs + ((size_t)r * d.H + h) * K;
         for (int x = lane; x < K; x += kWarpSize) {
             const float v = logit[x];
@@ -322,9 +342,17 @@ void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset
                   out, w, mask, b, d);
 }
 
+size_t decode_cnn_output_topk_smem_bytes(const Dims &d) {
+    return topk_smem_bytes(d) + (1 + (size_t)cnn_output_operand_floats(d, d.H)) * sizeof(float);
+}
+
+size_t cnn_output_smem_bytes(const Dims &d) {
+    return ((size_t)d.C * d.W4 + 1 + (size_t)cnn_output_operand_floats(d, kOutWarps)) * sizeof(float);
+}
+
 void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
                                    const Dims &d, cudaStream_t stream) {
-    const size_t smem = topk_smem_bytes(d);
+    const size_t smem = decode_cnn_output_topk_smem_bytes(d);
     if (smem > (size_t(24) << 10)) {  // with the static arrays (~13 KB), past the 48 KB default
         check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(decode_cnn_output_topk_kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
@@ -348,7 +376,7 @@ void launch_causal_conv(float *y, const float *x, const float *w, const float *m
 
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream) {
-    const size_t smem = (size_t)d.C * d.W4 * sizeof(float);  // t's conv2 row (the caller checked the device has it)
+    const size_t smem = cnn_output_smem_bytes(d);  // t's conv2 row and the operands (the caller checked the device)
     if (smem > (size_t(24) << 10)) {  // with the static arrays (~10 KB), past the 48 KB default
         check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),

@@ -161,7 +161,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Shared memory the kernels need, against what this device grants a block.
     check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
                                        sea::topk_smem_bytes(d) + 2048,
-                                       (size_t)d.C * d.W4 * sizeof(float) + 12288 /* cnn_output */}));
+                                       sea::cnn_output_smem_bytes(d) + 12288}));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
 
@@ -241,7 +241,8 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     }
     sea::Dims d = sea::make_dims(cfg, rows.R);
     d.row_pos = rows.pos;
-    check_shared_memory(who, std::max(sea::topk_smem_bytes(d) + 12288, sea::decode_estimator_smem_bytes(d) + 4096));
+    check_shared_memory(who, std::max(sea::decode_cnn_output_topk_smem_bytes(d) + 12288,
+                                      sea::decode_estimator_smem_bytes(d) + 4096));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
     sea::DecodeView v;

@@ -179,10 +179,12 @@ void launch_estimator_rows(float *image, float *gates, const float *states, cons
 // sea_cnn_cuda.cu
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream);
+size_t cnn_output_smem_bytes(const Dims &d);               // dynamic shared memory; static ~10 KB more
+size_t decode_cnn_output_topk_smem_bytes(const Dims &d);   // the same for the decode's kernel; static ~9 KB more
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream);
 // Decode: cnn_output and topk of each call row in one block (Â also to probs [R][H][K]); dynamic shared memory
-// topk_smem_bytes(d), static ~9 KB more.
+// decode_cnn_output_topk_smem_bytes(d).
 void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
                                    const Dims &d, cudaStream_t stream);
 // Copies rows max(0, T-4) .. T-1 of an image [T][2H][K/4] into slots r % 8 of a history ring (a decode state's).

@@ -113,8 +113,6 @@ __global__ void __launch_bounds__(kConvThreads)
     }
 }
 
-// One (t, h) row of cnn_output_kernel on one warp: yt the conv2 row of t ([2H][K/4]); narrow (K/4 floats) and
-// logit (K floats) warp-private scratch; leaves Â[t, h, ·] in logit.
 // The operands of cnn_output_row that depend on the parameters only, staged once per block by all its threads: the
 // 1×1 conv's weights w ⊙ mask of heads h0 .. h0+nh-1 ([nh][C]) and each output column's "area" window [start, end)
 // of padded columns ([K]); the rows then read shared memory instead of two global loads per weight and two integer
@@ -132,7 +130,9 @@ __device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, 
     }
 }
 
-// w4h: head h's C staged weights; win: the staged windows (stage_cnn_output_operands).
+// One (t, h) row of cnn_output_kernel on one warp: yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
+// and win the staged windows (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
+// scratch; leaves Â[t, h, ·] in logit.
 __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
                                const Dims &d, int h, const float *w4h, const int2 *win) {
     const int lane = threadIdx.x % kWarpSize;

@@ -415,7 +415,9 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         s->sea_block_bytes = s->sea_params_bytes + (uint64_t)n_sea * n_seq * s->sea_state_stride;
         sea_scratch = sea_scratch_bytes(sea->cfg, n_ctx, n_seq, n_batch);
         s->sea_prefetch_max_pos = kDefaultSeaPrefetchMaxPos;
-        if (const char *kv = std::getenv("SEAOPT_SEA_PREFETCH_KV")) s->sea_prefetch_max_pos = std::max(0, std::atoi(kv));
+        if (const char *kv = std::getenv("SEAOPT_SEA_PREFETCH_KV")) {
+            s->sea_prefetch_max_pos = std::max(0, std::atoi(kv));
+        }
     }
     plan_persistent_decode(hp, w, *s);
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;

@@ -89,7 +89,7 @@ __device__ __forceinline__ void mma_m16n8k16_f32(float (&d)[4], uint32_t a0, uin
 #endif
 }
 
-// Pulls the 128-byte line holding p into L2 (no register result, no wait).
+// Pulls the 128-byte line holding p into L2, or into L1 and L2 (no register result, no wait).
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 

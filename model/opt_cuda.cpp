@@ -270,19 +270,26 @@ struct OptCudaState {
 void destroy_cuda_state(OptCudaState *s) {
     if (!s) return;
     if (s->persistent_profile) {
-        std::vector<long long> p((size_t)s->persistent.grid * 5);
+        const int K = cuda::kPersistentProfileSpans;
+        std::vector<long long> p((size_t)s->persistent.grid * K);
         cudaMemcpy(p.data(), s->persistent_profile, p.size() * 8, cudaMemcpyDeviceToHost);
-        double sum[5] = {0, 0, 0, 0, 0}, mx[5] = {0, 0, 0, 0, 0};
+        std::vector<double> sum(K, 0.0), mx(K, 0.0);
         for (int b = 0; b < s->persistent.grid; ++b) {
-            for (int k = 0; k < 5; ++k) {
-                sum[k] += (double)p[(size_t)b * 5 + k];
-                mx[k] = std::max(mx[k], (double)p[(size_t)b * 5 + k]);
+            for (int k = 0; k < K; ++k) {
+                sum[k] += (double)p[(size_t)b * K + k];
+                mx[k] = std::max(mx[k], (double)p[(size_t)b * K + k]);
             }
         }
         const double n = (double)s->persistent.grid * (double)s->persistent_steps;
-        SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step, mean over blocks / max): total %.1f/%.1f gemv %.1f/%.1f full-wait %.1f/%.1f ll-wait %.1f/%.1f attention %.1f/%.1f\n",
-                     s->persistent_steps, sum[0] / n / 1e3, mx[0] / s->persistent_steps / 1e3, sum[1] / n / 1e3, mx[1] / s->persistent_steps / 1e3,
-                     sum[2] / n / 1e3, mx[2] / s->persistent_steps / 1e3, sum[3] / n / 1e3, mx[3] / s->persistent_steps / 1e3, sum[4] / n / 1e3, mx[4] / s->persistent_steps / 1e3);
+        std::string line;
+        char buf[96];
+        for (int k = 0; k < K; ++k) {
+            std::snprintf(buf, sizeof buf, " %s %.1f/%.1f", cuda::kPersistentProfileNames[k], sum[k] / n / 1e3,
+                          mx[k] / (double)s->persistent_steps / 1e3);
+            line += buf;
+        }
+        SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step, mean over blocks / max):%s\n",
+                         s->persistent_steps, line.c_str());
         cudaFree(s->persistent_profile);
     }
     if (s->gemm) cuda::gemm_destroy(s->gemm);
@@ -787,8 +794,8 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         // logged (WARN) when the context is freed: where a step's time goes (docs/development.md).
         static const bool profile = std::getenv("SEAOPT_PERSISTENT_PROFILE") != nullptr;
         if (profile && s.persistent_profile == nullptr) {
-            check(cudaMalloc(&s.persistent_profile, (size_t)s.persistent.grid * 5 * 8), "profile");
-            check(cudaMemset(s.persistent_profile, 0, (size_t)s.persistent.grid * 5 * 8), "profile");
+            check(cudaMalloc(&s.persistent_profile, (size_t)s.persistent.grid * cuda::kPersistentProfileSpans * 8), "profile");
+            check(cudaMemset(s.persistent_profile, 0, (size_t)s.persistent.grid * cuda::kPersistentProfileSpans * 8), "profile");
         }
         a.profile = static_cast<long long *>(s.persistent_profile);
         if (profile) ++s.persistent_steps;

@@ -54,6 +54,24 @@ __device__ __forceinline__ void bulk_load(void *dst, const void *src, uint32_t b
                  : "memory");
 }
 
+// As bulk_load, with an L2 policy (make_l2_evict_first_policy): for data read once, streamed past what
+// should stay in L2.
+__device__ __forceinline__ void bulk_load_hinted(void *dst, const void *src, uint32_t bytes, uint64_t *bar,
+                                                 uint64_t policy) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;" ::"r"(
+            smem_addr(dst)),
+        "l"(src), "r"(bytes), "r"(smem_addr(bar)), "l"(policy)
+        : "memory");
+}
+
+// An L2 cache policy: lines it brings in are the first to go.
+__device__ __forceinline__ uint64_t make_l2_evict_first_policy() {
+    uint64_t policy;
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+    return policy;
+}
+
 // Pulls bytes (a multiple of 16, 16-byte aligned) of global memory into L2, asynchronously: nothing to wait for,
 // nothing lands in shared memory. A hint: the data is not changed and nothing depends on it having arrived.
 __device__ __forceinline__ void bulk_prefetch_l2(const void *src, uint32_t bytes) {

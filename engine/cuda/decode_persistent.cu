@@ -72,6 +72,11 @@ constexpr int kPartialFloats = kHeadDim + 2;                  // acc[64], m, l
 constexpr int kPhasesPerLayer = 5;
 constexpr int kMaxPairsPerThread = 2;   // rows of one matrix per block <= 2 x 2 x 256
 constexpr int kMaxOwnRows = 256;        // residual rows a block keeps
+constexpr int kLanePartials = 8;        // partial sums a warp leaves per row part (gemv_phase)
+// Timing modes (SEAOPT_PERSISTENT_MODE; results are wrong in 1 and 2): 0 the step; 1 the weight
+// stream alone (the compute warps only release the slots); 2 the step without waiting for handovers.
+constexpr int kModeStreamOnly = 1;
+constexpr int kModeNoHandoverWaits = 2;
 
 // Shared memory: a fixed header, the GEMV input vector, the row parts of a GEMV (y_parts), the ring.
 constexpr int kOffFull = 0;                                      // uint64 mbarrier[kMaxSlots]
@@ -140,6 +145,8 @@ struct Ring {
     unsigned char *slots;
     int n_slots, slot_bytes;
     int in_flight;  // copies issued and not yet landed, at most
+    bool evict_first;  // weights stream through L2 as evict-first: the KV rows and handover words stay
+    uint64_t policy;
 };
 
 // The producer's share of one matrix [n_out, n_in]: chunk c goes to slot c % n_slots.
@@ -157,7 +164,12 @@ __device__ void produce(const Ring &ring, uint32_t &c, const half_t *w, int n_in
         }
         mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
         mbar_arrive_expect_tx(ring.full + slot, bytes);
-        bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, w + (size_t)r * n_in, bytes, ring.full + slot);
+        if (ring.evict_first) {
+            bulk_load_hinted(ring.slots + (size_t)slot * ring.slot_bytes, w + (size_t)r * n_in, bytes, ring.full + slot,
+                             ring.policy);
+        } else {
+            bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, w + (size_t)r * n_in, bytes, ring.full + slot);
+        }
     }
 }
 
@@ -240,7 +252,9 @@ struct Handoff {
     uint64_t *attn;  // [C/2]: fp16 pairs
     uint64_t *ff;    // [F/2]: fp16 pairs
     uint32_t tag_base;
+    uint32_t wait_bias;  // 0; 2^30 in the "no handover waits" timing mode (every word reads as ready)
     __device__ uint32_t tag(int layer, int phase) const { return tag_base + (uint32_t)(kPhasesPerLayer * layer + phase); }
+    __device__ uint32_t wait_tag(int layer, int phase) const { return tag(layer, phase) - wait_bias; }
 };
 
 // Σ w[i]·x[i] over one warp's span of a weight row (steps x 512 halves in shared memory) on the
@@ -278,10 +292,31 @@ __device__ __forceinline__ float mma_span_dot(const uint4 *w, const uint4 (&xb)[
 // The compute warps' share of one matrix: y[o] = W[o, :]·xin for the block's rows, then the
 // epilogue on pairs of rows (o, o+1), o even: epi.store(o, y0, y1, pre0, pre1, has_second) with
 // pre = epi.load(row) fetched before the stream (its latency overlaps it). A warp's part of a row
-// goes to y_parts[local row][part]; no chunk waits on another warp or on memory other than the ring.
+// leaves kLanePartials partial sums in y_parts[local row][part][kLanePartials] (the tensor-core
+// path: the 8 lanes that hold a diagonal pair; the FMA path: the warp's sum and zeros), added up
+// once per row after the block's last chunk: no shuffle reduction per chunk. Chunks go two at a
+// time, so that each warp has two independent chains of loads and mmas in flight. No chunk waits on
+// another warp or on memory other than the ring.
+
+// One chunk's part for this warp: the lane's partial (see above); loads only from the slot and xin.
+__device__ __forceinline__ float chunk_part(const uint4 *ws, const uint4 *xs, const uint4 (&xb)[kMmaMaxSteps][2],
+                                            bool use_mma, int steps, int seg, int g, int t, int lane) {
+    if (use_mma) return mma_span_dot(ws, xb, steps, g, t);
+    float acc0 = 0.0f, acc1 = 0.0f;
+    int i = lane;
+    for (; i + kWarpSize < seg; i += 2 * kWarpSize) {
+        acc0 = dot8(ws[i], xs[i], acc0);
+        acc1 = dot8(ws[i + kWarpSize], xs[i + kWarpSize], acc1);
+    }
+    if (i < seg) acc0 = dot8(ws[i], xs[i], acc0);
+    const float acc = warp_reduce_sum(acc0 + acc1);
+    return lane == 0 ? acc : 0.0f;
+}
+
 template <typename Epilogue>
 __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int n_in, int n_out, float *y_parts,
-                           const Epilogue &epi, long long &t_full) {
+                           const Epilogue &epi, long long *prof) {
+    const long long t_setup = prof ? clock64() : 0;
     int r0, r1;
     block_rows(n_out, r0, r1);
     const int n_rows = r1 - r0;
@@ -298,8 +333,8 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const int row = warp / parts, part = warp % parts;
     const int n8 = n_in / 8, seg = n8 / parts;  // uint4s per row, per warp
     const uint4 *xs = reinterpret_cast<const uint4 *>(xin) + part * seg;
-    // Tensor cores where a warp's span of a row is 512·m halves (m <= 2; all of OPT-1.3B's matrices):
-    // see mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
+    // Tensor cores where a warp's span of a row is 512·m halves (m <= kMmaMaxSteps; all of OPT's
+    // matrices): see mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
     const int g = lane / 4, t = lane % 4, steps = seg / 64;
     const bool use_mma = seg % 64 == 0 && steps <= kMmaMaxSteps;
     uint4 xb[kMmaMaxSteps][2];
@@ -309,48 +344,63 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
         xb[j][0] = in ? xs[j * 64 + g * 4 + t] : make_uint4(0u, 0u, 0u, 0u);
         xb[j][1] = in ? xs[j * 64 + 32 + g * 4 + t] : make_uint4(0u, 0u, 0u, 0u);
     }
-    for (int r = 0; r < n_rows; r += R, ++c) {
-        const int rows = min(R, n_rows - r);
-        const int slot = (int)(c % (uint32_t)ring.n_slots);
-        const long long t0 = clock64();
-        mbar_wait(ring.full + slot, (c / (uint32_t)ring.n_slots) & 1u);
-        t_full += clock64() - t0;
-        float acc0 = 0.0f, acc1 = 0.0f;
-        if (row < rows) {
-            const uint4 *ws =
-                reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot * ring.slot_bytes) + row * n8 + part * seg;
-            if (use_mma) {
-                acc0 = mma_span_dot(ws, xb, steps, g, t);
-            } else {
-                int i = lane;
-                for (; i + kWarpSize < seg; i += 2 * kWarpSize) {
-                    acc0 = dot8(ws[i], xs[i], acc0);
-                    acc1 = dot8(ws[i + kWarpSize], xs[i + kWarpSize], acc1);
-                }
-                if (i < seg) acc0 = dot8(ws[i], xs[i], acc0);
-            }
-        }
-        const float acc = warp_reduce_sum(acc0 + acc1);  // every lane's slot reads are done here
+    // The lane's slot among the row part's partials: tensor cores, lane (g, g / 2) holds one; FMAs, lanes 0-7.
+    const int writer = use_mma ? (t == g / 2 ? g : -1) : (lane < kLanePartials ? lane : -1);
+    const int n_chunks = ceil_div(n_rows, R);
+    const long long t_loop = prof ? clock64() : 0;
+    if (prof) prof[5] += t_loop - t_setup;
+    for (int k = 0; k < n_chunks; k += 2) {
+        const bool two = k + 1 < n_chunks;
+        const uint32_t ca = c + (uint32_t)k, cb = ca + 1u;
+        const int slot_a = (int)(ca % (uint32_t)ring.n_slots), slot_b = (int)(cb % (uint32_t)ring.n_slots);
+        const long long t0 = prof ? clock64() : 0;
+        mbar_wait(ring.full + slot_a, (ca / (uint32_t)ring.n_slots) & 1u);
+        if (two) mbar_wait(ring.full + slot_b, (cb / (uint32_t)ring.n_slots) & 1u);
+        if (prof) prof[2] += clock64() - t0;
+        const int rows_a = min(R, n_rows - k * R), rows_b = two ? min(R, n_rows - (k + 1) * R) : 0;
+        const uint4 *ws_a =
+            reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_a * ring.slot_bytes) + row * n8 + part * seg;
+        const uint4 *ws_b =
+            reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_b * ring.slot_bytes) + row * n8 + part * seg;
+        const float va = row < rows_a ? chunk_part(ws_a, xs, xb, use_mma, steps, seg, g, t, lane) : 0.0f;
+        const float vb = row < rows_b ? chunk_part(ws_b, xs, xb, use_mma, steps, seg, g, t, lane) : 0.0f;
+        __syncwarp();  // every lane's slot reads are done
         if (lane == 0) {
-            mbar_arrive(ring.empty + slot);
-            if (row < rows) y_parts[(r + row) * parts + part] = acc;
+            mbar_arrive(ring.empty + slot_a);
+            if (two) mbar_arrive(ring.empty + slot_b);
+        }
+        if (writer >= 0) {
+            if (row < rows_a) y_parts[((k * R + row) * parts + part) * kLanePartials + writer] = va;
+            if (row < rows_b) y_parts[(((k + 1) * R + row) * parts + part) * kLanePartials + writer] = vb;
         }
     }
+    c += (uint32_t)n_chunks;
+    const long long t_epi = prof ? clock64() : 0;
+    if (prof) prof[6] += t_epi - t_loop;
     compute_sync();
+    const int per_row4 = parts * kLanePartials / 4;  // float4s of partials per row
 #pragma unroll
     for (int k = 0; k < kMaxPairsPerThread; ++k) {
         const int i = 2 * (threadIdx.x + k * kComputeThreads);
         if (i < n_rows) {
             const bool second = i + 1 < n_rows;
+            const float4 *p0 = reinterpret_cast<const float4 *>(y_parts) + (size_t)i * per_row4;
             float y0 = 0.0f, y1 = 0.0f;
-            for (int p = 0; p < parts; ++p) y0 += y_parts[i * parts + p];
+            for (int q = 0; q < per_row4; ++q) {  // in part order: deterministic
+                const float4 a = p0[q];
+                y0 += (a.x + a.y) + (a.z + a.w);
+            }
             if (second) {
-                for (int p = 0; p < parts; ++p) y1 += y_parts[(i + 1) * parts + p];
+                for (int q = 0; q < per_row4; ++q) {
+                    const float4 a = p0[per_row4 + q];
+                    y1 += (a.x + a.y) + (a.z + a.w);
+                }
             }
             epi.store(r0 + i, y0, y1, pre[k][0], pre[k][1], second);
         }
     }
     compute_sync();  // y_parts is free again
+    if (prof) prof[7] += clock64() - t_epi;
 }
 
 __device__ __forceinline__ float half_at(const half_t *p, int i) {
@@ -433,10 +483,26 @@ __device__ __forceinline__ void load_residual(float4 (&v)[kMaxVec4], const uint6
                            __uint_as_float(d[2 * k + 1].y));
     }
 }
+// A LayerNorm's gamma and beta for this thread's float4s of the residual (as load_residual's),
+// loaded before the residual is awaited so that their latency overlaps the wait.
+struct LnParams {
+    uint2 w[kMaxVec4], b[kMaxVec4];
+};
+__device__ __forceinline__ LnParams load_ln_params(const half_t *w, const half_t *b, int C) {
+    LnParams p;
+    const uint2 *w4 = reinterpret_cast<const uint2 *>(w), *b4 = reinterpret_cast<const uint2 *>(b);
+#pragma unroll
+    for (int k = 0; k < kMaxVec4; ++k) {
+        const int i4 = (int)threadIdx.x + k * kComputeThreads;
+        p.w[k] = i4 < C / 4 ? __ldg(w4 + i4) : make_uint2(0u, 0u);
+        p.b[k] = i4 < C / 4 ? __ldg(b4 + i4) : make_uint2(0u, 0u);
+    }
+    return p;
+}
 // xin = fp16(LayerNorm(v)) (two-pass statistics in fp32, as layernorm_forward), visible to all
 // compute threads on return.
-__device__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const half_t *w, const half_t *b, float eps,
-                                  __half *xin, float *ln_red) {
+__device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const LnParams &prm, float eps, __half *xin,
+                                  float *ln_red) {
     const int n4 = C / 4, warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     float s = 0.0f;
 #pragma unroll
@@ -456,12 +522,11 @@ __device__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const half
     if (lane == 0) ln_red[kComputeWarps + warp] = q;
     compute_sync();
     const float rstd = ln_rstd(ln_sum_warps(ln_red + kComputeWarps, kComputeWarps), C, eps);
-    const uint2 *w4 = reinterpret_cast<const uint2 *>(w), *b4 = reinterpret_cast<const uint2 *>(b);
     uint2 *out4 = reinterpret_cast<uint2 *>(xin);
 #pragma unroll
     for (int k = 0; k < kMaxVec4; ++k) {
         const int i4 = threadIdx.x + k * kComputeThreads;
-        if (i4 < n4) out4[i4] = float4_to_half4(ln_apply4(v[k], mean, rstd, __ldg(w4 + i4), __ldg(b4 + i4)));
+        if (i4 < n4) out4[i4] = float4_to_half4(ln_apply4(v[k], mean, rstd, prm.w[k], prm.b[k]));
     }
     compute_sync();
 }
@@ -474,6 +539,34 @@ __device__ void vector_to_smem(__half *xin, const uint64_t *src, int n, uint32_t
 }
 
 
+// Block split's key range [j_begin, j_end) of a head (n_valid ranges have keys); false: none.
+__device__ __forceinline__ bool attention_range(int pos, int splits, int split, int &n_valid, int &j_begin,
+                                                int &j_end) {
+    const int n_keys = pos + 1;
+    n_valid = min(splits, ceil_div(n_keys, kAttnKeysPerSplit));  // ranges with keys
+    if (split >= n_valid) return false;
+    const int per = ceil_div(n_keys, n_valid);
+    j_begin = split * per;
+    j_end = min(j_begin + per, n_keys);
+    return true;
+}
+
+// At the start of a layer, before anything of the step is awaited: the cache rows of this block's
+// attention range (rows before pos do not depend on the step) pulled into L2, one bulk prefetch
+// per K and V, so that the attention phase reads them from L2 instead of HBM.
+__device__ __forceinline__ void prefetch_attention_keys(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
+                                                        const PersistentLayer &L, int splits) {
+    const int unit = blockIdx.x;
+    if (unit >= sh.H * splits || threadIdx.x >= 2) return;
+    int n_valid, j_begin, j_end;
+    if (!attention_range(a.pos, splits, unit % splits, n_valid, j_begin, j_end)) return;
+    j_end = min(j_end, a.pos);  // the row at pos is written by this step
+    if (j_end <= j_begin) return;
+    const size_t head_base = ((size_t)a.seq * sh.H + unit / splits) * (size_t)sh.n_ctx * kHeadDim;
+    const half_t *base = (threadIdx.x == 0 ? L.k_cache : L.v_cache) + head_base + (size_t)j_begin * kHeadDim;
+    bulk_prefetch_l2(base, (uint32_t)((j_end - j_begin) * kHeadDim * 2));
+}
+
 struct AttnShared {
     float *m, *l, *acc;
     int *flag;
@@ -482,31 +575,37 @@ struct AttnShared {
 // Phase 2 for block u < H·S (see the top of the file); other blocks return at once.
 __device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
                                 const PersistentLayer &L, const Handoff &ho, int layer, int splits,
-                                float *partials, uint32_t *head_counters, const AttnShared &sm) {
+                                float *partials, uint32_t *head_counters, const AttnShared &sm, int kv_prefetch) {
     const int unit = blockIdx.x;
     if (unit >= sh.H * splits) return;  // uniform over the block
     const int h = unit / splits, split = unit % splits;
-    const int n_keys = a.pos + 1;
-    const int n_valid = min(splits, ceil_div(n_keys, kAttnKeysPerSplit));  // ranges with keys
-    if (split >= n_valid) return;                                           // uniform over the block
-    const int per = ceil_div(n_keys, n_valid);
-    const int j_begin = split * per, j_end = min(j_begin + per, n_keys);
+    int n_valid, j_begin, j_end;
+    if (!attention_range(a.pos, splits, split, n_valid, j_begin, j_end)) return;  // uniform over the block
     const int tid = threadIdx.x, g = tid / kLanesPerKey, d0 = (tid % kLanesPerKey) * 8;
     const size_t head_base = ((size_t)a.seq * sh.H + h) * (size_t)sh.n_ctx * kHeadDim;
     const half_t *kh = L.k_cache + head_base + d0, *vh = L.v_cache + head_base + d0;
 
-    // The cache rows of the first step do not depend on this step: fetch them while q is awaited.
+    // The cache rows before pos do not depend on this step: fetch them while q is awaited (the whole
+    // range into L2 with one bulk prefetch per K and V, or the first step's lines).
+    if (kv_prefetch == 1) {
+        const int j_last = min(j_end, a.pos);
+        if (tid < 2 && j_last > j_begin) {
+            const half_t *base = (tid == 0 ? L.k_cache : L.v_cache) + head_base + (size_t)j_begin * kHeadDim;
+            bulk_prefetch_l2(base, (uint32_t)((j_last - j_begin) * kHeadDim * 2));
+        }
+    } else {
 #pragma unroll
-    for (int u = 0; u < kAttnUnroll; ++u) {
-        const int j = j_begin + u * kAttnGroups + g;
-        if (j < j_end && j != a.pos) {
-            prefetch_l2(kh + (size_t)j * kHeadDim);
-            prefetch_l2(vh + (size_t)j * kHeadDim);
+        for (int u = 0; u < kAttnUnroll; ++u) {
+            const int j = j_begin + u * kAttnGroups + g;
+            if (j < j_end && j != a.pos) {
+                prefetch_l2(kh + (size_t)j * kHeadDim);
+                prefetch_l2(vh + (size_t)j * kHeadDim);
+            }
         }
     }
     // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
     // ordered with this read), 8 dims a lane.
-    const uint32_t tag = ho.tag(layer, 0);
+    const uint32_t tag = ho.wait_tag(layer, 0);
     const size_t w0 = ((size_t)h * kHeadDim + d0) / 2;  // word of dim d0 of head h
     const uint64_t *const ptr[6] = {ho.qkv + w0,
                                     ho.qkv + w0 + 2,
@@ -608,7 +707,7 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
-                             int parts_bytes, int in_flight, int splits, uint32_t tag_base) {
+                             int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, int kv_prefetch, bool evict_first) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char smem[];
     const int C = sh.C, F = sh.F;
@@ -618,7 +717,9 @@ __global__ void __launch_bounds__(kThreads, 1)
               smem + kHeaderBytes + vec_bytes + parts_bytes,
               n_slots,
               slot_bytes,
-              in_flight};
+              in_flight,
+              evict_first,
+              0};
     float *y_parts = reinterpret_cast<float *>(smem + kHeaderBytes + vec_bytes);
     float *ln_red = reinterpret_cast<float *>(smem + kOffLn);
     float *x_own = reinterpret_cast<float *>(smem + kOffXOwn);
@@ -636,6 +737,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (threadIdx.x >= kComputeThreads) {  // the producer warp
         if (threadIdx.x == kComputeThreads) {
+            if (evict_first) ring.policy = make_l2_evict_first_policy();
             uint32_t c = 0;
             for (int l = 0; l < sh.n_layer; ++l) {
                 const PersistentLayer &L = a.layers[l];
@@ -656,7 +758,32 @@ __global__ void __launch_bounds__(kThreads, 1)
     float *partials = reinterpret_cast<float *>(scratch + sl.partials);
     const Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
                      reinterpret_cast<uint64_t *>(scratch + sl.attn), reinterpret_cast<uint64_t *>(scratch + sl.ff),
-                     tag_base};
+                     tag_base, mode == kModeNoHandoverWaits ? (1u << 30) : 0u};
+
+    if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
+        uint32_t cs = 0;
+        auto consume = [&](int n_in, int n_out) {
+            int r0, r1;
+            block_rows(n_out, r0, r1);
+            const int R = chunk_rows(n_in, ring.slot_bytes);
+            for (int r = r0; r < r1; r += R, ++cs) {
+                const int slot = (int)(cs % (uint32_t)ring.n_slots);
+                mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
+                __syncwarp();
+                if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
+            }
+        };
+        const long long ts = clock64();
+        for (int l = 0; l < sh.n_layer; ++l) {
+            consume(C, 3 * C);
+            consume(C, C);
+            consume(C, F);
+            consume(F, C);
+        }
+        consume(C, sh.V);
+        if (a.profile != nullptr && threadIdx.x == 0) a.profile[(size_t)kPersistentProfileSpans * blockIdx.x] += clock64() - ts;
+        return;
+    }
 
     // x = tok_embd[token] + pos_embd[pos + offset] (fp32 sum of the two fp16 values), computed by
     // every block; it keeps its own rows.
@@ -686,39 +813,46 @@ __global__ void __launch_bounds__(kThreads, 1)
     uint32_t c = 0;  // chunks consumed (the producer's count, in the same order)
     const size_t head_stride = (size_t)sh.n_ctx * kHeadDim;
     const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * kHeadDim;
-    // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block.
-    long long t_full = 0, t_wait = 0, t_attn = 0, t_gemv = 0;
-    const long long t_start = clock64();
+    // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block (kPersistentProfileNames).
+    long long prof_spans[kPersistentProfileSpans];
+#pragma unroll
+    for (int k = 0; k < kPersistentProfileSpans; ++k) prof_spans[k] = 0;
+    long long *const prof = a.profile != nullptr && threadIdx.x == 0 ? prof_spans : nullptr;
+    const long long t_start = prof ? clock64() : 0;
     long long t0 = 0;
-#define SEAOPT_SPAN(acc, ...) t0 = clock64(); __VA_ARGS__; acc += clock64() - t0;
+#define SEAOPT_SPAN(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) prof[i] += clock64() - t0;
+#define SEAOPT_GEMV(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) { const long long d = clock64() - t0; prof[1] += d; prof[i] += d; }
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
-        if (l > 0) { SEAOPT_SPAN(t_wait, load_residual(v, ho.x, C, ho.tag(l - 1, 4))) }
-        layernorm_to_smem(v, C, L.ln1_w, L.ln1_b, sh.eps, xin, ln_red);
+        if (kv_prefetch == 2) prefetch_attention_keys(sh, a, L, splits);
+        const LnParams ln1 = load_ln_params(L.ln1_w, L.ln1_b, C);
+        if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
+        layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
         const QkvEpilogue qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
-        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, t_full))
-        SEAOPT_SPAN(t_attn, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm))
+        SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
+        SEAOPT_SPAN(4, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm, kv_prefetch))
         compute_sync();  // the attention's shared memory and xin are free
-        SEAOPT_SPAN(t_wait, vector_to_smem(xin, ho.attn, C, ho.tag(l, 1)))
-        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, C, y_parts, ResidualEpilogue{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)}, t_full))
-        SEAOPT_SPAN(t_wait, load_residual(v, ho.x, C, ho.tag(l, 2)))
-        layernorm_to_smem(v, C, L.ln2_w, L.ln2_b, sh.eps, xin, ln_red);
-        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, t_full))
-        SEAOPT_SPAN(t_wait, vector_to_smem(xin, ho.ff, F, ho.tag(l, 3)))
-        SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, F, C, y_parts, ResidualEpilogue{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)}, t_full))
+        SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
+        SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, ResidualEpilogue{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)}, prof))
+        const LnParams ln2 = load_ln_params(L.ln2_w, L.ln2_b, C);
+        SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2)))
+        layernorm_to_smem(v, C, ln2, sh.eps, xin, ln_red);
+        SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof))
+        SEAOPT_SPAN(3, vector_to_smem(xin, ho.ff, F, ho.wait_tag(l, 3)))
+        SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, ResidualEpilogue{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)}, prof))
     }
-    SEAOPT_SPAN(t_wait, load_residual(v, ho.x, C, ho.tag(sh.n_layer - 1, 4)))
-    layernorm_to_smem(v, C, a.out_norm_w, a.out_norm_b, sh.eps, xin, ln_red);
-    SEAOPT_SPAN(t_gemv, gemv_phase(ring, c, xin, C, sh.V, y_parts, LogitsEpilogue{a.logits}, t_full))
+    const LnParams ln_out = load_ln_params(a.out_norm_w, a.out_norm_b, C);
+    SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
+    layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
+    SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, LogitsEpilogue{a.logits}, prof))
 #undef SEAOPT_SPAN
-    if (a.profile != nullptr && threadIdx.x == 0) {
-        long long *p = a.profile + 5 * blockIdx.x;
-        p[0] += clock64() - t_start;
-        p[1] += t_gemv;
-        p[2] += t_full;
-        p[3] += t_wait;
-        p[4] += t_attn;
+#undef SEAOPT_GEMV
+    if (prof) {
+        prof[0] += clock64() - t_start;
+        long long *p = a.profile + (size_t)kPersistentProfileSpans * blockIdx.x;
+#pragma unroll
+        for (int k = 0; k < kPersistentProfileSpans; ++k) p[k] += prof[k];
     }
 #endif
 }
@@ -753,13 +887,15 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     }
     if (fa.binaryVersion < 90) return refuse("library built without sm_90 code");
     const int row_bytes = std::max(s.C, s.F) * 2;
-    p.slot_bytes = ceil_div(std::max(kMinSlotBytes, row_bytes), 128) * 128;
+    int min_slot = kMinSlotBytes;
+    if (const char *kb = std::getenv("SEAOPT_PERSISTENT_SLOT_KB")) min_slot = std::max(min_slot, std::atoi(kb) << 10);
+    p.slot_bytes = ceil_div(std::max(min_slot, row_bytes), 128) * 128;
     // y_parts: the most (rows of a block) x (warps per row) of any matrix of the step.
     const int row_cap = ceil_div(std::max({3 * s.C, s.F, s.V}), sms) + 2;  // + the pairing's rounding
     if (row_cap > 2 * kMaxPairsPerThread * kComputeThreads) return refuse("too many rows per block");
     if (ceil_div(s.C, sms) + 2 > kMaxOwnRows) return refuse("too many residual rows per block");
     auto parts_of = [&](int n_in, int n_out) {
-        return (long long)(ceil_div(n_out, sms) + 2) * (kComputeWarps / chunk_rows(n_in, p.slot_bytes));
+        return (long long)(ceil_div(n_out, sms) + 2) * (kComputeWarps / chunk_rows(n_in, p.slot_bytes)) * kLanePartials;
     };
     const long long parts = std::max({parts_of(s.C, 3 * s.C), parts_of(s.C, s.F), parts_of(s.F, s.C), parts_of(s.C, s.V)});
     p.parts_bytes = (int)(ceil_div<long long>(parts * 4, 128) * 128);
@@ -785,6 +921,9 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     p.tags_per_step = kPhasesPerLayer * s.n_layer;
     p.in_flight = 2;
     if (const char *f = std::getenv("SEAOPT_PERSISTENT_INFLIGHT")) p.in_flight = std::max(1, std::min(p.slots, std::atoi(f)));
+    if (const char *k = std::getenv("SEAOPT_PERSISTENT_KV_PREFETCH")) p.kv_prefetch = std::max(0, std::min(2, std::atoi(k)));
+    if (const char *e = std::getenv("SEAOPT_PERSISTENT_EVICT_FIRST")) p.evict_first = std::atoi(e) != 0;
+    if (const char *m = std::getenv("SEAOPT_PERSISTENT_MODE")) p.mode = std::max(0, std::min(2, std::atoi(m)));
     p.ok = true;
     return p;
 }
@@ -809,7 +948,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     config.numAttrs = 1;
     const cudaError_t err = cudaLaunchKernelEx(&config, decode_persistent_kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
-                                               *tag_base);
+                                               *tag_base, plan.mode, plan.kv_prefetch, plan.evict_first);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
     *tag_base += (uint32_t)plan.tags_per_step;

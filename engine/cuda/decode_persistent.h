@@ -51,6 +51,10 @@ struct PersistentDecodePlan {
     int splits = 0;      // key ranges per head in the attention phase
     int parts_bytes = 0;    // shared memory for the row parts of one matrix
     int tags_per_step = 0;  // handover tags a step uses
+    int kv_prefetch = 1;      // the attention's cache rows into L2: 0 the first step's lines, 1 the whole range at the
+                              // attention's start, 2 at the layer's start (SEAOPT_PERSISTENT_KV_PREFETCH)
+    bool evict_first = true;  // the weight stream as L2 evict-first (SEAOPT_PERSISTENT_EVICT_FIRST)
+    int mode = 0;           // 0; timing modes 1 (weight stream only) and 2 (no handover waits): SEAOPT_PERSISTENT_MODE
     size_t shared_bytes = 0;
 };
 PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, int device);
@@ -59,13 +63,19 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, 
 // counters, attention partials, and the flagged handover buffers of x, q/k/v, attention and ff.
 uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape);
 
+// SEAOPT_PERSISTENT_PROFILE: clock64 spans of thread 0 per block, summed over steps ([grid][spans]).
+constexpr int kPersistentProfileSpans = 13;
+inline constexpr const char *kPersistentProfileNames[kPersistentProfileSpans] = {
+    "total", "gemv", "full-wait", "ll-wait", "attention", "gemv-setup", "gemv-loop", "gemv-epilogue",
+    "qkv", "out", "fc1", "fc2", "head"};
+
 struct PersistentDecodeArgs {
     const PersistentLayer *layers = nullptr;  // device array [n_layer]
     const half_t *tok_embd = nullptr, *pos_embd = nullptr, *out_norm_w = nullptr, *out_norm_b = nullptr;
     const half_t *lm_head = nullptr;
     float *logits = nullptr;   // [V]
     void *scratch = nullptr;   // persistent_decode_scratch_bytes, zeroed at allocation
-    long long *profile = nullptr;  // [grid][5] clock sums (SEAOPT_PERSISTENT_PROFILE), or null
+    long long *profile = nullptr;  // [grid][kPersistentProfileSpans] clock sums (SEAOPT_PERSISTENT_PROFILE), or null
     int token = 0, pos = 0, seq = 0;
 };
 

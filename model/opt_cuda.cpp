@@ -338,16 +338,16 @@ uint64_t persistent_table_bytes(const OptHparams &hp) {
     return (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
 }
 
-// Whether batch-1 decode runs as the persistent kernel: asked for with SEAOPT_PERSISTENT_DECODE=1
-// (experimental: on H100, tg128 722-727 t/s against the captured per-op step's 686-689, but slower at
-// depth 1,920, so it is not the default; docs/development.md), a pre-LN model without project_in/out, dense attention
-// on every layer, a device and build with sm_90 (persistent_decode_plan). Sets s.persistent, its
-// shape and the bytes it adds.
+// Whether batch-1 decode runs as the persistent kernel: by default (SEAOPT_PERSISTENT_DECODE=0 turns it
+// off) for a pre-LN model without project_in/out, dense attention on every layer, a device and build
+// with sm_90 (persistent_decode_plan). On H100 at the OPT-1.3B shape: tg128 ~800 t/s against the captured
+// per-op step's ~700, about equal at depth 1,920 (docs/development.md). Sets s.persistent, its shape and
+// the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");
     std::string why;
-    if (!env || std::string(env) != "1") {
-        why = "not asked for (SEAOPT_PERSISTENT_DECODE=1)";
+    if (env && std::string(env) == "0") {
+        why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
     } else if (s.sea_any) {

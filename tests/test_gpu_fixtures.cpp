@@ -36,6 +36,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -290,37 +291,46 @@ TEST_P(GpuFixture, PrefillMatchesCpuAndTransformers) {
     EXPECT_TRUE(cpu_by_type["f16"] == cpu_by_type["f32"]) << "CPU logits differ between the f16 and f32 GGUF";
 }
 
-// One token per decode call through the KV cache (batch-1 decode; CUDA-graph replays from step 2)
-// against transformers' prefill logits, over the whole longer sequence (past 64 positions).
+// One token per decode call through the KV cache (batch-1 decode) against transformers' prefill logits,
+// over the whole longer sequence (past 64 positions); with both batch-1 decode paths: the persistent
+// kernel where the context plans it (the default), and the captured kernel-per-op step
+// (SEAOPT_PERSISTENT_DECODE=0; CUDA-graph replays from step 2).
 TEST_P(GpuFixture, OneTokenDecodeMatchesTransformers) {
     const std::string model = GetParam();
     REQUIRE_FIXTURE(model);
     const json ref = reference(model);
-    Engine gpu(converted(model, "f16"), SEAOPT_TEST_GPU_DEVICE);
-    const std::vector<Sequence> seqs = sequences(model, ref, gpu.n_vocab);
-    for (size_t s = 0; s < seqs.size(); ++s) {
-        const Rows g = gpu.one_by_one(seqs[s].ids);
-        const double err = max_abs_diff(g, seqs[s].ref), bound = kGpuRel * std::max(1.0, seqs[s].std);
-        std::printf("[ %s seq%zu ] one-token decode of %zu tokens vs transformers fp32: max |dlogit| %.4g (bound %.3g)\n",
-                    model.c_str(), s, seqs[s].ids.size(), err, bound);
-        EXPECT_LE(err, bound) << "seq" << s;
-    }
-    // Prefill of a prompt, then one token at a time (prefilled K/V read by the decode kernel).
-    const Sequence &q = seqs.back();
-    const size_t p = std::min<size_t>(70, q.ids.size() - 1);
-    seaopt_kv_clear(gpu.ctx);
-    seaopt_batch b = seaopt_batch_get_one(q.ids.data(), (int32_t)p);
-    ASSERT_EQ(seaopt_decode(gpu.ctx, &b), SEAOPT_OK) << seaopt_last_error();
-    Rows got{gpu.row(-1)}, want{q.ref[p - 1]};
-    for (size_t t = p; t < q.ids.size(); ++t) {
-        b = seaopt_batch_get_one(&q.ids[t], 1);
+    for (const char *path : {"default", "per-op"}) {
+        const bool per_op = std::string(path) == "per-op";
+        if (per_op) setenv("SEAOPT_PERSISTENT_DECODE", "0", 1);
+        Engine gpu(converted(model, "f16"), SEAOPT_TEST_GPU_DEVICE);
+        if (per_op) unsetenv("SEAOPT_PERSISTENT_DECODE");
+        const std::vector<Sequence> seqs = sequences(model, ref, gpu.n_vocab);
+        for (size_t s = 0; s < seqs.size(); ++s) {
+            const Rows g = gpu.one_by_one(seqs[s].ids);
+            const double err = max_abs_diff(g, seqs[s].ref), bound = kGpuRel * std::max(1.0, seqs[s].std);
+            std::printf("[ %s %s seq%zu ] one-token decode of %zu tokens vs transformers fp32: max |dlogit| %.4g "
+                        "(bound %.3g)\n",
+                        model.c_str(), path, s, seqs[s].ids.size(), err, bound);
+            EXPECT_LE(err, bound) << path << " seq" << s;
+        }
+        // Prefill of a prompt, then one token at a time (prefilled K/V read by the decode kernel).
+        const Sequence &q = seqs.back();
+        const size_t p = std::min<size_t>(70, q.ids.size() - 1);
+        seaopt_kv_clear(gpu.ctx);
+        seaopt_batch b = seaopt_batch_get_one(q.ids.data(), (int32_t)p);
         ASSERT_EQ(seaopt_decode(gpu.ctx, &b), SEAOPT_OK) << seaopt_last_error();
-        got.push_back(gpu.row(-1));
-        want.push_back(q.ref[t]);
+        Rows got{gpu.row(-1)}, want{q.ref[p - 1]};
+        for (size_t t = p; t < q.ids.size(); ++t) {
+            b = seaopt_batch_get_one(&q.ids[t], 1);
+            ASSERT_EQ(seaopt_decode(gpu.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+            got.push_back(gpu.row(-1));
+            want.push_back(q.ref[t]);
+        }
+        const double err = max_abs_diff(got, want);
+        std::printf("[ %s %s ] prefill %zu + %zu one-token steps: max |dlogit| %.4g\n", model.c_str(), path, p,
+                    q.ids.size() - p, err);
+        EXPECT_LE(err, kGpuRel * std::max(1.0, q.std)) << path;
     }
-    const double err = max_abs_diff(got, want);
-    std::printf("[ %s ] prefill %zu + %zu one-token steps: max |dlogit| %.4g\n", model.c_str(), p, q.ids.size() - p, err);
-    EXPECT_LE(err, kGpuRel * std::max(1.0, q.std));
 }
 
 // Both sequences in one batch, interleaved, as two independent sequences.

@@ -12,10 +12,11 @@
 //
 // The step computes what the kernel-per-op path computes (model/opt_cuda.cpp), in another fp32
 // summation order: fp32 residual, fp16 GEMV inputs and outputs, fp32 accumulation, the same
-// attention arithmetic (log2-domain online softmax, fp32). Experimental and opt-in
-// (SEAOPT_PERSISTENT_DECODE=1, model/opt_cuda.cpp): on H100, 5% faster than the captured
-// kernel-per-op step at short contexts and slower at long ones (docs/development.md). Where the shape or the device does not fit
-// (persistent_decode_plan says why), the engine keeps the kernel-per-op path.
+// attention arithmetic (log2-domain online softmax, fp32). The default for batch-1 decode where it
+// fits (SEAOPT_PERSISTENT_DECODE=0 turns it off, model/opt_cuda.cpp): on H100 at the OPT-1.3B shape,
+// tg128 ~800 t/s against the captured kernel-per-op step's ~700, about equal at depth 1,920
+// (docs/development.md). Where the shape or the device does not fit (persistent_decode_plan says
+// why), the engine keeps the kernel-per-op path.
 #pragma once
 
 #include <cstdint>

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -239,6 +240,12 @@ struct OptCudaState {
     uint64_t persistent_bytes = 0;
     void *persistent_profile = nullptr;
     long long persistent_steps = 0;
+    // SEAOPT_PERSISTENT_PROFILE, host side (us summed over steps): the caller between steps, enqueue, the
+    // wait for the stream, the logits copy to the caller, the kernel by events.
+    double host_profile[5] = {0, 0, 0, 0, 0};
+    long long host_profile_gaps = 0;
+    std::chrono::steady_clock::time_point last_forward_end;
+    cudaEvent_t profile_events[2] = {nullptr, nullptr};
     uint32_t persistent_tag = 1;  // the next step's first handover tag (the scratch starts at tag 0)
 
     char *sea_layer_states(uint32_t layer) const {
@@ -290,6 +297,14 @@ void destroy_cuda_state(OptCudaState *s) {
         }
         SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step, mean over blocks / max):%s\n",
                          s->persistent_steps, line.c_str());
+        const double k = (double)std::max<long long>(1, s->persistent_steps);
+        SEAOPT_LOG_WARN_("persistent profile, host (us per step): caller between steps %.1f, enqueue %.1f, wait %.1f, "
+                         "logits copy %.1f; kernel (events) %.1f\n",
+                         s->host_profile[0] / (double)std::max<long long>(1, s->host_profile_gaps), s->host_profile[1] / k, s->host_profile[2] / k,
+                         s->host_profile[3] / k, s->host_profile[4] / k);
+        for (cudaEvent_t e : s->profile_events) {
+            if (e) cudaEventDestroy(e);
+        }
         cudaFree(s->persistent_profile);
     }
     if (s->gemm) cuda::gemm_destroy(s->gemm);
@@ -802,11 +817,57 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         a.token = h_ids[0];
         a.pos = h_pos[0];
         a.seq = h_seq[0];
+        // The profile's host side: wall times of this call's parts, the kernel's time by events, and the
+        // time between the end of the previous call and the start of this one (the caller's share).
+        using HostClock = std::chrono::steady_clock;
+        const HostClock::time_point h0 = HostClock::now();
+        if (profile) {
+            if (!s.profile_events[0]) {
+                check(cudaEventCreate(&s.profile_events[0]), "profile event");
+                check(cudaEventCreate(&s.profile_events[1]), "profile event");
+            }
+            check(cudaEventRecord(s.profile_events[0], st), "profile event");
+        }
+        // The kernel stores the logits straight into the pinned host row (mapped memory) during its last
+        // phase instead of a copy after it (H100: tg128 +2%); SEAOPT_PERSISTENT_ZERO_COPY=0 copies after.
+        static const bool zero_copy = [] {
+            const char *z = std::getenv("SEAOPT_PERSISTENT_ZERO_COPY");
+            return z == nullptr || std::string(z) != "0";
+        }();
+        float *pinned_on_device = nullptr;
+        if (zero_copy && cudaHostGetDevicePointer(reinterpret_cast<void **>(&pinned_on_device), s.pinned_logits, 0) ==
+                             cudaSuccess) {
+            a.logits = pinned_on_device;
+        } else {
+            cudaGetLastError();
+            pinned_on_device = nullptr;
+        }
         cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
-        check(cudaMemcpyAsync(s.pinned_logits, a.logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st),
-              "copy logits");
+        if (profile) check(cudaEventRecord(s.profile_events[1], st), "profile event");
+        if (!pinned_on_device) {
+            check(cudaMemcpyAsync(s.pinned_logits, a.logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st),
+                  "copy logits");
+        }
+        const HostClock::time_point h1 = HostClock::now();
         check(cudaStreamSynchronize(st), "the forward");
+        const HostClock::time_point h2 = HostClock::now();
         std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
+        if (profile) {
+            const HostClock::time_point h3 = HostClock::now();
+            float kernel_ms = 0.0f;
+            check(cudaEventElapsedTime(&kernel_ms, s.profile_events[0], s.profile_events[1]), "profile event");
+            auto us = [](HostClock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); };
+            const double gap = us(h0 - s.last_forward_end);
+            if (s.persistent_steps > 1 && gap < 1000.0) {  // longer: the caller did something else between steps
+                s.host_profile[0] += gap;
+                ++s.host_profile_gaps;
+            }
+            s.host_profile[1] += us(h1 - h0);
+            s.host_profile[2] += us(h2 - h1);
+            s.host_profile[3] += us(h3 - h2);
+            s.host_profile[4] += 1e3 * kernel_ms;
+            s.last_forward_end = h3;
+        }
         return;
     }
 

@@ -208,24 +208,20 @@ __device__ __forceinline__ void ll_store(uint64_t *p, uint32_t data, uint32_t ta
 
 __device__ __forceinline__ bool ll_ready(uint64_t word, uint32_t tag) { return (int32_t)((uint32_t)(word >> 32) - tag) >= 0; }
 
-// Two LL words (16 bytes, 16-byte aligned), waited for: their data. Between polls the warp sleeps
-// poll_ns (0: none): every compute thread of the grid polls, and back-to-back polls crowd the L2
-// that the weight stream goes through.
-__device__ __forceinline__ uint2 ll_load2(const uint64_t *p, uint32_t tag, int poll_ns) {
+// Two LL words (16 bytes, 16-byte aligned), waited for: their data. (A sleep between polls, to leave
+// the L2 to the weight stream, measured slower: 784-794 against 799 t/s.)
+__device__ __forceinline__ uint2 ll_load2(const uint64_t *p, uint32_t tag) {
     uint64_t a, b;
-    while (true) {
+    do {
         asm volatile("ld.volatile.global.v2.u64 {%0, %1}, [%2];" : "=l"(a), "=l"(b) : "l"(p) : "memory");
-        if (ll_ready(a, tag) && ll_ready(b, tag)) break;
-        if (poll_ns > 0) __nanosleep((unsigned)poll_ns);
-    }
+    } while (!ll_ready(a, tag) || !ll_ready(b, tag));
     return make_uint2((uint32_t)a, (uint32_t)b);
 }
 
 // Issues the loads of N pairs of LL words (null pointers: none), then waits for each: one round
 // trip for all of them where they are ready.
 template <int N>
-__device__ __forceinline__ void ll_load_many(uint2 (&out)[N], const uint64_t *const (&p)[N], uint32_t tag,
-                                             int poll_ns) {
+__device__ __forceinline__ void ll_load_many(uint2 (&out)[N], const uint64_t *const (&p)[N], uint32_t tag) {
     uint64_t a[N], b[N];
 #pragma unroll
     for (int i = 0; i < N; ++i) {
@@ -237,7 +233,7 @@ __device__ __forceinline__ void ll_load_many(uint2 (&out)[N], const uint64_t *co
 #pragma unroll
     for (int i = 0; i < N; ++i) {
         if (!ll_ready(a[i], tag) || !ll_ready(b[i], tag)) {
-            const uint2 d = ll_load2(p[i], tag, poll_ns);
+            const uint2 d = ll_load2(p[i], tag);
             a[i] = d.x;
             b[i] = d.y;
         }
@@ -258,7 +254,6 @@ struct Handoff {
     uint64_t *ff;    // [F/2]: fp16 pairs
     uint32_t tag_base;
     uint32_t wait_bias;  // 0; 2^30 in the "no handover waits" timing mode (every word reads as ready)
-    int poll_ns;         // sleep between polls of a word not ready yet
     __device__ uint32_t tag(int layer, int phase) const { return tag_base + (uint32_t)(kPhasesPerLayer * layer + phase); }
     __device__ uint32_t wait_tag(int layer, int phase) const { return tag(layer, phase) - wait_bias; }
 };
@@ -472,8 +467,7 @@ struct LogitsEpilogue {
 };
 
 // v: this thread's float4s of the residual (float4 index tid + k·256), waited for as LL words.
-__device__ __forceinline__ void load_residual(float4 (&v)[kMaxVec4], const uint64_t *x, int C, uint32_t tag,
-                                              int poll_ns) {
+__device__ __forceinline__ void load_residual(float4 (&v)[kMaxVec4], const uint64_t *x, int C, uint32_t tag) {
     const int n4 = C / 4;
     const uint64_t *ptr[2 * kMaxVec4];
 #pragma unroll
@@ -483,7 +477,7 @@ __device__ __forceinline__ void load_residual(float4 (&v)[kMaxVec4], const uint6
         ptr[2 * k + 1] = i4 < n4 ? x + 4 * (size_t)i4 + 2 : nullptr;
     }
     uint2 d[2 * kMaxVec4];
-    ll_load_many(d, ptr, tag, poll_ns);
+    ll_load_many(d, ptr, tag);
 #pragma unroll
     for (int k = 0; k < kMaxVec4; ++k) {
         v[k] = make_float4(__uint_as_float(d[2 * k].x), __uint_as_float(d[2 * k].y), __uint_as_float(d[2 * k + 1].x),
@@ -541,7 +535,7 @@ __device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], i
 // xin = the n halves of an LL vector (n / 2 words), waited for: up to kVectorBatch loads per thread
 // issued before any is checked (one round trip, not one per load).
 constexpr int kVectorBatch = 8;
-__device__ void vector_to_smem(__half *xin, const uint64_t *src, int n, uint32_t tag, int poll_ns) {
+__device__ void vector_to_smem(__half *xin, const uint64_t *src, int n, uint32_t tag) {
     uint2 *d2 = reinterpret_cast<uint2 *>(xin);
     const int n2 = n / 4;  // uint2s: two words each
     for (int i0 = threadIdx.x; i0 < n2; i0 += kVectorBatch * kComputeThreads) {
@@ -552,7 +546,7 @@ __device__ void vector_to_smem(__half *xin, const uint64_t *src, int n, uint32_t
             ptr[k] = i < n2 ? src + 2 * (size_t)i : nullptr;
         }
         uint2 d[kVectorBatch];
-        ll_load_many(d, ptr, tag, poll_ns);
+        ll_load_many(d, ptr, tag);
 #pragma unroll
         for (int k = 0; k < kVectorBatch; ++k) {
             if (ptr[k] != nullptr) d2[i0 + k * kComputeThreads] = d[k];
@@ -574,22 +568,6 @@ __device__ __forceinline__ bool attention_range(int pos, int splits, int split, 
     return true;
 }
 
-// At the start of a layer, before anything of the step is awaited: the cache rows of this block's
-// attention range (rows before pos do not depend on the step) pulled into L2, one bulk prefetch
-// per K and V, so that the attention phase reads them from L2 instead of HBM.
-__device__ __forceinline__ void prefetch_attention_keys(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
-                                                        const PersistentLayer &L, int splits) {
-    const int unit = blockIdx.x;
-    if (unit >= sh.H * splits || threadIdx.x >= 2) return;
-    int n_valid, j_begin, j_end;
-    if (!attention_range(a.pos, splits, unit % splits, n_valid, j_begin, j_end)) return;
-    j_end = min(j_end, a.pos);  // the row at pos is written by this step
-    if (j_end <= j_begin) return;
-    const size_t head_base = ((size_t)a.seq * sh.H + unit / splits) * (size_t)sh.n_ctx * kHeadDim;
-    const half_t *base = (threadIdx.x == 0 ? L.k_cache : L.v_cache) + head_base + (size_t)j_begin * kHeadDim;
-    bulk_prefetch_l2(base, (uint32_t)((j_end - j_begin) * kHeadDim * 2));
-}
-
 struct AttnShared {
     float *m, *l, *acc;
     int *flag;
@@ -598,7 +576,7 @@ struct AttnShared {
 // Phase 2 for block u < H·S (see the top of the file); other blocks return at once.
 __device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
                                 const PersistentLayer &L, const Handoff &ho, int layer, int splits,
-                                float *partials, uint32_t *head_counters, const AttnShared &sm, int kv_prefetch) {
+                                float *partials, uint32_t *head_counters, const AttnShared &sm) {
     const int unit = blockIdx.x;
     if (unit >= sh.H * splits) return;  // uniform over the block
     const int h = unit / splits, split = unit % splits;
@@ -608,22 +586,15 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
     const size_t head_base = ((size_t)a.seq * sh.H + h) * (size_t)sh.n_ctx * kHeadDim;
     const half_t *kh = L.k_cache + head_base + d0, *vh = L.v_cache + head_base + d0;
 
-    // The cache rows before pos do not depend on this step: fetch them while q is awaited (the whole
-    // range into L2 with one bulk prefetch per K and V, or the first step's lines).
-    if (kv_prefetch == 1) {
-        const int j_last = min(j_end, a.pos);
-        if (tid < 2 && j_last > j_begin) {
-            const half_t *base = (tid == 0 ? L.k_cache : L.v_cache) + head_base + (size_t)j_begin * kHeadDim;
-            bulk_prefetch_l2(base, (uint32_t)((j_last - j_begin) * kHeadDim * 2));
-        }
-    } else {
+    // The cache rows of the first step do not depend on this step: fetch them while q is awaited.
+    // (The whole range with bulk L2 prefetches, here or at the layer's start, measured slower at depth
+    // 1,920: 624-628 against 647 t/s.)
 #pragma unroll
-        for (int u = 0; u < kAttnUnroll; ++u) {
-            const int j = j_begin + u * kAttnGroups + g;
-            if (j < j_end && j != a.pos) {
-                prefetch_l2(kh + (size_t)j * kHeadDim);
-                prefetch_l2(vh + (size_t)j * kHeadDim);
-            }
+    for (int u = 0; u < kAttnUnroll; ++u) {
+        const int j = j_begin + u * kAttnGroups + g;
+        if (j < j_end && j != a.pos) {
+            prefetch_l2(kh + (size_t)j * kHeadDim);
+            prefetch_l2(vh + (size_t)j * kHeadDim);
         }
     }
     // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
@@ -637,7 +608,7 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
                                     ho.qkv + sh.C + w0,
                                     ho.qkv + sh.C + w0 + 2};
     uint2 qkv_words[6];
-    ll_load_many(qkv_words, ptr, tag, ho.poll_ns);
+    ll_load_many(qkv_words, ptr, tag);
     float q[8];
     unpack8(q, make_uint4(qkv_words[0].x, qkv_words[0].y, qkv_words[1].x, qkv_words[1].y));
     const uint4 k_own = make_uint4(qkv_words[2].x, qkv_words[2].y, qkv_words[3].x, qkv_words[3].y);
@@ -730,7 +701,7 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
-                             int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, int kv_prefetch, bool evict_first, int poll_ns) {
+                             int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char smem[];
     const int C = sh.C, F = sh.F;
@@ -781,7 +752,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     float *partials = reinterpret_cast<float *>(scratch + sl.partials);
     const Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
                      reinterpret_cast<uint64_t *>(scratch + sl.attn), reinterpret_cast<uint64_t *>(scratch + sl.ff),
-                     tag_base, mode == kModeNoHandoverWaits ? (1u << 30) : 0u, poll_ns};
+                     tag_base, mode == kModeNoHandoverWaits ? (1u << 30) : 0u};
 
     if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
         uint32_t cs = 0;
@@ -847,26 +818,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 #define SEAOPT_GEMV(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) { const long long d = clock64() - t0; prof[1] += d; prof[i] += d; }
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
-        if (kv_prefetch == 2) prefetch_attention_keys(sh, a, L, splits);
         const LnParams ln1 = load_ln_params(L.ln1_w, L.ln1_b, C);
-        if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4), ho.poll_ns)) }
+        if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
         const QkvEpilogue qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
         SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
-        SEAOPT_SPAN(4, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm, kv_prefetch))
+        SEAOPT_SPAN(4, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm))
         compute_sync();  // the attention's shared memory and xin are free
-        SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1), ho.poll_ns))
+        SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, ResidualEpilogue{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)}, prof))
         const LnParams ln2 = load_ln_params(L.ln2_w, L.ln2_b, C);
-        SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2), ho.poll_ns))
+        SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2)))
         layernorm_to_smem(v, C, ln2, sh.eps, xin, ln_red);
         SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof))
-        SEAOPT_SPAN(3, vector_to_smem(xin, ho.ff, F, ho.wait_tag(l, 3), ho.poll_ns))
+        SEAOPT_SPAN(3, vector_to_smem(xin, ho.ff, F, ho.wait_tag(l, 3)))
         SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, ResidualEpilogue{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)}, prof))
     }
     const LnParams ln_out = load_ln_params(a.out_norm_w, a.out_norm_b, C);
-    SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4), ho.poll_ns))
+    SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
     layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
     SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, LogitsEpilogue{a.logits}, prof))
 #undef SEAOPT_SPAN
@@ -944,8 +914,6 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     p.tags_per_step = kPhasesPerLayer * s.n_layer;
     p.in_flight = 2;
     if (const char *f = std::getenv("SEAOPT_PERSISTENT_INFLIGHT")) p.in_flight = std::max(1, std::min(p.slots, std::atoi(f)));
-    if (const char *k = std::getenv("SEAOPT_PERSISTENT_KV_PREFETCH")) p.kv_prefetch = std::max(0, std::min(2, std::atoi(k)));
-    if (const char *pn = std::getenv("SEAOPT_PERSISTENT_POLL_NS")) p.poll_ns = std::max(0, std::min(10000, std::atoi(pn)));
     if (const char *e = std::getenv("SEAOPT_PERSISTENT_EVICT_FIRST")) p.evict_first = std::atoi(e) != 0;
     if (const char *m = std::getenv("SEAOPT_PERSISTENT_MODE")) p.mode = std::max(0, std::min(2, std::atoi(m)));
     p.ok = true;
@@ -972,7 +940,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     config.numAttrs = 1;
     const cudaError_t err = cudaLaunchKernelEx(&config, decode_persistent_kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
-                                               *tag_base, plan.mode, plan.kv_prefetch, plan.evict_first, plan.poll_ns);
+                                               *tag_base, plan.mode, plan.evict_first);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
     *tag_base += (uint32_t)plan.tags_per_step;

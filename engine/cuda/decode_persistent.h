@@ -52,9 +52,6 @@ struct PersistentDecodePlan {
     int splits = 0;      // key ranges per head in the attention phase
     int parts_bytes = 0;    // shared memory for the row parts of one matrix
     int tags_per_step = 0;  // handover tags a step uses
-    int poll_ns = 0;          // sleep between polls of a handover word (SEAOPT_PERSISTENT_POLL_NS)
-    int kv_prefetch = 0;      // the attention's cache rows into L2: 0 the first step's lines, 1 the whole range at the
-                              // attention's start, 2 at the layer's start (SEAOPT_PERSISTENT_KV_PREFETCH)
     bool evict_first = true;  // the weight stream as L2 evict-first (SEAOPT_PERSISTENT_EVICT_FIRST)
     int mode = 0;           // 0; timing modes 1 (weight stream only) and 2 (no handover waits): SEAOPT_PERSISTENT_MODE
     size_t shared_bytes = 0;

@@ -502,8 +502,8 @@ __device__ __forceinline__ LnParams load_ln_params(const half_t *w, const half_t
 }
 // xin = fp16(LayerNorm(v)) (two-pass statistics in fp32, as layernorm_forward), visible to all
 // compute threads on return.
-__device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const LnParams &prm, float eps, __half *xin,
-                                  float *ln_red) {
+__device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const LnParams &prm, float eps,
+                                                  __half *xin, float *ln_red) {
     const int n4 = C / 4, warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     float s = 0.0f;
 #pragma unroll
@@ -775,7 +775,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             consume(F, C);
         }
         consume(C, sh.V);
-        if (a.profile != nullptr && threadIdx.x == 0) a.profile[(size_t)kPersistentProfileSpans * blockIdx.x] += clock64() - ts;
+        if (a.profile != nullptr && threadIdx.x == 0) {
+            a.profile[(size_t)kPersistentProfileSpans * blockIdx.x] += clock64() - ts;
+        }
         return;
     }
 
@@ -815,7 +817,14 @@ __global__ void __launch_bounds__(kThreads, 1)
     const long long t_start = prof ? clock64() : 0;
     long long t0 = 0;
 #define SEAOPT_SPAN(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) prof[i] += clock64() - t0;
-#define SEAOPT_GEMV(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) { const long long d = clock64() - t0; prof[1] += d; prof[i] += d; }
+#define SEAOPT_GEMV(i, ...)                   \
+    if (prof) t0 = clock64();                 \
+    __VA_ARGS__;                              \
+    if (prof) {                               \
+        const long long d = clock64() - t0;   \
+        prof[1] += d;                         \
+        prof[i] += d;                         \
+    }
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
         const LnParams ln1 = load_ln_params(L.ln1_w, L.ln1_b, C);
@@ -827,13 +836,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         SEAOPT_SPAN(4, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm))
         compute_sync();  // the attention's shared memory and xin are free
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
-        SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, ResidualEpilogue{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)}, prof))
+        const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
+        SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, out_epi, prof))
         const LnParams ln2 = load_ln_params(L.ln2_w, L.ln2_b, C);
         SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2)))
         layernorm_to_smem(v, C, ln2, sh.eps, xin, ln_red);
         SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof))
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.ff, F, ho.wait_tag(l, 3)))
-        SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, ResidualEpilogue{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)}, prof))
+        const ResidualEpilogue fc2_epi{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)};
+        SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, fc2_epi, prof))
     }
     const LnParams ln_out = load_ln_params(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))

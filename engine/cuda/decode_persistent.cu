@@ -150,26 +150,29 @@ struct Ring {
 };
 
 // The producer's share of one matrix [n_out, n_in]: chunk c goes to slot c % n_slots.
+// Chunk c of the ring: `bytes` (a multiple of 16, at most a slot) from src into slot c % n_slots.
+__device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uint32_t bytes) {
+    const int slot = (int)(c % (uint32_t)ring.n_slots);
+    const uint32_t parity = (c / (uint32_t)ring.n_slots) & 1u;
+    if (c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
+        const uint32_t old = c - (uint32_t)ring.in_flight;
+        mbar_wait(ring.full + old % (uint32_t)ring.n_slots, (old / (uint32_t)ring.n_slots) & 1u);
+    }
+    mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
+    mbar_arrive_expect_tx(ring.full + slot, bytes);
+    if (ring.evict_first) {
+        bulk_load_hinted(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot, ring.policy);
+    } else {
+        bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot);
+    }
+}
+
 __device__ void produce(const Ring &ring, uint32_t &c, const half_t *w, int n_in, int n_out) {
     int r0, r1;
     block_rows(n_out, r0, r1);
     const int R = chunk_rows(n_in, ring.slot_bytes);
     for (int r = r0; r < r1; r += R, ++c) {
-        const uint32_t bytes = (uint32_t)(min(R, r1 - r) * n_in * 2);
-        const int slot = (int)(c % (uint32_t)ring.n_slots);
-        const uint32_t parity = (c / (uint32_t)ring.n_slots) & 1u;
-        if (c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
-            const uint32_t old = c - (uint32_t)ring.in_flight;
-            mbar_wait(ring.full + old % (uint32_t)ring.n_slots, (old / (uint32_t)ring.n_slots) & 1u);
-        }
-        mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
-        mbar_arrive_expect_tx(ring.full + slot, bytes);
-        if (ring.evict_first) {
-            bulk_load_hinted(ring.slots + (size_t)slot * ring.slot_bytes, w + (size_t)r * n_in, bytes, ring.full + slot,
-                             ring.policy);
-        } else {
-            bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, w + (size_t)r * n_in, bytes, ring.full + slot);
-        }
+        produce_chunk(ring, c, w + (size_t)r * n_in, (uint32_t)(min(R, r1 - r) * n_in * 2));
     }
 }
 
@@ -568,35 +571,50 @@ __device__ __forceinline__ bool attention_range(int pos, int splits, int split, 
     return true;
 }
 
+// The attention phase's cache rows go through the ring too: after a layer's qkv chunks, an attention
+// block's producer copies its key range's K and V rows before pos (written by earlier steps), 128
+// keys a chunk (one kAttnKeysPerStep step of the attention loop; 16 KB), K then V for each step that
+// has cached keys. So the attention reads them from shared memory, fetched while the qkv GEMV and
+// its handover run, instead of a global round trip per step (at depth 1,920: 4 steps a layer).
+__device__ __forceinline__ int attention_kv_chunks(const PersistentDecodeShape &sh, int pos, int splits, int &j_begin,
+                                                   int &j_last) {
+    const int unit = blockIdx.x;
+    int n_valid, j_end;
+    if (unit >= sh.H * splits || !attention_range(pos, splits, unit % splits, n_valid, j_begin, j_end)) return 0;
+    j_last = min(j_end, pos);  // the row at pos is this step's: from the handover words
+    return j_last > j_begin ? 2 * ceil_div(j_last - j_begin, kAttnKeysPerStep) : 0;
+}
+
+__device__ void produce_kv(const Ring &ring, uint32_t &c, const PersistentDecodeShape &sh,
+                           const PersistentDecodeArgs &a, const PersistentLayer &L, int splits) {
+    int j_begin = 0, j_last = 0;
+    if (attention_kv_chunks(sh, a.pos, splits, j_begin, j_last) == 0) return;
+    const size_t head_base = ((size_t)a.seq * sh.H + blockIdx.x / splits) * (size_t)sh.n_ctx * kHeadDim;
+    for (int j = j_begin; j < j_last; j += kAttnKeysPerStep) {
+        const uint32_t bytes = (uint32_t)(min(kAttnKeysPerStep, j_last - j) * kHeadDim * 2);
+        produce_chunk(ring, c++, L.k_cache + head_base + (size_t)j * kHeadDim, bytes);
+        produce_chunk(ring, c++, L.v_cache + head_base + (size_t)j * kHeadDim, bytes);
+    }
+}
+
 struct AttnShared {
     float *m, *l, *acc;
     int *flag;
 };
 
 // Phase 2 for block u < H·S (see the top of the file); other blocks return at once.
-__device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
-                                const PersistentLayer &L, const Handoff &ho, int layer, int splits,
-                                float *partials, uint32_t *head_counters, const AttnShared &sm) {
+__device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a, const Ring &ring,
+                                uint32_t &c, const Handoff &ho, int layer, int splits, float *partials,
+                                uint32_t *head_counters, const AttnShared &sm) {
     const int unit = blockIdx.x;
     if (unit >= sh.H * splits) return;  // uniform over the block
     const int h = unit / splits, split = unit % splits;
     int n_valid, j_begin, j_end;
     if (!attention_range(a.pos, splits, split, n_valid, j_begin, j_end)) return;  // uniform over the block
-    const int tid = threadIdx.x, g = tid / kLanesPerKey, d0 = (tid % kLanesPerKey) * 8;
-    const size_t head_base = ((size_t)a.seq * sh.H + h) * (size_t)sh.n_ctx * kHeadDim;
-    const half_t *kh = L.k_cache + head_base + d0, *vh = L.v_cache + head_base + d0;
-
-    // The cache rows of the first step do not depend on this step: fetch them while q is awaited.
-    // (The whole range with bulk L2 prefetches, here or at the layer's start, measured slower at depth
-    // 1,920: 624-628 against 647 t/s.)
-#pragma unroll
-    for (int u = 0; u < kAttnUnroll; ++u) {
-        const int j = j_begin + u * kAttnGroups + g;
-        if (j < j_end && j != a.pos) {
-            prefetch_l2(kh + (size_t)j * kHeadDim);
-            prefetch_l2(vh + (size_t)j * kHeadDim);
-        }
-    }
+    const int tid = threadIdx.x, g = tid / kLanesPerKey, d4 = tid % kLanesPerKey, d0 = d4 * 8;
+    const int lane = tid % kWarpSize;
+    int kv_begin = 0, j_last = 0;  // the cached keys [kv_begin, j_last) come through the ring (produce_kv)
+    attention_kv_chunks(sh, a.pos, splits, kv_begin, j_last);
     // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
     // ordered with this read), 8 dims a lane.
     const uint32_t tag = ho.wait_tag(layer, 0);
@@ -621,6 +639,14 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
     for (int j0 = j_begin; j0 < j_end; j0 += kAttnKeysPerStep) {  // bounds uniform over the block
+        const bool cached = j0 < j_last;  // this step has a K and a V chunk in the ring
+        const int slot_k = (int)(c % (uint32_t)ring.n_slots), slot_v = (int)((c + 1) % (uint32_t)ring.n_slots);
+        if (cached) {
+            mbar_wait(ring.full + slot_k, (c / (uint32_t)ring.n_slots) & 1u);
+            mbar_wait(ring.full + slot_v, ((c + 1) / (uint32_t)ring.n_slots) & 1u);
+        }
+        const uint4 *ks = reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_k * ring.slot_bytes) + d4;
+        const uint4 *vs = reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_v * ring.slot_bytes) + d4;
         float s[kAttnUnroll];
         uint4 v[kAttnUnroll];
 #pragma unroll
@@ -630,13 +656,22 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             v[u] = make_uint4(0u, 0u, 0u, 0u);
             if (j < j_end) {
                 float k[8];
-                const bool own = j == a.pos;
-                unpack8(k, own ? k_own : __ldcg(reinterpret_cast<const uint4 *>(kh + (size_t)j * kHeadDim)));
-                v[u] = own ? v_own : __ldcg(reinterpret_cast<const uint4 *>(vh + (size_t)j * kHeadDim));
+                const bool own = j == a.pos;  // else j < pos: a cached row, in this step's chunks
+                const int row = (j - j0) * (kHeadDim / 8);
+                unpack8(k, own ? k_own : ks[row]);
+                v[u] = own ? v_own : vs[row];
 #pragma unroll
                 for (int e = 0; e < 8; ++e) dot += q[e] * k[e];
             }
             s[u] = dot;
+        }
+        if (cached) {
+            __syncwarp();  // every lane's slot reads are done
+            if (lane == 0) {
+                mbar_arrive(ring.empty + slot_k);
+                mbar_arrive(ring.empty + slot_v);
+            }
+            c += 2;
         }
         dense::decode_online_softmax_step(s, v, j0, g, kAttnGroups, j_end, m, l, acc);
     }
@@ -736,6 +771,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int l = 0; l < sh.n_layer; ++l) {
                 const PersistentLayer &L = a.layers[l];
                 produce(ring, c, L.qkv_w, C, 3 * C);
+                produce_kv(ring, c, sh, a, L, splits);
                 produce(ring, c, L.o_w, C, C);
                 produce(ring, c, L.fc1_w, C, F);
                 produce(ring, c, L.fc2_w, F, C);
@@ -770,6 +806,13 @@ __global__ void __launch_bounds__(kThreads, 1)
         const long long ts = clock64();
         for (int l = 0; l < sh.n_layer; ++l) {
             consume(C, 3 * C);
+            int kv_begin = 0, kv_last = 0;
+            for (int k = attention_kv_chunks(sh, a.pos, splits, kv_begin, kv_last); k > 0; --k, ++cs) {
+                const int slot = (int)(cs % (uint32_t)ring.n_slots);
+                mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
+                __syncwarp();
+                if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
+            }
             consume(C, C);
             consume(C, F);
             consume(F, C);
@@ -833,7 +876,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const QkvEpilogue qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
         SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
-        SEAOPT_SPAN(4, attention_phase(sh, a, L, ho, l, splits, partials, head_counters, attn_sm))
+        SEAOPT_SPAN(4, attention_phase(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
         compute_sync();  // the attention's shared memory and xin are free
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};

@@ -9,7 +9,9 @@
 // matrices in step order in chunks of R whole rows (R a power of two, R·row bytes <= a slot) and
 // copies each into the next slot of a ring in shared memory with cp.async.bulk, completing on the
 // slot's "full" mbarrier; before reusing a slot it waits on its "empty" mbarrier (one arrival per
-// compute warp), and it keeps at most `in_flight` copies outstanding. It never waits on
+// compute warp), and it keeps at most `in_flight` copies outstanding. After a layer's qkv pieces
+// come, for a block that runs attention, its key range's cached K and V rows (produce_kv), so the
+// attention reads them from shared memory too. The stream goes through L2 as evict-first. It never waits on
 // activations: while the compute warps wait for another block's output, the ring fills. Few bytes
 // in flight matter as much as many: every outstanding byte is queued ahead of the small,
 // latency-bound reads that the step's critical path is made of (measured: 16-32 KB per SM beat
@@ -19,16 +21,18 @@
 //   1. LN1 of the residual x (every block computes it, into shared memory as fp16), then its rows
 //      of qkv = W_qkv·LN1(x) + b: q, k, v out as LL words (below), k and v also into the KV cache;
 //   2. attention: block u < H·S takes head u / S and key range u % S of [0, pos] (S: as many as
-//      make ranges of >= 256 keys, at most G / H): 32 groups of 8 lanes take keys (8 dims a lane,
+//      make ranges of >= 256 keys, at most G / H): 32 groups of 8 lanes take keys (8 dims a lane;
+//      the cached rows from the ring, 128 keys a K and a V chunk; the step's own k, v from the LL words;
 //      log2-domain online softmax in fp32), merged in shared memory; one range writes the output,
 //      several write partials (m, l, acc[64]) and the last of the head's blocks (atomicInc on the
 //      head's counter, which wraps back to zero) merges them in range order (deterministic);
 //   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
-// Then LN_final(x) and logits = W_head·LN_final(x) (plain stores: the host reads them after the
-// kernel). A chunk of R rows is computed by 8/R warps per row, each a contiguous part of the row
-// (on the tensor cores where the part is 512 or 1,024 halves: mma_span_dot; else fp32 FMAs of
-// exactly converted fp16); the warp sums of a row are added in warp order
-// after the block's last chunk, and the epilogue follows. Each block keeps the residual rows it
+// Then LN_final(x) and logits = W_head·LN_final(x) (plain stores, into mapped host memory unless
+// SEAOPT_PERSISTENT_ZERO_COPY=0: the host reads them after the kernel). A chunk of R rows is
+// computed by 8/R warps per row, each a contiguous part of the row (on the tensor cores where the
+// part is 512 or 1,024 halves: mma_span_dot; else fp32 FMAs of exactly converted fp16), two chunks
+// at a time; the partial sums of a row are added in a fixed order after the block's last chunk, and
+// the epilogue follows. Each block keeps the residual rows it
 // owns (the same rows in phases 3 and 5) in shared memory and is the only one to update them.
 //
 // No grid barrier: phases hand their outputs over as LL words (NCCL's low-latency protocol): 32

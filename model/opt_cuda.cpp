@@ -355,8 +355,8 @@ uint64_t persistent_table_bytes(const OptHparams &hp) {
 
 // Whether batch-1 decode runs as the persistent kernel: by default (SEAOPT_PERSISTENT_DECODE=0 turns it
 // off) for a pre-LN model without project_in/out, dense attention on every layer, a device and build
-// with sm_90 (persistent_decode_plan). On H100 at the OPT-1.3B shape: tg128 ~800 t/s against the captured
-// per-op step's ~700, about equal at depth 1,920 (docs/development.md). Sets s.persistent, its shape and
+// with sm_90 (persistent_decode_plan). On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
+// per-op step's ~706-723, ~737 against ~639 at depth 1,920 (docs/development.md). Sets s.persistent, its shape and
 // the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");

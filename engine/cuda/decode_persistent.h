@@ -14,8 +14,8 @@
 // summation order: fp32 residual, fp16 GEMV inputs and outputs, fp32 accumulation, the same
 // attention arithmetic (log2-domain online softmax, fp32). The default for batch-1 decode where it
 // fits (SEAOPT_PERSISTENT_DECODE=0 turns it off, model/opt_cuda.cpp): on H100 at the OPT-1.3B shape,
-// tg128 ~800 t/s against the captured kernel-per-op step's ~700, about equal at depth 1,920
-// (docs/development.md). Where the shape or the device does not fit (persistent_decode_plan says
+// tg128 ~856 t/s against the captured kernel-per-op step's ~706-723, and ~737 against ~639 at depth
+// 1,920 (docs/development.md). Where the shape or the device does not fit (persistent_decode_plan says
 // why), the engine keeps the kernel-per-op path.
 #pragma once
 

@@ -77,10 +77,6 @@ constexpr int kPhasesPerLayer = 5;
 constexpr int kMaxPairsPerThread = 2;   // rows of one matrix per block <= 2 x 2 x 256
 constexpr int kMaxOwnRows = 256;        // residual rows a block keeps
 constexpr int kLanePartials = 8;        // partial sums a warp leaves per row part (gemv_phase)
-// Timing modes (SEAOPT_PERSISTENT_MODE; results are wrong in 1 and 2): 0 the step; 1 the weight
-// stream alone (the compute warps only release the slots); 2 the step without waiting for handovers.
-constexpr int kModeStreamOnly = 1;
-constexpr int kModeNoHandoverWaits = 2;
 
 // Shared memory: a fixed header, the GEMV input vector, the row parts of a GEMV (y_parts), the ring.
 constexpr int kOffFull = 0;                                      // uint64 mbarrier[kMaxSlots]
@@ -128,6 +124,10 @@ __host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
 // below instead of warning that they are unused.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 
+// Timing modes (SEAOPT_PERSISTENT_MODE; results are wrong in 1 and 2): 0 the step; 1 the weight
+// stream alone (the compute warps only release the slots); 2 the step without waiting for handovers.
+constexpr int kModeStreamOnly = 1;
+constexpr int kModeNoHandoverWaits = 2;
 constexpr int kAttnUnroll = 4;                                // keys per group per step
 constexpr int kAttnKeysPerStep = kAttnGroups * kAttnUnroll;  // 128
 constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
@@ -580,6 +580,7 @@ __device__ __forceinline__ bool attention_range(int pos, int splits, int split, 
 // keys a chunk (one kAttnKeysPerStep step of the attention loop; 16 KB), K then V for each step that
 // has cached keys. So the attention reads them from shared memory, fetched while the qkv GEMV and
 // its handover run, instead of a global round trip per step (at depth 1,920: 4 steps a layer).
+static_assert(kAttnKeysPerStep * kHeadDim * 2 <= kMinSlotBytes, "a step's K or V rows fit one ring slot");
 __device__ __forceinline__ int attention_kv_chunks(const PersistentDecodeShape &sh, int pos, int splits, int &j_begin,
                                                    int &j_last) {
     const int unit = blockIdx.x;

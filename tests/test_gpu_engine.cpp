@@ -206,8 +206,9 @@ TEST(GpuEngine, OneTokenDecodeOfTwoSequencesAlternating) {
     seaopt_context *dflt = nullptr, *per_op = nullptr;
     ASSERT_EQ(seaopt_context_new(model, &cp, &dflt), SEAOPT_OK) << seaopt_last_error();
     setenv("SEAOPT_PERSISTENT_DECODE", "0", 1);
-    ASSERT_EQ(seaopt_context_new(model, &cp, &per_op), SEAOPT_OK) << seaopt_last_error();
-    unsetenv("SEAOPT_PERSISTENT_DECODE");
+    const seaopt_status per_op_status = seaopt_context_new(model, &cp, &per_op);
+    unsetenv("SEAOPT_PERSISTENT_DECODE");  // before any assertion can leave the test
+    ASSERT_EQ(per_op_status, SEAOPT_OK) << seaopt_last_error();
     Engine cpu(SEAOPT_DEVICE_CPU, 64);
     const auto ref_a = cpu.prefill(a);
     seaopt_kv_clear(cpu.ctx);

@@ -130,16 +130,6 @@ __device__ void stage_projection(float *ws, const float *__restrict__ W, int m) 
         [&](int i, float v) { ws[(i / kHeadDim) * kXStride + i % kHeadDim] = v; });
 }
 
-// The 8 fp16 values of a 16-byte word as floats.
-__device__ __forceinline__ void unpack_halves(const uint4 &w, float (&f)[8]) {
-    const __half2 *h = reinterpret_cast<const __half2 *>(&w);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-        f[2 * j] = __low2float(h[j]);
-        f[2 * j + 1] = __high2float(h[j]);
-    }
-}
-
 constexpr int kRowPieces = kChunk * kHeadDim / 8;  // 16-byte pieces of a chunk's 64 fp16 rows of 64
 static_assert(kRowPieces % kThreads == 0, "whole pieces per thread");
 
@@ -164,7 +154,7 @@ struct RowPieces {
         for (int u = 0; u < kRowPieces / kThreads; ++u) {
             const int i = threadIdx.x + u * kThreads;
             float v[8];
-            unpack_halves(w[u], v);
+            unpack8(v, w[u]);
             f(i / 8, 8 * (i % 8), v);
         }
     }

@@ -57,11 +57,6 @@ __global__ void __launch_bounds__(kHeadDim)
     }
 }
 
-__device__ __forceinline__ float2 half2_bits_to_float2(uint32_t w) {
-    return make_float2(__half2float(__ushort_as_half((unsigned short)(w & 0xFFFFu))),
-                       __half2float(__ushort_as_half((unsigned short)(w >> 16))));
-}
-
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // Keys per kept cell of a mask row (sea.md §2.8, the cap k per cell) and their exclusive prefix over the cells into

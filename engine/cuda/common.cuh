@@ -72,6 +72,24 @@ __device__ __forceinline__ float warp_reduce_max(float v) {
     return v;
 }
 
+// ---- device: fp16 words ------------------------------------------------------------------------------
+
+// The two fp16 values of a 32-bit word (low half first) as floats (exact).
+__device__ __forceinline__ float2 half2_bits_to_float2(uint32_t u) {
+    return __half22float2(*reinterpret_cast<const __half2 *>(&u));
+}
+
+// The eight fp16 values of a 16-byte word as floats, in memory order.
+__device__ __forceinline__ void unpack8(float (&f)[8], uint4 u) {
+    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const float2 p = half2_bits_to_float2(w[e]);
+        f[2 * e] = p.x;
+        f[2 * e + 1] = p.y;
+    }
+}
+
 // ---- device: tensor cores, prefetch ---------------------------------------------------------------
 
 // d += A·B, m16n8k16, fp16 inputs, fp32 accumulator (row-major A, column-major B). Before sm_80 it

@@ -209,6 +209,9 @@ struct OptCudaState {
     std::map<std::string, char *> buffers;  // name -> address inside the arena
     void *host_staging = nullptr;           // pinned: batch metadata on its way to the GPU
     float *pinned_logits = nullptr;         // pinned: one row of logits (the captured decode step)
+    // The same row as the device sees it (mapped), where the persistent kernel stores the logits itself; null
+    // with SEAOPT_PERSISTENT_ZERO_COPY=0 or where the row is not mapped: a copy after the kernel then.
+    float *pinned_logits_on_device = nullptr;
     // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first makes the
     // GEMM plans, autotuning the lm_head's: gemm.h), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns
     // this off.
@@ -483,6 +486,15 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     check(cudaMallocHost(&s->host_staging, staging_bytes(n_batch)), "cudaMallocHost");
     check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_logits), (size_t)hp.n_vocab * sizeof(float)),
           "cudaMallocHost");
+    // The persistent kernel stores the logits straight into the pinned row during its last phase instead of a
+    // copy after it (H100: tg128 +2%); SEAOPT_PERSISTENT_ZERO_COPY=0 copies after.
+    const char *zero_copy = std::getenv("SEAOPT_PERSISTENT_ZERO_COPY");
+    if (s->persistent.ok && !(zero_copy && std::string(zero_copy) == "0") &&
+        cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_logits_on_device), s->pinned_logits, 0) !=
+            cudaSuccess) {
+        cudaGetLastError();
+        s->pinned_logits_on_device = nullptr;
+    }
     const char *no_graph = std::getenv("SEAOPT_NO_CUDA_GRAPH");
     s->graphs_enabled = !(no_graph && std::string(no_graph) == "1");
     check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -803,14 +815,16 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         a.out_norm_w = w.out_norm_w;
         a.out_norm_b = w.out_norm_b;
         a.lm_head = w.lm_head;
-        a.logits = reinterpret_cast<float *>(s.buffer("logits"));
+        a.logits = s.pinned_logits_on_device;
+        if (!a.logits) a.logits = reinterpret_cast<float *>(s.buffer("logits"));
         a.scratch = s.persistent_scratch;
         // SEAOPT_PERSISTENT_PROFILE=1: per-block clock spans of thread 0, summed over the steps and
         // logged (WARN) when the context is freed: where a step's time goes (docs/development.md).
         static const bool profile = std::getenv("SEAOPT_PERSISTENT_PROFILE") != nullptr;
         if (profile && s.persistent_profile == nullptr) {
-            check(cudaMalloc(&s.persistent_profile, (size_t)s.persistent.grid * cuda::kPersistentProfileSpans * 8), "profile");
-            check(cudaMemset(s.persistent_profile, 0, (size_t)s.persistent.grid * cuda::kPersistentProfileSpans * 8), "profile");
+            const size_t bytes = (size_t)s.persistent.grid * cuda::kPersistentProfileSpans * 8;
+            check(cudaMalloc(&s.persistent_profile, bytes), "profile");
+            check(cudaMemset(s.persistent_profile, 0, bytes), "profile");
         }
         a.profile = static_cast<long long *>(s.persistent_profile);
         if (profile) ++s.persistent_steps;
@@ -820,7 +834,8 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         // The profile's host side: wall times of this call's parts, the kernel's time by events, and the
         // time between the end of the previous call and the start of this one (the caller's share).
         using HostClock = std::chrono::steady_clock;
-        const HostClock::time_point h0 = HostClock::now();
+        const auto now = [] { return profile ? HostClock::now() : HostClock::time_point{}; };
+        const HostClock::time_point h0 = now();
         if (profile) {
             if (!s.profile_events[0]) {
                 check(cudaEventCreate(&s.profile_events[0]), "profile event");
@@ -828,29 +843,15 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             }
             check(cudaEventRecord(s.profile_events[0], st), "profile event");
         }
-        // The kernel stores the logits straight into the pinned host row (mapped memory) during its last
-        // phase instead of a copy after it (H100: tg128 +2%); SEAOPT_PERSISTENT_ZERO_COPY=0 copies after.
-        static const bool zero_copy = [] {
-            const char *z = std::getenv("SEAOPT_PERSISTENT_ZERO_COPY");
-            return z == nullptr || std::string(z) != "0";
-        }();
-        float *pinned_on_device = nullptr;
-        if (zero_copy && cudaHostGetDevicePointer(reinterpret_cast<void **>(&pinned_on_device), s.pinned_logits, 0) ==
-                             cudaSuccess) {
-            a.logits = pinned_on_device;
-        } else {
-            cudaGetLastError();
-            pinned_on_device = nullptr;
-        }
         cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
         if (profile) check(cudaEventRecord(s.profile_events[1], st), "profile event");
-        if (!pinned_on_device) {
+        if (!s.pinned_logits_on_device) {
             check(cudaMemcpyAsync(s.pinned_logits, a.logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st),
                   "copy logits");
         }
-        const HostClock::time_point h1 = HostClock::now();
+        const HostClock::time_point h1 = now();
         check(cudaStreamSynchronize(st), "the forward");
-        const HostClock::time_point h2 = HostClock::now();
+        const HostClock::time_point h2 = now();
         std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
         if (profile) {
             const HostClock::time_point h3 = HostClock::now();

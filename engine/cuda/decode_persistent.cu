@@ -144,7 +144,6 @@ __device__ __forceinline__ void block_rows(int n_out, int &r0, int &r1) {
     r1 = min(n_out, (int)(2 * ((blockIdx.x + 1) * pairs / gridDim.x)));
 }
 
-// Chunk c of the stream goes to slot c % n_slots, in the slot's (c / n_slots)-th use.
 struct Ring {
     uint64_t *full, *empty;
     unsigned char *slots;
@@ -152,39 +151,26 @@ struct Ring {
     int in_flight;  // copies issued and not yet landed, at most
     bool evict_first;  // weights stream through L2 as evict-first: the KV rows and handover words stay
     uint64_t policy;
-
-    __device__ int slot(uint32_t c) const { return (int)(c % (uint32_t)n_slots); }
-    __device__ uint32_t parity(uint32_t c) const { return (c / (uint32_t)n_slots) & 1u; }
-    __device__ unsigned char *data(uint32_t c) const { return slots + (size_t)slot(c) * slot_bytes; }
-    // Consumers: chunk c has landed (every thread that reads it waits).
-    __device__ void wait_full(uint32_t c) const { mbar_wait(full + slot(c), parity(c)); }
-    // Consumers: this warp is done with chunk c (after its lanes' reads; one arrival per compute warp).
-    __device__ void release(uint32_t c) const {
-        __syncwarp();
-        if (threadIdx.x % kWarpSize == 0) mbar_arrive(empty + slot(c));
-    }
 };
 
-// The producer: chunk c, `bytes` (a multiple of 16, at most a slot) from src.
+// The producer's share of one matrix [n_out, n_in]: chunk c goes to slot c % n_slots.
+// Chunk c of the ring: `bytes` (a multiple of 16, at most a slot) from src into slot c % n_slots.
 __device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uint32_t bytes) {
-    if (c >= (uint32_t)ring.in_flight) ring.wait_full(c - (uint32_t)ring.in_flight);  // that one has landed
-    mbar_wait(ring.empty + ring.slot(c), ring.parity(c) ^ 1u);  // a fresh barrier counts its "previous" phase done
-    mbar_arrive_expect_tx(ring.full + ring.slot(c), bytes);
+    const int slot = (int)(c % (uint32_t)ring.n_slots);
+    const uint32_t parity = (c / (uint32_t)ring.n_slots) & 1u;
+    if (c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
+        const uint32_t old = c - (uint32_t)ring.in_flight;
+        mbar_wait(ring.full + old % (uint32_t)ring.n_slots, (old / (uint32_t)ring.n_slots) & 1u);
+    }
+    mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
+    mbar_arrive_expect_tx(ring.full + slot, bytes);
     if (ring.evict_first) {
-        bulk_load_hinted(ring.data(c), src, bytes, ring.full + ring.slot(c), ring.policy);
+        bulk_load_hinted(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot, ring.policy);
     } else {
-        bulk_load(ring.data(c), src, bytes, ring.full + ring.slot(c));
+        bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot);
     }
 }
 
-// The chunks of the block's rows of a matrix [n_out, n_in]: whole rows, chunk_rows(n_in) a chunk.
-__device__ __forceinline__ int matrix_chunks(const Ring &ring, int n_in, int n_out) {
-    int r0, r1;
-    block_rows(n_out, r0, r1);
-    return ceil_div(r1 - r0, chunk_rows(n_in, ring.slot_bytes));
-}
-
-// The producer's share of one matrix [n_out, n_in].
 __device__ void produce(const Ring &ring, uint32_t &c, const half_t *w, int n_in, int n_out) {
     int r0, r1;
     block_rows(n_out, r0, r1);
@@ -360,17 +346,23 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     for (int k = 0; k < n_chunks; k += 2) {
         const bool two = k + 1 < n_chunks;
         const uint32_t ca = c + (uint32_t)k, cb = ca + 1u;
+        const int slot_a = (int)(ca % (uint32_t)ring.n_slots), slot_b = (int)(cb % (uint32_t)ring.n_slots);
         const long long t0 = prof ? clock64() : 0;
-        ring.wait_full(ca);
-        if (two) ring.wait_full(cb);
+        mbar_wait(ring.full + slot_a, (ca / (uint32_t)ring.n_slots) & 1u);
+        if (two) mbar_wait(ring.full + slot_b, (cb / (uint32_t)ring.n_slots) & 1u);
         if (prof) prof[2] += clock64() - t0;
         const int rows_a = min(R, n_rows - k * R), rows_b = two ? min(R, n_rows - (k + 1) * R) : 0;
-        const uint4 *ws_a = reinterpret_cast<const uint4 *>(ring.data(ca)) + row * n8 + part * seg;
-        const uint4 *ws_b = reinterpret_cast<const uint4 *>(ring.data(cb)) + row * n8 + part * seg;
+        const uint4 *ws_a =
+            reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_a * ring.slot_bytes) + row * n8 + part * seg;
+        const uint4 *ws_b =
+            reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_b * ring.slot_bytes) + row * n8 + part * seg;
         const float va = row < rows_a ? chunk_part(ws_a, xs, xb, use_mma, steps, seg, g, t, lane) : 0.0f;
         const float vb = row < rows_b ? chunk_part(ws_b, xs, xb, use_mma, steps, seg, g, t, lane) : 0.0f;
-        ring.release(ca);
-        if (two) ring.release(cb);
+        __syncwarp();  // every lane's slot reads are done
+        if (lane == 0) {
+            mbar_arrive(ring.empty + slot_a);
+            if (two) mbar_arrive(ring.empty + slot_b);
+        }
         if (writer >= 0) {
             if (row < rows_a) y_parts[((k * R + row) * parts + part) * kLanePartials + writer] = va;
             if (row < rows_b) y_parts[(((k + 1) * R + row) * parts + part) * kLanePartials + writer] = vb;
@@ -381,21 +373,23 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     if (prof) prof[6] += t_epi - t_loop;
     compute_sync();
     const int per_row4 = parts * kLanePartials / 4;  // float4s of partials per row
-    auto row_sum = [&](int i) {  // local row i's partials, in part order: deterministic
-        const float4 *p = reinterpret_cast<const float4 *>(y_parts) + (size_t)i * per_row4;
-        float y = 0.0f;
-        for (int q = 0; q < per_row4; ++q) {
-            const float4 a = p[q];
-            y += (a.x + a.y) + (a.z + a.w);
-        }
-        return y;
-    };
 #pragma unroll
     for (int k = 0; k < kMaxPairsPerThread; ++k) {
         const int i = 2 * (threadIdx.x + k * kComputeThreads);
         if (i < n_rows) {
             const bool second = i + 1 < n_rows;
-            const float y0 = row_sum(i), y1 = second ? row_sum(i + 1) : 0.0f;
+            const float4 *p0 = reinterpret_cast<const float4 *>(y_parts) + (size_t)i * per_row4;
+            float y0 = 0.0f, y1 = 0.0f;
+            for (int q = 0; q < per_row4; ++q) {  // in part order: deterministic
+                const float4 a = p0[q];
+                y0 += (a.x + a.y) + (a.z + a.w);
+            }
+            if (second) {
+                for (int q = 0; q < per_row4; ++q) {
+                    const float4 a = p0[per_row4 + q];
+                    y1 += (a.x + a.y) + (a.z + a.w);
+                }
+            }
             epi.store(r0 + i, y0, y1, pre[k][0], pre[k][1], second);
         }
     }
@@ -609,7 +603,9 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
     int n_valid, j_begin, j_end;
     if (!attention_range(a.pos, splits, split, n_valid, j_begin, j_end)) return;  // uniform over the block
     const int tid = threadIdx.x, g = tid / kLanesPerKey, d4 = tid % kLanesPerKey, d0 = d4 * 8;
-    const int j_last = min(j_end, a.pos);  // keys [j_begin, j_last) come through the ring (produce_kv)
+    const int lane = tid % kWarpSize;
+    int kv_begin = 0, j_last = 0;  // the cached keys [kv_begin, j_last) come through the ring (produce_kv)
+    attention_kv_chunks(sh, a.pos, splits, kv_begin, j_last);
     // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
     // ordered with this read), 8 dims a lane.
     const uint32_t tag = ho.wait_tag(layer, 0);
@@ -634,13 +630,14 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
     for (int j0 = j_begin; j0 < j_end; j0 += kAttnKeysPerStep) {  // bounds uniform over the block
-        const bool cached = j0 < j_last;  // this step has a K and a V chunk in the ring: c, c + 1
+        const bool cached = j0 < j_last;  // this step has a K and a V chunk in the ring
+        const int slot_k = (int)(c % (uint32_t)ring.n_slots), slot_v = (int)((c + 1) % (uint32_t)ring.n_slots);
         if (cached) {
-            ring.wait_full(c);
-            ring.wait_full(c + 1);
+            mbar_wait(ring.full + slot_k, (c / (uint32_t)ring.n_slots) & 1u);
+            mbar_wait(ring.full + slot_v, ((c + 1) / (uint32_t)ring.n_slots) & 1u);
         }
-        const uint4 *ks = reinterpret_cast<const uint4 *>(ring.data(c)) + d4;
-        const uint4 *vs = reinterpret_cast<const uint4 *>(ring.data(c + 1)) + d4;
+        const uint4 *ks = reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_k * ring.slot_bytes) + d4;
+        const uint4 *vs = reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_v * ring.slot_bytes) + d4;
         float s[kAttnUnroll];
         uint4 v[kAttnUnroll];
 #pragma unroll
@@ -660,8 +657,11 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             s[u] = dot;
         }
         if (cached) {
-            ring.release(c);
-            ring.release(c + 1);
+            __syncwarp();  // every lane's slot reads are done
+            if (lane == 0) {
+                mbar_arrive(ring.empty + slot_k);
+                mbar_arrive(ring.empty + slot_v);
+            }
             c += 2;
         }
         dense::decode_online_softmax_step(s, v, j0, g, kAttnGroups, j_end, m, l, acc);
@@ -783,23 +783,32 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
         uint32_t cs = 0;
-        auto consume = [&](int n_chunks) {
-            for (; n_chunks > 0; --n_chunks, ++cs) {
-                ring.wait_full(cs);
-                ring.release(cs);
+        auto consume = [&](int n_in, int n_out) {
+            int r0, r1;
+            block_rows(n_out, r0, r1);
+            const int R = chunk_rows(n_in, ring.slot_bytes);
+            for (int r = r0; r < r1; r += R, ++cs) {
+                const int slot = (int)(cs % (uint32_t)ring.n_slots);
+                mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
+                __syncwarp();
+                if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
             }
         };
-        int kv_begin = 0, kv_last = 0;
-        const int kv_chunks = attention_kv_chunks(sh, a.pos, splits, kv_begin, kv_last);
         const long long ts = clock64();
         for (int l = 0; l < sh.n_layer; ++l) {
-            consume(matrix_chunks(ring, C, 3 * C));
-            consume(kv_chunks);
-            consume(matrix_chunks(ring, C, C));
-            consume(matrix_chunks(ring, C, F));
-            consume(matrix_chunks(ring, F, C));
+            consume(C, 3 * C);
+            int kv_begin = 0, kv_last = 0;
+            for (int k = attention_kv_chunks(sh, a.pos, splits, kv_begin, kv_last); k > 0; --k, ++cs) {
+                const int slot = (int)(cs % (uint32_t)ring.n_slots);
+                mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
+                __syncwarp();
+                if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
+            }
+            consume(C, C);
+            consume(C, F);
+            consume(F, C);
         }
-        consume(matrix_chunks(ring, C, sh.V));
+        consume(C, sh.V);
         if (a.profile != nullptr && threadIdx.x == 0) {
             a.profile[(size_t)kPersistentProfileSpans * blockIdx.x] += clock64() - ts;
         }

@@ -14,7 +14,8 @@
 //
 // Files: dense_cuda.cu (this: tiles, argument checks, dispatch), dense_prefill_cuda.cu,
 // dense_decode_cuda.cu, dense_cuda_kernels.cuh (shared constants and helpers).
-// head_dim is 64 (every OPT model); the launcher rejects anything else.
+// Both kernels are templates over head_dim, built for 64 (OPT-125m to OPT-1.3B), 80 (OPT-2.7B) and
+// 128 (OPT-6.7B and larger); the launcher rejects any other.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -90,10 +91,10 @@ void attention_forward(half_t *out, const half_t *qkv, const half_t *k_cache, co
 void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *v_cache, const AttentionTile *tiles,
                        int n_tiles, bool all_single_row, int max_pos, int n_head, int head_dim, int n_ctx,
                        const AttentionOptions &options, cudaStream_t stream) {
-    if (head_dim != dense::kHeadDim) {
+    if (!attention_head_dim_supported(head_dim)) {
         throw Error(SEAOPT_ERR_UNSUPPORTED, "attention_forward: head_dim " + std::to_string(head_dim) +
-                                                " is not supported (the CUDA attention kernels need head_dim 64, "
-                                                "which every OPT model has)");
+                                                " is not supported (the CUDA attention kernels are built for "
+                                                "head_dim 64, 80 and 128, those of the OPT models)");
     }
     if (n_tiles < 0 || n_head <= 0 || n_head > 65535 || n_ctx <= 0) {
         throw_invalid_argument("attention_forward: n_tiles " + std::to_string(n_tiles) + ", n_head " +
@@ -117,9 +118,9 @@ void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *
     __half *k = reinterpret_cast<__half *>(k_cache);
     __half *v = reinterpret_cast<__half *>(v_cache);
     if (all_single_row) {
-        dense::launch_attention_decode(o, x, k, v, tiles, n_tiles, n_head, n_ctx, q_scale, options, stream);
+        dense::launch_attention_decode(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, options, stream);
     } else {
-        dense::launch_attention_prefill(o, x, k, v, tiles, n_tiles, n_head, n_ctx, q_scale, stream);
+        dense::launch_attention_prefill(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, stream);
     }
 }
 

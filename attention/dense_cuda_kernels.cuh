@@ -14,7 +14,6 @@
 
 namespace seaopt::cuda::dense {
 
-inline constexpr int kHeadDim = 64;
 inline constexpr float kLog2e = 1.4426950408889634f;
 
 // fp16 pairs packed in 32-bit words <-> fp32 (bit operations, no type punning of registers).
@@ -49,18 +48,21 @@ __device__ __forceinline__ bool tile_ok(const AttentionTile &t, int n_ctx) {
            (long long)t.pos0 + t.n_rows <= (long long)n_ctx;
 }
 
-// One step of a decode key group's online softmax (log2 domain; groups of 8 aligned lanes, 8 dims
-// a lane): s[u] holds this lane's part of the score of key j0 + u·n_groups + group (summed here
-// over the group's lanes; keys at or past j_end are masked out), v[u] the lane's 8 halves of that
-// key's V row (zeros past j_end). Folds them into the group's running max m, sum l and unnormalised
-// output acc. Every lane of the warp must call it (shuffles); a group with no key yet stays at 0.
-template <int kUnroll>
+// One step of a decode key group's online softmax (log2 domain; groups of kLanes aligned lanes, 8
+// dims a lane; lanes past the head's dims hold zeros): s[u] holds this lane's part of the score of
+// key j0 + u·n_groups + group (summed here over the group's lanes; keys at or past j_end are masked
+// out), v[u] the lane's 8 halves of that key's V row (zeros past j_end). Folds them into the group's
+// running max m, sum l and unnormalised output acc. Every lane of the warp must call it (shuffles);
+// a group with no key yet stays at 0.
+template <int kUnroll, int kLanes = 8>
 __device__ __forceinline__ void decode_online_softmax_step(float (&s)[kUnroll], const uint4 (&v)[kUnroll], int j0,
                                                            int group, int n_groups, int j_end, float &m, float &l,
                                                            float (&acc)[8]) {
+    static_assert(kLanes == 8 || kLanes == 16, "a key group is 8 or 16 aligned lanes");
     float step_max = -INFINITY;
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
+        if (kLanes == 16) s[u] += __shfl_xor_sync(0xffffffffu, s[u], 8);
         s[u] += __shfl_xor_sync(0xffffffffu, s[u], 4);
         s[u] += __shfl_xor_sync(0xffffffffu, s[u], 2);
         s[u] += __shfl_xor_sync(0xffffffffu, s[u], 1);
@@ -87,15 +89,16 @@ __device__ __forceinline__ void decode_online_softmax_step(float (&s)[kUnroll], 
     }
 }
 
-// The launchers (arguments already checked by attention_forward; q_scale = head_dim^-0.5 * log2 e).
+// The launchers (arguments already checked by attention_forward: head_dim is one of
+// attention_head_dim_supported's; q_scale = head_dim^-0.5 * log2 e).
 // Prefill: any tiles (up to kAttentionTileRows rows each). Decode: every tile has one row.
 void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
-                              const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
-                              cudaStream_t stream);
+                              const AttentionTile *tiles, int n_tiles, int n_head, int head_dim, int n_ctx,
+                              float q_scale, cudaStream_t stream);
 // Decode: k_cache and v_cache are written only with options.append_kv; options.partials and
 // options.counters enable the split over keys (dense_decode_cuda.cu).
 void launch_attention_decode(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
-                             const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
-                             const AttentionOptions &options, cudaStream_t stream);
+                             const AttentionTile *tiles, int n_tiles, int n_head, int head_dim, int n_ctx,
+                             float q_scale, const AttentionOptions &options, cudaStream_t stream);
 
 }  // namespace seaopt::cuda::dense

@@ -34,9 +34,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "attention/dense_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/error.h"
 
 namespace seaopt::cuda::dense {
 namespace {
@@ -45,28 +47,31 @@ constexpr int kPrefillRows = kAttentionTileRows;                 // 64 query row
 constexpr int kPrefillWarpRows = 16;                             // rows per warp: the mma's M
 constexpr int kPrefillWarps = kPrefillRows / kPrefillWarpRows;   // 4
 constexpr int kPrefillThreads = kPrefillWarps * kWarpSize;       // 128
-// 4 blocks (16 warps) per SM: caps registers at 128 (no spills). Shared memory (45 KB a block) fits
-// 4 blocks on H100/H200; on A100 (164 KB per SM) 3.
-constexpr int kPrefillMinBlocksPerSm = 4;
 constexpr int kPrefillKeys = 64;                                 // keys per block step
 constexpr int kPrefillStages = 2;                                // K/V shared-memory stages
-constexpr int kPrefillSmemStride = kHeadDim + 8;  // 72 halves = 144 bytes per key row: the 8 rows of
-                                                  // an ldmatrix phase hit 8 distinct 16-byte bank groups
-constexpr int kPrefillRowBytes = kPrefillSmemStride * (int)sizeof(__half);  // 144
-constexpr int kPrefillStageBytes = kPrefillKeys * kPrefillRowBytes;         // 9216: one K or V block
-constexpr int kPrefillVOffset = kPrefillStages * kPrefillStageBytes;        // V stages after the K stages
-constexpr int kPrefillQOffset = 2 * kPrefillVOffset;                        // then the tile's q rows
-constexpr int kPrefillSmemBytes = kPrefillQOffset + kPrefillRows * kPrefillRowBytes;  // 46080 (static)
-constexpr int kPrefillChunksPerRow = kHeadDim / 8;                                        // 16-byte chunks
-constexpr int kPrefillRowsPerCopy = kPrefillThreads / kPrefillChunksPerRow;  // 16 rows per 128 16-byte copies
-constexpr int kPrefillCopiesPerThread = kPrefillKeys / kPrefillRowsPerCopy;    // 4 each of K, V (and q)
-constexpr int kPrefillKSlices = kHeadDim / 16;   // 4 k16 slices of head_dim (S = Q Kᵀ)
 constexpr int kPrefillKeyTiles = kPrefillKeys / 8;  // 8 n8 tiles of keys (S columns)
 constexpr int kPrefillPSlices = kPrefillKeys / 16;  // 4 k16 slices of keys (O = P V)
-constexpr int kPrefillDimTiles = kHeadDim / 8;      // 8 n8 tiles of output dims
-static_assert(kPrefillRows == 64 && kPrefillKeys == 64 && kHeadDim == 64, "the index maths below assume 64");
-static_assert(kPrefillKeys % kPrefillRowsPerCopy == 0 && kPrefillRows == kPrefillKeys,
-              "whole copies per thread, the same for q rows as for keys");
+static_assert(kPrefillRows == 64 && kPrefillKeys == 64, "the index maths below assume 64 rows and keys a block");
+
+// What depends on the head size D (64, 80 or 128).
+template <int D> struct PrefillShape {
+    // A shared-memory row: D halves and 8 of padding (144, 176 or 272 bytes), so that the 8 rows of
+    // an ldmatrix phase hit 8 distinct 16-byte bank groups.
+    static constexpr int kRowBytes = (D + 8) * (int)sizeof(__half);
+    static constexpr int kStageBytes = kPrefillKeys * kRowBytes;        // one K or V block
+    static constexpr int kVOffset = kPrefillStages * kStageBytes;       // V stages after the K stages
+    static constexpr int kQOffset = 2 * kVOffset;                       // then the tile's q rows
+    static constexpr int kSmemBytes = kQOffset + kPrefillRows * kRowBytes;  // 46,080 / 56,320 / 87,040
+    static constexpr int kChunksPerRow = D / 8;                          // 16-byte chunks of a row
+    static constexpr int kCopiesPerThread = kPrefillKeys * kChunksPerRow / kPrefillThreads;  // D / 16
+    static constexpr int kKSlices = D / 16;  // k16 slices of head_dim (S = Q Kᵀ)
+    static constexpr int kDimTiles = D / 8;  // n8 tiles of output dims
+    // Blocks per SM: 4 (16 warps, registers capped at 128, no spills) where shared memory allows
+    // (H100/H200: 4 x 45 KB); 3 for D = 80, 2 for D = 128 (their accumulators need more registers too).
+    static constexpr int kMinBlocksPerSm = D <= 64 ? 4 : (D <= 80 ? 3 : 2);
+    static_assert(D % 16 == 0 && D <= 128, "head_dim a multiple of 16, at most 128");
+    static_assert(kPrefillKeys * kChunksPerRow % kPrefillThreads == 0, "whole copies per thread");
+};
 
 // ---- device helpers (tensor-core and async-copy PTX, sm_80+) ----
 
@@ -143,42 +148,46 @@ __device__ __forceinline__ float fast_exp2(float x) {
     return y;
 }
 
-// Issues the copies of keys j0..j0+63 of K and V into one stage (row `key` at key * 72 halves).
-// Thread tid copies the 16-byte chunks tid + 128 i (i < 4): key tid / 8 + 16 i, dims 8 (tid % 8) ..
-// +7 (8 consecutive threads copy one 128-byte cache row). src: this thread's chunk of key 0 of the
-// head in the caches (elements); copy_key = tid / 8; dst: this thread's chunk of key 0 in the K
-// stage (the V stage is kPrefillVOffset bytes further). Keys past `last` are zero-filled, not read.
-__device__ __forceinline__ void load_kv_block(uint32_t dst, const __half *k_cache, const __half *v_cache, size_t src,
-                                              int copy_key, int j0, int last) {
-    const int key0 = j0 + copy_key;
-    const int room = last - key0;  // copy i is valid when 16 i <= room
+// Issues the copies of the 64 rows [r0, r0 + 64) of a [row][D] source into a stage (row r at
+// (r - r0) * kRowBytes): thread tid copies the 16-byte chunks c = tid + 128 i (i < D / 16): row
+// r0 + c / (D / 8), dims 8 (c % (D / 8)) .. +7 (consecutive threads copy a row's consecutive
+// chunks). Rows past `last` are zero-filled, not read. src: the row-0 element of the source, `stride`
+// elements a row; dst: the stage's shared-memory address. Two sources at once (K and V, dst_b =
+// dst_a + kVOffset) where src_b is not null.
+template <int D>
+__device__ __forceinline__ void load_rows(uint32_t dst_a, const __half *src_a, const __half *src_b, size_t stride,
+                                          int r0, int last) {
+    using S = PrefillShape<D>;
 #pragma unroll
-    for (int i = 0; i < kPrefillCopiesPerThread; ++i) {
-        const int key = key0 + i * kPrefillRowsPerCopy;
-        const bool valid = i * kPrefillRowsPerCopy <= room;
-        const size_t at = src + (valid ? (size_t)key * kHeadDim : 0);  // clamped: this thread's chunk of key 0
-        const uint32_t d = dst + (uint32_t)(i * kPrefillRowsPerCopy * kPrefillRowBytes);
-        cp_async16(d, k_cache + at, valid);
-        cp_async16(d + kPrefillVOffset, v_cache + at, valid);
+    for (int i = 0; i < S::kCopiesPerThread; ++i) {
+        const int c = (int)threadIdx.x + i * kPrefillThreads;
+        const int r = c / S::kChunksPerRow, dim = (c % S::kChunksPerRow) * 8;
+        const bool valid = r0 + r <= last;
+        const size_t at = (valid ? (size_t)(r0 + r) * stride : 0) + (size_t)dim;  // clamped: row 0
+        const uint32_t d = dst_a + (uint32_t)(r * S::kRowBytes + dim * (int)sizeof(__half));
+        cp_async16(d, src_a + at, valid);
+        if (src_b != nullptr) cp_async16(d + S::kVOffset, src_b + at, valid);
     }
 }
 
 // ---- CUDA kernel ----
 
-__global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
+template <int D>
+__global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPerSm)
     attention_prefill_kernel(__half *__restrict__ out, const __half *__restrict__ qkv,
                              const __half *__restrict__ k_cache, const __half *__restrict__ v_cache,
                              const AttentionTile *__restrict__ tiles, int n_tiles, int n_head, int n_ctx,
                              float q_scale) {
-    // [K, V][stage][key][72 halves], then q [row][72 halves]: 64 dims and 8 halves of padding.
-    __shared__ __align__(128) unsigned char kv_smem[kPrefillSmemBytes];
+    using Shape = PrefillShape<D>;
+    // [K, V][stage][key][D + 8 halves], then q [row][D + 8 halves] (dynamic: Shape::kSmemBytes).
+    extern __shared__ __align__(128) unsigned char kv_smem[];
 
     // Later tiles of a sequence have more keys: start them first, for every head (see the top).
     const int block = (int)(blockIdx.y * gridDim.x + blockIdx.x);  // n_tiles * n_head blocks
     const AttentionTile tile = tiles[n_tiles - 1 - block / n_head];
     if (!tile_ok(tile, n_ctx)) return;  // uniform over the block
     const int h = block % n_head;
-    const int C = n_head * kHeadDim;
+    const int C = n_head * D;
     const int tid = threadIdx.x;
     const int warp = tid / kWarpSize;
     const int lane = tid % kWarpSize;
@@ -196,26 +205,16 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
     // real (uniform over the warp; earlier blocks with no real row are harmless and not skipped).
     const int warp_last_j0 = warp * kPrefillWarpRows < tile.n_rows ? warp_first_pos + kPrefillWarpRows - 1 : -1;
 
-    const size_t kv_base = ((size_t)tile.seq * (size_t)n_head + (size_t)h) * (size_t)n_ctx * kHeadDim;
-    const int copy_key = tid / kPrefillChunksPerRow;           // this thread's copies: keys copy_key + 16 i,
-    const int copy_dim = (tid % kPrefillChunksPerRow) * 8;     // dims copy_dim .. +7
-    const size_t copy_src = kv_base + (size_t)copy_dim;
+    const size_t kv_base = ((size_t)tile.seq * (size_t)n_head + (size_t)h) * (size_t)n_ctx * D;
+    const __half *k_head = k_cache + kv_base, *v_head = v_cache + kv_base;
 
     const uint32_t smem = (uint32_t)__cvta_generic_to_shared(kv_smem);
-    constexpr uint32_t kStageBytes = kPrefillStageBytes;
-    constexpr uint32_t kRowBytes = kPrefillRowBytes;
-    const uint32_t copy_dst = smem + (uint32_t)(copy_key * kPrefillRowBytes + copy_dim * (int)sizeof(__half));
+    constexpr uint32_t kStageBytes = Shape::kStageBytes;
+    constexpr uint32_t kRowBytes = Shape::kRowBytes;
 
-    // The tile's q rows into shared memory, with the same thread -> (row, chunk) map as the keys:
-    // row copy_key + 16 i, dims copy_dim..+7; rows past n_rows are zero-filled (they may not exist).
-#pragma unroll
-    for (int i = 0; i < kPrefillCopiesPerThread; ++i) {
-        const int r = copy_key + i * kPrefillRowsPerCopy;
-        const bool ok = r < tile.n_rows;
-        const size_t row = (size_t)tile.row0 + (size_t)(ok ? r : 0);
-        const __half *src = qkv + row * (size_t)(3 * C) + (size_t)h * kHeadDim + (size_t)copy_dim;
-        cp_async16(copy_dst + (uint32_t)(kPrefillQOffset + i * kPrefillRowsPerCopy * kPrefillRowBytes), src, ok);
-    }
+    // The tile's q rows into shared memory (rows past n_rows are zero-filled: they may not exist).
+    load_rows<D>(smem + Shape::kQOffset, qkv + (size_t)tile.row0 * (size_t)(3 * C) + (size_t)h * D, nullptr,
+                 (size_t)(3 * C), 0, tile.n_rows - 1);
 
     // ldmatrix row addresses of this lane (byte offsets in a stage; i = lane / 8 picks the matrix):
     //   Q, x4 for dim slice kk: matrix i = the warp's rows 8 (i % 2) .. +7, dims 16kk + 8 (i / 2) .. +7,
@@ -226,25 +225,25 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
     //   V, x4.trans for key slice kk and dim tiles 2jp, 2jp+1: matrix i = keys 16kk + 8 (i % 2) .. +7,
     //     dims 16jp + 8 (i / 2) .. +7, so registers = {b0, b1 of dim tile 2jp, b0, b1 of 2jp+1}
     //     (.trans: b0 = V[keys 16kk + 2t, +1][dim 8j + g], b1 = the same 8 keys later).
-    const uint32_t q_lane = smem + kPrefillQOffset +
+    const uint32_t q_lane = smem + Shape::kQOffset +
                             (uint32_t)((warp * kPrefillWarpRows + (lane & 15)) * kRowBytes + (lane >> 4) * 16);
     const uint32_t k_lane = smem + (uint32_t)(((lane >> 4) * 8 + (lane & 7)) * kRowBytes + ((lane >> 3) & 1) * 16);
-    const uint32_t v_lane = smem + kPrefillVOffset +
+    const uint32_t v_lane = smem + Shape::kVOffset +
                             (uint32_t)((((lane >> 3) & 1) * 8 + (lane & 7)) * kRowBytes + (lane >> 4) * 16);
 
-    float o[kPrefillDimTiles][4];  // O[row_a][8j + 2t, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
+    float o[Shape::kDimTiles][4];  // O[row_a][8j + 2t, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
 #pragma unroll
-    for (int j = 0; j < kPrefillDimTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    for (int j = 0; j < Shape::kDimTiles; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m_a = -INFINITY, m_b = -INFINITY;  // running max of the raw scores (equal over the quad)
     float l_a = 0.0f, l_b = 0.0f;            // this lane's share of the running sums of p
 
-    load_kv_block(copy_dst, k_cache, v_cache, copy_src, copy_key, 0, last);
+    load_rows<D>(smem, k_head, v_head, D, 0, last);
     cp_async_commit();  // q and the first K/V block: one group
     uint32_t stage = 0;  // byte offset of the stage holding keys j0..j0+63
     for (int j0 = 0; j0 <= last; j0 += kPrefillKeys) {
         const uint32_t next = kStageBytes - stage;
         if (j0 + kPrefillKeys <= last) {  // prefetch the next block into the other stage
-            load_kv_block(copy_dst + next, k_cache, v_cache, copy_src, copy_key, j0 + kPrefillKeys, last);
+            load_rows<D>(smem + next, k_head, v_head, D, j0 + kPrefillKeys, last);
         }
         cp_async_commit();  // (an empty group on the last block keeps the count uniform)
         cp_async_wait<1>();  // this block's group has landed (for this thread's copies) ...
@@ -257,7 +256,7 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
 #pragma unroll
             for (int j = 0; j < kPrefillKeyTiles; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
 #pragma unroll
-            for (int kk = 0; kk < kPrefillKSlices; ++kk) {
+            for (int kk = 0; kk < Shape::kKSlices; ++kk) {
                 uint32_t qa[4];  // A fragment of dims 16kk..16kk+15
                 ldmatrix_x4(qa, q_lane + (uint32_t)(kk * 32));
 #pragma unroll
@@ -315,7 +314,7 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
             l_a = l_a * alpha_a + sum_a;
             l_b = l_b * alpha_b + sum_b;
 #pragma unroll
-            for (int j = 0; j < kPrefillDimTiles; ++j) {
+            for (int j = 0; j < Shape::kDimTiles; ++j) {
                 o[j][0] *= alpha_a;
                 o[j][1] *= alpha_a;
                 o[j][2] *= alpha_b;
@@ -331,7 +330,7 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
                                         pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                         pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
 #pragma unroll
-                for (int jp = 0; jp < kPrefillDimTiles / 2; ++jp) {
+                for (int jp = 0; jp < Shape::kDimTiles / 2; ++jp) {
                     uint32_t b[4];
                     ldmatrix_x4_trans(b, v_lane + stage + (uint32_t)(kk * 16 * kRowBytes + jp * 32));
                     mma_16816(o[2 * jp], pa, b[0], b[1]);
@@ -350,16 +349,16 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
     const float inv_a = l_a > 0.0f ? 1.0f / l_a : 0.0f;  // l >= 1 for real rows: their max gives exp2(0)
     const float inv_b = l_b > 0.0f ? 1.0f / l_b : 0.0f;
-    const size_t o_col = (size_t)h * kHeadDim + 2 * t;
+    const size_t o_col = (size_t)h * D + 2 * t;
     if (row_a < tile.n_rows) {
         uint32_t *orow = reinterpret_cast<uint32_t *>(out + (size_t)(tile.row0 + row_a) * (size_t)C + o_col);
 #pragma unroll
-        for (int j = 0; j < kPrefillDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][0] * inv_a, o[j][1] * inv_a);
+        for (int j = 0; j < Shape::kDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][0] * inv_a, o[j][1] * inv_a);
     }
     if (row_b < tile.n_rows) {
         uint32_t *orow = reinterpret_cast<uint32_t *>(out + (size_t)(tile.row0 + row_b) * (size_t)C + o_col);
 #pragma unroll
-        for (int j = 0; j < kPrefillDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][2] * inv_b, o[j][3] * inv_b);
+        for (int j = 0; j < Shape::kDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][2] * inv_b, o[j][3] * inv_b);
     }
 }
 
@@ -367,13 +366,33 @@ __global__ void __launch_bounds__(kPrefillThreads, kPrefillMinBlocksPerSm)
 
 // ---- launcher ----
 
-void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
-                              const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
-                              cudaStream_t stream) {
+namespace {
+template <int D>
+void launch_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+                    const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale, cudaStream_t stream) {
+    constexpr int kSmem = PrefillShape<D>::kSmemBytes;
+    if (kSmem > 48 * 1024) {  // past the default limit: opt in (per device; cheap, and not a stream operation)
+        const cudaError_t err =
+            cudaFuncSetAttribute(attention_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+        if (err != cudaSuccess) cudaGetLastError();
+        check_cuda(err, "attention_prefill_kernel shared memory", __FILE__, __LINE__);
+    }
     const dim3 grid((unsigned)n_tiles, (unsigned)n_head);
-    attention_prefill_kernel<<<grid, kPrefillThreads, 0, stream>>>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head,
-                                                                   n_ctx, q_scale);
+    attention_prefill_kernel<D><<<grid, kPrefillThreads, kSmem, stream>>>(out, qkv, k_cache, v_cache, tiles, n_tiles,
+                                                                         n_head, n_ctx, q_scale);
     check_launch("attention_prefill_kernel");
+}
+}  // namespace
+
+void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+                              const AttentionTile *tiles, int n_tiles, int n_head, int head_dim, int n_ctx,
+                              float q_scale, cudaStream_t stream) {
+    switch (head_dim) {
+        case 64: launch_prefill<64>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, stream); break;
+        case 80: launch_prefill<80>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, stream); break;
+        case 128: launch_prefill<128>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, stream); break;
+        default: throw_invalid_argument("launch_attention_prefill: head_dim " + std::to_string(head_dim));
+    }
 }
 
 }  // namespace seaopt::cuda::dense

@@ -258,7 +258,7 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
     // The decode attention's split-K partial states (engine/cuda/ops.h), used within the attention
     // op only; 0 bytes once the batch is too large to split (it never is then).
     const uint64_t partials =
-        cuda::attention_decode_partials_bytes((int)std::min<uint64_t>(T, 1u << 20), (int)hp.n_head);
+        cuda::attention_decode_partials_bytes((int)std::min<uint64_t>(T, 1u << 20), (int)hp.n_head, (int)hp.head_dim());
     if (partials > 0) b.push_back({"attn_partials", partials, attention, attention});
     if (sea_scratch_bytes > 0) {
         b.push_back({"sea_scratch", sea_scratch_bytes, attention, attention});

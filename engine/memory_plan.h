@@ -92,7 +92,7 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 //   3  QKV GEMM + KV append       h16 -> qkv f16[T,3C]
 //   4  attention                  qkv -> attn f16[T,C] (a decode batch: the KV append happens here,
 //                                 and attn_partials, the split-K scratch of the decode kernel —
-//                                 cuda::attention_decode_partials_bytes(T, n_head) — lives here only)
+//                                 cuda::attention_decode_partials_bytes(T, n_head, head_dim) — lives here only)
 //   5  out-proj GEMM              attn -> += x
 //   6  ffn LN                     pre-LN: LN(x) -> h16_ffn f16[T,C]; post-LN: the attention block's
 //                                 LN, x = LN(x) in place, and -> h16

@@ -13,6 +13,7 @@
 #include "engine/error.h"
 #include "engine/fp16.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/ops.h"  // attention_head_dim_supported (plain C++, no CUDA headers)
 #include "engine/log.h"
 #include "model/gguf.h"
 #include "model/opt_model.h"
@@ -120,7 +121,7 @@ void check_finite(const std::vector<float> &v, const std::string &path, const st
 }
 
 // AUTO takes the GPU when this build has CUDA, a GPU is present and the CUDA engine supports the
-// model (head_dim 64, as every OPT); otherwise the CPU. CUDA demands all three.
+// model (head_dim 64, 80 or 128: those of every OPT size); otherwise the CPU. CUDA demands all three.
 seaopt_device choose_device(const seaopt_model_params &params, const OptHparams &hp) {
     if (params.device == SEAOPT_DEVICE_CPU) return SEAOPT_DEVICE_CPU;
     const bool want_cuda = params.device == SEAOPT_DEVICE_CUDA;
@@ -134,8 +135,9 @@ seaopt_device choose_device(const seaopt_model_params &params, const OptHparams 
         why_not = "gpu_index " + std::to_string(params.gpu_index) + " is outside the " + std::to_string(n_gpus) + " GPUs present";
     } else if (std::string r = cuda_device_unsupported_reason(params.gpu_index); !r.empty()) {
         why_not = r;
-    } else if (hp.head_dim() != 64) {
-        why_not = "the CUDA engine supports head_dim 64 (every OPT model), this model has " + std::to_string(hp.head_dim());
+    } else if (!cuda::attention_head_dim_supported((int)hp.head_dim())) {
+        why_not = "the CUDA engine supports head_dim 64, 80 and 128 (those of the OPT models), this model has " +
+                  std::to_string(hp.head_dim());
     }
     if (why_not.empty()) return SEAOPT_DEVICE_CUDA;
     if (want_cuda) {

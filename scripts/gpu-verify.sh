@@ -4,7 +4,7 @@
 # engine against them, then WikiText-2 perplexity of seaopt-perplexity against
 # scripts/ppl_transformers.py (the same GPTQ protocol) on the random OPT-125m-shape checkpoint.
 # Logs go to ${OUT:-/tmp/seaopt-gpu}.
-#   usage: scripts/gpu-verify.sh [shapes]      (default 125m,350m,1.3b)
+#   usage: scripts/gpu-verify.sh [shapes]      (default 125m,350m,1.3b,2.7b-4layers,6.7b-2layers,13b-2layers)
 # Perplexity step (skipped without wiki.test.raw), environment (defaults in brackets):
 #   WIKITEXT       directory holding wiki.test.raw [.carry/wikitext]
 #   TOKENIZER      OPT vocab.json + merges.txt for transformers [.carry/tokenizer, else the checkpoint's]
@@ -15,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/seaopt-gpu}
 mkdir -p "$out"
-shapes=${1:-125m,350m,1.3b}
+shapes=${1:-125m,350m,1.3b,2.7b-4layers,6.7b-2layers,13b-2layers}
 export CMAKE_PREFIX_PATH=$PWD/.carry/deps/usr LD_LIBRARY_PATH=$PWD/.carry/deps/usr/lib/x86_64-linux-gnu
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 

@@ -33,7 +33,6 @@ namespace {
 
 using seaopt::cuda::AttentionTile;
 using seaopt::cuda::half_t;
-constexpr int kHeadDim = 64;
 constexpr uint16_t kNanF16 = 0x7E00;
 
 void cuda_ok(cudaError_t err, const char *what) {
@@ -64,6 +63,7 @@ struct Batch {
     std::vector<int32_t> pos;
     int n_head = 32;  // OPT-1.3B: 32 heads x 64
     int n_ctx = 2048;
+    int head_dim = 64;  // OPT-2.7B: 80; OPT-6.7B and larger: 128
 };
 
 // Rows `n` of sequence `s` at positions p0, p0+1, ...
@@ -79,14 +79,14 @@ float round16(float x) { return seaopt::f16_to_f32(seaopt::f32_to_f16(x)); }
 // Attention of one query (fp32, q already scaled) the naive fp16 way: scores, probabilities and
 // the output rounded to fp16, accumulations in fp32 (as an fp16 GEMM + fp16 softmax would do).
 void naive_fp16_attention_one_query(float *out, const float *q, const float *k, const float *v, size_t kv_stride,
-                                    size_t n_kv, int n_head, float *scratch) {
+                                    size_t n_kv, int n_head, int head_dim, float *scratch) {
     for (int h = 0; h < n_head; ++h) {
-        const float *qh = q + (size_t)h * kHeadDim;
+        const float *qh = q + (size_t)h * head_dim;
         float mx = -INFINITY;
         for (size_t j = 0; j < n_kv; ++j) {
-            const float *kj = k + j * kv_stride + (size_t)h * kHeadDim;
+            const float *kj = k + j * kv_stride + (size_t)h * head_dim;
             float s = 0.0f;
-            for (int d = 0; d < kHeadDim; ++d) s += round16(qh[d]) * kj[d];
+            for (int d = 0; d < head_dim; ++d) s += round16(qh[d]) * kj[d];
             scratch[j] = round16(s);
             mx = std::max(mx, scratch[j]);
         }
@@ -96,10 +96,10 @@ void naive_fp16_attention_one_query(float *out, const float *q, const float *k, 
             sum += scratch[j];
         }
         for (size_t j = 0; j < n_kv; ++j) scratch[j] = round16(scratch[j] / sum);
-        for (int d = 0; d < kHeadDim; ++d) {
+        for (int d = 0; d < head_dim; ++d) {
             float o = 0.0f;
-            for (size_t j = 0; j < n_kv; ++j) o += scratch[j] * v[j * kv_stride + (size_t)h * kHeadDim + d];
-            out[(size_t)h * kHeadDim + d] = round16(o);
+            for (size_t j = 0; j < n_kv; ++j) o += scratch[j] * v[j * kv_stride + (size_t)h * head_dim + d];
+            out[(size_t)h * head_dim + d] = round16(o);
         }
     }
 }
@@ -122,8 +122,8 @@ const char *path_name(Path p, bool all_single_row) {
 // Split-K scratch for a decode batch: partials (NaN-filled: nothing may read stale values) and
 // counters (zeroed once; every call must leave them zero).
 struct DecodeScratch {
-    DecodeScratch(int n_tiles, int n_head)
-        : partials_bytes(std::max<uint64_t>(seaopt::cuda::attention_decode_partials_bytes(n_tiles, n_head), 4)),
+    DecodeScratch(int n_tiles, int n_head, int head_dim)
+        : partials_bytes(std::max<uint64_t>(seaopt::cuda::attention_decode_partials_bytes(n_tiles, n_head, head_dim), 4)),
           partials(partials_bytes), counters(counters_bytes) {
         cuda_ok(cudaMemset(partials.as<void>(), 0xFF, partials_bytes), "cudaMemset partials");
         cuda_ok(cudaMemset(counters.as<void>(), 0, counters_bytes), "cudaMemset counters");
@@ -151,7 +151,7 @@ struct DecodeScratch {
 void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path::Natural}) {
     SCOPED_TRACE(b.name);
     const int rows = (int)b.seq.size();
-    const int n_head = b.n_head, n_ctx = b.n_ctx, C = n_head * kHeadDim;
+    const int n_head = b.n_head, n_ctx = b.n_ctx, kHeadDim = b.head_dim, C = n_head * kHeadDim;
     int n_seq = 0, max_pos = 0;
     std::map<int32_t, int32_t> kv_len;  // per sequence: positions 0..max filled, NaN past them
     for (int r = 0; r < rows; ++r) {
@@ -214,7 +214,7 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
         seaopt::cpu::dense_attention_one_query(ref.data() + (size_t)r * C, q.data(), k32.data(), v32.data(), C,
                                                n_kv, n_head, kHeadDim, scratch.data());
         naive_fp16_attention_one_query(naive.data() + (size_t)r * C, q.data(), k32.data(), v32.data(), C, n_kv,
-                                       n_head, scratch.data());
+                                       n_head, kHeadDim, scratch.data());
     }
     double naive_err = 0.0;
     for (size_t i = 0; i < ref.size(); ++i) naive_err = std::max(naive_err, (double)std::fabs(naive[i] - ref[i]));
@@ -234,7 +234,7 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
     upload(d_v, v_cache);
     upload(d_tiles, tiles);
 
-    DecodeScratch scratch_buf(n_tiles, n_head);
+    DecodeScratch scratch_buf(n_tiles, n_head, kHeadDim);
     bool distinct_seqs = true;
     {
         std::vector<int32_t> sorted = b.seq;
@@ -310,9 +310,9 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
         const int splits = path == Path::DecodeSplit || append
                                ? seaopt::cuda::attention_decode_splits(n_tiles, n_head, n_ctx)
                                : 1;
-        std::printf("  %-44s rows %4d tiles %3d heads %2d %-12s (splits %2d): max|gpu-ref| = %.3e, "
+        std::printf("  %-44s rows %4d tiles %3d heads %2d x %3d %-12s (splits %2d): max|gpu-ref| = %.3e, "
                     "max|naive-ref| = %.3e\n",
-                    b.name.c_str(), rows, n_tiles, n_head, kernel, splits, gpu_err, naive_err);
+                    b.name.c_str(), rows, n_tiles, n_head, kHeadDim, kernel, splits, gpu_err, naive_err);
         EXPECT_EQ(non_finite, 0u) << kernel << " kernel: outputs not written or not finite";
         EXPECT_EQ(guard_touched, 0u) << kernel << " kernel: wrote past the output";
         EXPECT_LE(gpu_err, 2.0 * naive_err + 1e-4)
@@ -321,11 +321,12 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
     }
 }
 
-Batch one_sequence(const std::string &name, int32_t p0, int n, int n_head = 32, int n_ctx = 2048) {
+Batch one_sequence(const std::string &name, int32_t p0, int n, int n_head = 32, int n_ctx = 2048, int head_dim = 64) {
     Batch b;
     b.name = name;
     b.n_head = n_head;
     b.n_ctx = n_ctx;
+    b.head_dim = head_dim;
     add_rows(b, 0, p0, n);
     return b;
 }
@@ -366,7 +367,7 @@ TEST(GpuAttention, PrefillSeveralSequences) {
 }
 
 TEST(GpuAttention, PrefillOtherShapes) {
-    check_batch(one_sequence("OPT-13B heads (40), 65 rows from 3", 3, 65, 40), 400);
+    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400);
     // n_ctx not a multiple of the key block: the last block ends past the cache's end.
     check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401);
 }
@@ -395,7 +396,7 @@ TEST(GpuAttention, DecodeFourSequences) {
     const int32_t seqs[4] = {3, 0, 2, 1}, positions[4] = {2047, 0, 64, 1000};
     for (int i = 0; i < 4; ++i) add_rows(mixed, seqs[i], positions[i], 1);
     check_batch(mixed, 610, kAllDecodePaths);
-    mixed.name = "decode, 4 sequences mixed, OPT-13B heads";
+    mixed.name = "decode, 4 sequences mixed, 40 heads";
     mixed.n_head = 40;
     check_batch(mixed, 611, kAllDecodePaths);
     Batch small_ctx = one_sequence("decode, n_ctx 300 at 299", 299, 1, 8, 300);
@@ -414,7 +415,7 @@ TEST(GpuAttention, DecodeSplitOverKeys) {
         check_batch(one_sequence("split decode, 1 sequence at " + std::to_string(p), p, 1), seed++,
                     {Path::DecodeSplit, Path::DecodeAppend, Path::Decode});
     }
-    check_batch(one_sequence("split decode, OPT-13B heads at 2047", 2047, 1, 40), seed++,
+    check_batch(one_sequence("split decode, 40 heads at 2047", 2047, 1, 40), seed++,
                 {Path::DecodeSplit, Path::DecodeAppend});
     check_batch(one_sequence("split decode, OPT-125m heads at 1999", 1999, 1, 12), seed++,
                 {Path::DecodeSplit, Path::DecodeAppend});
@@ -444,6 +445,42 @@ TEST(GpuAttention, DecodeSplitOverKeys) {
     check_batch(runs, seed++, {Path::DecodeSplit, Path::Decode, Path::Prefill});
 }
 
+// The head sizes of the larger OPT models: OPT-2.7B (32 heads x 80), OPT-6.7B (32 x 128) and OPT-13B
+// (40 x 128). Prefill from 0 and continuing a cache (tiles not key-block aligned), several
+// sequences, and decode at short and long positions through every decode path (split, append).
+TEST(GpuAttention, OtherHeadSizes) {
+    uint32_t seed = 1000;
+    struct Shape {
+        const char *name;
+        int n_head, head_dim;
+    };
+    for (const Shape &sh : {Shape{"OPT-2.7B heads (32 x 80)", 32, 80}, Shape{"OPT-6.7B heads (32 x 128)", 32, 128},
+                            Shape{"OPT-13B heads (40 x 128)", 40, 128}}) {
+        const std::string n = sh.name;
+        check_batch(one_sequence(n + ", prefill 300 rows from 0", 0, 300, sh.n_head, 2048, sh.head_dim), seed++);
+        check_batch(one_sequence(n + ", prefill 100 cached + 150", 100, 150, sh.n_head, 2048, sh.head_dim), seed++);
+        check_batch(one_sequence(n + ", n_ctx 300, 300 rows", 0, 300, sh.n_head, 300, sh.head_dim), seed++);
+        Batch two;
+        two.name = n + ", two sequences (70 from 0, 30 from 37)";
+        two.n_head = sh.n_head;
+        two.head_dim = sh.head_dim;
+        add_rows(two, 0, 0, 70);
+        add_rows(two, 1, 37, 30);
+        check_batch(two, seed++);
+        for (const int p : {0, 1, 64, 129, 1000, 2047}) {
+            check_batch(one_sequence(n + ", decode at " + std::to_string(p), p, 1, sh.n_head, 2048, sh.head_dim), seed++,
+                        kAllDecodePaths);
+        }
+        Batch mixed;
+        mixed.name = n + ", decode, 4 sequences at 2047, 0, 64, 1000";
+        mixed.n_head = sh.n_head;
+        mixed.head_dim = sh.head_dim;
+        const int32_t seqs[4] = {3, 0, 2, 1}, positions[4] = {2047, 0, 64, 1000};
+        for (int i = 0; i < 4; ++i) add_rows(mixed, seqs[i], positions[i], 1);
+        check_batch(mixed, seed++, kAllDecodePaths);
+    }
+}
+
 TEST(GpuAttention, DecodeAppendNeedsTheDecodePath) {
     DeviceBuffer buf(1 << 16);
     half_t *p = buf.as<half_t>();
@@ -462,7 +499,7 @@ TEST(GpuAttention, DecodeAppendNeedsTheDecodePath) {
 // positions, give the bits of a direct call there, and leave the cache and counters as a direct
 // call does.
 TEST(GpuAttention, DecodeSplitGraphReplaysAtAnyPosition) {
-    const int n_head = 32, n_ctx = 2048, C = n_head * kHeadDim;
+    const int n_head = 32, n_ctx = 2048, kHeadDim = 64, C = n_head * kHeadDim;
     std::mt19937 rng(900);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     const size_t cache_elems = (size_t)n_head * n_ctx * kHeadDim;
@@ -476,7 +513,7 @@ TEST(GpuAttention, DecodeSplitGraphReplaysAtAnyPosition) {
     DeviceBuffer d_out_graph((size_t)C * 2), d_out_direct((size_t)C * 2);
     upload(d_k, k_cache);
     upload(d_v, v_cache);
-    DecodeScratch scratch(1, n_head);
+    DecodeScratch scratch(1, n_head, kHeadDim);
     const seaopt::cuda::AttentionOptions opt = scratch.options(/*append=*/true);
 
     cudaStream_t stream = nullptr;
@@ -539,11 +576,11 @@ TEST(GpuAttention, LauncherRejectsBadArguments) {
     half_t *p = buf.as<half_t>();
     const AttentionTile *t = buf.as<AttentionTile>();
     try {
-        seaopt::cuda::attention_forward(p, p, p, p, t, 1, false, 0, 12, 128, 2048, nullptr);
-        ADD_FAILURE() << "head_dim 128 was accepted";
+        seaopt::cuda::attention_forward(p, p, p, p, t, 1, false, 0, 12, 96, 2048, nullptr);
+        ADD_FAILURE() << "head_dim 96 was accepted";
     } catch (const seaopt::Error &e) {
         EXPECT_EQ(e.code(), SEAOPT_ERR_UNSUPPORTED);
-        EXPECT_NE(std::string(e.what()).find("128"), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("96"), std::string::npos) << e.what();
     }
     try {
         seaopt::cuda::attention_forward(p, p, p, p, t, 1, false, 2048, 12, 64, 2048, nullptr);

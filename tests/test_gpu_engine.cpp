@@ -1,6 +1,7 @@
-// The CUDA engine against the CPU reference engine on a small random model with OPT's head_dim 64
-// (made by seaopt-make-tiny-checkpoint --hidden 256 --heads 4), and the memory planner's promise:
-// the device memory a context really takes matches its plan.
+// The CUDA engine against the CPU reference engine on small random models with OPT's head sizes
+// (made by seaopt-make-tiny-checkpoint: --hidden 256 --heads 4 for head_dim 64, as OPT-125m to 1.3B;
+// 320 / 4 for 80, as OPT-2.7B; 512 / 4 for 128, as OPT-6.7B and larger), and the memory planner's
+// promise: the device memory a context really takes matches its plan.
 #include <cuda_runtime.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
@@ -91,9 +92,10 @@ double std_of(const std::vector<float> &v) {
     return std::sqrt(s / (double)v.size());
 }
 
-TEST(GpuEngine, MatchesTheCpuReference) {
+// Prefill of 100 tokens, then one token at a time through the KV cache, against the CPU engine.
+void check_against_cpu(const std::string &path) {
     const std::vector<int32_t> ids = test_ids(100);
-    Engine cpu(SEAOPT_DEVICE_CPU, 128), gpu(SEAOPT_DEVICE_CUDA, 128);
+    Engine cpu(SEAOPT_DEVICE_CPU, 128, 0, path), gpu(SEAOPT_DEVICE_CUDA, 128, 0, path);
     const auto ref = cpu.prefill(ids), got = gpu.prefill(ids);
     double max_err = 0, scale = 0;
     for (size_t t = 0; t < ids.size(); ++t) {
@@ -115,6 +117,16 @@ TEST(GpuEngine, MatchesTheCpuReference) {
     }
     std::printf("GPU one-token decode (40 steps) vs CPU prefill: max |dlogit| = %.4f\n", max_step_err);
     EXPECT_LE(max_step_err, 0.02 * scale);
+}
+
+TEST(GpuEngine, MatchesTheCpuReference) { check_against_cpu(model_path()); }
+
+// The head sizes of OPT-2.7B (80) and of OPT-6.7B and larger (128).
+TEST(GpuEngine, OtherHeadSizesMatchTheCpuReference) {
+    std::printf("head_dim 80:\n");
+    check_against_cpu(make_model("hd80", {"--hidden", "320", "--heads", "4", "--layers", "2", "--ffn", "1280"}));
+    std::printf("head_dim 128:\n");
+    check_against_cpu(make_model("hd128", {"--hidden", "512", "--heads", "4", "--layers", "2", "--ffn", "2048"}));
 }
 
 // n_head_batch only changes how many logits rows one lm_head GEMM computes: the same logits (up to

@@ -1,5 +1,6 @@
-// The CUDA engine against Hugging Face transformers at the real OPT shapes (125m, 350m, 1.3B),
-// on references made on the GPU machine by tests/gpu/make_transformers_reference.py.
+// The CUDA engine against Hugging Face transformers at the real OPT shapes (125m, 350m, 1.3B; and
+// the widths, heads and FFNs of 2.7B, 6.7B and 13B, whose head sizes are 80, 128 and 128, with fewer
+// layers), on references made on the GPU machine by tests/gpu/make_transformers_reference.py.
 // Set SEAOPT_TRANSFORMERS_REF to that script's --out directory (scripts/gpu-verify.sh does);
 // without it these tests skip.
 //
@@ -122,10 +123,11 @@ TEST_P(VsTransformers, LogitsAndGreedy) {
     seaopt_model_free(model);
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, VsTransformers, ::testing::Values("125m", "350m", "1.3b"),
+INSTANTIATE_TEST_SUITE_P(Shapes, VsTransformers,
+                         ::testing::Values("125m", "350m", "1.3b", "2.7b-4layers", "6.7b-2layers", "13b-2layers"),
                          [](const ::testing::TestParamInfo<std::string> &i) {
                              std::string s = "opt_" + i.param;
-                             for (char &c : s) c = c == '.' ? '_' : c;
+                             for (char &c : s) c = c == '.' || c == '-' ? '_' : c;
                              return s;
                          });
 

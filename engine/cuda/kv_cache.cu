@@ -6,7 +6,7 @@
 //
 // One block per batch row, threads striding over the C columns of K (and V) in units of 8 halves
 // (one 16-byte load and store each) when head_dim % 8 == 0 and the three buffers are 16-byte
-// aligned (every OPT model: head_dim 64, cudaMalloc'd buffers), else of one half. A unit never
+// aligned (every OPT model: head_dim 64, 80 or 128, cudaMalloc'd buffers), else of one half. A unit never
 // straddles two heads, the reads are contiguous, and each head's head_dim values land contiguously
 // in the cache. Sequence ids and positions are validated on the host; as a last guard against
 // memory corruption, a row whose position lies outside [0, n_ctx) or whose sequence id is negative

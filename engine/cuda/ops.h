@@ -71,6 +71,9 @@ void log_softmax_nll(float *nll, const float *logits, const int32_t *targets, in
 // The batch is described by tiles: runs of at most kAttentionTileRows consecutive rows of one
 // sequence with consecutive positions (make_attention_tiles builds them on the host).
 constexpr int kAttentionTileRows = 64;
+// The head sizes the kernels are built for: OPT-125m to OPT-1.3B have 64, OPT-2.7B 80, OPT-6.7B and
+// the larger ones 128 (attention_forward throws SEAOPT_ERR_UNSUPPORTED for any other).
+inline bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 80 || head_dim == 128; }
 struct AttentionTile {
     int32_t row0;    // first batch row of the tile
     int32_t n_rows;  // 1..kAttentionTileRows
@@ -100,7 +103,6 @@ void attention_forward(half_t *out, const half_t *qkv, const half_t *k_cache, co
 inline constexpr int kAttentionDecodeTargetBlocks = 512;  // split until n_tiles x n_head x splits reaches this
 inline constexpr int kAttentionDecodeMaxSplits = 16;
 inline constexpr int kAttentionDecodeMinSplitKeys = 128;  // the decode kernel's keys per step
-inline constexpr int kAttentionDecodePartialFloats = 64 + 2;  // acc[head_dim 64], m, l per (tile, head, split)
 inline constexpr int kAttentionDecodeCounters = kAttentionDecodeTargetBlocks;  // (tile, head) pairs that split
 
 // Splits per (tile, head) of a decode batch: 1 (no scratch needed) once n_tiles x n_head reaches the
@@ -116,14 +118,18 @@ inline int attention_decode_splits(int n_tiles, int n_head, int n_ctx) {
     return s < 1 ? 1 : (int)s;
 }
 
+// A split's partial state: acc[head_dim], m, l (fp32).
+inline int attention_decode_partial_floats(int head_dim) { return head_dim + 2; }
+
 // Scratch bytes the decode kernel's partials need for any batch of at most max_tiles one-row tiles
 // and any n_ctx (0 when no such batch splits): the memory planner's "attn_partials".
-inline uint64_t attention_decode_partials_bytes(int max_tiles, int n_head) {
+inline uint64_t attention_decode_partials_bytes(int max_tiles, int n_head, int head_dim) {
     uint64_t most = 0;
     for (int t = 1; t <= max_tiles && (long long)t * n_head < kAttentionDecodeTargetBlocks; ++t) {
         const uint64_t s = (uint64_t)attention_decode_splits(t, n_head, 1 << 30);
         if (s > 1) {
-            const uint64_t bytes = (uint64_t)t * (uint64_t)n_head * s * kAttentionDecodePartialFloats * sizeof(float);
+            const uint64_t bytes =
+                (uint64_t)t * (uint64_t)n_head * s * (uint64_t)attention_decode_partial_floats(head_dim) * sizeof(float);
             if (bytes > most) most = bytes;
         }
     }

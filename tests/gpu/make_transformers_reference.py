@@ -3,7 +3,11 @@
 
 Run on the GPU machine (torch + transformers, no hub access: models are built from configs):
 
-    python3 tests/gpu/make_transformers_reference.py --out DIR [--shapes 125m,350m,1.3b]
+    python3 tests/gpu/make_transformers_reference.py --out DIR [--shapes 125m,350m,1.3b,...]
+
+The shapes: OPT-125m, 350m and 1.3B whole, and the widths, heads and FFNs of OPT-2.7B (head size
+80), 6.7B and 13B (head size 128) with 4, 2 and 2 layers instead of 32, 32 and 40 (their whole
+depth would take most of a GPU session to build, save and convert).
 
 For each shape it writes DIR/<shape>/hf/ (config.json, model.safetensors in fp16, and the tokenizer
 files copied from models/opt-tokenizer) and DIR/<shape>/reference.json with, for a fixed 128-token
@@ -31,6 +35,12 @@ SHAPES = {
                  word_embed_proj_dim=512, do_layer_norm_before=False),
     "1.3b": dict(hidden_size=2048, num_attention_heads=32, num_hidden_layers=24, ffn_dim=8192,
                  word_embed_proj_dim=2048, do_layer_norm_before=True),
+    "2.7b-4layers": dict(hidden_size=2560, num_attention_heads=32, num_hidden_layers=4, ffn_dim=10240,
+                         word_embed_proj_dim=2560, do_layer_norm_before=True),
+    "6.7b-2layers": dict(hidden_size=4096, num_attention_heads=32, num_hidden_layers=2, ffn_dim=16384,
+                         word_embed_proj_dim=4096, do_layer_norm_before=True),
+    "13b-2layers": dict(hidden_size=5120, num_attention_heads=40, num_hidden_layers=2, ffn_dim=20480,
+                        word_embed_proj_dim=5120, do_layer_norm_before=True),
 }
 VOCAB, MAX_POS, SEQ_LEN, N_GREEDY = 50272, 2048, 128, 64
 ROWS = [0, 1, 63, 127]  # positions whose full logits are stored
@@ -71,7 +81,7 @@ def write_f32(path, t):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    ap.add_argument("--shapes", default="125m,350m,1.3b")
+    ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--tokenizer-dir", default=os.path.join(os.path.dirname(__file__), "../../models/opt-tokenizer"))
     args = ap.parse_args()
     dev = "cuda"

@@ -151,18 +151,30 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // Issues the copies of the 64 rows [r0, r0 + 64) of a [row][D] source into a stage (row r at
 // (r - r0) * kRowBytes): thread tid copies the 16-byte chunks c = tid + 128 i (i < D / 16): row
 // r0 + c / (D / 8), dims 8 (c % (D / 8)) .. +7 (consecutive threads copy a row's consecutive
-// chunks). Rows past `last` are zero-filled, not read. src: the row-0 element of the source, `stride`
-// elements a row; dst: the stage's shared-memory address. Two sources at once (K and V, dst_b =
-// dst_a + kVOffset) where src_b is not null.
+// chunks; for D = 64 and 128 a thread's chunks share their dims, rows 16 or 8 apart). Rows past
+// `last` are zero-filled, not read. src: the row-0 element of the source, `stride` elements a row;
+// dst: the stage's shared-memory address. Two sources at once (K and V, dst_b = dst_a + kVOffset)
+// where src_b is not null.
 template <int D>
 __device__ __forceinline__ void load_rows(uint32_t dst_a, const __half *src_a, const __half *src_b, size_t stride,
                                           int r0, int last) {
     using S = PrefillShape<D>;
+    constexpr bool kSameDims = kPrefillThreads % S::kChunksPerRow == 0;
+    const int tid = (int)threadIdx.x;
+    const int row0 = tid / S::kChunksPerRow, dim0 = (tid % S::kChunksPerRow) * 8;  // chunk tid
+    const int room = last - r0 - row0;  // chunk tid's row is valid while <= last
 #pragma unroll
     for (int i = 0; i < S::kCopiesPerThread; ++i) {
-        const int c = (int)threadIdx.x + i * kPrefillThreads;
-        const int r = c / S::kChunksPerRow, dim = (c % S::kChunksPerRow) * 8;
-        const bool valid = r0 + r <= last;
+        int r, dim;
+        if constexpr (kSameDims) {
+            r = row0 + i * (kPrefillThreads / S::kChunksPerRow);
+            dim = dim0;
+        } else {
+            const int c = tid + i * kPrefillThreads;
+            r = c / S::kChunksPerRow;
+            dim = (c % S::kChunksPerRow) * 8;
+        }
+        const bool valid = kSameDims ? i * (kPrefillThreads / S::kChunksPerRow) <= room : r0 + r <= last;
         const size_t at = (valid ? (size_t)(r0 + r) * stride : 0) + (size_t)dim;  // clamped: row 0
         const uint32_t d = dst_a + (uint32_t)(r * S::kRowBytes + dim * (int)sizeof(__half));
         cp_async16(d, src_a + at, valid);

@@ -21,10 +21,11 @@
 //   1. LN1 of the residual x (every block computes it, into shared memory as fp16), then its rows
 //      of qkv = W_qkv·LN1(x) + b: q, k, v out as LL words (below), k and v also into the KV cache;
 //   2. attention: block u < H·S takes head u / S and key range u % S of [0, pos] (S: as many as
-//      make ranges of >= 256 keys, at most G / H): 32 groups of 8 lanes take keys (8 dims a lane;
-//      the cached rows from the ring, 128 keys a K and a V chunk; the step's own k, v from the LL words;
-//      log2-domain online softmax in fp32), merged in shared memory; one range writes the output,
-//      several write partials (m, l, acc[64]) and the last of the head's blocks (atomicInc on the
+//      make ranges of >= 256 keys, at most G / H): groups of lanes take keys (8 dims a lane: 32
+//      groups of 8 lanes for heads of 64, 16 of 16 lanes for heads of 80 and 128, the lanes past the
+//      head's dims idle; the cached rows from the ring, 128 or 64 keys a K and a V chunk; the step's
+//      own k, v from the LL words; log2-domain online softmax in fp32), merged in shared memory; one
+//      range writes the output, several write partials (m, l, acc[head_dim]) and the last of the head's blocks (atomicInc on the
 //      head's counter, which wraps back to zero) merges them in range order (deterministic);
 //   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
 // Then LN_final(x) and logits = W_head·LN_final(x) (plain stores, into mapped host memory unless
@@ -68,11 +69,18 @@ constexpr int kThreads = kComputeThreads + kWarpSize;        // + the producer w
 constexpr int kMaxSlots = 16;
 constexpr int kMinSlots = 4;
 constexpr int kMinSlotBytes = 16 << 10;
-constexpr int kHeadDim = 64;
 constexpr int kMaxVec4 = 4;  // float4s of the residual per compute thread: C <= 4096
-constexpr int kLanesPerKey = kHeadDim / 8;                    // 8
-constexpr int kAttnGroups = kComputeThreads / kLanesPerKey;  // 32 key groups
-constexpr int kPartialFloats = kHeadDim + 2;                  // acc[64], m, l
+// The attention of a head of D dims (64, 80 or 128: OPT's head sizes): key groups of kLanes lanes,
+// 8 dims a lane (8 lanes for 64, 16 for 80 and 128: the lanes past D / 8 idle).
+template <int D> struct Heads {
+    static constexpr int kDimLanes = D / 8;                        // lanes that hold dims
+    static constexpr int kLanes = kDimLanes <= 8 ? 8 : 16;         // a key group's lanes
+    static constexpr int kGroups = kComputeThreads / kLanes;       // 32 or 16 key groups
+    static constexpr int kPartialFloats = D + 2;                   // acc[D], m, l
+    static_assert(D % 16 == 0 && kDimLanes <= 16, "head_dim a multiple of 16, at most 128");
+};
+constexpr int kMaxAttnGroups = 32;     // Heads<64>::kGroups
+constexpr int kAttnAccFloats = 2048;   // the most groups x D: 32 x 64, 16 x 80, 16 x 128
 constexpr int kPhasesPerLayer = 5;
 constexpr int kMaxPairsPerThread = 2;   // rows of one matrix per block <= 2 x 2 x 256
 constexpr int kMaxOwnRows = 256;        // residual rows a block keeps
@@ -85,9 +93,9 @@ constexpr int kOffLn = kOffEmpty + 8 * kMaxSlots;                // float[2][8]:
 constexpr int kOffFlag = kOffLn + 2 * kComputeWarps * 4;         // int: "this block merges the head"
 constexpr int kOffXOwn = 512;                                    // float[kMaxOwnRows]
 constexpr int kOffAttnM = kOffXOwn + 4 * kMaxOwnRows;            // float[32]
-constexpr int kOffAttnL = kOffAttnM + kAttnGroups * 4;           // float[32]
-constexpr int kOffAttnAcc = kOffAttnL + kAttnGroups * 4;         // float[32][64]
-constexpr int kHeaderBytes = kOffAttnAcc + kAttnGroups * kHeadDim * 4;
+constexpr int kOffAttnL = kOffAttnM + kMaxAttnGroups * 4;        // float[32]
+constexpr int kOffAttnAcc = kOffAttnL + kMaxAttnGroups * 4;      // float[groups][D]
+constexpr int kHeaderBytes = kOffAttnAcc + kAttnAccFloats * 4;
 static_assert(kOffFlag + 4 <= kOffXOwn, "header overlap");
 static_assert(kHeaderBytes % 128 == 0, "the vector and the ring start 128-byte aligned");
 
@@ -98,11 +106,12 @@ struct ScratchLayout {
     size_t counters, partials, x, qkv, attn, ff, total;
 };
 __host__ __device__ inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
-__host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeShape &s, int splits) {
+// partial_floats: a range's attention partial, acc[head_dim], m, l.
+__host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeShape &s, int splits, int partial_floats) {
     ScratchLayout l;
     l.counters = 0;
     l.partials = align256(4 * (size_t)s.H);
-    l.x = l.partials + align256((size_t)s.H * splits * kPartialFloats * 4);
+    l.x = l.partials + align256((size_t)s.H * splits * (size_t)partial_floats * 4);
     l.qkv = l.x + align256(8 * (size_t)s.C);
     l.attn = l.qkv + align256(8 * (size_t)(3 * s.C / 2));
     l.ff = l.attn + align256(8 * (size_t)(s.C / 2));
@@ -128,8 +137,8 @@ __host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
 // stream alone (the compute warps only release the slots); 2 the step without waiting for handovers.
 constexpr int kModeStreamOnly = 1;
 constexpr int kModeNoHandoverWaits = 2;
-constexpr int kAttnUnroll = 4;                                // keys per group per step
-constexpr int kAttnKeysPerStep = kAttnGroups * kAttnUnroll;  // 128
+constexpr int kAttnUnroll = 4;  // keys per group per step
+template <int D> constexpr int kAttnKeysPerStep = Heads<D>::kGroups * kAttnUnroll;  // 128 (D = 64) or 64
 constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
 constexpr int kAttnKeysPerSplit = 256;  // keys per attention range at least (below: fewer ranges)
 constexpr float kLog2e = 1.4426950408889634f;
@@ -402,6 +411,7 @@ __device__ __forceinline__ float half_at(const half_t *p, int i) {
 }
 
 // The epilogues: load(o) before the stream, store(o, ...) after it for rows o and o + 1.
+template <int D>
 struct QkvEpilogue {  // + bias -> fp16 pairs: LL words of q, k, v; k and v also into the cache at pos
     const half_t *bias;
     uint64_t *out;
@@ -415,7 +425,7 @@ struct QkvEpilogue {  // + bias -> fp16 pairs: LL words of q, k, v; k and v also
         ll_store(out + o / 2, bits, tag);
         if (o >= C) {  // o even: o and o + 1 are in the same head
             const int i = o < 2 * C ? o - C : o - 2 * C;
-            __half *dst = (o < 2 * C ? k_at : v_at) + (size_t)(i / kHeadDim) * head_stride + i % kHeadDim;
+            __half *dst = (o < 2 * C ? k_at : v_at) + (size_t)(i / D) * head_stride + i % D;
             *reinterpret_cast<uint32_t *>(dst) = bits;
         }
     }
@@ -562,29 +572,34 @@ __device__ __forceinline__ bool attention_range(int pos, int splits, int split, 
 }
 
 // The attention phase's cache rows go through the ring too: after a layer's qkv chunks, an attention
-// block's producer copies its key range's K and V rows before pos (written by earlier steps), 128
-// keys a chunk (one kAttnKeysPerStep step of the attention loop; 16 KB), K then V for each step that
-// has cached keys. So the attention reads them from shared memory, fetched while the qkv GEMV and
-// its handover run, instead of a global round trip per step (at depth 1,920: 4 steps a layer).
-static_assert(kAttnKeysPerStep * kHeadDim * 2 <= kMinSlotBytes, "a step's K or V rows fit one ring slot");
+// block's producer copies its key range's K and V rows before pos (written by earlier steps), a
+// chunk per kAttnKeysPerStep step of the attention loop (128 keys of 64 dims, 64 of 80 or 128: at most
+// 16 KB), K then V for each step that has cached keys. So the attention reads them from shared
+// memory, fetched while the qkv GEMV and its handover run, instead of a global round trip per step
+// (at depth 1,920: 4 steps a layer).
+static_assert(kAttnKeysPerStep<64> * 64 * 2 <= kMinSlotBytes && kAttnKeysPerStep<80> * 80 * 2 <= kMinSlotBytes &&
+                  kAttnKeysPerStep<128> * 128 * 2 <= kMinSlotBytes,
+              "a step's K or V rows fit one ring slot");
+template <int D>
 __device__ __forceinline__ int attention_kv_chunks(const PersistentDecodeShape &sh, int pos, int splits, int &j_begin,
                                                    int &j_last) {
     const int unit = blockIdx.x;
     int n_valid, j_end;
     if (unit >= sh.H * splits || !attention_range(pos, splits, unit % splits, n_valid, j_begin, j_end)) return 0;
     j_last = min(j_end, pos);  // the row at pos is this step's: from the handover words
-    return j_last > j_begin ? 2 * ceil_div(j_last - j_begin, kAttnKeysPerStep) : 0;
+    return j_last > j_begin ? 2 * ceil_div(j_last - j_begin, kAttnKeysPerStep<D>) : 0;
 }
 
+template <int D>
 __device__ void produce_kv(const Ring &ring, uint32_t &c, const PersistentDecodeShape &sh,
                            const PersistentDecodeArgs &a, const PersistentLayer &L, int splits) {
     int j_begin = 0, j_last = 0;
-    if (attention_kv_chunks(sh, a.pos, splits, j_begin, j_last) == 0) return;
-    const size_t head_base = ((size_t)a.seq * sh.H + blockIdx.x / splits) * (size_t)sh.n_ctx * kHeadDim;
-    for (int j = j_begin; j < j_last; j += kAttnKeysPerStep) {
-        const uint32_t bytes = (uint32_t)(min(kAttnKeysPerStep, j_last - j) * kHeadDim * 2);
-        produce_chunk(ring, c++, L.k_cache + head_base + (size_t)j * kHeadDim, bytes);
-        produce_chunk(ring, c++, L.v_cache + head_base + (size_t)j * kHeadDim, bytes);
+    if (attention_kv_chunks<D>(sh, a.pos, splits, j_begin, j_last) == 0) return;
+    const size_t head_base = ((size_t)a.seq * sh.H + blockIdx.x / splits) * (size_t)sh.n_ctx * D;
+    for (int j = j_begin; j < j_last; j += kAttnKeysPerStep<D>) {
+        const uint32_t bytes = (uint32_t)(min(kAttnKeysPerStep<D>, j_last - j) * D * 2);
+        produce_chunk(ring, c++, L.k_cache + head_base + (size_t)j * D, bytes);
+        produce_chunk(ring, c++, L.v_cache + head_base + (size_t)j * D, bytes);
     }
 }
 
@@ -594,6 +609,7 @@ struct AttnShared {
 };
 
 // Phase 2 for block u < H·S (see the top of the file); other blocks return at once.
+template <int D>
 __device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a, const Ring &ring,
                                 uint32_t &c, const Handoff &ho, int layer, int splits, float *partials,
                                 uint32_t *head_counters, const AttnShared &sm) {
@@ -602,34 +618,37 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
     const int h = unit / splits, split = unit % splits;
     int n_valid, j_begin, j_end;
     if (!attention_range(a.pos, splits, split, n_valid, j_begin, j_end)) return;  // uniform over the block
-    const int tid = threadIdx.x, g = tid / kLanesPerKey, d4 = tid % kLanesPerKey, d0 = d4 * 8;
+    using Hd = Heads<D>;
+    constexpr int kLanes = Hd::kLanes, kGroups = Hd::kGroups;
+    const int tid = threadIdx.x, g = tid / kLanes, d4 = tid % kLanes, d0 = d4 * 8;
+    const bool has_dims = Hd::kDimLanes == kLanes || d4 < Hd::kDimLanes;  // (always, for D = 64)
     const int lane = tid % kWarpSize;
     int kv_begin = 0, j_last = 0;  // the cached keys [kv_begin, j_last) come through the ring (produce_kv)
-    attention_kv_chunks(sh, a.pos, splits, kv_begin, j_last);
+    attention_kv_chunks<D>(sh, a.pos, splits, kv_begin, j_last);
     // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
-    // ordered with this read), 8 dims a lane.
+    // ordered with this read), 8 dims a lane (a lane without dims loads nothing: zeros).
     const uint32_t tag = ho.wait_tag(layer, 0);
-    const size_t w0 = ((size_t)h * kHeadDim + d0) / 2;  // word of dim d0 of head h
-    const uint64_t *const ptr[6] = {ho.qkv + w0,
-                                    ho.qkv + w0 + 2,
-                                    ho.qkv + sh.C / 2 + w0,
-                                    ho.qkv + sh.C / 2 + w0 + 2,
-                                    ho.qkv + sh.C + w0,
-                                    ho.qkv + sh.C + w0 + 2};
+    const size_t w0 = ((size_t)h * D + d0) / 2;  // word of dim d0 of head h
+    const uint64_t *const ptr[6] = {has_dims ? ho.qkv + w0 : nullptr,
+                                    has_dims ? ho.qkv + w0 + 2 : nullptr,
+                                    has_dims ? ho.qkv + sh.C / 2 + w0 : nullptr,
+                                    has_dims ? ho.qkv + sh.C / 2 + w0 + 2 : nullptr,
+                                    has_dims ? ho.qkv + sh.C + w0 : nullptr,
+                                    has_dims ? ho.qkv + sh.C + w0 + 2 : nullptr};
     uint2 qkv_words[6];
     ll_load_many(qkv_words, ptr, tag);
     float q[8];
     unpack8(q, make_uint4(qkv_words[0].x, qkv_words[0].y, qkv_words[1].x, qkv_words[1].y));
     const uint4 k_own = make_uint4(qkv_words[2].x, qkv_words[2].y, qkv_words[3].x, qkv_words[3].y);
     const uint4 v_own = make_uint4(qkv_words[4].x, qkv_words[4].y, qkv_words[5].x, qkv_words[5].y);
-    const float q_scale = rsqrtf((float)kHeadDim) * kLog2e;
+    const float q_scale = rsqrtf((float)D) * kLog2e;
 #pragma unroll
     for (int e = 0; e < 8; ++e) q[e] *= q_scale;
 
     float m = -INFINITY, l = 0.0f, acc[8];
 #pragma unroll
     for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
-    for (int j0 = j_begin; j0 < j_end; j0 += kAttnKeysPerStep) {  // bounds uniform over the block
+    for (int j0 = j_begin; j0 < j_end; j0 += kAttnKeysPerStep<D>) {  // bounds uniform over the block
         const bool cached = j0 < j_last;  // this step has a K and a V chunk in the ring
         const int slot_k = (int)(c % (uint32_t)ring.n_slots), slot_v = (int)((c + 1) % (uint32_t)ring.n_slots);
         if (cached) {
@@ -642,13 +661,13 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
         uint4 v[kAttnUnroll];
 #pragma unroll
         for (int u = 0; u < kAttnUnroll; ++u) {
-            const int j = j0 + u * kAttnGroups + g;
+            const int j = j0 + u * kGroups + g;
             float dot = 0.0f;
             v[u] = make_uint4(0u, 0u, 0u, 0u);
-            if (j < j_end) {
+            if (j < j_end && has_dims) {
                 float k[8];
                 const bool own = j == a.pos;  // else j < pos: a cached row, in this step's chunks
-                const int row = (j - j0) * (kHeadDim / 8);
+                const int row = (j - j0) * (D / 8);
                 unpack8(k, own ? k_own : ks[row]);
                 v[u] = own ? v_own : vs[row];
 #pragma unroll
@@ -664,30 +683,33 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             }
             c += 2;
         }
-        dense::decode_online_softmax_step(s, v, j0, g, kAttnGroups, j_end, m, l, acc);
+        dense::decode_online_softmax_step<kAttnUnroll, kLanes>(s, v, j0, g, kGroups, j_end, m, l, acc);
     }
 
-    // The block's 32 group states -> one (m, l, acc) per dim; thread t < 32 takes dims 2t, 2t + 1.
-    if (tid % kLanesPerKey == 0) {
+    // The block's group states -> one (m, l, acc) per dim; thread t < D / 2 takes dims 2t, 2t + 1.
+    if (tid % kLanes == 0) {
         sm.m[g] = m;
         sm.l[g] = l;
     }
-    float4 *dst = reinterpret_cast<float4 *>(sm.acc + g * kHeadDim + d0);
-    dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
-    dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    if (has_dims) {
+        float4 *dst = reinterpret_cast<float4 *>(sm.acc + g * D + d0);
+        dst[0] = make_float4(acc[0], acc[1], acc[2], acc[3]);
+        dst[1] = make_float4(acc[4], acc[5], acc[6], acc[7]);
+    }
     compute_sync();
+    constexpr int kPartialFloats = Hd::kPartialFloats;
     const uint32_t out_tag = ho.tag(layer, 1);
-    uint64_t *out_word = ho.attn + (size_t)h * kHeadDim / 2 + tid;
+    uint64_t *out_word = ho.attn + (size_t)h * D / 2 + tid;
     float *head_partials = partials + (size_t)h * splits * kPartialFloats;
-    if (tid < kHeadDim / 2) {
+    if (tid < D / 2) {
         float M = -INFINITY;
-        for (int gg = 0; gg < kAttnGroups; ++gg) M = fmaxf(M, sm.m[gg]);  // finite: group 0 has key j_begin
+        for (int gg = 0; gg < kGroups; ++gg) M = fmaxf(M, sm.m[gg]);  // finite: group 0 has key j_begin
         float Ls = 0.0f, o0 = 0.0f, o1 = 0.0f;
-        for (int gg = 0; gg < kAttnGroups; ++gg) {
+        for (int gg = 0; gg < kGroups; ++gg) {
             const float wgt = sm.m[gg] == -INFINITY ? 0.0f : exp2f(sm.m[gg] - M);
             Ls += wgt * sm.l[gg];
-            o0 += wgt * sm.acc[gg * kHeadDim + 2 * tid];
-            o1 += wgt * sm.acc[gg * kHeadDim + 2 * tid + 1];
+            o0 += wgt * sm.acc[gg * D + 2 * tid];
+            o1 += wgt * sm.acc[gg * D + 2 * tid + 1];
         }
         if (n_valid == 1) {
             ll_store(out_word, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
@@ -696,8 +718,8 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             mine[2 * tid] = o0;
             mine[2 * tid + 1] = o1;
             if (tid == 0) {
-                mine[kHeadDim] = M;
-                mine[kHeadDim + 1] = Ls;
+                mine[D] = M;
+                mine[D + 1] = Ls;
             }
         }
     }
@@ -708,14 +730,14 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
     compute_sync();
     if (!*sm.flag) return;  // uniform over the block
     __threadfence();
-    if (tid < kHeadDim / 2) {
+    if (tid < D / 2) {
         float M = -INFINITY;
-        for (int s = 0; s < n_valid; ++s) M = fmaxf(M, __ldcg(head_partials + (size_t)s * kPartialFloats + kHeadDim));
+        for (int s = 0; s < n_valid; ++s) M = fmaxf(M, __ldcg(head_partials + (size_t)s * kPartialFloats + D));
         float Ls = 0.0f, o0 = 0.0f, o1 = 0.0f;
         for (int s = 0; s < n_valid; ++s) {
             const float *p = head_partials + (size_t)s * kPartialFloats;
-            const float wgt = exp2f(__ldcg(p + kHeadDim) - M);  // every valid range has keys: finite m
-            Ls += wgt * __ldcg(p + kHeadDim + 1);
+            const float wgt = exp2f(__ldcg(p + D) - M);  // every valid range has keys: finite m
+            Ls += wgt * __ldcg(p + D + 1);
             o0 += wgt * __ldcg(p + 2 * tid);
             o1 += wgt * __ldcg(p + 2 * tid + 1);
         }
@@ -725,6 +747,9 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 
 #endif  // !__CUDA_ARCH__ || __CUDA_ARCH__ >= 900
 
+// D: the head size (64, 80, 128), a template parameter so that the head_dim-64 kernel's code stays
+// what it was measured as.
+template <int D>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
                              int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first) {
@@ -762,7 +787,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int l = 0; l < sh.n_layer; ++l) {
                 const PersistentLayer &L = a.layers[l];
                 produce(ring, c, L.qkv_w, C, 3 * C);
-                produce_kv(ring, c, sh, a, L, splits);
+                produce_kv<D>(ring, c, sh, a, L, splits);
                 produce(ring, c, L.o_w, C, C);
                 produce(ring, c, L.fc1_w, C, F);
                 produce(ring, c, L.fc2_w, F, C);
@@ -773,7 +798,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     // Scratch: the per-head merge counters, the attention partials, the LL buffers.
-    const ScratchLayout sl = scratch_layout(sh, splits);
+    const ScratchLayout sl = scratch_layout(sh, splits, Heads<D>::kPartialFloats);
     auto *scratch = static_cast<unsigned char *>(a.scratch);
     uint32_t *head_counters = reinterpret_cast<uint32_t *>(scratch + sl.counters);
     float *partials = reinterpret_cast<float *>(scratch + sl.partials);
@@ -798,7 +823,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int l = 0; l < sh.n_layer; ++l) {
             consume(C, 3 * C);
             int kv_begin = 0, kv_last = 0;
-            for (int k = attention_kv_chunks(sh, a.pos, splits, kv_begin, kv_last); k > 0; --k, ++cs) {
+            for (int k = attention_kv_chunks<D>(sh, a.pos, splits, kv_begin, kv_last); k > 0; --k, ++cs) {
                 const int slot = (int)(cs % (uint32_t)ring.n_slots);
                 mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
                 __syncwarp();
@@ -841,8 +866,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
 
     uint32_t c = 0;  // chunks consumed (the producer's count, in the same order)
-    const size_t head_stride = (size_t)sh.n_ctx * kHeadDim;
-    const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * kHeadDim;
+    const size_t head_stride = (size_t)sh.n_ctx * D;
+    const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * D;
     // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block (kPersistentProfileNames).
     long long prof_spans[kPersistentProfileSpans];
 #pragma unroll
@@ -864,10 +889,10 @@ __global__ void __launch_bounds__(kThreads, 1)
         const LnParams ln1 = load_ln_params(L.ln1_w, L.ln1_b, C);
         if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
-        const QkvEpilogue qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
+        const QkvEpilogue<D> qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
         SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
-        SEAOPT_SPAN(4, attention_phase(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
+        SEAOPT_SPAN(4, attention_phase<D>(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
         compute_sync();  // the attention's shared memory and xin are free
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
@@ -895,6 +920,18 @@ __global__ void __launch_bounds__(kThreads, 1)
 #endif
 }
 
+using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, int, int, int, int, int, uint32_t, int,
+                                  bool);
+// The kernel for a head size; null for one it is not built for.
+PersistentKernel kernel_for(int head_dim) {
+    switch (head_dim) {
+        case 64: return decode_persistent_kernel<64>;
+        case 80: return decode_persistent_kernel<80>;
+        case 128: return decode_persistent_kernel<128>;
+        default: return nullptr;
+    }
+}
+
 }  // namespace
 
 PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int device) {
@@ -904,7 +941,8 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
         p.why = why;
         return p;
     };
-    if (s.head_dim != kHeadDim) return refuse("head_dim is not 64");
+    const PersistentKernel kernel = kernel_for(s.head_dim);
+    if (kernel == nullptr) return refuse("head_dim is not 64, 80 or 128");
     if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
     if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");
     if (s.C > 4 * kMaxVec4 * kComputeThreads) return refuse("hidden size above 4096");
@@ -919,7 +957,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     if (major < 9) return refuse("needs sm_90 (bulk asynchronous copies)");
     if (!coop) return refuse("no cooperative launch");
     cudaFuncAttributes fa{};
-    if (cudaFuncGetAttributes(&fa, decode_persistent_kernel) != cudaSuccess) {
+    if (cudaFuncGetAttributes(&fa, kernel) != cudaSuccess) {
         cudaGetLastError();
         return refuse("kernel not loadable");
     }
@@ -942,13 +980,13 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     p.slots = (int)std::min<long long>(kMaxSlots, room / p.slot_bytes);
     if (p.slots < kMinSlots) return refuse("shared memory too small for the weight ring");
     p.shared_bytes = (size_t)kHeaderBytes + vector_bytes(s) + p.parts_bytes + (size_t)p.slots * p.slot_bytes;
-    if (cudaFuncSetAttribute(decode_persistent_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)p.shared_bytes) != cudaSuccess) {
         cudaGetLastError();
         return refuse("cannot opt in to the shared memory");
     }
     int per_sm = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, decode_persistent_kernel, kThreads, p.shared_bytes) !=
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, p.shared_bytes) !=
             cudaSuccess ||
         per_sm < 1) {
         cudaGetLastError();
@@ -966,7 +1004,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
 }
 
 uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape) {
-    return scratch_layout(shape, std::max(plan.splits, 1)).total;
+    return scratch_layout(shape, std::max(plan.splits, 1), shape.head_dim + 2).total;
 }
 
 void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,
@@ -983,7 +1021,9 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     attribute.val.cooperative = 1;
     config.attrs = &attribute;
     config.numAttrs = 1;
-    const cudaError_t err = cudaLaunchKernelEx(&config, decode_persistent_kernel, shape, args, plan.slots,
+    const PersistentKernel kernel = kernel_for(shape.head_dim);
+    check_arg(kernel != nullptr, "persistent_decode", "head_dim not 64, 80 or 128");
+    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
                                                *tag_base, plan.mode, plan.evict_first);
     if (err != cudaSuccess) cudaGetLastError();

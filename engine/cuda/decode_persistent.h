@@ -15,8 +15,10 @@
 // attention arithmetic (log2-domain online softmax, fp32). The default for batch-1 decode where it
 // fits (SEAOPT_PERSISTENT_DECODE=0 turns it off, model/opt_cuda.cpp): on H100 at the OPT-1.3B shape,
 // tg128 ~856 t/s against the captured kernel-per-op step's ~706-723, and ~737 against ~639 at depth
-// 1,920 (docs/development.md). Where the shape or the device does not fit (persistent_decode_plan says
-// why), the engine keeps the kernel-per-op path.
+// 1,920 (docs/development.md). Built for heads of 64, 80 and 128 (OPT-125m and 1.3B; 2.7B; 6.7B) and
+// hidden sizes up to 4,096. Where the shape or the device does not fit (persistent_decode_plan says
+// why: OPT-13B's hidden size, post-LN OPT-350m, SEA, pre-sm_90 GPUs), the engine keeps the
+// kernel-per-op path.
 #pragma once
 
 #include <cstdint>
@@ -27,7 +29,7 @@
 namespace seaopt::cuda {
 
 // One pre-LN OPT layer as the kernel reads it (device pointers; biases feeding the fp32 residual
-// in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][64] fp16.
+// in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][head_dim] fp16 (head_dim 64, 80 or 128).
 struct PersistentLayer {
     const half_t *ln1_w, *ln1_b, *qkv_w, *qkv_b, *o_w;
     const float *o_b;

@@ -84,7 +84,7 @@ __global__ void __launch_bounds__(kDecodeThreads, kDecodeMinBlocksPerSm)
     const int tid = threadIdx.x;
     const int g = tid / kLanes;                          // key group: kLanes aligned lanes of one warp
     const int d0 = (tid % kLanes) * 8;                   // this lane's 8 dims ...
-    const bool has_dims = tid % kLanes < Shape::kDimLanes;  // ... if the head has them
+    const bool has_dims = Shape::kDimLanes == kLanes || tid % kLanes < Shape::kDimLanes;  // ... if the head has them
 
     const __half *q_row = qkv + (size_t)tile.row0 * (size_t)(3 * C) + (size_t)h * D;
     const __half *k_new = q_row + C;  // the row's own key and value (position pos)

@@ -202,12 +202,13 @@ void check_persistent_decode(const std::string &path, int n_steps) {
 
 TEST(GpuEngine, PersistentDecodeMatchesTheReference) {
     check_persistent_decode(
-        make_model("opt13b-layer", {"--hidden", "2048", "--heads", "32", "--layers", "1", "--ffn", "8192"}), 640);
+        make_model("opt1.3b-layer", {"--hidden", "2048", "--heads", "32", "--layers", "1", "--ffn", "8192"}), 640);
 }
 
 // The same at the layer shapes of OPT-2.7B (heads of 80: key groups of 16 lanes with 6 idle, 64 keys a
-// step, FMA row parts of 20 KB rows) and OPT-6.7B (heads of 128, 32 KB ring slots), one layer each,
-// 300 steps (two key ranges per head from position 256).
+// step, FMA row parts of 20 KB rows), OPT-6.7B (heads of 128, 32 KB ring slots) and OPT-13B (40 heads,
+// hidden 5,120: 5 float4s of the residual a thread, 3 ring slots of 40 KB), one layer each, 300 steps
+// (two key ranges per head from position 256).
 TEST(GpuEngine, PersistentDecodeOtherHeadSizes) {
     std::printf("OPT-2.7B layer shape (head_dim 80):\n");
     check_persistent_decode(
@@ -215,6 +216,9 @@ TEST(GpuEngine, PersistentDecodeOtherHeadSizes) {
     std::printf("OPT-6.7B layer shape (head_dim 128):\n");
     check_persistent_decode(
         make_model("opt67b-layer", {"--hidden", "4096", "--heads", "32", "--layers", "1", "--ffn", "16384"}), 300);
+    std::printf("OPT-13B layer shape (40 heads of 128, hidden 5120):\n");
+    check_persistent_decode(
+        make_model("opt13b-layer", {"--hidden", "5120", "--heads", "40", "--layers", "1", "--ffn", "20480"}), 300);
 }
 
 // Batch-1 decode of two sequences, one token at a time and alternating, on the default path (the

@@ -67,9 +67,10 @@ constexpr int kComputeWarps = 8;
 constexpr int kComputeThreads = kComputeWarps * kWarpSize;  // 256
 constexpr int kThreads = kComputeThreads + kWarpSize;        // + the producer warp
 constexpr int kMaxSlots = 16;
-constexpr int kMinSlots = 4;
+constexpr int kMinSlots = 3;  // OPT-13B: 3 slots of 40 KB (its FC2 rows)
 constexpr int kMinSlotBytes = 16 << 10;
-constexpr int kMaxVec4 = 4;  // float4s of the residual per compute thread: C <= 4096
+// The residual's float4s per compute thread are the kernel's template parameter V4 (C <= 1,024 V4): 4
+// up to OPT-6.7B's hidden size of 4,096, 5 for OPT-13B's 5,120.
 // The attention of a head of D dims (64, 80 or 128: OPT's head sizes): key groups of kLanes lanes,
 // 8 dims a lane (8 lanes for 64, 16 for 80 and 128: the lanes past D / 8 idle).
 template <int D> struct Heads {
@@ -470,33 +471,34 @@ struct LogitsEpilogue {
 };
 
 // v: this thread's float4s of the residual (float4 index tid + k·256), waited for as LL words.
-__device__ __forceinline__ void load_residual(float4 (&v)[kMaxVec4], const uint64_t *x, int C, uint32_t tag) {
+template <int V4>
+__device__ __forceinline__ void load_residual(float4 (&v)[V4], const uint64_t *x, int C, uint32_t tag) {
     const int n4 = C / 4;
-    const uint64_t *ptr[2 * kMaxVec4];
+    const uint64_t *ptr[2 * V4];
 #pragma unroll
-    for (int k = 0; k < kMaxVec4; ++k) {
+    for (int k = 0; k < V4; ++k) {
         const int i4 = (int)threadIdx.x + k * kComputeThreads;
         ptr[2 * k] = i4 < n4 ? x + 4 * (size_t)i4 : nullptr;
         ptr[2 * k + 1] = i4 < n4 ? x + 4 * (size_t)i4 + 2 : nullptr;
     }
-    uint2 d[2 * kMaxVec4];
+    uint2 d[2 * V4];
     ll_load_many(d, ptr, tag);
 #pragma unroll
-    for (int k = 0; k < kMaxVec4; ++k) {
+    for (int k = 0; k < V4; ++k) {
         v[k] = make_float4(__uint_as_float(d[2 * k].x), __uint_as_float(d[2 * k].y), __uint_as_float(d[2 * k + 1].x),
                            __uint_as_float(d[2 * k + 1].y));
     }
 }
 // A LayerNorm's gamma and beta for this thread's float4s of the residual (as load_residual's),
 // loaded before the residual is awaited so that their latency overlaps the wait.
-struct LnParams {
-    uint2 w[kMaxVec4], b[kMaxVec4];
+template <int V4> struct LnParams {
+    uint2 w[V4], b[V4];
 };
-__device__ __forceinline__ LnParams load_ln_params(const half_t *w, const half_t *b, int C) {
-    LnParams p;
+template <int V4> __device__ __forceinline__ LnParams<V4> load_ln_params(const half_t *w, const half_t *b, int C) {
+    LnParams<V4> p;
     const uint2 *w4 = reinterpret_cast<const uint2 *>(w), *b4 = reinterpret_cast<const uint2 *>(b);
 #pragma unroll
-    for (int k = 0; k < kMaxVec4; ++k) {
+    for (int k = 0; k < V4; ++k) {
         const int i4 = (int)threadIdx.x + k * kComputeThreads;
         p.w[k] = i4 < C / 4 ? __ldg(w4 + i4) : make_uint2(0u, 0u);
         p.b[k] = i4 < C / 4 ? __ldg(b4 + i4) : make_uint2(0u, 0u);
@@ -505,12 +507,13 @@ __device__ __forceinline__ LnParams load_ln_params(const half_t *w, const half_t
 }
 // xin = fp16(LayerNorm(v)) (two-pass statistics in fp32, as layernorm_forward), visible to all
 // compute threads on return.
-__device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], int C, const LnParams &prm, float eps,
+template <int V4>
+__device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[V4], int C, const LnParams<V4> &prm, float eps,
                                                   __half *xin, float *ln_red) {
     const int n4 = C / 4, warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     float s = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kMaxVec4; ++k) {
+    for (int k = 0; k < V4; ++k) {
         if ((int)threadIdx.x + k * kComputeThreads < n4) s = __fadd_rn(s, ln_sum4(v[k]));
     }
     s = warp_reduce_sum(s);
@@ -519,7 +522,7 @@ __device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], i
     const float mean = ln_mean(ln_sum_warps(ln_red, kComputeWarps), C);
     float q = 0.0f;
 #pragma unroll
-    for (int k = 0; k < kMaxVec4; ++k) {
+    for (int k = 0; k < V4; ++k) {
         if ((int)threadIdx.x + k * kComputeThreads < n4) q = __fadd_rn(q, ln_sq4(v[k], mean));
     }
     q = warp_reduce_sum(q);
@@ -528,7 +531,7 @@ __device__ __forceinline__ void layernorm_to_smem(const float4 (&v)[kMaxVec4], i
     const float rstd = ln_rstd(ln_sum_warps(ln_red + kComputeWarps, kComputeWarps), C, eps);
     uint2 *out4 = reinterpret_cast<uint2 *>(xin);
 #pragma unroll
-    for (int k = 0; k < kMaxVec4; ++k) {
+    for (int k = 0; k < V4; ++k) {
         const int i4 = threadIdx.x + k * kComputeThreads;
         if (i4 < n4) out4[i4] = float4_to_half4(ln_apply4(v[k], mean, rstd, prm.w[k], prm.b[k]));
     }
@@ -747,9 +750,9 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 
 #endif  // !__CUDA_ARCH__ || __CUDA_ARCH__ >= 900
 
-// D: the head size (64, 80, 128), a template parameter so that the head_dim-64 kernel's code stays
-// what it was measured as.
-template <int D>
+// D: the head size (64, 80, 128), V4: float4s of the residual per thread (4, 5); template parameters so
+// that the OPT-1.3B kernel's code (64, 4) stays what it was measured as.
+template <int D, int V4>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
                              int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first) {
@@ -844,12 +847,12 @@ __global__ void __launch_bounds__(kThreads, 1)
     // every block; it keeps its own rows.
     int own0, own1;
     block_rows(C, own0, own1);
-    float4 v[kMaxVec4];
+    float4 v[V4];
     {
         const uint2 *tok = reinterpret_cast<const uint2 *>(a.tok_embd + (size_t)a.token * C);
         const uint2 *pos = reinterpret_cast<const uint2 *>(a.pos_embd + (size_t)(a.pos + sh.pos_offset) * C);
 #pragma unroll
-        for (int k = 0; k < kMaxVec4; ++k) {
+        for (int k = 0; k < V4; ++k) {
             const int i4 = threadIdx.x + k * kComputeThreads;
             v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             if (i4 < C / 4) {
@@ -886,7 +889,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
-        const LnParams ln1 = load_ln_params(L.ln1_w, L.ln1_b, C);
+        const LnParams<V4> ln1 = load_ln_params<V4>(L.ln1_w, L.ln1_b, C);
         if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
         const QkvEpilogue<D> qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
@@ -897,7 +900,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
         SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, out_epi, prof))
-        const LnParams ln2 = load_ln_params(L.ln2_w, L.ln2_b, C);
+        const LnParams<V4> ln2 = load_ln_params<V4>(L.ln2_w, L.ln2_b, C);
         SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2)))
         layernorm_to_smem(v, C, ln2, sh.eps, xin, ln_red);
         SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof))
@@ -905,7 +908,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const ResidualEpilogue fc2_epi{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)};
         SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, fc2_epi, prof))
     }
-    const LnParams ln_out = load_ln_params(a.out_norm_w, a.out_norm_b, C);
+    const LnParams<V4> ln_out = load_ln_params<V4>(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
     layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
     SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, LogitsEpilogue{a.logits}, prof))
@@ -922,14 +925,15 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, int, int, int, int, int, uint32_t, int,
                                   bool);
-// The kernel for a head size; null for one it is not built for.
-PersistentKernel kernel_for(int head_dim) {
-    switch (head_dim) {
-        case 64: return decode_persistent_kernel<64>;
-        case 80: return decode_persistent_kernel<80>;
-        case 128: return decode_persistent_kernel<128>;
-        default: return nullptr;
-    }
+// The kernel for a head size and hidden size; null for a pair it is not built for: OPT-125m and 1.3B
+// (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120).
+PersistentKernel kernel_for(int head_dim, int C) {
+    const bool v4 = C <= 4 * 4 * kComputeThreads, v5 = C <= 4 * 5 * kComputeThreads;
+    if (head_dim == 64 && v4) return decode_persistent_kernel<64, 4>;
+    if (head_dim == 80 && v4) return decode_persistent_kernel<80, 4>;
+    if (head_dim == 128 && v4) return decode_persistent_kernel<128, 4>;
+    if (head_dim == 128 && v5) return decode_persistent_kernel<128, 5>;
+    return nullptr;
 }
 
 }  // namespace
@@ -941,11 +945,10 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
         p.why = why;
         return p;
     };
-    const PersistentKernel kernel = kernel_for(s.head_dim);
-    if (kernel == nullptr) return refuse("head_dim is not 64, 80 or 128");
+    const PersistentKernel kernel = kernel_for(s.head_dim, s.C);
+    if (kernel == nullptr) return refuse("no kernel for head_dim " + std::to_string(s.head_dim) + " and hidden size " + std::to_string(s.C));
     if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
     if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");
-    if (s.C > 4 * kMaxVec4 * kComputeThreads) return refuse("hidden size above 4096");
     int major = 0, sms = 0, coop = 0, max_optin = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
@@ -1021,8 +1024,8 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     attribute.val.cooperative = 1;
     config.attrs = &attribute;
     config.numAttrs = 1;
-    const PersistentKernel kernel = kernel_for(shape.head_dim);
-    check_arg(kernel != nullptr, "persistent_decode", "head_dim not 64, 80 or 128");
+    const PersistentKernel kernel = kernel_for(shape.head_dim, shape.C);
+    check_arg(kernel != nullptr, "persistent_decode", "no kernel for this head_dim and hidden size");
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
                                                *tag_base, plan.mode, plan.evict_first);

@@ -15,9 +15,9 @@
 // attention arithmetic (log2-domain online softmax, fp32). The default for batch-1 decode where it
 // fits (SEAOPT_PERSISTENT_DECODE=0 turns it off, model/opt_cuda.cpp): on H100 at the OPT-1.3B shape,
 // tg128 ~856 t/s against the captured kernel-per-op step's ~706-723, and ~737 against ~639 at depth
-// 1,920 (docs/development.md). Built for heads of 64, 80 and 128 (OPT-125m and 1.3B; 2.7B; 6.7B) and
-// hidden sizes up to 4,096. Where the shape or the device does not fit (persistent_decode_plan says
-// why: OPT-13B's hidden size, post-LN OPT-350m, SEA, pre-sm_90 GPUs), the engine keeps the
+// 1,920 (docs/development.md). Built for heads of 64, 80 and 128 and hidden sizes up to 4,096 (5,120
+// with heads of 128): OPT-125m, 1.3B, 2.7B, 6.7B, 13B. Where the shape or the device does not fit
+// (persistent_decode_plan says why: post-LN OPT-350m, SEA, pre-sm_90 GPUs), the engine keeps the
 // kernel-per-op path.
 #pragma once
 

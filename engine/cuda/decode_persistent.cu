@@ -25,8 +25,9 @@
 //      groups of 8 lanes for heads of 64, 16 of 16 lanes for heads of 80 and 128, the lanes past the
 //      head's dims idle; the cached rows from the ring, 128 or 64 keys a K and a V chunk; the step's
 //      own k, v from the LL words; log2-domain online softmax in fp32), merged in shared memory; one
-//      range writes the output, several write partials (m, l, acc[head_dim]) and the last of the head's blocks (atomicInc on the
-//      head's counter, which wraps back to zero) merges them in range order (deterministic);
+//      range writes the output, several write partials (m, l, acc[head_dim]) and the last of the
+//      head's blocks (atomicInc on the head's counter, which wraps back to zero) merges them in range
+//      order (deterministic);
 //   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
 // Then LN_final(x) and logits = W_head·LN_final(x) (plain stores, into mapped host memory unless
 // SEAOPT_PERSISTENT_ZERO_COPY=0: the host reads them after the kernel). A chunk of R rows is
@@ -71,6 +72,7 @@ constexpr int kMinSlots = 3;  // OPT-13B: 3 slots of 40 KB (its FC2 rows)
 constexpr int kMinSlotBytes = 16 << 10;
 // The residual's float4s per compute thread are the kernel's template parameter V4 (C <= 1,024 V4): 4
 // up to OPT-6.7B's hidden size of 4,096, 5 for OPT-13B's 5,120.
+
 // The attention of a head of D dims (64, 80 or 128: OPT's head sizes): key groups of kLanes lanes,
 // 8 dims a lane (8 lanes for 64, 16 for 80 and 128: the lanes past D / 8 idle).
 template <int D> struct Heads {
@@ -163,8 +165,7 @@ struct Ring {
     uint64_t policy;
 };
 
-// The producer's share of one matrix [n_out, n_in]: chunk c goes to slot c % n_slots.
-// Chunk c of the ring: `bytes` (a multiple of 16, at most a slot) from src into slot c % n_slots.
+// The producer: chunk c of the ring, `bytes` (a multiple of 16, at most a slot) from src into slot c % n_slots.
 __device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uint32_t bytes) {
     const int slot = (int)(c % (uint32_t)ring.n_slots);
     const uint32_t parity = (c / (uint32_t)ring.n_slots) & 1u;
@@ -181,6 +182,7 @@ __device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uin
     }
 }
 
+// The producer's share of one matrix [n_out, n_in]: the block's rows, chunk_rows(n_in) a chunk.
 __device__ void produce(const Ring &ring, uint32_t &c, const half_t *w, int n_in, int n_out) {
     int r0, r1;
     block_rows(n_out, r0, r1);

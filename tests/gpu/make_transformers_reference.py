@@ -85,7 +85,14 @@ def main():
     ap.add_argument("--tokenizer-dir", default=os.path.join(os.path.dirname(__file__), "../../models/opt-tokenizer"))
     args = ap.parse_args()
     dev = "cuda"
-    for i, shape in enumerate(args.shapes.split(",")):
+    shapes = args.shapes.split(",")
+    unknown = [s for s in shapes if s not in SHAPES]
+    if unknown:
+        ap.error(f"unknown shape(s) {', '.join(unknown)}; the shapes are {', '.join(SHAPES)}")
+    for shape in shapes:
+        # Seeds by the shape's place in SHAPES, not in --shapes: a shape's reference is the same whatever
+        # the list (the default list is SHAPES in order, so its references are unchanged).
+        i = list(SHAPES).index(shape)
         out = os.path.join(args.out, shape)
         os.makedirs(out, exist_ok=True)
         model = build(shape, 1000 + i)

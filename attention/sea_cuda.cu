@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdint>
 #include <string>
 
@@ -125,6 +126,16 @@ void check_shared_memory(const std::string &who, size_t need) {
     }
 }
 
+// SEAOPT_SEA_SPARSE_GATHER=1: the prefill's sparse attention by the fp32 gather kernel (one warp per (query, head))
+// instead of the tensor-core flash kernel, for same-run comparisons.
+bool sparse_gather_requested() {
+    static const bool gather = [] {
+        const char *e = std::getenv("SEAOPT_SEA_SPARSE_GATHER");
+        return e && e[0] == '1';
+    }();
+    return gather;
+}
+
 }  // namespace
 
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg) { return sea_decode_state_layout(cfg).total; }
@@ -161,7 +172,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Shared memory the kernels need, against what this device grants a block.
     check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
                                        sea::topk_smem_bytes(d) + 2048,
-                                       sea::cnn_output_smem_bytes(d) + 12288}));
+                                       sea::cnn_output_smem_bytes(d) + 12288, sea::sparse_flash_smem_bytes(d)}));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
 
@@ -212,8 +223,13 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Σ_{j<T} v_j: the running sums' last row.
     copy(state ? state + S.v_sum : nullptr, shared + (size_t)(T - 1) * cfg.n_head * sea::kHeadDim, S.v_sum_bytes);
     mark(8);
-    sea::launch_sparse_attention(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
+    if (sparse_gather_requested()) {
+        sea::launch_sparse_attention(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
+                                     dbg.key_count, dbg.key_sum, stream);
+    } else {
+        sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
                                  dbg.key_count, dbg.key_sum, stream);
+    }
     mark(9);
 }
 

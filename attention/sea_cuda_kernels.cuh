@@ -201,6 +201,12 @@ void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Di
 void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                              const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
                              uint32_t *key_sum, cudaStream_t stream);
+// sea_sparse_flash_cuda.cu: the prefill's sparse attention on the tensor cores (the same contract as
+// launch_sparse_attention; dynamic shared memory sparse_flash_smem_bytes(d)).
+size_t sparse_flash_smem_bytes(const Dims &d);
+void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
+                         const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
+                         uint32_t *key_sum, cudaStream_t stream);
 // Decode: the same per (row, head), q from qkv row row[r], keys from the cache of sequence seq[r], Σv from its state.
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,
                                     const float *gates, const uint32_t *cell_mask, const Dims &d, cudaStream_t stream);

@@ -1,0 +1,369 @@
+// SEA sparse attention of a prefill on the tensor cores (sea.md §2.8-§2.10; sea_cpu.cpp sea_expand_cells_to_keys and
+// sparse_attention_row): the dense prefill kernel's FlashAttention-2 loop (dense_prefill_cuda.cu) with every score
+// outside the query's selected keys masked, and only the key blocks that some query of the tile selects visited.
+//
+//   sparse_flash_kernel  grid (tile of 64 queries, head), 128 threads = 4 warps × 16 query rows, longest tiles first.
+//     Set-up: the tile's mask rows (⌈K/32⌉ words per query) into shared memory; two lanes per query walk its selected
+//       cells, turn each into its key interval [v0, v1) (cell_edge: the authors' fp32 arithmetic, as the gather
+//       kernel of sea_sparse_cuda.cu and the CPU) and mark the 64-key blocks it touches in a bitmap per warp; the
+//       block's bitmap is their union. Nothing the size of T × T exists: a bitmap is ⌈T/64/32⌉ words.
+//     Loop over the marked key blocks only (K and V by cp.async, two stages, the next marked block prefetched while
+//       this one is computed); a warp skips the maths of a block none of its rows selected. Per block and row, the
+//       64-bit set of its selected keys in the block (row_block_keys: the cells that overlap the block, each kept
+//       cell's interval, or the per-cell cap's evenly spaced keys where (t+1)/K > k) masks S = Q Kᵀ to -inf outside
+//       it; then the online softmax in fp32 (log2 domain) and O += P V with P rounded to fp16, as the dense kernel.
+//     End: C = (O / Σp) · σ(s_prob) (0 for a (query, head) without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)
+//       /(t+1) (sparse_row_output's expressions), rounded to fp16; with debug pointers, each row's key count and key
+//       index sum, from the very bit sets that masked its scores.
+//   The gather kernel (sea_sparse_cuda.cu, one warp per (query, head), fp32 dot products) stays for the decode. Here
+//   q·k and P V run in fp16 with fp32 accumulation: the flash-attention precision rule of the README (the tests
+//   compare against fp64 with the 2×-naive-fp16 bound), not bit-identical to the gather kernel.
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "attention/mma_f16.cuh"
+#include "attention/sea_cuda_kernels.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/error.h"
+
+namespace seaopt::cuda::sea {
+namespace {
+
+constexpr int kFlashRows = 64;                     // queries per block
+constexpr int kFlashWarpRows = 16;                 // queries per warp (the mma's M)
+constexpr int kFlashWarps = kFlashRows / kFlashWarpRows;
+constexpr int kFlashThreads = kFlashWarps * kWarpSize;
+constexpr int kFlashKeys = 64;                     // keys per block step
+constexpr int kRowBytes = (kHeadDim + 8) * 2;      // a shared row: 64 halves + 8 of padding (conflict-free ldmatrix)
+constexpr int kStageBytes = kFlashKeys * kRowBytes;
+constexpr int kVOffset = 2 * kStageBytes;          // K stages, then V stages
+constexpr int kQOffset = 2 * kVOffset;             // then the tile's q rows
+constexpr int kMaskOffset = kQOffset + kFlashRows * kRowBytes;  // then the tile's mask rows, then the bitmaps
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kFlashRows == 64 && kFlashKeys == 64 && kHeadDim == 64, "the index maths assume 64 rows, keys and dims");
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+// Issues the copies of rows [r0, r0 + 64) (64 halves each; row r at src + r·stride) into a stage at dst; rows past
+// `last` are zero-filled, not read. Thread tid copies chunk tid % 8 of rows tid / 8 + 16 i.
+__device__ __forceinline__ void load_rows64(uint32_t dst, const __half *src, long long stride, int r0, int last) {
+    const int tid = (int)threadIdx.x, row0 = tid / 8, dim = (tid % 8) * 8;
+#pragma unroll
+    for (int i = 0; i < kFlashKeys * 8 / kFlashThreads; ++i) {
+        const int r = row0 + i * (kFlashThreads / 8);
+        const bool valid = r0 + r <= last;
+        cp_async16(dst + (uint32_t)(r * kRowBytes + dim * 2), src + (valid ? (long long)(r0 + r) * stride : 0) + dim,
+                   valid);
+    }
+}
+
+// Bits lo .. hi-1 of a 64-bit word (0 <= lo < hi <= 64).
+__device__ __forceinline__ uint64_t bit_range(int lo, int hi) {
+    const uint64_t upto = hi >= 64 ? ~0ull : ((1ull << hi) - 1ull);
+    return upto & ~((1ull << lo) - 1ull);
+}
+
+// The selected keys of query row t (mask words mrow) among keys j0 .. j0+63, as bits 0..63: the cells that overlap
+// the block, each kept cell's keys as sea_expand_cells_to_keys emits them (its whole interval, or n = k keys at
+// v1 - 1 - ⌊i·len/n⌋ when the interval is longer than k).
+__device__ __forceinline__ uint64_t row_block_keys(const uint32_t *mrow, int t, int j0, const Dims &d) {
+    const int len = t + 1, K = d.K;
+    if (j0 >= len) return 0ull;
+    const float s = cell_scale(t, d);
+    // The cell holding key j0: an estimate, then walked to the c with edge(c) <= j0 < edge(c+1) (edges are monotone,
+    // so the walk is exact whatever the estimate's rounding).
+    int c = (int)__fdividef((float)j0, s);
+    c = c < 0 ? 0 : (c > K - 1 ? K - 1 : c);
+    while (c > 0 && cell_edge(c, s, len) > j0) --c;
+    int e1 = cell_edge(c + 1, s, len);
+    while (e1 <= j0 && c < K - 1) e1 = cell_edge(++c + 1, s, len);
+    int e0 = cell_edge(c, s, len);
+    const int jend = j0 + kFlashKeys;
+    uint64_t bits = 0ull;
+    for (; c < K && e0 < jend; ++c) {  // cell c = keys [e0, e1)
+        const int n_len = e1 - e0;
+        if (n_len > 0 && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
+            if (n_len <= d.k) {
+                const int lo = max(e0, j0) - j0, hi = min(e1, jend) - j0;
+                if (hi > lo) bits |= bit_range(lo, hi);  // empty only where edge(K) < t + 1 left keys uncovered
+            } else {
+                const unsigned n = (unsigned)d.k, ulen = (unsigned)n_len;
+                for (unsigned i = 0; i < n; ++i) {
+                    const int key = e1 - 1 - (int)((i * ulen) / n);
+                    if (key >= j0 && key < jend) bits |= 1ull << (key - j0);
+                }
+            }
+        }
+        e0 = e1;
+        e1 = cell_edge(c + 2, s, len);
+    }
+    return bits;
+}
+
+// Σ of the bit positions set in w (six popcounts).
+__device__ __forceinline__ uint32_t bit_position_sum(uint64_t w) {
+    return (uint32_t)__popcll(w & 0xAAAAAAAAAAAAAAAAull) + 2u * (uint32_t)__popcll(w & 0xCCCCCCCCCCCCCCCCull) +
+           4u * (uint32_t)__popcll(w & 0xF0F0F0F0F0F0F0F0ull) + 8u * (uint32_t)__popcll(w & 0xFF00FF00FF00FF00ull) +
+           16u * (uint32_t)__popcll(w & 0xFFFF0000FFFF0000ull) + 32u * (uint32_t)__popcll(w & 0xFFFFFFFF00000000ull);
+}
+
+// The next marked block at or after block b (n_blocks when none): the bitmap is uniform over the block.
+__device__ __forceinline__ int next_marked(const uint32_t *bitmap, int b, int n_blocks) {
+    for (int w = b >> 5; (w << 5) < n_blocks; ++w) {
+        const uint32_t bits = bitmap[w] & (b > (w << 5) ? ~0u << (b & 31) : ~0u);
+        if (bits) return min((w << 5) + __ffs(bits) - 1, n_blocks);
+    }
+    return n_blocks;
+}
+
+__global__ void __launch_bounds__(kFlashThreads, 4)
+    sparse_flash_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
+                        const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
+                        int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
+    // [K, V][stage][key][72 halves], q [row][72 halves], the tile's mask rows [64][KW], the warps' key-block bitmaps
+    // [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
+    extern __shared__ __align__(128) unsigned char fsm[];
+    const int T = d.T, H = d.H, KW = d.KW;
+    const int n_tiles = (T + kFlashRows - 1) / kFlashRows;
+    const int n_words = (n_tiles + 31) / 32;
+    const int block = (int)blockIdx.x;  // n_tiles · H blocks, the later tiles (most keys) of every head first
+    const int tile = n_tiles - 1 - block / H, h = block % H;
+    const int t0 = tile * kFlashRows, n_rows = min(kFlashRows, T - t0), last = t0 + n_rows - 1;
+    const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, tq4 = lane % 4;
+
+    uint32_t *s_mask = reinterpret_cast<uint32_t *>(fsm + kMaskOffset);
+    uint32_t *s_need = s_mask + kFlashRows * KW;  // [kFlashWarps][n_words]
+    uint32_t *s_any = s_need + kFlashWarps * n_words;
+    const uint32_t smem = (uint32_t)__cvta_generic_to_shared(fsm);
+
+    // q of the tile's rows (rows past n_rows zero-filled), issued first; its group completes with the first K/V block.
+    const __half *k_head = k_at(x, 0, h), *v_head = v_at(x, 0, h);
+    load_rows64(smem + kQOffset, q_at(x, t0, h), x.q_row, 0, n_rows - 1);
+
+    for (int i = tid; i < kFlashRows * KW; i += kFlashThreads) {
+        const int r = i / KW;
+        s_mask[i] = r < n_rows ? cell_mask[((size_t)(t0 + r) * H + h) * KW + i % KW] : 0u;
+    }
+    for (int i = tid; i < (kFlashWarps + 1) * n_words; i += kFlashThreads) s_need[i] = 0u;
+    __syncthreads();
+    // The key blocks each warp's rows select: two lanes per row, each taking every other mask word's cells.
+    {
+        const int r = warp * kFlashWarpRows + lane / 2;
+        if (r < n_rows) {
+            const int t = t0 + r, len = t + 1;
+            const float s = cell_scale(t, d);
+            int cur = -1;
+            uint32_t cur_bits = 0u;
+            for (int w = lane & 1; w < KW; w += 2) {
+                uint32_t bits = s_mask[r * KW + w];
+                while (bits) {
+                    const int c = w * 32 + __ffs(bits) - 1;
+                    bits &= bits - 1u;
+                    const int v0 = cell_edge(c, s, len), v1 = cell_edge(c + 1, s, len);
+                    for (int b = v0 / kFlashKeys; v1 > v0 && b <= (v1 - 1) / kFlashKeys; ++b) {
+                        if (b / 32 != cur) {
+                            if (cur >= 0) atomicOr(&s_need[warp * n_words + cur], cur_bits);
+                            cur = b / 32;
+                            cur_bits = 0u;
+                        }
+                        cur_bits |= 1u << (b % 32);
+                    }
+                }
+            }
+            if (cur >= 0) atomicOr(&s_need[warp * n_words + cur], cur_bits);
+        }
+    }
+    __syncthreads();
+    for (int i = tid; i < n_words; i += kFlashThreads) {
+        uint32_t any = 0u;
+#pragma unroll
+        for (int w = 0; w < kFlashWarps; ++w) any |= s_need[w * n_words + i];
+        s_any[i] = any;
+    }
+    __syncthreads();
+
+    // ldmatrix addresses of this lane, as in dense_prefill_cuda.cu (Q x4 per dim slice, K x4 per key-tile pair and
+    // dim slice, V x4.trans per key slice and dim-tile pair).
+    const uint32_t q_lane =
+        smem + kQOffset + (uint32_t)((warp * kFlashWarpRows + (lane & 15)) * kRowBytes + (lane >> 4) * 16);
+    const uint32_t k_lane = smem + (uint32_t)(((lane >> 4) * 8 + (lane & 7)) * kRowBytes + ((lane >> 3) & 1) * 16);
+    const uint32_t v_lane =
+        smem + kVOffset + (uint32_t)((((lane >> 3) & 1) * 8 + (lane & 7)) * kRowBytes + (lane >> 4) * 16);
+
+    // This lane's rows a = g and b = g + 8 of the warp's 16, and their mask rows.
+    const int row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;
+    const int t_a = t0 + row_a, t_b = t0 + row_b;
+    const bool real_a = row_a < n_rows, real_b = row_b < n_rows;
+    const uint32_t *mrow_a = s_mask + row_a * KW, *mrow_b = s_mask + row_b * KW;
+    const float q_scale = x.q_scale * kLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
+
+    float o[8][4];  // O[row_a][8j + 2·tq4, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
+#pragma unroll
+    for (int j = 0; j < 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
+    int count_a = 0, count_b = 0;
+    uint32_t sum_a = 0u, sum_b = 0u;
+
+    int blk = next_marked(s_any, 0, n_tiles);
+    if (blk < n_tiles) load_rows64(smem, k_head, x.k_row, blk * kFlashKeys, last);
+    if (blk < n_tiles) load_rows64(smem + kVOffset, v_head, x.v_row, blk * kFlashKeys, last);
+    cp_async_commit();  // q and the first K/V block: one group
+    uint32_t stage = 0;
+    while (blk < n_tiles) {
+        const int j0 = blk * kFlashKeys;
+        const int nxt = next_marked(s_any, blk + 1, n_tiles);
+        const uint32_t other = kStageBytes - stage;
+        if (nxt < n_tiles) {
+            load_rows64(smem + other, k_head, x.k_row, nxt * kFlashKeys, last);
+            load_rows64(smem + kVOffset + other, v_head, x.v_row, nxt * kFlashKeys, last);
+        }
+        cp_async_commit();
+        cp_async_wait<1>();
+        __syncthreads();
+
+        if ((s_need[warp * n_words + blk / 32] >> (blk % 32)) & 1u) {  // uniform over the warp
+            const uint64_t keys_a = real_a ? row_block_keys(mrow_a, t_a, j0, d) : 0ull;
+            const uint64_t keys_b = real_b ? row_block_keys(mrow_b, t_b, j0, d) : 0ull;
+            count_a += __popcll(keys_a);
+            count_b += __popcll(keys_b);
+            sum_a += (uint32_t)j0 * (uint32_t)__popcll(keys_a) + bit_position_sum(keys_a);
+            sum_b += (uint32_t)j0 * (uint32_t)__popcll(keys_b) + bit_position_sum(keys_b);
+
+            float s[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+#pragma unroll
+            for (int kk = 0; kk < kHeadDim / 16; ++kk) {
+                uint32_t qa[4];
+                ldmatrix_x4(qa, q_lane + (uint32_t)(kk * 32));
+#pragma unroll
+                for (int jp = 0; jp < 4; ++jp) {
+                    uint32_t b[4];
+                    ldmatrix_x4(b, k_lane + stage + (uint32_t)(jp * 16 * kRowBytes + kk * 32));
+                    mma_16816(s[2 * jp], qa, b[0], b[1]);
+                    mma_16816(s[2 * jp + 1], qa, b[2], b[3]);
+                }
+            }
+            // Scores outside the selected keys to -inf: s[j][e] is key j0 + 8j + 2·tq4 + e.
+            const uint64_t ka = keys_a >> (2 * tq4), kb = keys_b >> (2 * tq4);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (!((ka >> (8 * j)) & 1ull)) s[j][0] = -INFINITY;
+                if (!((ka >> (8 * j + 1)) & 1ull)) s[j][1] = -INFINITY;
+                if (!((kb >> (8 * j)) & 1ull)) s[j][2] = -INFINITY;
+                if (!((kb >> (8 * j + 1)) & 1ull)) s[j][3] = -INFINITY;
+            }
+
+            float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
+                mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+            }
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
+            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+            const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
+            // A row without a selected key so far keeps max -inf: 0 keeps exp2(-inf - -inf) = NaN from happening.
+            const float ms_a = mn_a == -INFINITY ? 0.0f : mn_a * q_scale;
+            const float ms_b = mn_b == -INFINITY ? 0.0f : mn_b * q_scale;
+            const float alpha_a = fast_exp2(m_a * q_scale - ms_a), alpha_b = fast_exp2(m_b * q_scale - ms_b);
+            m_a = mn_a;
+            m_b = mn_b;
+            float sum_pa = 0.0f, sum_pb = 0.0f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                s[j][0] = fast_exp2(fmaf(s[j][0], q_scale, -ms_a));
+                s[j][1] = fast_exp2(fmaf(s[j][1], q_scale, -ms_a));
+                s[j][2] = fast_exp2(fmaf(s[j][2], q_scale, -ms_b));
+                s[j][3] = fast_exp2(fmaf(s[j][3], q_scale, -ms_b));
+                sum_pa += s[j][0] + s[j][1];
+                sum_pb += s[j][2] + s[j][3];
+            }
+            l_a = l_a * alpha_a + sum_pa;
+            l_b = l_b * alpha_b + sum_pb;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                o[j][0] *= alpha_a;
+                o[j][1] *= alpha_a;
+                o[j][2] *= alpha_b;
+                o[j][3] *= alpha_b;
+            }
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+                const uint32_t pa[4] = {pack_f16x2(s[2 * kk][0], s[2 * kk][1]), pack_f16x2(s[2 * kk][2], s[2 * kk][3]),
+                                        pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                                        pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+                for (int jp = 0; jp < 4; ++jp) {
+                    uint32_t b[4];
+                    ldmatrix_x4_trans(b, v_lane + stage + (uint32_t)(kk * 16 * kRowBytes + jp * 32));
+                    mma_16816(o[2 * jp], pa, b[0], b[1]);
+                    mma_16816(o[2 * jp + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
+        stage = other;
+        blk = nxt;
+    }
+    cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    // sparse_row_output's expressions, per row: this lane's dims 8j + 2·tq4, +1.
+    auto store_row = [&](int t, int count, float l, int e) {
+        const size_t rh = (size_t)t * H + h;
+        const float2 gate = make_float2(gates[rh * 2], gates[rh * 2 + 1]);
+        const float scale = count > 0 ? (1.0f / l) * sigmoid(gate.x) : 0.0f;
+        const float mix = sigmoid(gate.y);
+        const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
+        const float *vs = v_prefix + rh * kHeadDim + 2 * tq4;
+        __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim + 2 * tq4);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const float2 vsum = *reinterpret_cast<const float2 *>(vs + 8 * j);
+            const float c0 = count > 0 ? o[j][e] * scale : 0.0f, c1 = count > 0 ? o[j][e + 1] * scale : 0.0f;
+            const float o0 = mix * c0 + (1.0f - mix) * (vsum.x * inv_count);
+            const float o1 = mix * c1 + (1.0f - mix) * (vsum.y * inv_count);
+            dst[4 * j] = __floats2half2_rn(o0, o1);
+        }
+        if (tq4 == 0) {
+            if (key_count) key_count[rh] = count;
+            if (key_sum) key_sum[rh] = e == 0 ? sum_a : sum_b;
+        }
+    };
+    if (real_a) store_row(t_a, count_a, l_a, 0);
+    if (real_b) store_row(t_b, count_b, l_b, 2);
+}
+
+}  // namespace
+
+size_t sparse_flash_smem_bytes(const Dims &d) {
+    const size_t n_tiles = ((size_t)d.T + kFlashRows - 1) / kFlashRows, n_words = (n_tiles + 31) / 32;
+    return (size_t)kMaskOffset + ((size_t)kFlashRows * d.KW + (kFlashWarps + 1) * n_words) * sizeof(uint32_t);
+}
+
+void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
+                         const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
+                         uint32_t *key_sum, cudaStream_t stream) {
+    const size_t smem = sparse_flash_smem_bytes(d);  // the caller checked the device grants it
+    if (smem > (size_t(48) << 10)) {
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(sparse_flash_kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "cudaFuncSetAttribute(sparse_flash)", __FILE__, __LINE__);
+    }
+    const long long blocks = (long long)((d.T + kFlashRows - 1) / kFlashRows) * d.H;
+    if (blocks > 0x7fffffffLL) throw_unsupported("SEA sparse attention: T·n_head too large for one grid");
+    sparse_flash_kernel<<<(unsigned)blocks, kFlashThreads, smem, stream>>>(out, out_row_stride, x, gates, cell_mask, v_prefix, d,
+                                                                 key_count, key_sum);
+    check_launch("sea sparse_flash_kernel");
+}
+
+}  // namespace seaopt::cuda::sea

@@ -9,9 +9,10 @@
 //       block's bitmap is their union. Nothing the size of T × T exists: a bitmap is ⌈T/64/32⌉ words.
 //     Loop over the marked key blocks only (K and V by cp.async, two stages, the next marked block prefetched while
 //       this one is computed); a warp skips the maths of a block none of its rows selected. Per block and row, the
-//       64-bit set of its selected keys in the block (row_block_keys: the cells that overlap the block, each kept
-//       cell's interval, or the per-cell cap's evenly spaced keys where (t+1)/K > k) masks S = Q Kᵀ to -inf outside
-//       it; then the online softmax in fp32 (log2 domain) and O += P V with P rounded to fp16, as the dense kernel.
+//       64-bit set of its selected keys in the block (row_half_keys, two lanes a row, 32 keys each, through shared
+//       memory: the cells that overlap the half, each kept cell's interval, or the per-cell cap's evenly spaced keys
+//       where (t+1)/K > k) masks S = Q Kᵀ to -inf outside it; then the online softmax in fp32 (log2 domain) and
+//       O += P V with P rounded to fp16, as the dense kernel.
 //     End: C = (O / Σp) · σ(s_prob) (0 for a (query, head) without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)
 //       /(t+1) (sparse_row_output's expressions), rounded to fp16; with debug pointers, each row's key count and key
 //       index sum, from the very bit sets that masked its scores.
@@ -60,18 +61,46 @@ __device__ __forceinline__ void load_rows64(uint32_t dst, const __half *src, lon
     }
 }
 
-// Bits lo .. hi-1 of a 64-bit word (0 <= lo < hi <= 64).
-__device__ __forceinline__ uint64_t bit_range(int lo, int hi) {
-    const uint64_t upto = hi >= 64 ? ~0ull : ((1ull << hi) - 1ull);
-    return upto & ~((1ull << lo) - 1ull);
+// Bits lo .. hi-1 of a 32-bit word (0 <= lo < hi <= 32).
+__device__ __forceinline__ uint32_t bit_range(int lo, int hi) {
+    const uint32_t upto = hi >= 32 ? ~0u : ((1u << hi) - 1u);
+    return upto & ~((1u << lo) - 1u);
 }
 
-// The selected keys of query row t (mask words mrow) among keys j0 .. j0+63, as bits 0..63: the cells that overlap
+// Keys per half block: a row's selected keys in a block are worked out as two 32-key halves, by two lanes.
+constexpr int kHalfKeys = kFlashKeys / 2;
+
+// The keys of a capped cell [e0, e1) (longer than k) among keys j0 .. j0+31, as bits: key i of the cell is
+// e1 - 1 - ⌊i·len/n⌋ (n = k); those in the block have ⌊i·len/n⌋ in [u_lo, u_hi], i.e. i in [⌈u_lo·n/len⌉,
+// ⌈(u_hi+1)·n/len⌉), over which ⌊i·len/n⌋ advances by len/n with a carry. Out of line: only (t+1)/K > k gets here
+// (T > 4096 at K = k = 64), and inlined it made the kernel spill.
+__device__ __noinline__ uint32_t capped_cell_keys(int e0, int e1, int j0, int k) {
+    const int jend = j0 + kHalfKeys;
+    const unsigned n = (unsigned)k, ulen = (unsigned)(e1 - e0);
+    const unsigned u_lo = (unsigned)max(e1 - jend, 0), u_hi = (unsigned)(e1 - 1 - max(e0, j0));
+    unsigned i = (u_lo * n + ulen - 1) / ulen;
+    const unsigned i_end = min(((u_hi + 1) * n + ulen - 1) / ulen, n);
+    unsigned q = (i * ulen) / n, r = (i * ulen) % n;
+    const unsigned dq = ulen / n, dr = ulen % n;
+    uint32_t bits = 0u;
+    for (; i < i_end; ++i) {
+        bits |= 1u << (e1 - 1 - (int)q - j0);
+        q += dq;
+        r += dr;
+        if (r >= n) {
+            r -= n;
+            ++q;
+        }
+    }
+    return bits;
+}
+
+// The selected keys of query row t (mask words mrow) among keys j0 .. j0+31, as bits 0..31: the cells that overlap
 // the block, each kept cell's keys as sea_expand_cells_to_keys emits them (its whole interval, or n = k keys at
 // v1 - 1 - ⌊i·len/n⌋ when the interval is longer than k).
-__device__ __forceinline__ uint64_t row_block_keys(const uint32_t *mrow, int t, int j0, const Dims &d) {
+__device__ __forceinline__ uint32_t row_half_keys(const uint32_t *mrow, int t, int j0, const Dims &d) {
     const int len = t + 1, K = d.K;
-    if (j0 >= len) return 0ull;
+    if (j0 >= len) return 0u;
     const float s = cell_scale(t, d);
     // The cell holding key j0: an estimate, then walked to the c with edge(c) <= j0 < edge(c+1) (edges are monotone,
     // so the walk is exact whatever the estimate's rounding).
@@ -81,8 +110,8 @@ __device__ __forceinline__ uint64_t row_block_keys(const uint32_t *mrow, int t, 
     int e1 = cell_edge(c + 1, s, len);
     while (e1 <= j0 && c < K - 1) e1 = cell_edge(++c + 1, s, len);
     int e0 = cell_edge(c, s, len);
-    const int jend = j0 + kFlashKeys;
-    uint64_t bits = 0ull;
+    const int jend = j0 + kHalfKeys;
+    uint32_t bits = 0u;
     for (; c < K && e0 < jend; ++c) {  // cell c = keys [e0, e1)
         const int n_len = e1 - e0;
         if (n_len > 0 && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
@@ -90,11 +119,7 @@ __device__ __forceinline__ uint64_t row_block_keys(const uint32_t *mrow, int t, 
                 const int lo = max(e0, j0) - j0, hi = min(e1, jend) - j0;
                 if (hi > lo) bits |= bit_range(lo, hi);  // empty only where edge(K) < t + 1 left keys uncovered
             } else {
-                const unsigned n = (unsigned)d.k, ulen = (unsigned)n_len;
-                for (unsigned i = 0; i < n; ++i) {
-                    const int key = e1 - 1 - (int)((i * ulen) / n);
-                    if (key >= j0 && key < jend) bits |= 1ull << (key - j0);
-                }
+                bits |= capped_cell_keys(e0, e1, j0, d.k);
             }
         }
         e0 = e1;
@@ -126,6 +151,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     // [K, V][stage][key][72 halves], q [row][72 halves], the tile's mask rows [64][KW], the warps' key-block bitmaps
     // [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
     extern __shared__ __align__(128) unsigned char fsm[];
+    __shared__ __align__(8) uint32_t s_keys[kFlashWarps][kWarpSize];  // a block's selected keys per row half
     const int T = d.T, H = d.H, KW = d.KW;
     const int n_tiles = (T + kFlashRows - 1) / kFlashRows;
     const int n_words = (n_tiles + 31) / 32;
@@ -197,7 +223,6 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     const int row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;
     const int t_a = t0 + row_a, t_b = t0 + row_b;
     const bool real_a = row_a < n_rows, real_b = row_b < n_rows;
-    const uint32_t *mrow_a = s_mask + row_a * KW, *mrow_b = s_mask + row_b * KW;
     const float q_scale = x.q_scale * kLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
 
     float o[8][4];  // O[row_a][8j + 2·tq4, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
@@ -225,12 +250,22 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         __syncthreads();
 
         if ((s_need[warp * n_words + blk / 32] >> (blk % 32)) & 1u) {  // uniform over the warp
-            const uint64_t keys_a = real_a ? row_block_keys(mrow_a, t_a, j0, d) : 0ull;
-            const uint64_t keys_b = real_b ? row_block_keys(mrow_b, t_b, j0, d) : 0ull;
+            // The selected keys of the warp's 16 rows in this block: lane 2r + i works out row r's half i into
+            // shared memory; each lane then reads its rows a and b whole (64 bits each).
+            {
+                const int r = warp * kFlashWarpRows + lane / 2;
+                s_keys[warp][lane] =
+                    r < n_rows ? row_half_keys(s_mask + r * KW, t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
+            }
+            __syncwarp();
+            const uint64_t keys_a = reinterpret_cast<const uint64_t *>(s_keys[warp])[g];
+            const uint64_t keys_b = reinterpret_cast<const uint64_t *>(s_keys[warp])[g + 8];
             count_a += __popcll(keys_a);
             count_b += __popcll(keys_b);
-            sum_a += (uint32_t)j0 * (uint32_t)__popcll(keys_a) + bit_position_sum(keys_a);
-            sum_b += (uint32_t)j0 * (uint32_t)__popcll(keys_b) + bit_position_sum(keys_b);
+            if (key_sum) {  // debug only
+                sum_a += (uint32_t)j0 * (uint32_t)__popcll(keys_a) + bit_position_sum(keys_a);
+                sum_b += (uint32_t)j0 * (uint32_t)__popcll(keys_b) + bit_position_sum(keys_b);
+            }
 
             float s[8][4];
 #pragma unroll

@@ -136,6 +136,16 @@ bool sparse_gather_requested() {
     return gather;
 }
 
+// SEAOPT_SEA_CONV_FMA=1: the prefill's convs on the CUDA cores even where the tensor-core kernel applies, for
+// same-run comparisons.
+bool conv_fma_requested() {
+    static const bool fma = [] {
+        const char *e = std::getenv("SEAOPT_SEA_CONV_FMA");
+        return e && e[0] == '1';
+    }();
+    return fma;
+}
+
 }  // namespace
 
 size_t sea_decode_state_bytes(const cpu::SeaConfig &cfg) { return sea_decode_state_layout(cfg).total; }
@@ -172,7 +182,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Shared memory the kernels need, against what this device grants a block.
     check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
                                        sea::topk_smem_bytes(d) + 2048,
-                                       sea::cnn_output_smem_bytes(d) + 12288, sea::sparse_flash_smem_bytes(d)}));
+                                       sea::cnn_output_smem_bytes(d) + 12288, sea::sparse_flash_smem_bytes(d),
+                                       sea_conv_on_tensor_cores(cfg) ? sea::conv_tc_smem_bytes(d) : 0}));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
 
@@ -206,11 +217,22 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     copy(dbg.image, image, L.image_bytes);
     if (state) sea::launch_ring_store(reinterpret_cast<float *>(state + S.image_ring), image, d, stream);
     mark(3);
-    sea::launch_causal_conv(conv1, image, p.conv1_w, p.conv1_mask, p.conv1_b, d, stream);
+    const bool conv_tc = sea_conv_on_tensor_cores(cfg) && !conv_fma_requested();
+    char *frag = base + L.conv_frag;
+    if (conv_tc) {
+        sea::launch_conv_fragments(frag, p, d, stream);
+        sea::launch_causal_conv_tc(conv1, image, frag, p.conv1_b, d, stream);
+    } else {
+        sea::launch_causal_conv(conv1, image, p.conv1_w, p.conv1_mask, p.conv1_b, d, stream);
+    }
     copy(dbg.conv1, conv1, L.conv1_bytes);
     if (state) sea::launch_ring_store(reinterpret_cast<float *>(state + S.conv1_ring), conv1, d, stream);
     mark(4);
-    sea::launch_causal_conv(image, conv1, p.conv2_w, p.conv2_mask, p.conv2_b, d, stream);
+    if (conv_tc) {
+        sea::launch_causal_conv_tc(image, conv1, frag + sea_conv_fragment_bytes(cfg), p.conv2_b, d, stream);
+    } else {
+        sea::launch_causal_conv(image, conv1, p.conv2_w, p.conv2_mask, p.conv2_b, d, stream);
+    }
     copy(dbg.conv2, image, L.image_bytes);
     mark(5);
     sea::launch_cnn_output(shared, image, p, d, stream);

@@ -179,6 +179,13 @@ void launch_estimator_rows(float *image, float *gates, const float *states, cons
 // sea_cnn_cuda.cu
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream);
+// sea_conv_tc_cuda.cu: the same convs on the tensor cores where sea_conv_on_tensor_cores(cfg) holds. frag: the
+// scratch's conv_frag (sea_layout.h), filled by launch_conv_fragments (conv1's, then conv2's at frag +
+// sea_conv_fragment_bytes); launch_causal_conv_tc takes one conv's. Dynamic shared memory conv_tc_smem_bytes(d).
+size_t conv_tc_smem_bytes(const Dims &d);
+void launch_conv_fragments(void *frag, const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
+void launch_causal_conv_tc(float *y, const float *x, const void *frag, const float *b, const Dims &d,
+                           cudaStream_t stream);
 size_t cnn_output_smem_bytes(const Dims &d);               // dynamic shared memory; static ~10 KB more
 size_t decode_cnn_output_topk_smem_bytes(const Dims &d);   // the same for the decode's kernel; static ~9 KB more
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,

@@ -19,6 +19,17 @@ struct Placer {
 
 }  // namespace
 
+bool sea_conv_on_tensor_cores(const cpu::SeaConfig &cfg) {
+    const size_t C = 2 * cfg.n_head;
+    return cfg.K == 64 && (C == 24 || C == 32 || C == 64);
+}
+
+size_t sea_conv_fragment_bytes(const cpu::SeaConfig &cfg) {
+    if (!sea_conv_on_tensor_cores(cfg)) return 0;
+    const size_t tiles = 2 * cfg.n_head / 8;
+    return 9 * tiles * tiles * 32 * 16;
+}
+
 SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T) {
     cpu::sea_validate_config(cfg);
     const size_t H = cfg.n_head, K = cfg.K, m = cfg.n_features, W4 = K / 4, C = 2 * H, KW = (K + 31) / 32;
@@ -33,6 +44,7 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.gates_bytes = T * H * 2 * f;
     L.cell_mask_bytes = T * H * KW * sizeof(uint32_t);
     L.v_chunk_bytes = n_chunks * H * cpu::kSeaHeadDim * f;
+    L.conv_frag_bytes = 2 * sea_conv_fragment_bytes(cfg);
     Placer p;
     L.shared = p.place(L.shared_bytes);
     L.image = p.place(L.image_bytes);
@@ -40,6 +52,7 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.gates = p.place(L.gates_bytes);
     L.cell_mask = p.place(L.cell_mask_bytes);
     L.v_chunk = p.place(L.v_chunk_bytes);
+    L.conv_frag = p.place(L.conv_frag_bytes);
     L.total = p.off;
     return L;
 }

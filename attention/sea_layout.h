@@ -27,8 +27,15 @@ struct SeaPrefillScratchLayout {
     size_t gates = 0, gates_bytes = 0;            // T·H·2 floats
     size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
     size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
+    size_t conv_frag = 0, conv_frag_bytes = 0;    // conv1's then conv2's weights as tensor-core fragments, or 0
     size_t total = 0;
 };
+// Whether the prefill's two causal convs run on the tensor cores (3xTF32): K = 64 (K/4 = 16 columns, one mma row
+// tile) and 2H in {24, 32, 64} (OPT-125m, 350m, 1.3B). Other shapes run the CUDA-core conv.
+bool sea_conv_on_tensor_cores(const cpu::SeaConfig &cfg);
+// Bytes of one conv's weight fragments (9 taps × (2H/8)² tiles × 32 lanes × 16 bytes); 0 where the convs run on
+// the CUDA cores.
+size_t sea_conv_fragment_bytes(const cpu::SeaConfig &cfg);
 // Throws seaopt::Error (SEAOPT_ERR_INVALID_ARGUMENT) for a config sea_validate_config rejects.
 SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T);
 // = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.5 MB (33.9 MiB) for OPT-1.3B (H 32, m 33,

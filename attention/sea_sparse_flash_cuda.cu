@@ -396,8 +396,8 @@ void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x
     }
     const long long blocks = (long long)((d.T + kFlashRows - 1) / kFlashRows) * d.H;
     if (blocks > 0x7fffffffLL) throw_unsupported("SEA sparse attention: T·n_head too large for one grid");
-    sparse_flash_kernel<<<(unsigned)blocks, kFlashThreads, smem, stream>>>(out, out_row_stride, x, gates, cell_mask, v_prefix, d,
-                                                                 key_count, key_sum);
+    sparse_flash_kernel<<<(unsigned)blocks, kFlashThreads, smem, stream>>>(out, out_row_stride, x, gates, cell_mask,
+                                                                           v_prefix, d, key_count, key_sum);
     check_launch("sea sparse_flash_kernel");
 }
 

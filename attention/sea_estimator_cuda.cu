@@ -34,8 +34,17 @@ namespace {
 
 constexpr int kThreads = 256;  // the mappings below assume exactly 256 threads
 constexpr int kWarps = kThreads / kWarpSize;
-constexpr int kXStride = kHeadDim + 1;       // staged q/k rows and projection rows: [..][65]
-constexpr int kZStride = kEncHidden + 1;     // Z rows [64][129]
+constexpr int kXStride = kHeadDim + 1;       // estimator rows: staged q/k rows and projection rows [..][65]
+constexpr int kZStride = kEncHidden + 4;     // Z rows [64][132] (conflict-free A fragments: 4·g + t4)
+// performer_state's strides, chosen for its mma fragment reads (lane = 4g + t4 reads bank 4g + t4 or 8t4 + g): staged
+// k rows and projection rows [..][68] (A rows g / B columns g: 4g + t4), φ [64][≥ m, ≡ 8 mod 32] read transposed
+// (A(j, r) = φ[r][j]: 8t4 + g), [E_pos ; v ; 1] [64][136] (B(r, e): 8t4 + g). With odd strides (65, 33, 129) lanes
+// (g, t4) met in bank g + t4, up to 4 at once (Nsight Compute: 71% of its shared wavefronts were excess).
+constexpr int kStateXStride = kHeadDim + 4;
+constexpr int kStateVcStride = kVcat + 8;
+// estimator rows: the staged chunk-start state S [m][132] (B(j, e) = S[j][e] in C_perf: 4t4 + g, 2-way, against the
+// 4-way of 129; 136, conflict-free, would push the block past the 75 KB that lets three share an SM)
+constexpr int kSStride = kStateCols + 3;
 constexpr int kEncChunk = 16;                // W_enc columns (W_row outputs) staged per step
 constexpr int kWtStride = kEncHidden + 8;    // staged W_encᵀ [32][136] (conflict-free B fragments: 8·t4 + g)
 constexpr int kRowStride = kVcat + 4;        // vc and C_perf rows [64][132] (conflict-free A fragments: 4·g + t4)
@@ -44,16 +53,17 @@ static_assert(kEncIn % kEncChunk == 0 && kEncHidden % kEncChunk == 0, "encoder s
 static_assert(kEncChunk == 16 && kWarps == 8, "row decoder: 8 warps cover a 64 × 16 slice in tiles of 16 × 8");
 
 __host__ __device__ inline int odd_stride(int m) { return m | 1; }  // feature rows: conflict-free columns
+__host__ __device__ inline int stride_8_mod_32(int m) { return m + ((8 - m % 32) + 32) % 32; }  // >= m, ≡ 8 mod 32
 
 // Shared memory of performer_state_kernel (float offsets).
 struct StateSmem {
     int w, x, phi, vc, total;
     __host__ __device__ explicit StateSmem(int m) {
-        w = 0;                                // [m][65]    projection W
-        x = w + m * kXStride;                 // [64][65]   k rows · 64^-1/4
-        phi = x + kChunk * kXStride;          // [64][mp]   φ(k)
-        vc = phi + kChunk * odd_stride(m);    // [64][129]  [E_pos ; v ; 1]
-        total = vc + kChunk * kStateCols;
+        w = 0;                                    // [m][68]    projection W
+        x = w + m * kStateXStride;                // [64][68]   k rows · 64^-1/4
+        phi = x + kChunk * kStateXStride;         // [64][mp]   φ(k), mp = stride_8_mod_32(m)
+        vc = phi + kChunk * stride_8_mod_32(m);   // [64][136]  [E_pos ; v ; 1]
+        total = vc + kChunk * kStateVcStride;
     }
 };
 
@@ -72,11 +82,11 @@ struct RowsSmem {
         a = phq + kChunk * mp;          // [64][65]
         phk = a + kChunk * kXStride;    // [64][mp]
         w = phk + kChunk * mp;          // [m][65]    until the features
-        S = phk;                        // [m][129]   from A on (64·mp + 65·m >= 129·m)
-        const int phase1_end = max(w + m * kXStride, S + m * kStateCols);
+        S = phk;                        // [m][132]   from A on
+        const int phase1_end = max(w + m * kXStride, S + m * kSStride);
         cp = 0;                         // [64][132]  C_perf
         wt = cp + kChunk * kRowStride;  // [16][136]  a slice of W_encᵀ (or of W_row: [16][136] as [o][i])
-        z = 0;                          // [64][129]  Z (64·129 <= 64·132: clear of wt)
+        z = 0;                          // [64][132]  Z (the size of C_perf: clear of wt)
         vc = max(phase1_end, wt + kEncChunk * kWtStride);  // [64][132] [E_pos ; v]
         R = vc;                         // [64][KH+1] the row decoder's output (KH <= 128)
         inv_den = vc + max(kChunk * kRowStride, kChunk * (KH + 1));  // [64]
@@ -85,14 +95,14 @@ struct RowsSmem {
 };
 
 // φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows, 0 beyond, on tensor cores (3xTF32): the 64 × m result in tiles
-// of 16 × 8, spread over the warps. xs [64][65], ws [m][65], phi [64][mp].
-__device__ void features_tc(float *phi, int mp, const float *xs, const float *ws, int m, int n_rows) {
+// of 16 × 8, spread over the warps. xs [64][xstride], ws [m][xstride], phi [64][mp].
+__device__ void features_tc(float *phi, int mp, const float *xs, const float *ws, int xstride, int m, int n_rows) {
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
     const int n_tiles = (m + 7) / 8, warps = blockDim.x / kWarpSize;
     for (int tile = warp; tile < 4 * n_tiles; tile += warps) {
         const int m0 = (tile % 4) * 16, n0 = (tile / 4) * 8;
         float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-        warp_mma_3xtf32<1>(acc, xs, kXStride, 1, ws, 1, kXStride, m0, n0, kChunk, kHeadDim, m);
+        warp_mma_3xtf32<1>(acc, xs, xstride, 1, ws, 1, xstride, m0, n0, kChunk, kHeadDim, m);
 #pragma unroll
         for (int q2 = 0; q2 < 4; ++q2) {
             const int r = m0 + g + (q2 >> 1) * 8, j = n0 + 2 * t4 + (q2 & 1);
@@ -124,10 +134,10 @@ __device__ __forceinline__ void stage_batched(int n, Load load, Store store) {
     }
 }
 
-__device__ void stage_projection(float *ws, const float *__restrict__ W, int m) {
+__device__ void stage_projection(float *ws, const float *__restrict__ W, int m, int stride) {
     stage_batched(
         m * kHeadDim, [&](int i) { return W[i]; },
-        [&](int i, float v) { ws[(i / kHeadDim) * kXStride + i % kHeadDim] = v; });
+        [&](int i, float v) { ws[(i / kHeadDim) * stride + i % kHeadDim] = v; });
 }
 
 constexpr int kRowPieces = kChunk * kHeadDim / 8;  // 16-byte pieces of a chunk's 64 fp16 rows of 64
@@ -162,14 +172,14 @@ struct RowPieces {
 
 // xs[r][d] = 64^-1/4 · (fp32(x[t0+r][d]) · scale) for r < n_rows, 0 beyond: performer_features' xs, with q's
 // OPT scale applied first (q_eff = q·q_scale is what the CPU reference is given).
-__device__ void stage_rows(float *xs, const __half *__restrict__ base, long long row_stride, int t0, int n_rows,
-                           float scale) {
+__device__ void stage_rows(float *xs, int stride, const __half *__restrict__ base, long long row_stride, int t0,
+                           int n_rows, float scale) {
     RowPieces rows;
     rows.load(base, row_stride, t0, n_rows);
     rows.for_each([&](int r, int d0, const float(&v)[8]) {
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
-            xs[r * kXStride + d0 + j] = r < n_rows ? __fmul_rn(kFeatureNormalizer, __fmul_rn(v[j], scale)) : 0.0f;
+            xs[r * stride + d0 + j] = r < n_rows ? __fmul_rn(kFeatureNormalizer, __fmul_rn(v[j], scale)) : 0.0f;
         }
     });
 }
@@ -231,14 +241,14 @@ __global__ void __launch_bounds__(kThreads)
     const StateSmem L(d.m);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
     const int n_rows = min(kChunk, d.T - t0);
-    const int mp = odd_stride(d.m);
+    const int mp = stride_8_mod_32(d.m);
     float *ws = smem + L.w, *xs = smem + L.x, *phi = smem + L.phi, *vc = smem + L.vc;
 
-    stage_projection(ws, W, d.m);
-    stage_rows(xs, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
-    stage_vcat(vc, kStateCols, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
+    stage_projection(ws, W, d.m, kStateXStride);
+    stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
+    stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
     __syncthreads();
-    features_tc(phi, mp, xs, ws, d.m, n_rows);
+    features_tc(phi, mp, xs, ws, kStateXStride, d.m, n_rows);
     __syncthreads();
 
     // out[j][e] = Σ_r φ[r][j]·vc[r][e] (e = 128: S_k, vc = 1), tensor cores (3xTF32): A(j, r) = φ[r][j], B(r, e) =
@@ -250,7 +260,7 @@ __global__ void __launch_bounds__(kThreads)
         for (int tile = warp; tile < m_tiles * n_tiles; tile += kWarps) {
             const int m0 = (tile % m_tiles) * 16, n0 = (tile / m_tiles) * 8;
             float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-            warp_mma_3xtf32<1>(acc, phi, 1, mp, vc, kStateCols, 1, m0, n0, d.m, kChunk, kStateCols);
+            warp_mma_3xtf32<1>(acc, phi, 1, mp, vc, kStateVcStride, 1, m0, n0, d.m, kChunk, kStateCols);
 #pragma unroll
             for (int q2 = 0; q2 < 4; ++q2) {
                 const int j = m0 + g + (q2 >> 1) * 8, e = n0 + 2 * t4 + (q2 & 1);
@@ -296,15 +306,15 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     float *z = smem + L.z, *wt = smem + L.wt, *vc = smem + L.vc, *cp = smem + L.cp, *inv_den = smem + L.inv_den;
 
     // ---- phase 1: the causal Performer output of the chunk's rows (sea.md §2.3) ----
-    stage_projection(ws, p.performer_proj, m);
+    stage_projection(ws, p.performer_proj, m, kXStride);
     stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
-    stage_rows(A, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
+    stage_rows(A, kXStride, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
     __syncthreads();
-    features_tc(phq, mp, A, ws, m, n_rows);
+    features_tc(phq, mp, A, ws, kXStride, m, n_rows);
     __syncthreads();
-    stage_rows(A, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
+    stage_rows(A, kXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
     __syncthreads();
-    features_tc(phk, mp, A, ws, m, n_rows);
+    features_tc(phk, mp, A, ws, kXStride, m, n_rows);
     __syncthreads();
     // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above; tensor cores (3xTF32): warp w owns
     // rows 16·(w % 4) .. +16 and columns 32·(w / 4) .. +32.
@@ -328,12 +338,13 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // The state at the chunk start, where φk and the projection were (RowsSmem).
     const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
     stage_batched(
-        m * kStateCols, [&](int i) { return st[i]; }, [&](int i, float v) { S[i] = v; });
+        m * kStateCols, [&](int i) { return st[i]; },
+        [&](int i, float v) { S[(i / kStateCols) * kSStride + i % kStateCols] = v; });
     __syncthreads();
     // Denominator φq_r · (S_k(t) + 1e-6) with S_k(t) = S_k(start) + Σ_{s≤r} φk_s.
     for (int r = warp; r < kChunk; r += kWarps) {
         float acc = 0.0f;
-        for (int j = lane; j < m; j += kWarpSize) acc += phq[r * mp + j] * (S[j * kStateCols + kVcat] + kLinearAttnEps);
+        for (int j = lane; j < m; j += kWarpSize) acc += phq[r * mp + j] * (S[j * kSStride + kVcat] + kLinearAttnEps);
         for (int s2 = lane; s2 <= r; s2 += kWarpSize) acc += A[r * kXStride + s2];
         acc = warp_reduce_sum(acc);
         if (lane == 0) inv_den[r] = r < n_rows ? 1.0f / acc : 0.0f;
@@ -348,7 +359,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
         for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
             for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
-        warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kStateCols, 1, m0, n0, kChunk, m, kVcat);
+        warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kSStride, 1, m0, n0, kChunk, m, kVcat);
         warp_mma_3xtf32<8>(acc, A, kXStride, 1, vc, kRowStride, 1, m0, n0, kChunk, m0 + 16, kVcat);
         __syncthreads();  // phq, A and S, under cp, are read until here
 #pragma unroll

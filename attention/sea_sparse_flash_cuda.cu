@@ -267,6 +267,17 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
                 sum_b += (uint32_t)j0 * (uint32_t)__popcll(keys_b) + bit_position_sum(keys_b);
             }
 
+            // The 16-key groups that some row of the warp selected (uniform over the warp): the others' products,
+            // exponentials and P V are skipped (their p are 0).
+            const uint64_t warp_keys = keys_a | keys_b;
+            const uint32_t any_lo = __reduce_or_sync(0xffffffffu, (uint32_t)warp_keys);
+            const uint32_t any_hi = __reduce_or_sync(0xffffffffu, (uint32_t)(warp_keys >> 32));
+            bool group[4];
+            group[0] = (any_lo & 0xffffu) != 0u;
+            group[1] = (any_lo >> 16) != 0u;
+            group[2] = (any_hi & 0xffffu) != 0u;
+            group[3] = (any_hi >> 16) != 0u;
+
             float s[8][4];
 #pragma unroll
             for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
@@ -276,6 +287,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
                 ldmatrix_x4(qa, q_lane + (uint32_t)(kk * 32));
 #pragma unroll
                 for (int jp = 0; jp < 4; ++jp) {
+                    if (!group[jp]) continue;
                     uint32_t b[4];
                     ldmatrix_x4(b, k_lane + stage + (uint32_t)(jp * 16 * kRowBytes + kk * 32));
                     mma_16816(s[2 * jp], qa, b[0], b[1]);
@@ -312,6 +324,10 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
             float sum_pa = 0.0f, sum_pb = 0.0f;
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
+                if (!group[j / 2]) {  // every score of the tile is masked: p = 0
+                    s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+                    continue;
+                }
                 s[j][0] = fast_exp2(fmaf(s[j][0], q_scale, -ms_a));
                 s[j][1] = fast_exp2(fmaf(s[j][1], q_scale, -ms_a));
                 s[j][2] = fast_exp2(fmaf(s[j][2], q_scale, -ms_b));
@@ -330,6 +346,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
             }
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
+                if (!group[kk]) continue;  // P is 0 on these 16 keys
                 const uint32_t pa[4] = {pack_f16x2(s[2 * kk][0], s[2 * kk][1]), pack_f16x2(s[2 * kk][2], s[2 * kk][3]),
                                         pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                         pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3])};

@@ -162,7 +162,7 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
     for (int x = lane; x < K; x += kWarpSize) {
         const int start = win[x].x, end = win[x].y;
         float s = 0.0f;
-        for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) / 4];
+        for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) >> 2];  // i >= 1 there
         const float v = s / (float)(end - start);
         logit[x] = v;
         sum += v;
@@ -203,7 +203,13 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     float *w4 = s_row + n;  // n = 2H·K/4 is even: 8-byte aligned
     int2 *win = reinterpret_cast<int2 *>(w4 + nh * d.C + (nh * d.C) % 2);
     const float *yt = y + (size_t)t * n;
-    for (int i = threadIdx.x; i < n; i += kOutWarps * kWarpSize) s_row[i] = yt[i];
+    if (n % 4 == 0) {  // rows 16-byte aligned: float4 loads (2H·K/4 = 1,024 floats: one per thread at OPT-1.3B)
+        const float4 *src = reinterpret_cast<const float4 *>(yt);
+        float4 *dst = reinterpret_cast<float4 *>(s_row);
+        for (int i = threadIdx.x; i < n / 4; i += kOutWarps * kWarpSize) dst[i] = src[i];
+    } else {
+        for (int i = threadIdx.x; i < n; i += kOutWarps * kWarpSize) s_row[i] = yt[i];
+    }
     stage_cnn_output_operands(w4, win, h0, nh, p, d);
     __syncthreads();
     if (h >= d.H) return;  // uniform across the warp

@@ -24,7 +24,7 @@ __device__ __forceinline__ uint32_t topk_order_key(float x) {
 }
 
 __device__ __forceinline__ void topk_set_bit(uint32_t *mw, int i, int K, int KW) {
-    const int h = i / K, c = i - h * K;
+    const int h = (K & (K - 1)) == 0 ? i >> (__ffs(K) - 1) : i / K, c = i - h * K;  // a shift for K = 2^n
     atomicOr(&mw[h * KW + (c >> 5)], 1u << (c & 31));
 }
 

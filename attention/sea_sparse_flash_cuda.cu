@@ -9,9 +9,9 @@
 //       block's bitmap is their union. Nothing the size of T × T exists: a bitmap is ⌈T/64/32⌉ words.
 //     Loop over the marked key blocks only (K and V by cp.async, two stages, the next marked block prefetched while
 //       this one is computed); a warp skips the maths of a block none of its rows selected. Per block and row, the
-//       64-bit set of its selected keys in the block (two lanes a row, 32 keys each, through shared memory; each
-//       lane walks its row's selected cells once, in key order (CellCursor): a kept cell's interval, or the per-cell
-//       cap's evenly spaced keys where (t+1)/K > k) masks S = Q Kᵀ to -inf outside it; then the online softmax in fp32 (log2 domain) and
+//       64-bit set of its selected keys in the block (row_half_keys, two lanes a row, 32 keys each, through shared
+//       memory: the cells that overlap the half, each kept cell's interval, or the per-cell cap's evenly spaced keys
+//       where (t+1)/K > k) masks S = Q Kᵀ to -inf outside it; then the online softmax in fp32 (log2 domain) and
 //       O += P V with P rounded to fp16, as the dense kernel.
 //     End: C = (O / Σp) · σ(s_prob) (0 for a (query, head) without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)
 //       /(t+1) (sparse_row_output's expressions), rounded to fp16; with debug pointers, each row's key count and key
@@ -51,16 +51,13 @@ __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-
 // Issues the copies of rows [r0, r0 + 64) (64 halves each; row r at src + r·stride) into a stage at dst; rows past
 // `last` are zero-filled, not read. Thread tid copies chunk tid % 8 of rows tid / 8 + 16 i.
 __device__ __forceinline__ void load_rows64(uint32_t dst, const __half *src, long long stride, int r0, int last) {
-    constexpr int kRowStep = kFlashThreads / 8;  // rows between a thread's chunks
     const int tid = (int)threadIdx.x, row0 = tid / 8, dim = (tid % 8) * 8;
-    const __half *p = src + (long long)(r0 + row0) * stride + dim;
-    const long long step = (long long)kRowStep * stride;
-    dst += (uint32_t)(row0 * kRowBytes + dim * 2);
-    const int room = last - r0 - row0;  // chunk i is valid while i·kRowStep <= room
 #pragma unroll
-    for (int i = 0; i < kFlashKeys / kRowStep; ++i) {
-        const bool valid = i * kRowStep <= room;
-        cp_async16(dst + (uint32_t)(i * kRowStep * kRowBytes), valid ? p + i * step : src, valid);
+    for (int i = 0; i < kFlashKeys * 8 / kFlashThreads; ++i) {
+        const int r = row0 + i * (kFlashThreads / 8);
+        const bool valid = r0 + r <= last;
+        cp_async16(dst + (uint32_t)(r * kRowBytes + dim * 2), src + (valid ? (long long)(r0 + r) * stride : 0) + dim,
+                   valid);
     }
 }
 
@@ -98,56 +95,38 @@ __device__ __noinline__ uint32_t capped_cell_keys(int e0, int e1, int j0, int k)
     return bits;
 }
 
-// A lane's walk over the selected cells of one query row (mask words mrow), for the 32-key halves of the key blocks in
-// increasing order: c is the next selected cell that ends after the last half's start (K when none), [e0, e1) its key
-// interval (cell_edge: the authors' fp32 arithmetic). Only selected cells are visited, each once per half it touches.
-struct CellCursor {
-    const uint32_t *mrow;
-    float s;
-    int len, c, e0, e1;
-
-    __device__ __forceinline__ void init(const uint32_t *row_mask, int t, const Dims &d) {
-        mrow = row_mask;
-        len = t + 1;
-        s = cell_scale(t, d);
-        c = -1;
-        advance(d);
-    }
-    // The next selected cell after c, and its interval.
-    __device__ __forceinline__ void advance(const Dims &d) {
-        int n = c + 1;
-        while (n < d.K) {
-            const uint32_t w = mrow[n >> 5] >> (n & 31);
-            if (w) {
-                n += __ffs(w) - 1;
-                break;
-            }
-            n = (n | 31) + 1;
-        }
-        c = min(n, d.K);
-        if (c < d.K) {
-            e0 = cell_edge(c, s, len);
-            e1 = cell_edge(c + 1, s, len);
-        }
-    }
-    // The row's selected keys among keys j0 .. j0+31 as bits (j0 at least the previous call's j0 + 32): each kept
-    // cell's interval, or the per-cell cap's evenly spaced keys (sea_expand_cells_to_keys).
-    __device__ __forceinline__ uint32_t half_keys(int j0, const Dims &d) {
-        const int jend = j0 + kHalfKeys;
-        while (c < d.K && e1 <= j0) advance(d);  // cells wholly before the half (or empty)
-        uint32_t bits = 0u;
-        while (c < d.K && e0 < jend) {
-            if (e1 - e0 <= d.k) {
-                bits |= bit_range(max(e0, j0) - j0, min(e1, jend) - j0);
+// The selected keys of query row t (mask words mrow) among keys j0 .. j0+31, as bits 0..31: the cells that overlap
+// the block, each kept cell's keys as sea_expand_cells_to_keys emits them (its whole interval, or n = k keys at
+// v1 - 1 - ⌊i·len/n⌋ when the interval is longer than k).
+__device__ __forceinline__ uint32_t row_half_keys(const uint32_t *mrow, int t, int j0, const Dims &d) {
+    const int len = t + 1, K = d.K;
+    if (j0 >= len) return 0u;
+    const float s = cell_scale(t, d);
+    // The cell holding key j0: an estimate, then walked to the c with edge(c) <= j0 < edge(c+1) (edges are monotone,
+    // so the walk is exact whatever the estimate's rounding).
+    int c = (int)__fdividef((float)j0, s);
+    c = c < 0 ? 0 : (c > K - 1 ? K - 1 : c);
+    while (c > 0 && cell_edge(c, s, len) > j0) --c;
+    int e1 = cell_edge(c + 1, s, len);
+    while (e1 <= j0 && c < K - 1) e1 = cell_edge(++c + 1, s, len);
+    int e0 = cell_edge(c, s, len);
+    const int jend = j0 + kHalfKeys;
+    uint32_t bits = 0u;
+    for (; c < K && e0 < jend; ++c) {  // cell c = keys [e0, e1)
+        const int n_len = e1 - e0;
+        if (n_len > 0 && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
+            if (n_len <= d.k) {
+                const int lo = max(e0, j0) - j0, hi = min(e1, jend) - j0;
+                if (hi > lo) bits |= bit_range(lo, hi);  // empty only where edge(K) < t + 1 left keys uncovered
             } else {
                 bits |= capped_cell_keys(e0, e1, j0, d.k);
             }
-            if (e1 > jend) break;  // the cell goes on into the next half: it stays the cursor
-            advance(d);
         }
-        return bits;
+        e0 = e1;
+        e1 = cell_edge(c + 2, s, len);
     }
-};
+    return bits;
+}
 
 // Σ of the bit positions set in w (six popcounts).
 __device__ __forceinline__ uint32_t bit_position_sum(uint64_t w) {
@@ -245,10 +224,6 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     const int t_a = t0 + row_a, t_b = t0 + row_b;
     const bool real_a = row_a < n_rows, real_b = row_b < n_rows;
     const float q_scale = x.q_scale * kLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
-    // This lane's half of a row of the warp, for the key bits (lane 2r + i: row r's keys 32i .. 32i+31 of a block).
-    const int key_row = warp * kFlashWarpRows + lane / 2, key_half = (lane & 1) * kHalfKeys;
-    CellCursor cursor;
-    cursor.init(s_mask + key_row * KW, t0 + key_row, d);  // rows past n_rows have no cells: c = K at once
 
     float o[8][4];  // O[row_a][8j + 2·tq4, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
 #pragma unroll
@@ -277,7 +252,11 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         if ((s_need[warp * n_words + blk / 32] >> (blk % 32)) & 1u) {  // uniform over the warp
             // The selected keys of the warp's 16 rows in this block: lane 2r + i works out row r's half i into
             // shared memory; each lane then reads its rows a and b whole (64 bits each).
-            s_keys[warp][lane] = cursor.half_keys(j0 + key_half, d);
+            {
+                const int r = warp * kFlashWarpRows + lane / 2;
+                s_keys[warp][lane] =
+                    r < n_rows ? row_half_keys(s_mask + r * KW, t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
+            }
             __syncwarp();
             const uint64_t keys_a = reinterpret_cast<const uint64_t *>(s_keys[warp])[g];
             const uint64_t keys_b = reinterpret_cast<const uint64_t *>(s_keys[warp])[g + 8];

@@ -126,16 +126,6 @@ void check_shared_memory(const std::string &who, size_t need) {
     }
 }
 
-// SEAOPT_SEA_SPARSE_GATHER=1: the prefill's sparse attention by the fp32 gather kernel (one warp per (query, head))
-// instead of the tensor-core flash kernel, for same-run comparisons.
-bool sparse_gather_requested() {
-    static const bool gather = [] {
-        const char *e = std::getenv("SEAOPT_SEA_SPARSE_GATHER");
-        return e && e[0] == '1';
-    }();
-    return gather;
-}
-
 // SEAOPT_SEA_CONV_FMA=1: the prefill's convs on the CUDA cores even where the tensor-core kernel applies, for
 // same-run comparisons.
 bool conv_fma_requested() {
@@ -245,13 +235,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Σ_{j<T} v_j: the running sums' last row.
     copy(state ? state + S.v_sum : nullptr, shared + (size_t)(T - 1) * cfg.n_head * sea::kHeadDim, S.v_sum_bytes);
     mark(8);
-    if (sparse_gather_requested()) {
-        sea::launch_sparse_attention(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
-                                     dbg.key_count, dbg.key_sum, stream);
-    } else {
-        sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
-                                 dbg.key_count, dbg.key_sum, stream);
-    }
+    sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
+                             dbg.key_count, dbg.key_sum, stream);
     mark(9);
 }
 

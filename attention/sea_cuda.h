@@ -10,20 +10,28 @@
 //                                              channel split and LayerNorm_{K/4} -> decoder image, gates
 //                                              (sea_cpu: performer_features/performer_step, encoder_rows,
 //                                              gate_rows, decoder_image_rows)
-//   3 conv1, 4 conv2    sea_cnn_cuda.cu        causal dilated 3×3 conv + ReLU (causal_dilated_conv_row)
+//   3 conv1, 4 conv2    sea_cnn_cuda.cu        causal dilated 3×3 conv + ReLU (causal_dilated_conv_row); on the
+//                       sea_conv_tc_cuda.cu    tensor cores (3xTF32 implicit GEMM) where K = 64 and 2H is 24, 32
+//                                              or 64 (sea_conv_on_tensor_cores), the weights split into fragments
+//                                              once per call
 //   5 cnn_output        sea_cnn_cuda.cu        1×1 conv, ×4 upsample, border pad, area resize, LayerNorm_K,
 //                                              softmax over K -> Â (cnn_output_row)
 //   6 topk              sea_topk_cuda.cu       grouped top-k per query over the H·K cells: radix select of the
 //                                              n_t-th largest (sea_row_budget), ties to the smaller flat index
 //                                              (select_top_cells) -> a bit mask per (query, head)
 //   7 v_prefix          sea_sparse_cuda.cu     Σ_{j≤t} v_j (chunk sums, then a running sum per chunk)
-//   8 sparse            sea_sparse_cuda.cu     per (query, head): cells -> key intervals (sea_expand_cells_to_keys,
-//                                              the authors' fp32 reciprocal arithmetic and per-cell cap k), softmax
-//                                              over the gathered keys only, ·σ(s_prob), Σ p·v, mixed with the
-//                                              cumulative mean of v through σ(s_mix) (sparse_attention_row)
+//   8 sparse            sea_sparse_flash_cuda.cu  per tile of 64 queries and head: the causal flash loop on the
+//                                              tensor cores over the 64-key blocks some query of the tile
+//                                              selected, scores outside each query's keys masked (cells -> key
+//                                              intervals as sea_expand_cells_to_keys: the authors' fp32 reciprocal
+//                                              arithmetic and per-cell cap k), softmax over the selected keys only,
+//                                              ·σ(s_prob), mixed with the cumulative mean of v through σ(s_mix)
+//                                              (sparse_attention_row)
 // Nothing is O(T²): the estimator holds O(T·H·K) and O(T/64·H·m·128) floats, the selection T·H·⌈K/32⌉ mask words;
-// the sparse attention enumerates each (query, head)'s keys from its mask row on the fly and reads only them.
-// All arithmetic is fp32 (K and V rows are fp16, converted on load); only the output is rounded to fp16.
+// the sparse attention works out each query's keys per key block from its mask row and a ⌈T/64/32⌉-word bitmap of
+// the blocks a tile needs. The estimator is fp32 or fp32-equivalent (3xTF32 tensor-core products); the sparse
+// attention's q·k and P·V are fp16 tensor-core products with fp32 accumulation and an fp32 softmax (the flash
+// attention rule); the output is rounded to fp16.
 //
 // q convention: the CPU reference takes q already multiplied by head_dim^-1/2 (OPT scales q after q_proj; sea.md
 // §1). The engine's fused qkv buffer holds q unscaled (engine/cuda/ops.h), so the launcher takes q_scale and uses

@@ -205,11 +205,9 @@ size_t topk_smem_bytes(const Dims &d);
 void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStream_t stream);
 // sea_sparse_cuda.cu
 void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream);
-void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
-                             const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
-                             uint32_t *key_sum, cudaStream_t stream);
-// sea_sparse_flash_cuda.cu: the prefill's sparse attention on the tensor cores (the same contract as
-// launch_sparse_attention; dynamic shared memory sparse_flash_smem_bytes(d)).
+// sea_sparse_flash_cuda.cu: the prefill's sparse attention and mixing on the tensor cores -> out (fp16, row stride
+// out_row_stride); key_count / key_sum (debug, may be null): each (t, h)'s number of keys and Σ of their indices.
+// Dynamic shared memory sparse_flash_smem_bytes(d).
 size_t sparse_flash_smem_bytes(const Dims &d);
 void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                          const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,

@@ -4,20 +4,16 @@
 //   v_chunk_sum_kernel  grid (chunk of 64 rows, head), 64 threads (one per dim): Σ v over the chunk.
 //   v_prefix_kernel     grid (chunk, head), 64 threads: the chunks before (≤ ⌈T/64⌉ sums) plus a running sum over
 //                       the chunk's rows -> Σ_{j≤t} v_j [T][H][64] fp32.
-//   sparse_attention_kernel  one warp per (t, h), 8 per block. The (t, h) mask row says which cells are kept; the
-//       warp computes each kept cell's key
-//       interval [v0, v1) (the authors' fp32 arithmetic: s = fl((t+1)·fl(1/K)), v = min(roundf(fl(c·s)), t+1))
-//       and its key count n = min(v1-v0, k), and an exclusive prefix of the counts over the cells (shared memory,
-//       K+1 ints per warp). Key i of the head is then in the cell found by a binary
-//       search of the prefix, at v1 - 1 - ⌊j·len/n⌋ (j = i - prefix; the capped cells' even spacing, descending
-//       inside a cell as the FlatCSR order). Keys go 32 per step, one per lane: the lane's dot product q·k_key over
-//       64 dims (eight 16-byte loads of the fp16 K row), an fp32 online softmax over the steps (running max and sum),
-//       and Σ p·v with lanes on dims (each key's fp16 V row is one coalesced 128-byte read). Nothing but the
-//       selected keys' rows is read, and nothing is materialised per key. Then, as sparse_attention_row:
-//       C = (Σ p·v / Σ p) · σ(s_prob) (0 for a head without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)/(t+1),
-//       rounded to fp16.
-//   decode_sparse_attention_kernel  the same per (query, head) of a decode call, one block of 8 warps each: the row's
-//       keys split over the warps (a decode call has too few rows to fill the GPU one warp each), merged in warp order.
+//   decode_sparse_attention_kernel  one block of 8 warps per (query, head) of a decode call: the mask row says which
+//       cells are kept; each kept cell's key interval [v0, v1) by the authors' fp32 arithmetic (s = fl((t+1)·fl(1/K)),
+//       v = min(roundf(fl(c·s)), t+1)) and its key count n = min(v1-v0, k), an exclusive prefix of the counts over
+//       the cells (shared memory, K+1 ints); key i is then in the cell found by a binary search of the prefix, at
+//       v1 - 1 - ⌊j·len/n⌋ (j = i - prefix; the capped cells' even spacing, descending inside a cell as the FlatCSR
+//       order). Keys go 32 per step, one per lane: q·k over 64 dims (eight 16-byte loads of the fp16 K row), an fp32
+//       online softmax, Σ p·v with lanes on dims. Then, as sparse_attention_row: C = (Σ p·v / Σ p) · σ(s_prob) (0 for
+//       a head without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)/(t+1), rounded to fp16. (The prefill's
+//       sparse attention is the tensor-core kernel of sea_sparse_flash_cuda.cu.) The row's keys are split over the
+//       warps (a decode call has too few rows to fill the GPU one warp each), merged in warp order.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
@@ -31,7 +27,6 @@
 namespace seaopt::cuda::sea {
 namespace {
 
-constexpr int kSparseWarps = 8;
 constexpr int kDecodeSparseWarps = 8;  // warps splitting one decode (query, head) row's keys
 constexpr unsigned kFull = 0xffffffffu;
 
@@ -177,88 +172,12 @@ __device__ __forceinline__ void sparse_row_output(__half *__restrict__ dst, int 
     reinterpret_cast<__half2 *>(dst)[lane] = __floats2half2_rn(o0, o1);
 }
 
-// One (query, head) on one warp (lanes own output dims 2·lane, 2·lane+1): t the query's position, q_row its fp16
-// q, kb/vb the head's key/value rows (key j at kb + j·k_row), mrow its mask words, g its gates, vsum Σ_{j≤t} v_j
-// of the head (64 floats), dst its 64 outputs. offs, q: the warp's shared scratch.
-__device__ __forceinline__ void sparse_row(__half *__restrict__ dst, int t, const __half *__restrict__ q_row,
-                                           float q_scale, const __half *__restrict__ kb, long long k_row,
-                                           const __half *__restrict__ vb, long long v_row,
-                                           const uint32_t *__restrict__ mrow, const float *__restrict__ g,
-                                           const float *__restrict__ vsum, const Dims &d, int *offs, float *q,
-                                           int32_t *key_count, uint32_t *key_sum) {
-    const int lane = threadIdx.x % kWarpSize;
-    const int row_len = t + 1;
-    const float s = cell_scale(t, d);
-    const int n_keys = cell_key_offsets(offs, mrow, s, row_len, d);
-    stage_q(q, q_row, q_scale);
-    __syncwarp();
-
-    float m_run = -INFINITY, l_run = 0.0f, acc0 = 0.0f, acc1 = 0.0f;
-    uint32_t ksum = 0u;
-    for (int base = 0; base < n_keys; base += kWarpSize) {
-        const int i = base + lane;
-        const bool valid = i < n_keys;
-        int key = 0;
-        float score = -INFINITY;
-        if (valid) {
-            key = selected_key(i, offs, s, row_len, d);
-            ksum += (uint32_t)key;
-            // The key's V row (one 128-byte line) into L1 now: the Σ p·v loads below then wait for L1, not L2.
-            prefetch_l1(vb + (long long)key * v_row);
-            score = dot_q_key(q, kb + (long long)key * k_row);
-        }
-        const float pj = online_softmax_step(m_run, l_run, acc0, acc1, score, valid);
-        // Σ p·v over the step's keys, 8 at a time: the 8 V rows are loaded before they are used (loads in flight
-        // instead of one round trip per key). Lanes past n_keys hold key 0 and p = 0: harmless to read.
-        const int n_here = min(kWarpSize, n_keys - base);
-        for (int j0 = 0; j0 < n_here; j0 += 8) {
-            float pp[8];
-            uint32_t vw[8];
-#pragma unroll
-            for (int u = 0; u < 8; ++u) {
-                pp[u] = __shfl_sync(kFull, pj, j0 + u);
-                const int kk = __shfl_sync(kFull, key, j0 + u);
-                vw[u] = reinterpret_cast<const uint32_t *>(vb + (long long)kk * v_row)[lane];
-            }
-#pragma unroll
-            for (int u = 0; u < 8; ++u) {
-                const float2 vv = half2_bits_to_float2(vw[u]);
-                acc0 = fmaf(pp[u], vv.x, acc0);
-                acc1 = fmaf(pp[u], vv.y, acc1);
-            }
-        }
-    }
-
-    sparse_row_output(dst, t, n_keys, l_run, acc0, acc1, load_row_mix(g, vsum));
-    if (key_count && lane == 0) *key_count = n_keys;
-    if (key_sum) {
-        const uint32_t total = __reduce_add_sync(kFull, ksum);
-        if (lane == 0) *key_sum = total;
-    }
-}
-
-__global__ void __launch_bounds__(kSparseWarps * kWarpSize)
-    sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
-                            const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
-                            int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
-    __shared__ int s_offs[kSparseWarps][kMaxK + 1];
-    __shared__ float s_q[kSparseWarps][kHeadDim];
-    const int warp = threadIdx.x / kWarpSize;
-    const long long row = (long long)blockIdx.x * kSparseWarps + warp;  // (t, h), t-major
-    if (row >= (long long)d.T * d.H) return;
-    const int t = (int)(row / d.H), h = (int)(row % d.H);
-    sparse_row(out + (long long)t * out_row + (long long)h * kHeadDim, t, q_at(x, t, h), x.q_scale, k_at(x, 0, h),
-               x.k_row, v_at(x, 0, h), x.v_row, cell_mask + (size_t)row * d.KW, gates + (size_t)row * 2,
-               v_prefix + (size_t)row * kHeadDim, d, s_offs[warp], s_q[warp], key_count ? key_count + row : nullptr,
-               key_sum ? key_sum + row : nullptr);
-}
-
 // Decode: block (r, h), the query at position pos[r], its keys in the cache of sequence seq[r], Σv (this row's v
 // included, by the estimator kernel) in that sequence's state. A decode call has only R·H (query, head) rows, so
 // each row's selected keys are split over kDecodeSparseWarps warps (as flash-decoding splits a context): warp w
 // takes keys [w·n/W, (w+1)·n/W) of the row's n in steps of 32, one per lane, loading the step's K rows and V rows
 // together (one memory round trip), with an fp32 online softmax; warp 0 then merges the warps' (max, sum, Σ p·v) in
-// warp order (deterministic) and writes the output as sparse_row does.
+// warp order (deterministic) and writes the output (sparse_row_output).
 __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
     decode_sparse_attention_kernel(__half *__restrict__ out, long long out_row, QkvView x, DecodeView v,
                                    const float *__restrict__ gates, const uint32_t *__restrict__ cell_mask, Dims d) {
@@ -342,15 +261,6 @@ void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Di
     check_launch("sea v_chunk_sum_kernel");
     v_prefix_kernel<<<grid, kHeadDim, 0, stream>>>(v_prefix, v_chunk, x, d);
     check_launch("sea v_prefix_kernel");
-}
-
-void launch_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
-                             const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
-                             uint32_t *key_sum, cudaStream_t stream) {
-    const long long rows = (long long)d.T * d.H;
-    sparse_attention_kernel<<<(unsigned)((rows + kSparseWarps - 1) / kSparseWarps), kSparseWarps * kWarpSize, 0,
-                              stream>>>(out, out_row_stride, x, gates, cell_mask, v_prefix, d, key_count, key_sum);
-    check_launch("sea sparse_attention_kernel");
 }
 
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,

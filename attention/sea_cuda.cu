@@ -202,7 +202,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     if (state && ((uintptr_t)state & 255u) != 0) throw_invalid_argument(who + ": state_out must be 256-byte aligned");
     sea::launch_performer_scan(shared, d, state ? reinterpret_cast<float *>(state + S.perf) : nullptr, stream);
     mark(2);
-    sea::launch_estimator_rows(image, gates, shared, x, p, d, stream);
+    sea::launch_encoder_fragments(base + L.enc_frag, p, stream);
+    sea::launch_estimator_rows(image, gates, shared, base + L.enc_frag, x, p, d, stream);
     copy(dbg.gates, gates, L.gates_bytes);
     copy(dbg.image, image, L.image_bytes);
     if (state) sea::launch_ring_store(reinterpret_cast<float *>(state + S.image_ring), image, d, stream);

@@ -174,7 +174,9 @@ void launch_performer_state(float *states, const QkvView &x, const SeaDevicePara
                             cudaStream_t stream);
 // total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
-void launch_estimator_rows(float *image, float *gates, const float *states, const QkvView &x,
+// enc_frag: the scratch's enc_frag (sea_layout.h), filled by launch_encoder_fragments.
+void launch_encoder_fragments(void *enc_frag, const SeaDeviceParams &p, cudaStream_t stream);
+void launch_estimator_rows(float *image, float *gates, const float *states, const void *enc_frag, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
 // sea_cnn_cuda.cu
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,

@@ -295,7 +295,7 @@ __global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float 
 
 __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem): at most 80 registers
     estimator_rows_kernel(float *__restrict__ image, float *__restrict__ gates, const float *__restrict__ states,
-                          QkvView x, SeaDeviceParams p, Dims d) {
+                          const void *__restrict__ enc_frag, QkvView x, SeaDeviceParams p, Dims d) {
     extern __shared__ float smem[];
     const RowsSmem L(d.m, d.KH);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
@@ -375,49 +375,53 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // ---- phase 2: encoder X = [C_perf ; v] (192) -> 128 (sea.md §2.4) ----
     // Tensor cores in fp32-equivalent precision ("3xTF32", sea_mma.cuh): x = x_hi + x_lo with x_hi = tf32(x),
     // x_lo = x - x_hi, and x·w ≈ x_hi·w_hi + x_hi·w_lo + x_lo·w_hi (the dropped x_lo·w_lo is ~2^-22 of the product),
-    // accumulated in fp32 by mma.sync m16n8k8. Warp w: rows 16·(w % 4) .. +16, outputs 64·(w / 4) .. +64 (8 tiles of 8).
+    // accumulated in fp32 by mma.sync m16n8k8. Warp w: outputs 16w .. 16w+15 (2 tiles of 8) of all 64 rows (4 tiles
+    // of 16). W_enc comes already split, as each lane's fragments (launch_encoder_fragments), straight from L2 (192 KB
+    // per block, one 16-byte load per tile and k-step, the next step's loaded before this one's products): no staging
+    // in shared memory and no barriers in the loop.
     {
-        const int m0 = (warp % 4) * 16, nb = (warp / 4) * 64, g = lane >> 2, t4 = lane & 3;
-        float acc[8][4];
+        const int g = lane >> 2, t4 = lane & 3;
+        const uint4 *fb = static_cast<const uint4 *>(enc_frag) + (size_t)(2 * warp) * kWarpSize + lane;
+        constexpr int kTilesN = kEncHidden / 8, kSteps = kEncIn / 8;
+        float acc[4][2][4];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+        for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-            for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
-        for (int i0 = 0; i0 < kEncIn; i0 += kEncChunk) {
-            stage_batched(
-                kEncHidden * kEncChunk,
-                [&](int idx) { return p.enc_w[(idx / kEncChunk) * kEncIn + i0 + idx % kEncChunk]; },
-                [&](int idx, float v) { wt[(idx % kEncChunk) * kWtStride + idx / kEncChunk] = v; });
-            __syncthreads();
-            // Columns 0..127 of X are C_perf, 128..191 are v (= vc columns 64..127); a slice is one or the other.
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int q2 = 0; q2 < 4; ++q2) acc[mt][nt][q2] = 0.0f;
+        for (int k8 = 0; k8 < kSteps; ++k8) {
+            const uint4 b0 = __ldg(fb + (size_t)k8 * kTilesN * kWarpSize);
+            const uint4 b1 = __ldg(fb + (size_t)k8 * kTilesN * kWarpSize + kWarpSize);
+            // Columns 0..127 of X are C_perf, 128..191 are v (= vc columns 64..127).
+            const int i0 = 8 * k8;
             const float *xsrc = i0 < kVcat ? cp + i0 : vc + kHeadDim + (i0 - kVcat);
 #pragma unroll
-            for (int kk = 0; kk < kEncChunk; kk += 8) {
+            for (int mt = 0; mt < 4; ++mt) {
+                const int m0 = 16 * mt;
                 uint32_t ah[4], al[4];
-                split_tf32(xsrc[(m0 + g) * kRowStride + kk + t4], ah[0], al[0]);
-                split_tf32(xsrc[(m0 + g + 8) * kRowStride + kk + t4], ah[1], al[1]);
-                split_tf32(xsrc[(m0 + g) * kRowStride + kk + t4 + 4], ah[2], al[2]);
-                split_tf32(xsrc[(m0 + g + 8) * kRowStride + kk + t4 + 4], ah[3], al[3]);
-#pragma unroll
-                for (int nt = 0; nt < 8; ++nt) {
-                    const int n = nb + nt * 8 + g;
-                    uint32_t bh0, bl0, bh1, bl1;
-                    split_tf32(wt[(kk + t4) * kWtStride + n], bh0, bl0);
-                    split_tf32(wt[(kk + t4 + 4) * kWtStride + n], bh1, bl1);
-                    mma_tf32(acc[nt], al, bh0, bh1);  // the small terms first
-                    mma_tf32(acc[nt], ah, bl0, bl1);
-                    mma_tf32(acc[nt], ah, bh0, bh1);
-                }
+                split_tf32(xsrc[(m0 + g) * kRowStride + t4], ah[0], al[0]);
+                split_tf32(xsrc[(m0 + g + 8) * kRowStride + t4], ah[1], al[1]);
+                split_tf32(xsrc[(m0 + g) * kRowStride + t4 + 4], ah[2], al[2]);
+                split_tf32(xsrc[(m0 + g + 8) * kRowStride + t4 + 4], ah[3], al[3]);
+                mma_tf32(acc[mt][0], al, b0.x, b0.y);  // the small terms first
+                mma_tf32(acc[mt][0], ah, b0.z, b0.w);
+                mma_tf32(acc[mt][0], ah, b0.x, b0.y);
+                mma_tf32(acc[mt][1], al, b1.x, b1.y);
+                mma_tf32(acc[mt][1], ah, b1.z, b1.w);
+                mma_tf32(acc[mt][1], ah, b1.x, b1.y);
             }
-            __syncthreads();
         }
+        __syncthreads();  // every warp has read C_perf, which Z overwrites
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
+        for (int mt = 0; mt < 4; ++mt)
 #pragma unroll
-            for (int q2 = 0; q2 < 4; ++q2) {
-                const int r = m0 + g + (q2 >> 1) * 8, o = nb + nt * 8 + 2 * t4 + (q2 & 1);
-                z[r * kZStride + o] = acc[nt][q2] + p.enc_b[o];
-            }
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+                for (int q2 = 0; q2 < 4; ++q2) {
+                    const int r = 16 * mt + g + (q2 >> 1) * 8, o = 16 * warp + nt * 8 + 2 * t4 + (q2 & 1);
+                    z[r * kZStride + o] = acc[mt][nt][q2] + p.enc_b[o];
+                }
     }
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9), one warp per row.
@@ -463,6 +467,18 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     }
 }
 
+// W_enc [128][192] (out, in) as the encoder's mma B fragments: [k8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 =
+// W_enc[8nt + lane/4][8k8 + lane%4], b1 four inputs later; split as warp_mma_3xtf32 splits.
+__global__ void encoder_fragments_kernel(uint4 *__restrict__ frag, const float *__restrict__ w) {
+    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);  // exactly (192/8)·(128/8)·32 threads
+    const int lane = i % kWarpSize, nt = i / kWarpSize % (kEncHidden / 8), k8 = i / kWarpSize / (kEncHidden / 8);
+    const int n = 8 * nt + lane / 4, k = 8 * k8 + lane % 4;
+    uint4 f;
+    split_tf32(w[(size_t)n * kEncIn + k], f.x, f.z);
+    split_tf32(w[(size_t)n * kEncIn + k + 4], f.y, f.w);
+    frag[i] = f;
+}
+
 void set_smem(const void *kernel, size_t bytes, const char *name) {
     // Shared memory above the 48 KB default needs an opt-in; sizes were checked against the device's limit.
     const cudaError_t err =
@@ -495,12 +511,18 @@ void launch_performer_scan(float *states, const Dims &d, float *total, cudaStrea
     check_launch("sea performer_scan_kernel");
 }
 
-void launch_estimator_rows(float *image, float *gates, const float *states, const QkvView &x,
+void launch_encoder_fragments(void *enc_frag, const SeaDeviceParams &p, cudaStream_t stream) {
+    constexpr int n = (kEncIn / 8) * (kEncHidden / 8) * kWarpSize;
+    encoder_fragments_kernel<<<n / 256, 256, 0, stream>>>(static_cast<uint4 *>(enc_frag), p.enc_w);
+    check_launch("sea encoder_fragments_kernel");
+}
+
+void launch_estimator_rows(float *image, float *gates, const float *states, const void *enc_frag, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream) {
     const size_t smem = estimator_rows_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(estimator_rows_kernel), smem, "cudaFuncSetAttribute(estimator_rows)");
     estimator_rows_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(image, gates, states,
-                                                                                                 x, p, d);
+                                                                                                 enc_frag, x, p, d);
     check_launch("sea estimator_rows_kernel");
 }
 

@@ -45,6 +45,7 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.cell_mask_bytes = T * H * KW * sizeof(uint32_t);
     L.v_chunk_bytes = n_chunks * H * cpu::kSeaHeadDim * f;
     L.conv_frag_bytes = 2 * sea_conv_fragment_bytes(cfg);
+    L.enc_frag_bytes = kSeaEncoderFragmentBytes;
     Placer p;
     L.shared = p.place(L.shared_bytes);
     L.image = p.place(L.image_bytes);
@@ -53,6 +54,7 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.cell_mask = p.place(L.cell_mask_bytes);
     L.v_chunk = p.place(L.v_chunk_bytes);
     L.conv_frag = p.place(L.conv_frag_bytes);
+    L.enc_frag = p.place(L.enc_frag_bytes);
     L.total = p.off;
     return L;
 }

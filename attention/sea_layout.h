@@ -13,6 +13,8 @@ namespace seaopt::cuda {
 inline constexpr size_t kSeaChunkRows = 64;       // rows per Performer chunk (and per Σv chunk)
 inline constexpr size_t kSeaStateCols = 129;      // a Performer state row: S_kv[j][0..127] and S_k[j] in column 128
 inline constexpr size_t kSeaHistoryRows = 8;      // decode: rows of the CNN history rings (row r in slot r % 8)
+// The encoder weights W_enc [128, 192] split into tf32 mma fragments: 24 k-steps × 16 n-tiles × 32 lanes × 16 bytes.
+inline constexpr size_t kSeaEncoderFragmentBytes = (192 / 8) * (128 / 8) * 32 * 16;
 
 // Scratch memory of one prefill call, byte offsets into the caller's buffer (each 256-byte aligned). Regions
 // whose lives do not overlap share memory: `shared` holds the Performer chunk states (stages 0-2), then Â (5-6),
@@ -28,6 +30,7 @@ struct SeaPrefillScratchLayout {
     size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
     size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
     size_t conv_frag = 0, conv_frag_bytes = 0;    // conv1's then conv2's weights as tensor-core fragments, or 0
+    size_t enc_frag = 0, enc_frag_bytes = 0;      // W_enc as tensor-core fragments (192 KB)
     size_t total = 0;
 };
 // Whether the prefill's two causal convs run on the tensor cores (3xTF32): K = 64 (K/4 = 16 columns, one mma row

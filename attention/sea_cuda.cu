@@ -195,15 +195,19 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     const SeaPrefillDebug &dbg = debug ? *debug : none;
 
     mark(0);
-    sea::launch_performer_state(shared, x, p, d, stream);
+    const SeaWeightFragments F = sea_weight_fragments(cfg);
+    char *wf = base + L.weight_frag;
+    sea::launch_weight_fragments(wf, F, p, d, stream);
+    const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc), reinterpret_cast<const uint4 *>(wf + F.row),
+                                 reinterpret_cast<const uint4 *>(wf + F.proj)};
+    sea::launch_performer_state(shared, x, p, frags.proj, d, stream);
     mark(1);
     const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
     char *state = static_cast<char *>(state_out);
     if (state && ((uintptr_t)state & 255u) != 0) throw_invalid_argument(who + ": state_out must be 256-byte aligned");
     sea::launch_performer_scan(shared, d, state ? reinterpret_cast<float *>(state + S.perf) : nullptr, stream);
     mark(2);
-    sea::launch_encoder_fragments(base + L.enc_frag, p, stream);
-    sea::launch_estimator_rows(image, gates, shared, base + L.enc_frag, x, p, d, stream);
+    sea::launch_estimator_rows(image, gates, shared, frags, x, p, d, stream);
     copy(dbg.gates, gates, L.gates_bytes);
     copy(dbg.image, image, L.image_bytes);
     if (state) sea::launch_ring_store(reinterpret_cast<float *>(state + S.image_ring), image, d, stream);

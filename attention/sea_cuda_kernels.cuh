@@ -170,13 +170,18 @@ __device__ __forceinline__ void image_channel_layernorm(float *dst, const float 
 // sea_estimator_cuda.cu
 size_t performer_state_smem_bytes(const Dims &d);
 size_t estimator_rows_smem_bytes(const Dims &d);
-void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const Dims &d,
-                            cudaStream_t stream);
+void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const uint4 *proj_frag,
+                            const Dims &d, cudaStream_t stream);
 // total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
-// enc_frag: the scratch's enc_frag (sea_layout.h), filled by launch_encoder_fragments.
-void launch_encoder_fragments(void *enc_frag, const SeaDeviceParams &p, cudaStream_t stream);
-void launch_estimator_rows(float *image, float *gates, const float *states, const void *enc_frag, const QkvView &x,
+// The linear weights as mma fragments (sea_layout.h SeaWeightFragments; the scratch's weight_frag region), filled by
+// launch_weight_fragments before the first estimator kernel.
+struct WeightFrags {
+    const uint4 *enc, *row, *proj;
+};
+void launch_weight_fragments(char *region, const SeaWeightFragments &layout, const SeaDeviceParams &p, const Dims &d,
+                             cudaStream_t stream);
+void launch_estimator_rows(float *image, float *gates, const float *states, const WeightFrags &frags, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
 // sea_cnn_cuda.cu
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,

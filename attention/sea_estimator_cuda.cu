@@ -45,22 +45,18 @@ constexpr int kStateVcStride = kVcat + 8;
 // estimator rows: the staged chunk-start state S [m][132] (B(j, e) = S[j][e] in C_perf: 4t4 + g, 2-way, against the
 // 4-way of 129; 136, conflict-free, would push the block past the 75 KB that lets three share an SM)
 constexpr int kSStride = kStateCols + 3;
-constexpr int kEncChunk = 16;                // W_enc columns (W_row outputs) staged per step
-constexpr int kWtStride = kEncHidden + 8;    // staged W_encᵀ [32][136] (conflict-free B fragments: 8·t4 + g)
 constexpr int kRowStride = kVcat + 4;        // vc and C_perf rows [64][132] (conflict-free A fragments: 4·g + t4)
 static_assert(kThreads == 2 * kVcat && kChunk == 64, "the register tiles below assume 256 threads and 64 rows");
-static_assert(kEncIn % kEncChunk == 0 && kEncHidden % kEncChunk == 0, "encoder staging");
-static_assert(kEncChunk == 16 && kWarps == 8, "row decoder: 8 warps cover a 64 × 16 slice in tiles of 16 × 8");
+static_assert(kWarps == 8, "the mma work splits below assume 8 warps: 4 row tiles of 16 × 2 column groups");
 
 __host__ __device__ inline int odd_stride(int m) { return m | 1; }  // feature rows: conflict-free columns
 __host__ __device__ inline int stride_8_mod_32(int m) { return m + ((8 - m % 32) + 32) % 32; }  // >= m, ≡ 8 mod 32
 
 // Shared memory of performer_state_kernel (float offsets).
 struct StateSmem {
-    int w, x, phi, vc, total;
+    int x, phi, vc, total;
     __host__ __device__ explicit StateSmem(int m) {
-        w = 0;                                    // [m][68]    projection W
-        x = w + m * kStateXStride;                // [64][68]   k rows · 64^-1/4
+        x = 0;                                    // [64][68]   k rows · 64^-1/4
         phi = x + kChunk * kStateXStride;         // [64][mp]   φ(k), mp = stride_8_mod_32(m)
         vc = phi + kChunk * stride_8_mod_32(m);   // [64][136]  [E_pos ; v ; 1]
         total = vc + kChunk * kStateVcStride;
@@ -69,44 +65,79 @@ struct StateSmem {
 
 // Shared memory of estimator_rows_kernel (float offsets): 75 KB at m 33, K 64, so that three blocks fit an SM (228 KB
 // with 1 KB reserved per block; at 107 KB two did, 16 warps, and the kernel was latency-bound).
-//   phase 1 (Performer output): phq; A (the staged q, then k rows, then φq·φkᵀ); phk with the projection w after it,
-//     both dead once A is computed: the chunk-start state S is staged there then; vc.
-//   phase 2 (encoder, row decoder): C_perf from offset 0 (written after a barrier that ends phase 1), wt after it, vc
-//     (v is the encoder's input too); Z from offset 0 once the encoder's last slice has read C_perf; the row decoder's
-//     R in vc, dead by then.
+//   phase 1 (Performer output): phq; A (the staged q, then k rows, then φq·φkᵀ); phk, dead once A is computed: the
+//     chunk-start state S is staged from there then; vc.
+//   phase 2 (encoder, row decoder): C_perf from offset 0 (written after a barrier that ends phase 1), vc (v is the
+//     encoder's input too); Z from offset 0 once every warp has read C_perf; the row decoder's R in vc, dead by then.
+//   The linear weights are not staged: their mma fragments come from L2 (launch_weight_fragments).
 struct RowsSmem {
-    int phq, a, phk, w, S, cp, wt, z, vc, R, inv_den, total;
+    int phq, a, phk, S, cp, z, vc, R, inv_den, total;
     __host__ __device__ RowsSmem(int m, int KH) {
         const int mp = odd_stride(m);
         phq = 0;                        // [64][mp]
         a = phq + kChunk * mp;          // [64][65]
         phk = a + kChunk * kXStride;    // [64][mp]
-        w = phk + kChunk * mp;          // [m][65]    until the features
         S = phk;                        // [m][132]   from A on
-        const int phase1_end = max(w + m * kXStride, S + m * kSStride);
+        const int phase1_end = max(phk + kChunk * mp, S + m * kSStride);
         cp = 0;                         // [64][132]  C_perf
-        wt = cp + kChunk * kRowStride;  // [16][136]  a slice of W_encᵀ (or of W_row: [16][136] as [o][i])
-        z = 0;                          // [64][132]  Z (the size of C_perf: clear of wt)
-        vc = max(phase1_end, wt + kEncChunk * kWtStride);  // [64][132] [E_pos ; v]
+        z = 0;                          // [64][132]  Z (the size of C_perf)
+        vc = max(phase1_end, cp + kChunk * kRowStride);  // [64][132] [E_pos ; v]
         R = vc;                         // [64][KH+1] the row decoder's output (KH <= 128)
         inv_den = vc + max(kChunk * kRowStride, kChunk * (KH + 1));  // [64]
         total = inv_den + kChunk;
     }
 };
 
-// φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows, 0 beyond, on tensor cores (3xTF32): the 64 × m result in tiles
-// of 16 × 8, spread over the warps. xs [64][xstride], ws [m][xstride], phi [64][mp].
-__device__ void features_tc(float *phi, int mp, const float *xs, const float *ws, int xstride, int m, int n_rows) {
+// One lane's B fragments of a linear weight split by launch_weight_fragments: tile nt of k-step k8, n_tiles per step.
+__device__ __forceinline__ uint4 weight_fragment(const uint4 *frag, int k8, int nt, int n_tiles) {
+    return __ldg(frag + ((size_t)k8 * n_tiles + nt) * kWarpSize + threadIdx.x % kWarpSize);
+}
+
+// d += a·w for one 16 × 8 tile and k-step, 3xTF32 (as warp_mma_3xtf32): a split here, w already split (hi, lo).
+__device__ __forceinline__ void mma_3xtf32_split_b(float (&d)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
+                                                   const uint4 &b) {
+    mma_tf32(d, al, b.x, b.y);  // the small terms first
+    mma_tf32(d, ah, b.z, b.w);
+    mma_tf32(d, ah, b.x, b.y);
+}
+
+// The A fragment of rows m0 .. m0+15 and columns k0 .. k0+7 of a row-major matrix (stride floats a row), split.
+__device__ __forceinline__ void load_split_a(uint32_t (&ah)[4], uint32_t (&al)[4], const float *a, int stride, int m0,
+                                             int k0) {
+    const int lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
+    split_tf32(a[(m0 + g) * stride + k0 + t4], ah[0], al[0]);
+    split_tf32(a[(m0 + g + 8) * stride + k0 + t4], ah[1], al[1]);
+    split_tf32(a[(m0 + g) * stride + k0 + t4 + 4], ah[2], al[2]);
+    split_tf32(a[(m0 + g + 8) * stride + k0 + t4 + 4], ah[3], al[3]);
+}
+
+// φ[r][j] = ReLU(xs_r · W_j) + 1e-3 for r < n_rows, 0 beyond, on tensor cores (3xTF32): warp w computes rows
+// 16·(w % 4) .. +16 and the 8-feature tiles w / 4, w / 4 + 2, ... (m ≤ 64: at most 4), W from its fragments (proj).
+// xs [64][xstride], phi [64][mp].
+__device__ void features_tc(float *phi, int mp, const float *xs, int xstride, const uint4 *proj, int m, int n_rows) {
+    constexpr int kMaxTiles = (kMaxFeatures / 8 + 1) / 2;
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
-    const int n_tiles = (m + 7) / 8, warps = blockDim.x / kWarpSize;
-    for (int tile = warp; tile < 4 * n_tiles; tile += warps) {
-        const int m0 = (tile % 4) * 16, n0 = (tile / 4) * 8;
-        float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-        warp_mma_3xtf32<1>(acc, xs, xstride, 1, ws, 1, xstride, m0, n0, kChunk, kHeadDim, m);
+    const int n_tiles = (m + 7) / 8, m0 = (warp % 4) * 16, nt0 = warp / 4;
+    float acc[kMaxTiles][4];
+#pragma unroll
+    for (int j = 0; j < kMaxTiles; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    for (int k8 = 0; k8 < kHeadDim / 8; ++k8) {
+        uint32_t ah[4], al[4];
+        load_split_a(ah, al, xs, xstride, m0, 8 * k8);
+#pragma unroll
+        for (int j = 0; j < kMaxTiles; ++j) {
+            const int nt = nt0 + 2 * j;
+            if (nt < n_tiles) mma_3xtf32_split_b(acc[j], ah, al, weight_fragment(proj, k8, nt, n_tiles));
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxTiles; ++j) {
+        const int nt = nt0 + 2 * j;
+        if (nt >= n_tiles) continue;
 #pragma unroll
         for (int q2 = 0; q2 < 4; ++q2) {
-            const int r = m0 + g + (q2 >> 1) * 8, j = n0 + 2 * t4 + (q2 & 1);
-            if (j < m) phi[r * mp + j] = r < n_rows ? fmaxf(acc[0][q2], 0.0f) + kFeatureEps : 0.0f;
+            const int r = m0 + g + (q2 >> 1) * 8, jj = 8 * nt + 2 * t4 + (q2 & 1);
+            if (jj < m) phi[r * mp + jj] = r < n_rows ? fmaxf(acc[j][q2], 0.0f) + kFeatureEps : 0.0f;
         }
     }
 }
@@ -132,12 +163,6 @@ __device__ __forceinline__ void stage_batched(int n, Load load, Store store) {
             if (i < n) store(i, v[u]);
         }
     }
-}
-
-__device__ void stage_projection(float *ws, const float *__restrict__ W, int m, int stride) {
-    stage_batched(
-        m * kHeadDim, [&](int i) { return W[i]; },
-        [&](int i, float v) { ws[(i / kHeadDim) * stride + i % kHeadDim] = v; });
 }
 
 constexpr int kRowPieces = kChunk * kHeadDim / 8;  // 16-byte pieces of a chunk's 64 fp16 rows of 64
@@ -235,20 +260,19 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
 // ---- kernels ----
 
 __global__ void __launch_bounds__(kThreads)
-    performer_state_kernel(float *__restrict__ states, QkvView x, const float *__restrict__ W,
+    performer_state_kernel(float *__restrict__ states, QkvView x, const uint4 *__restrict__ proj,
                            const float *__restrict__ pos_table, Dims d) {
     extern __shared__ float smem[];
     const StateSmem L(d.m);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
     const int n_rows = min(kChunk, d.T - t0);
     const int mp = stride_8_mod_32(d.m);
-    float *ws = smem + L.w, *xs = smem + L.x, *phi = smem + L.phi, *vc = smem + L.vc;
+    float *xs = smem + L.x, *phi = smem + L.phi, *vc = smem + L.vc;
 
-    stage_projection(ws, W, d.m, kStateXStride);
     stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
     stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
     __syncthreads();
-    features_tc(phi, mp, xs, ws, kStateXStride, d.m, n_rows);
+    features_tc(phi, mp, xs, kStateXStride, proj, d.m, n_rows);
     __syncthreads();
 
     // out[j][e] = Σ_r φ[r][j]·vc[r][e] (e = 128: S_k, vc = 1), tensor cores (3xTF32): A(j, r) = φ[r][j], B(r, e) =
@@ -295,26 +319,25 @@ __global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float 
 
 __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem): at most 80 registers
     estimator_rows_kernel(float *__restrict__ image, float *__restrict__ gates, const float *__restrict__ states,
-                          const void *__restrict__ enc_frag, QkvView x, SeaDeviceParams p, Dims d) {
+                          WeightFrags frags, QkvView x, SeaDeviceParams p, Dims d) {
     extern __shared__ float smem[];
     const RowsSmem L(d.m, d.KH);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
     const int n_rows = min(kChunk, d.T - t0);
     const int m = d.m, mp = odd_stride(m);
     const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
-    float *S = smem + L.S, *ws = smem + L.w, *phq = smem + L.phq, *phk = smem + L.phk, *A = smem + L.a;
-    float *z = smem + L.z, *wt = smem + L.wt, *vc = smem + L.vc, *cp = smem + L.cp, *inv_den = smem + L.inv_den;
+    float *S = smem + L.S, *phq = smem + L.phq, *phk = smem + L.phk, *A = smem + L.a;
+    float *z = smem + L.z, *vc = smem + L.vc, *cp = smem + L.cp, *inv_den = smem + L.inv_den;
 
     // ---- phase 1: the causal Performer output of the chunk's rows (sea.md §2.3) ----
-    stage_projection(ws, p.performer_proj, m, kXStride);
     stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
     stage_rows(A, kXStride, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
     __syncthreads();
-    features_tc(phq, mp, A, ws, kXStride, m, n_rows);
+    features_tc(phq, mp, A, kXStride, frags.proj, m, n_rows);
     __syncthreads();
     stage_rows(A, kXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
     __syncthreads();
-    features_tc(phk, mp, A, ws, kXStride, m, n_rows);
+    features_tc(phk, mp, A, kXStride, frags.proj, m, n_rows);
     __syncthreads();
     // A[r][s] = φq_r · φk_s inside the chunk, lower triangle (s ≤ r), 0 above; tensor cores (3xTF32): warp w owns
     // rows 16·(w % 4) .. +16 and columns 32·(w / 4) .. +32.
@@ -381,7 +404,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // in shared memory and no barriers in the loop.
     {
         const int g = lane >> 2, t4 = lane & 3;
-        const uint4 *fb = static_cast<const uint4 *>(enc_frag) + (size_t)(2 * warp) * kWarpSize + lane;
+        const uint4 *fb = frags.enc + (size_t)(2 * warp) * kWarpSize + lane;
         constexpr int kTilesN = kEncHidden / 8, kSteps = kEncIn / 8;
         float acc[4][2][4];
 #pragma unroll
@@ -438,25 +461,32 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // ---- phase 3: row decoder (sea.md §2.5) into R, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
     const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
     float *R = smem + L.R;
-    // R = Z W_rowᵀ + b in slices of 16 outputs: the slice of W_row staged in wt as [o][136]; tensor cores (3xTF32),
-    // warp w: rows 16·(w % 4) .. +16, outputs 8·(w / 4) .. +8 of the slice.
-    for (int o0 = 0; o0 < KH; o0 += kEncChunk) {
-        const int no = min(kEncChunk, KH - o0);
-        stage_batched(
-            no * kEncHidden, [&](int idx) { return p.dec_row_w[(size_t)o0 * kEncHidden + idx]; },
-            [&](int idx, float v) { wt[(idx / kEncHidden) * kWtStride + idx % kEncHidden] = v; });
-        __syncthreads();
-        {
-            const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n0 = (warp / 4) * 8;
-            float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-            warp_mma_3xtf32<1>(acc, z, kZStride, 1, wt, 1, kWtStride, m0, n0, kChunk, kEncHidden, no);
+    // R = Z W_rowᵀ + b on tensor cores (3xTF32): warp w computes rows 16·(w % 4) .. +16 and the 8-output tiles w / 4,
+    // w / 4 + 2, ..., two at a time (KH = 32: one pass), W_row from its fragments.
+    {
+        const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n_tiles = (KH + 7) / 8;
+        for (int nt0 = warp / 4; nt0 < n_tiles; nt0 += 4) {  // tiles nt0 and nt0 + 2
+            float acc[2][4];
 #pragma unroll
-            for (int q2 = 0; q2 < 4; ++q2) {
-                const int r = m0 + g + (q2 >> 1) * 8, o = n0 + 2 * t4 + (q2 & 1);
-                if (o < no) R[r * r_stride + o0 + o] = acc[0][q2] + p.dec_row_b[o0 + o];
+            for (int j = 0; j < 2; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+            const bool second = nt0 + 2 < n_tiles;
+            for (int k8 = 0; k8 < kEncHidden / 8; ++k8) {
+                uint32_t ah[4], al[4];
+                load_split_a(ah, al, z, kZStride, m0, 8 * k8);
+                mma_3xtf32_split_b(acc[0], ah, al, weight_fragment(frags.row, k8, nt0, n_tiles));
+                if (second) mma_3xtf32_split_b(acc[1], ah, al, weight_fragment(frags.row, k8, nt0 + 2, n_tiles));
+            }
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const int nt = nt0 + 2 * j;
+                if (nt >= n_tiles) continue;
+#pragma unroll
+                for (int q2 = 0; q2 < 4; ++q2) {
+                    const int r = m0 + g + (q2 >> 1) * 8, o = 8 * nt + 2 * t4 + (q2 & 1);
+                    if (o < KH) R[r * r_stride + o] = acc[j][q2] + p.dec_row_b[o];
+                }
             }
         }
-        __syncthreads();  // wt is restaged by the next slice
     }
     __syncthreads();
     for (int idx = tid; idx < kChunk * 2; idx += kThreads) {
@@ -467,15 +497,18 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     }
 }
 
-// W_enc [128][192] (out, in) as the encoder's mma B fragments: [k8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 =
-// W_enc[8nt + lane/4][8k8 + lane%4], b1 four inputs later; split as warp_mma_3xtf32 splits.
-__global__ void encoder_fragments_kernel(uint4 *__restrict__ frag, const float *__restrict__ w) {
-    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);  // exactly (192/8)·(128/8)·32 threads
-    const int lane = i % kWarpSize, nt = i / kWarpSize % (kEncHidden / 8), k8 = i / kWarpSize / (kEncHidden / 8);
+// A linear weight w [out][in] (row-major, nn.Linear) as mma B fragments (B(k, n) = w[n][k]): [k8][nt][lane] ->
+// {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = w[8nt + lane/4][8k8 + lane%4], b1 four inputs later, 0 past `out`; split as
+// warp_mma_3xtf32 splits, so the products are the same.
+__global__ void linear_fragments_kernel(uint4 *__restrict__ frag, const float *__restrict__ w, int out, int in) {
+    const int n_tiles = (out + 7) / 8;
+    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
+    if (i >= in / 8 * n_tiles * kWarpSize) return;
+    const int lane = i % kWarpSize, nt = i / kWarpSize % n_tiles, k8 = i / kWarpSize / n_tiles;
     const int n = 8 * nt + lane / 4, k = 8 * k8 + lane % 4;
     uint4 f;
-    split_tf32(w[(size_t)n * kEncIn + k], f.x, f.z);
-    split_tf32(w[(size_t)n * kEncIn + k + 4], f.y, f.w);
+    split_tf32(n < out ? w[(size_t)n * in + k] : 0.0f, f.x, f.z);
+    split_tf32(n < out ? w[(size_t)n * in + k + 4] : 0.0f, f.y, f.w);
     frag[i] = f;
 }
 
@@ -495,12 +528,12 @@ void set_smem(const void *kernel, size_t bytes, const char *name) {
 size_t performer_state_smem_bytes(const Dims &d) { return (size_t)StateSmem(d.m).total * sizeof(float); }
 size_t estimator_rows_smem_bytes(const Dims &d) { return (size_t)RowsSmem(d.m, d.KH).total * sizeof(float); }
 
-void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const Dims &d,
-                            cudaStream_t stream) {
+void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const uint4 *proj_frag,
+                            const Dims &d, cudaStream_t stream) {
     const size_t smem = performer_state_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
     performer_state_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(
-        states, x, p.performer_proj, p.pos_table, d);
+        states, x, proj_frag, p.pos_table, d);
     check_launch("sea performer_state_kernel");
 }
 
@@ -511,18 +544,25 @@ void launch_performer_scan(float *states, const Dims &d, float *total, cudaStrea
     check_launch("sea performer_scan_kernel");
 }
 
-void launch_encoder_fragments(void *enc_frag, const SeaDeviceParams &p, cudaStream_t stream) {
-    constexpr int n = (kEncIn / 8) * (kEncHidden / 8) * kWarpSize;
-    encoder_fragments_kernel<<<n / 256, 256, 0, stream>>>(static_cast<uint4 *>(enc_frag), p.enc_w);
-    check_launch("sea encoder_fragments_kernel");
+void launch_weight_fragments(char *region, const SeaWeightFragments &layout, const SeaDeviceParams &p, const Dims &d,
+                             cudaStream_t stream) {
+    auto one = [&](size_t offset, const float *w, int out, int in) {
+        const int n = in / 8 * ((out + 7) / 8) * kWarpSize;
+        linear_fragments_kernel<<<(unsigned)ceil_div(n, 256), 256, 0, stream>>>(
+            reinterpret_cast<uint4 *>(region + offset), w, out, in);
+        check_launch("sea linear_fragments_kernel");
+    };
+    one(layout.enc, p.enc_w, kEncHidden, kEncIn);
+    one(layout.row, p.dec_row_w, d.KH, kEncHidden);
+    one(layout.proj, p.performer_proj, d.m, kHeadDim);
 }
 
-void launch_estimator_rows(float *image, float *gates, const float *states, const void *enc_frag, const QkvView &x,
+void launch_estimator_rows(float *image, float *gates, const float *states, const WeightFrags &frags, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream) {
     const size_t smem = estimator_rows_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(estimator_rows_kernel), smem, "cudaFuncSetAttribute(estimator_rows)");
     estimator_rows_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(image, gates, states,
-                                                                                                 enc_frag, x, p, d);
+                                                                                                 frags, x, p, d);
     check_launch("sea estimator_rows_kernel");
 }
 

@@ -19,6 +19,16 @@ struct Placer {
 
 }  // namespace
 
+SeaWeightFragments sea_weight_fragments(const cpu::SeaConfig &cfg) {
+    auto bytes = [](size_t out, size_t in) { return in / 8 * ((out + 7) / 8) * 32 * 16; };
+    SeaWeightFragments f;
+    f.enc = 0;
+    f.row = f.enc + bytes(128, 192);
+    f.proj = f.row + bytes(cfg.K / 2, 128);
+    f.total = f.proj + bytes(cfg.n_features, 64);
+    return f;
+}
+
 bool sea_conv_on_tensor_cores(const cpu::SeaConfig &cfg) {
     const size_t C = 2 * cfg.n_head;
     return cfg.K == 64 && (C == 24 || C == 32 || C == 64);
@@ -45,7 +55,7 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.cell_mask_bytes = T * H * KW * sizeof(uint32_t);
     L.v_chunk_bytes = n_chunks * H * cpu::kSeaHeadDim * f;
     L.conv_frag_bytes = 2 * sea_conv_fragment_bytes(cfg);
-    L.enc_frag_bytes = kSeaEncoderFragmentBytes;
+    L.weight_frag_bytes = sea_weight_fragments(cfg).total;
     Placer p;
     L.shared = p.place(L.shared_bytes);
     L.image = p.place(L.image_bytes);
@@ -54,7 +64,7 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.cell_mask = p.place(L.cell_mask_bytes);
     L.v_chunk = p.place(L.v_chunk_bytes);
     L.conv_frag = p.place(L.conv_frag_bytes);
-    L.enc_frag = p.place(L.enc_frag_bytes);
+    L.weight_frag = p.place(L.weight_frag_bytes);
     L.total = p.off;
     return L;
 }

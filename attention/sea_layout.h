@@ -13,8 +13,6 @@ namespace seaopt::cuda {
 inline constexpr size_t kSeaChunkRows = 64;       // rows per Performer chunk (and per Σv chunk)
 inline constexpr size_t kSeaStateCols = 129;      // a Performer state row: S_kv[j][0..127] and S_k[j] in column 128
 inline constexpr size_t kSeaHistoryRows = 8;      // decode: rows of the CNN history rings (row r in slot r % 8)
-// The encoder weights W_enc [128, 192] split into tf32 mma fragments: 24 k-steps × 16 n-tiles × 32 lanes × 16 bytes.
-inline constexpr size_t kSeaEncoderFragmentBytes = (192 / 8) * (128 / 8) * 32 * 16;
 
 // Scratch memory of one prefill call, byte offsets into the caller's buffer (each 256-byte aligned). Regions
 // whose lives do not overlap share memory: `shared` holds the Performer chunk states (stages 0-2), then Â (5-6),
@@ -30,9 +28,18 @@ struct SeaPrefillScratchLayout {
     size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
     size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
     size_t conv_frag = 0, conv_frag_bytes = 0;    // conv1's then conv2's weights as tensor-core fragments, or 0
-    size_t enc_frag = 0, enc_frag_bytes = 0;      // W_enc as tensor-core fragments (192 KB)
+    size_t weight_frag = 0, weight_frag_bytes = 0;  // W_enc, W_row, the projection as fragments (sea_weight_fragments)
     size_t total = 0;
 };
+// The estimator's linear weights (nn.Linear [out][in]) split into tf32 mma B fragments for the prefill kernels, byte
+// offsets in the scratch's weight_frag region: [in/8 k-steps][⌈out/8⌉ n-tiles][32 lanes] × 16 bytes each.
+struct SeaWeightFragments {
+    size_t enc = 0;    // W_enc [128, 192]
+    size_t row = 0;    // W_row [K/2, 128]
+    size_t proj = 0;   // the Performer projection [m, 64]
+    size_t total = 0;
+};
+SeaWeightFragments sea_weight_fragments(const cpu::SeaConfig &cfg);
 // Whether the prefill's two causal convs run on the tensor cores (3xTF32): K = 64 (K/4 = 16 columns, one mma row
 // tile) and 2H in {24, 32, 64} (OPT-125m, 350m, 1.3B). Other shapes run the CUDA-core conv.
 bool sea_conv_on_tensor_cores(const cpu::SeaConfig &cfg);

@@ -2,10 +2,9 @@
 // cores, in fp32-equivalent precision (3xTF32, attention/sea_mma.cuh), for K/4 = 16 columns and 2H = 8·NT channels
 // (sea_conv_on_tensor_cores: OPT-125m, 350m, 1.3B). Other shapes run causal_conv_kernel (sea_cnn_cuda.cu).
 //
-//   conv_fragments_kernel  both convs' weights (w ⊙ mask, live kernel rows 0..2) split into tf32 hi and lo parts, in
-//       the order the mma B fragments are read: [conv][tap][ci8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo} with
-//       b0 = W[co = 8nt + lane/4][ci = 8ci8 + lane%4][tap], b1 the same 4 input channels later. Parameters only (a
-//       few µs, once per prefill call): a lane's fragment is one 16-byte load, shared by all blocks through L1/L2.
+//   The weights come split into tf32 hi and lo parts as the mma B fragments (sea_fragments_cuda.cu, once per prefill
+//       call): [tap][ci8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = W[co = 8nt + lane/4][ci = 8ci8 + lane%4][tap];
+//       a lane's fragment is one 16-byte load, shared by all blocks through L1/L2.
 //   causal_conv_tc_kernel<NT>  an implicit GEMM per block of 8 output rows × 16 columns × all 2H output channels:
 //       the block stages input rows t0-4 .. t0+7 of every channel ([12][2H][24] floats, columns x+2 with zeros at
 //       x = -2, -1, 16, 17: the width padding; rows < 0 zero: the causal top padding); warp w owns output rows
@@ -36,26 +35,6 @@ constexpr int kTcThreads = kTcWarps * kWarpSize;
 constexpr int kTcW4 = 16;                     // columns (K = 64)
 constexpr int kTcPitch = 24;                  // floats per staged (row, channel): conflict-free A fragment loads
 constexpr int kTaps = 9;
-
-__global__ void conv_fragments_kernel(uint4 *__restrict__ frag, const float *__restrict__ w1,
-                                      const float *__restrict__ m1, const float *__restrict__ w2,
-                                      const float *__restrict__ m2, int C) {
-    const int nt_count = C / 8, per_conv = kTaps * nt_count * nt_count * kWarpSize;
-    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (i >= 2 * per_conv) return;
-    const int conv = i / per_conv, rem = i % per_conv;
-    const int lane = rem % kWarpSize, nt = rem / kWarpSize % nt_count, ci8 = rem / kWarpSize / nt_count % nt_count;
-    const int tap = rem / kWarpSize / nt_count / nt_count;
-    const float *w = conv == 0 ? w1 : w2, *m = conv == 0 ? m1 : m2;
-    const int co = 8 * nt + lane / 4, ci = 8 * ci8 + lane % 4;
-    const size_t at0 = ((size_t)co * C + ci) * kConvStoredTaps + tap;  // live rows 0..2 of the stored [5][3]
-    const size_t at1 = at0 + 4 * (size_t)kConvStoredTaps;               // input channel ci + 4
-    const float v0 = m ? w[at0] * m[at0] : w[at0], v1 = m ? w[at1] * m[at1] : w[at1];
-    uint4 f;
-    split_tf32(v0, f.x, f.z);
-    split_tf32(v1, f.y, f.w);
-    frag[i] = f;
-}
 
 template <int NT>
 __global__ void __launch_bounds__(kTcThreads, 2)
@@ -161,13 +140,6 @@ void launch_tc(float *y, const float *x, const void *frag, const float *b, const
 }  // namespace
 
 size_t conv_tc_smem_bytes(const Dims &d) { return (size_t)kTcTileRows * d.C * kTcPitch * sizeof(float); }
-
-void launch_conv_fragments(void *frag, const SeaDeviceParams &p, const Dims &d, cudaStream_t stream) {
-    const int per_conv = kTaps * (d.C / 8) * (d.C / 8) * kWarpSize;
-    conv_fragments_kernel<<<(unsigned)ceil_div(2 * per_conv, 256), 256, 0, stream>>>(
-        static_cast<uint4 *>(frag), p.conv1_w, p.conv1_mask, p.conv2_w, p.conv2_mask, d.C);
-    check_launch("sea conv_fragments_kernel");
-}
 
 void launch_causal_conv_tc(float *y, const float *x, const void *frag, const float *b, const Dims &d,
                            cudaStream_t stream) {

@@ -197,7 +197,9 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     mark(0);
     const SeaWeightFragments F = sea_weight_fragments(cfg);
     char *wf = base + L.weight_frag;
-    sea::launch_weight_fragments(wf, F, p, d, stream);
+    const bool conv_tc = sea_conv_on_tensor_cores(cfg) && !conv_fma_requested();
+    char *frag = base + L.conv_frag;
+    sea::launch_weight_fragments(wf, F, conv_tc ? frag : nullptr, p, d, stream);
     const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc), reinterpret_cast<const uint4 *>(wf + F.row),
                                  reinterpret_cast<const uint4 *>(wf + F.proj)};
     sea::launch_performer_state(shared, x, p, frags.proj, d, stream);
@@ -212,10 +214,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     copy(dbg.image, image, L.image_bytes);
     if (state) sea::launch_ring_store(reinterpret_cast<float *>(state + S.image_ring), image, d, stream);
     mark(3);
-    const bool conv_tc = sea_conv_on_tensor_cores(cfg) && !conv_fma_requested();
-    char *frag = base + L.conv_frag;
     if (conv_tc) {
-        sea::launch_conv_fragments(frag, p, d, stream);
         sea::launch_causal_conv_tc(conv1, image, frag, p.conv1_b, d, stream);
     } else {
         sea::launch_causal_conv(conv1, image, p.conv1_w, p.conv1_mask, p.conv1_b, d, stream);

@@ -69,7 +69,7 @@ struct StateSmem {
 //     chunk-start state S is staged from there then; vc.
 //   phase 2 (encoder, row decoder): C_perf from offset 0 (written after a barrier that ends phase 1), vc (v is the
 //     encoder's input too); Z from offset 0 once every warp has read C_perf; the row decoder's R in vc, dead by then.
-//   The linear weights are not staged: their mma fragments come from L2 (launch_weight_fragments).
+//   The linear weights are not staged: their mma fragments come from L2 (launch_weight_fragments, sea_fragments_cuda.cu).
 struct RowsSmem {
     int phq, a, phk, S, cp, z, vc, R, inv_den, total;
     __host__ __device__ RowsSmem(int m, int KH) {
@@ -497,21 +497,6 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     }
 }
 
-// A linear weight w [out][in] (row-major, nn.Linear) as mma B fragments (B(k, n) = w[n][k]): [k8][nt][lane] ->
-// {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = w[8nt + lane/4][8k8 + lane%4], b1 four inputs later, 0 past `out`; split as
-// warp_mma_3xtf32 splits, so the products are the same.
-__global__ void linear_fragments_kernel(uint4 *__restrict__ frag, const float *__restrict__ w, int out, int in) {
-    const int n_tiles = (out + 7) / 8;
-    const int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
-    if (i >= in / 8 * n_tiles * kWarpSize) return;
-    const int lane = i % kWarpSize, nt = i / kWarpSize % n_tiles, k8 = i / kWarpSize / n_tiles;
-    const int n = 8 * nt + lane / 4, k = 8 * k8 + lane % 4;
-    uint4 f;
-    split_tf32(n < out ? w[(size_t)n * in + k] : 0.0f, f.x, f.z);
-    split_tf32(n < out ? w[(size_t)n * in + k + 4] : 0.0f, f.y, f.w);
-    frag[i] = f;
-}
-
 void set_smem(const void *kernel, size_t bytes, const char *name) {
     // Shared memory above the 48 KB default needs an opt-in; sizes were checked against the device's limit.
     const cudaError_t err =
@@ -542,19 +527,6 @@ void launch_performer_scan(float *states, const Dims &d, float *total, cudaStrea
     const int threads = 256;
     performer_scan_kernel<<<(unsigned)((cols + threads - 1) / threads), threads, 0, stream>>>(states, d, total);
     check_launch("sea performer_scan_kernel");
-}
-
-void launch_weight_fragments(char *region, const SeaWeightFragments &layout, const SeaDeviceParams &p, const Dims &d,
-                             cudaStream_t stream) {
-    auto one = [&](size_t offset, const float *w, int out, int in) {
-        const int n = in / 8 * ((out + 7) / 8) * kWarpSize;
-        linear_fragments_kernel<<<(unsigned)ceil_div(n, 256), 256, 0, stream>>>(
-            reinterpret_cast<uint4 *>(region + offset), w, out, in);
-        check_launch("sea linear_fragments_kernel");
-    };
-    one(layout.enc, p.enc_w, kEncHidden, kEncIn);
-    one(layout.row, p.dec_row_w, d.KH, kEncHidden);
-    one(layout.proj, p.performer_proj, d.m, kHeadDim);
 }
 
 void launch_estimator_rows(float *image, float *gates, const float *states, const WeightFrags &frags, const QkvView &x,

@@ -202,7 +202,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     sea::launch_weight_fragments(wf, F, conv_tc ? frag : nullptr, p, d, stream);
     const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc), reinterpret_cast<const uint4 *>(wf + F.row),
                                  reinterpret_cast<const uint4 *>(wf + F.proj)};
-    sea::launch_performer_state(shared, x, p, frags.proj, d, stream);
+    sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, d, stream);
     mark(1);
     const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
     char *state = static_cast<char *>(state_out);

@@ -170,8 +170,9 @@ __device__ __forceinline__ void image_channel_layernorm(float *dst, const float 
 // sea_estimator_cuda.cu
 size_t performer_state_smem_bytes(const Dims &d);
 size_t estimator_rows_smem_bytes(const Dims &d);
-void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const uint4 *proj_frag,
-                            const Dims &d, cudaStream_t stream);
+// v_chunk: the chunks' Σ v [⌈T/64⌉][H][64], for launch_v_prefix.
+void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
+                            const uint4 *proj_frag, const Dims &d, cudaStream_t stream);
 // total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
 // The linear weights as mma fragments (sea_layout.h SeaWeightFragments; the scratch's weight_frag region).
@@ -211,7 +212,8 @@ void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset
 size_t topk_smem_bytes(const Dims &d);
 void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStream_t stream);
 // sea_sparse_cuda.cu
-void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream);
+// v_chunk: the chunks' Σ v from launch_performer_state.
+void launch_v_prefix(float *v_prefix, const float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream);
 // sea_sparse_flash_cuda.cu: the prefill's sparse attention and mixing on the tensor cores -> out (fp16, row stride
 // out_row_stride); key_count / key_sum (debug, may be null): each (t, h)'s number of keys and Σ of their indices.
 // Dynamic shared memory sparse_flash_smem_bytes(d).

@@ -3,7 +3,8 @@
 //
 // The CPU reference runs S_k(t) = Σ_{j≤t} φ(k_j) and S_kv(t) = Σ_{j≤t} φ(k_j) ⊗ Vcat_j as one running sum per
 // head. Here T is cut into chunks of 64 rows:
-//   performer_state_kernel  grid (chunk, head): the chunk's own sums ΔS_kv [m][128] and ΔS_k [m] (column 128).
+//   performer_state_kernel  grid (chunk, head): the chunk's own sums ΔS_kv [m][128] and ΔS_k [m] (column 128), and
+//                           its Σ v [64] for the output mixing's running sums (sea_sparse_cuda.cu v_prefix_kernel).
 //   performer_scan_kernel   one thread per (head, feature, column): exclusive prefix of the chunk sums over the
 //                           chunks (a loop over ⌈T/64⌉ chunks, coalesced), in place -> the state at each chunk start.
 //   estimator_rows_kernel   grid (chunk, head): for the chunk's rows r,
@@ -260,8 +261,8 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
 // ---- kernels ----
 
 __global__ void __launch_bounds__(kThreads)
-    performer_state_kernel(float *__restrict__ states, QkvView x, const uint4 *__restrict__ proj,
-                           const float *__restrict__ pos_table, Dims d) {
+    performer_state_kernel(float *__restrict__ states, float *__restrict__ v_chunk, QkvView x,
+                           const uint4 *__restrict__ proj, const float *__restrict__ pos_table, Dims d) {
     extern __shared__ float smem[];
     const StateSmem L(d.m);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
@@ -275,20 +276,54 @@ __global__ void __launch_bounds__(kThreads)
     features_tc(phi, mp, xs, kStateXStride, proj, d.m, n_rows);
     __syncthreads();
 
+    // The chunk's Σ v (sea_sparse_cuda.cu's running sums start from it): v_j in order, as the CPU adds them.
+    if (threadIdx.x < kHeadDim) {
+        float sum = 0.0f;
+        for (int r = 0; r < n_rows; ++r) sum += vc[r * kStateVcStride + kHeadDim + threadIdx.x];
+        v_chunk[((size_t)c * d.H + h) * kHeadDim + threadIdx.x] = sum;
+    }
+
     // out[j][e] = Σ_r φ[r][j]·vc[r][e] (e = 128: S_k, vc = 1), tensor cores (3xTF32): A(j, r) = φ[r][j], B(r, e) =
-    // vc[r][e]; tiles of 16 features × 8 columns spread over the warps.
+    // vc[r][e]. Warp w: the 8-column tiles w, w + 8, w + 16 (of 17) for each 16-feature tile in turn, so that each
+    // split of A serves up to three tiles.
     float *out = states + ((size_t)c * d.H + h) * (size_t)d.m * kStateCols;
     {
+        constexpr int kNTiles = (kStateCols + 7) / 8, kPerWarp = (kNTiles + kWarps - 1) / kWarps;
         const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
-        const int m_tiles = (d.m + 15) / 16, n_tiles = (kStateCols + 7) / 8;
-        for (int tile = warp; tile < m_tiles * n_tiles; tile += kWarps) {
-            const int m0 = (tile % m_tiles) * 16, n0 = (tile / m_tiles) * 8;
-            float acc[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-            warp_mma_3xtf32<1>(acc, phi, 1, mp, vc, kStateVcStride, 1, m0, n0, d.m, kChunk, kStateCols);
+        const int m_tiles = (d.m + 15) / 16;
+        for (int mt = 0; mt < m_tiles; ++mt) {
+            const int j0 = 16 * mt;
+            const bool row0 = j0 + g < d.m, row1 = j0 + g + 8 < d.m;
+            float acc[kPerWarp][4];
 #pragma unroll
-            for (int q2 = 0; q2 < 4; ++q2) {
-                const int j = m0 + g + (q2 >> 1) * 8, e = n0 + 2 * t4 + (q2 & 1);
-                if (j < d.m && e < kStateCols) out[j * kStateCols + e] = acc[0][q2];
+            for (int jn = 0; jn < kPerWarp; ++jn) acc[jn][0] = acc[jn][1] = acc[jn][2] = acc[jn][3] = 0.0f;
+            for (int k8 = 0; k8 < kChunk / 8; ++k8) {
+                const int ka = 8 * k8 + t4, kb = ka + 4;
+                uint32_t ah[4], al[4];
+                split_tf32(row0 ? phi[ka * mp + j0 + g] : 0.0f, ah[0], al[0]);
+                split_tf32(row1 ? phi[ka * mp + j0 + g + 8] : 0.0f, ah[1], al[1]);
+                split_tf32(row0 ? phi[kb * mp + j0 + g] : 0.0f, ah[2], al[2]);
+                split_tf32(row1 ? phi[kb * mp + j0 + g + 8] : 0.0f, ah[3], al[3]);
+#pragma unroll
+                for (int jn = 0; jn < kPerWarp; ++jn) {
+                    const int e = 8 * (warp + kWarps * jn) + g;
+                    if (warp + kWarps * jn >= kNTiles) continue;  // uniform over the warp
+                    uint32_t bh0, bl0, bh1, bl1;
+                    split_tf32(e < kStateCols ? vc[ka * kStateVcStride + e] : 0.0f, bh0, bl0);
+                    split_tf32(e < kStateCols ? vc[kb * kStateVcStride + e] : 0.0f, bh1, bl1);
+                    mma_tf32(acc[jn], al, bh0, bh1);  // the small terms first, as warp_mma_3xtf32
+                    mma_tf32(acc[jn], ah, bl0, bl1);
+                    mma_tf32(acc[jn], ah, bh0, bh1);
+                }
+            }
+#pragma unroll
+            for (int jn = 0; jn < kPerWarp; ++jn) {
+                if (warp + kWarps * jn >= kNTiles) continue;
+#pragma unroll
+                for (int q2 = 0; q2 < 4; ++q2) {
+                    const int j = j0 + g + (q2 >> 1) * 8, e = 8 * (warp + kWarps * jn) + 2 * t4 + (q2 & 1);
+                    if (j < d.m && e < kStateCols) out[j * kStateCols + e] = acc[jn][q2];
+                }
             }
         }
     }
@@ -513,12 +548,12 @@ void set_smem(const void *kernel, size_t bytes, const char *name) {
 size_t performer_state_smem_bytes(const Dims &d) { return (size_t)StateSmem(d.m).total * sizeof(float); }
 size_t estimator_rows_smem_bytes(const Dims &d) { return (size_t)RowsSmem(d.m, d.KH).total * sizeof(float); }
 
-void launch_performer_state(float *states, const QkvView &x, const SeaDeviceParams &p, const uint4 *proj_frag,
-                            const Dims &d, cudaStream_t stream) {
+void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
+                            const uint4 *proj_frag, const Dims &d, cudaStream_t stream) {
     const size_t smem = performer_state_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
     performer_state_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(
-        states, x, proj_frag, p.pos_table, d);
+        states, v_chunk, x, proj_frag, p.pos_table, d);
     check_launch("sea performer_state_kernel");
 }
 

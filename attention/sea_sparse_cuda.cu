@@ -1,9 +1,9 @@
 // SEA sparse attention on the selected keys (sea.md §2.8-§2.10; sea_cpu.cpp sea_expand_cells_to_keys and
 // sparse_attention_row), and the running sums of v the output mixing needs.
 //
-//   v_chunk_sum_kernel  grid (chunk of 64 rows, head), 64 threads (one per dim): Σ v over the chunk.
-//   v_prefix_kernel     grid (chunk, head), 64 threads: the chunks before (≤ ⌈T/64⌉ sums) plus a running sum over
-//                       the chunk's rows -> Σ_{j≤t} v_j [T][H][64] fp32.
+//   v_prefix_kernel     grid (chunk of 64 rows, head), 64 threads (one per dim): the chunks' Σ v before this one
+//                       (from performer_state_kernel, sea_estimator_cuda.cu) plus a running sum over the chunk's rows
+//                       -> Σ_{j≤t} v_j [T][H][64] fp32.
 //   decode_sparse_attention_kernel  one block of 8 warps per (query, head) of a decode call: the mask row says which
 //       cells are kept; each kept cell's key interval [v0, v1) by the authors' fp32 arithmetic (s = fl((t+1)·fl(1/K)),
 //       v = min(roundf(fl(c·s)), t+1)) and its key count n = min(v1-v0, k), an exclusive prefix of the counts over
@@ -29,15 +29,6 @@ namespace {
 
 constexpr int kDecodeSparseWarps = 8;  // warps splitting one decode (query, head) row's keys
 constexpr unsigned kFull = 0xffffffffu;
-
-__global__ void __launch_bounds__(kHeadDim) v_chunk_sum_kernel(float *__restrict__ v_chunk, QkvView x, Dims d) {
-    const int c = blockIdx.x, h = blockIdx.y, dd = threadIdx.x;
-    const int t0 = c * kChunk, n_rows = min(kChunk, d.T - t0);
-    const __half *vb = v_at(x, 0, h) + dd;
-    float s = 0.0f;
-    for (int r = 0; r < n_rows; ++r) s += __half2float(vb[(long long)(t0 + r) * x.v_row]);
-    v_chunk[((size_t)c * d.H + h) * kHeadDim + dd] = s;
-}
 
 __global__ void __launch_bounds__(kHeadDim)
     v_prefix_kernel(float *__restrict__ v_prefix, const float *__restrict__ v_chunk, QkvView x, Dims d) {
@@ -255,10 +246,8 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
 
 }  // namespace
 
-void launch_v_prefix(float *v_prefix, float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream) {
+void launch_v_prefix(float *v_prefix, const float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream) {
     const dim3 grid((unsigned)d.n_chunks, (unsigned)d.H);
-    v_chunk_sum_kernel<<<grid, kHeadDim, 0, stream>>>(v_chunk, x, d);
-    check_launch("sea v_chunk_sum_kernel");
     v_prefix_kernel<<<grid, kHeadDim, 0, stream>>>(v_prefix, v_chunk, x, d);
     check_launch("sea v_prefix_kernel");
 }

@@ -202,6 +202,9 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     const int n = d.C * d.W4;
     float *w4 = s_row + n;  // n = 2H·K/4 is even: 8-byte aligned
     int2 *win = reinterpret_cast<int2 *>(w4 + nh * d.C + (nh * d.C) % 2);
+    stage_cnn_output_operands(w4, win, h0, nh, p, d);  // parameters: before the wait
+    pdl_wait();  // launched with PDL: conv2 (the kernel before) may still be running
+    pdl_launch_dependents();
     const float *yt = y + (size_t)t * n;
     if (n % 4 == 0) {  // rows 16-byte aligned: float4 loads (2H·K/4 = 1,024 floats: one per thread at OPT-1.3B)
         const float4 *src = reinterpret_cast<const float4 *>(yt);
@@ -210,7 +213,6 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     } else {
         for (int i = threadIdx.x; i < n; i += kOutWarps * kWarpSize) s_row[i] = yt[i];
     }
-    stage_cnn_output_operands(w4, win, h0, nh, p, d);
     __syncthreads();
     if (h >= d.H) return;  // uniform across the warp
     float *logit = s_logit[warp];
@@ -388,9 +390,9 @@ void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(cnn_output)", __FILE__, __LINE__);
     }
-    cnn_output_kernel<<<dim3((unsigned)d.T, (unsigned)ceil_div(d.H, kOutWarps)), kOutWarps * kWarpSize, smem, stream>>>(
-        probs, conv2, p, d);
-    check_launch("sea cnn_output_kernel");
+    launch_kernel("sea cnn_output_kernel", programmatic_launch_enabled(), cnn_output_kernel,
+                  dim3((unsigned)d.T, (unsigned)ceil_div(d.H, kOutWarps)), dim3(kOutWarps * kWarpSize), smem, stream,
+                  probs, conv2, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

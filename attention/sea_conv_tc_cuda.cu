@@ -23,6 +23,7 @@
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_mma.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 #include "engine/error.h"
 
 namespace seaopt::cuda::sea {
@@ -44,6 +45,8 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     extern __shared__ float tile[];  // [kTcTileRows][C][kTcPitch]
     const int t0 = blockIdx.x * kTcRows, tid = threadIdx.x;
     const int warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, t4 = lane % 4;
+    pdl_wait();  // prefill kernels launch with PDL: the kernel before may still be running
+    pdl_launch_dependents();
 
     // Stage: each (row, channel)'s 16 columns as four float4 loads into columns 2..17; zeros in columns 0, 1, 18, 19
     // (columns 20..23 are never read).
@@ -132,9 +135,9 @@ void launch_tc(float *y, const float *x, const void *frag, const float *b, const
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(causal_conv_tc)", __FILE__, __LINE__);
     }
-    causal_conv_tc_kernel<NT><<<(unsigned)ceil_div(d.T, kTcRows), kTcThreads, smem, stream>>>(
-        y, x, static_cast<const uint4 *>(frag), b, d.T);
-    check_launch("sea causal_conv_tc_kernel");
+    launch_kernel("sea causal_conv_tc_kernel", programmatic_launch_enabled(), causal_conv_tc_kernel<NT>,
+                  dim3((unsigned)ceil_div(d.T, kTcRows)), dim3(kTcThreads), smem, stream, y, x,
+                  static_cast<const uint4 *>(frag), b, d.T);
 }
 
 }  // namespace

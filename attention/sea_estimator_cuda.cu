@@ -29,6 +29,7 @@
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_mma.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -272,6 +273,10 @@ __global__ void __launch_bounds__(kThreads)
 
     stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
     stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
+    // q, k, v and the positional table come from kernels that have completed; the projection's fragments come from
+    // the kernel just before (launch_weight_fragments).
+    pdl_wait();
+    pdl_launch_dependents();
     __syncthreads();
     features_tc(phi, mp, xs, kStateXStride, proj, d.m, n_rows);
     __syncthreads();
@@ -330,6 +335,8 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 __global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float *__restrict__ total) {
+    pdl_wait();  // prefill kernels launch with PDL: the kernel before may still be running
+    pdl_launch_dependents();
     const long long cols = (long long)d.H * d.m * kStateCols;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= cols) return;
@@ -393,7 +400,11 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
             }
     }
     __syncthreads();
-    // The state at the chunk start, where φk and the projection were (RowsSmem).
+    // Up to here only q, k, v and weights, from kernels that have completed; the states come from the kernel just
+    // before (performer_scan).
+    pdl_wait();
+    pdl_launch_dependents();
+    // The state at the chunk start, where φk was (RowsSmem).
     const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
     stage_batched(
         m * kStateCols, [&](int i) { return st[i]; },
@@ -552,25 +563,25 @@ void launch_performer_state(float *states, float *v_chunk, const QkvView &x, con
                             const uint4 *proj_frag, const Dims &d, cudaStream_t stream) {
     const size_t smem = performer_state_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
-    performer_state_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(
-        states, v_chunk, x, proj_frag, p.pos_table, d);
-    check_launch("sea performer_state_kernel");
+    launch_kernel("sea performer_state_kernel", programmatic_launch_enabled(), performer_state_kernel,
+                  dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, states, v_chunk, x, proj_frag,
+                  p.pos_table, d);
 }
 
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream) {
     const long long cols = (long long)d.H * d.m * kStateCols;
     const int threads = 256;
-    performer_scan_kernel<<<(unsigned)((cols + threads - 1) / threads), threads, 0, stream>>>(states, d, total);
-    check_launch("sea performer_scan_kernel");
+    launch_kernel("sea performer_scan_kernel", programmatic_launch_enabled(), performer_scan_kernel,
+                  dim3((unsigned)((cols + threads - 1) / threads)), dim3(threads), 0, stream, states, d, total);
 }
 
 void launch_estimator_rows(float *image, float *gates, const float *states, const WeightFrags &frags, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream) {
     const size_t smem = estimator_rows_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(estimator_rows_kernel), smem, "cudaFuncSetAttribute(estimator_rows)");
-    estimator_rows_kernel<<<dim3((unsigned)d.n_chunks, (unsigned)d.H), kThreads, smem, stream>>>(image, gates, states,
-                                                                                                 frags, x, p, d);
-    check_launch("sea estimator_rows_kernel");
+    launch_kernel("sea estimator_rows_kernel", programmatic_launch_enabled(), estimator_rows_kernel,
+                  dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, image, gates, states, frags, x,
+                  p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -17,6 +17,7 @@
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_mma.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -44,6 +45,8 @@ __device__ __forceinline__ uint4 split_pair(float v0, float v1) {
 }
 
 __global__ void weight_fragments_kernel(FragmentJobs jobs) {
+    pdl_wait();  // prefill kernels launch with PDL: the kernel before may still be running
+    pdl_launch_dependents();
     int i = (int)(blockIdx.x * blockDim.x + threadIdx.x);
     int j = 0;
     while (j < jobs.n && i >= jobs.job[j].count) i -= jobs.job[j++].count;
@@ -84,8 +87,8 @@ void launch_weight_fragments(char *region, const SeaWeightFragments &layout, voi
     }
     int total = 0;
     for (int j = 0; j < jobs.n; ++j) total += jobs.job[j].count;
-    weight_fragments_kernel<<<(unsigned)ceil_div(total, 256), 256, 0, stream>>>(jobs);
-    check_launch("sea weight_fragments_kernel");
+    launch_kernel("sea weight_fragments_kernel", programmatic_launch_enabled(), weight_fragments_kernel,
+                  dim3((unsigned)ceil_div(total, 256)), dim3(256), 0, stream, jobs);
 }
 
 }  // namespace seaopt::cuda::sea

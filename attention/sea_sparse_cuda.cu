@@ -32,6 +32,8 @@ constexpr unsigned kFull = 0xffffffffu;
 
 __global__ void __launch_bounds__(kHeadDim)
     v_prefix_kernel(float *__restrict__ v_prefix, const float *__restrict__ v_chunk, QkvView x, Dims d) {
+    pdl_wait();  // prefill kernels launch with PDL: the kernel before (top-k) may still read Â, where this writes
+    pdl_launch_dependents();
     const int c = blockIdx.x, h = blockIdx.y, dd = threadIdx.x;
     const int t0 = c * kChunk, n_rows = min(kChunk, d.T - t0);
     float run = 0.0f;
@@ -248,8 +250,8 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
 
 void launch_v_prefix(float *v_prefix, const float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream) {
     const dim3 grid((unsigned)d.n_chunks, (unsigned)d.H);
-    v_prefix_kernel<<<grid, kHeadDim, 0, stream>>>(v_prefix, v_chunk, x, d);
-    check_launch("sea v_prefix_kernel");
+    launch_kernel("sea v_prefix_kernel", programmatic_launch_enabled(), v_prefix_kernel, grid, dim3(kHeadDim), 0, stream,
+                  v_prefix, v_chunk, x, d);
 }
 
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,

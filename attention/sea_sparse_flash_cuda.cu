@@ -28,6 +28,7 @@
 #include "attention/mma_f16.cuh"
 #include "attention/sea_cuda_kernels.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 #include "engine/error.h"
 
 namespace seaopt::cuda::sea {
@@ -364,6 +365,11 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         blk = nxt;
     }
     cp_async_wait<0>();  // no copy may still target shared memory when the block exits
+    // Everything so far read q, k, v, the gates and the mask (kernels that have completed); the running sums of v
+    // come from the kernel just before (v_prefix), which may still be running: launched with PDL, the whole loop
+    // above overlaps it.
+    pdl_wait();
+    pdl_launch_dependents();
 
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
@@ -413,9 +419,9 @@ void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x
     }
     const long long blocks = (long long)((d.T + kFlashRows - 1) / kFlashRows) * d.H;
     if (blocks > 0x7fffffffLL) throw_unsupported("SEA sparse attention: T·n_head too large for one grid");
-    sparse_flash_kernel<<<(unsigned)blocks, kFlashThreads, smem, stream>>>(out, out_row_stride, x, gates, cell_mask,
-                                                                           v_prefix, d, key_count, key_sum);
-    check_launch("sea sparse_flash_kernel");
+    launch_kernel("sea sparse_flash_kernel", programmatic_launch_enabled(), sparse_flash_kernel,
+                  dim3((unsigned)blocks), dim3(kFlashThreads), smem, stream, out, out_row_stride, x, gates, cell_mask,
+                  v_prefix, d, key_count, key_sum);
 }
 
 }  // namespace seaopt::cuda::sea

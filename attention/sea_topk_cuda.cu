@@ -19,6 +19,7 @@
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_topk_select.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda::sea {
 namespace {
@@ -33,6 +34,8 @@ __global__ void __launch_bounds__(kTopkThreads)
     const int n = d.H * d.K, n_words = d.H * d.KW;
     uint32_t *keys = sm, *mw = sm + n;
     const float *row = probs + (size_t)t * n;
+    pdl_wait();  // prefill kernels launch with PDL: the kernel before may still be running
+    pdl_launch_dependents();
     for (int i = tid; i < n; i += kTopkThreads) keys[i] = topk_order_key(row[i]);
     for (int i = tid; i < n_words; i += kTopkThreads) mw[i] = 0u;
     __syncthreads();
@@ -52,8 +55,8 @@ void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStr
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(topk)", __FILE__, __LINE__);
     }
-    topk_kernel<<<(unsigned)d.T, kTopkThreads, smem, stream>>>(cell_mask, probs, d);
-    check_launch("sea topk_kernel");
+    launch_kernel("sea topk_kernel", programmatic_launch_enabled(), topk_kernel, dim3((unsigned)d.T),
+                  dim3(kTopkThreads), smem, stream, cell_mask, probs, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -48,8 +48,8 @@ bool sea_conv_on_tensor_cores(const cpu::SeaConfig &cfg);
 size_t sea_conv_fragment_bytes(const cpu::SeaConfig &cfg);
 // Throws seaopt::Error (SEAOPT_ERR_INVALID_ARGUMENT) for a config sea_validate_config rejects.
 SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T);
-// = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.5 MB (33.9 MiB) for OPT-1.3B (H 32, m 33,
-// K 64) at T = 2048, 17.8 MB at T = 1024.
+// = sea_prefill_scratch_layout(cfg, T).total: linear in T plus 0.8 MiB of weight fragments; 36.4 MB (34.7 MiB)
+// for OPT-1.3B (H 32, m 33, K 64) at T = 2048, 18.6 MB at T = 1024.
 size_t sea_prefill_scratch_bytes(const cpu::SeaConfig &cfg, size_t T);
 
 // The decode state of one sequence in one SEA layer (sea.md §2.12), fp32, byte offsets from the state's start

@@ -3,8 +3,8 @@
 // (sea_conv_on_tensor_cores: OPT-125m, 350m, 1.3B). Other shapes run causal_conv_kernel (sea_cnn_cuda.cu).
 //
 //   The weights come split into tf32 hi and lo parts as the mma B fragments (sea_fragments_cuda.cu, once per prefill
-//       call): [tap][ci8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = W[co = 8nt + lane/4][ci = 8ci8 + lane%4][tap];
-//       a lane's fragment is one 16-byte load, shared by all blocks through L1/L2.
+//       call): [tap][ci8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = W[co = 8nt + lane/4][ci = 8ci8 +
+//       lane%4][tap]; a lane's fragment is one 16-byte load, shared by all blocks through L1/L2.
 //   causal_conv_tc_kernel<NT>  an implicit GEMM per block of 8 output rows × 16 columns × all 2H output channels:
 //       the block stages input rows t0-4 .. t0+7 of every channel ([12][2H][24] floats, columns x+2 with zeros at
 //       x = -2, -1, 16, 17: the width padding; rows < 0 zero: the causal top padding); warp w owns output rows
@@ -77,7 +77,9 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #pragma unroll
         for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) part[mt][nt][0] = part[mt][nt][1] = part[mt][nt][2] = part[mt][nt][3] = 0.0f;
+            for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) part[mt][nt][q] = 0.0f;
 #pragma unroll
         for (int tap = 0; tap < kTaps; ++tap) {
             const int a = tap / 3, b = tap % 3;

@@ -200,7 +200,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     const bool conv_tc = sea_conv_on_tensor_cores(cfg) && !conv_fma_requested();
     char *frag = base + L.conv_frag;
     sea::launch_weight_fragments(wf, F, conv_tc ? frag : nullptr, p, d, stream);
-    const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc), reinterpret_cast<const uint4 *>(wf + F.row),
+    const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc),
+                                 reinterpret_cast<const uint4 *>(wf + F.row),
                                  reinterpret_cast<const uint4 *>(wf + F.proj)};
     sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, d, stream);
     mark(1);

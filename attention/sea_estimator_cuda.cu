@@ -71,7 +71,8 @@ struct StateSmem {
 //     chunk-start state S is staged from there then; vc.
 //   phase 2 (encoder, row decoder): C_perf from offset 0 (written after a barrier that ends phase 1), vc (v is the
 //     encoder's input too); Z from offset 0 once every warp has read C_perf; the row decoder's R in vc, dead by then.
-//   The linear weights are not staged: their mma fragments come from L2 (launch_weight_fragments, sea_fragments_cuda.cu).
+//   The linear weights are not staged: their mma fragments come from L2 (launch_weight_fragments,
+//   sea_fragments_cuda.cu).
 struct RowsSmem {
     int phq, a, phk, S, cp, z, vc, R, inv_den, total;
     __host__ __device__ RowsSmem(int m, int KH) {
@@ -564,8 +565,8 @@ void launch_performer_state(float *states, float *v_chunk, const QkvView &x, con
     const size_t smem = performer_state_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
     launch_kernel("sea performer_state_kernel", programmatic_launch_enabled(), performer_state_kernel,
-                  dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, states, v_chunk, x, proj_frag,
-                  p.pos_table, d);
+                  dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, states, v_chunk, x,
+                  proj_frag, p.pos_table, d);
 }
 
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream) {
@@ -580,8 +581,8 @@ void launch_estimator_rows(float *image, float *gates, const float *states, cons
     const size_t smem = estimator_rows_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(estimator_rows_kernel), smem, "cudaFuncSetAttribute(estimator_rows)");
     launch_kernel("sea estimator_rows_kernel", programmatic_launch_enabled(), estimator_rows_kernel,
-                  dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, image, gates, states, frags, x,
-                  p, d);
+                  dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, image, gates, states, frags,
+                  x, p, d);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -250,8 +250,8 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
 
 void launch_v_prefix(float *v_prefix, const float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream) {
     const dim3 grid((unsigned)d.n_chunks, (unsigned)d.H);
-    launch_kernel("sea v_prefix_kernel", programmatic_launch_enabled(), v_prefix_kernel, grid, dim3(kHeadDim), 0, stream,
-                  v_prefix, v_chunk, x, d);
+    launch_kernel("sea v_prefix_kernel", programmatic_launch_enabled(), v_prefix_kernel, grid, dim3(kHeadDim), 0,
+                  stream, v_prefix, v_chunk, x, d);
 }
 
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,

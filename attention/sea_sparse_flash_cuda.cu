@@ -8,14 +8,16 @@
 //       kernel of sea_sparse_cuda.cu and the CPU) and mark the 64-key blocks it touches in a bitmap per warp; the
 //       block's bitmap is their union. Nothing the size of T × T exists: a bitmap is ⌈T/64/32⌉ words.
 //     Loop over the marked key blocks only (K and V by cp.async, two stages, the next marked block prefetched while
-//       this one is computed); a warp skips the maths of a block none of its rows selected. Per block and row, the
+//       this one is computed); a warp skips the maths of a block none of its rows selected, and of each 16-key group
+//       of a block none of its rows selected (their p are 0). Per block and row, the
 //       64-bit set of its selected keys in the block (row_half_keys, two lanes a row, 32 keys each, through shared
 //       memory: the cells that overlap the half, each kept cell's interval, or the per-cell cap's evenly spaced keys
 //       where (t+1)/K > k) masks S = Q Kᵀ to -inf outside it; then the online softmax in fp32 (log2 domain) and
 //       O += P V with P rounded to fp16, as the dense kernel.
 //     End: C = (O / Σp) · σ(s_prob) (0 for a (query, head) without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)
 //       /(t+1) (sparse_row_output's expressions), rounded to fp16; with debug pointers, each row's key count and key
-//       index sum, from the very bit sets that masked its scores.
+//       index sum, from the very bit sets that masked its scores. Launched with PDL: everything before the stores reads
+//       only what kernels two or more launches back wrote, so the loop overlaps the running sums of v (v_prefix).
 //   The gather kernel (sea_sparse_cuda.cu, one warp per (query, head), fp32 dot products) stays for the decode. Here
 //   q·k and P V run in fp16 with fp32 accumulation: the flash-attention precision rule of the README (the tests
 //   compare against fp64 with the 2×-naive-fp16 bound), not bit-identical to the gather kernel.

@@ -133,10 +133,13 @@ __device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, 
 // One (t, h) row of cnn_output_kernel on one warp: yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
 // and win the staged windows (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
 // scratch; leaves Â[t, h, ·] in logit.
+// KC: 0, or 64 for a copy specialised to K = 64 (the prefill's: constant loop bounds, and the windows' two columns
+// without the staged table; the same operations in the same order).
+template <int KC = 0>
 __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
                                const Dims &d, int h, const float *w4h, const int2 *win) {
     const int lane = threadIdx.x % kWarpSize;
-    const int C = d.C, W4 = d.W4, K = d.K;
+    const int C = d.C, W4 = KC ? KC / 4 : d.W4, K = KC ? KC : d.K;
     const float bias = p.conv4_b[h];
     if (W4 <= kWarpSize / 2) {
         // Half-warps take the even and the odd channels of column x = lane % 16, then add.
@@ -159,13 +162,27 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
     __syncwarp();
     // Padded column i (0..K+1): the bias at i = 0 and K+1, else narrow[(i-1)/4]; window mean; LayerNorm_K.
     float sum = 0.0f;
-    for (int x = lane; x < K; x += kWarpSize) {
-        const int start = win[x].x, end = win[x].y;
-        float s = 0.0f;
-        for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) >> 2];  // i >= 1 there
-        const float v = s / (float)(end - start);
-        logit[x] = v;
-        sum += v;
+    if constexpr (KC == 64) {
+        // Every window has two columns (sea.md §2.6 step 8): padded columns x, x+1 for x < 32, x+1, x+2 beyond.
+#pragma unroll
+        for (int u = 0; u < 2; ++u) {
+            const int x = lane + kWarpSize * u, i0 = x + u, i1 = i0 + 1;
+            float s = 0.0f;
+            s += i0 == 0 ? bias : narrow[(i0 - 1) >> 2];
+            s += i1 == K + 1 ? bias : narrow[(i1 - 1) >> 2];
+            const float v = s / 2.0f;
+            logit[x] = v;
+            sum += v;
+        }
+    } else {
+        for (int x = lane; x < K; x += kWarpSize) {
+            const int start = win[x].x, end = win[x].y;
+            float s = 0.0f;
+            for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) >> 2];  // i >= 1 there
+            const float v = s / (float)(end - start);
+            logit[x] = v;
+            sum += v;
+        }
     }
     const float mean = warp_reduce_sum(sum) / (float)K;
     float sq = 0.0f;
@@ -216,7 +233,11 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     __syncthreads();
     if (h >= d.H) return;  // uniform across the warp
     float *logit = s_logit[warp];
-    cnn_output_row(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
+    if (d.K == 64) {
+        cnn_output_row<64>(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
+    } else {
+        cnn_output_row(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
+    }
     float *dst = probs + ((size_t)t * d.H + h) * d.K;
     for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
 }

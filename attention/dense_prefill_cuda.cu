@@ -219,45 +219,7 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
             }
 
             // Online softmax (log2 domain: scores scaled by q_scale inside the exponent).
-            float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < kPrefillKeyTiles; ++j) {
-                mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
-                mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
-            }
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));  // the quad shares rows g, g+8
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-            const float mn_a = fmaxf(m_a, mx_a);
-            const float mn_b = fmaxf(m_b, mx_b);
-            // A row with every key so far masked keeps max -inf: use 0 so that exp2(-inf - -inf) =
-            // NaN cannot happen (all its p and alpha are then exp2(-inf) = 0).
-            const float ms_a = mn_a == -INFINITY ? 0.0f : mn_a * q_scale;
-            const float ms_b = mn_b == -INFINITY ? 0.0f : mn_b * q_scale;
-            const float alpha_a = fast_exp2(m_a * q_scale - ms_a);  // 0 while m was -inf
-            const float alpha_b = fast_exp2(m_b * q_scale - ms_b);
-            m_a = mn_a;
-            m_b = mn_b;
-            float sum_a = 0.0f, sum_b = 0.0f;
-#pragma unroll
-            for (int j = 0; j < kPrefillKeyTiles; ++j) {
-                s[j][0] = fast_exp2(fmaf(s[j][0], q_scale, -ms_a));  // masked: exp2(-inf) = 0
-                s[j][1] = fast_exp2(fmaf(s[j][1], q_scale, -ms_a));
-                s[j][2] = fast_exp2(fmaf(s[j][2], q_scale, -ms_b));
-                s[j][3] = fast_exp2(fmaf(s[j][3], q_scale, -ms_b));
-                sum_a += s[j][0] + s[j][1];
-                sum_b += s[j][2] + s[j][3];
-            }
-            l_a = l_a * alpha_a + sum_a;
-            l_b = l_b * alpha_b + sum_b;
-#pragma unroll
-            for (int j = 0; j < Shape::kDimTiles; ++j) {
-                o[j][0] *= alpha_a;
-                o[j][1] *= alpha_a;
-                o[j][2] *= alpha_b;
-                o[j][3] *= alpha_b;
-            }
+            flash_softmax_step(s, o, m_a, m_b, l_a, l_b, q_scale, [](int) { return true; });
 
             // O += P V. The A fragment of key slice kk (keys 16kk..16kk+15) is S tiles 2kk, 2kk+1:
             //   a0 = P[row_a][16kk + 2t, +1] = s[2kk][0, 1],     a1 = P[row_b][same] = s[2kk][2, 3],

@@ -6,6 +6,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 
 #include "engine/cuda/common.cuh"
@@ -83,6 +84,60 @@ __device__ __forceinline__ float fast_exp2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
+}
+
+// One step of the flash online softmax (log2 domain: scores scaled by q_scale inside the exponent) for the two rows a
+// (g) and b (g + 8) of a warp's m16 tile, shared by the dense prefill kernel and SEA's sparse one. s: the step's NT
+// score tiles in the mma accumulator layout ([j][0, 1] row a, [j][2, 3] row b), masked scores -inf, turned into p in
+// place; m_a, m_b: the rows' running maxima of the raw scores (equal over the quad); l_a, l_b: this lane's share of
+// the running sums; o: the DT output tiles, rescaled. keep(j) false: every score of tile j is masked, its p are set to
+// 0 without exponentials.
+template <int NT, int DT, typename Keep>
+__device__ __forceinline__ void flash_softmax_step(float (&s)[NT][4], float (&o)[DT][4], float &m_a, float &m_b,
+                                                   float &l_a, float &l_b, float q_scale, Keep keep) {
+    float mx_a = -INFINITY, mx_b = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+        mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
+        mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
+    }
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));  // the quad shares rows g, g+8
+    mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
+    mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
+    const float mn_a = fmaxf(m_a, mx_a);
+    const float mn_b = fmaxf(m_b, mx_b);
+    // A row with every key so far masked keeps max -inf: use 0 so that exp2(-inf - -inf) =
+    // NaN cannot happen (all its p and alpha are then exp2(-inf) = 0).
+    const float ms_a = mn_a == -INFINITY ? 0.0f : mn_a * q_scale;
+    const float ms_b = mn_b == -INFINITY ? 0.0f : mn_b * q_scale;
+    const float alpha_a = fast_exp2(m_a * q_scale - ms_a);  // 0 while m was -inf
+    const float alpha_b = fast_exp2(m_b * q_scale - ms_b);
+    m_a = mn_a;
+    m_b = mn_b;
+    float sum_a = 0.0f, sum_b = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+        if (!keep(j)) {
+            s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+            continue;
+        }
+        s[j][0] = fast_exp2(fmaf(s[j][0], q_scale, -ms_a));  // masked: exp2(-inf) = 0
+        s[j][1] = fast_exp2(fmaf(s[j][1], q_scale, -ms_a));
+        s[j][2] = fast_exp2(fmaf(s[j][2], q_scale, -ms_b));
+        s[j][3] = fast_exp2(fmaf(s[j][3], q_scale, -ms_b));
+        sum_a += s[j][0] + s[j][1];
+        sum_b += s[j][2] + s[j][3];
+    }
+    l_a = l_a * alpha_a + sum_a;
+    l_b = l_b * alpha_b + sum_b;
+#pragma unroll
+    for (int j = 0; j < DT; ++j) {
+        o[j][0] *= alpha_a;
+        o[j][1] *= alpha_a;
+        o[j][2] *= alpha_b;
+        o[j][3] *= alpha_b;
+    }
 }
 
 }  // namespace seaopt::cuda

@@ -307,46 +307,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
                 if (!((kb >> (8 * j + 1)) & 1ull)) s[j][3] = -INFINITY;
             }
 
-            float mx_a = -INFINITY, mx_b = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                mx_a = fmaxf(mx_a, fmaxf(s[j][0], s[j][1]));
-                mx_b = fmaxf(mx_b, fmaxf(s[j][2], s[j][3]));
-            }
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 1));
-            mx_a = fmaxf(mx_a, __shfl_xor_sync(0xffffffffu, mx_a, 2));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 1));
-            mx_b = fmaxf(mx_b, __shfl_xor_sync(0xffffffffu, mx_b, 2));
-            const float mn_a = fmaxf(m_a, mx_a), mn_b = fmaxf(m_b, mx_b);
-            // A row without a selected key so far keeps max -inf: 0 keeps exp2(-inf - -inf) = NaN from happening.
-            const float ms_a = mn_a == -INFINITY ? 0.0f : mn_a * q_scale;
-            const float ms_b = mn_b == -INFINITY ? 0.0f : mn_b * q_scale;
-            const float alpha_a = fast_exp2(m_a * q_scale - ms_a), alpha_b = fast_exp2(m_b * q_scale - ms_b);
-            m_a = mn_a;
-            m_b = mn_b;
-            float sum_pa = 0.0f, sum_pb = 0.0f;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                if (!group[j / 2]) {  // every score of the tile is masked: p = 0
-                    s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-                    continue;
-                }
-                s[j][0] = fast_exp2(fmaf(s[j][0], q_scale, -ms_a));
-                s[j][1] = fast_exp2(fmaf(s[j][1], q_scale, -ms_a));
-                s[j][2] = fast_exp2(fmaf(s[j][2], q_scale, -ms_b));
-                s[j][3] = fast_exp2(fmaf(s[j][3], q_scale, -ms_b));
-                sum_pa += s[j][0] + s[j][1];
-                sum_pb += s[j][2] + s[j][3];
-            }
-            l_a = l_a * alpha_a + sum_pa;
-            l_b = l_b * alpha_b + sum_pb;
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                o[j][0] *= alpha_a;
-                o[j][1] *= alpha_a;
-                o[j][2] *= alpha_b;
-                o[j][3] *= alpha_b;
-            }
+            flash_softmax_step(s, o, m_a, m_b, l_a, l_b, q_scale, [&](int j) { return group[j / 2]; });
 #pragma unroll
             for (int kk = 0; kk < 4; ++kk) {
                 if (!group[kk]) continue;  // P is 0 on these 16 keys

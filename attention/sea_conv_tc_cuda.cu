@@ -99,9 +99,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
                 const uint4 bf = __ldg(fb + nt * kWarpSize);
 #pragma unroll
                 for (int mt = 0; mt < 2; ++mt) {
-                    mma_tf32(part[mt][nt], al[mt], bf.x, bf.y);  // the small terms first
-                    mma_tf32(part[mt][nt], ah[mt], bf.z, bf.w);
-                    mma_tf32(part[mt][nt], ah[mt], bf.x, bf.y);
+                    mma_3xtf32(part[mt][nt], ah[mt], al[mt], bf);
                 }
             }
         }

@@ -96,14 +96,6 @@ __device__ __forceinline__ uint4 weight_fragment(const uint4 *frag, int k8, int 
     return __ldg(frag + ((size_t)k8 * n_tiles + nt) * kWarpSize + threadIdx.x % kWarpSize);
 }
 
-// d += a·w for one 16 × 8 tile and k-step, 3xTF32 (as warp_mma_3xtf32): a split here, w already split (hi, lo).
-__device__ __forceinline__ void mma_3xtf32_split_b(float (&d)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
-                                                   const uint4 &b) {
-    mma_tf32(d, al, b.x, b.y);  // the small terms first
-    mma_tf32(d, ah, b.z, b.w);
-    mma_tf32(d, ah, b.x, b.y);
-}
-
 // The A fragment of rows m0 .. m0+15 and columns k0 .. k0+7 of a row-major matrix (stride floats a row), split.
 __device__ __forceinline__ void load_split_a(uint32_t (&ah)[4], uint32_t (&al)[4], const float *a, int stride, int m0,
                                              int k0) {
@@ -130,7 +122,7 @@ __device__ void features_tc(float *phi, int mp, const float *xs, int xstride, co
 #pragma unroll
         for (int j = 0; j < kMaxTiles; ++j) {
             const int nt = nt0 + 2 * j;
-            if (nt < n_tiles) mma_3xtf32_split_b(acc[j], ah, al, weight_fragment(proj, k8, nt, n_tiles));
+            if (nt < n_tiles) mma_3xtf32(acc[j], ah, al, weight_fragment(proj, k8, nt, n_tiles));
         }
     }
 #pragma unroll
@@ -314,12 +306,10 @@ __global__ void __launch_bounds__(kThreads)
                 for (int jn = 0; jn < kPerWarp; ++jn) {
                     const int e = 8 * (warp + kWarps * jn) + g;
                     if (warp + kWarps * jn >= kNTiles) continue;  // uniform over the warp
-                    uint32_t bh0, bl0, bh1, bl1;
-                    split_tf32(e < kStateCols ? vc[ka * kStateVcStride + e] : 0.0f, bh0, bl0);
-                    split_tf32(e < kStateCols ? vc[kb * kStateVcStride + e] : 0.0f, bh1, bl1);
-                    mma_tf32(acc[jn], al, bh0, bh1);  // the small terms first, as warp_mma_3xtf32
-                    mma_tf32(acc[jn], ah, bl0, bl1);
-                    mma_tf32(acc[jn], ah, bh0, bh1);
+                    uint4 bs;
+                    split_tf32(e < kStateCols ? vc[ka * kStateVcStride + e] : 0.0f, bs.x, bs.z);
+                    split_tf32(e < kStateCols ? vc[kb * kStateVcStride + e] : 0.0f, bs.y, bs.w);
+                    mma_3xtf32(acc[jn], ah, al, bs);
                 }
             }
 #pragma unroll
@@ -474,12 +464,8 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
                 split_tf32(xsrc[(m0 + g + 8) * kRowStride + t4], ah[1], al[1]);
                 split_tf32(xsrc[(m0 + g) * kRowStride + t4 + 4], ah[2], al[2]);
                 split_tf32(xsrc[(m0 + g + 8) * kRowStride + t4 + 4], ah[3], al[3]);
-                mma_tf32(acc[mt][0], al, b0.x, b0.y);  // the small terms first
-                mma_tf32(acc[mt][0], ah, b0.z, b0.w);
-                mma_tf32(acc[mt][0], ah, b0.x, b0.y);
-                mma_tf32(acc[mt][1], al, b1.x, b1.y);
-                mma_tf32(acc[mt][1], ah, b1.z, b1.w);
-                mma_tf32(acc[mt][1], ah, b1.x, b1.y);
+                mma_3xtf32(acc[mt][0], ah, al, b0);
+                mma_3xtf32(acc[mt][1], ah, al, b1);
             }
         }
         __syncthreads();  // every warp has read C_perf, which Z overwrites
@@ -520,8 +506,8 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
             for (int k8 = 0; k8 < kEncHidden / 8; ++k8) {
                 uint32_t ah[4], al[4];
                 load_split_a(ah, al, z, kZStride, m0, 8 * k8);
-                mma_3xtf32_split_b(acc[0], ah, al, weight_fragment(frags.row, k8, nt0, n_tiles));
-                if (second) mma_3xtf32_split_b(acc[1], ah, al, weight_fragment(frags.row, k8, nt0 + 2, n_tiles));
+                mma_3xtf32(acc[0], ah, al, weight_fragment(frags.row, k8, nt0, n_tiles));
+                if (second) mma_3xtf32(acc[1], ah, al, weight_fragment(frags.row, k8, nt0 + 2, n_tiles));
             }
 #pragma unroll
             for (int j = 0; j < 2; ++j) {

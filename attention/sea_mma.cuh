@@ -34,6 +34,15 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// d += a·b for one tile and k-step in 3xTF32, a split here (ah, al), b already split: {b0 hi, b1 hi, b0 lo, b1 lo} (the
+// layout of the pre-split weight fragments, sea_fragments_cuda.cu). The small terms first.
+__device__ __forceinline__ void mma_3xtf32(float (&d)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
+                                           const uint4 &b) {
+    mma_tf32(d, al, b.x, b.y);
+    mma_tf32(d, ah, b.z, b.w);
+    mma_tf32(d, ah, b.x, b.y);
+}
+
 // One warp: acc[nt] += Σ_{k<K} A(m0 + row, k) · B(k, n0 + 8·nt + col) for a 16-row tile and NT tiles of 8 columns,
 // 3xTF32. A(r, k) = a[r·lda + k·lda_k]; B(k, n) = b[k·ldb_k + n·ldb_n] (either layout); r ≥ M, k ≥ K or n ≥ N read
 // as 0.
@@ -56,12 +65,10 @@ __device__ __forceinline__ void warp_mma_3xtf32(float (&acc)[NT][4], const float
         for (int nt = 0; nt < NT; ++nt) {
             const int n = n0 + 8 * nt + g;
             const bool vn = n < N;
-            uint32_t bh0, bl0, bh1, bl1;
-            split_tf32(va && vn ? b[ka * ldb_k + n * ldb_n] : 0.0f, bh0, bl0);
-            split_tf32(vb && vn ? b[kb * ldb_k + n * ldb_n] : 0.0f, bh1, bl1);
-            mma_tf32(acc[nt], al, bh0, bh1);  // the small terms first
-            mma_tf32(acc[nt], ah, bl0, bl1);
-            mma_tf32(acc[nt], ah, bh0, bh1);
+            uint4 bs;
+            split_tf32(va && vn ? b[ka * ldb_k + n * ldb_n] : 0.0f, bs.x, bs.z);
+            split_tf32(vb && vn ? b[kb * ldb_k + n * ldb_n] : 0.0f, bs.y, bs.w);
+            mma_3xtf32(acc[nt], ah, al, bs);
         }
     }
 }

@@ -10,10 +10,11 @@
 //                       the row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
 //                       sequence's state (slot r % 8), staged in shared memory with the channel's taps.
 //   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot r % 8), for the decode that follows.
-//   cnn_output_kernel   one warp per (t, h), 8 heads of one t per block (t's conv2 row staged once in shared memory):
-//                       1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
+//   cnn_output_k64_kernel  K = 64: one thread per (t, h), 128 rows per block (their conv2 rows staged in shared
+//                       memory): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
 //                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
+//   cnn_output_kernel   other K: the same per row, one warp per (t, h), 8 heads of one t per block.
 //   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
 //                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh) -> the cell mask.
 #include <cuda_fp16.h>
@@ -130,16 +131,13 @@ __device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, 
     }
 }
 
-// One (t, h) row of cnn_output_kernel on one warp: yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
+// One (t, h) row on one warp (the decode's kernel): yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
 // and win the staged windows (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
-// scratch; leaves Â[t, h, ·] in logit.
-// KC: 0, or 64 for a copy specialised to K = 64 (the prefill's: constant loop bounds, and the windows' two columns
-// without the staged table; the same operations in the same order).
-template <int KC = 0>
+// scratch; leaves Â[t, h, ·] in logit. The prefill runs a thread per row instead (cnn_output_k64_kernel).
 __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
                                const Dims &d, int h, const float *w4h, const int2 *win) {
     const int lane = threadIdx.x % kWarpSize;
-    const int C = d.C, W4 = KC ? KC / 4 : d.W4, K = KC ? KC : d.K;
+    const int C = d.C, W4 = d.W4, K = d.K;
     const float bias = p.conv4_b[h];
     if (W4 <= kWarpSize / 2) {
         // Half-warps take the even and the odd channels of column x = lane % 16, then add.
@@ -162,27 +160,13 @@ __device__ void cnn_output_row(float *logit, float *narrow, const float *__restr
     __syncwarp();
     // Padded column i (0..K+1): the bias at i = 0 and K+1, else narrow[(i-1)/4]; window mean; LayerNorm_K.
     float sum = 0.0f;
-    if constexpr (KC == 64) {
-        // Every window has two columns (sea.md §2.6 step 8): padded columns x, x+1 for x < 32, x+1, x+2 beyond.
-#pragma unroll
-        for (int u = 0; u < 2; ++u) {
-            const int x = lane + kWarpSize * u, i0 = x + u, i1 = i0 + 1;
-            float s = 0.0f;
-            s += i0 == 0 ? bias : narrow[(i0 - 1) >> 2];
-            s += i1 == K + 1 ? bias : narrow[(i1 - 1) >> 2];
-            const float v = s / 2.0f;
-            logit[x] = v;
-            sum += v;
-        }
-    } else {
-        for (int x = lane; x < K; x += kWarpSize) {
-            const int start = win[x].x, end = win[x].y;
-            float s = 0.0f;
-            for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) >> 2];  // i >= 1 there
-            const float v = s / (float)(end - start);
-            logit[x] = v;
-            sum += v;
-        }
+    for (int x = lane; x < K; x += kWarpSize) {
+        const int start = win[x].x, end = win[x].y;
+        float s = 0.0f;
+        for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) >> 2];  // i >= 1 there
+        const float v = s / (float)(end - start);
+        logit[x] = v;
+        sum += v;
     }
     const float mean = warp_reduce_sum(sum) / (float)K;
     float sq = 0.0f;
@@ -233,13 +217,146 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     __syncthreads();
     if (h >= d.H) return;  // uniform across the warp
     float *logit = s_logit[warp];
-    if (d.K == 64) {
-        cnn_output_row<64>(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
-    } else {
-        cnn_output_row(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
-    }
+    cnn_output_row(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
     float *dst = probs + ((size_t)t * d.H + h) * d.K;
     for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
+}
+
+// The prefill's CNN output for K = 64 (every shape the tensor-core convs take and more): one thread per (t, h) row,
+// flat row i = t·H + h, 128 consecutive rows per block. The rows' conv2 rows are staged in shared memory (a warp's
+// lanes read the same t's, so the float4 reads are broadcasts), the 1×1 conv's weights w ⊙ mask as [H][C + 1] (odd
+// stride: lanes of other heads meet in other banks). Each thread keeps its row's 16 narrow columns, 64 logits and
+// exponentials in registers: no shuffles, no per-row barriers (a warp per row spent ~640 instructions a row on its
+// reductions and staging; this ~60). The operations and their order are those of cnn_output_row: even and odd
+// channels summed apart and then added, each window's two columns, and every 64-value sum as the warp's butterfly
+// adds them (lane l's v[l] + v[l+32], then halves 16, 8, 4, 2, 1), so Â is the same.
+constexpr int kOut64Threads = 128;
+constexpr int kOut64 = 64, kOut64W4 = kOut64 / 4;
+
+// Rows of 128 consecutive flat rows: t spans at most 127 / H + 2 of them.
+__host__ __device__ inline int out64_trows(int H) { return (kOut64Threads - 1) / H + 2; }
+__host__ __device__ inline int out64_row_stride(const Dims &d) { return d.C * kOut64W4 + 4; }  // +4: other banks per t
+
+// s[0] = the sum of the 32 lane values s[l] as warp_reduce_sum's butterfly adds them: halves 16, 8, 4, 2, 1.
+__device__ __forceinline__ void halve_lane_sums(float (&s)[kWarpSize]) {
+#pragma unroll
+    for (int step = 0; step < 5; ++step) {
+        const int off = (kWarpSize / 2) >> step;
+#pragma unroll
+        for (int l = 0; l < kWarpSize / 2; ++l) {
+            if (l < off) s[l] = s[l] + s[l + off];
+        }
+    }
+}
+
+// The sum of v[0..63] in the order warp_reduce_sum adds a warp's lane sums (0 + v[l]) + v[l + 32].
+__device__ __forceinline__ float butterfly_sum64(const float (&v)[kOut64]) {
+    float s[kWarpSize];
+#pragma unroll
+    for (int l = 0; l < kWarpSize; ++l) s[l] = (0.0f + v[l]) + v[l + kWarpSize];
+    halve_lane_sums(s);
+    return s[0];
+}
+
+__global__ void __launch_bounds__(kOut64Threads)
+    cnn_output_k64_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+    extern __shared__ float smem[];
+    const int H = d.H, C = d.C, n = C * kOut64W4, rs = out64_row_stride(d), ws = C + 1;
+    float *s_rows = smem;                               // [trows][rs]
+    float *s_w = s_rows + out64_trows(H) * rs;          // [H][C + 1]
+    float *s_par = s_w + H * ws;                        // conv4_b [H], norm2 w [64], b [64]
+    const long long rows = (long long)d.T * H, i0 = (long long)blockIdx.x * kOut64Threads;
+    const int t_first = (int)(i0 / H);
+    const int t_last = (int)(min(i0 + kOut64Threads, rows) - 1) / H;
+
+    for (int i = threadIdx.x; i < H * C; i += kOut64Threads) {  // parameters: before the wait
+        const float w = p.conv4_mask ? p.conv4_w[i] * p.conv4_mask[i] : p.conv4_w[i];
+        s_w[(i / C) * ws + i % C] = w;
+    }
+    for (int i = threadIdx.x; i < H; i += kOut64Threads) s_par[i] = p.conv4_b[i];
+    for (int i = threadIdx.x; i < kOut64; i += kOut64Threads) {
+        s_par[H + i] = p.cnn_norm2_w[i];
+        s_par[H + kOut64 + i] = p.cnn_norm2_b[i];
+    }
+    pdl_wait();  // launched with PDL: conv2 (the kernel before) may still be running
+    pdl_launch_dependents();
+    {
+        // Rows t_first .. t_last are contiguous in y: n / 4 float4s each (n = 16·C).
+        const int q = n / 4, total = (t_last - t_first + 1) * q;
+        const float4 *src = reinterpret_cast<const float4 *>(y + (size_t)t_first * n);
+        for (int i = threadIdx.x; i < total; i += kOut64Threads) {
+            reinterpret_cast<float4 *>(s_rows + (i / q) * rs)[i % q] = src[i];
+        }
+    }
+    __syncthreads();
+    const long long row = i0 + threadIdx.x;
+    if (row >= rows) return;
+    const int t = (int)(row / H), h = (int)(row % H);
+    const float *yt = s_rows + (t - t_first) * rs;
+    const float *wh = s_w + h * ws;
+    const float bias = s_par[h];
+
+    // 1×1 conv at width 16: even and odd channels apart (cnn_output_row's two half-warps), then added.
+    float narrow[kOut64W4];
+    {
+        float ae[kOut64W4], ao[kOut64W4];
+#pragma unroll
+        for (int x = 0; x < kOut64W4; ++x) ae[x] = ao[x] = 0.0f;
+#pragma unroll 2
+        for (int c = 0; c < C; c += 2) {
+            const float we = wh[c], wo = wh[c + 1];
+            const float4 *ye = reinterpret_cast<const float4 *>(yt + c * kOut64W4);
+            const float4 *yo = reinterpret_cast<const float4 *>(yt + (c + 1) * kOut64W4);
+#pragma unroll
+            for (int j = 0; j < kOut64W4 / 4; ++j) {
+                const float4 a = ye[j], b = yo[j];
+                ae[4 * j + 0] = fmaf(we, a.x, ae[4 * j + 0]);
+                ae[4 * j + 1] = fmaf(we, a.y, ae[4 * j + 1]);
+                ae[4 * j + 2] = fmaf(we, a.z, ae[4 * j + 2]);
+                ae[4 * j + 3] = fmaf(we, a.w, ae[4 * j + 3]);
+                ao[4 * j + 0] = fmaf(wo, b.x, ao[4 * j + 0]);
+                ao[4 * j + 1] = fmaf(wo, b.y, ao[4 * j + 1]);
+                ao[4 * j + 2] = fmaf(wo, b.z, ao[4 * j + 2]);
+                ao[4 * j + 3] = fmaf(wo, b.w, ao[4 * j + 3]);
+            }
+        }
+#pragma unroll
+        for (int x = 0; x < kOut64W4; ++x) narrow[x] = bias + (ae[x] + ao[x]);
+    }
+    // Windows of two padded columns (x, x+1 for x < 32, x+1, x+2 beyond; 0 and 65 are the bias), LayerNorm_K, softmax.
+    float v[kOut64];
+#pragma unroll
+    for (int x = 0; x < kOut64; ++x) {
+        const int i0c = x + x / kWarpSize, i1c = i0c + 1;
+        float s = 0.0f;
+        s += i0c == 0 ? bias : narrow[(i0c - 1) >> 2];
+        s += i1c == kOut64 + 1 ? bias : narrow[(i1c - 1) >> 2];
+        v[x] = s / 2.0f;
+    }
+    const float mean = butterfly_sum64(v) / (float)kOut64;
+    // cnn_output_row's lane sum of squares is fmaf(d1, d1, d0·d0) for its columns l and l + 32: the same here.
+    float sqs[kWarpSize];
+#pragma unroll
+    for (int l = 0; l < kWarpSize; ++l) {
+        const float d0 = v[l] - mean, d1 = v[l + kWarpSize] - mean;
+        sqs[l] = fmaf(d1, d1, d0 * d0);
+    }
+    halve_lane_sums(sqs);
+    const float rstd = 1.0f / sqrtf(sqs[0] / (float)kOut64 + kLayerNormEps);
+    float mx = -INFINITY;
+#pragma unroll
+    for (int x = 0; x < kOut64; ++x) {
+        v[x] = (v[x] - mean) * rstd * s_par[H + x] + s_par[H + kOut64 + x];
+        mx = fmaxf(mx, v[x]);
+    }
+#pragma unroll
+    for (int x = 0; x < kOut64; ++x) v[x] = expf(v[x] - mx);
+    const float inv = 1.0f / butterfly_sum64(v);
+    float4 *dst = reinterpret_cast<float4 *>(probs + (size_t)row * kOut64);
+#pragma unroll
+    for (int j = 0; j < kOut64 / 4; ++j) {
+        dst[j] = make_float4(v[4 * j] * inv, v[4 * j + 1] * inv, v[4 * j + 2] * inv, v[4 * j + 3] * inv);
+    }
 }
 
 constexpr int kDecodeTopkThreads = 1024;  // 32 warps: one per head (more heads loop)
@@ -376,6 +493,10 @@ size_t decode_cnn_output_topk_smem_bytes(const Dims &d) {
 }
 
 size_t cnn_output_smem_bytes(const Dims &d) {
+    if (d.K == kOut64) {
+        return ((size_t)out64_trows(d.H) * out64_row_stride(d) + (size_t)d.H * (d.C + 1) + d.H + 2 * kOut64) *
+               sizeof(float);
+    }
     return ((size_t)d.C * d.W4 + 1 + (size_t)cnn_output_operand_floats(d, kOutWarps)) * sizeof(float);
 }
 
@@ -405,7 +526,19 @@ void launch_causal_conv(float *y, const float *x, const float *w, const float *m
 
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream) {
-    const size_t smem = cnn_output_smem_bytes(d);  // t's conv2 row and the operands (the caller checked the device)
+    const size_t smem = cnn_output_smem_bytes(d);  // conv2 rows and the operands (the caller checked the device)
+    if (d.K == kOut64) {
+        if (smem > (size_t(48) << 10)) {
+            check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_k64_kernel),
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                       "cudaFuncSetAttribute(cnn_output_k64)", __FILE__, __LINE__);
+        }
+        const long long rows = (long long)d.T * d.H;
+        launch_kernel("sea cnn_output_k64_kernel", programmatic_launch_enabled(), cnn_output_k64_kernel,
+                      dim3((unsigned)((rows + kOut64Threads - 1) / kOut64Threads)), dim3(kOut64Threads), smem, stream,
+                      probs, conv2, p, d);
+        return;
+    }
     if (smem > (size_t(24) << 10)) {  // with the static arrays (~10 KB), past the 48 KB default
         check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),

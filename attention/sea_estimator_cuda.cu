@@ -205,8 +205,9 @@ __device__ void stage_rows(float *xs, int stride, const __half *__restrict__ bas
 }
 
 // vc[r][0..63] = E_pos[row(t0+r)], vc[r][64..127] = v[t0+r, h] (sea.md §2.2) for r < n_rows, 0 beyond; with
-// ones_col also vc[r][128] = 1 (0 beyond), so that Σ_r φ[r][j]·vc[r][128] is the chunk's S_k. E_pos rows as float4
-// (where the table is 16-byte aligned) and v rows as 16-byte pieces, all loads of a thread before its stores.
+// ones_col also vc[r][128] = 1 (0 beyond): Σ_r φ[r][j]·vc[r][128] is the chunk's S_k, Σ_s A[r][s]·vc[s][128] a row's
+// in-chunk denominator term. E_pos rows as float4 (where the table is 16-byte aligned) and v rows as 16-byte pieces,
+// all loads of a thread before its stores.
 __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_table, const __half *__restrict__ vbase,
                            long long v_row, int t0, int n_rows, const Dims &d, bool ones_col) {
     constexpr int kPosPieces = kChunk * kHeadDim / 4;  // float4s of the chunk's E_pos rows
@@ -363,7 +364,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     float *z = smem + L.z, *vc = smem + L.vc, *cp = smem + L.cp, *inv_den = smem + L.inv_den;
 
     // ---- phase 1: the causal Performer output of the chunk's rows (sea.md §2.3) ----
-    stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, false);
+    stage_vcat(vc, kRowStride, p.pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
     stage_rows(A, kXStride, q_at(x, 0, h), x.q_row, t0, n_rows, x.q_scale);
     __syncthreads();
     features_tc(phq, mp, A, kXStride, frags.proj, m, n_rows);
@@ -395,25 +396,30 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // before (performer_scan).
     pdl_wait();
     pdl_launch_dependents();
-    // The state at the chunk start, where φk was (RowsSmem).
+    // The state at the chunk start, where φk was (RowsSmem), with 1e-6 added to S_k (column 128) for the denominator.
     const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
     stage_batched(
         m * kStateCols, [&](int i) { return st[i]; },
-        [&](int i, float v) { S[(i / kStateCols) * kSStride + i % kStateCols] = v; });
-    __syncthreads();
-    // Denominator φq_r · (S_k(t) + 1e-6) with S_k(t) = S_k(start) + Σ_{s≤r} φk_s.
-    for (int r = warp; r < kChunk; r += kWarps) {
-        float acc = 0.0f;
-        for (int j = lane; j < m; j += kWarpSize) acc += phq[r * mp + j] * (S[j * kSStride + kVcat] + kLinearAttnEps);
-        for (int s2 = lane; s2 <= r; s2 += kWarpSize) acc += A[r * kXStride + s2];
-        acc = warp_reduce_sum(acc);
-        if (lane == 0) inv_den[r] = r < n_rows ? 1.0f / acc : 0.0f;
-    }
+        [&](int i, float v) {
+            const int e = i % kStateCols;
+            S[(i / kStateCols) * kSStride + e] = e == kVcat ? v + kLinearAttnEps : v;
+        });
     __syncthreads();
     // C_perf[r][e] = (Σ_j φq[r][j] S[j][e] + Σ_{s≤r} A[r][s] vc[s][e]) / den_r, tensor cores (3xTF32): warp w owns
     // rows 16·(w % 4) .. +16 and columns 64·(w / 4) .. +64; A is 0 above the diagonal, so k stops at the tile's last row.
+    // The denominator φq_r · (S_k(start) + 1e-6) + Σ_{s≤r} φq_r·φk_s is column 128 of the same two products (S's
+    // column 128 holds S_k + 1e-6, vc's the ones of stage_vcat): warps 4..7 compute that tile first, for their rows.
     {
         const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n0 = (warp / 4) * 64;
+        if (warp >= 4) {
+            float den[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            warp_mma_3xtf32<1>(den, phq, mp, 1, S, kSStride, 1, m0, kVcat, kChunk, m, kStateCols);
+            warp_mma_3xtf32<1>(den, A, kXStride, 1, vc, kRowStride, 1, m0, kVcat, kChunk, m0 + 16, kStateCols);
+            if (t4 == 0) {  // column 128 of the tile: accumulators 0 (row g) and 2 (row g + 8)
+                inv_den[m0 + g] = m0 + g < n_rows ? 1.0f / den[0][0] : 0.0f;
+                inv_den[m0 + g + 8] = m0 + g + 8 < n_rows ? 1.0f / den[0][2] : 0.0f;
+            }
+        }
         float acc[8][4];
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
@@ -421,7 +427,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
             for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
         warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kSStride, 1, m0, n0, kChunk, m, kVcat);
         warp_mma_3xtf32<8>(acc, A, kXStride, 1, vc, kRowStride, 1, m0, n0, kChunk, m0 + 16, kVcat);
-        __syncthreads();  // phq, A and S, under cp, are read until here
+        __syncthreads();  // phq, A and S, under cp, are read until here; inv_den is written
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
 #pragma unroll

@@ -10,11 +10,13 @@
 //                       the row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
 //                       sequence's state (slot r % 8), staged in shared memory with the channel's taps.
 //   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot r % 8), for the decode that follows.
-//   cnn_output_k64_kernel  K = 64: one thread per (t, h), 128 rows per block (their conv2 rows staged in shared
-//                       memory): 1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
+//   cnn_output_kernel   one warp per (t, h), 8 heads of one t per block (t's conv2 row staged once in shared memory):
+//                       1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
-//                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â.
-//   cnn_output_kernel   other K: the same per row, one warp per (t, h), 8 heads of one t per block.
+//                       (adaptive average pooling windows [⌊x(K+2)/K⌋, ⌈(x+1)(K+2)/K⌉)), LayerNorm_K, softmax -> Â;
+//                       the top-k kernel (sea_topk_cuda.cu) then selects the cells.
+//   cnn_output_topk_k64_kernel  K = 64 and H ≤ 32: the same per (t, h) on one thread, a warp per t, and the row's
+//                       top-k by the warp -> the cell mask (Â is stored only for the debug copy).
 //   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
 //                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh) -> the cell mask.
 #include <cuda_fp16.h>
@@ -133,7 +135,7 @@ __device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, 
 
 // One (t, h) row on one warp (the decode's kernel): yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
 // and win the staged windows (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
-// scratch; leaves Â[t, h, ·] in logit. The prefill runs a thread per row instead (cnn_output_k64_kernel).
+// scratch; leaves Â[t, h, ·] in logit. The prefill's K = 64 runs a thread per row instead (cnn_output_row_k64).
 __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
                                const Dims &d, int h, const float *w4h, const int2 *win) {
     const int lane = threadIdx.x % kWarpSize;
@@ -222,20 +224,19 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
 }
 
-// The prefill's CNN output for K = 64 (every shape the tensor-core convs take and more): one thread per (t, h) row,
-// flat row i = t·H + h, 128 consecutive rows per block. The rows' conv2 rows are staged in shared memory (a warp's
-// lanes read the same t's, so the float4 reads are broadcasts), the 1×1 conv's weights w ⊙ mask as [H][C + 1] (odd
-// stride: lanes of other heads meet in other banks). Each thread keeps its row's 16 narrow columns, 64 logits and
-// exponentials in registers: no shuffles, no per-row barriers (a warp per row spent ~640 instructions a row on its
-// reductions and staging; this ~60). The operations and their order are those of cnn_output_row: even and odd
-// channels summed apart and then added, each window's two columns, and every 64-value sum as the warp's butterfly
-// adds them (lane l's v[l] + v[l+32], then halves 16, 8, 4, 2, 1), so Â is the same.
-constexpr int kOut64Threads = 128;
+// The prefill's CNN output and top-k for K = 64 and H ≤ 32 (every OPT shape SEA runs): a warp per query row t,
+// lane h computing head h's row of Â in registers, then the row's selection by the warp; 4 rows per block. The rows'
+// conv2 rows are staged in shared memory (the lanes read the same row: broadcasts), the 1×1 conv's weights w ⊙ mask
+// as [H][C + 1] (odd stride: the lanes meet in other banks). A warp per (t, h) spent ~640 instructions a row on its
+// reductions and staging, and the separate top-k kernel read Â back (16.8 MB at OPT-1.3B, T = 2048); here Â stays
+// in registers and is stored only for the debug copy.
+// The operations and their order are those of cnn_output_row: even and odd channels summed apart and then added, each
+// window's two columns, and every 64-value sum as the warp's butterfly adds them (lane l's v[l] + v[l+32], then halves
+// 16, 8, 4, 2, 1), so Â is the same; the selection is topk_select's (larger value first, then smaller flat index h·K + c).
+constexpr int kOut64Warps = 4;
 constexpr int kOut64 = 64, kOut64W4 = kOut64 / 4;
 
-// Rows of 128 consecutive flat rows: t spans at most 127 / H + 2 of them.
-__host__ __device__ inline int out64_trows(int H) { return (kOut64Threads - 1) / H + 2; }
-__host__ __device__ inline int out64_row_stride(const Dims &d) { return d.C * kOut64W4 + 4; }  // +4: other banks per t
+__host__ __device__ inline int out64_row_stride(const Dims &d) { return d.C * kOut64W4 + 4; }
 
 // s[0] = the sum of the 32 lane values s[l] as warp_reduce_sum's butterfly adds them: halves 16, 8, 4, 2, 1.
 __device__ __forceinline__ void halve_lane_sums(float (&s)[kWarpSize]) {
@@ -258,44 +259,10 @@ __device__ __forceinline__ float butterfly_sum64(const float (&v)[kOut64]) {
     return s[0];
 }
 
-__global__ void __launch_bounds__(kOut64Threads)
-    cnn_output_k64_kernel(float *__restrict__ probs, const float *__restrict__ y, SeaDeviceParams p, Dims d) {
-    extern __shared__ float smem[];
-    const int H = d.H, C = d.C, n = C * kOut64W4, rs = out64_row_stride(d), ws = C + 1;
-    float *s_rows = smem;                               // [trows][rs]
-    float *s_w = s_rows + out64_trows(H) * rs;          // [H][C + 1]
-    float *s_par = s_w + H * ws;                        // conv4_b [H], norm2 w [64], b [64]
-    const long long rows = (long long)d.T * H, i0 = (long long)blockIdx.x * kOut64Threads;
-    const int t_first = (int)(i0 / H);
-    const int t_last = (int)(min(i0 + kOut64Threads, rows) - 1) / H;
-
-    for (int i = threadIdx.x; i < H * C; i += kOut64Threads) {  // parameters: before the wait
-        const float w = p.conv4_mask ? p.conv4_w[i] * p.conv4_mask[i] : p.conv4_w[i];
-        s_w[(i / C) * ws + i % C] = w;
-    }
-    for (int i = threadIdx.x; i < H; i += kOut64Threads) s_par[i] = p.conv4_b[i];
-    for (int i = threadIdx.x; i < kOut64; i += kOut64Threads) {
-        s_par[H + i] = p.cnn_norm2_w[i];
-        s_par[H + kOut64 + i] = p.cnn_norm2_b[i];
-    }
-    pdl_wait();  // launched with PDL: conv2 (the kernel before) may still be running
-    pdl_launch_dependents();
-    {
-        // Rows t_first .. t_last are contiguous in y: n / 4 float4s each (n = 16·C).
-        const int q = n / 4, total = (t_last - t_first + 1) * q;
-        const float4 *src = reinterpret_cast<const float4 *>(y + (size_t)t_first * n);
-        for (int i = threadIdx.x; i < total; i += kOut64Threads) {
-            reinterpret_cast<float4 *>(s_rows + (i / q) * rs)[i % q] = src[i];
-        }
-    }
-    __syncthreads();
-    const long long row = i0 + threadIdx.x;
-    if (row >= rows) return;
-    const int t = (int)(row / H), h = (int)(row % H);
-    const float *yt = s_rows + (t - t_first) * rs;
-    const float *wh = s_w + h * ws;
-    const float bias = s_par[h];
-
+// v = Â[t, h, ·] from t's conv2 row yt ([C][16], shared), head h's weights wh ([C], shared), its bias and the
+// LayerNorm_K parameters norm_w, norm_b ([64] each, shared).
+__device__ __forceinline__ void cnn_output_row_k64(float (&v)[kOut64], const float *yt, const float *wh, int C,
+                                                   float bias, const float *norm_w, const float *norm_b) {
     // 1×1 conv at width 16: even and odd channels apart (cnn_output_row's two half-warps), then added.
     float narrow[kOut64W4];
     {
@@ -324,13 +291,12 @@ __global__ void __launch_bounds__(kOut64Threads)
         for (int x = 0; x < kOut64W4; ++x) narrow[x] = bias + (ae[x] + ao[x]);
     }
     // Windows of two padded columns (x, x+1 for x < 32, x+1, x+2 beyond; 0 and 65 are the bias), LayerNorm_K, softmax.
-    float v[kOut64];
 #pragma unroll
     for (int x = 0; x < kOut64; ++x) {
-        const int i0c = x + x / kWarpSize, i1c = i0c + 1;
+        const int i0 = x + x / kWarpSize, i1 = i0 + 1;
         float s = 0.0f;
-        s += i0c == 0 ? bias : narrow[(i0c - 1) >> 2];
-        s += i1c == kOut64 + 1 ? bias : narrow[(i1c - 1) >> 2];
+        s += i0 == 0 ? bias : narrow[(i0 - 1) >> 2];
+        s += i1 == kOut64 + 1 ? bias : narrow[(i1 - 1) >> 2];
         v[x] = s / 2.0f;
     }
     const float mean = butterfly_sum64(v) / (float)kOut64;
@@ -346,17 +312,113 @@ __global__ void __launch_bounds__(kOut64Threads)
     float mx = -INFINITY;
 #pragma unroll
     for (int x = 0; x < kOut64; ++x) {
-        v[x] = (v[x] - mean) * rstd * s_par[H + x] + s_par[H + kOut64 + x];
+        v[x] = (v[x] - mean) * rstd * norm_w[x] + norm_b[x];
         mx = fmaxf(mx, v[x]);
     }
 #pragma unroll
     for (int x = 0; x < kOut64; ++x) v[x] = expf(v[x] - mx);
     const float inv = 1.0f / butterfly_sum64(v);
-    float4 *dst = reinterpret_cast<float4 *>(probs + (size_t)row * kOut64);
 #pragma unroll
-    for (int j = 0; j < kOut64 / 4; ++j) {
-        dst[j] = make_float4(v[4 * j] * inv, v[4 * j + 1] * inv, v[4 * j + 2] * inv, v[4 * j + 3] * inv);
+    for (int x = 0; x < kOut64; ++x) v[x] *= inv;
+}
+
+// The two mask words of lane h's cells among the `budget` largest of the warp's H·64 keys (lanes ≥ H hold keys 0,
+// below every real key): τ, the budget-th largest key, bit by bit from the top (count the keys ≥ a candidate, keep the
+// bit while at least `budget` are), then every key > τ and, of the keys == τ, the first ones in flat order h·64 + c.
+__device__ __forceinline__ uint2 warp_topk_words_k64(const uint32_t (&key)[kOut64], int budget) {
+    constexpr unsigned kFull = 0xffffffffu;
+    uint32_t prefix = 0u;
+    for (int b = 31; b >= 0; --b) {
+        const uint32_t cand = prefix | (1u << b);
+        uint32_t cnt = 0u;
+#pragma unroll
+        for (int x = 0; x < kOut64; ++x) cnt += key[x] >= cand ? 1u : 0u;
+        if (__reduce_add_sync(kFull, cnt) >= (uint32_t)budget) prefix = cand;
     }
+    const uint32_t tau = prefix;
+    uint32_t above = 0u, eq = 0u;
+#pragma unroll
+    for (int x = 0; x < kOut64; ++x) {
+        above += key[x] > tau ? 1u : 0u;
+        eq += key[x] == tau ? 1u : 0u;
+    }
+    const uint32_t need = (uint32_t)budget - __reduce_add_sync(kFull, above);  // >= 1 keys == τ to keep
+    uint32_t take = eq;
+    if (__reduce_add_sync(kFull, eq) != need) {  // more ties than places: the smallest flat indices
+        const int lane = threadIdx.x % kWarpSize;
+        uint32_t incl = eq;
+#pragma unroll
+        for (int off = 1; off < kWarpSize; off <<= 1) {
+            const uint32_t u = __shfl_up_sync(kFull, incl, off);
+            if (lane >= off) incl += u;
+        }
+        const uint32_t before = incl - eq;
+        take = before >= need ? 0u : min(eq, need - before);
+    }
+    uint32_t w[2] = {0u, 0u}, taken = 0u;
+#pragma unroll
+    for (int x = 0; x < kOut64; ++x) {
+        bool keep = key[x] > tau;
+        if (key[x] == tau) {
+            keep = taken < take;
+            ++taken;
+        }
+        if (keep) w[x / kWarpSize] |= 1u << (x % kWarpSize);
+    }
+    return make_uint2(w[0], w[1]);
+}
+
+__global__ void __launch_bounds__(kOut64Warps * kWarpSize)
+    cnn_output_topk_k64_kernel(uint32_t *__restrict__ cell_mask, float *__restrict__ probs,
+                               const float *__restrict__ y, SeaDeviceParams p, Dims d) {
+    extern __shared__ float smem[];
+    const int H = d.H, C = d.C, n = C * kOut64W4, rs = out64_row_stride(d), ws = C + 1;
+    float *s_rows = smem;                    // [4][rs]
+    float *s_w = s_rows + kOut64Warps * rs;  // [H][C + 1]
+    float *s_par = s_w + H * ws;             // conv4_b [H], LayerNorm_K w [64], b [64]
+    const int warp = threadIdx.x / kWarpSize, h = threadIdx.x % kWarpSize;
+    const int t0 = blockIdx.x * kOut64Warps, n_t = min(kOut64Warps, d.T - t0);
+
+    for (int i = threadIdx.x; i < H * C; i += kOut64Warps * kWarpSize) {  // parameters: before the wait
+        const float w = p.conv4_mask ? p.conv4_w[i] * p.conv4_mask[i] : p.conv4_w[i];
+        s_w[(i / C) * ws + i % C] = w;
+    }
+    for (int i = threadIdx.x; i < H; i += kOut64Warps * kWarpSize) s_par[i] = p.conv4_b[i];
+    for (int i = threadIdx.x; i < kOut64; i += kOut64Warps * kWarpSize) {
+        s_par[H + i] = p.cnn_norm2_w[i];
+        s_par[H + kOut64 + i] = p.cnn_norm2_b[i];
+    }
+    pdl_wait();  // launched with PDL: conv2 (the kernel before) may still be running
+    pdl_launch_dependents();
+    {
+        // Rows t0 .. t0 + n_t - 1 are contiguous in y: n / 4 float4s each (n = 16·C).
+        const int q = n / 4, total = n_t * q;
+        const float4 *src = reinterpret_cast<const float4 *>(y + (size_t)t0 * n);
+        for (int i = threadIdx.x; i < total; i += kOut64Warps * kWarpSize) {
+            reinterpret_cast<float4 *>(s_rows + (i / q) * rs)[i % q] = src[i];
+        }
+    }
+    __syncthreads();
+    if (warp >= n_t) return;  // whole warps
+    const int t = t0 + warp;
+    uint32_t key[kOut64];
+    if (h < H) {
+        float v[kOut64];
+        cnn_output_row_k64(v, s_rows + warp * rs, s_w + h * ws, C, s_par[h], s_par + H, s_par + H + kOut64);
+        if (probs) {  // the debug copy of Â
+            float4 *dst = reinterpret_cast<float4 *>(probs + ((size_t)t * H + h) * kOut64);
+#pragma unroll
+            for (int j = 0; j < kOut64 / 4; ++j) dst[j] = make_float4(v[4 * j], v[4 * j + 1], v[4 * j + 2], v[4 * j + 3]);
+        }
+#pragma unroll
+        for (int x = 0; x < kOut64; ++x) key[x] = topk_order_key(v[x]);
+    } else {
+#pragma unroll
+        for (int x = 0; x < kOut64; ++x) key[x] = 0u;
+    }
+    const int budget = row_budget(query_position(t, d), d);
+    const uint2 words = budget >= H * kOut64 ? make_uint2(~0u, ~0u) : warp_topk_words_k64(key, budget);
+    if (h < H) reinterpret_cast<uint2 *>(cell_mask)[(size_t)t * H + h] = words;  // KW = 2 words per (t, h)
 }
 
 constexpr int kDecodeTopkThreads = 1024;  // 32 warps: one per head (more heads loop)
@@ -492,9 +554,11 @@ size_t decode_cnn_output_topk_smem_bytes(const Dims &d) {
     return topk_smem_bytes(d) + (1 + (size_t)cnn_output_operand_floats(d, d.H)) * sizeof(float);
 }
 
+bool cnn_output_topk_fused(const Dims &d) { return d.K == kOut64 && d.H <= kWarpSize; }
+
 size_t cnn_output_smem_bytes(const Dims &d) {
-    if (d.K == kOut64) {
-        return ((size_t)out64_trows(d.H) * out64_row_stride(d) + (size_t)d.H * (d.C + 1) + d.H + 2 * kOut64) *
+    if (cnn_output_topk_fused(d)) {
+        return ((size_t)kOut64Warps * out64_row_stride(d) + (size_t)d.H * (d.C + 1) + d.H + 2 * kOut64) *
                sizeof(float);
     }
     return ((size_t)d.C * d.W4 + 1 + (size_t)cnn_output_operand_floats(d, kOutWarps)) * sizeof(float);
@@ -526,19 +590,7 @@ void launch_causal_conv(float *y, const float *x, const float *w, const float *m
 
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream) {
-    const size_t smem = cnn_output_smem_bytes(d);  // conv2 rows and the operands (the caller checked the device)
-    if (d.K == kOut64) {
-        if (smem > (size_t(48) << 10)) {
-            check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_k64_kernel),
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
-                       "cudaFuncSetAttribute(cnn_output_k64)", __FILE__, __LINE__);
-        }
-        const long long rows = (long long)d.T * d.H;
-        launch_kernel("sea cnn_output_k64_kernel", programmatic_launch_enabled(), cnn_output_k64_kernel,
-                      dim3((unsigned)((rows + kOut64Threads - 1) / kOut64Threads)), dim3(kOut64Threads), smem, stream,
-                      probs, conv2, p, d);
-        return;
-    }
+    const size_t smem = cnn_output_smem_bytes(d);  // t's conv2 row and the operands (the caller checked the device)
     if (smem > (size_t(24) << 10)) {  // with the static arrays (~10 KB), past the 48 KB default
         check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
@@ -546,6 +598,19 @@ void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &
     }
     launch_kernel("sea cnn_output_kernel", programmatic_launch_enabled(), cnn_output_kernel,
                   dim3((unsigned)d.T, (unsigned)ceil_div(d.H, kOutWarps)), dim3(kOutWarps * kWarpSize), smem, stream,
+                  probs, conv2, p, d);
+}
+
+void launch_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
+                            const Dims &d, cudaStream_t stream) {
+    const size_t smem = cnn_output_smem_bytes(d);  // conv2 rows and the operands (the caller checked the device)
+    if (smem > (size_t(48) << 10)) {
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(cnn_output_topk_k64_kernel),
+                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                   "cudaFuncSetAttribute(cnn_output_topk_k64)", __FILE__, __LINE__);
+    }
+    launch_kernel("sea cnn_output_topk_k64_kernel", programmatic_launch_enabled(), cnn_output_topk_k64_kernel,
+                  dim3((unsigned)ceil_div(d.T, kOut64Warps)), dim3(kOut64Warps * kWarpSize), smem, stream, cell_mask,
                   probs, conv2, p, d);
 }
 

@@ -230,10 +230,16 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     }
     copy(dbg.conv2, image, L.image_bytes);
     mark(5);
-    sea::launch_cnn_output(shared, image, p, d, stream);
-    copy(dbg.probs, shared, L.probs_bytes);
-    mark(6);
-    sea::launch_topk(cell_mask, shared, d, stream);
+    if (sea::cnn_output_topk_fused(d)) {  // one kernel: the "topk" stage is empty
+        sea::launch_cnn_output_topk(cell_mask, dbg.probs ? shared : nullptr, image, p, d, stream);
+        copy(dbg.probs, shared, L.probs_bytes);
+        mark(6);
+    } else {
+        sea::launch_cnn_output(shared, image, p, d, stream);
+        copy(dbg.probs, shared, L.probs_bytes);
+        mark(6);
+        sea::launch_topk(cell_mask, shared, d, stream);
+    }
     copy(dbg.cell_mask, cell_mask, L.cell_mask_bytes);
     mark(7);
     sea::launch_v_prefix(shared, v_chunk, x, d, stream);

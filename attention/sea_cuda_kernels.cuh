@@ -196,8 +196,13 @@ void launch_causal_conv_tc(float *y, const float *x, const void *frag, const flo
                            cudaStream_t stream);
 size_t cnn_output_smem_bytes(const Dims &d);               // dynamic shared memory; static ~10 KB more
 size_t decode_cnn_output_topk_smem_bytes(const Dims &d);   // the same for the decode's kernel; static ~9 KB more
+// Prefill: Â [T][H][K] into probs, then launch_topk; or, where cnn_output_topk_fused(d) (K = 64, H ≤ 32), both in one
+// kernel, launch_cnn_output_topk (probs may be null: Â is kept only for a debug copy).
+bool cnn_output_topk_fused(const Dims &d);
 void launch_cnn_output(float *probs, const float *conv2, const SeaDeviceParams &p, const Dims &d,
                        cudaStream_t stream);
+void launch_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
+                            const Dims &d, cudaStream_t stream);
 // Decode: cnn_output and topk of each call row in one block (Â also to probs [R][H][K]); dynamic shared memory
 // decode_cnn_output_topk_smem_bytes(d).
 void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,

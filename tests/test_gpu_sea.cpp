@@ -773,10 +773,14 @@ TEST(GpuSea, PrefillCapAndOddK) {
 }
 
 // Exact ties at the selection threshold: the GPU must keep the smaller flat indices, as the CPU does.
+// K = 16 runs the CNN output and top-k kernels, K = 64 the fused kernel's warp selection (H = 12: idle lanes too).
 TEST(GpuSea, PrefillExactTies) {
     SeaCase c{"ties H4 K16 k4 T130", 4, 16, 4, 130, 61};
     c.ties = true;
     check_case(c);
+    SeaCase c64{"ties H12 K64 k8 T200", 12, 64, 8, 200, 63};
+    c64.ties = true;
+    check_case(c64);
 }
 
 TEST(GpuSea, PrefillOpt125mShape) { check_case({"OPT-125m H12 K64 k64 T512", 12, 64, 64, 512, 91}); }

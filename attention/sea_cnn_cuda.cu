@@ -19,6 +19,7 @@
 //                       top-k by the warp -> the cell mask (Â is stored only for the debug copy).
 //   decode_cnn_output_topk_kernel  decode: one block of 1024 threads per call row, cnn_output's rows of all heads into
 //                       shared memory, then the row's grouped top-k there (sea_topk_select.cuh) -> the cell mask.
+//                       (cnn_output_topk_k64_kernel's warp per row made a decode call slower: 31.4 against 25.2 µs.)
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 

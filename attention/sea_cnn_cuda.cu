@@ -346,14 +346,7 @@ __device__ __forceinline__ uint2 warp_topk_words_k64(const uint32_t (&key)[kOut6
     const uint32_t need = (uint32_t)budget - __reduce_add_sync(kFull, above);  // >= 1 keys == τ to keep
     uint32_t take = eq;
     if (__reduce_add_sync(kFull, eq) != need) {  // more ties than places: the smallest flat indices
-        const int lane = threadIdx.x % kWarpSize;
-        uint32_t incl = eq;
-#pragma unroll
-        for (int off = 1; off < kWarpSize; off <<= 1) {
-            const uint32_t u = __shfl_up_sync(kFull, incl, off);
-            if (lane >= off) incl += u;
-        }
-        const uint32_t before = incl - eq;
+        const uint32_t before = warp_inclusive_sum(eq, threadIdx.x % kWarpSize) - eq;
         take = before >= need ? 0u : min(eq, need - before);
     }
     uint32_t w[2] = {0u, 0u}, taken = 0u;

@@ -72,12 +72,7 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
             uint32_t local = 0u;
 #pragma unroll
             for (int b = 0; b < 8; ++b) local += sh.hist[top - b];
-            uint32_t incl = local;
-#pragma unroll
-            for (int off = 1; off < kWarpSize; off <<= 1) {
-                const uint32_t v = __shfl_up_sync(kFull, incl, off);
-                if (lane >= off) incl += v;
-            }
+            const uint32_t incl = warp_inclusive_sum(local, lane);
             const uint32_t excl = incl - local;
             if (excl < rem && rem <= incl) {  // exactly one lane: the rem-th largest is in its bins
                 uint32_t cum = excl;

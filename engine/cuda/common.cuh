@@ -72,6 +72,17 @@ __device__ __forceinline__ float warp_reduce_max(float v) {
     return v;
 }
 
+// Inclusive prefix sum over the warp's lanes (lane l = this lane gets the sum of v of lanes 0..l), Hillis-Steele
+// with __shfl_up_sync.
+__device__ __forceinline__ uint32_t warp_inclusive_sum(uint32_t v, int lane) {
+#pragma unroll
+    for (int off = 1; off < kWarpSize; off <<= 1) {
+        const uint32_t u = __shfl_up_sync(0xffffffffu, v, off);
+        if (lane >= off) v += u;
+    }
+    return v;
+}
+
 // ---- device: fp16 words ------------------------------------------------------------------------------
 
 // The two fp16 values of a 32-bit word (low half first) as floats (exact).

@@ -1,5 +1,6 @@
 // Internal to attention/: the fp16 tensor-core and async-copy PTX wrappers (sm_80 and later) that the
-// flash-style kernels share (dense_prefill_cuda.cu, sea_sparse_flash_cuda.cu). Fragment layouts: see the top of
+// flash-style kernels share (dense_prefill_cuda.cu, sea_sparse_flash_cuda.cu; the async copies also
+// sea_estimator_cuda.cu). Fragment layouts: see the top of
 // dense_prefill_cuda.cu. Included by .cu files only.
 #pragma once
 
@@ -23,6 +24,12 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool v
 #ifdef SEAOPT_MMA_SM80
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0)
                  : "memory");
+#endif
+}
+// 4 bytes global -> shared, asynchronously (through L1: .ca; for unaligned float arrays).
+__device__ __forceinline__ void cp_async4(uint32_t dst, const void *src) {
+#ifdef SEAOPT_MMA_SM80
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src) : "memory");
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {

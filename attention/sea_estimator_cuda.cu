@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "attention/mma_f16.cuh"
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_mma.cuh"
 #include "engine/cuda/common.cuh"
@@ -396,37 +397,39 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // before (performer_scan).
     pdl_wait();
     pdl_launch_dependents();
-    // The state at the chunk start, where φk was (RowsSmem), with 1e-6 added to S_k (column 128) for the denominator.
+    // The state at the chunk start, where φk was (RowsSmem), by asynchronous copies that land while the products
+    // with A (which do not need it) run; then 1e-6 is added to S_k (column 128) for the denominator.
     const float *st = states + ((size_t)c * d.H + h) * (size_t)m * kStateCols;
-    stage_batched(
-        m * kStateCols, [&](int i) { return st[i]; },
-        [&](int i, float v) {
-            const int e = i % kStateCols;
-            S[(i / kStateCols) * kSStride + e] = e == kVcat ? v + kLinearAttnEps : v;
-        });
-    __syncthreads();
-    // C_perf[r][e] = (Σ_j φq[r][j] S[j][e] + Σ_{s≤r} A[r][s] vc[s][e]) / den_r, tensor cores (3xTF32): warp w owns
+    for (int i = tid; i < m * kStateCols; i += kThreads) {
+        cp_async4((uint32_t)__cvta_generic_to_shared(S + (i / kStateCols) * kSStride + i % kStateCols), st + i);
+    }
+    cp_async_commit();
+    // C_perf[r][e] = (Σ_{s≤r} A[r][s] vc[s][e] + Σ_j φq[r][j] S[j][e]) / den_r, tensor cores (3xTF32): warp w owns
     // rows 16·(w % 4) .. +16 and columns 64·(w / 4) .. +64; A is 0 above the diagonal, so k stops at the tile's last row.
-    // The denominator φq_r · (S_k(start) + 1e-6) + Σ_{s≤r} φq_r·φk_s is column 128 of the same two products (S's
-    // column 128 holds S_k + 1e-6, vc's the ones of stage_vcat): warps 4..7 compute that tile first, for their rows.
+    // The denominator Σ_{s≤r} φq_r·φk_s + φq_r · (S_k(start) + 1e-6) is column 128 of the same two products (vc's
+    // column 128 holds the ones of stage_vcat, S's S_k + 1e-6): warps 4..7 compute that tile after their own.
     {
         const int g = lane >> 2, t4 = lane & 3, m0 = (warp % 4) * 16, n0 = (warp / 4) * 64;
-        if (warp >= 4) {
-            float den[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
-            warp_mma_3xtf32<1>(den, phq, mp, 1, S, kSStride, 1, m0, kVcat, kChunk, m, kStateCols);
-            warp_mma_3xtf32<1>(den, A, kXStride, 1, vc, kRowStride, 1, m0, kVcat, kChunk, m0 + 16, kStateCols);
-            if (t4 == 0) {  // column 128 of the tile: accumulators 0 (row g) and 2 (row g + 8)
-                inv_den[m0 + g] = m0 + g < n_rows ? 1.0f / den[0][0] : 0.0f;
-                inv_den[m0 + g + 8] = m0 + g + 8 < n_rows ? 1.0f / den[0][2] : 0.0f;
-            }
-        }
         float acc[8][4];
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
             for (int q2 = 0; q2 < 4; ++q2) acc[nt][q2] = 0.0f;
-        warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kSStride, 1, m0, n0, kChunk, m, kVcat);
         warp_mma_3xtf32<8>(acc, A, kXStride, 1, vc, kRowStride, 1, m0, n0, kChunk, m0 + 16, kVcat);
+        cp_async_wait<0>();
+        __syncthreads();  // S has landed
+        if (tid < m) S[tid * kSStride + kVcat] += kLinearAttnEps;
+        __syncthreads();
+        warp_mma_3xtf32<8>(acc, phq, mp, 1, S, kSStride, 1, m0, n0, kChunk, m, kVcat);
+        if (warp >= 4) {
+            float den[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
+            warp_mma_3xtf32<1>(den, A, kXStride, 1, vc, kRowStride, 1, m0, kVcat, kChunk, m0 + 16, kStateCols);
+            warp_mma_3xtf32<1>(den, phq, mp, 1, S, kSStride, 1, m0, kVcat, kChunk, m, kStateCols);
+            if (t4 == 0) {  // column 128 of the tile: accumulators 0 (row g) and 2 (row g + 8)
+                inv_den[m0 + g] = m0 + g < n_rows ? 1.0f / den[0][0] : 0.0f;
+                inv_den[m0 + g + 8] = m0 + g + 8 < n_rows ? 1.0f / den[0][2] : 0.0f;
+            }
+        }
         __syncthreads();  // phq, A and S, under cp, are read until here; inv_den is written
 #pragma unroll
         for (int nt = 0; nt < 8; ++nt)
@@ -486,13 +489,60 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
                 }
     }
     __syncthreads();
-    // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9), one warp per row.
-    for (int r = warp; r < kChunk; r += kWarps) {
-        const float2 gt = encoder_norm_gelu_gates(z + r * kZStride, p);
-        if (lane == 0 && r < n_rows) {
-            float *g = gates + ((size_t)(t0 + r) * d.H + h) * 2;
-            g[0] = gt.x;
-            g[1] = gt.y;
+    // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9; sea_cuda_kernels.cuh encoder_norm_gelu_gates, there one
+    // warp a row): here 8 lanes a row, four rows a warp at once, so each sum takes 3 shuffle steps instead of 5 and a
+    // warp makes 2 passes instead of 8. Lane 8q + j holds columns 32u + 4j .. +4 (u < 4) of row 4·warp + 32·pass + q:
+    // float4 reads and writes, the 8 lanes of a quarter-warp on all 32 banks.
+    static_assert(kChunk % (4 * kWarps) == 0 && kEncHidden == 128, "whole passes of 4 rows a warp, 16 values a lane");
+    {
+        const int q = lane / 8, j = lane % 8;
+        for (int pass = 0; pass < kChunk / (4 * kWarps); ++pass) {
+            const int r = pass * 4 * kWarps + 4 * warp + q;
+            float *zr = z + r * kZStride;
+            float v[16], sum = 0.0f;
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const float4 f = *reinterpret_cast<const float4 *>(zr + 32 * u + 4 * j);
+                v[4 * u] = f.x;
+                v[4 * u + 1] = f.y;
+                v[4 * u + 2] = f.z;
+                v[4 * u + 3] = f.w;
+                sum += (f.x + f.y) + (f.z + f.w);
+            }
+#pragma unroll
+            for (int off = 4; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+            const float mean = sum / (float)kEncHidden;
+            float sq = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 16; ++i) sq += (v[i] - mean) * (v[i] - mean);
+#pragma unroll
+            for (int off = 4; off > 0; off >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, off);
+            const float rstd = 1.0f / sqrtf(sq / (float)kEncHidden + kLayerNormEps);
+            float g0 = 0.0f, g1 = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 16; ++i) {
+                const int o = 32 * (i / 4) + 4 * j + i % 4;
+                float y = (v[i] - mean) * rstd * p.enc_norm_w[o] + p.enc_norm_b[o];
+                y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
+                v[i] = y;
+                g0 = fmaf(y, p.scaler_w[o], g0);
+                g1 = fmaf(y, p.scaler_w[kEncHidden + o], g1);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                *reinterpret_cast<float4 *>(zr + 32 * u + 4 * j) =
+                    make_float4(v[4 * u], v[4 * u + 1], v[4 * u + 2], v[4 * u + 3]);
+            }
+#pragma unroll
+            for (int off = 4; off > 0; off >>= 1) {
+                g0 += __shfl_xor_sync(0xffffffffu, g0, off);
+                g1 += __shfl_xor_sync(0xffffffffu, g1, off);
+            }
+            if (j == 0 && r < n_rows) {
+                float *g = gates + ((size_t)(t0 + r) * d.H + h) * 2;
+                g[0] = g0 + p.scaler_b[0];
+                g[1] = g1 + p.scaler_b[1];
+            }
         }
     }
     __syncthreads();

@@ -276,52 +276,71 @@ __global__ void __launch_bounds__(kThreads)
     features_tc(phi, mp, xs, kStateXStride, proj, d.m, n_rows);
     __syncthreads();
 
-    // The chunk's Σ v (sea_sparse_cuda.cu's running sums start from it): v_j in order, as the CPU adds them.
-    if (threadIdx.x < kHeadDim) {
-        float sum = 0.0f;
-        for (int r = 0; r < n_rows; ++r) sum += vc[r * kStateVcStride + kHeadDim + threadIdx.x];
-        v_chunk[((size_t)c * d.H + h) * kHeadDim + threadIdx.x] = sum;
-    }
-
-    // out[j][e] = Σ_r φ[r][j]·vc[r][e] (e = 128: S_k, vc = 1), tensor cores (3xTF32): A(j, r) = φ[r][j], B(r, e) =
-    // vc[r][e]. Warp w: the 8-column tiles w, w + 8, w + 16 (of 17) for each 16-feature tile in turn, so that each
-    // split of A serves up to three tiles.
+    // out[j][e] = Σ_r φ[r][j]·vc[r][e] (e = 128: S_k, vc = 1). The full 16-feature tiles × columns 0..127 on the tensor
+    // cores (3xTF32): A(j, r) = φ[r][j], B(r, e) = vc[r][e]; warp w owns the 8-column tiles w and w + 8 of every
+    // feature tile, each k-step's B split once for all of them. The rest, the features past the last full tile (m =
+    // 33: one) and column 128, and the chunk's Σ v (sea_sparse_cuda.cu's running sums start from it; v_j in order, as
+    // the CPU adds them), one dot product of the chunk's rows per thread on CUDA cores. (The 17th column tile on the
+    // tensor cores had given warp 0 three tiles against the others' two.)
     float *out = states + ((size_t)c * d.H + h) * (size_t)d.m * kStateCols;
+    const int m_full = d.m / 16;  // full feature tiles
     {
-        constexpr int kNTiles = (kStateCols + 7) / 8, kPerWarp = (kNTiles + kWarps - 1) / kWarps;
+        constexpr int kMaxMt = kMaxFeatures / 16;
         const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize, g = lane >> 2, t4 = lane & 3;
-        const int m_tiles = (d.m + 15) / 16;
-        for (int mt = 0; mt < m_tiles; ++mt) {
-            const int j0 = 16 * mt;
-            const bool row0 = j0 + g < d.m, row1 = j0 + g + 8 < d.m;
-            float acc[kPerWarp][4];
+        float acc[kMaxMt][2][4];
 #pragma unroll
-            for (int jn = 0; jn < kPerWarp; ++jn) acc[jn][0] = acc[jn][1] = acc[jn][2] = acc[jn][3] = 0.0f;
-            for (int k8 = 0; k8 < kChunk / 8; ++k8) {
-                const int ka = 8 * k8 + t4, kb = ka + 4;
-                uint32_t ah[4], al[4];
-                split_tf32(row0 ? phi[ka * mp + j0 + g] : 0.0f, ah[0], al[0]);
-                split_tf32(row1 ? phi[ka * mp + j0 + g + 8] : 0.0f, ah[1], al[1]);
-                split_tf32(row0 ? phi[kb * mp + j0 + g] : 0.0f, ah[2], al[2]);
-                split_tf32(row1 ? phi[kb * mp + j0 + g + 8] : 0.0f, ah[3], al[3]);
+        for (int mt = 0; mt < kMaxMt; ++mt)
 #pragma unroll
-                for (int jn = 0; jn < kPerWarp; ++jn) {
-                    const int e = 8 * (warp + kWarps * jn) + g;
-                    if (warp + kWarps * jn >= kNTiles) continue;  // uniform over the warp
-                    uint4 bs;
-                    split_tf32(e < kStateCols ? vc[ka * kStateVcStride + e] : 0.0f, bs.x, bs.z);
-                    split_tf32(e < kStateCols ? vc[kb * kStateVcStride + e] : 0.0f, bs.y, bs.w);
-                    mma_3xtf32(acc[jn], ah, al, bs);
-                }
+            for (int jn = 0; jn < 2; ++jn) acc[mt][jn][0] = acc[mt][jn][1] = acc[mt][jn][2] = acc[mt][jn][3] = 0.0f;
+        for (int k8 = 0; k8 < kChunk / 8; ++k8) {
+            const int ka = 8 * k8 + t4, kb = ka + 4;
+            uint4 bs[2];
+#pragma unroll
+            for (int jn = 0; jn < 2; ++jn) {
+                const int e = 8 * (warp + kWarps * jn) + g;
+                split_tf32(vc[ka * kStateVcStride + e], bs[jn].x, bs[jn].z);
+                split_tf32(vc[kb * kStateVcStride + e], bs[jn].y, bs[jn].w);
             }
 #pragma unroll
-            for (int jn = 0; jn < kPerWarp; ++jn) {
-                if (warp + kWarps * jn >= kNTiles) continue;
+            for (int mt = 0; mt < kMaxMt; ++mt) {
+                if (mt >= m_full) break;
+                const int j0 = 16 * mt;
+                uint32_t ah[4], al[4];
+                split_tf32(phi[ka * mp + j0 + g], ah[0], al[0]);
+                split_tf32(phi[ka * mp + j0 + g + 8], ah[1], al[1]);
+                split_tf32(phi[kb * mp + j0 + g], ah[2], al[2]);
+                split_tf32(phi[kb * mp + j0 + g + 8], ah[3], al[3]);
+                mma_3xtf32(acc[mt][0], ah, al, bs[0]);
+                mma_3xtf32(acc[mt][1], ah, al, bs[1]);
+            }
+        }
+#pragma unroll
+        for (int mt = 0; mt < kMaxMt; ++mt) {
+            if (mt >= m_full) break;
+#pragma unroll
+            for (int jn = 0; jn < 2; ++jn)
 #pragma unroll
                 for (int q2 = 0; q2 < 4; ++q2) {
-                    const int j = j0 + g + (q2 >> 1) * 8, e = 8 * (warp + kWarps * jn) + 2 * t4 + (q2 & 1);
-                    if (j < d.m && e < kStateCols) out[j * kStateCols + e] = acc[jn][q2];
+                    const int j = 16 * mt + g + (q2 >> 1) * 8, e = 8 * (warp + kWarps * jn) + 2 * t4 + (q2 & 1);
+                    out[j * kStateCols + e] = acc[mt][jn][q2];
                 }
+        }
+    }
+    {
+        const int j_rest = 16 * m_full;
+        const int n_rest = (d.m - j_rest) * kStateCols, n_sk = j_rest;  // rows j_rest.. × all columns; column 128
+        for (int task = threadIdx.x; task < n_rest + n_sk + kHeadDim; task += kThreads) {
+            if (task < n_rest + n_sk) {
+                const int j = task < n_rest ? j_rest + task / kStateCols : task - n_rest;
+                const int e = task < n_rest ? task % kStateCols : kVcat;
+                float sum = 0.0f;
+                for (int r = 0; r < kChunk; ++r) sum = fmaf(phi[r * mp + j], vc[r * kStateVcStride + e], sum);
+                out[j * kStateCols + e] = sum;
+            } else {
+                const int dd = task - n_rest - n_sk;
+                float sum = 0.0f;
+                for (int r = 0; r < n_rows; ++r) sum += vc[r * kStateVcStride + kHeadDim + dd];
+                v_chunk[((size_t)c * d.H + h) * kHeadDim + dd] = sum;
             }
         }
     }
@@ -578,11 +597,25 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
         }
     }
     __syncthreads();
-    for (int idx = tid; idx < kChunk * 2; idx += kThreads) {
-        const int r = idx / 2, half = idx % 2;
-        if (r >= n_rows) continue;
-        image_channel_layernorm(image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4, R + r * r_stride + half * W4,
-                                W4, p.cnn_norm1_w, p.cnn_norm1_b);
+    // LayerNorm_{K/4} of each (row, channel): two threads each, lanes 2i and 2i + 1 taking the first ⌈W4/2⌉ values and
+    // the rest (image_channel_layernorm, the decode's, runs one thread over all W4; this halves the serial chains).
+    static_assert(kThreads == 2 * 2 * kChunk, "two threads per (row, channel 2h or 2h + 1)");
+    {
+        const int r = tid / 4, half = (tid / 2) % 2, part = tid % 2, split = (W4 + 1) / 2;
+        const int i0 = part ? split : 0, i1 = part ? W4 : split;
+        const float *in = R + r * r_stride + half * W4;
+        float sum = 0.0f;
+        for (int i = i0; i < i1; ++i) sum += in[i];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        const float mean = sum / (float)W4;
+        float sq = 0.0f;
+        for (int i = i0; i < i1; ++i) sq += (in[i] - mean) * (in[i] - mean);
+        sq += __shfl_xor_sync(0xffffffffu, sq, 1);
+        const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
+        if (r < n_rows) {
+            float *dst = image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4;
+            for (int i = i0; i < i1; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
+        }
     }
 }
 

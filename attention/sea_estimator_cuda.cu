@@ -463,47 +463,48 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // ---- phase 2: encoder X = [C_perf ; v] (192) -> 128 (sea.md §2.4) ----
     // Tensor cores in fp32-equivalent precision ("3xTF32", sea_mma.cuh): x = x_hi + x_lo with x_hi = tf32(x),
     // x_lo = x - x_hi, and x·w ≈ x_hi·w_hi + x_hi·w_lo + x_lo·w_hi (the dropped x_lo·w_lo is ~2^-22 of the product),
-    // accumulated in fp32 by mma.sync m16n8k8. Warp w: outputs 16w .. 16w+15 (2 tiles of 8) of all 64 rows (4 tiles
-    // of 16). W_enc comes already split, as each lane's fragments (launch_encoder_fragments), straight from L2 (192 KB
-    // per block, one 16-byte load per tile and k-step, the next step's loaded before this one's products): no staging
-    // in shared memory and no barriers in the loop.
+    // accumulated in fp32 by mma.sync m16n8k8. Warp w: outputs 32·(w / 2) .. +32 (4 tiles of 8) of rows 32·(w % 2) ..
+    // +32 (2 tiles of 16), so that each split of X serves four products (all 64 rows per warp had every warp split all
+    // of X for two). W_enc comes already split, as each lane's fragments (launch_weight_fragments), straight from L2
+    // (each fragment read by two warps, 384 KB per block): no staging in shared memory and no barriers in the loop.
     {
-        const int g = lane >> 2, t4 = lane & 3;
-        const uint4 *fb = frags.enc + (size_t)(2 * warp) * kWarpSize + lane;
+        const int g = lane >> 2, t4 = lane & 3, mh = warp % 2;
+        const uint4 *fb = frags.enc + (size_t)(4 * (warp / 2)) * kWarpSize + lane;
         constexpr int kTilesN = kEncHidden / 8, kSteps = kEncIn / 8;
-        float acc[4][2][4];
+        float acc[2][4][4];
 #pragma unroll
-        for (int mt = 0; mt < 4; ++mt)
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
+            for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
                 for (int q2 = 0; q2 < 4; ++q2) acc[mt][nt][q2] = 0.0f;
         for (int k8 = 0; k8 < kSteps; ++k8) {
-            const uint4 b0 = __ldg(fb + (size_t)k8 * kTilesN * kWarpSize);
-            const uint4 b1 = __ldg(fb + (size_t)k8 * kTilesN * kWarpSize + kWarpSize);
+            uint4 b[4];
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt) b[nt] = __ldg(fb + (size_t)k8 * kTilesN * kWarpSize + nt * kWarpSize);
             // Columns 0..127 of X are C_perf, 128..191 are v (= vc columns 64..127).
             const int i0 = 8 * k8;
             const float *xsrc = i0 < kVcat ? cp + i0 : vc + kHeadDim + (i0 - kVcat);
 #pragma unroll
-            for (int mt = 0; mt < 4; ++mt) {
-                const int m0 = 16 * mt;
+            for (int mt = 0; mt < 2; ++mt) {
+                const int m0 = 32 * mh + 16 * mt;
                 uint32_t ah[4], al[4];
                 split_tf32(xsrc[(m0 + g) * kRowStride + t4], ah[0], al[0]);
                 split_tf32(xsrc[(m0 + g + 8) * kRowStride + t4], ah[1], al[1]);
                 split_tf32(xsrc[(m0 + g) * kRowStride + t4 + 4], ah[2], al[2]);
                 split_tf32(xsrc[(m0 + g + 8) * kRowStride + t4 + 4], ah[3], al[3]);
-                mma_3xtf32(acc[mt][0], ah, al, b0);
-                mma_3xtf32(acc[mt][1], ah, al, b1);
+#pragma unroll
+                for (int nt = 0; nt < 4; ++nt) mma_3xtf32(acc[mt][nt], ah, al, b[nt]);
             }
         }
         __syncthreads();  // every warp has read C_perf, which Z overwrites
 #pragma unroll
-        for (int mt = 0; mt < 4; ++mt)
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-            for (int nt = 0; nt < 2; ++nt)
+            for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
                 for (int q2 = 0; q2 < 4; ++q2) {
-                    const int r = 16 * mt + g + (q2 >> 1) * 8, o = 16 * warp + nt * 8 + 2 * t4 + (q2 & 1);
+                    const int r = 32 * mh + 16 * mt + g + (q2 >> 1) * 8, o = 32 * (warp / 2) + nt * 8 + 2 * t4 + (q2 & 1);
                     z[r * kZStride + o] = acc[mt][nt][q2] + p.enc_b[o];
                 }
     }

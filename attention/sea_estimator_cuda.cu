@@ -450,13 +450,16 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
             }
         }
         __syncthreads();  // phq, A and S, under cp, are read until here; inv_den is written
+        // Accumulators 2i and 2i + 1 are columns e, e + 1 of one row: one 8-byte store (e even, rows 8-byte aligned).
+        const float inv_a = inv_den[m0 + g], inv_b = inv_den[m0 + g + 8];
 #pragma unroll
-        for (int nt = 0; nt < 8; ++nt)
-#pragma unroll
-            for (int q2 = 0; q2 < 4; ++q2) {
-                const int r = m0 + g + (q2 >> 1) * 8, e = n0 + 8 * nt + 2 * t4 + (q2 & 1);
-                cp[r * kRowStride + e] = acc[nt][q2] * inv_den[r];
-            }
+        for (int nt = 0; nt < 8; ++nt) {
+            const int e = n0 + 8 * nt + 2 * t4;
+            *reinterpret_cast<float2 *>(cp + (m0 + g) * kRowStride + e) =
+                make_float2(acc[nt][0] * inv_a, acc[nt][1] * inv_a);
+            *reinterpret_cast<float2 *>(cp + (m0 + g + 8) * kRowStride + e) =
+                make_float2(acc[nt][2] * inv_b, acc[nt][3] * inv_b);
+        }
     }
     __syncthreads();
 
@@ -499,14 +502,18 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
         }
         __syncthreads();  // every warp has read C_perf, which Z overwrites
 #pragma unroll
-        for (int mt = 0; mt < 2; ++mt)
+        for (int nt = 0; nt < 4; ++nt) {
+            const int o = 32 * (warp / 2) + nt * 8 + 2 * t4;  // columns o, o + 1: 8-byte stores
+            const float b0 = p.enc_b[o], b1 = p.enc_b[o + 1];
 #pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                for (int q2 = 0; q2 < 4; ++q2) {
-                    const int r = 32 * mh + 16 * mt + g + (q2 >> 1) * 8, o = 32 * (warp / 2) + nt * 8 + 2 * t4 + (q2 & 1);
-                    z[r * kZStride + o] = acc[mt][nt][q2] + p.enc_b[o];
-                }
+            for (int mt = 0; mt < 2; ++mt) {
+                const int r = 32 * mh + 16 * mt + g;
+                *reinterpret_cast<float2 *>(z + r * kZStride + o) =
+                    make_float2(acc[mt][nt][0] + b0, acc[mt][nt][1] + b1);
+                *reinterpret_cast<float2 *>(z + (r + 8) * kZStride + o) =
+                    make_float2(acc[mt][nt][2] + b0, acc[mt][nt][3] + b1);
+            }
+        }
     }
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9; sea_cuda_kernels.cuh encoder_norm_gelu_gates, there one

@@ -19,6 +19,9 @@
 //   6 topk              sea_topk_cuda.cu       grouped top-k per query over the H·K cells: radix select of the
 //                                              n_t-th largest (sea_row_budget), ties to the smaller flat index
 //                                              (select_top_cells) -> a bit mask per (query, head)
+//                                              For K = 64 and H ≤ 32, stages 5 and 6 are one kernel
+//                                              (cnn_output_topk_k64_kernel: a warp per query, the same Â and cells);
+//                                              stage 6's time is then empty
 //   7 v_prefix          sea_sparse_cuda.cu     Σ_{j≤t} v_j (chunk sums, then a running sum per chunk)
 //   8 sparse            sea_sparse_flash_cuda.cu  per tile of 64 queries and head: the causal flash loop on the
 //                                              tensor cores over the 64-key blocks some query of the tile
@@ -142,7 +145,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
 // of its sequence before it), its sequence seq[r]. Kernels (sea_decode_cuda.cu and the shared stage files):
 //   decode_estimator  (R, H)  Performer step on the state's sums, encoder, gates, row decoder -> image ring; Σv += v
 //   decode_conv ×2    (R, ·)  conv1 row from the image ring -> conv1 ring; conv2 row -> scratch
-//   cnn_output, topk          the prefill's kernels on R rows (budget from pos[r])
+//   decode_cnn_output_topk (R)  cnn_output_row for every head of the row, then the row's radix top-k (budget from
+//                             pos[r]) in one 1,024-thread block
 //   decode_sparse     (R·H warps)  the prefill's sparse attention body, keys from the sequence's KV cache
 // The state of a sequence at position 0 is never read (a sequence starts from zero sums), so clearing a sequence
 // needs no device work; a state is valid only for the position it was left at.

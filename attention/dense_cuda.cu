@@ -68,13 +68,23 @@ void make_attention_tiles(AttentionTile *host_tiles, int *n_tiles, const int32_t
         }
         next_pos[seq] = (int64_t)pos + 1;
         AttentionTile *prev = n > 0 ? &host_tiles[n - 1] : nullptr;
-        if (prev && prev->seq == seq && prev->pos0 + prev->n_rows == pos && prev->n_rows < kAttentionTileRows) {
+        const bool continues = prev && prev->seq == seq && prev->pos0 + prev->n_rows == pos;  // the same run
+        if (continues && prev->n_rows < kAttentionTileRows) {
             prev->n_rows++;
         } else {
-            host_tiles[n++] = AttentionTile{r, 1, seq, pos};
+            host_tiles[n++] = AttentionTile{r, 1, seq, pos, continues ? prev->run_pos0 : pos};
         }
     }
     *n_tiles = n;
+}
+
+bool attention_tiles_one_run_per_sequence(const AttentionTile *host_tiles, int n_tiles) {
+    std::unordered_map<int32_t, int32_t> run_of;  // sequence -> its run's first position
+    for (int i = 0; i < n_tiles; ++i) {
+        const auto [it, fresh] = run_of.emplace(host_tiles[i].seq, host_tiles[i].run_pos0);
+        if (!fresh && it->second != host_tiles[i].run_pos0) return false;
+    }
+    return true;
 }
 
 // max_pos is checked against n_ctx; the kernels bound their key loops by each tile's own positions,
@@ -105,9 +115,6 @@ void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *
         throw_invalid_argument("attention_forward: max_pos " + std::to_string(max_pos) + " is outside [0, n_ctx = " +
                                std::to_string(n_ctx) + ")");
     }
-    if (options.append_kv && !all_single_row) {
-        throw_invalid_argument("attention_forward: append_kv needs a batch of one-row tiles (the decode kernel)");
-    }
     if (!out || !qkv || !k_cache || !v_cache || !tiles) throw_invalid_argument("attention_forward: a NULL pointer");
     if (!aligned16(out) || !aligned16(qkv) || !aligned16(k_cache) || !aligned16(v_cache)) {
         throw_invalid_argument("attention_forward: out, qkv, k_cache and v_cache must be 16-byte aligned");
@@ -120,7 +127,8 @@ void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *
     if (all_single_row) {
         dense::launch_attention_decode(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, options, stream);
     } else {
-        dense::launch_attention_prefill(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, stream);
+        dense::launch_attention_prefill(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, options.append_kv,
+                                        stream);
     }
 }
 

@@ -92,9 +92,10 @@ __device__ __forceinline__ void decode_online_softmax_step(float (&s)[kUnroll], 
 // The launchers (arguments already checked by attention_forward: head_dim is one of
 // attention_head_dim_supported's; q_scale = head_dim^-0.5 * log2 e).
 // Prefill: any tiles (up to kAttentionTileRows rows each). Decode: every tile has one row.
-void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+// append_kv: AttentionOptions::append_kv (the caches are written only then).
+void launch_attention_prefill(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
                               const AttentionTile *tiles, int n_tiles, int n_head, int head_dim, int n_ctx,
-                              float q_scale, cudaStream_t stream);
+                              float q_scale, bool append_kv, cudaStream_t stream);
 // Decode: k_cache and v_cache are written only with options.append_kv; options.partials and
 // options.counters enable the split over keys (dense_decode_cuda.cu).
 void launch_attention_decode(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,

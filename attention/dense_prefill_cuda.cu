@@ -21,6 +21,10 @@
 //         O (16 x 64, fp32) = alpha O + P V          (V fragments by ldmatrix.trans).
 //       At the end O is divided by the row sums (reduced over the quad) and stored as fp16 for the
 //       tile's real rows (rows past n_rows compute harmless values and are never stored).
+//       With append_kv the block also copies its tile's K and V rows of its head from qkv into the
+//       cache (the work of kv_cache_append, one launch and a 2·T·C·2-byte round trip fewer per layer),
+//       and reads the keys of its run (positions >= tile.run_pos0) from qkv rather than the cache, so no
+//       block depends on another's copies; keys before the run come from the cache as always.
 //
 // Fragment layouts (PTX ISA, mma.m16n8k16 .f16/.f32), lane = 4 g + t (g = lane / 4, t = lane % 4):
 //   A (16 x 16, row-major), 4 regs of 2 halves: a0 = A[g][2t, 2t+1], a1 = A[g+8][2t, 2t+1],
@@ -32,6 +36,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -108,14 +113,67 @@ __device__ __forceinline__ void load_rows(uint32_t dst_a, const __half *src_a, c
     }
 }
 
+// load_rows restricted to the rows of positions [lo, hi) of the block r0 .. r0 + 63 (the others are
+// not touched), row p at src + (row_shift + p)·stride: with append_kv a block's keys before the run
+// come from the cache and the run's from the qkv rows, so a block that straddles the run's start is
+// loaded in two calls.
+template <int D>
+__device__ __forceinline__ void load_rows_range(uint32_t dst_a, const __half *src_a, const __half *src_b,
+                                                size_t stride, int row_shift, int r0, int lo, int hi, int last) {
+    using S = PrefillShape<D>;
+    const int tid = (int)threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < S::kCopiesPerThread; ++i) {
+        const int c = tid + i * kPrefillThreads, r = c / S::kChunksPerRow, dim = (c % S::kChunksPerRow) * 8;
+        const int p = r0 + r;
+        if (p < lo || p >= hi) continue;
+        const bool valid = p <= last;
+        const size_t at = (valid ? (size_t)(row_shift + p) * stride : 0) + (size_t)dim;  // clamped: row 0
+        const uint32_t d = dst_a + (uint32_t)(r * S::kRowBytes + dim * (int)sizeof(__half));
+        cp_async16(d, src_a + at, valid);
+        cp_async16(d + S::kVOffset, src_b + at, valid);
+    }
+}
+
+// With append_kv: the tile's rows of K and V of head h, from the qkv rows into the cache, 16 bytes a
+// copy, all of a thread's loads of a round issued before its stores.
+template <int D>
+__device__ __forceinline__ void append_tile_kv(__half *k_head, __half *v_head, const __half *qk_head,
+                                               const __half *qv_head, size_t qkv_stride, const AttentionTile &tile) {
+    using S = PrefillShape<D>;
+    constexpr int kRound = 4;  // copies (of K and of V) in flight per thread
+    const int n = tile.n_rows * S::kChunksPerRow;
+    for (int c0 = (int)threadIdx.x; c0 < n; c0 += kRound * kPrefillThreads) {
+        uint4 kx[kRound], vx[kRound];
+#pragma unroll
+        for (int u = 0; u < kRound; ++u) {
+            const int c = c0 + u * kPrefillThreads;
+            if (c < n) {
+                const size_t at = (size_t)(tile.row0 + c / S::kChunksPerRow) * qkv_stride + (c % S::kChunksPerRow) * 8;
+                kx[u] = *reinterpret_cast<const uint4 *>(qk_head + at);
+                vx[u] = *reinterpret_cast<const uint4 *>(qv_head + at);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kRound; ++u) {
+            const int c = c0 + u * kPrefillThreads;
+            if (c < n) {
+                const size_t at = (size_t)(tile.pos0 + c / S::kChunksPerRow) * D + (c % S::kChunksPerRow) * 8;
+                *reinterpret_cast<uint4 *>(k_head + at) = kx[u];
+                *reinterpret_cast<uint4 *>(v_head + at) = vx[u];
+            }
+        }
+    }
+}
+
 // ---- CUDA kernel ----
 
-template <int D>
+// kAppend: append_kv (a template parameter: without it the kernel keeps its registers for the loop).
+template <int D, bool kAppend>
 __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPerSm)
-    attention_prefill_kernel(__half *__restrict__ out, const __half *__restrict__ qkv,
-                             const __half *__restrict__ k_cache, const __half *__restrict__ v_cache,
-                             const AttentionTile *__restrict__ tiles, int n_tiles, int n_head, int n_ctx,
-                             float q_scale) {
+    attention_prefill_kernel(__half *__restrict__ out, const __half *__restrict__ qkv, __half *__restrict__ k_cache,
+                             __half *__restrict__ v_cache, const AttentionTile *__restrict__ tiles, int n_tiles,
+                             int n_head, int n_ctx, float q_scale) {
     using Shape = PrefillShape<D>;
     // [K, V][stage][key][D + 8 halves], then q [row][D + 8 halves] (dynamic: Shape::kSmemBytes).
     extern __shared__ __align__(128) unsigned char kv_smem[];
@@ -144,7 +202,23 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
     const int warp_last_j0 = warp * kPrefillWarpRows < tile.n_rows ? warp_first_pos + kPrefillWarpRows - 1 : -1;
 
     const size_t kv_base = ((size_t)tile.seq * (size_t)n_head + (size_t)h) * (size_t)n_ctx * D;
-    const __half *k_head = k_cache + kv_base, *v_head = v_cache + kv_base;
+    __half *k_head = k_cache + kv_base, *v_head = v_cache + kv_base;
+    // With append_kv, keys from the run's first position on are read from the qkv rows: position p's
+    // k at qk_head + (row_shift + p)·3C (its batch row), its v C halves later.
+    const __half *qk_head = qkv + C + h * D;
+    const int row_shift = tile.row0 - tile.pos0;
+    // The copies of key block r0 (zero past `last`).
+    auto load_kv = [&](uint32_t dst, int r0) {
+        if constexpr (!kAppend) {
+            load_rows<D>(dst, k_head, v_head, D, r0, last);
+        } else {
+            const int run = tile.run_pos0;  // uniform over the block
+            if (r0 < run) load_rows_range<D>(dst, k_head, v_head, D, 0, r0, r0, run, last);
+            if (r0 + kPrefillKeys > run) {
+                load_rows_range<D>(dst, qk_head, qk_head + C, (size_t)(3 * C), row_shift, r0, run, INT_MAX, last);
+            }
+        }
+    };
 
     const uint32_t smem = (uint32_t)__cvta_generic_to_shared(kv_smem);
     constexpr uint32_t kStageBytes = Shape::kStageBytes;
@@ -175,13 +249,13 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
     float m_a = -INFINITY, m_b = -INFINITY;  // running max of the raw scores (equal over the quad)
     float l_a = 0.0f, l_b = 0.0f;            // this lane's share of the running sums of p
 
-    load_rows<D>(smem, k_head, v_head, D, 0, last);
+    load_kv(smem, 0);
     cp_async_commit();  // q and the first K/V block: one group
     uint32_t stage = 0;  // byte offset of the stage holding keys j0..j0+63
     for (int j0 = 0; j0 <= last; j0 += kPrefillKeys) {
         const uint32_t next = kStageBytes - stage;
         if (j0 + kPrefillKeys <= last) {  // prefetch the next block into the other stage
-            load_rows<D>(smem + next, k_head, v_head, D, j0 + kPrefillKeys, last);
+            load_kv(smem + next, j0 + kPrefillKeys);
         }
         cp_async_commit();  // (an empty group on the last block keeps the count uniform)
         cp_async_wait<1>();  // this block's group has landed (for this thread's copies) ...
@@ -260,6 +334,9 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
 #pragma unroll
         for (int j = 0; j < Shape::kDimTiles; ++j) orow[4 * j] = pack_f16x2(o[j][2] * inv_b, o[j][3] * inv_b);
     }
+    // This block's share of the KV append, last (no block reads the cache where another writes; here
+    // the accumulators' registers are free, and other blocks of the SM cover the copies' latency).
+    if (kAppend) append_tile_kv<D>(k_head, v_head, qk_head, qk_head + C, (size_t)(3 * C), tile);
 }
 
 }  // namespace
@@ -268,29 +345,34 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
 
 namespace {
 template <int D>
-void launch_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
-                    const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale, cudaStream_t stream) {
+void launch_prefill(__half *out, const __half *qkv, __half *k_cache, __half *v_cache, const AttentionTile *tiles,
+                    int n_tiles, int n_head, int n_ctx, float q_scale, bool append_kv, cudaStream_t stream) {
     constexpr int kSmem = PrefillShape<D>::kSmemBytes;
     if (kSmem > 48 * 1024) {  // past the default limit: opt in (per device; cheap, and not a stream operation)
-        const cudaError_t err =
-            cudaFuncSetAttribute(attention_prefill_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
-        if (err != cudaSuccess) cudaGetLastError();
-        check_cuda(err, "attention_prefill_kernel shared memory", __FILE__, __LINE__);
+        for (const auto kernel : {attention_prefill_kernel<D, false>, attention_prefill_kernel<D, true>}) {
+            const cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+            if (err != cudaSuccess) cudaGetLastError();
+            check_cuda(err, "attention_prefill_kernel shared memory", __FILE__, __LINE__);
+        }
     }
     const dim3 grid((unsigned)n_tiles, (unsigned)n_head);
-    attention_prefill_kernel<D><<<grid, kPrefillThreads, kSmem, stream>>>(out, qkv, k_cache, v_cache, tiles, n_tiles,
-                                                                         n_head, n_ctx, q_scale);
+    (append_kv ? attention_prefill_kernel<D, true> : attention_prefill_kernel<D, false>)<<<grid, kPrefillThreads, kSmem,
+                                                                                          stream>>>(
+        out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale);
     check_launch("attention_prefill_kernel");
 }
 }  // namespace
 
-void launch_attention_prefill(__half *out, const __half *qkv, const __half *k_cache, const __half *v_cache,
+void launch_attention_prefill(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
                               const AttentionTile *tiles, int n_tiles, int n_head, int head_dim, int n_ctx,
-                              float q_scale, cudaStream_t stream) {
+                              float q_scale, bool append_kv, cudaStream_t stream) {
+    const auto run = [&](auto launch) {
+        launch(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, append_kv, stream);
+    };
     switch (head_dim) {
-        case 64: launch_prefill<64>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, stream); break;
-        case 80: launch_prefill<80>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, stream); break;
-        case 128: launch_prefill<128>(out, qkv, k_cache, v_cache, tiles, n_tiles, n_head, n_ctx, q_scale, stream); break;
+        case 64: run(launch_prefill<64>); break;
+        case 80: run(launch_prefill<80>); break;
+        case 128: run(launch_prefill<128>); break;
         default: throw_invalid_argument("launch_attention_prefill: head_dim " + std::to_string(head_dim));
     }
 }

@@ -2,8 +2,8 @@
 // cores, in fp32-equivalent precision (3xTF32, attention/sea_mma.cuh), for K/4 = 16 columns and 2H = 8·NT channels
 // (sea_conv_on_tensor_cores: OPT-125m, 350m, 1.3B). Other shapes run causal_conv_kernel (sea_cnn_cuda.cu).
 //
-//   The weights come split into tf32 hi and lo parts as the mma B fragments (sea_fragments_cuda.cu, once per prefill
-//       call): [tap][ci8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = W[co = 8nt + lane/4][ci = 8ci8 +
+//   The weights come split into tf32 hi and lo parts as the mma B fragments (SeaDeviceParams::conv_frags, made once
+//       at upload by sea_pack_conv_fragments): [tap][ci8][nt][lane] -> {b0 hi, b1 hi, b0 lo, b1 lo}, b0 = W[co = 8nt + lane/4][ci = 8ci8 +
 //       lane%4][tap]; a lane's fragment is one 16-byte load, shared by all blocks through L1/L2.
 //   causal_conv_tc_kernel<NT>  an implicit GEMM per block of 8 output rows × 16 columns × all 2H output channels:
 //       the block stages input rows t0-4 .. t0+7 of every channel ([12][2H][24] floats, columns x+2 with zeros at

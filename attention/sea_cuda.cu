@@ -147,7 +147,7 @@ size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R) {
 void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &p, const SeaQkv &qkv,
                                 float q_scale, int T, half_t *out, int64_t out_row_stride, void *scratch,
                                 size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug,
-                                void *state_out) {
+                                void *state_out, const SeaKvOut &kv_out) {
     const std::string who = "sea_attention_prefill_cuda";
     check_config_and_params(who, cfg, p);
     if (T < 0) throw_invalid_argument(who + ": T = " + std::to_string(T) + " is negative");
@@ -160,6 +160,16 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
                           std::to_string(T) + ", k " + std::to_string(cfg.k) + ")");
     }
     check_qkv_and_out(who, cfg, qkv, out, out_row_stride);
+    if (!p.weight_frags || !aligned16(p.weight_frags) ||
+        (sea_conv_on_tensor_cores(cfg) && (!p.conv_frags || !aligned16(p.conv_frags)))) {
+        throw_invalid_argument(who + ": the weights' tensor-core fragments (SeaDeviceParams::weight_frags" +
+                               std::string(sea_conv_on_tensor_cores(cfg) ? " and conv_frags" : "") +
+                               ", sea_pack_weight_fragments) must be given, 16-byte aligned");
+    }
+    if (kv_out.k && (!kv_out.v || !aligned16(kv_out.k) || !aligned16(kv_out.v) || kv_out.head_stride < (int64_t)T * 64 ||
+                     kv_out.head_stride % 8 != 0)) {
+        throw_invalid_argument(who + ": kv_out needs k and v 16-byte aligned and a head stride >= T·64, a multiple of 8");
+    }
     const SeaPrefillScratchLayout L = sea_prefill_scratch_layout(cfg, (size_t)T);
     if (T == 0) return;
     if (!scratch || ((uintptr_t)scratch & 255u) != 0 || scratch_bytes < L.total) {
@@ -196,14 +206,13 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
 
     mark(0);
     const SeaWeightFragments F = sea_weight_fragments(cfg);
-    char *wf = base + L.weight_frag;
+    const char *wf = static_cast<const char *>(p.weight_frags);
     const bool conv_tc = sea_conv_on_tensor_cores(cfg) && !conv_fma_requested();
-    char *frag = base + L.conv_frag;
-    sea::launch_weight_fragments(wf, F, conv_tc ? frag : nullptr, p, d, stream);
+    const char *frag = static_cast<const char *>(p.conv_frags);
     const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc),
                                  reinterpret_cast<const uint4 *>(wf + F.row),
                                  reinterpret_cast<const uint4 *>(wf + F.proj)};
-    sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, d, stream);
+    sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, kv_out, d, stream);
     mark(1);
     const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
     char *state = static_cast<char *>(state_out);

@@ -13,7 +13,7 @@
 //   3 conv1, 4 conv2    sea_cnn_cuda.cu        causal dilated 3×3 conv + ReLU (causal_dilated_conv_row); on the
 //                       sea_conv_tc_cuda.cu    tensor cores (3xTF32 implicit GEMM) where K = 64 and 2H is 24, 32
 //                                              or 64 (sea_conv_on_tensor_cores), the weights split into fragments
-//                                              once per call
+//                                              once at upload (SeaDeviceParams::conv_frags)
 //   5 cnn_output        sea_cnn_cuda.cu        1×1 conv, ×4 upsample, border pad, area resize, LayerNorm_K,
 //                                              softmax over K -> Â (cnn_output_row)
 //   6 topk              sea_topk_cuda.cu       grouped top-k per query over the H·K cells: radix select of the
@@ -80,6 +80,11 @@ struct SeaDeviceParams {
     const float *cnn_norm2_b = nullptr;     // [K]
     const float *scaler_w = nullptr;        // [2, 128]  (s_prob; s_mix)
     const float *scaler_b = nullptr;        // [2]
+    // The same weights as the prefill kernels read them, split into tensor-core fragments once at upload
+    // (attention/sea_layout.h: sea_pack_weight_fragments, sea_pack_conv_fragments), 16-byte aligned. The prefill
+    // needs weight_frags, and conv_frags where sea_conv_on_tensor_cores(cfg); the decode reads neither.
+    const void *weight_frags = nullptr;     // sea_weight_fragments(cfg).total bytes
+    const void *conv_frags = nullptr;       // 2 · sea_conv_fragment_bytes(cfg) bytes: conv1's, then conv2's
 };
 
 // Where q, k and v of position t, head h are (fp16, 64 contiguous values each):
@@ -103,6 +108,14 @@ inline SeaQkv sea_qkv_fused(const half_t *qkv, int n_head) {
     x.q_head_stride = x.k_head_stride = x.v_head_stride = 64;
     return x;
 }
+
+// Where a prefill also writes its rows' keys and values, as the engine's kv_cache_append would: key t of head h
+// (64 fp16) at k + h·head_stride + t·64, the value likewise from v (the KV cache of one sequence: head_stride
+// n_ctx·64). 16-byte aligned; k null: nothing is written.
+struct SeaKvOut {
+    half_t *k = nullptr, *v = nullptr;
+    int64_t head_stride = 0;
+};
 
 // Stages, in launch order (the list at the top of this file).
 inline constexpr int kSeaPrefillStages = 9;
@@ -133,10 +146,12 @@ struct SeaPrefillDebug {
 // SEAOPT_ERR_DEVICE for launch failures.
 // state_out (optional, device, sea_decode_state_bytes): filled to continue decoding at position T (sea.md §2.12):
 // the Performer sums over all T rows, Σ v, and rows T-4..T-1 of the decoder image and of ReLU(conv1).
+// params.weight_frags (and conv_frags where the convs run on the tensor cores) must be set.
+// kv_out (optional): the rows' keys and values also go there (the first kernel copies them; the engine's KV append).
 void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
                                 float q_scale, int T, half_t *out, int64_t out_row_stride, void *scratch,
                                 size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug = nullptr,
-                                void *state_out = nullptr);
+                                void *state_out = nullptr, const SeaKvOut &kv_out = SeaKvOut{});
 
 // ---- incremental decode (sea.md §2.12) ----
 //

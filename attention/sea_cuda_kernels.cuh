@@ -170,27 +170,23 @@ __device__ __forceinline__ void image_channel_layernorm(float *dst, const float 
 // sea_estimator_cuda.cu
 size_t performer_state_smem_bytes(const Dims &d);
 size_t estimator_rows_smem_bytes(const Dims &d);
-// v_chunk: the chunks' Σ v [⌈T/64⌉][H][64], for launch_v_prefix.
+// v_chunk: the chunks' Σ v [⌈T/64⌉][H][64], for launch_v_prefix. kv (kv.k null: none): the rows' keys and values
+// also into the caller's cache (sea_attention_prefill_cuda's kv_out).
 void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
-                            const uint4 *proj_frag, const Dims &d, cudaStream_t stream);
+                            const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream);
 // total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
-// The linear weights as mma fragments (sea_layout.h SeaWeightFragments; the scratch's weight_frag region).
+// The linear weights as mma fragments (sea_layout.h SeaWeightFragments, in SeaDeviceParams::weight_frags).
 struct WeightFrags {
     const uint4 *enc, *row, *proj;
 };
-// sea_fragments_cuda.cu: one launch before the first estimator kernel fills the linear weights' fragments (region:
-// the scratch's weight_frag) and, where conv_frag is not null (the scratch's conv_frag: the convs run on the tensor
-// cores), both convs' (conv1's, then conv2's at conv_frag + sea_conv_fragment_bytes).
-void launch_weight_fragments(char *region, const SeaWeightFragments &layout, void *conv_frag,
-                             const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
 void launch_estimator_rows(float *image, float *gates, const float *states, const WeightFrags &frags, const QkvView &x,
                            const SeaDeviceParams &p, const Dims &d, cudaStream_t stream);
 // sea_cnn_cuda.cu
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,
                         cudaStream_t stream);
 // sea_conv_tc_cuda.cu: the same convs on the tensor cores where sea_conv_on_tensor_cores(cfg) holds; frag: one conv's
-// fragments (launch_weight_fragments). Dynamic shared memory conv_tc_smem_bytes(d).
+// fragments (SeaDeviceParams::conv_frags). Dynamic shared memory conv_tc_smem_bytes(d).
 size_t conv_tc_smem_bytes(const Dims &d);
 void launch_causal_conv_tc(float *y, const float *x, const void *frag, const float *b, const Dims &d,
                            cudaStream_t stream);

@@ -72,8 +72,8 @@ struct StateSmem {
 //     chunk-start state S is staged from there then; vc.
 //   phase 2 (encoder, row decoder): C_perf from offset 0 (written after a barrier that ends phase 1), vc (v is the
 //     encoder's input too); Z from offset 0 once every warp has read C_perf; the row decoder's R in vc, dead by then.
-//   The linear weights are not staged: their mma fragments come from L2 (launch_weight_fragments,
-//   sea_fragments_cuda.cu).
+//   The linear weights are not staged: their mma fragments, split once at upload (SeaDeviceParams::weight_frags,
+//   sea_layout.h sea_pack_weight_fragments), come from L2.
 struct RowsSmem {
     int phq, a, phk, S, cp, z, vc, R, inv_den, total;
     __host__ __device__ RowsSmem(int m, int KH) {
@@ -92,7 +92,7 @@ struct RowsSmem {
     }
 };
 
-// One lane's B fragments of a linear weight split by launch_weight_fragments: tile nt of k-step k8, n_tiles per step.
+// One lane's B fragments of a linear weight (sea_pack_weight_fragments): tile nt of k-step k8, n_tiles per step.
 __device__ __forceinline__ uint4 weight_fragment(const uint4 *frag, int k8, int nt, int n_tiles) {
     return __ldg(frag + ((size_t)k8 * n_tiles + nt) * kWarpSize + threadIdx.x % kWarpSize);
 }
@@ -256,9 +256,26 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
 
 // ---- kernels ----
 
+// With kv_out: the chunk's rows of k and v of head h, copied as they are into the caller's cache ([pos][64] rows from
+// k_out + h·head_stride), 16-byte pieces, every load of a thread before its stores.
+__device__ void copy_chunk_kv(const QkvView &x, const SeaKvOut &kv, int h, int t0, int n_rows) {
+    RowPieces k, v;
+    k.load(k_at(x, 0, h), x.k_row, t0, n_rows);
+    v.load(v_at(x, 0, h), x.v_row, t0, n_rows);
+    half_t *kd = kv.k + (long long)h * kv.head_stride, *vd = kv.v + (long long)h * kv.head_stride;
+#pragma unroll
+    for (int u = 0; u < kRowPieces / kThreads; ++u) {
+        const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
+        if (r < n_rows) {
+            *reinterpret_cast<uint4 *>(kd + (long long)(t0 + r) * kHeadDim + 8 * c) = k.w[u];
+            *reinterpret_cast<uint4 *>(vd + (long long)(t0 + r) * kHeadDim + 8 * c) = v.w[u];
+        }
+    }
+}
+
 __global__ void __launch_bounds__(kThreads)
     performer_state_kernel(float *__restrict__ states, float *__restrict__ v_chunk, QkvView x,
-                           const uint4 *__restrict__ proj, const float *__restrict__ pos_table, Dims d) {
+                           const uint4 *__restrict__ proj, const float *__restrict__ pos_table, SeaKvOut kv, Dims d) {
     extern __shared__ float smem[];
     const StateSmem L(d.m);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
@@ -266,12 +283,13 @@ __global__ void __launch_bounds__(kThreads)
     const int mp = stride_8_mod_32(d.m);
     float *xs = smem + L.x, *phi = smem + L.phi, *vc = smem + L.vc;
 
-    stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
-    stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
-    // q, k, v and the positional table come from kernels that have completed; the projection's fragments come from
-    // the kernel just before (launch_weight_fragments).
+    // q, k and v may come from the kernel just before (the engine's qkv GEMM). Launched without PDL (both calls
+    // no-ops then): every earlier kernel has completed.
     pdl_wait();
     pdl_launch_dependents();
+    stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
+    stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
+    if (kv.k) copy_chunk_kv(x, kv, h, t0, n_rows);  // the KV append (sea_attention_prefill_cuda's kv_out)
     __syncthreads();
     features_tc(phi, mp, xs, kStateXStride, proj, d.m, n_rows);
     __syncthreads();
@@ -468,7 +486,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // x_lo = x - x_hi, and x·w ≈ x_hi·w_hi + x_hi·w_lo + x_lo·w_hi (the dropped x_lo·w_lo is ~2^-22 of the product),
     // accumulated in fp32 by mma.sync m16n8k8. Warp w: outputs 32·(w / 2) .. +32 (4 tiles of 8) of rows 32·(w % 2) ..
     // +32 (2 tiles of 16), so that each split of X serves four products (all 64 rows per warp had every warp split all
-    // of X for two). W_enc comes already split, as each lane's fragments (launch_weight_fragments), straight from L2
+    // of X for two). W_enc comes already split, as each lane's fragments (SeaDeviceParams::weight_frags), straight from L2
     // (each fragment read by two warps, 384 KB per block): no staging in shared memory and no barriers in the loop.
     {
         const int g = lane >> 2, t4 = lane & 3, mh = warp % 2;
@@ -644,12 +662,14 @@ size_t performer_state_smem_bytes(const Dims &d) { return (size_t)StateSmem(d.m)
 size_t estimator_rows_smem_bytes(const Dims &d) { return (size_t)RowsSmem(d.m, d.KH).total * sizeof(float); }
 
 void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
-                            const uint4 *proj_frag, const Dims &d, cudaStream_t stream) {
+                            const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream) {
     const size_t smem = performer_state_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
-    launch_kernel("sea performer_state_kernel", programmatic_launch_enabled(), performer_state_kernel,
+    // A plain launch: its blocks read q, k, v at once, so starting early (PDL) would only park them on SMs that the
+    // kernel before (the engine's qkv GEMM) still uses.
+    launch_kernel("sea performer_state_kernel", false, performer_state_kernel,
                   dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, states, v_chunk, x,
-                  proj_frag, p.pos_table, d);
+                  proj_frag, p.pos_table, kv, d);
 }
 
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream) {

@@ -1,6 +1,8 @@
 #include "attention/sea_layout.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 
 namespace seaopt::cuda {
 namespace {
@@ -16,6 +18,50 @@ struct Placer {
         return at;
     }
 };
+
+// x = hi + lo as attention/sea_mma.cuh's split_tf32 makes it on the device (same integer rounding, same fp32
+// subtraction, which is exact), so the fragments hold the bits the kernels would have formed from the raw weights.
+void split_tf32_host(float x, uint32_t &hi, uint32_t &lo) {
+    uint32_t u;
+    std::memcpy(&u, &x, 4);
+    hi = (u + 0x1000u) & 0xffffe000u;
+    float h;
+    std::memcpy(&h, &hi, 4);
+    const float l = x - h;
+    std::memcpy(&lo, &l, 4);
+}
+
+// Fragment i of a job: {b0 hi, b1 hi, b0 lo, b1 lo}.
+void put_fragment(char *dst, size_t i, float b0, float b1) {
+    uint32_t f[4];
+    split_tf32_host(b0, f[0], f[2]);
+    split_tf32_host(b1, f[1], f[3]);
+    std::memcpy(dst + 16 * i, f, 16);
+}
+
+// An nn.Linear weight w [out][in] as B(k, n) = w[n][k]: [in/8][⌈out/8⌉][32 lanes].
+void pack_linear(char *dst, const std::vector<float> &w, size_t out, size_t in) {
+    const size_t n_tiles = (out + 7) / 8, count = in / 8 * n_tiles * 32;
+    for (size_t i = 0; i < count; ++i) {
+        const size_t lane = i % 32, nt = i / 32 % n_tiles, k8 = i / 32 / n_tiles;
+        const size_t n = 8 * nt + lane / 4, k = 8 * k8 + lane % 4;
+        put_fragment(dst, i, n < out ? w[n * in + k] : 0.0f, n < out ? w[n * in + k + 4] : 0.0f);
+    }
+}
+
+// A causal conv's w ⊙ mask [C][C][5][3] (mask empty: the stored standard mask, ones on the live rows read here) as
+// B(ci, co) = w[co][ci][tap] for the 9 live taps: [9][C/8][C/8][32 lanes].
+void pack_conv(char *dst, const std::vector<float> &w, const std::vector<float> &mask, size_t C) {
+    constexpr size_t kStoredTaps = 15;  // 5 kernel rows × 3 columns, rows 0..2 live
+    const size_t n_tiles = C / 8, count = 9 * n_tiles * n_tiles * 32;
+    auto value = [&](size_t at) { return mask.empty() ? w[at] : w[at] * mask[at]; };
+    for (size_t i = 0; i < count; ++i) {
+        const size_t lane = i % 32, nt = i / 32 % n_tiles, rest = i / 32 / n_tiles;
+        const size_t ci8 = rest % n_tiles, tap = rest / n_tiles, ci = 8 * ci8 + lane % 4, n = 8 * nt + lane / 4;
+        const size_t at0 = (n * C + ci) * kStoredTaps + tap, at1 = at0 + 4 * kStoredTaps;  // input channel ci + 4
+        put_fragment(dst, i, value(at0), value(at1));
+    }
+}
 
 }  // namespace
 
@@ -40,6 +86,22 @@ size_t sea_conv_fragment_bytes(const cpu::SeaConfig &cfg) {
     return 9 * tiles * tiles * 32 * 16;
 }
 
+void sea_pack_weight_fragments(const cpu::SeaConfig &cfg, const cpu::SeaParams &params, void *dst) {
+    const SeaWeightFragments F = sea_weight_fragments(cfg);
+    char *out = static_cast<char *>(dst);
+    pack_linear(out + F.enc, params.enc_w, 128, 192);
+    pack_linear(out + F.row, params.dec_row_w, cfg.K / 2, 128);
+    pack_linear(out + F.proj, params.performer_proj, cfg.n_features, cpu::kSeaHeadDim);
+}
+
+void sea_pack_conv_fragments(const cpu::SeaConfig &cfg, const cpu::SeaParams &params, void *dst) {
+    const size_t bytes = sea_conv_fragment_bytes(cfg), C = 2 * cfg.n_head;
+    if (bytes == 0) return;
+    char *out = static_cast<char *>(dst);
+    pack_conv(out, params.conv1_w, params.conv1_mask, C);
+    pack_conv(out + bytes, params.conv2_w, params.conv2_mask, C);
+}
+
 SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T) {
     cpu::sea_validate_config(cfg);
     const size_t H = cfg.n_head, K = cfg.K, m = cfg.n_features, W4 = K / 4, C = 2 * H, KW = (K + 31) / 32;
@@ -54,8 +116,6 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.gates_bytes = T * H * 2 * f;
     L.cell_mask_bytes = T * H * KW * sizeof(uint32_t);
     L.v_chunk_bytes = n_chunks * H * cpu::kSeaHeadDim * f;
-    L.conv_frag_bytes = 2 * sea_conv_fragment_bytes(cfg);
-    L.weight_frag_bytes = sea_weight_fragments(cfg).total;
     Placer p;
     L.shared = p.place(L.shared_bytes);
     L.image = p.place(L.image_bytes);
@@ -63,8 +123,6 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.gates = p.place(L.gates_bytes);
     L.cell_mask = p.place(L.cell_mask_bytes);
     L.v_chunk = p.place(L.v_chunk_bytes);
-    L.conv_frag = p.place(L.conv_frag_bytes);
-    L.weight_frag = p.place(L.weight_frag_bytes);
     L.total = p.off;
     return L;
 }

@@ -27,12 +27,11 @@ struct SeaPrefillScratchLayout {
     size_t gates = 0, gates_bytes = 0;            // T·H·2 floats
     size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
     size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
-    size_t conv_frag = 0, conv_frag_bytes = 0;    // conv1's then conv2's weights as tensor-core fragments, or 0
-    size_t weight_frag = 0, weight_frag_bytes = 0;  // W_enc, W_row, the projection as fragments (sea_weight_fragments)
     size_t total = 0;
 };
-// The estimator's linear weights (nn.Linear [out][in]) split into tf32 mma B fragments for the prefill kernels, byte
-// offsets in the scratch's weight_frag region: [in/8 k-steps][⌈out/8⌉ n-tiles][32 lanes] × 16 bytes each.
+// The estimator's linear weights (nn.Linear [out][in]) split into tf32 mma B fragments for the prefill kernels
+// (SeaDeviceParams::weight_frags, made once with the parameters by sea_pack_weight_fragments), byte offsets:
+// [in/8 k-steps][⌈out/8⌉ n-tiles][32 lanes] × 16 bytes each.
 struct SeaWeightFragments {
     size_t enc = 0;    // W_enc [128, 192]
     size_t row = 0;    // W_row [K/2, 128]
@@ -46,10 +45,23 @@ bool sea_conv_on_tensor_cores(const cpu::SeaConfig &cfg);
 // Bytes of one conv's weight fragments (9 taps × (2H/8)² tiles × 32 lanes × 16 bytes); 0 where the convs run on
 // the CUDA cores.
 size_t sea_conv_fragment_bytes(const cpu::SeaConfig &cfg);
+
+// The prefill kernels read these weights as tensor-core B fragments already split for 3xTF32 (attention/sea_mma.cuh):
+// each 16-byte fragment is {b0 hi, b1 hi, b0 lo, b1 lo} for one lane of one (k-step, n-tile), hi = tf32(x) rounded
+// to nearest with ties away (cvt.rna), lo = x − hi, exactly the split the kernels would make themselves. Made on the
+// host once, when the parameters are packed for upload (model/opt_sea_upload.cpp): 0.8 MiB per OPT-1.3B layer,
+// where a launch per prefill call had rebuilt them in the scratch (~4.4 µs a layer on H100).
+// dst: sea_weight_fragments(cfg).total bytes, laid out as SeaWeightFragments says: W_enc, W_row, the projection
+// (b0 = w[8·nt + lane/4][8·k8 + lane%4], b1 four inputs later, 0 past the output count).
+void sea_pack_weight_fragments(const cpu::SeaConfig &cfg, const cpu::SeaParams &params, void *dst);
+// dst: 2 · sea_conv_fragment_bytes(cfg) bytes (nothing where that is 0): conv1's then conv2's w ⊙ mask, each
+// [9 taps][2H/8 ci-steps][2H/8 n-tiles][32 lanes], b0 = (w ⊙ mask)[8·nt + lane/4][8·ci8 + lane%4][tap] (live kernel
+// rows 0..2 of the stored [5][3]), b1 four input channels later.
+void sea_pack_conv_fragments(const cpu::SeaConfig &cfg, const cpu::SeaParams &params, void *dst);
 // Throws seaopt::Error (SEAOPT_ERR_INVALID_ARGUMENT) for a config sea_validate_config rejects.
 SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T);
-// = sea_prefill_scratch_layout(cfg, T).total: linear in T plus 0.8 MiB of weight fragments; 36.4 MB (34.7 MiB)
-// for OPT-1.3B (H 32, m 33, K 64) at T = 2048, 18.6 MB at T = 1024.
+// = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.5 MB (33.9 MiB) for OPT-1.3B (H 32, m 33, K 64) at
+// T = 2048, 17.8 MB at T = 1024.
 size_t sea_prefill_scratch_bytes(const cpu::SeaConfig &cfg, size_t T);
 
 // The decode state of one sequence in one SEA layer (sea.md §2.12), fp32, byte offsets from the state's start

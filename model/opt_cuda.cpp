@@ -648,14 +648,10 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
     cuda::make_attention_tiles(h_tiles, &n_tiles, h_seq, h_pos, T);
     bool all_single = true;
     for (int i = 0; i < n_tiles; ++i) all_single = all_single && h_tiles[i].n_rows == 1;
-    // A decode batch whose rows all belong to different sequences lets the attention kernel append
-    // K and V itself (no row reads a key another row appends): one launch fewer per layer.
-    bool fused_append = all_single;
-    if (fused_append) {
-        std::vector<int32_t> seqs(h_seq, h_seq + T);
-        std::sort(seqs.begin(), seqs.end());
-        fused_append = std::adjacent_find(seqs.begin(), seqs.end()) == seqs.end();
-    }
+    // A batch whose sequences each come as one run of rows (a decode step of distinct sequences, a
+    // prefill, a batch of perplexity windows) lets the dense attention kernels append K and V
+    // themselves (no block reads a key that another appends): one launch fewer per layer.
+    const bool fused_append = cuda::attention_tiles_one_run_per_sequence(h_tiles, n_tiles);
 
     // Everything from the metadata upload to the logits (or NLL) download, enqueued on the stream.
     auto enqueue = [&](float *dst) {
@@ -721,12 +717,10 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 cuda::gemm_f16(s.gemm, qkv, h16, L.qkv_w, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, st);
             }
             const bool sea_layer = s.sea_any && s.sea_on[l];
-            // SEA layers append K/V themselves when every token of the batch runs the SEA decode (its first
-            // kernel writes them); a batch with a SEA prefill appends first (the prefill reads the qkv buffer).
-            const bool sea_appends = sea_layer && sea_prefills.empty();
-            if ((!fused_append || sea_layer) && !sea_appends) {
-                cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
-            }
+            // Every row's key and value go into the cache inside the attention: SEA layers' prefills copy their
+            // rows in their first kernel and the SEA decode's first kernel appends each wave's; the dense kernels
+            // do it where each sequence's rows are one run (fused_append). Only other dense batches append first.
+            if (!sea_layer && !fused_append) cuda::kv_cache_append(k_l, v_l, qkv, seq, pos, T, H, hd, n_ctx, st);
             if (sea_layer) {
                 // SEA attention (sea_cuda.h); q is scaled by head_dim^-1/2 = 1/8 inside (exact: a power of two).
                 const cuda::SeaDeviceParams &P = s.sea_params[l];
@@ -735,12 +729,14 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 const size_t scratch_bytes = s.plan_bytes("sea_scratch");
                 const float q_scale = 1.0f / std::sqrt((float)hd);
                 for (const SeaPrefill &pf : sea_prefills) {
+                    const int64_t seq_at = (int64_t)pf.seq * H * n_ctx * hd;  // the sequence's cache
+                    const cuda::SeaKvOut kv{k_l + seq_at, v_l + seq_at, (int64_t)n_ctx * hd};
                     cuda::sea_attention_prefill_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv + (size_t)pf.row0 * 3 * C, H),
                                                      q_scale, pf.n, attn + (size_t)pf.row0 * C, C, scratch,
                                                      scratch_bytes, st, nullptr,
-                                                     states + (size_t)pf.seq * s.sea_state_stride);
+                                                     states + (size_t)pf.seq * s.sea_state_stride, kv);
                 }
-                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, sea_appends,
+                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, /*append=*/true,
                                              s.sea_prefetch_max_pos};
                 for (const auto &[first, R] : sea_waves) {
                     const cuda::SeaDecodeRows rows{d_wrow + first, d_wpos + first, d_wseq + first, R};

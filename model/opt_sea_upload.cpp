@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "attention/sea_layout.h"
 #include "engine/error.h"
 
 namespace seaopt {
@@ -13,29 +14,43 @@ SeaParamsImage pack_sea_params(const cpu::SeaConfig &cfg, const std::vector<cpu:
     SeaParamsImage u;
     u.offsets.resize(on.size());
     uint64_t total = 0;
+    auto place = [&total](uint64_t bytes) {
+        const uint64_t at = total;
+        total += (bytes + 255) / 256 * 256;
+        return at;
+    };
     const std::vector<cpu::SeaTensorSpec> specs = cpu::sea_tensor_specs(cfg);
+    const uint64_t weight_frag_bytes = cuda::sea_weight_fragments(cfg).total;
+    const uint64_t conv_frag_bytes = 2 * (uint64_t)cuda::sea_conv_fragment_bytes(cfg);
     for (size_t l = 0; l < on.size(); ++l) {
         if (!on[l]) continue;
+        SeaParamOffsets &o = u.offsets[l];
         for (const cpu::SeaTensorSpec &t : specs) {
             const std::vector<float> &v = params[l].*(t.member);
             if (v.empty()) continue;  // an optional weight mask left out: the stored mask
-            u.offsets[l].emplace_back(t.member, total);
-            total += (v.size() * sizeof(float) + 255) / 256 * 256;
+            o.tensors.emplace_back(t.member, place(v.size() * sizeof(float)));
         }
+        o.weight_frags = place(weight_frag_bytes);
+        o.has_conv_frags = conv_frag_bytes > 0;
+        if (o.has_conv_frags) o.conv_frags = place(conv_frag_bytes);
     }
     u.image.assign(total, 0);
     for (size_t l = 0; l < on.size(); ++l) {
-        for (const auto &[member, off] : u.offsets[l]) {
+        if (!on[l]) continue;
+        const SeaParamOffsets &o = u.offsets[l];
+        for (const auto &[member, off] : o.tensors) {
             const std::vector<float> &v = params[l].*member;
             std::memcpy(u.image.data() + off, v.data(), v.size() * sizeof(float));
         }
+        cuda::sea_pack_weight_fragments(cfg, params[l], u.image.data() + o.weight_frags);
+        if (o.has_conv_frags) cuda::sea_pack_conv_fragments(cfg, params[l], u.image.data() + o.conv_frags);
     }
     return u;
 }
 
 cuda::SeaDeviceParams sea_device_params(const char *base, const SeaParamOffsets &offs) {
     auto at = [&](std::vector<float> cpu::SeaParams::*member) -> const float * {
-        for (const auto &[m, off] : offs) {
+        for (const auto &[m, off] : offs.tensors) {
             if (m == member) return reinterpret_cast<const float *>(base + off);
         }
         return nullptr;
@@ -64,6 +79,8 @@ cuda::SeaDeviceParams sea_device_params(const char *base, const SeaParamOffsets 
     p.cnn_norm2_b = at(&cpu::SeaParams::cnn_norm2_b);
     p.scaler_w = at(&cpu::SeaParams::scaler_w);
     p.scaler_b = at(&cpu::SeaParams::scaler_b);
+    p.weight_frags = base + offs.weight_frags;
+    p.conv_frags = offs.has_conv_frags ? base + offs.conv_frags : nullptr;
     return p;
 }
 

@@ -13,8 +13,14 @@
 
 namespace seaopt {
 
-// Where each tensor of one layer lies in the image: (the SeaParams member, byte offset).
-using SeaParamOffsets = std::vector<std::pair<std::vector<float> cpu::SeaParams::*, uint64_t>>;
+// Where one layer's pieces lie in the image: each tensor as (the SeaParams member, byte offset), then the prefill's
+// tensor-core fragments of its weights (attention/sea_layout.h).
+struct SeaParamOffsets {
+    std::vector<std::pair<std::vector<float> cpu::SeaParams::*, uint64_t>> tensors;
+    uint64_t weight_frags = 0;  // sea_pack_weight_fragments
+    uint64_t conv_frags = 0;    // sea_pack_conv_fragments; meaningful where has_conv_frags
+    bool has_conv_frags = false;
+};
 
 struct SeaParamsImage {
     std::vector<char> image;               // the bytes to upload (a multiple of 256)
@@ -22,7 +28,8 @@ struct SeaParamsImage {
 };
 
 // Packs params[l] for every l with on[l] != 0 (on.size() == params.size()), the tensors of sea_tensor_specs(cfg)
-// in order; an empty optional weight mask is left out (the kernels then use the stored mask).
+// in order (an empty optional weight mask is left out: the kernels then use the stored mask), then the weights as
+// the prefill's pre-split tensor-core fragments (0.8 MiB a layer at OPT-1.3B's shape).
 SeaParamsImage pack_sea_params(const cpu::SeaConfig &cfg, const std::vector<cpu::SeaParams> &params,
                                const std::vector<uint8_t> &on);
 

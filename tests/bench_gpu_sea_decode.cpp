@@ -31,7 +31,7 @@ constexpr size_t kH = 32, kK = 64, kTopK = 64, kD = 64, kC = kH * kD, kCtx = 204
 void bench_position(int P) {
     const seaopt::cpu::SeaConfig cfg = seaopt_test::sea_make_config(kH, kK, kTopK, kCtx);
     const seaopt::cpu::SeaParams params = seaopt_test::sea_random_params(cfg, 7);
-    const seaopt_test::DeviceParams dp = seaopt_test::upload_params(params);
+    const seaopt_test::DeviceParams dp = seaopt_test::upload_params(cfg, params);
     std::mt19937 rng(1);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     std::vector<uint16_t> qkv(3 * kC), kc(kH * kCtx * kD), vc(kH * kCtx * kD);

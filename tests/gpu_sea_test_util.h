@@ -14,6 +14,7 @@
 
 #include "attention/sea_cpu.h"
 #include "attention/sea_cuda.h"
+#include "attention/sea_layout.h"
 
 namespace seaopt_test {
 
@@ -73,7 +74,9 @@ struct DeviceParams {
     seaopt::cuda::SeaDeviceParams view;
 };
 
-inline DeviceParams upload_params(const seaopt::cpu::SeaParams &p) {
+// The layer's tensors, each in its own buffer, and the prefill's pre-split weight fragments (sea_layout.h), as
+// model/opt_sea_upload.cpp packs them for the engine.
+inline DeviceParams upload_params(const seaopt::cpu::SeaConfig &cfg, const seaopt::cpu::SeaParams &p) {
     DeviceParams d;
     auto put = [&d](const std::vector<float> &v) -> const float * {
         if (v.empty()) return nullptr;
@@ -104,6 +107,17 @@ inline DeviceParams upload_params(const seaopt::cpu::SeaParams &p) {
     s.cnn_norm2_b = put(p.cnn_norm2_b);
     s.scaler_w = put(p.scaler_w);
     s.scaler_b = put(p.scaler_b);
+    auto put_bytes = [&d](const std::vector<char> &bytes) -> const void * {
+        if (bytes.empty()) return nullptr;
+        d.bufs.push_back(upload(bytes));
+        return d.bufs.back()->as<char>();
+    };
+    std::vector<char> frags(seaopt::cuda::sea_weight_fragments(cfg).total);
+    seaopt::cuda::sea_pack_weight_fragments(cfg, p, frags.data());
+    s.weight_frags = put_bytes(frags);
+    std::vector<char> conv(2 * seaopt::cuda::sea_conv_fragment_bytes(cfg));
+    seaopt::cuda::sea_pack_conv_fragments(cfg, p, conv.data());
+    s.conv_frags = put_bytes(conv);
     return d;
 }
 

@@ -7,7 +7,9 @@
 // close to ref as naive is, within a factor 2: max|gpu - ref| <= 2 max|naive - ref| + 1e-4.
 // The decode kernel runs three ways: plain (no scratch: one block per (tile, head)), split over
 // keys (flash-decoding: partials and counters given), and split with the fused KV append (the
-// cache slots of the rows' positions start as NaN and must end as the rows' K and V). The split
+// cache slots of the rows' positions start as NaN and must end as the rows' K and V); the prefill
+// kernel plain and with the fused KV append (the same NaN holes, filled from qkv, and the batch's own
+// keys read from qkv), where each sequence's rows are one run. The split
 // counters must be zero again after every call. A CUDA graph captured at one position must give
 // a direct call's bits at any other (the engine replays its decode graph at every position).
 // Runs only where a GPU exists (tests/gpu_test_main.cpp skips the program otherwise).
@@ -105,8 +107,9 @@ void naive_fp16_attention_one_query(float *out, const float *q, const float *k, 
 }
 
 // Natural: all_single_row from the tiles. Decode: the decode kernel without scratch (no split);
-// DecodeSplit: with partials and counters; DecodeAppend: also append_kv (distinct sequences only).
-enum class Path { Natural, Prefill, Decode, DecodeSplit, DecodeAppend };
+// DecodeSplit: with partials and counters; DecodeAppend: also append_kv (distinct sequences only);
+// PrefillAppend: the prefill kernel with append_kv (each sequence's rows one run; skipped otherwise).
+enum class Path { Natural, Prefill, Decode, DecodeSplit, DecodeAppend, PrefillAppend };
 
 const char *path_name(Path p, bool all_single_row) {
     switch (p) {
@@ -115,6 +118,7 @@ const char *path_name(Path p, bool all_single_row) {
         case Path::Decode: return "decode";
         case Path::DecodeSplit: return "split";
         case Path::DecodeAppend: return "split+append";
+        case Path::PrefillAppend: return "prefill+append";
     }
     return "?";
 }
@@ -242,11 +246,15 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
         distinct_seqs = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
     }
     for (const Path path : paths) {
-        const bool all_single_row =
-            path == Path::Natural ? single : (path != Path::Prefill);  // Decode, DecodeSplit, DecodeAppend
+        const bool all_single_row = path == Path::Natural
+                                        ? single
+                                        : (path != Path::Prefill && path != Path::PrefillAppend);  // Decode*
         if (all_single_row && !single) continue;  // the decode kernel only takes one-row tiles
-        const bool append = path == Path::DecodeAppend;
-        ASSERT_TRUE(!append || distinct_seqs) << "append_kv needs one row per sequence";
+        const bool append = path == Path::DecodeAppend || path == Path::PrefillAppend;
+        ASSERT_TRUE(path != Path::DecodeAppend || distinct_seqs) << "append_kv needs one row per sequence";
+        if (path == Path::PrefillAppend && !seaopt::cuda::attention_tiles_one_run_per_sequence(tiles.data(), n_tiles)) {
+            continue;  // a sequence in several runs: the engine appends with kv_cache_append first
+        }
         if (append) {
             // The rows' own cache slots start as NaN: the kernel must write them (and not read them).
             std::vector<uint16_t> k_holes = k_cache, v_holes = v_cache;
@@ -263,8 +271,9 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
         cuda_ok(cudaMemset(d_out.as<void>(), 0xFF, (out_elems + guard_elems) * 2), "cudaMemset");  // NaN
         if (path == Path::DecodeSplit || append) {
             seaopt::cuda::attention_forward(d_out.as<half_t>(), d_qkv.as<half_t>(), d_k.as<half_t>(),
-                                            d_v.as<half_t>(), d_tiles.as<AttentionTile>(), n_tiles, true, max_pos,
-                                            n_head, kHeadDim, n_ctx, scratch_buf.options(append), /*stream*/ nullptr);
+                                            d_v.as<half_t>(), d_tiles.as<AttentionTile>(), n_tiles, all_single_row,
+                                            max_pos, n_head, kHeadDim, n_ctx, scratch_buf.options(append),
+                                            /*stream*/ nullptr);
         } else {
             seaopt::cuda::attention_forward(d_out.as<half_t>(), d_qkv.as<half_t>(), d_k.as<half_t>(),
                                             d_v.as<half_t>(), d_tiles.as<AttentionTile>(), n_tiles, all_single_row,
@@ -307,7 +316,7 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
         for (size_t i = out_elems; i < out16.size(); ++i) guard_touched += out16[i] != 0xFFFF;
 
         const char *kernel = path_name(path, all_single_row);
-        const int splits = path == Path::DecodeSplit || append
+        const int splits = path == Path::DecodeSplit || path == Path::DecodeAppend
                                ? seaopt::cuda::attention_decode_splits(n_tiles, n_head, n_ctx)
                                : 1;
         std::printf("  %-44s rows %4d tiles %3d heads %2d x %3d %-12s (splits %2d): max|gpu-ref| = %.3e, "
@@ -338,14 +347,15 @@ TEST(GpuAttention, PrefillOneSequenceFromPositionZero) {
     for (const int n : {1, 17, 64, 65, 300}) {
         // One row is a one-row tile: run it through both kernels.
         check_batch(one_sequence("prefill from 0, " + std::to_string(n) + " rows", 0, n), seed++,
-                    {Path::Prefill, Path::Decode});
+                    {Path::Prefill, Path::PrefillAppend, Path::Decode});
     }
 }
 
 TEST(GpuAttention, PrefillContinuesACachedSequence) {
     // 100 positions already cached; the chunk's tiles start at 100, 164, 228 (not key-block aligned).
-    check_batch(one_sequence("chunked prefill, 100 cached + 150", 100, 150), 200);
-    check_batch(one_sequence("chunked prefill, 100 cached + 1", 100, 1), 201, {Path::Prefill, Path::Decode});
+    check_batch(one_sequence("chunked prefill, 100 cached + 150", 100, 150), 200, {Path::Prefill, Path::PrefillAppend});
+    check_batch(one_sequence("chunked prefill, 100 cached + 1", 100, 1), 201,
+                {Path::Prefill, Path::PrefillAppend, Path::Decode});
 }
 
 TEST(GpuAttention, PrefillSeveralSequences) {
@@ -353,7 +363,7 @@ TEST(GpuAttention, PrefillSeveralSequences) {
     two.name = "two sequences (70 from 0, 30 from 37)";
     add_rows(two, 0, 0, 70);
     add_rows(two, 1, 37, 30);
-    check_batch(two, 300);
+    check_batch(two, 300, {Path::Prefill, Path::PrefillAppend});
 
     // Three sequences, sequence 1's rows in two runs, one-row tiles among multi-row ones.
     Batch three;
@@ -363,13 +373,13 @@ TEST(GpuAttention, PrefillSeveralSequences) {
     add_rows(three, 2, 77, 1);
     add_rows(three, 1, 10, 30);
     add_rows(three, 0, 240, 1);
-    check_batch(three, 301);
+    check_batch(three, 301, {Path::Prefill, Path::PrefillAppend});  // several runs: PrefillAppend skipped
 }
 
 TEST(GpuAttention, PrefillOtherShapes) {
-    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400);
+    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400, {Path::Prefill, Path::PrefillAppend});
     // n_ctx not a multiple of the key block: the last block ends past the cache's end.
-    check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401);
+    check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401, {Path::Prefill, Path::PrefillAppend});
 }
 
 // ---- decode ----
@@ -457,16 +467,19 @@ TEST(GpuAttention, OtherHeadSizes) {
     for (const Shape &sh : {Shape{"OPT-2.7B heads (32 x 80)", 32, 80}, Shape{"OPT-6.7B heads (32 x 128)", 32, 128},
                             Shape{"OPT-13B heads (40 x 128)", 40, 128}}) {
         const std::string n = sh.name;
-        check_batch(one_sequence(n + ", prefill 300 rows from 0", 0, 300, sh.n_head, 2048, sh.head_dim), seed++);
-        check_batch(one_sequence(n + ", prefill 100 cached + 150", 100, 150, sh.n_head, 2048, sh.head_dim), seed++);
-        check_batch(one_sequence(n + ", n_ctx 300, 300 rows", 0, 300, sh.n_head, 300, sh.head_dim), seed++);
+        const std::vector<Path> prefill = {Path::Prefill, Path::PrefillAppend};
+        check_batch(one_sequence(n + ", prefill 300 rows from 0", 0, 300, sh.n_head, 2048, sh.head_dim), seed++,
+                    prefill);
+        check_batch(one_sequence(n + ", prefill 100 cached + 150", 100, 150, sh.n_head, 2048, sh.head_dim), seed++,
+                    prefill);
+        check_batch(one_sequence(n + ", n_ctx 300, 300 rows", 0, 300, sh.n_head, 300, sh.head_dim), seed++, prefill);
         Batch two;
         two.name = n + ", two sequences (70 from 0, 30 from 37)";
         two.n_head = sh.n_head;
         two.head_dim = sh.head_dim;
         add_rows(two, 0, 0, 70);
         add_rows(two, 1, 37, 30);
-        check_batch(two, seed++);
+        check_batch(two, seed++, prefill);
         for (const int p : {0, 1, 64, 129, 1000, 2047}) {
             check_batch(one_sequence(n + ", decode at " + std::to_string(p), p, 1, sh.n_head, 2048, sh.head_dim), seed++,
                         kAllDecodePaths);
@@ -478,19 +491,6 @@ TEST(GpuAttention, OtherHeadSizes) {
         const int32_t seqs[4] = {3, 0, 2, 1}, positions[4] = {2047, 0, 64, 1000};
         for (int i = 0; i < 4; ++i) add_rows(mixed, seqs[i], positions[i], 1);
         check_batch(mixed, seed++, kAllDecodePaths);
-    }
-}
-
-TEST(GpuAttention, DecodeAppendNeedsTheDecodePath) {
-    DeviceBuffer buf(1 << 16);
-    half_t *p = buf.as<half_t>();
-    seaopt::cuda::AttentionOptions o;
-    o.append_kv = true;
-    try {
-        seaopt::cuda::attention_forward(p, p, p, p, buf.as<AttentionTile>(), 1, false, 0, 12, 64, 2048, o, nullptr);
-        ADD_FAILURE() << "append_kv with the prefill path was accepted";
-    } catch (const seaopt::Error &e) {
-        EXPECT_EQ(e.code(), SEAOPT_ERR_INVALID_ARGUMENT);
     }
 }
 
@@ -528,7 +528,7 @@ TEST(GpuAttention, DecodeSplitGraphReplaysAtAnyPosition) {
             }
         }
         upload(d_qkv, qkv);
-        upload(d_tiles, std::vector<AttentionTile>{AttentionTile{0, 1, 0, pos}});
+        upload(d_tiles, std::vector<AttentionTile>{AttentionTile{0, 1, 0, pos, pos}});
     };
     auto enqueue = [&](half_t *out, int max_pos) {
         seaopt::cuda::attention_forward(out, d_qkv.as<half_t>(), d_k.as<half_t>(), d_v.as<half_t>(),
@@ -593,7 +593,7 @@ TEST(GpuAttention, LauncherRejectsBadArguments) {
 // ---- make_attention_tiles ----
 
 std::vector<AttentionTile> tiles_of(const std::vector<int32_t> &seq, const std::vector<int32_t> &pos) {
-    std::vector<AttentionTile> t(seq.size() + 1, AttentionTile{-1, -1, -1, -1});
+    std::vector<AttentionTile> t(seq.size() + 1, AttentionTile{-1, -1, -1, -1, -1});
     int n = -1;
     seaopt::cuda::make_attention_tiles(t.data(), &n, seq.data(), pos.data(), (int)seq.size());
     EXPECT_GE(n, 0);
@@ -605,7 +605,7 @@ std::string str(const std::vector<AttentionTile> &tiles) {
     std::string s;
     for (const AttentionTile &t : tiles) {
         s += "{" + std::to_string(t.row0) + "," + std::to_string(t.n_rows) + "," + std::to_string(t.seq) + "," +
-             std::to_string(t.pos0) + "}";
+             std::to_string(t.pos0) + "," + std::to_string(t.run_pos0) + "}";
     }
     return s;
 }
@@ -616,19 +616,33 @@ std::vector<int32_t> iota(int n, int32_t from) {
     return v;
 }
 
-TEST(GpuAttentionTiles, HandCheckedLists) {  // tile = {row0, n_rows, seq, pos0}
+TEST(GpuAttentionTiles, HandCheckedLists) {  // tile = {row0, n_rows, seq, pos0, run_pos0}
+    using seaopt::cuda::attention_tiles_one_run_per_sequence;
+    auto one_run = [](const std::vector<AttentionTile> &t) {
+        return attention_tiles_one_run_per_sequence(t.data(), (int)t.size());
+    };
     EXPECT_EQ(str(tiles_of({}, {})), "");
-    EXPECT_EQ(str(tiles_of({0}, {0})), "{0,1,0,0}");
-    EXPECT_EQ(str(tiles_of(std::vector<int32_t>(64, 0), iota(64, 0))), "{0,64,0,0}");
-    EXPECT_EQ(str(tiles_of(std::vector<int32_t>(65, 0), iota(65, 0))), "{0,64,0,0}{64,1,0,64}");
-    EXPECT_EQ(str(tiles_of(std::vector<int32_t>(300, 7), iota(300, 100))),
-              "{0,64,7,100}{64,64,7,164}{128,64,7,228}{192,64,7,292}{256,44,7,356}");
-    // A new sequence starts a new tile, even at the next position.
-    EXPECT_EQ(str(tiles_of({0, 0, 0, 1, 1, 2}, {5, 6, 7, 8, 9, 9})), "{0,3,0,5}{3,2,1,8}{5,1,2,9}");
-    // A sequence's rows in two runs: each run is a tile, positions continue across the runs.
-    EXPECT_EQ(str(tiles_of({0, 0, 1, 0, 0}, {3, 4, 0, 5, 6})), "{0,2,0,3}{2,1,1,0}{3,2,0,5}");
-    // Decode: one row per sequence.
-    EXPECT_EQ(str(tiles_of({3, 0, 2, 1}, {2047, 0, 64, 1000})), "{0,1,3,2047}{1,1,0,0}{2,1,2,64}{3,1,1,1000}");
+    EXPECT_EQ(str(tiles_of({0}, {0})), "{0,1,0,0,0}");
+    EXPECT_EQ(str(tiles_of(std::vector<int32_t>(64, 0), iota(64, 0))), "{0,64,0,0,0}");
+    EXPECT_EQ(str(tiles_of(std::vector<int32_t>(65, 0), iota(65, 0))), "{0,64,0,0,0}{64,1,0,64,0}");
+    // A long run: tiles of 64 that share the run's first position.
+    const auto long_run = tiles_of(std::vector<int32_t>(300, 7), iota(300, 100));
+    EXPECT_EQ(str(long_run), "{0,64,7,100,100}{64,64,7,164,100}{128,64,7,228,100}{192,64,7,292,100}{256,44,7,356,100}");
+    EXPECT_TRUE(one_run(long_run));
+    // A new sequence starts a new tile (and run), even at the next position.
+    const auto three = tiles_of({0, 0, 0, 1, 1, 2}, {5, 6, 7, 8, 9, 9});
+    EXPECT_EQ(str(three), "{0,3,0,5,5}{3,2,1,8,8}{5,1,2,9,9}");
+    EXPECT_TRUE(one_run(three));
+    // A sequence's rows in two runs: each run is a tile, positions continue across the runs; the fused
+    // KV append is off for such a batch (the second run reads keys the first one appends).
+    const auto split = tiles_of({0, 0, 1, 0, 0}, {3, 4, 0, 5, 6});
+    EXPECT_EQ(str(split), "{0,2,0,3,3}{2,1,1,0,0}{3,2,0,5,5}");
+    EXPECT_FALSE(one_run(split));
+    // Decode: one row per sequence (one run each); two rows of one sequence that are not adjacent: two runs.
+    const auto decode = tiles_of({3, 0, 2, 1}, {2047, 0, 64, 1000});
+    EXPECT_EQ(str(decode), "{0,1,3,2047,2047}{1,1,0,0,0}{2,1,2,64,64}{3,1,1,1000,1000}");
+    EXPECT_TRUE(one_run(decode));
+    EXPECT_FALSE(one_run(tiles_of({0, 1, 0}, {4, 0, 5})));
 }
 
 void expect_invalid(const std::vector<int32_t> &seq, const std::vector<int32_t> &pos, const char *why) {

@@ -891,7 +891,7 @@ TEST_F(GpuGemm, ProgrammaticLaunchGivesTheSameBits) {
     DeviceBuffer<half_t> lm_w(random_f16((size_t)V * C, -ws, ws, rng));
     DeviceBuffer<half_t> h16(C), qkv((size_t)3 * C), attn(C), ff(F), head16(C);
     DeviceBuffer<float> logits(V);
-    DeviceBuffer<AttentionTile> tiles(std::vector<AttentionTile>{AttentionTile{0, 1, 0, pos}});
+    DeviceBuffer<AttentionTile> tiles(std::vector<AttentionTile>{AttentionTile{0, 1, 0, pos, pos}});
     DeviceBuffer<float> partials(attention_decode_partials_bytes(1, H, hd) / sizeof(float) + 1);
     DeviceBuffer<uint32_t> counters(std::vector<uint32_t>(kAttentionDecodeCounters, 0u));
     AttentionOptions opt;

@@ -164,10 +164,18 @@ GpuRun run_gpu(const SeaConfig &cfg, const SeaDeviceParams &dp, const std::vecto
     dbg.key_count = d_count.as<int32_t>();
     dbg.key_sum = d_sum.as<uint32_t>();
     dbg.stage_events = events.data();
+    // kv_out: a cache of T + 8 positions per head (NaN-filled): rows 0..T-1 must end as the inputs' k and v, the
+    // 8 past them untouched.
+    const size_t cache_rows = T + 8;
+    DeviceBuffer d_k(H * cache_rows * kD * 2), d_v(H * cache_rows * kD * 2);
+    d_k.fill(0xFF);
+    d_v.fill(0xFF);
+    const seaopt::cuda::SeaKvOut kv_out{d_k.as<half_t>(), d_v.as<half_t>(), (int64_t)(cache_rows * kD)};
     try {
         seaopt::cuda::sea_attention_prefill_cuda(cfg, dp, seaopt::cuda::sea_qkv_fused(d_qkv->as<half_t>(), (int)H),
                                                  0.125f, (int)T, d_out.as<half_t>(), (int64_t)C,
-                                                 scratch.as<void>(), scratch.bytes(), /*stream*/ nullptr, &dbg);
+                                                 scratch.as<void>(), scratch.bytes(), /*stream*/ nullptr, &dbg,
+                                                 nullptr, kv_out);
     } catch (const std::exception &e) {
         r.ok = false;
         r.error = std::string("launcher threw: ") + e.what();
@@ -206,6 +214,24 @@ GpuRun run_gpu(const SeaConfig &cfg, const SeaDeviceParams &dp, const std::vecto
     r.mask = download<uint32_t>(d_mask, T * H * KW);
     r.key_count = download<int32_t>(d_count, T * H);
     r.key_sum = download<uint32_t>(d_sum, T * H);
+    const std::vector<uint16_t> k_cache = download<uint16_t>(d_k, H * cache_rows * kD);
+    const std::vector<uint16_t> v_cache = download<uint16_t>(d_v, H * cache_rows * kD);
+    size_t kv_wrong = 0, guard_touched = 0;
+    for (size_t h = 0; h < H; ++h) {
+        for (size_t t = 0; t < cache_rows; ++t) {
+            for (size_t i = 0; i < kD; ++i) {
+                const size_t at = (h * cache_rows + t) * kD + i;
+                if (t < T) {
+                    kv_wrong += k_cache[at] != qkv[t * 3 * C + C + h * kD + i];
+                    kv_wrong += v_cache[at] != qkv[t * 3 * C + 2 * C + h * kD + i];
+                } else {
+                    guard_touched += (k_cache[at] != 0xFFFF) + (v_cache[at] != 0xFFFF);
+                }
+            }
+        }
+    }
+    EXPECT_EQ(kv_wrong, 0u) << "kv_out: cached keys or values differ from the inputs";
+    EXPECT_EQ(guard_touched, 0u) << "kv_out: written past position T - 1";
     return r;
 }
 
@@ -504,7 +530,7 @@ void check_case(const SeaCase &sc) {
                 L.shared_bytes / MiB, L.perf_state_bytes / MiB, L.probs_bytes / MiB, L.v_prefix_bytes / MiB,
                 L.image_bytes / MiB, L.conv1_bytes / MiB, L.gates_bytes / MiB, L.cell_mask_bytes / MiB);
 
-    const DeviceParams dp = upload_params(p);
+    const DeviceParams dp = upload_params(cfg, p);
     const GpuRun g = run_gpu(cfg, dp.view, in.qkv, T);
     ASSERT_TRUE(g.ok) << g.error;
     std::printf("  stage times (ms, with debug copies):");
@@ -796,7 +822,7 @@ TEST(GpuSea, StridedInputsGiveTheSameBits) {
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
     const SeaParams p = seaopt_test::sea_random_params(cfg, 123);
     const Inputs in = make_inputs(cfg, T, 124);
-    const DeviceParams dp = upload_params(p);
+    const DeviceParams dp = upload_params(cfg, p);
     const GpuRun fused = run_gpu(cfg, dp.view, in.qkv, T);
     ASSERT_TRUE(fused.ok) << fused.error;
 
@@ -856,7 +882,7 @@ void check_decode(size_t H, size_t K, size_t k, size_t T0, size_t steps, uint32_
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
     SeaParams p = seaopt_test::sea_random_params(cfg, seed);
     if (exact_ties) std::fill(p.cnn_norm2_w.begin(), p.cnn_norm2_w.end(), 0.0f);
-    const DeviceParams dp = upload_params(p);
+    const DeviceParams dp = upload_params(cfg, p);
     const size_t C = H * kD, n_ctx = T0 + steps;
     const Inputs a = make_inputs(cfg, n_ctx, seed + 1), b = make_inputs(cfg, steps, seed + 2);
     const int threads = (int)std::max(1u, std::thread::hardware_concurrency());
@@ -982,7 +1008,7 @@ TEST(GpuSea, DecodeExactTies) {
 TEST(GpuSea, LauncherRejectsBadArguments) {
     const SeaConfig cfg = seaopt_test::sea_make_config(4, 64, 8, 256);
     const SeaParams p = seaopt_test::sea_random_params(cfg, 5);
-    const DeviceParams dp = upload_params(p);
+    const DeviceParams dp = upload_params(cfg, p);
     const size_t T = 16, C = 4 * kD;
     DeviceBuffer qkv(T * 3 * C * 2), out(T * C * 2), scratch(seaopt::cuda::sea_prefill_scratch_bytes(cfg, T));
     const seaopt::cuda::SeaQkv x = seaopt::cuda::sea_qkv_fused(qkv.as<half_t>(), 4);
@@ -1012,6 +1038,10 @@ TEST(GpuSea, LauncherRejectsBadArguments) {
     missing.enc_w = nullptr;
     expect_error([&] { call(cfg, missing, x, (int)T, scratch.bytes()); }, SEAOPT_ERR_INVALID_ARGUMENT,
                  "a NULL parameter");
+    SeaDeviceParams unsplit = dp.view;
+    unsplit.weight_frags = nullptr;
+    expect_error([&] { call(cfg, unsplit, x, (int)T, scratch.bytes()); }, SEAOPT_ERR_INVALID_ARGUMENT,
+                 "no weight fragments");
     SeaConfig wide = cfg;
     wide.K = 512;
     expect_error([&] { call(wide, dp.view, x, (int)T, scratch.bytes()); }, SEAOPT_ERR_UNSUPPORTED, "K = 512");
@@ -1030,7 +1060,7 @@ TEST(GpuSea, TimingOpt13bT2048) {
     const SeaConfig cfg = seaopt_test::sea_make_config(H, K, k, 2048);
     const SeaParams p = seaopt_test::sea_random_params(cfg, 7);
     const Inputs in = make_inputs(cfg, T, 8);
-    const DeviceParams dp = upload_params(p);
+    const DeviceParams dp = upload_params(cfg, p);
     auto d_qkv = upload(in.qkv);
     const size_t scratch_bytes = seaopt::cuda::sea_prefill_scratch_bytes(cfg, T);
     DeviceBuffer scratch(scratch_bytes), out(T * C * 2);

@@ -176,7 +176,7 @@ void check_prefill_fixture(const SeaFixture &f) {
     size_t not_fp16 = 0;
     const std::vector<uint16_t> qkv16 = fused_qkv16(r, not_fp16);
     ASSERT_EQ(not_fp16, 0u) << "q, k, v values that are not fp16: the GPU would not see the reference's inputs";
-    const DeviceParams dp = seaopt_test::upload_params(r.params);
+    const DeviceParams dp = seaopt_test::upload_params(r.cfg, r.params);
     const auto d_qkv = upload(qkv16);
     const GpuPrefill g = run_prefill(r.cfg, dp.view, *d_qkv, T, nullptr);
 
@@ -230,7 +230,7 @@ void check_decode_fixture(const SeaFixture &f) {
     size_t not_fp16 = 0;
     const std::vector<uint16_t> qkv16 = fused_qkv16(r, not_fp16);
     ASSERT_EQ(not_fp16, 0u) << "q, k, v values that are not fp16: the GPU would not see the reference's inputs";
-    const DeviceParams dp = seaopt_test::upload_params(r.params);
+    const DeviceParams dp = seaopt_test::upload_params(r.cfg, r.params);
     const auto d_qkv = upload(qkv16);
 
     // The prompt, leaving the decode state (NaN bytes before: a part it does not write shows).

@@ -75,15 +75,21 @@ constexpr int kAttentionTileRows = 64;
 // the larger ones 128 (attention_forward throws SEAOPT_ERR_UNSUPPORTED for any other).
 inline bool attention_head_dim_supported(int head_dim) { return head_dim == 64 || head_dim == 80 || head_dim == 128; }
 struct AttentionTile {
-    int32_t row0;    // first batch row of the tile
-    int32_t n_rows;  // 1..kAttentionTileRows
-    int32_t seq;     // sequence (KV cache slot)
-    int32_t pos0;    // position of the first row; row i has position pos0 + i
+    int32_t row0;      // first batch row of the tile
+    int32_t n_rows;    // 1..kAttentionTileRows
+    int32_t seq;       // sequence (KV cache slot)
+    int32_t pos0;      // position of the first row; row i has position pos0 + i
+    int32_t run_pos0;  // first position of the tile's run: the sequence's consecutive rows with consecutive
+                       // positions that the tile belongs to (position p >= run_pos0 is batch row
+                       // row0 + p - pos0); only AttentionOptions::append_kv reads it
 };
 // Host: splits a batch (given per-row sequence and position, rows of a sequence consecutive with
 // consecutive positions) into tiles. Throws seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT) otherwise.
 void make_attention_tiles(AttentionTile *host_tiles, int *n_tiles, const int32_t *host_seq_ids,
                           const int32_t *host_positions, int rows);
+// Host: whether every sequence's rows in the batch form one run (the tiles of a sequence share one
+// run_pos0): the condition for AttentionOptions::append_kv.
+bool attention_tiles_one_run_per_sequence(const AttentionTile *host_tiles, int n_tiles);
 // tiles: device array of n_tiles. max_pos: the largest position in the batch (checked against n_ctx).
 // Dispatches to a flash-style prefill kernel (fp32 online softmax, no rows x rows buffer) or, when
 // every tile has one row, to a decode kernel. The cache must hold every key the rows attend to;
@@ -138,10 +144,11 @@ inline uint64_t attention_decode_partials_bytes(int max_tiles, int n_head, int h
 
 // Extras of the decode path (every tile one row); ignored by the prefill path except append_kv.
 struct AttentionOptions {
-    // The decode kernel also writes each row's K and V (from qkv) into the cache at its position,
-    // as kv_cache_append would (so the caller skips it). Requires all_single_row and every tile of a
-    // different sequence (no row may read a key another row of the batch appends); else throws
-    // SEAOPT_ERR_INVALID_ARGUMENT where the launcher can tell (all_single_row false).
+    // The kernels also write each row's K and V (from qkv) into the cache at its position, as
+    // kv_cache_append would (so the caller skips it): the decode kernel per row; the prefill kernel's
+    // (tile, head) blocks their tile's rows, while every block reads the keys of its run from qkv, not
+    // the cache. Requires attention_tiles_one_run_per_sequence (no block may read from the cache a key
+    // that another block of the same launch appends): the caller checks it on the host.
     bool append_kv = false;
     // Split-K scratch: partials of at least attention_decode_partials_bytes(n_tiles, n_head) bytes
     // (contents need not persist between calls), and kAttentionDecodeCounters uint32 counters that

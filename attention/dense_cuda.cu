@@ -126,6 +126,9 @@ void attention_forward(half_t *out, const half_t *qkv, half_t *k_cache, half_t *
     __half *v = reinterpret_cast<__half *>(v_cache);
     if (all_single_row) {
         dense::launch_attention_decode(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, options, stream);
+    } else if (head_dim == 64 && !options.prefill_mma_sync && dense::attention_prefill_wgmma_available()) {
+        dense::launch_attention_prefill_wgmma(o, x, k, v, tiles, n_tiles, n_head, n_ctx, q_scale, options.append_kv,
+                                              stream);
     } else {
         dense::launch_attention_prefill(o, x, k, v, tiles, n_tiles, n_head, head_dim, n_ctx, q_scale, options.append_kv,
                                         stream);

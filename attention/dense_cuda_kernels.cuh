@@ -41,6 +41,38 @@ __device__ __forceinline__ void load_half8(float *dst, const __half *src) {
     dst[7] = hi_half(u.w);
 }
 
+// The prefill kernels' share of the KV append (append_kv): the tile's rows of K and V of head h, from
+// the qkv rows (qk_head, qv_head: the head's k and v columns, qkv_stride a row) into the cache rows
+// (k_head, v_head: [pos][D]), 16 bytes a copy by kThreads threads, a round's loads before its stores.
+template <int D, int kThreads>
+__device__ __forceinline__ void append_tile_kv(__half *k_head, __half *v_head, const __half *qk_head,
+                                               const __half *qv_head, size_t qkv_stride, const AttentionTile &tile) {
+    constexpr int kChunksPerRow = D / 8;  // 16-byte pieces of a row
+    constexpr int kRound = 4;  // copies (of K and of V) in flight per thread
+    const int n = tile.n_rows * kChunksPerRow;
+    for (int c0 = (int)threadIdx.x; c0 < n; c0 += kRound * kThreads) {
+        uint4 kx[kRound], vx[kRound];
+#pragma unroll
+        for (int u = 0; u < kRound; ++u) {
+            const int c = c0 + u * kThreads;
+            if (c < n) {
+                const size_t at = (size_t)(tile.row0 + c / kChunksPerRow) * qkv_stride + (c % kChunksPerRow) * 8;
+                kx[u] = *reinterpret_cast<const uint4 *>(qk_head + at);
+                vx[u] = *reinterpret_cast<const uint4 *>(qv_head + at);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < kRound; ++u) {
+            const int c = c0 + u * kThreads;
+            if (c < n) {
+                const size_t at = (size_t)(tile.pos0 + c / kChunksPerRow) * D + (c % kChunksPerRow) * 8;
+                *reinterpret_cast<uint4 *>(k_head + at) = kx[u];
+                *reinterpret_cast<uint4 *>(v_head + at) = vx[u];
+            }
+        }
+    }
+}
+
 // A tile the kernels can run without touching memory out of bounds; anything else is skipped
 // (make_attention_tiles never produces one).
 __device__ __forceinline__ bool tile_ok(const AttentionTile &t, int n_ctx) {
@@ -96,6 +128,13 @@ __device__ __forceinline__ void decode_online_softmax_step(float (&s)[kUnroll], 
 void launch_attention_prefill(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
                               const AttentionTile *tiles, int n_tiles, int n_head, int head_dim, int n_ctx,
                               float q_scale, bool append_kv, cudaStream_t stream);
+// The same for heads of 64 on the warpgroup tensor-core instructions (dense_prefill_wgmma_cuda.cu),
+// where attention_prefill_wgmma_available(): this build has sm_90a code (CMake architecture 90a),
+// the device is compute capability 9.0, and SEAOPT_FLASH_WGMMA is not "0".
+bool attention_prefill_wgmma_available();
+void launch_attention_prefill_wgmma(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,
+                                    const AttentionTile *tiles, int n_tiles, int n_head, int n_ctx, float q_scale,
+                                    bool append_kv, cudaStream_t stream);
 // Decode: k_cache and v_cache are written only with options.append_kv; options.partials and
 // options.counters enable the split over keys (dense_decode_cuda.cu).
 void launch_attention_decode(__half *out, const __half *qkv, __half *k_cache, __half *v_cache,

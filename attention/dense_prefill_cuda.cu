@@ -135,37 +135,6 @@ __device__ __forceinline__ void load_rows_range(uint32_t dst_a, const __half *sr
     }
 }
 
-// With append_kv: the tile's rows of K and V of head h, from the qkv rows into the cache, 16 bytes a
-// copy, all of a thread's loads of a round issued before its stores.
-template <int D>
-__device__ __forceinline__ void append_tile_kv(__half *k_head, __half *v_head, const __half *qk_head,
-                                               const __half *qv_head, size_t qkv_stride, const AttentionTile &tile) {
-    using S = PrefillShape<D>;
-    constexpr int kRound = 4;  // copies (of K and of V) in flight per thread
-    const int n = tile.n_rows * S::kChunksPerRow;
-    for (int c0 = (int)threadIdx.x; c0 < n; c0 += kRound * kPrefillThreads) {
-        uint4 kx[kRound], vx[kRound];
-#pragma unroll
-        for (int u = 0; u < kRound; ++u) {
-            const int c = c0 + u * kPrefillThreads;
-            if (c < n) {
-                const size_t at = (size_t)(tile.row0 + c / S::kChunksPerRow) * qkv_stride + (c % S::kChunksPerRow) * 8;
-                kx[u] = *reinterpret_cast<const uint4 *>(qk_head + at);
-                vx[u] = *reinterpret_cast<const uint4 *>(qv_head + at);
-            }
-        }
-#pragma unroll
-        for (int u = 0; u < kRound; ++u) {
-            const int c = c0 + u * kPrefillThreads;
-            if (c < n) {
-                const size_t at = (size_t)(tile.pos0 + c / S::kChunksPerRow) * D + (c % S::kChunksPerRow) * 8;
-                *reinterpret_cast<uint4 *>(k_head + at) = kx[u];
-                *reinterpret_cast<uint4 *>(v_head + at) = vx[u];
-            }
-        }
-    }
-}
-
 // ---- CUDA kernel ----
 
 // kAppend: append_kv (a template parameter: without it the kernel keeps its registers for the loop).
@@ -336,7 +305,7 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
     }
     // This block's share of the KV append, last (no block reads the cache where another writes; here
     // the accumulators' registers are free, and other blocks of the SM cover the copies' latency).
-    if (kAppend) append_tile_kv<D>(k_head, v_head, qk_head, qk_head + C, (size_t)(3 * C), tile);
+    if (kAppend) append_tile_kv<D, kPrefillThreads>(k_head, v_head, qk_head, qk_head + C, (size_t)(3 * C), tile);
 }
 
 }  // namespace

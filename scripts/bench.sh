@@ -41,7 +41,7 @@ command -v python3 > /dev/null || die "python3 not found"
 for tool in seaopt-bench seaopt-convert; do
   [ -x "$build/bin/$tool" ] || die "$build/bin/$tool not found: build seaopt with CUDA first:
   export CMAKE_PREFIX_PATH=\$PWD/.carry/deps/usr LD_LIBRARY_PATH=\$PWD/.carry/deps/usr/lib/x86_64-linux-gnu
-  cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 && cmake --build $build -j\"\$(nproc)\""
+  cmake -S . -B $build -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a && cmake --build $build -j\"\$(nproc)\""
 done
 python3 -c "import torch, transformers" 2> /dev/null || die "python3 cannot import torch and transformers"
 mkdir -p "$out" "$work"

@@ -19,7 +19,7 @@ shapes=${1:-125m,350m,1.3b,2.7b-4layers,6.7b-2layers,13b-2layers}
 export CMAKE_PREFIX_PATH=$PWD/.carry/deps/usr LD_LIBRARY_PATH=$PWD/.carry/deps/usr/lib/x86_64-linux-gnu
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 
-cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90a > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
 cmake --build build-gpu -j"$(nproc)" > "$out/build.log" 2>&1 || { grep -E "error" "$out/build.log" | head -30; exit 1; }
 echo "build ok"
 

@@ -108,8 +108,9 @@ void naive_fp16_attention_one_query(float *out, const float *q, const float *k, 
 
 // Natural: all_single_row from the tiles. Decode: the decode kernel without scratch (no split);
 // DecodeSplit: with partials and counters; DecodeAppend: also append_kv (distinct sequences only);
-// PrefillAppend: the prefill kernel with append_kv (each sequence's rows one run; skipped otherwise).
-enum class Path { Natural, Prefill, Decode, DecodeSplit, DecodeAppend, PrefillAppend };
+// PrefillAppend: the prefill kernel with append_kv (each sequence's rows one run; skipped otherwise);
+// PrefillMmaSync: the mma.sync prefill kernel where the wgmma one would run (heads of 64 on sm_90a).
+enum class Path { Natural, Prefill, Decode, DecodeSplit, DecodeAppend, PrefillAppend, PrefillMmaSync };
 
 const char *path_name(Path p, bool all_single_row) {
     switch (p) {
@@ -119,6 +120,7 @@ const char *path_name(Path p, bool all_single_row) {
         case Path::DecodeSplit: return "split";
         case Path::DecodeAppend: return "split+append";
         case Path::PrefillAppend: return "prefill+append";
+        case Path::PrefillMmaSync: return "prefill mma.sync";
     }
     return "?";
 }
@@ -246,9 +248,10 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
         distinct_seqs = std::adjacent_find(sorted.begin(), sorted.end()) == sorted.end();
     }
     for (const Path path : paths) {
-        const bool all_single_row = path == Path::Natural
-                                        ? single
-                                        : (path != Path::Prefill && path != Path::PrefillAppend);  // Decode*
+        const bool all_single_row =
+            path == Path::Natural
+                ? single
+                : (path != Path::Prefill && path != Path::PrefillAppend && path != Path::PrefillMmaSync);  // Decode*
         if (all_single_row && !single) continue;  // the decode kernel only takes one-row tiles
         const bool append = path == Path::DecodeAppend || path == Path::PrefillAppend;
         ASSERT_TRUE(path != Path::DecodeAppend || distinct_seqs) << "append_kv needs one row per sequence";
@@ -269,11 +272,12 @@ void check_batch(const Batch &b, uint32_t seed, std::vector<Path> paths = {Path:
             upload(d_v, v_holes);
         }
         cuda_ok(cudaMemset(d_out.as<void>(), 0xFF, (out_elems + guard_elems) * 2), "cudaMemset");  // NaN
-        if (path == Path::DecodeSplit || append) {
+        if (path == Path::DecodeSplit || append || path == Path::PrefillMmaSync) {
+            seaopt::cuda::AttentionOptions opt = scratch_buf.options(append);
+            opt.prefill_mma_sync = path == Path::PrefillMmaSync;
             seaopt::cuda::attention_forward(d_out.as<half_t>(), d_qkv.as<half_t>(), d_k.as<half_t>(),
                                             d_v.as<half_t>(), d_tiles.as<AttentionTile>(), n_tiles, all_single_row,
-                                            max_pos, n_head, kHeadDim, n_ctx, scratch_buf.options(append),
-                                            /*stream*/ nullptr);
+                                            max_pos, n_head, kHeadDim, n_ctx, opt, /*stream*/ nullptr);
         } else {
             seaopt::cuda::attention_forward(d_out.as<half_t>(), d_qkv.as<half_t>(), d_k.as<half_t>(),
                                             d_v.as<half_t>(), d_tiles.as<AttentionTile>(), n_tiles, all_single_row,
@@ -347,15 +351,15 @@ TEST(GpuAttention, PrefillOneSequenceFromPositionZero) {
     for (const int n : {1, 17, 64, 65, 300}) {
         // One row is a one-row tile: run it through both kernels.
         check_batch(one_sequence("prefill from 0, " + std::to_string(n) + " rows", 0, n), seed++,
-                    {Path::Prefill, Path::PrefillAppend, Path::Decode});
+                    {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync, Path::Decode});
     }
 }
 
 TEST(GpuAttention, PrefillContinuesACachedSequence) {
     // 100 positions already cached; the chunk's tiles start at 100, 164, 228 (not key-block aligned).
-    check_batch(one_sequence("chunked prefill, 100 cached + 150", 100, 150), 200, {Path::Prefill, Path::PrefillAppend});
+    check_batch(one_sequence("chunked prefill, 100 cached + 150", 100, 150), 200, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
     check_batch(one_sequence("chunked prefill, 100 cached + 1", 100, 1), 201,
-                {Path::Prefill, Path::PrefillAppend, Path::Decode});
+                {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync, Path::Decode});
 }
 
 TEST(GpuAttention, PrefillSeveralSequences) {
@@ -363,7 +367,7 @@ TEST(GpuAttention, PrefillSeveralSequences) {
     two.name = "two sequences (70 from 0, 30 from 37)";
     add_rows(two, 0, 0, 70);
     add_rows(two, 1, 37, 30);
-    check_batch(two, 300, {Path::Prefill, Path::PrefillAppend});
+    check_batch(two, 300, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
 
     // Three sequences, sequence 1's rows in two runs, one-row tiles among multi-row ones.
     Batch three;
@@ -373,13 +377,13 @@ TEST(GpuAttention, PrefillSeveralSequences) {
     add_rows(three, 2, 77, 1);
     add_rows(three, 1, 10, 30);
     add_rows(three, 0, 240, 1);
-    check_batch(three, 301, {Path::Prefill, Path::PrefillAppend});  // several runs: PrefillAppend skipped
+    check_batch(three, 301, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});  // several runs: PrefillAppend skipped
 }
 
 TEST(GpuAttention, PrefillOtherShapes) {
-    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400, {Path::Prefill, Path::PrefillAppend});
+    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
     // n_ctx not a multiple of the key block: the last block ends past the cache's end.
-    check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401, {Path::Prefill, Path::PrefillAppend});
+    check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
 }
 
 // ---- decode ----
@@ -467,7 +471,7 @@ TEST(GpuAttention, OtherHeadSizes) {
     for (const Shape &sh : {Shape{"OPT-2.7B heads (32 x 80)", 32, 80}, Shape{"OPT-6.7B heads (32 x 128)", 32, 128},
                             Shape{"OPT-13B heads (40 x 128)", 40, 128}}) {
         const std::string n = sh.name;
-        const std::vector<Path> prefill = {Path::Prefill, Path::PrefillAppend};
+        const std::vector<Path> prefill = {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync};
         check_batch(one_sequence(n + ", prefill 300 rows from 0", 0, 300, sh.n_head, 2048, sh.head_dim), seed++,
                     prefill);
         check_batch(one_sequence(n + ", prefill 100 cached + 150", 100, 150, sh.n_head, 2048, sh.head_dim), seed++,

@@ -150,6 +150,8 @@ struct AttentionOptions {
     // the cache. Requires attention_tiles_one_run_per_sequence (no block may read from the cache a key
     // that another block of the same launch appends): the caller checks it on the host.
     bool append_kv = false;
+    // Prefill: the mma.sync kernel even where the wgmma one runs (heads of 64 on sm_90a; tests compare both).
+    bool prefill_mma_sync = false;
     // Split-K scratch: partials of at least attention_decode_partials_bytes(n_tiles, n_head) bytes
     // (contents need not persist between calls), and kAttentionDecodeCounters uint32 counters that
     // are zero before the first call and are left zero by every call that completes (they must

@@ -85,8 +85,10 @@ __device__ __forceinline__ uint64_t tile_descriptor(uint32_t addr) {
 }
 
 __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
-__device__ __forceinline__ void wgmma_commit_and_wait() {
-    asm volatile("wgmma.commit_group.sync.aligned;\n\twgmma.wait_group.sync.aligned 0;" ::: "memory");
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+// Waits until at most kPending committed groups are still running (groups finish in commit order).
+template <int kPending> __device__ __forceinline__ void wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
 }
 __device__ __forceinline__ void fence_proxy_async_shared() {
     asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
@@ -163,35 +165,30 @@ __global__ void __launch_bounds__(kThreads, 4)
         }
     };
 
-    // The tile's q rows (zero past n_rows), then the first K/V block: one group.
+    // The tile's q rows (zero past n_rows) and the first K/V block: one group; the second block: another.
+    const int n_blocks = last / kKeys + 1;
     load_tile(smem + kQOffset, qkv + (size_t)tile.row0 * (size_t)(3 * C) + (size_t)h * kD, (size_t)(3 * C), 0, 0, 0,
               INT_MAX, tile.n_rows - 1);
     load_kv(0, 0);
     cp_async_commit();
+    if (n_blocks > 1) load_kv(1, kKeys);
+    cp_async_commit();  // (maybe empty: the count stays uniform)
 
     float o[8][4];  // O[row_a][8j + 2t, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
     const uint64_t q_desc = tile_descriptor(smem + kQOffset);
+    float s[8][4] = {};  // the scores of the block being softmaxed (accumulate = 0 overwrites them)
 
-    int stage = 0;
-    for (int j0 = 0; j0 <= last; j0 += kKeys) {
-        if (j0 + kKeys <= last) load_kv(stage ^ 1, j0 + kKeys);  // prefetch the next block
-        cp_async_commit();    // (an empty group on the last block keeps the count uniform)
-        cp_async_wait<1>();   // this block's group has landed (for this thread's copies) ...
-        fence_proxy_async_shared();  // ... visible to the tensor cores' async proxy ...
-        __syncthreads();      // ... and for every thread's
-
-        // S = Q Kᵀ: s[j] = S[row_a][j0 + 8j + 2t, +1] in [0, 1], row_b in [2, 3].
-        float s[8][4] = {};  // overwritten by the first slice's product (accumulate = 0)
+    // S of key block j0 in stage `stage` into s (issued, not waited for), then the causal mask once landed.
+    auto issue_scores = [&](int stage) {
         const uint64_t k_desc = tile_descriptor(smem + kKOffset + stage * kTileBytes);
-        wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < kD / 16; ++kk) wgmma_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);  // +32 bytes a slice
-        wgmma_commit_and_wait();
-
-        // Causal mask, only where the block reaches past the warp's first position.
+        wgmma_commit();
+    };
+    auto mask_scores = [&](int j0) {  // only where the block reaches past the warp's first position
         if (j0 + kKeys - 1 > warp_first_pos) {
             const int diag = diag0 - j0;  // s[j][e] is key j0 + 8j + 2t + e: masked if > row_a's position
 #pragma unroll
@@ -202,11 +199,10 @@ __global__ void __launch_bounds__(kThreads, 4)
                 if (8 * j + 1 > diag + 8) s[j][3] = -INFINITY;
             }
         }
-        flash_softmax_step(s, o, m_a, m_b, l_a, l_b, q_scale, [](int) { return true; });
-
-        // O += P V: P's k16 slice kk is S tiles 2kk, 2kk + 1 rounded to fp16.
-        const uint64_t v_desc = tile_descriptor(smem + kVOffset + stage * kTileBytes);
-        uint32_t pa[4][4];
+    };
+    // P (fp16, registers): P's k16 slice kk is S tiles 2kk, 2kk + 1.
+    uint32_t pa[4][4];
+    auto pack_p = [&]() {
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
             pa[kk][0] = pack_f16x2(s[2 * kk][0], s[2 * kk][1]);
@@ -214,13 +210,51 @@ __global__ void __launch_bounds__(kThreads, 4)
             pa[kk][2] = pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
             pa[kk][3] = pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
         }
-        wgmma_fence();
+    };
+
+    // Block 0: its scores and P.
+    cp_async_wait<1>();          // block 0 has landed (for this thread's copies) ...
+    fence_proxy_async_shared();  // ... visible to the tensor cores' async proxy ...
+    __syncthreads();             // ... and for every thread's
+    wgmma_fence();
+    issue_scores(0);
+    wgmma_wait<0>();
+    mask_scores(0);
+    flash_rescale(o, flash_softmax_scores(s, m_a, m_b, l_a, l_b, q_scale, [](int) { return true; }));
+    pack_p();
+
+    // Block j: O += P_j V_j runs on the tensor cores while the scores of block j + 1 are softmaxed
+    // (intra-warpgroup overlap, as FlashAttention-3): issue S_{j+1}, issue P_j V_j, wait for S_{j+1}
+    // only, mask and softmax it, wait for P_j V_j, then rescale O and pack P_{j+1}. The arithmetic and
+    // its order are those of the unpipelined loop: O is rescaled before each product it receives.
+    auto issue_pv = [&](int stage) {
+        const uint64_t v_desc = tile_descriptor(smem + kVOffset + stage * kTileBytes);
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) wgmma_rs_nmajor(o, pa[kk], v_desc + (uint64_t)(kk * 2048 >> 4));
-        wgmma_commit_and_wait();
-        __syncthreads();  // every warp is done with this stage before the next prefetch overwrites it
-        stage ^= 1;
+        wgmma_commit();
+    };
+    int jb = 0;
+    for (; jb + 1 < n_blocks; ++jb) {
+        const int stage = jb & 1;
+        cp_async_wait<0>();  // block jb + 1 (the only group in flight) has landed
+        fence_proxy_async_shared();
+        __syncthreads();
+        wgmma_fence();  // pa and o were written by the threads
+        issue_scores(stage ^ 1);
+        issue_pv(stage);
+        wgmma_wait<1>();  // S_{jb+1} (committed first) is done; P_jb V_jb may still run
+        mask_scores((jb + 1) * kKeys);
+        const float2 alpha = flash_softmax_scores(s, m_a, m_b, l_a, l_b, q_scale, [](int) { return true; });
+        wgmma_wait<0>();
+        flash_rescale(o, alpha);
+        pack_p();
+        __syncthreads();  // every warp is done with stage `stage` (K_jb, V_jb) before it is refilled
+        if (jb + 2 < n_blocks) load_kv(stage, (jb + 2) * kKeys);
+        cp_async_commit();
     }
+    wgmma_fence();
+    issue_pv(jb & 1);  // the last block's P V
+    wgmma_wait<0>();
 
     // Normalise and store the tile's real rows: O[row][8j + 2t, +1] as one fp16 pair.
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);

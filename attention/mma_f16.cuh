@@ -99,9 +99,11 @@ __device__ __forceinline__ float fast_exp2(float x) {
 // place; m_a, m_b: the rows' running maxima of the raw scores (equal over the quad); l_a, l_b: this lane's share of
 // the running sums; o: the DT output tiles, rescaled. keep(j) false: every score of tile j is masked, its p are set to
 // 0 without exponentials.
-template <int NT, int DT, typename Keep>
-__device__ __forceinline__ void flash_softmax_step(float (&s)[NT][4], float (&o)[DT][4], float &m_a, float &m_b,
-                                                   float &l_a, float &l_b, float q_scale, Keep keep) {
+// flash_softmax_scores: the same without o; returns the rows' factors (alpha_a, alpha_b) that o must be multiplied
+// by before its next product (the wgmma kernel rescales later, once the product in flight has finished).
+template <int NT, typename Keep>
+__device__ __forceinline__ float2 flash_softmax_scores(float (&s)[NT][4], float &m_a, float &m_b, float &l_a, float &l_b,
+                                                       float q_scale, Keep keep) {
     float mx_a = -INFINITY, mx_b = -INFINITY;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
@@ -138,13 +140,24 @@ __device__ __forceinline__ void flash_softmax_step(float (&s)[NT][4], float (&o)
     }
     l_a = l_a * alpha_a + sum_a;
     l_b = l_b * alpha_b + sum_b;
+    return make_float2(alpha_a, alpha_b);
+}
+
+template <int DT>
+__device__ __forceinline__ void flash_rescale(float (&o)[DT][4], float2 alpha) {
 #pragma unroll
     for (int j = 0; j < DT; ++j) {
-        o[j][0] *= alpha_a;
-        o[j][1] *= alpha_a;
-        o[j][2] *= alpha_b;
-        o[j][3] *= alpha_b;
+        o[j][0] *= alpha.x;
+        o[j][1] *= alpha.x;
+        o[j][2] *= alpha.y;
+        o[j][3] *= alpha.y;
     }
+}
+
+template <int NT, int DT, typename Keep>
+__device__ __forceinline__ void flash_softmax_step(float (&s)[NT][4], float (&o)[DT][4], float &m_a, float &m_b,
+                                                   float &l_a, float &l_b, float q_scale, Keep keep) {
+    flash_rescale(o, flash_softmax_scores(s, m_a, m_b, l_a, l_b, q_scale, keep));
 }
 
 }  // namespace seaopt::cuda

@@ -212,7 +212,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     const sea::WeightFrags frags{reinterpret_cast<const uint4 *>(wf + F.enc),
                                  reinterpret_cast<const uint4 *>(wf + F.row),
                                  reinterpret_cast<const uint4 *>(wf + F.proj)};
-    sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, kv_out, d, stream);
+    sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, kv_out, d, stream, (uint32_t)F.total,
+                                conv_tc ? (uint32_t)(2 * sea_conv_fragment_bytes(cfg)) : 0u);
     mark(1);
     const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
     char *state = static_cast<char *>(state_out);

@@ -171,9 +171,11 @@ __device__ __forceinline__ void image_channel_layernorm(float *dst, const float 
 size_t performer_state_smem_bytes(const Dims &d);
 size_t estimator_rows_smem_bytes(const Dims &d);
 // v_chunk: the chunks' Σ v [⌈T/64⌉][H][64], for launch_v_prefix. kv (kv.k null: none): the rows' keys and values
-// also into the caller's cache (sea_attention_prefill_cuda's kv_out).
+// also into the caller's cache (sea_attention_prefill_cuda's kv_out). The weight fragments' two regions (bytes each)
+// are pulled into L2 on the way.
 void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
-                            const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream);
+                            const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream,
+                            uint32_t weight_frag_bytes, uint32_t conv_frag_bytes);
 // total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
 // The linear weights as mma fragments (sea_layout.h SeaWeightFragments, in SeaDeviceParams::weight_frags).

@@ -29,6 +29,7 @@
 #include "attention/mma_f16.cuh"
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_mma.cuh"
+#include "engine/cuda/bulk_copy.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
 
@@ -178,6 +179,14 @@ struct RowPieces {
                               : make_uint4(0u, 0u, 0u, 0u);
         }
     }
+    // The pieces of rows r < n_rows as they are, to row t0 + r of a [pos][64] fp16 array (the KV append of kv_out).
+    __device__ __forceinline__ void store(half_t *dst, int t0, int n_rows) const {
+#pragma unroll
+        for (int u = 0; u < kRowPieces / kThreads; ++u) {
+            const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
+            if (r < n_rows) *reinterpret_cast<uint4 *>(dst + (long long)(t0 + r) * kHeadDim + 8 * c) = w[u];
+        }
+    }
     // f(r, d0, v): v[j] is row r's value d0 + j as a float.
     template <typename F>
     __device__ __forceinline__ void for_each(F f) const {
@@ -193,10 +202,12 @@ struct RowPieces {
 
 // xs[r][d] = 64^-1/4 · (fp32(x[t0+r][d]) · scale) for r < n_rows, 0 beyond: performer_features' xs, with q's
 // OPT scale applied first (q_eff = q·q_scale is what the CPU reference is given).
+// copy_to (may be null): the rows as they are also go there (RowPieces::store).
 __device__ void stage_rows(float *xs, int stride, const __half *__restrict__ base, long long row_stride, int t0,
-                           int n_rows, float scale) {
+                           int n_rows, float scale, half_t *copy_to = nullptr) {
     RowPieces rows;
     rows.load(base, row_stride, t0, n_rows);
+    if (copy_to) rows.store(copy_to, t0, n_rows);
     rows.for_each([&](int r, int d0, const float(&v)[8]) {
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -209,8 +220,9 @@ __device__ void stage_rows(float *xs, int stride, const __half *__restrict__ bas
 // ones_col also vc[r][128] = 1 (0 beyond): Σ_r φ[r][j]·vc[r][128] is the chunk's S_k, Σ_s A[r][s]·vc[s][128] a row's
 // in-chunk denominator term. E_pos rows as float4 (where the table is 16-byte aligned) and v rows as 16-byte pieces,
 // all loads of a thread before its stores.
+// copy_to (may be null): the v rows as they are also go there (RowPieces::store).
 __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_table, const __half *__restrict__ vbase,
-                           long long v_row, int t0, int n_rows, const Dims &d, bool ones_col) {
+                           long long v_row, int t0, int n_rows, const Dims &d, bool ones_col, half_t *copy_to = nullptr) {
     constexpr int kPosPieces = kChunk * kHeadDim / 4;  // float4s of the chunk's E_pos rows
     static_assert(kPosPieces % kThreads == 0, "whole pieces per thread");
     if ((reinterpret_cast<uintptr_t>(pos_table) & 15u) == 0) {
@@ -224,6 +236,7 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
         }
         RowPieces v;
         v.load(vbase, v_row, t0, n_rows);
+        if (copy_to) v.store(copy_to, t0, n_rows);
 #pragma unroll
         for (int u = 0; u < kPosPieces / kThreads; ++u) {
             const int i = threadIdx.x + u * kThreads, r = i / 16, c = i % 16;
@@ -248,6 +261,11 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
                                     : __half2float(vbase[(long long)t * v_row + (e - kHeadDim)]);
             },
             [&](int i, float v) { vc[(i / kVcat) * stride + i % kVcat] = v; });
+        if (copy_to) {  // (an E_pos table that is not 16-byte aligned: never the engine's)
+            RowPieces v;
+            v.load(vbase, v_row, t0, n_rows);
+            v.store(copy_to, t0, n_rows);
+        }
     }
     if (ones_col) {
         for (int r = threadIdx.x; r < kChunk; r += kThreads) vc[r * stride + kVcat] = r < n_rows ? 1.0f : 0.0f;
@@ -256,26 +274,19 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
 
 // ---- kernels ----
 
-// With kv_out: the chunk's rows of k and v of head h, copied as they are into the caller's cache ([pos][64] rows from
-// k_out + h·head_stride), 16-byte pieces, every load of a thread before its stores.
-__device__ void copy_chunk_kv(const QkvView &x, const SeaKvOut &kv, int h, int t0, int n_rows) {
-    RowPieces k, v;
-    k.load(k_at(x, 0, h), x.k_row, t0, n_rows);
-    v.load(v_at(x, 0, h), x.v_row, t0, n_rows);
-    half_t *kd = kv.k + (long long)h * kv.head_stride, *vd = kv.v + (long long)h * kv.head_stride;
-#pragma unroll
-    for (int u = 0; u < kRowPieces / kThreads; ++u) {
-        const int i = threadIdx.x + u * kThreads, r = i / 8, c = i % 8;
-        if (r < n_rows) {
-            *reinterpret_cast<uint4 *>(kd + (long long)(t0 + r) * kHeadDim + 8 * c) = k.w[u];
-            *reinterpret_cast<uint4 *>(vd + (long long)(t0 + r) * kHeadDim + 8 * c) = v.w[u];
-        }
-    }
-}
+// prefetch: the layer's weight fragments (SeaDeviceParams::weight_frags, conv_frags), pulled into L2 by block (0, 0)'s
+// first warp before its wait: they live in HBM between calls (0.8 MiB a layer), and the estimator and conv kernels'
+// lockstep blocks would otherwise each wait on the same cold lines at every k-step (measured: SEA pp512 2% slower
+// than with the fragments rebuilt in the scratch by a kernel just before).
+struct FragmentPrefetch {
+    const char *ptr[2];
+    uint32_t bytes[2];
+};
 
 __global__ void __launch_bounds__(kThreads)
     performer_state_kernel(float *__restrict__ states, float *__restrict__ v_chunk, QkvView x,
-                           const uint4 *__restrict__ proj, const float *__restrict__ pos_table, SeaKvOut kv, Dims d) {
+                           const uint4 *__restrict__ proj, const float *__restrict__ pos_table, SeaKvOut kv,
+                           FragmentPrefetch prefetch, Dims d) {
     extern __shared__ float smem[];
     const StateSmem L(d.m);
     const int c = blockIdx.x, h = blockIdx.y, t0 = c * kChunk;
@@ -283,13 +294,23 @@ __global__ void __launch_bounds__(kThreads)
     const int mp = stride_8_mod_32(d.m);
     float *xs = smem + L.x, *phi = smem + L.phi, *vc = smem + L.vc;
 
-    // q, k and v may come from the kernel just before (the engine's qkv GEMM). Launched without PDL (both calls
-    // no-ops then): every earlier kernel has completed.
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    if (blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x < kWarpSize) {  // 32 KB pieces, one a lane and round
+        constexpr uint32_t kPiece = 32u << 10;
+        for (int r = 0; r < 2; ++r) {
+            for (uint32_t at = threadIdx.x * kPiece; at < prefetch.bytes[r]; at += kWarpSize * kPiece) {
+                bulk_prefetch_l2(prefetch.ptr[r] + at, min(kPiece, prefetch.bytes[r] - at));
+            }
+        }
+    }
+#endif
+    // q, k and v may come from the kernel just before (the engine's qkv GEMM): read after the wait. With kv_out the
+    // staged k and v rows also go to the caller's cache as they are (the KV append, stores only).
     pdl_wait();
     pdl_launch_dependents();
-    stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f);
-    stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true);
-    if (kv.k) copy_chunk_kv(x, kv, h, t0, n_rows);  // the KV append (sea_attention_prefill_cuda's kv_out)
+    const long long kv_at = (long long)h * kv.head_stride;
+    stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f, kv.k ? kv.k + kv_at : nullptr);
+    stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true, kv.k ? kv.v + kv_at : nullptr);
     __syncthreads();
     features_tc(phi, mp, xs, kStateXStride, proj, d.m, n_rows);
     __syncthreads();
@@ -662,14 +683,15 @@ size_t performer_state_smem_bytes(const Dims &d) { return (size_t)StateSmem(d.m)
 size_t estimator_rows_smem_bytes(const Dims &d) { return (size_t)RowsSmem(d.m, d.KH).total * sizeof(float); }
 
 void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
-                            const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream) {
+                            const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream,
+                            uint32_t weight_frag_bytes, uint32_t conv_frag_bytes) {
+    const FragmentPrefetch prefetch{{static_cast<const char *>(p.weight_frags), static_cast<const char *>(p.conv_frags)},
+                                    {p.weight_frags ? weight_frag_bytes : 0u, p.conv_frags ? conv_frag_bytes : 0u}};
     const size_t smem = performer_state_smem_bytes(d);
     set_smem(reinterpret_cast<const void *>(performer_state_kernel), smem, "cudaFuncSetAttribute(performer_state)");
-    // A plain launch: its blocks read q, k, v at once, so starting early (PDL) would only park them on SMs that the
-    // kernel before (the engine's qkv GEMM) still uses.
-    launch_kernel("sea performer_state_kernel", false, performer_state_kernel,
+    launch_kernel("sea performer_state_kernel", programmatic_launch_enabled(), performer_state_kernel,
                   dim3((unsigned)d.n_chunks, (unsigned)d.H), dim3(kThreads), smem, stream, states, v_chunk, x,
-                  proj_frag, p.pos_table, kv, d);
+                  proj_frag, p.pos_table, kv, prefetch, d);
 }
 
 void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream) {

@@ -35,7 +35,7 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const uint32_t (&a)[4], 
 }
 
 // d += a·b for one tile and k-step in 3xTF32, a split here (ah, al), b already split: {b0 hi, b1 hi, b0 lo, b1 lo} (the
-// layout of the pre-split weight fragments, sea_fragments_cuda.cu). The small terms first.
+// layout of the pre-split weight fragments, sea_layout.h sea_pack_weight_fragments). The small terms first.
 __device__ __forceinline__ void mma_3xtf32(float (&d)[4], const uint32_t (&ah)[4], const uint32_t (&al)[4],
                                            const uint4 &b) {
     mma_tf32(d, al, b.x, b.y);

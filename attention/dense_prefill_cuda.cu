@@ -137,7 +137,8 @@ __device__ __forceinline__ void load_rows_range(uint32_t dst_a, const __half *sr
 
 // ---- CUDA kernel ----
 
-// kAppend: append_kv (a template parameter: without it the kernel keeps its registers for the loop).
+// kAppend: append_kv. A template parameter so that the plain kernel stays as it was (its loop's live values
+// fit 128 registers); the append variant holds the run's pointers too: 8 bytes of spill at D = 64.
 template <int D, bool kAppend>
 __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPerSm)
     attention_prefill_kernel(__half *__restrict__ out, const __half *__restrict__ qkv, __half *__restrict__ k_cache,

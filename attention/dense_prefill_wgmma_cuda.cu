@@ -18,9 +18,14 @@
 //                     two n8 tiles is the A-fragment layout of a k16 slice), B = V from shared
 //                     memory, N-major (transposed: a key row holds the 64 output dims; the k16
 //                     slice of keys 16kk.. is 2048 bytes further).
-//       Each product waits for its own completion (wgmma.wait_group 0) before its result is read;
-//       the copies into shared memory (generic proxy) are fenced for the tensor cores' async proxy
-//       before the block barrier that publishes them.
+//       Pipelined within the warpgroup (FlashAttention-3's intra-warpgroup overlap): S of block j+1
+//       and P_j V_j are issued together, S_{j+1} is waited for alone (wgmma.wait_group 1; groups
+//       finish in commit order) and masked and softmaxed while P_j V_j runs, then O is rescaled and
+//       P_{j+1} packed once that product is done (wait_group 0): O is rescaled before each product it
+//       receives, as in the unpipelined loop. The last block's P V is peeled out of the loop (a wgmma
+//       issued under a condition made ptxas serialize them all). K/V block j+2 is copied into block
+//       j's stage once both of its products are done. The copies into shared memory (generic proxy)
+//       are fenced for the tensor cores' async proxy before the block barrier that publishes them.
 //   Unlike the mma.sync kernel, every warp takes part in every product (a warpgroup instruction):
 //   warps whose rows precede a block compute scores the causal mask then removes.
 // Built into the sm_90a code only (the "a" features: CMake's default CUDA architecture is 90a);

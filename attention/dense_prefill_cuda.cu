@@ -251,16 +251,7 @@ __global__ void __launch_bounds__(kPrefillThreads, PrefillShape<D>::kMinBlocksPe
             }
 
             // Causal mask, only where the block reaches past the warp's first position.
-            if (j0 + kPrefillKeys - 1 > warp_first_pos) {
-                const int diag = diag0 - j0;  // s[j][e] is key j0 + 8j + 2t + e: masked if > row_a's position
-#pragma unroll
-                for (int j = 0; j < kPrefillKeyTiles; ++j) {
-                    if (8 * j > diag) s[j][0] = -INFINITY;
-                    if (8 * j + 1 > diag) s[j][1] = -INFINITY;
-                    if (8 * j > diag + 8) s[j][2] = -INFINITY;  // row_b: 8 positions later
-                    if (8 * j + 1 > diag + 8) s[j][3] = -INFINITY;
-                }
-            }
+            if (j0 + kPrefillKeys - 1 > warp_first_pos) flash_causal_mask(s, diag0 - j0);
 
             // Online softmax (log2 domain: scores scaled by q_scale inside the exponent).
             flash_softmax_step(s, o, m_a, m_b, l_a, l_b, q_scale, [](int) { return true; });

@@ -53,9 +53,9 @@ constexpr int kRows = 64;                    // query rows per block (one tile)
 [[maybe_unused]] constexpr int kKeys = 64;   // keys per block step
 constexpr int kThreads = 128;                // one warpgroup
 constexpr int kTileBytes = 64 * 128;         // 64 rows of 64 halves
-constexpr int kQOffset = 0;                  // q tile, then K stages 0, 1, then V stages 0, 1
-constexpr int kKOffset = kTileBytes;
-constexpr int kVOffset = 3 * kTileBytes;
+[[maybe_unused]] constexpr int kQOffset = 0;  // q tile, then K stages 0, 1, then V stages 0, 1
+[[maybe_unused]] constexpr int kKOffset = kTileBytes;
+[[maybe_unused]] constexpr int kVOffset = 3 * kTileBytes;
 constexpr int kSmemBytes = 5 * kTileBytes + 1024;  // + room to align the base to 1024 bytes
 static_assert(kRows == kAttentionTileRows, "one tile per block");
 
@@ -125,16 +125,7 @@ __global__ void __launch_bounds__(kThreads, 4)
         wgmma_commit();
     };
     auto mask_scores = [&](int j0) {  // only where the block reaches past the warp's first position
-        if (j0 + kKeys - 1 > warp_first_pos) {
-            const int diag = diag0 - j0;  // s[j][e] is key j0 + 8j + 2t + e: masked if > row_a's position
-#pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                if (8 * j > diag) s[j][0] = -INFINITY;
-                if (8 * j + 1 > diag) s[j][1] = -INFINITY;
-                if (8 * j > diag + 8) s[j][2] = -INFINITY;  // row_b: 8 positions later
-                if (8 * j + 1 > diag + 8) s[j][3] = -INFINITY;
-            }
-        }
+        if (j0 + kKeys - 1 > warp_first_pos) flash_causal_mask(s, diag0 - j0);
     };
     // P (fp16, registers): P's k16 slice kk is S tiles 2kk, 2kk + 1.
     uint32_t pa[4][4];

@@ -154,6 +154,20 @@ __device__ __forceinline__ void flash_rescale(float (&o)[DT][4], float2 alpha) {
     }
 }
 
+// The causal mask of the dense prefill kernels (dense_prefill_cuda.cu, dense_prefill_wgmma_cuda.cu): s[j][e] is key
+// j0 + 8j + 2t + e of row a (e < 2) or of row b (e >= 2, 8 positions later); diag = row a's position − 2t − j0.
+// Scores of keys past the row's position become -inf.
+template <int NT>
+__device__ __forceinline__ void flash_causal_mask(float (&s)[NT][4], int diag) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+        if (8 * j > diag) s[j][0] = -INFINITY;
+        if (8 * j + 1 > diag) s[j][1] = -INFINITY;
+        if (8 * j > diag + 8) s[j][2] = -INFINITY;  // row_b: 8 positions later
+        if (8 * j + 1 > diag + 8) s[j][3] = -INFINITY;
+    }
+}
+
 template <int NT, int DT, typename Keep>
 __device__ __forceinline__ void flash_softmax_step(float (&s)[NT][4], float (&o)[DT][4], float &m_a, float &m_b,
                                                    float &l_a, float &l_b, float q_scale, Keep keep) {

@@ -78,6 +78,10 @@ seaopt_status status_from_current_exception() {
     }
 }
 
+int32_t context_device_greedy(const seaopt_context *ctx, int32_t i) {
+    return ctx ? context_greedy_token_ith(ctx->impl, i) : -1;
+}
+
 }  // namespace seaopt
 
 using namespace seaopt;

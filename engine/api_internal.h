@@ -15,6 +15,10 @@ void clear_last_error();
 // std::exception, anything else) to a status and records its message.
 seaopt_status status_from_current_exception();
 
+// The GPU engine's greedy pick of token i's logits in the last batch (i = -1: the last token that asked for
+// logits), or -1 where it made none (engine/context.h Context::greedy_token). Never throws.
+int32_t context_device_greedy(const seaopt_context *ctx, int32_t i);
+
 }  // namespace seaopt
 
 #define SEAOPT_API_TRY \

@@ -56,7 +56,7 @@ seaopt_status seaopt_sampler_sample(seaopt_sampler *smpl, seaopt_context *ctx, i
     const float *logits = seaopt_get_logits_ith(ctx, i);
     // seaopt_get_logits_ith has already recorded why (no context, or token i has no logits).
     if (!logits) return SEAOPT_ERR_INVALID_ARGUMENT;
-    *out_token = smpl->impl.sample(logits, seaopt_context_n_vocab(ctx));
+    *out_token = smpl->impl.sample(logits, seaopt_context_n_vocab(ctx), seaopt::context_device_greedy(ctx, i));
     return SEAOPT_OK;
     SEAOPT_API_CATCH
 }

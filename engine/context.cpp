@@ -368,8 +368,12 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     // becomes ctx.logits only once the forward has succeeded.
     std::vector<float> &logits = ctx.next_logits;
     logits.resize(outputs.size() * (size_t)n_vocab);
+    int32_t greedy = -1;
     if (ctx.cuda) {
-        forward_cuda(ctx, vb, [&] { opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data()); });
+        forward_cuda(ctx, vb, [&] {
+            opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data(),
+                             outputs.size() == 1 ? &greedy : nullptr);
+        });
     } else {
         forward_cpu(ctx, vb, logits.data());
     }
@@ -380,6 +384,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
     ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
     ctx.last_batch_nll = false;
+    ctx.greedy_token = outputs.size() == 1 ? greedy : -1;
 }
 
 void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token *targets, float *out_nll) {
@@ -420,6 +425,7 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
     ctx.output_row.assign((size_t)b.n_tokens, -1);
     ctx.last_output_index = -1;
     ctx.last_batch_nll = true;
+    ctx.greedy_token = -1;
     for (size_t r = 0; r < outputs.size(); ++r) out_nll[outputs[r]] = nll[r];
 }
 
@@ -436,6 +442,13 @@ const float *context_logits_ith(const Context &ctx, int32_t i) {
     const int32_t row = ctx.output_row[(size_t)i];
     if (row < 0) throw_invalid_argument("token " + std::to_string(i) + " of the last batch did not ask for logits");
     return ctx.logits.data() + (size_t)row * ctx.model->hp.n_vocab;
+}
+
+int32_t context_greedy_token_ith(const Context &ctx, int32_t i) noexcept {
+    if (ctx.last_batch_nll || ctx.greedy_token < 0) return -1;
+    if (i == -1) i = ctx.last_output_index;
+    if (i < 0 || (size_t)i >= ctx.output_row.size() || ctx.output_row[(size_t)i] != 0) return -1;
+    return ctx.greedy_token;  // set only where the batch had one output row: row 0 is it
 }
 
 void context_kv_clear(Context &ctx) noexcept {

@@ -32,6 +32,9 @@ struct Context {
     std::vector<int32_t> output_row;  // batch index -> row of `logits`, or -1
     int32_t last_output_index = -1;   // batch index of the last token that asked for logits
     bool last_batch_nll = false;      // the last batch ran through seaopt_decode_nll: no logits kept
+    // The GPU's greedy pick of the only logits row of the last batch (engine/argmax_key.h), or -1 (the CPU
+    // engine, several rows, a NaN or only -inf among the logits): a greedy sampler takes it without a scan.
+    int32_t greedy_token = -1;
 };
 
 // Validates the parameters against the model and allocates the KV cache.
@@ -46,6 +49,9 @@ void context_decode(Context &ctx, const seaopt_batch &batch);
 void context_decode_nll(Context &ctx, const seaopt_batch &batch, const seaopt_token *targets, float *out_nll);
 
 const float *context_logits_ith(const Context &ctx, int32_t i);
+// Context::greedy_token where token i (-1: the last that asked for logits) has the only logits row; else -1.
+// Never throws.
+int32_t context_greedy_token_ith(const Context &ctx, int32_t i) noexcept;
 
 // Empties every sequence (and resets the SEA decode states). Never throws.
 void context_kv_clear(Context &ctx) noexcept;

@@ -118,9 +118,13 @@ int32_t argmax(const float *l, int32_t n) {
 
 }  // namespace
 
-int32_t Sampler::sample(const float *logits, int32_t n_vocab) {
+int32_t Sampler::sample(const float *logits, int32_t n_vocab, int32_t device_greedy) {
     if (n_vocab <= 0) throw_invalid_argument("n_vocab must be > 0, got " + std::to_string(n_vocab));
     if (!logits) throw_invalid_argument("logits is NULL");
+    const bool penalized = params_.repeat_penalty != 1.0f && !history_.empty();
+    // The GPU's pick is only ever made for logits without a NaN and not all -inf (-1 otherwise), so the
+    // checks below would pass: skipping them and the scan saves ~20-40 us a generated token.
+    if (params_.temp <= 0.0f && !penalized && device_greedy >= 0 && device_greedy < n_vocab) return device_greedy;
     // Branch-free scans (they vectorise) over the 50k logits of every token: greedy with OPT's vocabulary
     // took 75 us per token with scalar loops and a copy, 19 us this way (x86-64, -O3), against a ~1.4 ms
     // GPU decode step. The copy is made only for the repetition penalty or sampling.
@@ -130,7 +134,6 @@ int32_t Sampler::sample(const float *logits, int32_t n_vocab) {
         const int32_t i = (int32_t)(std::find_if(logits, logits + n_vocab, [](float x) { return std::isnan(x); }) - logits);
         throw_invalid_argument("the logit of token " + std::to_string(i) + " is NaN");
     }
-    const bool penalized = params_.repeat_penalty != 1.0f && !history_.empty();
     if (params_.temp <= 0.0f && !penalized) return argmax(logits, n_vocab);
     logits_.assign(logits, logits + n_vocab);
     apply_repetition_penalty(n_vocab);

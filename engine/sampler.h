@@ -25,7 +25,10 @@ public:
 
     // Picks a token from n_vocab logits without accepting it. Throws seaopt::Error
     // (SEAOPT_ERR_INVALID_ARGUMENT) for n_vocab <= 0, a NaN logit, or logits that are all -inf.
-    int32_t sample(const float *logits, int32_t n_vocab);
+    // device_greedy: the greedy pick of these logits made by the GPU engine (engine/argmax_key.h), or -1;
+    // a greedy sampler without a repetition penalty returns it instead of scanning the logits (the same id:
+    // tests/test_gpu_engine.cpp checks it against this class's own scan).
+    int32_t sample(const float *logits, int32_t n_vocab, int32_t device_greedy = -1);
 
     // Adds a token to the repetition-penalty history (ids < 0 are ignored).
     void accept(int32_t token);

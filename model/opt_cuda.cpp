@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attention/sea_cuda.h"
+#include "engine/argmax_key.h"
 #include "engine/cuda/decode_persistent.h"
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/ops.h"
@@ -212,6 +213,12 @@ struct OptCudaState {
     // The same row as the device sees it (mapped), where the persistent kernel stores the logits itself; null
     // with SEAOPT_PERSISTENT_ZERO_COPY=0 or where the row is not mapped: a copy after the kernel then.
     float *pinned_logits_on_device = nullptr;
+    // The greedy pick of a batch with one output row, made on the device (engine/argmax_key.h): per-block keys
+    // in mapped pinned memory (the persistent kernel's blocks, or cuda::argmax_parts' kArgmaxParts), whose
+    // max the host takes after the forward; null where the memory cannot be mapped (no pick then).
+    uint64_t *pinned_argmax = nullptr;
+    uint64_t *pinned_argmax_on_device = nullptr;
+    int n_argmax_keys = 0;  // slots of pinned_argmax
     // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first makes the
     // GEMM plans, autotuning the lm_head's: gemm.h), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns
     // this off.
@@ -316,6 +323,7 @@ void destroy_cuda_state(OptCudaState *s) {
     if (s->kv_block) cudaFree(s->kv_block);
     if (s->host_staging) cudaFreeHost(s->host_staging);
     if (s->pinned_logits) cudaFreeHost(s->pinned_logits);
+    if (s->pinned_argmax) cudaFreeHost(s->pinned_argmax);
     if (s->decode_graph) cudaGraphExecDestroy(s->decode_graph);
     if (s->sea_block) cudaFree(s->sea_block);
     delete s;
@@ -323,6 +331,7 @@ void destroy_cuda_state(OptCudaState *s) {
 
 namespace {
 constexpr uint64_t kGemmWorkspaceBytes = 32ull << 20;  // cuBLASLt workspace (gemm.h)
+constexpr int kArgmaxParts = 32;  // blocks of the kernel-per-op step's greedy pick (cuda::argmax_parts)
 constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(uint32_t);
 // Outputs per lm_head GEMM unless the context asks for more (n_head_batch): 26 MB of fp32 logits
 // for OPT, which fits within the memory a 2048-token batch's layers already need.
@@ -495,6 +504,14 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         cudaGetLastError();
         s->pinned_logits_on_device = nullptr;
     }
+    s->n_argmax_keys = std::max(kArgmaxParts, s->persistent.ok ? s->persistent.grid : 0);
+    check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_argmax), (size_t)s->n_argmax_keys * sizeof(uint64_t)),
+          "cudaMallocHost");
+    if (cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_argmax_on_device), s->pinned_argmax, 0) !=
+        cudaSuccess) {
+        cudaGetLastError();
+        s->pinned_argmax_on_device = nullptr;
+    }
     const char *no_graph = std::getenv("SEAOPT_NO_CUDA_GRAPH");
     s->graphs_enabled = !(no_graph && std::string(no_graph) == "1");
     check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
@@ -573,12 +590,20 @@ CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
 
 namespace {
 
+// The greedy pick from the device's keys (engine/argmax_key.h), or -1 (a NaN or only -inf: the sampler decides).
+int32_t greedy_from_keys(const uint64_t *keys, int n) {
+    uint64_t best = kArgmaxKeyNone;
+    for (int i = 0; i < n; ++i) best = std::max(best, keys[i]);
+    return argmax_key_token(best);
+}
+
 // The forward of both entry points: with output_targets == nullptr it writes the logits of the
 // outputs to host_out ([N, V]); otherwise the fused loss writes one NLL per output to host_out ([N]).
 void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, const std::vector<TokenSlot> &tokens,
                   const std::vector<int32_t> &output_tokens, const std::vector<int32_t> *output_targets,
-                  float *host_out) {
+                  float *host_out, int32_t *greedy) {
     const bool fused_loss = output_targets != nullptr;
+    if (greedy) *greedy = -1;
     const int T = (int)tokens.size(), N = (int)output_tokens.size();
     const int C = (int)hp.n_embd, D = (int)hp.n_embd_proj, F = (int)hp.n_ff, V = (int)hp.n_vocab;
     const int H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
@@ -787,6 +812,10 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 }
                 cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
             }
+            if (!fused_loss && N == 1 && s.pinned_argmax_on_device) {
+                // The greedy pick's keys, read by the host after the stream (greedy_from_keys).
+                cuda::argmax_parts(s.pinned_argmax_on_device, logits, V, kArgmaxParts, st);
+            }
             if (fused_loss) {
                 // Only the n NLLs leave the device, not the n x V logits: all of them at once below.
                 float *nll = reinterpret_cast<float *>(s.buffer("nll"));
@@ -814,6 +843,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         a.logits = s.pinned_logits_on_device;
         if (!a.logits) a.logits = reinterpret_cast<float *>(s.buffer("logits"));
         a.scratch = s.persistent_scratch;
+        a.argmax_parts = s.pinned_argmax_on_device;
         // SEAOPT_PERSISTENT_PROFILE=1: per-block clock spans of thread 0, summed over the steps and
         // logged (WARN) when the context is freed: where a step's time goes (docs/development.md).
         static const bool profile = std::getenv("SEAOPT_PERSISTENT_PROFILE") != nullptr;
@@ -849,6 +879,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         check(cudaStreamSynchronize(st), "the forward");
         const HostClock::time_point h2 = now();
         std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
+        if (greedy && a.argmax_parts) *greedy = greedy_from_keys(s.pinned_argmax, s.persistent.grid);
         if (profile) {
             const HostClock::time_point h3 = HostClock::now();
             float kernel_ms = 0.0f;
@@ -893,26 +924,30 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         check(cudaGraphLaunch(s.decode_graph, st), "cudaGraphLaunch");
         check(cudaStreamSynchronize(st), "the forward");
         std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
+        if (greedy && s.pinned_argmax_on_device) *greedy = greedy_from_keys(s.pinned_argmax, kArgmaxParts);
         return;
     }
     // The NLLs come back through pinned memory (an asynchronous copy), then go to host_out.
     enqueue(fused_loss ? h_nll : host_out);
     check(cudaStreamSynchronize(st), "the forward");
     if (fused_loss) std::memcpy(host_out, h_nll, (size_t)N * sizeof(float));
+    if (greedy && !fused_loss && N == 1 && s.pinned_argmax_on_device) {
+        *greedy = greedy_from_keys(s.pinned_argmax, kArgmaxParts);
+    }
 }
 
 }  // namespace
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
-                      float *host_logits) {
-    forward_impl(hp, w, s, tokens, output_tokens, nullptr, host_logits);
+                      float *host_logits, int32_t *greedy_token) {
+    forward_impl(hp, w, s, tokens, output_tokens, nullptr, host_logits, greedy_token);
 }
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
                       const std::vector<int32_t> &output_targets, float *host_nll) {
-    forward_impl(hp, w, s, tokens, output_tokens, &output_targets, host_nll);
+    forward_impl(hp, w, s, tokens, output_tokens, &output_targets, host_nll, nullptr);
 }
 
 }  // namespace seaopt

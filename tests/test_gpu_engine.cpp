@@ -11,9 +11,11 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "engine/api_internal.h"
 #include "seaopt.h"
 #include "test_util.h"
 
@@ -177,10 +179,27 @@ void check_persistent_decode(const std::string &path, int n_steps) {
     const auto ref = cpu.prefill(ids);
     double err_ref = 0, err_op = 0, scale = 0;
     int argmax_same = 0;
+    // The device's greedy pick of each step (engine/argmax_key.h; the persistent kernel's last phase, the
+    // per-op step's argmax_parts kernel) against the sampler's own scan of the same logits.
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    sp.temp = 0.0f;
+    seaopt_sampler *greedy = nullptr;
+    ASSERT_EQ(seaopt_sampler_new(&sp, &greedy), SEAOPT_OK) << seaopt_last_error();
+    const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> own_greedy(greedy, seaopt_sampler_free);
+    int picks_made = 0, picks_same = 0;
     for (size_t t = 0; t < ids.size(); ++t) {
         seaopt_batch b = seaopt_batch_get_one(&ids[t], 1);
         ASSERT_EQ(seaopt_decode(persistent.ctx, &b), SEAOPT_OK) << seaopt_last_error();
         ASSERT_EQ(seaopt_decode(per_op.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        for (seaopt_context *c : {persistent.ctx, per_op.ctx}) {
+            const int32_t device_pick = seaopt::context_device_greedy(c, -1);
+            seaopt_token scan = -1, api = -1;
+            ASSERT_EQ(seaopt_sampler_sample_logits(greedy, seaopt_get_logits_ith(c, -1), seaopt_context_n_vocab(c), &scan),
+                      SEAOPT_OK);
+            ASSERT_EQ(seaopt_sampler_sample(greedy, c, -1, &api), SEAOPT_OK);  // takes the device's pick
+            picks_made += device_pick >= 0;
+            picks_same += device_pick == scan && api == scan;
+        }
         const float *got = seaopt_get_logits_ith(persistent.ctx, -1), *op = seaopt_get_logits_ith(per_op.ctx, -1);
         scale = std::max(scale, std_of(ref[t]));
         size_t a_got = 0, a_op = 0;
@@ -198,6 +217,10 @@ void check_persistent_decode(const std::string &path, int n_steps) {
     EXPECT_LE(err_ref, 0.02 * scale);
     EXPECT_LE(err_op, 0.01 * scale);
     EXPECT_GE(argmax_same, n_steps - n_steps / 100);
+    std::printf("device greedy picks: %d made of %d steps x 2 contexts, %d equal to the sampler's scan\n", picks_made,
+                n_steps, picks_same);
+    EXPECT_EQ(picks_made, 2 * n_steps) << "a one-row decode made no device pick";
+    EXPECT_EQ(picks_same, 2 * n_steps);
 }
 
 TEST(GpuEngine, PersistentDecodeMatchesTheReference) {

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/argmax_key.h"
+#include "engine/sampler.h"
 #include "seaopt.h"
 
 namespace {
@@ -161,6 +163,67 @@ TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
     l[40000] = kNaN;
     EXPECT_EQ(seaopt_sampler_sample_logits(s.get(), l.data(), (int32_t)l.size(), &t), SEAOPT_ERR_INVALID_ARGUMENT);
     EXPECT_NE(std::string(seaopt_last_error()).find("token 40000 is NaN"), std::string::npos) << seaopt_last_error();
+}
+
+// The device's greedy pick (engine/argmax_key.h: the GPU reduces the logits to keys, the host takes their max):
+// the max key's token is the sampler's own pick over the same rows as above (ties, +0 against -0, infinities),
+// and -1 where the sampler must decide itself (a NaN, only -inf).
+TEST(Sampler, ArgmaxKeysGiveTheGreedyPick) {
+    SamplerPtr s = make(greedy());
+    const auto key_pick = [](const std::vector<float> &l) {
+        uint64_t best = seaopt::kArgmaxKeyNone;
+        for (size_t i = 0; i < l.size(); ++i) best = std::max(best, seaopt::argmax_key(l[i], (uint32_t)i));
+        return seaopt::argmax_key_token(best);
+    };
+    std::mt19937 rng(11);
+    std::normal_distribution<float> normal(0.0f, 4.0f);
+    std::vector<float> l(50272);
+    for (int trial = 0; trial < 40; ++trial) {
+        for (float &x : l) x = normal(rng);
+        if (trial % 5 == 1) l[(size_t)(rng() % l.size())] = l[(size_t)(rng() % l.size())] = 100.0f;  // a tie
+        if (trial % 5 == 2) {
+            for (float &x : l) x = -std::fabs(x) - 1.0f;
+            l[(size_t)(rng() % 1000) + 2000] = 0.0f;
+            l[(size_t)(rng() % 1000) + 1000] = -0.0f;  // the lower id holds -0: it wins
+        }
+        if (trial % 5 == 3) {
+            for (float &x : l) x = -std::fabs(x) - 1.0f;  // all negative, one -inf among them
+            l[5] = -kInf;
+        }
+        if (trial % 5 == 4) l[(size_t)(rng() % l.size())] = kInf;
+        EXPECT_EQ(key_pick(l), sample(s.get(), l)) << "trial " << trial;
+    }
+    EXPECT_EQ(key_pick({-0.0f, 0.0f}), 0);
+    EXPECT_EQ(key_pick({0.0f, -0.0f}), 0);
+    EXPECT_EQ(key_pick({-kInf, -3.0f, -3.0f}), 1);
+    EXPECT_EQ(key_pick({-kInf, -kInf}), -1);  // only -inf: the sampler says why
+    EXPECT_EQ(key_pick({1.0f, kNaN, 2.0f}), -1);  // a NaN: likewise
+    EXPECT_EQ(key_pick({kInf, kNaN}), -1);
+    EXPECT_EQ(seaopt::argmax_key_token(seaopt::kArgmaxKeyNone), -1);
+    // Larger values give larger keys across signs and magnitudes; equal values order by falling id.
+    const float v[] = {-kInf, -1e30f, -2.0f, -1e-30f, 0.0f, 1e-30f, 2.0f, 1e30f, kInf};
+    for (size_t i = 0; i + 1 < sizeof v / sizeof v[0]; ++i) {
+        EXPECT_LT(seaopt::argmax_key(v[i], 0), seaopt::argmax_key(v[i + 1], 7)) << v[i];
+        EXPECT_GT(seaopt::argmax_key(v[i], 3), seaopt::argmax_key(v[i], 4)) << v[i];
+    }
+}
+
+// The sampler takes the device's pick only where it would pick greedily itself: greedy without a penalty.
+TEST(Sampler, DeviceGreedyIsTakenOnlyForGreedy) {
+    const std::vector<float> l = {1.0f, 3.0f, 2.0f};
+    seaopt::Sampler g(greedy());
+    EXPECT_EQ(g.sample(l.data(), 3, 1), 1);
+    EXPECT_EQ(g.sample(l.data(), 3, -1), 1);  // none made: the sampler's scan
+    EXPECT_EQ(g.sample(l.data(), 3, 7), 1);   // out of range: ignored
+    // With a repetition penalty the pick can move (3 / 2 < 2): the device's pick of the raw logits is ignored.
+    seaopt_sampler_params pen = greedy();
+    pen.repeat_penalty = 2.0f;
+    seaopt::Sampler p(pen);
+    p.accept(1);
+    EXPECT_EQ(p.sample(l.data(), 3, 1), 2);
+    // Sampling: a draw, not the hint (temperature ~0.01 gives the argmax 1 every time; the hint says 0).
+    seaopt::Sampler t(pure_temperature(0.01f));
+    for (int i = 0; i < 20; ++i) EXPECT_EQ(t.sample(l.data(), 3, 0), 1);
 }
 
 // Top-k over OPT's 50,272 logits (the sampler bounds the k-th largest by block maxima before it sorts): a very high

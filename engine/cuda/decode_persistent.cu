@@ -30,7 +30,8 @@
 //      order (deterministic);
 //   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
 // Then LN_final(x) and logits = W_head·LN_final(x) (plain stores, into mapped host memory unless
-// SEAOPT_PERSISTENT_ZERO_COPY=0: the host reads them after the kernel). A chunk of R rows is
+// SEAOPT_PERSISTENT_ZERO_COPY=0: the host reads them after the kernel), and where asked each block's greedy
+// key of its logits (engine/argmax_key.h; a shared atomic max, then one store into mapped host memory). A chunk of R rows is
 // computed by 8/R warps per row, each a contiguous part of the row (on the tensor cores where the
 // part is 512 or 1,024 halves: mma_span_dot; else fp32 FMAs of exactly converted fp16), two chunks
 // at a time; the partial sums of a row are added in a fixed order after the block's last chunk, and
@@ -57,6 +58,7 @@
 #include <cstdlib>
 
 #include "attention/dense_cuda_kernels.cuh"
+#include "engine/argmax_key.h"
 #include "engine/cuda/bulk_copy.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/layernorm_math.cuh"
@@ -94,12 +96,13 @@ constexpr int kOffFull = 0;                                      // uint64 mbarr
 constexpr int kOffEmpty = kOffFull + 8 * kMaxSlots;              // uint64 mbarrier[kMaxSlots]
 constexpr int kOffLn = kOffEmpty + 8 * kMaxSlots;                // float[2][8]: LayerNorm warp sums
 constexpr int kOffFlag = kOffLn + 2 * kComputeWarps * 4;         // int: "this block merges the head"
+constexpr int kOffBest = kOffFlag + 8;                           // uint64: the block's greedy key (lm_head phase)
 constexpr int kOffXOwn = 512;                                    // float[kMaxOwnRows]
 constexpr int kOffAttnM = kOffXOwn + 4 * kMaxOwnRows;            // float[32]
 constexpr int kOffAttnL = kOffAttnM + kMaxAttnGroups * 4;        // float[32]
 constexpr int kOffAttnAcc = kOffAttnL + kMaxAttnGroups * 4;      // float[groups][D]
 constexpr int kHeaderBytes = kOffAttnAcc + kAttnAccFloats * 4;
-static_assert(kOffFlag + 4 <= kOffXOwn, "header overlap");
+static_assert(kOffFlag + 4 <= kOffBest && kOffBest % 8 == 0 && kOffBest + 8 <= kOffXOwn, "header overlap");
 static_assert(kHeaderBytes % 128 == 0, "the vector and the ring start 128-byte aligned");
 
 int vector_bytes(const PersistentDecodeShape &s) { return ceil_div(std::max(s.C, s.F) * 2, 128) * 128; }
@@ -463,12 +466,22 @@ struct ReluEpilogue {  // relu(y + bias) -> fp16 pairs as LL words
         ll_store(out + o / 2, pack_half2_bits(y0, y1), tag);
     }
 };
+// The logits, and (best != null) the block's greedy key of them (engine/argmax_key.h) by a shared atomic max.
 struct LogitsEpilogue {
     float *out;
+    unsigned long long *best;  // shared memory, kArgmaxKeyNone before the phase; or null
     __device__ float2 load(int) const { return make_float2(0.0f, 0.0f); }
     __device__ void store(int o, float y0, float y1, float2, float2, bool second) const {
         out[o] = y0;
         if (second) out[o + 1] = y1;
+        if (best != nullptr) {
+            unsigned long long k = argmax_key(y0, (uint32_t)o);
+            if (second) {
+                const unsigned long long k1 = argmax_key(y1, (uint32_t)(o + 1));
+                k = k1 > k ? k1 : k;
+            }
+            atomicMax(best, k);
+        }
     }
 };
 
@@ -776,7 +789,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const AttnShared attn_sm{reinterpret_cast<float *>(smem + kOffAttnM), reinterpret_cast<float *>(smem + kOffAttnL),
                              reinterpret_cast<float *>(smem + kOffAttnAcc), reinterpret_cast<int *>(smem + kOffFlag)};
     __half *xin = reinterpret_cast<__half *>(smem + kHeaderBytes);
+    unsigned long long *const best = reinterpret_cast<unsigned long long *>(smem + kOffBest);
     if (threadIdx.x == 0) {
+        *best = kArgmaxKeyNone;
         for (int i = 0; i < n_slots; ++i) {
             mbar_init(ring.full + i, 1);
             mbar_init(ring.empty + i, kComputeWarps);
@@ -913,7 +928,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const LnParams<V4> ln_out = load_ln_params<V4>(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
     layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
-    SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, LogitsEpilogue{a.logits}, prof))
+    const LogitsEpilogue head_epi{a.logits, a.argmax_parts != nullptr ? best : nullptr};
+    SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, head_epi, prof))
+    // gemv_phase ends with a barrier of the compute warps: every atomic of the block is done.
+    if (a.argmax_parts != nullptr && threadIdx.x == 0) a.argmax_parts[blockIdx.x] = *best;
 #undef SEAOPT_SPAN
 #undef SEAOPT_GEMV
     if (prof) {

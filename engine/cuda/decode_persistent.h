@@ -75,6 +75,9 @@ struct PersistentDecodeArgs {
     const half_t *tok_embd = nullptr, *pos_embd = nullptr, *out_norm_w = nullptr, *out_norm_b = nullptr;
     const half_t *lm_head = nullptr;
     float *logits = nullptr;   // [V]
+    // [grid] or null: block b's greedy key of the logits it computed (engine/argmax_key.h); the max over the
+    // blocks is the step's greedy pick. May be mapped host memory.
+    uint64_t *argmax_parts = nullptr;
     void *scratch = nullptr;   // persistent_decode_scratch_bytes, zeroed at allocation
     long long *profile = nullptr;  // [grid][kPersistentProfileSpans] clock sums (SEAOPT_PERSISTENT_PROFILE), or null
     int token = 0, pos = 0, seq = 0;

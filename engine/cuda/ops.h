@@ -64,6 +64,12 @@ void kv_cache_append(half_t *k_cache, half_t *v_cache, const half_t *qkv, const 
 // [0, V) (the caller validates them; an out-of-range target gives NaN). rows == 0 is a no-op.
 void log_softmax_nll(float *nll, const float *logits, const int32_t *targets, int rows, int V, cudaStream_t stream);
 
+// ---- argmax.cu -------------------------------------------------------------------------------
+// The greedy pick of x[0, n) as n_parts keys (engine/argmax_key.h): parts[b] is the max key of the elements
+// b·256 + i + k·n_parts·256, so argmax_key_token(max of the parts) is the sampler's greedy pick (-1: a NaN or
+// all -inf). parts may be mapped host memory (the host reads it after the stream).
+void argmax_parts(uint64_t *parts, const float *x, int n, int n_parts, cudaStream_t stream);
+
 // ---- attention (attention/dense_cuda.cu) ------------------------------------------------------
 // Causal attention of each query row over its sequence's cache positions [0, its position].
 // q comes from the fused qkv buffer (row stride 3C, not yet scaled); the softmax scale is

@@ -369,17 +369,19 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     std::vector<float> &logits = ctx.next_logits;
     logits.resize(outputs.size() * (size_t)n_vocab);
     int32_t greedy = -1;
+    const float *view = nullptr;
     if (ctx.cuda) {
         forward_cuda(ctx, vb, [&] {
             opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data(),
-                             outputs.size() == 1 ? &greedy : nullptr);
+                             outputs.size() == 1 ? &greedy : nullptr, &view);
         });
     } else {
         forward_cpu(ctx, vb, logits.data());
     }
 
     ctx.seq_len = std::move(vb.next_pos);
-    std::swap(ctx.logits, ctx.next_logits);
+    if (!view) std::swap(ctx.logits, ctx.next_logits);
+    ctx.logits_view = view;
     ctx.output_row.assign((size_t)b.n_tokens, -1);
     for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
     ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
@@ -422,6 +424,7 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
 
     ctx.seq_len = std::move(vb.next_pos);
     ctx.logits.clear();
+    ctx.logits_view = nullptr;
     ctx.output_row.assign((size_t)b.n_tokens, -1);
     ctx.last_output_index = -1;
     ctx.last_batch_nll = true;
@@ -441,7 +444,7 @@ const float *context_logits_ith(const Context &ctx, int32_t i) {
     }
     const int32_t row = ctx.output_row[(size_t)i];
     if (row < 0) throw_invalid_argument("token " + std::to_string(i) + " of the last batch did not ask for logits");
-    return ctx.logits.data() + (size_t)row * ctx.model->hp.n_vocab;
+    return (ctx.logits_view ? ctx.logits_view : ctx.logits.data()) + (size_t)row * ctx.model->hp.n_vocab;
 }
 
 int32_t context_greedy_token_ith(const Context &ctx, int32_t i) noexcept {

@@ -27,7 +27,10 @@ struct Context {
     std::unique_ptr<OptCudaState, OptCudaStateDeleter> cuda;  // CUDA engine
 
     // Outputs of the last batch.
-    std::vector<float> logits;        // [n_outputs, n_vocab]
+    std::vector<float> logits;        // [n_outputs, n_vocab] (unless logits_view)
+    // The GPU engine's persistent decode step leaves its one row in the engine's pinned memory: read there, not
+    // copied (model/opt_cuda.h opt_forward_cuda); null otherwise.
+    const float *logits_view = nullptr;
     std::vector<float> next_logits;   // the forward's output buffer, swapped into `logits` on success
     std::vector<int32_t> output_row;  // batch index -> row of `logits`, or -1
     int32_t last_output_index = -1;   // batch index of the last token that asked for logits

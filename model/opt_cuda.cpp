@@ -209,7 +209,11 @@ struct OptCudaState {
     void *arena = nullptr;
     std::map<std::string, char *> buffers;  // name -> address inside the arena
     void *host_staging = nullptr;           // pinned: batch metadata on its way to the GPU
-    float *pinned_logits = nullptr;         // pinned: one row of logits (the captured decode step)
+    // pinned: one row of logits (the captured decode step); two where the persistent kernel stores into them (mapped),
+    // used in turn (next_logits_row) so that the caller can read the last step's row in place while the next step
+    // writes the other: a step that fails leaves the caller's row as it was.
+    float *pinned_logits = nullptr;
+    int next_logits_row = 0;
     // The same row as the device sees it (mapped), where the persistent kernel stores the logits itself; null
     // with SEAOPT_PERSISTENT_ZERO_COPY=0 or where the row is not mapped: a copy after the kernel then.
     float *pinned_logits_on_device = nullptr;
@@ -493,7 +497,8 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->arena = device_alloc(std::max<uint64_t>(s->plan.arena_bytes, 256), "the activation arena");
     for (const PlannedBuffer &b : s->plan.buffers) s->buffers[b.req.name] = static_cast<char *>(s->arena) + b.offset;
     check(cudaMallocHost(&s->host_staging, staging_bytes(n_batch)), "cudaMallocHost");
-    check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_logits), (size_t)hp.n_vocab * sizeof(float)),
+    check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_logits),
+                         (s->persistent.ok ? 2 : 1) * (size_t)hp.n_vocab * sizeof(float)),
           "cudaMallocHost");
     // The persistent kernel stores the logits straight into the pinned row during its last phase instead of a
     // copy after it (H100: tg128 +2%); SEAOPT_PERSISTENT_ZERO_COPY=0 copies after.
@@ -601,9 +606,10 @@ int32_t greedy_from_keys(const uint64_t *keys, int n) {
 // outputs to host_out ([N, V]); otherwise the fused loss writes one NLL per output to host_out ([N]).
 void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, const std::vector<TokenSlot> &tokens,
                   const std::vector<int32_t> &output_tokens, const std::vector<int32_t> *output_targets,
-                  float *host_out, int32_t *greedy) {
+                  float *host_out, int32_t *greedy, const float **logits_view) {
     const bool fused_loss = output_targets != nullptr;
     if (greedy) *greedy = -1;
+    if (logits_view) *logits_view = nullptr;
     const int T = (int)tokens.size(), N = (int)output_tokens.size();
     const int C = (int)hp.n_embd, D = (int)hp.n_embd_proj, F = (int)hp.n_ff, V = (int)hp.n_vocab;
     const int H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
@@ -840,8 +846,10 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         a.out_norm_w = w.out_norm_w;
         a.out_norm_b = w.out_norm_b;
         a.lm_head = w.lm_head;
-        a.logits = s.pinned_logits_on_device;
-        if (!a.logits) a.logits = reinterpret_cast<float *>(s.buffer("logits"));
+        // Mapped: the kernel stores the logits into the pinned row the caller is not reading (next_logits_row).
+        float *const row = s.pinned_logits + (s.pinned_logits_on_device ? (size_t)s.next_logits_row * V : 0);
+        a.logits = s.pinned_logits_on_device ? s.pinned_logits_on_device + (size_t)s.next_logits_row * V
+                                             : reinterpret_cast<float *>(s.buffer("logits"));
         a.scratch = s.persistent_scratch;
         a.argmax_parts = s.pinned_argmax_on_device;
         // SEAOPT_PERSISTENT_PROFILE=1: per-block clock spans of thread 0, summed over the steps and
@@ -878,7 +886,12 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         const HostClock::time_point h1 = now();
         check(cudaStreamSynchronize(st), "the forward");
         const HostClock::time_point h2 = now();
-        std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
+        if (logits_view && s.pinned_logits_on_device) {
+            *logits_view = row;  // read in place: no 200 KB copy per token (~11 us on the GPU machine)
+            s.next_logits_row ^= 1;
+        } else {
+            std::memcpy(host_out, row, (size_t)V * sizeof(float));
+        }
         if (greedy && a.argmax_parts) *greedy = greedy_from_keys(s.pinned_argmax, s.persistent.grid);
         if (profile) {
             const HostClock::time_point h3 = HostClock::now();
@@ -940,14 +953,14 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
-                      float *host_logits, int32_t *greedy_token) {
-    forward_impl(hp, w, s, tokens, output_tokens, nullptr, host_logits, greedy_token);
+                      float *host_logits, int32_t *greedy_token, const float **logits_view) {
+    forward_impl(hp, w, s, tokens, output_tokens, nullptr, host_logits, greedy_token, logits_view);
 }
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
                       const std::vector<int32_t> &output_targets, float *host_nll) {
-    forward_impl(hp, w, s, tokens, output_tokens, &output_targets, host_nll, nullptr);
+    forward_impl(hp, w, s, tokens, output_tokens, &output_targets, host_nll, nullptr, nullptr);
 }
 
 }  // namespace seaopt

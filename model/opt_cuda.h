@@ -67,14 +67,17 @@ CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s);
 // output_tokens to host_logits ([n_outputs, n_vocab] fp32). greedy_token (may be null): with one output row,
 // the greedy pick of its logits made on the device (the sampler's argmax: the lowest id of the largest
 // logit, engine/argmax_key.h), so that a greedy sampler need not scan them; -1 where none was made (several
-// rows, a NaN or only -inf among the logits, or no mapped host memory).
+// rows, a NaN or only -inf among the logits, or no mapped host memory). logits_view (may be null): the forward
+// may then leave the logits in the engine's pinned memory instead of copying them to host_logits (the persistent
+// decode step does): *logits_view points at them, valid until the second forward after this one, and
+// host_logits is not written; null where they went to host_logits.
 // SEA layers: a sequence whose tokens in the batch start at position 0, number at least 2 and sit in consecutive
 // batch rows runs the SEA prefill (which also sets its decode states); every other token runs the SEA decode, one
 // token per sequence per call, in batch order (exact, slower for long chunks). The states of the batch's
 // sequences change in place: if this throws they are invalid, and the caller rebuilds them (engine/context.cpp).
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
-                      float *host_logits, int32_t *greedy_token = nullptr);
+                      float *host_logits, int32_t *greedy_token = nullptr, const float **logits_view = nullptr);
 
 // The fused loss: runs the batch as above but, instead of the logits, writes
 // host_nll[r] = -log softmax(logits of output_tokens[r])[output_targets[r]] (natural log, fp32 on the

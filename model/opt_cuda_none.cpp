@@ -26,7 +26,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
 std::string cuda_memory_report(const OptCudaState &) { return ""; }
 CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &) { return {}; }
 void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, const std::vector<TokenSlot> &,
-                      const std::vector<int32_t> &, float *, int32_t *) {
+                      const std::vector<int32_t> &, float *, int32_t *, const float **) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
 void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, const std::vector<TokenSlot> &,

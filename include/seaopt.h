@@ -397,7 +397,9 @@ SEAOPT_API uint32_t seaopt_sampler_seed(const struct seaopt_sampler *smpl);
 /* Pick a token from n_vocab logits. Does not accept it: call seaopt_sampler_accept. */
 SEAOPT_API seaopt_status seaopt_sampler_sample_logits(struct seaopt_sampler *smpl, const float *logits,
                                                       int32_t n_vocab, seaopt_token *out_token);
-/* Pick a token from the logits of token i of the context's last batch (see seaopt_get_logits_ith). */
+/* Pick a token from the logits of token i of the context's last batch (see seaopt_get_logits_ith). On the GPU
+ * engine, when the batch asked for one token's logits, their greedy pick was already made on the device: a greedy
+ * sampler (temp <= 0) without a repetition penalty returns it (the same id as its own scan) without reading them. */
 SEAOPT_API seaopt_status seaopt_sampler_sample(struct seaopt_sampler *smpl, struct seaopt_context *ctx, int32_t i,
                                                seaopt_token *out_token);
 /* Record a token as part of the history (prompt tokens too) for the repetition penalty. */

@@ -984,7 +984,9 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
         cudaGetLastError();
         return refuse("kernel not loadable");
     }
-    if (fa.binaryVersion < 90) return refuse("library built without sm_90 code");
+    // The kernel's body exists only in code compiled for sm_90 and up: a GPU that compiles the library's compute_80
+    // PTX at load (a build without 90 or 90a on an H100, or a newer GPU) gets binaryVersion >= 90 but an empty kernel.
+    if (fa.binaryVersion < 90 || fa.ptxVersion < 90) return refuse("library built without sm_90 code for this GPU");
     const int row_bytes = std::max(s.C, s.F) * 2;
     int min_slot = kMinSlotBytes;
     if (const char *kb = std::getenv("SEAOPT_PERSISTENT_SLOT_KB")) min_slot = std::max(min_slot, std::atoi(kb) << 10);

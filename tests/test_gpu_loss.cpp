@@ -2,7 +2,8 @@
 // -log softmax(logits)[target] computed on the CPU in double from the same fp32 logits.
 // Shapes: rows 1, 7, 300 at OPT's V = 50272 (and a few odd V), with rows of ordinary logits, rows
 // offset by +1e4 and -1e4 (overflow / cancellation without the max subtraction), wide rows
-// (σ = 30: NLLs in the hundreds) and rows whose target is the argmax or the argmin.
+// (σ = 30: NLLs in the hundreds), rows whose target is the argmax or the argmin, and masked rows (-inf
+// logits, whole threads' shares of the row among them: the one-pass kernel's empty partial sums).
 // Tolerance: |Δ| ≤ 1e-4 · max(1, |ref|). fp32 sums of 50272 terms err by ~1e-6 relative, and
 // m - l[target] is exact (Sterbenz) where the target is near the max, so 1e-4 is a wide margin that
 // a missing max subtraction (inf/NaN) or a wrong target/row (errors of order 1) cannot pass.
@@ -57,9 +58,14 @@ double check(int rows, int V, uint32_t seed) {
         const float scale = kind == 3 ? 30.0f : 3.0f;
         const float offset = kind == 1 ? 1e4f : kind == 2 ? -1e4f : kind == 5 ? 1e4f : 0.0f;
         for (int j = 0; j < V; ++j) l[j] = offset + scale * normal(rng);
+        if (kind == 0 && r % 12 == 0) {  // masked logits (-inf), whole 512-strided runs of them included
+            for (int j = 0; j < V; j += 3) l[j] = -INFINITY;
+            for (int j = 0; j < std::min(V, 2048); ++j) l[j] = -INFINITY;
+        }
         int32_t t = any(rng);
         if (kind == 4) t = (int32_t)(std::max_element(l, l + V) - l);  // the argmax: a small NLL
         if (kind == 5) t = (int32_t)(std::min_element(l, l + V) - l);  // the argmin at +1e4
+        if (l[t] == -INFINITY) t = (int32_t)(std::max_element(l, l + V) - l);  // a masked row: a finite target
         targets[(size_t)r] = t;
     }
     DeviceArray<float> d_logits(logits.size()), d_nll((size_t)rows);
@@ -97,6 +103,27 @@ TEST(GpuLoss, MatchesDoubleReferenceAtOptVocab) {
 TEST(GpuLoss, OddVocabSizes) {
     // V smaller than the block, not a multiple of 32, and one element.
     for (int V : {1, 31, 513, 50257}) check(13, V, 99u + (uint32_t)V);
+}
+
+// A NaN logit gives a NaN loss wherever it sits: first in a thread's share of the row (where the running max is
+// still -inf) or later; the perplexity tool reports non-finite losses instead of averaging them.
+TEST(GpuLoss, NanLogitGivesNan) {
+    constexpr int V = 50272, rows = 3;
+    std::vector<float> logits((size_t)rows * V, 0.5f);
+    logits[7] = NAN;                         // row 0: thread 7's first value
+    logits[(size_t)V + 40000] = NAN;         // row 1: deep in the row
+    for (int j = 0; j < V; ++j) logits[(size_t)2 * V + j] = j % 2 ? -INFINITY : 1.0f;  // row 2: finite
+    const std::vector<int32_t> targets = {1, 2, 4};
+    DeviceArray<float> d_logits(logits.size()), d_nll(rows);
+    DeviceArray<int32_t> d_targets(rows);
+    cuda_ok(cudaMemcpy(d_logits.p, logits.data(), logits.size() * 4, cudaMemcpyHostToDevice), "upload logits");
+    cuda_ok(cudaMemcpy(d_targets.p, targets.data(), rows * 4, cudaMemcpyHostToDevice), "upload targets");
+    seaopt::cuda::log_softmax_nll(d_nll.p, d_logits.p, d_targets.p, rows, V, nullptr);
+    std::vector<float> nll(rows);
+    cuda_ok(cudaMemcpy(nll.data(), d_nll.p, rows * 4, cudaMemcpyDeviceToHost), "download nll");
+    EXPECT_TRUE(std::isnan(nll[0])) << nll[0];
+    EXPECT_TRUE(std::isnan(nll[1])) << nll[1];
+    EXPECT_NEAR(nll[2], std::log((double)(V / 2)), 1e-4 * std::log((double)(V / 2)));  // uniform over V/2 values
 }
 
 TEST(GpuLoss, ArgumentsAndNoOp) {

@@ -37,7 +37,7 @@ const Tokenizer &opt() {
     return tok;
 }
 
-std::string read_file(const std::string &path) {
+[[maybe_unused]] std::string read_file(const std::string &path) {  // (used only where ../shared exists)
     std::ifstream f(path, std::ios::binary);
     if (!f) throw std::runtime_error("test: cannot open " + path);
     std::ostringstream ss;

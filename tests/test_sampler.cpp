@@ -134,15 +134,10 @@ TEST(Sampler, GreedyBreaksTiesWithTheLowestId) {
 // OPT's 50,272 logits (the vectorised scans' main loops, not only their tails): greedy equals a plain first-max
 // scan wherever the maximum sits, including ties across lanes, +0 against -0 and a maximum in the tail; a NaN anywhere
 // is named by its id.
-TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
-    SamplerPtr s = make(greedy());
-    const auto scan = [](const std::vector<float> &l) {
-        size_t best = 0;
-        for (size_t i = 1; i < l.size(); ++i) {
-            if (l[i] > l[best]) best = i;
-        }
-        return (seaopt_token)best;
-    };
+// The rows of the large-vocabulary greedy tests: 40 rows of OPT's 50,272 logits, every fourth with a tie for the
+// maximum, with +0 against -0 as the maximum, or with the maximum in the tail past the last lane block.
+template <typename Check>
+void for_each_large_vocabulary_row(Check check) {
     std::mt19937 rng(7);
     std::normal_distribution<float> normal(0.0f, 4.0f);
     std::vector<float> l(50272);
@@ -155,9 +150,23 @@ TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
             l[(size_t)(rng() % l.size())] = 0.0f;  // +0 == -0: the lower id wins
         }
         if (trial % 4 == 3) l[l.size() - 1 - (size_t)(rng() % 7)] = 99.0f;  // in the tail past the last lane block
-        EXPECT_EQ(sample(s.get(), l), scan(l)) << "trial " << trial;
+        check(l, trial);
     }
-    l.assign(l.size(), -kInf);
+}
+
+TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
+    SamplerPtr s = make(greedy());
+    const auto scan = [](const std::vector<float> &l) {
+        size_t best = 0;
+        for (size_t i = 1; i < l.size(); ++i) {
+            if (l[i] > l[best]) best = i;
+        }
+        return (seaopt_token)best;
+    };
+    for_each_large_vocabulary_row([&](const std::vector<float> &l, int trial) {
+        EXPECT_EQ(sample(s.get(), l), scan(l)) << "trial " << trial;
+    });
+    std::vector<float> l(50272, -kInf);
     seaopt_token t = -1;
     EXPECT_EQ(seaopt_sampler_sample_logits(s.get(), l.data(), (int32_t)l.size(), &t), SEAOPT_ERR_INVALID_ARGUMENT);
     l[40000] = kNaN;
@@ -166,8 +175,8 @@ TEST(Sampler, GreedyOverALargeVocabularyMatchesAScan) {
 }
 
 // The device's greedy pick (engine/argmax_key.h: the GPU reduces the logits to keys, the host takes their max):
-// the max key's token is the sampler's own pick over the same rows as above (ties, +0 against -0, infinities),
-// and -1 where the sampler must decide itself (a NaN, only -inf).
+// the max key's token is the sampler's own pick over the same rows as above (ties, +0 against -0), rows with
+// infinities, and -1 where the sampler must decide itself (a NaN, only -inf).
 TEST(Sampler, ArgmaxKeysGiveTheGreedyPick) {
     SamplerPtr s = make(greedy());
     const auto key_pick = [](const std::vector<float> &l) {
@@ -175,24 +184,16 @@ TEST(Sampler, ArgmaxKeysGiveTheGreedyPick) {
         for (size_t i = 0; i < l.size(); ++i) best = std::max(best, seaopt::argmax_key(l[i], (uint32_t)i));
         return seaopt::argmax_key_token(best);
     };
-    std::mt19937 rng(11);
-    std::normal_distribution<float> normal(0.0f, 4.0f);
-    std::vector<float> l(50272);
-    for (int trial = 0; trial < 40; ++trial) {
-        for (float &x : l) x = normal(rng);
-        if (trial % 5 == 1) l[(size_t)(rng() % l.size())] = l[(size_t)(rng() % l.size())] = 100.0f;  // a tie
-        if (trial % 5 == 2) {
-            for (float &x : l) x = -std::fabs(x) - 1.0f;
-            l[(size_t)(rng() % 1000) + 2000] = 0.0f;
-            l[(size_t)(rng() % 1000) + 1000] = -0.0f;  // the lower id holds -0: it wins
-        }
-        if (trial % 5 == 3) {
-            for (float &x : l) x = -std::fabs(x) - 1.0f;  // all negative, one -inf among them
-            l[5] = -kInf;
-        }
-        if (trial % 5 == 4) l[(size_t)(rng() % l.size())] = kInf;
+    for_each_large_vocabulary_row([&](const std::vector<float> &l, int trial) {
         EXPECT_EQ(key_pick(l), sample(s.get(), l)) << "trial " << trial;
-    }
+    });
+    std::vector<float> l(50272);
+    for (size_t i = 0; i < l.size(); ++i) l[i] = -1.0f - 0.01f * (float)(i % 97);  // all negative, the max repeated
+    l[5] = -kInf;  // one -inf among them
+    EXPECT_EQ(key_pick(l), sample(s.get(), l));
+    l[31000] = kInf;
+    EXPECT_EQ(key_pick(l), sample(s.get(), l));
+    EXPECT_EQ(key_pick(l), 31000);
     EXPECT_EQ(key_pick({-0.0f, 0.0f}), 0);
     EXPECT_EQ(key_pick({0.0f, -0.0f}), 0);
     EXPECT_EQ(key_pick({-kInf, -3.0f, -3.0f}), 1);

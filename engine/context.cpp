@@ -386,7 +386,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
     ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
     ctx.last_batch_nll = false;
-    ctx.greedy_token = outputs.size() == 1 ? greedy : -1;
+    ctx.greedy_token = greedy;  // asked for (and so possibly made) only with one output row
 }
 
 void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token *targets, float *out_nll) {

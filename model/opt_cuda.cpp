@@ -222,7 +222,6 @@ struct OptCudaState {
     // max the host takes after the forward; null where the memory cannot be mapped (no pick then).
     uint64_t *pinned_argmax = nullptr;
     uint64_t *pinned_argmax_on_device = nullptr;
-    int n_argmax_keys = 0;  // slots of pinned_argmax
     // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first makes the
     // GEMM plans, autotuning the lm_head's: gemm.h), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns
     // this off.
@@ -509,8 +508,8 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         cudaGetLastError();
         s->pinned_logits_on_device = nullptr;
     }
-    s->n_argmax_keys = std::max(kArgmaxParts, s->persistent.ok ? s->persistent.grid : 0);
-    check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_argmax), (size_t)s->n_argmax_keys * sizeof(uint64_t)),
+    const int n_argmax_keys = std::max(kArgmaxParts, s->persistent.ok ? s->persistent.grid : 0);
+    check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_argmax), (size_t)n_argmax_keys * sizeof(uint64_t)),
           "cudaMallocHost");
     if (cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_argmax_on_device), s->pinned_argmax, 0) !=
         cudaSuccess) {
@@ -684,6 +683,9 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
     // themselves (no block reads a key that another appends): one launch fewer per layer.
     const bool fused_append = cuda::attention_tiles_one_run_per_sequence(h_tiles, n_tiles);
 
+    // The kernel-per-op step's greedy pick (a batch with one logits row): argmax_parts after the head, its keys read
+    // after the stream.
+    const bool per_op_pick = !fused_loss && N == 1 && s.pinned_argmax_on_device != nullptr;
     // Everything from the metadata upload to the logits (or NLL) download, enqueued on the stream.
     auto enqueue = [&](float *dst) {
         auto *ids = reinterpret_cast<int32_t *>(s.buffer("ids"));
@@ -818,8 +820,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 }
                 cuda::gemm_f16_to_f32(s.gemm, logits, head_in, w.lm_head, nullptr, 0.0f, n, D, V, st);
             }
-            if (!fused_loss && N == 1 && s.pinned_argmax_on_device) {
-                // The greedy pick's keys, read by the host after the stream (greedy_from_keys).
+            if (per_op_pick) {  // the greedy pick's keys, read by the host after the stream (greedy_from_keys)
                 cuda::argmax_parts(s.pinned_argmax_on_device, logits, V, kArgmaxParts, st);
             }
             if (fused_loss) {
@@ -937,16 +938,14 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         check(cudaGraphLaunch(s.decode_graph, st), "cudaGraphLaunch");
         check(cudaStreamSynchronize(st), "the forward");
         std::memcpy(host_out, s.pinned_logits, (size_t)V * sizeof(float));
-        if (greedy && s.pinned_argmax_on_device) *greedy = greedy_from_keys(s.pinned_argmax, kArgmaxParts);
+        if (greedy && per_op_pick) *greedy = greedy_from_keys(s.pinned_argmax, kArgmaxParts);
         return;
     }
     // The NLLs come back through pinned memory (an asynchronous copy), then go to host_out.
     enqueue(fused_loss ? h_nll : host_out);
     check(cudaStreamSynchronize(st), "the forward");
     if (fused_loss) std::memcpy(host_out, h_nll, (size_t)N * sizeof(float));
-    if (greedy && !fused_loss && N == 1 && s.pinned_argmax_on_device) {
-        *greedy = greedy_from_keys(s.pinned_argmax, kArgmaxParts);
-    }
+    if (greedy && per_op_pick) *greedy = greedy_from_keys(s.pinned_argmax, kArgmaxParts);
 }
 
 }  // namespace

@@ -346,20 +346,27 @@ Batch one_sequence(const std::string &name, int32_t p0, int n, int n_head = 32, 
 
 // ---- prefill ----
 
+// Every prefill kernel a batch can run: the plain one, with the fused KV append, and the mma.sync one where the
+// wgmma one would run.
+const std::vector<Path> kAllPrefillPaths = {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync};
+// The same and the decode kernel (a one-row batch runs through both).
+const std::vector<Path> kAllPrefillAndDecodePaths = {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync,
+                                                     Path::Decode};
+
 TEST(GpuAttention, PrefillOneSequenceFromPositionZero) {
     uint32_t seed = 100;
     for (const int n : {1, 17, 64, 65, 300}) {
         // One row is a one-row tile: run it through both kernels.
         check_batch(one_sequence("prefill from 0, " + std::to_string(n) + " rows", 0, n), seed++,
-                    {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync, Path::Decode});
+                    kAllPrefillAndDecodePaths);
     }
 }
 
 TEST(GpuAttention, PrefillContinuesACachedSequence) {
     // 100 positions already cached; the chunk's tiles start at 100, 164, 228 (not key-block aligned).
-    check_batch(one_sequence("chunked prefill, 100 cached + 150", 100, 150), 200, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
+    check_batch(one_sequence("chunked prefill, 100 cached + 150", 100, 150), 200, kAllPrefillPaths);
     check_batch(one_sequence("chunked prefill, 100 cached + 1", 100, 1), 201,
-                {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync, Path::Decode});
+                kAllPrefillAndDecodePaths);
 }
 
 TEST(GpuAttention, PrefillSeveralSequences) {
@@ -367,7 +374,7 @@ TEST(GpuAttention, PrefillSeveralSequences) {
     two.name = "two sequences (70 from 0, 30 from 37)";
     add_rows(two, 0, 0, 70);
     add_rows(two, 1, 37, 30);
-    check_batch(two, 300, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
+    check_batch(two, 300, kAllPrefillPaths);
 
     // Three sequences, sequence 1's rows in two runs, one-row tiles among multi-row ones.
     Batch three;
@@ -377,13 +384,13 @@ TEST(GpuAttention, PrefillSeveralSequences) {
     add_rows(three, 2, 77, 1);
     add_rows(three, 1, 10, 30);
     add_rows(three, 0, 240, 1);
-    check_batch(three, 301, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});  // several runs: PrefillAppend skipped
+    check_batch(three, 301, kAllPrefillPaths);  // several runs: PrefillAppend skipped
 }
 
 TEST(GpuAttention, PrefillOtherShapes) {
-    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
+    check_batch(one_sequence("40 heads, 65 rows from 3", 3, 65, 40), 400, kAllPrefillPaths);
     // n_ctx not a multiple of the key block: the last block ends past the cache's end.
-    check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401, {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync});
+    check_batch(one_sequence("n_ctx 300, 300 rows from 0", 0, 300, 8, 300), 401, kAllPrefillPaths);
 }
 
 // ---- decode ----
@@ -471,19 +478,19 @@ TEST(GpuAttention, OtherHeadSizes) {
     for (const Shape &sh : {Shape{"OPT-2.7B heads (32 x 80)", 32, 80}, Shape{"OPT-6.7B heads (32 x 128)", 32, 128},
                             Shape{"OPT-13B heads (40 x 128)", 40, 128}}) {
         const std::string n = sh.name;
-        const std::vector<Path> prefill = {Path::Prefill, Path::PrefillAppend, Path::PrefillMmaSync};
         check_batch(one_sequence(n + ", prefill 300 rows from 0", 0, 300, sh.n_head, 2048, sh.head_dim), seed++,
-                    prefill);
+                    kAllPrefillPaths);
         check_batch(one_sequence(n + ", prefill 100 cached + 150", 100, 150, sh.n_head, 2048, sh.head_dim), seed++,
-                    prefill);
-        check_batch(one_sequence(n + ", n_ctx 300, 300 rows", 0, 300, sh.n_head, 300, sh.head_dim), seed++, prefill);
+                    kAllPrefillPaths);
+        check_batch(one_sequence(n + ", n_ctx 300, 300 rows", 0, 300, sh.n_head, 300, sh.head_dim), seed++,
+                    kAllPrefillPaths);
         Batch two;
         two.name = n + ", two sequences (70 from 0, 30 from 37)";
         two.n_head = sh.n_head;
         two.head_dim = sh.head_dim;
         add_rows(two, 0, 0, 70);
         add_rows(two, 1, 37, 30);
-        check_batch(two, seed++, prefill);
+        check_batch(two, seed++, kAllPrefillPaths);
         for (const int p : {0, 1, 64, 129, 1000, 2047}) {
             check_batch(one_sequence(n + ", decode at " + std::to_string(p), p, 1, sh.n_head, 2048, sh.head_dim), seed++,
                         kAllDecodePaths);

@@ -4,20 +4,10 @@
 #include <cstdint>
 #include <cstring>
 
+#include "engine/memory_plan.h"
+
 namespace seaopt::cuda {
 namespace {
-
-size_t align256(size_t x) { return (x + 255) & ~size_t(255); }
-
-// Places regions one after another, each 256-byte aligned.
-struct Placer {
-    size_t off = 0;
-    size_t place(size_t bytes) {
-        const size_t at = off;
-        off = align256(off + bytes);
-        return at;
-    }
-};
 
 // x = hi + lo as attention/sea_mma.cuh's split_tf32 makes it on the device (same integer rounding, same fp32
 // subtraction, which is exact), so the fragments hold the bits the kernels would have formed from the raw weights.
@@ -116,14 +106,14 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.gates_bytes = T * H * 2 * f;
     L.cell_mask_bytes = T * H * KW * sizeof(uint32_t);
     L.v_chunk_bytes = n_chunks * H * cpu::kSeaHeadDim * f;
-    Placer p;
+    SequentialPlacer p;
     L.shared = p.place(L.shared_bytes);
     L.image = p.place(L.image_bytes);
     L.conv1 = p.place(L.conv1_bytes);
     L.gates = p.place(L.gates_bytes);
     L.cell_mask = p.place(L.cell_mask_bytes);
     L.v_chunk = p.place(L.v_chunk_bytes);
-    L.total = p.off;
+    L.total = p.total;
     return L;
 }
 
@@ -136,12 +126,12 @@ SeaDecodeStateLayout sea_decode_state_layout(const cpu::SeaConfig &cfg) {
     L.perf_bytes = H * m * kSeaStateCols * f;
     L.v_sum_bytes = H * cpu::kSeaHeadDim * f;
     L.ring_bytes = kSeaHistoryRows * 2 * H * W4 * f;
-    Placer p;
+    SequentialPlacer p;
     L.perf = p.place(L.perf_bytes);
     L.v_sum = p.place(L.v_sum_bytes);
     L.image_ring = p.place(L.ring_bytes);
     L.conv1_ring = p.place(L.ring_bytes);
-    L.total = p.off;
+    L.total = p.total;
     return L;
 }
 
@@ -153,12 +143,12 @@ SeaDecodeScratchLayout sea_decode_scratch_layout(const cpu::SeaConfig &cfg, size
     L.conv2_bytes = R * 2 * H * W4 * f;
     L.probs_bytes = R * H * K * f;
     L.cell_mask_bytes = R * H * KW * sizeof(uint32_t);
-    Placer p;
+    SequentialPlacer p;
     L.gates = p.place(L.gates_bytes);
     L.conv2 = p.place(L.conv2_bytes);
     L.probs = p.place(L.probs_bytes);
     L.cell_mask = p.place(L.cell_mask_bytes);
-    L.total = p.off;
+    L.total = p.total;
     return L;
 }
 

@@ -18,6 +18,17 @@
 
 namespace seaopt {
 
+// Fixed layouts (no lifetimes): regions one after another, each at a multiple of 256 bytes from the start (the
+// device copy of a model's weights, the SEA parameters and scratch regions, the SEA decode state).
+struct SequentialPlacer {
+    uint64_t total = 0;  // bytes placed so far (a multiple of 256)
+    uint64_t place(uint64_t bytes) {
+        const uint64_t at = total;
+        total += (bytes + 255) / 256 * 256;
+        return at;
+    }
+};
+
 struct BufferRequest {
     std::string name;
     uint64_t bytes = 0;

@@ -96,27 +96,22 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
     const std::vector<OptTensorSpec> specs = opt_tensor_specs(hp, untied_output);
     const uint64_t C = hp.n_embd;
     std::map<std::string, uint64_t> dest;
-    uint64_t total = 0;
-    auto reserve = [&](uint64_t bytes) {
-        const uint64_t at = total;
-        total += (bytes + 255) / 256 * 256;
-        return at;
-    };
+    SequentialPlacer placer;
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
-        const uint64_t qkv_w = reserve(3 * C * C * 2), qkv_b = reserve(3 * C * 2);
+        const uint64_t qkv_w = placer.place(3 * C * C * 2), qkv_b = placer.place(3 * C * 2);
         const char *parts[3] = {"attn_q", "attn_k", "attn_v"};
         for (uint64_t p = 0; p < 3; ++p) {
             dest[blk_tensor(l, (std::string(parts[p]) + ".weight").c_str())] = qkv_w + p * C * C * 2;
             dest[blk_tensor(l, (std::string(parts[p]) + ".bias").c_str())] = qkv_b + p * C * 2;
         }
-        dest[blk_tensor(l, "attn_output.bias.f32")] = reserve(C * 4);
-        dest[blk_tensor(l, "ffn_down.bias.f32")] = reserve(C * 4);
+        dest[blk_tensor(l, "attn_output.bias.f32")] = placer.place(C * 4);
+        dest[blk_tensor(l, "ffn_down.bias.f32")] = placer.place(C * 4);
     }
     for (const OptTensorSpec &s : specs) {
-        if (!dest.count(s.gguf_name)) dest[s.gguf_name] = reserve(file.find_tensor(s.gguf_name)->n_elements * 2);
+        if (!dest.count(s.gguf_name)) dest[s.gguf_name] = placer.place(file.find_tensor(s.gguf_name)->n_elements * 2);
     }
-    w->block = device_alloc(total, "the model weights");
-    w->bytes = total;
+    w->block = device_alloc(placer.total, "the model weights");
+    w->bytes = placer.total;
     char *base = static_cast<char *>(w->block);
 
     std::vector<uint16_t> staging;

@@ -5,6 +5,7 @@
 
 #include "attention/sea_layout.h"
 #include "engine/error.h"
+#include "engine/memory_plan.h"
 
 namespace seaopt {
 
@@ -13,12 +14,7 @@ SeaParamsImage pack_sea_params(const cpu::SeaConfig &cfg, const std::vector<cpu:
     if (on.size() != params.size()) throw Error(SEAOPT_ERR_INTERNAL, "pack_sea_params: one flag per layer is needed");
     SeaParamsImage u;
     u.offsets.resize(on.size());
-    uint64_t total = 0;
-    auto place = [&total](uint64_t bytes) {
-        const uint64_t at = total;
-        total += (bytes + 255) / 256 * 256;
-        return at;
-    };
+    SequentialPlacer placer;
     const std::vector<cpu::SeaTensorSpec> specs = cpu::sea_tensor_specs(cfg);
     const uint64_t weight_frag_bytes = cuda::sea_weight_fragments(cfg).total;
     const uint64_t conv_frag_bytes = 2 * (uint64_t)cuda::sea_conv_fragment_bytes(cfg);
@@ -28,13 +24,13 @@ SeaParamsImage pack_sea_params(const cpu::SeaConfig &cfg, const std::vector<cpu:
         for (const cpu::SeaTensorSpec &t : specs) {
             const std::vector<float> &v = params[l].*(t.member);
             if (v.empty()) continue;  // an optional weight mask left out: the stored mask
-            o.tensors.emplace_back(t.member, place(v.size() * sizeof(float)));
+            o.tensors.emplace_back(t.member, placer.place(v.size() * sizeof(float)));
         }
-        o.weight_frags = place(weight_frag_bytes);
+        o.weight_frags = placer.place(weight_frag_bytes);
         o.has_conv_frags = conv_frag_bytes > 0;
-        if (o.has_conv_frags) o.conv_frags = place(conv_frag_bytes);
+        if (o.has_conv_frags) o.conv_frags = placer.place(conv_frag_bytes);
     }
-    u.image.assign(total, 0);
+    u.image.assign(placer.total, 0);
     for (size_t l = 0; l < on.size(); ++l) {
         if (!on[l]) continue;
         const SeaParamOffsets &o = u.offsets[l];

@@ -27,6 +27,7 @@
 #include <cstdint>
 
 #include "attention/sea_cuda_kernels.cuh"
+#include "attention/sea_decode_device.cuh"
 #include "attention/sea_topk_select.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
@@ -117,81 +118,6 @@ __global__ void __launch_bounds__(kConvThreads)
     }
 }
 
-// The operands of cnn_output_row that depend on the parameters only, staged once per block by all its threads: the
-// 1×1 conv's weights w ⊙ mask of heads h0 .. h0+nh-1 ([nh][C]) and each output column's "area" window [start, end)
-// of padded columns ([K]); the rows then read shared memory instead of two global loads per weight and two integer
-// divisions per column. Their bytes: cnn_output_operand_floats(d, nh) floats, 8-byte aligned.
-__host__ __device__ inline int cnn_output_operand_floats(const Dims &d, int nh) { return nh * d.C + 2 * d.K; }
-
-__device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, const SeaDeviceParams &p,
-                                          const Dims &d) {
-    for (int i = threadIdx.x; i < nh * d.C; i += blockDim.x) {
-        const int at = h0 * d.C + i;  // head h0 + i / C, channel i % C
-        w4[i] = p.conv4_mask ? p.conv4_w[at] * p.conv4_mask[at] : p.conv4_w[at];
-    }
-    for (int x = threadIdx.x; x < d.K; x += blockDim.x) {
-        win[x] = make_int2(x * (d.K + 2) / d.K, ((x + 1) * (d.K + 2) + d.K - 1) / d.K);
-    }
-}
-
-// One (t, h) row on one warp (the decode's kernel): yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
-// and win the staged windows (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
-// scratch; leaves Â[t, h, ·] in logit. The prefill's K = 64 runs a thread per row instead (cnn_output_row_k64).
-__device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
-                               const Dims &d, int h, const float *w4h, const int2 *win) {
-    const int lane = threadIdx.x % kWarpSize;
-    const int C = d.C, W4 = d.W4, K = d.K;
-    const float bias = p.conv4_b[h];
-    if (W4 <= kWarpSize / 2) {
-        // Half-warps take the even and the odd channels of column x = lane % 16, then add.
-        const int x = lane % (kWarpSize / 2), half = lane / (kWarpSize / 2);
-        float acc = 0.0f;
-        if (x < W4) {
-#pragma unroll 8
-            for (int c = half; c < C; c += 2) acc = fmaf(w4h[c], yt[(size_t)c * W4 + x], acc);
-        }
-        acc += __shfl_xor_sync(0xffffffffu, acc, kWarpSize / 2);
-        if (half == 0 && x < W4) narrow[x] = bias + acc;
-    } else {
-        for (int x = lane; x < W4; x += kWarpSize) {
-            float acc = bias;
-#pragma unroll 8
-            for (int c = 0; c < C; ++c) acc = fmaf(w4h[c], yt[(size_t)c * W4 + x], acc);
-            narrow[x] = acc;
-        }
-    }
-    __syncwarp();
-    // Padded column i (0..K+1): the bias at i = 0 and K+1, else narrow[(i-1)/4]; window mean; LayerNorm_K.
-    float sum = 0.0f;
-    for (int x = lane; x < K; x += kWarpSize) {
-        const int start = win[x].x, end = win[x].y;
-        float s = 0.0f;
-        for (int i = start; i < end; ++i) s += (i == 0 || i == K + 1) ? bias : narrow[(i - 1) >> 2];  // i >= 1 there
-        const float v = s / (float)(end - start);
-        logit[x] = v;
-        sum += v;
-    }
-    const float mean = warp_reduce_sum(sum) / (float)K;
-    float sq = 0.0f;
-    for (int x = lane; x < K; x += kWarpSize) sq += (logit[x] - mean) * (logit[x] - mean);
-    const float rstd = 1.0f / sqrtf(warp_reduce_sum(sq) / (float)K + kLayerNormEps);
-    float mx = -INFINITY;
-    for (int x = lane; x < K; x += kWarpSize) {
-        const float v = (logit[x] - mean) * rstd * p.cnn_norm2_w[x] + p.cnn_norm2_b[x];
-        logit[x] = v;
-        mx = fmaxf(mx, v);
-    }
-    mx = warp_reduce_max(mx);
-    float es = 0.0f;
-    for (int x = lane; x < K; x += kWarpSize) {
-        const float e = expf(logit[x] - mx);
-        logit[x] = e;
-        es += e;
-    }
-    const float inv = 1.0f / warp_reduce_sum(es);
-    for (int x = lane; x < K; x += kWarpSize) logit[x] *= inv;
-    __syncwarp();
-}
 
 // Block (t, g): heads 8g .. 8g+7 of row t, one warp each; the conv2 row of t (2H·K/4 floats) is staged in
 // shared memory once for the block's warps.
@@ -457,8 +383,6 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     for (int i = tid; i < n_words; i += kDecodeTopkThreads) out[i] = mw[i];
 }
 
-constexpr int kDecodeConvThreads = 128;
-
 // One block per (row, output channel): the three input rows (all channels) and the channel's live taps are staged in
 // shared memory; thread (g, x) sums input channels g, g + G, ... (G = 128 / (K/4) groups) for column x, then the
 // groups are added in a fixed order.
@@ -493,30 +417,12 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
     pdl_launch_dependents();
     stage_row(2);
     __syncthreads();
-    const int x = tid % W4, g = tid / W4;
-    if (g < G) {
-        float acc = 0.0f;
-        for (int ci = g; ci < C; ci += G) {
-            const float *tk = taps + ci * 9;
-#pragma unroll
-            for (int a = 0; a < 3; ++a) {
-                const float *in = rows + (a * C + ci) * W4;
-#pragma unroll
-                for (int bb = 0; bb < 3; ++bb) {
-                    const int xx = x - 2 + 2 * bb;
-                    if (xx >= 0 && xx < W4) acc = fmaf(tk[a * 3 + bb], in[xx], acc);
-                }
-            }
-        }
-        part[g * W4 + x] = acc;
-    }
+    decode_conv_partial(part, rows, taps, tid, G, d);
     __syncthreads();
     if (tid < W4) {
-        float acc = b[co];
-        for (int gg = 0; gg < G; ++gg) acc += part[gg * W4 + tid];
         float *dst = out_offset == SIZE_MAX ? out + (size_t)r * C * W4
                                             : state_at(v, seq, out_offset) + (size_t)(pos % kHistoryRows) * C * W4;
-        dst[(size_t)co * W4 + tid] = fmaxf(acc, 0.0f);
+        dst[(size_t)co * W4 + tid] = decode_conv_output(part, b[co], tid, G, W4);
     }
 }
 

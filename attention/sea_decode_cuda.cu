@@ -16,6 +16,7 @@
 #include <cstdint>
 
 #include "attention/sea_cuda_kernels.cuh"
+#include "attention/sea_decode_device.cuh"
 #include "engine/cuda/bulk_copy.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
@@ -28,34 +29,6 @@ constexpr int kWarps = kThreads / kWarpSize;
 constexpr int kOutsPerRound = 4;  // outputs a warp reduces at once: independent loads in flight
 static_assert(kThreads >= kStateCols && kThreads >= 2 * kHeadDim, "one thread per state column / staged value");
 
-// out[o] = Σ_i x[i]·w[o·IN + i] + b[o] for o < n_out (x, w in shared memory): a warp per output, lanes over the IN
-// inputs, kOutsPerRound outputs per warp and round so that their loads are in flight together.
-template <int IN>
-__device__ __forceinline__ void warp_gemv(float *out, const float *x, const float *w, const float *__restrict__ b,
-                                          int n_out) {
-    const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize;
-    float xv[IN / kWarpSize];
-#pragma unroll
-    for (int u = 0; u < IN / kWarpSize; ++u) xv[u] = x[lane + kWarpSize * u];
-    for (int o0 = warp * kOutsPerRound; o0 < n_out; o0 += kWarps * kOutsPerRound) {
-        float acc[kOutsPerRound];
-#pragma unroll
-        for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-            float a = 0.0f;
-            if (o0 + q2 < n_out) {
-                const float *wo = w + (o0 + q2) * IN + lane;
-#pragma unroll
-                for (int u = 0; u < IN / kWarpSize; ++u) a = fmaf(xv[u], wo[kWarpSize * u], a);
-            }
-            acc[q2] = a;
-        }
-#pragma unroll
-        for (int q2 = 0; q2 < kOutsPerRound; ++q2) {
-            const float a = warp_reduce_sum(acc[q2]);
-            if (lane == 0 && o0 + q2 < n_out) out[o0 + q2] = a + b[o0 + q2];
-        }
-    }
-}
 
 __global__ void __launch_bounds__(kThreads)
     decode_estimator_kernel(float *__restrict__ gates, QkvView x, DecodeView v, SeaDeviceParams p, Dims d) {
@@ -188,7 +161,7 @@ __global__ void __launch_bounds__(kThreads)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (bulk) mbar_wait(&wbar, 0);  // W_enc and W_row have landed (thread 0's mbarrier init is behind barriers)
 #endif
-    warp_gemv<kEncIn>(z, X, w_enc, p.enc_b, kEncHidden);
+    warp_gemv<kEncIn, kWarps, kOutsPerRound>(z, X, w_enc, p.enc_b, kEncHidden);
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9).
     if (warp == 0) {
@@ -201,7 +174,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     // Row decoder (sea.md §2.5).
-    warp_gemv<kEncHidden>(R, z, w_row, p.dec_row_b, d.KH);
+    warp_gemv<kEncHidden, kWarps, kOutsPerRound>(R, z, w_row, p.dec_row_b, d.KH);
     __syncthreads();
     // Channels 2h and 2h+1, LayerNorm over K/4 (sea.md §2.6 step 1), into the image ring.
     if (tid < 2) {

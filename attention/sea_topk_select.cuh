@@ -37,24 +37,25 @@ struct TopkShared {
 };
 
 // Sets in mw (n_words = H·KW words, zeroed by the caller) the bits of the `budget` largest of the n keys (ties at
-// the threshold: the smallest flat indices). Every thread of the block (kThreads, a multiple of 32, >= kTopkBins)
-// calls it after the keys and mw are written and a __syncthreads; it ends with a __syncthreads.
-template <int kThreads>
+// the threshold: the smallest flat indices). Threads 0 .. kThreads-1 of the block (a multiple of 32, >= kTopkBins)
+// call it after the keys and mw are written and a barrier of theirs; sync() is that barrier (__syncthreads for a
+// block of kThreads; the persistent decode kernel's compute warps have their own). It ends with a barrier.
+template <int kThreads, typename Sync>
 __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budget, int K, int KW,
-                            TopkShared<kThreads> &sh) {
+                            TopkShared<kThreads> &sh, Sync sync) {
     static_assert(kThreads % kWarpSize == 0 && kThreads >= kTopkBins, "a histogram bin per thread at least");
     constexpr int kWarps = kThreads / kWarpSize;
     constexpr unsigned kFull = 0xffffffffu;
     const int tid = threadIdx.x, lane = tid % kWarpSize, warp = tid / kWarpSize;
     if (budget >= n) {
         for (int i = tid; i < n; i += kThreads) topk_set_bit(mw, i, K, KW);
-        __syncthreads();
+        sync();
         return;
     }
     uint32_t prefix = 0u, pmask = 0u, rem = (uint32_t)budget, n_eq = 0u;
     for (int shift = 24; shift >= 0; shift -= 8) {
         if (tid < kTopkBins) sh.hist[tid] = 0u;
-        __syncthreads();
+        sync();
         // Lanes of a warp with the same digit add once (__match_any_sync): the digits of Â's keys crowd
         // into a few bins, and same-address shared atomics serialise.
         for (int i0 = 0; i0 < n; i0 += kThreads) {
@@ -65,7 +66,7 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
             const unsigned peers = __match_any_sync(kFull, counted ? bin : 0x100u);
             if (counted && lane == __ffs(peers) - 1) atomicAdd(&sh.hist[bin], (uint32_t)__popc(peers));
         }
-        __syncthreads();
+        sync();
         if (warp == 0) {
             // Lane L covers bins 255-8L down to 248-8L; counts accumulate from the largest digit down.
             const int top = kTopkBins - 1 - 8 * lane;
@@ -87,13 +88,13 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
                 }
             }
         }
-        __syncthreads();
+        sync();
         const uint32_t digit = sh.digit;
         rem -= sh.above;  // keys with this prefix and a larger digit: all kept
         prefix |= digit << shift;
         pmask |= 0xFFu << shift;
         n_eq = sh.hist[digit];  // after the last pass: the number of keys equal to τ
-        __syncthreads();        // hist, digit and above are read before the next pass resets them
+        sync();        // hist, digit and above are read before the next pass resets them
     }
     const uint32_t tau = prefix;
     if (n_eq == rem) {
@@ -109,7 +110,7 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
             const bool eq = i < n && k == tau;
             const uint32_t ballot = __ballot_sync(kFull, eq);
             if (lane == 0) sh.warp_count[warp] = (uint32_t)__popc(ballot);
-            __syncthreads();
+            sync();
             uint32_t before = taken + (uint32_t)__popc(ballot & ((1u << lane) - 1u)), round = 0u;
             for (int w = 0; w < kWarps; ++w) {
                 if (w < warp) before += sh.warp_count[w];
@@ -117,10 +118,20 @@ __device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budge
             }
             if (i < n && (k > tau || (eq && before < rem))) topk_set_bit(mw, i, K, KW);
             taken += round;
-            __syncthreads();
+            sync();
         }
     }
-    __syncthreads();
+    sync();
+}
+
+struct BlockSync {
+    __device__ void operator()() const { __syncthreads(); }
+};
+
+template <int kThreads>
+__device__ void topk_select(const uint32_t *keys, uint32_t *mw, int n, int budget, int K, int KW,
+                            TopkShared<kThreads> &sh) {
+    topk_select<kThreads>(keys, mw, n, budget, K, KW, sh, BlockSync{});
 }
 
 }  // namespace seaopt::cuda::sea

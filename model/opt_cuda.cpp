@@ -358,14 +358,16 @@ uint64_t sea_scratch_bytes(const cpu::SeaConfig &cfg, uint32_t n_ctx, uint32_t n
 
 namespace {
 
-// The persistent kernel's layer table in the KV cache's allocation (256-byte aligned; its scratch follows).
-uint64_t persistent_table_bytes(const OptHparams &hp) {
-    return (hp.n_layer * sizeof(cuda::PersistentLayer) + 255) / 256 * 256;
+// The persistent kernel's layer table in the KV cache's allocation (256-byte aligned; its scratch follows), with
+// the SEA layers' entries after it where the context runs SEA.
+uint64_t persistent_table_bytes(const OptHparams &hp, bool sea) {
+    return (hp.n_layer * (sizeof(cuda::PersistentLayer) + (sea ? sizeof(cuda::PersistentSeaLayer) : 0)) + 255) / 256 *
+           256;
 }
 
 // Whether batch-1 decode runs as the persistent kernel: by default (SEAOPT_PERSISTENT_DECODE=0 turns it
-// off) for a pre-LN model without project_in/out, dense attention on every layer, a device and build
-// with sm_90 (persistent_decode_plan). On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
+// off) for a pre-LN model without project_in/out, a device and build with sm_90 (persistent_decode_plan);
+// with SEA layers too (heads of 64; SEAOPT_PERSISTENT_SEA=0 keeps them on the per-op step). On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
 // per-op step's ~706-723, ~737 against ~639 at depth 1,920 (docs/development.md). Sets s.persistent, its shape and
 // the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
@@ -375,8 +377,8 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
-    } else if (s.sea_any) {
-        why = "SEA attention";
+    } else if (s.sea_any && std::getenv("SEAOPT_PERSISTENT_SEA") && std::string(std::getenv("SEAOPT_PERSISTENT_SEA")) == "0") {
+        why = "SEA attention (SEAOPT_PERSISTENT_SEA=0)";
     } else {
         cuda::PersistentDecodeShape &sh = s.persistent_shape;
         sh.n_layer = (int)hp.n_layer;
@@ -388,32 +390,43 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         sh.n_ctx = (int)s.n_ctx;
         sh.pos_offset = (int)hp.pos_offset;
         sh.eps = hp.ln_eps;
-        s.persistent = cuda::persistent_decode_plan(sh, w.device);
+        sh.sea_image_floats = s.sea_any ? (int)(2 * s.sea_cfg.n_head * (s.sea_cfg.K / 4)) : 0;
+        s.persistent = cuda::persistent_decode_plan(sh, w.device, s.sea_any ? &s.sea_cfg : nullptr, s.sea_state_stride);
         why = s.persistent.why;
     }
     if (!s.persistent.ok) {
         SEAOPT_LOG_INFO_("decode: one kernel per op, in a CUDA graph (persistent kernel off: %s)\n", why.c_str());
         return;
     }
-    s.persistent_bytes = persistent_table_bytes(hp) + (cuda::persistent_decode_scratch_bytes(s.persistent, s.persistent_shape) + 255) /
-                                     256 * 256;
-    SEAOPT_LOG_INFO_("decode: one persistent kernel (%d blocks, %d x %d KiB weight ring per block)\n",
-                     s.persistent.grid, s.persistent.slots, s.persistent.slot_bytes >> 10);
+    s.persistent_bytes = persistent_table_bytes(hp, s.sea_any) +
+                         (cuda::persistent_decode_scratch_bytes(s.persistent, s.persistent_shape) + 255) / 256 * 256;
+    SEAOPT_LOG_INFO_("decode: one persistent kernel (%d blocks, %d x %d KiB weight ring per block%s)\n",
+                     s.persistent.grid, s.persistent.slots, s.persistent.slot_bytes >> 10,
+                     s.persistent.sea ? ", SEA attention inside" : "");
 }
 
 // The persistent kernel's layer table, after the KV cache (zeroed with it: the scratch must start at zero).
 void upload_persistent_layers(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     char *at = static_cast<char *>(s.kv_block) + (s.kv_bytes + 255) / 256 * 256;
     std::vector<cuda::PersistentLayer> table(hp.n_layer);
+    std::vector<cuda::PersistentSeaLayer> sea_table(s.sea_any ? hp.n_layer : 0);
+    auto *sea_at = reinterpret_cast<cuda::PersistentSeaLayer *>(at + hp.n_layer * sizeof(cuda::PersistentLayer));
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
         const LayerWeightsCuda &L = w.layers[l];
-        table[l] = {L.attn_norm_w, L.attn_norm_b, L.qkv_w, L.qkv_b, L.o_w,      L.o_b,           L.ffn_norm_w,
-                    L.ffn_norm_b,  L.up_w,        L.up_b,  L.down_w, L.down_b, s.k_cache(hp, l), s.v_cache(hp, l)};
+        const bool sea = s.sea_any && s.sea_on[l];
+        if (sea) sea_table[l] = {s.sea_params[l], s.sea_layer_states(l)};
+        table[l] = {L.attn_norm_w, L.attn_norm_b, L.qkv_w,  L.qkv_b,          L.o_w,           L.o_b,
+                    L.ffn_norm_w,  L.ffn_norm_b,  L.up_w,   L.up_b,           L.down_w,        L.down_b,
+                    s.k_cache(hp, l), s.v_cache(hp, l), sea ? sea_at + l : nullptr};
     }
     check(cudaMemcpy(at, table.data(), table.size() * sizeof(table[0]), cudaMemcpyHostToDevice),
           "uploading the decode layer table");
+    if (!sea_table.empty()) {
+        check(cudaMemcpy(sea_at, sea_table.data(), sea_table.size() * sizeof(sea_table[0]), cudaMemcpyHostToDevice),
+              "uploading the decode layer table");
+    }
     s.persistent_layers = reinterpret_cast<cuda::PersistentLayer *>(at);
-    s.persistent_scratch = at + persistent_table_bytes(hp);
+    s.persistent_scratch = at + persistent_table_bytes(hp, s.sea_any);
 }
 
 }  // namespace

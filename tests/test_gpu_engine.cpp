@@ -552,4 +552,101 @@ TEST(GpuEngine, SeaDeviceMemoryMatchesThePlan) {
     seaopt_model_free(model);
 }
 
+// SEA inside the persistent decode kernel (engine/cuda/decode_persistent.cu: a SEA layer's estimator, convs, CNN
+// output + grouped top-k and sparse attention as sub-phases of the step) at OPT-1.3B's layer and head shapes (32
+// heads of 64, K 64, a random estimator), 2 layers, against the kernel-per-op SEA decode (SEAOPT_PERSISTENT_SEA=0):
+// a 64-token prefill then 300 one-token steps (the prefill's state continued), and a sequence decoded one token at a
+// time from position 0 (fresh state, the conv rows before 0); SEA on both layers and on layer 1 only (a dense layer
+// and a SEA layer in one step). The two paths' GEMVs round differently, so q, k and v may differ by an fp16 ulp and a
+// query with a top-k margin that small may keep another cell: the row rule of SeaMatchesTheCpuEngine.
+std::string make_sea_model(const std::string &name, const std::vector<std::string> &shape) {
+    const std::string dir = seaopt_test::temp_dir() + "/" + name + "-hf", out = seaopt_test::temp_dir() + "/" + name + ".gguf";
+    const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/", sea = dir + "/sea.safetensors";
+    std::vector<std::string> make{bin + "seaopt-make-tiny-checkpoint", "--out", dir, "--tokenizer-dir",
+                                  std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", "5", "--sea", sea,
+                                  "--sea-layout", "safetensors", "--sea-dtype", "f32"};
+    make.insert(make.end(), shape.begin(), shape.end());
+    if (run(make) != 0 ||
+        run({bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--sea", sea, "--no-progress"}) != 0) {
+        throw std::runtime_error("cannot make the test model " + name);
+    }
+    return out;
+}
+
+struct SeaContext {
+    seaopt_context *ctx = nullptr;
+    SeaContext(seaopt_model *model, const char *layers, bool persistent_sea) {
+        seaopt_context_params cp = seaopt_context_default_params();
+        cp.n_ctx = 512;
+        cp.n_seq_max = 2;
+        cp.attention = SEAOPT_ATTENTION_SEA;
+        cp.sea_layers = layers;
+        if (!persistent_sea) setenv("SEAOPT_PERSISTENT_SEA", "0", 1);
+        const seaopt_status st = seaopt_context_new(model, &cp, &ctx);
+        unsetenv("SEAOPT_PERSISTENT_SEA");
+        EXPECT_EQ(st, SEAOPT_OK) << seaopt_last_error();
+    }
+    ~SeaContext() { seaopt_context_free(ctx); }
+    std::vector<float> step(int32_t tok, int32_t pos, int32_t seq, int32_t n_vocab) {
+        int8_t want = 1;
+        seaopt_batch b{1, &tok, &pos, &seq, &want};
+        EXPECT_EQ(seaopt_decode(ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        const float *lg = seaopt_get_logits_ith(ctx, 0);
+        return lg ? std::vector<float>(lg, lg + n_vocab) : std::vector<float>();
+    }
+};
+
+TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
+    const std::string path =
+        make_sea_model("opt1.3b-sea", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"});
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CUDA;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    const int32_t V = seaopt_model_n_vocab(model);
+    const std::vector<int32_t> ids = test_ids(364);
+    int major = 0;
+    ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+    const bool expect_persistent = major >= 9 && std::string(seaopt_build_info()).find("sm_90") != std::string::npos;
+    for (const char *layers : {(const char *)nullptr, "1"}) {
+        g_log_lines.clear();
+        seaopt_log_set(capture_log, nullptr);
+        SeaContext inside(model, layers, true);
+        seaopt_log_set(nullptr, nullptr);
+        SeaContext per_op(model, layers, false);
+        bool ran_inside = false;
+        for (const std::string &line : g_log_lines) ran_inside |= line.find("SEA attention inside") != std::string::npos;
+        if (expect_persistent) {
+            EXPECT_TRUE(ran_inside) << "the SEA context did not plan the persistent kernel";
+        }
+        if (!ran_inside) std::printf("note: no persistent decode kernel here: the per-op SEA step twice\n");
+        // Sequence 0: a 64-token prefill, then one token a step. Sequence 1: one token a step from position 0.
+        std::vector<int32_t> seq0(64, 0);
+        std::vector<int8_t> want(64, 0);
+        seaopt_batch pre = seaopt_batch_get_one(ids.data(), 64);
+        pre.seq_id = seq0.data();
+        pre.logits = want.data();
+        ASSERT_EQ(seaopt_decode(inside.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(per_op.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
+        std::vector<std::vector<float>> got, ref;
+        for (int32_t t = 64; t < 364; ++t) {
+            got.push_back(inside.step(ids[(size_t)t], t, 0, V));
+            ref.push_back(per_op.step(ids[(size_t)t], t, 0, V));
+        }
+        for (int32_t t = 0; t < 40; ++t) {
+            got.push_back(inside.step(ids[(size_t)t + 100], t, 1, V));
+            ref.push_back(per_op.step(ids[(size_t)t + 100], t, 1, V));
+        }
+        const RowsDiff d = compare_rows(got, ref, 0.02);
+        std::printf("SEA (layers %s) inside the persistent step vs the per-op SEA step, 300 steps after a 64-token "
+                    "prefill + 40 from position 0: %zu of %zu beyond 0.02 x logit std (median %.5f, worst %.3f x std), "
+                    "argmax differs at %zu\n",
+                    layers ? layers : "all", d.far, d.n, d.median, d.worst, d.argmax_differ);
+        EXPECT_LE(d.median, 0.005);
+        EXPECT_LE(d.far, d.n / 20);
+        EXPECT_LE(d.argmax_differ, d.n / 20);
+    }
+    seaopt_model_free(model);
+}
+
 }  // namespace

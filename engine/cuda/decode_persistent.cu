@@ -58,6 +58,9 @@
 #include <cstdlib>
 
 #include "attention/dense_cuda_kernels.cuh"
+#include "attention/sea_cuda_kernels.cuh"
+#include "attention/sea_decode_device.cuh"
+#include "attention/sea_topk_select.cuh"
 #include "engine/argmax_key.h"
 #include "engine/cuda/bulk_copy.cuh"
 #include "engine/cuda/common.cuh"
@@ -109,8 +112,9 @@ int vector_bytes(const PersistentDecodeShape &s) { return ceil_div(std::max(s.C,
 
 // The scratch (device memory zeroed once): per-head counters, attention partials, LL buffers.
 struct ScratchLayout {
-    size_t counters, partials, x, qkv, attn, ff, total;
+    size_t counters, partials, x, qkv, attn, ff, sea_conv2, sea_flags, total;
 };
+constexpr int kSeaFlagsPerHead = 5;  // SEA phases' flags: the estimator's H, conv1's 2H, conv2's 2H
 __host__ __device__ inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 // partial_floats: a range's attention partial, acc[head_dim], m, l.
 __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeShape &s, int splits, int partial_floats) {
@@ -121,9 +125,18 @@ __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeSh
     l.qkv = l.x + align256(8 * (size_t)s.C);
     l.attn = l.qkv + align256(8 * (size_t)(3 * s.C / 2));
     l.ff = l.attn + align256(8 * (size_t)(s.C / 2));
-    l.total = l.ff + align256(8 * (size_t)(s.F / 2));
+    l.sea_conv2 = l.ff + align256(8 * (size_t)(s.F / 2));
+    l.sea_flags = l.sea_conv2 + align256(4 * (size_t)s.sea_image_floats);
+    l.total = l.sea_flags + (s.sea_image_floats > 0 ? align256(4 * (size_t)kSeaFlagsPerHead * s.H) : 0);
     return l;
 }
+
+// The kernel's SEA arguments (a kernel parameter; zeros without SEA layers).
+struct SeaStep {
+    sea::Dims d;
+    SeaDecodeStateLayout S;
+    long long state_stride;
+};
 
 // ---- device helpers ----------------------------------------------------------------------------
 
@@ -763,14 +776,309 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
     }
 }
 
+
+// ---- SEA attention inside the step (heads of 64) ---------------------------------------------------------------
+//
+// A SEA layer's phase 2 is the decode of attention/sea_cuda.h (sea_attention_decode_cuda's five kernels) as four
+// sub-phases over the blocks, with the same sums in the same order (the shared bodies of sea_decode_device.cuh):
+//   E  block h < H: the estimator row of head h (q, k, v from the qkv LL words; the Performer step on the sequence's
+//      state, Σv, encoder, gates, row decoder, image LayerNorm -> the state's image ring);
+//   C1 block (H + co) % G, co < 2H: conv1's output channel co (-> the state's conv1 ring);
+//   C2 block (3H + co) % G: conv2's output channel co (-> the scratch's conv2 row);
+//   S  block h < H: every head's CNN output row and the grouped top-k (each head's block computes the whole row's
+//      selection itself: one handover fewer), then head h's sparse attention and mixing -> the attention's LL words,
+//      which phase 3 reads as it reads the dense attention's.
+// E, C1 and C2 hand over through plain stores and a flag per writing block (the stores, a fence, a barrier, the
+// flag = the layer's qkv tag); readers poll the flags, fence, and read the data through L2 (ld.cg: no stale L1
+// line). The weights of the SEA phases come from global memory (L2), not the ring; the ring meanwhile fills with
+// the out-projection's rows. Shared memory: the GEMV vector and row parts (free between GEMVs) for each
+// sub-phase's buffers, the header's attention area for what lives from E to S (q, the own k and v, the gates).
+
+
+struct ComputeSync {
+    __device__ void operator()() const { compute_sync(); }
+};
+
+// What lives from E to S in block h (the header's attention area, unused by SEA layers).
+struct SeaKeep {
+    float q[sea::kHeadDim];     // q · 1/8, fp32 (the sparse attention's query)
+    uint32_t k_own[sea::kHeadDim / 2], v_own[sea::kHeadDim / 2];  // the step's own k and v (fp16 pairs)
+    float gate[2];              // s_prob, s_mix
+};
+static_assert(sizeof(SeaKeep) <= kAttnAccFloats * 4, "SeaKeep fits the attention area");
+
+__device__ __forceinline__ uint32_t ld_flag(const uint32_t *p) {
+    uint32_t f;
+    asm volatile("ld.volatile.global.u32 %0, [%1];" : "=r"(f) : "l"(p) : "memory");
+    return f;
+}
+
+// Waits until flags[0 .. n) have reached tag; then every compute thread may read what their writers stored (ld.cg).
+__device__ void sea_wait_flags(const uint32_t *flags, int n, uint32_t tag) {
+    if (threadIdx.x < kWarpSize) {
+        for (int i = threadIdx.x; i < n; i += kWarpSize) {
+            while ((int32_t)(ld_flag(flags + i) - tag) < 0) {
+            }
+        }
+        __threadfence();
+    }
+    compute_sync();
+}
+
+// After this block's stores of a sub-phase: its flag = tag (release: the stores are visible first).
+__device__ void sea_post_flag(uint32_t *flag, uint32_t tag) {
+    __threadfence();
+    compute_sync();
+    if (threadIdx.x == 0) asm volatile("st.volatile.global.u32 [%0], %1;" ::"l"(flag), "r"(tag) : "memory");
+}
+
+// E: the estimator row of head h (sea_decode_cuda.cu decode_estimator_kernel, one block of 256 threads there too).
+__device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char *state, const Handoff &ho, int C,
+                              int layer, int h, int pos, float *sm, SeaKeep &keep, uint32_t *flag) {
+    using namespace sea;
+    const Dims &d = ss.d;
+    const int tid = threadIdx.x, m = d.m;
+    float *w_perf = sm;                           // [m][65]
+    float *xq = w_perf + kMaxFeatures * (kHeadDim + 1), *xk = xq + kHeadDim;
+    float *phq = xk + kHeadDim, *phk = phq + kMaxFeatures;
+    float *vc = phk + kMaxFeatures;               // [E_pos ; v ; 1], 129 (+3)
+    float *X = vc + kStateCols + 3;               // [C_perf ; v], 192
+    float *z = X + kEncIn;                        // 128
+    float *R = z + kEncHidden;                    // K/2
+    float *s_den = R + kMaxK / 2;
+    // Before the handover wait: the projection, the state's old column and Σv, the positional row (weights, and
+    // what this layer's previous step left).
+    for (int i = tid; i < m * kHeadDim; i += kComputeThreads) {
+        w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
+    }
+    const bool fresh = pos == 0;
+    float *perf = reinterpret_cast<float *>(state + ss.S.perf) + (size_t)h * m * kStateCols;
+    float *vsum = reinterpret_cast<float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
+    float old[kMaxFeatures];
+    if (tid < kStateCols) {
+#pragma unroll
+        for (int j = 0; j < kMaxFeatures; ++j) old[j] = (j < m && !fresh) ? perf[(size_t)j * kStateCols + tid] : 0.0f;
+    }
+    const int which = tid / kWarpSize, w = tid % kWarpSize;  // tid < 96: word w of q (0), k (1) or v (2)
+    float2 vsum_old = make_float2(0.0f, 0.0f);
+    if (which == 2 && !fresh) vsum_old = make_float2(vsum[2 * w], vsum[2 * w + 1]);
+    if (tid < kHeadDim) vc[tid] = p.pos_table[(size_t)positional_row(pos, d) * kHeadDim + tid];
+    if (tid == 0) vc[kVcat] = 1.0f;
+    if (tid < 3 * kWarpSize) {
+        const uint64_t *src = ho.qkv + (size_t)which * (C / 2) + (size_t)h * (kHeadDim / 2) + w;
+        uint64_t word;
+        const uint32_t tag = ho.wait_tag(layer, 0);
+        do {
+            asm volatile("ld.volatile.global.u64 %0, [%1];" : "=l"(word) : "l"(src) : "memory");
+        } while (!ll_ready(word, tag));
+        const uint32_t bits = (uint32_t)word;
+        const float2 f = half2_bits_to_float2(bits);
+        if (which == 0) {
+            xq[2 * w] = __fmul_rn(kFeatureNormalizer, __fmul_rn(f.x, 0.125f));
+            xq[2 * w + 1] = __fmul_rn(kFeatureNormalizer, __fmul_rn(f.y, 0.125f));
+            keep.q[2 * w] = __fmul_rn(f.x, 0.125f);
+            keep.q[2 * w + 1] = __fmul_rn(f.y, 0.125f);
+        } else if (which == 1) {
+            xk[2 * w] = __fmul_rn(kFeatureNormalizer, f.x);
+            xk[2 * w + 1] = __fmul_rn(kFeatureNormalizer, f.y);
+            keep.k_own[w] = bits;
+        } else {
+            vc[kHeadDim + 2 * w] = f.x;
+            vc[kHeadDim + 2 * w + 1] = f.y;
+            X[kVcat + 2 * w] = f.x;
+            X[kVcat + 2 * w + 1] = f.y;
+            vsum[2 * w] = vsum_old.x + f.x;
+            vsum[2 * w + 1] = vsum_old.y + f.y;
+            keep.v_own[w] = bits;
+        }
+    }
+    compute_sync();
+    // Features: threads 0..m-1 for q, 64..64+m-1 for k.
+    if (tid < 2 * kHeadDim) {
+        const int j = tid % kHeadDim;
+        const float *xs = tid < kHeadDim ? xq : xk;
+        if (j < m) {
+            const float *wj = w_perf + j * (kHeadDim + 1);
+            float acc = 0.0f;
+#pragma unroll 16
+            for (int dd = 0; dd < kHeadDim; ++dd) acc = fmaf(xs[dd], wj[dd], acc);
+            (tid < kHeadDim ? phq : phk)[j] = fmaxf(acc, 0.0f) + kFeatureEps;
+        }
+    }
+    compute_sync();
+    if (tid < kStateCols) {
+        const int e = tid;
+        float acc = 0.0f;
+        const float ve = vc[e];
+#pragma unroll
+        for (int j = 0; j < kMaxFeatures; ++j) {
+            if (j < m) {
+                const float nv = fmaf(phk[j], ve, old[j]);
+                perf[(size_t)j * kStateCols + e] = nv;
+                acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
+            }
+        }
+        if (e == kVcat) {
+            *s_den = acc;
+        } else {
+            X[e] = acc;
+        }
+    }
+    compute_sync();
+    if (tid < kVcat) X[tid] *= 1.0f / *s_den;
+    compute_sync();
+    warp_gemv<kEncIn, kComputeWarps, 8>(z, X, p.enc_w, p.enc_b, kEncHidden);
+    compute_sync();
+    if (tid < kWarpSize) {
+        const float2 gt = encoder_norm_gelu_gates(z, p);
+        if (tid == 0) {
+            keep.gate[0] = gt.x;
+            keep.gate[1] = gt.y;
+        }
+    }
+    compute_sync();
+    warp_gemv<kEncHidden, kComputeWarps, 8>(R, z, p.dec_row_w, p.dec_row_b, d.KH);
+    compute_sync();
+    if (tid < 2) {
+        float *ring = reinterpret_cast<float *>(state + ss.S.image_ring);
+        image_channel_layernorm(ring + ((size_t)(pos % kHistoryRows) * d.C + 2 * h + tid) * d.W4, R + tid * d.W4, d.W4,
+                                p.cnn_norm1_w, p.cnn_norm1_b);
+    }
+    sea_post_flag(flag, ho.tag(layer, 0));
+}
+
+// C1 / C2: output channel co of a conv row (sea_cnn_cuda.cu decode_conv_kernel): input rows pos-4, pos-2 (earlier
+// steps') and pos (this step's, after the wait) from the ring at in_off of the state; out: the ring at out_off (slot
+// pos % 8) or, out_off = SIZE_MAX, the scratch row conv2.
+__device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t out_off, float *conv2, const float *w,
+                         const float *wmask, const float *b, int co, int pos, const uint32_t *wait_flags, int n_wait,
+                         uint32_t wait_tag, uint32_t *flag, uint32_t tag, float *sm) {
+    using namespace sea;
+    const Dims &d = ss.d;
+    const int C = d.C, W4 = d.W4, tid = threadIdx.x, n_img = C * W4;
+    const int G = kDecodeConvThreads / W4;
+    float *rows = sm, *taps = sm + 3 * n_img, *part = taps + 9 * C;
+    for (int i = tid; i < 9 * C; i += kComputeThreads) {
+        const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;
+        taps[i] = wmask ? w[at] * wmask[at] : w[at];
+    }
+    const float *ring = reinterpret_cast<const float *>(state + in_off);
+    for (int a = 0; a < 2; ++a) {
+        const int row = pos - 4 + 2 * a;
+        const float *src = ring + (size_t)(row < 0 ? 0 : row % kHistoryRows) * n_img;
+        for (int i = tid; i < n_img; i += kComputeThreads) rows[a * n_img + i] = row >= 0 ? src[i] : 0.0f;
+    }
+    sea_wait_flags(wait_flags, n_wait, wait_tag);
+    const float *src = ring + (size_t)(pos % kHistoryRows) * n_img;
+    for (int i = tid; i < n_img; i += kComputeThreads) rows[2 * n_img + i] = __ldcg(src + i);
+    compute_sync();
+    decode_conv_partial(part, rows, taps, tid, G, d);
+    compute_sync();
+    if (tid < W4) {
+        float *dst = out_off == SIZE_MAX
+                         ? conv2
+                         : reinterpret_cast<float *>(state + out_off) + (size_t)(pos % kHistoryRows) * n_img;
+        dst[(size_t)co * W4 + tid] = decode_conv_output(part, b[co], tid, G, W4);
+    }
+    sea_post_flag(flag, tag);
+}
+
+// S: the CNN output rows of every head and the grouped top-k (sea_cnn_cuda.cu decode_cnn_output_topk_kernel, with
+// 8 warps instead of 32), then head h's sparse attention (sea_sparse_cuda.cu decode_sparse_attention_kernel, the
+// step's own key and value from the LL words) -> head h's attention output as LL words.
+__device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &p, const char *state,
+                                      const PersistentLayer &L, const PersistentDecodeShape &sh, const Handoff &ho,
+                                      int layer, int h, int pos, int seq, const float *conv2, const uint32_t *wait_flags,
+                                      int n_wait, const SeaKeep &keep, float *sm) {
+    using namespace sea;
+    const Dims &d = ss.d;
+    const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize;
+    const int K = d.K, n = d.H * K, n_words = d.H * d.KW;
+    // [H·K] keys | [H·KW] mask words | [H][C] w4 | [K] windows | [C·W4] conv2 row | [8][K/4] narrow | offs [K+1] |
+    // parts [8][66] | TopkShared
+    uint32_t *keys = reinterpret_cast<uint32_t *>(sm);
+    uint32_t *mw = keys + n;
+    float *w4 = reinterpret_cast<float *>(mw + n_words + (n + n_words) % 2);
+    int2 *win = reinterpret_cast<int2 *>(w4 + d.H * d.C);
+    float *yt = reinterpret_cast<float *>(win + K);
+    float *narrow = yt + d.C * d.W4;
+    int *offs = reinterpret_cast<int *>(narrow + kComputeWarps * d.W4);
+    float *parts = reinterpret_cast<float *>(offs + K + 2);
+    auto *tsh = reinterpret_cast<TopkShared<kComputeThreads> *>(parts + kComputeWarps * (kHeadDim + 2));
+    stage_cnn_output_operands<kComputeThreads>(w4, win, 0, d.H, p, d);
+    for (int i = tid; i < n_words; i += kComputeThreads) mw[i] = 0u;
+    sea_wait_flags(wait_flags, n_wait, ho.wait_tag(layer, 0));
+    for (int i = tid; i < d.C * d.W4; i += kComputeThreads) yt[i] = __ldcg(conv2 + i);
+    compute_sync();
+    for (int hh = warp; hh < d.H; hh += kComputeWarps) {  // uniform across the warp
+        float *logit = reinterpret_cast<float *>(keys + (size_t)hh * K);
+        cnn_output_row(logit, narrow + warp * d.W4, yt, p, d, hh, w4 + hh * d.C, win);
+        for (int x = lane; x < K; x += kWarpSize) keys[(size_t)hh * K + x] = topk_order_key(logit[x]);
+    }
+    compute_sync();
+    topk_select<kComputeThreads>(keys, mw, n, row_budget(pos, d), K, d.KW, *tsh, ComputeSync{});
+    // Head h's keys.
+    const int row_len = pos + 1;
+    const float s = cell_scale(pos, d);
+    if (warp == 0) cell_key_offsets(offs, mw + h * d.KW, s, row_len, d);
+    compute_sync();
+    const size_t cache_off = ((size_t)seq * sh.H + h) * (size_t)sh.n_ctx * kHeadDim;
+    const __half *kb = reinterpret_cast<const __half *>(L.k_cache) + cache_off;
+    const __half *vb = reinterpret_cast<const __half *>(L.v_cache) + cache_off;
+    float m_run, l_run, acc0, acc1;
+    sparse_row_warp_part<kComputeWarps, true>(m_run, l_run, acc0, acc1, offs, keep.q, kb, vb, pos,
+                                              reinterpret_cast<const __half *>(keep.k_own),
+                                              reinterpret_cast<const __half *>(keep.v_own), s, row_len, d, warp);
+    sparse_part_store(parts + warp * (kHeadDim + 2), m_run, l_run, acc0, acc1);
+    compute_sync();
+    if (warp == 0) {
+        float l_all, a0, a1;
+        sparse_parts_merge<kComputeWarps>(l_all, a0, a1, parts);
+        const float *vsum = reinterpret_cast<const float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
+        const SparseRowMix mx{make_float2(keep.gate[0], keep.gate[1]),
+                              make_float2(__ldcg(vsum + 2 * lane), __ldcg(vsum + 2 * lane + 1))};
+        const float2 o = sparse_row_values(pos, offs[K], l_all, a0, a1, mx);
+        ll_store(ho.attn + (size_t)h * (kHeadDim / 2) + lane, pack_half2_bits(o.x, o.y), ho.tag(layer, 1));
+    }
+}
+
+// Phase 2 of a SEA layer: this block's sub-phases, in order (each waits only on earlier ones: no deadlock).
+__device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const PersistentLayer &L, const PersistentDecodeShape &sh,
+                                    const PersistentDecodeArgs &a, const Handoff &ho, int layer, float *conv2,
+                                    uint32_t *flags, float *sm, SeaKeep &keep) {
+    const PersistentSeaLayer &SL = *L.sea;
+    const SeaDeviceParams &p = SL.p;
+    char *state = SL.states + (long long)a.seq * ss.state_stride;
+    const int H = sh.H, G = (int)gridDim.x, b = (int)blockIdx.x;
+    uint32_t *est_flags = flags, *c1_flags = flags + H, *c2_flags = flags + 3 * H;
+    const uint32_t tag = ho.tag(layer, 0), wait = ho.wait_tag(layer, 0);
+    if (b < H) sea_estimator(ss, p, state, ho, sh.C, layer, b, a.pos, sm, keep, est_flags + b);
+    for (int co = ((b - H) % G + G) % G; co < 2 * H; co += G) {
+        compute_sync();  // sm is free
+        sea_conv(ss, state, ss.S.image_ring, ss.S.conv1_ring, nullptr, p.conv1_w, p.conv1_mask, p.conv1_b, co, a.pos,
+                 est_flags, H, wait, c1_flags + co, tag, sm);
+    }
+    for (int co = ((b - 3 * H) % G + G) % G; co < 2 * H; co += G) {
+        compute_sync();
+        sea_conv(ss, state, ss.S.conv1_ring, SIZE_MAX, conv2, p.conv2_w, p.conv2_mask, p.conv2_b, co, a.pos, c1_flags,
+                 2 * H, wait, c2_flags + co, tag, sm);
+    }
+    if (b < H) {
+        compute_sync();
+        sea_select_and_attend(ss, p, state, L, sh, ho, layer, b, a.pos, a.seq, conv2, c2_flags, 2 * H, keep, sm);
+    }
+}
+
 #endif  // !__CUDA_ARCH__ || __CUDA_ARCH__ >= 900
 
 // D: the head size (64, 80, 128), V4: float4s of the residual per thread (4, 5); template parameters so
-// that the OPT-1.3B kernel's code (64, 4) stays what it was measured as.
-template <int D, int V4>
+// that the OPT-1.3B kernel's code (64, 4) stays what it was measured as. kSea: layers may run SEA attention
+// (PersistentLayer::sea; heads of 64 only), a kernel of its own so that the dense kernels' code stays as it was.
+template <int D, int V4, bool kSea>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
-                             int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first) {
+                             int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first,
+                             SeaStep ss) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char smem[];
     const int C = sh.C, F = sh.F;
@@ -807,7 +1115,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             for (int l = 0; l < sh.n_layer; ++l) {
                 const PersistentLayer &L = a.layers[l];
                 produce(ring, c, L.qkv_w, C, 3 * C);
-                produce_kv<D>(ring, c, sh, a, L, splits);
+                if (!kSea || L.sea == nullptr) produce_kv<D>(ring, c, sh, a, L, splits);  // SEA reads its own keys
                 produce(ring, c, L.o_w, C, C);
                 produce(ring, c, L.fc1_w, C, F);
                 produce(ring, c, L.fc2_w, F, C);
@@ -825,6 +1133,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     const Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
                      reinterpret_cast<uint64_t *>(scratch + sl.attn), reinterpret_cast<uint64_t *>(scratch + sl.ff),
                      tag_base, mode == kModeNoHandoverWaits ? (1u << 30) : 0u};
+    float *sea_conv2 = reinterpret_cast<float *>(scratch + sl.sea_conv2);
+    uint32_t *sea_flags = reinterpret_cast<uint32_t *>(scratch + sl.sea_flags);
 
     if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
         uint32_t cs = 0;
@@ -843,7 +1153,9 @@ __global__ void __launch_bounds__(kThreads, 1)
         for (int l = 0; l < sh.n_layer; ++l) {
             consume(C, 3 * C);
             int kv_begin = 0, kv_last = 0;
-            for (int k = attention_kv_chunks<D>(sh, a.pos, splits, kv_begin, kv_last); k > 0; --k, ++cs) {
+            const int kv_chunks =
+                kSea && a.layers[l].sea ? 0 : attention_kv_chunks<D>(sh, a.pos, splits, kv_begin, kv_last);
+            for (int k = kv_chunks; k > 0; --k, ++cs) {
                 const int slot = (int)(cs % (uint32_t)ring.n_slots);
                 mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
                 __syncwarp();
@@ -912,7 +1224,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         const QkvEpilogue<D> qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
         SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
-        SEAOPT_SPAN(4, attention_phase<D>(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
+        if (kSea && L.sea != nullptr) {
+            if constexpr (kSea) {
+                SEAOPT_SPAN(4, sea_attention_phase(ss, L, sh, a, ho, l, sea_conv2, sea_flags,
+                                                   reinterpret_cast<float *>(smem + kHeaderBytes),
+                                                   *reinterpret_cast<SeaKeep *>(smem + kOffAttnAcc)))
+            }
+        } else {
+            SEAOPT_SPAN(4, attention_phase<D>(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
+        }
         compute_sync();  // the attention's shared memory and xin are free
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
@@ -944,29 +1264,46 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, int, int, int, int, int, uint32_t, int,
-                                  bool);
+                                  bool, SeaStep);
 // The kernel for a head size and hidden size; null for a pair it is not built for: OPT-125m and 1.3B
 // (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120).
-PersistentKernel kernel_for(int head_dim, int C) {
+PersistentKernel kernel_for(int head_dim, int C, bool sea) {
     const bool v4 = C <= 4 * 4 * kComputeThreads, v5 = C <= 4 * 5 * kComputeThreads;
-    if (head_dim == 64 && v4) return decode_persistent_kernel<64, 4>;
-    if (head_dim == 80 && v4) return decode_persistent_kernel<80, 4>;
-    if (head_dim == 128 && v4) return decode_persistent_kernel<128, 4>;
-    if (head_dim == 128 && v5) return decode_persistent_kernel<128, 5>;
+    if (head_dim == 64 && v4) return sea ? decode_persistent_kernel<64, 4, true> : decode_persistent_kernel<64, 4, false>;
+    if (sea) return nullptr;  // SEA: heads of 64 only
+    if (head_dim == 80 && v4) return decode_persistent_kernel<80, 4, false>;
+    if (head_dim == 128 && v4) return decode_persistent_kernel<128, 4, false>;
+    if (head_dim == 128 && v5) return decode_persistent_kernel<128, 5, false>;
     return nullptr;
+}
+
+// Shared memory (bytes) the SEA sub-phases need from the GEMV vector and row parts.
+size_t sea_phase_smem_bytes(const sea::Dims &d) {
+    const size_t est = ((size_t)sea::kMaxFeatures * (sea::kHeadDim + 1) + 2 * sea::kHeadDim + 2 * sea::kMaxFeatures +
+                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + sea::kMaxK / 2 + 4) * 4;
+    const size_t conv = ((size_t)3 * d.C * d.W4 + 9 * (size_t)d.C + sea::kDecodeConvThreads) * 4;
+    const size_t n = (size_t)d.H * d.K, n_words = (size_t)d.H * d.KW;
+    const size_t sel = (n + n_words + (n + n_words) % 2) * 4 + (size_t)d.H * d.C * 4 + (size_t)d.K * 8 +
+                       (size_t)d.C * d.W4 * 4 + (size_t)kComputeWarps * d.W4 * 4 + ((size_t)d.K + 2) * 4 +
+                       (size_t)kComputeWarps * (sea::kHeadDim + 2) * 4 + sizeof(sea::TopkShared<kComputeThreads>);
+    return std::max({est, conv, sel});
 }
 
 }  // namespace
 
-PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int device) {
+PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int device, const cpu::SeaConfig *sea,
+                                            size_t sea_state_stride) {
     PersistentDecodePlan p;
     auto refuse = [&](const std::string &why) {
         p.ok = false;
         p.why = why;
         return p;
     };
-    const PersistentKernel kernel = kernel_for(s.head_dim, s.C);
-    if (kernel == nullptr) return refuse("no kernel for head_dim " + std::to_string(s.head_dim) + " and hidden size " + std::to_string(s.C));
+    const PersistentKernel kernel = kernel_for(s.head_dim, s.C, sea != nullptr);
+    if (kernel == nullptr) {
+        return refuse("no kernel for head_dim " + std::to_string(s.head_dim) + " and hidden size " + std::to_string(s.C) +
+                      (sea ? " with SEA attention" : ""));
+    }
     if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
     if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");
     int major = 0, sms = 0, coop = 0, max_optin = 0;
@@ -1000,6 +1337,24 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     };
     const long long parts = std::max({parts_of(s.C, 3 * s.C), parts_of(s.C, s.F), parts_of(s.F, s.C), parts_of(s.C, s.V)});
     p.parts_bytes = (int)(ceil_div<long long>(parts * 4, 128) * 128);
+    if (sea != nullptr) {
+        // SEA layers: heads of 64 (the SEA kernels' size), a block per head, the sub-phases' buffers in the GEMV
+        // vector and row parts (enlarged where they are short).
+        if (s.head_dim != sea::kHeadDim) return refuse("SEA attention with heads of " + std::to_string(s.head_dim));
+        if (s.H > sms) return refuse("SEA attention with more heads than SMs");
+        if (sea->K > (size_t)sea::kMaxK || sea->n_features > (size_t)sea::kMaxFeatures || sea->n_head != (size_t)s.H) {
+            return refuse("SEA config outside the kernel's sizes");
+        }
+        const sea::Dims d = sea::make_dims(*sea, 1);
+        if (s.sea_image_floats != d.C * d.W4) return refuse("SEA image size mismatch");
+        const long long need = (long long)sea_phase_smem_bytes(d) - vector_bytes(s);
+        if (need > p.parts_bytes) p.parts_bytes = (int)(ceil_div<long long>(need, 128) * 128);
+        p.sea = true;
+        p.sea_cfg = *sea;
+        p.sea_state_stride = sea_state_stride;
+    } else if (s.sea_image_floats != 0) {
+        return refuse("SEA image size without a SEA config");
+    }
     const long long room =
         (long long)max_optin - kHeaderBytes - vector_bytes(s) - p.parts_bytes - (long long)fa.sharedSizeBytes;
     p.slots = (int)std::min<long long>(kMaxSlots, room / p.slot_bytes);
@@ -1046,11 +1401,17 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     attribute.val.cooperative = 1;
     config.attrs = &attribute;
     config.numAttrs = 1;
-    const PersistentKernel kernel = kernel_for(shape.head_dim, shape.C);
+    const PersistentKernel kernel = kernel_for(shape.head_dim, shape.C, plan.sea);
     check_arg(kernel != nullptr, "persistent_decode", "no kernel for this head_dim and hidden size");
+    SeaStep ss{};
+    if (plan.sea) {
+        ss.d = sea::make_dims(plan.sea_cfg, 1);
+        ss.S = sea_decode_state_layout(plan.sea_cfg);
+        ss.state_stride = (long long)plan.sea_state_stride;
+    }
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
-                                               *tag_base, plan.mode, plan.evict_first);
+                                               *tag_base, plan.mode, plan.evict_first, ss);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
     *tag_base += (uint32_t)plan.tags_per_step;

@@ -24,23 +24,35 @@
 #include <cstdint>
 #include <string>
 
+#include "attention/sea_cuda.h"
 #include "engine/cuda/ops.h"
 
 namespace seaopt::cuda {
 
 // One pre-LN OPT layer as the kernel reads it (device pointers; biases feeding the fp32 residual
 // in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][head_dim] fp16 (head_dim 64, 80 or 128).
+// A SEA layer's attention as the kernel runs it (sea.md §2.12, the decode of attention/sea_cuda.h inside the step):
+// the estimator parameters and the layer's decode states, sequence s's at states + s·(the plan's sea_state_stride).
+struct PersistentSeaLayer {
+    SeaDeviceParams p;
+    char *states = nullptr;
+};
+
+// sea: null for dense attention; else a device pointer to the layer's PersistentSeaLayer.
 struct PersistentLayer {
     const half_t *ln1_w, *ln1_b, *qkv_w, *qkv_b, *o_w;
     const float *o_b;
     const half_t *ln2_w, *ln2_b, *fc1_w, *fc1_b, *fc2_w;
     const float *fc2_b;
     half_t *k_cache, *v_cache;
+    const PersistentSeaLayer *sea;
 };
 
+// sea_image_floats: 2H·K/4 (a SEA image row) where some layer runs SEA attention, else 0.
 struct PersistentDecodeShape {
     int n_layer = 0, C = 0, F = 0, V = 0, H = 0, head_dim = 0, n_ctx = 0, pos_offset = 0;
     float eps = 1e-5f;
+    int sea_image_floats = 0;
 };
 
 // How the kernel runs on a device, or why it cannot (ok == false, why says it).
@@ -57,11 +69,21 @@ struct PersistentDecodePlan {
     bool evict_first = true;  // the weight stream as L2 evict-first (SEAOPT_PERSISTENT_EVICT_FIRST)
     int mode = 0;           // 0; timing modes 1 (weight stream only) and 2 (no handover waits): SEAOPT_PERSISTENT_MODE
     size_t shared_bytes = 0;
+    // SEA layers (persistent_decode_plan's sea argument): their config (k, K, ... as the context runs them) and the
+    // bytes between two sequences' decode states.
+    bool sea = false;
+    cpu::SeaConfig sea_cfg;
+    size_t sea_state_stride = 0;
 };
-PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, int device);
+// sea: the SEA config where some layer runs SEA attention (then shape.sea_image_floats = 2H·K/4, and the states of a
+// layer are sea_state_stride bytes apart), else null. Refused (ok false, why) where the kernel has no SEA phase for
+// the shape: SEA needs heads of 64, H <= the grid, and its buffers in the shared memory.
+PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, int device,
+                                            const cpu::SeaConfig *sea = nullptr, size_t sea_state_stride = 0);
 
 // Device scratch the step needs, zeroed once at allocation and kept between steps: per-head merge
-// counters, attention partials, and the flagged handover buffers of x, q/k/v, attention and ff.
+// counters, attention partials, the flagged handover buffers of x, q/k/v, attention and ff, and for SEA
+// the conv2 row and the flags of the estimator and conv phases.
 uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape);
 
 // SEAOPT_PERSISTENT_PROFILE: clock64 spans of thread 0 per block, summed over steps ([grid][spans]).

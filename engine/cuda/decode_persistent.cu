@@ -112,9 +112,8 @@ int vector_bytes(const PersistentDecodeShape &s) { return ceil_div(std::max(s.C,
 
 // The scratch (device memory zeroed once): per-head counters, attention partials, LL buffers.
 struct ScratchLayout {
-    size_t counters, partials, x, qkv, attn, ff, sea_conv2, sea_flags, total;
+    size_t counters, partials, x, qkv, attn, ff, sea, total;  // sea: 3 LL buffers of sea_image_floats words
 };
-constexpr int kSeaFlagsPerHead = 5;  // SEA phases' flags: the estimator's H, conv1's 2H, conv2's 2H
 __host__ __device__ inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 // partial_floats: a range's attention partial, acc[head_dim], m, l.
 __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeShape &s, int splits, int partial_floats) {
@@ -125,9 +124,8 @@ __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeSh
     l.qkv = l.x + align256(8 * (size_t)s.C);
     l.attn = l.qkv + align256(8 * (size_t)(3 * s.C / 2));
     l.ff = l.attn + align256(8 * (size_t)(s.C / 2));
-    l.sea_conv2 = l.ff + align256(8 * (size_t)(s.F / 2));
-    l.sea_flags = l.sea_conv2 + align256(4 * (size_t)s.sea_image_floats);
-    l.total = l.sea_flags + (s.sea_image_floats > 0 ? align256(4 * (size_t)kSeaFlagsPerHead * s.H) : 0);
+    l.sea = l.ff + align256(8 * (size_t)(s.F / 2));
+    l.total = l.sea + 3 * align256(8 * (size_t)s.sea_image_floats);
     return l;
 }
 
@@ -782,18 +780,20 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 // A SEA layer's phase 2 is the decode of attention/sea_cuda.h (sea_attention_decode_cuda's five kernels) as four
 // sub-phases over the blocks, with the same sums in the same order (the shared bodies of sea_decode_device.cuh):
 //   E  block h < H: the estimator row of head h (q, k, v from the qkv LL words; the Performer step on the sequence's
-//      state, Σv, encoder, gates, row decoder, image LayerNorm -> the state's image ring);
-//   C1 block (H + co) % G, co < 2H: conv1's output channel co (-> the state's conv1 ring);
-//   C2 block (3H + co) % G: conv2's output channel co (-> the scratch's conv2 row);
+//      state, Σv, encoder, gates, row decoder, image LayerNorm -> the state's image ring and LL words);
+//   C1 block (H + co) % G, co < 2H: conv1's output channel co (-> the state's conv1 ring and LL words);
+//   C2 block (3H + co) % G: conv2's output channel co (-> LL words);
 //   S  block h < H: every head's CNN output row and the grouped top-k (each head's block computes the whole row's
 //      selection itself: one handover fewer), then head h's sparse attention and mixing -> the attention's LL words,
 //      which phase 3 reads as it reads the dense attention's.
-// E, C1 and C2 hand over through plain stores and a flag per writing block (the stores, a fence, a barrier, the
-// flag = the layer's qkv tag); readers poll the flags, fence, and read the data through L2 (ld.cg: no stale L1
-// line). The weights of the SEA phases come from global memory (L2), not the ring; the ring meanwhile fills with
-// the out-projection's rows. Shared memory: the GEMV vector and row parts (free between GEMVs) for each
-// sub-phase's buffers, the header's attention area for what lives from E to S (q, the own k and v, the gates).
-
+// The image, conv1 and conv2 rows go from sub-phase to sub-phase as LL words (the layer's qkv tag; three buffers of
+// 2H·K/4 words in the scratch, reused by every layer as the dense handover buffers are: each overwrite depends on
+// every read of the old contents through phase 3). What a sub-phase needs that no earlier sub-phase of the step
+// writes (weights, the state's older rows) is staged before its wait, loads batched: a decode step is a chain of
+// memory round trips, which the weight stream makes long. The weights come from global memory (L2), not the ring;
+// the ring meanwhile fills with the out-projection's rows. Shared memory: the GEMV vector and row parts (free
+// between GEMVs): the CNN output's operands first (staged at the phase's start by the S blocks), then each
+// sub-phase's buffers; the header's attention area for what lives from E to S (q, the own k and v, the gates).
 
 struct ComputeSync {
     __device__ void operator()() const { compute_sync(); }
@@ -807,34 +807,59 @@ struct SeaKeep {
 };
 static_assert(sizeof(SeaKeep) <= kAttnAccFloats * 4, "SeaKeep fits the attention area");
 
-__device__ __forceinline__ uint32_t ld_flag(const uint32_t *p) {
-    uint32_t f;
-    asm volatile("ld.volatile.global.u32 %0, [%1];" : "=r"(f) : "l"(p) : "memory");
-    return f;
-}
+// The scratch's LL buffers of the SEA sub-phases, 2H·K/4 words each.
+struct SeaHandoff {
+    uint64_t *image, *conv1, *conv2;
+};
 
-// Waits until flags[0 .. n) have reached tag; then every compute thread may read what their writers stored (ld.cg).
-__device__ void sea_wait_flags(const uint32_t *flags, int n, uint32_t tag) {
-    if (threadIdx.x < kWarpSize) {
-        for (int i = threadIdx.x; i < n; i += kWarpSize) {
-            while ((int32_t)(ld_flag(flags + i) - tag) < 0) {
-            }
+// store(i, load(i)) for i < n over the compute threads, kBatch loads issued before their stores (one memory round
+// trip per batch instead of one per element).
+template <int kBatch, typename Load, typename Store>
+__device__ __forceinline__ void stage_batched(int n, const Load &load, const Store &store) {
+    for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * kComputeThreads) {
+        float v[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int i = i0 + u * kComputeThreads;
+            v[u] = i < n ? load(i) : 0.0f;
         }
-        __threadfence();
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int i = i0 + u * kComputeThreads;
+            if (i < n) store(i, v[u]);
+        }
     }
-    compute_sync();
 }
 
-// After this block's stores of a sub-phase: its flag = tag (release: the stores are visible first).
-__device__ void sea_post_flag(uint32_t *flag, uint32_t tag) {
-    __threadfence();
-    compute_sync();
-    if (threadIdx.x == 0) asm volatile("st.volatile.global.u32 [%0], %1;" ::"l"(flag), "r"(tag) : "memory");
+// LL words src[0 .. n) (n even, fp32 data) into dst (shared, 8-byte aligned), waited for; ends with a barrier.
+__device__ __forceinline__ void ll_floats_to_smem(float *dst, const uint64_t *src, int n, uint32_t tag) {
+    vector_to_smem(reinterpret_cast<__half *>(dst), src, 2 * n, tag);  // 32 bits a word, whatever they hold
+}
+
+// The CNN output's operands: w ⊙ mask of the 1×1 conv [H][C] and the area windows [K] (stage_cnn_output_operands'
+// layout), staged by an S block at the start of the phase; bytes sea_operand_bytes(d).
+__device__ __forceinline__ float *sea_operands_w4(float *sm) { return sm; }
+__device__ __forceinline__ int2 *sea_operands_win(float *sm, const sea::Dims &d) {
+    return reinterpret_cast<int2 *>(sm + d.H * d.C);  // H·C = 2H² floats: 8-byte aligned
+}
+__host__ __device__ inline size_t sea_operand_bytes(const sea::Dims &d) {
+    return ((size_t)d.H * d.C + 2 * (size_t)d.K) * 4;
+}
+
+__device__ void sea_stage_operands(const SeaDeviceParams &p, const sea::Dims &d, float *sm) {
+    float *w4 = sea_operands_w4(sm);
+    stage_batched<8>(
+        d.H * d.C, [&](int i) { return p.conv4_mask ? __ldg(p.conv4_w + i) * __ldg(p.conv4_mask + i) : __ldg(p.conv4_w + i); },
+        [&](int i, float v) { w4[i] = v; });
+    int2 *win = sea_operands_win(sm, d);
+    for (int x = threadIdx.x; x < d.K; x += kComputeThreads) {
+        win[x] = make_int2(x * (d.K + 2) / d.K, ((x + 1) * (d.K + 2) + d.K - 1) / d.K);
+    }
 }
 
 // E: the estimator row of head h (sea_decode_cuda.cu decode_estimator_kernel, one block of 256 threads there too).
-__device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char *state, const Handoff &ho, int C,
-                              int layer, int h, int pos, float *sm, SeaKeep &keep, uint32_t *flag) {
+__device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char *state, const Handoff &ho,
+                              const SeaHandoff &sho, int C, int layer, int h, int pos, float *sm, SeaKeep &keep) {
     using namespace sea;
     const Dims &d = ss.d;
     const int tid = threadIdx.x, m = d.m;
@@ -845,12 +870,13 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     float *X = vc + kStateCols + 3;               // [C_perf ; v], 192
     float *z = X + kEncIn;                        // 128
     float *R = z + kEncHidden;                    // K/2
-    float *s_den = R + kMaxK / 2;
+    float *img = R + kMaxK / 2;                   // the two image channels, 2·K/4
+    float *s_den = img + kMaxK / 2;
     // Before the handover wait: the projection, the state's old column and Σv, the positional row (weights, and
     // what this layer's previous step left).
-    for (int i = tid; i < m * kHeadDim; i += kComputeThreads) {
-        w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = p.performer_proj[i];
-    }
+    stage_batched<12>(
+        m * kHeadDim, [&](int i) { return __ldg(p.performer_proj + i); },
+        [&](int i, float v) { w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = v; });
     const bool fresh = pos == 0;
     float *perf = reinterpret_cast<float *>(state + ss.S.perf) + (size_t)h * m * kStateCols;
     float *vsum = reinterpret_cast<float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
@@ -862,7 +888,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     const int which = tid / kWarpSize, w = tid % kWarpSize;  // tid < 96: word w of q (0), k (1) or v (2)
     float2 vsum_old = make_float2(0.0f, 0.0f);
     if (which == 2 && !fresh) vsum_old = make_float2(vsum[2 * w], vsum[2 * w + 1]);
-    if (tid < kHeadDim) vc[tid] = p.pos_table[(size_t)positional_row(pos, d) * kHeadDim + tid];
+    if (tid < kHeadDim) vc[tid] = __ldg(p.pos_table + (size_t)positional_row(pos, d) * kHeadDim + tid);
     if (tid == 0) vc[kVcat] = 1.0f;
     if (tid < 3 * kWarpSize) {
         const uint64_t *src = ho.qkv + (size_t)which * (C / 2) + (size_t)h * (kHeadDim / 2) + w;
@@ -939,48 +965,53 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     compute_sync();
     warp_gemv<kEncHidden, kComputeWarps, 8>(R, z, p.dec_row_w, p.dec_row_b, d.KH);
     compute_sync();
-    if (tid < 2) {
-        float *ring = reinterpret_cast<float *>(state + ss.S.image_ring);
-        image_channel_layernorm(ring + ((size_t)(pos % kHistoryRows) * d.C + 2 * h + tid) * d.W4, R + tid * d.W4, d.W4,
-                                p.cnn_norm1_w, p.cnn_norm1_b);
+    if (tid < 2) image_channel_layernorm(img + tid * d.W4, R + tid * d.W4, d.W4, p.cnn_norm1_w, p.cnn_norm1_b);
+    compute_sync();
+    if (tid < 2 * d.W4) {  // channels 2h, 2h + 1: into the ring (later steps' rows) and to C1
+        const int at = 2 * h * d.W4 + tid;
+        reinterpret_cast<float *>(state + ss.S.image_ring)[(size_t)(pos % kHistoryRows) * d.C * d.W4 + at] = img[tid];
+        ll_store(sho.image + at, __float_as_uint(img[tid]), ho.tag(layer, 0));
     }
-    sea_post_flag(flag, ho.tag(layer, 0));
 }
 
-// C1 / C2: output channel co of a conv row (sea_cnn_cuda.cu decode_conv_kernel): input rows pos-4, pos-2 (earlier
-// steps') and pos (this step's, after the wait) from the ring at in_off of the state; out: the ring at out_off (slot
-// pos % 8) or, out_off = SIZE_MAX, the scratch row conv2.
-__device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t out_off, float *conv2, const float *w,
-                         const float *wmask, const float *b, int co, int pos, const uint32_t *wait_flags, int n_wait,
-                         uint32_t wait_tag, uint32_t *flag, uint32_t tag, float *sm) {
+// C1 / C2: output channel co of a conv row (sea_cnn_cuda.cu decode_conv_kernel): input rows pos-4, pos-2 from the
+// ring at in_off of the state (earlier steps'), row pos from the LL words in; out: LL words, and the ring at out_off
+// (slot pos % 8) unless out_off = SIZE_MAX.
+__device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t out_off, const uint64_t *in,
+                         uint64_t *out, const float *w, const float *wmask, const float *b, int co, int pos,
+                         uint32_t wait_tag, uint32_t tag, float *sm) {
     using namespace sea;
     const Dims &d = ss.d;
     const int C = d.C, W4 = d.W4, tid = threadIdx.x, n_img = C * W4;
     const int G = kDecodeConvThreads / W4;
     float *rows = sm, *taps = sm + 3 * n_img, *part = taps + 9 * C;
-    for (int i = tid; i < 9 * C; i += kComputeThreads) {
-        const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;
-        taps[i] = wmask ? w[at] * wmask[at] : w[at];
-    }
+    stage_batched<4>(
+        9 * C,
+        [&](int i) {
+            const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;
+            return wmask ? __ldg(w + at) * __ldg(wmask + at) : __ldg(w + at);
+        },
+        [&](int i, float v) { taps[i] = v; });
     const float *ring = reinterpret_cast<const float *>(state + in_off);
-    for (int a = 0; a < 2; ++a) {
-        const int row = pos - 4 + 2 * a;
-        const float *src = ring + (size_t)(row < 0 ? 0 : row % kHistoryRows) * n_img;
-        for (int i = tid; i < n_img; i += kComputeThreads) rows[a * n_img + i] = row >= 0 ? src[i] : 0.0f;
-    }
-    sea_wait_flags(wait_flags, n_wait, wait_tag);
-    const float *src = ring + (size_t)(pos % kHistoryRows) * n_img;
-    for (int i = tid; i < n_img; i += kComputeThreads) rows[2 * n_img + i] = __ldcg(src + i);
-    compute_sync();
+    const float *r0 = ring + (size_t)((pos - 4) & (kHistoryRows - 1)) * n_img;
+    const float *r1 = ring + (size_t)((pos - 2) & (kHistoryRows - 1)) * n_img;
+    stage_batched<8>(
+        2 * n_img,
+        [&](int i) {
+            const int a = i / n_img;  // rows before position 0 are the causal zero padding
+            return pos - 4 + 2 * a < 0 ? 0.0f : (a == 0 ? r0 : r1)[i - a * n_img];
+        },
+        [&](int i, float v) { rows[i] = v; });
+    ll_floats_to_smem(rows + 2 * n_img, in, n_img, wait_tag);  // ends with a barrier
     decode_conv_partial(part, rows, taps, tid, G, d);
     compute_sync();
     if (tid < W4) {
-        float *dst = out_off == SIZE_MAX
-                         ? conv2
-                         : reinterpret_cast<float *>(state + out_off) + (size_t)(pos % kHistoryRows) * n_img;
-        dst[(size_t)co * W4 + tid] = decode_conv_output(part, b[co], tid, G, W4);
+        const float y = decode_conv_output(part, b[co], tid, G, W4);
+        if (out_off != SIZE_MAX) {
+            reinterpret_cast<float *>(state + out_off)[(size_t)(pos % kHistoryRows) * n_img + (size_t)co * W4 + tid] = y;
+        }
+        ll_store(out + (size_t)co * W4 + tid, __float_as_uint(y), tag);
     }
-    sea_post_flag(flag, tag);
 }
 
 // S: the CNN output rows of every head and the grouped top-k (sea_cnn_cuda.cu decode_cnn_output_topk_kernel, with
@@ -988,28 +1019,25 @@ __device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t o
 // step's own key and value from the LL words) -> head h's attention output as LL words.
 __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &p, const char *state,
                                       const PersistentLayer &L, const PersistentDecodeShape &sh, const Handoff &ho,
-                                      int layer, int h, int pos, int seq, const float *conv2, const uint32_t *wait_flags,
-                                      int n_wait, const SeaKeep &keep, float *sm) {
+                                      const SeaHandoff &sho, int layer, int h, int pos, int seq, const SeaKeep &keep,
+                                      float *sm) {
     using namespace sea;
     const Dims &d = ss.d;
     const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize;
     const int K = d.K, n = d.H * K, n_words = d.H * d.KW;
-    // [H·K] keys | [H·KW] mask words | [H][C] w4 | [K] windows | [C·W4] conv2 row | [8][K/4] narrow | offs [K+1] |
+    const float *w4 = sea_operands_w4(sm);
+    const int2 *win = sea_operands_win(sm, d);
+    // After the operands: [C·W4] conv2 row | [H·K] keys | [H·KW] mask words | [8][K/4] narrow | offs [K+2] |
     // parts [8][66] | TopkShared
-    uint32_t *keys = reinterpret_cast<uint32_t *>(sm);
+    float *yt = sm + sea_operand_bytes(d) / 4;
+    uint32_t *keys = reinterpret_cast<uint32_t *>(yt + d.C * d.W4);
     uint32_t *mw = keys + n;
-    float *w4 = reinterpret_cast<float *>(mw + n_words + (n + n_words) % 2);
-    int2 *win = reinterpret_cast<int2 *>(w4 + d.H * d.C);
-    float *yt = reinterpret_cast<float *>(win + K);
-    float *narrow = yt + d.C * d.W4;
+    float *narrow = reinterpret_cast<float *>(mw + n_words);
     int *offs = reinterpret_cast<int *>(narrow + kComputeWarps * d.W4);
     float *parts = reinterpret_cast<float *>(offs + K + 2);
     auto *tsh = reinterpret_cast<TopkShared<kComputeThreads> *>(parts + kComputeWarps * (kHeadDim + 2));
-    stage_cnn_output_operands<kComputeThreads>(w4, win, 0, d.H, p, d);
     for (int i = tid; i < n_words; i += kComputeThreads) mw[i] = 0u;
-    sea_wait_flags(wait_flags, n_wait, ho.wait_tag(layer, 0));
-    for (int i = tid; i < d.C * d.W4; i += kComputeThreads) yt[i] = __ldcg(conv2 + i);
-    compute_sync();
+    ll_floats_to_smem(yt, sho.conv2, d.C * d.W4, ho.wait_tag(layer, 0));  // ends with a barrier
     for (int hh = warp; hh < d.H; hh += kComputeWarps) {  // uniform across the warp
         float *logit = reinterpret_cast<float *>(keys + (size_t)hh * K);
         cnn_output_row(logit, narrow + warp * d.W4, yt, p, d, hh, w4 + hh * d.C, win);
@@ -1035,37 +1063,52 @@ __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &
         float l_all, a0, a1;
         sparse_parts_merge<kComputeWarps>(l_all, a0, a1, parts);
         const float *vsum = reinterpret_cast<const float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
-        const SparseRowMix mx{make_float2(keep.gate[0], keep.gate[1]),
-                              make_float2(__ldcg(vsum + 2 * lane), __ldcg(vsum + 2 * lane + 1))};
+        const SparseRowMix mx{make_float2(keep.gate[0], keep.gate[1]), make_float2(vsum[2 * lane], vsum[2 * lane + 1])};
         const float2 o = sparse_row_values(pos, offs[K], l_all, a0, a1, mx);
         ll_store(ho.attn + (size_t)h * (kHeadDim / 2) + lane, pack_half2_bits(o.x, o.y), ho.tag(layer, 1));
     }
 }
 
 // Phase 2 of a SEA layer: this block's sub-phases, in order (each waits only on earlier ones: no deadlock).
-__device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const PersistentLayer &L, const PersistentDecodeShape &sh,
-                                    const PersistentDecodeArgs &a, const Handoff &ho, int layer, float *conv2,
-                                    uint32_t *flags, float *sm, SeaKeep &keep) {
+__device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const PersistentLayer &L,
+                                                 const PersistentDecodeShape &sh, const PersistentDecodeArgs &a,
+                                                 const Handoff &ho, const SeaHandoff &sho, int layer, float *sm,
+                                                 SeaKeep &keep, long long *prof) {
     const PersistentSeaLayer &SL = *L.sea;
     const SeaDeviceParams &p = SL.p;
     char *state = SL.states + (long long)a.seq * ss.state_stride;
     const int H = sh.H, G = (int)gridDim.x, b = (int)blockIdx.x;
-    uint32_t *est_flags = flags, *c1_flags = flags + H, *c2_flags = flags + 3 * H;
     const uint32_t tag = ho.tag(layer, 0), wait = ho.wait_tag(layer, 0);
-    if (b < H) sea_estimator(ss, p, state, ho, sh.C, layer, b, a.pos, sm, keep, est_flags + b);
+    float *work = sm + sea_operand_bytes(ss.d) / 4;  // past the CNN output's operands
+    long long t0 = prof ? clock64() : 0;
+    const auto span = [&](int i) {  // SEAOPT_PERSISTENT_PROFILE: thread 0's time since the last span
+        if (prof) {
+            const long long t = clock64();
+            prof[i] += t - t0;
+            t0 = t;
+        }
+    };
+    if (b < H) {
+        sea_stage_operands(p, ss.d, sm);
+        sea_estimator(ss, p, state, ho, sho, sh.C, layer, b, a.pos, work, keep);
+        span(13);
+    }
     for (int co = ((b - H) % G + G) % G; co < 2 * H; co += G) {
-        compute_sync();  // sm is free
-        sea_conv(ss, state, ss.S.image_ring, ss.S.conv1_ring, nullptr, p.conv1_w, p.conv1_mask, p.conv1_b, co, a.pos,
-                 est_flags, H, wait, c1_flags + co, tag, sm);
+        compute_sync();  // work is free
+        sea_conv(ss, state, ss.S.image_ring, ss.S.conv1_ring, sho.image, sho.conv1, p.conv1_w, p.conv1_mask, p.conv1_b,
+                 co, a.pos, wait, tag, work);
+        span(14);
     }
     for (int co = ((b - 3 * H) % G + G) % G; co < 2 * H; co += G) {
         compute_sync();
-        sea_conv(ss, state, ss.S.conv1_ring, SIZE_MAX, conv2, p.conv2_w, p.conv2_mask, p.conv2_b, co, a.pos, c1_flags,
-                 2 * H, wait, c2_flags + co, tag, sm);
+        sea_conv(ss, state, ss.S.conv1_ring, SIZE_MAX, sho.conv1, sho.conv2, p.conv2_w, p.conv2_mask, p.conv2_b, co,
+                 a.pos, wait, tag, work);
+        span(15);
     }
     if (b < H) {
         compute_sync();
-        sea_select_and_attend(ss, p, state, L, sh, ho, layer, b, a.pos, a.seq, conv2, c2_flags, 2 * H, keep, sm);
+        sea_select_and_attend(ss, p, state, L, sh, ho, sho, layer, b, a.pos, a.seq, keep, sm);
+        span(16);
     }
 }
 
@@ -1133,8 +1176,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     const Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
                      reinterpret_cast<uint64_t *>(scratch + sl.attn), reinterpret_cast<uint64_t *>(scratch + sl.ff),
                      tag_base, mode == kModeNoHandoverWaits ? (1u << 30) : 0u};
-    float *sea_conv2 = reinterpret_cast<float *>(scratch + sl.sea_conv2);
-    uint32_t *sea_flags = reinterpret_cast<uint32_t *>(scratch + sl.sea_flags);
+    const size_t sea_words = align256(8 * (size_t)sh.sea_image_floats) / 8;
+    const SeaHandoff sho{reinterpret_cast<uint64_t *>(scratch + sl.sea), reinterpret_cast<uint64_t *>(scratch + sl.sea) + sea_words,
+                         reinterpret_cast<uint64_t *>(scratch + sl.sea) + 2 * sea_words};
 
     if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
         uint32_t cs = 0;
@@ -1201,9 +1245,10 @@ __global__ void __launch_bounds__(kThreads, 1)
     const size_t head_stride = (size_t)sh.n_ctx * D;
     const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * D;
     // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block (kPersistentProfileNames).
-    long long prof_spans[kPersistentProfileSpans];
+    constexpr int kSpans = kSea ? kPersistentProfileSpans : kPersistentProfileSpans - 4;  // the dense kernels: no SEA spans
+    long long prof_spans[kSpans];
 #pragma unroll
-    for (int k = 0; k < kPersistentProfileSpans; ++k) prof_spans[k] = 0;
+    for (int k = 0; k < kSpans; ++k) prof_spans[k] = 0;
     long long *const prof = a.profile != nullptr && threadIdx.x == 0 ? prof_spans : nullptr;
     const long long t_start = prof ? clock64() : 0;
     long long t0 = 0;
@@ -1226,9 +1271,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
         if (kSea && L.sea != nullptr) {
             if constexpr (kSea) {
-                SEAOPT_SPAN(4, sea_attention_phase(ss, L, sh, a, ho, l, sea_conv2, sea_flags,
-                                                   reinterpret_cast<float *>(smem + kHeaderBytes),
-                                                   *reinterpret_cast<SeaKeep *>(smem + kOffAttnAcc)))
+                SEAOPT_SPAN(4, sea_attention_phase(ss, L, sh, a, ho, sho, l, reinterpret_cast<float *>(smem + kHeaderBytes),
+                                                   *reinterpret_cast<SeaKeep *>(smem + kOffAttnAcc), prof))
             }
         } else {
             SEAOPT_SPAN(4, attention_phase<D>(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
@@ -1258,7 +1302,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         prof[0] += clock64() - t_start;
         long long *p = a.profile + (size_t)kPersistentProfileSpans * blockIdx.x;
 #pragma unroll
-        for (int k = 0; k < kPersistentProfileSpans; ++k) p[k] += prof[k];
+        for (int k = 0; k < kSpans; ++k) p[k] += prof[k];
     }
 #endif
 }
@@ -1277,16 +1321,17 @@ PersistentKernel kernel_for(int head_dim, int C, bool sea) {
     return nullptr;
 }
 
-// Shared memory (bytes) the SEA sub-phases need from the GEMV vector and row parts.
+// Shared memory (bytes) the SEA sub-phases need from the GEMV vector and row parts: the CNN output's operands, then
+// the largest sub-phase's buffers.
 size_t sea_phase_smem_bytes(const sea::Dims &d) {
     const size_t est = ((size_t)sea::kMaxFeatures * (sea::kHeadDim + 1) + 2 * sea::kHeadDim + 2 * sea::kMaxFeatures +
-                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + sea::kMaxK / 2 + 4) * 4;
+                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + sea::kMaxK + 4) * 4;
     const size_t conv = ((size_t)3 * d.C * d.W4 + 9 * (size_t)d.C + sea::kDecodeConvThreads) * 4;
     const size_t n = (size_t)d.H * d.K, n_words = (size_t)d.H * d.KW;
-    const size_t sel = (n + n_words + (n + n_words) % 2) * 4 + (size_t)d.H * d.C * 4 + (size_t)d.K * 8 +
-                       (size_t)d.C * d.W4 * 4 + (size_t)kComputeWarps * d.W4 * 4 + ((size_t)d.K + 2) * 4 +
-                       (size_t)kComputeWarps * (sea::kHeadDim + 2) * 4 + sizeof(sea::TopkShared<kComputeThreads>);
-    return std::max({est, conv, sel});
+    const size_t sel = (size_t)d.C * d.W4 * 4 + (n + n_words) * 4 + (size_t)kComputeWarps * d.W4 * 4 +
+                       ((size_t)d.K + 2) * 4 + (size_t)kComputeWarps * (sea::kHeadDim + 2) * 4 +
+                       sizeof(sea::TopkShared<kComputeThreads>);
+    return sea_operand_bytes(d) + std::max({est, conv, sel});
 }
 
 }  // namespace

@@ -87,10 +87,11 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, 
 uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape);
 
 // SEAOPT_PERSISTENT_PROFILE: clock64 spans of thread 0 per block, summed over steps ([grid][spans]).
-constexpr int kPersistentProfileSpans = 13;
+// The SEA spans split "attention" of SEA layers into its sub-phases (each with its wait), in the blocks that run them.
+constexpr int kPersistentProfileSpans = 17;
 inline constexpr const char *kPersistentProfileNames[kPersistentProfileSpans] = {
     "total", "gemv", "full-wait", "ll-wait", "attention", "gemv-setup", "gemv-loop", "gemv-epilogue",
-    "qkv", "out", "fc1", "fc2", "head"};
+    "qkv", "out", "fc1", "fc2", "head", "sea-estimator", "sea-conv1", "sea-conv2", "sea-select"};
 
 struct PersistentDecodeArgs {
     const PersistentLayer *layers = nullptr;  // device array [n_layer]

@@ -146,7 +146,7 @@ __global__ void __launch_bounds__(kOutWarps * kWarpSize)
     __syncthreads();
     if (h >= d.H) return;  // uniform across the warp
     float *logit = s_logit[warp];
-    cnn_output_row(logit, s_narrow[warp], s_row, p, d, h, w4 + warp * d.C, win);
+    cnn_output_row(logit, s_narrow[warp], s_row, p.conv4_b[h], p.cnn_norm2_w, p.cnn_norm2_b, d, w4 + warp * d.C, win);
     float *dst = probs + ((size_t)t * d.H + h) * d.K;
     for (int x = lane; x < d.K; x += kWarpSize) dst[x] = logit[x];
 }
@@ -369,7 +369,7 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     const float *yt = y + (size_t)r * d.C * d.W4;
     for (int h = warp; h < d.H; h += kDecodeTopkWarps) {  // uniform across the warp
         float *logit = reinterpret_cast<float *>(keys + (size_t)h * K);
-        cnn_output_row(logit, s_narrow[warp], yt, p, d, h, w4 + h * d.C, win);
+        cnn_output_row(logit, s_narrow[warp], yt, p.conv4_b[h], p.cnn_norm2_w, p.cnn_norm2_b, d, w4 + h * d.C, win);
         float *dst = probs + ((size_t)r * d.H + h) * K;
         for (int x = lane; x < K; x += kWarpSize) {
             const float v = logit[x];

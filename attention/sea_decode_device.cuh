@@ -104,14 +104,15 @@ static __device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, i
     }
 }
 
-// One (t, h) row on one warp (the decode's kernel): yt the conv2 row of t ([2H][K/4]); w4h head h's C staged weights
-// and win the staged windows (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
+// One (t, h) row on one warp (the decode's kernel): yt the conv2 row of t ([2H][K/4]); bias the 1×1 conv's bias of
+// head h, norm_w / norm_b LayerNorm_K's (cnn_norm2); w4h head h's C staged weights and win the staged windows
+// (stage_cnn_output_operands); narrow (K/4 floats) and logit (K floats) warp-private
 // scratch; leaves Â[t, h, ·] in logit. The prefill's K = 64 runs a thread per row instead (cnn_output_row_k64).
-static __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, const SeaDeviceParams &p,
-                               const Dims &d, int h, const float *w4h, const int2 *win) {
+static __device__ void cnn_output_row(float *logit, float *narrow, const float *__restrict__ yt, float bias,
+                                      const float *norm_w, const float *norm_b, const Dims &d, const float *w4h,
+                                      const int2 *win) {
     const int lane = threadIdx.x % kWarpSize;
     const int C = d.C, W4 = d.W4, K = d.K;
-    const float bias = p.conv4_b[h];
     if (W4 <= kWarpSize / 2) {
         // Half-warps take the even and the odd channels of column x = lane % 16, then add.
         const int x = lane % (kWarpSize / 2), half = lane / (kWarpSize / 2);
@@ -147,7 +148,7 @@ static __device__ void cnn_output_row(float *logit, float *narrow, const float *
     const float rstd = 1.0f / sqrtf(warp_reduce_sum(sq) / (float)K + kLayerNormEps);
     float mx = -INFINITY;
     for (int x = lane; x < K; x += kWarpSize) {
-        const float v = (logit[x] - mean) * rstd * p.cnn_norm2_w[x] + p.cnn_norm2_b[x];
+        const float v = (logit[x] - mean) * rstd * norm_w[x] + norm_b[x];
         logit[x] = v;
         mx = fmaxf(mx, v);
     }

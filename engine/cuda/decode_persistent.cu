@@ -799,6 +799,8 @@ struct ComputeSync {
     __device__ void operator()() const { compute_sync(); }
 };
 
+constexpr int kSeaPrefetchMaxPos = 512;  // as model/opt_cuda.cpp's default for the kernel-per-op step
+
 // What lives from E to S in block h (the header's attention area, unused by SEA layers).
 struct SeaKeep {
     float q[sea::kHeadDim];     // q · 1/8, fp32 (the sparse attention's query)
@@ -836,14 +838,19 @@ __device__ __forceinline__ void ll_floats_to_smem(float *dst, const uint64_t *sr
     vector_to_smem(reinterpret_cast<__half *>(dst), src, 2 * n, tag);  // 32 bits a word, whatever they hold
 }
 
-// The CNN output's operands: w ⊙ mask of the 1×1 conv [H][C] and the area windows [K] (stage_cnn_output_operands'
-// layout), staged by an S block at the start of the phase; bytes sea_operand_bytes(d).
+// The CNN output's operands, staged by an S block at the start of the phase (cnn_output_row reads each of them
+// once per row; from global memory that was a round trip each): w ⊙ mask of the 1×1 conv [H][C] and the area
+// windows [K] (stage_cnn_output_operands' layout), then LayerNorm_K's weight and bias [K] each and the conv's bias
+// [H] (+1: an even count); bytes sea_operand_bytes(d).
 __device__ __forceinline__ float *sea_operands_w4(float *sm) { return sm; }
 __device__ __forceinline__ int2 *sea_operands_win(float *sm, const sea::Dims &d) {
     return reinterpret_cast<int2 *>(sm + d.H * d.C);  // H·C = 2H² floats: 8-byte aligned
 }
+__device__ __forceinline__ float *sea_operands_norm(float *sm, const sea::Dims &d) {  // w [K], b [K], conv4_b [H]
+    return sm + d.H * d.C + 2 * d.K;
+}
 __host__ __device__ inline size_t sea_operand_bytes(const sea::Dims &d) {
-    return ((size_t)d.H * d.C + 2 * (size_t)d.K) * 4;
+    return ((size_t)d.H * d.C + 4 * (size_t)d.K + (size_t)(d.H + d.H % 2)) * 4;
 }
 
 __device__ void sea_stage_operands(const SeaDeviceParams &p, const sea::Dims &d, float *sm) {
@@ -855,6 +862,43 @@ __device__ void sea_stage_operands(const SeaDeviceParams &p, const sea::Dims &d,
     for (int x = threadIdx.x; x < d.K; x += kComputeThreads) {
         win[x] = make_int2(x * (d.K + 2) / d.K, ((x + 1) * (d.K + 2) + d.K - 1) / d.K);
     }
+    float *norm = sea_operands_norm(sm, d);
+    stage_batched<2>(
+        2 * d.K + d.H,
+        [&](int i) {
+            return __ldg(i < d.K ? p.cnn_norm2_w + i : i < 2 * d.K ? p.cnn_norm2_b + (i - d.K) : p.conv4_b + (i - 2 * d.K));
+        },
+        [&](int i, float v) { norm[i] = v; });
+}
+
+// An L2 prefetch of what a SEA layer's sub-phases read from its parameters (their first loads then hit L2 instead
+// of waiting behind the weight stream in HBM), by one thread at the layer's start.
+__device__ void sea_prefetch_parameters(const SeaDeviceParams &p, const sea::Dims &d) {
+    using namespace sea;
+    const auto pf = [](const float *x, size_t n) {
+        if (x != nullptr) bulk_prefetch_l2(x, (uint32_t)(n * 4 + 15) / 16 * 16);
+    };
+    const size_t conv = (size_t)d.C * d.C * kConvStoredTaps;
+    pf(p.enc_w, (size_t)kEncHidden * kEncIn);
+    pf(p.dec_row_w, (size_t)d.KH * kEncHidden);
+    pf(p.performer_proj, (size_t)d.m * kHeadDim);
+    pf(p.conv1_w, conv);
+    pf(p.conv1_mask, conv);
+    pf(p.conv2_w, conv);
+    pf(p.conv2_mask, conv);
+    pf(p.conv4_w, (size_t)d.H * d.C);
+    pf(p.conv4_mask, (size_t)d.H * d.C);
+    // The small ones: biases, LayerNorms, gates.
+    pf(p.enc_b, kEncHidden);
+    pf(p.enc_norm_w, kEncHidden);
+    pf(p.enc_norm_b, kEncHidden);
+    pf(p.scaler_w, 2 * kEncHidden);
+    pf(p.scaler_b, 2);
+    pf(p.dec_row_b, d.KH);
+    pf(p.cnn_norm1_w, d.W4);
+    pf(p.cnn_norm1_b, d.W4);
+    pf(p.conv1_b, d.C);
+    pf(p.conv2_b, d.C);
 }
 
 // E: the estimator row of head h (sea_decode_cuda.cu decode_estimator_kernel, one block of 256 threads there too).
@@ -871,12 +915,14 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     float *z = X + kEncIn;                        // 128
     float *R = z + kEncHidden;                    // K/2
     float *img = R + kMaxK / 2;                   // the two image channels, 2·K/4
-    float *s_den = img + kMaxK / 2;
+    float *norm1 = img + kMaxK / 2;               // LayerNorm_{K/4}'s weight and bias, K/4 each
+    float *s_den = norm1 + kMaxK / 2;
     // Before the handover wait: the projection, the state's old column and Σv, the positional row (weights, and
     // what this layer's previous step left).
     stage_batched<12>(
         m * kHeadDim, [&](int i) { return __ldg(p.performer_proj + i); },
         [&](int i, float v) { w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = v; });
+    if (tid < 2 * d.W4) norm1[tid] = __ldg(tid < d.W4 ? p.cnn_norm1_w + tid : p.cnn_norm1_b + (tid - d.W4));
     const bool fresh = pos == 0;
     float *perf = reinterpret_cast<float *>(state + ss.S.perf) + (size_t)h * m * kStateCols;
     float *vsum = reinterpret_cast<float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
@@ -965,7 +1011,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     compute_sync();
     warp_gemv<kEncHidden, kComputeWarps, 8>(R, z, p.dec_row_w, p.dec_row_b, d.KH);
     compute_sync();
-    if (tid < 2) image_channel_layernorm(img + tid * d.W4, R + tid * d.W4, d.W4, p.cnn_norm1_w, p.cnn_norm1_b);
+    if (tid < 2) image_channel_layernorm(img + tid * d.W4, R + tid * d.W4, d.W4, norm1, norm1 + d.W4);
     compute_sync();
     if (tid < 2 * d.W4) {  // channels 2h, 2h + 1: into the ring (later steps' rows) and to C1
         const int at = 2 * h * d.W4 + tid;
@@ -1027,6 +1073,7 @@ __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &
     const int K = d.K, n = d.H * K, n_words = d.H * d.KW;
     const float *w4 = sea_operands_w4(sm);
     const int2 *win = sea_operands_win(sm, d);
+    const float *norm = sea_operands_norm(sm, d);
     // After the operands: [C·W4] conv2 row | [H·K] keys | [H·KW] mask words | [8][K/4] narrow | offs [K+2] |
     // parts [8][66] | TopkShared
     float *yt = sm + sea_operand_bytes(d) / 4;
@@ -1040,7 +1087,7 @@ __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &
     ll_floats_to_smem(yt, sho.conv2, d.C * d.W4, ho.wait_tag(layer, 0));  // ends with a barrier
     for (int hh = warp; hh < d.H; hh += kComputeWarps) {  // uniform across the warp
         float *logit = reinterpret_cast<float *>(keys + (size_t)hh * K);
-        cnn_output_row(logit, narrow + warp * d.W4, yt, p, d, hh, w4 + hh * d.C, win);
+        cnn_output_row(logit, narrow + warp * d.W4, yt, norm[2 * K + hh], norm, norm + K, d, w4 + hh * d.C, win);
         for (int x = lane; x < K; x += kWarpSize) keys[(size_t)hh * K + x] = topk_order_key(logit[x]);
     }
     compute_sync();
@@ -1089,6 +1136,13 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
         }
     };
     if (b < H) {
+        // The head's cached keys and values into L2 for the sparse attention at the phase's end, where they are few
+        // (as the kernel-per-op step's SeaKvCache::prefetch_max_pos).
+        if (threadIdx.x == 0 && a.pos > 0 && a.pos <= kSeaPrefetchMaxPos) {
+            const size_t at = ((size_t)a.seq * H + b) * (size_t)sh.n_ctx * sea::kHeadDim;
+            bulk_prefetch_l2(L.k_cache + at, (uint32_t)a.pos * sea::kHeadDim * 2u);
+            bulk_prefetch_l2(L.v_cache + at, (uint32_t)a.pos * sea::kHeadDim * 2u);
+        }
         sea_stage_operands(p, ss.d, sm);
         sea_estimator(ss, p, state, ho, sho, sh.C, layer, b, a.pos, work, keep);
         span(13);
@@ -1263,6 +1317,9 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
+        if constexpr (kSea) {
+            if (L.sea != nullptr && blockIdx.x == gridDim.x - 1 && threadIdx.x == 0) sea_prefetch_parameters(L.sea->p, ss.d);
+        }
         const LnParams<V4> ln1 = load_ln_params<V4>(L.ln1_w, L.ln1_b, C);
         if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
@@ -1325,7 +1382,7 @@ PersistentKernel kernel_for(int head_dim, int C, bool sea) {
 // the largest sub-phase's buffers.
 size_t sea_phase_smem_bytes(const sea::Dims &d) {
     const size_t est = ((size_t)sea::kMaxFeatures * (sea::kHeadDim + 1) + 2 * sea::kHeadDim + 2 * sea::kMaxFeatures +
-                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + sea::kMaxK + 4) * 4;
+                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + 3 * sea::kMaxK / 2 + 4) * 4;
     const size_t conv = ((size_t)3 * d.C * d.W4 + 9 * (size_t)d.C + sea::kDecodeConvThreads) * 4;
     const size_t n = (size_t)d.H * d.K, n_words = (size_t)d.H * d.KW;
     const size_t sel = (size_t)d.C * d.W4 * 4 + (n + n_words) * 4 + (size_t)kComputeWarps * d.W4 * 4 +

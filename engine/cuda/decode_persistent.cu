@@ -903,7 +903,9 @@ __device__ void sea_prefetch_parameters(const SeaDeviceParams &p, const sea::Dim
 
 // E: the estimator row of head h (sea_decode_cuda.cu decode_estimator_kernel, one block of 256 threads there too).
 __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char *state, const Handoff &ho,
-                              const SeaHandoff &sho, int C, int layer, int h, int pos, float *sm, SeaKeep &keep) {
+                              const SeaHandoff &sho, int C, int layer, int h, int pos, float *sm, SeaKeep &keep,
+                              long long *prof) {
+    const long long t_start = prof ? clock64() : 0;
     using namespace sea;
     const Dims &d = ss.d;
     const int tid = threadIdx.x, m = d.m;
@@ -943,6 +945,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
         do {
             asm volatile("ld.volatile.global.u64 %0, [%1];" : "=l"(word) : "l"(src) : "memory");
         } while (!ll_ready(word, tag));
+        if (prof) prof[17] += clock64() - t_start;  // thread 0: q's first word
         const uint32_t bits = (uint32_t)word;
         const float2 f = half2_bits_to_float2(bits);
         if (which == 0) {
@@ -1066,7 +1069,8 @@ __device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t o
 __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &p, const char *state,
                                       const PersistentLayer &L, const PersistentDecodeShape &sh, const Handoff &ho,
                                       const SeaHandoff &sho, int layer, int h, int pos, int seq, const SeaKeep &keep,
-                                      float *sm) {
+                                      float *sm, long long *prof) {
+    long long t0 = prof ? clock64() : 0;
     using namespace sea;
     const Dims &d = ss.d;
     const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize;
@@ -1085,6 +1089,11 @@ __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &
     auto *tsh = reinterpret_cast<TopkShared<kComputeThreads> *>(parts + kComputeWarps * (kHeadDim + 2));
     for (int i = tid; i < n_words; i += kComputeThreads) mw[i] = 0u;
     ll_floats_to_smem(yt, sho.conv2, d.C * d.W4, ho.wait_tag(layer, 0));  // ends with a barrier
+    if (prof) {
+        const long long t = clock64();
+        prof[18] += t - t0;
+        t0 = t;
+    }
     for (int hh = warp; hh < d.H; hh += kComputeWarps) {  // uniform across the warp
         float *logit = reinterpret_cast<float *>(keys + (size_t)hh * K);
         cnn_output_row(logit, narrow + warp * d.W4, yt, norm[2 * K + hh], norm, norm + K, d, w4 + hh * d.C, win);
@@ -1092,6 +1101,7 @@ __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &
     }
     compute_sync();
     topk_select<kComputeThreads>(keys, mw, n, row_budget(pos, d), K, d.KW, *tsh, ComputeSync{});
+    if (prof) prof[19] += clock64() - t0;
     // Head h's keys.
     const int row_len = pos + 1;
     const float s = cell_scale(pos, d);
@@ -1122,7 +1132,7 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
                                                  const Handoff &ho, const SeaHandoff &sho, int layer, float *sm,
                                                  SeaKeep &keep, long long *prof) {
     const PersistentSeaLayer &SL = *L.sea;
-    const SeaDeviceParams &p = SL.p;
+    const SeaDeviceParams p = SL.p;  // by value: read through the table, each use was a dependent global load
     char *state = SL.states + (long long)a.seq * ss.state_stride;
     const int H = sh.H, G = (int)gridDim.x, b = (int)blockIdx.x;
     const uint32_t tag = ho.tag(layer, 0), wait = ho.wait_tag(layer, 0);
@@ -1144,7 +1154,7 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
             bulk_prefetch_l2(L.v_cache + at, (uint32_t)a.pos * sea::kHeadDim * 2u);
         }
         sea_stage_operands(p, ss.d, sm);
-        sea_estimator(ss, p, state, ho, sho, sh.C, layer, b, a.pos, work, keep);
+        sea_estimator(ss, p, state, ho, sho, sh.C, layer, b, a.pos, work, keep, prof);
         span(13);
     }
     for (int co = ((b - H) % G + G) % G; co < 2 * H; co += G) {
@@ -1161,7 +1171,7 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
     }
     if (b < H) {
         compute_sync();
-        sea_select_and_attend(ss, p, state, L, sh, ho, sho, layer, b, a.pos, a.seq, keep, sm);
+        sea_select_and_attend(ss, p, state, L, sh, ho, sho, layer, b, a.pos, a.seq, keep, sm, prof);
         span(16);
     }
 }
@@ -1299,7 +1309,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const size_t head_stride = (size_t)sh.n_ctx * D;
     const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * D;
     // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block (kPersistentProfileNames).
-    constexpr int kSpans = kSea ? kPersistentProfileSpans : kPersistentProfileSpans - 4;  // the dense kernels: no SEA spans
+    constexpr int kSpans = kSea ? kPersistentProfileSpans : 13;  // the dense kernels: no SEA spans
     long long prof_spans[kSpans];
 #pragma unroll
     for (int k = 0; k < kSpans; ++k) prof_spans[k] = 0;

@@ -87,11 +87,13 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, 
 uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape);
 
 // SEAOPT_PERSISTENT_PROFILE: clock64 spans of thread 0 per block, summed over steps ([grid][spans]).
-// The SEA spans split "attention" of SEA layers into its sub-phases (each with its wait), in the blocks that run them.
-constexpr int kPersistentProfileSpans = 17;
+// The SEA spans split "attention" of SEA layers into its sub-phases (each with its wait), in the blocks that run them;
+// of them, the estimator's wait for q, k, v, the select's wait for the conv2 row, and the select's CNN output + top-k.
+constexpr int kPersistentProfileSpans = 20;
 inline constexpr const char *kPersistentProfileNames[kPersistentProfileSpans] = {
     "total", "gemv", "full-wait", "ll-wait", "attention", "gemv-setup", "gemv-loop", "gemv-epilogue",
-    "qkv", "out", "fc1", "fc2", "head", "sea-estimator", "sea-conv1", "sea-conv2", "sea-select"};
+    "qkv", "out", "fc1", "fc2", "head", "sea-estimator", "sea-conv1", "sea-conv2", "sea-select",
+    "sea-estimator-wait", "sea-select-wait", "sea-select-topk"};
 
 struct PersistentDecodeArgs {
     const PersistentLayer *layers = nullptr;  // device array [n_layer]

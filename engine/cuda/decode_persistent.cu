@@ -838,6 +838,25 @@ __device__ __forceinline__ void ll_floats_to_smem(float *dst, const uint64_t *sr
     vector_to_smem(reinterpret_cast<__half *>(dst), src, 2 * n, tag);  // 32 bits a word, whatever they hold
 }
 
+// A long wait (the SEA sub-phases, and the attention output of a SEA layer, which every block waits for through the
+// whole SEA chain): warp 0 polls one word of each of n writers (words[i·stride]), sleeping between polls, until all
+// carry tag; the block then reads the data, by then ready, in one pass. (Every thread spinning on its words for tens
+// of microseconds kept the L2 busy for everyone.) Ends with a barrier.
+__device__ void ll_prewait(const uint64_t *words, int n, int stride, uint32_t tag) {
+    if (threadIdx.x < kWarpSize) {
+        for (int i = threadIdx.x; i < n; i += kWarpSize) {
+            const uint64_t *p = words + (size_t)i * stride;
+            uint64_t w;
+            while (true) {
+                asm volatile("ld.volatile.global.u64 %0, [%1];" : "=l"(w) : "l"(p) : "memory");
+                if (ll_ready(w, tag)) break;
+                __nanosleep(128);
+            }
+        }
+    }
+    compute_sync();
+}
+
 // The CNN output's operands, staged by an S block at the start of the phase (cnn_output_row reads each of them
 // once per row; from global memory that was a round trip each): w ⊙ mask of the 1×1 conv [H][C] and the area
 // windows [K] (stage_cnn_output_operands' layout), then LayerNorm_K's weight and bias [K] each and the conv's bias
@@ -1026,9 +1045,10 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
 // C1 / C2: output channel co of a conv row (sea_cnn_cuda.cu decode_conv_kernel): input rows pos-4, pos-2 from the
 // ring at in_off of the state (earlier steps'), row pos from the LL words in; out: LL words, and the ring at out_off
 // (slot pos % 8) unless out_off = SIZE_MAX.
+// in_per_writer: the input row's words per writing block (2·K/4 from E, K/4 from C1).
 __device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t out_off, const uint64_t *in,
-                         uint64_t *out, const float *w, const float *wmask, const float *b, int co, int pos,
-                         uint32_t wait_tag, uint32_t tag, float *sm) {
+                         int in_per_writer, uint64_t *out, const float *w, const float *wmask, const float *b, int co,
+                         int pos, uint32_t wait_tag, uint32_t tag, float *sm) {
     using namespace sea;
     const Dims &d = ss.d;
     const int C = d.C, W4 = d.W4, tid = threadIdx.x, n_img = C * W4;
@@ -1051,6 +1071,7 @@ __device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t o
             return pos - 4 + 2 * a < 0 ? 0.0f : (a == 0 ? r0 : r1)[i - a * n_img];
         },
         [&](int i, float v) { rows[i] = v; });
+    ll_prewait(in + in_per_writer - 1, n_img / in_per_writer, in_per_writer, wait_tag);
     ll_floats_to_smem(rows + 2 * n_img, in, n_img, wait_tag);  // ends with a barrier
     decode_conv_partial(part, rows, taps, tid, G, d);
     compute_sync();
@@ -1088,6 +1109,7 @@ __device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &
     float *parts = reinterpret_cast<float *>(offs + K + 2);
     auto *tsh = reinterpret_cast<TopkShared<kComputeThreads> *>(parts + kComputeWarps * (kHeadDim + 2));
     for (int i = tid; i < n_words; i += kComputeThreads) mw[i] = 0u;
+    ll_prewait(sho.conv2 + d.W4 - 1, d.C, d.W4, ho.wait_tag(layer, 0));
     ll_floats_to_smem(yt, sho.conv2, d.C * d.W4, ho.wait_tag(layer, 0));  // ends with a barrier
     if (prof) {
         const long long t = clock64();
@@ -1159,14 +1181,14 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
     }
     for (int co = ((b - H) % G + G) % G; co < 2 * H; co += G) {
         compute_sync();  // work is free
-        sea_conv(ss, state, ss.S.image_ring, ss.S.conv1_ring, sho.image, sho.conv1, p.conv1_w, p.conv1_mask, p.conv1_b,
-                 co, a.pos, wait, tag, work);
+        sea_conv(ss, state, ss.S.image_ring, ss.S.conv1_ring, sho.image, 2 * ss.d.W4, sho.conv1, p.conv1_w, p.conv1_mask,
+                 p.conv1_b, co, a.pos, wait, tag, work);
         span(14);
     }
     for (int co = ((b - 3 * H) % G + G) % G; co < 2 * H; co += G) {
         compute_sync();
-        sea_conv(ss, state, ss.S.conv1_ring, SIZE_MAX, sho.conv1, sho.conv2, p.conv2_w, p.conv2_mask, p.conv2_b, co,
-                 a.pos, wait, tag, work);
+        sea_conv(ss, state, ss.S.conv1_ring, SIZE_MAX, sho.conv1, ss.d.W4, sho.conv2, p.conv2_w, p.conv2_mask, p.conv2_b,
+                 co, a.pos, wait, tag, work);
         span(15);
     }
     if (b < H) {
@@ -1216,6 +1238,18 @@ __global__ void __launch_bounds__(kThreads, 1)
     __syncthreads();
 
     if (threadIdx.x >= kComputeThreads) {  // the producer warp
+        if constexpr (kSea) {
+            // Lane 1: the L2 prefetch of SEA layers' parameters, layer l by block l % G, at the step's start (on
+            // the compute warps, its chain of loads and prefetches had delayed a block's qkv rows by ~15 us).
+            if (threadIdx.x == kComputeThreads + 1) {
+                for (int l = (int)blockIdx.x; l < sh.n_layer; l += (int)gridDim.x) {
+                    if (a.layers[l].sea != nullptr) {
+                        const SeaDeviceParams pv = a.layers[l].sea->p;
+                        sea_prefetch_parameters(pv, ss.d);
+                    }
+                }
+            }
+        }
         if (threadIdx.x == kComputeThreads) {
             if (evict_first) ring.policy = make_l2_evict_first_policy();
             uint32_t c = 0;
@@ -1327,9 +1361,6 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
-        if constexpr (kSea) {
-            if (L.sea != nullptr && blockIdx.x == gridDim.x - 1 && threadIdx.x == 0) sea_prefetch_parameters(L.sea->p, ss.d);
-        }
         const LnParams<V4> ln1 = load_ln_params<V4>(L.ln1_w, L.ln1_b, C);
         if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
@@ -1345,6 +1376,9 @@ __global__ void __launch_bounds__(kThreads, 1)
             SEAOPT_SPAN(4, attention_phase<D>(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
         }
         compute_sync();  // the attention's shared memory and xin are free
+        if constexpr (kSea) {
+            if (L.sea != nullptr) ll_prewait(ho.attn + D / 2 - 1, sh.H, D / 2, ho.wait_tag(l, 1));  // the SEA chain
+        }
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
         SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, out_epi, prof))

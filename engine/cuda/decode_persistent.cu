@@ -921,7 +921,7 @@ __device__ void sea_prefetch_parameters(const SeaDeviceParams &p, const sea::Dim
 }
 
 // E: the estimator row of head h (sea_decode_cuda.cu decode_estimator_kernel, one block of 256 threads there too).
-__device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char *state, const Handoff &ho,
+__device__ __noinline__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char *state, const Handoff &ho,
                               const SeaHandoff &sho, int C, int layer, int h, int pos, float *sm, SeaKeep &keep,
                               long long *prof) {
     const long long t_start = prof ? clock64() : 0;
@@ -929,7 +929,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     const Dims &d = ss.d;
     const int tid = threadIdx.x, m = d.m;
     float *w_perf = sm;                           // [m][65]
-    float *xq = w_perf + kMaxFeatures * (kHeadDim + 1), *xk = xq + kHeadDim;
+    float *xq = w_perf + m * (kHeadDim + 1), *xk = xq + kHeadDim;
     float *phq = xk + kHeadDim, *phk = phq + kMaxFeatures;
     float *vc = phk + kMaxFeatures;               // [E_pos ; v ; 1], 129 (+3)
     float *X = vc + kStateCols + 3;               // [C_perf ; v], 192
@@ -938,6 +938,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     float *img = R + kMaxK / 2;                   // the two image channels, 2·K/4
     float *norm1 = img + kMaxK / 2;               // LayerNorm_{K/4}'s weight and bias, K/4 each
     float *s_den = norm1 + kMaxK / 2;
+    float *old = s_den + 4;                       // the state's old sums [m][129] (in registers they spilled)
     // Before the handover wait: the projection, the state's old column and Σv, the positional row (weights, and
     // what this layer's previous step left).
     stage_batched<12>(
@@ -947,11 +948,8 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
     const bool fresh = pos == 0;
     float *perf = reinterpret_cast<float *>(state + ss.S.perf) + (size_t)h * m * kStateCols;
     float *vsum = reinterpret_cast<float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
-    float old[kMaxFeatures];
-    if (tid < kStateCols) {
-#pragma unroll
-        for (int j = 0; j < kMaxFeatures; ++j) old[j] = (j < m && !fresh) ? perf[(size_t)j * kStateCols + tid] : 0.0f;
-    }
+    stage_batched<12>(
+        m * kStateCols, [&](int i) { return fresh ? 0.0f : perf[i]; }, [&](int i, float v) { old[i] = v; });
     const int which = tid / kWarpSize, w = tid % kWarpSize;  // tid < 96: word w of q (0), k (1) or v (2)
     float2 vsum_old = make_float2(0.0f, 0.0f);
     if (which == 2 && !fresh) vsum_old = make_float2(vsum[2 * w], vsum[2 * w + 1]);
@@ -1007,7 +1005,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
 #pragma unroll
         for (int j = 0; j < kMaxFeatures; ++j) {
             if (j < m) {
-                const float nv = fmaf(phk[j], ve, old[j]);
+                const float nv = fmaf(phk[j], ve, old[j * kStateCols + e]);
                 perf[(size_t)j * kStateCols + e] = nv;
                 acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
             }
@@ -1046,7 +1044,7 @@ __device__ void sea_estimator(const SeaStep &ss, const SeaDeviceParams &p, char 
 // ring at in_off of the state (earlier steps'), row pos from the LL words in; out: LL words, and the ring at out_off
 // (slot pos % 8) unless out_off = SIZE_MAX.
 // in_per_writer: the input row's words per writing block (2·K/4 from E, K/4 from C1).
-__device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t out_off, const uint64_t *in,
+__device__ __noinline__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t out_off, const uint64_t *in,
                          int in_per_writer, uint64_t *out, const float *w, const float *wmask, const float *b, int co,
                          int pos, uint32_t wait_tag, uint32_t tag, float *sm) {
     using namespace sea;
@@ -1087,7 +1085,7 @@ __device__ void sea_conv(const SeaStep &ss, char *state, size_t in_off, size_t o
 // S: the CNN output rows of every head and the grouped top-k (sea_cnn_cuda.cu decode_cnn_output_topk_kernel, with
 // 8 warps instead of 32), then head h's sparse attention (sea_sparse_cuda.cu decode_sparse_attention_kernel, the
 // step's own key and value from the LL words) -> head h's attention output as LL words.
-__device__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &p, const char *state,
+__device__ __noinline__ void sea_select_and_attend(const SeaStep &ss, const SeaDeviceParams &p, const char *state,
                                       const PersistentLayer &L, const PersistentDecodeShape &sh, const Handoff &ho,
                                       const SeaHandoff &sho, int layer, int h, int pos, int seq, const SeaKeep &keep,
                                       float *sm, long long *prof) {
@@ -1425,8 +1423,9 @@ PersistentKernel kernel_for(int head_dim, int C, bool sea) {
 // Shared memory (bytes) the SEA sub-phases need from the GEMV vector and row parts: the CNN output's operands, then
 // the largest sub-phase's buffers.
 size_t sea_phase_smem_bytes(const sea::Dims &d) {
-    const size_t est = ((size_t)sea::kMaxFeatures * (sea::kHeadDim + 1) + 2 * sea::kHeadDim + 2 * sea::kMaxFeatures +
-                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + 3 * sea::kMaxK / 2 + 4) * 4;
+    const size_t est = ((size_t)d.m * (sea::kHeadDim + 1) + 2 * sea::kHeadDim + 2 * sea::kMaxFeatures +
+                        sea::kStateCols + 3 + sea::kEncIn + sea::kEncHidden + 3 * sea::kMaxK / 2 + 4 +
+                        (size_t)d.m * sea::kStateCols) * 4;
     const size_t conv = ((size_t)3 * d.C * d.W4 + 9 * (size_t)d.C + sea::kDecodeConvThreads) * 4;
     const size_t n = (size_t)d.H * d.K, n_words = (size_t)d.H * d.KW;
     const size_t sel = (size_t)d.C * d.W4 * 4 + (n + n_words) * 4 + (size_t)kComputeWarps * d.W4 * 4 +

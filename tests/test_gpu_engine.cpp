@@ -27,16 +27,21 @@ int run(const std::vector<std::string> &args) {
     return r.exited ? r.status : -1;
 }
 
-// A random checkpoint made by seaopt-make-tiny-checkpoint with these shape flags, converted to fp16 GGUF.
-std::string make_model(const std::string &name, const std::vector<std::string> &shape) {
+// A random checkpoint made by seaopt-make-tiny-checkpoint with these shape flags, converted to fp16 GGUF; with_sea:
+// with a random SEA estimator (fp32 safetensors) imported by the converter.
+std::string make_model(const std::string &name, const std::vector<std::string> &shape, bool with_sea = false,
+                       const std::string &seed = "3") {
     const std::string dir = seaopt_test::temp_dir() + "/" + name + "-hf", out = seaopt_test::temp_dir() + "/" + name + ".gguf";
-    const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/";
+    const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/", sea = dir + "/sea.safetensors";
     std::vector<std::string> make{bin + "seaopt-make-tiny-checkpoint", "--out", dir, "--tokenizer-dir",
-                                  std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", "3"};
-    make.insert(make.end(), shape.begin(), shape.end());
-    if (run(make) != 0 || run({bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--no-progress"}) != 0) {
-        throw std::runtime_error("cannot make the test model " + name);
+                                  std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", seed};
+    std::vector<std::string> convert{bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--no-progress"};
+    if (with_sea) {
+        make.insert(make.end(), {"--sea", sea, "--sea-layout", "safetensors", "--sea-dtype", "f32"});
+        convert.insert(convert.end(), {"--sea", sea});
     }
+    make.insert(make.end(), shape.begin(), shape.end());
+    if (run(make) != 0 || run(convert) != 0) throw std::runtime_error("cannot make the test model " + name);
     return out;
 }
 
@@ -554,25 +559,13 @@ TEST(GpuEngine, SeaDeviceMemoryMatchesThePlan) {
 
 // SEA inside the persistent decode kernel (engine/cuda/decode_persistent.cu: a SEA layer's estimator, convs, CNN
 // output + grouped top-k and sparse attention as sub-phases of the step) at OPT-1.3B's layer and head shapes (32
-// heads of 64, K 64, a random estimator), 2 layers, against the kernel-per-op SEA decode (SEAOPT_PERSISTENT_SEA=0):
+// heads of 64, K 64, a random estimator), 2 layers, against the kernel-per-op SEA decode (SEAOPT_PERSISTENT_SEA=0,
+// the default):
 // a 64-token prefill then 300 one-token steps (the prefill's state continued), and a sequence decoded one token at a
 // time from position 0 (fresh state, the conv rows before 0); SEA on both layers and on layer 1 only (a dense layer
-// and a SEA layer in one step). The two paths' GEMVs round differently, so q, k and v may differ by an fp16 ulp and a
+// and a SEA layer in one step). The SEA path inside the kernel is opt-in (SEAOPT_PERSISTENT_SEA=1: still slower).
+// The two paths' GEMVs round differently, so q, k and v may differ by an fp16 ulp and a
 // query with a top-k margin that small may keep another cell: the row rule of SeaMatchesTheCpuEngine.
-std::string make_sea_model(const std::string &name, const std::vector<std::string> &shape) {
-    const std::string dir = seaopt_test::temp_dir() + "/" + name + "-hf", out = seaopt_test::temp_dir() + "/" + name + ".gguf";
-    const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/", sea = dir + "/sea.safetensors";
-    std::vector<std::string> make{bin + "seaopt-make-tiny-checkpoint", "--out", dir, "--tokenizer-dir",
-                                  std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", "5", "--sea", sea,
-                                  "--sea-layout", "safetensors", "--sea-dtype", "f32"};
-    make.insert(make.end(), shape.begin(), shape.end());
-    if (run(make) != 0 ||
-        run({bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--sea", sea, "--no-progress"}) != 0) {
-        throw std::runtime_error("cannot make the test model " + name);
-    }
-    return out;
-}
-
 struct SeaContext {
     seaopt_context *ctx = nullptr;
     SeaContext(seaopt_model *model, const char *layers, bool persistent_sea) {
@@ -581,7 +574,7 @@ struct SeaContext {
         cp.n_seq_max = 2;
         cp.attention = SEAOPT_ATTENTION_SEA;
         cp.sea_layers = layers;
-        if (!persistent_sea) setenv("SEAOPT_PERSISTENT_SEA", "0", 1);
+        setenv("SEAOPT_PERSISTENT_SEA", persistent_sea ? "1" : "0", 1);
         const seaopt_status st = seaopt_context_new(model, &cp, &ctx);
         unsetenv("SEAOPT_PERSISTENT_SEA");
         EXPECT_EQ(st, SEAOPT_OK) << seaopt_last_error();
@@ -598,7 +591,8 @@ struct SeaContext {
 
 TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
     const std::string path =
-        make_sea_model("opt1.3b-sea", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"});
+        make_model("opt1.3b-sea", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"}, true,
+                   "5");
     seaopt_model_params mp = seaopt_model_default_params();
     mp.device = SEAOPT_DEVICE_CUDA;
     seaopt_model *model = nullptr;

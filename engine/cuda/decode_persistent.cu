@@ -28,6 +28,8 @@
 //      range writes the output, several write partials (m, l, acc[head_dim]) and the last of the
 //      head's blocks (atomicInc on the head's counter, which wraps back to zero) merges them in range
 //      order (deterministic);
+//      (a SEA layer runs the SEA decode instead, as sub-phases over the blocks: see "SEA attention inside
+//      the step" below; its output goes out as the dense attention's does);
 //   3. x += W_o·attn + b_o;   4. ff = relu(W_fc1·LN2(x) + b);   5. x += W_fc2·ff + b.
 // Then LN_final(x) and logits = W_head·LN_final(x) (plain stores, into mapped host memory unless
 // SEAOPT_PERSISTENT_ZERO_COPY=0: the host reads them after the kernel), and where asked each block's greedy

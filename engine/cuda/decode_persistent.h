@@ -17,8 +17,10 @@
 // tg128 ~856 t/s against the captured kernel-per-op step's ~706-723, and ~737 against ~639 at depth
 // 1,920 (docs/development.md). Built for heads of 64, 80 and 128 and hidden sizes up to 4,096 (5,120
 // with heads of 128): OPT-125m, 1.3B, 2.7B, 6.7B, 13B. Where the shape or the device does not fit
-// (persistent_decode_plan says why: post-LN OPT-350m, SEA, pre-sm_90 GPUs), the engine keeps the
-// kernel-per-op path.
+// (persistent_decode_plan says why: post-LN OPT-350m, pre-sm_90 GPUs), the engine keeps the kernel-per-op
+// path. SEA layers can run inside the step too (PersistentLayer::sea; heads of 64; a kernel instantiation of
+// its own): correct, but slower than the kernel-per-op SEA step so far, so the engine asks for it only with
+// SEAOPT_PERSISTENT_SEA=1 (model/opt_cuda.cpp; docs/development.md has the measurements).
 #pragma once
 
 #include <cstdint>

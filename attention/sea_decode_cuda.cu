@@ -121,33 +121,13 @@ __global__ void __launch_bounds__(kThreads)
         vsum[tid] = vsum_old + vv;
     }
     __syncthreads();
-    // Features: threads 0..m-1 for q, 64..64+m-1 for k.
-    if (tid < 2 * kHeadDim) {
-        const int j = tid % kHeadDim;
-        const float *xs = tid < kHeadDim ? xq : xk;
-        if (j < m) {
-            const float *wj = w_perf + j * (kHeadDim + 1);
-            float acc = 0.0f;
-#pragma unroll 16
-            for (int dd = 0; dd < kHeadDim; ++dd) acc = fmaf(xs[dd], wj[dd], acc);
-            (tid < kHeadDim ? phq : phk)[j] = fmaxf(acc, 0.0f) + kFeatureEps;
-        }
-    }
+    decode_features(phq, phk, xq, xk, w_perf, m, tid);
     __syncthreads();
     // The state's column e (S_kv[·][e], or S_k in column 128) += φ(k) · V_cat[e]; the numerator (denominator).
     // The m old values of the column were loaded before the PDL wait.
     if (tid < kStateCols) {
         const int e = tid;
-        float acc = 0.0f;
-        const float ve = vc[e];
-#pragma unroll
-        for (int j = 0; j < kMaxFeatures; ++j) {
-            if (j < m) {
-                const float nv = fmaf(phk[j], ve, old[j]);
-                perf[(size_t)j * kStateCols + e] = nv;
-                acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
-            }
-        }
+        const float acc = performer_state_column(perf, phq, phk, vc[e], e, m, [&](int j) { return old[j]; });
         if (e == kVcat) {
             s_den = acc;
         } else {

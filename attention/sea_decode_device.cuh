@@ -47,6 +47,40 @@ __device__ __forceinline__ void warp_gemv(float *out, const float *x, const floa
     }
 }
 
+// Performer features of a decode row (sea.md §2.3) by threads 0..m-1 (φ(q)) and 64..64+m-1 (φ(k)): xq, xk the
+// normalised q and k, w_perf the projection staged [m][65].
+__device__ __forceinline__ void decode_features(float *phq, float *phk, const float *xq, const float *xk,
+                                                const float *w_perf, int m, int tid) {
+    if (tid < 2 * kHeadDim) {
+        const int j = tid % kHeadDim;
+        const float *xs = tid < kHeadDim ? xq : xk;
+        if (j < m) {
+            const float *wj = w_perf + j * (kHeadDim + 1);
+            float acc = 0.0f;
+#pragma unroll 16
+            for (int dd = 0; dd < kHeadDim; ++dd) acc = fmaf(xs[dd], wj[dd], acc);
+            (tid < kHeadDim ? phq : phk)[j] = fmaxf(acc, 0.0f) + kFeatureEps;
+        }
+    }
+}
+
+// The Performer step on state column e (S_kv[·][e], or S_k in column 128): perf[j][e] = old(j) + φ(k)_j · ve for
+// j < m (written back), and the column's φ(q)-weighted sum (+1e-6 in S_k's), returned.
+template <typename Old>
+__device__ __forceinline__ float performer_state_column(float *perf, const float *phq, const float *phk, float ve,
+                                                        int e, int m, const Old &old) {
+    float acc = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kMaxFeatures; ++j) {
+        if (j < m) {
+            const float nv = fmaf(phk[j], ve, old(j));
+            perf[(size_t)j * kStateCols + e] = nv;
+            acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
+        }
+    }
+    return acc;
+}
+
 // ---- causal convs (sea_cnn_cuda.cu) ----
 
 inline constexpr int kDecodeConvThreads = 128;  // threads that sum one decode conv output channel

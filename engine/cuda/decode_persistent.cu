@@ -987,31 +987,12 @@ __device__ __noinline__ void sea_estimator(const SeaStep &ss, const SeaDevicePar
         }
     }
     compute_sync();
-    // Features: threads 0..m-1 for q, 64..64+m-1 for k.
-    if (tid < 2 * kHeadDim) {
-        const int j = tid % kHeadDim;
-        const float *xs = tid < kHeadDim ? xq : xk;
-        if (j < m) {
-            const float *wj = w_perf + j * (kHeadDim + 1);
-            float acc = 0.0f;
-#pragma unroll 16
-            for (int dd = 0; dd < kHeadDim; ++dd) acc = fmaf(xs[dd], wj[dd], acc);
-            (tid < kHeadDim ? phq : phk)[j] = fmaxf(acc, 0.0f) + kFeatureEps;
-        }
-    }
+    decode_features(phq, phk, xq, xk, w_perf, m, tid);
     compute_sync();
     if (tid < kStateCols) {
         const int e = tid;
-        float acc = 0.0f;
-        const float ve = vc[e];
-#pragma unroll
-        for (int j = 0; j < kMaxFeatures; ++j) {
-            if (j < m) {
-                const float nv = fmaf(phk[j], ve, old[j * kStateCols + e]);
-                perf[(size_t)j * kStateCols + e] = nv;
-                acc = fmaf(phq[j], e == kVcat ? nv + kLinearAttnEps : nv, acc);
-            }
-        }
+        const float acc =
+            performer_state_column(perf, phq, phk, vc[e], e, m, [&](int j) { return old[j * kStateCols + e]; });
         if (e == kVcat) {
             *s_den = acc;
         } else {

@@ -138,6 +138,11 @@ struct SeaStep {
     long long state_stride;
 };
 
+// Bytes of the CNN output's operands that a SEA layer's S blocks stage (see sea_operands_w4 and the two after it).
+__host__ __device__ inline size_t sea_operand_bytes(const sea::Dims &d) {
+    return ((size_t)d.H * d.C + 4 * (size_t)d.K + (size_t)(d.H + d.H % 2)) * 4;
+}
+
 // ---- device helpers ----------------------------------------------------------------------------
 
 
@@ -869,9 +874,6 @@ __device__ __forceinline__ int2 *sea_operands_win(float *sm, const sea::Dims &d)
 }
 __device__ __forceinline__ float *sea_operands_norm(float *sm, const sea::Dims &d) {  // w [K], b [K], conv4_b [H]
     return sm + d.H * d.C + 2 * d.K;
-}
-__host__ __device__ inline size_t sea_operand_bytes(const sea::Dims &d) {
-    return ((size_t)d.H * d.C + 4 * (size_t)d.K + (size_t)(d.H + d.H % 2)) * 4;
 }
 
 __device__ void sea_stage_operands(const SeaDeviceParams &p, const sea::Dims &d, float *sm) {

@@ -801,6 +801,8 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
 // the ring meanwhile fills with the out-projection's rows. Shared memory: the GEMV vector and row parts (free
 // between GEMVs): the CNN output's operands first (staged at the phase's start by the S blocks), then each
 // sub-phase's buffers; the header's attention area for what lives from E to S (q, the own k and v, the gates).
+// Correct, but on H100 slower than the kernel-per-op SEA step (tg128 358 against 514 t/s; the chain takes ~66 us a
+// layer here against ~25 there: docs/development.md), so model/opt_cuda.cpp runs it only with SEAOPT_PERSISTENT_SEA=1.
 
 struct ComputeSync {
     __device__ void operator()() const { compute_sync(); }

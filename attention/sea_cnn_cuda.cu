@@ -396,8 +396,7 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
     float *rows = dsm, *taps = dsm + 3 * C * W4, *part = taps + 9 * C;
     // The taps are weights: staged before waiting for the kernel before (engine/cuda/pdl.cuh).
     for (int i = tid; i < 9 * C; i += kDecodeConvThreads) {
-        const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;  // live rows 0..2 of the [5][3] kernel
-        taps[i] = wmask ? w[at] * wmask[at] : w[at];
+        taps[i] = decode_conv_tap(w, wmask, co, i, C);
     }
     // Rows pos-4 and pos-2 of the input ring were written by this layer's earlier calls, which have completed when
     // this kernel starts (see the decode estimator kernel, sea_decode_cuda.cu): staged before the wait too. Row pos

@@ -85,6 +85,13 @@ __device__ __forceinline__ float performer_state_column(float *perf, const float
 
 inline constexpr int kDecodeConvThreads = 128;  // threads that sum one decode conv output channel
 
+// Tap i of output channel co as the decode convs stage them ([C][9]: input channel i / 9, live kernel rows 0..2 of
+// the stored [5][3]), w ⊙ mask (wmask may be null).
+__device__ __forceinline__ float decode_conv_tap(const float *w, const float *wmask, int co, int i, int C) {
+    const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;
+    return wmask ? w[at] * wmask[at] : w[at];
+}
+
 // One conv output channel of a decode row, as causal_conv_kernel sums it: rows [3][C][W4] (input rows p-4, p-2, p;
 // zeros before position 0) and taps [C][9] (w ⊙ mask, live kernel rows 0..2) in shared memory. Thread tid < G·W4,
 // (g, x) = (tid / W4, tid % W4), sums input channels g, g + G, ... at column x into part[g][x]; after a barrier,
@@ -119,23 +126,28 @@ __device__ __forceinline__ float decode_conv_output(const float *part, float bia
 
 // ---- CNN output (sea_cnn_cuda.cu) ----
 
-// The operands of cnn_output_row that depend on the parameters only, staged once per block by its threads (the first kThreads): the
+// The operands of cnn_output_row that depend on the parameters only, staged once per block by all its threads: the
 // 1×1 conv's weights w ⊙ mask of heads h0 .. h0+nh-1 ([nh][C]) and each output column's "area" window [start, end)
 // of padded columns ([K]); the rows then read shared memory instead of two global loads per weight and two integer
 // divisions per column. Their bytes: cnn_output_operand_floats(d, nh) floats, 8-byte aligned.
 __host__ __device__ inline int cnn_output_operand_floats(const Dims &d, int nh) { return nh * d.C + 2 * d.K; }
 
-template <int kThreads = 0>  // the staging threads: 0 = the block (blockDim.x)
+// The 1×1 conv's weight (w ⊙ mask) at flat index at = head·C + channel, and output column x's "area" window
+// [start, end) of padded columns: the two operands stage_cnn_output_operands stages (the persistent decode kernel
+// stages them too, its loads batched).
+__device__ __forceinline__ float cnn_output_weight(const SeaDeviceParams &p, int at) {
+    return p.conv4_mask ? p.conv4_w[at] * p.conv4_mask[at] : p.conv4_w[at];
+}
+__device__ __forceinline__ int2 cnn_output_window(int x, int K) {
+    return make_int2(x * (K + 2) / K, ((x + 1) * (K + 2) + K - 1) / K);
+}
+
 static __device__ void stage_cnn_output_operands(float *w4, int2 *win, int h0, int nh, const SeaDeviceParams &p,
                                                  const Dims &d) {
-    const unsigned n_threads = kThreads > 0 ? (unsigned)kThreads : blockDim.x;
-    for (int i = threadIdx.x; i < nh * d.C; i += n_threads) {
-        const int at = h0 * d.C + i;  // head h0 + i / C, channel i % C
-        w4[i] = p.conv4_mask ? p.conv4_w[at] * p.conv4_mask[at] : p.conv4_w[at];
+    for (int i = threadIdx.x; i < nh * d.C; i += blockDim.x) {
+        w4[i] = cnn_output_weight(p, h0 * d.C + i);  // head h0 + i / C, channel i % C
     }
-    for (int x = threadIdx.x; x < d.K; x += n_threads) {
-        win[x] = make_int2(x * (d.K + 2) / d.K, ((x + 1) * (d.K + 2) + d.K - 1) / d.K);
-    }
+    for (int x = threadIdx.x; x < d.K; x += blockDim.x) win[x] = cnn_output_window(x, d.K);
 }
 
 // One (t, h) row on one warp (the decode's kernel): yt the conv2 row of t ([2H][K/4]); bias the 1×1 conv's bias of

@@ -374,12 +374,13 @@ uint64_t persistent_table_bytes(const OptHparams &hp, bool sea) {
 // the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");
+    const char *sea_env = std::getenv("SEAOPT_PERSISTENT_SEA");
     std::string why;
     if (env && std::string(env) == "0") {
         why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
-    } else if (s.sea_any && !(std::getenv("SEAOPT_PERSISTENT_SEA") && std::string(std::getenv("SEAOPT_PERSISTENT_SEA")) == "1")) {
+    } else if (s.sea_any && !(sea_env && std::string(sea_env) == "1")) {
         why = "SEA attention: the per-op SEA step is faster for now (SEAOPT_PERSISTENT_SEA=1 runs SEA inside the kernel)";
     } else {
         cuda::PersistentDecodeShape &sh = s.persistent_shape;
@@ -863,6 +864,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                                              : reinterpret_cast<float *>(s.buffer("logits"));
         a.scratch = s.persistent_scratch;
         a.argmax_parts = s.pinned_argmax_on_device;
+        a.sea_prefetch_max_pos = s.sea_prefetch_max_pos;
         // SEAOPT_PERSISTENT_PROFILE=1: per-block clock spans of thread 0, summed over the steps and
         // logged (WARN) when the context is freed: where a step's time goes (docs/development.md).
         static const bool profile = std::getenv("SEAOPT_PERSISTENT_PROFILE") != nullptr;

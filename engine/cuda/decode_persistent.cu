@@ -808,8 +808,6 @@ struct ComputeSync {
     __device__ void operator()() const { compute_sync(); }
 };
 
-constexpr int kSeaPrefetchMaxPos = 512;  // as model/opt_cuda.cpp's default for the kernel-per-op step
-
 // What lives from E to S in block h (the header's attention area, unused by SEA layers).
 struct SeaKeep {
     float q[sea::kHeadDim];     // q · 1/8, fp32 (the sparse attention's query)
@@ -881,12 +879,9 @@ __device__ __forceinline__ float *sea_operands_norm(float *sm, const sea::Dims &
 __device__ void sea_stage_operands(const SeaDeviceParams &p, const sea::Dims &d, float *sm) {
     float *w4 = sea_operands_w4(sm);
     stage_batched<8>(
-        d.H * d.C, [&](int i) { return p.conv4_mask ? __ldg(p.conv4_w + i) * __ldg(p.conv4_mask + i) : __ldg(p.conv4_w + i); },
-        [&](int i, float v) { w4[i] = v; });
+        d.H * d.C, [&](int i) { return sea::cnn_output_weight(p, i); }, [&](int i, float v) { w4[i] = v; });
     int2 *win = sea_operands_win(sm, d);
-    for (int x = threadIdx.x; x < d.K; x += kComputeThreads) {
-        win[x] = make_int2(x * (d.K + 2) / d.K, ((x + 1) * (d.K + 2) + d.K - 1) / d.K);
-    }
+    for (int x = threadIdx.x; x < d.K; x += kComputeThreads) win[x] = sea::cnn_output_window(x, d.K);
     float *norm = sea_operands_norm(sm, d);
     stage_batched<2>(
         2 * d.K + d.H,
@@ -1040,12 +1035,7 @@ __device__ __noinline__ void sea_conv(const SeaStep &ss, char *state, size_t in_
     const int G = kDecodeConvThreads / W4;
     float *rows = sm, *taps = sm + 3 * n_img, *part = taps + 9 * C;
     stage_batched<4>(
-        9 * C,
-        [&](int i) {
-            const size_t at = ((size_t)co * C + i / 9) * kConvStoredTaps + i % 9;
-            return wmask ? __ldg(w + at) * __ldg(wmask + at) : __ldg(w + at);
-        },
-        [&](int i, float v) { taps[i] = v; });
+        9 * C, [&](int i) { return decode_conv_tap(w, wmask, co, i, C); }, [&](int i, float v) { taps[i] = v; });
     const float *ring = reinterpret_cast<const float *>(state + in_off);
     const float *r0 = ring + (size_t)((pos - 4) & (kHistoryRows - 1)) * n_img;
     const float *r1 = ring + (size_t)((pos - 2) & (kHistoryRows - 1)) * n_img;
@@ -1155,7 +1145,7 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
     if (b < H) {
         // The head's cached keys and values into L2 for the sparse attention at the phase's end, where they are few
         // (as the kernel-per-op step's SeaKvCache::prefetch_max_pos).
-        if (threadIdx.x == 0 && a.pos > 0 && a.pos <= kSeaPrefetchMaxPos) {
+        if (threadIdx.x == 0 && a.pos > 0 && a.pos <= a.sea_prefetch_max_pos) {
             const size_t at = ((size_t)a.seq * H + b) * (size_t)sh.n_ctx * sea::kHeadDim;
             bulk_prefetch_l2(L.k_cache + at, (uint32_t)a.pos * sea::kHeadDim * 2u);
             bulk_prefetch_l2(L.v_cache + at, (uint32_t)a.pos * sea::kHeadDim * 2u);

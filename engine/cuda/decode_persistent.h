@@ -31,8 +31,6 @@
 
 namespace seaopt::cuda {
 
-// One pre-LN OPT layer as the kernel reads it (device pointers; biases feeding the fp32 residual
-// in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][head_dim] fp16 (head_dim 64, 80 or 128).
 // A SEA layer's attention as the kernel runs it (sea.md §2.12, the decode of attention/sea_cuda.h inside the step):
 // the estimator parameters and the layer's decode states, sequence s's at states + s·(the plan's sea_state_stride).
 struct PersistentSeaLayer {
@@ -40,6 +38,8 @@ struct PersistentSeaLayer {
     char *states = nullptr;
 };
 
+// One pre-LN OPT layer as the kernel reads it (device pointers; biases feeding the fp32 residual
+// in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][head_dim] fp16 (head_dim 64, 80 or 128).
 // sea: null for dense attention; else a device pointer to the layer's PersistentSeaLayer.
 struct PersistentLayer {
     const half_t *ln1_w, *ln1_b, *qkv_w, *qkv_b, *o_w;
@@ -85,7 +85,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &shape, 
 
 // Device scratch the step needs, zeroed once at allocation and kept between steps: per-head merge
 // counters, attention partials, the flagged handover buffers of x, q/k/v, attention and ff, and for SEA
-// the conv2 row and the flags of the estimator and conv phases.
+// those of the image, conv1 and conv2 rows.
 uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape);
 
 // SEAOPT_PERSISTENT_PROFILE: clock64 spans of thread 0 per block, summed over steps ([grid][spans]).
@@ -108,6 +108,9 @@ struct PersistentDecodeArgs {
     void *scratch = nullptr;   // persistent_decode_scratch_bytes, zeroed at allocation
     long long *profile = nullptr;  // [grid][kPersistentProfileSpans] clock sums (SEAOPT_PERSISTENT_PROFILE), or null
     int token = 0, pos = 0, seq = 0;
+    // SEA layers: a step at a position up to this pulls each head's cached keys and values into L2 for the sparse
+    // attention (as cuda::SeaKvCache::prefetch_max_pos for the kernel-per-op step); 0: never.
+    int sea_prefetch_max_pos = 0;
 };
 
 // Enqueues one step (token at position pos of sequence seq: K and V go to the cache, the logits to

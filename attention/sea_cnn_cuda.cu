@@ -352,7 +352,8 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     decode_cnn_output_topk_kernel(uint32_t *__restrict__ cell_mask, float *__restrict__ probs,
                                   const float *__restrict__ y, SeaDeviceParams p, Dims d) {
     // keys [H·K] (Â as floats first), then the row's mask words [H·KW], then the CNN output's operands
-    // (stage_cnn_output_operands; decode_cnn_output_topk_smem_bytes)
+    // (stage_cnn_output_operands), LayerNorm_K's weight and bias [2][K] and the row's conv2 output [C][K/4]
+    // (decode_cnn_output_topk_smem_bytes)
     extern __shared__ uint32_t dtk[];
     __shared__ float s_narrow[kDecodeTopkWarps][kMaxW4];
     __shared__ TopkShared<kDecodeTopkThreads> sh;
@@ -361,15 +362,42 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     uint32_t *keys = dtk, *mw = dtk + n;
     float *w4 = reinterpret_cast<float *>(dtk + n + n_words + (n + n_words) % 2);
     int2 *win = reinterpret_cast<int2 *>(w4 + d.H * d.C);  // H·C = 2H² is even
-    stage_cnn_output_operands(w4, win, 0, d.H, p, d);  // parameters only: before the wait
-    __syncthreads();
+    float *norm2 = reinterpret_cast<float *>(win + K), *yt = norm2 + 2 * K;
+    // Parameters only, before the wait: the 1×1 conv's operands, LayerNorm_K's weight and bias, the heads' biases.
+    stage_cnn_output_operands(w4, win, 0, d.H, p, d);
+    for (int x = tid; x < K; x += kDecodeTopkThreads) {
+        norm2[x] = p.cnn_norm2_w[x];
+        norm2[K + x] = p.cnn_norm2_b[x];
+    }
+    const float bias_first = warp < d.H ? p.conv4_b[warp] : 0.0f;  // the bias of this warp's first head
     pdl_wait();
     pdl_launch_dependents();
+    // The row's conv2 output, from the kernel just before: a block-wide batch of loads (C·K/4 floats, at K = 64 one a
+    // thread) before any store, where each warp's channel loop had made four round trips of its own.
+    {
+        constexpr int kBatch = 4;
+        const float *src = y + (size_t)r * d.C * d.W4;
+        const int n_y = d.C * d.W4;
+        for (int i0 = tid; i0 < n_y; i0 += kBatch * kDecodeTopkThreads) {
+            float v[kBatch];
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const int i = i0 + u * kDecodeTopkThreads;
+                v[u] = i < n_y ? src[i] : 0.0f;
+            }
+#pragma unroll
+            for (int u = 0; u < kBatch; ++u) {
+                const int i = i0 + u * kDecodeTopkThreads;
+                if (i < n_y) yt[i] = v[u];
+            }
+        }
+    }
     for (int i = tid; i < n_words; i += kDecodeTopkThreads) mw[i] = 0u;
-    const float *yt = y + (size_t)r * d.C * d.W4;
+    __syncthreads();
     for (int h = warp; h < d.H; h += kDecodeTopkWarps) {  // uniform across the warp
         float *logit = reinterpret_cast<float *>(keys + (size_t)h * K);
-        cnn_output_row(logit, s_narrow[warp], yt, p.conv4_b[h], p.cnn_norm2_w, p.cnn_norm2_b, d, w4 + h * d.C, win);
+        cnn_output_row(logit, s_narrow[warp], yt, h == warp ? bias_first : p.conv4_b[h], norm2, norm2 + K, d,
+                       w4 + h * d.C, win);
         float *dst = probs + ((size_t)r * d.H + h) * K;
         for (int x = lane; x < K; x += kWarpSize) {
             const float v = logit[x];
@@ -450,7 +478,8 @@ void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset
 }
 
 size_t decode_cnn_output_topk_smem_bytes(const Dims &d) {
-    return topk_smem_bytes(d) + (1 + (size_t)cnn_output_operand_floats(d, d.H)) * sizeof(float);
+    return topk_smem_bytes(d) +
+           (1 + (size_t)cnn_output_operand_floats(d, d.H) + 2 * (size_t)d.K + (size_t)d.C * d.W4) * sizeof(float);
 }
 
 bool cnn_output_topk_fused(const Dims &d) { return d.K == kOut64 && d.H <= kWarpSize; }

@@ -286,7 +286,7 @@ void sea_attention_decode_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams 
     sea::Dims d = sea::make_dims(cfg, rows.R);
     d.row_pos = rows.pos;
     check_shared_memory(who, std::max(sea::decode_cnn_output_topk_smem_bytes(d) + 12288,
-                                      sea::decode_estimator_smem_bytes(d) + 4096));
+                                      sea::decode_estimator_smem_bytes(d) + 8192));  // + static arrays
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
     sea::DecodeView v;

@@ -122,10 +122,19 @@ __device__ __forceinline__ int cell_edge(int c, float s, int row_len) {
     return v < row_len ? v : row_len;
 }
 
+// The parameters encoder_norm_gelu_gates reads: LayerNorm_128's weight and bias [128] each, W_s [2][128], b_s [2]
+// (the SeaDeviceParams arrays, or copies of them in shared memory).
+struct EncoderNormParams {
+    const float *norm_w, *norm_b, *scaler_w, *scaler_b;
+};
+__device__ __forceinline__ EncoderNormParams encoder_norm_params(const SeaDeviceParams &p) {
+    return {p.enc_norm_w, p.enc_norm_b, p.scaler_w, p.scaler_b};
+}
+
 // sea.md §2.4 and §2.9 for one (t, h) row, by one warp: zr (128 values in shared memory, the encoder's output
 // X W_encᵀ + b) becomes Z = GELU(LayerNorm_128(zr)) (exact erf GELU) in place, and the gate logits
 // [s_prob, s_mix] = Z W_sᵀ + b_s are returned in every lane (sea_cpu.cpp encoder_rows, gate_rows).
-__device__ __forceinline__ float2 encoder_norm_gelu_gates(float *zr, const SeaDeviceParams &p) {
+__device__ __forceinline__ float2 encoder_norm_gelu_gates(float *zr, const EncoderNormParams &p) {
     const int lane = threadIdx.x % kWarpSize;
     float vals[4], sum = 0.0f;
 #pragma unroll
@@ -143,7 +152,7 @@ __device__ __forceinline__ float2 encoder_norm_gelu_gates(float *zr, const SeaDe
 #pragma unroll
     for (int u = 0; u < 4; ++u) {
         const int o = lane + kWarpSize * u;
-        float y = (vals[u] - mean) * rstd * p.enc_norm_w[o] + p.enc_norm_b[o];
+        float y = (vals[u] - mean) * rstd * p.norm_w[o] + p.norm_b[o];
         y = 0.5f * y * (1.0f + erff(y * 0.70710678118654752f));
         zr[o] = y;
         g0 = fmaf(y, p.scaler_w[o], g0);

@@ -38,6 +38,11 @@ __global__ void __launch_bounds__(kThreads)
     __shared__ float z[kEncHidden];
     __shared__ float R[kMaxK / 2];
     __shared__ float norm1[2][kMaxK / 4];  // the image LayerNorm's gamma and beta
+    // The encoder's bias, LayerNorm_128's weight and bias, W_s [2][128] and b_s, and the row decoder's bias: read in
+    // the chain after the wait, each load from global memory a round trip (ordered behind the shared stores before
+    // it), so staged before the wait with the other parameters.
+    __shared__ float enc_b[kEncHidden], enc_norm[2][kEncHidden], scaler_w[2 * kEncHidden], scaler_b[2];
+    __shared__ float row_b[kMaxK / 2];
     __shared__ float s_den;
     extern __shared__ float4 wsm4[];  // the weights: W_enc [128][192], W_row [K/2][128], W_perf [m][65]
     float *w_enc = reinterpret_cast<float *>(wsm4), *w_row = w_enc + kEncHidden * kEncIn;
@@ -74,6 +79,15 @@ __global__ void __launch_bounds__(kThreads)
         norm1[0][tid] = p.cnn_norm1_w[tid];
         norm1[1][tid] = p.cnn_norm1_b[tid];
     }
+    if (tid < kEncHidden) {
+        enc_b[tid] = p.enc_b[tid];
+        enc_norm[0][tid] = p.enc_norm_w[tid];
+        enc_norm[1][tid] = p.enc_norm_b[tid];
+        scaler_w[tid] = p.scaler_w[tid];
+        scaler_w[kEncHidden + tid] = p.scaler_w[kEncHidden + tid];
+    }
+    if (tid < 2) scaler_b[tid] = p.scaler_b[tid];
+    if (tid < d.KH) row_b[tid] = p.dec_row_b[tid];
     // Also before the wait: the row's position and sequence (staged before the step's first kernel) and the
     // sequence's state as this layer's previous call left it -- the m old values of a state column, the old Σv, the
     // positional row. No kernel still running writes them: the kernels of a step call pdl_launch_dependents only
@@ -141,11 +155,11 @@ __global__ void __launch_bounds__(kThreads)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     if (bulk) mbar_wait(&wbar, 0);  // W_enc and W_row have landed (thread 0's mbarrier init is behind barriers)
 #endif
-    warp_gemv<kEncIn, kWarps, kOutsPerRound>(z, X, w_enc, p.enc_b, kEncHidden);
+    warp_gemv<kEncIn, kWarps, kOutsPerRound>(z, X, w_enc, enc_b, kEncHidden);
     __syncthreads();
     // LayerNorm_128 + exact GELU, and the gates (sea.md §2.9).
     if (warp == 0) {
-        const float2 gt = encoder_norm_gelu_gates(z, p);
+        const float2 gt = encoder_norm_gelu_gates(z, EncoderNormParams{enc_norm[0], enc_norm[1], scaler_w, scaler_b});
         if (lane == 0) {
             float *g = gates + ((size_t)r * d.H + h) * 2;
             g[0] = gt.x;
@@ -154,7 +168,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     // Row decoder (sea.md §2.5).
-    warp_gemv<kEncHidden, kWarps, kOutsPerRound>(R, z, w_row, p.dec_row_b, d.KH);
+    warp_gemv<kEncHidden, kWarps, kOutsPerRound>(R, z, w_row, row_b, d.KH);
     __syncthreads();
     // Channels 2h and 2h+1, LayerNorm over K/4 (sea.md §2.6 step 1), into the image ring.
     if (tid < 2) {

@@ -1004,7 +1004,7 @@ __device__ __noinline__ void sea_estimator(const SeaStep &ss, const SeaDevicePar
     warp_gemv<kEncIn, kComputeWarps, 8>(z, X, p.enc_w, p.enc_b, kEncHidden);
     compute_sync();
     if (tid < kWarpSize) {
-        const float2 gt = encoder_norm_gelu_gates(z, p);
+        const float2 gt = encoder_norm_gelu_gates(z, encoder_norm_params(p));
         if (tid == 0) {
             keep.gate[0] = gt.x;
             keep.gate[1] = gt.y;

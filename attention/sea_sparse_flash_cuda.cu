@@ -9,11 +9,11 @@
 //       block's bitmap is their union. Nothing the size of T × T exists: a bitmap is ⌈T/64/32⌉ words.
 //     Loop over the marked key blocks only (K and V by cp.async, two stages, the next marked block prefetched while
 //       this one is computed); a warp skips the maths of a block none of its rows selected, and of each 16-key group
-//       of a block none of its rows selected (their p are 0). On entering each segment of 16 key blocks, the tile's
-//       rows' selected keys in it go into shared memory as 64-bit words (row_key_words, two threads a row, 512 keys
-//       each: the cells that overlap, each kept cell's interval, or the per-cell cap's evenly spaced keys where
-//       (t+1)/K > k); per block and row, its word masks S = Q Kᵀ to -inf outside the selected keys; then the online
-//       softmax in fp32 (log2 domain) and O += P V with P rounded to fp16, as the dense kernel.
+//       of a block none of its rows selected (their p are 0). Per block and row, the
+//       64-bit set of its selected keys in the block (row_half_keys, two lanes a row, 32 keys each, through shared
+//       memory: the cells that overlap the half, each kept cell's interval, or the per-cell cap's evenly spaced keys
+//       where (t+1)/K > k) masks S = Q Kᵀ to -inf outside it; then the online softmax in fp32 (log2 domain) and
+//       O += P V with P rounded to fp16, as the dense kernel.
 //     End: C = (O / Σp) · σ(s_prob) (0 for a (query, head) without keys), out = σ(s_mix)·C + (1-σ(s_mix))·(Σ_{j≤t} v_j)
 //       /(t+1) (sparse_row_output's expressions), rounded to fp16; with debug pointers, each row's key count and key
 //       index sum, from the very bit sets that masked its scores. Launched with PDL: everything before the stores reads
@@ -45,13 +45,7 @@ constexpr int kRowBytes = (kHeadDim + 8) * 2;      // a shared row: 64 halves + 
 constexpr int kStageBytes = kFlashKeys * kRowBytes;
 constexpr int kVOffset = 2 * kStageBytes;          // K stages, then V stages
 constexpr int kQOffset = 2 * kVOffset;             // then the tile's q rows
-// A segment of keys whose selected-key bits per row sit in shared memory (row_key_words): 16 blocks of 64 keys, rows
-// 17 words apart (the 8 rows a warp's lanes read at once land in distinct banks). 8.5 KB, so four blocks still share
-// an SM.
-constexpr int kSegBlocks = 16;
-constexpr int kKeyWordsStride = kSegBlocks + 1;
-constexpr int kKeyWordsOffset = kQOffset + kFlashRows * kRowBytes;  // then the segment's key words
-constexpr int kMaskOffset = kKeyWordsOffset + kFlashRows * kKeyWordsStride * 8;  // then the mask rows, the bitmaps
+constexpr int kMaskOffset = kQOffset + kFlashRows * kRowBytes;  // then the tile's mask rows, then the bitmaps
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kFlashRows == 64 && kFlashKeys == 64 && kHeadDim == 64, "the index maths assume 64 rows, keys and dims");
 
@@ -70,7 +64,13 @@ __device__ __forceinline__ void load_rows64(uint32_t dst, const __half *src, lon
     }
 }
 
-// A capped cell's keys are worked out in 32-key windows (capped_cell_keys).
+// Bits lo .. hi-1 of a 32-bit word (0 <= lo < hi <= 32).
+__device__ __forceinline__ uint32_t bit_range(int lo, int hi) {
+    const uint32_t upto = hi >= 32 ? ~0u : ((1u << hi) - 1u);
+    return upto & ~((1u << lo) - 1u);
+}
+
+// Keys per half block: a row's selected keys in a block are worked out as two 32-key halves, by two lanes.
 constexpr int kHalfKeys = kFlashKeys / 2;
 
 // The keys of a capped cell [e0, e1) (longer than k) among keys j0 .. j0+31, as bits: key i of the cell is
@@ -98,56 +98,37 @@ __device__ __noinline__ uint32_t capped_cell_keys(int e0, int e1, int j0, int k)
     return bits;
 }
 
-// Bits lo .. hi-1 of a 64-bit word (0 <= lo < hi <= 64).
-__device__ __forceinline__ uint64_t bit_range64(int lo, int hi) {
-    const uint64_t upto = hi >= 64 ? ~0ull : ((1ull << hi) - 1ull);
-    return upto & ~((1ull << lo) - 1ull);
-}
-
-// The selected keys of query row t (mask words mrow) among keys j0 .. j0 + 64·n_words - 1 (j0 a multiple of 64), as
-// n_words 64-bit words to dst[0 ..): the cells that overlap the range, each kept cell's keys as
-// sea_expand_cells_to_keys emits them (its whole interval, or n = k keys at v1 - 1 - ⌊i·len/n⌋ when the interval is
-// longer than k). Words are stored in order as the walk passes them, so each selected cell is visited once per range
-// (the kernel before this one worked out every row's bits again for every 64-key block it visited).
-__device__ void row_key_words(uint64_t *dst, const uint32_t *mrow, int t, int j0, int n_words, const Dims &d) {
+// The selected keys of query row t (mask words mrow) among keys j0 .. j0+31, as bits 0..31: the cells that overlap
+// the block, each kept cell's keys as sea_expand_cells_to_keys emits them (its whole interval, or n = k keys at
+// v1 - 1 - ⌊i·len/n⌋ when the interval is longer than k).
+__device__ __forceinline__ uint32_t row_half_keys(const uint32_t *mrow, int t, int j0, const Dims &d) {
     const int len = t + 1, K = d.K;
-    int w = 0;
-    uint64_t bits = 0ull;
-    if (j0 < len) {
-        const float s = cell_scale(t, d);
-        // The cell holding key j0: an estimate, then walked to the c with edge(c) <= j0 < edge(c+1) (edges are
-        // monotone, so the walk is exact whatever the estimate's rounding).
-        int c = (int)__fdividef((float)j0, s);
-        c = c < 0 ? 0 : (c > K - 1 ? K - 1 : c);
-        while (c > 0 && cell_edge(c, s, len) > j0) --c;
-        int e1 = cell_edge(c + 1, s, len);
-        while (e1 <= j0 && c < K - 1) e1 = cell_edge(++c + 1, s, len);
-        int e0 = cell_edge(c, s, len);
-        const int jend = min(j0 + 64 * n_words, len);
-        for (; c < K && e0 < jend; ++c) {  // cell c = keys [e0, e1)
-            const int n_len = e1 - e0;
-            if (n_len > 0 && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
-                const int lo = max(e0, j0) - j0, hi = min(e1, jend) - j0;  // empty only where edge(K) < t + 1
-                if (n_len <= d.k) {
-                    for (int a = lo; a < hi;) {
-                        const int wa = a >> 6, b = min(hi, 64 * wa + 64);
-                        for (; w < wa; ++w, bits = 0ull) dst[w] = bits;
-                        bits |= bit_range64(a - 64 * wa, b - 64 * wa);
-                        a = b;
-                    }
-                } else {  // 32-key windows (never across the range's end, a multiple of 64 from j0)
-                    for (int a = lo & ~31; a < hi; a += 32) {
-                        const int wa = a >> 6;
-                        for (; w < wa; ++w, bits = 0ull) dst[w] = bits;
-                        bits |= (uint64_t)capped_cell_keys(e0, e1, j0 + a, d.k) << (a & 32);
-                    }
-                }
+    if (j0 >= len) return 0u;
+    const float s = cell_scale(t, d);
+    // The cell holding key j0: an estimate, then walked to the c with edge(c) <= j0 < edge(c+1) (edges are monotone,
+    // so the walk is exact whatever the estimate's rounding).
+    int c = (int)__fdividef((float)j0, s);
+    c = c < 0 ? 0 : (c > K - 1 ? K - 1 : c);
+    while (c > 0 && cell_edge(c, s, len) > j0) --c;
+    int e1 = cell_edge(c + 1, s, len);
+    while (e1 <= j0 && c < K - 1) e1 = cell_edge(++c + 1, s, len);
+    int e0 = cell_edge(c, s, len);
+    const int jend = j0 + kHalfKeys;
+    uint32_t bits = 0u;
+    for (; c < K && e0 < jend; ++c) {  // cell c = keys [e0, e1)
+        const int n_len = e1 - e0;
+        if (n_len > 0 && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
+            if (n_len <= d.k) {
+                const int lo = max(e0, j0) - j0, hi = min(e1, jend) - j0;
+                if (hi > lo) bits |= bit_range(lo, hi);  // empty only where edge(K) < t + 1 left keys uncovered
+            } else {
+                bits |= capped_cell_keys(e0, e1, j0, d.k);
             }
-            e0 = e1;
-            e1 = cell_edge(c + 2, s, len);
         }
+        e0 = e1;
+        e1 = cell_edge(c + 2, s, len);
     }
-    for (; w < n_words; ++w, bits = 0ull) dst[w] = bits;
+    return bits;
 }
 
 // Σ of the bit positions set in w (six popcounts).
@@ -170,9 +151,10 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     sparse_flash_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
                         const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
                         int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
-    // [K, V][stage][key][72 halves], q [row][72 halves], the segment's key words [64][17], the tile's mask rows
-    // [64][KW], the warps' key-block bitmaps [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
+    // [K, V][stage][key][72 halves], q [row][72 halves], the tile's mask rows [64][KW], the warps' key-block bitmaps
+    // [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
     extern __shared__ __align__(128) unsigned char fsm[];
+    __shared__ __align__(8) uint32_t s_keys[kFlashWarps][kWarpSize];  // a block's selected keys per row half
     const int T = d.T, H = d.H, KW = d.KW;
     const int n_tiles = (T + kFlashRows - 1) / kFlashRows;
     const int n_words = (n_tiles + 31) / 32;
@@ -181,7 +163,6 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     const int t0 = tile * kFlashRows, n_rows = min(kFlashRows, T - t0), last = t0 + n_rows - 1;
     const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, tq4 = lane % 4;
 
-    uint64_t *s_key_words = reinterpret_cast<uint64_t *>(fsm + kKeyWordsOffset);  // [64][kKeyWordsStride]
     uint32_t *s_mask = reinterpret_cast<uint32_t *>(fsm + kMaskOffset);
     uint32_t *s_need = s_mask + kFlashRows * KW;  // [kFlashWarps][n_words]
     uint32_t *s_any = s_need + kFlashWarps * n_words;
@@ -259,7 +240,6 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     if (blk < n_tiles) load_rows64(smem + kVOffset, v_head, x.v_row, blk * kFlashKeys, last);
     cp_async_commit();  // q and the first K/V block: one group
     uint32_t stage = 0;
-    int segment = -1;  // the key segment whose words s_key_words holds
     while (blk < n_tiles) {
         const int j0 = blk * kFlashKeys;
         const int nxt = next_marked(s_any, blk + 1, n_tiles);
@@ -271,24 +251,18 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         cp_async_commit();
         cp_async_wait<1>();
         __syncthreads();
-        if (blk / kSegBlocks != segment) {  // uniform: the selected keys of the tile's rows in the block's segment
-            segment = blk / kSegBlocks;
-            // Thread 2r + i: row r, the segment's half i (8 blocks, 512 keys); rows past n_rows select nothing.
-            const int r = tid / 2, half = kSegBlocks / 2, w0 = (tid & 1) * half;
-            uint64_t *dst = s_key_words + r * kKeyWordsStride + w0;
-            const int j_seg = (segment * kSegBlocks + w0) * kFlashKeys;
-            if (r < n_rows) {
-                row_key_words(dst, s_mask + r * KW, t0 + r, j_seg, half, d);
-            } else {
-                for (int w = 0; w < half; ++w) dst[w] = 0ull;
-            }
-            __syncthreads();
-        }
 
         if ((s_need[warp * n_words + blk / 32] >> (blk % 32)) & 1u) {  // uniform over the warp
-            // The selected keys of this lane's rows a and b in this block (64 bits each).
-            const uint64_t keys_a = s_key_words[row_a * kKeyWordsStride + blk % kSegBlocks];
-            const uint64_t keys_b = s_key_words[row_b * kKeyWordsStride + blk % kSegBlocks];
+            // The selected keys of the warp's 16 rows in this block: lane 2r + i works out row r's half i into
+            // shared memory; each lane then reads its rows a and b whole (64 bits each).
+            {
+                const int r = warp * kFlashWarpRows + lane / 2;
+                s_keys[warp][lane] =
+                    r < n_rows ? row_half_keys(s_mask + r * KW, t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
+            }
+            __syncwarp();
+            const uint64_t keys_a = reinterpret_cast<const uint64_t *>(s_keys[warp])[g];
+            const uint64_t keys_b = reinterpret_cast<const uint64_t *>(s_keys[warp])[g + 8];
             count_a += __popcll(keys_a);
             count_b += __popcll(keys_b);
             if (key_sum) {  // debug only

@@ -616,13 +616,6 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
     // ---- phase 3: row decoder (sea.md §2.5) into R, then the channel split and LayerNorm_{K/4} (§2.6 step 1) ----
     const int KH = d.KH, W4 = d.W4, r_stride = KH + 1;
     float *R = smem + L.R;
-    // LayerNorm_{K/4}'s weight and bias (2·W4 <= 128 values, one a thread), loaded now and stored past R once the row
-    // decoder's loads are in flight: read from global memory in the LayerNorm's loop below, each load waited behind
-    // the image stores before it (~5% of the kernel's stall samples under Nsight Compute). vc's region holds R
-    // ([64][KH+1]) and them: 64·(KH+1) + KH <= 64·132 for KH <= 128.
-    static_assert(kChunk * (kMaxK / 2 + 1) + kMaxK / 2 <= kChunk * kRowStride, "norm1 fits past R");
-    float *norm1 = R + kChunk * r_stride;
-    const float norm1_value = tid < 2 * W4 ? (tid < W4 ? p.cnn_norm1_w[tid] : p.cnn_norm1_b[tid - W4]) : 0.0f;
     // R = Z W_rowᵀ + b on tensor cores (3xTF32): warp w computes rows 16·(w % 4) .. +16 and the 8-output tiles w / 4,
     // w / 4 + 2, ..., two at a time (KH = 32: one pass), W_row from its fragments.
     {
@@ -650,7 +643,6 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
             }
         }
     }
-    if (tid < 2 * W4) norm1[tid] = norm1_value;
     __syncthreads();
     // LayerNorm_{K/4} of each (row, channel): two threads each, lanes 2i and 2i + 1 taking the first ⌈W4/2⌉ values and
     // the rest (image_channel_layernorm, the decode's, runs one thread over all W4; this halves the serial chains).
@@ -669,7 +661,7 @@ __global__ void __launch_bounds__(kThreads, 3)  // three blocks per SM (RowsSmem
         const float rstd = 1.0f / sqrtf(sq / (float)W4 + kLayerNormEps);
         if (r < n_rows) {
             float *dst = image + ((size_t)(t0 + r) * d.C + 2 * h + half) * W4;
-            for (int i = i0; i < i1; ++i) dst[i] = (in[i] - mean) * rstd * norm1[i] + norm1[W4 + i];
+            for (int i = i0; i < i1; ++i) dst[i] = (in[i] - mean) * rstd * p.cnn_norm1_w[i] + p.cnn_norm1_b[i];
         }
     }
 }

@@ -375,22 +375,9 @@ __global__ void __launch_bounds__(kDecodeTopkThreads, 1)
     // The row's conv2 output, from the kernel just before: a block-wide batch of loads (C·K/4 floats, at K = 64 one a
     // thread) before any store, where each warp's channel loop had made four round trips of its own.
     {
-        constexpr int kBatch = 4;
         const float *src = y + (size_t)r * d.C * d.W4;
-        const int n_y = d.C * d.W4;
-        for (int i0 = tid; i0 < n_y; i0 += kBatch * kDecodeTopkThreads) {
-            float v[kBatch];
-#pragma unroll
-            for (int u = 0; u < kBatch; ++u) {
-                const int i = i0 + u * kDecodeTopkThreads;
-                v[u] = i < n_y ? src[i] : 0.0f;
-            }
-#pragma unroll
-            for (int u = 0; u < kBatch; ++u) {
-                const int i = i0 + u * kDecodeTopkThreads;
-                if (i < n_y) yt[i] = v[u];
-            }
-        }
+        stage_batched<kDecodeTopkThreads, 4>(
+            d.C * d.W4, [&](int i) { return src[i]; }, [&](int i, float v) { yt[i] = v; });
     }
     for (int i = tid; i < n_words; i += kDecodeTopkThreads) mw[i] = 0u;
     __syncthreads();

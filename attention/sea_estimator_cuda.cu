@@ -141,27 +141,6 @@ __device__ void features_tc(float *phi, int mp, const float *xs, int xstride, co
 
 // ---- shared building blocks (every thread of the block calls them) ----
 
-// Copies n values through registers, kBatch per thread at a time: a batch's loads are all issued before its stores.
-// Element by element, each store to shared memory ordered the next load behind it, one memory round trip per element
-// (the staging loops held a third of these kernels' stall samples under Nsight Compute).
-template <typename Load, typename Store>
-__device__ __forceinline__ void stage_batched(int n, Load load, Store store) {
-    constexpr int kBatch = 8;
-    for (int base = threadIdx.x; base < n; base += kBatch * kThreads) {
-        float v[kBatch];
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int i = base + u * kThreads;
-            v[u] = i < n ? load(i) : 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int i = base + u * kThreads;
-            if (i < n) store(i, v[u]);
-        }
-    }
-}
-
 constexpr int kRowPieces = kChunk * kHeadDim / 8;  // 16-byte pieces of a chunk's 64 fp16 rows of 64
 static_assert(kRowPieces % kThreads == 0, "whole pieces per thread");
 
@@ -251,7 +230,7 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
             for (int j = 0; j < 8; ++j) vc[r * stride + kHeadDim + d0 + j] = f[j];
         });
     } else {
-        stage_batched(
+        stage_batched<kThreads, 8>(
             kChunk * kVcat,
             [&](int i) {
                 const int r = i / kVcat, e = i % kVcat;

@@ -122,4 +122,24 @@ __device__ __forceinline__ void mma_m16n8k16_f32(float (&d)[4], uint32_t a0, uin
 __device__ __forceinline__ void prefetch_l2(const void *p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
 __device__ __forceinline__ void prefetch_l1(const void *p) { asm volatile("prefetch.global.L1 [%0];" ::"l"(p)); }
 
+// store(i, load(i)) for i < n by threads 0 .. kThreads-1 of the block (threadIdx.x), kBatch loads per thread issued
+// before their stores: a store to shared memory orders the next load behind it, so element by element each value
+// would cost a memory round trip; batched, a batch costs one.
+template <int kThreads, int kBatch, typename Load, typename Store>
+__device__ __forceinline__ void stage_batched(int n, const Load &load, const Store &store) {
+    for (int i0 = (int)threadIdx.x; i0 < n; i0 += kBatch * kThreads) {
+        float v[kBatch];
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int i = i0 + u * kThreads;
+            v[u] = i < n ? load(i) : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < kBatch; ++u) {
+            const int i = i0 + u * kThreads;
+            if (i < n) store(i, v[u]);
+        }
+    }
+}
+
 }  // namespace seaopt::cuda

@@ -821,25 +821,6 @@ struct SeaHandoff {
     uint64_t *image, *conv1, *conv2;
 };
 
-// store(i, load(i)) for i < n over the compute threads, kBatch loads issued before their stores (one memory round
-// trip per batch instead of one per element).
-template <int kBatch, typename Load, typename Store>
-__device__ __forceinline__ void stage_batched(int n, const Load &load, const Store &store) {
-    for (int i0 = threadIdx.x; i0 < n; i0 += kBatch * kComputeThreads) {
-        float v[kBatch];
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int i = i0 + u * kComputeThreads;
-            v[u] = i < n ? load(i) : 0.0f;
-        }
-#pragma unroll
-        for (int u = 0; u < kBatch; ++u) {
-            const int i = i0 + u * kComputeThreads;
-            if (i < n) store(i, v[u]);
-        }
-    }
-}
-
 // LL words src[0 .. n) (n even, fp32 data) into dst (shared, 8-byte aligned), waited for; ends with a barrier.
 __device__ __forceinline__ void ll_floats_to_smem(float *dst, const uint64_t *src, int n, uint32_t tag) {
     vector_to_smem(reinterpret_cast<__half *>(dst), src, 2 * n, tag);  // 32 bits a word, whatever they hold
@@ -878,12 +859,12 @@ __device__ __forceinline__ float *sea_operands_norm(float *sm, const sea::Dims &
 
 __device__ void sea_stage_operands(const SeaDeviceParams &p, const sea::Dims &d, float *sm) {
     float *w4 = sea_operands_w4(sm);
-    stage_batched<8>(
+    stage_batched<kComputeThreads, 8>(
         d.H * d.C, [&](int i) { return sea::cnn_output_weight(p, i); }, [&](int i, float v) { w4[i] = v; });
     int2 *win = sea_operands_win(sm, d);
     for (int x = threadIdx.x; x < d.K; x += kComputeThreads) win[x] = sea::cnn_output_window(x, d.K);
     float *norm = sea_operands_norm(sm, d);
-    stage_batched<2>(
+    stage_batched<kComputeThreads, 2>(
         2 * d.K + d.H,
         [&](int i) {
             return __ldg(i < d.K ? p.cnn_norm2_w + i : i < 2 * d.K ? p.cnn_norm2_b + (i - d.K) : p.conv4_b + (i - 2 * d.K));
@@ -942,14 +923,14 @@ __device__ __noinline__ void sea_estimator(const SeaStep &ss, const SeaDevicePar
     float *old = s_den + 4;                       // the state's old sums [m][129] (in registers they spilled)
     // Before the handover wait: the projection, the state's old column and Σv, the positional row (weights, and
     // what this layer's previous step left).
-    stage_batched<12>(
+    stage_batched<kComputeThreads, 12>(
         m * kHeadDim, [&](int i) { return __ldg(p.performer_proj + i); },
         [&](int i, float v) { w_perf[(i / kHeadDim) * (kHeadDim + 1) + i % kHeadDim] = v; });
     if (tid < 2 * d.W4) norm1[tid] = __ldg(tid < d.W4 ? p.cnn_norm1_w + tid : p.cnn_norm1_b + (tid - d.W4));
     const bool fresh = pos == 0;
     float *perf = reinterpret_cast<float *>(state + ss.S.perf) + (size_t)h * m * kStateCols;
     float *vsum = reinterpret_cast<float *>(state + ss.S.v_sum) + (size_t)h * kHeadDim;
-    stage_batched<12>(
+    stage_batched<kComputeThreads, 12>(
         m * kStateCols, [&](int i) { return fresh ? 0.0f : perf[i]; }, [&](int i, float v) { old[i] = v; });
     const int which = tid / kWarpSize, w = tid % kWarpSize;  // tid < 96: word w of q (0), k (1) or v (2)
     float2 vsum_old = make_float2(0.0f, 0.0f);
@@ -1034,12 +1015,12 @@ __device__ __noinline__ void sea_conv(const SeaStep &ss, char *state, size_t in_
     const int C = d.C, W4 = d.W4, tid = threadIdx.x, n_img = C * W4;
     const int G = kDecodeConvThreads / W4;
     float *rows = sm, *taps = sm + 3 * n_img, *part = taps + 9 * C;
-    stage_batched<4>(
+    stage_batched<kComputeThreads, 4>(
         9 * C, [&](int i) { return decode_conv_tap(w, wmask, co, i, C); }, [&](int i, float v) { taps[i] = v; });
     const float *ring = reinterpret_cast<const float *>(state + in_off);
     const float *r0 = ring + (size_t)((pos - 4) & (kHistoryRows - 1)) * n_img;
     const float *r1 = ring + (size_t)((pos - 2) & (kHistoryRows - 1)) * n_img;
-    stage_batched<8>(
+    stage_batched<kComputeThreads, 8>(
         2 * n_img,
         [&](int i) {
             const int a = i / n_img;  // rows before position 0 are the causal zero padding

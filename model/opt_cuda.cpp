@@ -288,22 +288,25 @@ void destroy_cuda_state(OptCudaState *s) {
         const int K = cuda::kPersistentProfileSpans;
         std::vector<long long> p((size_t)s->persistent.grid * K);
         cudaMemcpy(p.data(), s->persistent_profile, p.size() * 8, cudaMemcpyDeviceToHost);
-        std::vector<double> sum(K, 0.0), mx(K, 0.0);
-        for (int b = 0; b < s->persistent.grid; ++b) {
-            for (int k = 0; k < K; ++k) {
-                sum[k] += (double)p[(size_t)b * K + k];
-                mx[k] = std::max(mx[k], (double)p[(size_t)b * K + k]);
-            }
-        }
-        const double n = (double)s->persistent.grid * (double)s->persistent_steps;
+        // Per span: the blocks' mean, min, median and max (min and max apart show the blocks' skew: the block that
+        // waits least at the handovers is the one the others wait for).
+        const int G = s->persistent.grid;
+        const double steps = (double)std::max<long long>(1, s->persistent_steps);
         std::string line;
-        char buf[96];
+        char buf[128];
+        std::vector<double> col((size_t)G);
         for (int k = 0; k < K; ++k) {
-            std::snprintf(buf, sizeof buf, " %s %.1f/%.1f", cuda::kPersistentProfileNames[k], sum[k] / n / 1e3,
-                          mx[k] / (double)s->persistent_steps / 1e3);
+            double sum = 0.0;
+            for (int b = 0; b < G; ++b) {
+                col[(size_t)b] = (double)p[(size_t)b * K + k] / steps / 1e3;
+                sum += col[(size_t)b];
+            }
+            std::sort(col.begin(), col.end());
+            std::snprintf(buf, sizeof buf, " %s %.1f/%.1f/%.1f/%.1f", cuda::kPersistentProfileNames[k], sum / G,
+                          col.front(), col[(size_t)G / 2], col.back());
             line += buf;
         }
-        SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step, mean over blocks / max):%s\n",
+        SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step over the blocks: mean/min/median/max):%s\n",
                          s->persistent_steps, line.c_str());
         const double k = (double)std::max<long long>(1, s->persistent_steps);
         SEAOPT_LOG_WARN_("persistent profile, host (us per step): caller between steps %.1f, enqueue %.1f, wait %.1f, "

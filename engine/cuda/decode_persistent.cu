@@ -161,6 +161,7 @@ __host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
 // stream alone (the compute warps only release the slots); 2 the step without waiting for handovers.
 constexpr int kModeStreamOnly = 1;
 constexpr int kModeNoHandoverWaits = 2;
+constexpr int kModeComputeOnly = 3;  // the producer copies nothing: the step's compute on stale slots
 constexpr int kAttnUnroll = 4;  // keys per group per step
 template <int D> constexpr int kAttnKeysPerStep = Heads<D>::kGroups * kAttnUnroll;  // 128 (D = 64) or 64
 constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
@@ -184,6 +185,7 @@ struct Ring {
     int in_flight;  // copies issued and not yet landed, at most
     bool evict_first;  // weights stream through L2 as evict-first: the KV rows and handover words stay
     uint64_t policy;
+    bool copy;  // false in the timing mode kModeComputeOnly
 };
 
 // The producer: chunk c of the ring, `bytes` (a multiple of 16, at most a slot) from src into slot c % n_slots.
@@ -195,6 +197,10 @@ __device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uin
         mbar_wait(ring.full + old % (uint32_t)ring.n_slots, (old / (uint32_t)ring.n_slots) & 1u);
     }
     mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
+    if (!ring.copy) {
+        mbar_arrive(ring.full + slot);
+        return;
+    }
     mbar_arrive_expect_tx(ring.full + slot, bytes);
     if (ring.evict_first) {
         bulk_load_hinted(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot, ring.policy);
@@ -1175,7 +1181,8 @@ __global__ void __launch_bounds__(kThreads, 1)
               slot_bytes,
               in_flight,
               evict_first,
-              0};
+              0,
+              mode != kModeComputeOnly};
     float *y_parts = reinterpret_cast<float *>(smem + kHeaderBytes + vec_bytes);
     float *ln_red = reinterpret_cast<float *>(smem + kOffLn);
     float *x_own = reinterpret_cast<float *>(smem + kOffXOwn);
@@ -1481,7 +1488,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     p.in_flight = 2;
     if (const char *f = std::getenv("SEAOPT_PERSISTENT_INFLIGHT")) p.in_flight = std::max(1, std::min(p.slots, std::atoi(f)));
     if (const char *e = std::getenv("SEAOPT_PERSISTENT_EVICT_FIRST")) p.evict_first = std::atoi(e) != 0;
-    if (const char *m = std::getenv("SEAOPT_PERSISTENT_MODE")) p.mode = std::max(0, std::min(2, std::atoi(m)));
+    if (const char *m = std::getenv("SEAOPT_PERSISTENT_MODE")) p.mode = std::max(0, std::min(3, std::atoi(m)));
     p.ok = true;
     return p;
 }

@@ -60,6 +60,7 @@
 #include <cstdlib>
 
 #include "attention/dense_cuda_kernels.cuh"
+#include "attention/mma_f16.cuh"
 #include "attention/sea_cuda_kernels.cuh"
 #include "attention/sea_decode_device.cuh"
 #include "attention/sea_topk_select.cuh"
@@ -164,7 +165,6 @@ constexpr int kModeNoHandoverWaits = 2;
 constexpr int kModeComputeOnly = 3;  // the producer copies nothing: the step's compute on stale slots
 constexpr int kAttnUnroll = 4;  // keys per group per step
 template <int D> constexpr int kAttnKeysPerStep = Heads<D>::kGroups * kAttnUnroll;  // 128 (D = 64) or 64
-constexpr int kMmaMaxSteps = 2;         // 512-half steps of a warp's span on the tensor-core path
 constexpr int kAttnKeysPerSplit = 256;  // keys per attention range at least (below: fewer ranges)
 constexpr float kLog2e = 1.4426950408889634f;
 
@@ -188,14 +188,37 @@ struct Ring {
     bool copy;  // false in the timing mode kModeComputeOnly
 };
 
-// The producer: chunk c of the ring, `bytes` (a multiple of 16, at most a slot) from src into slot c % n_slots.
-__device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uint32_t bytes) {
-    const int slot = (int)(c % (uint32_t)ring.n_slots);
-    const uint32_t parity = (c / (uint32_t)ring.n_slots) & 1u;
-    if (c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
-        const uint32_t old = c - (uint32_t)ring.in_flight;
-        mbar_wait(ring.full + old % (uint32_t)ring.n_slots, (old / (uint32_t)ring.n_slots) & 1u);
+// A chunk's slot and the parity of that slot's use, stepped along the ring without a division per chunk.
+struct RingPos {
+    int slot;
+    uint32_t parity;
+};
+__device__ __forceinline__ RingPos ring_pos(const Ring &ring, uint32_t c) {
+    return {(int)(c % (uint32_t)ring.n_slots), (c / (uint32_t)ring.n_slots) & 1u};
+}
+__device__ __forceinline__ void ring_next(const Ring &ring, RingPos &p) {
+    if (++p.slot == ring.n_slots) {
+        p.slot = 0;
+        p.parity ^= 1u;
     }
+}
+
+// The producer's place: chunks issued, the next one's position, and that of the chunk in_flight back.
+struct ProducerPos {
+    uint32_t c = 0;
+    RingPos next{0, 0u}, landed{0, 0u};
+};
+
+// The producer: the next chunk of the ring, `bytes` (a multiple of 16, at most a slot) from src.
+__device__ void produce_chunk(const Ring &ring, ProducerPos &pp, const void *src, uint32_t bytes) {
+    if (pp.c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
+        mbar_wait(ring.full + pp.landed.slot, pp.landed.parity);
+        ring_next(ring, pp.landed);
+    }
+    const int slot = pp.next.slot;
+    const uint32_t parity = pp.next.parity;
+    ring_next(ring, pp.next);
+    ++pp.c;
     mbar_wait(ring.empty + slot, parity ^ 1u);  // a fresh barrier counts its "previous" phase done
     if (!ring.copy) {
         mbar_arrive(ring.full + slot);
@@ -210,12 +233,12 @@ __device__ void produce_chunk(const Ring &ring, uint32_t c, const void *src, uin
 }
 
 // The producer's share of one matrix [n_out, n_in]: the block's rows, chunk_rows(n_in) a chunk.
-__device__ void produce(const Ring &ring, uint32_t &c, const half_t *w, int n_in, int n_out) {
+__device__ void produce(const Ring &ring, ProducerPos &pp, const half_t *w, int n_in, int n_out) {
     int r0, r1;
     block_rows(n_out, r0, r1);
     const int R = chunk_rows(n_in, ring.slot_bytes);
-    for (int r = r0; r < r1; r += R, ++c) {
-        produce_chunk(ring, c, w + (size_t)r * n_in, (uint32_t)(min(R, r1 - r) * n_in * 2));
+    for (int r = r0; r < r1; r += R) {
+        produce_chunk(ring, pp, w + (size_t)r * n_in, (uint32_t)(min(R, r1 - r) * n_in * 2));
     }
 }
 
@@ -290,36 +313,48 @@ struct Handoff {
     __device__ uint32_t wait_tag(int layer, int phase) const { return tag(layer, phase) - wait_bias; }
 };
 
-// Σ w[i]·x[i] over one warp's span of a weight row (steps x 512 halves in shared memory) on the
-// tensor cores, fp32 accumulation; the warp's sum (every lane gets it). Each 512-half step is seen
-// as 16 segments of 32 halves: A = the 16 w segments (rows) x 32 k, B1 / B2 = x segments 0-7 /
-// 8-15 as the 8 columns; D1[s][s] and D2[s + 8][s] are the segments' dot products, the rest is
-// never used. Lane (g, t) loads the 16 bytes at half 8t of segments g and g + 8 (8 lanes read
-// 128 contiguous bytes: no bank conflict) and feeds them as two k16 mmas, the permuted k order of
-// gemm.cu's gemv_mma_kernel, the same for A and B. The diagonal entry of segment s sits in lane
-// (s, s / 2): d1[s % 2] and d2[2 + s % 2].
-__device__ __forceinline__ float mma_span_dot(const uint4 *w, const uint4 (&xb)[kMmaMaxSteps][2], int steps, int g,
-                                              int t) {
-    float d1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    uint4 lo[kMmaMaxSteps], hi[kMmaMaxSteps];
+// Σ w[i]·x[i] over one warp's span of a weight row (kTiles x 256 halves in shared memory) on the tensor
+// cores, fp32 accumulation; the lane's share of the sum (see below). The span is read as a 16 x 16·kTiles
+// matrix A whose row i, k-block b (8 halves) are the 16 bytes at half 8i + 128b of the span: each 8x8
+// piece that ldmatrix loads is then 128 contiguous bytes (no bank conflict), and it lands in the lanes
+// as the mma's A fragment (no register moves). B1 / B2 are x mapped the same way, their 8 columns the
+// rows 0-7 / 8-15 of that map, so D1[s][s] and D2[s + 8][s] are the dot products of the span's 16
+// row pieces and the rest of D is never used. The diagonal entry of piece s sits in lane (s, s / 2):
+// d1[s % 2] and d2[2 + s % 2]. Even and odd tiles go to two accumulator sets: chains half as long.
+template <int kTiles>
+__device__ __forceinline__ float mma_span_dot(uint32_t w_lane, const uint32_t (&xb)[kTiles][4], int g, int t) {
+    float d1[2][4] = {}, d2[2][4] = {};
+    uint32_t a[kTiles][4];
 #pragma unroll
-    for (int j = 0; j < kMmaMaxSteps; ++j) {
-        if (j < steps) {
-            lo[j] = w[j * 64 + g * 4 + t];
-            hi[j] = w[j * 64 + 32 + g * 4 + t];
-        }
-    }
+    for (int kk = 0; kk < kTiles; ++kk) ldmatrix_x4(a[kk], w_lane + 512u * kk);
 #pragma unroll
-    for (int j = 0; j < kMmaMaxSteps; ++j) {
-        if (j < steps) {
-            mma_m16n8k16_f32(d1, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][0].x, xb[j][0].y);
-            mma_m16n8k16_f32(d1, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][0].z, xb[j][0].w);
-            mma_m16n8k16_f32(d2, lo[j].x, hi[j].x, lo[j].y, hi[j].y, xb[j][1].x, xb[j][1].y);
-            mma_m16n8k16_f32(d2, lo[j].z, hi[j].z, lo[j].w, hi[j].w, xb[j][1].z, xb[j][1].w);
-        }
+    for (int kk = 0; kk < kTiles; ++kk) {
+        mma_16816(d1[kk & 1], a[kk], xb[kk][0], xb[kk][1]);
+        mma_16816(d2[kk & 1], a[kk], xb[kk][2], xb[kk][3]);
     }
-    const float mine = t == g / 2 ? ((g & 1) ? d1[1] + d2[3] : d1[0] + d2[2]) : 0.0f;
-    return mine;
+    const bool odd = (g & 1) != 0;
+    const float s1 = odd ? d1[0][1] + d1[1][1] : d1[0][0] + d1[1][0];
+    const float s2 = odd ? d2[0][3] + d2[1][3] : d2[0][2] + d2[1][2];
+    return t == g / 2 ? s1 + s2 : 0.0f;
+}
+
+// This lane's byte offset in a span for mma_span_dot's ldmatrix: lanes 8j..8j+7 give the rows of piece j
+// (rows 0-7 / 8-15 of A for even / odd j, k-block 2kk + j / 2).
+__device__ __forceinline__ uint32_t mma_span_lane_offset(int lane) { return 16u * (lane & 15) + 256u * (lane >> 4); }
+
+// mma_span_dot's B fragments of x (xs: the warp's span of xin): tile kk, lane (g, t): B1 k-blocks 2kk and
+// 2kk + 1 of piece g, B2 of piece g + 8, halves 2t and 2t + 1 of each.
+template <int kTiles>
+__device__ __forceinline__ void mma_span_x(uint32_t (&xb)[kTiles][4], const __half *xs, int g, int t) {
+    const uint32_t *x32 = reinterpret_cast<const uint32_t *>(xs);
+#pragma unroll
+    for (int kk = 0; kk < kTiles; ++kk) {
+        const int h = 8 * g + 256 * kk + 2 * t;  // half index of B1's b0
+        xb[kk][0] = x32[h / 2];
+        xb[kk][1] = x32[(h + 128) / 2];
+        xb[kk][2] = x32[(h + 64) / 2];
+        xb[kk][3] = x32[(h + 64 + 128) / 2];
+    }
 }
 
 // The compute warps' share of one matrix: y[o] = W[o, :]·xin for the block's rows, then the
@@ -331,10 +366,8 @@ __device__ __forceinline__ float mma_span_dot(const uint4 *w, const uint4 (&xb)[
 // time, so that each warp has two independent chains of loads and mmas in flight. No chunk waits on
 // another warp or on memory other than the ring.
 
-// One chunk's part for this warp: the lane's partial (see above); loads only from the slot and xin.
-__device__ __forceinline__ float chunk_part(const uint4 *ws, const uint4 *xs, const uint4 (&xb)[kMmaMaxSteps][2],
-                                            bool use_mma, int steps, int seg, int g, int t, int lane) {
-    if (use_mma) return mma_span_dot(ws, xb, steps, g, t);
+// One chunk's part for this warp on the FMA path: the warp's sum in lane 0; loads only from the slot and xin.
+__device__ __forceinline__ float chunk_part_fma(const uint4 *ws, const uint4 *xs, int seg, int lane) {
     float acc0 = 0.0f, acc1 = 0.0f;
     int i = lane;
     for (; i + kWarpSize < seg; i += 2 * kWarpSize) {
@@ -344,6 +377,56 @@ __device__ __forceinline__ float chunk_part(const uint4 *ws, const uint4 *xs, co
     if (i < seg) acc0 = dot8(ws[i], xs[i], acc0);
     const float acc = warp_reduce_sum(acc0 + acc1);
     return lane == 0 ? acc : 0.0f;
+}
+
+// The chunk loop of gemv_phase (chunks c.. of the phase's n_rows rows, R a chunk): kTiles tiles of 256 halves a
+// warp's row part on the tensor cores, or 0: FMAs over seg uint4s.
+struct GemvLoop {
+    int n_rows, R, parts, row, part, n8, seg, writer;
+};
+template <int kTiles>
+__device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const GemvLoop &gl, const __half *xin,
+                                            float *y_parts, long long *prof) {
+    const int lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
+    const __half *xs = xin + (size_t)gl.part * gl.seg * 8;
+    uint32_t xb[kTiles > 0 ? kTiles : 1][4];
+    if constexpr (kTiles > 0) mma_span_x<kTiles>(xb, xs, g, t);
+    // This warp's part of row `row` of a chunk in slot s: bytes from the slot's start.
+    const uint32_t part_bytes = (uint32_t)(gl.row * gl.n8 + gl.part * gl.seg) * 16u;
+    const uint32_t slots_addr = smem_addr(ring.slots) + part_bytes + (kTiles > 0 ? mma_span_lane_offset(lane) : 0u);
+    auto part_of = [&](const RingPos &p) -> float {
+        if constexpr (kTiles > 0) {
+            return mma_span_dot<kTiles>(slots_addr + (uint32_t)p.slot * (uint32_t)ring.slot_bytes, xb, g, t);
+        } else {
+            const uint4 *ws = reinterpret_cast<const uint4 *>(ring.slots + (size_t)p.slot * ring.slot_bytes + part_bytes);
+            return chunk_part_fma(ws, reinterpret_cast<const uint4 *>(xs), gl.seg, lane);
+        }
+    };
+    const int n_chunks = ceil_div(gl.n_rows, gl.R);
+    RingPos pa = ring_pos(ring, c);
+    for (int k = 0; k < n_chunks; k += 2) {
+        const bool two = k + 1 < n_chunks;
+        RingPos pb = pa;
+        ring_next(ring, pb);
+        const long long t0 = prof ? clock64() : 0;
+        mbar_wait(ring.full + pa.slot, pa.parity);
+        if (two) mbar_wait(ring.full + pb.slot, pb.parity);
+        if (prof) prof[2] += clock64() - t0;
+        const int rows_a = min(gl.R, gl.n_rows - k * gl.R), rows_b = two ? min(gl.R, gl.n_rows - (k + 1) * gl.R) : 0;
+        const float va = gl.row < rows_a ? part_of(pa) : 0.0f;
+        const float vb = gl.row < rows_b ? part_of(pb) : 0.0f;
+        __syncwarp();  // every lane's slot reads are done
+        if (lane == 0) {
+            mbar_arrive(ring.empty + pa.slot);
+            if (two) mbar_arrive(ring.empty + pb.slot);
+        }
+        if (gl.writer >= 0) {
+            if (gl.row < rows_a) y_parts[((k * gl.R + gl.row) * gl.parts + gl.part) * kLanePartials + gl.writer] = va;
+            if (gl.row < rows_b) y_parts[(((k + 1) * gl.R + gl.row) * gl.parts + gl.part) * kLanePartials + gl.writer] = vb;
+        }
+        pa = pb;
+        ring_next(ring, pa);
+    }
 }
 
 template <typename Epilogue>
@@ -363,49 +446,24 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const int R = chunk_rows(n_in, ring.slot_bytes);
     const int parts = kComputeWarps / R;  // warps per row
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
-    const int row = warp / parts, part = warp % parts;
     const int n8 = n_in / 8, seg = n8 / parts;  // uint4s per row, per warp
-    const uint4 *xs = reinterpret_cast<const uint4 *>(xin) + part * seg;
-    // Tensor cores where a warp's span of a row is 512·m halves (m <= kMmaMaxSteps; all of OPT's
-    // matrices): see mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
-    const int g = lane / 4, t = lane % 4, steps = seg / 64;
-    const bool use_mma = seg % 64 == 0 && steps <= kMmaMaxSteps;
-    uint4 xb[kMmaMaxSteps][2];
-#pragma unroll
-    for (int j = 0; j < kMmaMaxSteps; ++j) {
-        const bool in = use_mma && j < steps;
-        xb[j][0] = in ? xs[j * 64 + g * 4 + t] : make_uint4(0u, 0u, 0u, 0u);
-        xb[j][1] = in ? xs[j * 64 + 32 + g * 4 + t] : make_uint4(0u, 0u, 0u, 0u);
-    }
+    // Tensor cores where a warp's span of a row is 512 or 1,024 halves (all of OPT-1.3B's matrices): see
+    // mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
+    const int tiles = seg % 32 == 0 ? seg / 32 : 0;
+    const bool use_mma = tiles == 2 || tiles == 4;
     // The lane's slot among the row part's partials: tensor cores, lane (g, g / 2) holds one; FMAs, lanes 0-7.
-    const int writer = use_mma ? (t == g / 2 ? g : -1) : (lane < kLanePartials ? lane : -1);
+    const int g = lane / 4, t = lane % 4;
+    const GemvLoop gl{n_rows, R, parts, warp / parts, warp % parts, n8, seg,
+                      use_mma ? (t == g / 2 ? g : -1) : (lane < kLanePartials ? lane : -1)};
     const int n_chunks = ceil_div(n_rows, R);
     const long long t_loop = prof ? clock64() : 0;
     if (prof) prof[5] += t_loop - t_setup;
-    for (int k = 0; k < n_chunks; k += 2) {
-        const bool two = k + 1 < n_chunks;
-        const uint32_t ca = c + (uint32_t)k, cb = ca + 1u;
-        const int slot_a = (int)(ca % (uint32_t)ring.n_slots), slot_b = (int)(cb % (uint32_t)ring.n_slots);
-        const long long t0 = prof ? clock64() : 0;
-        mbar_wait(ring.full + slot_a, (ca / (uint32_t)ring.n_slots) & 1u);
-        if (two) mbar_wait(ring.full + slot_b, (cb / (uint32_t)ring.n_slots) & 1u);
-        if (prof) prof[2] += clock64() - t0;
-        const int rows_a = min(R, n_rows - k * R), rows_b = two ? min(R, n_rows - (k + 1) * R) : 0;
-        const uint4 *ws_a =
-            reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_a * ring.slot_bytes) + row * n8 + part * seg;
-        const uint4 *ws_b =
-            reinterpret_cast<const uint4 *>(ring.slots + (size_t)slot_b * ring.slot_bytes) + row * n8 + part * seg;
-        const float va = row < rows_a ? chunk_part(ws_a, xs, xb, use_mma, steps, seg, g, t, lane) : 0.0f;
-        const float vb = row < rows_b ? chunk_part(ws_b, xs, xb, use_mma, steps, seg, g, t, lane) : 0.0f;
-        __syncwarp();  // every lane's slot reads are done
-        if (lane == 0) {
-            mbar_arrive(ring.empty + slot_a);
-            if (two) mbar_arrive(ring.empty + slot_b);
-        }
-        if (writer >= 0) {
-            if (row < rows_a) y_parts[((k * R + row) * parts + part) * kLanePartials + writer] = va;
-            if (row < rows_b) y_parts[(((k + 1) * R + row) * parts + part) * kLanePartials + writer] = vb;
-        }
+    if (use_mma && tiles == 4) {
+        gemv_chunks<4>(ring, c, gl, xin, y_parts, prof);
+    } else if (use_mma) {
+        gemv_chunks<2>(ring, c, gl, xin, y_parts, prof);
+    } else {
+        gemv_chunks<0>(ring, c, gl, xin, y_parts, prof);
     }
     c += (uint32_t)n_chunks;
     const long long t_epi = prof ? clock64() : 0;
@@ -633,15 +691,15 @@ __device__ __forceinline__ int attention_kv_chunks(const PersistentDecodeShape &
 }
 
 template <int D>
-__device__ void produce_kv(const Ring &ring, uint32_t &c, const PersistentDecodeShape &sh,
+__device__ void produce_kv(const Ring &ring, ProducerPos &pp, const PersistentDecodeShape &sh,
                            const PersistentDecodeArgs &a, const PersistentLayer &L, int splits) {
     int j_begin = 0, j_last = 0;
     if (attention_kv_chunks<D>(sh, a.pos, splits, j_begin, j_last) == 0) return;
     const size_t head_base = ((size_t)a.seq * sh.H + blockIdx.x / splits) * (size_t)sh.n_ctx * D;
     for (int j = j_begin; j < j_last; j += kAttnKeysPerStep<D>) {
         const uint32_t bytes = (uint32_t)(min(kAttnKeysPerStep<D>, j_last - j) * D * 2);
-        produce_chunk(ring, c++, L.k_cache + head_base + (size_t)j * D, bytes);
-        produce_chunk(ring, c++, L.v_cache + head_base + (size_t)j * D, bytes);
+        produce_chunk(ring, pp, L.k_cache + head_base + (size_t)j * D, bytes);
+        produce_chunk(ring, pp, L.v_cache + head_base + (size_t)j * D, bytes);
     }
 }
 
@@ -1215,16 +1273,16 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         if (threadIdx.x == kComputeThreads) {
             if (evict_first) ring.policy = make_l2_evict_first_policy();
-            uint32_t c = 0;
+            ProducerPos pp;
             for (int l = 0; l < sh.n_layer; ++l) {
                 const PersistentLayer &L = a.layers[l];
-                produce(ring, c, L.qkv_w, C, 3 * C);
-                if (!kSea || L.sea == nullptr) produce_kv<D>(ring, c, sh, a, L, splits);  // SEA reads its own keys
-                produce(ring, c, L.o_w, C, C);
-                produce(ring, c, L.fc1_w, C, F);
-                produce(ring, c, L.fc2_w, F, C);
+                produce(ring, pp, L.qkv_w, C, 3 * C);
+                if (!kSea || L.sea == nullptr) produce_kv<D>(ring, pp, sh, a, L, splits);  // SEA reads its own keys
+                produce(ring, pp, L.o_w, C, C);
+                produce(ring, pp, L.fc1_w, C, F);
+                produce(ring, pp, L.fc2_w, F, C);
             }
-            produce(ring, c, a.lm_head, C, sh.V);
+            produce(ring, pp, a.lm_head, C, sh.V);
         }
         return;
     }

@@ -171,11 +171,12 @@ constexpr float kLog2e = 1.4426950408889634f;
 // The compute warps' own block barrier (named barrier 1; the producer warp never arrives).
 __device__ __forceinline__ void compute_sync() { asm volatile("bar.sync 1, %0;" ::"n"(kComputeThreads) : "memory"); }
 
-// The block's rows of a matrix of n_out rows: [r0, r1), r0 even (fp16 outputs go out in pairs).
+// The block's rows of a matrix of n_out rows: [r0, r1), r0 even (fp16 outputs go out in pairs). In 32-bit
+// arithmetic (the plan checks that pairs x grid fits): a 64-bit division took ~300 cycles at every phase's start.
 __device__ __forceinline__ void block_rows(int n_out, int &r0, int &r1) {
-    const long long pairs = (n_out + 1) / 2;
-    r0 = min(n_out, (int)(2 * (blockIdx.x * pairs / gridDim.x)));
-    r1 = min(n_out, (int)(2 * ((blockIdx.x + 1) * pairs / gridDim.x)));
+    const uint32_t pairs = (uint32_t)(n_out + 1) / 2u;
+    r0 = min(n_out, (int)(2u * (blockIdx.x * pairs / gridDim.x)));
+    r1 = min(n_out, (int)(2u * ((blockIdx.x + 1u) * pairs / gridDim.x)));
 }
 
 struct Ring {
@@ -799,27 +800,49 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
     compute_sync();
     constexpr int kPartialFloats = Hd::kPartialFloats;
     const uint32_t out_tag = ho.tag(layer, 1);
-    uint64_t *out_word = ho.attn + (size_t)h * D / 2 + tid;
+    uint64_t *const head_words = ho.attn + (size_t)h * D / 2;
     float *head_partials = partials + (size_t)h * splits * kPartialFloats;
-    if (tid < D / 2) {
+    // The merge of the groups: dims 2p, 2p + 1 by kSubs adjacent lanes, each over kGroups / kSubs groups, then
+    // combined by shuffles (one lane's loop over all the groups was a chain of ~2k cycles on the critical path).
+    constexpr int kPairs = D / 2;
+    constexpr int kSubs = kPairs * 8 <= kComputeThreads && kGroups % 8 == 0 ? 8 : 4;
+    constexpr int kPerSub = kGroups / kSubs;
+    static_assert(kPairs * kSubs <= kComputeThreads && (kPairs * kSubs) % kWarpSize == 0 && kGroups % kSubs == 0,
+                  "the group merge's lanes are whole warps");
+    if (tid < kPairs * kSubs) {  // whole warps
+        const int pr = tid / kSubs, sub = tid % kSubs;
         float M = -INFINITY;
-        for (int gg = 0; gg < kGroups; ++gg) M = fmaxf(M, sm.m[gg]);  // finite: group 0 has key j_begin
+#pragma unroll
+        for (int i = 0; i < kPerSub; ++i) M = fmaxf(M, sm.m[sub * kPerSub + i]);
+#pragma unroll
+        for (int off = kSubs / 2; off > 0; off >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, off));
+        // M is finite: group 0 has key j_begin
         float Ls = 0.0f, o0 = 0.0f, o1 = 0.0f;
-        for (int gg = 0; gg < kGroups; ++gg) {
+#pragma unroll
+        for (int i = 0; i < kPerSub; ++i) {
+            const int gg = sub * kPerSub + i;
             const float wgt = sm.m[gg] == -INFINITY ? 0.0f : exp2f(sm.m[gg] - M);
             Ls += wgt * sm.l[gg];
-            o0 += wgt * sm.acc[gg * D + 2 * tid];
-            o1 += wgt * sm.acc[gg * D + 2 * tid + 1];
+            o0 += wgt * sm.acc[gg * D + 2 * pr];
+            o1 += wgt * sm.acc[gg * D + 2 * pr + 1];
         }
-        if (n_valid == 1) {
-            ll_store(out_word, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
-        } else {
-            float *mine = head_partials + (size_t)split * kPartialFloats;
-            mine[2 * tid] = o0;
-            mine[2 * tid + 1] = o1;
-            if (tid == 0) {
-                mine[D] = M;
-                mine[D + 1] = Ls;
+#pragma unroll
+        for (int off = kSubs / 2; off > 0; off >>= 1) {
+            Ls += __shfl_xor_sync(0xffffffffu, Ls, off);
+            o0 += __shfl_xor_sync(0xffffffffu, o0, off);
+            o1 += __shfl_xor_sync(0xffffffffu, o1, off);
+        }
+        if (sub == 0) {
+            if (n_valid == 1) {
+                ll_store(head_words + pr, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
+            } else {
+                float *mine = head_partials + (size_t)split * kPartialFloats;
+                mine[2 * pr] = o0;
+                mine[2 * pr + 1] = o1;
+                if (pr == 0) {
+                    mine[D] = M;
+                    mine[D + 1] = Ls;
+                }
             }
         }
     }
@@ -841,7 +864,7 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             o0 += wgt * __ldcg(p + 2 * tid);
             o1 += wgt * __ldcg(p + 2 * tid + 1);
         }
-        ll_store(out_word, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
+        ll_store(head_words + tid, pack_half2_bits(o0 / Ls, o1 / Ls), out_tag);
     }
 }
 
@@ -1500,6 +1523,9 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     const int row_cap = ceil_div(std::max({3 * s.C, s.F, s.V}), sms) + 2;  // + the pairing's rounding
     if (row_cap > 2 * kMaxPairsPerThread * kComputeThreads) return refuse("too many rows per block");
     if (ceil_div(s.C, sms) + 2 > kMaxOwnRows) return refuse("too many residual rows per block");
+    if ((long long)(std::max({3 * s.C, s.F, s.V}) + 1) / 2 * (sms + 1) > (long long)UINT32_MAX) {
+        return refuse("too many rows for block_rows' 32-bit arithmetic");
+    }
     auto parts_of = [&](int n_in, int n_out) {
         return (long long)(ceil_div(n_out, sms) + 2) * (kComputeWarps / chunk_rows(n_in, p.slot_bytes)) * kLanePartials;
     };

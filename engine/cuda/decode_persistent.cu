@@ -451,7 +451,7 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     // Tensor cores where a warp's span of a row is 512 or 1,024 halves (all of OPT-1.3B's matrices): see
     // mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
     const int tiles = seg % 32 == 0 ? seg / 32 : 0;
-    const bool use_mma = tiles == 2 || tiles == 4;
+    const bool use_mma = tiles == 2 || tiles == 4 || tiles == 8;
     // The lane's slot among the row part's partials: tensor cores, lane (g, g / 2) holds one; FMAs, lanes 0-7.
     const int g = lane / 4, t = lane % 4;
     const GemvLoop gl{n_rows, R, parts, warp / parts, warp % parts, n8, seg,
@@ -459,7 +459,9 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const int n_chunks = ceil_div(n_rows, R);
     const long long t_loop = prof ? clock64() : 0;
     if (prof) prof[5] += t_loop - t_setup;
-    if (use_mma && tiles == 4) {
+    if (use_mma && tiles == 8) {
+        gemv_chunks<8>(ring, c, gl, xin, y_parts, prof);
+    } else if (use_mma && tiles == 4) {
         gemv_chunks<4>(ring, c, gl, xin, y_parts, prof);
     } else if (use_mma) {
         gemv_chunks<2>(ring, c, gl, xin, y_parts, prof);

@@ -56,6 +56,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <cstdlib>
 
@@ -430,12 +431,17 @@ __device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const 
     }
 }
 
+// sub_begin, sub_rows: only the block's rows [sub_begin, sub_begin + sub_rows) of the matrix (sub_begin a multiple of
+// the chunk rows): the lm_head goes in rounds of at most PersistentDecodePlan::head_rows rows, so that its row parts
+// need no more shared memory than the layers' matrices (the ring gets the rest).
 template <typename Epilogue>
 __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int n_in, int n_out, float *y_parts,
-                           const Epilogue &epi, long long *prof) {
+                           const Epilogue &epi, long long *prof, int sub_begin = 0, int sub_rows = INT_MAX) {
     const long long t_setup = prof ? clock64() : 0;
     int r0, r1;
     block_rows(n_out, r0, r1);
+    r0 = min(r1, r0 + sub_begin);
+    r1 = min(r1, r0 + min(sub_rows, r1 - r0));
     const int n_rows = r1 - r0;
     float2 pre[kMaxPairsPerThread][2];
 #pragma unroll
@@ -1252,7 +1258,7 @@ template <int D, int V4, bool kSea>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
                              int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first,
-                             SeaStep ss) {
+                             int head_rows, SeaStep ss) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char smem[];
     const int C = sh.C, F = sh.F;
@@ -1440,7 +1446,13 @@ __global__ void __launch_bounds__(kThreads, 1)
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
     layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
     const LogitsEpilogue head_epi{a.logits, a.argmax_parts != nullptr ? best : nullptr};
-    SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, head_epi, prof))
+    {
+        int hr0, hr1;
+        block_rows(sh.V, hr0, hr1);
+        for (int s0 = 0; s0 == 0 || s0 < hr1 - hr0; s0 += head_rows) {
+            SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, head_epi, prof, s0, head_rows))
+        }
+    }
     // gemv_phase ends with a barrier of the compute warps: every atomic of the block is done.
     if (a.argmax_parts != nullptr && threadIdx.x == 0) a.argmax_parts[blockIdx.x] = *best;
 #undef SEAOPT_SPAN
@@ -1455,7 +1467,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, int, int, int, int, int, uint32_t, int,
-                                  bool, SeaStep);
+                                  bool, int, SeaStep);
 // The kernel for a head size and hidden size; null for a pair it is not built for: OPT-125m and 1.3B
 // (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120).
 PersistentKernel kernel_for(int head_dim, int C, bool sea) {
@@ -1528,10 +1540,18 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     if ((long long)(std::max({3 * s.C, s.F, s.V}) + 1) / 2 * (sms + 1) > (long long)UINT32_MAX) {
         return refuse("too many rows for block_rows' 32-bit arithmetic");
     }
-    auto parts_of = [&](int n_in, int n_out) {
-        return (long long)(ceil_div(n_out, sms) + 2) * (kComputeWarps / chunk_rows(n_in, p.slot_bytes)) * kLanePartials;
+    // The lm_head's rows go in rounds of head_rows (a multiple of its chunk rows; SEAOPT_PERSISTENT_HEAD_ROWS, 0 = all
+    // of a block's rows at once): its 381 rows a block at OPT's vocabulary would need 24 KB of row parts, a ring slot.
+    const int head_chunk = chunk_rows(s.C, p.slot_bytes);
+    int head_rows = 128;
+    if (const char *h = std::getenv("SEAOPT_PERSISTENT_HEAD_ROWS")) head_rows = std::max(0, std::atoi(h));
+    const int head_block_rows = ceil_div(s.V, sms) + 2;
+    p.head_rows = head_rows <= 0 ? head_block_rows : std::min(head_block_rows, ceil_div(head_rows, 2 * head_chunk) * 2 * head_chunk);
+    auto parts_of = [&](int n_in, int rows) {
+        return (long long)rows * (kComputeWarps / chunk_rows(n_in, p.slot_bytes)) * kLanePartials;
     };
-    const long long parts = std::max({parts_of(s.C, 3 * s.C), parts_of(s.C, s.F), parts_of(s.F, s.C), parts_of(s.C, s.V)});
+    const long long parts = std::max({parts_of(s.C, ceil_div(3 * s.C, sms) + 2), parts_of(s.C, ceil_div(s.F, sms) + 2),
+                                      parts_of(s.F, ceil_div(s.C, sms) + 2), parts_of(s.C, p.head_rows)});
     p.parts_bytes = (int)(ceil_div<long long>(parts * 4, 128) * 128);
     if (sea != nullptr) {
         // SEA layers: heads of 64 (the SEA kernels' size), a block per head, the sub-phases' buffers in the GEMV
@@ -1607,7 +1627,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     }
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
-                                               *tag_base, plan.mode, plan.evict_first, ss);
+                                               *tag_base, plan.mode, plan.evict_first, plan.head_rows, ss);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
     *tag_base += (uint32_t)plan.tags_per_step;

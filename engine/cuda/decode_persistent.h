@@ -67,9 +67,11 @@ struct PersistentDecodePlan {
     int in_flight = 0;   // slots being copied at once, at most (SEAOPT_PERSISTENT_INFLIGHT; default 2)
     int splits = 0;      // key ranges per head in the attention phase
     int parts_bytes = 0;    // shared memory for the row parts of one matrix
+    int head_rows = 0;      // lm_head rows a block takes per round (SEAOPT_PERSISTENT_HEAD_ROWS; default 128)
     int tags_per_step = 0;  // handover tags a step uses
     bool evict_first = true;  // the weight stream as L2 evict-first (SEAOPT_PERSISTENT_EVICT_FIRST)
-    int mode = 0;           // 0; timing modes 1 (weight stream only) and 2 (no handover waits): SEAOPT_PERSISTENT_MODE
+    int mode = 0;           // 0; timing modes 1 (weight stream only), 2 (no handover waits), 3 (no weight stream):
+                            // SEAOPT_PERSISTENT_MODE
     size_t shared_bytes = 0;
     // SEA layers (persistent_decode_plan's sea argument): their config (k, K, ... as the context runs them) and the
     // bytes between two sequences' decode states.

@@ -111,6 +111,14 @@ constexpr int kOffAttnAcc = kOffAttnL + kMaxAttnGroups * 4;      // float[groups
 constexpr int kHeaderBytes = kOffAttnAcc + kAttnAccFloats * 4;
 static_assert(kOffFlag + 4 <= kOffBest && kOffBest % 8 == 0 && kOffBest + 8 <= kOffXOwn, "header overlap");
 static_assert(kHeaderBytes % 128 == 0, "the vector and the ring start 128-byte aligned");
+// The compact layout (PersistentDecodePlan::compact): the header ends before the attention's group sums, which share
+// one area with the GEMV vector and the row parts (their lifetimes do not overlap where every GEMV runs on the tensor
+// cores: a phase reads its vector into registers before any row part is written). 24 KB more for the ring.
+constexpr int kCompactHeaderBytes = kOffAttnAcc;
+static_assert(kCompactHeaderBytes % 128 == 0, "the compact layout's vector and ring start 128-byte aligned");
+__host__ __device__ inline int compact_area_bytes(int vec_bytes, int parts_bytes) {
+    return max(max(vec_bytes, parts_bytes), kAttnAccFloats * 4);
+}
 
 int vector_bytes(const PersistentDecodeShape &s) { return ceil_div(std::max(s.C, s.F) * 2, 128) * 128; }
 
@@ -388,11 +396,15 @@ struct GemvLoop {
 };
 template <int kTiles>
 __device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const GemvLoop &gl, const __half *xin,
-                                            float *y_parts, long long *prof) {
+                                            float *y_parts, bool parts_on_x, long long *prof) {
     const int lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
     const __half *xs = xin + (size_t)gl.part * gl.seg * 8;
     uint32_t xb[kTiles > 0 ? kTiles : 1][4];
-    if constexpr (kTiles > 0) mma_span_x<kTiles>(xb, xs, g, t);
+    if constexpr (kTiles > 0) {
+        mma_span_x<kTiles>(xb, xs, g, t);
+        // The row parts share xin's bytes (the compact layout): every warp has its x before any writes a part.
+        if (parts_on_x) compute_sync();
+    }
     // This warp's part of row `row` of a chunk in slot s: bytes from the slot's start.
     const uint32_t part_bytes = (uint32_t)(gl.row * gl.n8 + gl.part * gl.seg) * 16u;
     const uint32_t slots_addr = smem_addr(ring.slots) + part_bytes + (kTiles > 0 ? mma_span_lane_offset(lane) : 0u);
@@ -434,9 +446,12 @@ __device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const 
 // sub_begin, sub_rows: only the block's rows [sub_begin, sub_begin + sub_rows) of the matrix (sub_begin a multiple of
 // the chunk rows): the lm_head goes in rounds of at most PersistentDecodePlan::head_rows rows, so that its row parts
 // need no more shared memory than the layers' matrices (the ring gets the rest).
+// area_bytes > 0: the compact layout, y_parts = xin = the start of an area of that many bytes; the row parts go
+// after the vector where they fit, else over it (the FC2 phase at OPT-1.3B).
 template <typename Epilogue>
 __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int n_in, int n_out, float *y_parts,
-                           const Epilogue &epi, long long *prof, int sub_begin = 0, int sub_rows = INT_MAX) {
+                           const Epilogue &epi, long long *prof, int area_bytes, int sub_begin = 0,
+                           int sub_rows = INT_MAX) {
     const long long t_setup = prof ? clock64() : 0;
     int r0, r1;
     block_rows(n_out, r0, r1);
@@ -463,16 +478,25 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const GemvLoop gl{n_rows, R, parts, warp / parts, warp % parts, n8, seg,
                       use_mma ? (t == g / 2 ? g : -1) : (lane < kLanePartials ? lane : -1)};
     const int n_chunks = ceil_div(n_rows, R);
+    bool parts_on_x = false;
+    if (area_bytes > 0) {
+        const int vec = (n_in * 2 + 127) / 128 * 128, need = n_chunks * R * parts * kLanePartials * 4;
+        if (vec + need <= area_bytes) {
+            y_parts += vec / 4;
+        } else {
+            parts_on_x = true;  // the host allows this for single-round phases on the tensor cores only
+        }
+    }
     const long long t_loop = prof ? clock64() : 0;
     if (prof) prof[5] += t_loop - t_setup;
     if (use_mma && tiles == 8) {
-        gemv_chunks<8>(ring, c, gl, xin, y_parts, prof);
+        gemv_chunks<8>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     } else if (use_mma && tiles == 4) {
-        gemv_chunks<4>(ring, c, gl, xin, y_parts, prof);
+        gemv_chunks<4>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     } else if (use_mma) {
-        gemv_chunks<2>(ring, c, gl, xin, y_parts, prof);
+        gemv_chunks<2>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     } else {
-        gemv_chunks<0>(ring, c, gl, xin, y_parts, prof);
+        gemv_chunks<0>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     }
     c += (uint32_t)n_chunks;
     const long long t_epi = prof ? clock64() : 0;
@@ -1258,26 +1282,33 @@ template <int D, int V4, bool kSea>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
                              int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first,
-                             int head_rows, SeaStep ss) {
+                             int head_rows, bool compact, SeaStep ss) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     extern __shared__ __align__(128) unsigned char smem[];
     const int C = sh.C, F = sh.F;
     const int vec_bytes = ceil_div(max(C, F) * 2, 128) * 128;
+    // Compact (dense kernels only): [header][vector = row parts = attention sums][ring]; else [header with the
+    // attention sums][vector][row parts][ring].
+    const bool compact_layout = !kSea && compact;
+    const int header_bytes = compact_layout ? kCompactHeaderBytes : kHeaderBytes;
+    const int area_bytes = compact_layout ? compact_area_bytes(vec_bytes, parts_bytes) : vec_bytes + parts_bytes;
     Ring ring{reinterpret_cast<uint64_t *>(smem + kOffFull),
               reinterpret_cast<uint64_t *>(smem + kOffEmpty),
-              smem + kHeaderBytes + vec_bytes + parts_bytes,
+              smem + header_bytes + area_bytes,
               n_slots,
               slot_bytes,
               in_flight,
               evict_first,
               0,
               mode != kModeComputeOnly};
-    float *y_parts = reinterpret_cast<float *>(smem + kHeaderBytes + vec_bytes);
+    float *y_parts = reinterpret_cast<float *>(smem + header_bytes + (compact_layout ? 0 : vec_bytes));
+    const int compact_area = compact_layout ? area_bytes : 0;
     float *ln_red = reinterpret_cast<float *>(smem + kOffLn);
     float *x_own = reinterpret_cast<float *>(smem + kOffXOwn);
     const AttnShared attn_sm{reinterpret_cast<float *>(smem + kOffAttnM), reinterpret_cast<float *>(smem + kOffAttnL),
-                             reinterpret_cast<float *>(smem + kOffAttnAcc), reinterpret_cast<int *>(smem + kOffFlag)};
-    __half *xin = reinterpret_cast<__half *>(smem + kHeaderBytes);
+                             reinterpret_cast<float *>(smem + (compact_layout ? header_bytes : kOffAttnAcc)),
+                             reinterpret_cast<int *>(smem + kOffFlag)};
+    __half *xin = reinterpret_cast<__half *>(smem + header_bytes);
     unsigned long long *const best = reinterpret_cast<unsigned long long *>(smem + kOffBest);
     if (threadIdx.x == 0) {
         *best = kArgmaxKeyNone;
@@ -1418,7 +1449,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
         const QkvEpilogue<D> qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
-        SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof))
+        SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof, compact_area))
         if (kSea && L.sea != nullptr) {
             if constexpr (kSea) {
                 SEAOPT_SPAN(4, sea_attention_phase(ss, L, sh, a, ho, sho, l, reinterpret_cast<float *>(smem + kHeaderBytes),
@@ -1433,14 +1464,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
-        SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, out_epi, prof))
+        SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, out_epi, prof, compact_area))
         const LnParams<V4> ln2 = load_ln_params<V4>(L.ln2_w, L.ln2_b, C);
         SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2)))
         layernorm_to_smem(v, C, ln2, sh.eps, xin, ln_red);
-        SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof))
+        SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof,
+                                    compact_area))
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.ff, F, ho.wait_tag(l, 3)))
         const ResidualEpilogue fc2_epi{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)};
-        SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, fc2_epi, prof))
+        SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, fc2_epi, prof, compact_area))
     }
     const LnParams<V4> ln_out = load_ln_params<V4>(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
@@ -1450,7 +1482,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         int hr0, hr1;
         block_rows(sh.V, hr0, hr1);
         for (int s0 = 0; s0 == 0 || s0 < hr1 - hr0; s0 += head_rows) {
-            SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, head_epi, prof, s0, head_rows))
+            SEAOPT_GEMV(12, gemv_phase(ring, c, xin, C, sh.V, y_parts, head_epi, prof, compact_area, s0, head_rows))
         }
     }
     // gemv_phase ends with a barrier of the compute warps: every atomic of the block is done.
@@ -1467,7 +1499,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 }
 
 using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, int, int, int, int, int, uint32_t, int,
-                                  bool, int, SeaStep);
+                                  bool, int, bool, SeaStep);
 // The kernel for a head size and hidden size; null for a pair it is not built for: OPT-125m and 1.3B
 // (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120).
 PersistentKernel kernel_for(int head_dim, int C, bool sea) {
@@ -1571,11 +1603,23 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     } else if (s.sea_image_floats != 0) {
         return refuse("SEA image size without a SEA config");
     }
-    const long long room =
-        (long long)max_optin - kHeaderBytes - vector_bytes(s) - p.parts_bytes - (long long)fa.sharedSizeBytes;
+    // The compact layout where every GEMV of the step runs on the tensor cores (mma_span_dot reads the vector only
+    // into registers, at the phase's start) and the layers are dense (SEAOPT_PERSISTENT_COMPACT=0 turns it off).
+    auto on_tensor_cores = [&](int n_in) {
+        const int parts = kComputeWarps / chunk_rows(n_in, p.slot_bytes), seg = n_in / 8 / parts;
+        return seg % 32 == 0 && (seg / 32 == 2 || seg / 32 == 4 || seg / 32 == 8);
+    };
+    // The lm_head's rounds all read the same vector: their row parts must fit beside it.
+    const long long compact_area = std::max<long long>({(long long)vector_bytes(s), (long long)p.parts_bytes, kAttnAccFloats * 4LL});
+    p.compact = sea == nullptr && on_tensor_cores(s.C) && on_tensor_cores(s.F) &&
+                ceil_div(s.C * 2, 128) * 128 + parts_of(s.C, p.head_rows) * 4 <= compact_area;
+    if (const char *e = std::getenv("SEAOPT_PERSISTENT_COMPACT")) p.compact = p.compact && std::atoi(e) != 0;
+    const long long fixed = p.compact ? (long long)kCompactHeaderBytes + compact_area_bytes(vector_bytes(s), p.parts_bytes)
+                                      : (long long)kHeaderBytes + vector_bytes(s) + p.parts_bytes;
+    const long long room = (long long)max_optin - fixed - (long long)fa.sharedSizeBytes;
     p.slots = (int)std::min<long long>(kMaxSlots, room / p.slot_bytes);
     if (p.slots < kMinSlots) return refuse("shared memory too small for the weight ring");
-    p.shared_bytes = (size_t)kHeaderBytes + vector_bytes(s) + p.parts_bytes + (size_t)p.slots * p.slot_bytes;
+    p.shared_bytes = (size_t)fixed + (size_t)p.slots * p.slot_bytes;
     if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              (int)p.shared_bytes) != cudaSuccess) {
         cudaGetLastError();
@@ -1627,7 +1671,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     }
     const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, args, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
-                                               *tag_base, plan.mode, plan.evict_first, plan.head_rows, ss);
+                                               *tag_base, plan.mode, plan.evict_first, plan.head_rows, plan.compact, ss);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
     *tag_base += (uint32_t)plan.tags_per_step;

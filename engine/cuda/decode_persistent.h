@@ -68,6 +68,7 @@ struct PersistentDecodePlan {
     int splits = 0;      // key ranges per head in the attention phase
     int parts_bytes = 0;    // shared memory for the row parts of one matrix
     int head_rows = 0;      // lm_head rows a block takes per round (SEAOPT_PERSISTENT_HEAD_ROWS; default 128)
+    bool compact = false;   // the vector, row parts and attention sums share shared memory (SEAOPT_PERSISTENT_COMPACT)
     int tags_per_step = 0;  // handover tags a step uses
     bool evict_first = true;  // the weight stream as L2 evict-first (SEAOPT_PERSISTENT_EVICT_FIRST)
     int mode = 0;           // 0; timing modes 1 (weight stream only), 2 (no handover waits), 3 (no weight stream):

@@ -35,7 +35,7 @@
 // SEAOPT_PERSISTENT_ZERO_COPY=0: the host reads them after the kernel), and where asked each block's greedy
 // key of its logits (engine/argmax_key.h; a shared atomic max, then one store into mapped host memory). A chunk of R rows is
 // computed by 8/R warps per row, each a contiguous part of the row (on the tensor cores where the
-// part is 512 or 1,024 halves: mma_span_dot; else fp32 FMAs of exactly converted fp16), two chunks
+// part is 512, 1,024 or 2,048 halves: mma_span_dot; else fp32 FMAs of exactly converted fp16), two chunks
 // at a time; the partial sums of a row are added in a fixed order after the block's last chunk, and
 // the epilogue follows. Each block keeps the residual rows it
 // owns (the same rows in phases 3 and 5) in shared memory and is the only one to update them.
@@ -469,8 +469,9 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const int parts = kComputeWarps / R;  // warps per row
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     const int n8 = n_in / 8, seg = n8 / parts;  // uint4s per row, per warp
-    // Tensor cores where a warp's span of a row is 512 or 1,024 halves (all of OPT-1.3B's matrices): see
-    // mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
+    // Tensor cores where a warp's span of a row is 512, 1,024 or 2,048 halves (all of OPT-1.3B's and 6.7B's
+    // matrices): see mma_span_dot. Its B fragments (x) are the same for every chunk of the phase: in registers.
+    // (persistent_decode_plan's on_tensor_cores states the same rule for the compact layout.)
     const int tiles = seg % 32 == 0 ? seg / 32 : 0;
     const bool use_mma = tiles == 2 || tiles == 4 || tiles == 8;
     // The lane's slot among the row part's partials: tensor cores, lane (g, g / 2) holds one; FMAs, lanes 0-7.
@@ -1605,7 +1606,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     }
     // The compact layout where every GEMV of the step runs on the tensor cores (mma_span_dot reads the vector only
     // into registers, at the phase's start) and the layers are dense (SEAOPT_PERSISTENT_COMPACT=0 turns it off).
-    auto on_tensor_cores = [&](int n_in) {
+    auto on_tensor_cores = [&](int n_in) {  // gemv_phase's rule for use_mma
         const int parts = kComputeWarps / chunk_rows(n_in, p.slot_bytes), seg = n_in / 8 / parts;
         return seg % 32 == 0 && (seg / 32 == 2 || seg / 32 == 4 || seg / 32 == 8);
     };

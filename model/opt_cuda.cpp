@@ -429,7 +429,7 @@ void upload_persistent_layers(const OptHparams &hp, const OptCudaWeights &w, Opt
           "uploading the decode layer table");
     if (!sea_table.empty()) {
         check(cudaMemcpy(sea_at, sea_table.data(), sea_table.size() * sizeof(sea_table[0]), cudaMemcpyHostToDevice),
-              "uploading the decode layer table");
+              "uploading the decode SEA layer table");
     }
     s.persistent_layers = reinterpret_cast<cuda::PersistentLayer *>(at);
     s.persistent_scratch = at + persistent_table_bytes(hp, s.sea_any);

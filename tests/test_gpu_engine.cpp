@@ -234,8 +234,23 @@ void check_persistent_decode(const std::string &path, int n_steps) {
 }
 
 TEST(GpuEngine, PersistentDecodeMatchesTheReference) {
-    check_persistent_decode(
-        make_model("opt1.3b-layer", {"--hidden", "2048", "--heads", "32", "--layers", "1", "--ffn", "8192"}), 640);
+    const std::string path =
+        make_model("opt1.3b-layer", {"--hidden", "2048", "--heads", "32", "--layers", "1", "--ffn", "8192"});
+    check_persistent_decode(path, 640);
+    // The shared-memory layouts the default replaced, kept behind switches for comparisons: the lm_head's row parts
+    // all at once (24 KB) and separate vector / row-part / attention areas (11 ring slots instead of 13).
+    std::printf("with SEAOPT_PERSISTENT_HEAD_ROWS=0 and SEAOPT_PERSISTENT_COMPACT=0:\n");
+    struct OldLayout {  // the switches are unset however the check leaves (an ASSERT returns early)
+        OldLayout() {
+            setenv("SEAOPT_PERSISTENT_HEAD_ROWS", "0", 1);
+            setenv("SEAOPT_PERSISTENT_COMPACT", "0", 1);
+        }
+        ~OldLayout() {
+            unsetenv("SEAOPT_PERSISTENT_HEAD_ROWS");
+            unsetenv("SEAOPT_PERSISTENT_COMPACT");
+        }
+    } old_layout;
+    check_persistent_decode(path, 300);
 }
 
 // The same at the layer shapes of OPT-2.7B (heads of 80: key groups of 16 lanes with 6 idle, 64 keys a

@@ -167,8 +167,9 @@ __host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
 // below instead of warning that they are unused.
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
 
-// Timing modes (SEAOPT_PERSISTENT_MODE; results are wrong in 1 and 2): 0 the step; 1 the weight
-// stream alone (the compute warps only release the slots); 2 the step without waiting for handovers.
+// Timing modes (SEAOPT_PERSISTENT_MODE; results are wrong in 1, 2 and 3): 0 the step; 1 the weight
+// stream alone (the compute warps only release the slots); 2 the step without waiting for handovers; 3 the step
+// without the weight stream.
 constexpr int kModeStreamOnly = 1;
 constexpr int kModeNoHandoverWaits = 2;
 constexpr int kModeComputeOnly = 3;  // the producer copies nothing: the step's compute on stale slots

@@ -308,11 +308,11 @@ void destroy_cuda_state(OptCudaState *s) {
         }
         SEAOPT_LOG_WARN_("persistent profile (%lld steps, kcycles per step over the blocks: mean/min/median/max):%s\n",
                          s->persistent_steps, line.c_str());
-        const double k = (double)std::max<long long>(1, s->persistent_steps);
         SEAOPT_LOG_WARN_("persistent profile, host (us per step): caller between steps %.1f, enqueue %.1f, wait %.1f, "
                          "logits copy %.1f; kernel (events) %.1f\n",
                          s->host_profile[0] / (double)std::max<long long>(1, s->host_profile_gaps),
-                         s->host_profile[1] / k, s->host_profile[2] / k, s->host_profile[3] / k, s->host_profile[4] / k);
+                         s->host_profile[1] / steps, s->host_profile[2] / steps, s->host_profile[3] / steps,
+                         s->host_profile[4] / steps);
         for (cudaEvent_t e : s->profile_events) {
             if (e) cudaEventDestroy(e);
         }

@@ -1612,11 +1612,11 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
         return seg % 32 == 0 && (seg / 32 == 2 || seg / 32 == 4 || seg / 32 == 8);
     };
     // The lm_head's rounds all read the same vector: their row parts must fit beside it.
-    const long long compact_area = std::max<long long>({(long long)vector_bytes(s), (long long)p.parts_bytes, kAttnAccFloats * 4LL});
+    const int compact_area = compact_area_bytes(vector_bytes(s), p.parts_bytes);
     p.compact = sea == nullptr && on_tensor_cores(s.C) && on_tensor_cores(s.F) &&
                 ceil_div(s.C * 2, 128) * 128 + parts_of(s.C, p.head_rows) * 4 <= compact_area;
     if (const char *e = std::getenv("SEAOPT_PERSISTENT_COMPACT")) p.compact = p.compact && std::atoi(e) != 0;
-    const long long fixed = p.compact ? (long long)kCompactHeaderBytes + compact_area_bytes(vector_bytes(s), p.parts_bytes)
+    const long long fixed = p.compact ? (long long)kCompactHeaderBytes + compact_area
                                       : (long long)kHeaderBytes + vector_bytes(s) + p.parts_bytes;
     const long long room = (long long)max_optin - fixed - (long long)fa.sharedSizeBytes;
     p.slots = (int)std::min<long long>(kMaxSlots, room / p.slot_bytes);

@@ -279,6 +279,15 @@ seaopt_status seaopt_decode(seaopt_context *ctx, const seaopt_batch *batch) {
     SEAOPT_API_CATCH
 }
 
+seaopt_status seaopt_generate_greedy(seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_token token, int32_t n_predict,
+                                     seaopt_token *out_tokens) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    context_generate_greedy(ctx->impl, seq_id, token, n_predict, out_tokens);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
 seaopt_status seaopt_decode_nll(seaopt_context *ctx, const seaopt_batch *batch, const seaopt_token *targets,
                                 float *out_nll) {
     SEAOPT_API_TRY

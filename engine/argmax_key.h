@@ -38,7 +38,7 @@ SEAOPT_ARGMAX_HD inline uint64_t argmax_key(float v, uint32_t index) {
 
 // The token of the max key of a row, or -1 where the host must decide: a NaN among the logits, every
 // logit -inf, or no key at all (the sampler's own scan then says what is wrong).
-inline int32_t argmax_key_token(uint64_t key) {
+SEAOPT_ARGMAX_HD inline int32_t argmax_key_token(uint64_t key) {
     if (key == kArgmaxKeyNaN || key == kArgmaxKeyNone) return -1;
     constexpr uint32_t kOrderedMinusInf = ~0xFF800000u;
     if ((uint32_t)(key >> 32) <= kOrderedMinusInf) return -1;

@@ -10,6 +10,7 @@
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "engine/sampler.h"
 #include "model/opt_sea.h"
 
 namespace seaopt {
@@ -387,6 +388,79 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
     ctx.last_batch_nll = false;
     ctx.greedy_token = greedy;  // asked for (and so possibly made) only with one output row
+}
+
+void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n_predict, int32_t *out) {
+    const int32_t n_vocab = (int32_t)ctx.model->hp.n_vocab;
+    if (n_predict < 0) throw_invalid_argument("n_predict must be >= 0, got " + std::to_string(n_predict));
+    if (n_predict > 0 && !out) throw_invalid_argument("out is NULL");
+    if (seq < 0 || (uint32_t)seq >= ctx.n_seq_max) {
+        throw_invalid_argument("sequence id " + std::to_string(seq) + " is outside [0, n_seq_max = " +
+                               std::to_string(ctx.n_seq_max) + ")");
+    }
+    if (token < 0 || token >= n_vocab) {
+        throw_invalid_argument("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
+                               std::to_string(n_vocab) + ")");
+    }
+    const int32_t pos0 = ctx.seq_len[(size_t)seq];
+    if ((int64_t)pos0 + n_predict > (int64_t)ctx.n_ctx) {
+        throw Error(SEAOPT_ERR_CONTEXT_FULL, "greedy generation of " + std::to_string(n_predict) +
+                                                 " tokens from position " + std::to_string(pos0) + " of sequence " +
+                                                 std::to_string(seq) + " would go beyond the context (n_ctx = " +
+                                                 std::to_string(ctx.n_ctx) + ")");
+    }
+    if (n_predict == 0) return;
+
+    // The GPU's persistent kernel runs the steps back to back (no host round trip per token); the sequence's
+    // cache positions past pos0 count only once the whole chain has succeeded.
+    if (ctx.cuda && n_predict >= 2 && opt_cuda_greedy_chain(*ctx.cuda)) {
+        std::vector<int32_t> picks((size_t)n_predict);
+        const float *view = nullptr;
+        opt_generate_greedy_cuda(ctx.model->hp, *ctx.model->cuda, *ctx.cuda, seq, pos0, token, n_predict,
+                                 picks.data(), &view);
+        for (int32_t i = 0; i < n_predict; ++i) {
+            if (picks[(size_t)i] < 0) {
+                // As a greedy sampler would refuse these logits; the sequence stays as it was.
+                throw_invalid_argument("greedy generation: the logits at position " + std::to_string(pos0 + i) +
+                                       " of sequence " + std::to_string(seq) +
+                                       " hold a NaN or are all -inf: no token can be picked");
+            }
+        }
+        ctx.seq_len[(size_t)seq] = pos0 + n_predict;
+        ctx.logits_view = view;
+        ctx.output_row.assign(1, 0);
+        ctx.last_output_index = 0;
+        ctx.last_batch_nll = false;
+        ctx.greedy_token = picks.back();
+        std::copy(picks.begin(), picks.end(), out);
+        return;
+    }
+
+    // Elsewhere: one seaopt_decode per token and the pick of a temperature-0 sampler (the GPU's pick where it
+    // made one). On an error the sequence is cut back to where it was (for SEA by recomputation, as
+    // seaopt_kv_truncate does).
+    seaopt_sampler_params sp{};
+    sp.temp = 0.0f;
+    sp.top_k = 0;
+    sp.top_p = 1.0f;
+    sp.repeat_penalty = 1.0f;
+    sp.repeat_last_n = 0;
+    Sampler greedy(sp);
+    std::vector<int32_t> picks((size_t)n_predict);
+    try {
+        for (int32_t i = 0; i < n_predict; ++i) {
+            const int8_t want = 1;
+            const seaopt_batch b{1, &token, nullptr, &seq, &want};
+            context_decode(ctx, b);
+            const float *logits = context_logits_ith(ctx, 0);
+            token = greedy.sample(logits, n_vocab, context_greedy_token_ith(ctx, 0));
+            picks[(size_t)i] = token;
+        }
+    } catch (...) {
+        if (ctx.seq_len[(size_t)seq] != pos0) context_kv_truncate(ctx, seq, pos0);
+        throw;
+    }
+    std::copy(picks.begin(), picks.end(), out);
 }
 
 void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token *targets, float *out_nll) {

@@ -217,6 +217,9 @@ struct OptCudaState {
     // max the host takes after the forward; null where the memory cannot be mapped (no pick then).
     uint64_t *pinned_argmax = nullptr;
     uint64_t *pinned_argmax_on_device = nullptr;
+    // The persistent kernel's greedy chain (opt_generate_greedy_cuda): one pick per step, n_ctx of them, mapped.
+    int32_t *pinned_picks = nullptr;
+    int32_t *pinned_picks_on_device = nullptr;
     // Batch-1 decode runs as one CUDA graph: captured on the second such step (the first makes the
     // GEMM plans, autotuning the lm_head's: gemm.h), replayed after. SEAOPT_NO_CUDA_GRAPH=1 turns
     // this off.
@@ -325,6 +328,7 @@ void destroy_cuda_state(OptCudaState *s) {
     if (s->host_staging) cudaFreeHost(s->host_staging);
     if (s->pinned_logits) cudaFreeHost(s->pinned_logits);
     if (s->pinned_argmax) cudaFreeHost(s->pinned_argmax);
+    if (s->pinned_picks) cudaFreeHost(s->pinned_picks);
     if (s->decode_graph) cudaGraphExecDestroy(s->decode_graph);
     if (s->sea_block) cudaFree(s->sea_block);
     delete s;
@@ -529,6 +533,15 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
         cudaSuccess) {
         cudaGetLastError();
         s->pinned_argmax_on_device = nullptr;
+    }
+    if (s->persistent.ok && !s->persistent.sea) {
+        check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_picks), (size_t)n_ctx * sizeof(int32_t)),
+              "cudaMallocHost");
+        if (cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_picks_on_device), s->pinned_picks, 0) !=
+            cudaSuccess) {
+            cudaGetLastError();
+            s->pinned_picks_on_device = nullptr;
+        }
     }
     const char *no_graph = std::getenv("SEAOPT_NO_CUDA_GRAPH");
     s->graphs_enabled = !(no_graph && std::string(no_graph) == "1");
@@ -964,6 +977,49 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
 }
 
 }  // namespace
+
+bool opt_cuda_greedy_chain(const OptCudaState &s) {
+    return s.persistent.ok && !s.persistent.sea && s.persistent.mode == 0 && s.pinned_picks_on_device != nullptr &&
+           s.pinned_logits_on_device != nullptr;
+}
+
+void opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,
+                              int32_t pos, int32_t token, int32_t n_steps, int32_t *picks,
+                              const float **logits_view) {
+    if (!opt_cuda_greedy_chain(s)) throw Error(SEAOPT_ERR_INTERNAL, "greedy chain: not available on this context");
+    if (n_steps < 1 || pos < 0 || (int64_t)pos + n_steps > (int64_t)s.n_ctx || seq < 0 || (uint32_t)seq >= s.n_seq) {
+        throw Error(SEAOPT_ERR_INTERNAL, "greedy chain: steps outside the context");
+    }
+    check(cudaSetDevice(s.device), "cudaSetDevice");
+    cudaStream_t st = s.stream;
+    const int V = (int)hp.n_vocab;
+    cuda::PersistentDecodeArgs a;
+    a.layers = s.persistent_layers;
+    a.tok_embd = w.tok_embd;
+    a.pos_embd = w.pos_embd;
+    a.out_norm_w = w.out_norm_w;
+    a.out_norm_b = w.out_norm_b;
+    a.lm_head = w.lm_head;
+    // The last step's logits go to the pinned row the caller is not reading, as a single step's do.
+    a.logits = s.pinned_logits_on_device + (size_t)s.next_logits_row * V;
+    a.scratch = s.persistent_scratch;
+    a.argmax_parts = s.pinned_argmax_on_device;
+    a.sea_prefetch_max_pos = s.sea_prefetch_max_pos;
+    a.profile = static_cast<long long *>(s.persistent_profile);  // set up by a single step, if profiling
+    if (a.profile) s.persistent_steps += n_steps;
+    a.token = token;
+    a.pos = pos;
+    a.seq = seq;
+    a.n_steps = n_steps;
+    a.picks = s.pinned_picks_on_device;
+    cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
+    check(cudaStreamSynchronize(st), "the greedy chain");
+    std::memcpy(picks, s.pinned_picks, (size_t)n_steps * sizeof(int32_t));
+    if (logits_view) {
+        *logits_view = s.pinned_logits + (size_t)s.next_logits_row * V;
+        s.next_logits_row ^= 1;
+    }
+}
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,

@@ -79,6 +79,18 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
                       float *host_logits, int32_t *greedy_token = nullptr, const float **logits_view = nullptr);
 
+// Greedy generation on the device (the persistent decode kernel's chain): decodes `token` at position pos of
+// sequence seq, then n_steps - 1 more tokens, each the greedy pick of the step before (the sampler's argmax:
+// the lowest id of the largest logit), in one launch with no host round trip between the steps. picks[i]: step
+// i's pick, or -1 where its logits hold a NaN or only -inf (the steps after it decoded garbage: the caller
+// discards them). *logits_view (may be null): the last step's logits in the engine's pinned memory, as
+// opt_forward_cuda's. The caller validates the sequence, the positions and the token. Available where
+// opt_cuda_greedy_chain says so: the persistent kernel with dense layers (else decode step by step).
+bool opt_cuda_greedy_chain(const OptCudaState &s);
+void opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,
+                              int32_t pos, int32_t token, int32_t n_steps, int32_t *picks,
+                              const float **logits_view);
+
 // The fused loss: runs the batch as above but, instead of the logits, writes
 // host_nll[r] = -log softmax(logits of output_tokens[r])[output_targets[r]] (natural log, fp32 on the
 // GPU: log_softmax_nll after each chunk's lm_head GEMM), so only n_outputs floats leave the device.

@@ -190,6 +190,26 @@ TEST_F(Bench, DepthRunsEachTestOnAFilledCache) {
     }
 }
 
+TEST_F(Bench, TgApiGenerateRunsTheGreedyCall) {
+    const Result r = run({"-m", kModel, "-p", "0", "-n", "4", "-d", "0,16", "--tg-api", "decode,generate", "-r", "1",
+                          "-o", "json", "--device", "cpu", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << "stdout is not JSON\n" << describe(r);
+    ASSERT_EQ(j.size(), 4u) << describe(r);
+    const char *names[] = {"tg4", "tg4 generate", "tg4 @ d16", "tg4 generate @ d16"};
+    const char *apis[] = {"decode", "generate", "decode", "generate"};
+    for (size_t i = 0; i < 4; ++i) {
+        SCOPED_TRACE(j[i].dump());
+        EXPECT_EQ(j[i].at("test"), names[i]);
+        EXPECT_EQ(j[i].at("tg_api"), apis[i]);
+        EXPECT_EQ(j[i].at("n_gen"), 4);
+        EXPECT_GT(j[i].at("avg_ts").get<double>(), 0.0);
+    }
+    expect_clean_failure(run({"-m", kModel, "--tg-api", "chain"}), "--tg-api: 'chain' is not decode or generate");
+    expect_clean_failure(run({"-m", kModel, "--tg-api", ","}), "--tg-api");
+}
+
 TEST_F(Bench, DepthShowsInTheMarkdownTable) {
     const Result r = run({"-m", kModel, "-p", "0", "-n", "4", "-d", "16", "-r", "1", "--device", "cpu", "--no-warmup"});
     ASSERT_TRUE(r.exited && r.status == 0) << describe(r);

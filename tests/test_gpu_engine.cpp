@@ -12,6 +12,7 @@
 #include <stdexcept>
 #include <cmath>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -251,6 +252,65 @@ TEST(GpuEngine, PersistentDecodeMatchesTheReference) {
         }
     } old_layout;
     check_persistent_decode(path, 300);
+}
+
+// seaopt_generate_greedy on the persistent kernel's chain (every step in one launch, each block taking the step's
+// pick from all blocks' keys, the cached rows of earlier steps of the launch through the weight ring) against a loop
+// of single steps and the greedy sampler on another context of the same model: the same kernel arithmetic, so the
+// same picks and bit-identical logits, after the chain and one step after it. From position 0 (BOS) and after a
+// 200-token prefill, across the attention's key-range splits (256, 512) and 128-key steps, two layers.
+void check_greedy_chain(const std::string &path) {
+    Engine chain(SEAOPT_DEVICE_CUDA, 1024, 0, path), loop(SEAOPT_DEVICE_CUDA, 1024, 0, path);
+    const int32_t n_vocab = seaopt_model_n_vocab(chain.model);
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    sp.temp = 0.0f;
+    seaopt_sampler *greedy = nullptr;
+    ASSERT_EQ(seaopt_sampler_new(&sp, &greedy), SEAOPT_OK) << seaopt_last_error();
+    const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> own_greedy(greedy, seaopt_sampler_free);
+    const std::vector<int32_t> prompt = test_ids(200);
+    for (const auto &[n_prompt, n_gen] : {std::pair<int32_t, int32_t>{0, 40}, {200, 420}}) {
+        seaopt_kv_clear(chain.ctx);
+        seaopt_kv_clear(loop.ctx);
+        int32_t first = 2;  // BOS
+        if (n_prompt > 0) {
+            const seaopt_batch b = seaopt_batch_get_one(prompt.data(), n_prompt);
+            ASSERT_EQ(seaopt_decode(chain.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+            ASSERT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+            ASSERT_EQ(seaopt_sampler_sample(greedy, chain.ctx, -1, &first), SEAOPT_OK) << seaopt_last_error();
+        }
+        std::vector<int32_t> got((size_t)n_gen, -1), want;
+        ASSERT_EQ(seaopt_generate_greedy(chain.ctx, 0, first, n_gen, got.data()), SEAOPT_OK) << seaopt_last_error();
+        int32_t token = first;
+        for (int32_t i = 0; i < n_gen; ++i) {
+            const seaopt_batch b = seaopt_batch_get_one(&token, 1);
+            ASSERT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+            ASSERT_EQ(seaopt_sampler_sample(greedy, loop.ctx, -1, &token), SEAOPT_OK) << seaopt_last_error();
+            want.push_back(token);
+        }
+        EXPECT_EQ(got, want) << "from position " << n_prompt;
+        EXPECT_EQ(seaopt_kv_seq_len(chain.ctx, 0), n_prompt + n_gen);
+        std::set<int32_t> distinct(got.begin(), got.end());
+        std::printf("greedy chain from position %d: %d steps, %zu distinct tokens, picks %s the step loop's\n", n_prompt,
+                    n_gen, distinct.size(), got == want ? "equal to" : "DIFFERENT from");
+        for (int k = 0; k < 2; ++k) {  // the chain's last logits, then one step after it
+            const float *a = seaopt_get_logits_ith(chain.ctx, -1), *c = seaopt_get_logits_ith(loop.ctx, -1);
+            ASSERT_NE(a, nullptr);
+            ASSERT_NE(c, nullptr);
+            EXPECT_EQ(std::vector<float>(a, a + n_vocab), std::vector<float>(c, c + n_vocab)) << "step " << k;
+            const int32_t next = want.back();
+            const seaopt_batch b = seaopt_batch_get_one(&next, 1);
+            ASSERT_EQ(seaopt_decode(chain.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+            ASSERT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        }
+    }
+}
+
+TEST(GpuEngine, GenerateGreedyChainMatchesTheStepLoop) {
+    check_greedy_chain(
+        make_model("opt1.3b-2layers", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"}));
+    std::printf("OPT-2.7B layer shape (head_dim 80):\n");
+    check_greedy_chain(
+        make_model("opt27b-layer", {"--hidden", "2560", "--heads", "32", "--layers", "1", "--ffn", "10240"}));
 }
 
 // The same at the layer shapes of OPT-2.7B (heads of 80: key groups of 16 lanes with 6 idle, 64 keys a

@@ -240,6 +240,70 @@ TEST_P(ModelVsTransformers, GreedyContinuationsMatch) {
     seaopt_sampler_free(smpl);
 }
 
+// seaopt_generate_greedy gives transformers' greedy continuation too, leaves the sequence and the last step's logits
+// as a decode loop would, and refuses bad arguments without touching the sequence.
+TEST_P(ModelVsTransformers, GenerateGreedyMatchesTransformers) {
+    const auto &[fx, outtype] = GetParam();
+    const json ref = reference(fx.model);
+    Loaded l, loop;
+    load(l, converted(fx, outtype), 2);
+    load(loop, converted(fx, outtype), 2);
+    const int32_t n_vocab = seaopt_model_n_vocab(l.model);
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    sp.temp = 0.0f;
+    seaopt_sampler *smpl = nullptr;
+    ASSERT_EQ(seaopt_sampler_new(&sp, &smpl), SEAOPT_OK) << seaopt_last_error();
+    for (const json &g : ref["greedy"]) {
+        seaopt_kv_clear(l.ctx);
+        seaopt_kv_clear(loop.ctx);
+        const std::vector<int32_t> prompt = ids_of(g["prompt"]);
+        const std::vector<int32_t> expected = ids_of(g["new_tokens"]);
+        ASSERT_GE(expected.size(), 3u);
+        // Sequence 1 of each context (sequence 0 stays empty: the call must touch only its own).
+        const std::vector<int32_t> seq1(prompt.size(), 1);
+        seaopt_batch b{(int32_t)prompt.size(), prompt.data(), nullptr, seq1.data(), nullptr};
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        int32_t first = -1;
+        ASSERT_EQ(seaopt_sampler_sample(smpl, l.ctx, -1, &first), SEAOPT_OK) << seaopt_last_error();
+        const int32_t n = (int32_t)expected.size() - 1;
+        std::vector<int32_t> got(1, first);
+        got.resize((size_t)n + 1, -7);
+        ASSERT_EQ(seaopt_generate_greedy(l.ctx, 1, first, n, got.data() + 1), SEAOPT_OK) << seaopt_last_error();
+        EXPECT_EQ(got, expected);
+        EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 1), (int32_t)(prompt.size() + (size_t)n));
+        EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 0), 0);
+        // The loop's last step: the same logits as the call left.
+        for (int32_t i = 0; i < n; ++i) {
+            const int32_t one = 1;
+            const seaopt_batch s{1, &got[(size_t)i], nullptr, &one, nullptr};
+            ASSERT_EQ(seaopt_decode(loop.ctx, &s), SEAOPT_OK) << seaopt_last_error();
+        }
+        const float *a = seaopt_get_logits_ith(l.ctx, -1), *c = seaopt_get_logits_ith(loop.ctx, -1);
+        ASSERT_NE(a, nullptr);
+        ASSERT_NE(c, nullptr);
+        EXPECT_EQ(std::vector<float>(a, a + n_vocab), std::vector<float>(c, c + n_vocab));
+    }
+    seaopt_sampler_free(smpl);
+
+    // Bad arguments: refused, the sequence unchanged; n_predict = 0 does nothing.
+    const int32_t len = seaopt_kv_seq_len(l.ctx, 1);
+    int32_t out[4] = {-1, -1, -1, -1};
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 2, 5, 2, out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("sequence id 2"), std::string::npos) << seaopt_last_error();
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, n_vocab, 2, out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, -1, 2, out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, 5, -1, out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, 5, 2, nullptr), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy(nullptr, 1, 5, 2, out), SEAOPT_ERR_INVALID_ARGUMENT);
+    const int32_t room = (int32_t)seaopt_n_ctx(l.ctx) - len;
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, 5, room + 1, out), SEAOPT_ERR_CONTEXT_FULL);
+    EXPECT_NE(std::string(seaopt_last_error()).find("beyond the context"), std::string::npos) << seaopt_last_error();
+    EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, 5, 0, nullptr), SEAOPT_OK);
+    EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 1), len);
+    EXPECT_EQ(out[0], -1);
+}
+
 TEST_P(ModelVsTransformers, TwoSequencesInOneBatch) {
     const auto &[fx, outtype] = GetParam();
     const json ref = reference(fx.model);

@@ -94,6 +94,29 @@ TEST_F(Tools, GenerateGreedyIsReproducible) {
     EXPECT_GT(a.out.size(), kPrompt.size()) << "nothing was generated\n" << describe(a);
 }
 
+// Greedy decoding goes through seaopt_generate_greedy in calls of 16 tokens; a near-zero temperature takes the
+// token-by-token sampler path, which picks the same tokens. Their outputs and step counts agree, for a length
+// that ends inside a call and for a context that fills inside one.
+TEST_F(Tools, GenerateGreedyChainEqualsTheTokenLoop) {
+    for (const std::vector<std::string> &extra : {std::vector<std::string>{"-n", "37"},
+                                                  std::vector<std::string>{"-n", "-1", "-c", "27"}}) {
+        std::vector<std::string> chain = {"-p", kPrompt, "--temp", "0"}, loop = {"-p", kPrompt, "--temp", "1e-9", "-s", "1"};
+        chain.insert(chain.end(), extra.begin(), extra.end());
+        loop.insert(loop.end(), extra.begin(), extra.end());
+        const Result a = run(generate_args(chain)), b = run(generate_args(loop));
+        ASSERT_TRUE(a.exited && a.status == 0) << describe(a);
+        ASSERT_TRUE(b.exited && b.status == 0) << describe(b);
+        EXPECT_EQ(a.out, b.out);
+        EXPECT_GT(a.out.size(), kPrompt.size()) << describe(a);
+        const std::regex runs("eval time = +[0-9.]+ ms / +([0-9]+) runs");
+        std::smatch ma, mb;
+        ASSERT_TRUE(std::regex_search(a.err, ma, runs)) << describe(a);
+        ASSERT_TRUE(std::regex_search(b.err, mb, runs)) << describe(b);
+        EXPECT_EQ(ma[1].str(), mb[1].str());
+        EXPECT_EQ(contains(a.err, "context is full"), contains(b.err, "context is full")) << describe(a) << describe(b);
+    }
+}
+
 TEST_F(Tools, GenerateWithASeedIsReproducible) {
     const std::vector<std::string> args = generate_args({"-p", kPrompt, "-n", "16", "--temp", "0.8", "-s", "42"});
     const Result a = run(args), b = run(args);

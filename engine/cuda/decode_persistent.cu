@@ -104,12 +104,15 @@ constexpr int kOffEmpty = kOffFull + 8 * kMaxSlots;              // uint64 mbarr
 constexpr int kOffLn = kOffEmpty + 8 * kMaxSlots;                // float[2][8]: LayerNorm warp sums
 constexpr int kOffFlag = kOffLn + 2 * kComputeWarps * 4;         // int: "this block merges the head"
 constexpr int kOffBest = kOffFlag + 8;                           // uint64: the block's greedy key (lm_head phase)
+constexpr int kOffPicked = kOffBest + 8;                         // int: steps whose greedy pick the block has (chain)
+constexpr int kOffToken = kOffPicked + 4;                        // int: the token of the chain's next step
 constexpr int kOffXOwn = 512;                                    // float[kMaxOwnRows]
 constexpr int kOffAttnM = kOffXOwn + 4 * kMaxOwnRows;            // float[32]
 constexpr int kOffAttnL = kOffAttnM + kMaxAttnGroups * 4;        // float[32]
 constexpr int kOffAttnAcc = kOffAttnL + kMaxAttnGroups * 4;      // float[groups][D]
 constexpr int kHeaderBytes = kOffAttnAcc + kAttnAccFloats * 4;
-static_assert(kOffFlag + 4 <= kOffBest && kOffBest % 8 == 0 && kOffBest + 8 <= kOffXOwn, "header overlap");
+static_assert(kOffFlag + 4 <= kOffBest && kOffBest % 8 == 0 && kOffBest + 8 <= kOffPicked && kOffToken + 4 <= kOffXOwn,
+              "header overlap");
 static_assert(kHeaderBytes % 128 == 0, "the vector and the ring start 128-byte aligned");
 // The compact layout (PersistentDecodePlan::compact): the header ends before the attention's group sums, which share
 // one area with the GEMV vector and the row parts (their lifetimes do not overlap where every GEMV runs on the tensor
@@ -124,8 +127,10 @@ int vector_bytes(const PersistentDecodeShape &s) { return ceil_div(std::max(s.C,
 
 // The scratch (device memory zeroed once): per-head counters, attention partials, LL buffers.
 struct ScratchLayout {
-    size_t counters, partials, x, qkv, attn, ff, sea, total;  // sea: 3 LL buffers of sea_image_floats words
+    size_t counters, partials, x, qkv, attn, ff, sea, picks, total;  // sea: 3 LL buffers of sea_image_floats words
 };
+// A greedy chain's handover of the blocks' greedy keys: two LL words (the key's halves) per block.
+constexpr int kMaxGrid = 1024;
 __host__ __device__ inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 // partial_floats: a range's attention partial, acc[head_dim], m, l.
 __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeShape &s, int splits, int partial_floats) {
@@ -137,7 +142,8 @@ __host__ __device__ inline ScratchLayout scratch_layout(const PersistentDecodeSh
     l.attn = l.qkv + align256(8 * (size_t)(3 * s.C / 2));
     l.ff = l.attn + align256(8 * (size_t)(s.C / 2));
     l.sea = l.ff + align256(8 * (size_t)(s.F / 2));
-    l.total = l.sea + 3 * align256(8 * (size_t)s.sea_image_floats);
+    l.picks = l.sea + 3 * align256(8 * (size_t)s.sea_image_floats);
+    l.total = l.picks + align256(16 * (size_t)kMaxGrid);
     return l;
 }
 
@@ -727,9 +733,9 @@ __device__ __forceinline__ int attention_kv_chunks(const PersistentDecodeShape &
 
 template <int D>
 __device__ void produce_kv(const Ring &ring, ProducerPos &pp, const PersistentDecodeShape &sh,
-                           const PersistentDecodeArgs &a, const PersistentLayer &L, int splits) {
+                           const PersistentDecodeArgs &a, int pos, const PersistentLayer &L, int splits) {
     int j_begin = 0, j_last = 0;
-    if (attention_kv_chunks<D>(sh, a.pos, splits, j_begin, j_last) == 0) return;
+    if (attention_kv_chunks<D>(sh, pos, splits, j_begin, j_last) == 0) return;
     const size_t head_base = ((size_t)a.seq * sh.H + blockIdx.x / splits) * (size_t)sh.n_ctx * D;
     for (int j = j_begin; j < j_last; j += kAttnKeysPerStep<D>) {
         const uint32_t bytes = (uint32_t)(min(kAttnKeysPerStep<D>, j_last - j) * D * 2);
@@ -745,21 +751,21 @@ struct AttnShared {
 
 // Phase 2 for block u < H·S (see the top of the file); other blocks return at once.
 template <int D>
-__device__ void attention_phase(const PersistentDecodeShape &sh, const PersistentDecodeArgs &a, const Ring &ring,
+__device__ void attention_phase(const PersistentDecodeShape &sh, int pos, const Ring &ring,
                                 uint32_t &c, const Handoff &ho, int layer, int splits, float *partials,
                                 uint32_t *head_counters, const AttnShared &sm) {
     const int unit = blockIdx.x;
     if (unit >= sh.H * splits) return;  // uniform over the block
     const int h = unit / splits, split = unit % splits;
     int n_valid, j_begin, j_end;
-    if (!attention_range(a.pos, splits, split, n_valid, j_begin, j_end)) return;  // uniform over the block
+    if (!attention_range(pos, splits, split, n_valid, j_begin, j_end)) return;  // uniform over the block
     using Hd = Heads<D>;
     constexpr int kLanes = Hd::kLanes, kGroups = Hd::kGroups;
     const int tid = threadIdx.x, g = tid / kLanes, d4 = tid % kLanes, d0 = d4 * 8;
     const bool has_dims = Hd::kDimLanes == kLanes || d4 < Hd::kDimLanes;  // (always, for D = 64)
     const int lane = tid % kWarpSize;
     int kv_begin = 0, j_last = 0;  // the cached keys [kv_begin, j_last) come through the ring (produce_kv)
-    attention_kv_chunks<D>(sh, a.pos, splits, kv_begin, j_last);
+    attention_kv_chunks<D>(sh, pos, splits, kv_begin, j_last);
     // q, and the step's own k and v (position pos: from the LL words, the cache copy is not
     // ordered with this read), 8 dims a lane (a lane without dims loads nothing: zeros).
     const uint32_t tag = ho.wait_tag(layer, 0);
@@ -801,7 +807,7 @@ __device__ void attention_phase(const PersistentDecodeShape &sh, const Persisten
             v[u] = make_uint4(0u, 0u, 0u, 0u);
             if (j < j_end && has_dims) {
                 float k[8];
-                const bool own = j == a.pos;  // else j < pos: a cached row, in this step's chunks
+                const bool own = j == pos;  // else j < pos: a cached row, in this step's chunks
                 const int row = (j - j0) * (D / 8);
                 unpack8(k, own ? k_own : ks[row]);
                 v[u] = own ? v_own : vs[row];
@@ -1312,8 +1318,10 @@ __global__ void __launch_bounds__(kThreads, 1)
                              reinterpret_cast<int *>(smem + kOffFlag)};
     __half *xin = reinterpret_cast<__half *>(smem + header_bytes);
     unsigned long long *const best = reinterpret_cast<unsigned long long *>(smem + kOffBest);
+    volatile int *const picked = reinterpret_cast<volatile int *>(smem + kOffPicked);
     if (threadIdx.x == 0) {
         *best = kArgmaxKeyNone;
+        *picked = 0;
         for (int i = 0; i < n_slots; ++i) {
             mbar_init(ring.full + i, 1);
             mbar_init(ring.empty + i, kComputeWarps);
@@ -1338,15 +1346,27 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (threadIdx.x == kComputeThreads) {
             if (evict_first) ring.policy = make_l2_evict_first_policy();
             ProducerPos pp;
-            for (int l = 0; l < sh.n_layer; ++l) {
-                const PersistentLayer &L = a.layers[l];
-                produce(ring, pp, L.qkv_w, C, 3 * C);
-                if (!kSea || L.sea == nullptr) produce_kv<D>(ring, pp, sh, a, L, splits);  // SEA reads its own keys
-                produce(ring, pp, L.o_w, C, C);
-                produce(ring, pp, L.fc1_w, C, F);
-                produce(ring, pp, L.fc2_w, F, C);
+            for (int step = 0; step < a.n_steps; ++step) {  // a greedy chain (n_steps > 1): dense layers only
+                const int pos = a.pos + step;
+                for (int l = 0; l < sh.n_layer; ++l) {
+                    const PersistentLayer &L = a.layers[l];
+                    produce(ring, pp, L.qkv_w, C, 3 * C);
+                    if (step > 0 && l == 0) {
+                        // The cached rows include those the grid wrote in this launch (other blocks' qkv epilogues):
+                        // copy none before the block has the last step's pick, which every block stores after all
+                        // of its writes of that step (and a gpu-scope fence); then order those generic-proxy writes
+                        // before this warp's bulk copies (async proxy).
+                        while (*picked < step) __nanosleep(64);
+                        __threadfence_block();
+                        asm volatile("fence.proxy.async.global;" ::: "memory");
+                    }
+                    if (!kSea || L.sea == nullptr) produce_kv<D>(ring, pp, sh, a, pos, L, splits);  // SEA: own keys
+                    produce(ring, pp, L.o_w, C, C);
+                    produce(ring, pp, L.fc1_w, C, F);
+                    produce(ring, pp, L.fc2_w, F, C);
+                }
+                produce(ring, pp, a.lm_head, C, sh.V);
             }
-            produce(ring, pp, a.lm_head, C, sh.V);
         }
         return;
     }
@@ -1356,7 +1376,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     auto *scratch = static_cast<unsigned char *>(a.scratch);
     uint32_t *head_counters = reinterpret_cast<uint32_t *>(scratch + sl.counters);
     float *partials = reinterpret_cast<float *>(scratch + sl.partials);
-    const Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
+    Handoff ho{reinterpret_cast<uint64_t *>(scratch + sl.x), reinterpret_cast<uint64_t *>(scratch + sl.qkv),
                      reinterpret_cast<uint64_t *>(scratch + sl.attn), reinterpret_cast<uint64_t *>(scratch + sl.ff),
                      tag_base, mode == kModeNoHandoverWaits ? (1u << 30) : 0u};
     const size_t sea_words = align256(8 * (size_t)sh.sea_image_floats) / 8;
@@ -1399,20 +1419,44 @@ __global__ void __launch_bounds__(kThreads, 1)
         return;
     }
 
-    // x = tok_embd[token] + pos_embd[pos + offset] (fp32 sum of the two fp16 values), computed by
-    // every block; it keeps its own rows.
     int own0, own1;
     block_rows(C, own0, own1);
     float4 v[V4];
+    uint32_t c = 0;  // chunks consumed (the producer's count, in the same order)
+    const size_t head_stride = (size_t)sh.n_ctx * D;
+    // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block (kPersistentProfileNames).
+    constexpr int kSpans = kSea ? kPersistentProfileSpans : 13;  // the dense kernels: no SEA spans
+    long long prof_spans[kSpans];
+#pragma unroll
+    for (int k = 0; k < kSpans; ++k) prof_spans[k] = 0;
+    long long *const prof = a.profile != nullptr && threadIdx.x == 0 ? prof_spans : nullptr;
+    long long t_start = 0, t0 = 0;
+#define SEAOPT_SPAN(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) prof[i] += clock64() - t0;
+#define SEAOPT_GEMV(i, ...)                   \
+    if (prof) t0 = clock64();                 \
+    __VA_ARGS__;                              \
+    if (prof) {                               \
+        const long long d = clock64() - t0;   \
+        prof[1] += d;                         \
+        prof[i] += d;                         \
+    }
+    int *const next_token = reinterpret_cast<int *>(smem + kOffToken);  // the chain's next token (written by thread 0)
+    // A greedy chain (a.n_steps > 1): step i decodes at pos + i the greedy pick of step i - 1, with its own tags.
+    for (int step = 0; step < a.n_steps; ++step) {
+    const int pos = a.pos + step;
+    ho.tag_base = tag_base + (uint32_t)step * (uint32_t)(kPhasesPerLayer * sh.n_layer + 1);
+    // x = tok_embd[token] + pos_embd[pos + offset] (fp32 sum of the two fp16 values), computed by
+    // every block; it keeps its own rows.
     {
-        const uint2 *tok = reinterpret_cast<const uint2 *>(a.tok_embd + (size_t)a.token * C);
-        const uint2 *pos = reinterpret_cast<const uint2 *>(a.pos_embd + (size_t)(a.pos + sh.pos_offset) * C);
+        const int token = step == 0 ? a.token : *next_token;
+        const uint2 *tok = reinterpret_cast<const uint2 *>(a.tok_embd + (size_t)token * C);
+        const uint2 *pe = reinterpret_cast<const uint2 *>(a.pos_embd + (size_t)(pos + sh.pos_offset) * C);
 #pragma unroll
         for (int k = 0; k < V4; ++k) {
             const int i4 = threadIdx.x + k * kComputeThreads;
             v[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             if (i4 < C / 4) {
-                const float4 t = half4_to_float4(__ldg(tok + i4)), p = half4_to_float4(__ldg(pos + i4));
+                const float4 t = half4_to_float4(__ldg(tok + i4)), p = half4_to_float4(__ldg(pe + i4));
                 v[k] = make_float4(t.x + p.x, t.y + p.y, t.z + p.z, t.w + p.w);
                 const float e[4] = {v[k].x, v[k].y, v[k].z, v[k].w};
 #pragma unroll
@@ -1424,26 +1468,8 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
     }
 
-    uint32_t c = 0;  // chunks consumed (the producer's count, in the same order)
-    const size_t head_stride = (size_t)sh.n_ctx * D;
-    const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)a.pos * D;
-    // Profile (SEAOPT_PERSISTENT_PROFILE): clock64 spans of thread 0, per block (kPersistentProfileNames).
-    constexpr int kSpans = kSea ? kPersistentProfileSpans : 13;  // the dense kernels: no SEA spans
-    long long prof_spans[kSpans];
-#pragma unroll
-    for (int k = 0; k < kSpans; ++k) prof_spans[k] = 0;
-    long long *const prof = a.profile != nullptr && threadIdx.x == 0 ? prof_spans : nullptr;
-    const long long t_start = prof ? clock64() : 0;
-    long long t0 = 0;
-#define SEAOPT_SPAN(i, ...) if (prof) t0 = clock64(); __VA_ARGS__; if (prof) prof[i] += clock64() - t0;
-#define SEAOPT_GEMV(i, ...)                   \
-    if (prof) t0 = clock64();                 \
-    __VA_ARGS__;                              \
-    if (prof) {                               \
-        const long long d = clock64() - t0;   \
-        prof[1] += d;                         \
-        prof[i] += d;                         \
-    }
+    const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)pos * D;
+    if (prof && step == 0) t_start = clock64();
     for (int l = 0; l < sh.n_layer; ++l) {
         const PersistentLayer L = a.layers[l];
         const LnParams<V4> ln1 = load_ln_params<V4>(L.ln1_w, L.ln1_b, C);
@@ -1458,7 +1484,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                                                    *reinterpret_cast<SeaKeep *>(smem + kOffAttnAcc), prof))
             }
         } else {
-            SEAOPT_SPAN(4, attention_phase<D>(sh, a, ring, c, ho, l, splits, partials, head_counters, attn_sm))
+            SEAOPT_SPAN(4, attention_phase<D>(sh, pos, ring, c, ho, l, splits, partials, head_counters, attn_sm))
         }
         compute_sync();  // the attention's shared memory and xin are free
         if constexpr (kSea) {
@@ -1479,7 +1505,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     const LnParams<V4> ln_out = load_ln_params<V4>(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
     layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
-    const LogitsEpilogue head_epi{a.logits, a.argmax_parts != nullptr ? best : nullptr};
+    const LogitsEpilogue head_epi{a.logits, a.argmax_parts != nullptr || a.n_steps > 1 ? best : nullptr};
     {
         int hr0, hr1;
         block_rows(sh.V, hr0, hr1);
@@ -1488,7 +1514,50 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
     }
     // gemv_phase ends with a barrier of the compute warps: every atomic of the block is done.
-    if (a.argmax_parts != nullptr && threadIdx.x == 0) a.argmax_parts[blockIdx.x] = *best;
+    if (a.argmax_parts != nullptr && threadIdx.x == 0 && step == a.n_steps - 1) a.argmax_parts[blockIdx.x] = *best;
+    if (a.n_steps > 1) {
+        // The chain: every block takes the max of all blocks' keys (two LL words each, the tag after the step's
+        // last layer's). Each block's key goes out after a gpu-scope fence that follows (by the barrier above)
+        // all of the block's writes of the step, its K/V cache rows included, and each reader fences after
+        // reading: so a block holding the pick may read every row the step wrote (the producer's wait above).
+        const uint32_t pick_tag = ho.tag(sh.n_layer, 0);
+        uint64_t *const keys = reinterpret_cast<uint64_t *>(scratch + sl.picks);
+        if (threadIdx.x == 0) {
+            const unsigned long long mine = *best;
+            *best = kArgmaxKeyNone;
+            __threadfence();
+            const uint64_t w0 = (uint64_t)(uint32_t)mine | ((uint64_t)pick_tag << 32);
+            const uint64_t w1 = (mine >> 32) | ((uint64_t)pick_tag << 32);
+            asm volatile("st.volatile.global.v2.u64 [%0], {%1, %2};" ::"l"(keys + 2 * blockIdx.x), "l"(w0), "l"(w1)
+                         : "memory");
+        }
+        compute_sync();  // *best is reset
+        unsigned long long k = kArgmaxKeyNone;
+        for (int b = threadIdx.x; b < (int)gridDim.x; b += kComputeThreads) {
+            const uint2 d = ll_load2(keys + 2 * b, pick_tag);
+            const unsigned long long kb = (unsigned long long)d.x | ((unsigned long long)d.y << 32);
+            k = kb > k ? kb : k;
+            __threadfence();
+        }
+#pragma unroll
+        for (int off = kWarpSize / 2; off > 0; off >>= 1) {
+            const unsigned long long o = __shfl_xor_sync(0xffffffffu, k, off);
+            k = o > k ? o : k;
+        }
+        if (threadIdx.x % kWarpSize == 0 && k != kArgmaxKeyNone) atomicMax(best, k);
+        compute_sync();
+        if (threadIdx.x == 0) {
+            // -1: a NaN among the logits, or all of them -inf: the host stops the chain there (the later steps
+            // decode token 0 and are discarded).
+            const int32_t pick = argmax_key_token(*best);
+            if (blockIdx.x == 0 && a.picks != nullptr) a.picks[step] = pick;
+            *next_token = pick >= 0 ? pick : 0;
+            *best = kArgmaxKeyNone;
+            *picked = step + 1;  // the producer may copy the rows of this step
+        }
+        compute_sync();  // next_token is written
+    }
+    }  // step
 #undef SEAOPT_SPAN
 #undef SEAOPT_GEMV
     if (prof) {
@@ -1636,7 +1705,7 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     }
     p.grid = sms;
     p.splits = std::max(1, p.grid / s.H);
-    p.tags_per_step = kPhasesPerLayer * s.n_layer;
+    p.tags_per_step = kPhasesPerLayer * s.n_layer + 1;  // + the greedy chain's pick (Handoff::tag(n_layer, 0))
     p.in_flight = 2;
     if (const char *f = std::getenv("SEAOPT_PERSISTENT_INFLIGHT")) p.in_flight = std::max(1, std::min(p.slots, std::atoi(f)));
     if (const char *e = std::getenv("SEAOPT_PERSISTENT_EVICT_FIRST")) p.evict_first = std::atoi(e) != 0;
@@ -1652,7 +1721,11 @@ uint64_t persistent_decode_scratch_bytes(const PersistentDecodePlan &plan, const
 void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,
                        const PersistentDecodeArgs &args, uint32_t *tag_base, cudaStream_t stream) {
     check_arg(plan.ok, "persistent_decode", "the plan does not allow the persistent kernel");
-    check_arg(args.pos >= 0 && args.pos < shape.n_ctx, "persistent_decode", "position outside the context");
+    check_arg(args.n_steps >= 1, "persistent_decode", "n_steps must be >= 1");
+    check_arg(args.pos >= 0 && args.pos <= shape.n_ctx - args.n_steps, "persistent_decode",
+              "position outside the context");
+    check_arg(args.n_steps == 1 || (!plan.sea && plan.mode == 0 && args.picks != nullptr && plan.grid <= kMaxGrid),
+              "persistent_decode", "a greedy chain needs dense layers, timing mode 0 and a picks array");
     cudaLaunchConfig_t config{};
     config.gridDim = dim3((unsigned)plan.grid);
     config.blockDim = dim3((unsigned)kThreads);
@@ -1676,7 +1749,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
                                                *tag_base, plan.mode, plan.evict_first, plan.head_rows, plan.compact, ss);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
-    *tag_base += (uint32_t)plan.tags_per_step;
+    *tag_base += (uint32_t)args.n_steps * (uint32_t)plan.tags_per_step;
 }
 
 }  // namespace seaopt::cuda

@@ -69,7 +69,7 @@ struct PersistentDecodePlan {
     int parts_bytes = 0;    // shared memory for the row parts of one matrix
     int head_rows = 0;      // lm_head rows a block takes per round (SEAOPT_PERSISTENT_HEAD_ROWS; default 128)
     bool compact = false;   // the vector, row parts and attention sums share shared memory (SEAOPT_PERSISTENT_COMPACT)
-    int tags_per_step = 0;  // handover tags a step uses
+    int tags_per_step = 0;  // handover tags a step uses (its layers' and the greedy chain's pick)
     bool evict_first = true;  // the weight stream as L2 evict-first (SEAOPT_PERSISTENT_EVICT_FIRST)
     int mode = 0;           // 0; timing modes 1 (weight stream only), 2 (no handover waits), 3 (no weight stream):
                             // SEAOPT_PERSISTENT_MODE
@@ -111,15 +111,21 @@ struct PersistentDecodeArgs {
     void *scratch = nullptr;   // persistent_decode_scratch_bytes, zeroed at allocation
     long long *profile = nullptr;  // [grid][kPersistentProfileSpans] clock sums (SEAOPT_PERSISTENT_PROFILE), or null
     int token = 0, pos = 0, seq = 0;
+    // A greedy chain: n_steps > 1 steps in one launch, step i decoding at pos + i the greedy pick of step i - 1 (the
+    // sampler's argmax, engine/argmax_key.h) with no host round trip between steps; picks[i] (may be mapped host
+    // memory) is step i's pick, or -1 where its logits hold a NaN or only -inf (the later steps then decode token 0:
+    // discard them). The logits and argmax_parts are those of the last step. Dense layers and timing mode 0 only.
+    int n_steps = 1;
+    int32_t *picks = nullptr;
     // SEA layers: a step at a position up to this pulls each head's cached keys and values into L2 for the sparse
     // attention (as cuda::SeaKvCache::prefetch_max_pos for the kernel-per-op step); 0: never.
     int sea_prefetch_max_pos = 0;
 };
 
 // Enqueues one step (token at position pos of sequence seq: K and V go to the cache, the logits to
-// args.logits). *tag_base is the first handover tag of the step (start at 1 with a zeroed scratch);
-// it advances by plan.tags_per_step once the launch is accepted. Throws seaopt::Error on a launch
-// failure.
+// args.logits), or args.n_steps of a greedy chain. *tag_base is the first handover tag of the step (start at 1
+// with a zeroed scratch); it advances by n_steps x plan.tags_per_step once the launch is accepted. Throws
+// seaopt::Error on a launch failure or a chain the plan cannot run (SEA layers, a timing mode).
 void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,
                        const PersistentDecodeArgs &args, uint32_t *tag_base, cudaStream_t stream);
 

@@ -11,6 +11,8 @@
 //        once the logits are on the host, so on the GPU it includes all the work.
 //   tgN  on a cleared KV cache, decode BOS (not timed), then N steps of greedy generation: each step
 //        one seaopt_decode of one token and the argmax of its logits, fed back; the time of the N steps.
+//   "tgN generate" (--tg-api generate): the same N greedy steps as ONE seaopt_generate_greedy call (on the GPU
+//        at batch 1 with dense attention: the steps back to back in one kernel, no host round trip per token).
 //   "ppN @ dD", "tgN @ dD" (-d D > 0, as llama-bench): the same on top of D tokens already in the KV
 //        cache: the first D ids of the same stream go in with one untimed seaopt_decode, then ppN
 //        decodes the next N ids, tgN starts from the argmax after the D tokens.
@@ -34,6 +36,7 @@
 #include <ctime>
 #include <filesystem>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -56,6 +59,9 @@ const char *const kTests =
     "       logits are on the host, so on the GPU it covers all the work).\n"
     "  tgN  on a cleared KV cache, decode BOS (not timed), then N greedy steps, each one seaopt_decode of\n"
     "       one token and the argmax of its logits, fed back; the time of the N steps.\n"
+    "  tgN generate  (--tg-api generate) the same N greedy steps from the same token as ONE\n"
+    "       seaopt_generate_greedy call (on a CUDA context with dense attention the steps run back to back\n"
+    "       on the GPU, with no host round trip per token); its time. The same tokens as tgN.\n"
     "  ppN @ dD, tgN @ dD  (-d D > 0) the same test on top of D tokens already in the KV cache: the first\n"
     "       D ids of the same stream (BOS first) go in with one untimed seaopt_decode; then ppN decodes the\n"
     "       next N ids, tgN starts from the argmax after them. A test needs D + N positions.\n"
@@ -88,6 +94,7 @@ struct Options {
     std::string prompt_sizes = "512";
     std::string gen_sizes = "128";
     std::string depths = "0";
+    std::string tg_api = "decode";
     int32_t reps = 5;
     std::string output = "md";
     std::string device = "auto";
@@ -158,6 +165,7 @@ struct Test {
     std::string name;  // "pp512", "tg128", "tg128 @ d1920"
     int32_t n_prompt = 0, n_gen = 0;
     int32_t n_depth = 0;  // tokens in the KV cache before the timed part
+    bool generate = false;  // tgN through seaopt_generate_greedy (--tg-api generate)
     int32_t n_tokens() const { return n_prompt > 0 ? n_prompt : n_gen; }
     // The untimed prefix: the depth, or for tg at depth 0 the BOS that gives the first token.
     int32_t n_prefix() const { return n_prompt > 0 ? n_depth : std::max(n_depth, 1); }
@@ -167,10 +175,11 @@ struct Test {
 };
 
 // llama-bench's names: "pp512", "tg128", with a depth "pp512 @ d1920".
-Test make_test(int32_t n_prompt, int32_t n_gen, int32_t n_depth) {
+Test make_test(int32_t n_prompt, int32_t n_gen, int32_t n_depth, bool generate = false) {
     std::string name = n_prompt > 0 ? "pp" + std::to_string(n_prompt) : "tg" + std::to_string(n_gen);
+    if (generate) name += " generate";
     if (n_depth > 0) name += " @ d" + std::to_string(n_depth);
-    return Test{name, n_prompt, n_gen, n_depth};
+    return Test{name, n_prompt, n_gen, n_depth, generate};
 }
 
 // What a test's positions are made of, for the error when they do not fit.
@@ -214,6 +223,13 @@ bool run_once(seaopt_context *ctx, const Test &test, const std::vector<seaopt_to
     const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> owner(greedy, seaopt_sampler_free);
     seaopt_token token = 0;
     if (!greedy_next(greedy, ctx, &token)) return false;  // after the prefix
+    if (test.generate) {
+        std::vector<seaopt_token> picks((size_t)test.n_gen);
+        const Clock::time_point t0 = Clock::now();
+        if (seaopt_generate_greedy(ctx, 0, token, test.n_gen, picks.data()) != SEAOPT_OK) return false;
+        *seconds = seconds_since(t0);
+        return true;
+    }
     const Clock::time_point t0 = Clock::now();
     for (int32_t i = 0; i < test.n_gen; ++i) {
         const seaopt_batch batch = seaopt_batch_get_one(&token, 1);
@@ -374,7 +390,7 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
         std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
                     "\"backend\": %s, \"build_info\": %s, \"attention\": %s, \"sea_layers\": %s, \"sea_k\": %d, "
                     "\"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
-                    "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"reps\": %zu, "
+                    "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"tg_api\": %s, \"reps\": %zu, "
                     "\"avg_ts\": %s, \"stddev_ts\": %s, \"avg_ms\": %s, \"samples_ts\": %s, \"samples_ms\": %s, "
                     "\"planned_bytes\": %llu, \"weights_bytes\": %llu, \"kv_cache_bytes\": %llu, "
                     "\"arena_bytes\": %llu, \"workspace_bytes\": %llu, \"device_used_bytes\": %llu, "
@@ -383,7 +399,9 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
                     json_string(m.attention.attention).c_str(), json_string(m.attention.sea_layers).c_str(),
                     m.attention.sea_k, m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(),
-                    r.test.n_prompt, r.test.n_gen, r.test.n_depth, r.samples_ts.size(), json_number(r.avg_ts).c_str(),
+                    r.test.n_prompt, r.test.n_gen, r.test.n_depth,
+                    json_string(r.test.n_gen > 0 ? (r.test.generate ? "generate" : "decode") : "").c_str(),
+                    r.samples_ts.size(), json_number(r.avg_ts).c_str(),
                     json_number(r.stddev_ts).c_str(), json_number(r.avg_ms).c_str(),
                     json_array(r.samples_ts).c_str(), json_array(r.samples_ms).c_str(),
                     (unsigned long long)mem.total_bytes, (unsigned long long)mem.weights_bytes,
@@ -669,6 +687,9 @@ int main(int argc, char **argv) {
     app.add_option("-n,--n-gen", opt.gen_sizes, "generation lengths, a comma-separated list (0 = no tgN test)");
     app.add_option("-d,--n-depth", opt.depths,
                    "tokens already in the KV cache before each test, a comma-separated list (0 = an empty cache)");
+    app.add_option("--tg-api", opt.tg_api,
+                   "how tgN generates, a comma-separated list: decode (a seaopt_decode and a greedy pick per token) "
+                   "and/or generate (one seaopt_generate_greedy call: tests named \"tgN generate\")");
     app.add_option("-r,--repetitions", opt.reps, "timed runs of each test");
     app.add_option("-o,--output", opt.output, "output format: md (a table) or json (an array of objects)")
         ->check(CLI::IsMember({"md", "json"}));
@@ -692,7 +713,7 @@ int main(int argc, char **argv) {
     std::vector<int32_t> prompt_sizes, gen_sizes, depths;
     std::string error;
     if (app.count("--attention-layer")) {
-        for (const char *flag : {"-p", "-n", "-d", "-c", "--attention", "--sea-layers", "--print-memory-plan"}) {
+        for (const char *flag : {"-p", "-n", "-d", "-c", "--tg-api", "--attention", "--sea-layers", "--print-memory-plan"}) {
             if (app.count(flag)) {
                 return fail(std::string(flag) + " does not apply to --attention-layer (it times one attention layer, "
                                                 "dense and SEA, on random q, k, v)");
@@ -714,6 +735,21 @@ int main(int argc, char **argv) {
     if (!parse_size_list(opt.prompt_sizes, "-p/--n-prompt", false, prompt_sizes, error)) return fail(error);
     if (!parse_size_list(opt.gen_sizes, "-n/--n-gen", false, gen_sizes, error)) return fail(error);
     if (!parse_size_list(opt.depths, "-d/--n-depth", true, depths, error)) return fail(error);
+    bool tg_decode = false, tg_generate = false;
+    {
+        std::stringstream list(opt.tg_api);
+        std::string item;
+        while (std::getline(list, item, ',')) {
+            if (item == "decode") {
+                tg_decode = true;
+            } else if (item == "generate") {
+                tg_generate = true;
+            } else {
+                return fail("--tg-api: '" + item + "' is not decode or generate");
+            }
+        }
+        if (!tg_decode && !tg_generate) return fail("--tg-api: empty list (decode, generate or decode,generate)");
+    }
     if (opt.reps < 1) return fail("-r/--repetitions must be >= 1, got " + std::to_string(opt.reps));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
@@ -722,7 +758,10 @@ int main(int argc, char **argv) {
     std::vector<Test> tests;  // as llama-bench: for each depth, the pp tests then the tg tests
     for (int32_t d : depths) {
         for (int32_t n : prompt_sizes) tests.push_back(make_test(n, 0, d));
-        for (int32_t n : gen_sizes) tests.push_back(make_test(0, n, d));
+        for (int32_t n : gen_sizes) {
+            if (tg_decode) tests.push_back(make_test(0, n, d));
+            if (tg_generate) tests.push_back(make_test(0, n, d, true));
+        }
     }
     if (tests.empty()) return fail("nothing to run: -p and -n are both 0");
     return run(opt, tests);

@@ -213,10 +213,18 @@ int run(const Options &opt) {
     double eval_ms = 0;
     int n_eval = 0;
     int n_generated = 0;
+    // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy.
+    const bool greedy_chain = opt.temp <= 0.0f && (opt.repeat_penalty == 1.0f || opt.repeat_last_n == 0) &&
+                              !opt.ignore_eos;
+    std::vector<seaopt_token> chain(greedy_chain ? 16 : 0);
+    seaopt_token chain_next = -1;  // the pick a chain call left for the next round
     while (opt.n_predict < 0 || n_generated < opt.n_predict) {
         seaopt_token token = -1;
-        seaopt_status st;
-        if (opt.ignore_eos && eos >= 0 && eos < n_vocab) {
+        seaopt_status st = SEAOPT_OK;
+        if (chain_next >= 0) {
+            token = chain_next;
+            chain_next = -1;
+        } else if (opt.ignore_eos && eos >= 0 && eos < n_vocab) {
             const float *logits = seaopt_get_logits_ith(ctx.get(), -1);
             if (!logits) return fail_with_last_error();
             masked_logits.assign(logits, logits + n_vocab);
@@ -239,6 +247,37 @@ int run(const Options &opt) {
             break;
         }
 
+        if (greedy_chain) {
+            // Greedy without a penalty: kChainTokens steps per seaopt_generate_greedy call (on the GPU back to back,
+            // no host round trip per token), the same tokens as the loop below; printed a call at a time.
+            constexpr int32_t kChainTokens = 16;
+            int32_t k = std::min<int64_t>(kChainTokens, (int64_t)n_ctx - seaopt_kv_seq_len(ctx.get(), 0));
+            if (opt.n_predict >= 0) k = std::min(k, opt.n_predict - n_generated);
+            const Clock::time_point t_eval = Clock::now();
+            if (seaopt_generate_greedy(ctx.get(), 0, token, k, chain.data()) != SEAOPT_OK) {
+                out.finish();
+                return fail_with_last_error();
+            }
+            eval_ms += ms_since(t_eval);
+            n_eval += k;
+            // chain[i] is the pick after step i; the last one is the next call's token (not yet decoded).
+            bool stop = false;
+            for (int32_t i = 0; i + 1 < k && !stop; ++i) {
+                token = chain[(size_t)i];
+                seaopt_sampler_accept(smpl.get(), token);
+                if (token == eos) {
+                    stop = true;  // (the steps after it ran and are not shown)
+                    break;
+                }
+                if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
+                out.write(piece.data(), piece.size());
+                ++n_generated;
+            }
+            if (stop) break;
+            // The last pick goes round the loop: the EOS, -n and full-context checks above, then the next call.
+            chain_next = chain[(size_t)k - 1];
+            continue;
+        }
         const Clock::time_point t_eval = Clock::now();
         const seaopt_batch batch = seaopt_batch_get_one(&token, 1);
         if (seaopt_decode(ctx.get(), &batch) != SEAOPT_OK) {

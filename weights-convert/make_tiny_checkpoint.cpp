@@ -109,9 +109,9 @@ bool ends_with(const std::string &s, const char *suffix) {
     return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
 }
 
-// The F16 bytes of one tensor: embeddings N(0,1), linear weights N(0,1)/sqrt(fan_in), LayerNorm
-// weights 1 + 0.1 N, biases 0.1 N.
-std::vector<uint8_t> tensor_bytes(const TinyTensor &t, uint64_t seed) {
+// The F16 bytes of one tensor: embeddings N(0,1) (the token embedding N(0, token_std²)), linear weights
+// N(0,1)/sqrt(fan_in), LayerNorm weights 1 + 0.1 N, biases 0.1 N.
+std::vector<uint8_t> tensor_bytes(const TinyTensor &t, uint64_t seed, double token_std) {
     Normal rng(name_seed(seed, t.name));
     const bool embedding = t.name.find("embed_") != std::string::npos;
     const bool layer_norm = t.name.find("layer_norm") != std::string::npos;
@@ -124,6 +124,8 @@ std::vector<uint8_t> tensor_bytes(const TinyTensor &t, uint64_t seed) {
         shift = 1.0;
     } else if (!embedding) {
         scale = 1.0 / std::sqrt((double)t.shape[1]);  // [out, in]
+    } else if (t.name.find("embed_tokens") != std::string::npos) {
+        scale = token_std;
     }
     uint64_t n = 1;
     for (uint64_t d : t.shape) n *= d;
@@ -172,7 +174,7 @@ std::string read_whole(const std::string &path) {
 }
 
 void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokenizer_dir, uint64_t seed,
-                          const TinyShape &shape) {
+                          const TinyShape &shape, double token_std) {
     std::error_code ec;
     fs::create_directories(out_dir, ec);
     if (!fs::is_directory(out_dir)) seaopt::throw_io("cannot create directory " + out_dir + ": " + ec.message());
@@ -182,7 +184,7 @@ void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokeniz
     for (const TinyTensor &t : tensors) specs.push_back({"model." + t.name, DType::F16, t.shape});
     write_safetensors(out_dir + "/model.safetensors", specs,
                       [&](size_t i, const ByteSink &sink) {
-                          const std::vector<uint8_t> b = tensor_bytes(tensors[i], seed);
+                          const std::vector<uint8_t> b = tensor_bytes(tensors[i], seed, token_std);
                           sink(b.data(), b.size());
                       },
                       {{"format", "pt"}});
@@ -218,10 +220,15 @@ int main(int argc, char **argv) {
     app.add_option("--heads", shape.heads, "attention heads (default 4)")->check(CLI::Range(1u, 1024u));
     app.add_option("--layers", shape.layers, "layers (default 2)")->check(CLI::Range(1u, 512u));
     app.add_option("--ffn", shape.ffn, "feed-forward size (default 256)")->check(CLI::Range(1u, 262144u));
+    double token_std = 1.0;
+    app.add_option("--token-embedding-std", token_std,
+                   "standard deviation of the (tied) token embedding (default 1; small values let greedy continuations "
+                   "wander instead of repeating the last token)")
+        ->check(CLI::Range(1e-3, 1e3));
     CLI11_PARSE(app, argc, argv);
     try {
         if (shape.hidden % shape.heads != 0) seaopt::throw_invalid_argument("--hidden must be a multiple of --heads");
-        make_tiny_checkpoint(out_dir, tokenizer_dir, seed, shape);
+        make_tiny_checkpoint(out_dir, tokenizer_dir, seed, shape, token_std);
         std::printf("seaopt-make-tiny-checkpoint: wrote %s (hidden %u, %u heads, %u layers, ffn %u, seed %llu)\n",
                     out_dir.c_str(), shape.hidden, shape.heads, shape.layers, shape.ffn, (unsigned long long)seed);
         if (!sea_path.empty()) {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # seaopt against Hugging Face transformers (eager and sdpa attention) on one GPU, in one run, on the
 # GPU machine (see docs/development.md): seaopt-bench and scripts/bench_transformers.py run the same
-# tests one after the other, then a markdown table shows both with the ratios.
+# tests one after the other, then a markdown table shows both with the ratios. seaopt's generation runs both
+# ways (--tg-api decode,generate: a seaopt_decode and a greedy pick per token, and one seaopt_generate_greedy
+# call); both rows are compared with transformers' tgN (its generate(), greedy).
 #
 #   usage: scripts/bench.sh [MODEL.gguf]
 #
@@ -68,7 +70,7 @@ fi
 
 # seaopt.
 say "seaopt-bench -m $model -p $prompts -n $gens -r $reps (--device cuda) ..."
-"$build/bin/seaopt-bench" -m "$model" -p "$prompts" -n "$gens" -r "$reps" -o json --device cuda \
+"$build/bin/seaopt-bench" -m "$model" -p "$prompts" -n "$gens" -r "$reps" -o json --device cuda --tg-api decode,generate \
   > "$out/seaopt.json" 2> "$out/seaopt.log" ||
   { tail -n 30 "$out/seaopt.log" >&2; die "seaopt-bench failed (log: $out/seaopt.log)"; }
 
@@ -102,6 +104,8 @@ for r in hf:
     if r["backend"] not in backends:
         backends.append(r["backend"])
 get = lambda rows, backend, test: next((r for r in rows if r["test"] == test and (backend is None or r["backend"] == backend)), None)
+# seaopt's "tgN generate" (one seaopt_generate_greedy call) is compared with the same greedy generation in transformers.
+hf_test = lambda t: t.replace(" generate", "")
 names = {b: b.replace("transformers-", "") for b in backends}
 
 s0, h0 = seaopt[0], hf[0]
@@ -125,10 +129,10 @@ for t in tests:
     s = get(seaopt, None, t)
     row = [t, ts(s), ms(s)]
     for b in backends:
-        h = get(hf, b, t)
+        h = get(hf, b, hf_test(t))
         row += [ts(h), ms(h)]
     for b in backends:
-        h = get(hf, b, t)
+        h = get(hf, b, hf_test(t))
         row.append(f"{s['avg_ts'] / h['avg_ts']:.2f}×" if s and h and h["avg_ts"] else "–")
     print("| " + " | ".join(row) + " |")
 
@@ -147,7 +151,7 @@ for t in tests:
     s = get(seaopt, None, t)
     row = [t, mib(s["planned_bytes"] - s["weights_bytes"]) if s else "–", mib(s["device_used_bytes"]) if s else "–"]
     for b in backends:
-        h = get(hf, b, t)
+        h = get(hf, b, hf_test(t))
         row += [mib(h["peak_extra_bytes"]) if h else "–", mib(h["device_used_bytes"]) if h else "–"]
     print("| " + " | ".join(row) + " |")
 print()

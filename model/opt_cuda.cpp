@@ -628,6 +628,21 @@ int32_t greedy_from_keys(const uint64_t *keys, int n) {
     return argmax_key_token(best);
 }
 
+// The persistent kernel's arguments that do not change between steps: the weights, the scratch, the greedy keys.
+cuda::PersistentDecodeArgs persistent_args(const OptCudaWeights &w, const OptCudaState &s) {
+    cuda::PersistentDecodeArgs a;
+    a.layers = s.persistent_layers;
+    a.tok_embd = w.tok_embd;
+    a.pos_embd = w.pos_embd;
+    a.out_norm_w = w.out_norm_w;
+    a.out_norm_b = w.out_norm_b;
+    a.lm_head = w.lm_head;
+    a.scratch = s.persistent_scratch;
+    a.argmax_parts = s.pinned_argmax_on_device;
+    a.sea_prefetch_max_pos = s.sea_prefetch_max_pos;
+    return a;
+}
+
 // The forward of both entry points: with output_targets == nullptr it writes the logits of the
 // outputs to host_out ([N, V]); otherwise the fused loss writes one NLL per output to host_out ([N]).
 void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, const std::vector<TokenSlot> &tokens,
@@ -867,20 +882,11 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
 
     // Batch-1 decode of one sequence: the persistent kernel where planned (embedding to logits in one launch).
     if (!fused_loss && T == 1 && N == 1 && h_out[0] == 0 && s.persistent.ok) {
-        cuda::PersistentDecodeArgs a;
-        a.layers = s.persistent_layers;
-        a.tok_embd = w.tok_embd;
-        a.pos_embd = w.pos_embd;
-        a.out_norm_w = w.out_norm_w;
-        a.out_norm_b = w.out_norm_b;
-        a.lm_head = w.lm_head;
+        cuda::PersistentDecodeArgs a = persistent_args(w, s);
         // Mapped: the kernel stores the logits into the pinned row the caller is not reading (next_logits_row).
         float *const row = s.pinned_logits + (s.pinned_logits_on_device ? (size_t)s.next_logits_row * V : 0);
         a.logits = s.pinned_logits_on_device ? s.pinned_logits_on_device + (size_t)s.next_logits_row * V
                                              : reinterpret_cast<float *>(s.buffer("logits"));
-        a.scratch = s.persistent_scratch;
-        a.argmax_parts = s.pinned_argmax_on_device;
-        a.sea_prefetch_max_pos = s.sea_prefetch_max_pos;
         // SEAOPT_PERSISTENT_PROFILE=1: per-block clock spans of thread 0, summed over the steps and
         // logged (WARN) when the context is freed: where a step's time goes (docs/development.md).
         static const bool profile = std::getenv("SEAOPT_PERSISTENT_PROFILE") != nullptr;
@@ -993,18 +999,9 @@ void opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, Opt
     check(cudaSetDevice(s.device), "cudaSetDevice");
     cudaStream_t st = s.stream;
     const int V = (int)hp.n_vocab;
-    cuda::PersistentDecodeArgs a;
-    a.layers = s.persistent_layers;
-    a.tok_embd = w.tok_embd;
-    a.pos_embd = w.pos_embd;
-    a.out_norm_w = w.out_norm_w;
-    a.out_norm_b = w.out_norm_b;
-    a.lm_head = w.lm_head;
+    cuda::PersistentDecodeArgs a = persistent_args(w, s);
     // The last step's logits go to the pinned row the caller is not reading, as a single step's do.
     a.logits = s.pinned_logits_on_device + (size_t)s.next_logits_row * V;
-    a.scratch = s.persistent_scratch;
-    a.argmax_parts = s.pinned_argmax_on_device;
-    a.sea_prefetch_max_pos = s.sea_prefetch_max_pos;
     a.profile = static_cast<long long *>(s.persistent_profile);  // set up by a single step, if profiling
     if (a.profile) s.persistent_steps += n_steps;
     a.token = token;

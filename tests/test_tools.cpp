@@ -94,13 +94,14 @@ TEST_F(Tools, GenerateGreedyIsReproducible) {
     EXPECT_GT(a.out.size(), kPrompt.size()) << "nothing was generated\n" << describe(a);
 }
 
-// Greedy decoding goes through seaopt_generate_greedy in calls of 16 tokens; a near-zero temperature takes the
-// token-by-token sampler path, which picks the same tokens. Their outputs and step counts agree, for a length
-// that ends inside a call and for a context that fills inside one.
+// Greedy decoding goes through seaopt_generate_greedy (here in calls of 16 tokens, the GPU's default); a near-zero
+// temperature takes the token-by-token sampler path, which picks the same tokens. Their outputs and step counts
+// agree, for a length that ends inside a call and for a context that fills inside one.
 TEST_F(Tools, GenerateGreedyChainEqualsTheTokenLoop) {
     for (const std::vector<std::string> &extra : {std::vector<std::string>{"-n", "37"},
                                                   std::vector<std::string>{"-n", "-1", "-c", "27"}}) {
-        std::vector<std::string> chain = {"-p", kPrompt, "--temp", "0"}, loop = {"-p", kPrompt, "--temp", "1e-9", "-s", "1"};
+        std::vector<std::string> chain = {"-p", kPrompt, "--temp", "0", "--greedy-chunk", "16"},
+                                 loop = {"-p", kPrompt, "--temp", "1e-9", "-s", "1"};
         chain.insert(chain.end(), extra.begin(), extra.end());
         loop.insert(loop.end(), extra.begin(), extra.end());
         const Result a = run(generate_args(chain)), b = run(generate_args(loop));
@@ -115,6 +116,9 @@ TEST_F(Tools, GenerateGreedyChainEqualsTheTokenLoop) {
         EXPECT_EQ(ma[1].str(), mb[1].str());
         EXPECT_EQ(contains(a.err, "context is full"), contains(b.err, "context is full")) << describe(a) << describe(b);
     }
+    const Result bad = run(generate_args({"-p", kPrompt, "--greedy-chunk", "-1"}));
+    EXPECT_EQ(bad.status, 1) << describe(bad);
+    EXPECT_TRUE(contains(bad.err, "--greedy-chunk must be >= 0")) << describe(bad);
 }
 
 TEST_F(Tools, GenerateWithASeedIsReproducible) {

@@ -37,6 +37,7 @@ struct Options {
     float repeat_penalty = 1.0f;
     int32_t repeat_last_n = 64;
     bool ignore_eos = false;
+    int32_t greedy_chunk = 0;  // tokens per seaopt_generate_greedy call (0 = 16 on the GPU, 1 on the CPU)
     bool no_display_prompt = false;
     int32_t n_threads = 0;  // 0 = all hardware threads
     std::string device = "auto";
@@ -213,10 +214,16 @@ int run(const Options &opt) {
     double eval_ms = 0;
     int n_eval = 0;
     int n_generated = 0;
-    // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy.
+    // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy: on the GPU 16 tokens a call
+    // (the steps back to back on the device), on the CPU one (the text keeps streaming token by token there). The
+    // public API has no device query: a context on the GPU plans an arena and sees the device's memory in use.
     const bool greedy_chain = opt.temp <= 0.0f && (opt.repeat_penalty == 1.0f || opt.repeat_last_n == 0) &&
                               !opt.ignore_eos;
-    std::vector<seaopt_token> chain(greedy_chain ? 16 : 0);
+    seaopt_memory_report mem{};
+    const bool on_gpu = seaopt_context_memory(ctx.get(), &mem) == SEAOPT_OK &&
+                        (mem.arena_bytes > 0 || mem.device_used_bytes > 0);
+    const int32_t chain_tokens = opt.greedy_chunk > 0 ? opt.greedy_chunk : on_gpu ? 16 : 1;
+    std::vector<seaopt_token> chain(greedy_chain ? (size_t)chain_tokens : 0);
     seaopt_token chain_next = -1;  // the pick a chain call left for the next round
     while (opt.n_predict < 0 || n_generated < opt.n_predict) {
         seaopt_token token = -1;
@@ -248,10 +255,9 @@ int run(const Options &opt) {
         }
 
         if (greedy_chain) {
-            // Greedy without a penalty: kChainTokens steps per seaopt_generate_greedy call (on the GPU back to back,
+            // Greedy without a penalty: chain_tokens steps per seaopt_generate_greedy call (on the GPU back to back,
             // no host round trip per token), the same tokens as the loop below; printed a call at a time.
-            constexpr int32_t kChainTokens = 16;
-            int32_t k = std::min<int64_t>(kChainTokens, (int64_t)n_ctx - seaopt_kv_seq_len(ctx.get(), 0));
+            int32_t k = std::min<int64_t>(chain_tokens, (int64_t)n_ctx - seaopt_kv_seq_len(ctx.get(), 0));
             if (opt.n_predict >= 0) k = std::min(k, opt.n_predict - n_generated);
             const Clock::time_point t_eval = Clock::now();
             if (seaopt_generate_greedy(ctx.get(), 0, token, k, chain.data()) != SEAOPT_OK) {
@@ -310,6 +316,9 @@ int main(int argc, char **argv) {
     app.add_option("--repeat-penalty", opt.repeat_penalty, "penalty for repeated tokens (1 = off)");
     app.add_option("--repeat-last-n", opt.repeat_last_n, "tokens the repeat penalty looks back on (0 = off, -1 = all)");
     app.add_flag("--ignore-eos", opt.ignore_eos, "never stop at the end-of-sequence token (it is not sampled)");
+    app.add_option("--greedy-chunk", opt.greedy_chunk,
+                   "greedy decoding (--temp 0, no repetition penalty): tokens per seaopt_generate_greedy call, printed "
+                   "a call at a time (0 = 16 on the GPU, where the call's steps run back to back, and 1 on the CPU)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
@@ -321,6 +330,7 @@ int main(int argc, char **argv) {
 
     if (!opt.prompt.given()) return fail("give the prompt with -p TEXT or -f FILE");
     if (opt.n_predict < -1) return fail("-n/--predict must be >= -1, got " + std::to_string(opt.n_predict));
+    if (opt.greedy_chunk < 0) return fail("--greedy-chunk must be >= 0, got " + std::to_string(opt.greedy_chunk));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
     if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);

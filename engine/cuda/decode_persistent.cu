@@ -535,16 +535,11 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     if (prof) prof[7] += clock64() - t_epi;
 }
 
+__device__ __forceinline__ float half_at(const half_t *p, int i) {
+    return __half2float(__ushort_as_half(__ldg(reinterpret_cast<const unsigned short *>(p) + i)));
+}
 
-// The epilogues: load(o) before the stream, store(o, ...) after it for rows o and o + 1. A load hands over the raw
-// bits it read (an fp16 bias widened to float only in store): an instruction that used the value at load time would
-// hold the warp until the load lands (~1 µs behind the weight stream) at every phase's start.
-__device__ __forceinline__ float2 half_bits_at(const half_t *p, int i) {
-    return make_float2(__uint_as_float((uint32_t)__ldg(reinterpret_cast<const unsigned short *>(p) + i)), 0.0f);
-}
-__device__ __forceinline__ float half_from_bits(float bits) {
-    return __half2float(__ushort_as_half((unsigned short)__float_as_uint(bits)));
-}
+// The epilogues: load(o) before the stream, store(o, ...) after it for rows o and o + 1.
 template <int D>
 struct QkvEpilogue {  // + bias -> fp16 pairs: LL words of q, k, v; k and v also into the cache at pos
     const half_t *bias;
@@ -553,9 +548,9 @@ struct QkvEpilogue {  // + bias -> fp16 pairs: LL words of q, k, v; k and v also
     __half *k_at, *v_at;  // head 0 of the cache at (seq, pos)
     int C;
     size_t head_stride;
-    __device__ float2 load(int o) const { return half_bits_at(bias, o); }
+    __device__ float2 load(int o) const { return make_float2(half_at(bias, o), 0.0f); }
     __device__ void store(int o, float y0, float y1, float2 p0, float2 p1, bool) const {
-        const uint32_t bits = pack_half2_bits(y0 + half_from_bits(p0.x), y1 + half_from_bits(p1.x));
+        const uint32_t bits = pack_half2_bits(y0 + p0.x, y1 + p1.x);
         ll_store(out + o / 2, bits, tag);
         if (o >= C) {  // o even: o and o + 1 are in the same head
             const int i = o < 2 * C ? o - C : o - 2 * C;
@@ -585,10 +580,10 @@ struct ReluEpilogue {  // relu(y + bias) -> fp16 pairs as LL words
     const half_t *bias;
     uint64_t *out;
     uint32_t tag;
-    __device__ float2 load(int o) const { return half_bits_at(bias, o); }
+    __device__ float2 load(int o) const { return make_float2(half_at(bias, o), 0.0f); }
     __device__ void store(int o, float y0, float y1, float2 p0, float2 p1, bool) const {
-        y0 += half_from_bits(p0.x);
-        y1 += half_from_bits(p1.x);
+        y0 += p0.x;
+        y1 += p1.x;
         if (y0 < 0.0f) y0 = 0.0f;  // NaN stays NaN
         if (y1 < 0.0f) y1 = 0.0f;
         ll_store(out + o / 2, pack_half2_bits(y0, y1), tag);

@@ -146,4 +146,36 @@ TEST(Cli, TinyCheckpointIsReproducibleAndConverts) {
     EXPECT_EQ(f.get_u32("opt.context_length"), 2048u);
 }
 
+// --token-embedding-std scales the token embedding alone (the GPU tests' models whose greedy continuations wander);
+// out-of-range values are refused.
+TEST(Cli, TinyCheckpointTokenEmbeddingStd) {
+    TempDir tmp;
+    const RunResult r = run_process({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "s", "--tokenizer-dir",
+                                     kTokenizerDir, "--seed", "1", "--token-embedding-std", "0.05"},
+                                    tmp.path());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    seaopt::convert::FileSource st(tmp / "s/model.safetensors", "model.safetensors");
+    const Bytes file = read_bytes(tmp / "s/model.safetensors");
+    int seen = 0;
+    for (const SourceTensor &t : list_safetensors_file(st, 0)) {
+        if (t.name.find("embed_") == std::string::npos) continue;
+        SCOPED_TRACE(t.name);
+        const double s = std_of(decode(file.data() + t.offset, t.n_bytes / 2, DType::F16));
+        if (t.name.find("embed_tokens") != std::string::npos) {
+            EXPECT_NEAR(s, 0.05, 0.002);
+        } else {
+            EXPECT_NEAR(s, 1.0, 0.02);  // the positional embedding keeps N(0,1)
+        }
+        ++seen;
+    }
+    EXPECT_EQ(seen, 2);
+    for (const char *bad : {"0", "-1", "abc"}) {
+        const RunResult b = run_process({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "b", "--tokenizer-dir",
+                                         kTokenizerDir, "--token-embedding-std", bad},
+                                        tmp.path());
+        EXPECT_NE(b.exit_code, 0) << bad;
+        EXPECT_FALSE(fs::exists(tmp / "b/model.safetensors")) << bad;
+    }
+}
+
 }  // namespace

@@ -222,7 +222,7 @@ int run(const Options &opt) {
     seaopt_memory_report mem{};
     const bool on_gpu = seaopt_context_memory(ctx.get(), &mem) == SEAOPT_OK &&
                         (mem.arena_bytes > 0 || mem.device_used_bytes > 0);
-    const int32_t chain_tokens = opt.greedy_chunk > 0 ? opt.greedy_chunk : on_gpu ? 16 : 1;
+    const int32_t chain_tokens = std::min<int32_t>(opt.greedy_chunk > 0 ? opt.greedy_chunk : on_gpu ? 16 : 1, (int32_t)n_ctx);
     std::vector<seaopt_token> chain(greedy_chain ? (size_t)chain_tokens : 0);
     seaopt_token chain_next = -1;  // the pick a chain call left for the next round
     while (opt.n_predict < 0 || n_generated < opt.n_predict) {
@@ -267,19 +267,16 @@ int run(const Options &opt) {
             eval_ms += ms_since(t_eval);
             n_eval += k;
             // chain[i] is the pick after step i; the last one is the next call's token (not yet decoded).
-            bool stop = false;
-            for (int32_t i = 0; i + 1 < k && !stop; ++i) {
+            int32_t i = 0;
+            for (; i + 1 < k; ++i) {
                 token = chain[(size_t)i];
                 seaopt_sampler_accept(smpl.get(), token);
-                if (token == eos) {
-                    stop = true;  // (the steps after it ran and are not shown)
-                    break;
-                }
+                if (token == eos) break;  // (the steps after it ran and are not shown)
                 if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
                 out.write(piece.data(), piece.size());
                 ++n_generated;
             }
-            if (stop) break;
+            if (i + 1 < k) break;  // stopped at EOS
             // The last pick goes round the loop: the EOS, -n and full-context checks above, then the next call.
             chain_next = chain[(size_t)k - 1];
             continue;

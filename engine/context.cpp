@@ -355,6 +355,19 @@ void forward_cuda(Context &ctx, const ValidatedBatch &vb, Run run) {
     for (const TokenSlot &t : vb.slots) ctx.seq_tokens[(size_t)t.seq].push_back(t.token);  // reserved: no throw
 }
 
+// What a successful batch leaves for seaopt_get_logits_ith and the greedy sampler: the logits of `outputs` (batch
+// indices; rows of ctx.next_logits, or of `view` where the forward left them in place) and the device's greedy pick.
+void keep_outputs(Context &ctx, int32_t n_tokens, const std::vector<int32_t> &outputs, const float *view,
+                  int32_t greedy) {
+    if (!view) std::swap(ctx.logits, ctx.next_logits);
+    ctx.logits_view = view;
+    ctx.output_row.assign((size_t)n_tokens, -1);
+    for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
+    ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
+    ctx.last_batch_nll = false;
+    ctx.greedy_token = greedy;  // asked for (and so possibly made) only with one output row
+}
+
 }  // namespace
 
 void context_decode(Context &ctx, const seaopt_batch &b) {
@@ -381,13 +394,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     }
 
     ctx.seq_len = std::move(vb.next_pos);
-    if (!view) std::swap(ctx.logits, ctx.next_logits);
-    ctx.logits_view = view;
-    ctx.output_row.assign((size_t)b.n_tokens, -1);
-    for (size_t r = 0; r < outputs.size(); ++r) ctx.output_row[(size_t)outputs[r]] = (int32_t)r;
-    ctx.last_output_index = outputs.empty() ? -1 : outputs.back();
-    ctx.last_batch_nll = false;
-    ctx.greedy_token = greedy;  // asked for (and so possibly made) only with one output row
+    keep_outputs(ctx, b.n_tokens, outputs, view, greedy);
 }
 
 void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n_predict, int32_t *out) {
@@ -427,11 +434,7 @@ void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n
             }
         }
         ctx.seq_len[(size_t)seq] = pos0 + n_predict;
-        ctx.logits_view = view;
-        ctx.output_row.assign(1, 0);
-        ctx.last_output_index = 0;
-        ctx.last_batch_nll = false;
-        ctx.greedy_token = picks.back();
+        keep_outputs(ctx, 1, {0}, view, picks.back());  // as a seaopt_decode of the last step's token
         std::copy(picks.begin(), picks.end(), out);
         return;
     }
@@ -439,12 +442,9 @@ void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n
     // Elsewhere: one seaopt_decode per token and the pick of a temperature-0 sampler (the GPU's pick where it
     // made one). On an error the sequence is cut back to where it was (for SEA by recomputation, as
     // seaopt_kv_truncate does).
-    seaopt_sampler_params sp{};
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
     sp.temp = 0.0f;
-    sp.top_k = 0;
-    sp.top_p = 1.0f;
-    sp.repeat_penalty = 1.0f;
-    sp.repeat_last_n = 0;
+    sp.seed = 0;  // (unused by greedy picks; a fixed seed spares drawing a random one)
     Sampler greedy(sp);
     std::vector<int32_t> picks((size_t)n_predict);
     try {

@@ -16,15 +16,6 @@ namespace {
 
 constexpr int kArgmaxThreads = 256;
 
-__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {
-#pragma unroll
-    for (int o = kWarpSize / 2; o > 0; o /= 2) {
-        const unsigned long long w = __shfl_xor_sync(0xffffffffu, v, o);
-        v = w > v ? w : v;
-    }
-    return v;
-}
-
 // Block b: the max key of elements b·256 + i + k·(n_parts·256) (coalesced), into parts[b].
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_parts_kernel(unsigned long long *parts, const float *x, int n) {
     __shared__ unsigned long long warp_best[kArgmaxThreads / kWarpSize];

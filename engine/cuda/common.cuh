@@ -72,6 +72,16 @@ __device__ __forceinline__ float warp_reduce_max(float v) {
     return v;
 }
 
+// The max of 64-bit keys (engine/argmax_key.h) over the warp, in every lane.
+__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {
+#pragma unroll
+    for (int o = kWarpSize / 2; o > 0; o /= 2) {
+        const unsigned long long w = __shfl_xor_sync(0xffffffffu, v, o);
+        v = w > v ? w : v;
+    }
+    return v;
+}
+
 // Inclusive prefix sum over the warp's lanes (lane l = this lane gets the sum of v of lanes 0..l), Hillis-Steele
 // with __shfl_up_sync.
 __device__ __forceinline__ uint32_t warp_inclusive_sum(uint32_t v, int lane) {

@@ -1539,11 +1539,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             k = kb > k ? kb : k;
             __threadfence();
         }
-#pragma unroll
-        for (int off = kWarpSize / 2; off > 0; off >>= 1) {
-            const unsigned long long o = __shfl_xor_sync(0xffffffffu, k, off);
-            k = o > k ? o : k;
-        }
+        k = warp_max_u64(k);
         if (threadIdx.x % kWarpSize == 0 && k != kArgmaxKeyNone) atomicMax(best, k);
         compute_sync();
         if (threadIdx.x == 0) {

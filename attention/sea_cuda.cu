@@ -182,9 +182,7 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Shared memory the kernels need, against what this device grants a block.
     check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
                                        sea::topk_smem_bytes(d) + 2048,
-                                       sea::cnn_output_smem_bytes(d) + 12288,
-                                       sea::sparse_flash_wgmma_available() ? sea::sparse_flash_wgmma_smem_bytes(d)
-                                                                           : sea::sparse_flash_smem_bytes(d),
+                                       sea::cnn_output_smem_bytes(d) + 12288, sea::sparse_flash_smem_bytes(d),
                                        sea_conv_on_tensor_cores(cfg) ? sea::conv_tc_smem_bytes(d) : 0}));
 
     const sea::QkvView x = qkv_view(qkv, q_scale);
@@ -258,13 +256,8 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     // Σ_{j<T} v_j: the running sums' last row.
     copy(state ? state + S.v_sum : nullptr, shared + (size_t)(T - 1) * cfg.n_head * sea::kHeadDim, S.v_sum_bytes);
     mark(8);
-    if (sea::sparse_flash_wgmma_available()) {
-        sea::launch_sparse_flash_wgmma(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
-                                       dbg.key_count, dbg.key_sum, stream);
-    } else {
-        sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
-                                 dbg.key_count, dbg.key_sum, stream);
-    }
+    sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
+                             dbg.key_count, dbg.key_sum, stream);
     mark(9);
 }
 

@@ -233,13 +233,6 @@ size_t sparse_flash_smem_bytes(const Dims &d);
 void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                          const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
                          uint32_t *key_sum, cudaStream_t stream);
-// sea_sparse_flash_wgmma_cuda.cu: the same on Hopper's warpgroup MMA, where sparse_flash_wgmma_available() (this build
-// has sm_90a code, the device is compute capability 9.0, SEAOPT_SEA_FLASH_WGMMA is not "0").
-bool sparse_flash_wgmma_available();
-size_t sparse_flash_wgmma_smem_bytes(const Dims &d);
-void launch_sparse_flash_wgmma(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
-                               const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
-                               uint32_t *key_sum, cudaStream_t stream);
 // Decode: the same per (row, head), q from qkv row row[r], keys from the cache of sequence seq[r], Σv from its state.
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,
                                     const float *gates, const uint32_t *cell_mask, const Dims &d, cudaStream_t stream);

@@ -29,7 +29,6 @@
 
 #include "attention/mma_f16.cuh"
 #include "attention/sea_cuda_kernels.cuh"
-#include "attention/sea_sparse_flash.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/error.h"
@@ -37,11 +36,20 @@
 namespace seaopt::cuda::sea {
 namespace {
 
+constexpr int kFlashRows = 64;                     // queries per block
+constexpr int kFlashWarpRows = 16;                 // queries per warp (the mma's M)
+constexpr int kFlashWarps = kFlashRows / kFlashWarpRows;
+constexpr int kFlashThreads = kFlashWarps * kWarpSize;
+constexpr int kFlashKeys = 64;                     // keys per block step
 constexpr int kRowBytes = (kHeadDim + 8) * 2;      // a shared row: 64 halves + 8 of padding (conflict-free ldmatrix)
 constexpr int kStageBytes = kFlashKeys * kRowBytes;
 constexpr int kVOffset = 2 * kStageBytes;          // K stages, then V stages
 constexpr int kQOffset = 2 * kVOffset;             // then the tile's q rows
 constexpr int kMaskOffset = kQOffset + kFlashRows * kRowBytes;  // then the tile's mask rows, then the bitmaps
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(kFlashRows == 64 && kFlashKeys == 64 && kHeadDim == 64, "the index maths assume 64 rows, keys and dims");
+
+__device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 // Issues the copies of rows [r0, r0 + 64) (64 halves each; row r at src + r·stride) into a stage at dst; rows past
 // `last` are zero-filled, not read. Thread tid copies chunk tid % 8 of rows tid / 8 + 16 i.
@@ -54,6 +62,89 @@ __device__ __forceinline__ void load_rows64(uint32_t dst, const __half *src, lon
         cp_async16(dst + (uint32_t)(r * kRowBytes + dim * 2), src + (valid ? (long long)(r0 + r) * stride : 0) + dim,
                    valid);
     }
+}
+
+// Bits lo .. hi-1 of a 32-bit word (0 <= lo < hi <= 32).
+__device__ __forceinline__ uint32_t bit_range(int lo, int hi) {
+    const uint32_t upto = hi >= 32 ? ~0u : ((1u << hi) - 1u);
+    return upto & ~((1u << lo) - 1u);
+}
+
+// Keys per half block: a row's selected keys in a block are worked out as two 32-key halves, by two lanes.
+constexpr int kHalfKeys = kFlashKeys / 2;
+
+// The keys of a capped cell [e0, e1) (longer than k) among keys j0 .. j0+31, as bits: key i of the cell is
+// e1 - 1 - ⌊i·len/n⌋ (n = k); those in the block have ⌊i·len/n⌋ in [u_lo, u_hi], i.e. i in [⌈u_lo·n/len⌉,
+// ⌈(u_hi+1)·n/len⌉), over which ⌊i·len/n⌋ advances by len/n with a carry. Out of line: only (t+1)/K > k gets here
+// (T > 4096 at K = k = 64), and inlined it made the kernel spill.
+__device__ __noinline__ uint32_t capped_cell_keys(int e0, int e1, int j0, int k) {
+    const int jend = j0 + kHalfKeys;
+    const unsigned n = (unsigned)k, ulen = (unsigned)(e1 - e0);
+    const unsigned u_lo = (unsigned)max(e1 - jend, 0), u_hi = (unsigned)(e1 - 1 - max(e0, j0));
+    unsigned i = (u_lo * n + ulen - 1) / ulen;
+    const unsigned i_end = min(((u_hi + 1) * n + ulen - 1) / ulen, n);
+    unsigned q = (i * ulen) / n, r = (i * ulen) % n;
+    const unsigned dq = ulen / n, dr = ulen % n;
+    uint32_t bits = 0u;
+    for (; i < i_end; ++i) {
+        bits |= 1u << (e1 - 1 - (int)q - j0);
+        q += dq;
+        r += dr;
+        if (r >= n) {
+            r -= n;
+            ++q;
+        }
+    }
+    return bits;
+}
+
+// The selected keys of query row t (mask words mrow) among keys j0 .. j0+31, as bits 0..31: the cells that overlap
+// the block, each kept cell's keys as sea_expand_cells_to_keys emits them (its whole interval, or n = k keys at
+// v1 - 1 - ⌊i·len/n⌋ when the interval is longer than k).
+__device__ __forceinline__ uint32_t row_half_keys(const uint32_t *mrow, int t, int j0, const Dims &d) {
+    const int len = t + 1, K = d.K;
+    if (j0 >= len) return 0u;
+    const float s = cell_scale(t, d);
+    // The cell holding key j0: an estimate, then walked to the c with edge(c) <= j0 < edge(c+1) (edges are monotone,
+    // so the walk is exact whatever the estimate's rounding).
+    int c = (int)__fdividef((float)j0, s);
+    c = c < 0 ? 0 : (c > K - 1 ? K - 1 : c);
+    while (c > 0 && cell_edge(c, s, len) > j0) --c;
+    int e1 = cell_edge(c + 1, s, len);
+    while (e1 <= j0 && c < K - 1) e1 = cell_edge(++c + 1, s, len);
+    int e0 = cell_edge(c, s, len);
+    const int jend = j0 + kHalfKeys;
+    uint32_t bits = 0u;
+    for (; c < K && e0 < jend; ++c) {  // cell c = keys [e0, e1)
+        const int n_len = e1 - e0;
+        if (n_len > 0 && ((mrow[c >> 5] >> (c & 31)) & 1u)) {
+            if (n_len <= d.k) {
+                const int lo = max(e0, j0) - j0, hi = min(e1, jend) - j0;
+                if (hi > lo) bits |= bit_range(lo, hi);  // empty only where edge(K) < t + 1 left keys uncovered
+            } else {
+                bits |= capped_cell_keys(e0, e1, j0, d.k);
+            }
+        }
+        e0 = e1;
+        e1 = cell_edge(c + 2, s, len);
+    }
+    return bits;
+}
+
+// Σ of the bit positions set in w (six popcounts).
+__device__ __forceinline__ uint32_t bit_position_sum(uint64_t w) {
+    return (uint32_t)__popcll(w & 0xAAAAAAAAAAAAAAAAull) + 2u * (uint32_t)__popcll(w & 0xCCCCCCCCCCCCCCCCull) +
+           4u * (uint32_t)__popcll(w & 0xF0F0F0F0F0F0F0F0ull) + 8u * (uint32_t)__popcll(w & 0xFF00FF00FF00FF00ull) +
+           16u * (uint32_t)__popcll(w & 0xFFFF0000FFFF0000ull) + 32u * (uint32_t)__popcll(w & 0xFFFFFFFF00000000ull);
+}
+
+// The next marked block at or after block b (n_blocks when none): the bitmap is uniform over the block.
+__device__ __forceinline__ int next_marked(const uint32_t *bitmap, int b, int n_blocks) {
+    for (int w = b >> 5; (w << 5) < n_blocks; ++w) {
+        const uint32_t bits = bitmap[w] & (b > (w << 5) ? ~0u << (b & 31) : ~0u);
+        if (bits) return min((w << 5) + __ffs(bits) - 1, n_blocks);
+    }
+    return n_blocks;
 }
 
 __global__ void __launch_bounds__(kFlashThreads, 4)
@@ -81,13 +172,38 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     const __half *k_head = k_at(x, 0, h), *v_head = v_at(x, 0, h);
     load_rows64(smem + kQOffset, q_at(x, t0, h), x.q_row, 0, n_rows - 1);
 
-    stage_tile_masks(s_mask, cell_mask, t0, n_rows, h, d);
+    for (int i = tid; i < kFlashRows * KW; i += kFlashThreads) {
+        const int r = i / KW;
+        s_mask[i] = r < n_rows ? cell_mask[((size_t)(t0 + r) * H + h) * KW + i % KW] : 0u;
+    }
     for (int i = tid; i < (kFlashWarps + 1) * n_words; i += kFlashThreads) s_need[i] = 0u;
     __syncthreads();
     // The key blocks each warp's rows select: two lanes per row, each taking every other mask word's cells.
     {
         const int r = warp * kFlashWarpRows + lane / 2;
-        if (r < n_rows) mark_row_key_blocks(s_need + warp * n_words, s_mask + r * KW, t0 + r, lane & 1, d);
+        if (r < n_rows) {
+            const int t = t0 + r, len = t + 1;
+            const float s = cell_scale(t, d);
+            int cur = -1;
+            uint32_t cur_bits = 0u;
+            for (int w = lane & 1; w < KW; w += 2) {
+                uint32_t bits = s_mask[r * KW + w];
+                while (bits) {
+                    const int c = w * 32 + __ffs(bits) - 1;
+                    bits &= bits - 1u;
+                    const int v0 = cell_edge(c, s, len), v1 = cell_edge(c + 1, s, len);
+                    for (int b = v0 / kFlashKeys; v1 > v0 && b <= (v1 - 1) / kFlashKeys; ++b) {
+                        if (b / 32 != cur) {
+                            if (cur >= 0) atomicOr(&s_need[warp * n_words + cur], cur_bits);
+                            cur = b / 32;
+                            cur_bits = 0u;
+                        }
+                        cur_bits |= 1u << (b % 32);
+                    }
+                }
+            }
+            if (cur >= 0) atomicOr(&s_need[warp * n_words + cur], cur_bits);
+        }
     }
     __syncthreads();
     for (int i = tid; i < n_words; i += kFlashThreads) {
@@ -106,18 +222,18 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     const uint32_t v_lane =
         smem + kVOffset + (uint32_t)((((lane >> 3) & 1) * 8 + (lane & 7)) * kRowBytes + (lane >> 4) * 16);
 
-    // This lane's rows a = g and b = g + 8 of the warp's 16.
+    // This lane's rows a = g and b = g + 8 of the warp's 16, and their mask rows.
     const int row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;
     const int t_a = t0 + row_a, t_b = t0 + row_b;
     const bool real_a = row_a < n_rows, real_b = row_b < n_rows;
-    const float q_scale = x.q_scale * kFlashLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
+    const float q_scale = x.q_scale * kLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
 
     float o[8][4];  // O[row_a][8j + 2·tq4, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
-    int count[2] = {0, 0};      // rows a, b: selected keys
-    uint32_t sum[2] = {0u, 0u};  // their index sums (debug)
+    int count_a = 0, count_b = 0;
+    uint32_t sum_a = 0u, sum_b = 0u;
 
     int blk = next_marked(s_any, 0, n_tiles);
     if (blk < n_tiles) load_rows64(smem, k_head, x.k_row, blk * kFlashKeys, last);
@@ -137,10 +253,33 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         __syncthreads();
 
         if ((s_need[warp * n_words + blk / 32] >> (blk % 32)) & 1u) {  // uniform over the warp
-            const LaneKeys keys = block_row_keys(s_keys[warp], s_mask, warp * kFlashWarpRows, n_rows, t0, j0, d,
-                                                 count, sum, key_sum != nullptr);
-            bool group[4];  // the others' products, exponentials and P V are skipped
-            warp_key_groups(keys, group);
+            // The selected keys of the warp's 16 rows in this block: lane 2r + i works out row r's half i into
+            // shared memory; each lane then reads its rows a and b whole (64 bits each).
+            {
+                const int r = warp * kFlashWarpRows + lane / 2;
+                s_keys[warp][lane] =
+                    r < n_rows ? row_half_keys(s_mask + r * KW, t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
+            }
+            __syncwarp();
+            const uint64_t keys_a = reinterpret_cast<const uint64_t *>(s_keys[warp])[g];
+            const uint64_t keys_b = reinterpret_cast<const uint64_t *>(s_keys[warp])[g + 8];
+            count_a += __popcll(keys_a);
+            count_b += __popcll(keys_b);
+            if (key_sum) {  // debug only
+                sum_a += (uint32_t)j0 * (uint32_t)__popcll(keys_a) + bit_position_sum(keys_a);
+                sum_b += (uint32_t)j0 * (uint32_t)__popcll(keys_b) + bit_position_sum(keys_b);
+            }
+
+            // The 16-key groups that some row of the warp selected (uniform over the warp): the others' products,
+            // exponentials and P V are skipped (their p are 0).
+            const uint64_t warp_keys = keys_a | keys_b;
+            const uint32_t any_lo = __reduce_or_sync(0xffffffffu, (uint32_t)warp_keys);
+            const uint32_t any_hi = __reduce_or_sync(0xffffffffu, (uint32_t)(warp_keys >> 32));
+            bool group[4];
+            group[0] = (any_lo & 0xffffu) != 0u;
+            group[1] = (any_lo >> 16) != 0u;
+            group[2] = (any_hi & 0xffffu) != 0u;
+            group[3] = (any_hi >> 16) != 0u;
 
             float s[8][4];
 #pragma unroll
@@ -158,7 +297,15 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
                     mma_16816(s[2 * jp + 1], qa, b[2], b[3]);
                 }
             }
-            mask_unselected(s, keys, tq4);
+            // Scores outside the selected keys to -inf: s[j][e] is key j0 + 8j + 2·tq4 + e.
+            const uint64_t ka = keys_a >> (2 * tq4), kb = keys_b >> (2 * tq4);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (!((ka >> (8 * j)) & 1ull)) s[j][0] = -INFINITY;
+                if (!((ka >> (8 * j + 1)) & 1ull)) s[j][1] = -INFINITY;
+                if (!((kb >> (8 * j)) & 1ull)) s[j][2] = -INFINITY;
+                if (!((kb >> (8 * j + 1)) & 1ull)) s[j][3] = -INFINITY;
+            }
 
             flash_softmax_step(s, o, m_a, m_b, l_a, l_b, q_scale, [&](int j) { return group[j / 2]; });
 #pragma unroll
@@ -191,8 +338,30 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    if (real_a) store_sparse_row(out, out_row, o, 0, t_a, h, tq4, count[0], l_a, sum[0], gates, v_prefix, H, key_count, key_sum);
-    if (real_b) store_sparse_row(out, out_row, o, 2, t_b, h, tq4, count[1], l_b, sum[1], gates, v_prefix, H, key_count, key_sum);
+    // sparse_row_output's expressions, per row: this lane's dims 8j + 2·tq4, +1.
+    auto store_row = [&](int t, int count, float l, int e) {
+        const size_t rh = (size_t)t * H + h;
+        const float2 gate = make_float2(gates[rh * 2], gates[rh * 2 + 1]);
+        const float scale = count > 0 ? (1.0f / l) * sigmoid(gate.x) : 0.0f;
+        const float mix = sigmoid(gate.y);
+        const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
+        const float *vs = v_prefix + rh * kHeadDim + 2 * tq4;
+        __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim + 2 * tq4);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            const float2 vsum = *reinterpret_cast<const float2 *>(vs + 8 * j);
+            const float c0 = count > 0 ? o[j][e] * scale : 0.0f, c1 = count > 0 ? o[j][e + 1] * scale : 0.0f;
+            const float o0 = mix * c0 + (1.0f - mix) * (vsum.x * inv_count);
+            const float o1 = mix * c1 + (1.0f - mix) * (vsum.y * inv_count);
+            dst[4 * j] = __floats2half2_rn(o0, o1);
+        }
+        if (tq4 == 0) {
+            if (key_count) key_count[rh] = count;
+            if (key_sum) key_sum[rh] = e == 0 ? sum_a : sum_b;
+        }
+    };
+    if (real_a) store_row(t_a, count_a, l_a, 0);
+    if (real_b) store_row(t_b, count_b, l_b, 2);
 }
 
 }  // namespace

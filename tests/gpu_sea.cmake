@@ -2,11 +2,6 @@
 # stage, plus an informational timing next to the dense prefill at the OPT-1.3B shape.
 if(SEAOPT_HAVE_CUDA)
   seaopt_add_test(NAME test_gpu_sea SOURCES test_gpu_sea.cpp LABELS gpu)
-  # The prefill cases again with the mma.sync sparse attention, which SEAOPT_SEA_FLASH_WGMMA=0 selects where the
-  # default is the warpgroup-MMA kernel (H100/H200); elsewhere both runs take the mma.sync kernel.
-  add_test(NAME test_gpu_sea_mma_sync COMMAND test_gpu_sea --gtest_filter=GpuSea.Prefill*:GpuSea.Strided*)
-  set_tests_properties(test_gpu_sea_mma_sync PROPERTIES LABELS gpu TIMEOUT 600 SKIP_RETURN_CODE 77
-                       ENVIRONMENT SEAOPT_SEA_FLASH_WGMMA=0)
 endif()
 
 # A micro-benchmark of one SEA decode call, plain and in a CUDA graph (not a test: docs/development.md).

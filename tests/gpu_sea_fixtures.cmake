@@ -3,8 +3,4 @@
 # hence seaopt_convert).
 if(SEAOPT_HAVE_CUDA)
   seaopt_add_test(NAME test_gpu_sea_fixtures SOURCES test_gpu_sea_fixtures.cpp LIBS seaopt_convert LABELS gpu)
-  # Again with the mma.sync sparse attention (see gpu_sea.cmake).
-  add_test(NAME test_gpu_sea_fixtures_mma_sync COMMAND test_gpu_sea_fixtures)
-  set_tests_properties(test_gpu_sea_fixtures_mma_sync PROPERTIES LABELS gpu TIMEOUT 600 SKIP_RETURN_CODE 77
-                       ENVIRONMENT SEAOPT_SEA_FLASH_WGMMA=0)
 endif()

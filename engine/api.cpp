@@ -283,7 +283,18 @@ seaopt_status seaopt_generate_greedy(seaopt_context *ctx, seaopt_seq_id seq_id, 
                                      seaopt_token *out_tokens) {
     SEAOPT_API_TRY
     require(ctx, "ctx");
-    context_generate_greedy(ctx->impl, seq_id, token, n_predict, out_tokens);
+    context_generate_greedy(ctx->impl, seq_id, token, n_predict, -1, out_tokens);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_generate_greedy_until(seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_token token,
+                                           int32_t n_predict, seaopt_token stop_token, seaopt_token *out_tokens,
+                                           int32_t *n_out) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    require(n_out, "n_out");
+    *n_out = context_generate_greedy(ctx->impl, seq_id, token, n_predict, stop_token, out_tokens);
     return SEAOPT_OK;
     SEAOPT_API_CATCH
 }

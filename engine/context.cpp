@@ -397,7 +397,8 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     keep_outputs(ctx, b.n_tokens, outputs, view, greedy);
 }
 
-void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n_predict, int32_t *out) {
+int32_t context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n_predict, int32_t stop_token,
+                                int32_t *out) {
     const int32_t n_vocab = (int32_t)ctx.model->hp.n_vocab;
     if (n_predict < 0) throw_invalid_argument("n_predict must be >= 0, got " + std::to_string(n_predict));
     if (n_predict > 0 && !out) throw_invalid_argument("out is NULL");
@@ -409,6 +410,10 @@ void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n
         throw_invalid_argument("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
                                std::to_string(n_vocab) + ")");
     }
+    if (stop_token < -1 || stop_token >= n_vocab) {
+        throw_invalid_argument("stop token " + std::to_string(stop_token) + " is neither -1 nor in the vocabulary [0, " +
+                               std::to_string(n_vocab) + ")");
+    }
     const int32_t pos0 = ctx.seq_len[(size_t)seq];
     if ((int64_t)pos0 + n_predict > (int64_t)ctx.n_ctx) {
         throw Error(SEAOPT_ERR_CONTEXT_FULL, "greedy generation of " + std::to_string(n_predict) +
@@ -416,16 +421,17 @@ void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n
                                                  std::to_string(seq) + " would go beyond the context (n_ctx = " +
                                                  std::to_string(ctx.n_ctx) + ")");
     }
-    if (n_predict == 0) return;
+    if (n_predict == 0) return 0;
 
-    // The GPU's persistent kernel runs the steps back to back (no host round trip per token); the sequence's
-    // cache positions past pos0 count only once the whole chain has succeeded.
+    // The GPU's persistent kernel runs the steps back to back (no host round trip per token), up to the stop token;
+    // the sequence's cache positions past pos0 count only once the whole chain has succeeded.
     if (ctx.cuda && n_predict >= 2 && opt_cuda_greedy_chain(*ctx.cuda)) {
         std::vector<int32_t> picks((size_t)n_predict);
         const float *view = nullptr;
-        opt_generate_greedy_cuda(ctx.model->hp, *ctx.model->cuda, *ctx.cuda, seq, pos0, token, n_predict,
-                                 picks.data(), &view);
-        for (int32_t i = 0; i < n_predict; ++i) {
+        const int32_t n_run = opt_generate_greedy_cuda(ctx.model->hp, *ctx.model->cuda, *ctx.cuda, seq, pos0, token,
+                                                       n_predict, stop_token, picks.data(), &view);
+        picks.resize((size_t)n_run);
+        for (int32_t i = 0; i < n_run; ++i) {
             if (picks[(size_t)i] < 0) {
                 // As a greedy sampler would refuse these logits; the sequence stays as it was.
                 throw_invalid_argument("greedy generation: the logits at position " + std::to_string(pos0 + i) +
@@ -433,10 +439,10 @@ void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n
                                        " hold a NaN or are all -inf: no token can be picked");
             }
         }
-        ctx.seq_len[(size_t)seq] = pos0 + n_predict;
+        ctx.seq_len[(size_t)seq] = pos0 + n_run;
         keep_outputs(ctx, 1, {0}, view, picks.back());  // as a seaopt_decode of the last step's token
         std::copy(picks.begin(), picks.end(), out);
-        return;
+        return n_run;
     }
 
     // Elsewhere: one seaopt_decode per token and the pick of a temperature-0 sampler (the GPU's pick where it
@@ -446,21 +452,24 @@ void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n
     sp.temp = 0.0f;
     sp.seed = 0;  // (unused by greedy picks; a fixed seed spares drawing a random one)
     Sampler greedy(sp);
-    std::vector<int32_t> picks((size_t)n_predict);
+    std::vector<int32_t> picks;
+    picks.reserve((size_t)n_predict);
     try {
-        for (int32_t i = 0; i < n_predict; ++i) {
+        while ((int32_t)picks.size() < n_predict) {
             const int8_t want = 1;
             const seaopt_batch b{1, &token, nullptr, &seq, &want};
             context_decode(ctx, b);
             const float *logits = context_logits_ith(ctx, 0);
             token = greedy.sample(logits, n_vocab, context_greedy_token_ith(ctx, 0));
-            picks[(size_t)i] = token;
+            picks.push_back(token);
+            if (token == stop_token) break;
         }
     } catch (...) {
         if (ctx.seq_len[(size_t)seq] != pos0) context_kv_truncate(ctx, seq, pos0);
         throw;
     }
     std::copy(picks.begin(), picks.end(), out);
+    return (int32_t)picks.size();
 }
 
 void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token *targets, float *out_nll) {

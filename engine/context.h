@@ -51,9 +51,11 @@ void context_decode(Context &ctx, const seaopt_batch &batch);
 // written to out_nll, and the cache is unchanged, if anything fails.
 void context_decode_nll(Context &ctx, const seaopt_batch &batch, const seaopt_token *targets, float *out_nll);
 
-// seaopt_generate_greedy: n_predict greedy steps of sequence seq from `token` (the picks to out). Validated first;
+// seaopt_generate_greedy(_until): n_predict greedy steps of sequence seq from `token` (the picks to out), stopping
+// after the first pick that is stop_token (>= 0; -1: never); returns the number of picks written. Validated first;
 // on an error the sequence is as it was before the call.
-void context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n_predict, int32_t *out);
+int32_t context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_t n_predict, int32_t stop_token,
+                                int32_t *out);
 
 const float *context_logits_ith(const Context &ctx, int32_t i);
 // Context::greedy_token where token i (-1: the last that asked for logits) has the only logits row; else -1.

@@ -248,13 +248,23 @@ SEAOPT_API seaopt_status seaopt_decode_nll(struct seaopt_context *ctx, const sea
  * a loop of seaopt_decode (one token, its logits) and seaopt_sampler_sample with a greedy sampler, and the same
  * tokens; afterwards the logits of the last step are available as after seaopt_decode. Where a CUDA context
  * decodes with the persistent kernel (sm_90 GPUs, pre-LayerNorm OPT models, dense attention) the steps run back to
- * back on the GPU in one launch, with no host round trip per token; elsewhere it is that loop. It does not stop at an end-of-sequence token: a caller
- * that stops there calls seaopt_kv_truncate to drop what came after it. Validated first (a sequence id outside
+ * back on the GPU in one launch, with no host round trip per token; elsewhere it is that loop. It does not stop at an
+ * end-of-sequence token (seaopt_generate_greedy_until below does). Validated first (a sequence id outside
  * [0, n_seq_max), a token outside the vocabulary, n_predict < 0: SEAOPT_ERR_INVALID_ARGUMENT; positions past
  * n_ctx: SEAOPT_ERR_CONTEXT_FULL); on any error the sequence is left as it was before the call (with SEA
  * attention by recomputation, as seaopt_kv_truncate); out_tokens is written only on success. */
 SEAOPT_API seaopt_status seaopt_generate_greedy(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_token token,
                                                 int32_t n_predict, seaopt_token *out_tokens);
+/* As seaopt_generate_greedy, stopping at stop_token (for example seaopt_token_eos): after the first step whose pick
+ * is stop_token, which is written to out_tokens and counted but not decoded. *n_out receives the number of picks
+ * written (n_predict if none was stop_token); the sequence grows by *n_out positions (the tokens decoded: `token`
+ * and the picks before the last) and the logits are those of the last step run. On the GPU's one-launch path the
+ * steps after the stop are not run at all. stop_token -1 never stops; any other value outside the vocabulary, or a
+ * NULL n_out: SEAOPT_ERR_INVALID_ARGUMENT. Other errors as seaopt_generate_greedy (the context check is for all
+ * n_predict steps). */
+SEAOPT_API seaopt_status seaopt_generate_greedy_until(struct seaopt_context *ctx, seaopt_seq_id seq_id,
+                                                      seaopt_token token, int32_t n_predict, seaopt_token stop_token,
+                                                      seaopt_token *out_tokens, int32_t *n_out);
 
 /* Logits (n_vocab floats) of the i-th token of the last batch; i = -1 is the last token that asked
  * for logits. Returns NULL (and sets the last error) if token i did not ask for logits.

@@ -989,9 +989,9 @@ bool opt_cuda_greedy_chain(const OptCudaState &s) {
            s.pinned_logits_on_device != nullptr;
 }
 
-void opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,
-                              int32_t pos, int32_t token, int32_t n_steps, int32_t *picks,
-                              const float **logits_view) {
+int32_t opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,
+                                 int32_t pos, int32_t token, int32_t n_steps, int32_t stop_token, int32_t *picks,
+                                 const float **logits_view) {
     if (!opt_cuda_greedy_chain(s)) throw Error(SEAOPT_ERR_INTERNAL, "greedy chain: not available on this context");
     if (n_steps < 1 || pos < 0 || (int64_t)pos + n_steps > (int64_t)s.n_ctx || seq < 0 || (uint32_t)seq >= s.n_seq) {
         throw Error(SEAOPT_ERR_INTERNAL, "greedy chain: steps outside the context");
@@ -1009,13 +1009,21 @@ void opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, Opt
     a.seq = seq;
     a.n_steps = n_steps;
     a.picks = s.pinned_picks_on_device;
+    a.stop_token = stop_token;
     cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
     check(cudaStreamSynchronize(st), "the greedy chain");
-    std::memcpy(picks, s.pinned_picks, (size_t)n_steps * sizeof(int32_t));
+    // The steps run: up to the first pick that is the stop token (the entries after it are an earlier call's).
+    int32_t n_run = 0;
+    while (n_run < n_steps) {
+        const int32_t pick = s.pinned_picks[n_run++];
+        if (stop_token >= 0 && pick == stop_token) break;
+    }
+    std::memcpy(picks, s.pinned_picks, (size_t)n_run * sizeof(int32_t));
     if (logits_view) {
         *logits_view = s.pinned_logits + (size_t)s.next_logits_row * V;
         s.next_logits_row ^= 1;
     }
+    return n_run;
 }
 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,

@@ -83,13 +83,15 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
 // sequence seq, then n_steps - 1 more tokens, each the greedy pick of the step before (the sampler's argmax:
 // the lowest id of the largest logit), in one launch with no host round trip between the steps. picks[i]: step
 // i's pick, or -1 where its logits hold a NaN or only -inf (the steps after it decoded garbage: the caller
-// discards them). *logits_view (may be null): the last step's logits in the engine's pinned memory, as
-// opt_forward_cuda's. The caller validates the sequence, the positions and the token. Available where
-// opt_cuda_greedy_chain says so: the persistent kernel with dense layers (else decode step by step).
+// discards them). stop_token >= 0: the chain stops after the first step whose pick it is (the later steps are not
+// run); -1: never. Returns the number of steps run (picks written), n_steps without a stop. *logits_view (may be
+// null): the last step's logits in the engine's pinned memory, as opt_forward_cuda's. The caller validates the
+// sequence, the positions and the tokens. Available where opt_cuda_greedy_chain says so: the persistent kernel with
+// dense layers (else decode step by step).
 bool opt_cuda_greedy_chain(const OptCudaState &s);
-void opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,
-                              int32_t pos, int32_t token, int32_t n_steps, int32_t *picks,
-                              const float **logits_view);
+int32_t opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,
+                                 int32_t pos, int32_t token, int32_t n_steps, int32_t stop_token, int32_t *picks,
+                                 const float **logits_view);
 
 // The fused loss: runs the batch as above but, instead of the logits, writes
 // host_nll[r] = -log softmax(logits of output_tokens[r])[output_targets[r]] (natural log, fp32 on the

@@ -30,8 +30,8 @@ void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
 bool opt_cuda_greedy_chain(const OptCudaState &) { return false; }
-void opt_generate_greedy_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, int32_t, int32_t, int32_t,
-                              int32_t, int32_t *, const float **) {
+int32_t opt_generate_greedy_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, int32_t, int32_t, int32_t,
+                                 int32_t, int32_t, int32_t *, const float **) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
 void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &, const std::vector<TokenSlot> &,

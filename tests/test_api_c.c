@@ -34,6 +34,11 @@ int main(void) {
     CHECK(strstr(seaopt_last_error(), "/nonexistent/model.gguf") != NULL);
     CHECK(seaopt_decode(NULL, NULL) == SEAOPT_ERR_INVALID_ARGUMENT);
     CHECK(seaopt_generate_greedy(NULL, 0, 0, 1, NULL) == SEAOPT_ERR_INVALID_ARGUMENT);
+    {
+        int32_t n_out = 7;
+        CHECK(seaopt_generate_greedy_until(NULL, 0, 0, 1, 2, NULL, &n_out) == SEAOPT_ERR_INVALID_ARGUMENT);
+        CHECK(n_out == 7);
+    }
     CHECK(!seaopt_model_has_sea(NULL));
     CHECK(bp.n_tokens == 2048 && bp.attention == SEAOPT_ATTENTION_DENSE);
     CHECK(seaopt_bench_attention_layer(NULL, &bp, &br) == SEAOPT_ERR_INVALID_ARGUMENT);

@@ -316,6 +316,88 @@ TEST(GpuEngine, GenerateGreedyChainMatchesTheStepLoop) {
                                                           "10240", "--token-embedding-std", "0.05"}));
 }
 
+// seaopt_generate_greedy_until on the persistent kernel's chain: the launch stops after the step that picks the stop
+// token (every block leaves the step loop there; the producer, which streams the next step's qkv rows before it
+// learns of the stop, returns and the compute warps drain those rows). Against a loop of single steps on another
+// context: the picks up to the stop, the sequence length, the logits of the stop step bit for bit, one step after
+// it, and a second chain from there that goes on as the loop did (the stopped launch left the cache, the tags and
+// the next launch's ring in order). Stops at step 0, inside the chain, at its last step, and never.
+TEST(GpuEngine, GenerateGreedyUntilStopsInsideTheChain) {
+    const std::string path = make_model("opt1.3b-2layers-wander", {"--hidden", "2048", "--heads", "32", "--layers",
+                                                                   "2", "--ffn", "8192", "--token-embedding-std",
+                                                                   "0.05"});
+    Engine chain(SEAOPT_DEVICE_CUDA, 1024, 0, path), loop(SEAOPT_DEVICE_CUDA, 1024, 0, path);
+    const int32_t n_vocab = seaopt_model_n_vocab(chain.model);
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    sp.temp = 0.0f;
+    seaopt_sampler *greedy = nullptr;
+    ASSERT_EQ(seaopt_sampler_new(&sp, &greedy), SEAOPT_OK) << seaopt_last_error();
+    const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> own_greedy(greedy, seaopt_sampler_free);
+    constexpr int32_t kSteps = 300, kBos = 2;
+    // The loop's continuation from BOS, and its logits after `steps` steps (decoding BOS, then its picks).
+    std::vector<int32_t> want;
+    int32_t token = kBos;
+    for (int32_t i = 0; i < kSteps; ++i) {
+        const seaopt_batch b = seaopt_batch_get_one(&token, 1);
+        ASSERT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_sampler_sample(greedy, loop.ctx, -1, &token), SEAOPT_OK) << seaopt_last_error();
+        want.push_back(token);
+    }
+    const auto loop_logits_after = [&](int32_t steps) {
+        seaopt_kv_clear(loop.ctx);
+        for (int32_t i = 0; i < steps; ++i) {
+            const int32_t t = i == 0 ? kBos : want[(size_t)i - 1];
+            const seaopt_batch b = seaopt_batch_get_one(&t, 1);
+            EXPECT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        }
+        const float *lg = seaopt_get_logits_ith(loop.ctx, -1);
+        return lg ? std::vector<float>(lg, lg + n_vocab) : std::vector<float>();
+    };
+    const auto first_at = [&](int32_t tok) {
+        return (int32_t)(std::find(want.begin(), want.end(), tok) - want.begin());
+    };
+    int32_t never = 0;
+    while (first_at(never) < kSteps) ++never;
+    const std::set<int32_t> distinct(want.begin(), want.end());
+    EXPECT_GE(distinct.size(), 8u) << "the continuation hardly changes";
+    const int32_t mid = want[37];
+    for (const auto &[stop, n_steps] : {std::pair<int32_t, int32_t>{want[0], kSteps}, {mid, kSteps},
+                                        {mid, first_at(mid) + 1}, {want[(size_t)kSteps - 1], kSteps}, {never, kSteps}}) {
+        const int32_t stop_at = first_at(stop);  // kSteps: never
+        const int32_t n_expect = std::min(stop_at + 1, n_steps);
+        SCOPED_TRACE("stop token " + std::to_string(stop) + ", first picked at step " + std::to_string(stop_at) +
+                     ", " + std::to_string(n_steps) + " steps");
+        seaopt_kv_clear(chain.ctx);
+        std::vector<int32_t> got((size_t)n_steps, -7);
+        int32_t n_out = -1;
+        ASSERT_EQ(seaopt_generate_greedy_until(chain.ctx, 0, kBos, n_steps, stop, got.data(), &n_out), SEAOPT_OK)
+            << seaopt_last_error();
+        ASSERT_EQ(n_out, n_expect);
+        EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + n_out),
+                  std::vector<int32_t>(want.begin(), want.begin() + n_out));
+        EXPECT_EQ(seaopt_kv_seq_len(chain.ctx, 0), n_out);
+        const float *a = seaopt_get_logits_ith(chain.ctx, -1);
+        ASSERT_NE(a, nullptr);
+        EXPECT_EQ(std::vector<float>(a, a + n_vocab), loop_logits_after(n_out)) << "the stop step's logits";
+        std::printf("greedy chain until %d: stopped after %d of %d steps (%s)\n", stop, n_out, n_steps,
+                    n_out == n_expect ? "as the loop" : "WRONG");
+        if (n_out >= kSteps) continue;
+        // One more chain from the stop token on: the loop's next picks, and the logits at its end.
+        const int32_t rest = std::min(kSteps - n_out, 64);
+        std::vector<int32_t> more((size_t)rest, -7);
+        ASSERT_EQ(seaopt_generate_greedy_until(chain.ctx, 0, want[(size_t)n_out - 1], rest, -1, more.data(), &n_out),
+                  SEAOPT_OK)
+            << seaopt_last_error();
+        ASSERT_EQ(n_out, rest);
+        const int32_t done = n_expect + rest;
+        EXPECT_EQ(more, std::vector<int32_t>(want.begin() + n_expect, want.begin() + done));
+        EXPECT_EQ(seaopt_kv_seq_len(chain.ctx, 0), done);
+        a = seaopt_get_logits_ith(chain.ctx, -1);
+        ASSERT_NE(a, nullptr);
+        EXPECT_EQ(std::vector<float>(a, a + n_vocab), loop_logits_after(done)) << "after the second chain";
+    }
+}
+
 // The same at the layer shapes of OPT-2.7B (heads of 80: key groups of 16 lanes with 6 idle, 64 keys a
 // step, FMA row parts of 20 KB rows), OPT-6.7B (heads of 128, 32 KB ring slots) and OPT-13B (40 heads,
 // hidden 5,120: 5 float4s of the residual a thread, 3 ring slots of 40 KB), one layer each, 300 steps

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -302,6 +303,87 @@ TEST_P(ModelVsTransformers, GenerateGreedyMatchesTransformers) {
     EXPECT_EQ(seaopt_generate_greedy(l.ctx, 1, 5, 0, nullptr), SEAOPT_OK);
     EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 1), len);
     EXPECT_EQ(out[0], -1);
+}
+
+// seaopt_generate_greedy_until: the transformers continuation cut after the first pick that is the stop token (each
+// distinct token of it in turn, and one that never comes), the sequence grown by the picks written, the logits those
+// of the last step run; then the sequence goes on as a step loop's would. And its argument checks.
+TEST_P(ModelVsTransformers, GenerateGreedyUntilStopsAtTheStopToken) {
+    const auto &[fx, outtype] = GetParam();
+    const json ref = reference(fx.model);
+    Loaded l, loop;
+    load(l, converted(fx, outtype), 2);
+    load(loop, converted(fx, outtype), 2);
+    const int32_t n_vocab = seaopt_model_n_vocab(l.model);
+    const json &g = ref["greedy"][0];
+    const std::vector<int32_t> prompt = ids_of(g["prompt"]);
+    const std::vector<int32_t> expected = ids_of(g["new_tokens"]);  // expected[0]: the prompt's pick
+    const int32_t n = (int32_t)expected.size() - 1;
+    ASSERT_GE(n, 2);
+    const std::vector<int32_t> seq1(prompt.size(), 1);
+    std::vector<int32_t> stops(expected.begin() + 1, expected.end());
+    std::sort(stops.begin(), stops.end());
+    stops.erase(std::unique(stops.begin(), stops.end()), stops.end());
+    int32_t never = 0;  // a token the continuation does not contain
+    while (std::binary_search(stops.begin(), stops.end(), never)) ++never;
+    stops.push_back(never);
+    for (const int32_t stop : stops) {
+        SCOPED_TRACE("stop token " + std::to_string(stop));
+        seaopt_kv_clear(l.ctx);
+        seaopt_kv_clear(loop.ctx);
+        seaopt_batch b{(int32_t)prompt.size(), prompt.data(), nullptr, seq1.data(), nullptr};
+        ASSERT_EQ(seaopt_decode(l.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(loop.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        // Where the continuation first picks `stop` (step i picks expected[i + 1]).
+        int32_t want = n;
+        for (int32_t i = 0; i < n; ++i) {
+            if (expected[(size_t)i + 1] == stop) {
+                want = i + 1;
+                break;
+            }
+        }
+        std::vector<int32_t> got((size_t)n, -7);
+        int32_t n_out = -1;
+        ASSERT_EQ(seaopt_generate_greedy_until(l.ctx, 1, expected[0], n, stop, got.data(), &n_out), SEAOPT_OK)
+            << seaopt_last_error();
+        ASSERT_EQ(n_out, want);
+        EXPECT_EQ(std::vector<int32_t>(got.begin(), got.begin() + n_out),
+                  std::vector<int32_t>(expected.begin() + 1, expected.begin() + 1 + n_out));
+        EXPECT_EQ(got[(size_t)n_out - 1] == stop, want < n || expected[(size_t)n] == stop);
+        for (size_t i = (size_t)n_out; i < got.size(); ++i) EXPECT_EQ(got[i], -7) << "written past *n_out at " << i;
+        EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 1), (int32_t)prompt.size() + n_out);
+        // The loop over the same tokens: the same logits, and one more step from there the same again.
+        const int32_t one = 1;
+        for (int32_t i = 0; i < n_out; ++i) {
+            const seaopt_batch s{1, i == 0 ? &expected[0] : &got[(size_t)i - 1], nullptr, &one, nullptr};
+            ASSERT_EQ(seaopt_decode(loop.ctx, &s), SEAOPT_OK) << seaopt_last_error();
+        }
+        const float *a = seaopt_get_logits_ith(l.ctx, -1), *c = seaopt_get_logits_ith(loop.ctx, -1);
+        ASSERT_NE(a, nullptr);
+        ASSERT_NE(c, nullptr);
+        EXPECT_EQ(std::vector<float>(a, a + n_vocab), std::vector<float>(c, c + n_vocab));
+        const seaopt_batch next{1, &got[(size_t)n_out - 1], nullptr, &one, nullptr};
+        ASSERT_EQ(seaopt_decode(l.ctx, &next), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(loop.ctx, &next), SEAOPT_OK) << seaopt_last_error();
+        a = seaopt_get_logits_ith(l.ctx, -1);
+        c = seaopt_get_logits_ith(loop.ctx, -1);
+        EXPECT_EQ(std::vector<float>(a, a + n_vocab), std::vector<float>(c, c + n_vocab));
+    }
+
+    // Bad arguments: refused, the sequence unchanged.
+    const int32_t len = seaopt_kv_seq_len(l.ctx, 1);
+    int32_t out[4] = {-1, -1, -1, -1}, n_out = 99;
+    EXPECT_EQ(seaopt_generate_greedy_until(l.ctx, 1, 5, 2, n_vocab, out, &n_out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("stop token"), std::string::npos) << seaopt_last_error();
+    EXPECT_EQ(seaopt_generate_greedy_until(l.ctx, 1, 5, 2, -2, out, &n_out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy_until(l.ctx, 1, 5, 2, 2, out, nullptr), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy_until(l.ctx, 1, n_vocab, 2, 2, out, &n_out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_generate_greedy_until(nullptr, 1, 5, 2, 2, out, &n_out), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_kv_seq_len(l.ctx, 1), len);
+    EXPECT_EQ(out[0], -1);
+    EXPECT_EQ(n_out, 99);
+    EXPECT_EQ(seaopt_generate_greedy_until(l.ctx, 1, 5, 0, 2, nullptr, &n_out), SEAOPT_OK);
+    EXPECT_EQ(n_out, 0);
 }
 
 TEST_P(ModelVsTransformers, TwoSequencesInOneBatch) {

@@ -106,6 +106,7 @@ constexpr int kOffFlag = kOffLn + 2 * kComputeWarps * 4;         // int: "this b
 constexpr int kOffBest = kOffFlag + 8;                           // uint64: the block's greedy key (lm_head phase)
 constexpr int kOffPicked = kOffBest + 8;                         // int: steps whose greedy pick the block has (chain)
 constexpr int kOffToken = kOffPicked + 4;                        // int: the token of the chain's next step
+constexpr int kPickedStop = 1 << 30;  // in *picked: the chain stops after that step (PersistentDecodeArgs::stop_token)
 constexpr int kOffXOwn = 512;                                    // float[kMaxOwnRows]
 constexpr int kOffAttnM = kOffXOwn + 4 * kMaxOwnRows;            // float[32]
 constexpr int kOffAttnL = kOffAttnM + kMaxAttnGroups * 4;        // float[32]
@@ -256,6 +257,22 @@ __device__ void produce(const Ring &ring, ProducerPos &pp, const half_t *w, int 
     const int R = chunk_rows(n_in, ring.slot_bytes);
     for (int r = r0; r < r1; r += R) {
         produce_chunk(ring, pp, w + (size_t)r * n_in, (uint32_t)(min(R, r1 - r) * n_in * 2));
+    }
+}
+
+// The compute warps' side of produce() without the maths: each of the block's chunks of a matrix [n_out, n_in] waited
+// for and its slot released (c counts the chunks consumed, as in gemv_phase). The stream-only timing mode consumes a
+// whole step this way; a greedy chain that stops drains the next step's qkv rows, which the producer streams before
+// it learns of the stop, so that no bulk copy is still writing the block's shared memory when it exits.
+__device__ void release_rows(const Ring &ring, uint32_t &c, int n_in, int n_out) {
+    int r0, r1;
+    block_rows(n_out, r0, r1);
+    const int R = chunk_rows(n_in, ring.slot_bytes);
+    for (int r = r0; r < r1; r += R, ++c) {
+        const int slot = (int)(c % (uint32_t)ring.n_slots);
+        mbar_wait(ring.full + slot, (c / (uint32_t)ring.n_slots) & 1u);
+        __syncwarp();
+        if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
     }
 }
 
@@ -1356,7 +1373,8 @@ __global__ void __launch_bounds__(kThreads, 1)
                         // copy none before the block has the last step's pick, which every block stores after all
                         // of its writes of that step (and a gpu-scope fence); then order those generic-proxy writes
                         // before this warp's bulk copies (async proxy).
-                        while (*picked < step) __nanosleep(64);
+                        while ((*picked & (kPickedStop - 1)) < step) __nanosleep(64);
+                        if (*picked & kPickedStop) return;  // the chain stopped: the compute warps drain the qkv rows
                         __threadfence_block();
                         asm volatile("fence.proxy.async.global;" ::: "memory");
                     }
@@ -1385,17 +1403,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
         uint32_t cs = 0;
-        auto consume = [&](int n_in, int n_out) {
-            int r0, r1;
-            block_rows(n_out, r0, r1);
-            const int R = chunk_rows(n_in, ring.slot_bytes);
-            for (int r = r0; r < r1; r += R, ++cs) {
-                const int slot = (int)(cs % (uint32_t)ring.n_slots);
-                mbar_wait(ring.full + slot, (cs / (uint32_t)ring.n_slots) & 1u);
-                __syncwarp();
-                if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
-            }
-        };
+        auto consume = [&](int n_in, int n_out) { release_rows(ring, cs, n_in, n_out); };
         const long long ts = clock64();
         for (int l = 0; l < sh.n_layer; ++l) {
             consume(C, 3 * C);
@@ -1549,9 +1557,16 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (blockIdx.x == 0 && a.picks != nullptr) a.picks[step] = pick;
             *next_token = pick >= 0 ? pick : 0;
             *best = kArgmaxKeyNone;
-            *picked = step + 1;  // the producer may copy the rows of this step
+            // The producer may copy the rows of this step; with the stop bit it stops instead (every block sees the
+            // same pick, so all stop after the same step).
+            const bool stop = a.stop_token >= 0 && pick == a.stop_token && step + 1 < a.n_steps;
+            *picked = (step + 1) | (stop ? kPickedStop : 0);
         }
-        compute_sync();  // next_token is written
+        compute_sync();  // next_token and picked are written
+        if (*picked & kPickedStop) {  // uniform over the block
+            release_rows(ring, c, C, 3 * C);  // the next step's qkv rows, streamed before the producer saw the stop
+            break;
+        }
     }
     }  // step
 #undef SEAOPT_SPAN
@@ -1722,6 +1737,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
               "position outside the context");
     check_arg(args.n_steps == 1 || (!plan.sea && plan.mode == 0 && args.picks != nullptr && plan.grid <= kMaxGrid),
               "persistent_decode", "a greedy chain needs dense layers, timing mode 0 and a picks array");
+    check_arg(args.stop_token >= -1, "persistent_decode", "stop_token must be a token id or -1");
     cudaLaunchConfig_t config{};
     config.gridDim = dim3((unsigned)plan.grid);
     config.blockDim = dim3((unsigned)kThreads);

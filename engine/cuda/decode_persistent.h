@@ -117,6 +117,9 @@ struct PersistentDecodeArgs {
     // discard them). The logits and argmax_parts are those of the last step. Dense layers and timing mode 0 only.
     int n_steps = 1;
     int32_t *picks = nullptr;
+    // A chain stops after the first step whose pick is stop_token (>= 0; -1: never): the later steps are not run and
+    // their picks not written, the logits are that step's.
+    int32_t stop_token = -1;
     // SEA layers: a step at a position up to this pulls each head's cached keys and values into L2 for the sparse
     // attention (as cuda::SeaKvCache::prefetch_max_pos for the kernel-per-op step); 0: never.
     int sea_prefetch_max_pos = 0;

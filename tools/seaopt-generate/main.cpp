@@ -214,9 +214,10 @@ int run(const Options &opt) {
     double eval_ms = 0;
     int n_eval = 0;
     int n_generated = 0;
-    // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy: on the GPU 16 tokens a call
-    // (the steps back to back on the device), on the CPU one (the text keeps streaming token by token there). The
-    // public API has no device query: a context on the GPU plans an arena and sees the device's memory in use.
+    // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy_until (stopping at EOS): on the
+    // GPU 16 tokens a call (the steps back to back on the device), on the CPU one (the text keeps streaming token by
+    // token there). The public API has no device query: a context on the GPU plans an arena and sees the device's
+    // memory in use.
     const bool greedy_chain = opt.temp <= 0.0f && (opt.repeat_penalty == 1.0f || opt.repeat_last_n == 0) &&
                               !opt.ignore_eos;
     seaopt_memory_report mem{};
@@ -225,6 +226,7 @@ int run(const Options &opt) {
     const int32_t chain_tokens = std::min<int32_t>(opt.greedy_chunk > 0 ? opt.greedy_chunk : on_gpu ? 16 : 1, (int32_t)n_ctx);
     std::vector<seaopt_token> chain(greedy_chain ? (size_t)chain_tokens : 0);
     seaopt_token chain_next = -1;  // the pick a chain call left for the next round
+    const seaopt_token chain_stop = eos >= 0 && eos < n_vocab ? eos : -1;
     while (opt.n_predict < 0 || n_generated < opt.n_predict) {
         seaopt_token token = -1;
         seaopt_status st = SEAOPT_OK;
@@ -255,30 +257,30 @@ int run(const Options &opt) {
         }
 
         if (greedy_chain) {
-            // Greedy without a penalty: chain_tokens steps per seaopt_generate_greedy call (on the GPU back to back,
-            // no host round trip per token), the same tokens as the loop below; printed a call at a time.
+            // Greedy without a penalty: up to chain_tokens steps per seaopt_generate_greedy_until call (on the GPU
+            // back to back, no host round trip per token; it stops after an EOS pick), the same tokens as the loop
+            // below; printed a call at a time.
             int32_t k = std::min<int64_t>(chain_tokens, (int64_t)n_ctx - seaopt_kv_seq_len(ctx.get(), 0));
             if (opt.n_predict >= 0) k = std::min(k, opt.n_predict - n_generated);
             const Clock::time_point t_eval = Clock::now();
-            if (seaopt_generate_greedy(ctx.get(), 0, token, k, chain.data()) != SEAOPT_OK) {
+            int32_t n_run = 0;
+            if (seaopt_generate_greedy_until(ctx.get(), 0, token, k, chain_stop, chain.data(), &n_run) != SEAOPT_OK) {
                 out.finish();
                 return fail_with_last_error();
             }
             eval_ms += ms_since(t_eval);
-            n_eval += k;
-            // chain[i] is the pick after step i; the last one is the next call's token (not yet decoded).
-            int32_t i = 0;
-            for (; i + 1 < k; ++i) {
+            n_eval += n_run;
+            // chain[i] is the pick after step i; the last one (an EOS where the call stopped early) is the next
+            // round's token, not yet decoded.
+            for (int32_t i = 0; i + 1 < n_run; ++i) {
                 token = chain[(size_t)i];
                 seaopt_sampler_accept(smpl.get(), token);
-                if (token == eos) break;  // (the steps after it ran and are not shown)
                 if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
                 out.write(piece.data(), piece.size());
                 ++n_generated;
             }
-            if (i + 1 < k) break;  // stopped at EOS
             // The last pick goes round the loop: the EOS, -n and full-context checks above, then the next call.
-            chain_next = chain[(size_t)k - 1];
+            chain_next = chain[(size_t)n_run - 1];
             continue;
         }
         const Clock::time_point t_eval = Clock::now();

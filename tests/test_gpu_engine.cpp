@@ -52,6 +52,16 @@ const std::string &model_path() {
     return path;
 }
 
+// A temperature-0 sampler (null if it could not be made).
+using SamplerPtr = std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)>;
+SamplerPtr greedy_sampler() {
+    seaopt_sampler_params sp = seaopt_sampler_default_params();
+    sp.temp = 0.0f;
+    seaopt_sampler *s = nullptr;
+    if (seaopt_sampler_new(&sp, &s) != SEAOPT_OK) s = nullptr;
+    return SamplerPtr(s, seaopt_sampler_free);
+}
+
 struct Engine {
     seaopt_model *model = nullptr;
     seaopt_context *ctx = nullptr;
@@ -192,11 +202,9 @@ void check_persistent_decode(const std::string &path, int n_steps) {
     int argmax_same = 0;
     // The device's greedy pick of each step (engine/argmax_key.h; the persistent kernel's last phase, the
     // per-op step's argmax_parts kernel) against the sampler's own scan of the same logits.
-    seaopt_sampler_params sp = seaopt_sampler_default_params();
-    sp.temp = 0.0f;
-    seaopt_sampler *greedy = nullptr;
-    ASSERT_EQ(seaopt_sampler_new(&sp, &greedy), SEAOPT_OK) << seaopt_last_error();
-    const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> own_greedy(greedy, seaopt_sampler_free);
+    const SamplerPtr own_greedy = greedy_sampler();
+    seaopt_sampler *const greedy = own_greedy.get();
+    ASSERT_NE(greedy, nullptr) << seaopt_last_error();
     int picks_made = 0, picks_same = 0;
     for (size_t t = 0; t < ids.size(); ++t) {
         seaopt_batch b = seaopt_batch_get_one(&ids[t], 1);
@@ -262,11 +270,9 @@ TEST(GpuEngine, PersistentDecodeMatchesTheReference) {
 void check_greedy_chain(const std::string &path) {
     Engine chain(SEAOPT_DEVICE_CUDA, 1024, 0, path), loop(SEAOPT_DEVICE_CUDA, 1024, 0, path);
     const int32_t n_vocab = seaopt_model_n_vocab(chain.model);
-    seaopt_sampler_params sp = seaopt_sampler_default_params();
-    sp.temp = 0.0f;
-    seaopt_sampler *greedy = nullptr;
-    ASSERT_EQ(seaopt_sampler_new(&sp, &greedy), SEAOPT_OK) << seaopt_last_error();
-    const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> own_greedy(greedy, seaopt_sampler_free);
+    const SamplerPtr own_greedy = greedy_sampler();
+    seaopt_sampler *const greedy = own_greedy.get();
+    ASSERT_NE(greedy, nullptr) << seaopt_last_error();
     const std::vector<int32_t> prompt = test_ids(200);
     for (const auto &[n_prompt, n_gen] : {std::pair<int32_t, int32_t>{0, 40}, {200, 420}}) {
         seaopt_kv_clear(chain.ctx);
@@ -328,11 +334,9 @@ TEST(GpuEngine, GenerateGreedyUntilStopsInsideTheChain) {
                                                                    "0.05"});
     Engine chain(SEAOPT_DEVICE_CUDA, 1024, 0, path), loop(SEAOPT_DEVICE_CUDA, 1024, 0, path);
     const int32_t n_vocab = seaopt_model_n_vocab(chain.model);
-    seaopt_sampler_params sp = seaopt_sampler_default_params();
-    sp.temp = 0.0f;
-    seaopt_sampler *greedy = nullptr;
-    ASSERT_EQ(seaopt_sampler_new(&sp, &greedy), SEAOPT_OK) << seaopt_last_error();
-    const std::unique_ptr<seaopt_sampler, void (*)(seaopt_sampler *)> own_greedy(greedy, seaopt_sampler_free);
+    const SamplerPtr own_greedy = greedy_sampler();
+    seaopt_sampler *const greedy = own_greedy.get();
+    ASSERT_NE(greedy, nullptr) << seaopt_last_error();
     constexpr int32_t kSteps = 300, kBos = 2;
     // The loop's continuation from BOS, and its logits after `steps` steps (decoding BOS, then its picks).
     std::vector<int32_t> want;

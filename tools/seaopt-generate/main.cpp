@@ -37,7 +37,7 @@ struct Options {
     float repeat_penalty = 1.0f;
     int32_t repeat_last_n = 64;
     bool ignore_eos = false;
-    int32_t greedy_chunk = 0;  // tokens per seaopt_generate_greedy call (0 = 16 on the GPU, 1 on the CPU)
+    int32_t greedy_chunk = 0;  // tokens per seaopt_generate_greedy_until call (0 = 16 on the GPU, 1 on the CPU)
     bool no_display_prompt = false;
     int32_t n_threads = 0;  // 0 = all hardware threads
     std::string device = "auto";
@@ -316,8 +316,9 @@ int main(int argc, char **argv) {
     app.add_option("--repeat-last-n", opt.repeat_last_n, "tokens the repeat penalty looks back on (0 = off, -1 = all)");
     app.add_flag("--ignore-eos", opt.ignore_eos, "never stop at the end-of-sequence token (it is not sampled)");
     app.add_option("--greedy-chunk", opt.greedy_chunk,
-                   "greedy decoding (--temp 0, no repetition penalty): tokens per seaopt_generate_greedy call, printed "
-                   "a call at a time (0 = 16 on the GPU, where the call's steps run back to back, and 1 on the CPU)");
+                   "greedy decoding (--temp 0, no repetition penalty): tokens per seaopt_generate_greedy_until call (at "
+                   "most: it stops at EOS), printed a call at a time (0 = 16 on the GPU, where the call's steps run "
+                   "back to back, and 1 on the CPU)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);

@@ -52,6 +52,17 @@ void *device_alloc(size_t bytes, const std::string &what) {
     return p;
 }
 
+// The device's address of mapped pinned host memory, or null where it cannot be mapped (the callers then copy, or
+// do without; the error is cleared).
+template <typename T> T *mapped_on_device(T *host) {
+    void *dev = nullptr;
+    if (cudaHostGetDevicePointer(&dev, host, 0) != cudaSuccess) {
+        cudaGetLastError();
+        return nullptr;
+    }
+    return static_cast<T *>(dev);
+}
+
 struct LayerWeightsCuda {
     const half_t *attn_norm_w, *attn_norm_b, *ffn_norm_w, *ffn_norm_b;
     const half_t *qkv_w, *qkv_b;  // fused [3C, C] and [3C]
@@ -520,28 +531,17 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     // The persistent kernel stores the logits straight into the pinned row during its last phase instead of a
     // copy after it (H100: tg128 +2%); SEAOPT_PERSISTENT_ZERO_COPY=0 copies after.
     const char *zero_copy = std::getenv("SEAOPT_PERSISTENT_ZERO_COPY");
-    if (s->persistent.ok && !(zero_copy && std::string(zero_copy) == "0") &&
-        cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_logits_on_device), s->pinned_logits, 0) !=
-            cudaSuccess) {
-        cudaGetLastError();
-        s->pinned_logits_on_device = nullptr;
+    if (s->persistent.ok && !(zero_copy && std::string(zero_copy) == "0")) {
+        s->pinned_logits_on_device = mapped_on_device(s->pinned_logits);
     }
     const int n_argmax_keys = std::max(kArgmaxParts, s->persistent.ok ? s->persistent.grid : 0);
     check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_argmax), (size_t)n_argmax_keys * sizeof(uint64_t)),
           "cudaMallocHost");
-    if (cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_argmax_on_device), s->pinned_argmax, 0) !=
-        cudaSuccess) {
-        cudaGetLastError();
-        s->pinned_argmax_on_device = nullptr;
-    }
+    s->pinned_argmax_on_device = mapped_on_device(s->pinned_argmax);
     if (s->persistent.ok && !s->persistent.sea) {
         check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_picks), (size_t)n_ctx * sizeof(int32_t)),
               "cudaMallocHost");
-        if (cudaHostGetDevicePointer(reinterpret_cast<void **>(&s->pinned_picks_on_device), s->pinned_picks, 0) !=
-            cudaSuccess) {
-            cudaGetLastError();
-            s->pinned_picks_on_device = nullptr;
-        }
+        s->pinned_picks_on_device = mapped_on_device(s->pinned_picks);
     }
     const char *no_graph = std::getenv("SEAOPT_NO_CUDA_GRAPH");
     s->graphs_enabled = !(no_graph && std::string(no_graph) == "1");

@@ -16,6 +16,7 @@
 #include "engine/log.h"
 #include "model/opt_attention_bench.h"
 #include "model/opt_attention_maps.h"
+#include "model/opt_cuda.h"
 #include "model/opt_model.h"
 #include "seaopt.h"
 
@@ -109,6 +110,8 @@ const char *seaopt_status_name(seaopt_status s) {
 }
 
 const char *seaopt_version(void) { return "0.1.0"; }
+
+bool seaopt_supports_cuda(void) { return seaopt::cuda_engine_built(); }
 
 const char *seaopt_build_info(void) {
     static const std::string info = std::string("seaopt 0.1.0, ") + cuda_build_description();

@@ -89,6 +89,8 @@ SEAOPT_API void seaopt_log_set(seaopt_log_callback callback, void *user_data);
 SEAOPT_API const char *seaopt_version(void);
 /* A one-line description of the build: version, CUDA on/off, compiled architectures. */
 SEAOPT_API const char *seaopt_build_info(void);
+/* Whether this build has the CUDA engine (a usable GPU may still be absent: loading with SEAOPT_DEVICE_CUDA says). */
+SEAOPT_API bool seaopt_supports_cuda(void);
 
 /* ---------------------------------------------------------------------------------------------
  * Model

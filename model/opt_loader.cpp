@@ -130,7 +130,8 @@ seaopt_device choose_device(const seaopt_model_params &params, const OptHparams 
     if (!cuda_engine_built()) {
         why_not = "this build of seaopt has no CUDA engine";
     } else if (n_gpus == 0) {
-        why_not = "no CUDA GPU was found";
+        const std::string cuda_says = cuda_device_count_error();
+        why_not = "no CUDA GPU was found" + (cuda_says.empty() ? std::string() : " (" + cuda_says + ")");
     } else if (params.gpu_index < 0 || params.gpu_index >= n_gpus) {
         why_not = "gpu_index " + std::to_string(params.gpu_index) + " is outside the " + std::to_string(n_gpus) + " GPUs present";
     } else if (std::string r = cuda_device_unsupported_reason(params.gpu_index); !r.empty()) {
@@ -142,9 +143,17 @@ seaopt_device choose_device(const seaopt_model_params &params, const OptHparams 
     if (why_not.empty()) return SEAOPT_DEVICE_CUDA;
     if (want_cuda) {
         throw Error(n_gpus == 0 ? SEAOPT_ERR_DEVICE : SEAOPT_ERR_UNSUPPORTED,
-                    "device cuda: " + why_not + " (run on the CPU instead: --device cpu, SEAOPT_DEVICE_CPU in the C API)");
+                    "device cuda: " + why_not +
+                        " (run on the CPU instead: --device cpu, or --device auto to fall back to it; SEAOPT_DEVICE_CPU "
+                        "or SEAOPT_DEVICE_AUTO in the C API)");
     }
-    SEAOPT_LOG_INFO_("using the CPU engine: %s\n", why_not.c_str());
+    // A build with CUDA that cannot use it says so where it is seen (WARN reaches stderr by default): the fp32 CPU
+    // engine is far slower than the GPU the caller may think it has. Without CUDA in the build it is the only engine.
+    if (cuda_engine_built()) {
+        SEAOPT_LOG_WARN_("using the CPU engine (the fp32 reference, slow): %s\n", why_not.c_str());
+    } else {
+        SEAOPT_LOG_INFO_("using the CPU engine: %s\n", why_not.c_str());
+    }
     return SEAOPT_DEVICE_CPU;
 }
 

@@ -3,6 +3,7 @@
 // status, stdout and stderr checked.
 #include <gtest/gtest.h>
 
+#include "seaopt.h"
 #include "test_util.h"
 #include <fcntl.h>
 #include <sys/wait.h>
@@ -228,6 +229,41 @@ TEST_F(Tools, BadSamplingOptionsFailCleanly) {
 }
 
 // ---- --attention sea ------------------------------------------------------------------------------
+
+// Whether the CUDA engine can take the demo model here (a usable GPU in a CUDA build).
+bool gpu_usable() {
+    if (!seaopt_supports_cuda()) return false;
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CUDA;
+    seaopt_model *model = nullptr;
+    if (seaopt_model_load(kModel.c_str(), &mp, &model) != SEAOPT_OK) return false;
+    seaopt_model_free(model);
+    return true;
+}
+
+// Issue 3: the tools run on the GPU by default; where a CUDA build finds none usable, that is an error naming
+// --device cpu, not a silent run on the CPU engine. --device auto falls back, saying so on stderr.
+TEST_F(Tools, DefaultDeviceIsTheGpuOrAClearError) {
+    const std::vector<std::string> args = generate_args({"-p", kPrompt, "-n", "2", "--temp", "0"});
+    const Result by_default = run(args, /*tool_default_device=*/true);
+    std::vector<std::string> auto_args = args;
+    auto_args.insert(auto_args.end(), {"--device", "auto"});
+    const Result with_auto = run(auto_args, /*tool_default_device=*/true);
+    EXPECT_EQ(with_auto.status, 0) << describe(with_auto);
+    // The env mirror is --device where the flag is absent.
+    setenv("SEAOPT_ARG_DEVICE", "gpu", 1);
+    const Result bad_env = run(args);
+    unsetenv("SEAOPT_ARG_DEVICE");
+    expect_clean_failure(bad_env, "seaopt-generate", "--device");
+    if (!seaopt_supports_cuda() || gpu_usable()) {
+        EXPECT_EQ(by_default.status, 0) << describe(by_default);  // on the CPU (no CUDA build) or the GPU
+        EXPECT_FALSE(contains(with_auto.err, "using the CPU engine")) << describe(with_auto);
+        return;
+    }
+    expect_clean_failure(by_default, "seaopt-generate", "device cuda: ");
+    EXPECT_TRUE(contains(by_default.err, "--device cpu")) << describe(by_default);
+    EXPECT_TRUE(contains(with_auto.err, "using the CPU engine (the fp32 reference, slow)")) << describe(with_auto);
+}
 
 TEST_F(Tools, GenerateWithSeaAttention) {
     ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";

@@ -56,8 +56,11 @@ inline std::string write_temp_file(const std::string &name, const std::string &b
 }
 
 // Runs a program (args[0] is its path) with stdout and stderr sent to files, so no pipe can fill up
-// and block it; returns how it ended and what it printed.
-inline Result run(const std::vector<std::string> &args) {
+// and block it; returns how it ended and what it printed. The tools' default device is "cuda" in a build with CUDA
+// (an error without a usable GPU), so their tests run them with SEAOPT_ARG_DEVICE=auto (--device's env mirror; the
+// GPU where there is one, as before, and the CPU elsewhere) unless the environment already sets it or the test asks
+// for the tools' own default (tool_default_device: the variable removed).
+inline Result run(const std::vector<std::string> &args, bool tool_default_device = false) {
     static int counter = 0;
     const std::string base = temp_dir() + "/run" + std::to_string(counter++);
     const std::string out_path = base + ".out", err_path = base + ".err";
@@ -68,6 +71,11 @@ inline Result run(const std::vector<std::string> &args) {
         if (out < 0 || err < 0) _exit(126);
         dup2(out, STDOUT_FILENO);
         dup2(err, STDERR_FILENO);
+        if (tool_default_device) {
+            unsetenv("SEAOPT_ARG_DEVICE");
+        } else {
+            setenv("SEAOPT_ARG_DEVICE", "auto", /*overwrite=*/0);
+        }
         std::vector<char *> argv;
         for (const std::string &a : args) argv.push_back(const_cast<char *>(a.c_str()));
         argv.push_back(nullptr);

@@ -43,6 +43,14 @@ int cuda_device_count() {
     return n;
 }
 
+std::string cuda_device_count_error() {
+    int n = 0;
+    const cudaError_t err = cudaGetDeviceCount(&n);
+    if (err == cudaSuccess) return "";
+    cudaGetLastError();
+    return std::string(cudaGetErrorName(err)) + ": " + cudaGetErrorString(err);
+}
+
 std::string cuda_device_name(int device) {
     cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {

@@ -10,6 +10,9 @@ namespace seaopt {
 
 std::string cuda_build_description();  // e.g. "CUDA 13.0 (sm_90)" or "built without CUDA"
 int cuda_device_count();               // 0 when CUDA is absent, no driver, or no GPU
+// Why cuda_device_count() is 0 where the CUDA runtime says why (its error text, e.g. a driver older than the
+// runtime); "" when it found GPUs or in a build without CUDA.
+std::string cuda_device_count_error();
 std::string cuda_device_name(int device);
 
 // Why this build cannot run its kernels on `device`, or "" when it can: the kernels need compute

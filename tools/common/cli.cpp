@@ -22,9 +22,16 @@ bool parse_command_line(CLI::App &app, int argc, char **argv, int *exit_status) 
     return true;
 }
 
+std::string default_device() { return seaopt_supports_cuda() ? "cuda" : "cpu"; }
+
 CLI::Option *add_device_option(CLI::App &app, std::string &device) {
-    return app.add_option("--device", device, "where to run: auto (the GPU if there is one), cpu or cuda")
-        ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+    return app
+        .add_option("--device", device,
+                    "where to run: cuda (the GPU; an error if none is usable), cpu (the fp32 reference engine) or auto "
+                    "(the GPU if one is usable, else the CPU with a warning). Default: cuda in builds with CUDA, cpu "
+                    "otherwise; env SEAOPT_ARG_DEVICE")
+        ->check(CLI::IsMember({"auto", "cpu", "cuda"}))
+        ->envname("SEAOPT_ARG_DEVICE");
 }
 
 seaopt_device device_from_string(const std::string &device) {

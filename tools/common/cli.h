@@ -29,7 +29,11 @@ struct PromptOptions {
 };
 void add_prompt_options(CLI::App &app, PromptOptions &opt, const std::string &text_help, const std::string &file_help);
 
-// --device auto|cpu|cuda, into `device` (checked against the three names).
+// --device auto|cpu|cuda, into `device` (checked against the three names; llama.cpp-style env mirror
+// SEAOPT_ARG_DEVICE, used where the flag is not given). The tools start `device` at default_device(): "cuda" in a
+// build with CUDA, so that a machine without a usable GPU gets an error that names --device cpu instead of a silent
+// run on the fp32 CPU engine (issue 3); "cpu" in a build without CUDA.
+std::string default_device();
 CLI::Option *add_device_option(CLI::App &app, std::string &device);
 
 // The C enum for a name that add_device_option accepted.

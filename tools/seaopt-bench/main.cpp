@@ -97,7 +97,7 @@ struct Options {
     std::string tg_api = "decode";
     int32_t reps = 5;
     std::string output = "md";
-    std::string device = "auto";
+    std::string device = seaopt_tools::default_device();
     seaopt_tools::AttentionOptions attention;
     int32_t n_threads = 0;  // 0 = all hardware threads
     int32_t n_ctx = 0;      // 0 = what the tests need, rounded up to 256, at most n_ctx_train

@@ -40,7 +40,7 @@ struct Options {
     int32_t greedy_chunk = 0;  // tokens per seaopt_generate_greedy_until call (0 = 16 on the GPU, 1 on the CPU)
     bool no_display_prompt = false;
     int32_t n_threads = 0;  // 0 = all hardware threads
-    std::string device = "auto";
+    std::string device = seaopt_tools::default_device();
     seaopt_tools::AttentionOptions attention;
     bool verbose = false;
     bool print_memory_plan = false;

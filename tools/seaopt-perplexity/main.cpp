@@ -90,7 +90,7 @@ struct Options {
     int32_t batch_windows = 1;  // windows per seaopt_decode
     int32_t chunks = -1;        // cap on the number of windows; -1 or 0 = all
     int32_t n_threads = 0;      // 0 = all hardware threads
-    std::string device = "auto";
+    std::string device = seaopt_tools::default_device();
     seaopt_tools::AttentionOptions attention;
     bool kl_divergence = false;  // dense and SEA side by side (attention.attention is then "sea")
     bool no_warmup = false;      // skip the untimed first run of the first window group

@@ -441,10 +441,18 @@ void sea_validate_config(const SeaConfig &cfg) {
         throw_invalid_argument("sea: the positional table needs at least one row and one position");
     }
     // Flat cell indices h·K + c and key indices are int32; k·K must be exact in fp32 for the budget (§2.7).
-    constexpr size_t kMaxFlat = (size_t)1 << 30;
-    if (cfg.n_head > kMaxFlat / cfg.K || cfg.n_pos_ctx > kMaxFlat || cfg.k > kMaxFlat / cfg.K ||
-        cfg.k * cfg.K > ((size_t)1 << 24) || cfg.n_head > ((size_t)1 << 24)) {
-        throw_invalid_argument("sea: sizes too large");
+    constexpr size_t kMaxFlat = (size_t)1 << 30, kMaxExactF32 = (size_t)1 << 24;
+    if (cfg.n_head > kMaxFlat / cfg.K || cfg.n_head > kMaxExactF32) {
+        throw_invalid_argument("sea: " + std::to_string(cfg.n_head) + " heads x K = " + std::to_string(cfg.K) +
+                               " cells per query is too many (the flat cell index h·K + c is 32-bit)");
+    }
+    if (cfg.n_pos_ctx > kMaxFlat) {
+        throw_invalid_argument("sea: " + std::to_string(cfg.n_pos_ctx) + " positions is too many (at most 2^30)");
+    }
+    if (cfg.k > kMaxExactF32 / cfg.K) {
+        throw_invalid_argument("sea: k = " + std::to_string(cfg.k) + " is out of range: with K = " +
+                               std::to_string(cfg.K) + " it can be at most " + std::to_string(kMaxExactF32 / cfg.K) +
+                               " (k·K <= 2^24: the budget of sea.md §2.7 is computed in fp32)");
     }
 }
 

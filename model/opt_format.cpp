@@ -122,6 +122,14 @@ void check_sea_hparams(const OptHparams &hp) {
                            " is not a multiple of " + std::to_string(s.width_reduction) +
                            ": the CNN works on a K/4-wide image upsampled x4 (sea.md §2.5, §2.6)");
     }
+    // The engine's rule (sea_validate_config): the budget H·k·K/(t+1) of sea.md §2.7 is computed in fp32, so k·K must
+    // be exact there. Checked here so that a file with such a k is refused at load, naming the key.
+    const uint64_t max_k = ((uint64_t)1 << 24) / s.compressed_width;
+    if (s.k > max_k) {
+        throw_model_format(std::string("key ") + keys::kSeaK + " = " + std::to_string(s.k) + " is out of range: with " +
+                           keys::kSeaCompressedWidth + " = " + std::to_string(s.compressed_width) + " it can be at most " +
+                           std::to_string(max_k) + " (k·K <= 2^24: the budget of sea.md §2.7 is computed in fp32)");
+    }
 }
 
 }  // namespace seaopt

@@ -384,6 +384,16 @@ TEST_F(SeaConvert, MismatchedSeaShapeNamesTheTensor) {
     expect_convert_error(write(s, student), {"cnn.2.module.bias' has shape [32], expected [16]", "K = 16"});
 }
 
+// --sea-k is checked against the checkpoint's K: k·K <= 2^24 (the engine's fp32 budget), named at conversion.
+TEST_F(SeaConvert, KTimesCompressedWidthMustBeExactInFp32) {
+    TinySeaSpec s = spec(SeaCheckpointLayout::Safetensors);
+    s.compressed_width = 64;
+    const std::string sea = write(s, tiny_sea_state_dict(s));
+    expect_convert_error(sea, {"sea.k = 262145 is out of range", "at most 262144"}, SEAOPT_ERR_MODEL_FORMAT,
+                         (1u << 18) + 1);
+    EXPECT_EQ(convert(sea, tmp / "ok.gguf", DType::F16, 1u << 18).sea.k, 1u << 18);
+}
+
 TEST_F(SeaConvert, CompressedWidthMustBeAMultipleOf4) {
     TinySeaSpec s = spec(SeaCheckpointLayout::Safetensors);
     s.compressed_width = 18;
@@ -692,6 +702,15 @@ TEST_F(SeaLoad, SeaKeysAreValidated) {
                       SEAOPT_ERR_MODEL_FORMAT, {"key sea.k = 0 is out of range [1, 1048576]"});
     expect_load_error(rewrite("kbig", [](gguf::Writer &w) { w.set(keys::kSeaK, Value::make_u32(seaopt::kSeaMaxK + 1)); }),
                       SEAOPT_ERR_MODEL_FORMAT, {"key sea.k = 1048577 is out of range"});
+    // Each in range on its own, but k·K > 2^24 (the engine's budget is computed in fp32): refused at load, before
+    // the tensors (whose K is 16) are looked at.
+    expect_load_error(rewrite("kK",
+                              [](gguf::Writer &w) {
+                                  w.set(keys::kSeaK, Value::make_u32(1u << 20));
+                                  w.set(keys::kSeaCompressedWidth, Value::make_u32(32));
+                              }),
+                      SEAOPT_ERR_MODEL_FORMAT,
+                      {"key sea.k = 1048576 is out of range: with sea.compressed_width = 32 it can be at most 524288"});
     expect_load_error(rewrite("ktype", [](gguf::Writer &w) { w.set(keys::kSeaK, Value::make_str("64")); }),
                       SEAOPT_ERR_MODEL_FORMAT, {"sea.k"});
     expect_load_error(rewrite("width", [](gguf::Writer &w) { w.set(keys::kSeaCompressedWidth, Value::make_u32(18)); }),

@@ -265,6 +265,55 @@ TEST_F(Tools, DefaultDeviceIsTheGpuOrAClearError) {
     EXPECT_TRUE(contains(with_auto.err, "using the CPU engine (the fp32 reference, slow)")) << describe(with_auto);
 }
 
+// -r/--reverse-prompt (llama-cli's stop strings): generation ends with the token that completes the string, on the
+// token loop and inside a greedy chain call alike; later -r strings count too; an empty one is refused.
+TEST_F(Tools, GenerateStopsAtAReversePrompt) {
+    const std::vector<std::string> base = {"-p", kPrompt, "-n", "24", "--temp", "0", "--no-display-prompt"};
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return run(generate_args(a));
+    };
+    const Result full = with({"--greedy-chunk", "1"});
+    ASSERT_EQ(full.status, 0) << describe(full);
+    // A stop string from the greedy text itself: its first occurrence ends inside some token; the output must end
+    // exactly with the piece of that token, i.e. be the shortest token-aligned prefix of the full text containing it.
+    const std::string stop = full.out.substr(full.out.size() / 3, 5);
+    const size_t hit_end = full.out.find(stop) + stop.size();
+    for (const char *chunk : {"1", "8"}) {
+        const Result r = with({"--greedy-chunk", chunk, "-r", "no such text", "-r", stop});
+        ASSERT_EQ(r.status, 0) << describe(r);
+        EXPECT_EQ(full.out.compare(0, r.out.size(), r.out), 0) << "not a prefix of the full text\n" << describe(r);
+        EXPECT_GE(r.out.size(), hit_end) << describe(r);
+        EXPECT_LT(r.out.size(), full.out.size()) << describe(r);
+        // One token fewer would not contain it: the output stops at the token that completes the string.
+        EXPECT_EQ(r.out.find(stop) + stop.size(), hit_end) << describe(r);
+    }
+    expect_clean_failure(with({"-r", ""}), "seaopt-generate", "--reverse-prompt must not be empty");
+}
+
+// -b/--batch-size: the prompt in batches of at most N tokens gives the same greedy text; -n -2 (llama.cpp's "until
+// the context is full") is accepted.
+TEST_F(Tools, GeneratePromptInBatches) {
+    const std::string prompt = "The quick brown fox jumps over the lazy dog, then it runs away into the forest.";
+    const std::vector<std::string> args = generate_args({"-p", prompt, "-n", "6", "--temp", "0"});
+    const Result one = run(args);
+    ASSERT_EQ(one.status, 0) << describe(one);
+    for (const char *b : {"1", "5"}) {
+        std::vector<std::string> a = args;
+        a.insert(a.end(), {"-b", b});
+        const Result r = run(a);
+        EXPECT_EQ(r.status, 0) << describe(r);
+        EXPECT_EQ(r.out, one.out) << "-b " << b;
+    }
+    std::vector<std::string> until_full = generate_args({"-p", kPrompt, "-n", "-2", "--temp", "0", "-c", "16"});
+    const Result r = run(until_full);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    EXPECT_TRUE(contains(r.err, "the context is full")) << describe(r);
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-b", "-1"})), "seaopt-generate", "-b/--batch-size");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-n", "-3"})), "seaopt-generate", "-n/--predict");
+}
+
 TEST_F(Tools, GenerateWithSeaAttention) {
     ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
     auto gen = [](std::vector<std::string> extra) {

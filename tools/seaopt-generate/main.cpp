@@ -3,7 +3,7 @@
 // sample / accept / decode one token at a time, streaming each piece to stdout, and print a
 // llama.cpp-style performance summary to stderr.
 //
-//   seaopt-generate -m MODEL (-p TEXT | -f FILE) [-n N] [-c N] [-s SEED] [--temp T] [--top-k K] ...
+//   seaopt-generate -m MODEL (-p TEXT | -f FILE) [-n N] [-c N] [-b N] [-s SEED] [--temp T] [--top-k K] [-r TEXT]...
 //                   [--attention dense|sea [--sea-layers LIST] [--sea-k N]]
 #include <CLI/CLI.hpp>
 
@@ -28,8 +28,10 @@ const char *const kProgram = "seaopt-generate";
 struct Options {
     std::string model_path;
     seaopt_tools::PromptOptions prompt;
-    int32_t n_predict = 128;  // -1 = until EOS or the context is full
+    int32_t n_predict = 128;  // -1 (and llama.cpp's -2) = until EOS or the context is full
     int32_t n_ctx = 0;        // 0 = the model's n_ctx_train
+    int32_t n_batch = 0;      // prompt tokens per seaopt_decode; 0 = n_ctx
+    std::vector<std::string> reverse_prompts;  // -r: stop once the generated text contains one
     int64_t seed = -1;        // -1 = random
     float temp = 0.8f;
     int32_t top_k = 40;
@@ -106,6 +108,17 @@ private:
     }
 };
 
+// -r/--reverse-prompt: whether `text` (the generated text so far, whose last `added` bytes just came) now holds one
+// of the stop strings, ending in those bytes (earlier ones were seen before).
+bool completes_reverse_prompt(const std::string &text, size_t added, const std::vector<std::string> &stops) {
+    const size_t before = text.size() - added;
+    for (const std::string &stop : stops) {
+        const size_t from = before >= stop.size() ? before - stop.size() + 1 : 0;
+        if (text.find(stop, from) != std::string::npos) return true;
+    }
+    return false;
+}
+
 using seaopt_tools::Clock;
 using seaopt_tools::ms_since;
 
@@ -167,6 +180,7 @@ int run(const Options &opt) {
     const Clock::time_point t_context = Clock::now();
     seaopt_context_params cparams = seaopt_context_default_params();
     cparams.n_ctx = (uint32_t)opt.n_ctx;
+    cparams.n_batch = (uint32_t)opt.n_batch;
     cparams.n_threads = opt.n_threads;
     seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
@@ -194,9 +208,13 @@ int run(const Options &opt) {
     }
     if (opt.verbose) std::fprintf(stderr, "%s: prompt is %d tokens\n", kProgram, n_prompt);
 
+    // The prompt in batches of at most n_batch tokens (-b); the last one's logits give the first pick.
     const Clock::time_point t_prompt = Clock::now();
-    const seaopt_batch prompt_batch = seaopt_batch_get_one(tokens.data(), n_prompt);
-    if (seaopt_decode(ctx.get(), &prompt_batch) != SEAOPT_OK) return fail_with_last_error();
+    const int32_t n_batch = (int32_t)std::max<uint32_t>(1, seaopt_n_batch(ctx.get()));
+    for (int32_t i = 0; i < n_prompt; i += n_batch) {
+        const seaopt_batch prompt_batch = seaopt_batch_get_one(tokens.data() + i, std::min(n_batch, n_prompt - i));
+        if (seaopt_decode(ctx.get(), &prompt_batch) != SEAOPT_OK) return fail_with_last_error();
+    }
     const double prompt_ms = ms_since(t_prompt);
     for (seaopt_token t : tokens) seaopt_sampler_accept(smpl.get(), t);  // the penalty sees the prompt too
 
@@ -210,7 +228,8 @@ int run(const Options &opt) {
     const int32_t n_vocab = seaopt_model_n_vocab(model.get());
     std::vector<float> masked_logits;  // --ignore-eos: EOS can not be drawn at all, as in llama.cpp
     Utf8Stream out;
-    std::string piece;
+    std::string piece, generated;  // generated: the text so far, for -r
+    bool stopped = false;          // a reverse prompt was generated
     double eval_ms = 0;
     int n_eval = 0;
     int n_generated = 0;
@@ -249,6 +268,10 @@ int run(const Options &opt) {
         if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
         out.write(piece.data(), piece.size());
         ++n_generated;
+        if (!opt.reverse_prompts.empty()) {
+            generated += piece;
+            if (completes_reverse_prompt(generated, piece.size(), opt.reverse_prompts)) break;
+        }
         if (opt.n_predict >= 0 && n_generated >= opt.n_predict) break;  // no need to run the last token
         if (seaopt_kv_seq_len(ctx.get(), 0) >= (seaopt_pos)n_ctx) {
             out.finish();
@@ -272,13 +295,18 @@ int run(const Options &opt) {
             n_eval += n_run;
             // chain[i] is the pick after step i; the last one (an EOS where the call stopped early) is the next
             // round's token, not yet decoded.
-            for (int32_t i = 0; i + 1 < n_run; ++i) {
+            for (int32_t i = 0; i + 1 < n_run && !stopped; ++i) {
                 token = chain[(size_t)i];
                 seaopt_sampler_accept(smpl.get(), token);
                 if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
                 out.write(piece.data(), piece.size());
                 ++n_generated;
+                if (!opt.reverse_prompts.empty()) {
+                    generated += piece;
+                    stopped = completes_reverse_prompt(generated, piece.size(), opt.reverse_prompts);
+                }
             }
+            if (stopped) break;  // the call's later picks are dropped (decoded, never shown)
             // The last pick goes round the loop: the EOS, -n and full-context checks above, then the next call.
             chain_next = chain[(size_t)n_run - 1];
             continue;
@@ -306,8 +334,18 @@ int main(int argc, char **argv) {
     app.option_defaults()->always_capture_default();  // --help shows each default
     app.add_option("-m,--model", opt.model_path, "model file (seaopt GGUF)")->required();
     seaopt_tools::add_prompt_options(app, opt.prompt, "prompt text", "read the prompt from a file (bytes, UTF-8)");
-    app.add_option("-n,--predict", opt.n_predict, "number of tokens to generate (-1 = until EOS or the context is full)");
+    app.add_option("-n,--predict", opt.n_predict,
+                   "number of tokens to generate (-1 = until EOS or the context is full; -2, llama.cpp's \"until the "
+                   "context is full\", is the same here: there is no context shift)");
     app.add_option("-c,--ctx-size", opt.n_ctx, "context size in tokens (0 = the model's)");
+    app.add_option("-b,--batch-size", opt.n_batch,
+                   "prompt tokens per forward (seaopt_decode call); also sizes the GPU's activation arena "
+                   "(0 = the context size)");
+    app.add_option("-r,--reverse-prompt", opt.reverse_prompts,
+                   "stop once the generated text contains this string (the token completing it is printed); may be "
+                   "given several times")
+        ->allow_extra_args(false)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("-s,--seed", opt.seed, "random seed (-1 = random)");
     app.add_option("--temp", opt.temp, "temperature (<= 0 = greedy)");
     app.add_option("--top-k", opt.top_k, "top-k sampling (<= 0 = off)");
@@ -329,7 +367,11 @@ int main(int argc, char **argv) {
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 
     if (!opt.prompt.given()) return fail("give the prompt with -p TEXT or -f FILE");
-    if (opt.n_predict < -1) return fail("-n/--predict must be >= -1, got " + std::to_string(opt.n_predict));
+    if (opt.n_predict < -2) return fail("-n/--predict must be >= -2, got " + std::to_string(opt.n_predict));
+    if (opt.n_batch < 0) return fail("-b/--batch-size must be >= 0, got " + std::to_string(opt.n_batch));
+    for (const std::string &r : opt.reverse_prompts) {
+        if (r.empty()) return fail("-r/--reverse-prompt must not be empty");
+    }
     if (opt.greedy_chunk < 0) return fail("--greedy-chunk must be >= 0, got " + std::to_string(opt.greedy_chunk));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));

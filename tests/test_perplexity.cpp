@@ -4,7 +4,8 @@
 //     NLLs and PPL of that one 7-token window, which the tool must reproduce (-c 7);
 //   - against an independent computation here: tokenize with the C API (one BOS, no special-token
 //     parsing), run each window through seaopt_decode with a cleared KV cache, and score it;
-//     for several -c, -b/--batch-windows and --chunks settings;
+//     for several -c, -b/--batch-size (llama.cpp's tokens per decode, also below the window), --batch-windows and
+//     --chunks settings; and --score-second-half (llama.cpp's protocol: BOS per window, the second half scored);
 //   - the WikiText-2 reconstruction (Hugging Face rows joined with "\n\n"): 287,645 tokens and 140
 //     windows of 2048 on the demo model (needs the shared data, skipped without it);
 //   - --kl-divergence on the SEA demo model: its dense and SEA PPLs equal the normal mode's with
@@ -155,6 +156,25 @@ Expected gptq(const std::vector<std::vector<double>> &windows, int N) {
     return e;
 }
 
+// llama-perplexity's arithmetic over the scored (second-half) token NLLs: PPL = exp(mean), running after each window.
+Expected mean_nll(const std::vector<std::vector<double>> &windows) {
+    Expected e;
+    double s1 = 0, s2 = 0;
+    size_t n = 0;
+    for (const std::vector<double> &w : windows) {
+        for (double x : w) {
+            s1 += x;
+            s2 += x * x;
+            ++n;
+        }
+        e.running.push_back(std::exp(s1 / (double)n));
+    }
+    e.ppl = e.running.back();
+    const double mean = s1 / (double)n, var = s2 / (double)n - mean * mean;
+    e.err = e.ppl * std::sqrt(var / (double)(n - 1));
+    return e;
+}
+
 void expect_rel_near(double got, double want, double rel, const std::string &what) {
     EXPECT_LE(std::fabs(got - want), rel * std::fabs(want)) << what << ": got " << got << ", want " << want;
 }
@@ -235,8 +255,9 @@ TEST_F(Perplexity, MatchesAnIndependentComputation) {
     ASSERT_EQ(tokens[0], seaopt_token_bos(model));
     ASSERT_EQ(std::count(tokens.begin(), tokens.end(), seaopt_token_bos(model)), 1);
 
-    // Per window: its own decode from an empty cache, logits of every position.
-    auto expected = [&](int N, int n_windows) {
+    // Per window: its own decode from an empty cache, logits of every position; second_half: llama-perplexity's
+    // protocol (the window's first token replaced by BOS, the NLLs of positions N/2 .. N-2 only).
+    auto expected = [&](int N, int n_windows, bool second_half = false) {
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = (uint32_t)N;
         cp.n_threads = 2;
@@ -247,31 +268,38 @@ TEST_F(Perplexity, MatchesAnIndependentComputation) {
         for (int w = 0; w < n_windows; ++w) {
             seaopt_kv_clear(ctx);
             std::vector<int8_t> want_logits((size_t)N, 1);
-            seaopt_batch batch = {N, tokens.data() + (size_t)w * N, nullptr, nullptr, want_logits.data()};
+            std::vector<seaopt_token> window(tokens.begin() + (ptrdiff_t)w * N, tokens.begin() + (ptrdiff_t)(w + 1) * N);
+            if (second_half) window[0] = seaopt_token_bos(model);
+            seaopt_batch batch = {N, window.data(), nullptr, nullptr, want_logits.data()};
             EXPECT_EQ(seaopt_decode(ctx, &batch), SEAOPT_OK) << seaopt_last_error();
             std::vector<double> nll;
-            for (int i = 0; i + 1 < N; ++i) {
+            for (int i = second_half ? N / 2 : 0; i + 1 < N; ++i) {
                 const float *row = seaopt_get_logits_ith(ctx, i);
                 nll.push_back(token_nll(row, (size_t)V, tokens[(size_t)w * N + i + 1]));
             }
             windows.push_back(nll);
         }
         seaopt_context_free(ctx);
-        return gptq(windows, N);
+        return second_half ? mean_nll(windows) : gptq(windows, N);
     };
 
     struct Case {
         std::vector<std::string> args;
         int N, n_windows;
+        bool second_half = false;
     };
     const int n_samples_64 = n_tokens / 64, n_samples_50 = n_tokens / 50;
     ASSERT_GE(n_samples_64, 3);
     const std::vector<Case> cases = {
-        {{}, 64, n_samples_64},                                  // -c default: the model's 64 positions
-        {{"-c", "64", "-b", "2"}, 64, n_samples_64},             // 2 windows per decode, then the rest
-        {{"-c", "50", "-b", "3", "-t", "1"}, 50, n_samples_50},  // a window shorter than the context
-        {{"-c", "50", "--chunks", "2"}, 50, 2},                  // capped
-        {{"-c", "50", "-b", "8", "--chunks", "3"}, 50, 3},       // -b above the window count
+        {{}, 64, n_samples_64},                                               // -c default: the model's 64 positions
+        {{"-c", "64", "-b", "128"}, 64, n_samples_64},                        // 2 windows per decode, then the rest
+        {{"-c", "50", "--batch-windows", "3", "-t", "1"}, 50, n_samples_50},  // a window shorter than the context
+        {{"-c", "50", "--chunks", "2"}, 50, 2},                               // capped
+        {{"-c", "50", "-b", "400", "--chunks", "3"}, 50, 3},                  // -b above the window count
+        {{"-c", "50", "-b", "16", "--chunks", "3"}, 50, 3},                   // each window in decodes of 16 tokens
+        {{"-c", "50", "--score-second-half"}, 50, n_samples_50, true},        // llama-perplexity's protocol
+        {{"-c", "64", "--score-second-half", "-b", "128"}, 64, n_samples_64, true},
+        {{"-c", "50", "--score-second-half", "-b", "7", "--chunks", "2"}, 50, 2, true},  // decodes of 7 rows
     };
     std::map<int, Expected> by_n;
     for (const Case &c : cases) {
@@ -283,7 +311,7 @@ TEST_F(Perplexity, MatchesAnIndependentComputation) {
         const Result r = run(args);
         ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
         const Report got = parse(r);
-        const Expected want = expected(c.N, c.n_windows);
+        const Expected want = expected(c.N, c.n_windows, c.second_half);
         EXPECT_EQ(got.n_tokens, n_tokens) << describe(r);
         EXPECT_EQ(got.n_samples, n_tokens / c.N) << describe(r);
         EXPECT_EQ(got.window, c.N) << describe(r);
@@ -360,8 +388,9 @@ TEST_F(Perplexity, SeaAttentionMatchesAnIndependentComputation) {
     };
     const std::vector<Case> cases = {
         {{"--attention", "sea"}, &sea},
-        {{"--attention", "sea", "-b", "2"}, &sea},
-        {{"--attention", "sea", "--sea-layers", "1", "-b", "3"}, &sea1},
+        {{"--attention", "sea", "--batch-windows", "2"}, &sea},
+        {{"--attention", "sea", "--sea-layers", "1", "-b", "120"}, &sea1},  // 3 windows of 40 per decode
+        {{"--attention", "sea", "-b", "16"}, &sea},  // each window's prefill of 16, then SEA's incremental decode
         {{"--attention", "dense"}, &dense},
     };
     for (const Case &c : cases) {
@@ -526,8 +555,8 @@ TEST_F(Perplexity, KlDivergenceMatchesTheNormalModeAndTheCApi) {
     };
     const std::vector<Case> cases = {
         {{"-t", "2"}, {}, nullptr, 0},
-        {{"--attention", "sea", "-b", "2", "-t", "1"}, {}, nullptr, 0},
-        {{"--sea-layers", "1", "--sea-k", "2", "-b", "3", "-t", "2"}, {"--sea-layers", "1", "--sea-k", "2"}, "1", 2},
+        {{"--attention", "sea", "--batch-windows", "2", "-t", "1"}, {}, nullptr, 0},
+        {{"--sea-layers", "1", "--sea-k", "2", "-b", std::to_string(3 * N), "-t", "2"}, {"--sea-layers", "1", "--sea-k", "2"}, "1", 2},
     };
     for (const Case &c : cases) {
         std::string what;
@@ -675,7 +704,7 @@ TEST_F(Perplexity, HelpStatesTheProtocol) {
     ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
     for (const char *s : {"GPTQ", "wiki.test.raw", "\\n\\n", "ONE BOS", "non-overlapping", "nsamples = n_tokens / N",
                           "loss * seqlen", "PPL = exp(sum_i nll_i / (nsamples x N))", "standard error", "--chunks",
-                          "-b,--batch-windows", "--wikitext2-test", "--device", "--attention", "--sea-layers",
+                          "-b,--batch-size", "--batch-windows", "--score-second-half", "--wikitext2-test", "--device", "--attention", "--sea-layers",
                           "--sea-k", "--kl-divergence", "KL(dense||SEA) = sum_v p(v) (log p(v) - log q(v))",
                           "Same top-1", "among ties"}) {
         EXPECT_TRUE(contains(r.out, s)) << "--help lacks '" << s << "'\n" << r.out;
@@ -697,7 +726,11 @@ TEST_F(Perplexity, BadInputFailsCleanly) {
     expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "65"}), "larger than the model's 64 positions");
     expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "1"}), "at least 2");
     expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "-5"}), "-c/--ctx-size");
-    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-b", "0"}), "--batch-windows");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-b", "-1"}), "-b/--batch-size");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "--batch-windows", "0"}), "--batch-windows");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-b", "128", "--batch-windows", "2"}), "excludes");
+    expect_clean_failure(run({kTool, "-m", model, "-f", text, "-c", "2", "--score-second-half"}),
+                         "--score-second-half needs windows of at least 3 tokens");
     expect_clean_failure(run({kTool, "-m", model, "-f", text, "--chunks", "-2"}), "--chunks");
     expect_clean_failure(run({kTool, "-m", model}), "-f FILE or --wikitext2-test DIR");
     expect_clean_failure(run({kTool, "-m", model, "-f", text, "--wikitext2-test", temp_dir()}), "excludes");

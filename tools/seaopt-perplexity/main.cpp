@@ -58,7 +58,9 @@ const char *const kProtocol =
     "           \"</s>\" in the text are tokenized as plain text.\n"
     "  windows  non-overlapping windows of N = -c tokens (default: the model's positions, 2048 for OPT);\n"
     "           nsamples = n_tokens / N, the tail is dropped; no BOS per window; the KV cache is cleared\n"
-    "           for every window (with -b K, K windows run in one batch as K independent sequences).\n"
+    "           for every window. -b B (llama.cpp's batch size, tokens per decode; default N) runs B / N\n"
+    "           windows in one batch as independent sequences, or, below N, each window in decodes of B\n"
+    "           tokens; --batch-windows K asks for K windows per decode directly.\n"
     "  score    per window, the NLL of tokens 1..N-1 given their prefix (log-softmax inside the\n"
     "           engine: fp32 on the GPU, double on the CPU; sums in double);\n"
     "           nll_i = mean over the N-1 predictions x N (GPTQ's loss * seqlen);\n"
@@ -68,8 +70,11 @@ const char *const kProtocol =
     "\"Final estimate: PPL = x +/- e\" on stdout. Before the timed pass the first window group runs once,\n"
     "untimed (a warm-up, as llama-perplexity's; --no-warmup skips it); the time printed at the end is the\n"
     "timed pass's.\n"
-    "Not llama-perplexity's protocol (it scores only the second half of each window, with a BOS per window):\n"
-    "the numbers differ.\n"
+    "Not llama-perplexity's protocol, which --score-second-half selects instead: the same windows, but the\n"
+    "first token of each replaced by BOS and only its second half scored (the NLL of tokens N/2+1 .. N-1,\n"
+    "each given its window's prefix); PPL = exp(mean NLL over the scored tokens). The numbers differ from\n"
+    "the GPTQ protocol's (each scored token has at least N/2 tokens of context) and are not comparable\n"
+    "with published OPT WikiText-2 figures.\n"
     "\n"
     "--kl-divergence: how far SEA moves the model. Every window runs through two contexts of the same\n"
     "model, dense attention and SEA (--sea-layers, --sea-k; --attention may be left out or be sea; the\n"
@@ -87,7 +92,9 @@ struct Options {
     std::string file;
     std::string wikitext_dir;
     int32_t n_ctx = 0;          // 0 = the model's n_ctx_train
-    int32_t batch_windows = 1;  // windows per seaopt_decode
+    int32_t batch_size = 0;     // -b: tokens per seaopt_decode (llama.cpp's n_batch); 0 = the window size
+    int32_t batch_windows = 0;  // --batch-windows: windows per seaopt_decode; 0 = from -b
+    bool second_half = false;   // --score-second-half: llama-perplexity's protocol
     int32_t chunks = -1;        // cap on the number of windows; -1 or 0 = all
     int32_t n_threads = 0;      // 0 = all hardware threads
     std::string device = seaopt_tools::default_device();
@@ -196,18 +203,24 @@ struct WindowBatch {
     std::vector<int8_t> logits;
     WindowBatch(int32_t K, int32_t N)
         : tok((size_t)K * N), tgt((size_t)K * N), pos((size_t)K * N), seq((size_t)K * N), logits((size_t)K * N) {}
-    seaopt_batch fill(const std::vector<seaopt_token> &tokens, int32_t w0, int32_t k, int32_t N) {
+    // Rows i0 .. i1-1 of windows w0 .. w0+k-1 (window s is sequence s; row (s, i) is batch row s·(i1-i0) + i-i0);
+    // bos >= 0 replaces each window's token 0 (--score-second-half); logits and a target for rows first .. N-2.
+    seaopt_batch fill(const std::vector<seaopt_token> &tokens, int32_t w0, int32_t k, int32_t N, int32_t i0 = 0,
+                      int32_t i1 = -1, seaopt_token bos = -1, int32_t first = 0) {
+        if (i1 < 0) i1 = N;
+        const int32_t n = i1 - i0;
         for (int32_t s = 0; s < k; ++s) {
-            for (int32_t i = 0; i < N; ++i) {
-                const size_t r = (size_t)s * N + i;
-                tok[r] = tokens[(size_t)(w0 + s) * N + i];
+            const size_t w = (size_t)(w0 + s) * N;
+            for (int32_t i = i0; i < i1; ++i) {
+                const size_t r = (size_t)s * n + (i - i0);
+                tok[r] = i == 0 && bos >= 0 ? bos : tokens[w + i];
                 pos[r] = i;
                 seq[r] = s;
-                logits[r] = i < N - 1;
-                tgt[r] = i < N - 1 ? tokens[(size_t)(w0 + s) * N + i + 1] : 0;
+                logits[r] = i >= first && i < N - 1;
+                tgt[r] = i < N - 1 ? tokens[w + i + 1] : 0;
             }
         }
-        return {k * N, tok.data(), pos.data(), seq.data(), logits.data()};
+        return {k * n, tok.data(), pos.data(), seq.data(), logits.data()};
     }
 };
 
@@ -220,12 +233,13 @@ void print_warmup(double seconds) {
                  seconds);
 }
 
-// A context for K windows of N tokens per decode, each window its own sequence, logits for every position.
-seaopt_context_params window_context_params(const Options &opt, int32_t N, int32_t K) {
+// A context for K windows of N tokens, each window its own sequence, `rows` rows of each per decode (N, or fewer
+// where -b is below the window: then K = 1), logits for every position.
+seaopt_context_params window_context_params(const Options &opt, int32_t N, int32_t K, int32_t rows) {
     seaopt_context_params cparams = seaopt_context_default_params();
     cparams.n_ctx = (uint32_t)N;
     cparams.n_seq_max = (uint32_t)K;
-    cparams.n_batch = (uint32_t)K * (uint32_t)N;
+    cparams.n_batch = (uint32_t)K * (uint32_t)rows;
     cparams.n_threads = opt.n_threads;
     cparams.n_head_batch = kHeadBatch;
     return cparams;
@@ -234,7 +248,7 @@ seaopt_context_params window_context_params(const Options &opt, int32_t N, int32
 int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector<seaopt_token> &tokens, int32_t N,
                       int32_t n_windows, int32_t K) {
     const int32_t n_vocab = seaopt_model_n_vocab(model);
-    seaopt_context_params cparams = window_context_params(opt, N, K);
+    seaopt_context_params cparams = window_context_params(opt, N, K, N);
     cparams.attention = SEAOPT_ATTENTION_DENSE;
     const seaopt_tools::ContextPtr dense = seaopt_tools::new_context(model, cparams);
     if (!dense) return fail_with_last_error();
@@ -249,9 +263,9 @@ int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector
     }
     const std::string sea_label = seaopt_tools::attention_label(opt.attention);
     std::fprintf(stderr,
-                 "perplexity: calculating KL(dense||SEA) over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d), "
+                 "perplexity: calculating KL(dense||SEA) over %d windows, n_ctx=%d, batch_size=%d, n_seq=%d, "
                  "attention=dense vs %s\n",
-                 n_windows, N, opt.batch_windows, K, sea_label.c_str());
+                 n_windows, N, K * N, K, sea_label.c_str());
 
     const size_t n_rows_max = (size_t)K * (N - 1);
     WindowBatch wb(K, N);
@@ -407,6 +421,10 @@ int run(const Options &opt) {
                     " positions (n_ctx_train): a window must fit the model's context");
     }
     if (N < 2) return fail("a window of " + std::to_string(N) + " tokens predicts nothing: -c must be at least 2");
+    if (opt.second_half && N < 3) {
+        return fail("--score-second-half needs windows of at least 3 tokens (-c " + std::to_string(N) +
+                    " leaves nothing in the second half to score)");
+    }
 
     // Tokens: one BOS for the whole text, special-token strings as plain text.
     std::fprintf(stderr, "perplexity: tokenizing the input ..\n");
@@ -431,46 +449,74 @@ int run(const Options &opt) {
         std::fprintf(stderr, "perplexity: --chunks %d: scoring the first %d of the %d windows\n", opt.chunks, n_windows,
                      n_samples);
     }
-    const int32_t K = std::min(opt.batch_windows, n_windows);
-    if (opt.kl_divergence) return run_kl_divergence(opt, model.get(), tokens, N, n_windows, K);
+    // Windows per decode (K) and rows of each per decode: --batch-windows K, or -b B tokens (llama.cpp's n_batch:
+    // B / N windows, or a window in decodes of B rows where B < N), or one whole window.
+    int32_t K = 1, rows = N;
+    if (opt.batch_windows > 0) {
+        K = opt.batch_windows;
+    } else if (opt.batch_size > 0 && opt.batch_size < N) {
+        rows = opt.batch_size;
+    } else if (opt.batch_size > 0) {
+        K = opt.batch_size / N;
+    }
+    K = std::min(K, n_windows);
+    if (opt.kl_divergence) {
+        if (rows < N) {
+            return fail("--kl-divergence runs whole windows per decode: -b " + std::to_string(opt.batch_size) +
+                        " is below the window size " + std::to_string(N) + " (give -b >= -c)");
+        }
+        return run_kl_divergence(opt, model.get(), tokens, N, n_windows, K);
+    }
 
-    // Context: K sequences of N positions; one decode runs K windows.
-    seaopt_context_params cparams = window_context_params(opt, N, K);
+    // Context: K sequences of N positions; one decode runs K windows (or a part of one).
+    seaopt_context_params cparams = window_context_params(opt, N, K, rows);
     seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
     if (!ctx) return fail_with_last_error();
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
+    // The scored rows: 0 .. N-2 (GPTQ), or N/2 .. N-2 with a BOS as every window's first token (llama.cpp).
+    const int32_t first = opt.second_half ? N / 2 : 0;
+    const seaopt_token bos = opt.second_half ? seaopt_token_bos(model.get()) : -1;
     std::fprintf(stderr,
-                 "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_windows=%d (n_seq=%d), "
-                 "attention=%s\n",
-                 n_windows, N, opt.batch_windows, K, seaopt_tools::attention_label(opt.attention).c_str());
+                 "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_size=%d, n_seq=%d, "
+                 "attention=%s, scoring %s\n",
+                 n_windows, N, K * rows, K, seaopt_tools::attention_label(opt.attention).c_str(),
+                 opt.second_half ? "the second half of each window (llama.cpp)" : "every prediction (GPTQ)");
 
-    WindowBatch wb(K, N);
-    std::vector<float> b_nll((size_t)K * N);         // the engine's fused loss, per position
+    WindowBatch wb(K, rows);
+    std::vector<float> b_nll((size_t)K * rows);  // the engine's fused loss, per batch row
+    std::vector<float> nll((size_t)K * N);       // per window and position
+    // Windows w0 .. w0+k-1 from an empty cache, rows decode by decode; nll[s·N + i] for the scored rows.
+    auto score_group = [&](int32_t w0, int32_t k) {
+        seaopt_kv_clear(ctx.get());
+        for (int32_t i0 = 0; i0 < N; i0 += rows) {
+            const int32_t i1 = std::min(N, i0 + rows), n = i1 - i0;
+            seaopt_batch batch = wb.fill(tokens, w0, k, N, i0, i1, bos, first);
+            // The engine computes -log softmax(logits_i)[token i + 1] itself (on the GPU: one float per position
+            // leaves the device instead of n_vocab logits).
+            if (seaopt_decode_nll(ctx.get(), &batch, wb.tgt.data(), b_nll.data()) != SEAOPT_OK) return false;
+            for (int32_t s = 0; s < k; ++s) {
+                for (int32_t i = std::max(i0, first); i < std::min(i1, N - 1); ++i) {
+                    nll[(size_t)s * N + i] = b_nll[(size_t)s * n + (i - i0)];
+                }
+            }
+        }
+        return true;
+    };
 
     double sum_window_nll = 0;         // sum_i nll_i (GPTQ)
-    double sum_tok = 0, sum_tok2 = 0;  // per-token NLL moments, for the error
+    double sum_tok = 0, sum_tok2 = 0;  // per-token NLL moments, for the error (and llama.cpp's PPL)
     uint64_t n_scored = 0;
     if (!opt.no_warmup) {
         const Clock::time_point t_warm = Clock::now();
-        seaopt_kv_clear(ctx.get());
-        seaopt_batch batch = wb.fill(tokens, 0, std::min(K, n_windows), N);
-        if (seaopt_decode_nll(ctx.get(), &batch, wb.tgt.data(), b_nll.data()) != SEAOPT_OK) {
-            return fail_with_last_error();
-        }
+        if (!score_group(0, std::min(K, n_windows))) return fail_with_last_error();
         print_warmup(seconds_since(t_warm));
     }
     const Clock::time_point t_start = Clock::now();
     for (int32_t w0 = 0; w0 < n_windows; w0 += K) {
         const int32_t k = std::min(K, n_windows - w0);
         const Clock::time_point t_group = Clock::now();
-        seaopt_kv_clear(ctx.get());
-        seaopt_batch batch = wb.fill(tokens, w0, k, N);
-        // The engine computes -log softmax(logits_i)[token i + 1] itself (on the GPU: one float per
-        // position leaves the device instead of n_vocab logits).
-        if (seaopt_decode_nll(ctx.get(), &batch, wb.tgt.data(), b_nll.data()) != SEAOPT_OK) {
-            return fail_with_last_error();
-        }
+        if (!score_group(w0, k)) return fail_with_last_error();
         if (w0 == 0) {  // before the first values, as llama-perplexity
             const double per_window = seconds_since(t_group) / k;
             std::fprintf(stderr, "perplexity: %.2f seconds per window - ETA %s\n", per_window,
@@ -479,8 +525,8 @@ int run(const Options &opt) {
 
         for (int32_t s = 0; s < k; ++s) {
             double window_sum = 0;
-            for (int32_t i = 0; i < N - 1; ++i) {
-                const double x = b_nll[(size_t)s * N + i];  // summed in double
+            for (int32_t i = first; i < N - 1; ++i) {
+                const double x = nll[(size_t)s * N + i];  // summed in double
                 if (!std::isfinite(x)) {
                     return fail("the model gave non-finite logits in window " + std::to_string(w0 + s + 1) +
                                 " at position " + std::to_string(i));
@@ -489,17 +535,19 @@ int run(const Options &opt) {
                 sum_tok += x;
                 sum_tok2 += x * x;
             }
-            n_scored += (uint64_t)(N - 1);
-            sum_window_nll += window_sum / (N - 1) * N;  // nll_i = loss * seqlen
+            n_scored += (uint64_t)(N - 1 - first);
+            sum_window_nll += window_sum / (N - 1) * N;  // nll_i = loss * seqlen (GPTQ)
             const int32_t done = w0 + s + 1;
-            std::printf("[%d]%.4f,", done, std::exp(sum_window_nll / ((double)done * N)));
+            const double running =
+                opt.second_half ? std::exp(sum_tok / (double)n_scored) : std::exp(sum_window_nll / ((double)done * N));
+            std::printf("[%d]%.4f,", done, running);
         }
         std::fflush(stdout);
     }
     std::printf("\n");
 
-    const double ppl = std::exp(sum_window_nll / ((double)n_windows * N));
     const double mean = sum_tok / (double)n_scored;
+    const double ppl = opt.second_half ? std::exp(mean) : std::exp(sum_window_nll / ((double)n_windows * N));
     const double var = sum_tok2 / (double)n_scored - mean * mean;
     const double err = n_scored > 1 && var > 0 ? ppl * std::sqrt(var / (double)(n_scored - 1)) : 0.0;
     std::printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, err);
@@ -523,8 +571,16 @@ int main(int argc, char **argv) {
                                            "(Hugging Face rows joined with \"\\n\\n\")");
     file_opt->excludes(wiki_opt);
     app.add_option("-c,--ctx-size", opt.n_ctx, "tokens per window (0 = the model's positions, 2048 for OPT)");
-    app.add_option("-b,--batch-windows", opt.batch_windows,
-                   "windows per decode call, each in its own sequence (more memory, fewer calls)");
+    CLI::Option *batch_opt = app.add_option(
+        "-b,--batch-size", opt.batch_size,
+        "tokens per decode call, as llama-perplexity's: B / N windows at once, each its own sequence, or below the "
+        "window size N each window in decodes of B tokens (0 = N: one window per call)");
+    app.add_option("--batch-windows", opt.batch_windows,
+                   "windows per decode call, each in its own sequence (more memory, fewer calls; instead of -b)")
+        ->excludes(batch_opt);
+    app.add_flag("--score-second-half", opt.second_half,
+                 "llama-perplexity's protocol instead of GPTQ's: a BOS as every window's first token, only the second "
+                 "half of each window scored, PPL = exp(mean NLL of those tokens); not comparable with GPTQ figures");
     app.add_option("--chunks", opt.chunks, "score at most this many windows (-1 or 0 = all)");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
@@ -542,7 +598,13 @@ int main(int argc, char **argv) {
 
     if (!*file_opt && !*wiki_opt) return fail("give the text with -f FILE or --wikitext2-test DIR");
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
-    if (opt.batch_windows < 1) return fail("-b/--batch-windows must be >= 1, got " + std::to_string(opt.batch_windows));
+    if (opt.batch_size < 0) return fail("-b/--batch-size must be >= 0, got " + std::to_string(opt.batch_size));
+    if (opt.batch_windows < 0 || (app.count("--batch-windows") > 0 && opt.batch_windows < 1)) {
+        return fail("--batch-windows must be >= 1, got " + std::to_string(opt.batch_windows));
+    }
+    if (opt.second_half && opt.kl_divergence) {
+        return fail("--score-second-half applies to the normal mode; --kl-divergence compares every prediction");
+    }
     if (opt.chunks < -1) return fail("--chunks must be -1 (all) or >= 0, got " + std::to_string(opt.chunks));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
     if (opt.kl_divergence) {

@@ -13,6 +13,7 @@
 
 #include "engine/cpu_ops.h"
 #include "engine/error.h"
+#include "engine/omp_error.h"
 
 namespace seaopt::cpu {
 namespace {
@@ -584,8 +585,9 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
 
     // §2.2-§2.3: Performer per head (a running sum over t), writing the encoder input X = [C_perf ; v].
     std::vector<float> enc_in(n_rows * kSeaEncInput);
+    OmpFirstError error;  // engine/omp_error.h: the regions below allocate per-thread scratch
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (parallel)
-    for (long long hi = 0; hi < H_ll; ++hi) {
+    for (long long hi = 0; hi < H_ll; ++hi) error.run([&] {
         const size_t h = (size_t)hi;
         std::vector<float> S_k(dm.m, 0.0f), S_kv(dm.m * kVcatWidth, 0.0f), phi_q(dm.m), phi_k(dm.m);
         float vcat[kVcatWidth];
@@ -602,7 +604,8 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
             std::copy(S_k.begin(), S_k.end(), state_after->perf_k_sum.begin() + (ptrdiff_t)(h * dm.m));
             std::copy(S_kv.begin(), S_kv.end(), state_after->perf_kv_sum.begin() + (ptrdiff_t)(h * dm.m * kVcatWidth));
         }
-    }
+    });
+    error.rethrow();
 
     // §2.4-§2.6 step 1: encoder, gates, decoder image (row-local).
     std::vector<float> z(n_rows * kSeaEncHidden), gates(n_rows * 2), image(T * dm.image_row());
@@ -633,14 +636,17 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
     std::vector<float> probs(T * dm.H * dm.K);
 #pragma omp parallel num_threads(n_threads) if (parallel)
     {
-        std::vector<float> scratch(3 * dm.K + 2);
+        std::vector<float> scratch;
+        error.run([&] { scratch.resize(3 * dm.K + 2); });
 #pragma omp for schedule(static)
         for (long long ti = 0; ti < T_ll; ++ti) {
             const size_t t = (size_t)ti;
+            if (scratch.empty()) continue;  // its allocation failed: error has the exception
             cnn_output_row(probs.data() + t * dm.H * dm.K, conv2_out.data() + t * dm.image_row(), cfg, p, ew.conv4,
                            scratch.data());
         }
     }
+    error.rethrow();
 
     // §2.10: Σ_{j≤t} v_j as a running sum, the same additions decode makes.
     std::vector<float> v_prefix(T * dm.HD);
@@ -659,14 +665,17 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
         RowScratch scratch;
 #pragma omp for schedule(dynamic, 4)
         for (long long ti = 0; ti < T_ll; ++ti) {
-            const size_t t = (size_t)ti;
-            RowDebugSlot slot{};
-            if (debug) slot = {&debug->budget[t], &debug->threshold[t], &debug->gap[t], &row_cells[t]};
-            sparse_attention_row(out + t * dm.HD, t, cfg, probs.data() + t * dm.H * dm.K, gates.data() + t * dm.H * 2,
-                                 q + t * dm.HD, k, v, dm.HD, v_prefix.data() + t * dm.HD, scratch,
-                                 debug ? &slot : nullptr);
+            error.run([&] {
+                const size_t t = (size_t)ti;
+                RowDebugSlot slot{};
+                if (debug) slot = {&debug->budget[t], &debug->threshold[t], &debug->gap[t], &row_cells[t]};
+                sparse_attention_row(out + t * dm.HD, t, cfg, probs.data() + t * dm.H * dm.K,
+                                     gates.data() + t * dm.H * 2, q + t * dm.HD, k, v, dm.HD,
+                                     v_prefix.data() + t * dm.HD, scratch, debug ? &slot : nullptr);
+            });
         }
     }
+    error.rethrow();
 
     if (debug) debug_fill(*debug, cfg, T, probs.data(), gates.data(), row_cells);
     if (state_after) {

@@ -13,6 +13,7 @@
 
 #include "attention/dense_cpu.h"
 #include "engine/cpu_ops.h"
+#include "engine/omp_error.h"
 
 namespace seaopt {
 
@@ -133,19 +134,23 @@ void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<To
             sea_attention_layer(*sea, l, kv, tokens, q.data(), attn.data(), C, n_threads);
         } else {
             const long long n_ll = (long long)n;
+            OmpFirstError error;
 #pragma omp parallel num_threads(n_threads) if (n > 1)
             {
                 std::vector<float> s;
 #pragma omp for schedule(dynamic, 4)
                 for (long long ii = 0; ii < n_ll; ++ii) {
-                    const size_t i = (size_t)ii;
-                    const size_t n_kv = (size_t)tokens[i].pos + 1;
-                    if (s.size() < n_kv) s.resize(n_kv);
-                    cpu::dense_attention_one_query(attn.data() + i * C, q.data() + i * C,
-                                                   kv.k_rows(l, tokens[i].seq), kv.v_rows(l, tokens[i].seq), C, n_kv,
-                                                   H, hd, s.data());
+                    error.run([&] {
+                        const size_t i = (size_t)ii;
+                        const size_t n_kv = (size_t)tokens[i].pos + 1;
+                        if (s.size() < n_kv) s.resize(n_kv);
+                        cpu::dense_attention_one_query(attn.data() + i * C, q.data() + i * C,
+                                                       kv.k_rows(l, tokens[i].seq), kv.v_rows(l, tokens[i].seq), C,
+                                                       n_kv, H, hd, s.data());
+                    });
                 }
             }
+            error.rethrow();
         }
         cpu::linear(h.data(), attn.data(), L.o_w.data(), L.o_b.data(), n, C, C, n_threads);
         cpu::add_inplace(x.data(), h.data(), n * C);

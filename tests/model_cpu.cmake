@@ -2,7 +2,7 @@
 # Both convert fixtures with the built seaopt-convert binary.
 seaopt_add_test(NAME test_model_cpu SOURCES test_model_cpu.cpp LABELS cpu)
 add_dependencies(test_model_cpu seaopt-convert)
-seaopt_add_test(NAME test_api_errors SOURCES test_api_errors.cpp LABELS cpu)
+seaopt_add_test(NAME test_api_errors SOURCES test_api_errors.cpp LABELS cpu LIBS OpenMP::OpenMP_CXX)
 add_dependencies(test_api_errors seaopt-convert)
 
 # The public header compiles as C, and a C program links and calls the library.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/omp_error.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
 #include "seaopt.h"
@@ -383,3 +384,22 @@ TEST(TokenizeErrors, InvalidUtf8AndSmallBuffers) {
 }
 
 }  // namespace
+
+// engine/omp_error.h: an exception thrown inside an OpenMP region (a bad_alloc of per-thread scratch in the CPU
+// engine) comes back after the region as that exception, instead of ending the process in std::terminate.
+TEST(OmpFirstError, ExceptionsInARegionAreRethrownAfterIt) {
+    seaopt::OmpFirstError error;
+    int done = 0;
+#pragma omp parallel for num_threads(4) reduction(+ : done)
+    for (int i = 0; i < 64; ++i) {
+        error.run([&] {
+            if (i == 37) throw std::bad_alloc();
+            ++done;
+        });
+    }
+    EXPECT_EQ(done, 63);  // the other bodies ran
+    EXPECT_THROW(error.rethrow(), std::bad_alloc);
+    seaopt::OmpFirstError none;
+    none.run([] {});
+    EXPECT_NO_THROW(none.rethrow());
+}

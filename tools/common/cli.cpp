@@ -51,7 +51,7 @@ void add_attention_options(CLI::App &app, AttentionOptions &opt) {
     app.add_option("--sea-k", opt.sea_k,
                    "with --attention sea: SEA's sparsity budget k, about k keys per query per head "
                    "(0 = the model's, set by seaopt-convert --sea-k)")
-        ->check(CLI::NonNegativeNumber);
+        ->check(CLI::Range(0, 1 << 24));
 }
 
 std::string check_attention_options(const AttentionOptions &opt) {

@@ -215,9 +215,14 @@ OptHparams read_opt_hparams(const gguf::File &f) {
 
 std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_model_params &params) {
     gguf::MappedFile mapped(path);
+    return load_opt_model_from_memory(mapped.data(), mapped.size(), path, params);
+}
+
+std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_t size, const std::string &path,
+                                                     const seaopt_model_params &params) {
     gguf::File file;
     try {
-        file = gguf::parse(mapped.data(), mapped.size());
+        file = gguf::parse(bytes, size);
     } catch (const Error &e) {
         throw Error(e.code(), path + ": " + e.what());
     }
@@ -300,7 +305,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
             for (const Part &p : parts) {
                 const std::string name = blk_tensor(l, p.name);
                 const gguf::TensorInfo *t = file.find_tensor(name);
-                tensor_to_f32(*p.dst, *t, mapped.data() + file.data_offset + t->offset);
+                tensor_to_f32(*p.dst, *t, bytes + file.data_offset + t->offset);
                 if (params.check_tensors) check_finite(*p.dst, path, name);
             }
         }
@@ -309,7 +314,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     if (model->device == SEAOPT_DEVICE_CUDA) {
         uint64_t total = 0;
         for (const OptTensorSpec &e : expected) total += file.find_tensor(e.gguf_name)->n_bytes;
-        model->cuda = upload_opt_weights_cuda(hp, file, mapped.data(), params.gpu_index, has_untied_output,
+        model->cuda = upload_opt_weights_cuda(hp, file, bytes, params.gpu_index, has_untied_output,
                                               [&](uint64_t done) {
                                                   if (params.progress_callback &&
                                                       !params.progress_callback((float)((double)done / (double)total),
@@ -334,7 +339,7 @@ std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_m
     uint64_t done = 0;
     auto load = [&](std::vector<float> &dst, const std::string &name) {
         const gguf::TensorInfo *t = file.find_tensor(name);
-        tensor_to_f32(dst, *t, mapped.data() + file.data_offset + t->offset);
+        tensor_to_f32(dst, *t, bytes + file.data_offset + t->offset);
         if (params.check_tensors) check_finite(dst, path, name);
         done += t->n_elements * 4;
         if (params.progress_callback &&

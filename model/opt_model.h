@@ -73,5 +73,9 @@ OptHparams read_opt_hparams(const gguf::File &file);
 // Loads a seaopt GGUF model file: validates everything (header, keys, tokenizer, the exact tensor
 // set with dtypes and shapes) before trusting it. Throws seaopt::Error naming the first problem.
 std::unique_ptr<OptModel> load_opt_model(const std::string &path, const seaopt_model_params &params);
+// The same over a file's bytes already in memory (`path` names them in messages); the model keeps no pointer into
+// them. The loader as a function of a byte buffer: what tests/fuzz/fuzz_model_load.cpp drives.
+std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_t size, const std::string &path,
+                                                     const seaopt_model_params &params);
 
 }  // namespace seaopt

@@ -11,10 +11,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "engine/omp_error.h"
+#include "fuzz/model_load_target.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
 #include "seaopt.h"
@@ -384,6 +386,44 @@ TEST(TokenizeErrors, InvalidUtf8AndSmallBuffers) {
 }
 
 }  // namespace
+
+// The fuzz target's check (tests/fuzz/model_load_target.h) over random mutations of a valid file: 1-4 bytes set at
+// random in the metadata, the tensor table or anywhere before the data, or the file cut short. Every mutant must load
+// or be refused with a seaopt::Error (CI also runs this under AddressSanitizer and UBSan).
+TEST(ModelFileErrors, RandomMutationsLoadOrFailCleanly) {
+    const std::vector<uint8_t> good = read_all(good_model());
+    ASSERT_TRUE(seaopt_fuzz::load_model_bytes(good.data(), good.size()));
+    const gguf::File f = gguf::parse(good.data(), good.size());
+    const size_t header = f.data_offset;
+    size_t tensor_table = header;  // the tensor infos end the header: the last ~48 bytes per tensor before the data
+    tensor_table -= std::min(header, f.tensors.size() * 48);
+    std::mt19937_64 rng(2026);
+    int loaded = 0, refused = 0;
+    for (int iter = 0; iter < 400; ++iter) {
+        std::vector<uint8_t> m = good;
+        const int n_changes = 1 + (int)(rng() % 4);
+        for (int c = 0; c < n_changes; ++c) {
+            const int where = (int)(rng() % 4);
+            const size_t pos = where == 0   ? rng() % std::min<size_t>(header, 4096)  // magic, counts, first keys
+                               : where == 1 ? tensor_table + rng() % (header - tensor_table)
+                                            : rng() % header;
+            m[pos] = (uint8_t)rng();
+        }
+        if (rng() % 8 == 0) m.resize(rng() % m.size());
+        seaopt_status code = SEAOPT_OK;
+        if (seaopt_fuzz::load_model_bytes(m.data(), m.size(), &code)) {
+            ++loaded;
+        } else {
+            ++refused;
+            EXPECT_TRUE(code == SEAOPT_ERR_MODEL_FORMAT || code == SEAOPT_ERR_UNSUPPORTED ||
+                        code == SEAOPT_ERR_OUT_OF_MEMORY)
+                << "iteration " << iter << ": code " << code;
+        }
+        if (::testing::Test::HasFailure()) break;
+    }
+    std::printf("random mutations: %d loaded, %d refused\n", loaded, refused);
+    EXPECT_GT(refused, 0);
+}
 
 // engine/omp_error.h: an exception thrown inside an OpenMP region (a bad_alloc of per-thread scratch in the CPU
 // engine) comes back after the region as that exception, instead of ending the process in std::terminate.

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The hostile-input tests under AddressSanitizer + UBSan (anchors E3), in a CPU-only build: the GGUF parser and the
+# model loader (including ModelFileErrors.RandomMutationsLoadOrFailCleanly, the fuzz target's check over random
+# mutations), the converter's readers (safetensors, zip, the restricted unpickler, SEA checkpoints) and the
+# tokenizer. Any sanitizer report fails the run (halt_on_error), leaks included.
+#   scripts/sanitize-tests.sh [BUILD_DIR=build-asan]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dir=${1:-build-asan}
+tests=(test_gguf test_api_errors test_convert test_convert_sea test_tokenizer)
+
+cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEAOPT_CUDA=OFF -DSEAOPT_SANITIZE=ON > "$dir.configure.log" ||
+  { cat "$dir.configure.log"; exit 1; }
+cmake --build "$dir" -j"$(nproc)" --target "${tests[@]}" seaopt-convert
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+for t in "${tests[@]}"; do
+  echo "== $t (AddressSanitizer + UBSan)"
+  "$dir/bin/$t" --gtest_brief=1
+done
+echo "sanitizers: all clean"

@@ -197,6 +197,9 @@ TEST_F(SeaConvert, EveryLayoutAndDtypeConverts) {
             EXPECT_EQ(r.n_teacher_ignored, layout == SeaCheckpointLayout::DeepSpeed ? 37u : 0u);
             EXPECT_EQ(r.sea_k_source, "the default of sea.md §6");
             EXPECT_TRUE(r.notes.empty()) << r.notes[0];
+            EXPECT_NE(r.sea_engine_warning.find("head size of 64 (the estimator's shapes, sea.md §5.1); this model has 8"),
+                      std::string::npos)
+                << r.sea_engine_warning;
             EXPECT_NE(r.sea_format.find(layout == SeaCheckpointLayout::DeepSpeed ? "DeepSpeed"
                                         : layout == SeaCheckpointLayout::Trainer  ? "trainer"
                                         : layout == SeaCheckpointLayout::StateDict ? "torch state_dict"
@@ -744,6 +747,11 @@ TEST_F(SeaConvert, CommandLine) {
     EXPECT_NE(r.out.find("20 estimator tensors (f32), k 48 (--sea-k), K 32, m 5, d' 32, 2048 positions"), std::string::npos)
         << r.out;
     EXPECT_NE(r.out.find("20 OPT tensors replaced"), std::string::npos) << r.out;
+    // Heads of 16: the file is written, and the converter says the engine will not run its SEA.
+    EXPECT_NE(r.err.find("seaopt-convert: warning: seaopt's engine cannot run SEA attention on this model (SEA "
+                         "attention needs a head size of 64"),
+              std::string::npos)
+        << r.err;
     seaopt_model *m = nullptr;
     const seaopt_model_params p = cpu_params();
     ASSERT_EQ(seaopt_model_load(out.c_str(), &p, &m), SEAOPT_OK) << seaopt_last_error();

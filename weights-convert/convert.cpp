@@ -233,6 +233,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         result.n_sea_ignored = sea_plan.n_ignored;
         result.n_teacher_ignored = sea_plan.n_teacher;
         result.notes = sea_plan.notes;
+        result.sea_engine_warning = sea_plan.engine_warning;
     }
 
     gguf::Writer writer;

@@ -55,6 +55,7 @@ struct ConvertResult {
     size_t n_sea_ignored = 0;       // SEA entries sea.md §5.1 marks unused
     size_t n_teacher_ignored = 0;   // the teacher's entries (base_model.*)
     std::vector<std::string> notes; // things the user should know
+    std::string sea_engine_warning; // non-empty: seaopt's engine cannot run this model's SEA (e.g. heads not 64 wide)
 };
 
 // Throws seaopt::Error (message in plain words naming the file/tensor/key); on error no output

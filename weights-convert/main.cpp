@@ -105,6 +105,9 @@ int main(int argc, char **argv) {
                         r.sea.compressed_width, r.sea.random_features, r.sea.hidden, r.sea.position_table_length,
                         r.n_opt_replaced, r.n_sea_ignored, r.n_teacher_ignored);
             for (const std::string &n : r.notes) std::printf("seaopt-convert: note: %s\n", n.c_str());
+            if (!r.sea_engine_warning.empty()) {
+                std::fprintf(stderr, "seaopt-convert: warning: %s\n", r.sea_engine_warning.c_str());
+            }
         }
         return 0;
     } catch (const std::exception &e) {

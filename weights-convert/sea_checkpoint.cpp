@@ -8,6 +8,7 @@
 #include <unordered_map>
 
 #include "engine/error.h"
+#include "model/opt_sea.h"
 #include "weights-convert/convert.h"
 #include "weights-convert/safetensors.h"
 #include "weights-convert/unpickler.h"
@@ -293,6 +294,14 @@ SeaPlan plan_sea(const SeaCheckpoint &ckpt, const HfOptConfig &config, uint32_t 
         throw Error(e.code(), std::string("the SEA checkpoint's hyperparameters (K from '") + norm_out.name + "' " +
                                   shape_string(norm_out.shape) + ", m from '" + proj.name + "', d' from '" + enc.name +
                                   "', P from '" + pos.name + "') are not usable: " + e.what());
+    }
+    // The file is valid GGUF for any head size, but the engine runs SEA on heads of 64 only (model/opt_sea.cpp):
+    // said at conversion, not first when a context asks for SEA.
+    try {
+        sea_config_for_model(hp, 0);
+    } catch (const Error &e) {
+        plan.engine_warning = std::string("seaopt's engine cannot run SEA attention on this model (") + e.what() +
+                              "): the file is written, and contexts with --attention sea will refuse it";
     }
     if (plan.sea.position_table_length < base.n_ctx_train) {
         plan.notes.push_back("the SEA positional table has " + std::to_string(plan.sea.position_table_length) +

@@ -65,6 +65,7 @@ struct SeaPlan {
     size_t n_teacher = 0;          // base_model.* entries (the teacher)
     size_t n_tied_lm_head = 0;     // a tied lm_head.weight (the embedding is used)
     std::vector<std::string> notes;  // worth telling the user (a k override, a missing mask, ...)
+    std::string engine_warning;      // why seaopt's engine cannot run SEA on this model ("" = it can)
 };
 
 // Matches the checkpoint to the base model: derives the SEA hyperparameters from the tensor

@@ -119,7 +119,7 @@ TEST_F(Bench, MarkdownPrintsTheTableAndTheMemory) {
                                                     "dense +\\| +pp16" + row_tail)))
         << describe(r);
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| dense +\\| +tg4" + row_tail))) << describe(r);
-    EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  pp16 +n_ctx +256, n_batch +16: planned [0-9.]+ MiB = weights ")))
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  pp16 +dense +n_ctx +256, n_batch +16: planned [0-9.]+ MiB = weights ")))
         << describe(r);
     EXPECT_TRUE(contains(r.out, "\nbuild: seaopt ")) << describe(r);
     EXPECT_FALSE(contains(r.out, "device used")) << "no device memory on the CPU\n" << describe(r);
@@ -216,7 +216,7 @@ TEST_F(Bench, DepthShowsInTheMarkdownTable) {
     EXPECT_TRUE(
         std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| dense +\\| +tg4 @ d16 \\| +[0-9]+\\.[0-9]{2} ± ")))
         << describe(r);
-    EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  tg4 @ d16 +n_ctx +256, n_batch +16: planned ")))
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  tg4 @ d16 +dense +n_ctx +256, n_batch +16: planned ")))
         << describe(r);
     EXPECT_FALSE(std::regex_search(r.out, std::regex("\\| +tg4 \\|"))) << "-d 16 alone runs no test at depth 0\n"
                                                                        << describe(r);
@@ -271,6 +271,35 @@ TEST_F(Bench, SeaAttentionRunsAndIsReported) {
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| attention \\| +test \\|"))) << describe(r);
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| sea +\\| +pp8 \\|"))) << describe(r);
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\\| seaopt-cpu +\\| sea +\\| +tg2 \\|"))) << describe(r);
+}
+
+// --attention dense,sea (llama-bench's list convention): every test with each attention, in list order, one model
+// load; the SEA flags go to the sea rows only; their ppN runs SEA (its workspace holds the SEA states).
+TEST_F(Bench, AttentionListRunsEachTestWithEach) {
+    ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
+    const Result r = run({"-m", kSeaModel, "-p", "16", "-n", "4", "-r", "1", "-o", "json", "--device", "cpu",
+                          "--attention", "dense,sea", "--sea-k", "2", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(r.out)) << "stdout is not JSON\n" << describe(r);
+    ASSERT_EQ(j.size(), 4u) << describe(r);
+    const char *want_attention[] = {"dense", "dense", "sea", "sea"}, *want_test[] = {"pp16", "tg4", "pp16", "tg4"};
+    for (size_t i = 0; i < 4; ++i) {
+        SCOPED_TRACE(j[i].dump());
+        EXPECT_EQ(j[i].at("attention"), want_attention[i]);
+        EXPECT_EQ(j[i].at("test"), want_test[i]);
+        EXPECT_EQ(j[i].at("sea_k"), i < 2 ? 0 : 2);
+        EXPECT_EQ(j[i].at("sea_layers"), "");
+        if (i < 2) {
+            EXPECT_EQ(j[i].at("workspace_bytes").get<uint64_t>(), 0u);
+        } else {
+            EXPECT_GT(j[i].at("workspace_bytes").get<uint64_t>(), 0u);
+        }
+    }
+    expect_clean_failure(run({"-m", kSeaModel, "--attention", "dense,sparse", "--device", "cpu"}),
+                         "--attention: 'sparse' is not dense or sea");
+    expect_clean_failure(run({"-m", kSeaModel, "--attention", "dense", "--sea-k", "2", "--device", "cpu"}),
+                         "--sea-k needs --attention sea");
 }
 
 TEST_F(Bench, SeaAttentionFailsCleanly) {

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <map>
+#include <sstream>
 
 #include "tools/common/files.h"
 
@@ -40,11 +41,14 @@ seaopt_device device_from_string(const std::string &device) {
     return devices.at(device);
 }
 
-void add_attention_options(CLI::App &app, AttentionOptions &opt) {
-    app.add_option("--attention", opt.attention,
-                   "attention: dense (exact causal attention) or sea (SEA sparse attention with its learned "
-                   "estimator; needs a model converted with seaopt-convert --sea; CPU and CUDA engines)")
-        ->check(CLI::IsMember({"dense", "sea"}));
+void add_attention_options(CLI::App &app, AttentionOptions &opt, bool allow_list) {
+    CLI::Option *attention =
+        app.add_option("--attention", opt.attention,
+                       std::string("attention: dense (exact causal attention) or sea (SEA sparse attention with its "
+                                   "learned estimator; needs a model converted with seaopt-convert --sea; CPU and CUDA "
+                                   "engines)") +
+                           (allow_list ? "; a comma-separated list runs every test with each, e.g. dense,sea" : ""));
+    if (!allow_list) attention->check(CLI::IsMember({"dense", "sea"}));
     app.add_option("--sea-layers", opt.sea_layers,
                    "with --attention sea: the layers that run SEA, 0-based indices and ranges such as 2-23 or "
                    "0,3,5-7 (default: every layer); the other layers run dense attention");
@@ -54,8 +58,23 @@ void add_attention_options(CLI::App &app, AttentionOptions &opt) {
         ->check(CLI::Range(0, 1 << 24));
 }
 
+std::string attention_list(const AttentionOptions &opt, std::vector<AttentionOptions> &out) {
+    out.clear();
+    std::stringstream list(opt.attention);
+    std::string item;
+    while (std::getline(list, item, ',')) {
+        if (item != "dense" && item != "sea") return "--attention: '" + item + "' is not dense or sea";
+        AttentionOptions a = opt;
+        a.attention = item;
+        if (item == "dense") a.sea_layers.clear(), a.sea_k = 0;
+        out.push_back(a);
+    }
+    if (out.empty()) return "--attention: empty list (dense, sea or dense,sea)";
+    return "";
+}
+
 std::string check_attention_options(const AttentionOptions &opt) {
-    if (opt.attention != "sea" && (!opt.sea_layers.empty() || opt.sea_k != 0)) {
+    if (opt.attention.find("sea") == std::string::npos && (!opt.sea_layers.empty() || opt.sea_k != 0)) {
         return std::string(opt.sea_layers.empty() ? "--sea-k" : "--sea-layers") + " needs --attention sea";
     }
     return "";

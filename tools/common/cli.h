@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "seaopt.h"
 
@@ -50,7 +51,12 @@ struct AttentionOptions {
     std::string sea_layers;  // "" = every layer
     int32_t sea_k = 0;       // 0 = the model's sea.k
 };
-void add_attention_options(CLI::App &app, AttentionOptions &opt);
+// allow_list (seaopt-bench, llama-bench's convention): --attention takes a comma-separated list of dense|sea,
+// split by attention_list().
+void add_attention_options(CLI::App &app, AttentionOptions &opt, bool allow_list = false);
+// Each attention of a list given to --attention (one entry without a comma), with the SEA flags on the sea entries;
+// "" when every item is dense or sea, else the error.
+std::string attention_list(const AttentionOptions &opt, std::vector<AttentionOptions> &out);
 
 // "" when the options go together, else the error (--sea-layers / --sea-k without --attention sea).
 std::string check_attention_options(const AttentionOptions &opt);

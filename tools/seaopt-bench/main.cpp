@@ -1,8 +1,8 @@
 // seaopt-bench: prompt-processing and generation throughput of an OPT model, in the style of
 // llama.cpp's llama-bench. A thin program over the public C API (seaopt.h).
 //
-//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device auto|cpu|cuda]
-//                [--attention dense|sea [--sea-layers LIST] [--sea-k N]] ...
+//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device cuda|cpu|auto]
+//                [--attention dense,sea [--sea-layers LIST] [--sea-k N]] ...
 //   seaopt-bench -m MODEL --attention-layer 1024,2048,4096 [--layer N] [--sea-k N] [-r 5] [-o md|json] ...
 //
 // Tests (also printed by --help):
@@ -68,7 +68,8 @@ const char *const kTests =
     "Each test runs in its own context (-c positions; batches of N tokens for ppN, 1 for tgN, at least D\n"
     "with a depth): one untimed warm-up run (unless --no-warmup), then -r timed runs. t/s is the mean over\n"
     "the runs of tokens/seconds +/- the sample standard deviation; ms is the mean time of one run.\n"
-    "Attention: every test's context runs --attention (dense, or SEA with --sea-layers / --sea-k); the\n"
+    "Attention: every test's context runs --attention (dense, or SEA with --sea-layers / --sea-k); a list\n"
+    "(--attention dense,sea) runs every test with each, in list order, on the one loaded model; the\n"
     "'attention' column (JSON: attention, sea_layers, sea_k) says which.\n"
     "Memory: 'planned' is what the context laid out (weights + KV cache + activation arena + workspace;\n"
     "with SEA on the CPU the workspace is SEA's decode states and estimator parameters);\n"
@@ -193,6 +194,8 @@ std::string positions_detail(const Test &t) {
 
 struct Result {
     Test test;
+    seaopt_tools::AttentionOptions attention;  // one item of --attention's list
+    std::string attention_label;               // "dense", "sea", "sea (layers 0-1, k 4)"
     uint32_t n_ctx = 0, n_batch = 0;
     std::vector<double> samples_ts, samples_ms;
     double avg_ts = 0, stddev_ts = 0, avg_ms = 0;
@@ -314,8 +317,6 @@ std::string utc_now() {
 
 struct ModelInfo {
     std::string path, desc, backend, build;
-    seaopt_tools::AttentionOptions attention;
-    std::string attention_label;  // "dense", "sea", "sea (layers 0-1, k 4)"
     uint64_t n_params = 0, file_size = 0;
     int32_t n_threads = 0;
     bool gpu = false;
@@ -360,7 +361,7 @@ void print_md_row(const ModelInfo &m, const Result &r) {
     // "±" is two bytes in UTF-8: one more byte of width keeps the column aligned on screen.
     std::printf("| %-30s | %10s | %10s | %-11s | %-*s | %*s | %21s | %8.2f |\n", m.desc.c_str(),
                 format_bytes(m.file_size).c_str(), format_params(m.n_params).c_str(), m.backend.c_str(),
-                m.attention_width, m.attention_label.c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
+                m.attention_width, r.attention_label.c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
     std::fflush(stdout);
 }
 
@@ -371,8 +372,9 @@ void print_md_memory(const ModelInfo &m, const std::vector<Result> &results) {
     for (const Result &r : results) name_width = std::max(name_width, r.test.name.size());
     for (const Result &r : results) {
         const seaopt_memory_report &mem = r.memory;
-        std::printf("  %-*s n_ctx %5u, n_batch %5u: planned %s = weights %s + KV cache %s + arena %s + workspace %s",
-                    (int)name_width, r.test.name.c_str(), r.n_ctx, r.n_batch, format_bytes(mem.total_bytes).c_str(),
+        std::printf("  %-*s %-*s n_ctx %5u, n_batch %5u: planned %s = weights %s + KV cache %s + arena %s + workspace %s",
+                    (int)name_width, r.test.name.c_str(), m.attention_width, r.attention_label.c_str(), r.n_ctx,
+                    r.n_batch, format_bytes(mem.total_bytes).c_str(),
                     format_bytes(mem.weights_bytes).c_str(), format_bytes(mem.kv_cache_bytes).c_str(),
                     format_bytes(mem.arena_bytes).c_str(), format_bytes(mem.workspace_bytes).c_str());
         if (m.gpu) std::printf("; device used %s", format_bytes(mem.device_used_bytes).c_str());
@@ -397,8 +399,8 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
                     "\"test_time\": %s}%s\n",
                     json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
-                    json_string(m.attention.attention).c_str(), json_string(m.attention.sea_layers).c_str(),
-                    m.attention.sea_k, m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(),
+                    json_string(r.attention.attention).c_str(), json_string(r.attention.sea_layers).c_str(),
+                    r.attention.sea_k, m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(),
                     r.test.n_prompt, r.test.n_gen, r.test.n_depth,
                     json_string(r.test.n_gen > 0 ? (r.test.generate ? "generate" : "decode") : "").c_str(),
                     r.samples_ts.size(), json_number(r.avg_ts).c_str(),
@@ -415,7 +417,7 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
 
 // ---- the benchmark -------------------------------------------------------------------------------
 
-int run(const Options &opt, const std::vector<Test> &tests) {
+int run(const Options &opt, const std::vector<Test> &tests, const std::vector<seaopt_tools::AttentionOptions> &attentions) {
     seaopt_tools::install_log(opt.verbose);
 
     ModelInfo info;
@@ -423,9 +425,9 @@ int run(const Options &opt, const std::vector<Test> &tests) {
     const seaopt_tools::ModelPtr model = load_bench_model(opt, info, load_s);
     if (!model) return fail(std::string("cannot load ") + opt.model_path + ": " + seaopt_last_error());
     info.n_threads = opt.n_threads;
-    info.attention = opt.attention;
-    info.attention_label = seaopt_tools::attention_label(opt.attention);
-    info.attention_width = std::max(info.attention_width, (int)info.attention_label.size());
+    for (const seaopt_tools::AttentionOptions &a : attentions) {
+        info.attention_width = std::max(info.attention_width, (int)seaopt_tools::attention_label(a).size());
+    }
     for (const Test &t : tests) info.test_width = std::max(info.test_width, (int)t.name.size());
 
     // Context size: what the largest test needs, rounded up to 256, within the model's positions.
@@ -462,9 +464,17 @@ int run(const Options &opt, const std::vector<Test> &tests) {
 
     const bool md = opt.output == "md";
     std::vector<Result> results;
-    for (const Test &test : tests) {
+    // As llama-bench: every test with each value of a list parameter (here --attention), in list order.
+    std::vector<std::pair<const seaopt_tools::AttentionOptions *, const Test *>> runs;
+    for (const seaopt_tools::AttentionOptions &a : attentions) {
+        for (const Test &test : tests) runs.emplace_back(&a, &test);
+    }
+    for (const auto &[attention, test_ptr] : runs) {
+        const Test &test = *test_ptr;
         Result r;
         r.test = test;
+        r.attention = *attention;
+        r.attention_label = seaopt_tools::attention_label(*attention);
         r.n_ctx = n_ctx;
         r.n_batch = test.batch();
         seaopt_context_params cparams = seaopt_context_default_params();
@@ -472,7 +482,7 @@ int run(const Options &opt, const std::vector<Test> &tests) {
         cparams.n_batch = r.n_batch;
         cparams.n_seq_max = 1;
         cparams.n_threads = opt.n_threads;
-        seaopt_tools::apply_attention_options(opt.attention, cparams);
+        seaopt_tools::apply_attention_options(*attention, cparams);
         const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
         if (!ctx) {
             return fail(test.name + ": cannot create a context (n_ctx " + std::to_string(n_ctx) + ", n_batch " +
@@ -493,7 +503,7 @@ int run(const Options &opt, const std::vector<Test> &tests) {
         }
 
         std::fprintf(stderr, "%s: %s on %s, %s attention ...\n", kProgram, test.name.c_str(), info.gpu ? "cuda" : "cpu",
-                     info.attention_label.c_str());
+                     r.attention_label.c_str());
         double seconds = 0;
         if (!opt.no_warmup && !run_once(ctx.get(), test, ids, &seconds)) {
             return fail(test.name + " (warm-up): " + seaopt_last_error());
@@ -694,7 +704,7 @@ int main(int argc, char **argv) {
     app.add_option("-o,--output", opt.output, "output format: md (a table) or json (an array of objects)")
         ->check(CLI::IsMember({"md", "json"}));
     seaopt_tools::add_device_option(app, opt.device);
-    seaopt_tools::add_attention_options(app, opt.attention);
+    seaopt_tools::add_attention_options(app, opt.attention, /*allow_list=*/true);
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     app.add_option("-c,--ctx-size", opt.n_ctx,
                    "context size of every test (0 = what the largest test needs, rounded up to 256, at most the "
@@ -754,6 +764,8 @@ int main(int argc, char **argv) {
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
     if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);
+    std::vector<seaopt_tools::AttentionOptions> attentions;
+    if (const std::string e = seaopt_tools::attention_list(opt.attention, attentions); !e.empty()) return fail(e);
 
     std::vector<Test> tests;  // as llama-bench: for each depth, the pp tests then the tg tests
     for (int32_t d : depths) {
@@ -764,5 +776,5 @@ int main(int argc, char **argv) {
         }
     }
     if (tests.empty()) return fail("nothing to run: -p and -n are both 0");
-    return run(opt, tests);
+    return run(opt, tests, attentions);
 }

@@ -13,6 +13,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -55,6 +56,23 @@ protected:
 };
 
 }  // namespace
+
+// -o jsonl (llama-bench's): the same objects as -o json, one per line, no array.
+TEST_F(Bench, JsonlHasOneObjectPerLine) {
+    const Result r = run({"-m", kModel, "-p", "16", "-n", "4", "-r", "1", "-o", "jsonl", "--device", "cpu", "--no-warmup"});
+    ASSERT_TRUE(r.exited && r.status == 0) << describe(r);
+    std::stringstream lines(r.out);
+    std::string line;
+    std::vector<std::string> tests;
+    while (std::getline(lines, line)) {
+        nlohmann::json o;
+        ASSERT_NO_THROW(o = nlohmann::json::parse(line)) << "not a JSON object: " << line << "\n" << describe(r);
+        ASSERT_TRUE(o.is_object()) << line;
+        EXPECT_GT(o.at("avg_ts").get<double>(), 0.0);
+        tests.push_back(o.at("test"));
+    }
+    EXPECT_EQ(tests, (std::vector<std::string>{"pp16", "tg4"})) << describe(r);
+}
 
 TEST_F(Bench, JsonHasOneObjectPerTestWithPositiveThroughput) {
     const Result r = run({"-m", kModel, "-p", "16", "-n", "4", "-r", "2", "-o", "json", "--device", "cpu"});

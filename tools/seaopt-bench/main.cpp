@@ -1,9 +1,9 @@
 // seaopt-bench: prompt-processing and generation throughput of an OPT model, in the style of
 // llama.cpp's llama-bench. A thin program over the public C API (seaopt.h).
 //
-//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json] [--device cuda|cpu|auto]
+//   seaopt-bench -m MODEL [-p 512,2048] [-n 128] [-d 0,1920] [-r 5] [-o md|json|jsonl] [--device cuda|cpu|auto]
 //                [--attention dense,sea [--sea-layers LIST] [--sea-k N]] ...
-//   seaopt-bench -m MODEL --attention-layer 1024,2048,4096 [--layer N] [--sea-k N] [-r 5] [-o md|json] ...
+//   seaopt-bench -m MODEL --attention-layer 1024,2048,4096 [--layer N] [--sea-k N] [-r 5] [-o md|json|jsonl] ...
 //
 // Tests (also printed by --help):
 //   ppN  on a cleared KV cache, ONE seaopt_decode of N tokens (BOS, then fixed pseudo-random ids in
@@ -383,13 +383,14 @@ void print_md_memory(const ModelInfo &m, const std::vector<Result> &results) {
     std::printf("\nbuild: %s\n", m.build.c_str());
 }
 
-void print_json(const ModelInfo &m, const std::vector<Result> &results) {
+// jsonl: one object per line, no enclosing array (llama-bench's -o jsonl).
+void print_json(const ModelInfo &m, const std::vector<Result> &results, bool jsonl) {
     const std::string time = utc_now();
-    std::printf("[\n");
+    if (!jsonl) std::printf("[\n");
     for (size_t i = 0; i < results.size(); ++i) {
         const Result &r = results[i];
         const seaopt_memory_report &mem = r.memory;
-        std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
+        std::printf("%s{\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
                     "\"backend\": %s, \"build_info\": %s, \"attention\": %s, \"sea_layers\": %s, \"sea_k\": %d, "
                     "\"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
                     "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"tg_api\": %s, \"reps\": %zu, "
@@ -397,7 +398,8 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
                     "\"planned_bytes\": %llu, \"weights_bytes\": %llu, \"kv_cache_bytes\": %llu, "
                     "\"arena_bytes\": %llu, \"workspace_bytes\": %llu, \"device_used_bytes\": %llu, "
                     "\"test_time\": %s}%s\n",
-                    json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
+                    jsonl ? "" : "  ", json_string(m.desc).c_str(), json_string(m.path).c_str(),
+                    (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
                     json_string(r.attention.attention).c_str(), json_string(r.attention.sea_layers).c_str(),
                     r.attention.sea_k, m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(),
@@ -409,9 +411,9 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results) {
                     (unsigned long long)mem.total_bytes, (unsigned long long)mem.weights_bytes,
                     (unsigned long long)mem.kv_cache_bytes, (unsigned long long)mem.arena_bytes,
                     (unsigned long long)mem.workspace_bytes, (unsigned long long)mem.device_used_bytes,
-                    json_string(time).c_str(), i + 1 < results.size() ? "," : "");
+                    json_string(time).c_str(), jsonl || i + 1 == results.size() ? "" : ",");
     }
-    std::printf("]\n");
+    if (!jsonl) std::printf("]\n");
     std::fflush(stdout);
 }
 
@@ -527,7 +529,7 @@ int run(const Options &opt, const std::vector<Test> &tests, const std::vector<se
     if (md) {
         print_md_memory(info, results);
     } else {
-        print_json(info, results);
+        print_json(info, results, opt.output == "jsonl");
     }
     return 0;
 }
@@ -590,12 +592,12 @@ void print_layer_md_notes(const ModelInfo &m, const std::vector<LayerResult> &re
     std::printf("\nbuild: %s\n", m.build.c_str());
 }
 
-void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &results) {
+void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &results, bool jsonl) {
     const std::string time = utc_now();
-    std::printf("[\n");
+    if (!jsonl) std::printf("[\n");
     for (size_t i = 0; i < results.size(); ++i) {
         const seaopt_attention_layer_bench_result &d = results[i].dense, &e = results[i].sea;
-        std::printf("  {\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
+        std::printf("%s{\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
                     "\"backend\": %s, \"build_info\": %s, \"test\": \"attention-layer\", \"layer\": %d, "
                     "\"n_tokens\": %d, \"n_head\": %d, \"head_dim\": %d, \"reps\": %d, \"warmup\": %d, "
                     "\"sea_k\": %d, \"sea_K\": %d, \"n_pos_table\": %d, \"n_pos_ctx\": %d, \"pos_stretched\": %s, "
@@ -606,7 +608,8 @@ void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &result
                     "\"sea_state_bytes\": %llu, \"sea_params_bytes\": %llu, "
                     "\"qkv_bytes\": %llu, \"kv_cache_bytes\": %llu, \"out_bytes\": %llu, "
                     "\"dense_output_mean_abs\": %s, \"sea_output_mean_abs\": %s, \"test_time\": %s}%s\n",
-                    json_string(m.desc).c_str(), json_string(m.path).c_str(), (unsigned long long)m.file_size,
+                    jsonl ? "" : "  ", json_string(m.desc).c_str(), json_string(m.path).c_str(),
+                    (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
                     d.layer, d.n_tokens, d.n_head, d.head_dim, d.n_reps, d.n_warmup, e.sea_k, e.sea_K, e.n_pos_table,
                     e.n_pos_ctx, e.pos_stretched ? "true" : "false", json_number(d.mean_ms).c_str(),
@@ -619,9 +622,9 @@ void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &result
                     (unsigned long long)d.qkv_bytes, (unsigned long long)d.kv_cache_bytes,
                     (unsigned long long)d.out_bytes, json_number(d.output_mean_abs).c_str(),
                     json_number(e.output_mean_abs).c_str(), json_string(time).c_str(),
-                    i + 1 < results.size() ? "," : "");
+                    jsonl || i + 1 == results.size() ? "" : ",");
     }
-    std::printf("]\n");
+    if (!jsonl) std::printf("]\n");
     std::fflush(stdout);
 }
 
@@ -679,7 +682,7 @@ int run_attention_layer(const Options &opt, const std::vector<int32_t> &sizes) {
     if (md) {
         print_layer_md_notes(info, results);
     } else {
-        print_layer_json(info, results);
+        print_layer_json(info, results, opt.output == "jsonl");
     }
     return 0;
 }
@@ -701,8 +704,9 @@ int main(int argc, char **argv) {
                    "how tgN generates, a comma-separated list: decode (a seaopt_decode and a greedy pick per token) "
                    "and/or generate (one seaopt_generate_greedy call: tests named \"tgN generate\")");
     app.add_option("-r,--repetitions", opt.reps, "timed runs of each test");
-    app.add_option("-o,--output", opt.output, "output format: md (a table) or json (an array of objects)")
-        ->check(CLI::IsMember({"md", "json"}));
+    app.add_option("-o,--output", opt.output,
+                   "output format: md (a table), json (an array of objects) or jsonl (one object per line)")
+        ->check(CLI::IsMember({"md", "json", "jsonl"}));
     seaopt_tools::add_device_option(app, opt.device);
     seaopt_tools::add_attention_options(app, opt.attention, /*allow_list=*/true);
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");

@@ -2,6 +2,7 @@
 // child processes on the demo model (made at build time by the tiny_model target), and their exit
 // status, stdout and stderr checked.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "seaopt.h"
 #include "test_util.h"
@@ -312,6 +313,41 @@ TEST_F(Tools, GeneratePromptInBatches) {
     EXPECT_TRUE(contains(r.err, "the context is full")) << describe(r);
     expect_clean_failure(run(generate_args({"-p", "Hi", "-b", "-1"})), "seaopt-generate", "-b/--batch-size");
     expect_clean_failure(run(generate_args({"-p", "Hi", "-n", "-3"})), "seaopt-generate", "-n/--predict");
+}
+
+// --json (anchors B1's cheap extra): one object at the end, its text the streamed text of the same run, and the
+// stop reason.
+TEST_F(Tools, GenerateJsonHasTheTextTokensAndStopReason) {
+    const std::vector<std::string> base = {"-p", kPrompt, "-n", "6", "--temp", "0"};
+    auto with = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = base;
+        a.insert(a.end(), extra.begin(), extra.end());
+        return run(generate_args(a));
+    };
+    const Result text = with({"--no-display-prompt"});
+    const Result json = with({"--json"});
+    ASSERT_EQ(text.status, 0) << describe(text);
+    ASSERT_EQ(json.status, 0) << describe(json);
+    nlohmann::json j;
+    ASSERT_NO_THROW(j = nlohmann::json::parse(json.out)) << describe(json);
+    EXPECT_EQ(j.at("text").get<std::string>(), text.out);
+    EXPECT_EQ(j.at("prompt"), kPrompt);
+    EXPECT_EQ(j.at("tokens").size(), 6u);
+    EXPECT_EQ(j.at("n_tokens"), 6);
+    EXPECT_EQ(j.at("stop"), "n_predict");
+    EXPECT_GT(j.at("n_prompt_tokens").get<int>(), 1);
+    EXPECT_TRUE(j.at("timings").contains("eval_tokens_per_second"));
+    EXPECT_TRUE(contains(json.err, "seaopt_perf:")) << describe(json);  // the summary stays on stderr
+
+    nlohmann::json full;
+    ASSERT_NO_THROW(
+        full = nlohmann::json::parse(run(generate_args({"-p", kPrompt, "-n", "-1", "--temp", "0", "-c", "12", "--json"})).out));
+    EXPECT_EQ(full.at("stop"), "context_full");
+    const std::string stop = text.out.substr(0, 4);
+    nlohmann::json rp;
+    ASSERT_NO_THROW(rp = nlohmann::json::parse(with({"--json", "-r", stop}).out));
+    EXPECT_EQ(rp.at("stop"), "reverse_prompt");
+    EXPECT_LT(rp.at("n_tokens").get<int>(), 6);
 }
 
 TEST_F(Tools, GenerateWithSeaAttention) {

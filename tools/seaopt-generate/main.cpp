@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "seaopt.h"
 #include "tools/common/api.h"
 #include "tools/common/cli.h"
@@ -46,6 +48,7 @@ struct Options {
     seaopt_tools::AttentionOptions attention;
     bool verbose = false;
     bool print_memory_plan = false;
+    bool json = false;  // --json: one JSON object on stdout at the end instead of the streamed text
 };
 
 int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
@@ -70,7 +73,9 @@ bool print_progress(float progress, void *user_data) {
 // sequence (byte-level BPE can split a character across tokens) until the rest arrives.
 class Utf8Stream {
 public:
+    explicit Utf8Stream(bool quiet = false) : quiet_(quiet) {}
     void write(const char *bytes, size_t n) {
+        if (quiet_) return;  // --json: the text goes out at the end, in the object
         pending_.append(bytes, n);
         const size_t ready = pending_.size() - incomplete_tail_length(pending_);
         if (ready == 0) return;
@@ -86,6 +91,7 @@ public:
     }
 
 private:
+    bool quiet_;
     std::string pending_;
 
     // Bytes at the end of s that start a multi-byte character but do not complete it yet.
@@ -218,7 +224,7 @@ int run(const Options &opt) {
     const double prompt_ms = ms_since(t_prompt);
     for (seaopt_token t : tokens) seaopt_sampler_accept(smpl.get(), t);  // the penalty sees the prompt too
 
-    if (!opt.no_display_prompt) {
+    if (!opt.no_display_prompt && !opt.json) {
         std::fwrite(prompt.data(), 1, prompt.size(), stdout);
         std::fflush(stdout);
     }
@@ -227,12 +233,25 @@ int run(const Options &opt) {
     const seaopt_token eos = seaopt_token_eos(model.get());
     const int32_t n_vocab = seaopt_model_n_vocab(model.get());
     std::vector<float> masked_logits;  // --ignore-eos: EOS can not be drawn at all, as in llama.cpp
-    Utf8Stream out;
-    std::string piece, generated;  // generated: the text so far, for -r
-    bool stopped = false;          // a reverse prompt was generated
     double eval_ms = 0;
     int n_eval = 0;
     int n_generated = 0;
+    Utf8Stream out(opt.json);
+    std::string piece, generated;          // generated: the text so far (for -r and --json)
+    std::vector<seaopt_token> generated_ids;
+    const char *stop_reason = "n_predict";  // --json's "stop": eos, n_predict, context_full or reverse_prompt
+    bool stopped = false;                   // a reverse prompt was generated
+    // One generated token: its text out, counted; true when it completes a -r string.
+    auto emit = [&](seaopt_token t) -> bool {
+        if (!seaopt_tools::token_piece(model.get(), t, piece)) return false;
+        out.write(piece.data(), piece.size());
+        ++n_generated;
+        generated_ids.push_back(t);
+        generated += piece;
+        stopped = completes_reverse_prompt(generated, piece.size(), opt.reverse_prompts);
+        if (stopped) stop_reason = "reverse_prompt";
+        return true;
+    };
     // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy_until (stopping at EOS): on the
     // GPU 16 tokens a call (the steps back to back on the device), on the CPU one (the text keeps streaming token by
     // token there). The public API has no device query: a context on the GPU plans an arena and sees the device's
@@ -263,19 +282,18 @@ int run(const Options &opt) {
         }
         if (st != SEAOPT_OK) return fail_with_last_error();
         seaopt_sampler_accept(smpl.get(), token);
-        if (token == eos && !opt.ignore_eos) break;
-
-        if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
-        out.write(piece.data(), piece.size());
-        ++n_generated;
-        if (!opt.reverse_prompts.empty()) {
-            generated += piece;
-            if (completes_reverse_prompt(generated, piece.size(), opt.reverse_prompts)) break;
+        if (token == eos && !opt.ignore_eos) {
+            stop_reason = "eos";
+            break;
         }
+
+        if (!emit(token)) return fail_with_last_error();
+        if (stopped) break;
         if (opt.n_predict >= 0 && n_generated >= opt.n_predict) break;  // no need to run the last token
         if (seaopt_kv_seq_len(ctx.get(), 0) >= (seaopt_pos)n_ctx) {
             out.finish();
             std::fprintf(stderr, "\n%s: the context is full (n_ctx = %u): stopping\n", kProgram, n_ctx);
+            stop_reason = "context_full";
             break;
         }
 
@@ -298,13 +316,7 @@ int run(const Options &opt) {
             for (int32_t i = 0; i + 1 < n_run && !stopped; ++i) {
                 token = chain[(size_t)i];
                 seaopt_sampler_accept(smpl.get(), token);
-                if (!seaopt_tools::token_piece(model.get(), token, piece)) return fail_with_last_error();
-                out.write(piece.data(), piece.size());
-                ++n_generated;
-                if (!opt.reverse_prompts.empty()) {
-                    generated += piece;
-                    stopped = completes_reverse_prompt(generated, piece.size(), opt.reverse_prompts);
-                }
+                if (!emit(token)) return fail_with_last_error();
             }
             if (stopped) break;  // the call's later picks are dropped (decoded, never shown)
             // The last pick goes round the loop: the EOS, -n and full-context checks above, then the next call.
@@ -322,7 +334,33 @@ int run(const Options &opt) {
     }
     out.finish();
 
-    print_perf(load_ms, prompt_ms, n_prompt, eval_ms, n_eval, ms_since(t_start));
+    const double total_ms = ms_since(t_start);
+    if (opt.json) {
+        // Generated bytes that are not valid UTF-8 on their own (a character cut by -n) become U+FFFD.
+        char desc[128];
+        seaopt_model_desc(model.get(), desc, sizeof desc);
+        nlohmann::json j = {{"model", opt.model_path},
+                            {"model_desc", desc},
+                            {"seed", seaopt_sampler_seed(smpl.get())},
+                            {"prompt", prompt},
+                            {"n_prompt_tokens", n_prompt},
+                            {"text", generated},
+                            {"tokens", generated_ids},
+                            {"n_tokens", n_generated},
+                            {"stop", stop_reason},
+                            {"attention", seaopt_tools::attention_label(opt.attention)},
+                            {"timings",
+                             {{"load_ms", load_ms},
+                              {"prompt_ms", prompt_ms},
+                              {"eval_ms", eval_ms},
+                              {"n_eval", n_eval},
+                              {"total_ms", total_ms},
+                              {"prompt_tokens_per_second", prompt_ms > 0 ? 1e3 * n_prompt / prompt_ms : 0.0},
+                              {"eval_tokens_per_second", eval_ms > 0 ? 1e3 * n_eval / eval_ms : 0.0}}}};
+        std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        std::fflush(stdout);
+    }
+    print_perf(load_ms, prompt_ms, n_prompt, eval_ms, n_eval, total_ms);
     return 0;
 }
 
@@ -363,6 +401,9 @@ int main(int argc, char **argv) {
     seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log and more details to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");
+    app.add_flag("--json", opt.json,
+                 "print one JSON object on stdout at the end instead of streaming the text: model, seed, prompt, "
+                 "text, token ids, stop reason (eos, n_predict, context_full, reverse_prompt), timings");
     int exit_status = 0;
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
 

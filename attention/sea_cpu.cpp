@@ -450,9 +450,9 @@ void sea_validate_config(const SeaConfig &cfg) {
     if (cfg.n_pos_ctx > kMaxFlat) {
         throw_invalid_argument("sea: " + std::to_string(cfg.n_pos_ctx) + " positions is too many (at most 2^30)");
     }
-    if (cfg.k > kMaxExactF32 / cfg.K) {
+    if (cfg.k > sea_max_k(cfg.K)) {
         throw_invalid_argument("sea: k = " + std::to_string(cfg.k) + " is out of range: with K = " +
-                               std::to_string(cfg.K) + " it can be at most " + std::to_string(kMaxExactF32 / cfg.K) +
+                               std::to_string(cfg.K) + " it can be at most " + std::to_string(sea_max_k(cfg.K)) +
                                " (k·K <= 2^24: the budget of sea.md §2.7 is computed in fp32)");
     }
 }

@@ -30,6 +30,11 @@ constexpr size_t kSeaConvStoredRows = 5; // stored causal kernel height (2·3-1)
 constexpr size_t kSeaConvLiveRows = 3;
 constexpr size_t kSeaConvCols = 3;
 
+// The largest sparsity budget k for a compressed width K: the per-query budget H·k·K/(t+1) of sea.md §2.7 is
+// computed in fp32, so k·K must be exact there (<= 2^24). The one rule the config check, the model-file check and the
+// context's sea_k check apply.
+inline size_t sea_max_k(size_t K) { return ((size_t)1 << 24) / K; }
+
 struct SeaConfig {
     size_t n_head = 0;                // H
     size_t head_dim = kSeaHeadDim;    // d; must be 64

@@ -95,7 +95,7 @@ void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &
         throw_invalid_argument("sea_k = " + std::to_string(p.sea_k) + " must be >= 0 (0 = the model's sea.k)");
     }
     // sea_cpu's rule (sea_validate_config): k >= 1 and k·K <= 2^24 (the budget of sea.md §2.7 in fp32).
-    const uint64_t K = hp.sea.compressed_width, max_k = ((uint64_t)1 << 24) / K;
+    const uint64_t K = hp.sea.compressed_width, max_k = cpu::sea_max_k(K);
     if ((uint64_t)p.sea_k > max_k) {
         throw_invalid_argument("sea_k = " + std::to_string(p.sea_k) + " is out of range: at most " +
                                std::to_string(max_k) + " with this model's compressed width K = " + std::to_string(K) +

@@ -1,6 +1,7 @@
 // The tensor layout of a seaopt OPT GGUF file (see opt_format.h), with the Hugging Face source names.
 #include "model/opt_format.h"
 
+#include "attention/sea_cpu.h"
 #include "engine/error.h"
 
 namespace seaopt {
@@ -124,7 +125,7 @@ void check_sea_hparams(const OptHparams &hp) {
     }
     // The engine's rule (sea_validate_config): the budget H·k·K/(t+1) of sea.md §2.7 is computed in fp32, so k·K must
     // be exact there. Checked here so that a file with such a k is refused at load, naming the key.
-    const uint64_t max_k = ((uint64_t)1 << 24) / s.compressed_width;
+    const uint64_t max_k = cpu::sea_max_k(s.compressed_width);
     if (s.k > max_k) {
         throw_model_format(std::string("key ") + keys::kSeaK + " = " + std::to_string(s.k) + " is out of range: with " +
                            keys::kSeaCompressedWidth + " = " + std::to_string(s.compressed_width) + " it can be at most " +

@@ -58,11 +58,17 @@ void add_attention_options(CLI::App &app, AttentionOptions &opt, bool allow_list
         ->check(CLI::Range(0, 1 << 24));
 }
 
+std::vector<std::string> split_list(const std::string &text) {
+    std::vector<std::string> items;
+    std::stringstream list(text);
+    std::string item;
+    while (std::getline(list, item, ',')) items.push_back(item);
+    return items;
+}
+
 std::string attention_list(const AttentionOptions &opt, std::vector<AttentionOptions> &out) {
     out.clear();
-    std::stringstream list(opt.attention);
-    std::string item;
-    while (std::getline(list, item, ',')) {
+    for (const std::string &item : split_list(opt.attention)) {
         if (item != "dense" && item != "sea") return "--attention: '" + item + "' is not dense or sea";
         AttentionOptions a = opt;
         a.attention = item;

@@ -51,6 +51,9 @@ struct AttentionOptions {
     std::string sea_layers;  // "" = every layer
     int32_t sea_k = 0;       // 0 = the model's sea.k
 };
+// The items of a comma-separated flag value, in order ("a,,b" has an empty item; a trailing comma adds none).
+std::vector<std::string> split_list(const std::string &text);
+
 // allow_list (seaopt-bench, llama-bench's convention): --attention takes a comma-separated list of dense|sea,
 // split by attention_list().
 void add_attention_options(CLI::App &app, AttentionOptions &opt, bool allow_list = false);

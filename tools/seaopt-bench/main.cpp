@@ -36,7 +36,6 @@
 #include <ctime>
 #include <filesystem>
 #include <memory>
-#include <sstream>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -195,7 +194,6 @@ std::string positions_detail(const Test &t) {
 struct Result {
     Test test;
     seaopt_tools::AttentionOptions attention;  // one item of --attention's list
-    std::string attention_label;               // "dense", "sea", "sea (layers 0-1, k 4)"
     uint32_t n_ctx = 0, n_batch = 0;
     std::vector<double> samples_ts, samples_ms;
     double avg_ts = 0, stddev_ts = 0, avg_ms = 0;
@@ -361,7 +359,7 @@ void print_md_row(const ModelInfo &m, const Result &r) {
     // "±" is two bytes in UTF-8: one more byte of width keeps the column aligned on screen.
     std::printf("| %-30s | %10s | %10s | %-11s | %-*s | %*s | %21s | %8.2f |\n", m.desc.c_str(),
                 format_bytes(m.file_size).c_str(), format_params(m.n_params).c_str(), m.backend.c_str(),
-                m.attention_width, r.attention_label.c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
+                m.attention_width, seaopt_tools::attention_label(r.attention).c_str(), m.test_width, r.test.name.c_str(), ts, r.avg_ms);
     std::fflush(stdout);
 }
 
@@ -373,7 +371,8 @@ void print_md_memory(const ModelInfo &m, const std::vector<Result> &results) {
     for (const Result &r : results) {
         const seaopt_memory_report &mem = r.memory;
         std::printf("  %-*s %-*s n_ctx %5u, n_batch %5u: planned %s = weights %s + KV cache %s + arena %s + workspace %s",
-                    (int)name_width, r.test.name.c_str(), m.attention_width, r.attention_label.c_str(), r.n_ctx,
+                    (int)name_width, r.test.name.c_str(), m.attention_width,
+                    seaopt_tools::attention_label(r.attention).c_str(), r.n_ctx,
                     r.n_batch, format_bytes(mem.total_bytes).c_str(),
                     format_bytes(mem.weights_bytes).c_str(), format_bytes(mem.kv_cache_bytes).c_str(),
                     format_bytes(mem.arena_bytes).c_str(), format_bytes(mem.workspace_bytes).c_str());
@@ -476,7 +475,6 @@ int run(const Options &opt, const std::vector<Test> &tests, const std::vector<se
         Result r;
         r.test = test;
         r.attention = *attention;
-        r.attention_label = seaopt_tools::attention_label(*attention);
         r.n_ctx = n_ctx;
         r.n_batch = test.batch();
         seaopt_context_params cparams = seaopt_context_default_params();
@@ -505,7 +503,7 @@ int run(const Options &opt, const std::vector<Test> &tests, const std::vector<se
         }
 
         std::fprintf(stderr, "%s: %s on %s, %s attention ...\n", kProgram, test.name.c_str(), info.gpu ? "cuda" : "cpu",
-                     r.attention_label.c_str());
+                     seaopt_tools::attention_label(*attention).c_str());
         double seconds = 0;
         if (!opt.no_warmup && !run_once(ctx.get(), test, ids, &seconds)) {
             return fail(test.name + " (warm-up): " + seaopt_last_error());
@@ -750,20 +748,16 @@ int main(int argc, char **argv) {
     if (!parse_size_list(opt.gen_sizes, "-n/--n-gen", false, gen_sizes, error)) return fail(error);
     if (!parse_size_list(opt.depths, "-d/--n-depth", true, depths, error)) return fail(error);
     bool tg_decode = false, tg_generate = false;
-    {
-        std::stringstream list(opt.tg_api);
-        std::string item;
-        while (std::getline(list, item, ',')) {
-            if (item == "decode") {
-                tg_decode = true;
-            } else if (item == "generate") {
-                tg_generate = true;
-            } else {
-                return fail("--tg-api: '" + item + "' is not decode or generate");
-            }
+    for (const std::string &item : seaopt_tools::split_list(opt.tg_api)) {
+        if (item == "decode") {
+            tg_decode = true;
+        } else if (item == "generate") {
+            tg_generate = true;
+        } else {
+            return fail("--tg-api: '" + item + "' is not decode or generate");
         }
-        if (!tg_decode && !tg_generate) return fail("--tg-api: empty list (decode, generate or decode,generate)");
     }
+    if (!tg_decode && !tg_generate) return fail("--tg-api: empty list (decode, generate or decode,generate)");
     if (opt.reps < 1) return fail("-r/--repetitions must be >= 1, got " + std::to_string(opt.reps));
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));

@@ -19,8 +19,11 @@ seaopt_sampler_params seaopt_sampler_default_params(void) {
     p.temp = 0.8f;
     p.top_k = 40;
     p.top_p = 0.95f;
+    p.min_p = 0.0f;
     p.repeat_penalty = 1.0f;
     p.repeat_last_n = 64;
+    p.presence_penalty = 0.0f;
+    p.frequency_penalty = 0.0f;
     p.seed = SEAOPT_DEFAULT_SEED;
     return p;
 }

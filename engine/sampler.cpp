@@ -47,6 +47,17 @@ void validate_sampler_params(const seaopt_sampler_params &p) {
     if (std::isnan(p.top_p) || p.top_p <= 0.0f) {
         throw_invalid_argument("sampler top_p must be in (0, 1] (1 = off), got " + std::to_string(p.top_p));
     }
+    if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) {
+        throw_invalid_argument("sampler min_p must be in [0, 1] (0 = off), got " + std::to_string(p.min_p));
+    }
+    if (!std::isfinite(p.presence_penalty)) {
+        throw_invalid_argument("sampler presence_penalty must be a finite number (0 = off), got " +
+                               std::to_string(p.presence_penalty));
+    }
+    if (!std::isfinite(p.frequency_penalty)) {
+        throw_invalid_argument("sampler frequency_penalty must be a finite number (0 = off), got " +
+                               std::to_string(p.frequency_penalty));
+    }
     if (!std::isfinite(p.repeat_penalty) || p.repeat_penalty <= 0.0f) {
         throw_invalid_argument("sampler repeat_penalty must be a finite number > 0 (1 = off), got " +
                                std::to_string(p.repeat_penalty));
@@ -81,19 +92,29 @@ double Sampler::next_uniform() {
     return (double)(rng_() >> 11) * 0x1.0p-53;
 }
 
-void Sampler::apply_repetition_penalty(int32_t n_vocab) {
-    if (params_.repeat_penalty == 1.0f || history_.empty()) return;
-    // Each distinct token is penalized once, however often it occurs in the window (HF / CTRL rule).
+bool Sampler::penalizes() const {
+    return !history_.empty() &&
+           (params_.repeat_penalty != 1.0f || params_.presence_penalty != 0.0f || params_.frequency_penalty != 0.0f);
+}
+
+void Sampler::apply_penalties(int32_t n_vocab) {
+    if (!penalizes()) return;
     penalized_.clear();
     for (int32_t t : history_) {
         if (t < n_vocab) penalized_.push_back(t);  // ids from another vocabulary can not be penalized
     }
     std::sort(penalized_.begin(), penalized_.end());
-    penalized_.erase(std::unique(penalized_.begin(), penalized_.end()), penalized_.end());
     const float penalty = params_.repeat_penalty;
-    for (int32_t t : penalized_) {
+    const float presence = params_.presence_penalty, frequency = params_.frequency_penalty;
+    for (size_t i = 0; i < penalized_.size();) {
+        const int32_t t = penalized_[i];
+        size_t count = 0;
+        for (; i < penalized_.size() && penalized_[i] == t; ++i) ++count;
         float &l = logits_[(size_t)t];
-        l = l > 0.0f ? l / penalty : l * penalty;
+        // The repetition penalty once per distinct token, however often it occurs (HF / CTRL rule); then, as
+        // llama.cpp's penalties sampler, the frequency penalty per occurrence and the presence penalty once.
+        if (penalty != 1.0f) l = l > 0.0f ? l / penalty : l * penalty;
+        l -= (float)count * frequency + presence;
     }
 }
 
@@ -121,13 +142,13 @@ int32_t argmax(const float *l, int32_t n) {
 int32_t Sampler::sample(const float *logits, int32_t n_vocab, int32_t device_greedy) {
     if (n_vocab <= 0) throw_invalid_argument("n_vocab must be > 0, got " + std::to_string(n_vocab));
     if (!logits) throw_invalid_argument("logits is NULL");
-    const bool penalized = params_.repeat_penalty != 1.0f && !history_.empty();
+    const bool penalized = penalizes();
     // The GPU's pick is only ever made for logits without a NaN and not all -inf (-1 otherwise), so the
     // checks below would pass: skipping them and the scan saves ~20-40 us a generated token.
     if (params_.temp <= 0.0f && !penalized && device_greedy >= 0 && device_greedy < n_vocab) return device_greedy;
     // Branch-free scans (they vectorise) over the 50k logits of every token: greedy with OPT's vocabulary
     // took 75 us per token with scalar loops and a copy, 19 us this way (x86-64, -O3), against a ~1.4 ms
-    // GPU decode step. The copy is made only for the repetition penalty or sampling.
+    // GPU decode step. The copy is made only for the penalties or sampling.
     int32_t n_nan = 0;
     for (int32_t i = 0; i < n_vocab; ++i) n_nan += logits[i] != logits[i] ? 1 : 0;
     if (n_nan > 0) {
@@ -136,7 +157,7 @@ int32_t Sampler::sample(const float *logits, int32_t n_vocab, int32_t device_gre
     }
     if (params_.temp <= 0.0f && !penalized) return argmax(logits, n_vocab);
     logits_.assign(logits, logits + n_vocab);
-    apply_repetition_penalty(n_vocab);
+    apply_penalties(n_vocab);
     if (params_.temp <= 0.0f) return argmax(logits_.data(), n_vocab);
     return sample_from_candidates(n_vocab);
 }
@@ -221,6 +242,18 @@ int32_t Sampler::sample_from_candidates(int32_t n_vocab) {
         probs_.resize(n_cand);
         for (size_t j = 0; j < n_cand; ++j) {
             probs_[j] = weight(candidates_[j]);
+            total += probs_[j];
+        }
+    }
+
+    // Min-p (HF's MinPLogitsWarper, after top-p): drop the kept candidates whose probability is below min_p times
+    // the largest. The weights are relative to the largest kept logit, whose weight is 1 (also with +inf logits),
+    // so the rule is weight < min_p; the largest always stays.
+    if (params_.min_p > 0.0f) {
+        const double min_weight = params_.min_p;
+        total = 0.0;
+        for (size_t j = 0; j < n_keep; ++j) {
+            if (probs_[j] < min_weight) probs_[j] = 0.0;
             total += probs_[j];
         }
     }

@@ -1,5 +1,5 @@
-// The token sampler behind seaopt_sampler_*: repetition penalty, then greedy or
-// temperature -> top-k -> top-p -> a seeded draw (the order Hugging Face's generate uses).
+// The token sampler behind seaopt_sampler_*: the penalties (repetition, presence, frequency), then greedy or
+// temperature -> top-k -> top-p -> min-p -> a seeded draw (the order Hugging Face's generate uses).
 //
 // Determinism: the generator is std::mt19937_64, whose output sequence the C++ standard fixes, and
 // the uniform double is built from its top 53 bits here (std::uniform_real_distribution is
@@ -26,7 +26,7 @@ public:
     // Picks a token from n_vocab logits without accepting it. Throws seaopt::Error
     // (SEAOPT_ERR_INVALID_ARGUMENT) for n_vocab <= 0, a NaN logit, or logits that are all -inf.
     // device_greedy: the greedy pick of these logits made by the GPU engine (engine/argmax_key.h), or -1;
-    // a greedy sampler without a repetition penalty returns it instead of scanning the logits (the same id:
+    // a greedy sampler without a penalty returns it instead of scanning the logits (the same id:
     // tests/test_gpu_engine.cpp checks it against this class's own scan).
     int32_t sample(const float *logits, int32_t n_vocab, int32_t device_greedy = -1);
 
@@ -52,7 +52,8 @@ private:
     std::vector<double> probs_;    // weights of candidates_, in candidates_ order
     std::vector<double> weights_;  // weights by token id (top-p)
 
-    void apply_repetition_penalty(int32_t n_vocab);
+    bool penalizes() const;  // some penalty is on and the history is not empty
+    void apply_penalties(int32_t n_vocab);
     int32_t sample_from_candidates(int32_t n_vocab);
     double next_uniform();  // in [0, 1)
 };

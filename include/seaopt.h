@@ -400,9 +400,10 @@ SEAOPT_API seaopt_status seaopt_bench_attention_layer(const struct seaopt_model 
 
 /* ---------------------------------------------------------------------------------------------
  * Sampler
- * Order of operations (as Hugging Face's generate): repetition penalty over the last
- * repeat_last_n accepted tokens, then temperature, then top-k, then top-p, then a draw from the
- * seeded generator. temp <= 0 means greedy (argmax after the penalty).
+ * Order of operations (as Hugging Face's generate): the penalties over the last repeat_last_n
+ * accepted tokens (the repetition penalty, then llama.cpp's presence and frequency penalties), then
+ * temperature, then top-k, then top-p, then min-p, then a draw from the seeded generator.
+ * temp <= 0 means greedy (argmax after the penalties).
  * ------------------------------------------------------------------------------------------- */
 #define SEAOPT_DEFAULT_SEED 0xFFFFFFFFu /* = pick a random seed */
 
@@ -410,8 +411,13 @@ typedef struct seaopt_sampler_params {
     float temp;             /* 0.8; <= 0 = greedy */
     int32_t top_k;          /* 40; <= 0 = off */
     float top_p;            /* 0.95; >= 1 = off */
+    float min_p;            /* 0 = off; in [0, 1]: drop tokens whose probability (after temperature) is below
+                               min_p times the most likely token's (HF's MinPLogitsWarper, llama.cpp's min-p) */
     float repeat_penalty;   /* 1.0 = off; > 1 discourages repeats (CTRL / HF rule) */
-    int32_t repeat_last_n;  /* 64; 0 = off, -1 = every accepted token */
+    int32_t repeat_last_n;  /* 64; the window of all three penalties: 0 = off, -1 = every accepted token */
+    float presence_penalty;  /* 0 = off; subtracted once from the logit of every token in the window */
+    float frequency_penalty; /* 0 = off; subtracted from a token's logit once per occurrence in the window
+                                (OpenAI's and llama.cpp's rule, applied after the repetition penalty) */
     uint32_t seed;          /* SEAOPT_DEFAULT_SEED = random */
 } seaopt_sampler_params;
 

@@ -109,8 +109,11 @@ TEST(Sampler, DefaultParamsMatchTheHeader) {
     EXPECT_FLOAT_EQ(p.temp, 0.8f);
     EXPECT_EQ(p.top_k, 40);
     EXPECT_FLOAT_EQ(p.top_p, 0.95f);
+    EXPECT_FLOAT_EQ(p.min_p, 0.0f);
     EXPECT_FLOAT_EQ(p.repeat_penalty, 1.0f);
     EXPECT_EQ(p.repeat_last_n, 64);
+    EXPECT_FLOAT_EQ(p.presence_penalty, 0.0f);
+    EXPECT_FLOAT_EQ(p.frequency_penalty, 0.0f);
     EXPECT_EQ(p.seed, SEAOPT_DEFAULT_SEED);
 }
 
@@ -222,6 +225,18 @@ TEST(Sampler, DeviceGreedyIsTakenOnlyForGreedy) {
     seaopt::Sampler p(pen);
     p.accept(1);
     EXPECT_EQ(p.sample(l.data(), 3, 1), 2);
+    // Likewise with a presence penalty (3 - 1.5 < 2) or a frequency penalty (3 - 2 x 0.75 < 2).
+    seaopt_sampler_params presence = greedy();
+    presence.presence_penalty = 1.5f;
+    seaopt::Sampler pr(presence);
+    pr.accept(1);
+    EXPECT_EQ(pr.sample(l.data(), 3, 1), 2);
+    seaopt_sampler_params frequency = greedy();
+    frequency.frequency_penalty = 0.75f;
+    seaopt::Sampler fr(frequency);
+    fr.accept(1);
+    fr.accept(1);
+    EXPECT_EQ(fr.sample(l.data(), 3, 1), 2);
     // Sampling: a draw, not the hint (temperature ~0.01 gives the argmax 1 every time; the hint says 0).
     seaopt::Sampler t(pure_temperature(0.01f));
     for (int i = 0; i < 20; ++i) EXPECT_EQ(t.sample(l.data(), 3, 0), 1);
@@ -298,6 +313,64 @@ TEST(Sampler, RepetitionPenaltyShapesTheDistribution) {
     const double e = std::exp(1.0);
     expect_matches_distribution(draw_counts(s.get(), {2.0f, 0.0f}, n), {e / (1 + e), 1 / (1 + e)}, n);
     expect_matches_distribution(draw_counts(s.get(), {-1.0f, 0.0f}, n), {1 / (1 + e * e), e * e / (1 + e * e)}, n);
+}
+
+TEST(Sampler, PresencePenaltySubtractsOncePerDistinctToken) {
+    // Token 0 occurs three times: 3 - 0.6 = 2.4 < 2.5 either way (once, not three times: 3 - 0.4 = 2.6 > 2.5).
+    for (float presence : {0.6f, 0.4f}) {
+        seaopt_sampler_params p = greedy();
+        p.presence_penalty = presence;
+        SamplerPtr s = make(p);
+        for (int i = 0; i < 3; ++i) seaopt_sampler_accept(s.get(), 0);
+        EXPECT_EQ(sample(s.get(), {3.0f, 2.5f}), presence > 0.5f ? 1 : 0) << presence;
+    }
+    // A negative presence penalty encourages: 1 + 1.5 > 2.
+    seaopt_sampler_params p = greedy();
+    p.presence_penalty = -1.5f;
+    SamplerPtr s = make(p);
+    seaopt_sampler_accept(s.get(), 0);
+    EXPECT_EQ(sample(s.get(), {1.0f, 2.0f}), 0);
+}
+
+TEST(Sampler, FrequencyPenaltySubtractsPerOccurrenceInTheWindow) {
+    // Token 0 three times with 0.2 each: 3 - 0.6 = 2.4 < 2.5; twice: 2.6 > 2.5.
+    seaopt_sampler_params p = greedy();
+    p.frequency_penalty = 0.2f;
+    SamplerPtr thrice = make(p);
+    for (int i = 0; i < 3; ++i) seaopt_sampler_accept(thrice.get(), 0);
+    EXPECT_EQ(sample(thrice.get(), {3.0f, 2.5f}), 1);
+    SamplerPtr twice = make(p);
+    for (int i = 0; i < 2; ++i) seaopt_sampler_accept(twice.get(), 0);
+    EXPECT_EQ(sample(twice.get(), {3.0f, 2.5f}), 0);
+    // Only occurrences inside the window count: with repeat_last_n = 3, two of the four 0s have left it.
+    p.repeat_last_n = 3;
+    SamplerPtr windowed = make(p);
+    for (seaopt_token t : {0, 0, 0, 0, 1}) seaopt_sampler_accept(windowed.get(), t);
+    // 3 - 2 x 0.2 = 2.6 against 2.5 - 0.2 = 2.3.
+    EXPECT_EQ(sample(windowed.get(), {3.0f, 2.5f}), 0);
+}
+
+TEST(Sampler, PenaltiesComposeInLlamaCppsOrder) {
+    // Repetition penalty first, then frequency and presence (llama.cpp's penalties sampler):
+    // token 0: 3 / 1.5 - 2 x 0.1 - 0.2 = 1.6; token 1 (unseen): 1.7 -> 1 wins. Subtracting first would give
+    // (3 - 0.4) / 1.5 = 1.73 > 1.7 -> 0.
+    seaopt_sampler_params p = greedy();
+    p.repeat_penalty = 1.5f;
+    p.frequency_penalty = 0.1f;
+    p.presence_penalty = 0.2f;
+    SamplerPtr s = make(p);
+    seaopt_sampler_accept(s.get(), 0);
+    seaopt_sampler_accept(s.get(), 0);
+    EXPECT_EQ(sample(s.get(), {3.0f, 1.7f}), 1);
+    // And they shape the sampled distribution: {2, 0} with token 0 seen twice, frequency 0.5 -> {1, 0}.
+    const int n = 20000;
+    seaopt_sampler_params q = pure_temperature(1.0f, 11);
+    q.frequency_penalty = 0.5f;
+    SamplerPtr d = make(q);
+    seaopt_sampler_accept(d.get(), 0);
+    seaopt_sampler_accept(d.get(), 0);
+    const double e = std::exp(1.0);
+    expect_matches_distribution(draw_counts(d.get(), {2.0f, 0.0f}, n), {e / (1 + e), 1 / (1 + e)}, n);
 }
 
 TEST(Sampler, RepetitionPenaltyWindow) {
@@ -438,6 +511,83 @@ TEST(Sampler, TemperatureMatchesSoftmaxOfScaledLogits) {
     }
 }
 
+// Min-p as HF's MinPLogitsWarper: after temperature, top-k and top-p, tokens whose probability is below min_p times
+// the largest are dropped and the rest renormalized. The expected distributions are computed here from the softmax.
+std::vector<double> min_p_reference(const std::vector<float> &logits, double temp, double min_p) {
+    std::vector<double> p = softmax(logits, temp);
+    const double top = *std::max_element(p.begin(), p.end());
+    double z = 0;
+    for (double &x : p) {
+        if (x < min_p * top) x = 0;
+        z += x;
+    }
+    for (double &x : p) x /= z;
+    return p;
+}
+
+TEST(Sampler, MinPDropsTokensBelowMinPTimesTheTopProbability) {
+    const std::vector<float> logits = {2.0f, 1.0f, 0.0f, -1.0f, -3.0f, 1.5f};
+    const int n = 20000;
+    // temp 1: probabilities relative to the top are e^-1 = 0.37, e^-2 = 0.14, e^-3 = 0.05, e^-5, e^-0.5 = 0.61.
+    // min_p 0.1 keeps 0, 1, 2, 5; 0.5 keeps 0 and 5; at temp 2 min_p 0.5 keeps 0, 1, 5 (e^-0.5 = 0.61).
+    struct Case {
+        float temp, min_p;
+        size_t n_kept;
+    };
+    for (const Case c : {Case{1.0f, 0.1f, 4}, Case{1.0f, 0.5f, 2}, Case{2.0f, 0.5f, 3}, Case{1.0f, 1.0f, 1}}) {
+        SCOPED_TRACE(testing::Message() << "temp " << c.temp << " min_p " << c.min_p);
+        seaopt_sampler_params p = pure_temperature(c.temp, 50);
+        p.min_p = c.min_p;
+        SamplerPtr s = make(p);
+        const std::vector<double> expected = min_p_reference(logits, c.temp, c.min_p);
+        EXPECT_EQ((size_t)std::count_if(expected.begin(), expected.end(), [](double x) { return x > 0; }), c.n_kept);
+        expect_matches_distribution(draw_counts(s.get(), logits, n), expected, n);
+    }
+}
+
+TEST(Sampler, MinPAfterTopPAndTopK) {
+    // top_k 3 keeps {0, 5, 1}; min_p 0.5 of those keeps {0, 5} (relative probabilities 1, 0.61, 0.37): the set
+    // min-p alone keeps here, renormalized over it.
+    const std::vector<float> logits = {2.0f, 1.0f, 0.0f, -1.0f, -3.0f, 1.5f};
+    const int n = 20000;
+    seaopt_sampler_params p = params(1.0f, 3, 1.0f, 51);
+    p.min_p = 0.5f;
+    SamplerPtr s = make(p);
+    expect_matches_distribution(draw_counts(s.get(), logits, n), min_p_reference(logits, 1.0, 0.5), n);
+    // Top-p 0.3 keeps only token 0 (its probability is 0.46); min-p then has nothing to drop.
+    seaopt_sampler_params q = params(1.0f, 0, 0.3f, 52);
+    q.min_p = 0.1f;
+    SamplerPtr one = make(q);
+    const std::vector<int> counts = draw_counts(one.get(), logits, 500);
+    EXPECT_EQ(counts[0], 500);
+}
+
+TEST(Sampler, MinPOverALargeVocabularyKeepsExactlyTheTokensAboveTheThreshold) {
+    // 50,272 random logits at a high temperature: the kept set must be exactly those within temp * ln(1 / min_p)
+    // of the largest logit.
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    std::vector<float> logits(50272);
+    for (float &x : logits) x = normal(rng);
+    const float temp = 4.0f, min_p = 0.2f;
+    const double max = *std::max_element(logits.begin(), logits.end());
+    std::set<int> allowed;
+    for (size_t i = 0; i < logits.size(); ++i) {
+        if (std::exp(((double)logits[i] - max) / temp) >= min_p) allowed.insert((int)i);
+    }
+    ASSERT_GT(allowed.size(), 20u);
+    seaopt_sampler_params p = params(temp, 0, 1.0f, 53);
+    p.min_p = min_p;
+    SamplerPtr s = make(p);
+    std::set<int> seen;
+    for (int i = 0; i < 20000; ++i) {
+        const int t = sample(s.get(), logits);
+        ASSERT_TRUE(allowed.count(t)) << "token " << t << " is below the min-p threshold";
+        seen.insert(t);
+    }
+    EXPECT_EQ(seen.size(), allowed.size());
+}
+
 TEST(Sampler, MinusInfinityLogitsAreNeverDrawn) {
     SamplerPtr s = make(pure_temperature(1.0f, 41));
     const std::vector<int> counts = draw_counts(s.get(), {-kInf, 0.0f, -kInf, 0.0f}, 2000);
@@ -519,6 +669,12 @@ TEST(Sampler, InvalidParamsAreRejected) {
     add("repeat_penalty -1", [](seaopt_sampler_params &p) { p.repeat_penalty = -1.0f; });
     add("repeat_penalty NaN", [](seaopt_sampler_params &p) { p.repeat_penalty = kNaN; });
     add("repeat_last_n -2", [](seaopt_sampler_params &p) { p.repeat_last_n = -2; });
+    add("min_p -0.1", [](seaopt_sampler_params &p) { p.min_p = -0.1f; });
+    add("min_p 1.5", [](seaopt_sampler_params &p) { p.min_p = 1.5f; });
+    add("min_p NaN", [](seaopt_sampler_params &p) { p.min_p = kNaN; });
+    add("presence_penalty NaN", [](seaopt_sampler_params &p) { p.presence_penalty = kNaN; });
+    add("presence_penalty inf", [](seaopt_sampler_params &p) { p.presence_penalty = kInf; });
+    add("frequency_penalty -inf", [](seaopt_sampler_params &p) { p.frequency_penalty = -kInf; });
     for (const Case &c : cases) {
         SCOPED_TRACE(c.what);
         seaopt_sampler *s = reinterpret_cast<seaopt_sampler *>(0x1);

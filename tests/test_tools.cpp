@@ -16,6 +16,7 @@
 #include <iterator>
 #include <regex>
 #include <stdexcept>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -225,6 +226,11 @@ TEST_F(Tools, BadSamplingOptionsFailCleanly) {
                          "repeat_penalty");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--repeat-last-n", "-2"})), "seaopt-generate",
                          "repeat_last_n");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--min-p", "1.5"})), "seaopt-generate", "min_p");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--presence-penalty", "inf"})), "seaopt-generate",
+                         "presence_penalty");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--frequency-penalty", "nan"})), "seaopt-generate",
+                         "frequency_penalty");
     expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "-2"})), "seaopt-generate", "seed");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--device", "gpu"})), "seaopt-generate", "--device");
 }
@@ -348,6 +354,30 @@ TEST_F(Tools, GenerateJsonHasTheTextTokensAndStopReason) {
     ASSERT_NO_THROW(rp = nlohmann::json::parse(with({"--json", "-r", stop}).out));
     EXPECT_EQ(rp.at("stop"), "reverse_prompt");
     EXPECT_LT(rp.at("n_tokens").get<int>(), 6);
+}
+
+// The penalties reach the sampler: greedy decoding of the demo model repeats tokens; with a presence penalty far
+// above the logits' spread no token of the prompt or of the output comes back within the window.
+TEST_F(Tools, GeneratePresencePenaltyStopsRepeats) {
+    auto tokens_of = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = {"-p", kPrompt, "-n", "24", "--ignore-eos", "--json"};
+        a.insert(a.end(), extra.begin(), extra.end());
+        const Result r = run(generate_args(a));
+        EXPECT_EQ(r.status, 0) << describe(r);
+        nlohmann::json j;
+        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+        return j.value("tokens", std::vector<int>{});
+    };
+    auto has_repeat = [](const std::vector<int> &t) { return std::set<int>(t.begin(), t.end()).size() < t.size(); };
+    const std::vector<int> plain = tokens_of({"--temp", "0"});
+    ASSERT_EQ(plain.size(), 24u);
+    ASSERT_TRUE(has_repeat(plain)) << "the demo model no longer repeats itself: pick another check";
+    const std::vector<int> penalized = tokens_of({"--temp", "0", "--presence-penalty", "1000"});
+    ASSERT_EQ(penalized.size(), 24u);
+    EXPECT_FALSE(has_repeat(penalized));
+    // The same with the frequency penalty, and with min-p 1 (the argmax alone: greedy's tokens at any temperature).
+    EXPECT_FALSE(has_repeat(tokens_of({"--temp", "0", "--frequency-penalty", "1000"})));
+    EXPECT_EQ(tokens_of({"--temp", "1.5", "--min-p", "1", "-s", "3"}), plain);
 }
 
 TEST_F(Tools, GenerateWithSeaAttention) {

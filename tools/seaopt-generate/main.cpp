@@ -38,8 +38,11 @@ struct Options {
     float temp = 0.8f;
     int32_t top_k = 40;
     float top_p = 0.95f;
+    float min_p = 0.0f;
     float repeat_penalty = 1.0f;
     int32_t repeat_last_n = 64;
+    float presence_penalty = 0.0f;
+    float frequency_penalty = 0.0f;
     bool ignore_eos = false;
     int32_t greedy_chunk = 0;  // tokens per seaopt_generate_greedy_until call (0 = 16 on the GPU, 1 on the CPU)
     bool no_display_prompt = false;
@@ -156,8 +159,11 @@ int run(const Options &opt) {
     sparams.temp = opt.temp;
     sparams.top_k = opt.top_k;
     sparams.top_p = opt.top_p;
+    sparams.min_p = opt.min_p;
     sparams.repeat_penalty = opt.repeat_penalty;
     sparams.repeat_last_n = opt.repeat_last_n;
+    sparams.presence_penalty = opt.presence_penalty;
+    sparams.frequency_penalty = opt.frequency_penalty;
     sparams.seed = opt.seed < 0 ? SEAOPT_DEFAULT_SEED : (uint32_t)opt.seed;
     const seaopt_tools::SamplerPtr smpl = seaopt_tools::new_sampler(sparams);
     if (!smpl) return fail_with_last_error();
@@ -200,10 +206,11 @@ int run(const Options &opt) {
         seaopt_model_desc(model.get(), desc, sizeof desc);
         std::fprintf(stderr,
                      "%s: model %s, n_vocab = %d, n_ctx = %u, attention = %s, sampling: temp = %.3f, top_k = %d, "
-                     "top_p = %.3f, repeat_penalty = %.3f, repeat_last_n = %d\n",
+                     "top_p = %.3f, min_p = %.3f, repeat_penalty = %.3f, repeat_last_n = %d, presence_penalty = %.3f, "
+                     "frequency_penalty = %.3f\n",
                      kProgram, desc, seaopt_model_n_vocab(model.get()), n_ctx,
                      seaopt_tools::attention_label(opt.attention).c_str(), opt.temp, opt.top_k, opt.top_p,
-                     opt.repeat_penalty, opt.repeat_last_n);
+                     opt.min_p, opt.repeat_penalty, opt.repeat_last_n, opt.presence_penalty, opt.frequency_penalty);
     }
 
     // Room for the prompt and at least one generated token.
@@ -252,11 +259,13 @@ int run(const Options &opt) {
         if (stopped) stop_reason = "reverse_prompt";
         return true;
     };
-    // Greedy decoding without a repetition penalty runs through seaopt_generate_greedy_until (stopping at EOS): on the
+    // Greedy decoding without penalties runs through seaopt_generate_greedy_until (stopping at EOS): on the
     // GPU 16 tokens a call (the steps back to back on the device), on the CPU one (the text keeps streaming token by
     // token there). The public API has no device query: a context on the GPU plans an arena and sees the device's
     // memory in use.
-    const bool greedy_chain = opt.temp <= 0.0f && (opt.repeat_penalty == 1.0f || opt.repeat_last_n == 0) &&
+    const bool penalties = opt.repeat_last_n != 0 &&
+                           (opt.repeat_penalty != 1.0f || opt.presence_penalty != 0.0f || opt.frequency_penalty != 0.0f);
+    const bool greedy_chain = opt.temp <= 0.0f && !penalties &&
                               !opt.ignore_eos;
     seaopt_memory_report mem{};
     const bool on_gpu = seaopt_context_memory(ctx.get(), &mem) == SEAOPT_OK &&
@@ -388,11 +397,20 @@ int main(int argc, char **argv) {
     app.add_option("--temp", opt.temp, "temperature (<= 0 = greedy)");
     app.add_option("--top-k", opt.top_k, "top-k sampling (<= 0 = off)");
     app.add_option("--top-p", opt.top_p, "top-p sampling (1 = off)");
+    app.add_option("--min-p", opt.min_p,
+                   "min-p sampling: drop tokens less likely than min-p times the most likely one (0 = off; applied "
+                   "after top-p)");
     app.add_option("--repeat-penalty", opt.repeat_penalty, "penalty for repeated tokens (1 = off)");
-    app.add_option("--repeat-last-n", opt.repeat_last_n, "tokens the repeat penalty looks back on (0 = off, -1 = all)");
+    app.add_option("--repeat-last-n", opt.repeat_last_n,
+                   "tokens the repeat, presence and frequency penalties look back on (0 = off, -1 = all)");
+    app.add_option("--presence-penalty", opt.presence_penalty,
+                   "subtracted from the logit of each token seen in the last --repeat-last-n tokens (0 = off)");
+    app.add_option("--frequency-penalty", opt.frequency_penalty,
+                   "subtracted from a token's logit once per time it occurs in the last --repeat-last-n tokens "
+                   "(0 = off)");
     app.add_flag("--ignore-eos", opt.ignore_eos, "never stop at the end-of-sequence token (it is not sampled)");
     app.add_option("--greedy-chunk", opt.greedy_chunk,
-                   "greedy decoding (--temp 0, no repetition penalty): tokens per seaopt_generate_greedy_until call (at "
+                   "greedy decoding (--temp 0, no penalties): tokens per seaopt_generate_greedy_until call (at "
                    "most: it stops at EOS), printed a call at a time (0 = 16 on the GPU, where the call's steps run "
                    "back to back, and 1 on the CPU)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");

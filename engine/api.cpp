@@ -14,6 +14,7 @@
 #include "engine/cuda/device.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#include "engine/state.h"
 #include "model/opt_attention_bench.h"
 #include "model/opt_attention_maps.h"
 #include "model/opt_cuda.h"
@@ -461,6 +462,74 @@ seaopt_status seaopt_kv_truncate(seaopt_context *ctx, seaopt_seq_id seq_id, seao
 seaopt_pos seaopt_kv_seq_len(const seaopt_context *ctx, seaopt_seq_id seq_id) {
     if (!ctx || seq_id < 0 || (uint32_t)seq_id >= ctx->impl.n_seq_max) return -1;
     return ctx->impl.seq_len[(size_t)seq_id];
+}
+
+int32_t seaopt_kv_seq_tokens(const seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_token *out, int32_t capacity) {
+    if (!ctx || seq_id < 0 || (uint32_t)seq_id >= ctx->impl.n_seq_max) return -1;
+    const std::vector<int32_t> &tokens = ctx->impl.seq_tokens[(size_t)seq_id];
+    if (out && capacity > 0) std::copy_n(tokens.begin(), std::min<size_t>(tokens.size(), (size_t)capacity), out);
+    return (int32_t)tokens.size();
+}
+
+namespace {
+
+uint32_t checked_seq(const seaopt_context *ctx, seaopt_seq_id seq_id) {
+    require(ctx, "ctx");
+    if (seq_id < 0 || (uint32_t)seq_id >= ctx->impl.n_seq_max) {
+        seaopt::throw_invalid_argument("sequence id " + std::to_string(seq_id) + " is outside [0, n_seq_max = " +
+                                       std::to_string(ctx->impl.n_seq_max) + ")");
+    }
+    return (uint32_t)seq_id;
+}
+
+}  // namespace
+
+seaopt_status seaopt_state_seq_get_size(seaopt_context *ctx, seaopt_seq_id seq_id, size_t *out_size) {
+    SEAOPT_API_TRY
+    const uint32_t seq = checked_seq(ctx, seq_id);
+    require(out_size, "out_size");
+    *out_size = seaopt::state_seq_size(ctx->impl, seq);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_state_seq_get_data(seaopt_context *ctx, seaopt_seq_id seq_id, uint8_t *dst, size_t dst_size,
+                                        size_t *n_written) {
+    SEAOPT_API_TRY
+    const uint32_t seq = checked_seq(ctx, seq_id);
+    require(n_written, "n_written");
+    *n_written = seaopt::state_seq_size(ctx->impl, seq);
+    if (dst_size >= *n_written) require(dst, "dst");
+    seaopt::state_seq_write(ctx->impl, seq, dst, dst_size);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_state_seq_set_data(seaopt_context *ctx, seaopt_seq_id seq_id, const uint8_t *src,
+                                        size_t src_size) {
+    SEAOPT_API_TRY
+    const uint32_t seq = checked_seq(ctx, seq_id);
+    seaopt::state_seq_read(ctx->impl, seq, src, src_size, "the sequence state");
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_state_seq_save_file(seaopt_context *ctx, seaopt_seq_id seq_id, const char *path) {
+    SEAOPT_API_TRY
+    const uint32_t seq = checked_seq(ctx, seq_id);
+    require(path, "path");
+    seaopt::state_seq_save_file(ctx->impl, seq, path);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_state_seq_load_file(seaopt_context *ctx, seaopt_seq_id seq_id, const char *path) {
+    SEAOPT_API_TRY
+    const uint32_t seq = checked_seq(ctx, seq_id);
+    require(path, "path");
+    seaopt::state_seq_load_file(ctx->impl, seq, path);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
 }
 
 }  // extern "C"

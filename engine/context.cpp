@@ -115,7 +115,6 @@ void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &
     }
     // The CPU engine keeps the decode states here; the CUDA engine keeps them on the device (opt_cuda.h).
     if (model.device != SEAOPT_DEVICE_CUDA) sea.states.assign((size_t)p.n_seq_max * hp.n_layer, cpu::SeaDecodeState{});
-    ctx.seq_tokens.assign(p.n_seq_max, {});
     // Planned: one state per (sequence, SEA layer) (sea.md §2.12), and the parameters.
     const uint64_t n_sea = (uint64_t)std::count(sea.on.begin(), sea.on.end(), 1);
     const uint64_t H = hp.n_head, m = sea.cfg.n_features, image_row = 2 * H * (K / 4);
@@ -163,6 +162,7 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     ctx.attention = p.attention;
     ctx.n_threads = p.n_threads > 0 ? p.n_threads : std::max(1, omp_get_num_procs());
     ctx.seq_len.assign(p.n_seq_max, 0);
+    ctx.seq_tokens.assign(p.n_seq_max, {});
 
     if (p.attention == SEAOPT_ATTENTION_SEA) init_sea(ctx, model, p);
 
@@ -251,9 +251,21 @@ double row_nll(const float *row, int32_t n_vocab, int32_t target) {
     return std::log(sum) + max - (double)row[target];
 }
 
+// Each sequence keeps its tokens (for SEA's kv_truncate replay and for saved states, engine/state.h); they grow
+// by a batch's tokens once its forward has succeeded. Room is made before the forward, so that the appends
+// after it cannot throw.
+void reserve_tokens(Context &ctx, const ValidatedBatch &vb) {
+    for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) {
+        if (vb.next_pos[seq] != ctx.seq_len[seq]) ctx.seq_tokens[seq].reserve((size_t)vb.next_pos[seq]);
+    }
+}
+void append_tokens(Context &ctx, const ValidatedBatch &vb) noexcept {
+    for (const TokenSlot &s : vb.slots) ctx.seq_tokens[(size_t)s.seq].push_back(s.token);  // reserved
+}
+
 // The CPU forward of a validated batch. With SEA, the decode states of the batch's sequences are backed
 // up first and restored if the forward fails, so that a failed batch changes nothing (seaopt_decode's
-// rule), and each sequence's token list (kept for kv_truncate) grows once the forward has succeeded.
+// rule).
 void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
     if (!ctx.sea.any()) {
         opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads);
@@ -263,7 +275,6 @@ void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
     std::vector<std::pair<size_t, cpu::SeaDecodeState>> backup;
     for (uint32_t seq = 0; seq < sea.n_seq; ++seq) {
         if (vb.next_pos[seq] == ctx.seq_len[seq]) continue;  // not in the batch
-        ctx.seq_tokens[seq].reserve((size_t)vb.next_pos[seq]);
         for (uint32_t l = 0; l < sea.n_layer; ++l) {
             if (sea.on[l]) backup.emplace_back((size_t)seq * sea.n_layer + l, sea.state(seq, l));
         }
@@ -274,7 +285,6 @@ void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
         for (auto &b : backup) sea.states[b.first] = std::move(b.second);
         throw;
     }
-    for (const TokenSlot &s : vb.slots) ctx.seq_tokens[(size_t)s.seq].push_back(s.token);  // reserved: no throw
 }
 
 // The SEA decode states of a sequence cannot be rewound (sea.md §2.12 keeps running sums and the CNN's last
@@ -326,9 +336,6 @@ void forward_cuda(Context &ctx, const ValidatedBatch &vb, Run run) {
         run();
         return;
     }
-    for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) {
-        if (vb.next_pos[seq] != ctx.seq_len[seq]) ctx.seq_tokens[seq].reserve((size_t)vb.next_pos[seq]);
-    }
     auto rebuild = [&] {  // the sequences whose states could not be rebuilt, "" if none
         std::string lost;
         for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) {
@@ -352,7 +359,6 @@ void forward_cuda(Context &ctx, const ValidatedBatch &vb, Run run) {
         rebuild();
         throw;
     }
-    for (const TokenSlot &t : vb.slots) ctx.seq_tokens[(size_t)t.seq].push_back(t.token);  // reserved: no throw
 }
 
 // What a successful batch leaves for seaopt_get_logits_ith and the greedy sampler: the logits of `outputs` (batch
@@ -384,6 +390,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     logits.resize(outputs.size() * (size_t)n_vocab);
     int32_t greedy = -1;
     const float *view = nullptr;
+    reserve_tokens(ctx, vb);
     if (ctx.cuda) {
         forward_cuda(ctx, vb, [&] {
             opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, logits.data(),
@@ -393,6 +400,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
         forward_cpu(ctx, vb, logits.data());
     }
 
+    append_tokens(ctx, vb);
     ctx.seq_len = std::move(vb.next_pos);
     keep_outputs(ctx, b.n_tokens, outputs, view, greedy);
 }
@@ -426,6 +434,8 @@ int32_t context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_
     // The GPU's persistent kernel runs the steps back to back (no host round trip per token), up to the stop token;
     // the sequence's cache positions past pos0 count only once the whole chain has succeeded.
     if (ctx.cuda && n_predict >= 2 && opt_cuda_greedy_chain(*ctx.cuda)) {
+        std::vector<int32_t> &tokens = ctx.seq_tokens[(size_t)seq];
+        tokens.reserve((size_t)pos0 + (size_t)n_predict);
         std::vector<int32_t> picks((size_t)n_predict);
         const float *view = nullptr;
         const int32_t n_run = opt_generate_greedy_cuda(ctx.model->hp, *ctx.model->cuda, *ctx.cuda, seq, pos0, token,
@@ -438,6 +448,11 @@ int32_t context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_
                                        " of sequence " + std::to_string(seq) +
                                        " hold a NaN or are all -inf: no token can be picked");
             }
+        }
+        // The tokens decoded: `token`, then every pick but the last.
+        if (n_run > 0) {
+            tokens.push_back(token);
+            tokens.insert(tokens.end(), picks.begin(), picks.end() - 1);
         }
         ctx.seq_len[(size_t)seq] = pos0 + n_run;
         keep_outputs(ctx, 1, {0}, view, picks.back());  // as a seaopt_decode of the last step's token
@@ -491,6 +506,7 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
 
     // Validated (as in context_decode): the cache and out_nll change only once the forward succeeded.
     std::vector<float> nll(outputs.size());
+    reserve_tokens(ctx, vb);
     if (ctx.cuda) {
         forward_cuda(ctx, vb, [&] {
             opt_forward_cuda(model.hp, *model.cuda, *ctx.cuda, vb.slots, outputs, output_targets, nll.data());
@@ -505,6 +521,7 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
         }
     }
 
+    append_tokens(ctx, vb);
     ctx.seq_len = std::move(vb.next_pos);
     ctx.logits.clear();
     ctx.logits_view = nullptr;
@@ -550,6 +567,7 @@ void truncate_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
     if (n_keep >= len) return;
     if (!ctx.sea.any()) {
         len = n_keep;
+        ctx.seq_tokens[seq].resize((size_t)n_keep);
         return;
     }
     // SEA: an empty sequence restarts with a prefill; a shorter one is recomputed from its tokens.

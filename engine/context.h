@@ -22,7 +22,8 @@ struct Context {
     // SEA attention (CPU engine, attention = SEA): the SEA layers, their parameters and the decode state
     // of each (sequence, SEA layer), beside the KV cache; sea.any() is false for dense attention.
     SeaCpuState sea;
-    std::vector<std::vector<int32_t>> seq_tokens;  // SEA: each sequence's tokens, replayed by kv_truncate
+    // Each sequence's tokens (seq_len[s] of them): SEA's kv_truncate replays them; saved states carry them.
+    std::vector<std::vector<int32_t>> seq_tokens;
     uint64_t sea_bytes = 0;                        // SEA: planned host bytes of the states and parameters
     std::unique_ptr<OptCudaState, OptCudaStateDeleter> cuda;  // CUDA engine
 

@@ -55,7 +55,7 @@ typedef enum seaopt_status {
     SEAOPT_OK = 0,
     SEAOPT_ERR_INVALID_ARGUMENT = -1, /* a NULL handle, an impossible option, a bad token id, ... */
     SEAOPT_ERR_IO = -2,               /* a file could not be opened, read or written */
-    SEAOPT_ERR_MODEL_FORMAT = -3,     /* malformed, truncated or inconsistent model file */
+    SEAOPT_ERR_MODEL_FORMAT = -3,     /* malformed, truncated or inconsistent model file (or saved state) */
     SEAOPT_ERR_UNSUPPORTED = -4,      /* valid input that this build does not support */
     SEAOPT_ERR_OUT_OF_MEMORY = -5,    /* host or device memory exhausted, or a plan that does not fit */
     SEAOPT_ERR_CONTEXT_FULL = -6,     /* the batch does not fit in the context (n_ctx) */
@@ -298,6 +298,35 @@ SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);
 SEAOPT_API seaopt_status seaopt_kv_truncate(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep);
 /* Number of positions held for a sequence (the next position it will take); -1 for a bad seq_id. */
 SEAOPT_API seaopt_pos seaopt_kv_seq_len(const struct seaopt_context *ctx, seaopt_seq_id seq_id);
+/* The tokens a sequence holds (seaopt_kv_seq_len of them, in position order): copies up to `capacity` of them to
+ * out (which may be NULL when capacity is 0) and returns how many the sequence holds; -1 for a bad seq_id. */
+SEAOPT_API int32_t seaopt_kv_seq_tokens(const struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_token *out,
+                                        int32_t capacity);
+
+/* ---------------------------------------------------------------------------------------------
+ * Sequence state: save a sequence -- its tokens, its keys and values and, with SEA attention, its SEA decode
+ * states -- and restore it later into a sequence of this or another context (a prompt cache: a restored
+ * sequence continues exactly where the saved one was, without running its tokens again). The state is
+ * self-describing and checked before anything is restored: it must come from the same model file (a
+ * fingerprint of its weights) and a context with the same attention settings (kind, SEA layers, k); it may
+ * come from the other engine (the GPU's keys and values are fp16, the CPU's fp32, and either reads either).
+ * The logits of the last batch are not part of it. Layout: engine/state.h.
+ * ------------------------------------------------------------------------------------------- */
+/* Bytes of sequence seq_id's state now. */
+SEAOPT_API seaopt_status seaopt_state_seq_get_size(struct seaopt_context *ctx, seaopt_seq_id seq_id, size_t *out_size);
+/* Writes the state into dst; SEAOPT_ERR_BUFFER_TOO_SMALL (and *n_written = the size needed) if dst_size is
+ * smaller than seaopt_state_seq_get_size's. */
+SEAOPT_API seaopt_status seaopt_state_seq_get_data(struct seaopt_context *ctx, seaopt_seq_id seq_id, uint8_t *dst,
+                                                   size_t dst_size, size_t *n_written);
+/* Replaces sequence seq_id with a saved state. A state that fails a check (not a state, truncated, corrupt,
+ * another model, other attention settings: SEAOPT_ERR_MODEL_FORMAT or SEAOPT_ERR_INVALID_ARGUMENT; more
+ * tokens than n_ctx: SEAOPT_ERR_CONTEXT_FULL) leaves the sequence as it was; a device error while restoring
+ * leaves it empty. */
+SEAOPT_API seaopt_status seaopt_state_seq_set_data(struct seaopt_context *ctx, seaopt_seq_id seq_id,
+                                                   const uint8_t *src, size_t src_size);
+/* The same through a file: written to "<path>.tmp" and renamed onto path (no half-written file is left). */
+SEAOPT_API seaopt_status seaopt_state_seq_save_file(struct seaopt_context *ctx, seaopt_seq_id seq_id, const char *path);
+SEAOPT_API seaopt_status seaopt_state_seq_load_file(struct seaopt_context *ctx, seaopt_seq_id seq_id, const char *path);
 
 /* ---------------------------------------------------------------------------------------------
  * SEA's interpretable attention matrix (inspection; CPU engine only)

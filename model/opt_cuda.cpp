@@ -1038,4 +1038,113 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
     forward_impl(hp, w, s, tokens, output_tokens, &output_targets, host_nll, nullptr, nullptr);
 }
 
+
+// ---- Sequence state (engine/state.h): the KV rows and SEA decode states of one sequence to and from the host ----
+
+namespace {
+
+// The (layer, K|V) cache of sequence seq is [head][n_ctx][head_dim]: its first n rows of each head are one strided
+// copy with the host's [head][n][head_dim].
+void kv_copy(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, uint16_t *down, const uint16_t *up) {
+    check(cudaSetDevice(s.device), "cudaSetDevice");
+    if (n == 0) return;
+    const size_t hd = hp.n_embd / hp.n_head, row_bytes = (size_t)n * hd * sizeof(half_t);
+    const size_t pitch = (size_t)s.n_ctx * hd * sizeof(half_t), seq_elems = (size_t)hp.n_head * s.n_ctx * hd;
+    const size_t host_block = (size_t)hp.n_head * n * hd;  // one (layer, K|V) on the host, in elements
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        for (int kv = 0; kv < 2; ++kv) {
+            half_t *dev = (kv == 0 ? s.k_cache(hp, l) : s.v_cache(hp, l)) + (size_t)seq * seq_elems;
+            const size_t at = ((size_t)l * 2 + (size_t)kv) * host_block;
+            if (down) {
+                check(cudaMemcpy2DAsync(down + at, row_bytes, dev, pitch, row_bytes, hp.n_head, cudaMemcpyDeviceToHost,
+                                        s.stream),
+                      "copying the KV cache to the host");
+            } else {
+                check(cudaMemcpy2DAsync(dev, pitch, up + at, row_bytes, row_bytes, hp.n_head, cudaMemcpyHostToDevice,
+                                        s.stream),
+                      "copying the KV cache to the GPU");
+            }
+        }
+    }
+    check(cudaStreamSynchronize(s.stream), "the KV cache copy");
+}
+
+void check_sea_layer(const OptCudaState &s, uint32_t seq, uint32_t layer) {
+    if (!s.sea_any || layer >= s.sea_on.size() || !s.sea_on[layer] || seq >= s.n_seq) {
+        throw Error(SEAOPT_ERR_INTERNAL, "no SEA decode state for sequence " + std::to_string(seq) + " in layer " +
+                                             std::to_string(layer));
+    }
+}
+
+}  // namespace
+
+void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, uint16_t *host) {
+    kv_copy(hp, s, seq, n, host, nullptr);
+}
+
+void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const uint16_t *host) {
+    kv_copy(hp, s, seq, n, nullptr, host);
+}
+
+void cuda_sea_state_download(const OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n,
+                             cpu::SeaDecodeState &out) {
+    check_sea_layer(s, seq, layer);
+    check(cudaSetDevice(s.device), "cudaSetDevice");
+    const cpu::SeaConfig &cfg = s.sea_cfg;
+    const cuda::SeaDecodeStateLayout L = cuda::sea_decode_state_layout(cfg);
+    std::vector<float> blob(L.total / sizeof(float));
+    check(cudaMemcpyAsync(blob.data(), s.sea_layer_states(layer) + (size_t)seq * s.sea_state_stride, L.total,
+                          cudaMemcpyDeviceToHost, s.stream),
+          "copying a SEA decode state to the host");
+    check(cudaStreamSynchronize(s.stream), "the SEA decode state copy");
+    out.reset(cfg);
+    out.n_tokens = n;
+    const size_t cols = cuda::kSeaStateCols, width = cols - 1, Hm = cfg.n_head * cfg.n_features;
+    const float *perf = blob.data() + L.perf / sizeof(float);
+    for (size_t j = 0; j < Hm; ++j) {
+        out.perf_k_sum[j] = perf[j * cols + width];
+        std::copy_n(perf + j * cols, width, out.perf_kv_sum.data() + j * width);
+    }
+    std::copy_n(blob.data() + L.v_sum / sizeof(float), out.v_sum.size(), out.v_sum.data());
+    const size_t row = out.image_hist.size() / 4;  // 2H·K/4 floats
+    for (uint32_t back = 1; back <= 4 && back <= n; ++back) {  // rows n-1 .. n-4: GPU slot r % 8, CPU slot r % 4
+        const uint32_t r = n - back;
+        std::copy_n(blob.data() + L.image_ring / sizeof(float) + (r % cuda::kSeaHistoryRows) * row, row,
+                    out.image_hist.data() + (r % 4) * row);
+        std::copy_n(blob.data() + L.conv1_ring / sizeof(float) + (r % cuda::kSeaHistoryRows) * row, row,
+                    out.conv1_hist.data() + (r % 4) * row);
+    }
+}
+
+void cuda_sea_state_upload(OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n, const cpu::SeaDecodeState &in) {
+    check_sea_layer(s, seq, layer);
+    check(cudaSetDevice(s.device), "cudaSetDevice");
+    const cpu::SeaConfig &cfg = s.sea_cfg;
+    const cuda::SeaDecodeStateLayout L = cuda::sea_decode_state_layout(cfg);
+    const size_t cols = cuda::kSeaStateCols, width = cols - 1, Hm = cfg.n_head * cfg.n_features;
+    const size_t row = 2 * cfg.n_head * (cfg.K / 4);
+    if (in.perf_k_sum.size() != Hm || in.perf_kv_sum.size() != Hm * width || in.v_sum.size() != cfg.n_head * cpu::kSeaHeadDim ||
+        in.image_hist.size() != 4 * row || in.conv1_hist.size() != 4 * row) {
+        throw Error(SEAOPT_ERR_INTERNAL, "a SEA decode state of the wrong size");
+    }
+    std::vector<float> blob(L.total / sizeof(float), 0.0f);
+    float *perf = blob.data() + L.perf / sizeof(float);
+    for (size_t j = 0; j < Hm; ++j) {
+        perf[j * cols + width] = in.perf_k_sum[j];
+        std::copy_n(in.perf_kv_sum.data() + j * width, width, perf + j * cols);
+    }
+    std::copy_n(in.v_sum.data(), in.v_sum.size(), blob.data() + L.v_sum / sizeof(float));
+    for (uint32_t back = 1; back <= 4 && back <= n; ++back) {
+        const uint32_t r = n - back;
+        std::copy_n(in.image_hist.data() + (r % 4) * row, row,
+                    blob.data() + L.image_ring / sizeof(float) + (r % cuda::kSeaHistoryRows) * row);
+        std::copy_n(in.conv1_hist.data() + (r % 4) * row, row,
+                    blob.data() + L.conv1_ring / sizeof(float) + (r % cuda::kSeaHistoryRows) * row);
+    }
+    check(cudaMemcpyAsync(s.sea_layer_states(layer) + (size_t)seq * s.sea_state_stride, blob.data(), L.total,
+                          cudaMemcpyHostToDevice, s.stream),
+          "copying a SEA decode state to the GPU");
+    check(cudaStreamSynchronize(s.stream), "the SEA decode state copy");
+}
+
 }  // namespace seaopt

@@ -19,6 +19,9 @@ struct File;
 }
 struct TokenSlot;
 struct SeaCpuState;
+namespace cpu {
+struct SeaDecodeState;
+}
 
 // Whether this build contains the GPU engine.
 bool cuda_engine_built();
@@ -100,5 +103,15 @@ int32_t opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, 
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,
                       const std::vector<int32_t> &output_targets, float *host_nll);
+
+// Sequence state (engine/state.h). The keys and values of sequence seq at positions [0, n) of every layer, to or from
+// the host as [layer][K, V][head][n][head_dim] fp16 (the cache's own order).
+void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, uint16_t *host);
+void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const uint16_t *host);
+// The SEA decode state of sequence seq in SEA layer `layer`, valid for its next position n, as the CPU engine's
+// cpu::SeaDecodeState (the rows n-4..n-1 of the GPU's history rings of 8 go to the CPU's rings of 4, slot r % 4).
+void cuda_sea_state_download(const OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n,
+                             cpu::SeaDecodeState &out);
+void cuda_sea_state_upload(OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n, const cpu::SeaDecodeState &in);
 
 }  // namespace seaopt

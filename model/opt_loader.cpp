@@ -1,6 +1,7 @@
 // Loading a seaopt GGUF file: everything is validated before it is trusted (anchors.md E4's
 // checklist): the GGUF structure by gguf::parse, then here the architecture, every hyperparameter
 // with its type and range, the tokenizer arrays, and the exact set of tensors with their shapes.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -122,6 +123,28 @@ void check_finite(const std::vector<float> &v, const std::string &path, const st
 
 // AUTO takes the GPU when this build has CUDA, a GPU is present and the CUDA engine supports the
 // model (head_dim 64, 80 or 128: those of every OPT size); otherwise the CPU. CUDA demands all three.
+// OptModel::fingerprint: FNV-1a 64 over each tensor's name, type and shape and 4 KiB from the start, the middle and
+// the end of its data (parse() has checked the ranges): ~5 MB of reading for OPT-1.3B, and any two checkpoints
+// differ in those bytes.
+uint64_t tensor_fingerprint(const gguf::File &file, const uint8_t *bytes) {
+    uint64_t h = 0xcbf29ce484222325ull;
+    auto mix = [&h](const void *p, size_t n) {
+        const uint8_t *b = static_cast<const uint8_t *>(p);
+        for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 0x100000001b3ull;
+    };
+    constexpr uint64_t kSample = 4096;
+    for (const gguf::TensorInfo &t : file.tensors) {
+        mix(t.name.data(), t.name.size());
+        const uint32_t type = (uint32_t)t.type;
+        mix(&type, sizeof type);
+        mix(t.ne, sizeof t.ne);
+        const uint8_t *data = bytes + file.data_offset + t.offset;
+        const uint64_t n = std::min(kSample, t.n_bytes);
+        for (const uint64_t at : {uint64_t{0}, (t.n_bytes - n) / 2, t.n_bytes - n}) mix(data + at, (size_t)n);
+    }
+    return h;
+}
+
 seaopt_device choose_device(const seaopt_model_params &params, const OptHparams &hp) {
     if (params.device == SEAOPT_DEVICE_CPU) return SEAOPT_DEVICE_CPU;
     const bool want_cuda = params.device == SEAOPT_DEVICE_CUDA;
@@ -263,6 +286,7 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
     }
 
     for (const gguf::TensorInfo &t : file.tensors) model->n_params += t.n_elements;
+    model->fingerprint = tensor_fingerprint(file, bytes);
     switch (file.find_tensor("token_embd.weight")->type) {
     case gguf::TensorType::F32: model->file_type = "f32"; break;
     case gguf::TensorType::F16: model->file_type = "f16"; break;

@@ -58,6 +58,9 @@ struct OptModel {
     std::string name;       // general.name, may be empty
     std::string file_type;  // "f32", "f16", "bf16" or "mixed"
     uint64_t n_params = 0;
+    // FNV-1a over every tensor's name, type, shape and three 4 KiB samples of its bytes in the file: saved sequence
+    // states (engine/state.h) carry it, so that a state is not restored into another model of the same shape.
+    uint64_t fingerprint = 0;
     std::unique_ptr<Tokenizer> tokenizer;
     seaopt_device device = SEAOPT_DEVICE_CPU;
     bool vocab_only = false;

@@ -380,6 +380,57 @@ TEST_F(Tools, GeneratePresencePenaltyStopsRepeats) {
     EXPECT_EQ(tokens_of({"--temp", "1.5", "--min-p", "1", "-s", "3"}), plain);
 }
 
+// --prompt-cache: the first run writes the prompt's state, the next runs reuse what their prompt shares with it and
+// print the same text as runs without a cache; a cache of another model is reported and replaced.
+TEST_F(Tools, GeneratePromptCacheReusesTheSharedPrompt) {
+    const std::string cache = seaopt_test::temp_dir() + "/prompt-cache-tools.bin";
+    fs::remove(cache);
+    const std::string longer = std::string(kPrompt) + " Alice and I like to walk";
+    auto gen = [&](const std::string &model, const std::string &prompt, std::vector<std::string> extra) {
+        std::vector<std::string> a = {kGenerate, "-m", model, "-p", prompt, "-n", "8", "--temp", "0", "--ignore-eos",
+                                      "--json"};
+        a.insert(a.end(), extra.begin(), extra.end());
+        const Result r = run(a);
+        EXPECT_EQ(r.status, 0) << describe(r);
+        nlohmann::json j;
+        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+        return std::pair<nlohmann::json, Result>(j, r);
+    };
+    const auto plain = gen(kModel, kPrompt, {}), plain_longer = gen(kModel, longer, {});
+    const int n_prompt = plain.first.at("n_prompt_tokens").get<int>();
+
+    const auto first = gen(kModel, kPrompt, {"--prompt-cache", cache});
+    EXPECT_TRUE(fs::exists(cache));
+    EXPECT_EQ(first.first.at("n_prompt_tokens_cached"), 0);
+    EXPECT_EQ(first.first.at("text"), plain.first.at("text"));
+
+    const auto again = gen(kModel, kPrompt, {"--prompt-cache", cache});
+    EXPECT_EQ(again.first.at("n_prompt_tokens_cached"), n_prompt - 1);  // all but the last, whose logits are needed
+    EXPECT_TRUE(contains(again.second.err, std::to_string(n_prompt - 1) + " of the prompt's " + std::to_string(n_prompt) +
+                                               " tokens reused"))
+        << describe(again.second);
+    EXPECT_EQ(again.first.at("text"), plain.first.at("text"));
+
+    const auto extended = gen(kModel, longer, {"--prompt-cache", cache, "--prompt-cache-ro"});
+    EXPECT_GT(extended.first.at("n_prompt_tokens_cached").get<int>(), 1);
+    EXPECT_EQ(extended.first.at("text"), plain_longer.first.at("text"));
+
+    // Another model (the SEA demo model, dense attention): the cache is refused, the text is that model's own, and the
+    // cache is replaced by this model's.
+    const auto sea_plain = gen(kSeaModel, kPrompt, {});
+    const auto other = gen(kSeaModel, kPrompt, {"--prompt-cache", cache});
+    EXPECT_TRUE(contains(other.second.err, "cannot use the prompt cache")) << describe(other.second);
+    EXPECT_EQ(other.first.at("n_prompt_tokens_cached"), 0);
+    EXPECT_EQ(other.first.at("text"), sea_plain.first.at("text"));
+    EXPECT_EQ(gen(kSeaModel, kPrompt, {"--prompt-cache", cache}).first.at("n_prompt_tokens_cached"), n_prompt - 1);
+
+    // Read-only with no file: nothing is written.
+    const std::string none = seaopt_test::temp_dir() + "/prompt-cache-none.bin";
+    fs::remove(none);
+    gen(kModel, kPrompt, {"--prompt-cache", none, "--prompt-cache-ro"});
+    EXPECT_FALSE(fs::exists(none));
+}
+
 TEST_F(Tools, GenerateWithSeaAttention) {
     ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
     auto gen = [](std::vector<std::string> extra) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
@@ -52,6 +53,8 @@ struct Options {
     bool verbose = false;
     bool print_memory_plan = false;
     bool json = false;  // --json: one JSON object on stdout at the end instead of the streamed text
+    std::string prompt_cache;   // --prompt-cache: a saved sequence state (seaopt_state_seq_save_file) to reuse
+    bool prompt_cache_ro = false;  // --prompt-cache-ro: use it, never write it
 };
 
 int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
@@ -221,14 +224,51 @@ int run(const Options &opt) {
     }
     if (opt.verbose) std::fprintf(stderr, "%s: prompt is %d tokens\n", kProgram, n_prompt);
 
-    // The prompt in batches of at most n_batch tokens (-b); the last one's logits give the first pick.
+    // --prompt-cache: the saved state of an earlier prompt (its tokens, keys and values, SEA states). The tokens it
+    // shares with this prompt from the start are not run again; the cache holds all but a prompt's last token, whose
+    // logits give the first pick, so the same prompt again runs just that one. A cache that does not fit (another
+    // model, other attention settings, damaged) is reported and replaced.
     const Clock::time_point t_prompt = Clock::now();
+    int32_t n_reused = 0;
+    if (!opt.prompt_cache.empty() && std::filesystem::exists(opt.prompt_cache)) {
+        if (seaopt_state_seq_load_file(ctx.get(), 0, opt.prompt_cache.c_str()) != SEAOPT_OK) {
+            std::fprintf(stderr, "%s: warning: cannot use the prompt cache: %s%s\n", kProgram, seaopt_last_error(),
+                         opt.prompt_cache_ro ? "" : "; it will be replaced");
+            seaopt_kv_clear(ctx.get());
+        } else {
+            std::vector<seaopt_token> cached((size_t)std::max(0, seaopt_kv_seq_tokens(ctx.get(), 0, nullptr, 0)));
+            seaopt_kv_seq_tokens(ctx.get(), 0, cached.data(), (int32_t)cached.size());
+            int32_t match = 0;
+            while (match < (int32_t)cached.size() && match < n_prompt && cached[(size_t)match] == tokens[(size_t)match]) {
+                ++match;
+            }
+            n_reused = std::min(match, n_prompt - 1);
+            if (seaopt_kv_truncate(ctx.get(), 0, n_reused) != SEAOPT_OK) return fail_with_last_error();
+            std::fprintf(stderr, "%s: prompt cache '%s': %d of the prompt's %d tokens reused\n", kProgram,
+                         opt.prompt_cache.c_str(), n_reused, n_prompt);
+        }
+    }
+    // The prompt in batches of at most n_batch tokens (-b); the last one's logits give the first pick.
     const int32_t n_batch = (int32_t)std::max<uint32_t>(1, seaopt_n_batch(ctx.get()));
-    for (int32_t i = 0; i < n_prompt; i += n_batch) {
-        const seaopt_batch prompt_batch = seaopt_batch_get_one(tokens.data() + i, std::min(n_batch, n_prompt - i));
-        if (seaopt_decode(ctx.get(), &prompt_batch) != SEAOPT_OK) return fail_with_last_error();
+    auto run_prompt = [&](int32_t from, int32_t to) {
+        for (int32_t i = from; i < to; i += n_batch) {
+            const seaopt_batch b = seaopt_batch_get_one(tokens.data() + i, std::min(n_batch, to - i));
+            if (seaopt_decode(ctx.get(), &b) != SEAOPT_OK) return false;
+        }
+        return true;
+    };
+    if (!opt.prompt_cache.empty()) {
+        if (!run_prompt(n_reused, n_prompt - 1)) return fail_with_last_error();
+        if (!opt.prompt_cache_ro && n_reused < n_prompt - 1 &&
+            seaopt_state_seq_save_file(ctx.get(), 0, opt.prompt_cache.c_str()) != SEAOPT_OK) {
+            return fail("cannot write the prompt cache: " + std::string(seaopt_last_error()));
+        }
+        if (!run_prompt(n_prompt - 1, n_prompt)) return fail_with_last_error();
+    } else if (!run_prompt(0, n_prompt)) {
+        return fail_with_last_error();
     }
     const double prompt_ms = ms_since(t_prompt);
+    const int32_t n_prompt_run = n_prompt - n_reused;  // the tokens this run evaluated
     for (seaopt_token t : tokens) seaopt_sampler_accept(smpl.get(), t);  // the penalty sees the prompt too
 
     if (!opt.no_display_prompt && !opt.json) {
@@ -353,6 +393,7 @@ int run(const Options &opt) {
                             {"seed", seaopt_sampler_seed(smpl.get())},
                             {"prompt", prompt},
                             {"n_prompt_tokens", n_prompt},
+                            {"n_prompt_tokens_cached", n_reused},
                             {"text", generated},
                             {"tokens", generated_ids},
                             {"n_tokens", n_generated},
@@ -364,12 +405,12 @@ int run(const Options &opt) {
                               {"eval_ms", eval_ms},
                               {"n_eval", n_eval},
                               {"total_ms", total_ms},
-                              {"prompt_tokens_per_second", prompt_ms > 0 ? 1e3 * n_prompt / prompt_ms : 0.0},
+                              {"prompt_tokens_per_second", prompt_ms > 0 ? 1e3 * n_prompt_run / prompt_ms : 0.0},
                               {"eval_tokens_per_second", eval_ms > 0 ? 1e3 * n_eval / eval_ms : 0.0}}}};
         std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         std::fflush(stdout);
     }
-    print_perf(load_ms, prompt_ms, n_prompt, eval_ms, n_eval, total_ms);
+    print_perf(load_ms, prompt_ms, n_prompt_run, eval_ms, n_eval, total_ms);
     return 0;
 }
 
@@ -414,6 +455,11 @@ int main(int argc, char **argv) {
                    "most: it stops at EOS), printed a call at a time (0 = 16 on the GPU, where the call's steps run "
                    "back to back, and 1 on the CPU)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
+    app.add_option("--prompt-cache", opt.prompt_cache,
+                   "a file holding the state of an earlier prompt (its tokens, keys and values): the tokens this "
+                   "prompt shares with it from the start are not run again; written after the prompt (all but its "
+                   "last token) when it is missing or does not match; the same model and attention settings only");
+    app.add_flag("--prompt-cache-ro", opt.prompt_cache_ro, "use --prompt-cache but never write it");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
     seaopt_tools::add_attention_options(app, opt.attention);

@@ -11,7 +11,9 @@
 //   f32 from the CPU; either engine reads either),
 //   per SEA layer, in layer order, f32: S_k [H·m], S_kv [H·m·128], Σv [H·64], the image and conv1 rows of positions
 //   n-4..n-1 [4][2H][K/4] each (row r in slot r % 4; slots before position 0 are zero) -- none when n_tokens is 0,
-//   u64 a checksum of everything before it (FNV-1a over 8-byte words).
+//   u64 a checksum of everything before it: FNV-1a steps (basis 0xcbf29ce484222325, prime 0x100000001b3) over the
+//   8-byte little-endian words of each whole 32-byte block in four lanes (word j of a block in lane j), then one
+//   more hash over the four lanes' values, the remaining whole words and the remaining bytes, in that order.
 // Everything is checked before anything is restored: the size, the magic, the version, that the model has the
 // same shape and fingerprint, that the context runs the same attention (kind, SEA layers, k), the checksum, the
 // token ids, and that the tokens fit the context.

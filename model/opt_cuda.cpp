@@ -1045,12 +1045,12 @@ namespace {
 
 // The (layer, K|V) cache of sequence seq is [head][n_ctx][head_dim]: its first n rows of each head are one strided
 // copy with the host's [head][n][head_dim].
-void kv_copy(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, uint16_t *down, const uint16_t *up) {
+void kv_copy(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, char *down, const char *up) {
     check(cudaSetDevice(s.device), "cudaSetDevice");
     if (n == 0) return;
     const size_t hd = hp.n_embd / hp.n_head, row_bytes = (size_t)n * hd * sizeof(half_t);
     const size_t pitch = (size_t)s.n_ctx * hd * sizeof(half_t), seq_elems = (size_t)hp.n_head * s.n_ctx * hd;
-    const size_t host_block = (size_t)hp.n_head * n * hd;  // one (layer, K|V) on the host, in elements
+    const size_t host_block = (size_t)hp.n_head * row_bytes;  // one (layer, K|V) on the host, in bytes
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
         for (int kv = 0; kv < 2; ++kv) {
             half_t *dev = (kv == 0 ? s.k_cache(hp, l) : s.v_cache(hp, l)) + (size_t)seq * seq_elems;
@@ -1078,12 +1078,12 @@ void check_sea_layer(const OptCudaState &s, uint32_t seq, uint32_t layer) {
 
 }  // namespace
 
-void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, uint16_t *host) {
-    kv_copy(hp, s, seq, n, host, nullptr);
+void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, void *host) {
+    kv_copy(hp, s, seq, n, static_cast<char *>(host), nullptr);
 }
 
-void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const uint16_t *host) {
-    kv_copy(hp, s, seq, n, nullptr, host);
+void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const void *host) {
+    kv_copy(hp, s, seq, n, nullptr, static_cast<const char *>(host));
 }
 
 void cuda_sea_state_download(const OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n,

@@ -106,8 +106,8 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
 
 // Sequence state (engine/state.h). The keys and values of sequence seq at positions [0, n) of every layer, to or from
 // the host as [layer][K, V][head][n][head_dim] fp16 (the cache's own order).
-void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, uint16_t *host);
-void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const uint16_t *host);
+void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, void *host);
+void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const void *host);
 // The SEA decode state of sequence seq in SEA layer `layer`, valid for its next position n, as the CPU engine's
 // cpu::SeaDecodeState (the rows n-4..n-1 of the GPU's history rings of 8 go to the CPU's rings of 4, slot r % 4).
 void cuda_sea_state_download(const OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n,

@@ -39,10 +39,10 @@ void opt_forward_cuda(const OptHparams &, const OptCudaWeights &, OptCudaState &
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
 
-void cuda_kv_download(const OptHparams &, const OptCudaState &, uint32_t, uint32_t, uint16_t *) {
+void cuda_kv_download(const OptHparams &, const OptCudaState &, uint32_t, uint32_t, void *) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
-void cuda_kv_upload(const OptHparams &, OptCudaState &, uint32_t, uint32_t, const uint16_t *) {
+void cuda_kv_upload(const OptHparams &, OptCudaState &, uint32_t, uint32_t, const void *) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
 void cuda_sea_state_download(const OptCudaState &, uint32_t, uint32_t, uint32_t, cpu::SeaDecodeState &) {

@@ -98,16 +98,23 @@ struct Ctx {
 
 std::string last_error() { return seaopt_last_error(); }
 
-// The documented checksum (engine/state.h): FNV-1a over 8-byte little-endian words, then the tail bytes.
+// The documented checksum (engine/state.h), written out again here.
 uint64_t state_checksum(const uint8_t *p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
+    const uint64_t basis = 0xcbf29ce484222325ull, prime = 0x100000001b3ull;
+    auto word = [p](size_t at) {
         uint64_t w;
-        std::memcpy(&w, p + i, 8);
-        h = (h ^ w) * 0x100000001b3ull;
-    }
-    for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+        std::memcpy(&w, p + at, 8);
+        return w;
+    };
+    uint64_t lanes[4] = {basis, basis, basis, basis};
+    const size_t blocks = n / 32;
+    for (size_t b = 0; b < blocks; ++b)
+        for (size_t j = 0; j < 4; ++j) lanes[j] = (lanes[j] ^ word(b * 32 + j * 8)) * prime;
+    uint64_t h = basis;
+    for (uint64_t l : lanes) h = (h ^ l) * prime;
+    size_t i = blocks * 32;
+    for (; i + 8 <= n; i += 8) h = (h ^ word(i)) * prime;
+    for (; i < n; ++i) h = (h ^ p[i]) * prime;
     return h;
 }
 void reseal(std::vector<uint8_t> &blob) {

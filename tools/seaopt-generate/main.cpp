@@ -244,8 +244,8 @@ int run(const Options &opt) {
             }
             n_reused = std::min(match, n_prompt - 1);
             if (seaopt_kv_truncate(ctx.get(), 0, n_reused) != SEAOPT_OK) return fail_with_last_error();
-            std::fprintf(stderr, "%s: prompt cache '%s': %d of the prompt's %d tokens reused\n", kProgram,
-                         opt.prompt_cache.c_str(), n_reused, n_prompt);
+            std::fprintf(stderr, "%s: prompt cache '%s': %d of the prompt's %d tokens reused (loaded in %.1f ms)\n",
+                         kProgram, opt.prompt_cache.c_str(), n_reused, n_prompt, ms_since(t_prompt));
         }
     }
     // The prompt in batches of at most n_batch tokens (-b); the last one's logits give the first pick.
@@ -259,9 +259,15 @@ int run(const Options &opt) {
     };
     if (!opt.prompt_cache.empty()) {
         if (!run_prompt(n_reused, n_prompt - 1)) return fail_with_last_error();
-        if (!opt.prompt_cache_ro && n_reused < n_prompt - 1 &&
-            seaopt_state_seq_save_file(ctx.get(), 0, opt.prompt_cache.c_str()) != SEAOPT_OK) {
-            return fail("cannot write the prompt cache: " + std::string(seaopt_last_error()));
+        if (!opt.prompt_cache_ro && n_reused < n_prompt - 1) {
+            const Clock::time_point t_save = Clock::now();
+            if (seaopt_state_seq_save_file(ctx.get(), 0, opt.prompt_cache.c_str()) != SEAOPT_OK) {
+                return fail("cannot write the prompt cache: " + std::string(seaopt_last_error()));
+            }
+            size_t bytes = 0;
+            seaopt_state_seq_get_size(ctx.get(), 0, &bytes);
+            std::fprintf(stderr, "%s: prompt cache '%s': %d tokens saved (%.1f MB) in %.1f ms\n", kProgram,
+                         opt.prompt_cache.c_str(), n_prompt - 1, (double)bytes / 1e6, ms_since(t_save));
         }
         if (!run_prompt(n_prompt - 1, n_prompt)) return fail_with_last_error();
     } else if (!run_prompt(0, n_prompt)) {

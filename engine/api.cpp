@@ -13,6 +13,7 @@
 #include "engine/context.h"
 #include "engine/cuda/device.h"
 #include "engine/error.h"
+#include "engine/host_memory.h"
 #include "engine/log.h"
 #include "engine/state.h"
 #include "model/opt_attention_bench.h"
@@ -326,12 +327,11 @@ const float *seaopt_get_logits_ith(seaopt_context *ctx, int32_t i) {
     }
 }
 
-seaopt_status seaopt_context_memory(const seaopt_context *ctx, seaopt_memory_report *out) {
-    SEAOPT_API_TRY
-    require(ctx, "ctx");
-    require(out, "out");
+namespace {
+
+// seaopt_context_memory's report of a context, made or only planned (context_init's plan_only).
+void fill_memory_report(const Context &c, seaopt_memory_report *out) {
     std::memset(out, 0, sizeof *out);
-    const Context &c = ctx->impl;
     if (c.cuda) {
         const CudaMemoryNumbers m = cuda_memory_numbers(*c.cuda);
         out->weights_bytes = m.weights;
@@ -339,12 +339,36 @@ seaopt_status seaopt_context_memory(const seaopt_context *ctx, seaopt_memory_rep
         out->arena_bytes = m.arena;
         out->workspace_bytes = m.workspace;
         out->device_used_bytes = m.device_used;
+        out->device_free_bytes = m.device_free;
     } else {
         out->weights_bytes = c.model->n_params * sizeof(float);
-        out->kv_cache_bytes = (c.kv.k.size() + c.kv.v.size()) * sizeof(float);
+        out->kv_cache_bytes = seaopt::context_cpu_kv_bytes(c);
         out->workspace_bytes = c.sea_bytes;  // SEA: decode states and estimator parameters (0 for dense)
+        out->device_free_bytes = seaopt::available_host_memory();
     }
     out->total_bytes = out->weights_bytes + out->kv_cache_bytes + out->arena_bytes + out->workspace_bytes;
+}
+
+}  // namespace
+
+seaopt_status seaopt_context_memory(const seaopt_context *ctx, seaopt_memory_report *out) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    require(out, "out");
+    fill_memory_report(ctx->impl, out);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
+seaopt_status seaopt_context_memory_estimate(const seaopt_model *model, const seaopt_context_params *params,
+                                             seaopt_memory_report *out) {
+    SEAOPT_API_TRY
+    require(model, "model");
+    require(out, "out");
+    const seaopt_context_params p = params ? *params : seaopt_context_default_params();
+    Context planned;
+    context_init(planned, *model->impl, p, /*plan_only=*/true);
+    fill_memory_report(planned, out);
     return SEAOPT_OK;
     SEAOPT_API_CATCH
 }

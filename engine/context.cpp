@@ -4,16 +4,21 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <string>
 #include <thread>
 
 #include "engine/error.h"
+#include "engine/host_memory.h"
 #include "engine/log.h"
 #include "engine/sampler.h"
 #include "model/opt_sea.h"
 
 namespace seaopt {
+
+uint64_t context_cpu_kv_bytes(const Context &ctx) {
+    const OptHparams &hp = ctx.model->hp;
+    return 2ull * hp.n_layer * ctx.n_seq_max * ctx.n_ctx * hp.n_embd * sizeof(float);
+}
 
 std::vector<uint8_t> parse_layer_list(const char *list, uint32_t n_layer) {
     std::vector<uint8_t> on(n_layer, 0);
@@ -129,7 +134,7 @@ void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &
 
 }  // namespace
 
-void context_init(Context &ctx, const OptModel &model, const seaopt_context_params &p) {
+void context_init(Context &ctx, const OptModel &model, const seaopt_context_params &p, bool plan_only) {
     if (model.vocab_only) throw_invalid_argument("the model was loaded with vocab_only: it has no weights to run");
     const OptHparams &hp = model.hp;
     if (p.attention != SEAOPT_ATTENTION_DENSE && p.attention != SEAOPT_ATTENTION_SEA) {
@@ -168,19 +173,15 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
 
     if (model.device == SEAOPT_DEVICE_CUDA) {
         ctx.cuda = create_cuda_state(hp, *model.cuda, n_ctx, p.n_seq_max, n_batch, p.n_head_batch,
-                                     ctx.sea.any() ? &ctx.sea : nullptr);
+                                     ctx.sea.any() ? &ctx.sea : nullptr, plan_only);
         return;
     }
-    const uint64_t kv_bytes = 2ull * hp.n_layer * p.n_seq_max * n_ctx * hp.n_embd * sizeof(float);
-    std::ifstream meminfo("/proc/meminfo");
-    std::string key, unit;
-    uint64_t kb = 0;
-    while (meminfo >> key >> kb >> unit) {
-        if (key == "MemAvailable:" && kv_bytes > kb * 1024) {
-            throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "the KV cache needs " + std::to_string(kv_bytes >> 20) +
-                                                      " MiB but only " + std::to_string(kb >> 10) +
-                                                      " MiB of memory is available (lower n_ctx or n_seq_max)");
-        }
+    if (plan_only) return;
+    const uint64_t kv_bytes = context_cpu_kv_bytes(ctx);
+    if (const uint64_t avail = available_host_memory(); avail && kv_bytes > avail) {
+        throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "the KV cache needs " + std::to_string(kv_bytes >> 20) + " MiB but only " +
+                                                  std::to_string(avail >> 20) +
+                                                  " MiB of memory is available (lower n_ctx or n_seq_max)");
     }
     ctx.kv.allocate(hp.n_layer, p.n_seq_max, n_ctx, hp.n_embd);
     SEAOPT_LOG_INFO_("context: n_ctx %u, n_seq_max %u, n_batch %u, %d threads, KV cache %.1f MiB (fp32, CPU)\n", n_ctx,

@@ -41,8 +41,12 @@ struct Context {
     int32_t greedy_token = -1;
 };
 
-// Validates the parameters against the model and allocates the KV cache.
-void context_init(Context &ctx, const OptModel &model, const seaopt_context_params &params);
+// Validates the parameters against the model and allocates the KV cache. plan_only (seaopt_context_memory_estimate):
+// validates and plans the same way but allocates nothing (no KV cache, no device memory).
+void context_init(Context &ctx, const OptModel &model, const seaopt_context_params &params, bool plan_only = false);
+
+// The CPU engine's KV cache: fp32 keys and values of every layer, sequence and position.
+uint64_t context_cpu_kv_bytes(const Context &ctx);
 
 // seaopt_decode: validates the whole batch first (so an invalid batch changes nothing), then runs it.
 void context_decode(Context &ctx, const seaopt_batch &batch);

@@ -283,9 +283,20 @@ typedef struct seaopt_memory_report {
     uint64_t workspace_bytes;    /* GEMM workspace and other fixed buffers */
     uint64_t total_bytes;        /* the sum of the above: the planned footprint */
     uint64_t device_used_bytes;  /* GPU memory in use now by every process (cudaMemGetInfo); 0 on the CPU */
+    uint64_t device_free_bytes;  /* memory free now where the context lives: the GPU's (cudaMemGetInfo), or the
+                                    host's MemAvailable for the CPU engine (0 where unknown) */
 } seaopt_memory_report;
 
 SEAOPT_API seaopt_status seaopt_context_memory(const struct seaopt_context *ctx, seaopt_memory_report *out);
+/* The memory a context with these parameters would take, without making it: the same validation and the same
+ * plan as seaopt_context_new (the same error for a bad parameter), nothing allocated. The report is what
+ * seaopt_context_memory would say of that context; what the context adds to the model is total_bytes -
+ * weights_bytes, and on the GPU seaopt_context_new refuses it (SEAOPT_ERR_OUT_OF_MEMORY) when that exceeds
+ * device_free_bytes. For choosing n_ctx, n_seq_max or n_batch before committing memory (llama.cpp's
+ * llama_params_fit). */
+SEAOPT_API seaopt_status seaopt_context_memory_estimate(const struct seaopt_model *model,
+                                                        const seaopt_context_params *params,
+                                                        seaopt_memory_report *out);
 /* The memory plan as text: the totals, then the largest activation buffers with their offsets and
  * lifetimes. Same buffer convention as seaopt_token_to_piece (not NUL-terminated). */
 SEAOPT_API seaopt_status seaopt_context_memory_plan(const struct seaopt_context *ctx, char *buf, size_t buf_size,

@@ -454,7 +454,8 @@ void upload_persistent_layers(const OptHparams &hp, const OptCudaWeights &w, Opt
 
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
                                                                      uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
-                                                                     uint32_t n_head_batch, const SeaCpuState *sea) {
+                                                                     uint32_t n_head_batch, const SeaCpuState *sea,
+                                                                     bool plan_only) {
     check(cudaSetDevice(w.device), "cudaSetDevice");
     std::unique_ptr<OptCudaState, OptCudaStateDeleter> s(new OptCudaState);
     s->hp = &hp;
@@ -489,6 +490,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;
     s->head_chunk_rows = std::min<uint32_t>(n_head_batch > 0 ? n_head_batch : kDefaultHeadChunkRows, n_batch);
     s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch));
+    if (plan_only) return s;  // seaopt_context_memory_estimate: the sizes, nothing allocated
 
     // Refuse before allocating anything if the plan does not fit.
     size_t free_b = 0, total_b = 0;
@@ -613,6 +615,7 @@ CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s) {
     size_t free_b = 0, total_b = 0;
     if (cudaSetDevice(s.device) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
         m.device_used = total_b - free_b;
+        m.device_free = free_b;
     } else {
         cudaGetLastError();
     }

@@ -52,16 +52,18 @@ int cuda_weights_device(const OptCudaWeights &w);
 // sea (optional; its layers `on` run SEA attention with its cfg and params): also uploads those layers' estimator
 // parameters (fp32) and allocates a decode state per (sequence, SEA layer) beside the KV cache, and the arena
 // gets the SEA kernels' scratch (memory_plan.h).
-// Refuses clearly, before allocating, if it does not fit the free device memory.
+// Refuses clearly, before allocating, if it does not fit the free device memory. plan_only: returns the state as
+// planned -- its sizes, for cuda_memory_numbers -- with nothing allocated and no fit check.
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &hp, const OptCudaWeights &w,
                                                                      uint32_t n_ctx, uint32_t n_seq, uint32_t n_batch,
                                                                      uint32_t n_head_batch = 0,
-                                                                     const SeaCpuState *sea = nullptr);
+                                                                     const SeaCpuState *sea = nullptr,
+                                                                     bool plan_only = false);
 
 // The memory report of a state: weights, KV cache, arena, and the arena's largest buffers.
 std::string cuda_memory_report(const OptCudaState &s);
 struct CudaMemoryNumbers {
-    uint64_t weights = 0, kv_cache = 0, arena = 0, workspace = 0, device_used = 0;
+    uint64_t weights = 0, kv_cache = 0, arena = 0, workspace = 0, device_used = 0, device_free = 0;
     uint64_t sea = 0;  // SEA decode states and estimator parameters (a part of `workspace`)
 };
 CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s);

@@ -20,7 +20,7 @@ uint64_t cuda_weights_bytes(const OptCudaWeights &) { return 0; }
 int cuda_weights_device(const OptCudaWeights &) { return 0; }
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &, const OptCudaWeights &,
                                                                      uint32_t, uint32_t, uint32_t, uint32_t,
-                                                                     const SeaCpuState *) {
+                                                                     const SeaCpuState *, bool) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
 std::string cuda_memory_report(const OptCudaState &) { return ""; }

@@ -13,6 +13,7 @@
 
 #include "engine/error.h"
 #include "engine/fp16.h"
+#include "engine/host_memory.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/ops.h"  // attention_head_dim_supported (plain C++, no CUDA headers)
 #include "engine/log.h"
@@ -76,18 +77,6 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     d.pad_id = (int32_t)get_u32_in_range(f, keys::kTokPad, 0, hp.n_vocab - 1);
     d.unk_id = (int32_t)get_u32_in_range(f, keys::kTokUnk, 0, hp.n_vocab - 1);
     return d;
-}
-
-// Bytes of memory the OS says are available, or 0 if unknown.
-uint64_t available_host_memory() {
-    std::ifstream meminfo("/proc/meminfo");
-    std::string key;
-    uint64_t kb = 0;
-    std::string unit;
-    while (meminfo >> key >> kb >> unit) {
-        if (key == "MemAvailable:") return kb * 1024;
-    }
-    return 0;
 }
 
 void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uint8_t *data) {

@@ -889,4 +889,47 @@ TEST(GpuEngine, SavedStatesRestoreOnEitherEngine) {
     });
 }
 
+// seaopt_context_memory_estimate on the GPU: the planned report equals the made context's (the same create_cuda_state
+// plan, nothing allocated), for dense and SEA contexts; a plan of 6 GiB of KV cache leaves the device's free memory
+// as it was.
+TEST(GpuEngine, MemoryEstimateEqualsTheContextMade) {
+    for (const auto &[path, attention] : std::vector<std::pair<std::string, seaopt_attention>>{
+             {model_path(), SEAOPT_ATTENTION_DENSE}, {sea_model_path(), SEAOPT_ATTENTION_SEA}}) {
+        SCOPED_TRACE(path);
+        seaopt_model_params mp = seaopt_model_default_params();
+        mp.device = SEAOPT_DEVICE_CUDA;
+        seaopt_model *model = nullptr;
+        ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+        seaopt_context_params cp = seaopt_context_default_params();
+        cp.n_ctx = 512;
+        cp.n_seq_max = 2;
+        cp.attention = attention;
+        seaopt_memory_report est{}, made{};
+        ASSERT_EQ(seaopt_context_memory_estimate(model, &cp, &est), SEAOPT_OK) << seaopt_last_error();
+        seaopt_context *ctx = nullptr;
+        ASSERT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_context_memory(ctx, &made), SEAOPT_OK);
+        EXPECT_EQ(est.weights_bytes, made.weights_bytes);
+        EXPECT_EQ(est.kv_cache_bytes, made.kv_cache_bytes);
+        EXPECT_EQ(est.arena_bytes, made.arena_bytes);
+        EXPECT_EQ(est.workspace_bytes, made.workspace_bytes);
+        EXPECT_EQ(est.total_bytes, made.total_bytes);
+        EXPECT_GT(est.device_free_bytes, 0u);
+        std::printf("memory estimate (%s): KV %.2f MiB, arena %.2f MiB, workspace %.2f MiB: equal to the context made\n",
+                    attention == SEAOPT_ATTENTION_SEA ? "SEA" : "dense", est.kv_cache_bytes / 1048576.0,
+                    est.arena_bytes / 1048576.0, est.workspace_bytes / 1048576.0);
+        seaopt_context_free(ctx);
+        cp.n_ctx = 2048;
+        cp.n_seq_max = 1024;
+        cp.n_batch = 2048;
+        size_t free_before = 0, free_after = 0, total = 0;
+        ASSERT_EQ(cudaMemGetInfo(&free_before, &total), cudaSuccess);
+        ASSERT_EQ(seaopt_context_memory_estimate(model, &cp, &est), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(cudaMemGetInfo(&free_after, &total), cudaSuccess);
+        EXPECT_GT(est.kv_cache_bytes, 1ull << 30);
+        EXPECT_EQ(free_before, free_after) << "the estimate allocated device memory";
+        seaopt_model_free(model);
+    }
+}
+
 }  // namespace

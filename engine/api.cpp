@@ -483,6 +483,14 @@ seaopt_status seaopt_kv_truncate(seaopt_context *ctx, seaopt_seq_id seq_id, seao
     SEAOPT_API_CATCH
 }
 
+seaopt_status seaopt_kv_seq_cp(seaopt_context *ctx, seaopt_seq_id src, seaopt_seq_id dst) {
+    SEAOPT_API_TRY
+    require(ctx, "ctx");
+    context_kv_seq_cp(ctx->impl, src, dst);
+    return SEAOPT_OK;
+    SEAOPT_API_CATCH
+}
+
 seaopt_pos seaopt_kv_seq_len(const seaopt_context *ctx, seaopt_seq_id seq_id) {
     if (!ctx || seq_id < 0 || (uint32_t)seq_id >= ctx->impl.n_seq_max) return -1;
     return ctx->impl.seq_len[(size_t)seq_id];

@@ -577,6 +577,39 @@ void truncate_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
 
 }  // namespace
 
+void context_kv_seq_cp(Context &ctx, int32_t src, int32_t dst) {
+    for (const int32_t id : {src, dst}) {
+        if (id < 0 || (uint32_t)id >= ctx.n_seq_max) {
+            throw_invalid_argument("sequence id " + std::to_string(id) + " is outside [0, " +
+                                   std::to_string(ctx.n_seq_max) + ")");
+        }
+    }
+    if (src == dst) return;
+    const uint32_t s = (uint32_t)src, d = (uint32_t)dst, n = (uint32_t)ctx.seq_len[s];
+    std::vector<int32_t> &tokens = ctx.seq_tokens[d];
+    tokens.reserve(n);  // the only allocation: before anything changes
+    try {
+        if (ctx.cuda) {
+            cuda_seq_copy(ctx.model->hp, *ctx.cuda, s, d, n);
+        } else {
+            const size_t row = ctx.kv.n_embd;
+            for (uint32_t l = 0; l < ctx.kv.n_layer; ++l) {
+                std::copy_n(ctx.kv.k_rows(l, s), (size_t)n * row, ctx.kv.k_rows(l, d));
+                std::copy_n(ctx.kv.v_rows(l, s), (size_t)n * row, ctx.kv.v_rows(l, d));
+            }
+            for (uint32_t l = 0; l < ctx.sea.n_layer && !ctx.sea.states.empty(); ++l) {
+                if (ctx.sea.on[l]) ctx.sea.state(d, l) = ctx.sea.state(s, l);  // may allocate
+            }
+        }
+    } catch (...) {
+        ctx.seq_len[d] = 0;  // half copied: empty (a SEA state at length 0 is never read)
+        tokens.clear();
+        throw;
+    }
+    tokens.assign(ctx.seq_tokens[s].begin(), ctx.seq_tokens[s].end());
+    ctx.seq_len[d] = (int32_t)n;
+}
+
 void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep) {
     if (n_keep < 0) throw_invalid_argument("n_keep must be >= 0");
     if (seq_id == -1) {

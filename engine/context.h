@@ -76,6 +76,10 @@ void context_kv_clear(Context &ctx) noexcept;
 // rebuilds them exactly as a fresh prefill would. If that fails the sequence is left empty.
 void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep);
 
+// Sequence dst becomes a copy of sequence src: its tokens, keys and values, and SEA decode states (a shared prompt
+// decoded once, then continued in several sequences). src == dst: nothing. If a device copy fails, dst is left empty.
+void context_kv_seq_cp(Context &ctx, int32_t src, int32_t dst);
+
 // "0,3,5-7" -> a flag per layer (1 = listed); NULL or "" = every layer. Throws
 // SEAOPT_ERR_INVALID_ARGUMENT naming the bad item or the layer out of range.
 std::vector<uint8_t> parse_layer_list(const char *list, uint32_t n_layer);

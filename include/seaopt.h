@@ -307,6 +307,10 @@ SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);
 /* Keep positions [0, n_keep) of sequence seq_id and forget the rest (seq_id -1 = all sequences).
  * With SEA attention a sequence cut short is recomputed over its first n_keep tokens (see above). */
 SEAOPT_API seaopt_status seaopt_kv_truncate(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep);
+/* Sequence dst becomes a copy of sequence src (its tokens, keys and values, and SEA decode states), replacing what
+ * dst held: a prompt decoded once and continued in several sequences (parallel sampling). src == dst does nothing;
+ * an id outside [0, n_seq_max): SEAOPT_ERR_INVALID_ARGUMENT. */
+SEAOPT_API seaopt_status seaopt_kv_seq_cp(struct seaopt_context *ctx, seaopt_seq_id src, seaopt_seq_id dst);
 /* Number of positions held for a sequence (the next position it will take); -1 for a bad seq_id. */
 SEAOPT_API seaopt_pos seaopt_kv_seq_len(const struct seaopt_context *ctx, seaopt_seq_id seq_id);
 /* The tokens a sequence holds (seaopt_kv_seq_len of them, in position order): copies up to `capacity` of them to

@@ -1089,6 +1089,28 @@ void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_
     kv_copy(hp, s, seq, n, nullptr, static_cast<const char *>(host));
 }
 
+void cuda_seq_copy(const OptHparams &hp, OptCudaState &s, uint32_t src, uint32_t dst, uint32_t n) {
+    check(cudaSetDevice(s.device), "cudaSetDevice");
+    if (src == dst) return;
+    const size_t hd = hp.n_embd / hp.n_head, row_bytes = (size_t)n * hd * sizeof(half_t);
+    const size_t pitch = (size_t)s.n_ctx * hd * sizeof(half_t), seq_elems = (size_t)hp.n_head * s.n_ctx * hd;
+    for (uint32_t l = 0; n > 0 && l < hp.n_layer; ++l) {
+        for (half_t *cache : {s.k_cache(hp, l), s.v_cache(hp, l)}) {
+            check(cudaMemcpy2DAsync(cache + (size_t)dst * seq_elems, pitch, cache + (size_t)src * seq_elems, pitch,
+                                    row_bytes, hp.n_head, cudaMemcpyDeviceToDevice, s.stream),
+                  "copying a sequence's keys and values");
+        }
+    }
+    for (uint32_t l = 0; s.sea_any && l < hp.n_layer; ++l) {
+        if (!s.sea_on[l]) continue;
+        char *states = s.sea_layer_states(l);
+        check(cudaMemcpyAsync(states + (size_t)dst * s.sea_state_stride, states + (size_t)src * s.sea_state_stride,
+                              s.sea_state_stride, cudaMemcpyDeviceToDevice, s.stream),
+              "copying a sequence's SEA decode state");
+    }
+    check(cudaStreamSynchronize(s.stream), "the sequence copy");
+}
+
 void cuda_sea_state_download(const OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n,
                              cpu::SeaDecodeState &out) {
     check_sea_layer(s, seq, layer);

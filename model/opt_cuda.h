@@ -110,6 +110,9 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
 // the host as [layer][K, V][head][n][head_dim] fp16 (the cache's own order).
 void cuda_kv_download(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, void *host);
 void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_t n, const void *host);
+// seaopt_kv_seq_cp: sequence dst's keys and values at positions [0, n) and its SEA decode states (valid for position
+// n) become sequence src's, on the device.
+void cuda_seq_copy(const OptHparams &hp, OptCudaState &s, uint32_t src, uint32_t dst, uint32_t n);
 // The SEA decode state of sequence seq in SEA layer `layer`, valid for its next position n, as the CPU engine's
 // cpu::SeaDecodeState (the rows n-4..n-1 of the GPU's history rings of 8 go to the CPU's rings of 4, slot r % 4).
 void cuda_sea_state_download(const OptCudaState &s, uint32_t seq, uint32_t layer, uint32_t n,

@@ -45,6 +45,9 @@ void cuda_kv_download(const OptHparams &, const OptCudaState &, uint32_t, uint32
 void cuda_kv_upload(const OptHparams &, OptCudaState &, uint32_t, uint32_t, const void *) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }
+void cuda_seq_copy(const OptHparams &, OptCudaState &, uint32_t, uint32_t, uint32_t) {
+    throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
+}
 void cuda_sea_state_download(const OptCudaState &, uint32_t, uint32_t, uint32_t, cpu::SeaDecodeState &) {
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support");
 }

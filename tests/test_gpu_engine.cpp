@@ -14,6 +14,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "engine/api_internal.h"
@@ -65,13 +66,15 @@ SamplerPtr greedy_sampler() {
 struct Engine {
     seaopt_model *model = nullptr;
     seaopt_context *ctx = nullptr;
-    Engine(seaopt_device device, uint32_t n_ctx, uint32_t n_head_batch = 0, const std::string &path = model_path()) {
+    Engine(seaopt_device device, uint32_t n_ctx, uint32_t n_head_batch = 0, const std::string &path = model_path(),
+           uint32_t n_seq = 1) {
         seaopt_model_params mp = seaopt_model_default_params();
         mp.device = device;
         EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = n_ctx;
         cp.n_head_batch = n_head_batch;
+        cp.n_seq_max = n_seq;
         EXPECT_EQ(seaopt_context_new(model, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
     }
     ~Engine() {
@@ -930,6 +933,60 @@ TEST(GpuEngine, MemoryEstimateEqualsTheContextMade) {
         EXPECT_EQ(free_before, free_after) << "the estimate allocated device memory";
         seaopt_model_free(model);
     }
+}
+
+// seaopt_kv_seq_cp on the GPU (device-to-device copies of the keys, values and SEA states): a prompt in sequence 0,
+// copied to 1 and 2 (2 held other tokens), all three continued in one batch: the three rows alike (the same GEMM
+// rows), and like sequence 0 continued alone (batch-1 decode: another kernel path, so within the engine's rounding).
+template <typename E, typename Make> void check_sequence_copies(const char *what, Make make) {
+    const std::vector<int32_t> ids = test_ids(120), other = test_ids(30);
+    std::unique_ptr<E> c = make(3), alone = make(1);
+    for (auto [e, seq, from, to, src] : {std::tuple{c.get(), 0, 0, 90, &ids}, std::tuple{c.get(), 2, 0, 30, &other},
+                                         std::tuple{alone.get(), 0, 0, 90, &ids}}) {
+        std::vector<int32_t> seqs((size_t)(to - from), seq);
+        seaopt_batch b = seaopt_batch_get_one(src->data() + from, to - from);
+        b.seq_id = seqs.data();
+        ASSERT_EQ(seaopt_decode(e->ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    }
+    ASSERT_EQ(seaopt_kv_seq_cp(c->ctx, 0, 1), SEAOPT_OK) << seaopt_last_error();
+    ASSERT_EQ(seaopt_kv_seq_cp(c->ctx, 0, 2), SEAOPT_OK) << seaopt_last_error();
+    const auto want = decode_steps(alone->ctx, ids, 90, 100);
+    std::vector<std::vector<float>> got[3];
+    const int32_t V = seaopt_context_n_vocab(c->ctx);
+    for (size_t t = 90; t < 100; ++t) {
+        const int32_t tok[3] = {ids[t], ids[t], ids[t]}, seq[3] = {0, 1, 2};
+        const int8_t out[3] = {1, 1, 1};
+        seaopt_batch b = seaopt_batch_get_one(tok, 3);
+        b.seq_id = seq;
+        b.logits = out;
+        ASSERT_EQ(seaopt_decode(c->ctx, &b), SEAOPT_OK) << seaopt_last_error();
+        for (int i = 0; i < 3; ++i) {
+            const float *lg = seaopt_get_logits_ith(c->ctx, i);
+            ASSERT_NE(lg, nullptr);
+            got[i].emplace_back(lg, lg + V);
+        }
+    }
+    for (int i = 1; i < 3; ++i) {
+        const RowsDiff same = compare_rows(got[i], got[0], 1e-3);
+        EXPECT_EQ(same.far, 0u) << what << ": copy " << i << " differs from the original in the same batch";
+    }
+    const RowsDiff d = compare_rows(got[1], want, 0.02);
+    std::printf("%s: a copied sequence in a 3-sequence batch vs the original alone (batch-1 decode), 10 steps: %zu "
+                "beyond 0.02 x logit std (median %.5f, worst %.4f x std), argmax differs at %zu%s\n",
+                what, d.far, d.median, d.worst, d.argmax_differ,
+                got[1] == got[0] && got[2] == got[0] ? "; the three rows bit-identical" : "");
+    EXPECT_LE(d.median, 0.005);
+    EXPECT_LE(d.far, d.n / 10);
+    EXPECT_LE(d.argmax_differ, d.n / 10);
+}
+
+TEST(GpuEngine, SequenceCopiesContinueAsTheOriginal) {
+    check_sequence_copies<Engine>("dense (hidden 256, 4 heads of 64, 3 layers)", [](uint32_t n_seq) {
+        return std::make_unique<Engine>(SEAOPT_DEVICE_CUDA, 128, 0, model_path(), n_seq);
+    });
+    check_sequence_copies<SeaEngine>("SEA demo model", [](uint32_t n_seq) {
+        return std::make_unique<SeaEngine>(SEAOPT_DEVICE_CUDA, 128, n_seq);
+    });
 }
 
 }  // namespace

@@ -1,8 +1,8 @@
-// Saved sequence states (seaopt_state_seq_*, engine/state.h) on the CPU engine, with the build's demo models (dense:
-// models/opt-tiny-untrained.gguf; SEA: models/opt-tiny-sea-untrained.gguf). The oracle is the context that saved
-// the state: a restored sequence must continue with exactly the logits the original continues with. Then every way
-// a state can be wrong: another model, other attention settings, too many tokens, damaged bytes -- each refused,
-// leaving the sequence as it was. The GPU engine's side (fp16 caches, states across engines): test_gpu_engine.
+// Saved and copied sequences (seaopt_state_seq_*, engine/state.h; seaopt_kv_seq_cp) on the CPU engine, with the
+// build's demo models (dense: models/opt-tiny-untrained.gguf; SEA: models/opt-tiny-sea-untrained.gguf). The oracle
+// is the context that saved the state: a restored (or copied) sequence must continue with exactly the logits the
+// original continues with. Then every way a state can be wrong: another model, other attention settings, too many
+// tokens, damaged bytes -- each refused, leaving the sequence as it was. The GPU engine's side (fp16 caches, states across engines): test_gpu_engine.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -436,4 +436,61 @@ TEST(State, SequenceTokensFollowTheCache) {
     seaopt_kv_clear(a.ctx);
     EXPECT_TRUE(a.tokens(0).empty());
     EXPECT_TRUE(a.tokens(1).empty());
+}
+
+namespace {
+
+// seaopt_kv_seq_cp: a prompt decoded once in sequence 0, copied to sequences 1 and 2 (2 held other tokens), then
+// all three continued with the same tokens in one batch: the same logits as sequence 0 alone, bit for bit.
+void expect_copies_continue_alike(const std::string &path, seaopt_attention attention) {
+    ModelHandle m(path);
+    const std::vector<int32_t> ids = test_ids(40), other = test_ids(12, 5);
+    Ctx c(m.model, 64, 3, attention), alone(m.model, 64, 1, attention);
+    c.run(ids, 0, 25, 0);
+    c.run(other, 0, 12, 2);
+    ASSERT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 1), SEAOPT_OK) << last_error();
+    ASSERT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 2), SEAOPT_OK) << last_error();
+    for (int32_t s = 1; s < 3; ++s) {
+        EXPECT_EQ(seaopt_kv_seq_len(c.ctx, s), 25);
+        EXPECT_EQ(c.tokens(s), std::vector<int32_t>(ids.begin(), ids.begin() + 25));
+    }
+    alone.run(ids, 0, 25);
+    for (size_t t = 25; t < 30; ++t) {
+        const std::vector<float> want = alone.run(ids, t, t + 1);
+        const int32_t tok[3] = {ids[t], ids[t], ids[t]}, seq[3] = {0, 1, 2};
+        const int8_t out[3] = {1, 1, 1};
+        seaopt_batch b = seaopt_batch_get_one(tok, 3);
+        b.seq_id = seq;
+        b.logits = out;
+        ASSERT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_OK) << last_error();
+        for (int32_t i = 0; i < 3; ++i) {
+            const float *lg = seaopt_get_logits_ith(c.ctx, i);
+            ASSERT_NE(lg, nullptr);
+            EXPECT_TRUE(std::vector<float>(lg, lg + c.n_vocab) == want) << "position " << t << ", sequence " << i;
+        }
+    }
+}
+
+}  // namespace
+
+TEST(SequenceCopy, DenseCopiesContinueAsTheOriginal) { expect_copies_continue_alike(kDenseModel, SEAOPT_ATTENTION_DENSE); }
+
+TEST(SequenceCopy, SeaCopiesContinueAsTheOriginal) { expect_copies_continue_alike(kSeaModel, SEAOPT_ATTENTION_SEA); }
+
+TEST(SequenceCopy, EmptySourcesAndBadIds) {
+    ModelHandle m(kDenseModel);
+    Ctx c(m.model, 32, 2);
+    const std::vector<int32_t> ids = test_ids(10);
+    c.run(ids, 0, 6, 1);
+    ASSERT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 1), SEAOPT_OK) << last_error();  // copying an empty sequence empties dst
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 1), 0);
+    EXPECT_TRUE(c.tokens(1).empty());
+    c.run(ids, 0, 4, 0);
+    EXPECT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 0), SEAOPT_OK);
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 0), 4);
+    EXPECT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 2), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(last_error().find("sequence id 2"), std::string::npos) << last_error();
+    EXPECT_EQ(seaopt_kv_seq_cp(c.ctx, -1, 0), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_kv_seq_cp(nullptr, 0, 1), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 0), 4);
 }

@@ -435,6 +435,45 @@ TEST_F(Tools, GeneratePromptCacheReusesTheSharedPrompt) {
     EXPECT_FALSE(fs::exists(none));
 }
 
+// --parallel N: sequence i is what a single run with seed -s + i prints (the prompt decoded once and copied; each
+// step one batch of all the sequences), with dense and with SEA attention.
+TEST_F(Tools, GenerateParallelSequencesAreTheSingleRunsOfTheirSeeds) {
+    for (const std::vector<std::string> &model : {std::vector<std::string>{"-m", kModel},
+                                                  std::vector<std::string>{"-m", kSeaModel, "--attention", "sea"}}) {
+        SCOPED_TRACE(model[1]);
+        auto gen = [&](std::vector<std::string> extra) {
+            // On the CPU engine, whose rows of a batch are bit for bit those of single-token batches (the GPU's batch
+            // and batch-1 kernels round differently: test_gpu_engine checks the GPU's copies).
+            std::vector<std::string> a = {kGenerate, "-p", kPrompt, "-n", "10", "--temp", "4", "--top-k", "0", "--top-p",
+                                          "1", "--ignore-eos", "--json", "--device", "cpu"};
+            a.insert(a.end(), model.begin(), model.end());
+            a.insert(a.end(), extra.begin(), extra.end());
+            const Result r = run(a);
+            EXPECT_EQ(r.status, 0) << describe(r);
+            nlohmann::json j;
+            EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+            return j;
+        };
+        const nlohmann::json par = gen({"-s", "21", "--parallel", "3"});
+        ASSERT_EQ(par.at("sequences").size(), 3u);
+        EXPECT_EQ(par.at("n_parallel"), 3);
+        std::set<std::vector<int>> distinct;
+        for (int i = 0; i < 3; ++i) {
+            const nlohmann::json &q = par.at("sequences")[(size_t)i];
+            const nlohmann::json single = gen({"-s", std::to_string(21 + i)});
+            EXPECT_EQ(q.at("seed"), 21 + i);
+            EXPECT_EQ(q.at("tokens"), single.at("tokens")) << "sequence " << i;
+            EXPECT_EQ(q.at("text"), single.at("text")) << "sequence " << i;
+            EXPECT_EQ(q.at("stop"), "n_predict");
+            distinct.insert(q.at("tokens").get<std::vector<int>>());
+        }
+        EXPECT_EQ(distinct.size(), 3u);
+    }
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--parallel", "4", "-b", "2"})), "seaopt-generate",
+                         "smaller than --parallel");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "--parallel", "0"})), "seaopt-generate", "--parallel");
+}
+
 TEST_F(Tools, GenerateWithSeaAttention) {
     ASSERT_TRUE(fs::exists(kSeaModel)) << kSeaModel << " is missing: build tiny_sea_model";
     auto gen = [](std::vector<std::string> extra) {

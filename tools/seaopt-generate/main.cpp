@@ -53,6 +53,7 @@ struct Options {
     bool verbose = false;
     bool print_memory_plan = false;
     bool json = false;  // --json: one JSON object on stdout at the end instead of the streamed text
+    int32_t n_parallel = 1;     // --parallel: sequences sampled from the one prompt, decoded in one batch per step
     std::string prompt_cache;   // --prompt-cache: a saved sequence state (seaopt_state_seq_save_file) to reuse
     bool prompt_cache_ro = false;  // --prompt-cache-ro: use it, never write it
 };
@@ -148,6 +149,159 @@ void print_perf(double load_ms, double prompt_ms, int n_prompt, double eval_ms, 
     std::fprintf(stderr, "seaopt_perf:       total time = %10.2f ms / %5d tokens\n", total_ms, n_prompt + n_eval);
 }
 
+// What main has when the prompt has run in sequence 0, for --parallel N > 1.
+struct ParallelRun {
+    const Options &opt;
+    seaopt_model *model;
+    seaopt_context *ctx;
+    seaopt_sampler_params sparams;  // the sampler of sequence i is seeded with sparams.seed + i
+    const std::vector<seaopt_token> &prompt_tokens;
+    const std::string &prompt;
+    double load_ms, prompt_ms;
+    int n_prompt_run, n_reused;
+    Clock::time_point t_start;
+};
+
+// --parallel N: the prompt's state is copied to sequences 1..N-1 (seaopt_kv_seq_cp), and the N sequences are sampled side
+// by side, one token each per seaopt_decode, each with its own sampler (seed + i: sequence i is what a single run
+// with that seed gives), each stopping on its own (EOS, -r, -n, a full context). The texts are printed at the end,
+// one after another (or as --json's "sequences").
+int run_parallel(const ParallelRun &r) {
+    const Options &opt = r.opt;
+    const int32_t n = opt.n_parallel, n_vocab = seaopt_model_n_vocab(r.model);
+    const uint32_t n_ctx = seaopt_n_ctx(r.ctx);
+    const seaopt_token eos = seaopt_token_eos(r.model);
+    struct Seq {
+        seaopt_tools::SamplerPtr smpl;
+        std::string text;
+        std::vector<seaopt_token> tokens;
+        const char *stop = "n_predict";
+        bool done = false;
+        seaopt_token next = -1;  // sampled, to be decoded
+        int32_t row = -1;        // its logits in the last batch (-1: the prompt's last token, the first pick)
+    };
+    std::vector<Seq> seqs((size_t)n);
+    for (int32_t i = 0; i < n; ++i) {
+        seaopt_sampler_params sp = r.sparams;
+        sp.seed = r.sparams.seed + (uint32_t)i;
+        seqs[(size_t)i].smpl = seaopt_tools::new_sampler(sp);
+        if (!seqs[(size_t)i].smpl) return fail_with_last_error();
+        for (seaopt_token t : r.prompt_tokens) seaopt_sampler_accept(seqs[(size_t)i].smpl.get(), t);
+        if (i > 0 && seaopt_kv_seq_cp(r.ctx, 0, i) != SEAOPT_OK) return fail_with_last_error();
+    }
+    std::vector<float> masked;
+    std::string piece;
+    double eval_ms = 0;
+    int n_eval = 0, n_batches = 0;
+    std::vector<seaopt_token> batch_tokens;
+    std::vector<seaopt_seq_id> batch_seqs;
+    while (true) {
+        // Each running sequence picks its next token from its logits of the last batch.
+        for (Seq &q : seqs) {
+            if (q.done) continue;
+            seaopt_token token = -1;
+            seaopt_status st;
+            if (opt.ignore_eos && eos >= 0 && eos < n_vocab) {
+                const float *logits = seaopt_get_logits_ith(r.ctx, q.row);
+                if (!logits) return fail_with_last_error();
+                masked.assign(logits, logits + n_vocab);
+                masked[(size_t)eos] = -std::numeric_limits<float>::infinity();
+                st = seaopt_sampler_sample_logits(q.smpl.get(), masked.data(), n_vocab, &token);
+            } else {
+                st = seaopt_sampler_sample(q.smpl.get(), r.ctx, q.row, &token);
+            }
+            if (st != SEAOPT_OK) return fail_with_last_error();
+            seaopt_sampler_accept(q.smpl.get(), token);
+            q.next = -1;
+            if (token == eos && !opt.ignore_eos) {
+                q.stop = "eos";
+                q.done = true;
+                continue;
+            }
+            if (!seaopt_tools::token_piece(r.model, token, piece)) return fail_with_last_error();
+            q.text += piece;
+            q.tokens.push_back(token);
+            if (completes_reverse_prompt(q.text, piece.size(), opt.reverse_prompts)) {
+                q.stop = "reverse_prompt";
+                q.done = true;
+            } else if (opt.n_predict >= 0 && (int32_t)q.tokens.size() >= opt.n_predict) {
+                q.done = true;
+            } else if (r.prompt_tokens.size() + q.tokens.size() > n_ctx) {  // no position left for it
+                q.stop = "context_full";
+                q.done = true;
+            } else {
+                q.next = token;
+            }
+        }
+        batch_tokens.clear();
+        batch_seqs.clear();
+        for (int32_t i = 0; i < n; ++i) {
+            Seq &q = seqs[(size_t)i];
+            if (q.next < 0) continue;
+            q.row = (int32_t)batch_tokens.size();
+            batch_tokens.push_back(q.next);
+            batch_seqs.push_back(i);
+        }
+        if (batch_tokens.empty()) break;
+        const std::vector<int8_t> want(batch_tokens.size(), 1);
+        seaopt_batch b = seaopt_batch_get_one(batch_tokens.data(), (int32_t)batch_tokens.size());
+        b.seq_id = batch_seqs.data();
+        b.logits = want.data();
+        const Clock::time_point t_eval = Clock::now();
+        if (seaopt_decode(r.ctx, &b) != SEAOPT_OK) return fail_with_last_error();
+        eval_ms += ms_since(t_eval);
+        n_eval += (int)batch_tokens.size();
+        ++n_batches;
+    }
+
+    const double total_ms = ms_since(r.t_start);
+    if (opt.json) {
+        nlohmann::json list = nlohmann::json::array();
+        for (const Seq &q : seqs) {
+            list.push_back({{"seed", seaopt_sampler_seed(q.smpl.get())},
+                            {"text", q.text},
+                            {"tokens", q.tokens},
+                            {"n_tokens", q.tokens.size()},
+                            {"stop", q.stop}});
+        }
+        char desc[128];
+        seaopt_model_desc(r.model, desc, sizeof desc);
+        const nlohmann::json j = {
+            {"model", opt.model_path},
+            {"model_desc", desc},
+            {"seed", r.sparams.seed},
+            {"prompt", r.prompt},
+            {"n_prompt_tokens", r.prompt_tokens.size()},
+            {"n_prompt_tokens_cached", r.n_reused},
+            {"n_parallel", n},
+            {"sequences", list},
+            {"attention", seaopt_tools::attention_label(opt.attention)},
+            {"timings",
+             {{"load_ms", r.load_ms},
+              {"prompt_ms", r.prompt_ms},
+              {"eval_ms", eval_ms},
+              {"n_eval", n_eval},
+              {"n_batches", n_batches},
+              {"total_ms", total_ms},
+              {"prompt_tokens_per_second", r.prompt_ms > 0 ? 1e3 * r.n_prompt_run / r.prompt_ms : 0.0},
+              {"eval_tokens_per_second", eval_ms > 0 ? 1e3 * n_eval / eval_ms : 0.0}}}};
+        std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+        for (int32_t i = 0; i < n; ++i) {
+            const Seq &q = seqs[(size_t)i];
+            std::printf("%s[sequence %d, seed %u, stop: %s]\n", i ? "\n\n" : "", i, seaopt_sampler_seed(q.smpl.get()),
+                        q.stop);
+            if (!opt.no_display_prompt) std::fwrite(r.prompt.data(), 1, r.prompt.size(), stdout);
+            std::fwrite(q.text.data(), 1, q.text.size(), stdout);
+        }
+        std::printf("\n");
+    }
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s: %d sequences, %d tokens decoded in %d batches\n", kProgram, n, n_eval, n_batches);
+    print_perf(r.load_ms, r.prompt_ms, r.n_prompt_run, eval_ms, n_eval, total_ms);
+    return 0;
+}
+
 int run(const Options &opt) {
     const Clock::time_point t_start = Clock::now();
 
@@ -196,6 +350,13 @@ int run(const Options &opt) {
     seaopt_context_params cparams = seaopt_context_default_params();
     cparams.n_ctx = (uint32_t)opt.n_ctx;
     cparams.n_batch = (uint32_t)opt.n_batch;
+    cparams.n_seq_max = (uint32_t)opt.n_parallel;
+    if (opt.n_parallel > 1 && opt.n_batch == 0) {
+        // The prompt in one batch, and the N sequences' steps (the context's default, n_ctx x N, would size the
+        // activation arena for N whole contexts at once).
+        const uint32_t n_ctx_model = opt.n_ctx > 0 ? (uint32_t)opt.n_ctx : (uint32_t)seaopt_model_n_ctx_train(model.get());
+        cparams.n_batch = std::max<uint32_t>(n_ctx_model, (uint32_t)opt.n_parallel);
+    }
     cparams.n_threads = opt.n_threads;
     seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr ctx = seaopt_tools::new_context(model.get(), cparams);
@@ -275,6 +436,11 @@ int run(const Options &opt) {
     }
     const double prompt_ms = ms_since(t_prompt);
     const int32_t n_prompt_run = n_prompt - n_reused;  // the tokens this run evaluated
+    if (opt.n_parallel > 1) {
+        sparams.seed = seaopt_sampler_seed(smpl.get());
+        return run_parallel({opt, model.get(), ctx.get(), sparams, tokens, prompt, load_ms, prompt_ms, n_prompt_run,
+                             n_reused, t_start});
+    }
     for (seaopt_token t : tokens) seaopt_sampler_accept(smpl.get(), t);  // the penalty sees the prompt too
 
     if (!opt.no_display_prompt && !opt.json) {
@@ -461,6 +627,10 @@ int main(int argc, char **argv) {
                    "most: it stops at EOS), printed a call at a time (0 = 16 on the GPU, where the call's steps run "
                    "back to back, and 1 on the CPU)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
+    app.add_option("--parallel", opt.n_parallel,
+                   "sample this many continuations of the prompt side by side (the prompt runs once and is copied; one "
+                   "batch a step; sequence i uses seed -s + i); the texts are printed at the end")
+        ->check(CLI::Range(1, 1024));
     app.add_option("--prompt-cache", opt.prompt_cache,
                    "a file holding the state of an earlier prompt (its tokens, keys and values): the tokens this "
                    "prompt shares with it from the start are not run again; written after the prompt (all but its "
@@ -484,6 +654,10 @@ int main(int argc, char **argv) {
         if (r.empty()) return fail("-r/--reverse-prompt must not be empty");
     }
     if (opt.greedy_chunk < 0) return fail("--greedy-chunk must be >= 0, got " + std::to_string(opt.greedy_chunk));
+    if (opt.n_batch > 0 && opt.n_batch < opt.n_parallel) {
+        return fail("-b/--batch-size " + std::to_string(opt.n_batch) + " is smaller than --parallel " +
+                    std::to_string(opt.n_parallel) + ": a step decodes one token of every sequence in one batch");
+    }
     if (opt.n_ctx < 0) return fail("-c/--ctx-size must be >= 0, got " + std::to_string(opt.n_ctx));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
     if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);

@@ -283,7 +283,8 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
     }
     model->vocab_only = params.vocab_only;
 
-    model->device = choose_device(params, hp);
+    // vocab_only: no weights go anywhere, so no device is chosen (nor a fallback warned about).
+    model->device = params.vocab_only ? SEAOPT_DEVICE_CPU : choose_device(params, hp);
     SEAOPT_LOG_INFO_("%s: opt, %u layers, hidden %u, %u heads, ffn %u, vocab %u, %u positions, %s, %s, %.1f M parameters\n",
                      path.c_str(), hp.n_layer, hp.n_embd, hp.n_head, hp.n_ff, hp.n_vocab, hp.n_ctx_train,
                      hp.pre_ln ? "pre-LN" : "post-LN", model->file_type.c_str(), (double)model->n_params / 1e6);

@@ -8,21 +8,14 @@
 #include <vector>
 
 #include "seaopt.h"
+#include "test_util.h"
 
 namespace {
 
 const std::string kDenseModel = SEAOPT_BINARY_DIR "/models/opt-tiny-untrained.gguf";
 const std::string kSeaModel = SEAOPT_BINARY_DIR "/models/opt-tiny-sea-untrained.gguf";
 
-struct Model {
-    seaopt_model *m = nullptr;
-    explicit Model(const std::string &path) {
-        seaopt_model_params mp = seaopt_model_default_params();
-        mp.device = SEAOPT_DEVICE_CPU;
-        EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &m), SEAOPT_OK) << seaopt_last_error();
-    }
-    ~Model() { seaopt_model_free(m); }
-};
+using Model = seaopt_test::CpuModel;
 
 seaopt_context_params params(uint32_t n_ctx, uint32_t n_seq, seaopt_attention attention = SEAOPT_ATTENTION_DENSE) {
     seaopt_context_params p = seaopt_context_default_params();

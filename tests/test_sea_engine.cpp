@@ -178,15 +178,7 @@ TEST(SeaMapping, GgufParamsAreTheCheckpointsElementForElement) {
 
 // ---- the engine through the C API ----------------------------------------------------------------
 
-struct Model {
-    seaopt_model *m = nullptr;
-    explicit Model(const std::string &path) {
-        seaopt_model_params mp = seaopt_model_default_params();
-        mp.device = SEAOPT_DEVICE_CPU;
-        EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &m), SEAOPT_OK) << seaopt_last_error();
-    }
-    ~Model() { seaopt_model_free(m); }
-};
+using Model = seaopt_test::CpuModel;
 
 const Model &sea_model() {
     static Model m(kSeaModel);

@@ -34,15 +34,7 @@ std::vector<int32_t> test_ids(size_t n, uint32_t seed = 777) {
     return ids;
 }
 
-struct ModelHandle {
-    seaopt_model *model = nullptr;
-    explicit ModelHandle(const std::string &path) {
-        seaopt_model_params mp = seaopt_model_default_params();
-        mp.device = SEAOPT_DEVICE_CPU;
-        EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
-    }
-    ~ModelHandle() { seaopt_model_free(model); }
-};
+using ModelHandle = seaopt_test::CpuModel;
 
 struct Ctx {
     seaopt_context *ctx = nullptr;
@@ -132,13 +124,13 @@ uint32_t u32_at(const std::vector<uint8_t> &blob, size_t at) {
 void expect_round_trip(const std::string &path, seaopt_attention attention) {
     ModelHandle m(path);
     const std::vector<int32_t> ids = test_ids(48);
-    Ctx original(m.model, 64, 1, attention);
+    Ctx original(m.m, 64, 1, attention);
     original.run(ids, 0, 30);
     original.steps(ids, 30, 33);  // the SEA history rings at a position that is not a multiple of 4
     const std::vector<uint8_t> blob = original.save();
     const std::vector<std::vector<float>> want = original.steps(ids, 33, 45);
 
-    Ctx restored(m.model, 64, 2, attention);
+    Ctx restored(m.m, 64, 2, attention);
     restored.run(ids, 0, 5, 1);  // something to be replaced
     ASSERT_EQ(restored.load(blob, 1), SEAOPT_OK) << last_error();
     EXPECT_EQ(seaopt_kv_seq_len(restored.ctx, 1), 33);
@@ -147,7 +139,7 @@ void expect_round_trip(const std::string &path, seaopt_attention attention) {
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < want.size(); ++i) EXPECT_TRUE(got[i] == want[i]) << "step " << i << " differs";
     // A second save of the restored sequence, at the same point, is the same blob.
-    Ctx again(m.model, 64, 1, attention);
+    Ctx again(m.m, 64, 1, attention);
     ASSERT_EQ(again.load(blob), SEAOPT_OK) << last_error();
     EXPECT_TRUE(again.save() == blob);
 }
@@ -163,7 +155,7 @@ TEST(State, SeaSequenceContinuesExactlyAfterRestore) { expect_round_trip(kSeaMod
 TEST(State, SeaStatesMatter) {
     ModelHandle m(kSeaModel);
     const std::vector<int32_t> ids = test_ids(48), other = test_ids(48, 99);
-    Ctx a(m.model, 64, 1, SEAOPT_ATTENTION_SEA), b(m.model, 64, 1, SEAOPT_ATTENTION_SEA);
+    Ctx a(m.m, 64, 1, SEAOPT_ATTENTION_SEA), b(m.m, 64, 1, SEAOPT_ATTENTION_SEA);
     a.run(ids, 0, 33);
     b.run(other, 0, 33);
     std::vector<uint8_t> mixed = a.save();
@@ -175,7 +167,7 @@ TEST(State, SeaStatesMatter) {
     std::memcpy(mixed.data() + sea_at, from_b.data() + sea_at, 2 * state_bytes);
     reseal(mixed);
     const std::vector<std::vector<float>> want = a.steps(ids, 33, 40);
-    Ctx c(m.model, 64, 1, SEAOPT_ATTENTION_SEA);
+    Ctx c(m.m, 64, 1, SEAOPT_ATTENTION_SEA);
     ASSERT_EQ(c.load(mixed), SEAOPT_OK) << last_error();
     const std::vector<std::vector<float>> got = c.steps(ids, 33, 40);
     size_t differ = 0;
@@ -188,7 +180,7 @@ TEST(State, SeaStatesMatter) {
 TEST(State, KeysAndValuesInF16AreRead) {
     ModelHandle m(kDenseModel);
     const std::vector<int32_t> ids = test_ids(40);
-    Ctx a(m.model, 64);
+    Ctx a(m.m, 64);
     a.run(ids, 0, 30);
     const std::vector<uint8_t> blob = a.save();
     const std::vector<std::vector<float>> want = a.steps(ids, 30, 36);
@@ -206,7 +198,7 @@ TEST(State, KeysAndValuesInF16AreRead) {
     }
     f16.insert(f16.end(), blob.end() - 8, blob.end());
     reseal(f16);
-    Ctx b(m.model, 64);
+    Ctx b(m.m, 64);
     ASSERT_EQ(b.load(f16), SEAOPT_OK) << last_error();
     const std::vector<std::vector<float>> got = b.steps(ids, 30, 36);
     double worst = 0, spread = 0;
@@ -225,7 +217,7 @@ TEST(State, KeysAndValuesInF16AreRead) {
 TEST(State, FilesAreWrittenAtomically) {
     ModelHandle m(kSeaModel);
     const std::vector<int32_t> ids = test_ids(40);
-    Ctx a(m.model, 64, 1, SEAOPT_ATTENTION_SEA);
+    Ctx a(m.m, 64, 1, SEAOPT_ATTENTION_SEA);
     a.run(ids, 0, 25);
     const std::string path = seaopt_test::temp_dir() + "/state-sea.bin";
     fs::remove(path);
@@ -233,7 +225,7 @@ TEST(State, FilesAreWrittenAtomically) {
     EXPECT_FALSE(fs::exists(path + ".tmp"));
     EXPECT_EQ(fs::file_size(path), a.save().size());
     const std::vector<std::vector<float>> want = a.steps(ids, 25, 30);
-    Ctx b(m.model, 64, 1, SEAOPT_ATTENTION_SEA);
+    Ctx b(m.m, 64, 1, SEAOPT_ATTENTION_SEA);
     ASSERT_EQ(seaopt_state_seq_load_file(b.ctx, 0, path.c_str()), SEAOPT_OK) << last_error();
     EXPECT_TRUE(b.steps(ids, 25, 30) == want);
 
@@ -258,7 +250,7 @@ TEST(State, AnEmptySequenceStateEmptiesTheSequence) {
     for (const auto &[path, attention] : models) {
         ModelHandle m(path);
         const std::vector<int32_t> ids = test_ids(20);
-        Ctx a(m.model, 32, 1, attention), b(m.model, 32, 1, attention);
+        Ctx a(m.m, 32, 1, attention), b(m.m, 32, 1, attention);
         const std::vector<uint8_t> empty = a.save();
         b.run(ids, 0, 10);
         ASSERT_EQ(b.load(empty), SEAOPT_OK) << last_error();
@@ -272,7 +264,7 @@ TEST(State, AnEmptySequenceStateEmptiesTheSequence) {
 TEST(State, StatesFromAnotherModelOrAttentionAreRefused) {
     ModelHandle dense(kDenseModel), sea(kSeaModel);
     const std::vector<int32_t> ids = test_ids(40);
-    Ctx dense_ctx(dense.model, 64), sea_ctx(sea.model, 64, 1, SEAOPT_ATTENTION_SEA);
+    Ctx dense_ctx(dense.m, 64), sea_ctx(sea.m, 64, 1, SEAOPT_ATTENTION_SEA);
     dense_ctx.run(ids, 0, 30);
     sea_ctx.run(ids, 0, 30);
     const std::vector<uint8_t> dense_state = dense_ctx.save(), sea_state = sea_ctx.save();
@@ -297,17 +289,17 @@ TEST(State, StatesFromAnotherModelOrAttentionAreRefused) {
         const char *message;
     };
     const Case cases[] = {
-        {"dense state, SEA context", sea.model, SEAOPT_ATTENTION_SEA, nullptr, 0, 64, &dense_state,
+        {"dense state, SEA context", sea.m, SEAOPT_ATTENTION_SEA, nullptr, 0, 64, &dense_state,
          SEAOPT_ERR_INVALID_ARGUMENT, "another shape"},
-        {"SEA state, dense context of the SEA model", sea.model, SEAOPT_ATTENTION_DENSE, nullptr, 0, 64, &sea_state,
+        {"SEA state, dense context of the SEA model", sea.m, SEAOPT_ATTENTION_DENSE, nullptr, 0, 64, &sea_state,
          SEAOPT_ERR_INVALID_ARGUMENT, "this context runs dense attention"},
-        {"SEA state, SEA in layer 1 only", sea.model, SEAOPT_ATTENTION_SEA, "1", 0, 64, &sea_state,
+        {"SEA state, SEA in layer 1 only", sea.m, SEAOPT_ATTENTION_SEA, "1", 0, 64, &sea_state,
          SEAOPT_ERR_INVALID_ARGUMENT, "layers 0,1"},
-        {"SEA state, another k", sea.model, SEAOPT_ATTENTION_SEA, nullptr, 2, 64, &sea_state,
+        {"SEA state, another k", sea.m, SEAOPT_ATTENTION_SEA, nullptr, 2, 64, &sea_state,
          SEAOPT_ERR_INVALID_ARGUMENT, "k 4"},
-        {"same shape, other weights", dense_f32.model, SEAOPT_ATTENTION_DENSE, nullptr, 0, 64, &dense_state,
+        {"same shape, other weights", dense_f32.m, SEAOPT_ATTENTION_DENSE, nullptr, 0, 64, &dense_state,
          SEAOPT_ERR_INVALID_ARGUMENT, "another model"},
-        {"more tokens than n_ctx", dense.model, SEAOPT_ATTENTION_DENSE, nullptr, 0, 16, &dense_state,
+        {"more tokens than n_ctx", dense.m, SEAOPT_ATTENTION_DENSE, nullptr, 0, 16, &dense_state,
          SEAOPT_ERR_CONTEXT_FULL, "n_ctx = 16"},
     };
     for (const Case &c : cases) {
@@ -330,10 +322,10 @@ TEST(State, StatesFromAnotherModelOrAttentionAreRefused) {
 TEST(State, DamagedStatesAreRefused) {
     ModelHandle m(kSeaModel);
     const std::vector<int32_t> ids = test_ids(24);
-    Ctx a(m.model, 32, 1, SEAOPT_ATTENTION_SEA);
+    Ctx a(m.m, 32, 1, SEAOPT_ATTENTION_SEA);
     a.run(ids, 0, 9);
     const std::vector<uint8_t> good = a.save();
-    Ctx target(m.model, 32, 1, SEAOPT_ATTENTION_SEA);
+    Ctx target(m.m, 32, 1, SEAOPT_ATTENTION_SEA);
     target.run(ids, 0, 5);
     auto expect_refused = [&](std::vector<uint8_t> blob, const char *message) {
         const seaopt_status st = target.load(blob);
@@ -381,7 +373,7 @@ TEST(State, DamagedStatesAreRefused) {
 
 TEST(State, ArgumentsAreChecked) {
     ModelHandle m(kDenseModel);
-    Ctx a(m.model, 32, 2);
+    Ctx a(m.m, 32, 2);
     const std::vector<int32_t> ids = test_ids(10);
     a.run(ids, 0, 10);
     size_t size = 0, written = 0;
@@ -404,7 +396,7 @@ TEST(State, ArgumentsAreChecked) {
 // The context keeps each sequence's tokens through every way it grows or shrinks.
 TEST(State, SequenceTokensFollowTheCache) {
     ModelHandle m(kDenseModel);
-    Ctx a(m.model, 64, 2);
+    Ctx a(m.m, 64, 2);
     const std::vector<int32_t> ids = test_ids(40);
     a.run(ids, 0, 10);
     a.run(ids, 10, 12);
@@ -445,7 +437,7 @@ namespace {
 void expect_copies_continue_alike(const std::string &path, seaopt_attention attention) {
     ModelHandle m(path);
     const std::vector<int32_t> ids = test_ids(40), other = test_ids(12, 5);
-    Ctx c(m.model, 64, 3, attention), alone(m.model, 64, 1, attention);
+    Ctx c(m.m, 64, 3, attention), alone(m.m, 64, 1, attention);
     c.run(ids, 0, 25, 0);
     c.run(other, 0, 12, 2);
     ASSERT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 1), SEAOPT_OK) << last_error();
@@ -479,7 +471,7 @@ TEST(SequenceCopy, SeaCopiesContinueAsTheOriginal) { expect_copies_continue_alik
 
 TEST(SequenceCopy, EmptySourcesAndBadIds) {
     ModelHandle m(kDenseModel);
-    Ctx c(m.model, 32, 2);
+    Ctx c(m.m, 32, 2);
     const std::vector<int32_t> ids = test_ids(10);
     c.run(ids, 0, 6, 1);
     ASSERT_EQ(seaopt_kv_seq_cp(c.ctx, 0, 1), SEAOPT_OK) << last_error();  // copying an empty sequence empties dst

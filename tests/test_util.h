@@ -15,7 +15,23 @@
 #include <system_error>
 #include <vector>
 
+#include "seaopt.h"
+
 namespace seaopt_test {
+
+// A model file loaded on the CPU engine for as long as the object lives (a load failure is a test failure; m is then
+// null).
+struct CpuModel {
+    seaopt_model *m = nullptr;
+    explicit CpuModel(const std::string &path) {
+        seaopt_model_params mp = seaopt_model_default_params();
+        mp.device = SEAOPT_DEVICE_CPU;
+        EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &m), SEAOPT_OK) << path << ": " << seaopt_last_error();
+    }
+    ~CpuModel() { seaopt_model_free(m); }
+    CpuModel(const CpuModel &) = delete;
+    CpuModel &operator=(const CpuModel &) = delete;
+};
 
 // A private temporary directory for this test program, removed when the program's tests end.
 inline const std::string &temp_dir() {

@@ -244,6 +244,8 @@ seaopt_context_params seaopt_context_default_params(void) {
     p.attention = SEAOPT_ATTENTION_DENSE;
     p.n_threads = 0;
     p.n_head_batch = 0;
+    p.abort_callback = nullptr;
+    p.abort_callback_data = nullptr;
     return p;
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <thread>
 
@@ -166,6 +167,8 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     ctx.n_seq_max = p.n_seq_max;
     ctx.attention = p.attention;
     ctx.n_threads = p.n_threads > 0 ? p.n_threads : std::max(1, omp_get_num_procs());
+    ctx.abort_callback = p.abort_callback;
+    ctx.abort_callback_data = p.abort_callback_data;
     ctx.seq_len.assign(p.n_seq_max, 0);
     ctx.seq_tokens.assign(p.n_seq_max, {});
 
@@ -264,12 +267,24 @@ void append_tokens(Context &ctx, const ValidatedBatch &vb) noexcept {
     for (const TokenSlot &s : vb.slots) ctx.seq_tokens[(size_t)s.seq].push_back(s.token);  // reserved
 }
 
+// The abort callback as the CPU forward asks it (empty: none), and the check before a batch (both engines).
+std::function<bool()> abort_check(const Context &ctx) {
+    if (!ctx.abort_callback) return {};
+    return [&ctx] { return ctx.abort_callback(ctx.abort_callback_data); };
+}
+void check_abort(const Context &ctx) {
+    if (ctx.abort_callback && ctx.abort_callback(ctx.abort_callback_data)) {
+        throw Error(SEAOPT_ERR_CANCELLED, "cancelled by the context's abort callback");
+    }
+}
+
 // The CPU forward of a validated batch. With SEA, the decode states of the batch's sequences are backed
 // up first and restored if the forward fails, so that a failed batch changes nothing (seaopt_decode's
 // rule).
 void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
     if (!ctx.sea.any()) {
-        opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads);
+        opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads, nullptr, nullptr,
+                        abort_check(ctx));
         return;
     }
     SeaCpuState &sea = ctx.sea;
@@ -281,7 +296,8 @@ void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
         }
     }
     try {
-        opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads, &sea);
+        opt_forward_cpu(*ctx.model, ctx.kv, vb.slots, vb.outputs, logits, ctx.n_threads, &sea, nullptr,
+                        abort_check(ctx));
     } catch (...) {
         for (auto &b : backup) sea.states[b.first] = std::move(b.second);
         throw;
@@ -382,6 +398,7 @@ void context_decode(Context &ctx, const seaopt_batch &b) {
     const int32_t n_vocab = (int32_t)model.hp.n_vocab;
     ValidatedBatch vb = validate_batch(ctx, b);
     const std::vector<int32_t> &outputs = vb.outputs;
+    check_abort(ctx);
 
     // Validated: from here the cache is written only past each sequence's current length, and the
     // lengths move only once the forward has succeeded.
@@ -435,6 +452,7 @@ int32_t context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_
     // The GPU's persistent kernel runs the steps back to back (no host round trip per token), up to the stop token;
     // the sequence's cache positions past pos0 count only once the whole chain has succeeded.
     if (ctx.cuda && n_predict >= 2 && opt_cuda_greedy_chain(*ctx.cuda)) {
+        check_abort(ctx);
         std::vector<int32_t> &tokens = ctx.seq_tokens[(size_t)seq];
         tokens.reserve((size_t)pos0 + (size_t)n_predict);
         std::vector<int32_t> picks((size_t)n_predict);
@@ -505,6 +523,7 @@ void context_decode_nll(Context &ctx, const seaopt_batch &b, const seaopt_token 
         output_targets[r] = t;
     }
 
+    check_abort(ctx);
     // Validated (as in context_decode): the cache and out_nll change only once the forward succeeded.
     std::vector<float> nll(outputs.size());
     reserve_tokens(ctx, vb);

@@ -16,6 +16,8 @@ struct Context {
     uint32_t n_ctx = 0, n_batch = 0, n_seq_max = 0;
     seaopt_attention attention = SEAOPT_ATTENTION_DENSE;
     int n_threads = 1;
+    seaopt_abort_callback abort_callback = nullptr;  // seaopt_context_params.abort_callback
+    void *abort_callback_data = nullptr;
 
     std::vector<int32_t> seq_len;  // positions held per sequence
     KvCacheCpu kv;                                            // CPU engine

@@ -180,6 +180,9 @@ typedef enum seaopt_attention {
  * state: it re-runs the model over the sequence's first n_keep tokens (the context remembers them),
  * which costs a prefill of n_keep tokens; if that fails the sequence is left empty. */
 
+/* Asked during long work; return true to stop it (seaopt_context_params.abort_callback). */
+typedef bool (*seaopt_abort_callback)(void *user_data);
+
 typedef struct seaopt_context_params {
     uint32_t n_ctx;     /* positions per sequence; 0 = the model's n_ctx_train */
     uint32_t n_batch;   /* largest number of tokens in one seaopt_decode; 0 = n_ctx */
@@ -196,6 +199,12 @@ typedef struct seaopt_context_params {
                               Larger is faster when many tokens want logits (perplexity: 512 saves
                               ~5% of the run) and costs n_head_batch x n_vocab x 4 bytes of the
                               activation arena (26 MB per 128 rows for OPT); capped at n_batch. */
+    /* Cancelling a long seaopt_decode / seaopt_decode_nll / seaopt_generate_greedy (llama.cpp's abort_callback):
+       NULL = never. The CPU engine asks it before each layer and before the output head; the GPU engine before each
+       batch (a GPU forward takes milliseconds). When it returns true the call fails with SEAOPT_ERR_CANCELLED and
+       leaves the sequences as they were, as any failed call does. */
+    seaopt_abort_callback abort_callback;
+    void *abort_callback_data;
 } seaopt_context_params;
 
 SEAOPT_API seaopt_context_params seaopt_context_default_params(void);

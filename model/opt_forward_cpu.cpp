@@ -13,6 +13,7 @@
 
 #include "attention/dense_cpu.h"
 #include "engine/cpu_ops.h"
+#include "engine/error.h"
 #include "engine/omp_error.h"
 
 namespace seaopt {
@@ -79,7 +80,12 @@ void sea_attention_layer(SeaCpuState &sea, uint32_t l, KvCacheCpu &kv, const std
 
 void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
                      const std::vector<int32_t> &output_tokens, float *logits, int n_threads, SeaCpuState *sea,
-                     CpuForwardCapture *capture) {
+                     CpuForwardCapture *capture, const std::function<bool()> &should_abort) {
+    auto check_abort = [&should_abort] {
+        if (should_abort && should_abort()) {
+            throw Error(SEAOPT_ERR_CANCELLED, "the forward was cancelled by the context's abort callback");
+        }
+    };
     const OptHparams &hp = model.hp;
     const OptWeightsCpu &w = model.cpu;
     const size_t n = tokens.size();
@@ -107,6 +113,7 @@ void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<To
     const float q_scale = 1.0f / std::sqrt((float)hd);
     std::vector<float> scratch;
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        check_abort();
         const OptLayerWeightsCpu &L = w.layers[l];
 
         // Self-attention block.
@@ -171,6 +178,7 @@ void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<To
 
     // Head: only the rows whose logits were asked for.
     const size_t n_out = output_tokens.size();
+    if (n_out > 0) check_abort();
     if (n_out == 0) return;
     std::vector<float> xo(n_out * C);
     for (size_t r = 0; r < n_out; ++r) std::copy_n(x.data() + (size_t)output_tokens[r] * C, C, xo.data() + r * C);

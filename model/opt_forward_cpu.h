@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "attention/sea_cpu.h"
@@ -62,8 +63,12 @@ struct CpuForwardCapture {
 // state; tokens continuing a sequence go through sea_attention_decode_cpu_cached one at a time, in batch
 // order (a chunk of a prompt after the first: exact, but token by token). The states of the batch's
 // sequences are updated in place: the caller restores them if this throws.
+// should_abort (optional; seaopt_context_params.abort_callback): asked before each layer and before the output head;
+// true stops the forward with SEAOPT_ERR_CANCELLED (what it wrote past the sequences' lengths is never read; the
+// caller restores the SEA states as for any failure).
 void opt_forward_cpu(const OptModel &model, KvCacheCpu &kv, const std::vector<TokenSlot> &tokens,
                      const std::vector<int32_t> &output_tokens, float *logits, int n_threads,
-                     SeaCpuState *sea = nullptr, CpuForwardCapture *capture = nullptr);
+                     SeaCpuState *sea = nullptr, CpuForwardCapture *capture = nullptr,
+                     const std::function<bool()> &should_abort = {});
 
 }  // namespace seaopt

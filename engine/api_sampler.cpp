@@ -25,6 +25,8 @@ seaopt_sampler_params seaopt_sampler_default_params(void) {
     p.presence_penalty = 0.0f;
     p.frequency_penalty = 0.0f;
     p.seed = SEAOPT_DEFAULT_SEED;
+    p.logit_bias = nullptr;
+    p.n_logit_bias = 0;
     return p;
 }
 

@@ -1,4 +1,5 @@
-// The token sampler behind seaopt_sampler_*: the penalties (repetition, presence, frequency), then greedy or
+// The token sampler behind seaopt_sampler_*: the logit biases, the penalties (repetition, presence, frequency), then
+// greedy or
 // temperature -> top-k -> top-p -> min-p -> a seeded draw (the order Hugging Face's generate uses).
 //
 // Determinism: the generator is std::mt19937_64, whose output sequence the C++ standard fixes, and
@@ -26,7 +27,7 @@ public:
     // Picks a token from n_vocab logits without accepting it. Throws seaopt::Error
     // (SEAOPT_ERR_INVALID_ARGUMENT) for n_vocab <= 0, a NaN logit, or logits that are all -inf.
     // device_greedy: the greedy pick of these logits made by the GPU engine (engine/argmax_key.h), or -1;
-    // a greedy sampler without a penalty returns it instead of scanning the logits (the same id:
+    // a greedy sampler without a penalty or bias returns it instead of scanning the logits (the same id:
     // tests/test_gpu_engine.cpp checks it against this class's own scan).
     int32_t sample(const float *logits, int32_t n_vocab, int32_t device_greedy = -1);
 
@@ -44,6 +45,7 @@ private:
     uint32_t seed_;
     std::mt19937_64 rng_;
     std::vector<int32_t> history_;  // accepted tokens, oldest first, at most the penalty window
+    std::vector<seaopt_logit_bias> biases_;  // params.logit_bias, copied (params_ keeps no pointer to the caller's)
 
     // Scratch reused across calls so sampling a token does not allocate.
     std::vector<float> logits_;
@@ -53,6 +55,7 @@ private:
     std::vector<double> weights_;  // weights by token id (top-p)
 
     bool penalizes() const;  // some penalty is on and the history is not empty
+    void apply_biases(int32_t n_vocab);
     void apply_penalties(int32_t n_vocab);
     int32_t sample_from_candidates(int32_t n_vocab);
     double next_uniform();  // in [0, 1)

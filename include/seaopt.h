@@ -453,12 +453,18 @@ SEAOPT_API seaopt_status seaopt_bench_attention_layer(const struct seaopt_model 
 
 /* ---------------------------------------------------------------------------------------------
  * Sampler
- * Order of operations (as Hugging Face's generate): the penalties over the last repeat_last_n
+ * Order of operations (as Hugging Face's generate): the logit biases, the penalties over the last repeat_last_n
  * accepted tokens (the repetition penalty, then llama.cpp's presence and frequency penalties), then
  * temperature, then top-k, then top-p, then min-p, then a draw from the seeded generator.
  * temp <= 0 means greedy (argmax after the penalties).
  * ------------------------------------------------------------------------------------------- */
 #define SEAOPT_DEFAULT_SEED 0xFFFFFFFFu /* = pick a random seed */
+
+/* A constant added to one token's logit before anything else (-INFINITY bans the token). */
+typedef struct seaopt_logit_bias {
+    seaopt_token token;
+    float bias;
+} seaopt_logit_bias;
 
 typedef struct seaopt_sampler_params {
     float temp;             /* 0.8; <= 0 = greedy */
@@ -472,6 +478,9 @@ typedef struct seaopt_sampler_params {
     float frequency_penalty; /* 0 = off; subtracted from a token's logit once per occurrence in the window
                                 (OpenAI's and llama.cpp's rule, applied after the repetition penalty) */
     uint32_t seed;          /* SEAOPT_DEFAULT_SEED = random */
+    const seaopt_logit_bias *logit_bias; /* n_logit_bias entries (copied by seaopt_sampler_new), added to the logits
+                                            first (llama.cpp's -l); a token outside the vocabulary is ignored */
+    int32_t n_logit_bias;
 } seaopt_sampler_params;
 
 SEAOPT_API seaopt_sampler_params seaopt_sampler_default_params(void);

@@ -114,6 +114,8 @@ TEST(Sampler, DefaultParamsMatchTheHeader) {
     EXPECT_EQ(p.repeat_last_n, 64);
     EXPECT_FLOAT_EQ(p.presence_penalty, 0.0f);
     EXPECT_FLOAT_EQ(p.frequency_penalty, 0.0f);
+    EXPECT_EQ(p.logit_bias, nullptr);
+    EXPECT_EQ(p.n_logit_bias, 0);
     EXPECT_EQ(p.seed, SEAOPT_DEFAULT_SEED);
 }
 
@@ -371,6 +373,35 @@ TEST(Sampler, PenaltiesComposeInLlamaCppsOrder) {
     seaopt_sampler_accept(d.get(), 0);
     const double e = std::exp(1.0);
     expect_matches_distribution(draw_counts(d.get(), {2.0f, 0.0f}, n), {e / (1 + e), 1 / (1 + e)}, n);
+}
+
+TEST(Sampler, LogitBiasShiftsAndBans) {
+    // Greedy: a ban moves the pick to the next best; a positive bias can make a token the best.
+    std::vector<seaopt_logit_bias> biases = {{0, -kInf}};
+    seaopt_sampler_params p = greedy();
+    p.logit_bias = biases.data();
+    p.n_logit_bias = 1;
+    SamplerPtr ban = make(p);
+    biases[0] = {1, 100.0f};  // the sampler copied the array: changing it now changes nothing
+    EXPECT_EQ(sample(ban.get(), {3.0f, 2.0f, 1.0f}), 1);
+    EXPECT_EQ(sample(ban.get(), {kInf, 2.0f, 1.0f}), 1);  // -inf bans even a +inf logit (no NaN)
+    std::vector<seaopt_logit_bias> lift = {{2, 5.0f}, {70000, 1.0f}};  // the second id is outside: ignored
+    p.logit_bias = lift.data();
+    p.n_logit_bias = 2;
+    SamplerPtr up = make(p);
+    EXPECT_EQ(sample(up.get(), {3.0f, 2.0f, 1.0f}), 2);
+    // The device's greedy pick of the raw logits is not taken when a bias changes them.
+    seaopt::Sampler dev(p);
+    const std::vector<float> l = {3.0f, 2.0f, 1.0f};
+    EXPECT_EQ(dev.sample(l.data(), 3, 0), 2);
+    // Sampling: {0, 0} with token 0 biased by ln 3 -> P(0) = 3/4.
+    std::vector<seaopt_logit_bias> third = {{0, (float)std::log(3.0)}};
+    seaopt_sampler_params q = pure_temperature(1.0f, 17);
+    q.logit_bias = third.data();
+    q.n_logit_bias = 1;
+    SamplerPtr d = make(q);
+    const int n = 20000;
+    expect_matches_distribution(draw_counts(d.get(), {0.0f, 0.0f}, n), {0.75, 0.25}, n);
 }
 
 TEST(Sampler, RepetitionPenaltyWindow) {
@@ -675,6 +706,13 @@ TEST(Sampler, InvalidParamsAreRejected) {
     add("presence_penalty NaN", [](seaopt_sampler_params &p) { p.presence_penalty = kNaN; });
     add("presence_penalty inf", [](seaopt_sampler_params &p) { p.presence_penalty = kInf; });
     add("frequency_penalty -inf", [](seaopt_sampler_params &p) { p.frequency_penalty = -kInf; });
+    static const seaopt_logit_bias nan_bias[1] = {{5, kNaN}};
+    add("logit_bias NaN", [](seaopt_sampler_params &p) {
+        p.logit_bias = nan_bias;
+        p.n_logit_bias = 1;
+    });
+    add("logit_bias NULL with n 2", [](seaopt_sampler_params &p) { p.n_logit_bias = 2; });
+    add("n_logit_bias -1", [](seaopt_sampler_params &p) { p.n_logit_bias = -1; });
     for (const Case &c : cases) {
         SCOPED_TRACE(c.what);
         seaopt_sampler *s = reinterpret_cast<seaopt_sampler *>(0x1);

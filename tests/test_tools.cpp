@@ -231,6 +231,8 @@ TEST_F(Tools, BadSamplingOptionsFailCleanly) {
                          "presence_penalty");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--frequency-penalty", "nan"})), "seaopt-generate",
                          "frequency_penalty");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-l", "12x"})), "seaopt-generate", "--logit-bias");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-l", "+3"})), "seaopt-generate", "--logit-bias");
     expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "-2"})), "seaopt-generate", "seed");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--device", "gpu"})), "seaopt-generate", "--device");
 }
@@ -375,6 +377,11 @@ TEST_F(Tools, GeneratePresencePenaltyStopsRepeats) {
     const std::vector<int> penalized = tokens_of({"--temp", "0", "--presence-penalty", "1000"});
     ASSERT_EQ(penalized.size(), 24u);
     EXPECT_FALSE(has_repeat(penalized));
+    // A banned token (-l ID-inf) never comes, whichever token the greedy text repeated.
+    const int repeated = plain.back();
+    const std::vector<int> banned = tokens_of({"--temp", "0", "-l", std::to_string(repeated) + "-inf"});
+    ASSERT_EQ(banned.size(), 24u);
+    EXPECT_EQ(std::count(banned.begin(), banned.end(), repeated), 0);
     // The same with the frequency penalty, and with min-p 1 (the argmax alone: greedy's tokens at any temperature).
     EXPECT_FALSE(has_repeat(tokens_of({"--temp", "0", "--frequency-penalty", "1000"})));
     EXPECT_EQ(tokens_of({"--temp", "1.5", "--min-p", "1", "-s", "3"}), plain);

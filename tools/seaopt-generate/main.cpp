@@ -8,8 +8,10 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <string>
@@ -44,6 +46,7 @@ struct Options {
     int32_t repeat_last_n = 64;
     float presence_penalty = 0.0f;
     float frequency_penalty = 0.0f;
+    std::vector<std::string> logit_bias;  // -l TOKEN+BIAS / TOKEN-BIAS (llama.cpp's format)
     bool ignore_eos = false;
     int32_t greedy_chunk = 0;  // tokens per seaopt_generate_greedy_until call (0 = 16 on the GPU, 1 on the CPU)
     bool no_display_prompt = false;
@@ -120,6 +123,20 @@ private:
         return 0;  // only continuation bytes: not the start of anything we can complete
     }
 };
+
+// -l/--logit-bias "15043+1", "15043-inf" (llama.cpp's format): the token id, then the signed bias.
+bool parse_logit_bias(const std::string &item, seaopt_logit_bias &out) {
+    size_t i = 0;
+    while (i < item.size() && item[i] >= '0' && item[i] <= '9') ++i;
+    if (i == 0 || i > 9 || i == item.size() || (item[i] != '+' && item[i] != '-')) return false;
+    const char *value = item.c_str() + i;
+    char *end = nullptr;
+    const float bias = std::strtof(value, &end);
+    if (end == value || *end != '\0' || std::isnan(bias)) return false;
+    out.token = (seaopt_token)std::stol(item.substr(0, i));
+    out.bias = bias;
+    return true;
+}
 
 // -r/--reverse-prompt: whether `text` (the generated text so far, whose last `added` bytes just came) now holds one
 // of the stop strings, ending in those bytes (earlier ones were seen before).
@@ -321,6 +338,17 @@ int run(const Options &opt) {
     sparams.repeat_last_n = opt.repeat_last_n;
     sparams.presence_penalty = opt.presence_penalty;
     sparams.frequency_penalty = opt.frequency_penalty;
+    std::vector<seaopt_logit_bias> biases;
+    for (const std::string &item : opt.logit_bias) {
+        seaopt_logit_bias b{};
+        if (!parse_logit_bias(item, b)) {
+            return fail("-l/--logit-bias '" + item + "': expected TOKEN_ID followed by +BIAS or -BIAS, such as 15043+1 or "
+                        "15043-inf");
+        }
+        biases.push_back(b);
+    }
+    sparams.logit_bias = biases.data();
+    sparams.n_logit_bias = (int32_t)biases.size();
     sparams.seed = opt.seed < 0 ? SEAOPT_DEFAULT_SEED : (uint32_t)opt.seed;
     const seaopt_tools::SamplerPtr smpl = seaopt_tools::new_sampler(sparams);
     if (!smpl) return fail_with_last_error();
@@ -477,7 +505,7 @@ int run(const Options &opt) {
     // memory in use.
     const bool penalties = opt.repeat_last_n != 0 &&
                            (opt.repeat_penalty != 1.0f || opt.presence_penalty != 0.0f || opt.frequency_penalty != 0.0f);
-    const bool greedy_chain = opt.temp <= 0.0f && !penalties &&
+    const bool greedy_chain = opt.temp <= 0.0f && !penalties && opt.logit_bias.empty() &&
                               !opt.ignore_eos;
     seaopt_memory_report mem{};
     const bool on_gpu = seaopt_context_memory(ctx.get(), &mem) == SEAOPT_OK &&
@@ -613,6 +641,11 @@ int main(int argc, char **argv) {
     app.add_option("--min-p", opt.min_p,
                    "min-p sampling: drop tokens less likely than min-p times the most likely one (0 = off; applied "
                    "after top-p)");
+    app.add_option("-l,--logit-bias", opt.logit_bias,
+                   "add a bias to one token's logit, as TOKEN_ID+BIAS or TOKEN_ID-BIAS (15043-inf bans token 15043); "
+                   "may be given several times")
+        ->allow_extra_args(false)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
     app.add_option("--repeat-penalty", opt.repeat_penalty, "penalty for repeated tokens (1 = off)");
     app.add_option("--repeat-last-n", opt.repeat_last_n,
                    "tokens the repeat, presence and frequency penalties look back on (0 = off, -1 = all)");

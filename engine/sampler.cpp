@@ -109,7 +109,8 @@ void Sampler::apply_biases(int32_t n_vocab) {
     for (const seaopt_logit_bias &b : biases_) {
         if (b.token < 0 || b.token >= n_vocab) continue;  // another vocabulary's id
         float &l = logits_[(size_t)b.token];
-        l = b.bias == -kInf ? -kInf : l + b.bias;  // -inf bans the token, even one whose logit is +inf
+        // An infinite bias decides (-inf bans the token even where its logit is +inf); a finite one is added.
+        l = std::isinf(b.bias) ? b.bias : l + b.bias;
     }
 }
 
@@ -133,9 +134,14 @@ void Sampler::apply_penalties(int32_t n_vocab) {
         for (; i < penalized_.size() && penalized_[i] == t; ++i) ++count;
         float &l = logits_[(size_t)t];
         // The repetition penalty once per distinct token, however often it occurs (HF / CTRL rule); then, as
-        // llama.cpp's penalties sampler, the frequency penalty per occurrence and the presence penalty once.
-        if (penalty != 1.0f) l = l > 0.0f ? l / penalty : l * penalty;
-        l -= (float)count * frequency + presence;
+        // llama.cpp's penalties sampler, the frequency penalty per occurrence and the presence penalty once. In
+        // double: huge (finite) penalties overflow float, and -inf - -inf would be a NaN; the float result is at
+        // worst an infinity.
+        double x = l;
+        if (penalty != 1.0f) x = x > 0.0 ? x / penalty : x * penalty;
+        x -= (double)count * frequency + presence;
+        constexpr double kMax = std::numeric_limits<float>::max();
+        l = x > kMax ? kInf : x < -kMax ? -kInf : (float)x;
     }
 }
 

@@ -6,6 +6,9 @@
 #include <cstring>
 #include <vector>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "engine/error.h"
 #include "engine/fp16.h"
 #include "model/gguf.h"
@@ -371,6 +374,10 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
             seq_tokens.clear();
             throw Error(e.code(), std::string(e.what()) + " (restoring sequence " + std::to_string(seq) +
                                       ": it was left empty)");
+        } catch (...) {  // bad_alloc of a host staging buffer: as empty, whatever was copied already
+            ctx.seq_len[seq] = 0;
+            seq_tokens.clear();
+            throw;
         }
     }
     seq_tokens.assign(tokens.begin(), tokens.end());
@@ -378,11 +385,24 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
 }
 
 void state_seq_save_file(Context &ctx, uint32_t seq, const std::string &path) {
+    // Replacing something that is not a regular file (a device, a directory, a symlink's target) is not ours to do.
+    struct stat st;
+    if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        throw_io("cannot write the state to '" + path + "': it exists and is not a regular file");
+    }
     std::vector<uint8_t> blob(state_seq_size(ctx, seq));
     state_seq_write(ctx, seq, blob.data(), blob.size());
-    const std::string tmp = path + ".tmp";
-    std::FILE *f = std::fopen(tmp.c_str(), "wb");
-    if (!f) throw_io("cannot open '" + tmp + "' for writing: " + std::strerror(errno));
+    // A temporary file of our own beside the target (two writers of one path do not share it), renamed onto it.
+    std::string tmp = path + ".tmp.XXXXXX";
+    const int fd = ::mkstemp(tmp.data());
+    if (fd < 0) throw_io("cannot create a temporary file '" + tmp + "' for writing: " + std::strerror(errno));
+    std::FILE *f = ::fdopen(fd, "wb");
+    if (!f) {
+        const std::string why = std::strerror(errno);
+        ::close(fd);
+        std::remove(tmp.c_str());
+        throw_io("cannot write '" + tmp + "': " + why);
+    }
     const bool written = std::fwrite(blob.data(), 1, blob.size(), f) == blob.size();
     const bool closed = std::fclose(f) == 0;
     if (!written || !closed) {

@@ -38,7 +38,8 @@ size_t state_seq_write(Context &ctx, uint32_t seq, uint8_t *dst, size_t size);
 // A blob that fails a check leaves the sequence as it was; a device error while restoring leaves it empty.
 void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size, const std::string &what);
 
-// The same through a file: written to "<path>.tmp" and renamed onto path; read through a memory map.
+// The same through a file: written to a temporary file of its own beside path ("<path>.tmp.XXXXXX", mode 0600) and
+// renamed onto path (a path that exists and is not a regular file is refused); read through a memory map.
 void state_seq_save_file(Context &ctx, uint32_t seq, const std::string &path);
 void state_seq_load_file(Context &ctx, uint32_t seq, const std::string &path);
 

@@ -297,11 +297,12 @@ typedef struct seaopt_memory_report {
 } seaopt_memory_report;
 
 SEAOPT_API seaopt_status seaopt_context_memory(const struct seaopt_context *ctx, seaopt_memory_report *out);
-/* The memory a context with these parameters would take, without making it: the same validation and the same
- * plan as seaopt_context_new (the same error for a bad parameter), nothing allocated. The report is what
- * seaopt_context_memory would say of that context; what the context adds to the model is total_bytes -
- * weights_bytes, and on the GPU seaopt_context_new refuses it (SEAOPT_ERR_OUT_OF_MEMORY) when that exceeds
- * device_free_bytes. For choosing n_ctx, n_seq_max or n_batch before committing memory (llama.cpp's
+/* The memory a context with these parameters would take, without making it: the same parameter checks and the
+ * same plan as seaopt_context_new (the same error for a bad parameter), nothing allocated and no fit check. The
+ * report is what seaopt_context_memory would say of that context (GPU figures rounded up to the 2 MiB allocation
+ * granularity); what the context adds to the model is about total_bytes - weights_bytes, which must fit in
+ * device_free_bytes (seaopt_context_new compares the unrounded plan on the GPU, and the KV cache alone with the
+ * host's free memory on the CPU). For choosing n_ctx, n_seq_max or n_batch before committing memory (llama.cpp's
  * llama_params_fit). */
 SEAOPT_API seaopt_status seaopt_context_memory_estimate(const struct seaopt_model *model,
                                                         const seaopt_context_params *params,
@@ -318,7 +319,8 @@ SEAOPT_API void seaopt_kv_clear(struct seaopt_context *ctx);
 SEAOPT_API seaopt_status seaopt_kv_truncate(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_pos n_keep);
 /* Sequence dst becomes a copy of sequence src (its tokens, keys and values, and SEA decode states), replacing what
  * dst held: a prompt decoded once and continued in several sequences (parallel sampling). src == dst does nothing;
- * an id outside [0, n_seq_max): SEAOPT_ERR_INVALID_ARGUMENT. */
+ * an id outside [0, n_seq_max): SEAOPT_ERR_INVALID_ARGUMENT (nothing changes); a device or memory error during the
+ * copy leaves dst empty. */
 SEAOPT_API seaopt_status seaopt_kv_seq_cp(struct seaopt_context *ctx, seaopt_seq_id src, seaopt_seq_id dst);
 /* Number of positions held for a sequence (the next position it will take); -1 for a bad seq_id. */
 SEAOPT_API seaopt_pos seaopt_kv_seq_len(const struct seaopt_context *ctx, seaopt_seq_id seq_id);
@@ -342,10 +344,11 @@ SEAOPT_API seaopt_status seaopt_state_seq_get_size(struct seaopt_context *ctx, s
  * smaller than seaopt_state_seq_get_size's. */
 SEAOPT_API seaopt_status seaopt_state_seq_get_data(struct seaopt_context *ctx, seaopt_seq_id seq_id, uint8_t *dst,
                                                    size_t dst_size, size_t *n_written);
-/* Replaces sequence seq_id with a saved state. A state that fails a check (not a state, truncated, corrupt,
- * another model, other attention settings: SEAOPT_ERR_MODEL_FORMAT or SEAOPT_ERR_INVALID_ARGUMENT; more
- * tokens than n_ctx: SEAOPT_ERR_CONTEXT_FULL) leaves the sequence as it was; a device error while restoring
- * leaves it empty. */
+/* Replaces sequence seq_id with a saved state. A state that fails a check leaves the sequence as it was: not a
+ * state, truncated or corrupt (SEAOPT_ERR_MODEL_FORMAT; a damaged shape or fingerprint field reads as "another
+ * model"), another model or other attention settings (SEAOPT_ERR_INVALID_ARGUMENT), another format version
+ * (SEAOPT_ERR_UNSUPPORTED), more tokens than n_ctx (SEAOPT_ERR_CONTEXT_FULL). A device or memory error while
+ * restoring leaves it empty. */
 SEAOPT_API seaopt_status seaopt_state_seq_set_data(struct seaopt_context *ctx, seaopt_seq_id seq_id,
                                                    const uint8_t *src, size_t src_size);
 /* The same through a file: written to "<path>.tmp" and renamed onto path (no half-written file is left). */
@@ -471,7 +474,8 @@ typedef struct seaopt_sampler_params {
     int32_t top_k;          /* 40; <= 0 = off */
     float top_p;            /* 0.95; >= 1 = off */
     float min_p;            /* 0 = off; in [0, 1]: drop tokens whose probability (after temperature) is below
-                               min_p times the most likely token's (HF's MinPLogitsWarper, llama.cpp's min-p) */
+                               min_p times the most likely token's (HF's MinPLogitsWarper; llama.cpp's default
+                               chain applies its min-p before the temperature, so at temp != 1 it keeps another set) */
     float repeat_penalty;   /* 1.0 = off; > 1 discourages repeats (CTRL / HF rule) */
     int32_t repeat_last_n;  /* 64; the window of all three penalties: 0 = off, -1 = every accepted token */
     float presence_penalty;  /* 0 = off; subtracted once from the logit of every token in the window */

@@ -404,6 +404,23 @@ TEST(Sampler, LogitBiasShiftsAndBans) {
     expect_matches_distribution(draw_counts(d.get(), {0.0f, 0.0f}, n), {0.75, 0.25}, n);
 }
 
+TEST(Sampler, HugePenaltiesMakeNoNaN) {
+    // Token 0 seen twice, logit -2: -2 x 3e38 and 2 x -3e38 each overflow a float (-inf - -inf would be a NaN);
+    // in exact arithmetic they cancel: token 0's logit becomes 0, below token 1's 0.5.
+    seaopt_sampler_params p = greedy();
+    p.repeat_penalty = 3e38f;
+    p.frequency_penalty = -3e38f;
+    SamplerPtr s = make(p);
+    seaopt_sampler_accept(s.get(), 0);
+    seaopt_sampler_accept(s.get(), 0);
+    EXPECT_EQ(sample(s.get(), {-2.0f, 0.5f}), 1);
+    p.temp = 1.0f;
+    SamplerPtr t = make(p);
+    seaopt_sampler_accept(t.get(), 0);
+    for (int i = 0; i < 50; ++i) EXPECT_GE(sample(t.get(), {-2.0f, 0.5f, kInf}), 0);  // the +inf logit: always 2
+    EXPECT_EQ(sample(t.get(), {-2.0f, 0.5f, kInf}), 2);
+}
+
 TEST(Sampler, RepetitionPenaltyWindow) {
     seaopt_sampler_params p = greedy();
     p.repeat_penalty = 2.0f;

@@ -222,13 +222,19 @@ TEST(State, FilesAreWrittenAtomically) {
     const std::string path = seaopt_test::temp_dir() + "/state-sea.bin";
     fs::remove(path);
     ASSERT_EQ(seaopt_state_seq_save_file(a.ctx, 0, path.c_str()), SEAOPT_OK) << last_error();
-    EXPECT_FALSE(fs::exists(path + ".tmp"));
+    for (const auto &entry : fs::directory_iterator(seaopt_test::temp_dir())) {
+        EXPECT_EQ(entry.path().filename().string().find("state-sea.bin.tmp"), std::string::npos) << entry.path();
+    }
     EXPECT_EQ(fs::file_size(path), a.save().size());
     const std::vector<std::vector<float>> want = a.steps(ids, 25, 30);
     Ctx b(m.m, 64, 1, SEAOPT_ATTENTION_SEA);
     ASSERT_EQ(seaopt_state_seq_load_file(b.ctx, 0, path.c_str()), SEAOPT_OK) << last_error();
     EXPECT_TRUE(b.steps(ids, 25, 30) == want);
 
+    // Onto something that is not a regular file: refused, left alone.
+    EXPECT_EQ(seaopt_state_seq_save_file(a.ctx, 0, seaopt_test::temp_dir().c_str()), SEAOPT_ERR_IO);
+    EXPECT_NE(last_error().find("not a regular file"), std::string::npos) << last_error();
+    EXPECT_TRUE(fs::is_directory(seaopt_test::temp_dir()));
     // A directory that does not exist: an I/O error naming the file, and nothing written.
     const std::string bad = seaopt_test::temp_dir() + "/no-such-dir/state.bin";
     EXPECT_EQ(seaopt_state_seq_save_file(a.ctx, 0, bad.c_str()), SEAOPT_ERR_IO);

@@ -476,6 +476,22 @@ TEST_F(Tools, GenerateParallelSequencesAreTheSingleRunsOfTheirSeeds) {
         }
         EXPECT_EQ(distinct.size(), 3u);
     }
+    // -n 0 generates nothing in any sequence; seeds go on modulo 2^32 - 1 (0xFFFFFFFF would mean "random").
+    auto gen_json = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = {"-p", kPrompt, "--json", "--device", "cpu"};
+        a.insert(a.end(), extra.begin(), extra.end());
+        const Result r = run(generate_args(a));
+        EXPECT_EQ(r.status, 0) << describe(r);
+        nlohmann::json j;
+        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+        return j;
+    };
+    const nlohmann::json none = gen_json({"-n", "0", "--parallel", "2"});
+    for (const nlohmann::json &q : none.at("sequences")) EXPECT_EQ(q.at("n_tokens"), 0);
+    const nlohmann::json wrap = gen_json({"-n", "1", "--parallel", "3", "-s", "4294967294"});
+    std::vector<uint32_t> seeds;
+    for (const nlohmann::json &q : wrap.at("sequences")) seeds.push_back(q.at("seed").get<uint32_t>());
+    EXPECT_EQ(seeds, (std::vector<uint32_t>{4294967294u, 0u, 1u}));
     expect_clean_failure(run(generate_args({"-p", "Hi", "--parallel", "4", "-b", "2"})), "seaopt-generate",
                          "smaller than --parallel");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--parallel", "0"})), "seaopt-generate", "--parallel");

@@ -200,11 +200,13 @@ int run_parallel(const ParallelRun &r) {
     std::vector<Seq> seqs((size_t)n);
     for (int32_t i = 0; i < n; ++i) {
         seaopt_sampler_params sp = r.sparams;
-        sp.seed = r.sparams.seed + (uint32_t)i;
+        // seed + i, modulo 2^32 - 1: no sequence gets SEAOPT_DEFAULT_SEED (0xFFFFFFFF), which would mean "random".
+        sp.seed = (uint32_t)(((uint64_t)r.sparams.seed + (uint64_t)i) % 0xFFFFFFFFull);
         seqs[(size_t)i].smpl = seaopt_tools::new_sampler(sp);
         if (!seqs[(size_t)i].smpl) return fail_with_last_error();
         for (seaopt_token t : r.prompt_tokens) seaopt_sampler_accept(seqs[(size_t)i].smpl.get(), t);
         if (i > 0 && seaopt_kv_seq_cp(r.ctx, 0, i) != SEAOPT_OK) return fail_with_last_error();
+        seqs[(size_t)i].done = opt.n_predict == 0;  // -n 0: nothing to generate, as the single-sequence loop
     }
     std::vector<float> masked;
     std::string piece;
@@ -418,8 +420,10 @@ int run(const Options &opt) {
     // logits give the first pick, so the same prompt again runs just that one. A cache that does not fit (another
     // model, other attention settings, damaged) is reported and replaced.
     const Clock::time_point t_prompt = Clock::now();
-    int32_t n_reused = 0;
-    if (!opt.prompt_cache.empty() && std::filesystem::exists(opt.prompt_cache)) {
+    int32_t n_reused = 0;       // the prompt's tokens the sequence holds before the prompt runs
+    int32_t n_cache_saved = 0;  // of them, those the cache saved running (not SEA's recomputed ones)
+    std::error_code exists_error;  // a path that cannot be examined counts as no cache (saving will say why)
+    if (!opt.prompt_cache.empty() && std::filesystem::exists(opt.prompt_cache, exists_error)) {
         if (seaopt_state_seq_load_file(ctx.get(), 0, opt.prompt_cache.c_str()) != SEAOPT_OK) {
             std::fprintf(stderr, "%s: warning: cannot use the prompt cache: %s%s\n", kProgram, seaopt_last_error(),
                          opt.prompt_cache_ro ? "" : "; it will be replaced");
@@ -432,9 +436,15 @@ int run(const Options &opt) {
                 ++match;
             }
             n_reused = std::min(match, n_prompt - 1);
+            // With SEA attention a sequence cut short is recomputed from its start (its SEA states cannot be cut):
+            // then the cache saves nothing, and it is not counted as reused.
+            const bool recomputed = n_reused < (int32_t)cached.size() && opt.attention.attention == "sea";
             if (seaopt_kv_truncate(ctx.get(), 0, n_reused) != SEAOPT_OK) return fail_with_last_error();
-            std::fprintf(stderr, "%s: prompt cache '%s': %d of the prompt's %d tokens reused (loaded in %.1f ms)\n",
-                         kProgram, opt.prompt_cache.c_str(), n_reused, n_prompt, ms_since(t_prompt));
+            std::fprintf(stderr, "%s: prompt cache '%s': %d of the prompt's %d tokens %s (loaded in %.1f ms)\n", kProgram,
+                         opt.prompt_cache.c_str(), n_reused, n_prompt,
+                         recomputed ? "kept, recomputed from the start (SEA states cannot be cut short)" : "reused",
+                         ms_since(t_prompt));
+            n_cache_saved = recomputed ? 0 : n_reused;
         }
     }
     // The prompt in batches of at most n_batch tokens (-b); the last one's logits give the first pick.
@@ -463,11 +473,11 @@ int run(const Options &opt) {
         return fail_with_last_error();
     }
     const double prompt_ms = ms_since(t_prompt);
-    const int32_t n_prompt_run = n_prompt - n_reused;  // the tokens this run evaluated
+    const int32_t n_prompt_run = n_prompt - n_cache_saved;  // the tokens this run evaluated
     if (opt.n_parallel > 1) {
         sparams.seed = seaopt_sampler_seed(smpl.get());
         return run_parallel({opt, model.get(), ctx.get(), sparams, tokens, prompt, load_ms, prompt_ms, n_prompt_run,
-                             n_reused, t_start});
+                             n_cache_saved, t_start});
     }
     for (seaopt_token t : tokens) seaopt_sampler_accept(smpl.get(), t);  // the penalty sees the prompt too
 
@@ -593,7 +603,7 @@ int run(const Options &opt) {
                             {"seed", seaopt_sampler_seed(smpl.get())},
                             {"prompt", prompt},
                             {"n_prompt_tokens", n_prompt},
-                            {"n_prompt_tokens_cached", n_reused},
+                            {"n_prompt_tokens_cached", n_cache_saved},
                             {"text", generated},
                             {"tokens", generated_ids},
                             {"n_tokens", n_generated},
@@ -662,7 +672,7 @@ int main(int argc, char **argv) {
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
     app.add_option("--parallel", opt.n_parallel,
                    "sample this many continuations of the prompt side by side (the prompt runs once and is copied; one "
-                   "batch a step; sequence i uses seed -s + i); the texts are printed at the end")
+                   "batch a step; sequence i uses seed -s + i, modulo 2^32 - 1); the texts are printed at the end")
         ->check(CLI::Range(1, 1024));
     app.add_option("--prompt-cache", opt.prompt_cache,
                    "a file holding the state of an earlier prompt (its tokens, keys and values): the tokens this "

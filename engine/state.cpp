@@ -98,9 +98,11 @@ uint64_t checksum(const uint8_t *p, size_t n) {
     return h;
 }
 
+// Zero-length copies are skipped: an empty sequence's vectors may have no storage (memcpy from null is undefined).
 struct Writer {
     uint8_t *p;
     void bytes(const void *src, size_t n) {
+        if (n == 0) return;
         std::memcpy(p, src, n);
         p += n;
     }
@@ -111,6 +113,7 @@ struct Writer {
 struct Reader {
     const uint8_t *p;
     void bytes(void *dst, size_t n) {
+        if (n == 0) return;
         std::memcpy(dst, p, n);
         p += n;
     }
@@ -136,6 +139,7 @@ std::string sea_description(const std::vector<uint8_t> &on, uint32_t k) {
 
 // The keys and values of sequence seq, rows [0, n), as [layer][K, V][head][n][head_dim] in the context's own type.
 void read_kv(Context &ctx, uint32_t seq, uint32_t n, uint8_t *dst) {
+    if (n == 0) return;
     const OptHparams &hp = ctx.model->hp;
     if (ctx.cuda) {
         cuda_kv_download(hp, *ctx.cuda, seq, n, dst);  // already in this order and type
@@ -156,6 +160,7 @@ void read_kv(Context &ctx, uint32_t seq, uint32_t n, uint8_t *dst) {
 
 // Writes rows [0, n) of sequence seq from src ([layer][K, V][head][n][head_dim] of kv_type), converting the type.
 void write_kv(Context &ctx, uint32_t seq, uint32_t n, const uint8_t *src, uint32_t kv_type) {
+    if (n == 0) return;
     const OptHparams &hp = ctx.model->hp;
     const size_t count = (size_t)hp.n_layer * 2 * n * hp.n_embd;
     if (ctx.cuda) {

@@ -344,8 +344,8 @@ int run(const Options &opt) {
     for (const std::string &item : opt.logit_bias) {
         seaopt_logit_bias b{};
         if (!parse_logit_bias(item, b)) {
-            return fail("-l/--logit-bias '" + item + "': expected TOKEN_ID followed by +BIAS or -BIAS, such as 15043+1 or "
-                        "15043-inf");
+            return fail("-l/--logit-bias '" + item +
+                        "': expected TOKEN_ID followed by +BIAS or -BIAS, such as 15043+1 or 15043-inf");
         }
         biases.push_back(b);
     }
@@ -384,7 +384,8 @@ int run(const Options &opt) {
     if (opt.n_parallel > 1 && opt.n_batch == 0) {
         // The prompt in one batch, and the N sequences' steps (the context's default, n_ctx x N, would size the
         // activation arena for N whole contexts at once).
-        const uint32_t n_ctx_model = opt.n_ctx > 0 ? (uint32_t)opt.n_ctx : (uint32_t)seaopt_model_n_ctx_train(model.get());
+        const uint32_t n_ctx_model =
+            opt.n_ctx > 0 ? (uint32_t)opt.n_ctx : (uint32_t)seaopt_model_n_ctx_train(model.get());
         cparams.n_batch = std::max<uint32_t>(n_ctx_model, (uint32_t)opt.n_parallel);
     }
     cparams.n_threads = opt.n_threads;
@@ -509,7 +510,7 @@ int run(const Options &opt) {
         if (stopped) stop_reason = "reverse_prompt";
         return true;
     };
-    // Greedy decoding without penalties runs through seaopt_generate_greedy_until (stopping at EOS): on the
+    // Greedy decoding without penalties or biases runs through seaopt_generate_greedy_until (stopping at EOS): on the
     // GPU 16 tokens a call (the steps back to back on the device), on the CPU one (the text keeps streaming token by
     // token there). The public API has no device query: a context on the GPU plans an arena and sees the device's
     // memory in use.
@@ -666,9 +667,9 @@ int main(int argc, char **argv) {
                    "(0 = off)");
     app.add_flag("--ignore-eos", opt.ignore_eos, "never stop at the end-of-sequence token (it is not sampled)");
     app.add_option("--greedy-chunk", opt.greedy_chunk,
-                   "greedy decoding (--temp 0, no penalties): tokens per seaopt_generate_greedy_until call (at "
-                   "most: it stops at EOS), printed a call at a time (0 = 16 on the GPU, where the call's steps run "
-                   "back to back, and 1 on the CPU)");
+                   "greedy decoding (--temp 0, no penalties or logit biases): tokens per "
+                   "seaopt_generate_greedy_until call (at most: it stops at EOS), printed a call at a time (0 = 16 on "
+                   "the GPU, where the call's steps run back to back, and 1 on the CPU)");
     app.add_flag("--no-display-prompt", opt.no_display_prompt, "do not print the prompt before the generated text");
     app.add_option("--parallel", opt.n_parallel,
                    "sample this many continuations of the prompt side by side (the prompt runs once and is copied; one "

@@ -509,11 +509,7 @@ namespace {
 
 uint32_t checked_seq(const seaopt_context *ctx, seaopt_seq_id seq_id) {
     require(ctx, "ctx");
-    if (seq_id < 0 || (uint32_t)seq_id >= ctx->impl.n_seq_max) {
-        seaopt::throw_invalid_argument("sequence id " + std::to_string(seq_id) + " is outside [0, n_seq_max = " +
-                                       std::to_string(ctx->impl.n_seq_max) + ")");
-    }
-    return (uint32_t)seq_id;
+    return seaopt::context_seq_index(ctx->impl, seq_id);
 }
 
 }  // namespace

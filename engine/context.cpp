@@ -71,9 +71,6 @@ std::vector<uint8_t> parse_layer_list(const char *list, uint32_t n_layer) {
     }
 }
 
-namespace {
-
-// "0-1, 3, 5-7": the layers a flag vector selects, as ranges.
 std::string layer_ranges(const std::vector<uint8_t> &on) {
     std::string out;
     for (size_t l = 0; l < on.size();) {
@@ -88,6 +85,24 @@ std::string layer_ranges(const std::vector<uint8_t> &on) {
     }
     return out;
 }
+
+uint32_t context_seq_index(const Context &ctx, int32_t seq_id) {
+    if (seq_id < 0 || (uint32_t)seq_id >= ctx.n_seq_max) {
+        throw_invalid_argument("sequence id " + std::to_string(seq_id) + " is outside [0, n_seq_max = " +
+                               std::to_string(ctx.n_seq_max) + ")");
+    }
+    return (uint32_t)seq_id;
+}
+
+void context_empty_sequence(Context &ctx, uint32_t seq) noexcept {
+    ctx.seq_len[seq] = 0;
+    ctx.seq_tokens[seq].clear();
+    if (!ctx.sea.states.empty()) {  // the CPU engine's SEA states (a state at length 0 is never read; reset anyway)
+        for (uint32_t l = 0; l < ctx.sea.n_layer; ++l) ctx.sea.state(seq, l).n_tokens = 0;
+    }
+}
+
+namespace {
 
 // The SEA part of the context parameters (attention = SEA): the model, the device, sea_k and sea_layers.
 // Fills everything of ctx.sea but the states (allocated when a sequence starts, by the prefill).
@@ -312,15 +327,8 @@ void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
 void replay_sea_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
     SeaCpuState &sea = ctx.sea;
     std::vector<int32_t> &tokens = ctx.seq_tokens[seq];
-    auto make_empty = [&] {
-        ctx.seq_len[seq] = 0;
-        tokens.clear();
-        if (!ctx.cuda) {
-            for (uint32_t l = 0; l < sea.n_layer; ++l) sea.state(seq, l).n_tokens = 0;
-        }
-    };
     if (n_keep == 0) {
-        make_empty();
+        context_empty_sequence(ctx, seq);
         return;
     }
     try {
@@ -336,7 +344,7 @@ void replay_sea_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
             }
         }
     } catch (...) {
-        make_empty();
+        context_empty_sequence(ctx, seq);
         throw;
     }
     ctx.seq_len[seq] = n_keep;
@@ -428,10 +436,7 @@ int32_t context_generate_greedy(Context &ctx, int32_t seq, int32_t token, int32_
     const int32_t n_vocab = (int32_t)ctx.model->hp.n_vocab;
     if (n_predict < 0) throw_invalid_argument("n_predict must be >= 0, got " + std::to_string(n_predict));
     if (n_predict > 0 && !out) throw_invalid_argument("out is NULL");
-    if (seq < 0 || (uint32_t)seq >= ctx.n_seq_max) {
-        throw_invalid_argument("sequence id " + std::to_string(seq) + " is outside [0, n_seq_max = " +
-                               std::to_string(ctx.n_seq_max) + ")");
-    }
+    context_seq_index(ctx, seq);
     if (token < 0 || token >= n_vocab) {
         throw_invalid_argument("token id " + std::to_string(token) + " is outside the vocabulary [0, " +
                                std::to_string(n_vocab) + ")");
@@ -597,14 +602,8 @@ void truncate_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
 }  // namespace
 
 void context_kv_seq_cp(Context &ctx, int32_t src, int32_t dst) {
-    for (const int32_t id : {src, dst}) {
-        if (id < 0 || (uint32_t)id >= ctx.n_seq_max) {
-            throw_invalid_argument("sequence id " + std::to_string(id) + " is outside [0, " +
-                                   std::to_string(ctx.n_seq_max) + ")");
-        }
-    }
-    if (src == dst) return;
-    const uint32_t s = (uint32_t)src, d = (uint32_t)dst, n = (uint32_t)ctx.seq_len[s];
+    const uint32_t s = context_seq_index(ctx, src), d = context_seq_index(ctx, dst), n = (uint32_t)ctx.seq_len[s];
+    if (s == d) return;
     std::vector<int32_t> &tokens = ctx.seq_tokens[d];
     tokens.reserve(n);  // the only allocation: before anything changes
     try {
@@ -621,8 +620,7 @@ void context_kv_seq_cp(Context &ctx, int32_t src, int32_t dst) {
             }
         }
     } catch (...) {
-        ctx.seq_len[d] = 0;  // half copied: empty (a SEA state at length 0 is never read)
-        tokens.clear();
+        context_empty_sequence(ctx, d);  // half copied
         throw;
     }
     tokens.assign(ctx.seq_tokens[s].begin(), ctx.seq_tokens[s].end());
@@ -635,11 +633,7 @@ void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep) {
         for (uint32_t seq = 0; seq < ctx.n_seq_max; ++seq) truncate_sequence(ctx, seq, n_keep);
         return;
     }
-    if (seq_id < 0 || (uint32_t)seq_id >= ctx.n_seq_max) {
-        throw_invalid_argument("sequence id " + std::to_string(seq_id) + " is outside [0, " +
-                               std::to_string(ctx.n_seq_max) + ")");
-    }
-    truncate_sequence(ctx, (uint32_t)seq_id, n_keep);
+    truncate_sequence(ctx, context_seq_index(ctx, seq_id), n_keep);
 }
 
 }  // namespace seaopt

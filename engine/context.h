@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "model/opt_forward_cpu.h"
@@ -81,6 +82,17 @@ void context_kv_truncate(Context &ctx, int32_t seq_id, int32_t n_keep);
 // Sequence dst becomes a copy of sequence src: its tokens, keys and values, and SEA decode states (a shared prompt
 // decoded once, then continued in several sequences). src == dst: nothing. If a device copy fails, dst is left empty.
 void context_kv_seq_cp(Context &ctx, int32_t src, int32_t dst);
+
+// seq_id as an index into the context's sequences; throws SEAOPT_ERR_INVALID_ARGUMENT naming it when it is outside
+// [0, n_seq_max).
+uint32_t context_seq_index(const Context &ctx, int32_t seq_id);
+
+// Sequence seq holds nothing: no positions, no tokens (and, CPU engine, SEA states at length 0). What a failed
+// replay, copy or restore leaves. Never throws.
+void context_empty_sequence(Context &ctx, uint32_t seq) noexcept;
+
+// A flag per layer -> "0-1,3,5-7" (for messages).
+std::string layer_ranges(const std::vector<uint8_t> &on);
 
 // "0,3,5-7" -> a flag per layer (1 = listed); NULL or "" = every layer. Throws
 // SEAOPT_ERR_INVALID_ARGUMENT naming the bad item or the layer out of range.

@@ -44,11 +44,15 @@ size_t n_sea_layers(const Context &ctx) {
     return ctx.sea.any() ? (size_t)std::count(ctx.sea.on.begin(), ctx.sea.on.end(), 1) : 0;
 }
 
+// The keys and values of n tokens in the blob: [layer][K, V][head][n][head_dim] of kv_type.
+size_t kv_section_bytes(const OptHparams &hp, uint64_t n, uint32_t kv_type) {
+    return 2 * (size_t)hp.n_layer * n * hp.n_embd * (kv_type == kKvF16 ? 2 : 4);
+}
+
 // The blob's size for n tokens with this context's model and attention and the given kv type.
 size_t blob_size(const Context &ctx, uint64_t n, uint32_t kv_type) {
     const OptHparams &hp = ctx.model->hp;
-    const size_t kv_elem = kv_type == kKvF16 ? 2 : 4;
-    size_t size = kFixedHeader + padded4(hp.n_layer) + n * 4 + 2 * (size_t)hp.n_layer * n * hp.n_embd * kv_elem;
+    size_t size = kFixedHeader + padded4(hp.n_layer) + n * 4 + kv_section_bytes(hp, n, kv_type);
     if (n > 0) size += n_sea_layers(ctx) * sea_state_floats(ctx.sea.cfg) * 4;
     return size + 8;
 }
@@ -130,11 +134,7 @@ struct Reader {
 };
 
 std::string sea_description(const std::vector<uint8_t> &on, uint32_t k) {
-    std::string layers;
-    for (size_t l = 0; l < on.size(); ++l) {
-        if (on[l]) layers += (layers.empty() ? "" : ",") + std::to_string(l);
-    }
-    return "SEA attention (k " + std::to_string(k) + ", layers " + layers + ")";
+    return "SEA attention (k " + std::to_string(k) + ", layers " + layer_ranges(on) + ")";
 }
 
 // The keys and values of sequence seq, rows [0, n), as [layer][K, V][head][n][head_dim] in the context's own type.
@@ -241,7 +241,7 @@ size_t state_seq_write(Context &ctx, uint32_t seq, uint8_t *dst, size_t size) {
     w.bytes(on.data(), on.size());
     w.bytes(ctx.seq_tokens.at(seq).data(), (size_t)n * 4);
     read_kv(ctx, seq, n, w.p);
-    w.p += 2 * (size_t)hp.n_layer * n * hp.n_embd * (h.kv_type == kKvF16 ? 2 : 4);
+    w.p += kv_section_bytes(hp, n, h.kv_type);
     if (n > 0 && ctx.sea.any()) {
         for (uint32_t l = 0; l < hp.n_layer; ++l) {
             if (!ctx.sea.on[l]) continue;
@@ -337,7 +337,7 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
         }
     }
     const uint8_t *kv = r.p;
-    r.p += 2 * (size_t)hp.n_layer * h.n_tokens * hp.n_embd * (h.kv_type == kKvF16 ? 2 : 4);
+    r.p += kv_section_bytes(hp, h.n_tokens, h.kv_type);
     std::vector<cpu::SeaDecodeState> states;
     if (h.n_tokens > 0 && ctx.sea.any()) {
         for (uint32_t l = 0; l < hp.n_layer; ++l) {
@@ -375,13 +375,11 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
                 if (ctx.sea.any() && ctx.sea.on[l]) cuda_sea_state_upload(*ctx.cuda, seq, l, h.n_tokens, states[i++]);
             }
         } catch (const Error &e) {
-            ctx.seq_len[seq] = 0;
-            seq_tokens.clear();
+            context_empty_sequence(ctx, seq);
             throw Error(e.code(), std::string(e.what()) + " (restoring sequence " + std::to_string(seq) +
                                       ": it was left empty)");
         } catch (...) {  // bad_alloc of a host staging buffer: as empty, whatever was copied already
-            ctx.seq_len[seq] = 0;
-            seq_tokens.clear();
+            context_empty_sequence(ctx, seq);
             throw;
         }
     }

@@ -1046,25 +1046,34 @@ void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaStat
 
 namespace {
 
-// The (layer, K|V) cache of sequence seq is [head][n_ctx][head_dim]: its first n rows of each head are one strided
-// copy with the host's [head][n][head_dim].
+// Sequence seq's (layer, K|V) cache is [head][n_ctx][head_dim]: the first n rows of every head are a strided block
+// of n_head rows of row_bytes each, pitch bytes apart (one cudaMemcpy2D).
+struct KvSeqBlock {
+    half_t *base;
+    size_t pitch, row_bytes;
+};
+KvSeqBlock kv_seq_block(const OptHparams &hp, const OptCudaState &s, uint32_t layer, int kv, uint32_t seq, uint32_t n) {
+    const size_t hd = hp.n_embd / hp.n_head;
+    half_t *cache = kv == 0 ? s.k_cache(hp, layer) : s.v_cache(hp, layer);
+    return {cache + (size_t)seq * hp.n_head * s.n_ctx * hd, (size_t)s.n_ctx * hd * sizeof(half_t),
+            (size_t)n * hd * sizeof(half_t)};
+}
+
+// The first n rows of sequence seq to (down) or from (up) the host's [layer][K, V][head][n][head_dim].
 void kv_copy(const OptHparams &hp, const OptCudaState &s, uint32_t seq, uint32_t n, char *down, const char *up) {
     check(cudaSetDevice(s.device), "cudaSetDevice");
     if (n == 0) return;
-    const size_t hd = hp.n_embd / hp.n_head, row_bytes = (size_t)n * hd * sizeof(half_t);
-    const size_t pitch = (size_t)s.n_ctx * hd * sizeof(half_t), seq_elems = (size_t)hp.n_head * s.n_ctx * hd;
-    const size_t host_block = (size_t)hp.n_head * row_bytes;  // one (layer, K|V) on the host, in bytes
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
         for (int kv = 0; kv < 2; ++kv) {
-            half_t *dev = (kv == 0 ? s.k_cache(hp, l) : s.v_cache(hp, l)) + (size_t)seq * seq_elems;
-            const size_t at = ((size_t)l * 2 + (size_t)kv) * host_block;
+            const KvSeqBlock b = kv_seq_block(hp, s, l, kv, seq, n);
+            const size_t at = ((size_t)l * 2 + (size_t)kv) * hp.n_head * b.row_bytes;  // one (layer, K|V) a block
             if (down) {
-                check(cudaMemcpy2DAsync(down + at, row_bytes, dev, pitch, row_bytes, hp.n_head, cudaMemcpyDeviceToHost,
-                                        s.stream),
+                check(cudaMemcpy2DAsync(down + at, b.row_bytes, b.base, b.pitch, b.row_bytes, hp.n_head,
+                                        cudaMemcpyDeviceToHost, s.stream),
                       "copying the KV cache to the host");
             } else {
-                check(cudaMemcpy2DAsync(dev, pitch, up + at, row_bytes, row_bytes, hp.n_head, cudaMemcpyHostToDevice,
-                                        s.stream),
+                check(cudaMemcpy2DAsync(b.base, b.pitch, up + at, b.row_bytes, b.row_bytes, hp.n_head,
+                                        cudaMemcpyHostToDevice, s.stream),
                       "copying the KV cache to the GPU");
             }
         }
@@ -1092,12 +1101,11 @@ void cuda_kv_upload(const OptHparams &hp, OptCudaState &s, uint32_t seq, uint32_
 void cuda_seq_copy(const OptHparams &hp, OptCudaState &s, uint32_t src, uint32_t dst, uint32_t n) {
     check(cudaSetDevice(s.device), "cudaSetDevice");
     if (src == dst) return;
-    const size_t hd = hp.n_embd / hp.n_head, row_bytes = (size_t)n * hd * sizeof(half_t);
-    const size_t pitch = (size_t)s.n_ctx * hd * sizeof(half_t), seq_elems = (size_t)hp.n_head * s.n_ctx * hd;
     for (uint32_t l = 0; n > 0 && l < hp.n_layer; ++l) {
-        for (half_t *cache : {s.k_cache(hp, l), s.v_cache(hp, l)}) {
-            check(cudaMemcpy2DAsync(cache + (size_t)dst * seq_elems, pitch, cache + (size_t)src * seq_elems, pitch,
-                                    row_bytes, hp.n_head, cudaMemcpyDeviceToDevice, s.stream),
+        for (int kv = 0; kv < 2; ++kv) {
+            const KvSeqBlock from = kv_seq_block(hp, s, l, kv, src, n), to = kv_seq_block(hp, s, l, kv, dst, n);
+            check(cudaMemcpy2DAsync(to.base, to.pitch, from.base, from.pitch, from.row_bytes, hp.n_head,
+                                    cudaMemcpyDeviceToDevice, s.stream),
                   "copying a sequence's keys and values");
         }
     }

@@ -50,15 +50,7 @@ struct Ctx {
     }
 };
 
-std::vector<int32_t> ids_of(size_t n) {
-    std::vector<int32_t> ids{2};
-    uint32_t state = 31;
-    while (ids.size() < n) {
-        state = state * 1664525u + 1013904223u;
-        ids.push_back(4 + (int32_t)(state % 50000u));
-    }
-    return ids;
-}
+std::vector<int32_t> ids_of(size_t n) { return seaopt_test::lcg_token_ids(n, 31); }
 
 }  // namespace
 

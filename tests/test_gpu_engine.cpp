@@ -95,15 +95,7 @@ struct Engine {
     }
 };
 
-std::vector<int32_t> test_ids(size_t n) {
-    std::vector<int32_t> ids{2};
-    uint32_t state = 12345;
-    while (ids.size() < n) {
-        state = state * 1664525u + 1013904223u;
-        ids.push_back(4 + (int32_t)(state % 50000u));
-    }
-    return ids;
-}
+std::vector<int32_t> test_ids(size_t n) { return seaopt_test::lcg_token_ids(n, 12345); }
 
 double std_of(const std::vector<float> &v) {
     double m = 0, s = 0;

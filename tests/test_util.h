@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -18,6 +19,17 @@
 #include "seaopt.h"
 
 namespace seaopt_test {
+
+// n token ids for tests: BOS (2), then ids in [4, 50004) from a linear congruential generator seeded with `seed`
+// (the same ids on every platform).
+inline std::vector<int32_t> lcg_token_ids(size_t n, uint32_t seed) {
+    std::vector<int32_t> ids{2};
+    while (ids.size() < n) {
+        seed = seed * 1664525u + 1013904223u;
+        ids.push_back(4 + (int32_t)(seed % 50000u));
+    }
+    return ids;
+}
 
 // A model file loaded on the CPU engine for as long as the object lives (a load failure is a test failure; m is then
 // null).

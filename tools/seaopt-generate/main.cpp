@@ -152,18 +152,63 @@ bool completes_reverse_prompt(const std::string &text, size_t added, const std::
 using seaopt_tools::Clock;
 using seaopt_tools::ms_since;
 
-void print_perf(double load_ms, double prompt_ms, int n_prompt, double eval_ms, int n_eval, double total_ms) {
+// The run's timings: the summary on stderr (llama.cpp's) and --json's "timings".
+struct Perf {
+    double load_ms = 0, prompt_ms = 0;
+    int n_prompt = 0;  // the prompt tokens this run evaluated
+    double eval_ms = 0;
+    int n_eval = 0;
+    double total_ms = 0;
+};
+
+double per_second(double ms, int n) { return ms > 0 ? 1e3 * n / ms : 0.0; }
+
+void print_perf(const Perf &p) {
     auto per_token = [](double ms, int n) { return n > 0 ? ms / n : 0.0; };
-    auto per_second = [](double ms, int n) { return ms > 0 ? 1e3 * n / ms : 0.0; };
     std::fprintf(stderr, "\n");
-    std::fprintf(stderr, "seaopt_perf:        load time = %10.2f ms\n", load_ms);
+    std::fprintf(stderr, "seaopt_perf:        load time = %10.2f ms\n", p.load_ms);
     std::fprintf(stderr,
                  "seaopt_perf: prompt eval time = %10.2f ms / %5d tokens (%8.2f ms per token, %8.2f tokens per second)\n",
-                 prompt_ms, n_prompt, per_token(prompt_ms, n_prompt), per_second(prompt_ms, n_prompt));
+                 p.prompt_ms, p.n_prompt, per_token(p.prompt_ms, p.n_prompt), per_second(p.prompt_ms, p.n_prompt));
     std::fprintf(stderr,
                  "seaopt_perf:        eval time = %10.2f ms / %5d runs   (%8.2f ms per token, %8.2f tokens per second)\n",
-                 eval_ms, n_eval, per_token(eval_ms, n_eval), per_second(eval_ms, n_eval));
-    std::fprintf(stderr, "seaopt_perf:       total time = %10.2f ms / %5d tokens\n", total_ms, n_prompt + n_eval);
+                 p.eval_ms, p.n_eval, per_token(p.eval_ms, p.n_eval), per_second(p.eval_ms, p.n_eval));
+    std::fprintf(stderr, "seaopt_perf:       total time = %10.2f ms / %5d tokens\n", p.total_ms, p.n_prompt + p.n_eval);
+}
+
+// --json: the fields a single run and --parallel both report (each adds its own).
+nlohmann::json json_report(const Options &opt, seaopt_model *model, uint32_t seed, const std::string &prompt,
+                           size_t n_prompt_tokens, int n_prompt_cached, const Perf &p) {
+    char desc[128];
+    seaopt_model_desc(model, desc, sizeof desc);
+    return {{"model", opt.model_path},
+            {"model_desc", desc},
+            {"seed", seed},
+            {"prompt", prompt},
+            {"n_prompt_tokens", n_prompt_tokens},
+            {"n_prompt_tokens_cached", n_prompt_cached},
+            {"attention", seaopt_tools::attention_label(opt.attention)},
+            {"timings",
+             {{"load_ms", p.load_ms},
+              {"prompt_ms", p.prompt_ms},
+              {"eval_ms", p.eval_ms},
+              {"n_eval", p.n_eval},
+              {"total_ms", p.total_ms},
+              {"prompt_tokens_per_second", per_second(p.prompt_ms, p.n_prompt)},
+              {"eval_tokens_per_second", per_second(p.eval_ms, p.n_eval)}}}};
+}
+
+// The next token from row `row` of the last batch's logits (-1: the last that asked for them). banned >= 0 (the EOS
+// id under --ignore-eos) can not be drawn at all, as in llama.cpp; scratch holds the masked copy.
+seaopt_status sample_row(seaopt_sampler *smpl, seaopt_context *ctx, int32_t row, seaopt_token banned,
+                         std::vector<float> &scratch, seaopt_token *out) {
+    if (banned < 0) return seaopt_sampler_sample(smpl, ctx, row, out);
+    const float *logits = seaopt_get_logits_ith(ctx, row);
+    if (!logits) return SEAOPT_ERR_INVALID_ARGUMENT;  // seaopt_last_error() says why
+    const int32_t n_vocab = seaopt_context_n_vocab(ctx);
+    scratch.assign(logits, logits + n_vocab);
+    scratch[(size_t)banned] = -std::numeric_limits<float>::infinity();
+    return seaopt_sampler_sample_logits(smpl, scratch.data(), n_vocab, out);
 }
 
 // What main has when the prompt has run in sequence 0, for --parallel N > 1.
@@ -174,8 +219,8 @@ struct ParallelRun {
     seaopt_sampler_params sparams;  // the sampler of sequence i is seeded with sparams.seed + i
     const std::vector<seaopt_token> &prompt_tokens;
     const std::string &prompt;
-    double load_ms, prompt_ms;
-    int n_prompt_run, n_reused;
+    Perf perf;  // load and prompt so far
+    int n_prompt_cached;
     Clock::time_point t_start;
 };
 
@@ -188,6 +233,7 @@ int run_parallel(const ParallelRun &r) {
     const int32_t n = opt.n_parallel, n_vocab = seaopt_model_n_vocab(r.model);
     const uint32_t n_ctx = seaopt_n_ctx(r.ctx);
     const seaopt_token eos = seaopt_token_eos(r.model);
+    const seaopt_token banned = opt.ignore_eos && eos >= 0 && eos < n_vocab ? eos : -1;
     struct Seq {
         seaopt_tools::SamplerPtr smpl;
         std::string text;
@@ -210,8 +256,8 @@ int run_parallel(const ParallelRun &r) {
     }
     std::vector<float> masked;
     std::string piece;
-    double eval_ms = 0;
-    int n_eval = 0, n_batches = 0;
+    Perf perf = r.perf;
+    int n_batches = 0;
     std::vector<seaopt_token> batch_tokens;
     std::vector<seaopt_seq_id> batch_seqs;
     while (true) {
@@ -219,17 +265,9 @@ int run_parallel(const ParallelRun &r) {
         for (Seq &q : seqs) {
             if (q.done) continue;
             seaopt_token token = -1;
-            seaopt_status st;
-            if (opt.ignore_eos && eos >= 0 && eos < n_vocab) {
-                const float *logits = seaopt_get_logits_ith(r.ctx, q.row);
-                if (!logits) return fail_with_last_error();
-                masked.assign(logits, logits + n_vocab);
-                masked[(size_t)eos] = -std::numeric_limits<float>::infinity();
-                st = seaopt_sampler_sample_logits(q.smpl.get(), masked.data(), n_vocab, &token);
-            } else {
-                st = seaopt_sampler_sample(q.smpl.get(), r.ctx, q.row, &token);
+            if (sample_row(q.smpl.get(), r.ctx, q.row, banned, masked, &token) != SEAOPT_OK) {
+                return fail_with_last_error();
             }
-            if (st != SEAOPT_OK) return fail_with_last_error();
             seaopt_sampler_accept(q.smpl.get(), token);
             q.next = -1;
             if (token == eos && !opt.ignore_eos) {
@@ -268,12 +306,12 @@ int run_parallel(const ParallelRun &r) {
         b.logits = want.data();
         const Clock::time_point t_eval = Clock::now();
         if (seaopt_decode(r.ctx, &b) != SEAOPT_OK) return fail_with_last_error();
-        eval_ms += ms_since(t_eval);
-        n_eval += (int)batch_tokens.size();
+        perf.eval_ms += ms_since(t_eval);
+        perf.n_eval += (int)batch_tokens.size();
         ++n_batches;
     }
 
-    const double total_ms = ms_since(r.t_start);
+    perf.total_ms = ms_since(r.t_start);
     if (opt.json) {
         nlohmann::json list = nlohmann::json::array();
         for (const Seq &q : seqs) {
@@ -283,27 +321,11 @@ int run_parallel(const ParallelRun &r) {
                             {"n_tokens", q.tokens.size()},
                             {"stop", q.stop}});
         }
-        char desc[128];
-        seaopt_model_desc(r.model, desc, sizeof desc);
-        const nlohmann::json j = {
-            {"model", opt.model_path},
-            {"model_desc", desc},
-            {"seed", r.sparams.seed},
-            {"prompt", r.prompt},
-            {"n_prompt_tokens", r.prompt_tokens.size()},
-            {"n_prompt_tokens_cached", r.n_reused},
-            {"n_parallel", n},
-            {"sequences", list},
-            {"attention", seaopt_tools::attention_label(opt.attention)},
-            {"timings",
-             {{"load_ms", r.load_ms},
-              {"prompt_ms", r.prompt_ms},
-              {"eval_ms", eval_ms},
-              {"n_eval", n_eval},
-              {"n_batches", n_batches},
-              {"total_ms", total_ms},
-              {"prompt_tokens_per_second", r.prompt_ms > 0 ? 1e3 * r.n_prompt_run / r.prompt_ms : 0.0},
-              {"eval_tokens_per_second", eval_ms > 0 ? 1e3 * n_eval / eval_ms : 0.0}}}};
+        nlohmann::json j = json_report(opt, r.model, r.sparams.seed, r.prompt, r.prompt_tokens.size(),
+                                       r.n_prompt_cached, perf);
+        j["n_parallel"] = n;
+        j["sequences"] = list;
+        j["timings"]["n_batches"] = n_batches;
         std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     } else {
         for (int32_t i = 0; i < n; ++i) {
@@ -316,8 +338,8 @@ int run_parallel(const ParallelRun &r) {
         std::printf("\n");
     }
     std::fflush(stdout);
-    std::fprintf(stderr, "%s: %d sequences, %d tokens decoded in %d batches\n", kProgram, n, n_eval, n_batches);
-    print_perf(r.load_ms, r.prompt_ms, r.n_prompt_run, eval_ms, n_eval, total_ms);
+    std::fprintf(stderr, "%s: %d sequences, %d tokens decoded in %d batches\n", kProgram, n, perf.n_eval, n_batches);
+    print_perf(perf);
     return 0;
 }
 
@@ -477,8 +499,11 @@ int run(const Options &opt) {
     const int32_t n_prompt_run = n_prompt - n_cache_saved;  // the tokens this run evaluated
     if (opt.n_parallel > 1) {
         sparams.seed = seaopt_sampler_seed(smpl.get());
-        return run_parallel({opt, model.get(), ctx.get(), sparams, tokens, prompt, load_ms, prompt_ms, n_prompt_run,
-                             n_cache_saved, t_start});
+        Perf so_far;
+        so_far.load_ms = load_ms;
+        so_far.prompt_ms = prompt_ms;
+        so_far.n_prompt = n_prompt_run;
+        return run_parallel({opt, model.get(), ctx.get(), sparams, tokens, prompt, so_far, n_cache_saved, t_start});
     }
     for (seaopt_token t : tokens) seaopt_sampler_accept(smpl.get(), t);  // the penalty sees the prompt too
 
@@ -490,9 +515,12 @@ int run(const Options &opt) {
     // Generation.
     const seaopt_token eos = seaopt_token_eos(model.get());
     const int32_t n_vocab = seaopt_model_n_vocab(model.get());
-    std::vector<float> masked_logits;  // --ignore-eos: EOS can not be drawn at all, as in llama.cpp
-    double eval_ms = 0;
-    int n_eval = 0;
+    std::vector<float> masked_logits;  // sample_row's scratch
+    const seaopt_token banned = opt.ignore_eos && eos >= 0 && eos < n_vocab ? eos : -1;  // --ignore-eos
+    Perf perf;
+    perf.load_ms = load_ms;
+    perf.prompt_ms = prompt_ms;
+    perf.n_prompt = n_prompt_run;
     int n_generated = 0;
     Utf8Stream out(opt.json);
     std::string piece, generated;          // generated: the text so far (for -r and --json)
@@ -531,14 +559,8 @@ int run(const Options &opt) {
         if (chain_next >= 0) {
             token = chain_next;
             chain_next = -1;
-        } else if (opt.ignore_eos && eos >= 0 && eos < n_vocab) {
-            const float *logits = seaopt_get_logits_ith(ctx.get(), -1);
-            if (!logits) return fail_with_last_error();
-            masked_logits.assign(logits, logits + n_vocab);
-            masked_logits[(size_t)eos] = -std::numeric_limits<float>::infinity();
-            st = seaopt_sampler_sample_logits(smpl.get(), masked_logits.data(), n_vocab, &token);
         } else {
-            st = seaopt_sampler_sample(smpl.get(), ctx.get(), -1, &token);
+            st = sample_row(smpl.get(), ctx.get(), -1, banned, masked_logits, &token);
         }
         if (st != SEAOPT_OK) return fail_with_last_error();
         seaopt_sampler_accept(smpl.get(), token);
@@ -569,8 +591,8 @@ int run(const Options &opt) {
                 out.finish();
                 return fail_with_last_error();
             }
-            eval_ms += ms_since(t_eval);
-            n_eval += n_run;
+            perf.eval_ms += ms_since(t_eval);
+            perf.n_eval += n_run;
             // chain[i] is the pick after step i; the last one (an EOS where the call stopped early) is the next
             // round's token, not yet decoded.
             for (int32_t i = 0; i + 1 < n_run && !stopped; ++i) {
@@ -589,39 +611,24 @@ int run(const Options &opt) {
             out.finish();
             return fail_with_last_error();
         }
-        eval_ms += ms_since(t_eval);
-        ++n_eval;
+        perf.eval_ms += ms_since(t_eval);
+        ++perf.n_eval;
     }
     out.finish();
 
-    const double total_ms = ms_since(t_start);
+    perf.total_ms = ms_since(t_start);
     if (opt.json) {
         // Generated bytes that are not valid UTF-8 on their own (a character cut by -n) become U+FFFD.
-        char desc[128];
-        seaopt_model_desc(model.get(), desc, sizeof desc);
-        nlohmann::json j = {{"model", opt.model_path},
-                            {"model_desc", desc},
-                            {"seed", seaopt_sampler_seed(smpl.get())},
-                            {"prompt", prompt},
-                            {"n_prompt_tokens", n_prompt},
-                            {"n_prompt_tokens_cached", n_cache_saved},
-                            {"text", generated},
-                            {"tokens", generated_ids},
-                            {"n_tokens", n_generated},
-                            {"stop", stop_reason},
-                            {"attention", seaopt_tools::attention_label(opt.attention)},
-                            {"timings",
-                             {{"load_ms", load_ms},
-                              {"prompt_ms", prompt_ms},
-                              {"eval_ms", eval_ms},
-                              {"n_eval", n_eval},
-                              {"total_ms", total_ms},
-                              {"prompt_tokens_per_second", prompt_ms > 0 ? 1e3 * n_prompt_run / prompt_ms : 0.0},
-                              {"eval_tokens_per_second", eval_ms > 0 ? 1e3 * n_eval / eval_ms : 0.0}}}};
+        nlohmann::json j = json_report(opt, model.get(), seaopt_sampler_seed(smpl.get()), prompt, (size_t)n_prompt,
+                                       n_cache_saved, perf);
+        j["text"] = generated;
+        j["tokens"] = generated_ids;
+        j["n_tokens"] = n_generated;
+        j["stop"] = stop_reason;
         std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
         std::fflush(stdout);
     }
-    print_perf(load_ms, prompt_ms, n_prompt_run, eval_ms, n_eval, total_ms);
+    print_perf(perf);
     return 0;
 }
 

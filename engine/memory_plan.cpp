@@ -206,7 +206,7 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows) {
 }
 
 std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_tokens, uint32_t n_outputs,
-                                               uint64_t sea_scratch_bytes) {
+                                               uint64_t sea_scratch_bytes, uint64_t dequant_scratch_bytes) {
     if (n_tokens == 0) throw_invalid_argument("memory plan: a batch needs at least one token");
     if (n_outputs > n_tokens) {
         throw_invalid_argument("memory plan: " + std::to_string(n_outputs) + " outputs for a batch of " +
@@ -265,6 +265,7 @@ std::vector<BufferRequest> opt_forward_buffers(const OptHparams &hp, uint32_t n_
         b.push_back({"sea_rows", i32 * 3 * T, upload, layers_end});
     }
     b.push_back({"ff", f16 * T * F, fc1, fc2});
+    if (dequant_scratch_bytes > 0) b.push_back({"dequant_w16", dequant_scratch_bytes, qkv_gemm, fc2});
     // Head.
     // With a final LayerNorm the GEMM after it reads head_x itself (cuda::gemm_*_layernorm fuses the
     // LayerNorm into it for decode batches): head_x lives to that GEMM, never sharing bytes with

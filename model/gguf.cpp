@@ -1,6 +1,7 @@
 // GGUF v3 reader and streaming writer. See gguf.h for the contract and anchors.md E1-E4 for why
 // each check exists (every one of them answers a real llama.cpp advisory).
 #include "model/gguf.h"
+#include "model/q8_0.h"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -72,7 +73,7 @@ const char *ggml_type_name(uint32_t t) {
 
 bool is_supported_tensor_type(uint32_t t) {
     return t == static_cast<uint32_t>(TensorType::F32) || t == static_cast<uint32_t>(TensorType::F16) ||
-           t == static_cast<uint32_t>(TensorType::BF16);
+           t == static_cast<uint32_t>(TensorType::BF16) || t == static_cast<uint32_t>(TensorType::Q8_0);
 }
 
 bool is_power_of_two(uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
@@ -284,18 +285,26 @@ const char *tensor_type_name(TensorType t) {
     case TensorType::F32: return "F32";
     case TensorType::F16: return "F16";
     case TensorType::BF16: return "BF16";
+    case TensorType::Q8_0: return "Q8_0";
     }
     return "unknown";
 }
 
-size_t tensor_type_size(TensorType t) {
-    switch (t) {
-    case TensorType::F32: return 4;
-    case TensorType::F16: return 2;
-    case TensorType::BF16: return 2;
+bool tensor_data_bytes(TensorType t, const int64_t *ne, uint32_t n_dims, uint64_t *n_bytes) {
+    uint64_t n = 1;
+    for (uint32_t d = 0; d < n_dims; ++d) {
+        if (ne[d] <= 0 || __builtin_mul_overflow(n, static_cast<uint64_t>(ne[d]), &n)) return false;
     }
-    // Not reachable from parsed files (parse() refuses other types); 0 would invite a division by zero.
-    throw_invalid_argument("tensor_type_size: unsupported tensor type " + str(static_cast<uint32_t>(t)));
+    switch (t) {
+    case TensorType::F32: return !__builtin_mul_overflow(n, uint64_t{4}, n_bytes);
+    case TensorType::F16:
+    case TensorType::BF16: return !__builtin_mul_overflow(n, uint64_t{2}, n_bytes);
+    case TensorType::Q8_0:
+        if (n_dims == 0 || static_cast<uint64_t>(ne[0]) % kQ8Block != 0) return false;
+        *n_bytes = n / kQ8Block * kQ8BlockBytes;  // smaller than n: no overflow
+        return true;
+    }
+    return false;  // not reachable from parsed files (parse() refuses other types)
 }
 
 // ---- Value -------------------------------------------------------------------------------------
@@ -552,10 +561,14 @@ File parse(const uint8_t *data, size_t size) {
         if (!is_supported_tensor_type(type)) {
             const char *known = ggml_type_name(type);
             throw_model_format(tname + " has tensor type " + str(type) + (known ? std::string(" (") + known + ")" : "") +
-                               " at offset " + str(type_at) + "; seaopt reads only F32, F16 and BF16 tensors");
+                               " at offset " + str(type_at) + "; seaopt reads only F32, F16, BF16 and Q8_0 tensors");
         }
         t.type = static_cast<TensorType>(type);
-        if (__builtin_mul_overflow(t.n_elements, static_cast<uint64_t>(tensor_type_size(t.type)), &t.n_bytes)) {
+        if (t.type == TensorType::Q8_0 && static_cast<uint64_t>(t.ne[0]) % kQ8Block != 0) {
+            throw_model_format(tname + " has type Q8_0 and shape " + shape_string(t.ne, t.n_dims) + ": its first dimension " +
+                               std::to_string(t.ne[0]) + " is not a multiple of the Q8_0 block size 32");
+        }
+        if (!tensor_data_bytes(t.type, t.ne, t.n_dims, &t.n_bytes)) {
             throw_model_format(tname + " has shape " + shape_string(t.ne, t.n_dims) +
                                ": its byte size overflows 64 bits; the file is corrupt");
         }
@@ -928,7 +941,11 @@ size_t Writer::add_tensor(const std::string &name, TensorType type, const std::v
     }
     t.n_elements = static_cast<uint64_t>(n_elements);
     uint64_t next = 0;
-    if (__builtin_mul_overflow(t.n_elements, static_cast<uint64_t>(tensor_type_size(type)), &t.n_bytes) ||
+    if (type == TensorType::Q8_0 && ne[0] % static_cast<int64_t>(kQ8Block) != 0) {
+        throw_invalid_argument("GGUF tensor '" + name + "' of type Q8_0 has shape " + shape_string(t.ne, t.n_dims) +
+                               ": its first dimension is not a multiple of 32");
+    }
+    if (!tensor_data_bytes(type, t.ne, t.n_dims, &t.n_bytes) ||
         (!tensors_.empty() && !align_up(tensors_.back().offset + tensors_.back().n_bytes, alignment_, &next))) {
         throw_invalid_argument("GGUF tensor '" + name + "' is too large");
     }

@@ -31,12 +31,16 @@ enum class ValueType : uint32_t {
     STRING = 8, ARRAY = 9, UINT64 = 10, INT64 = 11, FLOAT64 = 12,
 };
 
-// Only the unquantized types: seaopt writes and reads nothing else.
-enum class TensorType : uint32_t { F32 = 0, F16 = 1, BF16 = 30 };
+// The unquantized types and ggml's Q8_0 (blocks of 32 consecutive elements of ne[0]: an fp16 scale d, then 32
+// int8 q; element = q * d): seaopt writes and reads nothing else.
+// (model/q8_0.h has the block's constants and arithmetic.)
+enum class TensorType : uint32_t { F32 = 0, F16 = 1, Q8_0 = 8, BF16 = 30 };
 
 const char *value_type_name(ValueType t);
 const char *tensor_type_name(TensorType t);
-size_t tensor_type_size(TensorType t);  // bytes per element
+// The data size of a tensor of this type and shape (ne[0] innermost). False where a block type's ne[0] is not a
+// multiple of its block (Q8_0: 32) or the size overflows 64 bits.
+bool tensor_data_bytes(TensorType t, const int64_t *ne, uint32_t n_dims, uint64_t *n_bytes);
 
 // One metadata value. Scalars live in the member matching their category; arrays of arrays are
 // rejected by the reader (seaopt never writes them).
@@ -100,7 +104,7 @@ struct File {
 // Parses and validates a GGUF buffer: magic, version (3; 1 and 2 and future versions are refused),
 // counts, key and name lengths, duplicate keys and tensor names, value types, alignment (a power
 // of two), n_dims in [1, 4], every ne > 0, element count and byte size without overflow, tensor
-// types (F32/F16/BF16 only), offsets aligned, in order, non-overlapping, and inside the buffer.
+// types (F32/F16/BF16/Q8_0 only; a Q8_0 tensor's ne[0] a multiple of 32), offsets aligned, in order, non-overlapping, and inside the buffer.
 File parse(const uint8_t *data, size_t size);
 
 // A read-only memory map of a whole file (throws SEAOPT_ERR_IO with the path and strerror).

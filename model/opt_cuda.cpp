@@ -26,6 +26,7 @@
 #include "model/gguf.h"
 #include "model/opt_forward_cpu.h"
 #include "model/opt_sea_upload.h"
+#include "model/q8_0.h"
 
 namespace seaopt {
 
@@ -70,6 +71,9 @@ struct LayerWeightsCuda {
     const float *o_b;             // fp32: the out-projection GEMM writes the fp32 residual
     const half_t *up_w, *up_b, *down_w;
     const float *down_b;
+    // A Q8_0 model's four matrices (gemm.h: int8 [n_out][n_in] + fp16 scales [n_out][n_in/32]); the fp16 pointers
+    // qkv_w, o_w, up_w and down_w are then null.
+    cuda::WeightQ8 qkv_q8, o_q8, up_q8, down_q8;
 };
 
 }  // namespace
@@ -80,6 +84,7 @@ struct OptCudaWeights {
     int device = 0;
     void *block = nullptr;  // one allocation for every weight, pointer-bumped
     uint64_t bytes = 0;
+    bool q8 = false;        // the blocks' matrices are Q8_0 (LayerWeightsCuda::*_q8), the rest fp16
     const half_t *tok_embd = nullptr, *pos_embd = nullptr, *proj_in = nullptr, *proj_out = nullptr;
     const half_t *out_norm_w = nullptr, *out_norm_b = nullptr, *lm_head = nullptr;
     std::vector<LayerWeightsCuda> layers;
@@ -92,6 +97,7 @@ void destroy_cuda_weights(OptCudaWeights *w) {
 }
 
 uint64_t cuda_weights_bytes(const OptCudaWeights &w) { return w.bytes; }
+bool cuda_weights_q8(const OptCudaWeights &w) { return w.q8; }
 int cuda_weights_device(const OptCudaWeights &w) { return w.device; }
 
 std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
@@ -103,23 +109,37 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
 
     // Layout (one allocation, 256-byte aligned pieces): every tensor as fp16 at dest[name]; q, k, v
     // of a layer go into one fused [3C, C] weight and one [3C] bias (q, k, v stacked along the
-    // output dimension), and the two biases that feed fp32 outputs get fp32 copies.
+    // output dimension), and the two biases that feed fp32 outputs get fp32 copies. A Q8_0 matrix (the loader
+    // allows all of the blocks' matrices or none) is split into its int8 values at dest[name] and its fp16 scales
+    // at dest[name + ".d"] (gemm.h's WeightQ8), q, k and v again stacked.
     const std::vector<OptTensorSpec> specs = opt_tensor_specs(hp, untied_output);
     const uint64_t C = hp.n_embd;
+    w->q8 = file.find_tensor(blk_tensor(0, "attn_q.weight"))->type == gguf::TensorType::Q8_0;
+    const uint64_t qkv_elem_bytes = w->q8 ? 1 : 2;  // q, k, v: int8 or fp16
     std::map<std::string, uint64_t> dest;
     SequentialPlacer placer;
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
-        const uint64_t qkv_w = placer.place(3 * C * C * 2), qkv_b = placer.place(3 * C * 2);
+        const uint64_t qkv_w = placer.place(3 * C * C * qkv_elem_bytes), qkv_b = placer.place(3 * C * 2);
+        const uint64_t qkv_d = w->q8 ? placer.place(3 * C * (C / kQ8Block) * 2) : 0;
         const char *parts[3] = {"attn_q", "attn_k", "attn_v"};
         for (uint64_t p = 0; p < 3; ++p) {
-            dest[blk_tensor(l, (std::string(parts[p]) + ".weight").c_str())] = qkv_w + p * C * C * 2;
+            const std::string weight = blk_tensor(l, (std::string(parts[p]) + ".weight").c_str());
+            dest[weight] = qkv_w + p * C * C * qkv_elem_bytes;
+            if (w->q8) dest[weight + ".d"] = qkv_d + p * C * (C / kQ8Block) * 2;
             dest[blk_tensor(l, (std::string(parts[p]) + ".bias").c_str())] = qkv_b + p * C * 2;
         }
         dest[blk_tensor(l, "attn_output.bias.f32")] = placer.place(C * 4);
         dest[blk_tensor(l, "ffn_down.bias.f32")] = placer.place(C * 4);
     }
     for (const OptTensorSpec &s : specs) {
-        if (!dest.count(s.gguf_name)) dest[s.gguf_name] = placer.place(file.find_tensor(s.gguf_name)->n_elements * 2);
+        if (dest.count(s.gguf_name)) continue;
+        const uint64_t n = file.find_tensor(s.gguf_name)->n_elements;
+        if (w->q8 && s.quantizable) {
+            dest[s.gguf_name] = placer.place(n);
+            dest[s.gguf_name + ".d"] = placer.place(n / kQ8Block * 2);
+        } else {
+            dest[s.gguf_name] = placer.place(n * 2);
+        }
     }
     w->block = device_alloc(placer.total, "the model weights");
     w->bytes = placer.total;
@@ -127,10 +147,27 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
 
     std::vector<uint16_t> staging;
     std::vector<float> staging_f32;
+    std::vector<int8_t> staging_q;
     uint64_t done = 0;
     for (const OptTensorSpec &s : specs) {
         const gguf::TensorInfo *t = file.find_tensor(s.gguf_name);
         const uint8_t *src = file_data + file.data_offset + t->offset;
+        if (t->type == gguf::TensorType::Q8_0) {  // 34-byte blocks -> the values and the scales, apart
+            const uint64_t n_blocks = t->n_elements / kQ8Block;
+            staging_q.resize(t->n_elements);
+            staging.resize(n_blocks);
+            for (uint64_t b = 0; b < n_blocks; ++b) {
+                std::memcpy(&staging[b], src + b * kQ8BlockBytes, 2);
+                std::memcpy(&staging_q[b * kQ8Block], src + b * kQ8BlockBytes + 2, kQ8Block);
+            }
+            check(cudaMemcpy(base + dest.at(s.gguf_name), staging_q.data(), t->n_elements, cudaMemcpyHostToDevice),
+                  "uploading " + s.gguf_name);
+            check(cudaMemcpy(base + dest.at(s.gguf_name + ".d"), staging.data(), n_blocks * 2, cudaMemcpyHostToDevice),
+                  "uploading " + s.gguf_name);
+            done += t->n_bytes;
+            if (progress) progress(done);
+            continue;
+        }
         staging.resize(t->n_elements);
         for (uint64_t i = 0; i < t->n_elements; ++i) {
             uint16_t h;
@@ -184,14 +221,26 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
         L.attn_norm_b = h(blk_tensor(l, "attn_norm.bias"));
         L.ffn_norm_w = h(blk_tensor(l, "ffn_norm.weight"));
         L.ffn_norm_b = h(blk_tensor(l, "ffn_norm.bias"));
-        L.qkv_w = h(blk_tensor(l, "attn_q.weight"));
         L.qkv_b = h(blk_tensor(l, "attn_q.bias"));
-        L.o_w = h(blk_tensor(l, "attn_output.weight"));
         L.o_b = f(blk_tensor(l, "attn_output.bias.f32"));
-        L.up_w = h(blk_tensor(l, "ffn_up.weight"));
         L.up_b = h(blk_tensor(l, "ffn_up.bias"));
-        L.down_w = h(blk_tensor(l, "ffn_down.weight"));
         L.down_b = f(blk_tensor(l, "ffn_down.bias.f32"));
+        if (w->q8) {
+            auto q8 = [&](const char *what) {
+                const std::string name = blk_tensor(l, what);
+                return cuda::WeightQ8{reinterpret_cast<const int8_t *>(base + dest.at(name)), h(name + ".d")};
+            };
+            L.qkv_w = L.o_w = L.up_w = L.down_w = nullptr;
+            L.qkv_q8 = q8("attn_q.weight");
+            L.o_q8 = q8("attn_output.weight");
+            L.up_q8 = q8("ffn_up.weight");
+            L.down_q8 = q8("ffn_down.weight");
+        } else {
+            L.qkv_w = h(blk_tensor(l, "attn_q.weight"));
+            L.o_w = h(blk_tensor(l, "attn_output.weight"));
+            L.up_w = h(blk_tensor(l, "ffn_up.weight"));
+            L.down_w = h(blk_tensor(l, "ffn_down.weight"));
+        }
         w->layers.push_back(L);
     }
     return w;
@@ -398,6 +447,8 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
+    } else if (w.q8) {
+        why = "Q8_0 weights (the persistent kernel streams fp16 matrices)";
     } else if (s.sea_any && !(sea_env && std::string(sea_env) == "1")) {
         why = "SEA attention: the per-op SEA step is faster for now (SEAOPT_PERSISTENT_SEA=1 runs SEA inside the kernel)";
     } else {
@@ -489,7 +540,14 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     plan_persistent_decode(hp, w, *s);
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;
     s->head_chunk_rows = std::min<uint32_t>(n_head_batch > 0 ? n_head_batch : kDefaultHeadChunkRows, n_batch);
-    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch));
+    // Q8_0 models: batches of more than 8 rows dequantize each matrix into an fp16 scratch before its GEMM.
+    uint64_t dequant_scratch = 0;
+    if (w.q8) {
+        const int C = (int)hp.n_embd, F = (int)hp.n_ff, B = (int)n_batch;
+        dequant_scratch = std::max({cuda::gemm_q8_scratch_bytes(B, C, 3 * C), cuda::gemm_q8_scratch_bytes(B, C, C),
+                                    cuda::gemm_q8_scratch_bytes(B, C, F), cuda::gemm_q8_scratch_bytes(B, F, C)});
+    }
+    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch, dequant_scratch));
     if (plan_only) return s;  // seaopt_context_memory_estimate: the sizes, nothing allocated
 
     // Refuse before allocating anything if the plan does not fit.
@@ -769,6 +827,8 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
         half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
         half_t *ff = reinterpret_cast<half_t *>(s.buffer("ff"));
+        // Q8_0 models' dequantized matrix before a GEMM of more than 8 rows (memory_plan.h); null otherwise.
+        half_t *w16 = reinterpret_cast<half_t *>(s.buffer_or_null("dequant_w16"));
 
         // Embeddings (+ project_in for OPT-350m-style models).
         const int pos_offset = (int)hp.pos_offset;
@@ -788,7 +848,10 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             half_t *k_l = s.k_cache(hp, l), *v_l = s.v_cache(hp, l);
             // Pre-LN: LN1 and the qkv GEMM in one call (one kernel for decode batches of <= 8 rows,
             // gemm.h: gemm_f16_layernorm; h16 is its scratch otherwise).
-            if (hp.pre_ln) {
+            if (w.q8) {  // Q8_0: the LayerNorm apart (gemm.h: gemm_q8_f16 takes fp16 rows)
+                if (hp.pre_ln) cuda::layernorm_forward(h16, nullptr, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);
+                cuda::gemm_q8_f16(s.gemm, qkv, h16, L.qkv_q8, L.qkv_b, cuda::Epilogue::Bias, T, C, 3 * C, w16, st);
+            } else if (hp.pre_ln) {
                 cuda::gemm_f16_layernorm(s.gemm, qkv, h16, x, L.attn_norm_w, L.attn_norm_b, eps, L.qkv_w, L.qkv_b,
                                          cuda::Epilogue::Bias, T, C, 3 * C, st);
             } else {
@@ -825,15 +888,26 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx,
                                         attn_opt, st);
             }
-            cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
-            if (hp.pre_ln) {  // LN2 and fc1 in one call, as above
-                cuda::gemm_f16_layernorm(s.gemm, ff, h16_ffn, x, L.ffn_norm_w, L.ffn_norm_b, eps, L.up_w, L.up_b,
-                                         cuda::Epilogue::BiasRelu, T, C, F, st);
+            if (w.q8) {
+                cuda::gemm_q8_to_f32(s.gemm, x, attn, L.o_q8, L.o_b, 1.0f, T, C, C, w16, st);  // x += out_proj(attn)
+                if (hp.pre_ln) {
+                    cuda::layernorm_forward(h16_ffn, nullptr, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);
+                } else {
+                    cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
+                }
+                cuda::gemm_q8_f16(s.gemm, ff, h16_ffn, L.up_q8, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, w16, st);
+                cuda::gemm_q8_to_f32(s.gemm, x, ff, L.down_q8, L.down_b, 1.0f, T, F, C, w16, st);  // x += fc2(..)
             } else {
-                cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
-                cuda::gemm_f16(s.gemm, ff, h16_ffn, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
+                cuda::gemm_f16_to_f32(s.gemm, x, attn, L.o_w, L.o_b, 1.0f, T, C, C, st);  // x += out_proj(attn)
+                if (hp.pre_ln) {  // LN2 and fc1 in one call, as above
+                    cuda::gemm_f16_layernorm(s.gemm, ff, h16_ffn, x, L.ffn_norm_w, L.ffn_norm_b, eps, L.up_w, L.up_b,
+                                             cuda::Epilogue::BiasRelu, T, C, F, st);
+                } else {
+                    cuda::layernorm_forward(h16, x, x, L.attn_norm_w, L.attn_norm_b, T, C, eps, st);  // x = LN1(x)
+                    cuda::gemm_f16(s.gemm, ff, h16_ffn, L.up_w, L.up_b, cuda::Epilogue::BiasRelu, T, C, F, st);
+                }
+                cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
             }
-            cuda::gemm_f16_to_f32(s.gemm, x, ff, L.down_w, L.down_b, 1.0f, T, F, C, st);  // x += fc2(relu(fc1))
             if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
         }
 

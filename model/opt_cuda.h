@@ -37,13 +37,16 @@ struct OptCudaStateDeleter {
     void operator()(OptCudaState *s) const { destroy_cuda_state(s); }
 };
 
-// Uploads the model's tensors (any of f32/f16/bf16 in the file) as fp16 to GPU `device`.
+// Uploads the model's tensors (any of f32/f16/bf16 in the file) as fp16 to GPU `device`; Q8_0 matrices stay 8-bit
+// (their values and scales apart: engine/cuda/gemm.h's WeightQ8).
 // `progress(bytes_done)` is called after each tensor; it throws to cancel.
 std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(
     const OptHparams &hp, const gguf::File &file, const uint8_t *file_data, int device, bool untied_output,
     const std::function<void(uint64_t)> &progress);
 
 uint64_t cuda_weights_bytes(const OptCudaWeights &w);
+// Whether the blocks' matrices are Q8_0 on the device (int8 values + fp16 scales; the rest fp16).
+bool cuda_weights_q8(const OptCudaWeights &w);
 // The CUDA device ordinal the weights live on.
 int cuda_weights_device(const OptCudaWeights &w);
 

@@ -17,6 +17,7 @@ std::unique_ptr<OptCudaWeights, OptCudaWeightsDeleter> upload_opt_weights_cuda(c
     throw Error(SEAOPT_ERR_UNSUPPORTED, "this build of seaopt has no CUDA support (rebuild with nvcc installed)");
 }
 uint64_t cuda_weights_bytes(const OptCudaWeights &) { return 0; }
+bool cuda_weights_q8(const OptCudaWeights &) { return false; }
 int cuda_weights_device(const OptCudaWeights &) { return 0; }
 std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHparams &, const OptCudaWeights &,
                                                                      uint32_t, uint32_t, uint32_t, uint32_t,

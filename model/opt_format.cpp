@@ -27,21 +27,21 @@ std::vector<OptTensorSpec> opt_tensor_specs(const OptHparams &hp, bool untied_ou
     };
     for (uint32_t l = 0; l < hp.n_layer; ++l) {
         const std::string hf = "decoder.layers." + std::to_string(l) + ".";
-        auto add = [&](const char *gguf, const std::string &hf_rest, std::vector<int64_t> ne) {
-            t.push_back({blk_tensor(l, gguf), hf + hf_rest, std::move(ne)});
+        auto add = [&](const char *gguf, const std::string &hf_rest, std::vector<int64_t> ne, bool matrix = false) {
+            t.push_back({blk_tensor(l, gguf), hf + hf_rest, std::move(ne), matrix});
         };
         add("attn_norm.weight", "self_attn_layer_norm.weight", {C});
         add("attn_norm.bias", "self_attn_layer_norm.bias", {C});
         for (const Part &p : {Part{"attn_q", "q_proj"}, Part{"attn_k", "k_proj"}, Part{"attn_v", "v_proj"},
                               Part{"attn_output", "out_proj"}}) {
-            add((std::string(p.gguf) + ".weight").c_str(), std::string("self_attn.") + p.hf + ".weight", {C, C});
+            add((std::string(p.gguf) + ".weight").c_str(), std::string("self_attn.") + p.hf + ".weight", {C, C}, true);
             add((std::string(p.gguf) + ".bias").c_str(), std::string("self_attn.") + p.hf + ".bias", {C});
         }
         add("ffn_norm.weight", "final_layer_norm.weight", {C});
         add("ffn_norm.bias", "final_layer_norm.bias", {C});
-        add("ffn_up.weight", "fc1.weight", {C, F});
+        add("ffn_up.weight", "fc1.weight", {C, F}, true);
         add("ffn_up.bias", "fc1.bias", {F});
-        add("ffn_down.weight", "fc2.weight", {F, C});
+        add("ffn_down.weight", "fc2.weight", {F, C}, true);
         add("ffn_down.bias", "fc2.bias", {C});
     }
     return t;

@@ -4,7 +4,8 @@
 // Metadata:
 //   general.architecture            STRING  "opt"
 //   general.name                    STRING  e.g. "opt-1.3b" (informational)
-//   general.file_type               UINT32  0 = all f32, 1 = mostly f16, 32 = mostly bf16 (llama.cpp's enum)
+//   general.file_type               UINT32  0 = all f32, 1 = mostly f16, 7 = mostly Q8_0, 32 = mostly bf16
+//                                           (llama.cpp's enum; informational: the tensors' types decide)
 //   general.alignment               UINT32  32
 //   opt.vocab_size                  UINT32  embedding rows (50272)
 //   opt.context_length              UINT32  max_position_embeddings (2048)
@@ -62,7 +63,8 @@
 //   blk.N.sea.conv4.weight {G, H}, .bias {H}    1x1 conv (cnn.1.module.net.5), weight * weight_mask
 //   blk.N.sea.cnn_norm_out.weight/bias {K}      LayerNorm over K (attention_predictor_cnn.2)
 //   blk.N.sea.scaler.weight {d', 2}, .bias {2}  row 0 -> s_prob, row 1 -> s_mix (attention_predictor_dec_scaler.0)
-// All tensors are F32, F16 or BF16 (the converter writes the SEA ones as F32: the estimator runs in
+// All tensors are F32, F16 or BF16, except that the six matrices of every block may all be Q8_0 (ggml's blocks of 32
+// along ne[0], model/q8_0.h; `seaopt-convert --outtype q8_0`: the rest is then f16) (the converter writes the SEA ones as F32: the estimator runs in
 // fp32, sea.md §2.3, §2.7, and they are < 1 % of the weights).
 #pragma once
 
@@ -168,6 +170,9 @@ struct OptTensorSpec {
     std::string gguf_name;    // "blk.0.ffn_up.weight"
     std::string hf_name;      // canonical HF name: "decoder.layers.0.fc1.weight" or "lm_head.weight"
     std::vector<int64_t> ne;  // GGUF order (innermost first): the reverse of the PyTorch shape
+    // One of the six matrices of a block (attn_q/k/v/output, ffn_up/down .weight): the tensors a Q8_0 file stores
+    // as Q8_0 (all of them in every block, or none); every other tensor is F32, F16 or BF16.
+    bool quantizable = false;
 };
 
 // The exact tensor set of a model with these hyperparameters, in file order. `untied_output`:

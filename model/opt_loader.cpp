@@ -19,6 +19,7 @@
 #include "engine/log.h"
 #include "model/gguf.h"
 #include "model/opt_model.h"
+#include "model/q8_0.h"
 
 namespace seaopt {
 namespace {
@@ -98,6 +99,9 @@ void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uin
             std::memcpy(&h, data + 2 * i, 2);
             out[i] = bf16_to_f32(h);
         }
+        break;
+    case gguf::TensorType::Q8_0:
+        dequantize_q8_0(data, out.data(), t.n_elements);  // parse() checked ne[0] % 32 == 0
         break;
     }
 }
@@ -263,6 +267,23 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
                                ", expected " + shape_str(e.ne.data(), e.ne.size()) + " from the hyperparameters");
         }
     }
+    // Q8_0: the six matrices of every block, all of them or none (the engines keep one layout per model).
+    const std::string first_matrix = blk_tensor(0, "attn_q.weight");
+    const bool q8 = file.find_tensor(first_matrix)->type == gguf::TensorType::Q8_0;
+    for (const OptTensorSpec &e : expected_all) {
+        const gguf::TensorInfo *t = file.find_tensor(e.gguf_name);
+        const bool is_q8 = t->type == gguf::TensorType::Q8_0;
+        if (is_q8 && !e.quantizable) {
+            throw_model_format(path + ": tensor '" + e.gguf_name + "' is Q8_0, but seaopt reads Q8_0 only for the "
+                               "blocks' weight matrices (attn_q/k/v/output, ffn_up/down); this one must be F32, F16 or "
+                               "BF16");
+        }
+        if (e.quantizable && is_q8 != q8) {
+            throw_model_format(path + ": tensor '" + e.gguf_name + "' is " + gguf::tensor_type_name(t->type) + " but '" +
+                               first_matrix + "' is " + (q8 ? "Q8_0" : "not") + "; a file stores either all of the "
+                               "blocks' weight matrices as Q8_0 or none");
+        }
+    }
     std::unordered_set<std::string> expected_names;
     for (const OptTensorSpec &e : expected_all) expected_names.insert(e.gguf_name);
     for (const gguf::TensorInfo &t : file.tensors) {
@@ -280,7 +301,9 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
     case gguf::TensorType::F32: model->file_type = "f32"; break;
     case gguf::TensorType::F16: model->file_type = "f16"; break;
     case gguf::TensorType::BF16: model->file_type = "bf16"; break;
+    case gguf::TensorType::Q8_0: break;  // refused above: the embeddings are never Q8_0
     }
+    if (q8) model->file_type = "q8_0";
     model->vocab_only = params.vocab_only;
 
     // vocab_only: no weights go anywhere, so no device is chosen (nor a fallback warned about).
@@ -326,6 +349,14 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
     }
 
     if (model->device == SEAOPT_DEVICE_CUDA) {
+        if (params.check_tensors) {  // the same scan as the CPU engine's, before anything goes to the device
+            std::vector<float> values;
+            for (const OptTensorSpec &e : expected) {
+                const gguf::TensorInfo *t = file.find_tensor(e.gguf_name);
+                tensor_to_f32(values, *t, bytes + file.data_offset + t->offset);
+                check_finite(values, path, e.gguf_name);
+            }
+        }
         uint64_t total = 0;
         for (const OptTensorSpec &e : expected) total += file.find_tensor(e.gguf_name)->n_bytes;
         model->cuda = upload_opt_weights_cuda(hp, file, bytes, params.gpu_index, has_untied_output,
@@ -337,8 +368,9 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
                                                                   "model loading was cancelled by the progress callback");
                                                   }
                                               });
-        SEAOPT_LOG_INFO_("CUDA engine: GPU %d (%s), weights %.1f MiB fp16\n", params.gpu_index,
-                         cuda_device_name(params.gpu_index).c_str(), cuda_weights_bytes(*model->cuda) / 1048576.0);
+        SEAOPT_LOG_INFO_("CUDA engine: GPU %d (%s), weights %.1f MiB %s\n", params.gpu_index,
+                         cuda_device_name(params.gpu_index).c_str(), cuda_weights_bytes(*model->cuda) / 1048576.0,
+                         cuda_weights_q8(*model->cuda) ? "(Q8_0 matrices, the rest fp16)" : "fp16");
         return model;
     }
 

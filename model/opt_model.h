@@ -56,7 +56,7 @@ struct SeaLayerWeightsCpu {
 struct OptModel {
     OptHparams hp;
     std::string name;       // general.name, may be empty
-    std::string file_type;  // "f32", "f16", "bf16" or "mixed"
+    std::string file_type;  // the token embedding's type ("f32", "f16", "bf16"), or "q8_0" for Q8_0 block matrices
     uint64_t n_params = 0;
     // FNV-1a over every tensor's name, type, shape and three 4 KiB samples of its bytes in the file: saved sequence
     // states (engine/state.h) carry it, so that a state is not restored into another model of the same shape.

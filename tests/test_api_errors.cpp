@@ -19,6 +19,7 @@
 #include "fuzz/model_load_target.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
+#include "model/q8_0.h"
 #include "seaopt.h"
 
 namespace fs = std::filesystem;
@@ -226,6 +227,71 @@ TEST(ModelFileErrors, NonFiniteWeightsWithCheckTensors) {
     seaopt_model *m = nullptr;
     EXPECT_EQ(seaopt_model_load(path.c_str(), &p, &m), SEAOPT_ERR_MODEL_FORMAT);
     EXPECT_NE(std::string(seaopt_last_error()).find("'blk.0.attn_q.bias' has a non-finite value at element 2"), std::string::npos)
+        << seaopt_last_error();
+}
+
+// The good model rewritten with the tensors `q8` picks stored as Q8_0 (quantized from their f32 values).
+std::string rewrite_q8(const std::string &name, const std::function<bool(const std::string &)> &q8) {
+    gguf::MappedFile mf(good_model());
+    const gguf::File f = gguf::parse(mf.data(), mf.size());
+    gguf::Writer w;
+    for (const auto &[k, v] : f.kv) w.set(k, v);
+    for (const gguf::TensorInfo &t : f.tensors) {
+        w.add_tensor(t.name, q8(t.name) ? gguf::TensorType::Q8_0 : t.type, std::vector<int64_t>(t.ne, t.ne + t.n_dims));
+    }
+    const std::string out = temp_dir() + "/" + name + ".gguf";
+    w.write(out, [&](size_t i, const gguf::Writer::Sink &sink) {
+        const gguf::TensorInfo &t = f.tensors[i];
+        const uint8_t *data = mf.data() + f.data_offset + t.offset;
+        if (w.tensors()[i].type != gguf::TensorType::Q8_0) {
+            sink(data, t.n_bytes);
+            return;
+        }
+        std::vector<float> values(t.n_elements);
+        std::memcpy(values.data(), data, t.n_bytes);  // the good model is f32
+        std::vector<uint8_t> blocks(t.n_elements / 32 * 34);
+        if (!quantize_q8_0(values.data(), blocks.data(), values.size())) throw std::runtime_error("quantize");
+        sink(blocks.data(), blocks.size());
+    });
+    return out;
+}
+
+bool is_block_matrix(const std::string &n) {
+    for (const char *m : {"attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight", "ffn_up.weight",
+                          "ffn_down.weight"}) {
+        if (n.size() > std::strlen(m) && n.compare(n.size() - std::strlen(m), std::string::npos, m) == 0) return true;
+    }
+    return false;
+}
+
+TEST(ModelFileErrors, Q8_0OnlyForAllTheBlockMatrices) {
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CPU;
+    seaopt_model *m = nullptr;
+    const std::string good = rewrite_q8("q8", is_block_matrix);
+    ASSERT_EQ(seaopt_model_load(good.c_str(), &p, &m), SEAOPT_OK) << seaopt_last_error();
+    char desc[128];
+    seaopt_model_desc(m, desc, sizeof desc);
+    EXPECT_NE(std::string(desc).find("q8_0"), std::string::npos) << desc;
+    seaopt_model_free(m);
+    expect_load_error(rewrite_q8("q8embd", [](const std::string &n) { return is_block_matrix(n) || n == "token_embd.weight"; }),
+                      SEAOPT_ERR_MODEL_FORMAT,
+                      "tensor 'token_embd.weight' is Q8_0, but seaopt reads Q8_0 only for the blocks' weight matrices");
+    expect_load_error(rewrite_q8("q8one", [](const std::string &n) { return n == "blk.1.ffn_up.weight"; }),
+                      SEAOPT_ERR_MODEL_FORMAT,
+                      "tensor 'blk.1.ffn_up.weight' is Q8_0 but 'blk.0.attn_q.weight' is not; a file stores either all "
+                      "of the blocks' weight matrices as Q8_0 or none");
+    // A scale that is not finite: found with check_tensors.
+    std::vector<uint8_t> bytes = read_all(good);
+    const gguf::File f = gguf::parse(bytes.data(), bytes.size());
+    const gguf::TensorInfo *t = f.find_tensor("blk.1.attn_v.weight");
+    const uint16_t inf16 = 0x7C00;
+    std::memcpy(bytes.data() + f.data_offset + t->offset + 3 * 34, &inf16, 2);  // block 3: elements 96..127
+    write_all(good, bytes);
+    p.check_tensors = true;
+    EXPECT_EQ(seaopt_model_load(good.c_str(), &p, &m), SEAOPT_ERR_MODEL_FORMAT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("'blk.1.attn_v.weight' has a non-finite value at element 96"),
+              std::string::npos)
         << seaopt_last_error();
 }
 

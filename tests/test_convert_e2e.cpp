@@ -3,10 +3,14 @@
 // and no output file.
 #include <gtest/gtest.h>
 
+#include <limits>
+#include <memory>
 #include <set>
 
 #include "model/gguf.h"
 #include "model/opt_format.h"
+#include "model/opt_model.h"
+#include "model/q8_0.h"
 #include "seaopt.h"
 #include "test_convert_util.h"
 #include "weights-convert/checkpoint.h"
@@ -257,6 +261,73 @@ TEST(EndToEnd, OutputLoadsInTheEngine) {
     }
 }
 
+// --outtype q8_0: the six matrices of every block as Q8_0 blocks of the source values (model/q8_0.h, itself checked
+// against gguf-py's numpy quantizer in test_q8_0), everything else f16; file_type 7; the CPU engine reads the
+// matrices back as q * d exactly and runs the model, near the f16 file's logits.
+TEST(EndToEnd, Q8_0Outtype) {
+    TempDir tmp;
+    TinyConfig c;
+    c.hidden = c.proj = 32;
+    c.ffn = 64;
+    for (DType src_type : {DType::F32, DType::F16}) {
+        SCOPED_TRACE(outtype_name(src_type));
+        const std::vector<HfTensor> src = make_hf_tensors(c, false, 31);
+        write_hf_checkpoint(tmp / "ck", c.to_json(), src, src_type, Layout::Safetensors, true);
+        ConvertOptions o;
+        o.input_dir = tmp / "ck";
+        o.output_path = tmp / "q8.gguf";
+        o.q8_0 = true;
+        convert_checkpoint(o);
+        const Bytes bytes = read_bytes(o.output_path);
+        const gguf::File f = gguf::parse(bytes.data(), bytes.size());
+        EXPECT_EQ(f.get_u32(keys::kFileType), 7u);
+        const seaopt::OptHparams hp = parse_hf_config(c.to_json().dump()).hp;
+        std::map<std::string, const HfTensor *> by_hf;
+        for (const HfTensor &t : src) by_hf[t.name] = &t;
+        size_t n_q8 = 0;
+        std::map<std::string, std::vector<float>> dequantized;
+        for (const seaopt::OptTensorSpec &e : seaopt::opt_tensor_specs(hp, false)) {
+            SCOPED_TRACE(e.gguf_name);
+            const gguf::TensorInfo *t = f.find_tensor(e.gguf_name);
+            ASSERT_NE(t, nullptr);
+            const HfTensor &h = *by_hf.at(e.hf_name);
+            const std::vector<float> stored = decode(encode(h.values, src_type).data(), h.values.size(), src_type);
+            const uint8_t *got = bytes.data() + f.data_offset + t->offset;
+            if (e.quantizable) {
+                ++n_q8;
+                ASSERT_EQ(t->type, gguf::TensorType::Q8_0);
+                Bytes want(stored.size() / 32 * 34);
+                ASSERT_TRUE(seaopt::quantize_q8_0(stored.data(), want.data(), stored.size()));
+                ASSERT_EQ(t->n_bytes, want.size());
+                EXPECT_EQ(std::memcmp(got, want.data(), want.size()), 0) << "Q8_0 blocks differ";
+                std::vector<float> &d = dequantized[e.gguf_name];
+                d.resize(stored.size());
+                seaopt::dequantize_q8_0(want.data(), d.data(), d.size());
+            } else {
+                ASSERT_EQ(t->type, gguf::TensorType::F16);
+                const Bytes want = expected_bytes(h.values, src_type, DType::F16);
+                ASSERT_EQ(t->n_bytes, want.size());
+                EXPECT_EQ(std::memcmp(got, want.data(), want.size()), 0) << "tensor bytes differ";
+            }
+        }
+        EXPECT_EQ(n_q8, 6u * c.layers);
+
+        // The CPU engine holds exactly the blocks' values.
+        seaopt_model_params params = seaopt_model_default_params();
+        params.device = SEAOPT_DEVICE_CPU;
+        params.check_tensors = true;
+        const std::unique_ptr<seaopt::OptModel> m = seaopt::load_opt_model(o.output_path, params);
+        EXPECT_EQ(m->file_type, "q8_0");
+        for (uint32_t l = 0; l < c.layers; ++l) {
+            EXPECT_EQ(m->cpu.layers[l].q_w, dequantized.at(seaopt::blk_tensor(l, "attn_q.weight")));
+            EXPECT_EQ(m->cpu.layers[l].v_w, dequantized.at(seaopt::blk_tensor(l, "attn_v.weight")));
+            EXPECT_EQ(m->cpu.layers[l].o_w, dequantized.at(seaopt::blk_tensor(l, "attn_output.weight")));
+            EXPECT_EQ(m->cpu.layers[l].down_w, dequantized.at(seaopt::blk_tensor(l, "ffn_down.weight")));
+        }
+        fs::remove_all(tmp / "ck");
+    }
+}
+
 // ---- errors: clear messages, no output left behind ------------------------------------------------
 
 class Errors : public ::testing::Test {
@@ -275,6 +346,36 @@ protected:
         expect_no_output(out);
     }
 };
+
+TEST_F(Errors, Q8_0NeedsWidthsOfWholeBlocks) {
+    write(make_hf_tensors(c, false), c.to_json());  // hidden 16
+    ConvertOptions o;
+    o.input_dir = dir;
+    o.output_path = out;
+    o.q8_0 = true;
+    expect_error([&] { convert_checkpoint(o); }, {"--outtype q8_0 needs hidden_size and ffn_dim to be multiples of 32",
+                                                  "this model has 16 and 32"},
+                 SEAOPT_ERR_INVALID_ARGUMENT);
+    expect_no_output(out);
+}
+
+TEST_F(Errors, Q8_0RefusesNonFiniteWeights) {
+    c.hidden = c.proj = 32;
+    c.ffn = 64;
+    std::vector<HfTensor> src = make_hf_tensors(c, false);
+    for (HfTensor &t : src) {
+        if (t.name == "decoder.layers.1.fc1.weight") t.values[77] = std::numeric_limits<float>::infinity();
+    }
+    write(src, c.to_json());
+    ConvertOptions o;
+    o.input_dir = dir;
+    o.output_path = out;
+    o.q8_0 = true;
+    expect_error([&] { convert_checkpoint(o); },
+                 {"'model.decoder.layers.1.fc1.weight' has a non-finite value at element 77; it cannot be quantized"},
+                 SEAOPT_ERR_MODEL_FORMAT);
+    expect_no_output(out);
+}
 
 TEST_F(Errors, MissingTensor) {
     std::vector<HfTensor> src = make_hf_tensors(c, false);

@@ -329,7 +329,8 @@ TEST(GgufRoundTrip, EveryValueTypeAndTensorType) {
         {"bf16.a", TensorType::BF16, {2, 3, 4}},  {"f32.b", TensorType::F32, {1, 2, 3, 4}},
         {"f16.b", TensorType::F16, {7}},          {"bf16.b", TensorType::BF16, {33}},
         {"f32.c", TensorType::F32, {8, 4}},       {"f16.c", TensorType::F16, {16}},
-        {"bf16.c", TensorType::BF16, {1}},
+        {"bf16.c", TensorType::BF16, {1}},        {"q8.a", TensorType::Q8_0, {64, 3}},
+        {"q8.b", TensorType::Q8_0, {32}},
     };
     for (size_t i = 0; i < specs.size(); ++i) EXPECT_EQ(w.add_tensor(specs[i].name, specs[i].type, specs[i].ne), i);
 
@@ -411,7 +412,9 @@ TEST(GgufRoundTrip, EveryValueTypeAndTensorType) {
             n *= static_cast<uint64_t>(want);
         }
         EXPECT_EQ(t.n_elements, n);
-        EXPECT_EQ(t.n_bytes, n * gguf::tensor_type_size(specs[i].type));
+        const uint64_t want_bytes = specs[i].type == TensorType::Q8_0 ? n / 32 * 34
+                                    : n * (specs[i].type == TensorType::F32 ? 4 : 2);
+        EXPECT_EQ(t.n_bytes, want_bytes);
         EXPECT_EQ(t.offset, expected_offset);
         EXPECT_EQ(w.tensors()[i].offset, expected_offset);
         for (uint64_t j = 0; j < t.n_bytes; ++j) {
@@ -550,9 +553,21 @@ TEST(GgufFile, NamesAndSizes) {
     EXPECT_STREQ(gguf::value_type_name(ValueType::FLOAT64), "FLOAT64");
     EXPECT_STREQ(gguf::value_type_name(ValueType::ARRAY), "ARRAY");
     EXPECT_STREQ(gguf::tensor_type_name(TensorType::BF16), "BF16");
-    EXPECT_EQ(gguf::tensor_type_size(TensorType::F32), 4u);
-    EXPECT_EQ(gguf::tensor_type_size(TensorType::F16), 2u);
-    EXPECT_EQ(gguf::tensor_type_size(TensorType::BF16), 2u);
+    EXPECT_STREQ(gguf::tensor_type_name(TensorType::Q8_0), "Q8_0");
+    const int64_t ne[2] = {64, 3};
+    uint64_t bytes = 0;
+    ASSERT_TRUE(gguf::tensor_data_bytes(TensorType::F32, ne, 2, &bytes));
+    EXPECT_EQ(bytes, 768u);
+    ASSERT_TRUE(gguf::tensor_data_bytes(TensorType::F16, ne, 2, &bytes));
+    EXPECT_EQ(bytes, 384u);
+    ASSERT_TRUE(gguf::tensor_data_bytes(TensorType::BF16, ne, 2, &bytes));
+    EXPECT_EQ(bytes, 384u);
+    ASSERT_TRUE(gguf::tensor_data_bytes(TensorType::Q8_0, ne, 2, &bytes));
+    EXPECT_EQ(bytes, 6u * 34u);  // 2 blocks a row, 3 rows
+    const int64_t odd[2] = {48, 3};
+    EXPECT_FALSE(gguf::tensor_data_bytes(TensorType::Q8_0, odd, 2, &bytes));
+    const int64_t huge[2] = {int64_t(1) << 62, 8};
+    EXPECT_FALSE(gguf::tensor_data_bytes(TensorType::F32, huge, 2, &bytes));
     EXPECT_EQ(Value::make_str_array({"a", "b"}).array_size(), 2u);
     EXPECT_EQ(Value::make_i32_array({1, 2, 3}).array_size(), 3u);
     EXPECT_EQ(Value::make_u32(5).array_size(), 0u);
@@ -737,7 +752,14 @@ TEST(GgufCorrupt, ElementCountOverflow) {
 
 TEST(GgufCorrupt, UnsupportedTensorType) {
     expect_format_error(build_tensors(1, Bytes{}.tensor("w", {32}, 2, 0), 32), "tensor 'w' has tensor type 2 (Q4_0)");
-    expect_format_error(build_tensors(1, Bytes{}.tensor("w", {32}, 8, 0), 32), "type 8 (Q8_0)");
+    expect_format_error(build_tensors(1, Bytes{}.tensor("w", {32}, 3, 0), 32), "type 3 (Q4_1)");
+    // Q8_0 is read, in whole blocks of 32 along the first dimension only.
+    expect_parses(build_tensors(1, Bytes{}.tensor("w", {32, 2}, 8 /* Q8_0 */, 0), 96));  // 68 bytes, padded to 32
+    expect_format_error(build_tensors(1, Bytes{}.tensor("w", {32, 2}, 8, 0), 64), "truncated");
+    expect_format_error(build_tensors(1, Bytes{}.tensor("w", {48, 2}, 8, 0), 32),
+                        "tensor 'w' has type Q8_0 and shape {48, 2}: its first dimension 48 is not a multiple of the Q8_0 "
+                        "block size 32");
+    expect_format_error(build_tensors(1, Bytes{}.tensor("w", {2, 32}, 8, 0), 32), "not a multiple of the Q8_0 block size");
     expect_format_error(build_tensors(1, Bytes{}.tensor("w", {32}, 999, 0), 32), "tensor type 999 at offset");
     expect_format_error(build_tensors(1, Bytes{}.tensor("w", {32}, 0xFFFFFFFFu, 0), 32), "4294967295");
     expect_parses(build_tensors(1, Bytes{}.tensor("w", {16}, 30 /* BF16 */, 0), 32));
@@ -800,7 +822,9 @@ void check_parsed_invariants(const gguf::File &f, size_t size) {
         EXPECT_LT(t.name.size(), gguf::kMaxNameLength);
         EXPECT_FALSE(t.name.empty());
         EXPECT_LE(f.data_offset + t.offset + t.n_bytes, size);
-        EXPECT_EQ(t.n_bytes, t.n_elements * gguf::tensor_type_size(t.type));
+        uint64_t bytes = 0;
+        EXPECT_TRUE(gguf::tensor_data_bytes(t.type, t.ne, t.n_dims, &bytes));
+        EXPECT_EQ(t.n_bytes, bytes);
     }
 }
 

@@ -32,12 +32,12 @@ int run(const std::vector<std::string> &args) {
 // A random checkpoint made by seaopt-make-tiny-checkpoint with these shape flags, converted to fp16 GGUF; with_sea:
 // with a random SEA estimator (fp32 safetensors) imported by the converter.
 std::string make_model(const std::string &name, const std::vector<std::string> &shape, bool with_sea = false,
-                       const std::string &seed = "3") {
+                       const std::string &seed = "3", const std::string &outtype = "f16") {
     const std::string dir = seaopt_test::temp_dir() + "/" + name + "-hf", out = seaopt_test::temp_dir() + "/" + name + ".gguf";
     const std::string bin = std::string(SEAOPT_BINARY_DIR) + "/bin/", sea = dir + "/sea.safetensors";
     std::vector<std::string> make{bin + "seaopt-make-tiny-checkpoint", "--out", dir, "--tokenizer-dir",
                                   std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer", "--seed", seed};
-    std::vector<std::string> convert{bin + "seaopt-convert", dir, "-o", out, "--outtype", "f16", "--no-progress"};
+    std::vector<std::string> convert{bin + "seaopt-convert", dir, "-o", out, "--outtype", outtype, "--no-progress"};
     if (with_sea) {
         make.insert(make.end(), {"--sea", sea, "--sea-layout", "safetensors", "--sea-dtype", "f32"});
         convert.insert(convert.end(), {"--sea", sea});
@@ -133,6 +133,28 @@ void check_against_cpu(const std::string &path) {
 }
 
 TEST(GpuEngine, MatchesTheCpuReference) { check_against_cpu(model_path()); }
+
+// The same model converted with --outtype q8_0: the CPU engine holds the exact q * d values in fp32; the GPU keeps the
+// int8 values and runs its q8 GEMV (decode) and dequantize + cuBLASLt (prefill) on them (engine/cuda/gemm.h).
+const std::string &q8_model_path() {
+    static const std::string path =
+        make_model("hd64q8", {"--hidden", "256", "--heads", "4", "--layers", "3", "--ffn", "1024"}, false, "3", "q8_0");
+    return path;
+}
+
+TEST(GpuEngine, Q8_0MatchesTheCpuReference) {
+    check_against_cpu(q8_model_path());
+    // 8-bit matrices: the weights take less device memory than the f16 file's (the embeddings stay f16).
+    seaopt_memory_report f16_rep{}, q8_rep{};
+    {
+        Engine a(SEAOPT_DEVICE_CUDA, 128, 0, model_path()), b(SEAOPT_DEVICE_CUDA, 128, 0, q8_model_path());
+        ASSERT_EQ(seaopt_context_memory(a.ctx, &f16_rep), SEAOPT_OK);
+        ASSERT_EQ(seaopt_context_memory(b.ctx, &q8_rep), SEAOPT_OK);
+    }
+    const double matrix_params = 3.0 * (4 * 256 * 256 + 2 * 256 * 1024);
+    std::printf("weights: f16 %.2f MiB, q8_0 %.2f MiB\n", f16_rep.weights_bytes / 1048576.0, q8_rep.weights_bytes / 1048576.0);
+    EXPECT_LE((double)q8_rep.weights_bytes, (double)f16_rep.weights_bytes - 0.9 * matrix_params * (2.0 - 34.0 / 32.0));
+}
 
 // The head sizes of OPT-2.7B (80) and of OPT-6.7B and larger (128).
 TEST(GpuEngine, OtherHeadSizesMatchTheCpuReference) {
@@ -466,11 +488,11 @@ TEST(GpuEngine, OneTokenDecodeOfTwoSequencesAlternating) {
     seaopt_model_free(model);
 }
 
-TEST(GpuEngine, DeviceMemoryMatchesThePlan) {
+void check_device_memory_matches_plan(const std::string &path) {
     seaopt_model_params mp = seaopt_model_default_params();
     mp.device = SEAOPT_DEVICE_CUDA;
     seaopt_model *model = nullptr;
-    ASSERT_EQ(seaopt_model_load(model_path().c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
     const std::vector<int32_t> ids = test_ids(2048);
     // Warm-up context: the first launches load kernel code (CUDA lazy loading, cuBLASLt's kernels)
     // and reserve local memory; that is the runtime's, not the plan's. Measure a second context.
@@ -514,6 +536,10 @@ TEST(GpuEngine, DeviceMemoryMatchesThePlan) {
     seaopt_context_free(ctx);
     seaopt_model_free(model);
 }
+
+TEST(GpuEngine, DeviceMemoryMatchesThePlan) { check_device_memory_matches_plan(model_path()); }
+// Q8_0: the plan also holds the dequantized matrix of the prefill's GEMMs (memory_plan.h: dequant_w16).
+TEST(GpuEngine, Q8_0DeviceMemoryMatchesThePlan) { check_device_memory_matches_plan(q8_model_path()); }
 
 // ---- SEA attention on the CUDA engine ----
 // The build's SEA demo model (models/opt-tiny-sea-untrained.gguf: head size 64, 2 heads, 2 layers, K 16, k 4, a

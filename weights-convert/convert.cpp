@@ -1,6 +1,7 @@
 #include "weights-convert/convert.h"
 
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -10,6 +11,7 @@
 #include "engine/fp16.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
+#include "model/q8_0.h"
 #include "tokenizer/tokenizer.h"
 #include "weights-convert/byte_source.h"
 #include "weights-convert/checkpoint.h"
@@ -47,12 +49,12 @@ void require_file(const fs::path &dir, const char *file, const char *why) {
 }
 
 // All metadata keys of opt_format.h.
-void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, const std::string &name,
+void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, bool q8_0, const std::string &name,
                   const TokenizerData &tok) {
     using gguf::Value;
     w.set(keys::kArchitecture, Value::make_str(kArchitectureName));
     w.set(keys::kName, Value::make_str(name));
-    w.set(keys::kFileType, Value::make_u32(gguf_file_type(outtype)));
+    w.set(keys::kFileType, Value::make_u32(q8_0 ? 7u : gguf_file_type(outtype)));  // llama.cpp's MOSTLY_Q8_0 = 7
     w.set(keys::kAlignment, Value::make_u32((uint32_t)gguf::kDefaultAlignment));
     w.set(keys::kVocabSize, Value::make_u32(hp.n_vocab));
     w.set(keys::kContextLength, Value::make_u32(hp.n_ctx_train));
@@ -236,11 +238,21 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         result.sea_engine_warning = sea_plan.engine_warning;
     }
 
+    if (options.q8_0 && (hp.n_embd % kQ8Block != 0 || hp.n_ff % kQ8Block != 0)) {
+        throw_invalid_argument("--outtype q8_0 needs hidden_size and ffn_dim to be multiples of 32 (Q8_0 blocks of 32 "
+                               "run along the weight matrices' rows); this model has " + std::to_string(hp.n_embd) +
+                               " and " + std::to_string(hp.n_ff));
+    }
+    auto quantized = [&](const PlannedTensor &p) { return options.q8_0 && p.expected.quantizable; };
+
     gguf::Writer writer;
-    set_metadata(writer, hp, options.outtype, options.name.empty() ? default_model_name(options.input_dir) : options.name, tok);
+    set_metadata(writer, hp, options.outtype, options.q8_0, options.name.empty() ? default_model_name(options.input_dir) : options.name, tok);
     result.source_format = ckpt.format;
     result.n_skipped_tied_lm_head = plan.n_skipped_tied_lm_head;
-    for (const PlannedTensor &p : plan.tensors) writer.add_tensor(p.expected.gguf_name, gguf_type(options.outtype), p.expected.ne);
+    for (const PlannedTensor &p : plan.tensors) {
+        writer.add_tensor(p.expected.gguf_name, quantized(p) ? gguf::TensorType::Q8_0 : gguf_type(options.outtype),
+                          p.expected.ne);
+    }
     for (const SeaPlannedTensor &t : sea_plan.tensors) writer.add_tensor(t.spec.gguf_name, gguf::TensorType::F32, t.spec.ne);
     for (const gguf::TensorInfo &t : writer.tensors()) {
         result.n_params += t.n_elements;
@@ -252,6 +264,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     std::vector<std::unique_ptr<FileSource>> sources(files.size());
     const size_t out_size = dtype_size(options.outtype);
     std::vector<uint8_t> in_buf, out_buf;
+    std::vector<float> f32_buf;
     ConvertProgress prog;
     prog.n_tensors = result.n_tensors;
     prog.bytes_total = result.tensor_bytes;
@@ -276,7 +289,21 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
             const size_t n = (size_t)std::min<uint64_t>(kConvertChunkElements, n_elements - done);
             in_buf.resize(n * in_size);
             file->read(src.offset + done * in_size, in_buf.data(), in_buf.size());
-            if (src.dtype == options.outtype) {
+            uint64_t written = (uint64_t)n * out_size;
+            if (quantized(p)) {  // chunks are whole blocks: kConvertChunkElements and the element count are multiples of 32
+                f32_buf.resize(n);
+                convert_elements(in_buf.data(), src.dtype, f32_buf.data(), DType::F32, n);
+                out_buf.resize(n / kQ8Block * kQ8BlockBytes);
+                size_t bad = 0;
+                if (!quantize_q8_0(f32_buf.data(), out_buf.data(), n, &bad)) {
+                    throw_model_format("tensor '" + src.name + "' has " +
+                                       (std::isfinite(f32_buf[bad]) ? "a value too large for Q8_0's fp16 scale"
+                                                                    : "a non-finite value") +
+                                       " at element " + std::to_string(done + bad) + "; it cannot be quantized");
+                }
+                written = out_buf.size();
+                sink(out_buf.data(), out_buf.size());
+            } else if (src.dtype == options.outtype) {
                 sink(in_buf.data(), in_buf.size());
             } else {
                 out_buf.resize(n * out_size);
@@ -284,7 +311,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
                 sink(out_buf.data(), out_buf.size());
             }
             done += n;
-            prog.bytes_done += (uint64_t)n * out_size;
+            prog.bytes_done += written;
             if (progress) progress(prog);
         }
         if (n_elements == 0 && progress) progress(prog);

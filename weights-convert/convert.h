@@ -18,7 +18,10 @@ inline constexpr size_t kConvertChunkElements = 1u << 20;  // per read: at most 
 struct ConvertOptions {
     std::string input_dir;     // config.json, vocab.json, merges.txt and the weights
     std::string output_path;   // the .gguf to write (via "<path>.tmp" and a rename)
-    DType outtype = DType::F16;  // every tensor is written in this type
+    DType outtype = DType::F16;  // every tensor is written in this type (but see q8_0)
+    // --outtype q8_0: the six weight matrices of every block are written as Q8_0 (model/q8_0.h), the other OPT
+    // tensors as `outtype`. Needs hidden_size and ffn_dim multiples of 32 (the blocks run along the input dimension).
+    bool q8_0 = false;
     std::string name;          // general.name; empty = the input directory's name
     // --sea: a SEA checkpoint file (weights-convert/sea_checkpoint.h). Its estimator is added as the
     // sea.* keys and blk.N.sea.* tensors (written F32), and its fine-tuned OPT tensors replace the
@@ -65,7 +68,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
 // "f16" / "bf16" / "f32" (also upper case) -> DType; throws SEAOPT_ERR_INVALID_ARGUMENT.
 DType parse_outtype(const std::string &s);
 const char *outtype_name(DType t);  // "f16" ...
-uint32_t gguf_file_type(DType t);   // general.file_type: 0 f32, 1 f16, 32 bf16
+uint32_t gguf_file_type(DType t);   // general.file_type: 0 f32, 1 f16, 32 bf16 (7 for q8_0 files)
 
 // Converts n elements between the three float types (rounding to nearest even, NaN kept).
 void convert_elements(const void *src, DType from, void *dst, DType to, size_t n);

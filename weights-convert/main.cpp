@@ -1,4 +1,4 @@
-// seaopt-convert HF_DIR -o OUT.gguf [--outtype f16|bf16|f32] [--name NAME] [--no-progress]
+// seaopt-convert HF_DIR -o OUT.gguf [--outtype f16|bf16|f32|q8_0] [--name NAME] [--no-progress]
 //                [--sea CHECKPOINT [--sea-k K]]
 //
 // Converts a Hugging Face OPT checkpoint directory (config.json, vocab.json, merges.txt and
@@ -67,8 +67,10 @@ int main(int argc, char **argv) {
     app.add_option("HF_DIR", input_dir, "checkpoint directory (config.json, vocab.json, merges.txt, weights)")
         ->required();
     app.add_option("-o,--output", output, "output GGUF file")->required();
-    app.add_option("--outtype", outtype, "type of every tensor in the output: f16 (default), bf16 or f32")
-        ->check(CLI::IsMember({"f16", "bf16", "f32"}));
+    app.add_option("--outtype", outtype,
+                   "type of the tensors in the output: f16 (default), bf16 or f32; q8_0: the blocks' weight matrices "
+                   "as Q8_0 (8-bit, ggml's format), the rest f16")
+        ->check(CLI::IsMember({"f16", "bf16", "f32", "q8_0"}));
     app.add_option("--name", name, "general.name (default: the directory's name)");
     app.add_flag("--no-progress", no_progress, "print no progress");
     CLI::Option *sea_opt = app.add_option(
@@ -85,7 +87,8 @@ int main(int argc, char **argv) {
         ConvertOptions opt;
         opt.input_dir = input_dir;
         opt.output_path = output;
-        opt.outtype = parse_outtype(outtype);
+        opt.q8_0 = outtype == "q8_0";
+        opt.outtype = opt.q8_0 ? seaopt::convert::DType::F16 : parse_outtype(outtype);
         opt.name = name;
         opt.sea_checkpoint = sea;
         opt.sea_k = sea_k;
@@ -94,7 +97,7 @@ int main(int argc, char **argv) {
         const ConvertResult r = convert_checkpoint(opt, progress);
         printer.finish();
         std::printf("seaopt-convert: wrote %s: %zu tensors, %.1f M parameters, %s, %.1f MiB (%llu bytes) from %s%s in %.2f s\n",
-                    output.c_str(), r.n_tensors, (double)r.n_params / 1e6, outtype_name(opt.outtype), mib(r.file_bytes),
+                    output.c_str(), r.n_tensors, (double)r.n_params / 1e6, opt.q8_0 ? "q8_0" : outtype_name(opt.outtype), mib(r.file_bytes),
                     (unsigned long long)r.file_bytes, r.source_format.c_str(),
                     r.n_skipped_tied_lm_head ? " (tied lm_head.weight skipped)" : "", r.seconds);
         if (r.has_sea) {

@@ -1,0 +1,108 @@
+#include "weights-convert/quantize.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/fp16.h"
+#include "model/gguf.h"
+#include "model/opt_format.h"
+#include "model/opt_model.h"
+#include "model/q8_0.h"
+
+namespace seaopt::convert {
+
+namespace {
+
+void to_f32(const gguf::TensorInfo &t, const uint8_t *data, std::vector<float> &out) {
+    out.resize(t.n_elements);
+    for (uint64_t i = 0; i < t.n_elements; ++i) {
+        if (t.type == gguf::TensorType::F32) {
+            std::memcpy(&out[i], data + 4 * i, 4);
+        } else {
+            uint16_t h;
+            std::memcpy(&h, data + 2 * i, 2);
+            out[i] = t.type == gguf::TensorType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
+        }
+    }
+}
+
+}  // namespace
+
+QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &output,
+                                  const std::function<void(size_t, size_t)> &progress) {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (output.empty()) throw_invalid_argument("no output path given");
+    {
+        std::error_code ec;
+        if (std::filesystem::equivalent(input, output, ec)) {
+            throw_invalid_argument("the output " + output + " is the input file; write to another path");
+        }
+    }
+    // The loader's validation of everything but the weights' values (vocab_only: nothing is converted).
+    seaopt_model_params params{};
+    params.device = SEAOPT_DEVICE_CPU;
+    params.vocab_only = true;
+    const std::unique_ptr<OptModel> model = load_opt_model(input, params);
+    const OptHparams &hp = model->hp;
+    if (model->file_type == "q8_0") throw_invalid_argument(input + " is already q8_0");
+    if (hp.n_embd % kQ8Block != 0 || hp.n_ff % kQ8Block != 0) {
+        throw_invalid_argument("q8_0 needs hidden size and ffn width to be multiples of 32 (Q8_0 blocks of 32 run along "
+                               "the weight matrices' rows); this model has " + std::to_string(hp.n_embd) + " and " +
+                               std::to_string(hp.n_ff));
+    }
+
+    gguf::MappedFile mapped(input);
+    const gguf::File file = gguf::parse(mapped.data(), mapped.size());
+    std::vector<bool> quantize(file.tensors.size(), false);
+    for (const OptTensorSpec &e : opt_tensor_specs(hp, file.find_tensor("output.weight") != nullptr)) {
+        if (!e.quantizable) continue;
+        for (size_t i = 0; i < file.tensors.size(); ++i) {
+            if (file.tensors[i].name == e.gguf_name) quantize[i] = true;
+        }
+    }
+
+    gguf::Writer writer;
+    for (const auto &[key, value] : file.kv) writer.set(key, value);
+    writer.set(keys::kFileType, gguf::Value::make_u32(7));  // llama.cpp's MOSTLY_Q8_0
+    QuantizeResult r;
+    for (size_t i = 0; i < file.tensors.size(); ++i) {
+        const gguf::TensorInfo &t = file.tensors[i];
+        writer.add_tensor(t.name, quantize[i] ? gguf::TensorType::Q8_0 : t.type,
+                          std::vector<int64_t>(t.ne, t.ne + t.n_dims));
+        r.bytes_in += t.n_bytes;
+        r.bytes_out += writer.tensors().back().n_bytes;
+        if (quantize[i]) ++r.n_quantized;
+    }
+    r.n_tensors = file.tensors.size();
+
+    std::vector<float> values;
+    std::vector<uint8_t> blocks;
+    writer.write(output, [&](size_t i, const gguf::Writer::Sink &sink) {
+        const gguf::TensorInfo &t = file.tensors[i];
+        const uint8_t *data = mapped.data() + file.data_offset + t.offset;
+        if (!quantize[i]) {
+            sink(data, t.n_bytes);
+        } else {
+            to_f32(t, data, values);
+            blocks.resize(t.n_elements / kQ8Block * kQ8BlockBytes);
+            size_t bad = 0;
+            if (!quantize_q8_0(values.data(), blocks.data(), values.size(), &bad)) {
+                throw Error(SEAOPT_ERR_MODEL_FORMAT,
+                            input + ": tensor '" + t.name + "' has " +
+                                (std::isfinite(values[bad]) ? "a value too large for Q8_0's fp16 scale"
+                                                            : "a non-finite value") +
+                                " at element " + std::to_string(bad) + "; it cannot be quantized");
+            }
+            sink(blocks.data(), blocks.size());
+        }
+        if (progress) progress(i, file.tensors.size());
+    });
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return r;
+}
+
+}  // namespace seaopt::convert

@@ -80,32 +80,6 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     return d;
 }
 
-void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uint8_t *data) {
-    out.resize(t.n_elements);
-    switch (t.type) {
-    case gguf::TensorType::F32:
-        std::memcpy(out.data(), data, t.n_elements * 4);
-        break;
-    case gguf::TensorType::F16:
-        for (uint64_t i = 0; i < t.n_elements; ++i) {
-            uint16_t h;
-            std::memcpy(&h, data + 2 * i, 2);
-            out[i] = f16_to_f32(h);
-        }
-        break;
-    case gguf::TensorType::BF16:
-        for (uint64_t i = 0; i < t.n_elements; ++i) {
-            uint16_t h;
-            std::memcpy(&h, data + 2 * i, 2);
-            out[i] = bf16_to_f32(h);
-        }
-        break;
-    case gguf::TensorType::Q8_0:
-        dequantize_q8_0(data, out.data(), t.n_elements);  // parse() checked ne[0] % 32 == 0
-        break;
-    }
-}
-
 void check_finite(const std::vector<float> &v, const std::string &path, const std::string &name) {
     for (size_t i = 0; i < v.size(); ++i) {
         if (!std::isfinite(v[i])) {
@@ -196,6 +170,32 @@ void read_sea_hparams(const gguf::File &f, OptHparams &hp) {
 }
 
 }  // namespace
+
+void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uint8_t *data) {
+    out.resize(t.n_elements);
+    switch (t.type) {
+    case gguf::TensorType::F32:
+        std::memcpy(out.data(), data, t.n_elements * 4);
+        break;
+    case gguf::TensorType::F16:
+        for (uint64_t i = 0; i < t.n_elements; ++i) {
+            uint16_t h;
+            std::memcpy(&h, data + 2 * i, 2);
+            out[i] = f16_to_f32(h);
+        }
+        break;
+    case gguf::TensorType::BF16:
+        for (uint64_t i = 0; i < t.n_elements; ++i) {
+            uint16_t h;
+            std::memcpy(&h, data + 2 * i, 2);
+            out[i] = bf16_to_f32(h);
+        }
+        break;
+    case gguf::TensorType::Q8_0:
+        dequantize_q8_0(data, out.data(), t.n_elements);  // parse() checked ne[0] % 32 == 0
+        break;
+    }
+}
 
 OptHparams read_opt_hparams(const gguf::File &f) {
     const std::string &arch = f.get_str(keys::kArchitecture);

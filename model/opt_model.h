@@ -15,6 +15,7 @@ namespace seaopt {
 
 namespace gguf {
 struct File;
+struct TensorInfo;
 }
 
 // fp32 weights for the CPU reference engine, Linear weights as PyTorch's [out, in].
@@ -72,6 +73,9 @@ struct OptModel {
 // Reads and validates the hyperparameters of a parsed seaopt GGUF file (architecture "opt",
 // every required key with its type, values in range and consistent; the sea.* keys when any is present).
 OptHparams read_opt_hparams(const gguf::File &file);
+
+// One tensor's values as fp32 (F32, F16, BF16 or Q8_0 in the file; `data` its bytes as parse() placed them).
+void tensor_to_f32(std::vector<float> &out, const gguf::TensorInfo &t, const uint8_t *data);
 
 // Loads a seaopt GGUF model file: validates everything (header, keys, tokenizer, the exact tensor
 // set with dtypes and shapes) before trusting it. Throws seaopt::Error naming the first problem.

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "engine/error.h"
-#include "engine/fp16.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
 #include "model/opt_model.h"
@@ -15,22 +14,6 @@
 
 namespace seaopt::convert {
 
-namespace {
-
-void to_f32(const gguf::TensorInfo &t, const uint8_t *data, std::vector<float> &out) {
-    out.resize(t.n_elements);
-    for (uint64_t i = 0; i < t.n_elements; ++i) {
-        if (t.type == gguf::TensorType::F32) {
-            std::memcpy(&out[i], data + 4 * i, 4);
-        } else {
-            uint16_t h;
-            std::memcpy(&h, data + 2 * i, 2);
-            out[i] = t.type == gguf::TensorType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
-        }
-    }
-}
-
-}  // namespace
 
 QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &output,
                                   const std::function<void(size_t, size_t)> &progress) {
@@ -87,7 +70,7 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
         if (!quantize[i]) {
             sink(data, t.n_bytes);
         } else {
-            to_f32(t, data, values);
+            tensor_to_f32(values, t, data);
             blocks.resize(t.n_elements / kQ8Block * kQ8BlockBytes);
             size_t bad = 0;
             if (!quantize_q8_0(values.data(), blocks.data(), values.size(), &bad)) {

@@ -37,6 +37,7 @@
 #include "engine/cuda/ops.h"
 #include "engine/error.h"
 #include "engine/fp16.h"
+#include "gpu_test_util.h"
 
 namespace {
 
@@ -47,59 +48,11 @@ using seaopt::cuda::GemmHandle;
 using seaopt::cuda::half_t;
 using seaopt::cuda::WeightQ8;
 
-// ---- helpers (as tests/test_gpu_kernels.cpp) ------------------------------------------------------
+// ---- helpers ------------------------------------------------------------------------------------
 
-void cuda_ok(cudaError_t err, const char *what) {
-    if (err != cudaSuccess) throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(err));
-}
-
-// Captures what `enqueue` puts on `stream` into an instantiated CUDA graph; the caller destroys it.
-cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &enqueue) {
-    cudaGraph_t graph = nullptr;
-    cudaGraphExec_t exec = nullptr;
-    cuda_ok(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-    try {
-        enqueue();
-    } catch (...) {
-        cudaStreamEndCapture(stream, &graph);
-        if (graph) cudaGraphDestroy(graph);
-        throw;
-    }
-    cuda_ok(cudaStreamEndCapture(stream, &graph), "cudaStreamEndCapture");
-    const cudaError_t err = cudaGraphInstantiate(&exec, graph, 0);
-    cudaGraphDestroy(graph);
-    cuda_ok(err, "cudaGraphInstantiate");
-    return exec;
-}
-
-// A device array of n elements of T; freed on scope exit.
-template <typename T>
-class DeviceBuffer {
-public:
-    explicit DeviceBuffer(size_t n) : n_(n) {
-        cuda_ok(cudaMalloc(&ptr_, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
-    }
-    explicit DeviceBuffer(const std::vector<T> &host) : DeviceBuffer(host.size()) { upload(host); }
-    ~DeviceBuffer() { cudaFree(ptr_); }
-    DeviceBuffer(const DeviceBuffer &) = delete;
-    DeviceBuffer &operator=(const DeviceBuffer &) = delete;
-
-    T *get() const { return ptr_; }
-    size_t size() const { return n_; }
-    void upload(const std::vector<T> &host) {
-        if (host.size() != n_) throw std::runtime_error("DeviceBuffer::upload: size mismatch");
-        cuda_ok(cudaMemcpy(ptr_, host.data(), n_ * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy H2D");
-    }
-    std::vector<T> download() const {
-        std::vector<T> host(n_);
-        cuda_ok(cudaMemcpy(host.data(), ptr_, n_ * sizeof(T), cudaMemcpyDeviceToHost), "cudaMemcpy D2H");
-        return host;
-    }
-
-private:
-    T *ptr_ = nullptr;
-    size_t n_;
-};
+using seaopt_test::capture_graph;
+using seaopt_test::cuda_ok;
+using seaopt_test::DeviceBuffer;
 
 size_t count_bitwise_differences(const void *a, const void *b, size_t n_elements, size_t element_bytes) {
     size_t n = 0;

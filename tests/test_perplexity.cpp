@@ -432,21 +432,22 @@ struct KlReport {
     std::vector<Row> running;  // one per window
 };
 
-KlReport parse_kl(const Result &r) {
+// P and Q: the two sides' names, "dense" and "SEA", or with --kl-base-model "base" and "model".
+KlReport parse_kl(const Result &r, const std::string &P = "dense", const std::string &Q = "SEA") {
     KlReport rep;
     const std::string num = "([0-9.e+-]+|nan|inf)";
     std::smatch m;
     auto find = [&](const std::string &pattern) { return std::regex_search(r.out, m, std::regex(pattern)); };
-    if (find("\nPPL \\(dense\\) += " + num + " \\+/- " + num + "\n")) {
+    if (find("\nPPL \\(" + P + "\\) += " + num + " \\+/- " + num + "\n")) {
         rep.ppl_dense = std::stod(m[1]), rep.err_dense = std::stod(m[2]);
     }
-    if (find("\nPPL \\(SEA\\) += " + num + " \\+/- " + num + "\n")) {
+    if (find("\nPPL \\(" + Q + "\\) += " + num + " \\+/- " + num + "\n")) {
         rep.ppl_sea = std::stod(m[1]), rep.err_sea = std::stod(m[2]);
     }
-    if (find("\nPPL ratio SEA/dense = " + num + " \\+/- " + num + "\n")) {
+    if (find("\nPPL ratio " + Q + "/" + P + " += " + num + " \\+/- " + num + "\n")) {
         rep.ratio = std::stod(m[1]), rep.ratio_err = std::stod(m[2]);
     }
-    if (find("\nMean KL\\(dense\\|\\|SEA\\) = " + num + " \\+/- " + num + " nats\n")) {
+    if (find("\nMean KL\\(" + P + "\\|\\|" + Q + "\\) += " + num + " \\+/- " + num + " nats\n")) {
         rep.kl = std::stod(m[1]), rep.kl_err = std::stod(m[2]);
     }
     if (find("\nKL percentiles: median = " + num + ", 99% = " + num + ", max = " + num + " nats\n")) {
@@ -460,7 +461,7 @@ KlReport parse_kl(const Result &r) {
         EXPECT_EQ(std::stol((*it)[1]), (long)rep.running.size() + 1) << "running rows out of order\n" << r.out;
         rep.running.push_back({std::stod((*it)[2]), std::stod((*it)[3]), std::stod((*it)[4]), std::stod((*it)[5])});
     }
-    if (std::regex_search(r.err, m, std::regex("mean NLL dense ([0-9.]+), SEA ([0-9.]+)"))) {
+    if (std::regex_search(r.err, m, std::regex("mean NLL " + P + " ([0-9.]+), " + Q + " ([0-9.]+)"))) {
         rep.mean_nll_dense = std::stod(m[1]), rep.mean_nll_sea = std::stod(m[2]);
     }
     return rep;
@@ -632,6 +633,49 @@ TEST_F(Perplexity, KlDivergenceMatchesTheNormalModeAndTheCApi) {
         EXPECT_NEAR(got.running.back().same_pct, got.same_pct, 1e-9);
     }
     seaopt_model_free(model);
+}
+
+// --kl-divergence --kl-base-model: two model files side by side. The demo model against itself: KL 0, every top-1
+// the same, both PPLs the normal mode's; against its seaopt-quantize'd q8_0 copy: PPL (base) the f16 file's and PPL
+// (model) the q8_0 file's normal-mode PPLs, and a positive KL.
+TEST_F(Perplexity, KlDivergenceAgainstABaseModel) {
+    const std::string text = write_temp_file("kl-base.txt", kText);
+    const std::string q8 = seaopt_test::temp_dir() + "/demo-q8.gguf";
+    const Result rq = run({SEAOPT_BINARY_DIR "/bin/seaopt-quantize", kDemoModel, q8, "q8_0", "--no-progress"});
+    ASSERT_TRUE(rq.exited && rq.status == 0) << describe(rq);
+    auto args = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = {kTool, "-f", text, "-c", "40", "--chunks", "3", "--device", "cpu", "-t", "2"};
+        a.insert(a.end(), extra.begin(), extra.end());
+        return a;
+    };
+    const Result self = run(args({"-m", kDemoModel, "--kl-divergence", "--kl-base-model", kDemoModel}));
+    const Result vs = run(args({"-m", q8, "--kl-divergence", "--kl-base-model", kDemoModel}));
+    const Result f16_run = run(args({"-m", kDemoModel})), q8_run = run(args({"-m", q8}));
+    for (const Result *r : {&self, &vs, &f16_run, &q8_run}) ASSERT_TRUE(r->exited && r->status == 0) << describe(*r);
+    const KlReport a = parse_kl(self, "base", "model"), b = parse_kl(vs, "base", "model");
+    const Report f16 = parse(f16_run), q8n = parse(q8_run);
+    std::printf("f16 vs itself: KL %.6g, same %ld of %ld; q8_0 vs f16: PPL %.6g vs %.6g, KL %.6g, same %ld of %ld\n",
+                a.kl, a.same, a.compared, b.ppl_sea, b.ppl_dense, b.kl, b.same, b.compared);
+    EXPECT_EQ(a.kl, 0.0) << describe(self);
+    EXPECT_EQ(a.kl_max, 0.0);
+    EXPECT_EQ(a.same, a.compared);
+    EXPECT_EQ(a.compared, 3L * 39);
+    EXPECT_EQ(a.ppl_dense, a.ppl_sea);
+    expect_rel_near(a.ppl_dense, f16.ppl, 1e-6, "PPL (base) vs the normal mode");
+    expect_rel_near(b.ppl_dense, f16.ppl, 1e-6, "PPL (base) vs the f16 file's normal mode");
+    expect_rel_near(b.ppl_sea, q8n.ppl, 1e-6, "PPL (model) vs the q8_0 file's normal mode");
+    EXPECT_NE(b.ppl_sea, b.ppl_dense) << "quantizing should move the model";
+    EXPECT_GT(b.kl, 0.0);
+    EXPECT_EQ(b.running.size(), 3u);
+    EXPECT_TRUE(contains(vs.err, "calculating KL(base||model)")) << describe(vs);
+    EXPECT_TRUE(contains(vs.err, "q8_0")) << describe(vs);  // the base and model descriptions
+
+    expect_clean_failure(run(args({"-m", q8, "--kl-base-model", kDemoModel})), "--kl-base-model goes with --kl-divergence");
+    expect_clean_failure(run(args({"-m", q8, "--kl-divergence", "--kl-base-model", "/nonexistent.gguf"})),
+                         "/nonexistent.gguf");
+    // The base model's attention follows --attention: a base without a SEA estimator cannot run SEA.
+    expect_clean_failure(run(args({"-m", kSeaModel, "--kl-divergence", "--kl-base-model", kDemoModel, "--attention", "sea"})),
+                         "SEA");
 }
 
 TEST_F(Perplexity, KlDivergenceNeedsASeaModel) {

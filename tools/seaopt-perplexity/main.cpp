@@ -4,7 +4,7 @@
 //
 //   seaopt-perplexity -m MODEL (-f FILE | --wikitext2-test DIR) [-c N] [-b K] [--chunks K] [-t N] [--no-warmup]
 //                     [--attention dense|sea [--sea-layers LIST] [--sea-k N]]
-//                     [--kl-divergence [--sea-layers LIST] [--sea-k N]]
+//                     [--kl-divergence [--sea-layers LIST] [--sea-k N] | --kl-divergence --kl-base-model BASE]
 //
 // Protocol (also printed by --help):
 //   1. text: FILE's bytes as they are, or WikiText-2's test split rebuilt as Hugging Face `datasets`
@@ -25,6 +25,8 @@
 // KL(dense||SEA) of the next-token distributions, whether the greedy tokens agree, and each side's NLL
 // of the target. stdout: a running row per window, then PPL (dense), PPL (SEA), their ratio, the mean
 // KL with its standard error, KL percentiles and the top-1 agreement (no "Final estimate" line).
+// --kl-base-model BASE: the same comparison between two model files instead (BASE as p, -m as q; both with the
+// --attention options): how far quantizing (seaopt-quantize) moves the model.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cmath>
@@ -85,7 +87,11 @@ const char *const kProtocol =
     "Output: after each window the running values (window, PPL(dense), PPL(SEA), mean KL, same top-1 %);\n"
     "then \"PPL (dense) = x +/- e\", \"PPL (SEA) = x +/- e\", \"PPL ratio SEA/dense = r +/- e\" (the error\n"
     "from the per-token NLL differences), \"Mean KL(dense||SEA) = m +/- e\" (standard error of the mean),\n"
-    "\"KL percentiles: median = a, 99% = b, max = c\" and \"Same top-1 = s %  (n of m)\".";
+    "\"KL percentiles: median = a, 99% = b, max = c\" and \"Same top-1 = s %  (n of m)\".\n"
+    "--kl-divergence --kl-base-model BASE: the same between two models instead of two attentions: BASE (p,\n"
+    "\"base\") and -m (q, \"model\"), for example the f16 file of a q8_0 model; both run the --attention\n"
+    "options (default dense) and must tokenize the text alike. The lines then read PPL (base), PPL (model),\n"
+    "PPL ratio model/base, Mean KL(base||model).";
 
 struct Options {
     std::string model_path;
@@ -100,6 +106,7 @@ struct Options {
     std::string device = seaopt_tools::default_device();
     seaopt_tools::AttentionOptions attention;
     bool kl_divergence = false;  // dense and SEA side by side (attention.attention is then "sea")
+    std::string kl_base_model;   // --kl-base-model: instead, this model (p) against -m (q), same attention
     bool no_warmup = false;      // skip the untimed first run of the first window group
     bool verbose = false;
     bool print_memory_plan = false;
@@ -245,27 +252,39 @@ seaopt_context_params window_context_params(const Options &opt, int32_t N, int32
     return cparams;
 }
 
-int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector<seaopt_token> &tokens, int32_t N,
-                      int32_t n_windows, int32_t K) {
+// p_model: the reference side (p of KL(p||q)): the model itself with dense attention, or --kl-base-model's model with
+// the --attention options; q: the model with the --attention options. The labels name the two sides in the output.
+int run_kl_divergence(const Options &opt, seaopt_model *p_model, seaopt_model *model,
+                      const std::vector<seaopt_token> &tokens, int32_t N, int32_t n_windows, int32_t K) {
+    const bool two_models = !opt.kl_base_model.empty();
+    const std::string P = two_models ? "base" : "dense", Q = two_models ? "model" : "SEA";
     const int32_t n_vocab = seaopt_model_n_vocab(model);
     seaopt_context_params cparams = window_context_params(opt, N, K, N);
     cparams.attention = SEAOPT_ATTENTION_DENSE;
-    const seaopt_tools::ContextPtr dense = seaopt_tools::new_context(model, cparams);
+    if (two_models) seaopt_tools::apply_attention_options(opt.attention, cparams);
+    const seaopt_tools::ContextPtr dense = seaopt_tools::new_context(p_model, cparams);
     if (!dense) return fail_with_last_error();
     seaopt_tools::apply_attention_options(opt.attention, cparams);
     const seaopt_tools::ContextPtr sea = seaopt_tools::new_context(model, cparams);
     if (!sea) return fail_with_last_error();
     if (opt.print_memory_plan) {
-        std::fprintf(stderr, "perplexity: the dense context:\n");
+        std::fprintf(stderr, "perplexity: the %s context:\n", P.c_str());
         seaopt_tools::print_memory_plan(dense.get());
-        std::fprintf(stderr, "perplexity: the SEA context:\n");
+        std::fprintf(stderr, "perplexity: the %s context:\n", Q.c_str());
         seaopt_tools::print_memory_plan(sea.get());
     }
     const std::string sea_label = seaopt_tools::attention_label(opt.attention);
-    std::fprintf(stderr,
-                 "perplexity: calculating KL(dense||SEA) over %d windows, n_ctx=%d, batch_size=%d, n_seq=%d, "
-                 "attention=dense vs %s\n",
-                 n_windows, N, K * N, K, sea_label.c_str());
+    if (two_models) {
+        std::fprintf(stderr,
+                     "perplexity: calculating KL(base||model) over %d windows, n_ctx=%d, batch_size=%d, n_seq=%d, "
+                     "base %s vs model %s, attention=%s\n",
+                     n_windows, N, K * N, K, opt.kl_base_model.c_str(), opt.model_path.c_str(), sea_label.c_str());
+    } else {
+        std::fprintf(stderr,
+                     "perplexity: calculating KL(dense||SEA) over %d windows, n_ctx=%d, batch_size=%d, n_seq=%d, "
+                     "attention=dense vs %s\n",
+                     n_windows, N, K * N, K, sea_label.c_str());
+    }
 
     const size_t n_rows_max = (size_t)K * (N - 1);
     WindowBatch wb(K, N);
@@ -289,7 +308,11 @@ int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector
         }
         print_warmup(seconds_since(t_warm));
     }
-    std::printf("window     PPL(dense)       PPL(SEA)  mean KL(dense||SEA)  same top-1\n");
+    if (two_models) {
+        std::printf("window      PPL(base)     PPL(model) mean KL(base||model)  same top-1\n");
+    } else {
+        std::printf("window     PPL(dense)       PPL(SEA)  mean KL(dense||SEA)  same top-1\n");
+    }
     const Clock::time_point t_start = Clock::now();
     for (int32_t w0 = 0; w0 < n_windows; w0 += K) {
         const int32_t k = std::min(K, n_windows - w0);
@@ -324,8 +347,8 @@ int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector
             for (int32_t i = 0; i < N - 1; ++i) {
                 const seaopt_tools::RowComparison &c = rows[(size_t)s * (N - 1) + i];
                 if (!std::isfinite(c.nll_p) || !std::isfinite(c.nll_q) || !std::isfinite(c.kl)) {
-                    const char *side = !std::isfinite(c.nll_p) ? "dense" : "SEA";
-                    return fail("the model gave non-finite logits (" + std::string(side) + " attention) in window " +
+                    const std::string side = !std::isfinite(c.nll_p) ? P : Q;
+                    return fail("the model gave non-finite logits (" + side + (two_models ? "" : " attention") + ") in window " +
                                 std::to_string(w0 + s + 1) + " at position " + std::to_string(i));
                 }
                 window_dense += c.nll_p;
@@ -359,20 +382,27 @@ int run_kl_divergence(const Options &opt, seaopt_model *model, const std::vector
     const double ppl_sea = std::exp(sum_window_sea / ((double)n_windows * N));
     const double ratio = ppl_sea / ppl_dense;
     std::sort(kl_values.begin(), kl_values.end());
-    std::printf("PPL (dense)         = %.4f +/- %.5f\n", ppl_dense, ppl_dense * std_error(s_dense, s2_dense));
-    std::printf("PPL (SEA)           = %.4f +/- %.5f\n", ppl_sea, ppl_sea * std_error(s_sea, s2_sea));
-    std::printf("PPL ratio SEA/dense = %.6f +/- %.6f\n", ratio, ratio * std_error(s_diff, s2_diff));
-    std::printf("Mean KL(dense||SEA) = %.6f +/- %.6f nats\n", s_kl / n, std_error(s_kl, s2_kl));
+    // The names padded to one width (19 for dense/SEA, as before there were two models).
+    const std::string names[5] = {"PPL (" + P + ")", "PPL (" + Q + ")", "PPL ratio " + Q + "/" + P,
+                                  "Mean KL(" + P + "||" + Q + ")", "Same top-1"};
+    size_t width = 0;
+    for (const std::string &name : names) width = std::max(width, name.size());
+    const int w = (int)width;
+    std::printf("%-*s = %.4f +/- %.5f\n", w, names[0].c_str(), ppl_dense, ppl_dense * std_error(s_dense, s2_dense));
+    std::printf("%-*s = %.4f +/- %.5f\n", w, names[1].c_str(), ppl_sea, ppl_sea * std_error(s_sea, s2_sea));
+    std::printf("%-*s = %.6f +/- %.6f\n", w, names[2].c_str(), ratio, ratio * std_error(s_diff, s2_diff));
+    std::printf("%-*s = %.6f +/- %.6f nats\n", w, names[3].c_str(), s_kl / n, std_error(s_kl, s2_kl));
     std::printf("KL percentiles: median = %.6f, 99%% = %.6f, max = %.6f nats\n",
                 seaopt_tools::quantile_sorted(kl_values, 0.5), seaopt_tools::quantile_sorted(kl_values, 0.99),
                 seaopt_tools::quantile_sorted(kl_values, 1.0));
-    std::printf("Same top-1          = %.3f %%  (%llu of %llu)\n", 100.0 * (double)n_same / n,
+    std::printf("%-*s = %.3f %%  (%llu of %llu)\n", w, names[4].c_str(), 100.0 * (double)n_same / n,
                 (unsigned long long)n_same, (unsigned long long)n_scored);
     std::fflush(stdout);
     std::fprintf(stderr,
-                 "perplexity: %d windows of %d tokens, %llu predictions compared, mean NLL dense %.6f, SEA %.6f, "
+                 "perplexity: %d windows of %d tokens, %llu predictions compared, mean NLL %s %.6f, %s %.6f, "
                  "%.2f s\n",
-                 n_windows, N, (unsigned long long)n_scored, s_dense / n, s_sea / n, seconds_since(t_start));
+                 n_windows, N, (unsigned long long)n_scored, P.c_str(), s_dense / n, Q.c_str(), s_sea / n,
+                 seconds_since(t_start));
     return 0;
 }
 
@@ -410,7 +440,20 @@ int run(const Options &opt) {
     seaopt_model_desc(model.get(), desc, sizeof desc);
     std::fprintf(stderr, "perplexity: model %s (%s), n_vocab = %d, n_ctx_train = %d, loaded in %.2f s\n",
                  opt.model_path.c_str(), desc, n_vocab, n_ctx_train, seconds_since(t_load));
-    if (opt.kl_divergence && !seaopt_model_has_sea(model.get())) {
+    // --kl-base-model: the reference model, loaded like the model; it must read the text as the same tokens.
+    seaopt_tools::ModelPtr base_model;
+    if (!opt.kl_base_model.empty()) {
+        base_model = seaopt_tools::load_model(opt.kl_base_model, mparams);
+        if (!base_model) return fail_with_last_error();
+        char base_desc[128];
+        seaopt_model_desc(base_model.get(), base_desc, sizeof base_desc);
+        std::fprintf(stderr, "perplexity: base model %s (%s)\n", opt.kl_base_model.c_str(), base_desc);
+        if (seaopt_model_n_vocab(base_model.get()) != n_vocab) {
+            return fail("--kl-base-model " + opt.kl_base_model + " has " +
+                        std::to_string(seaopt_model_n_vocab(base_model.get())) + " tokens in its vocabulary, the model " +
+                        std::to_string(n_vocab) + ": the two must share one vocabulary");
+        }
+    } else if (opt.kl_divergence && !seaopt_model_has_sea(model.get())) {
         return fail("--kl-divergence compares dense attention with SEA, but the model " + opt.model_path +
                     " has no SEA estimator: convert it with seaopt-convert --sea");
     }
@@ -436,6 +479,16 @@ int run(const Options &opt) {
     }
     const int32_t n_tokens = (int32_t)tokens.size();
     std::fprintf(stderr, "perplexity: tokenization took %.3f ms\n", 1e3 * seconds_since(t_tok));
+    if (base_model) {
+        std::vector<seaopt_token> base_tokens;
+        if (!seaopt_tools::tokenize(base_model.get(), text, true, false, base_tokens)) {
+            return fail("cannot tokenize the text with --kl-base-model " + opt.kl_base_model + ": " + seaopt_last_error());
+        }
+        if (base_tokens != tokens) {
+            return fail("--kl-base-model " + opt.kl_base_model + " tokenizes the text differently from the model " +
+                        opt.model_path + ": their predictions cannot be compared position by position");
+        }
+    }
 
     const int32_t n_samples = n_tokens / N;
     if (n_samples < 1) {
@@ -465,7 +518,8 @@ int run(const Options &opt) {
             return fail("--kl-divergence runs whole windows per decode: -b " + std::to_string(opt.batch_size) +
                         " is below the window size " + std::to_string(N) + " (give -b >= -c)");
         }
-        return run_kl_divergence(opt, model.get(), tokens, N, n_windows, K);
+        return run_kl_divergence(opt, base_model ? base_model.get() : model.get(), model.get(), tokens, N, n_windows,
+                                 K);
     }
 
     // Context: K sequences of N positions; one decode runs K windows (or a part of one).
@@ -588,6 +642,10 @@ int main(int argc, char **argv) {
     app.add_flag("--kl-divergence", opt.kl_divergence,
                  "run every window with dense attention and with SEA (--sea-layers, --sea-k) in one process and "
                  "report both PPLs, the mean KL(dense||SEA) and the top-1 agreement (needs a SEA model)");
+    CLI::Option *base_opt = app.add_option(
+        "--kl-base-model", opt.kl_base_model,
+        "with --kl-divergence: compare the model with this one (for example its f16 file for a q8_0 model) instead "
+        "of dense with SEA: both run the --attention options (default dense)");
     app.add_flag("--no-warmup", opt.no_warmup,
                  "skip the untimed warm-up run of the first window group (the timed pass then includes the first "
                  "decode's one-off start-up costs)");
@@ -607,7 +665,10 @@ int main(int argc, char **argv) {
     }
     if (opt.chunks < -1) return fail("--chunks must be -1 (all) or >= 0, got " + std::to_string(opt.chunks));
     if (opt.n_threads < 0) return fail("-t/--threads must be >= 0, got " + std::to_string(opt.n_threads));
-    if (opt.kl_divergence) {
+    if (*base_opt && !opt.kl_divergence) return fail("--kl-base-model goes with --kl-divergence");
+    if (opt.kl_divergence && *base_opt) {
+        if (opt.kl_base_model.empty()) return fail("--kl-base-model needs a model file");
+    } else if (opt.kl_divergence) {
         // The dense side is implied; --attention may only confirm the other side.
         if (app.count("--attention") > 0 && opt.attention.attention != "sea") {
             return fail("--kl-divergence compares dense attention with SEA: --attention " + opt.attention.attention +

@@ -553,10 +553,11 @@ const std::string &sea_model_path() {
 struct SeaEngine {
     seaopt_model *model = nullptr;
     seaopt_context *ctx = nullptr;
-    SeaEngine(seaopt_device device, uint32_t n_ctx, uint32_t n_seq = 1, const char *layers = nullptr) {
+    SeaEngine(seaopt_device device, uint32_t n_ctx, uint32_t n_seq = 1, const char *layers = nullptr,
+              const std::string &path = sea_model_path()) {
         seaopt_model_params mp = seaopt_model_default_params();
         mp.device = device;
-        EXPECT_EQ(seaopt_model_load(sea_model_path().c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+        EXPECT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = n_ctx;
         cp.n_seq_max = n_seq;
@@ -623,10 +624,10 @@ RowsDiff compare_rows(const std::vector<std::vector<float>> &got, const std::vec
 // k, v in fp16 and the CPU in fp32, so the estimator's probabilities differ by ~1e-3 and a query whose top-k margin
 // is that small may keep another cell (sea.md §2.7: "accept rare boundary flips"); such positions are counted. A
 // wrong kernel or a wrong state moves (nearly) every position.
-TEST(GpuEngine, SeaMatchesTheCpuEngine) {
+void check_sea_against_cpu(const std::string &path) {
     const std::vector<int32_t> ids = test_ids(120);
     for (const char *layers : {(const char *)nullptr, "1"}) {
-        SeaEngine cpu(SEAOPT_DEVICE_CPU, 256, 1, layers), gpu(SEAOPT_DEVICE_CUDA, 256, 1, layers);
+        SeaEngine cpu(SEAOPT_DEVICE_CPU, 256, 1, layers, path), gpu(SEAOPT_DEVICE_CUDA, 256, 1, layers, path);
         std::vector<std::vector<float>> ref = cpu.run(ids, 0, 80), got = gpu.run(ids, 0, 80);
         for (size_t t = 80; t < ids.size(); ++t) {
             ref.push_back(cpu.run(ids, t, t + 1)[0]);
@@ -640,6 +641,16 @@ TEST(GpuEngine, SeaMatchesTheCpuEngine) {
         EXPECT_LE(d.far, d.n / 10);
         EXPECT_LE(d.argmax_differ, d.n / 10);
     }
+}
+
+TEST(GpuEngine, SeaMatchesTheCpuEngine) { check_sea_against_cpu(sea_model_path()); }
+
+// SEA with Q8_0 matrices (the SEA demo model through seaopt-quantize): the estimator is untouched, the GEMMs and
+// GEMVs read int8 weights.
+TEST(GpuEngine, SeaOnAQ8_0ModelMatchesTheCpuEngine) {
+    const std::string q8 = seaopt_test::temp_dir() + "/sea-q8.gguf";
+    ASSERT_EQ(run({std::string(SEAOPT_BINARY_DIR) + "/bin/seaopt-quantize", sea_model_path(), q8, "q8_0", "--no-progress"}), 0);
+    check_sea_against_cpu(q8);
 }
 
 // The GPU engine's own consistency: (a) a sequence cut back by seaopt_kv_truncate (its SEA states rebuilt by

@@ -129,7 +129,8 @@ SEAOPT_API int32_t seaopt_model_n_head(const struct seaopt_model *model);
 SEAOPT_API uint64_t seaopt_model_n_params(const struct seaopt_model *model);
 /* Whether the model file carries a SEA estimator (converted with `seaopt-convert --sea`). */
 SEAOPT_API bool seaopt_model_has_sea(const struct seaopt_model *model);
-/* Writes a short description such as "opt 1.3B f16" (NUL-terminated, truncated to buf_size).
+/* Writes a short description such as "opt 1.3B f16" (the weight type: f32, f16, bf16 or q8_0; NUL-terminated,
+ * truncated to buf_size).
  * Returns the full length it needed, without the NUL. */
 SEAOPT_API int32_t seaopt_model_desc(const struct seaopt_model *model, char *buf, size_t buf_size);
 

@@ -456,8 +456,9 @@ TEST(TokenizeErrors, InvalidUtf8AndSmallBuffers) {
 // The fuzz target's check (tests/fuzz/model_load_target.h) over random mutations of a valid file: 1-4 bytes set at
 // random in the metadata, the tensor table or anywhere before the data, or the file cut short. Every mutant must load
 // or be refused with a seaopt::Error (CI also runs this under AddressSanitizer and UBSan).
-TEST(ModelFileErrors, RandomMutationsLoadOrFailCleanly) {
-    const std::vector<uint8_t> good = read_all(good_model());
+// Random byte changes in the header (and truncations) of a model file: each loads or is refused with a format error.
+void mutate_and_load(const std::string &path) {
+    const std::vector<uint8_t> good = read_all(path);
     ASSERT_TRUE(seaopt_fuzz::load_model_bytes(good.data(), good.size()));
     const gguf::File f = gguf::parse(good.data(), good.size());
     const size_t header = f.data_offset;
@@ -487,8 +488,15 @@ TEST(ModelFileErrors, RandomMutationsLoadOrFailCleanly) {
         }
         if (::testing::Test::HasFailure()) break;
     }
-    std::printf("random mutations: %d loaded, %d refused\n", loaded, refused);
+    std::printf("random mutations of %s: %d loaded, %d refused\n", path.c_str(), loaded, refused);
     EXPECT_GT(refused, 0);
+}
+
+TEST(ModelFileErrors, RandomMutationsLoadOrFailCleanly) { mutate_and_load(good_model()); }
+
+// The same over a file whose matrices are Q8_0 (its tensor types and sizes take the block paths of the reader).
+TEST(ModelFileErrors, RandomMutationsOfAQ8_0FileLoadOrFailCleanly) {
+    mutate_and_load(rewrite_q8("q8mut", is_block_matrix));
 }
 
 // engine/omp_error.h: an exception thrown inside an OpenMP region (a bad_alloc of per-thread scratch in the CPU

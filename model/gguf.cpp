@@ -301,8 +301,7 @@ bool tensor_data_bytes(TensorType t, const int64_t *ne, uint32_t n_dims, uint64_
     case TensorType::BF16: return !__builtin_mul_overflow(n, uint64_t{2}, n_bytes);
     case TensorType::Q8_0:
         if (n_dims == 0 || static_cast<uint64_t>(ne[0]) % kQ8Block != 0) return false;
-        *n_bytes = n / kQ8Block * kQ8BlockBytes;  // smaller than n: no overflow
-        return true;
+        return !__builtin_mul_overflow(n / kQ8Block, static_cast<uint64_t>(kQ8BlockBytes), n_bytes);
     }
     return false;  // not reachable from parsed files (parse() refuses other types)
 }

@@ -285,6 +285,7 @@ struct OptCudaState {
     // this off.
     bool graphs_enabled = true;
     uint32_t head_chunk_rows = 0;  // outputs per lm_head GEMM (the logits buffer holds one chunk): n_head_batch
+    uint64_t dequant_scratch_bytes = 0;  // Q8_0 models: the arena's dequant_w16 (0: fp16 matrices, or n_batch <= 8)
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
     // SEA attention (the layers sea_on): the estimator parameters of those layers and one decode state per
@@ -541,13 +542,13 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;
     s->head_chunk_rows = std::min<uint32_t>(n_head_batch > 0 ? n_head_batch : kDefaultHeadChunkRows, n_batch);
     // Q8_0 models: batches of more than 8 rows dequantize each matrix into an fp16 scratch before its GEMM.
-    uint64_t dequant_scratch = 0;
     if (w.q8) {
         const int C = (int)hp.n_embd, F = (int)hp.n_ff, B = (int)n_batch;
-        dequant_scratch = std::max({cuda::gemm_q8_scratch_bytes(B, C, 3 * C), cuda::gemm_q8_scratch_bytes(B, C, C),
-                                    cuda::gemm_q8_scratch_bytes(B, C, F), cuda::gemm_q8_scratch_bytes(B, F, C)});
+        s->dequant_scratch_bytes =
+            std::max({cuda::gemm_q8_scratch_bytes(B, C, 3 * C), cuda::gemm_q8_scratch_bytes(B, C, C),
+                      cuda::gemm_q8_scratch_bytes(B, C, F), cuda::gemm_q8_scratch_bytes(B, F, C)});
     }
-    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch, dequant_scratch));
+    s->plan = plan_memory(opt_forward_buffers(hp, n_batch, s->head_chunk_rows, sea_scratch, s->dequant_scratch_bytes));
     if (plan_only) return s;  // seaopt_context_memory_estimate: the sizes, nothing allocated
 
     // Refuse before allocating anything if the plan does not fit.
@@ -625,7 +626,7 @@ std::string cuda_memory_report(const OptCudaState &s) {
     if (s.sea_any) {
         // The same context with dense attention, for comparison: the plan without SEA's buffers.
         const std::vector<BufferRequest> dense_req =
-            opt_forward_buffers(*s.hp, s.n_batch, s.head_chunk_rows);
+            opt_forward_buffers(*s.hp, s.n_batch, s.head_chunk_rows, 0, s.dequant_scratch_bytes);
         const MemoryPlan dense = plan_memory(dense_req);
         const size_t n_sea = (size_t)std::count(s.sea_on.begin(), s.sea_on.end(), 1);
         const cuda::SeaPrefillScratchLayout P = cuda::sea_prefill_scratch_layout(s.sea_cfg, std::min(s.n_batch, s.n_ctx));

@@ -47,6 +47,14 @@ std::vector<OptTensorSpec> opt_tensor_specs(const OptHparams &hp, bool untied_ou
     return t;
 }
 
+void check_q8_0_widths(const OptHparams &hp) {
+    if (hp.n_embd % 32 != 0 || hp.n_ff % 32 != 0) {
+        throw_invalid_argument("q8_0 needs hidden_size and ffn_dim to be multiples of 32 (Q8_0 blocks of 32 run along "
+                               "the weight matrices' rows); this model has " + std::to_string(hp.n_embd) + " and " +
+                               std::to_string(hp.n_ff));
+    }
+}
+
 std::string sea_hf_prefix(uint32_t layer) {
     return "decoder.layers." + std::to_string(layer) + ".self_attn.perlin_self_attention.";
 }

@@ -110,6 +110,7 @@ inline constexpr const char *kSeaPrefix = "sea.";  // every SEA key starts with 
 }  // namespace keys
 
 inline constexpr const char *kArchitectureName = "opt";
+inline constexpr uint32_t kFileTypeMostlyQ8_0 = 7;  // general.file_type of a Q8_0 file (llama.cpp's MOSTLY_Q8_0)
 inline constexpr uint32_t kPositionOffset = 2;
 
 // Sanity caps for untrusted files: larger values are refused before any allocation.
@@ -193,5 +194,9 @@ std::string sea_hf_prefix(uint32_t layer);
 // seaopt::Error naming the key: SEAOPT_ERR_MODEL_FORMAT for a value out of range or inconsistent,
 // SEAOPT_ERR_UNSUPPORTED for a valid SEA variant that seaopt does not implement.
 void check_sea_hparams(const OptHparams &hp);
+
+// Q8_0 blocks of 32 run along the matrices' rows: hidden size and ffn width must be multiples of 32 (every OPT
+// model's are). Throws SEAOPT_ERR_INVALID_ARGUMENT naming both.
+void check_q8_0_widths(const OptHparams &hp);
 
 }  // namespace seaopt

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 
 #include "engine/fp16.h"
 
@@ -46,6 +47,13 @@ inline bool quantize_q8_0(const float *x, uint8_t *out, size_t n, size_t *bad = 
         }
     }
     return true;
+}
+
+// Why quantize_q8_0 refused `value` at element `index` (for "tensor 'x' " + this): a non-finite value, or one too
+// large for the block's fp16 scale.
+inline std::string q8_0_refusal(float value, uint64_t index) {
+    return std::string("has ") + (std::isfinite(value) ? "a value too large for Q8_0's fp16 scale" : "a non-finite value") +
+           " at element " + std::to_string(index) + "; it cannot be quantized";
 }
 
 // n / 32 blocks -> n floats, each q * float(d) (exact in fp32: an 8-bit times an 11-bit significand).

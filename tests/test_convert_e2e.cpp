@@ -268,7 +268,7 @@ TEST(EndToEnd, Q8_0Outtype) {
     TempDir tmp;
     TinyConfig c;
     c.hidden = c.proj = 32;
-    c.ffn = 64;
+    c.ffn = 32800;  // fc1 and fc2 hold 1,049,600 values: more than one of the converter's chunks (2^20)
     for (DType src_type : {DType::F32, DType::F16}) {
         SCOPED_TRACE(outtype_name(src_type));
         const std::vector<HfTensor> src = make_hf_tensors(c, false, 31);
@@ -353,7 +353,7 @@ TEST_F(Errors, Q8_0NeedsWidthsOfWholeBlocks) {
     o.input_dir = dir;
     o.output_path = out;
     o.q8_0 = true;
-    expect_error([&] { convert_checkpoint(o); }, {"--outtype q8_0 needs hidden_size and ffn_dim to be multiples of 32",
+    expect_error([&] { convert_checkpoint(o); }, {"q8_0 needs hidden_size and ffn_dim to be multiples of 32",
                                                   "this model has 16 and 32"},
                  SEAOPT_ERR_INVALID_ARGUMENT);
     expect_no_output(out);
@@ -361,10 +361,11 @@ TEST_F(Errors, Q8_0NeedsWidthsOfWholeBlocks) {
 
 TEST_F(Errors, Q8_0RefusesNonFiniteWeights) {
     c.hidden = c.proj = 32;
-    c.ffn = 64;
+    c.ffn = 32800;  // past the first chunk of 2^20 values: the element index counts from the tensor's start
     std::vector<HfTensor> src = make_hf_tensors(c, false);
     for (HfTensor &t : src) {
         if (t.name == "decoder.layers.1.fc1.weight") t.values[77] = std::numeric_limits<float>::infinity();
+        if (t.name == "decoder.layers.0.fc2.weight") t.values[(1u << 20) + 77] = std::nanf("");
     }
     write(src, c.to_json());
     ConvertOptions o;
@@ -372,7 +373,7 @@ TEST_F(Errors, Q8_0RefusesNonFiniteWeights) {
     o.output_path = out;
     o.q8_0 = true;
     expect_error([&] { convert_checkpoint(o); },
-                 {"'model.decoder.layers.1.fc1.weight' has a non-finite value at element 77; it cannot be quantized"},
+                 {"'model.decoder.layers.0.fc2.weight' has a non-finite value at element 1048653; it cannot be quantized"},
                  SEAOPT_ERR_MODEL_FORMAT);
     expect_no_output(out);
 }

@@ -107,8 +107,10 @@ double std_of(const std::vector<float> &v) {
 
 // Prefill of 100 tokens, then one token at a time through the KV cache, against the CPU engine.
 void check_against_cpu(const std::string &path) {
-    const std::vector<int32_t> ids = test_ids(100);
+    std::vector<int32_t> ids = test_ids(100);
     Engine cpu(SEAOPT_DEVICE_CPU, 128, 0, path), gpu(SEAOPT_DEVICE_CUDA, 128, 0, path);
+    const int32_t V = seaopt_model_n_vocab(cpu.model);
+    for (int32_t &id : ids) id %= V;  // small-vocabulary fixtures
     const auto ref = cpu.prefill(ids), got = gpu.prefill(ids);
     double max_err = 0, scale = 0;
     for (size_t t = 0; t < ids.size(); ++t) {
@@ -140,6 +142,22 @@ const std::string &q8_model_path() {
     static const std::string path =
         make_model("hd64q8", {"--hidden", "256", "--heads", "4", "--layers", "3", "--ffn", "1024"}, false, "3", "q8_0");
     return path;
+}
+
+// Q8_0 on the post-LN, projected (OPT-350m-style) path: the committed hd64-post fixture converted with --outtype q8_0.
+TEST(GpuEngine, Q8_0PostLnProjectedMatchesTheCpuReference) {
+    const std::string out = seaopt_test::temp_dir() + "/hd64-post-q8.gguf";
+    ASSERT_EQ(run({std::string(SEAOPT_BINARY_DIR) + "/bin/seaopt-convert",
+                   std::string(SEAOPT_TEST_DATA_DIR) + "/opt-hd64-post/safetensors", "-o", out, "--outtype", "q8_0",
+                   "--no-progress"}),
+              0);
+    check_against_cpu(out);
+}
+
+// Q8_0 at the OPT-13B width (one layer of hidden 5120, ffn 20480; 40 heads of 128).
+TEST(GpuEngine, Q8_0AtTheOpt13bWidthMatchesTheCpuReference) {
+    check_against_cpu(make_model("opt13b-layer-q8", {"--hidden", "5120", "--heads", "40", "--layers", "1", "--ffn", "20480"},
+                                 false, "3", "q8_0"));
 }
 
 TEST(GpuEngine, Q8_0MatchesTheCpuReference) {

@@ -673,6 +673,7 @@ TEST_F(Perplexity, KlDivergenceAgainstABaseModel) {
     expect_clean_failure(run(args({"-m", q8, "--kl-base-model", kDemoModel})), "--kl-base-model goes with --kl-divergence");
     expect_clean_failure(run(args({"-m", q8, "--kl-divergence", "--kl-base-model", "/nonexistent.gguf"})),
                          "/nonexistent.gguf");
+    expect_clean_failure(run(args({"-m", q8, "--kl-divergence", "--kl-base-model", ""})), "--kl-base-model needs a model file");
     // The base model's attention follows --attention: a base without a SEA estimator cannot run SEA.
     expect_clean_failure(run(args({"-m", kSeaModel, "--kl-divergence", "--kl-base-model", kDemoModel, "--attention", "sea"})),
                          "SEA");

@@ -66,6 +66,11 @@ TEST(Quantize, Refusals) {
     const Bytes before = read_bytes(f16);
     expect_error([&] { quantize_gguf_q8_0(f16, f16); }, {"is the input file"}, SEAOPT_ERR_INVALID_ARGUMENT);
     EXPECT_TRUE(read_bytes(f16) == before);
+    // The writer's temporary file OUT.tmp must not be the input either (it is created with O_TRUNC).
+    fs::copy_file(f16, tmp / "m.gguf.tmp");
+    expect_error([&] { quantize_gguf_q8_0(tmp / "m.gguf.tmp", tmp / "m.gguf"); }, {"is the input file"},
+                 SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_TRUE(read_bytes(tmp / "m.gguf.tmp") == before);
     // A damaged input is refused by the loader's checks, and no output is left.
     Bytes cut = before;
     cut.resize(cut.size() / 2);

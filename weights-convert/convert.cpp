@@ -54,7 +54,7 @@ void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, bool q8_
     using gguf::Value;
     w.set(keys::kArchitecture, Value::make_str(kArchitectureName));
     w.set(keys::kName, Value::make_str(name));
-    w.set(keys::kFileType, Value::make_u32(q8_0 ? 7u : gguf_file_type(outtype)));  // llama.cpp's MOSTLY_Q8_0 = 7
+    w.set(keys::kFileType, Value::make_u32(q8_0 ? kFileTypeMostlyQ8_0 : gguf_file_type(outtype)));
     w.set(keys::kAlignment, Value::make_u32((uint32_t)gguf::kDefaultAlignment));
     w.set(keys::kVocabSize, Value::make_u32(hp.n_vocab));
     w.set(keys::kContextLength, Value::make_u32(hp.n_ctx_train));
@@ -238,11 +238,8 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         result.sea_engine_warning = sea_plan.engine_warning;
     }
 
-    if (options.q8_0 && (hp.n_embd % kQ8Block != 0 || hp.n_ff % kQ8Block != 0)) {
-        throw_invalid_argument("--outtype q8_0 needs hidden_size and ffn_dim to be multiples of 32 (Q8_0 blocks of 32 "
-                               "run along the weight matrices' rows); this model has " + std::to_string(hp.n_embd) +
-                               " and " + std::to_string(hp.n_ff));
-    }
+    if (options.q8_0) check_q8_0_widths(hp);
+    static_assert(kConvertChunkElements % kQ8Block == 0, "a chunk must hold whole Q8_0 blocks");
     auto quantized = [&](const PlannedTensor &p) { return options.q8_0 && p.expected.quantizable; };
 
     gguf::Writer writer;
@@ -296,10 +293,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
                 out_buf.resize(n / kQ8Block * kQ8BlockBytes);
                 size_t bad = 0;
                 if (!quantize_q8_0(f32_buf.data(), out_buf.data(), n, &bad)) {
-                    throw_model_format("tensor '" + src.name + "' has " +
-                                       (std::isfinite(f32_buf[bad]) ? "a value too large for Q8_0's fp16 scale"
-                                                                    : "a non-finite value") +
-                                       " at element " + std::to_string(done + bad) + "; it cannot be quantized");
+                    throw_model_format("tensor '" + src.name + "' " + q8_0_refusal(f32_buf[bad], done + bad));
                 }
                 written = out_buf.size();
                 sink(out_buf.data(), out_buf.size());

@@ -1,5 +1,6 @@
 #include "weights-convert/quantize.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -20,9 +21,11 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
     const auto t0 = std::chrono::steady_clock::now();
     if (output.empty()) throw_invalid_argument("no output path given");
     {
+        // The writer goes through OUTPUT.tmp (created with O_TRUNC) before renaming it: neither may be the input.
         std::error_code ec;
-        if (std::filesystem::equivalent(input, output, ec)) {
-            throw_invalid_argument("the output " + output + " is the input file; write to another path");
+        if (std::filesystem::equivalent(input, output, ec) || std::filesystem::equivalent(input, output + ".tmp", ec)) {
+            throw_invalid_argument("the output " + output + " (or its temporary file " + output +
+                                   ".tmp) is the input file; write to another path");
         }
     }
     // The loader's validation of everything but the weights' values (vocab_only: nothing is converted).
@@ -32,11 +35,7 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
     const std::unique_ptr<OptModel> model = load_opt_model(input, params);
     const OptHparams &hp = model->hp;
     if (model->file_type == "q8_0") throw_invalid_argument(input + " is already q8_0");
-    if (hp.n_embd % kQ8Block != 0 || hp.n_ff % kQ8Block != 0) {
-        throw_invalid_argument("q8_0 needs hidden size and ffn width to be multiples of 32 (Q8_0 blocks of 32 run along "
-                               "the weight matrices' rows); this model has " + std::to_string(hp.n_embd) + " and " +
-                               std::to_string(hp.n_ff));
-    }
+    check_q8_0_widths(hp);
 
     gguf::MappedFile mapped(input);
     const gguf::File file = gguf::parse(mapped.data(), mapped.size());
@@ -50,7 +49,7 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
 
     gguf::Writer writer;
     for (const auto &[key, value] : file.kv) writer.set(key, value);
-    writer.set(keys::kFileType, gguf::Value::make_u32(7));  // llama.cpp's MOSTLY_Q8_0
+    writer.set(keys::kFileType, gguf::Value::make_u32(kFileTypeMostlyQ8_0));
     QuantizeResult r;
     for (size_t i = 0; i < file.tensors.size(); ++i) {
         const gguf::TensorInfo &t = file.tensors[i];
@@ -62,6 +61,9 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
     }
     r.n_tensors = file.tensors.size();
 
+    // A matrix in pieces of whole rows' worth of blocks (at most kPiece values), so that memory stays bounded
+    // whatever the model's width (an OPT-66B fc1 is 340 M values).
+    constexpr uint64_t kPiece = 1u << 20;  // a multiple of 32
     std::vector<float> values;
     std::vector<uint8_t> blocks;
     writer.write(output, [&](size_t i, const gguf::Writer::Sink &sink) {
@@ -70,17 +72,22 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
         if (!quantize[i]) {
             sink(data, t.n_bytes);
         } else {
-            tensor_to_f32(values, t, data);
-            blocks.resize(t.n_elements / kQ8Block * kQ8BlockBytes);
-            size_t bad = 0;
-            if (!quantize_q8_0(values.data(), blocks.data(), values.size(), &bad)) {
-                throw Error(SEAOPT_ERR_MODEL_FORMAT,
-                            input + ": tensor '" + t.name + "' has " +
-                                (std::isfinite(values[bad]) ? "a value too large for Q8_0's fp16 scale"
-                                                            : "a non-finite value") +
-                                " at element " + std::to_string(bad) + "; it cannot be quantized");
+            const uint64_t elem_bytes = t.n_bytes / t.n_elements;  // F32, F16 or BF16 (Q8_0 inputs were refused)
+            for (uint64_t done = 0; done < t.n_elements; done += kPiece) {
+                gguf::TensorInfo piece = t;
+                piece.n_dims = 1;
+                piece.ne[0] = (int64_t)std::min(kPiece, t.n_elements - done);
+                piece.n_elements = (uint64_t)piece.ne[0];
+                piece.n_bytes = piece.n_elements * elem_bytes;
+                tensor_to_f32(values, piece, data + done * elem_bytes);
+                blocks.resize(piece.n_elements / kQ8Block * kQ8BlockBytes);
+                size_t bad = 0;
+                if (!quantize_q8_0(values.data(), blocks.data(), values.size(), &bad)) {
+                    throw Error(SEAOPT_ERR_MODEL_FORMAT, input + ": tensor '" + t.name + "' " +
+                                                             q8_0_refusal(values[bad], done + bad));
+                }
+                sink(blocks.data(), blocks.size());
             }
-            sink(blocks.data(), blocks.size());
         }
         if (progress) progress(i, file.tensors.size());
     });

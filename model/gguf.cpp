@@ -798,14 +798,18 @@ void put_value(std::vector<uint8_t> &out, const Value &v) {
     }
 }
 
-// A write-only file with a large buffer, so that many small sink calls become few big writes.
+// A write-only file with a large buffer, so that many small sink calls become few big writes. It is a new file of
+// its own, `prefix` + 6 random characters (mkstemp: never an existing file, so nothing else is truncated and two
+// writers of one path do not share it); path() names it.
 class OutputFile {
 public:
-    explicit OutputFile(const std::string &path) : path_(path) {
-        fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd_ < 0) throw_io("cannot create '" + path + "': " + std::strerror(errno));
+    explicit OutputFile(const std::string &prefix) : path_(prefix + "XXXXXX") {
+        fd_ = ::mkstemp(path_.data());
+        if (fd_ < 0) throw_io("cannot create a temporary file '" + path_ + "': " + std::strerror(errno));
+        ::fchmod(fd_, 0644);  // mkstemp's 0600 would make the model readable by its owner only
         buffer_.resize(kWriteBufferSize);
     }
+    const std::string &path() const { return path_; }
     ~OutputFile() {
         if (fd_ >= 0) ::close(fd_);
     }
@@ -975,10 +979,11 @@ void Writer::write(const std::string &path, const TensorDataFn &tensor_data) con
     uint64_t data_offset = 0;
     align_up(header.size(), alignment_, &data_offset);
 
-    const std::string tmp = path + ".tmp";
+    std::string tmp = path + ".tmp.";
     bool created = false;
     try {
         OutputFile out(tmp);
+        tmp = out.path();
         created = true;
         out.write(header.data(), header.size());
         out.write_zeros(data_offset - header.size());

@@ -125,8 +125,9 @@ private:
 // Streaming writer. Declare all metadata and tensor infos first, then write(): the header goes out,
 // then for each tensor in declaration order the callback is asked for its bytes, which it passes in
 // one or more pieces to `sink` (so a converter never holds more than one chunk). The writer checks
-// that each tensor gets exactly its byte size, pads to the alignment, writes to `path + ".tmp"`,
-// flushes, and renames onto `path` only on success; on any error the temporary file is removed.
+// that each tensor gets exactly its byte size, pads to the alignment, writes to a new temporary file of its own beside
+// the target (`path + ".tmp.XXXXXX"`, mkstemp: never an existing file), flushes, and renames it onto `path` only on
+// success; on any error the temporary file is removed.
 class Writer {
 public:
     using Sink = std::function<void(const void *data, size_t n)>;

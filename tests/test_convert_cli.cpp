@@ -2,6 +2,8 @@
 // lines, and the reproducible demo checkpoint.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -55,7 +57,7 @@ TEST(Cli, ErrorsExitOneWithAMessage) {
               std::string::npos)
         << r.err;
     EXPECT_FALSE(fs::exists(tmp / "out.gguf"));
-    EXPECT_FALSE(fs::exists(tmp / "out.gguf.tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(tmp / "out.gguf"));
 
     const RunResult missing = run_process({binary("seaopt-convert"), tmp / "nope", "-o", tmp / "out.gguf"}, tmp.path());
     EXPECT_EQ(missing.exit_code, 1);

@@ -3,6 +3,8 @@
 // and no output file.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <limits>
 #include <memory>
 #include <set>
@@ -123,7 +125,7 @@ void check_gguf(const std::string &path, const TinyConfig &c, const std::vector<
 
 void expect_no_output(const std::string &out) {
     EXPECT_FALSE(fs::exists(out)) << out << " was left behind";
-    EXPECT_FALSE(fs::exists(out + ".tmp")) << out << ".tmp was left behind";
+    EXPECT_FALSE(seaopt_test::temp_file_left(out)) << out << ".tmp* was left behind";
 }
 
 TEST(EndToEnd, PreLnEveryNamingVariantAndOuttype) {
@@ -461,7 +463,7 @@ TEST_F(Errors, ExistingOutputKeptOnFailure) {
     src.pop_back();
     write(src, c.to_json());
     expect_error([&] { convert_dir(dir, out, DType::F16); }, {"missing"});
-    EXPECT_FALSE(fs::exists(out + ".tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(out));
     EXPECT_EQ(read_bytes(out), Bytes({'p', 'r', 'e', 'v', 'i', 'o', 'u', 's'}));
 }
 

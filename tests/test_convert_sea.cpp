@@ -4,6 +4,8 @@
 // output; the loader's checks of the SEA part of a GGUF file.
 #include <gtest/gtest.h>
 
+#include "test_util.h"
+
 #include <functional>
 #include <map>
 #include <set>
@@ -45,7 +47,7 @@ std::vector<float> round_trip(const std::vector<float> &v, DType t) { return dec
 
 void expect_no_output(const std::string &out) {
     EXPECT_FALSE(fs::exists(out)) << out << " was left behind";
-    EXPECT_FALSE(fs::exists(out + ".tmp")) << out << ".tmp was left behind";
+    EXPECT_FALSE(seaopt_test::temp_file_left(out)) << out << ".tmp* was left behind";
 }
 
 // A base HF checkpoint (TinyConfig: hidden 16, 2 heads of 8, 2 layers, 8 positions, tied) and
@@ -207,7 +209,7 @@ TEST_F(SeaConvert, EveryLayoutAndDtypeConverts) {
                       std::string::npos)
                 << r.sea_format;
             check_sea_gguf(out, c, s, student, outtype, 64);
-            EXPECT_FALSE(fs::exists(out + ".tmp"));
+            EXPECT_FALSE(seaopt_test::temp_file_left(out));
         }
     }
 }

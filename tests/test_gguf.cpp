@@ -3,6 +3,8 @@
 // truncation of a valid file, and a mutation sweep over a header; each must fail cleanly with
 // SEAOPT_ERR_MODEL_FORMAT and a telling message, never crash or allocate by a hostile count.
 #include <gtest/gtest.h>
+
+#include "test_util.h"
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -336,7 +338,7 @@ TEST(GgufRoundTrip, EveryValueTypeAndTensorType) {
 
     const std::string path = temp_dir() + "/roundtrip.gguf";
     write_with_patterns(w, path);
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(path));
 
     gguf::MappedFile mf(path);
     const gguf::File f = gguf::parse(mf.data(), mf.size());
@@ -910,7 +912,7 @@ TEST(GgufWriter, TooFewBytesThrowsAndLeavesNoFile) {
         });
     });
     EXPECT_FALSE(exists(path));
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(path));
 }
 
 TEST(GgufWriter, TooManyBytesThrowsAndLeavesNoFile) {
@@ -925,7 +927,7 @@ TEST(GgufWriter, TooManyBytesThrowsAndLeavesNoFile) {
                           });
                       });
     EXPECT_FALSE(exists(path));
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(path));
 }
 
 TEST(GgufWriter, ExistingTargetIsUntouchedOnFailure) {
@@ -935,13 +937,13 @@ TEST(GgufWriter, ExistingTargetIsUntouchedOnFailure) {
     write_all(path, old);
     EXPECT_THROW(w.write(path, [](size_t, const gguf::Writer::Sink &) {}), seaopt::Error);
     EXPECT_EQ(read_all(path), old);
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(path));
 
     // A callback's own exception propagates unchanged, with the same cleanup.
     EXPECT_THROW(w.write(path, [](size_t, const gguf::Writer::Sink &) { throw std::runtime_error("source read failed"); }),
                  std::runtime_error);
     EXPECT_EQ(read_all(path), old);
-    EXPECT_FALSE(exists(path + ".tmp"));
+    EXPECT_FALSE(seaopt_test::temp_file_left(path));
 
     // And a successful write replaces it.
     write_with_patterns(w, path);

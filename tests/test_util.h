@@ -64,6 +64,19 @@ inline const std::string &temp_dir() {
     return dir;
 }
 
+// Whether a writer's temporary file for `path` (path + ".tmp", or path + ".tmp.XXXXXX" as gguf::Writer and the state
+// files make them) is left in its directory.
+inline bool temp_file_left(const std::string &path) {
+    const std::filesystem::path p(path);
+    const std::string prefix = p.filename().string() + ".tmp";
+    std::error_code ec;
+    const std::filesystem::path dir = p.parent_path().empty() ? std::filesystem::path(".") : p.parent_path();
+    for (const auto &e : std::filesystem::directory_iterator(dir, ec)) {
+        if (e.path().filename().string().rfind(prefix, 0) == 0) return true;
+    }
+    return false;
+}
+
 // The outcome of running a program.
 struct Result {
     bool exited = false;  // false: killed by a signal (a crash)

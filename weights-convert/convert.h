@@ -17,7 +17,7 @@ inline constexpr size_t kConvertChunkElements = 1u << 20;  // per read: at most 
 
 struct ConvertOptions {
     std::string input_dir;     // config.json, vocab.json, merges.txt and the weights
-    std::string output_path;   // the .gguf to write (via "<path>.tmp" and a rename)
+    std::string output_path;   // the .gguf to write (via a temporary "<path>.tmp.XXXXXX" and a rename)
     DType outtype = DType::F16;  // every tensor is written in this type (but see q8_0)
     // --outtype q8_0: the six weight matrices of every block are written as Q8_0 (model/q8_0.h), the other OPT
     // tensors as `outtype`. Needs hidden_size and ffn_dim multiples of 32 (the blocks run along the input dimension).

@@ -21,11 +21,10 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
     const auto t0 = std::chrono::steady_clock::now();
     if (output.empty()) throw_invalid_argument("no output path given");
     {
-        // The writer goes through OUTPUT.tmp (created with O_TRUNC) before renaming it: neither may be the input.
+        // Renaming the output onto the input would pull the mapped input from under the writer.
         std::error_code ec;
-        if (std::filesystem::equivalent(input, output, ec) || std::filesystem::equivalent(input, output + ".tmp", ec)) {
-            throw_invalid_argument("the output " + output + " (or its temporary file " + output +
-                                   ".tmp) is the input file; write to another path");
+        if (std::filesystem::equivalent(input, output, ec)) {
+            throw_invalid_argument("the output " + output + " is the input file; write to another path");
         }
     }
     // The loader's validation of everything but the weights' values (vocab_only: nothing is converted).

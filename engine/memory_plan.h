@@ -130,7 +130,7 @@ std::string format_memory_plan(const MemoryPlan &plan, size_t max_rows = 10);
 // The sparse attention enumerates each query's keys from its mask row and materialises nothing per key, so no
 // O(T·H·k) buffer exists. The SEA decode states (per sequence and SEA layer) sit beside the KV cache.
 // Q8_0 weights (dequant_scratch_bytes > 0: cuda::gemm_q8_scratch_bytes for the largest matrix at T rows):
-//   dequant_w16  the fp16 copy of one matrix, made before each GEMM of more than 8 rows (gemm.h: gemm_q8_*),
+//   dequant_w16  the fp16 copy of one matrix, made before each GEMM of more than 16 rows (gemm.h: gemm_q8_*),
 //                steps 3 to 8 (the four GEMMs of a layer).
 // Throws seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT) for n_tokens == 0 or n_outputs > n_tokens.
 inline constexpr int kOptStepLayer0 = 2;

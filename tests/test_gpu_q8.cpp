@@ -1,5 +1,5 @@
-// The int8 (Q8_0) weight GEMMs of engine/cuda/gemm.h (engine/cuda/gemm_q8.cu): the GEMV path (rows <= 8: q and d
-// read directly) and the dequantize + cuBLASLt path (rows > 8), against a CPU reference in double precision on the
+// The int8 (Q8_0) weight GEMMs of engine/cuda/gemm.h (engine/cuda/gemm_q8.cu): the GEMV path (rows <= 16: q and d
+// read directly) and the dequantize + cuBLASLt path (rows > 16), against a CPU reference in double precision on the
 // same fp16 inputs. Every check prints its max error and tolerance. Runs only where a GPU exists
 // (tests/gpu_test_main.cpp skips the program otherwise).
 //
@@ -10,7 +10,7 @@
 // Tolerances (tests/test_gpu_kernels.cpp's rules, reference in double instead of fp32):
 //   - fp32 output: |Δ| ≤ 1e-4 · Σ|terms| (Σ|x·w| + |bias| + |beta·y|).
 //   - fp16 output: |Δ| ≤ 2 · e_fp16 + 1e-4 · Σ|terms| + 2⁻²⁴, e_fp16 = 2⁻¹¹ · (|ref| + |x·wᵀ| when there is a bias).
-//   - rows > 8 round the weight to fp16 first (dequantize_q8_f16, then cuBLASLt), so their reference uses the
+//   - rows > 16 round the weight to fp16 first (dequantize_q8_f16, then cuBLASLt), so their reference uses the
 //     fp16-rounded weights (same rules), and dequantize_q8_f16 is checked bitwise against the host's f32_to_f16(q·d).
 //   - the GEMV is deterministic: the same call twice, inside a CUDA graph, and with programmatic dependent launch on
 //     or off give the same bits.
@@ -153,7 +153,7 @@ HostQ8 make_q8(int n_out, int n_in, bool big, std::mt19937 &rng) {
     return w;
 }
 
-// The weights the reference multiplies with: exact q·d, or rounded to fp16 (what the rows > 8 path multiplies).
+// The weights the reference multiplies with: exact q·d, or rounded to fp16 (what the rows > 16 path multiplies).
 std::vector<float> dequantized(const HostQ8 &w, bool round_to_f16) {
     std::vector<float> out((size_t)w.n_out * w.n_in);
     for (size_t o = 0; o < (size_t)w.n_out; ++o) {
@@ -259,7 +259,7 @@ void compute_reference(Problem &p, const std::vector<float> &w_ref) {
 }
 
 // A problem with random inputs; `big`: the weight holds the out-of-fp16-range block (GEMV problems only: the
-// rows > 8 path turns it into inf, as it must), whose x column is set to kBigX. The reference multiplies the
+// rows > 16 path turns it into inf, as it must), whose x column is set to kBigX. The reference multiplies the
 // exact weight (round_weight false) or the fp16-rounded one.
 Problem make_problem(const Case &c, bool big, bool round_weight, bool misalign, std::mt19937 &rng) {
     Problem p;
@@ -298,7 +298,7 @@ std::vector<double> run_problem(GemmHandle *handle, const Problem &p, cudaStream
     DeviceBuffer<half_t> d_x(x_host), d_bias16(p.bias16);
     DeviceBuffer<float> d_bias32(p.bias32);
     const size_t scratch_bytes = seaopt::cuda::gemm_q8_scratch_bytes(rows, n_in, n_out);
-    EXPECT_EQ(scratch_bytes, rows <= 8 ? 0u : (size_t)n_out * n_in * sizeof(half_t));
+    EXPECT_EQ(scratch_bytes, rows <= 16 ? 0u : (size_t)n_out * n_in * sizeof(half_t));
     DeviceBuffer<half_t> d_scratch(scratch_bytes / sizeof(half_t));
     half_t *scratch = scratch_bytes ? d_scratch.get() : nullptr;
     std::vector<double> got((size_t)rows * n_out);
@@ -348,13 +348,13 @@ void check_result(const Problem &p, const std::vector<double> &got, const char *
                          << p.ref[first_bad] << " ± " << p.tol[first_bad];
 }
 
-// A GEMV case (rows <= 8): exact weights, with the out-of-fp16-range block.
+// A GEMV case (rows <= 16): exact weights, with the out-of-fp16-range block.
 void check_gemv(GemmHandle *handle, const Case &c, cudaStream_t stream, std::mt19937 &rng, bool misalign = false) {
     const Problem p = make_problem(c, /*big=*/true, /*round_weight=*/false, misalign, rng);
     check_result(p, run_problem(handle, p, stream), " (GEMV)");
 }
 
-// A rows > 8 case: against the fp16-rounded weights (dequantize + cuBLASLt).
+// A rows > 16 case: against the fp16-rounded weights (dequantize + cuBLASLt).
 void check_dequant_path(GemmHandle *handle, const Case &c, cudaStream_t stream, std::mt19937 &rng) {
     const Problem p = make_problem(c, /*big=*/false, /*round_weight=*/true, /*misalign=*/false, rng);
     check_result(p, run_problem(handle, p, stream), " (dequantize + cuBLASLt)");
@@ -435,15 +435,23 @@ TEST_F(GpuQ8, GemvAtOpt13bDecodeShapes) {
         cases.push_back({rows, 2048, 6144, Kind::F16Bias});
         cases.push_back({rows, 8192, 2048, Kind::F32Beta1Bias});
     }
+    // 9 to 16 rows: two passes of the GEMV (8 rows, then the rest), each on its own rows of x and y.
+    for (const int rows : {9, 13, 16}) {
+        cases.push_back({rows, 2048, 6144, Kind::F16Bias});
+        cases.push_back({rows, 2048, 2048, Kind::F32Beta1Bias});
+        cases.push_back({rows, 2048, 8192, Kind::F16BiasRelu});
+        cases.push_back({rows, 8192, 2048, Kind::F32Beta0Bias});
+        cases.push_back({rows, 96, 7, Kind::F16None});
+    }
     for (const Case &c : cases) check_gemv(handle_, c, stream_, rng);
 }
 
-// rows > 8: dequantize_q8_f16 into the scratch, then cuBLASLt; against the fp16-rounded weights. Every epilogue at
-// rows 9 on a small shape, the OPT-1.3B shapes at rows 9 and 64.
-TEST_F(GpuQ8, DequantizePathAtRows9And64) {
+// rows > 16: dequantize_q8_f16 into the scratch, then cuBLASLt; against the fp16-rounded weights. Every epilogue at
+// rows 17 on a small shape, the OPT-1.3B shapes at rows 17 and 64.
+TEST_F(GpuQ8, DequantizePathAtRows17And64) {
     std::mt19937 rng(109);
-    for (const Kind k : kAllKinds) check_dequant_path(handle_, {9, 96, 7, k}, stream_, rng);
-    for (const int rows : {9, 64}) {
+    for (const Kind k : kAllKinds) check_dequant_path(handle_, {17, 96, 7, k}, stream_, rng);
+    for (const int rows : {17, 64}) {
         check_dequant_path(handle_, {rows, 2048, 6144, Kind::F16Bias}, stream_, rng);
         check_dequant_path(handle_, {rows, 2048, 2048, Kind::F32Beta1Bias}, stream_, rng);
         check_dequant_path(handle_, {rows, 2048, 8192, Kind::F16BiasRelu}, stream_, rng);
@@ -582,8 +590,8 @@ TEST_F(GpuQ8, ArgumentErrors) {
         gemm_q8_f16(h, y.get(), x.get(), wt, b, e, rows, in, out, s, stream_);
     };
     expect_error([&] { f16(handle_, w, 1, 48, n_out, nullptr, Epilogue::None, nullptr); }, inval, "n_in % 32 != 0");
-    expect_error([&] { f16(handle_, w, 9, 40, n_out, nullptr, Epilogue::None, scratch.get()); }, inval,
-                 "n_in % 32 != 0, rows > 8");
+    expect_error([&] { f16(handle_, w, 17, 40, n_out, nullptr, Epilogue::None, scratch.get()); }, inval,
+                 "n_in % 32 != 0, rows > 16");
     expect_error(
         [&] {
             f16(handle_, WeightQ8{nullptr, d.get()}, 1, n_in, n_out, nullptr, Epilogue::None, nullptr);
@@ -605,10 +613,10 @@ TEST_F(GpuQ8, ArgumentErrors) {
             f16(handle_, WeightQ8{q.get(), d_odd}, 1, n_in, n_out, nullptr, Epilogue::None, nullptr);
         },
         inval, "d not 2-byte aligned");
-    expect_error([&] { f16(handle_, w, 9, n_in, n_out, nullptr, Epilogue::None, nullptr); }, inval,
-                 "rows > 8, null scratch");
-    expect_error([&] { f16(handle_, w, 9, n_in, n_out, nullptr, Epilogue::None, scratch.get() + 1); }, inval,
-                 "rows > 8, scratch not 16-byte aligned");
+    expect_error([&] { f16(handle_, w, 17, n_in, n_out, nullptr, Epilogue::None, nullptr); }, inval,
+                 "rows > 16, null scratch");
+    expect_error([&] { f16(handle_, w, 17, n_in, n_out, nullptr, Epilogue::None, scratch.get() + 1); }, inval,
+                 "rows > 16, scratch not 16-byte aligned");
     expect_error([&] { f16(handle_, w, -1, n_in, n_out, nullptr, Epilogue::None, nullptr); }, inval, "rows < 0");
     expect_error([&] { f16(handle_, w, 1, n_in, 0, nullptr, Epilogue::None, nullptr); }, inval, "n_out == 0");
     expect_error([&] { f16(handle_, w, 1, 0, n_out, nullptr, Epilogue::None, nullptr); }, inval, "n_in == 0");
@@ -631,8 +639,8 @@ TEST_F(GpuQ8, ArgumentErrors) {
         },
         inval, "gemm_q8_to_f32: null q");
     expect_error(
-        [&] { gemm_q8_to_f32(handle_, y32.get(), x.get(), w, nullptr, 1.0f, 16, n_in, n_out, nullptr, stream_); },
-        inval, "gemm_q8_to_f32: rows > 8, null scratch");
+        [&] { gemm_q8_to_f32(handle_, y32.get(), x.get(), w, nullptr, 1.0f, 17, n_in, n_out, nullptr, stream_); },
+        inval, "gemm_q8_to_f32: rows > 16, null scratch");
     expect_error([&] { dequantize_q8_f16(scratch.get(), w, n_out, 48, stream_); }, inval, "dequantize: n_in % 32 != 0");
     expect_error(
         [&] {
@@ -646,7 +654,8 @@ TEST_F(GpuQ8, ArgumentErrors) {
     gemm_q8_f16(handle_, nullptr, nullptr, WeightQ8{}, nullptr, Epilogue::None, 0, n_in, n_out, nullptr, stream_);
     gemm_q8_to_f32(handle_, nullptr, nullptr, WeightQ8{}, nullptr, 0.0f, 0, n_in, n_out, nullptr, stream_);
     EXPECT_EQ(gemm_q8_scratch_bytes(8, 2048, 2048), 0u);
-    EXPECT_EQ(gemm_q8_scratch_bytes(9, 2048, 6144), (size_t)2048 * 6144 * 2);
+    EXPECT_EQ(gemm_q8_scratch_bytes(16, 2048, 6144), 0u);
+    EXPECT_EQ(gemm_q8_scratch_bytes(17, 2048, 6144), (size_t)2048 * 6144 * 2);
     sync();
 }
 

@@ -118,15 +118,16 @@ struct WeightQ8 {
     const int8_t *q = nullptr;  // [n_out][n_in]
     const half_t *d = nullptr;  // [n_out][n_in / 32]
 };
-// Bytes of the fp16 scratch that gemm_q8_* need for a call with these shapes (0 where rows <= 8: the GEMV needs none;
+// Bytes of the fp16 scratch that gemm_q8_* need for a call with these shapes (0 where rows <= 16: the GEMV needs none;
 // 0 for shapes the calls reject).
 size_t gemm_q8_scratch_bytes(int rows, int n_in, int n_out);
 // out[n_out][n_in] (fp16) = the dequantized weight, each element fp16(float(q) * float(d)) rounded to nearest (even;
 // overflow gives ±inf). out must be 16-byte aligned. n_out, n_in <= 0, n_in % 32 != 0, null or misaligned pointers
 // throw seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT). A plain launch (no PDL), no allocation: capturable.
 void dequantize_q8_f16(half_t *out, WeightQ8 w, int n_out, int n_in, cudaStream_t stream);
-// As gemm_f16 / gemm_f16_to_f32 with w[o][i] = q * d. rows <= 8 (decode): the q8 GEMV kernel reads q and d directly
-// (fp32 products and accumulation; the weight is never rounded to fp16). rows > 8: dequantize_q8_f16 into `scratch`
+// As gemm_f16 / gemm_f16_to_f32 with w[o][i] = q * d. rows <= 16 (decode): the q8 GEMV kernel reads q and d directly,
+// one launch per 8 rows (fp32 products and accumulation; the weight is never rounded to fp16). rows > 16:
+// dequantize_q8_f16 into `scratch`
 // (gemm_q8_scratch_bytes, 16-byte aligned), then gemm_f16 / gemm_f16_to_f32 on it (cuBLASLt).
 // The GEMV (gemm_q8.cu): tensor-core mma on the exact int8 -> fp16 q, fp32 sums per 32-block times the block's scale
 // in fp32; deterministic (no atomics, a fixed reduction order), no allocation or host sync, capturable in a CUDA
@@ -134,7 +135,7 @@ void dequantize_q8_f16(half_t *out, WeightQ8 w, int n_out, int n_in, cudaStream_
 // occupancy, asked at the first call of each shape on a device (host only, no sync) and remembered process-wide.
 // x and y need only their element's alignment (x 16-byte aligned is faster); the bias 16-byte alignment as gemm_f16.
 // Errors: those of gemm_f16 / gemm_f16_to_f32 (rows == 0 a no-op, ...), and n_in % 32 != 0, a null or misaligned q
-// or d, rows > 8 with a null or misaligned scratch throw seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT); rows <= 8 on a
+// or d, rows > 16 with a null or misaligned scratch throw seaopt::Error(SEAOPT_ERR_INVALID_ARGUMENT); rows <= 16 on a
 // device without the GEMV kernels (gemm_has_gemv false: before sm_80) throws seaopt::Error(SEAOPT_ERR_DEVICE).
 void gemm_q8_f16(GemmHandle *handle, half_t *y, const half_t *x, WeightQ8 w, const half_t *bias_f16,
                  Epilogue epilogue, int rows, int n_in, int n_out, half_t *scratch, cudaStream_t stream);

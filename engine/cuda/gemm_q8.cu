@@ -1,5 +1,5 @@
 // Linear layers with int8 weights in ggml's Q8_0 grouping (interface: engine/cuda/gemm.h, "int8
-// weights"). rows <= 8 (decode): our GEMV below reads q and d directly; rows > 8: the weight is
+// weights"). rows <= 16 (decode): our GEMV below reads q and d directly (in passes of up to 8 rows); rows > 16: the weight is
 // dequantized to fp16 into the caller's scratch and gemm_f16 / gemm_f16_to_f32 (cuBLASLt) run on it.
 //
 // ---- The GEMV ------------------------------------------------------------------------------------
@@ -70,7 +70,10 @@ namespace seaopt::cuda {
 namespace {
 
 constexpr int kQ8Block = 32;             // weights per scale (ggml's QK8_0)
-constexpr int kQ8GemvMaxRows = 8;        // rows <= this take the GEMV (as gemm.cu's kGemvMaxRows)
+constexpr int kQ8GemvMaxRows = 8;        // rows of one GEMV launch (as gemm.cu's kGemvMaxRows)
+// Calls of up to this many rows run the GEMV in passes of kQ8GemvMaxRows: at OPT-1.3B's shapes two passes of the
+// weights (~2 x 36 us a layer) cost less than dequantizing them and a cuBLASLt GEMM (~70 us + the GEMM); three would not.
+constexpr int kQ8GemvPassRows = 16;
 constexpr int kQ8TileOut = 16;           // outputs per CTA (the mma's M)
 constexpr int kQ8ChunkK = 2 * kQ8Block;  // k per chunk: 4 lanes x 16 int8
 constexpr int kQ8Unroll = 2;             // chunks whose loads a warp issues before it multiplies (see the top)
@@ -452,8 +455,8 @@ bool check_q8_call(const char *name, const GemmHandle *handle, const void *y, co
     check_weight(name, w);
     check_arg(epilogue == Epilogue::None || bias != nullptr, name, "the epilogue needs a bias");
     check_arg(epilogue == Epilogue::None || aligned(bias, kBiasAlignment), name, "the bias must be 16-byte aligned");
-    if (rows > kQ8GemvMaxRows) {
-        check_arg(scratch != nullptr, name, "rows > 8 need the scratch (gemm_q8_scratch_bytes)");
+    if (rows > kQ8GemvPassRows) {
+        check_arg(scratch != nullptr, name, "rows > 16 need the scratch (gemm_q8_scratch_bytes)");
         check_arg(aligned(scratch, kScratchAlignment), name, "the scratch must be 16-byte aligned");
     } else if (!gemm_has_gemv(handle)) {
         throw Error(SEAOPT_ERR_DEVICE, std::string(name) + ": the int8 GEMV needs compute capability 8.0");
@@ -464,7 +467,7 @@ bool check_q8_call(const char *name, const GemmHandle *handle, const void *y, co
 }  // namespace
 
 size_t gemm_q8_scratch_bytes(int rows, int n_in, int n_out) {
-    if (rows <= kQ8GemvMaxRows || n_in <= 0 || n_out <= 0) return 0;
+    if (rows <= kQ8GemvPassRows || n_in <= 0 || n_out <= 0) return 0;
     return (size_t)n_out * (size_t)n_in * sizeof(half_t);
 }
 
@@ -482,13 +485,16 @@ void gemm_q8_f16(GemmHandle *handle, half_t *y, const half_t *x, WeightQ8 w, con
                  int rows, int n_in, int n_out, half_t *scratch, cudaStream_t stream) {
     const char *name = "gemm_q8_f16";
     if (!check_q8_call(name, handle, y, x, w, bias_f16, epilogue, rows, n_in, n_out, scratch)) return;
-    if (rows > kQ8GemvMaxRows) {
+    if (rows > kQ8GemvPassRows) {
         launch_dequantize(name, scratch, w, n_out, n_in, stream);
         gemm_f16(handle, y, x, scratch, bias_f16, epilogue, rows, n_in, n_out, stream);
         return;
     }
-    launch_gemv_q8(name, true, y, x, w, epilogue == Epilogue::None ? nullptr : bias_f16, epilogue == Epilogue::BiasRelu,
-                   0.0f, rows, n_in, n_out, stream);
+    for (int r0 = 0; r0 < rows; r0 += kQ8GemvMaxRows) {  // each pass its own rows of x and y: no pass reads another's
+        launch_gemv_q8(name, true, y + (size_t)r0 * n_out, x + (size_t)r0 * n_in, w,
+                       epilogue == Epilogue::None ? nullptr : bias_f16, epilogue == Epilogue::BiasRelu, 0.0f,
+                       std::min(kQ8GemvMaxRows, rows - r0), n_in, n_out, stream);
+    }
 }
 
 void gemm_q8_to_f32(GemmHandle *handle, float *y, const half_t *x, WeightQ8 w, const float *bias_f32, float beta,
@@ -496,12 +502,15 @@ void gemm_q8_to_f32(GemmHandle *handle, float *y, const half_t *x, WeightQ8 w, c
     const char *name = "gemm_q8_to_f32";
     const Epilogue epilogue = bias_f32 != nullptr ? Epilogue::Bias : Epilogue::None;
     if (!check_q8_call(name, handle, y, x, w, bias_f32, epilogue, rows, n_in, n_out, scratch)) return;
-    if (rows > kQ8GemvMaxRows) {
+    if (rows > kQ8GemvPassRows) {
         launch_dequantize(name, scratch, w, n_out, n_in, stream);
         gemm_f16_to_f32(handle, y, x, scratch, bias_f32, beta, rows, n_in, n_out, stream);
         return;
     }
-    launch_gemv_q8(name, false, y, x, w, bias_f32, false, beta, rows, n_in, n_out, stream);
+    for (int r0 = 0; r0 < rows; r0 += kQ8GemvMaxRows) {
+        launch_gemv_q8(name, false, y + (size_t)r0 * n_out, x + (size_t)r0 * n_in, w, bias_f32, false, beta,
+                       std::min(kQ8GemvMaxRows, rows - r0), n_in, n_out, stream);
+    }
 }
 
 }  // namespace seaopt::cuda

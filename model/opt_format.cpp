@@ -3,6 +3,7 @@
 
 #include "attention/sea_cpu.h"
 #include "engine/error.h"
+#include "model/q8_0.h"
 
 namespace seaopt {
 
@@ -48,7 +49,7 @@ std::vector<OptTensorSpec> opt_tensor_specs(const OptHparams &hp, bool untied_ou
 }
 
 void check_q8_0_widths(const OptHparams &hp) {
-    if (hp.n_embd % 32 != 0 || hp.n_ff % 32 != 0) {
+    if (hp.n_embd % kQ8Block != 0 || hp.n_ff % kQ8Block != 0) {
         throw_invalid_argument("q8_0 needs hidden_size and ffn_dim to be multiples of 32 (Q8_0 blocks of 32 run along "
                                "the weight matrices' rows); this model has " + std::to_string(hp.n_embd) + " and " +
                                std::to_string(hp.n_ff));

@@ -29,6 +29,7 @@
 
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemm.h"
+#include "engine/cuda/gemv_epilogue.cuh"
 #include "engine/cuda/layernorm_math.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/log.h"
@@ -302,46 +303,6 @@ constexpr int kGemvLnMaxVirtualWarps = 8;
 constexpr int kGemvLnRowPad = 32;
 constexpr size_t kGemvLnMaxShared = size_t(64) << 10;
 constexpr int kGemvLnStatsSlots = kGemvMaxRows * (kLnMaxThreads / kWarpSize);  // virtual warps at most
-
-struct GemvOutput {
-    void *y;           // __half [rows, n_out] or float [rows, n_out]
-    const void *bias;  // __half or float [n_out], or nullptr
-    float beta;        // fp32 output only
-    int n_out;
-    bool relu;  // fp16 output only
-};
-
-// The epilogue's operands of output (r, o), loaded ahead of the sum: the bias, and (fp32 output,
-// beta != 0) the old y. y[r, o] is read and written only by the thread that stores (r, o).
-struct GemvEpilogueIn {
-    float bias = 0.0f, y = 0.0f;
-};
-
-template <bool kF16Out>
-__device__ __forceinline__ GemvEpilogueIn gemv_epilogue_load(const GemvOutput &out, int r, int o) {
-    GemvEpilogueIn in;
-    if constexpr (kF16Out) {
-        if (out.bias != nullptr) in.bias = __half2float(static_cast<const __half *>(out.bias)[o]);
-    } else {
-        if (out.bias != nullptr) in.bias = static_cast<const float *>(out.bias)[o];
-        // beta == 0: y is not read (it may hold NaN)
-        if (out.beta != 0.0f) in.y = static_cast<const float *>(out.y)[(size_t)r * out.n_out + o];
-    }
-    return in;
-}
-
-template <bool kF16Out>
-__device__ __forceinline__ void gemv_store(const GemvOutput &out, int r, int o, float v, const GemvEpilogueIn &in) {
-    const size_t i = (size_t)r * out.n_out + o;
-    if (out.bias != nullptr) v += in.bias;
-    if constexpr (kF16Out) {
-        if (out.relu && v < 0.0f) v = 0.0f;  // NaN stays NaN
-        static_cast<__half *>(out.y)[i] = __float2half_rn(v);
-    } else {
-        if (out.beta != 0.0f) v += out.beta * in.y;
-        static_cast<float *>(out.y)[i] = v;
-    }
-}
 
 // 16 bytes of weights, read once: not kept in L1 (x, which every warp reads, stays there).
 __device__ __forceinline__ uint4 gemv_load_weights(const uint4 *p) {

@@ -63,6 +63,7 @@
 
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemm.h"
+#include "engine/cuda/gemv_epilogue.cuh"
 #include "engine/cuda/pdl.cuh"
 
 namespace seaopt::cuda {
@@ -81,14 +82,6 @@ constexpr int kQ8MaxWarps = 16;          // warps splitting n_in within one CTA
 constexpr int kQ8MinChunksPerWarp = 2;   // fewer would only add reduction work
 constexpr int kDequantThreads = 256;
 constexpr uintptr_t kQAlignment = 16, kBiasAlignment = 16, kScratchAlignment = 16, kDequantOutAlignment = 16;
-
-struct Q8Output {
-    void *y;           // __half or float [rows, n_out]
-    const void *bias;  // __half or float [n_out], or nullptr
-    float beta;        // fp32 output only
-    int n_out;
-    bool relu;  // fp16 output only
-};
 
 // 16 bytes of q, read once: not kept in L1.
 __device__ __forceinline__ uint4 q8_load_weights(const uint4 *p) {
@@ -193,43 +186,13 @@ __device__ __forceinline__ void q8_math_step(float (&acc)[kSets][4], const Q8Lan
         q8_chunk_math<kSets, kXVec>(acc, L, st.ql[u], st.qh[u], st.dl[u], st.dh[u], c + u, true);
 }
 
-// The epilogue's operands of output (r, o), loaded ahead of the sums: the bias and (fp32, beta != 0) y.
-struct Q8EpilogueIn {
-    float bias = 0.0f, y = 0.0f;
-};
-
-template <bool kF16Out>
-__device__ __forceinline__ Q8EpilogueIn q8_epilogue_load(const Q8Output &out, int r, int o) {
-    Q8EpilogueIn in;
-    if constexpr (kF16Out) {
-        if (out.bias != nullptr) in.bias = __half2float(static_cast<const __half *>(out.bias)[o]);
-    } else {
-        if (out.bias != nullptr) in.bias = static_cast<const float *>(out.bias)[o];
-        if (out.beta != 0.0f) in.y = static_cast<const float *>(out.y)[(size_t)r * out.n_out + o];  // beta 0: unread
-    }
-    return in;
-}
-
-template <bool kF16Out>
-__device__ __forceinline__ void q8_store(const Q8Output &out, int r, int o, float v, const Q8EpilogueIn &in) {
-    const size_t i = (size_t)r * out.n_out + o;
-    if (out.bias != nullptr) v += in.bias;
-    if constexpr (kF16Out) {
-        if (out.relu && v < 0.0f) v = 0.0f;  // NaN stays NaN
-        static_cast<__half *>(out.y)[i] = __float2half_rn(v);
-    } else {
-        if (out.beta != 0.0f) v += out.beta * in.y;
-        static_cast<float *>(out.y)[i] = v;
-    }
-}
-
 // Grid: ceil(n_out / 16) CTAs of 32·n_warps threads (n_warps <= 16), dynamic shared memory
 // n_warps > 1 ? n_warps·kSets·32·16 bytes : 0. kSets = 1 for rows <= 4, 2 for 5..8. kXVec: x
 // 16-byte aligned (else 2-byte loads).
 template <bool kF16Out, int kSets, bool kXVec>
 __global__ void __launch_bounds__(kQ8MaxWarps * kWarpSize)
     gemv_q8_kernel(const int8_t *__restrict__ q, const __half *__restrict__ d, const __half *__restrict__ x, int rows,
-                   int n_in, int n_out, int n_chunks, Q8Output out) {
+                   int n_in, int n_out, int n_chunks, GemvOutput out) {
     extern __shared__ float4 q8_partial[];  // [n_warps][kSets][32]
     const int lane = threadIdx.x % kWarpSize, warp = threadIdx.x / kWarpSize, n_warps = blockDim.x / kWarpSize;
     const int g = lane / 4, t = lane % 4;
@@ -265,14 +228,14 @@ __global__ void __launch_bounds__(kQ8MaxWarps * kWarpSize)
     // t >= 2 output o0+g+8, each rows 4s + 2(t%2), +1. Warp 0 loads their epilogue operands now.
     const int o_store = o0 + g + (t >= 2 ? 8 : 0);
     const int r_base = 2 * (t % 2);
-    Q8EpilogueIn pre[kSets][2];
+    GemvEpilogueIn pre[kSets][2];
     if (warp == 0 && o_store < n_out) {
 #pragma unroll
         for (int s = 0; s < kSets; ++s) {
 #pragma unroll
             for (int i = 0; i < 2; ++i) {
                 const int r = 4 * s + r_base + i;
-                if (r < rows) pre[s][i] = q8_epilogue_load<kF16Out>(out, r, o_store);
+                if (r < rows) pre[s][i] = gemv_epilogue_load<kF16Out>(out, r, o_store);
             }
         }
     }
@@ -324,7 +287,7 @@ __global__ void __launch_bounds__(kQ8MaxWarps * kWarpSize)
 #pragma unroll
         for (int i = 0; i < 2; ++i) {
             const int r = 4 * s + r_base + i;
-            if (r < rows) q8_store<kF16Out>(out, r, o_store, t >= 2 ? acc[s][2 + i] : acc[s][i], pre[s][i]);
+            if (r < rows) gemv_store<kF16Out>(out, r, o_store, t >= 2 ? acc[s][2 + i] : acc[s][i], pre[s][i]);
         }
     }
 }
@@ -375,7 +338,7 @@ void launch_dequantize(const char *name, half_t *out, const WeightQ8 &w, int n_o
 }
 
 // The kernel of a call: output type, x rows (sets), x alignment.
-using Q8Kernel = void (*)(const int8_t *, const __half *, const __half *, int, int, int, int, Q8Output);
+using Q8Kernel = void (*)(const int8_t *, const __half *, const __half *, int, int, int, int, GemvOutput);
 Q8Kernel q8_kernel(bool f16_out, int sets, bool x_vec) {
     if (f16_out) {
         if (sets == 1) return x_vec ? gemv_q8_kernel<true, 1, true> : gemv_q8_kernel<true, 1, false>;
@@ -430,7 +393,7 @@ int q8_warps(bool f16_out, int sets, bool x_vec, int n_chunks, int n_tiles) {
 
 void launch_gemv_q8(const char *name, bool f16_out, void *y, const half_t *x, const WeightQ8 &w, const void *bias,
                     bool relu, float beta, int rows, int n_in, int n_out, cudaStream_t stream) {
-    const Q8Output out{y, bias, beta, n_out, relu};
+    const GemvOutput out{y, bias, beta, n_out, relu};
     const int n_chunks = (int)ceil_div<long long>(n_in, kQ8ChunkK);
     const int n_tiles = (int)ceil_div<long long>(n_out, kQ8TileOut);
     const int sets = rows > 4 ? 2 : 1;

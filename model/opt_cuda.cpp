@@ -448,8 +448,6 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
-    } else if (w.q8) {
-        why = "Q8_0 weights (the persistent kernel streams fp16 matrices)";
     } else if (s.sea_any && !(sea_env && std::string(sea_env) == "1")) {
         why = "SEA attention: the per-op SEA step is faster for now (SEAOPT_PERSISTENT_SEA=1 runs SEA inside the kernel)";
     } else {
@@ -464,6 +462,7 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         sh.pos_offset = (int)hp.pos_offset;
         sh.eps = hp.ln_eps;
         sh.sea_image_floats = s.sea_any ? (int)(2 * s.sea_cfg.n_head * (s.sea_cfg.K / 4)) : 0;
+        sh.q8 = w.q8;
         s.persistent = cuda::persistent_decode_plan(sh, w.device, s.sea_any ? &s.sea_cfg : nullptr, s.sea_state_stride);
         why = s.persistent.why;
     }
@@ -490,7 +489,8 @@ void upload_persistent_layers(const OptHparams &hp, const OptCudaWeights &w, Opt
         if (sea) sea_table[l] = {s.sea_params[l], s.sea_layer_states(l)};
         table[l] = {L.attn_norm_w, L.attn_norm_b, L.qkv_w,  L.qkv_b,          L.o_w,           L.o_b,
                     L.ffn_norm_w,  L.ffn_norm_b,  L.up_w,   L.up_b,           L.down_w,        L.down_b,
-                    s.k_cache(hp, l), s.v_cache(hp, l), sea ? sea_at + l : nullptr};
+                    s.k_cache(hp, l), s.v_cache(hp, l), sea ? sea_at + l : nullptr,
+                    L.qkv_q8,      L.o_q8,        L.up_q8,  L.down_q8};
     }
     check(cudaMemcpy(at, table.data(), table.size() * sizeof(table[0]), cudaMemcpyHostToDevice),
           "uploading the decode layer table");

@@ -297,6 +297,36 @@ TEST(GpuEngine, PersistentDecodeMatchesTheReference) {
     check_persistent_decode(path, 300);
 }
 
+// Q8_0 matrices in the persistent kernel: the stream carries each chunk's int8 rows and their scales (17 KB slots),
+// the tensor-core span product takes a block's exact int8 values and scales its fp32 sum (as the per-op step's int8
+// GEMV does, so the two agree as closely as the fp16 paths do), against the CPU engine's exact q * d in fp32.
+TEST(GpuEngine, PersistentDecodeQ8_0MatchesTheReference) {
+    check_persistent_decode(make_model("opt1.3b-layer-q8", {"--hidden", "2048", "--heads", "32", "--layers", "1", "--ffn",
+                                                            "8192"}, false, "3", "q8_0"),
+                            640);
+}
+
+// The other layer shapes with Q8_0 matrices: OPT-2.7B (rows of 2,560 and 10,240 values: the FMA path), OPT-6.7B
+// (tensor cores, 8 tiles a warp), OPT-13B (the FMA path, 5 float4s of the residual), and OPT-125m's (FMA, 12 heads).
+TEST(GpuEngine, PersistentDecodeQ8_0OtherShapes) {
+    std::printf("OPT-125m shape (12 heads of 64, hidden 768), 2 layers:\n");
+    check_persistent_decode(make_model("opt125m-q8", {"--hidden", "768", "--heads", "12", "--layers", "2", "--ffn", "3072"},
+                                       false, "3", "q8_0"),
+                            300);
+    std::printf("OPT-2.7B layer shape (head_dim 80):\n");
+    check_persistent_decode(make_model("opt27b-layer-q8", {"--hidden", "2560", "--heads", "32", "--layers", "1", "--ffn",
+                                                           "10240"}, false, "3", "q8_0"),
+                            300);
+    std::printf("OPT-6.7B layer shape (head_dim 128):\n");
+    check_persistent_decode(make_model("opt67b-layer-q8", {"--hidden", "4096", "--heads", "32", "--layers", "1", "--ffn",
+                                                           "16384"}, false, "3", "q8_0"),
+                            300);
+    std::printf("OPT-13B layer shape (40 heads of 128, hidden 5120):\n");
+    check_persistent_decode(make_model("opt13b-layer-q8", {"--hidden", "5120", "--heads", "40", "--layers", "1", "--ffn",
+                                                           "20480"}, false, "3", "q8_0"),
+                            300);
+}
+
 // seaopt_generate_greedy on the persistent kernel's chain (every step in one launch, each block taking the step's
 // pick from all blocks' keys, the cached rows of earlier steps of the launch through the weight ring) against a loop
 // of single steps and the greedy sampler on another context of the same model: the same kernel arithmetic, so the
@@ -352,6 +382,10 @@ void check_greedy_chain(const std::string &path) {
 TEST(GpuEngine, GenerateGreedyChainMatchesTheStepLoop) {
     check_greedy_chain(make_model("opt1.3b-2layers-wander", {"--hidden", "2048", "--heads", "32", "--layers", "2",
                                                              "--ffn", "8192", "--token-embedding-std", "0.05"}));
+    std::printf("Q8_0 matrices:\n");
+    check_greedy_chain(make_model("opt1.3b-2layers-wander-q8", {"--hidden", "2048", "--heads", "32", "--layers", "2",
+                                                                "--ffn", "8192", "--token-embedding-std", "0.05"},
+                                  false, "3", "q8_0"));
     std::printf("OPT-2.7B layer shape (head_dim 80):\n");
     check_greedy_chain(make_model("opt27b-layer-wander", {"--hidden", "2560", "--heads", "32", "--layers", "1", "--ffn",
                                                           "10240", "--token-embedding-std", "0.05"}));
@@ -363,10 +397,7 @@ TEST(GpuEngine, GenerateGreedyChainMatchesTheStepLoop) {
 // context: the picks up to the stop, the sequence length, the logits of the stop step bit for bit, one step after
 // it, and a second chain from there that goes on as the loop did (the stopped launch left the cache, the tags and
 // the next launch's ring in order). Stops at step 0, inside the chain, at its last step, and never.
-TEST(GpuEngine, GenerateGreedyUntilStopsInsideTheChain) {
-    const std::string path = make_model("opt1.3b-2layers-wander", {"--hidden", "2048", "--heads", "32", "--layers",
-                                                                   "2", "--ffn", "8192", "--token-embedding-std",
-                                                                   "0.05"});
+void check_greedy_until(const std::string &path) {
     Engine chain(SEAOPT_DEVICE_CUDA, 1024, 0, path), loop(SEAOPT_DEVICE_CUDA, 1024, 0, path);
     const int32_t n_vocab = seaopt_model_n_vocab(chain.model);
     const SamplerPtr own_greedy = greedy_sampler();
@@ -435,6 +466,15 @@ TEST(GpuEngine, GenerateGreedyUntilStopsInsideTheChain) {
         ASSERT_NE(a, nullptr);
         EXPECT_EQ(std::vector<float>(a, a + n_vocab), loop_logits_after(done)) << "after the second chain";
     }
+}
+
+TEST(GpuEngine, GenerateGreedyUntilStopsInsideTheChain) {
+    const std::vector<std::string> shape{"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192",
+                                         "--token-embedding-std", "0.05"};
+    check_greedy_until(make_model("opt1.3b-2layers-wander", shape));
+    // Q8_0: the stopped launch drains the next step's Q8_0 qkv chunks.
+    std::printf("Q8_0 matrices:\n");
+    check_greedy_until(make_model("opt1.3b-2layers-wander-q8", shape, false, "3", "q8_0"));
 }
 
 // The same at the layer shapes of OPT-2.7B (heads of 80: key groups of 16 lanes with 6 idle, 64 keys a

@@ -69,6 +69,7 @@
 #include "engine/cuda/bulk_copy.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/layernorm_math.cuh"
+#include "engine/cuda/q8_device.cuh"
 
 namespace seaopt::cuda {
 namespace {
@@ -163,8 +164,11 @@ __host__ __device__ inline size_t sea_operand_bytes(const sea::Dims &d) {
 // ---- device helpers ----------------------------------------------------------------------------
 
 
-__host__ __device__ inline int chunk_rows(int n_in, int slot_bytes) {
-    const int fit = slot_bytes / (n_in * 2);
+// A row of n_in weights in a ring slot: fp16, or Q8_0 (n_in int8 values and n_in / 32 fp16 scales: a chunk of R
+// rows holds the R rows' values, then from byte R·n_in their scales).
+__host__ __device__ inline int row_bytes(int n_in, bool q8) { return q8 ? n_in + n_in / 16 : n_in * 2; }
+__host__ __device__ inline int chunk_rows(int n_in, int slot_bytes, bool q8 = false) {
+    const int fit = slot_bytes / row_bytes(n_in, q8);
     int r = 1;
     while (r * 2 <= fit && r * 2 <= kComputeWarps) r *= 2;
     return r;
@@ -227,8 +231,11 @@ struct ProducerPos {
     RingPos next{0, 0u}, landed{0, 0u};
 };
 
-// The producer: the next chunk of the ring, `bytes` (a multiple of 16, at most a slot) from src.
-__device__ void produce_chunk(const Ring &ring, ProducerPos &pp, const void *src, uint32_t bytes) {
+// The producer: the next chunk of the ring, `bytes` (a multiple of 16, at most a slot) from src; with kScales also
+// scale_bytes (a multiple of 16) from scales to byte scale_at of the slot, on the same barrier (a Q8_0 chunk).
+template <bool kScales = false>
+__device__ void produce_chunk(const Ring &ring, ProducerPos &pp, const void *src, uint32_t bytes,
+                              const void *scales = nullptr, uint32_t scale_bytes = 0, uint32_t scale_at = 0) {
     if (pp.c >= (uint32_t)ring.in_flight) {  // chunk c - in_flight has landed
         mbar_wait(ring.full + pp.landed.slot, pp.landed.parity);
         ring_next(ring, pp.landed);
@@ -242,11 +249,14 @@ __device__ void produce_chunk(const Ring &ring, ProducerPos &pp, const void *src
         mbar_arrive(ring.full + slot);
         return;
     }
-    mbar_arrive_expect_tx(ring.full + slot, bytes);
+    unsigned char *const dst = ring.slots + (size_t)slot * ring.slot_bytes;
+    mbar_arrive_expect_tx(ring.full + slot, kScales ? bytes + scale_bytes : bytes);
     if (ring.evict_first) {
-        bulk_load_hinted(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot, ring.policy);
+        bulk_load_hinted(dst, src, bytes, ring.full + slot, ring.policy);
+        if constexpr (kScales) bulk_load_hinted(dst + scale_at, scales, scale_bytes, ring.full + slot, ring.policy);
     } else {
-        bulk_load(ring.slots + (size_t)slot * ring.slot_bytes, src, bytes, ring.full + slot);
+        bulk_load(dst, src, bytes, ring.full + slot);
+        if constexpr (kScales) bulk_load(dst + scale_at, scales, scale_bytes, ring.full + slot);
     }
 }
 
@@ -260,14 +270,27 @@ __device__ void produce(const Ring &ring, ProducerPos &pp, const half_t *w, int 
     }
 }
 
+// The same for a Q8_0 matrix: each chunk's int8 rows, then their scales at byte R·n_in of the slot. Every piece is
+// 16-byte aligned and a multiple of 16 bytes where n_in % 256 == 0 (persistent_decode_plan checks it).
+__device__ void produce_q8(const Ring &ring, ProducerPos &pp, WeightQ8 w, int n_in, int n_out) {
+    int r0, r1;
+    block_rows(n_out, r0, r1);
+    const int R = chunk_rows(n_in, ring.slot_bytes, true);
+    for (int r = r0; r < r1; r += R) {
+        const uint32_t rows = (uint32_t)min(R, r1 - r);
+        produce_chunk<true>(ring, pp, w.q + (size_t)r * n_in, rows * (uint32_t)n_in, w.d + (size_t)r * (n_in / 32),
+                            rows * (uint32_t)n_in / 16, (uint32_t)(R * n_in));
+    }
+}
+
 // The compute warps' side of produce() without the maths: each of the block's chunks of a matrix [n_out, n_in] waited
 // for and its slot released (c counts the chunks consumed, as in gemv_phase). The stream-only timing mode consumes a
 // whole step this way; a greedy chain that stops drains the next step's qkv rows, which the producer streams before
 // it learns of the stop, so that no bulk copy is still writing the block's shared memory when it exits.
-__device__ void release_rows(const Ring &ring, uint32_t &c, int n_in, int n_out) {
+__device__ void release_rows(const Ring &ring, uint32_t &c, int n_in, int n_out, bool q8 = false) {
     int r0, r1;
     block_rows(n_out, r0, r1);
-    const int R = chunk_rows(n_in, ring.slot_bytes);
+    const int R = chunk_rows(n_in, ring.slot_bytes, q8);
     for (int r = r0; r < r1; r += R, ++c) {
         const int slot = (int)(c % (uint32_t)ring.n_slots);
         mbar_wait(ring.full + slot, (c / (uint32_t)ring.n_slots) & 1u);
@@ -391,6 +414,59 @@ __device__ __forceinline__ void mma_span_x(uint32_t (&xb)[kTiles][4], const __ha
     }
 }
 
+// A Q8_0 span (the int8 values of one warp's part of a row; the chunk's scales after its rows): the same 16 row
+// pieces and diagonal as mma_span_dot, with another map of k. In tile kk (256 values) lane (g, t) holds the span's
+// 8 consecutive values from (32kk + lane)·8 as the A fragment's pairs a0 = (0, 1), a1 = (2, 3), a2 = (4, 5),
+// a3 = (6, 7): values 0, 1, 4, 5 belong to piece g, values 2, 3, 6, 7 to piece g + 8, and the B fragments are x at
+// the lane's own 8 positions (mma_span_x_q8). A piece's 16 values of a tile then come from lanes 4g..4g+3: one
+// 32-value block, scale 8kk + g of the span. So each tile's two mmas start from zero and the diagonal lane adds
+// scale x (its D1 + D2 entries) in fp32: the int8 GEMV's arithmetic (engine/cuda/gemm_q8.cu: exact int8 -> fp16
+// values, a block's products summed in fp32, times its scale), never a weight rounded to fp16.
+template <int kTiles>
+__device__ __forceinline__ void mma_span_x_q8(uint32_t (&xb)[kTiles][4], const __half *xs, int lane) {
+    const uint4 *x4 = reinterpret_cast<const uint4 *>(xs);
+#pragma unroll
+    for (int kk = 0; kk < kTiles; ++kk) {
+        const uint4 v = x4[32 * kk + lane];
+        xb[kk][0] = v.x;  // B1 (piece g): pairs (0, 1) and (4, 5)
+        xb[kk][1] = v.z;
+        xb[kk][2] = v.y;  // B2 (piece g + 8): pairs (2, 3) and (6, 7)
+        xb[kk][3] = v.w;
+    }
+}
+// q_lane: shared address of this lane's 8 values in tile 0 (the span + 8·lane); d_group: of its group's scale in
+// tile 0 (the span's scales + 2g). All of the span's loads go first (asm volatile keeps them there): with each tile's
+// loads beside its mmas the OPT-1.3B step ran 1,038-1,043 t/s against 1,093-1,102 (H100). Dropped too: the 1152·Σx
+// of a block subtracted once in fp32 instead of 1152 from every weight pair (fewer instructions, more registers
+// spilled: 1,054-1,057 t/s).
+template <int kTiles>
+__device__ __forceinline__ float mma_span_dot_q8(uint32_t q_lane, uint32_t d_group, const uint32_t (&xb)[kTiles][4],
+                                                 int g, int t) {
+    uint32_t w[kTiles][2];
+    float sc[kTiles];
+#pragma unroll
+    for (int kk = 0; kk < kTiles; ++kk) {
+        asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];" : "=r"(w[kk][0]), "=r"(w[kk][1]) : "r"(q_lane + 256u * kk));
+        unsigned short d;
+        asm volatile("ld.shared.u16 %0, [%1];" : "=h"(d) : "r"(d_group + 16u * kk));
+        sc[kk] = __half2float(__ushort_as_half(d));
+    }
+    const bool odd = (g & 1) != 0;
+    float acc[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int kk = 0; kk < kTiles; ++kk) {
+        uint32_t a[4];
+        q8_to_half2x2(w[kk][0], a[0], a[1]);
+        q8_to_half2x2(w[kk][1], a[2], a[3]);
+        float d1[4] = {0.0f, 0.0f, 0.0f, 0.0f}, d2[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        mma_16816(d1, a, xb[kk][0], xb[kk][1]);
+        mma_16816(d2, a, xb[kk][2], xb[kk][3]);
+        const float b = odd ? d1[1] + d2[3] : d1[0] + d2[2];
+        acc[kk & 1] = fmaf(sc[kk], b, acc[kk & 1]);
+    }
+    return t == g / 2 ? acc[0] + acc[1] : 0.0f;
+}
+
 // The compute warps' share of one matrix: y[o] = W[o, :]·xin for the block's rows, then the
 // epilogue on pairs of rows (o, o+1), o even: epi.store(o, y0, y1, pre0, pre1, has_second) with
 // pre = epi.load(row) fetched before the stream (its latency overlaps it). A warp's part of a row
@@ -413,28 +489,66 @@ __device__ __forceinline__ float chunk_part_fma(const uint4 *ws, const uint4 *xs
     return lane == 0 ? acc : 0.0f;
 }
 
-// The chunk loop of gemv_phase (chunks c.. of the phase's n_rows rows, R a chunk): kTiles tiles of 256 halves a
-// warp's row part on the tensor cores, or 0: FMAs over seg uint4s.
+// The same for a Q8_0 chunk: groups of 8 values (8 bytes of q; the scale of their 32-value block), the exact int8
+// values times x in fp32, each group's sum times its scale.
+__device__ __forceinline__ float chunk_part_fma_q8(const uint2 *wq, const __half *wd, const uint4 *xs, int seg,
+                                                   int lane) {
+    float acc = 0.0f;
+    for (int i = lane; i < seg; i += kWarpSize) {
+        const uint2 w = wq[i];
+        float x[8];
+        unpack8(x, xs[i]);
+        float s = 0.0f;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            s = fmaf((float)(int8_t)(w.x >> (8 * e)), x[e], s);
+            s = fmaf((float)(int8_t)(w.y >> (8 * e)), x[4 + e], s);
+        }
+        acc = fmaf(__half2float(wd[i / 4]), s, acc);
+    }
+    const float sum = warp_reduce_sum(acc);
+    return lane == 0 ? sum : 0.0f;
+}
+
+// The chunk loop of gemv_phase (chunks c.. of the phase's n_rows rows, R a chunk): kTiles tiles of 256 values a
+// warp's row part on the tensor cores, or 0: FMAs over seg groups of 8 values. kQ8: Q8_0 chunks (row_bytes).
 struct GemvLoop {
     int n_rows, R, parts, row, part, n8, seg, writer;
 };
-template <int kTiles>
+template <int kTiles, bool kQ8>
 __device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const GemvLoop &gl, const __half *xin,
                                             float *y_parts, bool parts_on_x, long long *prof) {
     const int lane = threadIdx.x % kWarpSize, g = lane / 4, t = lane % 4;
     const __half *xs = xin + (size_t)gl.part * gl.seg * 8;
     uint32_t xb[kTiles > 0 ? kTiles : 1][4];
     if constexpr (kTiles > 0) {
-        mma_span_x<kTiles>(xb, xs, g, t);
+        if constexpr (kQ8) {
+            mma_span_x_q8<kTiles>(xb, xs, lane);
+        } else {
+            mma_span_x<kTiles>(xb, xs, g, t);
+        }
         // The row parts share xin's bytes (the compact layout): every warp has its x before any writes a part.
         if (parts_on_x) compute_sync();
     }
-    // This warp's part of row `row` of a chunk in slot s: bytes from the slot's start.
-    const uint32_t part_bytes = (uint32_t)(gl.row * gl.n8 + gl.part * gl.seg) * 16u;
-    const uint32_t slots_addr = smem_addr(ring.slots) + part_bytes + (kTiles > 0 ? mma_span_lane_offset(lane) : 0u);
+    // This warp's part of row `row` of a chunk in slot s: bytes from the slot's start (Q8_0: of its values, and of
+    // their scales after the chunk's R rows of values).
+    const uint32_t group0 = (uint32_t)(gl.row * gl.n8 + gl.part * gl.seg);  // the part's first group of 8 values
+    const uint32_t part_bytes = kQ8 ? group0 * 8u : group0 * 16u;
+    const uint32_t scale_bytes = (uint32_t)(gl.R * gl.n8) * 8u + group0 / 2u;
+    const uint32_t slots_addr =
+        smem_addr(ring.slots) + part_bytes + (kTiles > 0 ? (kQ8 ? 8u * (uint32_t)lane : mma_span_lane_offset(lane)) : 0u);
     auto part_of = [&](const RingPos &p) -> float {
-        if constexpr (kTiles > 0) {
+        if constexpr (kTiles > 0 && kQ8) {
+            const uint32_t slot = (uint32_t)p.slot * (uint32_t)ring.slot_bytes;
+            return mma_span_dot_q8<kTiles>(slots_addr + slot, smem_addr(ring.slots) + slot + scale_bytes + 2u * g, xb,
+                                           g, t);
+        } else if constexpr (kTiles > 0) {
             return mma_span_dot<kTiles>(slots_addr + (uint32_t)p.slot * (uint32_t)ring.slot_bytes, xb, g, t);
+        } else if constexpr (kQ8) {
+            const unsigned char *slot = ring.slots + (size_t)p.slot * ring.slot_bytes;
+            return chunk_part_fma_q8(reinterpret_cast<const uint2 *>(slot + part_bytes),
+                                     reinterpret_cast<const __half *>(slot + scale_bytes),
+                                     reinterpret_cast<const uint4 *>(xs), gl.seg, lane);
         } else {
             const uint4 *ws = reinterpret_cast<const uint4 *>(ring.slots + (size_t)p.slot * ring.slot_bytes + part_bytes);
             return chunk_part_fma(ws, reinterpret_cast<const uint4 *>(xs), gl.seg, lane);
@@ -472,7 +586,8 @@ __device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const 
 // need no more shared memory than the layers' matrices (the ring gets the rest).
 // area_bytes > 0: the compact layout, y_parts = xin = the start of an area of that many bytes; the row parts go
 // after the vector where they fit, else over it (the FC2 phase at OPT-1.3B).
-template <typename Epilogue>
+// kQ8: the matrix streams as Q8_0 chunks (produce_q8).
+template <bool kQ8 = false, typename Epilogue>
 __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int n_in, int n_out, float *y_parts,
                            const Epilogue &epi, long long *prof, int area_bytes, int sub_begin = 0,
                            int sub_rows = INT_MAX) {
@@ -489,7 +604,7 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
         pre[k][0] = i < n_rows ? epi.load(r0 + i) : make_float2(0.0f, 0.0f);
         pre[k][1] = i + 1 < n_rows ? epi.load(r0 + i + 1) : make_float2(0.0f, 0.0f);
     }
-    const int R = chunk_rows(n_in, ring.slot_bytes);
+    const int R = chunk_rows(n_in, ring.slot_bytes, kQ8);
     const int parts = kComputeWarps / R;  // warps per row
     const int warp = threadIdx.x / kWarpSize, lane = threadIdx.x % kWarpSize;
     const int n8 = n_in / 8, seg = n8 / parts;  // uint4s per row, per warp
@@ -515,13 +630,13 @@ __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int
     const long long t_loop = prof ? clock64() : 0;
     if (prof) prof[5] += t_loop - t_setup;
     if (use_mma && tiles == 8) {
-        gemv_chunks<8>(ring, c, gl, xin, y_parts, parts_on_x, prof);
+        gemv_chunks<8, kQ8>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     } else if (use_mma && tiles == 4) {
-        gemv_chunks<4>(ring, c, gl, xin, y_parts, parts_on_x, prof);
+        gemv_chunks<4, kQ8>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     } else if (use_mma) {
-        gemv_chunks<2>(ring, c, gl, xin, y_parts, parts_on_x, prof);
+        gemv_chunks<2, kQ8>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     } else {
-        gemv_chunks<0>(ring, c, gl, xin, y_parts, parts_on_x, prof);
+        gemv_chunks<0, kQ8>(ring, c, gl, xin, y_parts, parts_on_x, prof);
     }
     c += (uint32_t)n_chunks;
     const long long t_epi = prof ? clock64() : 0;
@@ -1303,7 +1418,8 @@ __device__ __noinline__ void sea_attention_phase(const SeaStep &ss, const Persis
 // D: the head size (64, 80, 128), V4: float4s of the residual per thread (4, 5); template parameters so
 // that the OPT-1.3B kernel's code (64, 4) stays what it was measured as. kSea: layers may run SEA attention
 // (PersistentLayer::sea; heads of 64 only), a kernel of its own so that the dense kernels' code stays as it was.
-template <int D, int V4, bool kSea>
+// kQ8: the layers' matrices stream as Q8_0 (PersistentDecodeShape::q8; dense layers only), kernels of their own too.
+template <int D, int V4, bool kSea, bool kQ8>
 __global__ void __launch_bounds__(kThreads, 1)
     decode_persistent_kernel(PersistentDecodeShape sh, PersistentDecodeArgs a, int n_slots, int slot_bytes,
                              int parts_bytes, int in_flight, int splits, uint32_t tag_base, int mode, bool evict_first,
@@ -1363,11 +1479,18 @@ __global__ void __launch_bounds__(kThreads, 1)
         if (threadIdx.x == kComputeThreads) {
             if (evict_first) ring.policy = make_l2_evict_first_policy();
             ProducerPos pp;
+            auto produce_matrix = [&](const half_t *w, WeightQ8 wq, int n_in, int n_out) {
+                if constexpr (kQ8) {
+                    produce_q8(ring, pp, wq, n_in, n_out);
+                } else {
+                    produce(ring, pp, w, n_in, n_out);
+                }
+            };
             for (int step = 0; step < a.n_steps; ++step) {  // a greedy chain (n_steps > 1): dense layers only
                 const int pos = a.pos + step;
                 for (int l = 0; l < sh.n_layer; ++l) {
                     const PersistentLayer &L = a.layers[l];
-                    produce(ring, pp, L.qkv_w, C, 3 * C);
+                    produce_matrix(L.qkv_w, L.qkv_q8, C, 3 * C);
                     if (step > 0 && l == 0) {
                         // The cached rows include those the grid wrote in this launch (other blocks' qkv epilogues):
                         // copy none before the block has the last step's pick, which every block stores after all
@@ -1379,9 +1502,9 @@ __global__ void __launch_bounds__(kThreads, 1)
                         asm volatile("fence.proxy.async.global;" ::: "memory");
                     }
                     if (!kSea || L.sea == nullptr) produce_kv<D>(ring, pp, sh, a, pos, L, splits);  // SEA: own keys
-                    produce(ring, pp, L.o_w, C, C);
-                    produce(ring, pp, L.fc1_w, C, F);
-                    produce(ring, pp, L.fc2_w, F, C);
+                    produce_matrix(L.o_w, L.o_q8, C, C);
+                    produce_matrix(L.fc1_w, L.fc1_q8, C, F);
+                    produce_matrix(L.fc2_w, L.fc2_q8, F, C);
                 }
                 produce(ring, pp, a.lm_head, C, sh.V);
             }
@@ -1403,10 +1526,10 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     if (mode == kModeStreamOnly) {  // timing: consume the ring in the producer's order, compute nothing
         uint32_t cs = 0;
-        auto consume = [&](int n_in, int n_out) { release_rows(ring, cs, n_in, n_out); };
+        auto consume = [&](int n_in, int n_out, bool q8) { release_rows(ring, cs, n_in, n_out, q8); };
         const long long ts = clock64();
         for (int l = 0; l < sh.n_layer; ++l) {
-            consume(C, 3 * C);
+            consume(C, 3 * C, kQ8);
             int kv_begin = 0, kv_last = 0;
             const int kv_chunks =
                 kSea && a.layers[l].sea ? 0 : attention_kv_chunks<D>(sh, a.pos, splits, kv_begin, kv_last);
@@ -1416,11 +1539,11 @@ __global__ void __launch_bounds__(kThreads, 1)
                 __syncwarp();
                 if (threadIdx.x % kWarpSize == 0) mbar_arrive(ring.empty + slot);
             }
-            consume(C, C);
-            consume(C, F);
-            consume(F, C);
+            consume(C, C, kQ8);
+            consume(C, F, kQ8);
+            consume(F, C, kQ8);
         }
-        consume(C, sh.V);
+        consume(C, sh.V, false);
         if (a.profile != nullptr && threadIdx.x == 0) {
             a.profile[(size_t)kPersistentProfileSpans * blockIdx.x] += clock64() - ts;
         }
@@ -1485,7 +1608,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
         const QkvEpilogue<D> qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
                               reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
-        SEAOPT_GEMV(8, gemv_phase(ring, c, xin, C, 3 * C, y_parts, qkv, prof, compact_area))
+        SEAOPT_GEMV(8, gemv_phase<kQ8>(ring, c, xin, C, 3 * C, y_parts, qkv, prof, compact_area))
         if (kSea && L.sea != nullptr) {
             if constexpr (kSea) {
                 SEAOPT_SPAN(4, sea_attention_phase(ss, L, sh, a, ho, sho, l, reinterpret_cast<float *>(smem + kHeaderBytes),
@@ -1500,15 +1623,15 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
-        SEAOPT_GEMV(9, gemv_phase(ring, c, xin, C, C, y_parts, out_epi, prof, compact_area))
+        SEAOPT_GEMV(9, gemv_phase<kQ8>(ring, c, xin, C, C, y_parts, out_epi, prof, compact_area))
         const LnParams<V4> ln2 = load_ln_params<V4>(L.ln2_w, L.ln2_b, C);
         SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l, 2)))
         layernorm_to_smem(v, C, ln2, sh.eps, xin, ln_red);
-        SEAOPT_GEMV(10, gemv_phase(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof,
+        SEAOPT_GEMV(10, gemv_phase<kQ8>(ring, c, xin, C, F, y_parts, ReluEpilogue{L.fc1_b, ho.ff, ho.tag(l, 3)}, prof,
                                     compact_area))
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.ff, F, ho.wait_tag(l, 3)))
         const ResidualEpilogue fc2_epi{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)};
-        SEAOPT_GEMV(11, gemv_phase(ring, c, xin, F, C, y_parts, fc2_epi, prof, compact_area))
+        SEAOPT_GEMV(11, gemv_phase<kQ8>(ring, c, xin, F, C, y_parts, fc2_epi, prof, compact_area))
     }
     const LnParams<V4> ln_out = load_ln_params<V4>(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
@@ -1564,7 +1687,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         }
         compute_sync();  // next_token and picked are written
         if (*picked & kPickedStop) {  // uniform over the block
-            release_rows(ring, c, C, 3 * C);  // the next step's qkv rows, streamed before the producer saw the stop
+            release_rows(ring, c, C, 3 * C, kQ8);  // the next step's qkv rows, streamed before the producer saw the stop
             break;
         }
     }
@@ -1583,14 +1706,16 @@ __global__ void __launch_bounds__(kThreads, 1)
 using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, int, int, int, int, int, uint32_t, int,
                                   bool, int, bool, SeaStep);
 // The kernel for a head size and hidden size; null for a pair it is not built for: OPT-125m and 1.3B
-// (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120).
-PersistentKernel kernel_for(int head_dim, int C, bool sea) {
+// (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120). q8: the Q8_0 kernels (dense only).
+PersistentKernel kernel_for(int head_dim, int C, bool sea, bool q8) {
     const bool v4 = C <= 4 * 4 * kComputeThreads, v5 = C <= 4 * 5 * kComputeThreads;
-    if (head_dim == 64 && v4) return sea ? decode_persistent_kernel<64, 4, true> : decode_persistent_kernel<64, 4, false>;
-    if (sea) return nullptr;  // SEA: heads of 64 only
-    if (head_dim == 80 && v4) return decode_persistent_kernel<80, 4, false>;
-    if (head_dim == 128 && v4) return decode_persistent_kernel<128, 4, false>;
-    if (head_dim == 128 && v5) return decode_persistent_kernel<128, 5, false>;
+    if (sea) {  // SEA: heads of 64, fp16 matrices only
+        return head_dim == 64 && v4 && !q8 ? decode_persistent_kernel<64, 4, true, false> : nullptr;
+    }
+    if (head_dim == 64 && v4) return q8 ? decode_persistent_kernel<64, 4, false, true> : decode_persistent_kernel<64, 4, false, false>;
+    if (head_dim == 80 && v4) return q8 ? decode_persistent_kernel<80, 4, false, true> : decode_persistent_kernel<80, 4, false, false>;
+    if (head_dim == 128 && v4) return q8 ? decode_persistent_kernel<128, 4, false, true> : decode_persistent_kernel<128, 4, false, false>;
+    if (head_dim == 128 && v5) return q8 ? decode_persistent_kernel<128, 5, false, true> : decode_persistent_kernel<128, 5, false, false>;
     return nullptr;
 }
 
@@ -1618,13 +1743,16 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
         p.why = why;
         return p;
     };
-    const PersistentKernel kernel = kernel_for(s.head_dim, s.C, sea != nullptr);
+    const PersistentKernel kernel = kernel_for(s.head_dim, s.C, sea != nullptr, s.q8);
     if (kernel == nullptr) {
         return refuse("no kernel for head_dim " + std::to_string(s.head_dim) + " and hidden size " + std::to_string(s.C) +
-                      (sea ? " with SEA attention" : ""));
+                      (sea ? " with SEA attention" : "") + (s.q8 ? " with Q8_0 weights" : ""));
     }
     if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
     if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");
+    // Q8_0 chunks: each row's scales are n_in / 16 bytes, and a chunk's values and scales must be 16-byte pieces
+    // at 16-byte addresses (bulk copies) for any first row.
+    if (s.q8 && (s.C % 256 != 0 || s.F % 256 != 0)) return refuse("Q8_0 weights with a hidden or FFN size not a multiple of 256");
     int major = 0, sms = 0, coop = 0, max_optin = 0;
     if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
@@ -1643,10 +1771,13 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     // The kernel's body exists only in code compiled for sm_90 and up: a GPU that compiles the library's compute_80
     // PTX at load (a build without 90 or 90a on an H100, or a newer GPU) gets binaryVersion >= 90 but an empty kernel.
     if (fa.binaryVersion < 90 || fa.ptxVersion < 90) return refuse("library built without sm_90 code for this GPU");
-    const int row_bytes = std::max(s.C, s.F) * 2;
+    // The longest row: the layers' (fp16 or Q8_0) and the lm_head's (fp16). With Q8_0 a slot is 17/16 of the fp16
+    // one, so that it takes as many weights (OPT-1.3B: 8 rows of 2,048 values and their scales, 17 KB).
+    const int longest_row = std::max(row_bytes(std::max(s.C, s.F), s.q8), row_bytes(s.C, false));
     int min_slot = kMinSlotBytes;
     if (const char *kb = std::getenv("SEAOPT_PERSISTENT_SLOT_KB")) min_slot = std::max(min_slot, std::atoi(kb) << 10);
-    p.slot_bytes = ceil_div(std::max(min_slot, row_bytes), 128) * 128;
+    if (s.q8) min_slot = min_slot / 16 * 17;
+    p.slot_bytes = ceil_div(std::max(min_slot, longest_row), 128) * 128;
     // y_parts: the most (rows of a block) x (warps per row) of any matrix of the step.
     const int row_cap = ceil_div(std::max({3 * s.C, s.F, s.V}), sms) + 2;  // + the pairing's rounding
     if (row_cap > 2 * kMaxPairsPerThread * kComputeThreads) return refuse("too many rows per block");
@@ -1661,11 +1792,12 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     if (const char *h = std::getenv("SEAOPT_PERSISTENT_HEAD_ROWS")) head_rows = std::max(0, std::atoi(h));
     const int head_block_rows = ceil_div(s.V, sms) + 2;
     p.head_rows = head_rows <= 0 ? head_block_rows : std::min(head_block_rows, ceil_div(head_rows, 2 * head_chunk) * 2 * head_chunk);
-    auto parts_of = [&](int n_in, int rows) {
-        return (long long)rows * (kComputeWarps / chunk_rows(n_in, p.slot_bytes)) * kLanePartials;
+    auto parts_of = [&](int n_in, int rows, bool q8) {
+        return (long long)rows * (kComputeWarps / chunk_rows(n_in, p.slot_bytes, q8)) * kLanePartials;
     };
-    const long long parts = std::max({parts_of(s.C, ceil_div(3 * s.C, sms) + 2), parts_of(s.C, ceil_div(s.F, sms) + 2),
-                                      parts_of(s.F, ceil_div(s.C, sms) + 2), parts_of(s.C, p.head_rows)});
+    const long long parts =
+        std::max({parts_of(s.C, ceil_div(3 * s.C, sms) + 2, s.q8), parts_of(s.C, ceil_div(s.F, sms) + 2, s.q8),
+                  parts_of(s.F, ceil_div(s.C, sms) + 2, s.q8), parts_of(s.C, p.head_rows, false)});
     p.parts_bytes = (int)(ceil_div<long long>(parts * 4, 128) * 128);
     if (sea != nullptr) {
         // SEA layers: heads of 64 (the SEA kernels' size), a block per head, the sub-phases' buffers in the GEMV
@@ -1687,14 +1819,14 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
     }
     // The compact layout where every GEMV of the step runs on the tensor cores (mma_span_dot reads the vector only
     // into registers, at the phase's start) and the layers are dense (SEAOPT_PERSISTENT_COMPACT=0 turns it off).
-    auto on_tensor_cores = [&](int n_in) {  // gemv_phase's rule for use_mma
-        const int parts = kComputeWarps / chunk_rows(n_in, p.slot_bytes), seg = n_in / 8 / parts;
+    auto on_tensor_cores = [&](int n_in, bool q8) {  // gemv_phase's rule for use_mma
+        const int parts = kComputeWarps / chunk_rows(n_in, p.slot_bytes, q8), seg = n_in / 8 / parts;
         return seg % 32 == 0 && (seg / 32 == 2 || seg / 32 == 4 || seg / 32 == 8);
     };
     // The lm_head's rounds all read the same vector: their row parts must fit beside it.
     const int compact_area = compact_area_bytes(vector_bytes(s), p.parts_bytes);
-    p.compact = sea == nullptr && on_tensor_cores(s.C) && on_tensor_cores(s.F) &&
-                ceil_div(s.C * 2, 128) * 128 + parts_of(s.C, p.head_rows) * 4 <= compact_area;
+    p.compact = sea == nullptr && on_tensor_cores(s.C, s.q8) && on_tensor_cores(s.F, s.q8) &&
+                on_tensor_cores(s.C, false) && ceil_div(s.C * 2, 128) * 128 + parts_of(s.C, p.head_rows, false) * 4 <= compact_area;
     if (const char *e = std::getenv("SEAOPT_PERSISTENT_COMPACT")) p.compact = p.compact && std::atoi(e) != 0;
     const long long fixed = p.compact ? (long long)kCompactHeaderBytes + compact_area
                                       : (long long)kHeaderBytes + vector_bytes(s) + p.parts_bytes;
@@ -1748,7 +1880,7 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     attribute.val.cooperative = 1;
     config.attrs = &attribute;
     config.numAttrs = 1;
-    const PersistentKernel kernel = kernel_for(shape.head_dim, shape.C, plan.sea);
+    const PersistentKernel kernel = kernel_for(shape.head_dim, shape.C, plan.sea, shape.q8);
     check_arg(kernel != nullptr, "persistent_decode", "no kernel for this head_dim and hidden size");
     SeaStep ss{};
     if (plan.sea) {

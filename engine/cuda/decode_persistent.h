@@ -27,6 +27,7 @@
 #include <string>
 
 #include "attention/sea_cuda.h"
+#include "engine/cuda/gemm.h"
 #include "engine/cuda/ops.h"
 
 namespace seaopt::cuda {
@@ -41,6 +42,8 @@ struct PersistentSeaLayer {
 // One pre-LN OPT layer as the kernel reads it (device pointers; biases feeding the fp32 residual
 // in fp32). k_cache / v_cache: this layer's [seq][head][n_ctx][head_dim] fp16 (head_dim 64, 80 or 128).
 // sea: null for dense attention; else a device pointer to the layer's PersistentSeaLayer.
+// The four matrices are fp16 (qkv_w, o_w, fc1_w, fc2_w), or where PersistentDecodeShape::q8 is set Q8_0
+// (engine/cuda/gemm.h's WeightQ8: qkv_q8 ... fc2_q8; the fp16 pointers are then unused).
 struct PersistentLayer {
     const half_t *ln1_w, *ln1_b, *qkv_w, *qkv_b, *o_w;
     const float *o_b;
@@ -48,13 +51,17 @@ struct PersistentLayer {
     const float *fc2_b;
     half_t *k_cache, *v_cache;
     const PersistentSeaLayer *sea;
+    WeightQ8 qkv_q8, o_q8, fc1_q8, fc2_q8;
 };
 
 // sea_image_floats: 2H·K/4 (a SEA image row) where some layer runs SEA attention, else 0.
+// q8: the layers' four matrices are Q8_0 (PersistentLayer's *_q8): the stream carries their int8 values and scales,
+// half the bytes of fp16 (the lm_head stays fp16).
 struct PersistentDecodeShape {
     int n_layer = 0, C = 0, F = 0, V = 0, H = 0, head_dim = 0, n_ctx = 0, pos_offset = 0;
     float eps = 1e-5f;
     int sea_image_floats = 0;
+    bool q8 = false;
 };
 
 // How the kernel runs on a device, or why it cannot (ok == false, why says it).

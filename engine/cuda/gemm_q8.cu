@@ -28,8 +28,7 @@
 // rows) add theirs with one shuffle. Only 4 x rows fit the N of 8, so rows 5..8 take a second set
 // of 4 mmas with x rows 4..7 on the same A registers (kSets = 2).
 //
-// int8 -> fp16: the byte b ^ 0x80 under the exponent of 1024 (prmt with 0x64) is the fp16 value
-// 1024 + 128 + q, minus 1152 (one exact hsub2 per two weights).
+// int8 -> fp16: q8_to_half2x2 (engine/cuda/q8_device.cuh), exact.
 //
 // Bytes in flight: a warp issues the loads of kQ8Unroll chunks (2 rows x 16 bytes a lane each, 2 KB a
 // warp) before it converts and multiplies; q goes through the non-coherent path without L1
@@ -65,6 +64,7 @@
 #include "engine/cuda/gemm.h"
 #include "engine/cuda/gemv_epilogue.cuh"
 #include "engine/cuda/pdl.cuh"
+#include "engine/cuda/q8_device.cuh"
 
 namespace seaopt::cuda {
 
@@ -90,18 +90,6 @@ __device__ __forceinline__ uint4 q8_load_weights(const uint4 *p) {
         : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
         : "l"(p));
     return v;
-}
-
-// The four int8 of a word as two half2 registers (bytes 0, 1 and bytes 2, 3), exact.
-__device__ __forceinline__ void q8_to_half2x2(uint32_t w, uint32_t &lo, uint32_t &hi) {
-    const uint32_t biased = w ^ 0x80808080u;                 // q + 128 as unsigned bytes
-    uint32_t l = __byte_perm(biased, 0x64646464u, 0x4140u);  // fp16 1024 + (q + 128), two of them
-    uint32_t h = __byte_perm(biased, 0x64646464u, 0x4342u);
-    const __half2 magic = __half2half2(__ushort_as_half((unsigned short)0x6480u));  // 1152
-    const __half2 lh = __hsub2(*reinterpret_cast<const __half2 *>(&l), magic);
-    const __half2 hh = __hsub2(*reinterpret_cast<const __half2 *>(&h), magic);
-    lo = *reinterpret_cast<const uint32_t *>(&lh);
-    hi = *reinterpret_cast<const uint32_t *>(&hh);
 }
 
 // This lane's 16 x values of one chunk (x row of the set, at its 16 k) as 8 words of fp16 pairs.

@@ -438,7 +438,8 @@ uint64_t persistent_table_bytes(const OptHparams &hp, bool sea) {
 // A context with SEA layers keeps the per-op step unless SEAOPT_PERSISTENT_SEA=1: SEA inside the persistent
 // kernel is correct (GpuEngine.PersistentSeaDecodeMatchesThePerOpStep) but still slower on H100 (tg128 358 against
 // 514-525 t/s, docs/development.md). On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
-// per-op step's ~706-723, ~737 against ~639 at depth 1,920 (docs/development.md). Sets s.persistent, its shape and
+// per-op step's ~706-723, ~737 against ~639 at depth 1,920 (docs/development.md). Q8_0 models too (the stream carries
+// the int8 rows and scales: ~1,100 t/s against the per-op q8 step's ~1,010-1,030). Sets s.persistent, its shape and
 // the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");

@@ -307,8 +307,17 @@ TEST(GpuEngine, PersistentDecodeQ8_0MatchesTheReference) {
 }
 
 // The other layer shapes with Q8_0 matrices: OPT-2.7B (rows of 2,560 and 10,240 values: the FMA path), OPT-6.7B
-// (tensor cores, 8 tiles a warp), OPT-13B (the FMA path, 5 float4s of the residual), and OPT-125m's (FMA, 12 heads).
+// (tensor cores, 8 tiles a warp), OPT-13B (the FMA path, 5 float4s of the residual), and OPT-125m's (FMA, 12 heads);
+// then hidden sizes 1,024 and 512, whose rows of 8 a chunk give a warp 4 and 2 tiles of the q8 span product.
 TEST(GpuEngine, PersistentDecodeQ8_0OtherShapes) {
+    std::printf("hidden 1024 (16 heads of 64; 4 tiles a warp on the C-wide rows), 2 layers:\n");
+    check_persistent_decode(make_model("h1024-q8", {"--hidden", "1024", "--heads", "16", "--layers", "2", "--ffn", "4096"},
+                                       false, "3", "q8_0"),
+                            300);
+    std::printf("hidden 512 (8 heads of 64; 2 tiles a warp on the C-wide rows), 2 layers:\n");
+    check_persistent_decode(make_model("h512-q8", {"--hidden", "512", "--heads", "8", "--layers", "2", "--ffn", "2048"},
+                                       false, "3", "q8_0"),
+                            300);
     std::printf("OPT-125m shape (12 heads of 64, hidden 768), 2 layers:\n");
     check_persistent_decode(make_model("opt125m-q8", {"--hidden", "768", "--heads", "12", "--layers", "2", "--ffn", "3072"},
                                        false, "3", "q8_0"),

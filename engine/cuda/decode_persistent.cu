@@ -1743,10 +1743,11 @@ PersistentDecodePlan persistent_decode_plan(const PersistentDecodeShape &s, int 
         p.why = why;
         return p;
     };
+    if (sea != nullptr && s.q8) return refuse("SEA attention with Q8_0 weights (no kernel combines them)");
     const PersistentKernel kernel = kernel_for(s.head_dim, s.C, sea != nullptr, s.q8);
     if (kernel == nullptr) {
         return refuse("no kernel for head_dim " + std::to_string(s.head_dim) + " and hidden size " + std::to_string(s.C) +
-                      (sea ? " with SEA attention" : "") + (s.q8 ? " with Q8_0 weights" : ""));
+                      (sea ? " with SEA attention" : "") + (s.q8 ? " and Q8_0 weights" : ""));
     }
     if (s.n_layer < 1 || s.C < 64 || s.F < 64 || s.V < 1 || s.H < 1) return refuse("empty model");
     if (s.C % 64 != 0 || s.F % 64 != 0) return refuse("hidden or FFN size not a multiple of 64");

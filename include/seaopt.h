@@ -259,9 +259,9 @@ SEAOPT_API seaopt_status seaopt_decode_nll(struct seaopt_context *ctx, const sea
  * greedy pick of step i's logits: the lowest id of the largest logit, as a sampler with temp = 0). The same as
  * a loop of seaopt_decode (one token, its logits) and seaopt_sampler_sample with a greedy sampler, and the same
  * tokens; afterwards the logits of the last step are available as after seaopt_decode. Where a CUDA context
- * decodes with the persistent kernel (sm_90 GPUs, pre-LayerNorm OPT models, dense attention) the steps run back to
- * back on the GPU in one launch, with no host round trip per token; elsewhere it is that loop. It does not stop at an
- * end-of-sequence token (seaopt_generate_greedy_until below does). Validated first (a sequence id outside
+ * decodes with the persistent kernel (sm_90 GPUs, pre-LayerNorm OPT models, dense attention, fp16 or Q8_0 weights)
+ * the steps run back to back on the GPU in one launch, with no host round trip per token; elsewhere it is that loop.
+ * It does not stop at an end-of-sequence token (seaopt_generate_greedy_until below does). Validated first (a sequence id outside
  * [0, n_seq_max), a token outside the vocabulary, n_predict < 0: SEAOPT_ERR_INVALID_ARGUMENT; positions past
  * n_ctx: SEAOPT_ERR_CONTEXT_FULL); on any error the sequence is left as it was before the call (with SEA
  * attention by recomputation, as seaopt_kv_truncate); out_tokens is written only on success. */

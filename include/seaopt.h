@@ -261,9 +261,9 @@ SEAOPT_API seaopt_status seaopt_decode_nll(struct seaopt_context *ctx, const sea
  * tokens; afterwards the logits of the last step are available as after seaopt_decode. Where a CUDA context
  * decodes with the persistent kernel (sm_90 GPUs, pre-LayerNorm OPT models, dense attention, fp16 or Q8_0 weights)
  * the steps run back to back on the GPU in one launch, with no host round trip per token; elsewhere it is that loop.
- * It does not stop at an end-of-sequence token (seaopt_generate_greedy_until below does). Validated first (a sequence id outside
- * [0, n_seq_max), a token outside the vocabulary, n_predict < 0: SEAOPT_ERR_INVALID_ARGUMENT; positions past
- * n_ctx: SEAOPT_ERR_CONTEXT_FULL); on any error the sequence is left as it was before the call (with SEA
+ * It does not stop at an end-of-sequence token (seaopt_generate_greedy_until below does). Validated first (a
+ * sequence id outside [0, n_seq_max), a token outside the vocabulary, n_predict < 0: SEAOPT_ERR_INVALID_ARGUMENT;
+ * positions past n_ctx: SEAOPT_ERR_CONTEXT_FULL); on any error the sequence is left as it was before the call (with SEA
  * attention by recomputation, as seaopt_kv_truncate); out_tokens is written only on success. */
 SEAOPT_API seaopt_status seaopt_generate_greedy(struct seaopt_context *ctx, seaopt_seq_id seq_id, seaopt_token token,
                                                 int32_t n_predict, seaopt_token *out_tokens);

@@ -285,7 +285,7 @@ struct OptCudaState {
     // this off.
     bool graphs_enabled = true;
     uint32_t head_chunk_rows = 0;  // outputs per lm_head GEMM (the logits buffer holds one chunk): n_head_batch
-    uint64_t dequant_scratch_bytes = 0;  // Q8_0 models: the arena's dequant_w16 (0: fp16 matrices, or n_batch <= 8)
+    uint64_t dequant_scratch_bytes = 0;  // Q8_0 models: the arena's dequant_w16 (0: fp16 matrices, or n_batch <= 16)
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
     // SEA attention (the layers sea_on): the estimator parameters of those layers and one decode state per
@@ -542,7 +542,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     plan_persistent_decode(hp, w, *s);
     s->kv_alloc_bytes = (s->kv_bytes + 255) / 256 * 256 + s->persistent_bytes + kAttnCounterBytes;
     s->head_chunk_rows = std::min<uint32_t>(n_head_batch > 0 ? n_head_batch : kDefaultHeadChunkRows, n_batch);
-    // Q8_0 models: batches of more than 8 rows dequantize each matrix into an fp16 scratch before its GEMM.
+    // Q8_0 models: batches of more than 16 rows dequantize each matrix into an fp16 scratch before its GEMM.
     if (w.q8) {
         const int C = (int)hp.n_embd, F = (int)hp.n_ff, B = (int)n_batch;
         s->dequant_scratch_bytes =
@@ -829,7 +829,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
         half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
         half_t *ff = reinterpret_cast<half_t *>(s.buffer("ff"));
-        // Q8_0 models' dequantized matrix before a GEMM of more than 8 rows (memory_plan.h); null otherwise.
+        // Q8_0 models' dequantized matrix before a GEMM of more than 16 rows (memory_plan.h); null otherwise.
         half_t *w16 = reinterpret_cast<half_t *>(s.buffer_or_null("dequant_w16"));
 
         // Embeddings (+ project_in for OPT-350m-style models).

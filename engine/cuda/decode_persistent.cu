@@ -59,6 +59,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <type_traits>
 
 #include "attention/dense_cuda_kernels.cuh"
 #include "attention/mma_f16.cuh"
@@ -260,27 +261,27 @@ __device__ void produce_chunk(const Ring &ring, ProducerPos &pp, const void *src
     }
 }
 
-// The producer's share of one matrix [n_out, n_in]: the block's rows, chunk_rows(n_in) a chunk.
-__device__ void produce(const Ring &ring, ProducerPos &pp, const half_t *w, int n_in, int n_out) {
-    int r0, r1;
-    block_rows(n_out, r0, r1);
-    const int R = chunk_rows(n_in, ring.slot_bytes);
-    for (int r = r0; r < r1; r += R) {
-        produce_chunk(ring, pp, w + (size_t)r * n_in, (uint32_t)(min(R, r1 - r) * n_in * 2));
-    }
+// One chunk of `rows` rows from row r of a matrix [n_out, n_in] (R rows a full chunk): fp16 rows, or Q8_0 int8 rows
+// and then their scales at byte R·n_in of the slot. Every Q8_0 piece is 16-byte aligned and a multiple of 16 bytes
+// where n_in % 256 == 0 (persistent_decode_plan checks it).
+__device__ __forceinline__ void produce_rows(const Ring &ring, ProducerPos &pp, const half_t *w, int n_in, int r,
+                                             uint32_t rows, int) {
+    produce_chunk(ring, pp, w + (size_t)r * n_in, rows * (uint32_t)n_in * 2u);
+}
+__device__ __forceinline__ void produce_rows(const Ring &ring, ProducerPos &pp, WeightQ8 w, int n_in, int r,
+                                             uint32_t rows, int R) {
+    produce_chunk<true>(ring, pp, w.q + (size_t)r * n_in, rows * (uint32_t)n_in, w.d + (size_t)r * (n_in / 32),
+                        rows * (uint32_t)n_in / 16, (uint32_t)(R * n_in));
 }
 
-// The same for a Q8_0 matrix: each chunk's int8 rows, then their scales at byte R·n_in of the slot. Every piece is
-// 16-byte aligned and a multiple of 16 bytes where n_in % 256 == 0 (persistent_decode_plan checks it).
-__device__ void produce_q8(const Ring &ring, ProducerPos &pp, WeightQ8 w, int n_in, int n_out) {
+// The producer's share of one matrix [n_out, n_in] (W: const half_t * or WeightQ8): the block's rows, chunk_rows a
+// chunk.
+template <typename W>
+__device__ void produce(const Ring &ring, ProducerPos &pp, W w, int n_in, int n_out) {
     int r0, r1;
     block_rows(n_out, r0, r1);
-    const int R = chunk_rows(n_in, ring.slot_bytes, true);
-    for (int r = r0; r < r1; r += R) {
-        const uint32_t rows = (uint32_t)min(R, r1 - r);
-        produce_chunk<true>(ring, pp, w.q + (size_t)r * n_in, rows * (uint32_t)n_in, w.d + (size_t)r * (n_in / 32),
-                            rows * (uint32_t)n_in / 16, (uint32_t)(R * n_in));
-    }
+    const int R = chunk_rows(n_in, ring.slot_bytes, std::is_same_v<W, WeightQ8>);
+    for (int r = r0; r < r1; r += R) produce_rows(ring, pp, w, n_in, r, (uint32_t)min(R, r1 - r), R);
 }
 
 // The compute warps' side of produce() without the maths: each of the block's chunks of a matrix [n_out, n_in] waited
@@ -1481,7 +1482,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             ProducerPos pp;
             auto produce_matrix = [&](const half_t *w, WeightQ8 wq, int n_in, int n_out) {
                 if constexpr (kQ8) {
-                    produce_q8(ring, pp, wq, n_in, n_out);
+                    produce(ring, pp, wq, n_in, n_out);
                 } else {
                     produce(ring, pp, w, n_in, n_out);
                 }
@@ -1707,15 +1708,19 @@ using PersistentKernel = void (*)(PersistentDecodeShape, PersistentDecodeArgs, i
                                   bool, int, bool, SeaStep);
 // The kernel for a head size and hidden size; null for a pair it is not built for: OPT-125m and 1.3B
 // (64, <= 4,096), OPT-2.7B (80), OPT-6.7B (128, 4,096), OPT-13B (128, 5,120). q8: the Q8_0 kernels (dense only).
+template <int D, int V4>
+PersistentKernel dense_kernel(bool q8) {
+    return q8 ? decode_persistent_kernel<D, V4, false, true> : decode_persistent_kernel<D, V4, false, false>;
+}
 PersistentKernel kernel_for(int head_dim, int C, bool sea, bool q8) {
     const bool v4 = C <= 4 * 4 * kComputeThreads, v5 = C <= 4 * 5 * kComputeThreads;
     if (sea) {  // SEA: heads of 64, fp16 matrices only
         return head_dim == 64 && v4 && !q8 ? decode_persistent_kernel<64, 4, true, false> : nullptr;
     }
-    if (head_dim == 64 && v4) return q8 ? decode_persistent_kernel<64, 4, false, true> : decode_persistent_kernel<64, 4, false, false>;
-    if (head_dim == 80 && v4) return q8 ? decode_persistent_kernel<80, 4, false, true> : decode_persistent_kernel<80, 4, false, false>;
-    if (head_dim == 128 && v4) return q8 ? decode_persistent_kernel<128, 4, false, true> : decode_persistent_kernel<128, 4, false, false>;
-    if (head_dim == 128 && v5) return q8 ? decode_persistent_kernel<128, 5, false, true> : decode_persistent_kernel<128, 5, false, false>;
+    if (head_dim == 64 && v4) return dense_kernel<64, 4>(q8);
+    if (head_dim == 80 && v4) return dense_kernel<80, 4>(q8);
+    if (head_dim == 128 && v4) return dense_kernel<128, 4>(q8);
+    if (head_dim == 128 && v5) return dense_kernel<128, 5>(q8);
     return nullptr;
 }
 

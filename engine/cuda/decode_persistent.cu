@@ -587,7 +587,7 @@ __device__ __forceinline__ void gemv_chunks(const Ring &ring, uint32_t c, const 
 // need no more shared memory than the layers' matrices (the ring gets the rest).
 // area_bytes > 0: the compact layout, y_parts = xin = the start of an area of that many bytes; the row parts go
 // after the vector where they fit, else over it (the FC2 phase at OPT-1.3B).
-// kQ8: the matrix streams as Q8_0 chunks (produce_q8).
+// kQ8: the matrix streams as Q8_0 chunks (produce with a WeightQ8: produce_rows).
 template <bool kQ8 = false, typename Epilogue>
 __device__ void gemv_phase(const Ring &ring, uint32_t &c, const __half *xin, int n_in, int n_out, float *y_parts,
                            const Epilogue &epi, long long *prof, int area_bytes, int sub_begin = 0,

@@ -288,6 +288,10 @@ struct OptCudaState {
     uint64_t dequant_scratch_bytes = 0;  // Q8_0 models: the arena's dequant_w16 (0: fp16 matrices, or n_batch <= 16)
     int n_decode_steps = 0;
     cudaGraphExec_t decode_graph = nullptr;
+    // Prefill keeps the fp32 residual stream x in L2 as persisting lines (l2_persist_setup): bytes of the device's
+    // persisting set-aside this context may use (0: off), and whether the stream's access window is set now.
+    size_t l2_persist_bytes = 0, l2_window_max = 0;
+    bool x_window_set = false;
     // SEA attention (the layers sea_on): the estimator parameters of those layers and one decode state per
     // (SEA layer, sequence), in one allocation beside the KV cache: parameters first, then the states of SEA
     // layer i (i-th in layer order) at sea_states + (i·n_seq + seq)·sea_state_stride.
@@ -402,12 +406,61 @@ constexpr uint64_t kAttnCounterBytes = cuda::kAttentionDecodeCounters * sizeof(u
 // Outputs per lm_head GEMM unless the context asks for more (n_head_batch): 26 MB of fp32 logits
 // for OPT, which fits within the memory a 2048-token batch's layers already need.
 constexpr uint32_t kDefaultHeadChunkRows = 128;
+constexpr uint32_t kPersistMinRows = 256;  // prefills of fewer rows keep x in L2 anyway
 // OptCudaState::sea_prefetch_max_pos (measured on H100, docs/development.md).
 constexpr int kDefaultSeaPrefetchMaxPos = 512;
 // Pinned staging of the batch metadata: ids, positions, sequence ids, output rows, targets, and the SEA
 // decode's rows, positions, sequences (int32 each, n_batch slots apiece), then the attention tiles, then the
 // NLLs coming back (fp32, n_batch).
 constexpr int kStagingInt32Arrays = 8;
+// Prefill's residual stream x [T][C] fp32 is read back by every LayerNorm and by the out-projection's and FC2's
+// epilogues (beta = 1), each time after a GEMM that streams more than L2 holds (FC2 at OPT-1.3B and T = 2,048: 96 MB
+// through a 50 MB L2), so without help the epilogues read it from HBM. An access-policy window on the stream marks
+// x's lines persisting during the layers (H100, OPT-1.3B, T = 2,048: those two GEMMs 65.0 -> 61.7 µs each, pp2048
+// 9.58-9.70 -> 9.37-9.40 ms); the last layer's out-projection and FC2 run with the window's hit property normal,
+// which turns the lines they touch back to normal, and the window is removed after the layers, so decode never
+// sees it. The set-aside is a device-wide limit: raised to what this context wants, never
+// lowered. SEAOPT_L2_PERSIST=0 turns this off. Returns the set-aside's bytes usable (0: off or unsupported).
+size_t l2_persist_setup(int device, size_t want, size_t *window_max) {
+    *window_max = 0;
+    const char *env = std::getenv("SEAOPT_L2_PERSIST");
+    if (env && std::string(env) == "0") return 0;
+    int max_persist = 0, max_window = 0;
+    if (cudaDeviceGetAttribute(&max_persist, cudaDevAttrMaxPersistingL2CacheSize, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&max_window, cudaDevAttrMaxAccessPolicyWindowSize, device) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (max_persist <= 0 || max_window <= 0) return 0;
+    const size_t bytes = std::min(want, (size_t)max_persist);
+    size_t current = 0;
+    if (cudaDeviceGetLimit(&current, cudaLimitPersistingL2CacheSize) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    if (current < bytes && cudaDeviceSetLimit(cudaLimitPersistingL2CacheSize, bytes) != cudaSuccess) {
+        cudaGetLastError();  // e.g. under MPS: prefill runs as before
+        return 0;
+    }
+    *window_max = (size_t)max_window;
+    return std::max(current, bytes);
+}
+
+// The stream's access window over x: persisting or normal hits (bytes > 0), or none (bytes == 0).
+void set_x_window(OptCudaState &s, void *x, size_t bytes, cudaAccessProperty hit) {
+    cudaStreamAttrValue v{};
+    if (bytes > 0) {
+        bytes = std::min(bytes, s.l2_window_max);
+        v.accessPolicyWindow.base_ptr = x;
+        v.accessPolicyWindow.num_bytes = bytes;
+        v.accessPolicyWindow.hitRatio = std::min(1.0f, (float)((double)s.l2_persist_bytes / (double)bytes));
+        v.accessPolicyWindow.hitProp = hit;
+        v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
+    }
+    check(cudaStreamSetAttribute(s.stream, cudaStreamAttributeAccessPolicyWindow, &v), "cudaStreamSetAttribute");
+    s.x_window_set = bytes > 0;
+}
+
 uint64_t staging_bytes(uint32_t n_batch) {
     return (uint64_t)n_batch * (kStagingInt32Arrays * sizeof(int32_t) + sizeof(cuda::AttentionTile) + sizeof(float));
 }
@@ -608,6 +661,9 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     const char *no_graph = std::getenv("SEAOPT_NO_CUDA_GRAPH");
     s->graphs_enabled = !(no_graph && std::string(no_graph) == "1");
     check(cudaStreamCreateWithFlags(&s->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    if (n_batch >= kPersistMinRows) {
+        s->l2_persist_bytes = l2_persist_setup(s->device, (size_t)n_batch * hp.n_embd * 4, &s->l2_window_max);
+    }
     s->gemm = cuda::gemm_create();
     SEAOPT_LOG_INFO_("%s", cuda_memory_report(*s).c_str());
     return s;
@@ -791,6 +847,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
     // The kernel-per-op step's greedy pick (a batch with one logits row): argmax_parts after the head, its keys read
     // after the stream.
     const bool per_op_pick = !fused_loss && N == 1 && s.pinned_argmax_on_device != nullptr;
+    if (s.x_window_set) set_x_window(s, nullptr, 0, cudaAccessPropertyNormal);  // a forward stopped by an error
     // Everything from the metadata upload to the logits (or NLL) download, enqueued on the stream.
     auto enqueue = [&](float *dst) {
         auto *ids = reinterpret_cast<int32_t *>(s.buffer("ids"));
@@ -817,6 +874,8 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         }
 
         float *x = reinterpret_cast<float *>(s.buffer("x"));
+        const bool persist_x = s.l2_persist_bytes > 0 && T >= (int)kPersistMinRows;
+        if (persist_x) set_x_window(s, x, (size_t)T * C * 4, cudaAccessPropertyPersisting);
         half_t *h16 = reinterpret_cast<half_t *>(s.buffer("h16"));
         // The ffn LayerNorm's output: its own buffer in pre-LN models (memory_plan.h), h16 in post-LN.
         half_t *h16_ffn = hp.pre_ln ? reinterpret_cast<half_t *>(s.buffer("h16_ffn")) : h16;
@@ -890,6 +949,8 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                 cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx,
                                         attn_opt, st);
             }
+            // The last layer's accesses of x turn its persisting lines back to normal (l2_persist_setup).
+            if (persist_x && l + 1 == hp.n_layer) set_x_window(s, x, (size_t)T * C * 4, cudaAccessPropertyNormal);
             if (w.q8) {
                 cuda::gemm_q8_to_f32(s.gemm, x, attn, L.o_q8, L.o_b, 1.0f, T, C, C, w16, st);  // x += out_proj(attn)
                 if (hp.pre_ln) {
@@ -912,6 +973,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             }
             if (!hp.pre_ln) cuda::layernorm_forward(h16, x, x, L.ffn_norm_w, L.ffn_norm_b, T, C, eps, st);  // x = LN2(x)
         }
+        if (persist_x) set_x_window(s, nullptr, 0, cudaAccessPropertyNormal);
 
         // The head, in chunks of at most head_chunk_rows outputs: the logits buffer of the arena
         // holds one chunk (26 MB for OPT), not all of a 2048-token window's (412 MB).

@@ -104,6 +104,10 @@ void context_empty_sequence(Context &ctx, uint32_t seq) noexcept {
 
 namespace {
 
+// CPU threads at most: far more than any machine has, and below what libgomp's thread start-up survives (its
+// per-team stack use overflows at ~100,000).
+constexpr int32_t kMaxThreads = 4096;
+
 // The SEA part of the context parameters (attention = SEA): the model, the device, sea_k and sea_layers.
 // Fills everything of ctx.sea but the states (allocated when a sequence starts, by the prefill).
 void init_sea(Context &ctx, const OptModel &model, const seaopt_context_params &p) {
@@ -169,9 +173,14 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     if (p.n_seq_max < 1 || p.n_seq_max > 1024) {
         throw_invalid_argument("n_seq_max = " + std::to_string(p.n_seq_max) + " must be in [1, 1024]");
     }
-    const uint32_t n_batch = p.n_batch == 0 ? n_ctx * p.n_seq_max : p.n_batch;
+    // The default takes a whole sequence's prompt, or one token of every sequence, per call (not n_ctx · n_seq_max:
+    // that sizes the GPU's activation arena for every sequence's whole context at once).
+    const uint32_t n_batch = p.n_batch == 0 ? std::max(n_ctx, p.n_seq_max) : p.n_batch;
     if (n_batch > (1u << 20)) throw_invalid_argument("n_batch = " + std::to_string(n_batch) + " is too large");
-    if (p.n_threads < 0) throw_invalid_argument("n_threads must be >= 0");
+    if (p.n_threads < 0 || p.n_threads > kMaxThreads) {
+        throw_invalid_argument("n_threads = " + std::to_string(p.n_threads) + " must be in [0, " +
+                               std::to_string(kMaxThreads) + "] (0 = all hardware threads)");
+    }
     if (p.n_head_batch > (1u << 20)) {
         throw_invalid_argument("n_head_batch = " + std::to_string(p.n_head_batch) + " is too large");
     }
@@ -222,10 +231,14 @@ ValidatedBatch validate_batch(const Context &ctx, const seaopt_batch &b) {
     if (!b.token) throw_invalid_argument("batch.token is NULL");
     const int32_t n_vocab = (int32_t)model.hp.n_vocab;
     std::vector<int32_t> next_pos(ctx.seq_len);
-    std::vector<TokenSlot> slots((size_t)b.n_tokens);
+    // A batch beyond n_batch is refused after the loop (so that a prompt longer than the context is reported as
+    // such), and nothing is stored for it: n_tokens may be any int.
+    const bool over_batch = (uint32_t)b.n_tokens > ctx.n_batch;
+    std::vector<TokenSlot> slots(over_batch ? 0 : (size_t)b.n_tokens);
     std::vector<int32_t> outputs;
     for (int32_t i = 0; i < b.n_tokens; ++i) {
-        TokenSlot &s = slots[(size_t)i];
+        TokenSlot scratch;
+        TokenSlot &s = over_batch ? scratch : slots[(size_t)i];
         s.token = b.token[i];
         if (s.token < 0 || s.token >= n_vocab) {
             throw_invalid_argument("token " + std::to_string(i) + " of the batch has id " + std::to_string(s.token) +
@@ -250,10 +263,10 @@ ValidatedBatch validate_batch(const Context &ctx, const seaopt_batch &b) {
         }
         next_pos[(size_t)s.seq] = s.pos + 1;
         const bool want = b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1;
-        if (want) outputs.push_back(i);
+        if (want && !over_batch) outputs.push_back(i);
     }
     // After the position checks, so that a prompt longer than the context is reported as such.
-    if ((uint32_t)b.n_tokens > ctx.n_batch) {
+    if (over_batch) {
         throw Error(SEAOPT_ERR_CONTEXT_FULL, "the batch has " + std::to_string(b.n_tokens) +
                                                  " tokens, more than n_batch = " + std::to_string(ctx.n_batch));
     }

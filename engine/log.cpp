@@ -8,7 +8,9 @@
 namespace seaopt {
 namespace {
 
-std::mutex g_log_mutex;
+// Recursive: a callback may log through the library or call seaopt_log_set (same thread); messages from several
+// threads still reach the callback one at a time.
+std::recursive_mutex g_log_mutex;
 seaopt_log_callback g_log_callback = nullptr;
 void *g_log_user_data = nullptr;
 
@@ -34,7 +36,7 @@ void log(seaopt_log_level level, const char *fmt, ...) {
         text = big.data();
     }
     va_end(copy);
-    std::lock_guard<std::mutex> lock(g_log_mutex);
+    std::lock_guard<std::recursive_mutex> lock(g_log_mutex);
     if (g_log_callback) {
         g_log_callback(level, text, g_log_user_data);
     } else {
@@ -45,7 +47,7 @@ void log(seaopt_log_level level, const char *fmt, ...) {
 }  // namespace seaopt
 
 extern "C" void seaopt_log_set(seaopt_log_callback callback, void *user_data) {
-    std::lock_guard<std::mutex> lock(seaopt::g_log_mutex);
+    std::lock_guard<std::recursive_mutex> lock(seaopt::g_log_mutex);
     seaopt::g_log_callback = callback;
     seaopt::g_log_user_data = user_data;
 }

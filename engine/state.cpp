@@ -279,6 +279,15 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
     h.fingerprint = r.u64();
     for (uint32_t *v : {&h.attention, &h.sea_k, &h.sea_K, &h.sea_m, &h.kv_type, &h.n_tokens}) *v = r.u32();
 
+    // A blob whose checksum fails is reported as corrupt, not as one of another model or attention setting: a flipped
+    // byte of those header fields would otherwise read as a compatibility error with a self-contradicting message.
+    uint64_t stored_sum;
+    std::memcpy(&stored_sum, src + size - 8, 8);
+    const bool sum_ok = checksum(src, size - 8) == stored_sum;
+    auto incompatible = [&](const std::string &m) {
+        if (!sum_ok) bad("the checksum does not match: the data is corrupt");
+        throw_invalid_argument(what + ": " + m);
+    };
     const Header mine = context_header(ctx, 0);
     if (h.n_vocab != mine.n_vocab || h.n_embd != mine.n_embd || h.n_layer != mine.n_layer || h.n_head != mine.n_head ||
         h.n_ctx_train != mine.n_ctx_train) {
@@ -287,12 +296,11 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
                    std::to_string(x.n_layer) + " layers, " + std::to_string(x.n_head) + " heads, " +
                    std::to_string(x.n_ctx_train) + " positions";
         };
-        throw_invalid_argument(what + ": saved from a model of another shape (" + shape(h) + "; this model: " +
-                               shape(mine) + ")");
+        incompatible("saved from a model of another shape (" + shape(h) + "; this model: " + shape(mine) + ")");
     }
     if (h.fingerprint != mine.fingerprint) {
-        throw_invalid_argument(what + ": saved from another model (same shape, different weights or weight type; "
-                                      "its fingerprint does not match this model file's)");
+        incompatible("saved from another model (same shape, different weights or weight type; its fingerprint does "
+                     "not match this model file's)");
     }
     // The on-layer mask sits after the fixed header; needed for the attention check.
     if (size < kFixedHeader + padded4(hp.n_layer) + 8) bad("truncated (the header is incomplete)");
@@ -308,8 +316,8 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
         ctx.sea.any() ? sea_description(ctx.sea.on, (uint32_t)ctx.sea.cfg.k) : "dense attention";
     if (h.attention != mine.attention ||
         (h.attention == 1 && (on != ctx.sea.on || h.sea_k != mine.sea_k || h.sea_K != mine.sea_K || h.sea_m != mine.sea_m))) {
-        throw_invalid_argument(what + ": saved by a context running " + saved_attention + "; this context runs " +
-                               my_attention + " (the keys and values depend on it: use the same attention settings)");
+        incompatible("saved by a context running " + saved_attention + "; this context runs " + my_attention +
+                     " (the keys and values depend on it: use the same attention settings)");
     }
     if (h.kv_type != kKvF32 && h.kv_type != kKvF16) bad("unknown key/value type " + std::to_string(h.kv_type));
     if (h.n_tokens > hp.n_ctx_train) {
@@ -321,9 +329,7 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
         bad((size < expected ? "truncated: " : "has trailing bytes: ") + std::to_string(size) + " bytes where " +
             std::to_string(h.n_tokens) + " tokens make " + std::to_string(expected));
     }
-    uint64_t stored_sum;
-    std::memcpy(&stored_sum, src + size - 8, 8);
-    if (checksum(src, size - 8) != stored_sum) bad("the checksum does not match: the data is corrupt");
+    if (!sum_ok) bad("the checksum does not match: the data is corrupt");
     if (h.n_tokens > ctx.n_ctx) {
         throw Error(SEAOPT_ERR_CONTEXT_FULL, what + ": holds " + std::to_string(h.n_tokens) +
                                                  " tokens, more than this context's n_ctx = " + std::to_string(ctx.n_ctx));

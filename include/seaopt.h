@@ -83,7 +83,9 @@ typedef enum seaopt_log_level {
 
 typedef void (*seaopt_log_callback)(seaopt_log_level level, const char *text, void *user_data);
 
-/* Route the library's log lines to `callback` (NULL restores the default: WARN and above to stderr). */
+/* Route the library's log lines to `callback` (NULL restores the default: WARN and above to stderr). Calls of the
+ * callback are serialised (one at a time, from any thread); it may call the library itself, seaopt_log_set
+ * included (a nested log line reaches the callback set at that moment). */
 SEAOPT_API void seaopt_log_set(seaopt_log_callback callback, void *user_data);
 
 SEAOPT_API const char *seaopt_version(void);
@@ -186,7 +188,8 @@ typedef bool (*seaopt_abort_callback)(void *user_data);
 
 typedef struct seaopt_context_params {
     uint32_t n_ctx;     /* positions per sequence; 0 = the model's n_ctx_train */
-    uint32_t n_batch;   /* largest number of tokens in one seaopt_decode; 0 = n_ctx */
+    uint32_t n_batch;   /* largest number of tokens in one seaopt_decode; 0 = max(n_ctx, n_seq_max): a whole
+                           sequence's prompt, or one token of every sequence, per call */
     uint32_t n_seq_max; /* number of independent sequences (each has its own KV cache) */
     seaopt_attention attention;
     /* SEA only (attention = SEAOPT_ATTENTION_SEA; with DENSE they must be NULL / 0): */
@@ -195,7 +198,7 @@ typedef struct seaopt_context_params {
                                other layers run dense attention. Read during seaopt_context_new only. */
     int32_t sea_k;      /* SEA's sparsity budget k (about k keys per query per head, sea.md §2.7);
                            0 = the model's sea.k (set by seaopt-convert --sea-k) */
-    int32_t n_threads;  /* CPU threads for the CPU engine; 0 = all hardware threads */
+    int32_t n_threads;  /* CPU threads for the CPU engine; 0 = all hardware threads; at most 4096 */
     uint32_t n_head_batch; /* CUDA engine: logits rows the output head computes per GEMM; 0 = 128.
                               Larger is faster when many tokens want logits (perplexity: 512 saves
                               ~5% of the run) and costs n_head_batch x n_vocab x 4 bytes of the
@@ -346,8 +349,9 @@ SEAOPT_API seaopt_status seaopt_state_seq_get_size(struct seaopt_context *ctx, s
 SEAOPT_API seaopt_status seaopt_state_seq_get_data(struct seaopt_context *ctx, seaopt_seq_id seq_id, uint8_t *dst,
                                                    size_t dst_size, size_t *n_written);
 /* Replaces sequence seq_id with a saved state. A state that fails a check leaves the sequence as it was: not a
- * state, truncated or corrupt (SEAOPT_ERR_MODEL_FORMAT; a damaged shape or fingerprint field reads as "another
- * model"), another model or other attention settings (SEAOPT_ERR_INVALID_ARGUMENT), another format version
+ * state, truncated or corrupt (SEAOPT_ERR_MODEL_FORMAT; the checksum is checked before the compatibility, so a
+ * damaged shape, fingerprint or attention field reads as corrupt), another model or other attention settings
+ * (SEAOPT_ERR_INVALID_ARGUMENT), another format version
  * (SEAOPT_ERR_UNSUPPORTED), more tokens than n_ctx (SEAOPT_ERR_CONTEXT_FULL). A device or memory error while
  * restoring leaves it empty. */
 SEAOPT_API seaopt_status seaopt_state_seq_set_data(struct seaopt_context *ctx, seaopt_seq_id seq_id,

@@ -629,7 +629,9 @@ File parse(const uint8_t *data, size_t size) {
 // ---- MappedFile --------------------------------------------------------------------------------
 
 MappedFile::MappedFile(const std::string &path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: a FIFO (or another special file) would block open() until a writer came; it is refused below by
+    // the regular-file check instead. On a regular file the flag changes nothing.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) throw_io("cannot open '" + path + "': " + std::strerror(errno));
     struct stat st;
     if (::fstat(fd, &st) != 0) {

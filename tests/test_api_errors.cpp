@@ -3,8 +3,11 @@
 #include <gtest/gtest.h>
 
 #include "test_util.h"
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <climits>
 
 #include <cmath>
 #include <cstring>
@@ -423,6 +426,79 @@ TEST(ContextErrors, BadBatches) {
     EXPECT_EQ(seaopt_get_logits_ith(c.ctx, 0), nullptr);
     EXPECT_NE(std::string(seaopt_last_error()).find("did not ask for logits"), std::string::npos);
     EXPECT_EQ(seaopt_get_logits_ith(c.ctx, 7), nullptr);
+}
+
+// From an audit of the C API: limits that were missing or wrong.
+TEST(ContextErrors, ThreadsBatchDefaultAndHugeBatches) {
+    seaopt_model *m = nullptr;
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &mp, &m), SEAOPT_OK);
+    seaopt_context_params cp = seaopt_context_default_params();
+    seaopt_context *ctx = nullptr;
+    cp.n_threads = 100000;  // crashed inside libgomp's thread start-up at the first decode
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_NE(std::string(seaopt_last_error()).find("n_threads"), std::string::npos) << seaopt_last_error();
+    cp.n_threads = -1;
+    EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
+    // n_batch = 0: max(n_ctx, n_seq_max), not n_ctx * n_seq_max (which refused n_seq_max 1024 at n_ctx 2048).
+    cp = seaopt_context_default_params();
+    cp.n_ctx = 16;
+    cp.n_seq_max = 4;
+    ASSERT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+    EXPECT_EQ(seaopt_n_batch(ctx), 16u);
+    // A batch far beyond n_batch is refused without storing it (it tried to allocate 24 GiB for INT_MAX tokens);
+    // the tokens read before the refusal stay within the context's positions.
+    std::vector<int32_t> ids(64, 100);
+    seaopt_batch b = seaopt_batch_get_one(ids.data(), INT32_MAX);
+    EXPECT_EQ(seaopt_decode(ctx, &b), SEAOPT_ERR_CONTEXT_FULL);
+    EXPECT_NE(std::string(seaopt_last_error()).find("beyond the context"), std::string::npos) << seaopt_last_error();
+    b.n_tokens = 17;  // within n_ctx of no sequence: more than n_batch
+    std::vector<int32_t> seq(17);
+    std::vector<int8_t> logits(17, 1);
+    for (int i = 0; i < 17; ++i) seq[(size_t)i] = i % 4;
+    b.seq_id = seq.data();
+    b.logits = logits.data();
+    EXPECT_EQ(seaopt_decode(ctx, &b), SEAOPT_ERR_CONTEXT_FULL);
+    EXPECT_NE(std::string(seaopt_last_error()).find("n_batch = 16"), std::string::npos) << seaopt_last_error();
+    for (int s = 0; s < 4; ++s) EXPECT_EQ(seaopt_kv_seq_len(ctx, s), 0);
+    seaopt_context_free(ctx);
+    cp.n_ctx = 0;
+    cp.n_seq_max = 1024;
+    seaopt_memory_report est{};
+    EXPECT_EQ(seaopt_context_memory_estimate(m, &cp, &est), SEAOPT_OK) << seaopt_last_error();
+    seaopt_model_free(m);
+}
+
+// A log callback that calls the library (here: seaopt_log_set and a context) deadlocked on the log's lock.
+int g_nested_logs = 0;
+void reentrant_log(seaopt_log_level, const char *, void *) {
+    ++g_nested_logs;
+    seaopt_log_set(reentrant_log, nullptr);  // the same lock, the same thread
+}
+TEST(ContextErrors, LogCallbackMayCallTheLibrary) {
+    seaopt_log_set(reentrant_log, nullptr);
+    {
+        Ctx c(8);  // logs at info level
+        ASSERT_NE(c.ctx, nullptr);
+    }
+    seaopt_log_set(nullptr, nullptr);
+    EXPECT_GT(g_nested_logs, 0);
+}
+
+// A FIFO as a model or state path blocked open() until a writer came.
+TEST(ModelFileErrors, FifoIsNotARegularFile) {
+    const std::string fifo = temp_dir() + "/a.fifo";
+    fs::remove(fifo);
+    ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+    seaopt_model *m = nullptr;
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    EXPECT_EQ(seaopt_model_load(fifo.c_str(), &mp, &m), SEAOPT_ERR_IO);
+    EXPECT_NE(std::string(seaopt_last_error()).find("not a regular file"), std::string::npos) << seaopt_last_error();
+    Ctx c(8);
+    EXPECT_EQ(seaopt_state_seq_load_file(c.ctx, 0, fifo.c_str()), SEAOPT_ERR_IO);
+    fs::remove(fifo);
 }
 
 TEST(TokenizeErrors, InvalidUtf8AndSmallBuffers) {

@@ -357,6 +357,12 @@ TEST(State, DamagedStatesAreRefused) {
     const uint32_t huge = 1u << 30;
     std::memcpy(n_tokens.data() + 60, &huge, 4);
     expect_refused(n_tokens, "positions");
+    // A damaged SEA field (k at byte 44) reads as corrupt, not as "saved by a context running SEA (k 5) ..."
+    // against the same settings (the checksum is checked before the compatibility).
+    std::vector<uint8_t> sea_k = good;
+    sea_k[44] ^= 1;
+    expect_refused(sea_k, "the checksum does not match");
+    EXPECT_EQ(target.load(sea_k), SEAOPT_ERR_MODEL_FORMAT);
     // Every single flipped byte is caught (the checksum covers what the header checks do not).
     std::mt19937 rng(5);
     for (int i = 0; i < 300; ++i) {

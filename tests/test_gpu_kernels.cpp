@@ -318,7 +318,7 @@ TEST_F(GpuKernels, LayerNormMatchesCpuReference) {
     };
     // Decode rows (1) and a prefill's (2048) at OPT widths up to OPT-66B's 9216 (the register kernel
     // with 1, 2, 4 and 8 float4 per thread), C % 4 != 0 and C > 16384 (the generic kernel); prefills of
-    // >= 128 rows (the warp kernel at C <= 2560, the block kernel above: 4096).
+    // >= 128 rows at several widths (rows taken 8 at a time against the whole batch).
     for (const Shape s : {Shape{1, 2048}, Shape{7, 2048}, Shape{9, 300}, Shape{64, 768}, Shape{33, 8192},
                           Shape{1, 9216}, Shape{3, 9216}, Shape{2048, 2048}, Shape{1, 2560}, Shape{2, 5120},
                           Shape{1, 7168}, Shape{4, 1024}, Shape{5, 301}, Shape{2, 20000}, Shape{256, 768},
@@ -399,9 +399,9 @@ TEST_F(GpuKernels, LayerNormMatchesCpuReference) {
         EXPECT_EQ(count_bitwise_differences(got16_inplace.data(), got16.data(), got16.size(), 2), 0u);
         EXPECT_EQ(count_bitwise_differences(got32_inplace.data(), got32.data(), got32.size(), 4), 0u);
 
-        // Batches of >= 128 rows take one warp a row where C allows (layernorm.cu), smaller ones the block
-        // kernel: rows normalised 8 at a time must give the whole batch's bits (a token's LayerNorm must not
-        // depend on the batch it comes in, and the fused GEMV's prologue follows the block kernel).
+        // Rows normalised 8 at a time must give the whole batch's bits: a token's LayerNorm must not depend on the
+        // batch it comes in (the fused GEMV's prologue follows the same arithmetic; a kernel chosen by batch size
+        // would have to keep it).
         if (rows >= 128) {
             DeviceBuffer<float> d_x_again(x), d_part32((size_t)8 * C);
             DeviceBuffer<half_t> d_part16((size_t)8 * C);

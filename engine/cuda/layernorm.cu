@@ -26,8 +26,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/layernorm_math.cuh"
@@ -38,8 +36,6 @@ namespace seaopt::cuda {
 namespace {
 
 constexpr int kLnGenericThreads = 256;  // (the register kernel's block: layernorm_math.cuh)
-constexpr int kLnWarpThreads = 128;     // the warp kernel: 4 rows a block
-constexpr int kLnWarpMinRows = 128;     // fewer rows: the block kernel (one wave either way; 8 warps a row are faster)
 
 // ------------------------------------------------------------------------------------------------
 // CUDA kernels
@@ -110,109 +106,6 @@ __global__ void __launch_bounds__(kLnMaxThreads)
     }
 }
 
-// Prefills (rows >= kLnWarpMinRows) of rows whose share fits a lane (kVW·kVec <= 20 float4: OPT up to C = 2,560):
-// one warp per row, so that a 2,048-row prefill is one wave with no block barrier (the block kernel ran two waves of
-// 2,048 blocks with two barriers each: 9.4 µs a LayerNorm at OPT-1.3B on H100). The bits are the block kernel's
-// (layernorm_math.cuh): lane l does the work of that kernel's threads l, l + 32, ... (virtual warp vw = thread / 32,
-// kVW of them, kVec float4 each at columns thread + T·j), in the same order — each virtual thread's float4s in j
-// order, the butterfly over virtual warp vw's 32 lanes (the same lanes, the same values), the virtual warps' sums in
-// order from 0. w and b are read after the statistics (L1 hits after the first warp of an SM; as registers they
-// would double the kernel's). In place is safe: a warp reads its whole row before it writes any of it.
-template <int kVec, int kVW>
-__global__ void __launch_bounds__(kLnWarpThreads)
-    layernorm_warp_kernel(__half *__restrict__ out16, float *out32, const float *x, const __half *__restrict__ w,
-                          const __half *__restrict__ b, int rows, int C, float eps) {
-    constexpr int T = kVW * kWarpSize;  // the block kernel's threads
-    const int lane = threadIdx.x % kWarpSize;
-    const int row = blockIdx.x * (kLnWarpThreads / kWarpSize) + threadIdx.x / kWarpSize;
-    pdl_wait();
-    pdl_launch_dependents();
-    if (row >= rows) return;
-    const int n4 = C / 4;
-    const float4 *x4 = reinterpret_cast<const float4 *>(x + (size_t)row * C);
-    float4 v[kVW][kVec];
-#pragma unroll
-    for (int vw = 0; vw < kVW; ++vw) {
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-            const int i = lane + vw * kWarpSize + j * T;
-            v[vw][j] = i < n4 ? x4[i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        }
-    }
-    float total = 0.0f;
-#pragma unroll
-    for (int vw = 0; vw < kVW; ++vw) {
-        float sum = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) sum = __fadd_rn(sum, ln_sum4(v[vw][j]));
-        total = __fadd_rn(total, warp_reduce_sum(sum));
-    }
-    const float mean = ln_mean(total, C);
-    float sq_total = 0.0f;
-#pragma unroll
-    for (int vw = 0; vw < kVW; ++vw) {
-        float sq = 0.0f;
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-            if (lane + vw * kWarpSize + j * T < n4) sq = __fadd_rn(sq, ln_sq4(v[vw][j], mean));
-        }
-        sq_total = __fadd_rn(sq_total, warp_reduce_sum(sq));
-    }
-    const float rstd = ln_rstd(sq_total, C, eps);
-
-    const uint2 *w4 = reinterpret_cast<const uint2 *>(w);
-    const uint2 *b4 = reinterpret_cast<const uint2 *>(b);
-    uint2 *o16 = reinterpret_cast<uint2 *>(out16 + (size_t)row * C);
-    float4 *o32 = out32 != nullptr ? reinterpret_cast<float4 *>(out32 + (size_t)row * C) : nullptr;
-#pragma unroll
-    for (int vw = 0; vw < kVW; ++vw) {
-#pragma unroll
-        for (int j = 0; j < kVec; ++j) {
-            const int i = lane + vw * kWarpSize + j * T;
-            if (i < n4) {
-                const float4 y = ln_apply4(v[vw][j], mean, rstd, __ldg(w4 + i), __ldg(b4 + i));
-                o16[i] = float4_to_half4(y);
-                if (o32 != nullptr) o32[i] = y;
-            }
-        }
-    }
-}
-
-using LnWarpKernel = void (*)(__half *, float *, const float *, const __half *, const __half *, int, int, float);
-// The warp kernel for the block kernel's configuration, or null where a lane could not hold its share.
-LnWarpKernel layernorm_warp_kernel_for(const LnVecConfig &c) {
-    const int vw = c.threads / kWarpSize;
-    if (c.vec == 1) {
-        switch (vw) {
-        case 1: return layernorm_warp_kernel<1, 1>;
-        case 2: return layernorm_warp_kernel<1, 2>;
-        case 3: return layernorm_warp_kernel<1, 3>;
-        case 4: return layernorm_warp_kernel<1, 4>;
-        case 5: return layernorm_warp_kernel<1, 5>;
-        case 6: return layernorm_warp_kernel<1, 6>;
-        case 7: return layernorm_warp_kernel<1, 7>;
-        case 8: return layernorm_warp_kernel<1, 8>;
-        default: return nullptr;
-        }
-    }
-    if (c.vec == 2) {
-        switch (vw) {
-        case 5: return layernorm_warp_kernel<2, 5>;
-        case 6: return layernorm_warp_kernel<2, 6>;
-        case 7: return layernorm_warp_kernel<2, 7>;
-        case 8: return layernorm_warp_kernel<2, 8>;
-        default: return nullptr;
-        }
-    }
-    if (c.vec == 4) {
-        switch (vw) {
-        case 5: return layernorm_warp_kernel<4, 5>;  // OPT-2.7B's 2,560
-        default: return nullptr;
-        }
-    }
-    return nullptr;
-}
-
 // Any C and alignment: three strided passes over the row in global memory. In place is safe for
 // the same reason (both reductions end in __syncthreads before the last pass, and each thread
 // writes only the columns it reads).
@@ -247,15 +140,6 @@ __global__ void __launch_bounds__(kLnGenericThreads)
 
 bool aligned(const void *p, uintptr_t bytes) { return reinterpret_cast<uintptr_t>(p) % bytes == 0; }
 
-// SEAOPT_LN_WARP=0: prefills take the block kernel too (A/B runs; the same bits either way).
-bool warp_kernel_enabled() {
-    static const bool on = [] {
-        const char *env = std::getenv("SEAOPT_LN_WARP");
-        return !(env && std::string(env) == "0");
-    }();
-    return on;
-}
-
 }  // namespace
 
 // ------------------------------------------------------------------------------------------------
@@ -275,14 +159,6 @@ void layernorm_forward(half_t *out16, float *out32, const float *x, const half_t
     const bool vectorizable = C % 4 == 0 && aligned(x, 16) && (out32 == nullptr || aligned(out32, 16)) &&
                               aligned(out16, 8) && aligned(w, 8) && aligned(b, 8);
     const LnVecConfig config = layernorm_vec_config(C);
-    if (vectorizable && config.fits && rows >= kLnWarpMinRows && warp_kernel_enabled()) {
-        if (LnWarpKernel kernel = layernorm_warp_kernel_for(config)) {
-            const int per_block = kLnWarpThreads / kWarpSize;
-            launch_kernel(name, programmatic_launch_enabled(), kernel, dim3((unsigned)ceil_div(rows, per_block)),
-                          dim3((unsigned)kLnWarpThreads), 0, stream, o16, out32, x, wh, bh, rows, C, eps);
-            return;
-        }
-    }
     if (vectorizable && config.fits) {
         auto kernel = config.vec == 1   ? layernorm_vec_kernel<1>
                       : config.vec == 2 ? layernorm_vec_kernel<2>

@@ -623,6 +623,13 @@ File parse(const uint8_t *data, size_t size) {
                            " (the last tensor padded to the alignment " + str(f.alignment) +
                            ") but the file size is " + str(size));
     }
+    // Nor may bytes follow it: a general.alignment changed from 32 to 16 moves the data section 16 bytes earlier,
+    // and every tensor would be read shifted, silently, with the file's last 16 bytes left over.
+    if (!f.tensors.empty() && data_end < size) {
+        throw_model_format(str(size - data_end) + " bytes follow the data section (which ends at offset " +
+                           str(data_end) + " with the alignment " + str(f.alignment) +
+                           "): the file is corrupt or its general.alignment is wrong");
+    }
     return f;
 }
 

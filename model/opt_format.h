@@ -117,7 +117,7 @@ inline constexpr uint32_t kPositionOffset = 2;
 inline constexpr uint32_t kMaxLayers = 512;
 inline constexpr uint32_t kMaxVocab = 1u << 20;
 inline constexpr uint32_t kMaxEmbedding = 1u << 16;
-inline constexpr uint32_t kMaxContext = 1u << 20;
+inline constexpr uint32_t kMaxContext = 1u << 16;  // OPT learned 2,048 positions; the default context is this long
 
 // SEA (sea.md §1, §6). The architecture constants are those of the authors' OPT runs; other values
 // (their env vars PERLIN_HOTFIX_OPT_INNER_CH etc., sea.md §5.1) are refused as unsupported.

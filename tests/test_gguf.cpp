@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -799,6 +800,34 @@ TEST(GgufCorrupt, TensorDataPastEndOfFile) {
     // The data is whole but the last tensor's padding is cut.
     expect_format_error(build_tensors(1, Bytes{}.tensor("a", {4}, kF32, 0), 20), "data section should end at offset");
     expect_parses(build_tensors(1, Bytes{}.tensor("a", {4}, kF32, 0), 32));
+    // Nor may bytes follow the padded data section.
+    expect_format_error(build_tensors(1, Bytes{}.tensor("a", {4}, kF32, 0), 48), "16 bytes follow the data section");
+}
+
+// general.alignment changed from 32 to 16 (or 1) in a written file: the data section would start 16 bytes earlier
+// and every tensor would be read shifted; the bytes left after it give it away.
+TEST(GgufCorrupt, AlignmentChangedAfterWriting) {
+    gguf::Writer w;
+    w.set("general.alignment", Value::make_u32(32));
+    w.set("a", Value::make_str("x"));  // the header then ends at byte 112: data at 128, or at 112 with 16, 8 or 1
+    w.add_tensor("t", TensorType::F32, {8});
+    const std::string path = temp_dir() + "/align.gguf";
+    w.write(path, [](size_t, const gguf::Writer::Sink &sink) {
+        const float data[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+        sink(data, sizeof data);
+    });
+    const std::vector<uint8_t> bytes = read_all(path);
+    expect_parses(bytes);
+    const std::string key = "general.alignment";
+    const auto at = std::search(bytes.begin(), bytes.end(), key.begin(), key.end());
+    ASSERT_NE(at, bytes.end());
+    const size_t value_at = (size_t)(at - bytes.begin()) + key.size() + 4;  // after the key and its value type
+    for (const uint32_t alignment : {16u, 8u, 1u}) {
+        std::vector<uint8_t> changed = bytes;
+        std::memcpy(changed.data() + value_at, &alignment, 4);
+        SCOPED_TRACE(alignment);
+        expect_format_error(changed, "16 bytes follow the data section");
+    }
 }
 
 // ==== sweeps ====================================================================================

@@ -335,7 +335,24 @@ TEST(Tokenizer, RejectsBadData) {
     bad([](TokenizerData &d) { d.merges.push_back("a "); }, "merge 2");
     bad([](TokenizerData &d) { d.merges.push_back("a  b"); }, "merge 2");
     bad([](TokenizerData &d) { d.tokens[6] = "a"; }, "tokens 4 and 6 are both 'a'");
-    // Duplicates outside the NORMAL tokens, and merges whose parts are not tokens, are allowed.
+    // More than 4,096 distinct CONTROL strings (encode looks for each at every special-token match; a file with a
+    // million of them took minutes to load).
+    bad(
+        [](TokenizerData &d) {
+            for (int i = 0; i < 5000; ++i) {
+                d.tokens.push_back("<c" + std::to_string(i) + ">");
+                d.token_types.push_back(3);
+            }
+        },
+        "more than 4096 distinct CONTROL tokens");
+    // Duplicates outside the NORMAL tokens, and merges whose parts are not tokens, are allowed; so are many CONTROL
+    // tokens with the same string (one counts against the limit).
+    TokenizerData many = small_data();
+    for (int i = 0; i < 20000; ++i) {
+        many.tokens.push_back("<c" + std::to_string(i % 4000) + ">");
+        many.token_types.push_back(3);
+    }
+    EXPECT_NO_THROW(Tokenizer t(std::move(many)));
     TokenizerData ok = small_data();
     ok.tokens[0] = "a";
     ok.merges.push_back("x y");

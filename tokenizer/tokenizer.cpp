@@ -10,6 +10,8 @@
 #include <cctype>
 #include <climits>
 #include <memory>
+#include <string_view>
+#include <unordered_set>
 #include <utility>
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -187,6 +189,7 @@ struct EncodeState {
 
 // Pieces longer than this are not cached: they are rare and would only fill the cache.
 constexpr size_t kMaxCachedPiece = 64;
+constexpr size_t kMaxControls = 4096;  // distinct CONTROL token strings (Impl::validate_and_index)
 
 }  // namespace
 
@@ -329,12 +332,18 @@ void Tokenizer::Impl::validate_and_index() {
         }
     }
 
-    // Controls matched by parse_special; one id per string (the lowest).
+    // Controls matched by parse_special; one id per string (the lowest). encode() looks for every control at each
+    // special-token match, so their number is bounded (OPT has 4; a file with a million took minutes to load and
+    // tokenized 100 KB in 41 s at 50,272).
+    std::unordered_set<std::string_view> seen_controls;
     for (size_t i = 0; i < n; ++i) {
         if (types[i] != TokenType::CONTROL) continue;
-        const bool seen = std::any_of(controls.begin(), controls.end(),
-                                      [&](const Control &c) { return c.text == data.tokens[i]; });
-        if (!seen) controls.push_back({data.tokens[i], (int32_t)i});
+        if (seen_controls.insert(data.tokens[i]).second) controls.push_back({data.tokens[i], (int32_t)i});
+        if (controls.size() > kMaxControls) {
+            throw_model_format("tokenizer: more than " + std::to_string(kMaxControls) +
+                               " distinct CONTROL tokens in tokenizer.ggml.token_type (seaopt supports at most that "
+                               "many special tokens)");
+        }
     }
 
     // BPE symbols and merges.

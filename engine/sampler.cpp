@@ -45,7 +45,7 @@ void validate_sampler_params(const seaopt_sampler_params &p) {
         throw_invalid_argument("sampler temp must be a finite number (<= 0 for greedy), got " + std::to_string(p.temp));
     }
     if (std::isnan(p.top_p) || p.top_p <= 0.0f) {
-        throw_invalid_argument("sampler top_p must be in (0, 1] (1 = off), got " + std::to_string(p.top_p));
+        throw_invalid_argument("sampler top_p must be > 0 (>= 1 = off), got " + std::to_string(p.top_p));
     }
     if (!(p.min_p >= 0.0f && p.min_p <= 1.0f)) {
         throw_invalid_argument("sampler min_p must be in [0, 1] (0 = off), got " + std::to_string(p.min_p));

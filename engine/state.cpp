@@ -405,6 +405,7 @@ void state_seq_save_file(Context &ctx, uint32_t seq, const std::string &path) {
     std::string tmp = path + ".tmp.XXXXXX";
     const int fd = ::mkstemp(tmp.data());
     if (fd < 0) throw_io("cannot create a temporary file '" + tmp + "' for writing: " + std::strerror(errno));
+    ::fchmod(fd, 0644);  // mkstemp's 0600 would leave the saved state readable by its owner only (as gguf::Writer)
     std::FILE *f = ::fdopen(fd, "wb");
     if (!f) {
         const std::string why = std::strerror(errno);

@@ -1,12 +1,34 @@
 #include "tools/common/cli.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <exception>
 #include <map>
+#include <new>
 #include <sstream>
 
 #include "tools/common/files.h"
 
 namespace seaopt_tools {
+
+int guarded_main(const char *program, int argc, char **argv, int (*tool_main)(int, char **)) {
+    int status = 1;
+    try {
+        status = tool_main(argc, argv);
+    } catch (const std::bad_alloc &) {
+        std::fprintf(stderr, "%s: error: out of memory\n", program);
+        return 1;
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "%s: error: %s\n", program, e.what());
+        return 1;
+    }
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+        std::fprintf(stderr, "%s: error: writing the output failed: %s\n", program, std::strerror(errno));
+        return 1;
+    }
+    return status;
+}
 
 bool parse_command_line(CLI::App &app, int argc, char **argv, int *exit_status) {
     try {

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -80,7 +81,7 @@ std::vector<uint8_t> render(const seaopt_attention_maps_out &m, uint32_t scale, 
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int tool_main(int argc, char **argv) {
     std::string model_path, out_path;
     int32_t layer = 0, head = 0, sea_k = 0, scale = 0;
 
@@ -106,6 +107,13 @@ int main(int argc, char **argv) {
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
     if (!prompt.given()) return fail("give the prompt with -p TEXT or -f FILE");
     if (scale < 0) return fail("--scale " + std::to_string(scale) + " must be >= 1 (or 0 for the default)");
+    // The PNG replaces -o's file: never one of the inputs.
+    for (const std::string &input : {model_path, prompt.from_file() ? prompt.file : std::string()}) {
+        std::error_code ec;
+        if (!input.empty() && std::filesystem::equivalent(input, out_path, ec)) {
+            return fail("-o/--output " + out_path + " is the same file as the input " + input);
+        }
+    }
     seaopt_tools::install_log(false);
 
     std::string text, error;
@@ -144,3 +152,5 @@ int main(int argc, char **argv) {
     if (std::fflush(stdout) != 0) return fail(std::string("cannot write the output: ") + std::strerror(errno));
     return 0;
 }
+
+int main(int argc, char **argv) { return seaopt_tools::guarded_main(kProgram, argc, argv, tool_main); }

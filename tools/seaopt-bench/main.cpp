@@ -469,6 +469,17 @@ int run(const Options &opt, const std::vector<Test> &tests, const std::vector<se
     std::vector<std::pair<const seaopt_tools::AttentionOptions *, const Test *>> runs;
     for (const seaopt_tools::AttentionOptions &a : attentions) {
         for (const Test &test : tests) runs.emplace_back(&a, &test);
+        // Each attention setting checked against the model before any test runs (a memory estimate makes nothing):
+        // a bad --sea-layers must not end the run after the dense rows, with half a table printed.
+        seaopt_context_params check = seaopt_context_default_params();
+        check.n_ctx = n_ctx;
+        check.n_batch = 1;
+        check.n_threads = opt.n_threads;
+        seaopt_tools::apply_attention_options(a, check);
+        seaopt_memory_report unused{};
+        if (seaopt_context_memory_estimate(model.get(), &check, &unused) != SEAOPT_OK) {
+            return fail("--attention " + a.attention + ": " + seaopt_last_error());
+        }
     }
     for (const auto &[attention, test_ptr] : runs) {
         const Test &test = *test_ptr;
@@ -687,7 +698,7 @@ int run_attention_layer(const Options &opt, const std::vector<int32_t> &sizes) {
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int tool_main(int argc, char **argv) {
     Options opt;
     CLI::App app{"Throughput of an OPT model: prompt processing (ppN) and greedy generation (tgN), as llama-bench.",
                  kProgram};
@@ -776,3 +787,5 @@ int main(int argc, char **argv) {
     if (tests.empty()) return fail("nothing to run: -p and -n are both 0");
     return run(opt, tests, attentions);
 }
+
+int main(int argc, char **argv) { return seaopt_tools::guarded_main(kProgram, argc, argv, tool_main); }

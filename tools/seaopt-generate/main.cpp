@@ -8,11 +8,14 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <string>
 #include <vector>
@@ -59,6 +62,7 @@ struct Options {
     int32_t n_parallel = 1;     // --parallel: sequences sampled from the one prompt, decoded in one batch per step
     std::string prompt_cache;   // --prompt-cache: a saved sequence state (seaopt_state_seq_save_file) to reuse
     bool prompt_cache_ro = false;  // --prompt-cache-ro: use it, never write it
+    bool prompt_cache_given = false;  // --prompt-cache was on the command line (even as "")
 };
 
 int fail(const std::string &message) { return seaopt_tools::fail(kProgram, message); }
@@ -131,8 +135,10 @@ bool parse_logit_bias(const std::string &item, seaopt_logit_bias &out) {
     if (i == 0 || i > 9 || i == item.size() || (item[i] != '+' && item[i] != '-')) return false;
     const char *value = item.c_str() + i;
     char *end = nullptr;
+    errno = 0;
     const float bias = std::strtof(value, &end);
     if (end == value || *end != '\0' || std::isnan(bias)) return false;
+    if (errno == ERANGE && std::isinf(bias)) return false;  // 1e40 overflowed to inf: say so, do not force the token
     out.token = (seaopt_token)std::stol(item.substr(0, i));
     out.bias = bias;
     return true;
@@ -389,6 +395,12 @@ int run(const Options &opt) {
     const double model_load_ms = ms_since(t_load);
     if (dots.printed > 0) std::fputc('\n', stderr);
     if (!model) return fail_with_last_error();
+    for (const seaopt_logit_bias &b : biases) {  // the sampler skips ids past the logits: a typo would do nothing
+        if (b.token >= seaopt_model_n_vocab(model.get())) {
+            return fail("-l/--logit-bias: token " + std::to_string(b.token) + " is outside the vocabulary [0, " +
+                        std::to_string(seaopt_model_n_vocab(model.get())) + ")");
+        }
+    }
 
     // Prompt: BOS first, as Hugging Face's tokenizer does for OPT.
     std::vector<seaopt_token> tokens;
@@ -634,7 +646,30 @@ int run(const Options &opt) {
 
 }  // namespace
 
-int main(int argc, char **argv) {
+// --prompt-cache PATH: a file that exists must be a prompt cache (a saved sequence state) before the run may replace
+// it — an audit replaced the model file itself (-m X --prompt-cache X) and a text file this way.
+static std::string check_prompt_cache_path(const Options &opt) {
+    if (!opt.prompt_cache_given) {
+        return opt.prompt_cache_ro ? "--prompt-cache-ro needs --prompt-cache FILE" : "";
+    }
+    if (opt.prompt_cache.empty()) return "--prompt-cache needs a file name";
+    std::error_code ec;
+    const std::filesystem::file_status st = std::filesystem::status(opt.prompt_cache, ec);
+    if (ec || st.type() == std::filesystem::file_type::not_found) return "";  // made by the run
+    if (st.type() != std::filesystem::file_type::regular) {
+        return "--prompt-cache " + opt.prompt_cache + " exists and is not a regular file";
+    }
+    std::ifstream in(opt.prompt_cache, std::ios::binary);
+    char magic[8] = {};
+    in.read(magic, sizeof magic);
+    if (in.gcount() > 0 && std::memcmp(magic, "SEAOPTSQ", 8) != 0) {
+        return "--prompt-cache " + opt.prompt_cache + " exists and is not a prompt cache (a saved sequence state " +
+               "starts with \"SEAOPTSQ\"): not replacing it; give a new file name";
+    }
+    return "";
+}
+
+static int tool_main(int argc, char **argv) {
     Options opt;
     CLI::App app{"Generate text from a prompt with an OPT model.", kProgram};
     app.option_defaults()->always_capture_default();  // --help shows each default
@@ -655,7 +690,7 @@ int main(int argc, char **argv) {
     app.add_option("-s,--seed", opt.seed, "random seed (-1 = random)");
     app.add_option("--temp", opt.temp, "temperature (<= 0 = greedy)");
     app.add_option("--top-k", opt.top_k, "top-k sampling (<= 0 = off)");
-    app.add_option("--top-p", opt.top_p, "top-p sampling (1 = off)");
+    app.add_option("--top-p", opt.top_p, "top-p sampling (>= 1 = off)");
     app.add_option("--min-p", opt.min_p,
                    "min-p sampling: drop tokens less likely than min-p times the most likely one (0 = off; applied "
                    "after top-p)");
@@ -697,6 +732,7 @@ int main(int argc, char **argv) {
                  "text, token ids, stop reason (eos, n_predict, context_full, reverse_prompt), timings");
     int exit_status = 0;
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
+    opt.prompt_cache_given = app.count("--prompt-cache") > 0;
 
     if (!opt.prompt.given()) return fail("give the prompt with -p TEXT or -f FILE");
     if (opt.n_predict < -2) return fail("-n/--predict must be >= -2, got " + std::to_string(opt.n_predict));
@@ -715,5 +751,8 @@ int main(int argc, char **argv) {
     if (opt.seed < -1 || opt.seed > (int64_t)UINT32_MAX) {
         return fail("-s/--seed must be -1 (random) or in [0, 4294967295], got " + std::to_string(opt.seed));
     }
+    if (const std::string e = check_prompt_cache_path(opt); !e.empty()) return fail(e);
     return run(opt);
 }
+
+int main(int argc, char **argv) { return seaopt_tools::guarded_main(kProgram, argc, argv, tool_main); }

@@ -613,7 +613,7 @@ int run(const Options &opt) {
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int tool_main(int argc, char **argv) {
     Options opt;
     CLI::App app{"Perplexity of a text under an OPT model (the GPTQ / SparseGPT WikiText-2 protocol).", kProgram};
     app.option_defaults()->always_capture_default();
@@ -679,3 +679,5 @@ int main(int argc, char **argv) {
     if (const std::string e = seaopt_tools::check_attention_options(opt.attention); !e.empty()) return fail(e);
     return run(opt);
 }
+
+int main(int argc, char **argv) { return seaopt_tools::guarded_main(kProgram, argc, argv, tool_main); }

@@ -89,7 +89,7 @@ std::string escape_piece(const std::string &piece) {
 
 }  // namespace
 
-int main(int argc, char **argv) {
+static int tool_main(int argc, char **argv) {
     std::string model_path;
     bool ids_only = false, no_bos = false, no_parse_special = false;
 
@@ -131,3 +131,5 @@ int main(int argc, char **argv) {
     if (std::fflush(stdout) != 0) return fail(std::string("cannot write the output: ") + std::strerror(errno));
     return 0;
 }
+
+int main(int argc, char **argv) { return seaopt_tools::guarded_main(kProgram, argc, argv, tool_main); }

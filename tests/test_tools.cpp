@@ -550,3 +550,57 @@ TEST_F(Tools, GenerateHelpDescribesTheAttentionOptions) {
         EXPECT_TRUE(contains(r.out, s)) << "--help lacks '" << s << "'\n" << r.out;
     }
 }
+
+// ---- from an audit of the tools' bad-input handling ------------------------------------------------
+
+TEST_F(Tools, DirectoryAsPromptFileFailsCleanly) {  // it aborted with an uncaught std::ios_base::failure
+    expect_clean_failure(run(generate_args({"-f", temp_dir()})), "seaopt-generate", "is a directory");
+    expect_clean_failure(run({kTokenize, "-m", kModel, "-f", temp_dir()}), "seaopt-tokenize", "is a directory");
+}
+
+TEST_F(Tools, FailedWriteOfTheOutputIsAnError) {  // generate --json > /dev/full exited 0
+    if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full here";
+    const std::string cmd = "'" + kGenerate + "' -m '" + kModel + "' --device cpu -p Hi -n 2 --json > /dev/full";
+    expect_clean_failure(run({"/bin/sh", "-c", cmd}), "seaopt-generate", "writing the output failed");
+}
+
+TEST_F(Tools, PromptCacheNeverReplacesAFileThatIsNotACache) {  // -m X --prompt-cache X replaced the model
+    const std::string model = temp_dir() + "/cache-victim.gguf";
+    fs::copy_file(kModel, model, fs::copy_options::overwrite_existing);
+    const std::string before = read_file(model);
+    expect_clean_failure(run({kGenerate, "-m", model, "--device", "cpu", "-p", "Hello there", "-n", "2",
+                              "--prompt-cache", model}),
+                         "seaopt-generate", "is not a prompt cache");
+    EXPECT_EQ(read_file(model), before);
+    const std::string notes = write_temp_file("cache-notes.txt", "my notes\n");
+    expect_clean_failure(run(generate_args({"--device", "cpu", "-p", "Hi", "-n", "1", "--prompt-cache", notes})),
+                         "seaopt-generate", "is not a prompt cache");
+    EXPECT_EQ(read_file(notes), "my notes\n");
+    expect_clean_failure(run(generate_args({"--device", "cpu", "-p", "Hi", "-n", "1", "--prompt-cache-ro"})),
+                         "seaopt-generate", "--prompt-cache-ro needs --prompt-cache");
+}
+
+TEST_F(Tools, LogitBiasOutsideTheVocabularyFailsCleanly) {  // it was skipped silently
+    expect_clean_failure(run(generate_args({"--device", "cpu", "-p", "Hi", "-n", "1", "-l", "999999999-inf"})),
+                         "seaopt-generate", "outside the vocabulary");
+    expect_clean_failure(run(generate_args({"--device", "cpu", "-p", "Hi", "-n", "1", "-l", "5+1e40"})),
+                         "seaopt-generate", "--logit-bias");  // overflowed to +inf, forcing the token
+}
+
+TEST_F(Tools, AttnvizRefusesToOverwriteItsInput) {  // -o MODEL replaced the model with a PNG
+    const std::string attnviz = SEAOPT_BINARY_DIR "/bin/seaopt-attnviz";
+    const std::string model = temp_dir() + "/attnviz-victim.gguf";
+    fs::copy_file(kSeaModel, model, fs::copy_options::overwrite_existing);
+    const std::string before = read_file(model);
+    expect_clean_failure(run({attnviz, "-m", model, "-p", "Hi", "-o", model}), "seaopt-attnviz",
+                         "is the same file as the input");
+    EXPECT_EQ(read_file(model), before);
+}
+
+TEST_F(Tools, BenchChecksTheSeaLayersBeforeAnyTest) {  // the dense rows ran and half a table was printed first
+    const std::string bench = SEAOPT_BINARY_DIR "/bin/seaopt-bench";
+    const Result r = run({bench, "-m", kSeaModel, "--device", "cpu", "-p", "8", "-n", "2", "-r", "1", "--attention",
+                          "dense,sea", "--sea-layers", "0-9"});
+    expect_clean_failure(r, "seaopt-bench", "out of range");
+    EXPECT_TRUE(r.out.empty()) << describe(r);
+}

@@ -180,7 +180,9 @@ int32_t Sampler::sample(const float *logits, int32_t n_vocab, int32_t device_gre
     for (int32_t i = 0; i < n_vocab; ++i) n_nan += logits[i] != logits[i] ? 1 : 0;
     if (n_nan > 0) {
         const int32_t i = (int32_t)(std::find_if(logits, logits + n_vocab, [](float x) { return std::isnan(x); }) - logits);
-        throw_invalid_argument("the logit of token " + std::to_string(i) + " is NaN");
+        throw_invalid_argument("the logit of token " + std::to_string(i) +
+                               " is NaN (NaN or Inf weights in the model file give this: the tools' --check-tensors, "
+                               "seaopt_model_params.check_tensors, scan for them at load)");
     }
     if (params_.temp <= 0.0f && !adjusted) return argmax(logits, n_vocab);
     logits_.assign(logits, logits + n_vocab);

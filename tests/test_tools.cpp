@@ -4,13 +4,16 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "model/gguf.h"
 #include "seaopt.h"
 #include "test_util.h"
 #include <fcntl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -603,4 +606,27 @@ TEST_F(Tools, BenchChecksTheSeaLayersBeforeAnyTest) {  // the dense rows ran and
                           "dense,sea", "--sea-layers", "0-9"});
     expect_clean_failure(r, "seaopt-bench", "out of range");
     EXPECT_TRUE(r.out.empty()) << describe(r);
+}
+
+// NaN weights: --check-tensors names the tensor at load; without it the run stops at the NaN logits with a message
+// that points at the flag (the audit found neither the file nor the tensor named).
+TEST_F(Tools, CheckTensorsNamesANaNWeight) {
+    std::string bytes = read_file(kModel);
+    const seaopt::gguf::File f = seaopt::gguf::parse(reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size());
+    const seaopt::gguf::TensorInfo *t = f.find_tensor("blk.0.attn_norm.weight");
+    ASSERT_NE(t, nullptr);
+    const size_t at = f.data_offset + t->offset + 2 * (t->type == seaopt::gguf::TensorType::F32 ? 4 : 2);
+    if (t->type == seaopt::gguf::TensorType::F32) {
+        const float nan = NAN;
+        std::memcpy(&bytes[at], &nan, 4);
+    } else {
+        ASSERT_EQ(t->type, seaopt::gguf::TensorType::F16);
+        const uint16_t nan = 0x7E00;
+        std::memcpy(&bytes[at], &nan, 2);
+    }
+    const std::string model = write_temp_file("nan-weight.gguf", bytes);
+    expect_clean_failure(run({kGenerate, "-m", model, "--device", "cpu", "-p", "Hi", "-n", "1", "--check-tensors"}),
+                         "seaopt-generate", "'blk.0.attn_norm.weight' has a non-finite value at element 2");
+    expect_clean_failure(run({kGenerate, "-m", model, "--device", "cpu", "-p", "Hi", "-n", "1"}), "seaopt-generate",
+                         "--check-tensors");
 }

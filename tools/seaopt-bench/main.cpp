@@ -98,6 +98,7 @@ struct Options {
     int32_t reps = 5;
     std::string output = "md";
     std::string device = seaopt_tools::default_device();
+    bool check_tensors = false;  // --check-tensors: scan the weights for NaN/Inf at load (llama.cpp's flag)
     seaopt_tools::AttentionOptions attention;
     int32_t n_threads = 0;  // 0 = all hardware threads
     int32_t n_ctx = 0;      // 0 = what the tests need, rounded up to 256, at most n_ctx_train
@@ -327,6 +328,7 @@ struct ModelInfo {
 seaopt_tools::ModelPtr load_bench_model(const Options &opt, ModelInfo &info, double &load_s) {
     seaopt_model_params mparams = seaopt_model_default_params();
     mparams.device = seaopt_tools::device_from_string(opt.device);
+    mparams.check_tensors = opt.check_tensors;
     const Clock::time_point t_load = Clock::now();
     seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
     load_s = seconds_since(t_load);
@@ -717,6 +719,8 @@ static int tool_main(int argc, char **argv) {
                    "output format: md (a table), json (an array of objects) or jsonl (one object per line)")
         ->check(CLI::IsMember({"md", "json", "jsonl"}));
     seaopt_tools::add_device_option(app, opt.device);
+    app.add_flag("--check-tensors", opt.check_tensors,
+                 "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
     seaopt_tools::add_attention_options(app, opt.attention, /*allow_list=*/true);
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     app.add_option("-c,--ctx-size", opt.n_ctx,

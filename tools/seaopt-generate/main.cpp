@@ -55,6 +55,7 @@ struct Options {
     bool no_display_prompt = false;
     int32_t n_threads = 0;  // 0 = all hardware threads
     std::string device = seaopt_tools::default_device();
+    bool check_tensors = false;  // --check-tensors: scan the weights for NaN/Inf at load (llama.cpp's flag)
     seaopt_tools::AttentionOptions attention;
     bool verbose = false;
     bool print_memory_plan = false;
@@ -388,6 +389,7 @@ int run(const Options &opt) {
     ProgressDots dots;
     seaopt_model_params mparams = seaopt_model_default_params();
     mparams.device = seaopt_tools::device_from_string(opt.device);
+    mparams.check_tensors = opt.check_tensors;
     mparams.progress_callback = print_progress;
     mparams.progress_callback_user_data = &dots;
     const Clock::time_point t_load = Clock::now();
@@ -724,6 +726,8 @@ static int tool_main(int argc, char **argv) {
     app.add_flag("--prompt-cache-ro", opt.prompt_cache_ro, "use --prompt-cache but never write it");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
+    app.add_flag("--check-tensors", opt.check_tensors,
+                 "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
     seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log and more details to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");

@@ -104,6 +104,7 @@ struct Options {
     int32_t chunks = -1;        // cap on the number of windows; -1 or 0 = all
     int32_t n_threads = 0;      // 0 = all hardware threads
     std::string device = seaopt_tools::default_device();
+    bool check_tensors = false;  // --check-tensors: scan the weights for NaN/Inf at load (llama.cpp's flag)
     seaopt_tools::AttentionOptions attention;
     bool kl_divergence = false;  // dense and SEA side by side (attention.attention is then "sea")
     std::string kl_base_model;   // --kl-base-model: instead, this model (p) against -m (q), same attention
@@ -431,6 +432,7 @@ int run(const Options &opt) {
     // Model.
     seaopt_model_params mparams = seaopt_model_default_params();
     mparams.device = seaopt_tools::device_from_string(opt.device);
+    mparams.check_tensors = opt.check_tensors;
     const Clock::time_point t_load = Clock::now();
     const seaopt_tools::ModelPtr model = seaopt_tools::load_model(opt.model_path, mparams);
     if (!model) return fail_with_last_error();
@@ -638,6 +640,8 @@ static int tool_main(int argc, char **argv) {
     app.add_option("--chunks", opt.chunks, "score at most this many windows (-1 or 0 = all)");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
+    app.add_flag("--check-tensors", opt.check_tensors,
+                 "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
     seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("--kl-divergence", opt.kl_divergence,
                  "run every window with dense attention and with SEA (--sea-layers, --sea-k) in one process and "

@@ -107,6 +107,7 @@ namespace {
 // CPU threads at most: far more than any machine has, and below what libgomp's thread start-up survives (its
 // per-team stack use overflows at ~100,000).
 constexpr int32_t kMaxThreads = 4096;
+constexpr uint32_t kMaxBatch = 1u << 20;  // tokens per call
 
 // The SEA part of the context parameters (attention = SEA): the model, the device, sea_k and sea_layers.
 // Fills everything of ctx.sea but the states (allocated when a sequence starts, by the prefill).
@@ -173,10 +174,14 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
     if (p.n_seq_max < 1 || p.n_seq_max > 1024) {
         throw_invalid_argument("n_seq_max = " + std::to_string(p.n_seq_max) + " must be in [1, 1024]");
     }
-    // The default takes a whole sequence's prompt, or one token of every sequence, per call (not n_ctx · n_seq_max:
-    // that sizes the GPU's activation arena for every sequence's whole context at once).
-    const uint32_t n_batch = p.n_batch == 0 ? std::max(n_ctx, p.n_seq_max) : p.n_batch;
-    if (n_batch > (1u << 20)) throw_invalid_argument("n_batch = " + std::to_string(n_batch) + " is too large");
+    // The default takes every sequence's whole context in one call (several prompts prefilled together), up to the
+    // limit: a default must not make a context fail on a field the caller never set (n_seq_max 1,024 at n_ctx 2,048).
+    const uint64_t n_batch_default = std::min<uint64_t>((uint64_t)n_ctx * p.n_seq_max, kMaxBatch);
+    const uint32_t n_batch = p.n_batch == 0 ? (uint32_t)n_batch_default : p.n_batch;
+    if (n_batch > kMaxBatch) {
+        throw_invalid_argument("n_batch = " + std::to_string(n_batch) + " is too large (at most " +
+                               std::to_string(kMaxBatch) + ")");
+    }
     if (p.n_threads < 0 || p.n_threads > kMaxThreads) {
         throw_invalid_argument("n_threads = " + std::to_string(p.n_threads) + " must be in [0, " +
                                std::to_string(kMaxThreads) + "] (0 = all hardware threads)");

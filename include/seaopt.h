@@ -188,8 +188,9 @@ typedef bool (*seaopt_abort_callback)(void *user_data);
 
 typedef struct seaopt_context_params {
     uint32_t n_ctx;     /* positions per sequence; 0 = the model's n_ctx_train */
-    uint32_t n_batch;   /* largest number of tokens in one seaopt_decode; 0 = max(n_ctx, n_seq_max): a whole
-                           sequence's prompt, or one token of every sequence, per call */
+    uint32_t n_batch;   /* largest number of tokens in one seaopt_decode, at most 1,048,576; 0 = n_ctx x n_seq_max
+                           (every sequence's whole context in one call; capped at that limit). On the GPU it sizes
+                           the activation arena: set it lower to save memory with many sequences */
     uint32_t n_seq_max; /* number of independent sequences (each has its own KV cache) */
     seaopt_attention attention;
     /* SEA only (attention = SEAOPT_ATTENTION_SEA; with DENSE they must be NULL / 0): */

@@ -441,19 +441,23 @@ TEST(ContextErrors, ThreadsBatchDefaultAndHugeBatches) {
     EXPECT_NE(std::string(seaopt_last_error()).find("n_threads"), std::string::npos) << seaopt_last_error();
     cp.n_threads = -1;
     EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
-    // n_batch = 0: max(n_ctx, n_seq_max), not n_ctx * n_seq_max (which refused n_seq_max 1024 at n_ctx 2048).
+    // n_batch = 0: n_ctx * n_seq_max, capped at the limit instead of refusing a field never set (n_seq_max 1024 at
+    // n_ctx 2048 was refused: "n_batch = 2097152 is too large").
     cp = seaopt_context_default_params();
     cp.n_ctx = 16;
     cp.n_seq_max = 4;
     ASSERT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
-    EXPECT_EQ(seaopt_n_batch(ctx), 16u);
+    EXPECT_EQ(seaopt_n_batch(ctx), 64u);
     // A batch far beyond n_batch is refused without storing it (it tried to allocate 24 GiB for INT_MAX tokens);
     // the tokens read before the refusal stay within the context's positions.
     std::vector<int32_t> ids(64, 100);
     seaopt_batch b = seaopt_batch_get_one(ids.data(), INT32_MAX);
     EXPECT_EQ(seaopt_decode(ctx, &b), SEAOPT_ERR_CONTEXT_FULL);
     EXPECT_NE(std::string(seaopt_last_error()).find("beyond the context"), std::string::npos) << seaopt_last_error();
-    b.n_tokens = 17;  // within n_ctx of no sequence: more than n_batch
+    seaopt_context_free(ctx);
+    cp.n_batch = 16;
+    ASSERT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_OK) << seaopt_last_error();
+    b.n_tokens = 17;  // within n_ctx for every sequence: more than n_batch
     std::vector<int32_t> seq(17);
     std::vector<int8_t> logits(17, 1);
     for (int i = 0; i < 17; ++i) seq[(size_t)i] = i % 4;
@@ -464,6 +468,7 @@ TEST(ContextErrors, ThreadsBatchDefaultAndHugeBatches) {
     for (int s = 0; s < 4; ++s) EXPECT_EQ(seaopt_kv_seq_len(ctx, s), 0);
     seaopt_context_free(ctx);
     cp.n_ctx = 0;
+    cp.n_batch = 0;
     cp.n_seq_max = 1024;
     seaopt_memory_report est{};
     EXPECT_EQ(seaopt_context_memory_estimate(m, &cp, &est), SEAOPT_OK) << seaopt_last_error();

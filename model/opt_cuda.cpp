@@ -457,7 +457,17 @@ void set_x_window(OptCudaState &s, void *x, size_t bytes, cudaAccessProperty hit
         v.accessPolicyWindow.hitProp = hit;
         v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
     }
-    check(cudaStreamSetAttribute(s.stream, cudaStreamAttributeAccessPolicyWindow, &v), "cudaStreamSetAttribute");
+    if (cudaStreamSetAttribute(s.stream, cudaStreamAttributeAccessPolicyWindow, &v) != cudaSuccess) {
+        // Only a hint: prefill runs on without it (and this context stops asking).
+        const cudaError_t err = cudaGetLastError();
+        if (s.l2_persist_bytes > 0) {
+            SEAOPT_LOG_WARN_("prefill: the L2 access window failed (%s); continuing without it\n",
+                             cudaGetErrorString(err));
+        }
+        s.l2_persist_bytes = 0;
+        s.x_window_set = false;
+        return;
+    }
     s.x_window_set = bytes > 0;
 }
 

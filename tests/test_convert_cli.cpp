@@ -5,11 +5,19 @@
 #include "test_util.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <csignal>
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "model/gguf.h"
 #include "test_convert_util.h"
 #include "weights-convert/checkpoint.h"
+#include "weights-convert/convert.h"
 #include "weights-convert/safetensors.h"
 
 using namespace convert_test;
@@ -64,11 +72,189 @@ TEST(Cli, ErrorsExitOneWithAMessage) {
     EXPECT_NE(missing.err.find("seaopt-convert: error: "), std::string::npos) << missing.err;
 
     const RunResult usage = run_process({binary("seaopt-convert"), tmp / "ck"}, tmp.path());  // no -o
-    EXPECT_NE(usage.exit_code, 0);
+    EXPECT_EQ(usage.exit_code, 1);
+    EXPECT_EQ(usage.err, "seaopt-convert: error: --output is required\nRun with --help for more information.\n");
     const RunResult bad_type = run_process({binary("seaopt-convert"), tmp / "ck", "-o", tmp / "x.gguf", "--outtype", "q4"},
                                            tmp.path());
-    EXPECT_NE(bad_type.exit_code, 0);
+    EXPECT_EQ(bad_type.exit_code, 1);
+    EXPECT_EQ(bad_type.err.rfind("seaopt-convert: error: --outtype: q4 not in", 0), 0u) << bad_type.err;
     EXPECT_FALSE(fs::exists(tmp / "x.gguf"));
+}
+
+// Command-line errors as the other tools report them (tools/common/cli.h): "PROGRAM: error: ...", exit 1 (CLI11's
+// own codes were 105-109); --help exits 0.
+TEST(Cli, CommandLineErrorsAsTheOtherTools) {
+    TempDir tmp;
+    struct Case {
+        std::vector<std::string> args;
+        std::string error;  // the start of stderr
+    };
+    const std::string convert = binary("seaopt-convert"), quantize = binary("seaopt-quantize"),
+                      make = binary("seaopt-make-tiny-checkpoint");
+    const std::vector<Case> cases = {
+        {{convert}, "seaopt-convert: error: HF_DIR is required"},
+        {{convert, tmp.path(), "-o", tmp / "x.gguf", "--bogus"}, "seaopt-convert: error: The following argument"},
+        {{convert, tmp.path(), "-o", tmp / "x.gguf", "--sea-k", "0", "--sea", "s"}, "seaopt-convert: error: --sea-k: "},
+        {{quantize}, "seaopt-quantize: error: INPUT is required"},
+        {{quantize, tmp / "none.gguf", tmp / "q.gguf", "q8_0"}, "seaopt-quantize: error: INPUT: File does not exist"},
+        {{quantize, convert, tmp / "q.gguf", "q4_0"}, "seaopt-quantize: error: TYPE: q4_0 not in"},
+        {{make, "--tokenizer-dir", kTokenizerDir}, "seaopt-make-tiny-checkpoint: error: --out is required"},
+        {{make, "--out", tmp / "m", "--tokenizer-dir", kTokenizerDir, "--hidden", "0"},
+         "seaopt-make-tiny-checkpoint: error: --hidden: "},
+    };
+    for (const Case &c : cases) {
+        SCOPED_TRACE(c.args.size() > 1 ? c.args[0] + " " + c.args[1] : c.args[0]);
+        const RunResult r = run_process(c.args, tmp.path());
+        EXPECT_EQ(r.exit_code, 1) << r.err;
+        EXPECT_EQ(r.err.rfind(c.error, 0), 0u) << r.err;
+        EXPECT_NE(r.err.find("\nRun with --help for more information.\n"), std::string::npos) << r.err;
+        EXPECT_EQ(r.out, "");
+    }
+    for (const std::string &tool : {convert, quantize, make}) {
+        SCOPED_TRACE(tool);
+        const RunResult help = run_process({tool, "--help"}, tmp.path());
+        EXPECT_EQ(help.exit_code, 0) << help.err;
+        EXPECT_NE(help.out.find("Usage: " + fs::path(tool).filename().string()), std::string::npos) << help.out;
+        EXPECT_EQ(help.err, "");
+    }
+}
+
+// The binary refuses to write over its input (it used to exit 0 with the checkpoint's weights replaced by the GGUF)
+// and a --name that is not UTF-8.
+TEST(Cli, RefusesOutputOverTheCheckpointAndANameNotUtf8) {
+    TempDir tmp;
+    TinyConfig c;
+    write_hf_checkpoint(tmp / "ck", c.to_json(), make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    const Bytes weights = read_bytes(tmp / "ck/model.safetensors");
+    RunResult r = run_process({binary("seaopt-convert"), tmp / "ck", "-o", tmp / "ck/model.safetensors"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_EQ(r.err, "seaopt-convert: error: the output " + tmp / "ck/model.safetensors" + " is the input file " +
+                         tmp / "ck/model.safetensors" + "; write to another path\n");
+    EXPECT_TRUE(read_bytes(tmp / "ck/model.safetensors") == weights);
+
+    r = run_process({binary("seaopt-convert"), tmp / "ck", "-o", tmp / "n.gguf", "--name", "\xFF\xFE"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("seaopt-convert: error: the model name is not valid UTF-8 (byte 0 is 0xFF)"), std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "n.gguf"));
+}
+
+// ---- signals: an interrupted tool leaves neither its temporary file nor an output ------------------------
+
+// A tool run as a child process that is ended by a signal in the middle of writing `output`.
+class Interrupted {
+public:
+    // stderr_full: the child's stderr is a pipe that is already full, so that the child stops at its first progress
+    // line, which it prints while writing (the temporary file open), and stays there until the signal.
+    Interrupted(const std::vector<std::string> &argv, const std::string &dir, bool stderr_full) {
+        posix_spawn_file_actions_t fa;
+        posix_spawn_file_actions_init(&fa);
+        posix_spawn_file_actions_addopen(&fa, 1, (dir + "/child.out").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (stderr_full) {
+            int fds[2];
+            if (pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe2 failed");
+            read_fd_ = fds[0];
+            fcntl(fds[1], F_SETFL, O_NONBLOCK);
+            static const char fill[4096] = {};
+            while (write(fds[1], fill, sizeof fill) > 0 || errno == EINTR) {
+            }
+            fcntl(fds[1], F_SETFL, 0);  // the child's writes block
+            posix_spawn_file_actions_adddup2(&fa, fds[1], 2);
+            write_fd_ = fds[1];
+        } else {
+            posix_spawn_file_actions_addopen(&fa, 2, (dir + "/child.err").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        }
+        std::vector<char *> args;
+        for (const std::string &a : argv) args.push_back(const_cast<char *>(a.c_str()));
+        args.push_back(nullptr);
+        const int rc = posix_spawn(&pid_, argv[0].c_str(), &fa, nullptr, args.data(), environ);
+        posix_spawn_file_actions_destroy(&fa);
+        if (write_fd_ >= 0) close(write_fd_);
+        if (rc != 0) throw std::runtime_error("cannot run " + argv[0] + ": " + std::strerror(rc));
+    }
+    ~Interrupted() {
+        if (pid_ > 0 && !reaped_) {
+            kill(pid_, SIGKILL);
+            waitpid(pid_, nullptr, 0);
+        }
+        if (read_fd_ >= 0) close(read_fd_);
+    }
+
+    // Waits until a temporary file of `output` exists (true), or the child has ended first (false).
+    bool wait_for_temporary(const std::string &output) {
+        for (int i = 0; i < 60000; ++i) {
+            if (seaopt_test::temp_file_left(output)) return true;
+            int status = 0;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                reaped_ = true;
+                return false;
+            }
+            usleep(500);
+        }
+        return false;
+    }
+
+    // Sends `sig` and returns the signal that ended the child (0 if it exited, -1 if it did not end within 20 s).
+    int interrupt(int sig) {
+        kill(pid_, sig);
+        for (int i = 0; i < 40000; ++i) {
+            int status = 0;
+            if (waitpid(pid_, &status, WNOHANG) == pid_) {
+                reaped_ = true;
+                return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+            }
+            usleep(500);
+        }
+        return -1;
+    }
+
+private:
+    pid_t pid_ = -1;
+    int read_fd_ = -1, write_fd_ = -1;
+    bool reaped_ = false;
+};
+
+TEST(Signals, InterruptedConvertRemovesItsTemporaryFile) {
+    TempDir tmp;
+    TinyConfig c;
+    write_hf_checkpoint(tmp / "ck", c.to_json(), make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    const std::string out = tmp / "out.gguf";
+    Interrupted child({binary("seaopt-convert"), tmp / "ck", "-o", out}, tmp.path(), /*stderr_full=*/true);
+    ASSERT_TRUE(child.wait_for_temporary(out)) << "seaopt-convert ended before it started writing";
+    EXPECT_EQ(child.interrupt(SIGINT), SIGINT) << "it must still end by the signal";
+    EXPECT_FALSE(seaopt_test::temp_file_left(out)) << "the temporary file was left behind";
+    EXPECT_FALSE(fs::exists(out));
+}
+
+TEST(Signals, TerminatedQuantizeRemovesItsTemporaryFile) {
+    TempDir tmp;
+    TinyConfig c;
+    c.hidden = c.proj = 32;  // q8_0's blocks of 32
+    write_hf_checkpoint(tmp / "ck", c.to_json(), make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    ConvertOptions o;
+    o.input_dir = tmp / "ck";
+    o.output_path = tmp / "f16.gguf";
+    convert_checkpoint(o);
+    const std::string out = tmp / "q8.gguf";
+    Interrupted child({binary("seaopt-quantize"), tmp / "f16.gguf", out, "q8_0"}, tmp.path(), /*stderr_full=*/true);
+    ASSERT_TRUE(child.wait_for_temporary(out)) << "seaopt-quantize ended before it started writing";
+    EXPECT_EQ(child.interrupt(SIGTERM), SIGTERM);
+    EXPECT_FALSE(seaopt_test::temp_file_left(out)) << "the temporary file was left behind";
+    EXPECT_FALSE(fs::exists(out));
+}
+
+// No progress lines here: a checkpoint whose weights take about a second to write (hidden 1024) is interrupted as
+// soon as its temporary file appears.
+TEST(Signals, InterruptedTinyCheckpointRemovesItsTemporaryFile) {
+    TempDir tmp;
+    const std::string out = tmp / "ck/model.safetensors";
+    Interrupted child({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "ck", "--tokenizer-dir", kTokenizerDir,
+                       "--hidden", "1024", "--heads", "16", "--ffn", "1024", "--layers", "1"},
+                      tmp.path(), /*stderr_full=*/false);
+    ASSERT_TRUE(child.wait_for_temporary(out)) << "seaopt-make-tiny-checkpoint ended before it started writing";
+    EXPECT_EQ(child.interrupt(SIGINT), SIGINT);
+    EXPECT_FALSE(seaopt_test::temp_file_left(out)) << "the temporary file was left behind";
+    EXPECT_FALSE(fs::exists(out));
 }
 
 double mean_of(const std::vector<float> &v) {
@@ -98,7 +284,9 @@ TEST(Cli, TinyCheckpointIsReproducibleAndConverts) {
     EXPECT_FALSE(read_bytes(tmp / "a/model.safetensors") == read_bytes(tmp / "c/model.safetensors"));
     EXPECT_TRUE(read_bytes(tmp / "a/vocab.json") == read_bytes(kTokenizerDir + "/vocab.json"));
     EXPECT_TRUE(read_bytes(tmp / "a/merges.txt") == read_bytes(kTokenizerDir + "/merges.txt"));
-    for (const auto &e : fs::directory_iterator(tmp / "a")) EXPECT_NE(e.path().extension(), ".tmp") << e.path();
+    for (const char *f : {"model.safetensors", "config.json", "vocab.json", "merges.txt"}) {
+        EXPECT_FALSE(seaopt_test::temp_file_left(tmp / (std::string("a/") + f))) << f;
+    }
 
     const nlohmann::json cfg = nlohmann::json::parse(read_bytes(tmp / "a/config.json"));
     EXPECT_EQ(cfg["vocab_size"], 50272);
@@ -175,7 +363,7 @@ TEST(Cli, TinyCheckpointTokenEmbeddingStd) {
         const RunResult b = run_process({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "b", "--tokenizer-dir",
                                          kTokenizerDir, "--token-embedding-std", bad},
                                         tmp.path());
-        EXPECT_NE(b.exit_code, 0) << bad;
+        EXPECT_EQ(b.exit_code, 1) << bad;
         EXPECT_FALSE(fs::exists(tmp / "b/model.safetensors")) << bad;
     }
 }

@@ -5,9 +5,11 @@
 
 #include "test_util.h"
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <set>
+#include <sstream>
 
 #include "model/gguf.h"
 #include "model/opt_format.h"
@@ -465,6 +467,155 @@ TEST_F(Errors, ExistingOutputKeptOnFailure) {
     expect_error([&] { convert_dir(dir, out, DType::F16); }, {"missing"});
     EXPECT_FALSE(seaopt_test::temp_file_left(out));
     EXPECT_EQ(read_bytes(out), Bytes({'p', 'r', 'e', 'v', 'i', 'o', 'u', 's'}));
+}
+
+// ---- the output must not be a file the converter reads ---------------------------------------------
+
+// Writing there would rename the GGUF onto the checkpoint: its weights, config or tokenizer would be gone.
+TEST_F(Errors, OutputOverAnInputFileIsRefused) {
+    write(make_hf_tensors(c, false), c.to_json());
+    for (const char *file : {"model.safetensors", "config.json", "vocab.json", "merges.txt"}) {
+        SCOPED_TRACE(file);
+        const Bytes before = read_bytes(dir + "/" + file);
+        expect_error([&] { convert_dir(dir, dir + "/" + file, DType::F16); },
+                     {"the output " + dir + "/" + file + " is the input file", "write to another path"},
+                     SEAOPT_ERR_INVALID_ARGUMENT);
+        EXPECT_TRUE(read_bytes(dir + "/" + file) == before) << file << " was changed";
+        EXPECT_FALSE(seaopt_test::temp_file_left(dir + "/" + file));
+    }
+    // Another spelling of the path, and a hard link, name the same file (as seaopt-quantize's check).
+    const Bytes weights = read_bytes(dir + "/model.safetensors");
+    expect_error([&] { convert_dir(dir, tmp / "ck/./model.safetensors", DType::F16); }, {"is the input file"},
+                 SEAOPT_ERR_INVALID_ARGUMENT);
+    fs::create_hard_link(dir + "/model.safetensors", tmp / "link.gguf");
+    expect_error([&] { convert_dir(dir, tmp / "link.gguf", DType::F16); }, {"is the input file"},
+                 SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_TRUE(read_bytes(dir + "/model.safetensors") == weights);
+    // The checkpoint directory itself is not a file to write.
+    expect_error([&] { convert_dir(dir, dir, DType::F16); }, {"is a directory"}, SEAOPT_ERR_INVALID_ARGUMENT);
+    // A GGUF beside the checkpoint's files is fine.
+    convert_dir(dir, dir + "/model.gguf", DType::F16);
+    EXPECT_TRUE(fs::exists(dir + "/model.gguf"));
+}
+
+TEST_F(Errors, OutputOverAShardOrItsIndexIsRefused) {
+    for (Layout layout : {Layout::ShardedSafetensors, Layout::ShardedBin, Layout::Bin}) {
+        fs::remove_all(dir);
+        write_hf_checkpoint(dir, c.to_json(), make_hf_tensors(c, false), DType::F16, layout, true);
+        const bool bin = layout != Layout::ShardedSafetensors;
+        std::vector<std::string> files;
+        if (layout == Layout::Bin) {
+            files = {"pytorch_model.bin"};
+        } else if (bin) {
+            files = {"pytorch_model-00002-of-00003.bin", "pytorch_model.bin.index.json"};
+        } else {
+            files = {"model-00003-of-00003.safetensors", "model.safetensors.index.json"};
+        }
+        for (const std::string &file : files) {
+            SCOPED_TRACE(file);
+            const Bytes before = read_bytes(dir + "/" + file);
+            expect_error([&] { convert_dir(dir, dir + "/" + file, DType::F16); }, {"is the input file"},
+                         SEAOPT_ERR_INVALID_ARGUMENT);
+            EXPECT_TRUE(read_bytes(dir + "/" + file) == before);
+        }
+    }
+}
+
+// ---- merges.txt: what Hugging Face's tokenizer refuses -----------------------------------------------
+
+class Merges : public Errors {
+protected:
+    std::vector<std::string> real_lines;  // the OPT merges.txt, header first
+    void SetUp() override {
+        write(make_hf_tensors(c, false), c.to_json());
+        const Bytes b = read_bytes(dir + "/merges.txt");
+        std::stringstream ss(std::string(b.begin(), b.end()));
+        for (std::string line; std::getline(ss, line);) real_lines.push_back(line);
+        ASSERT_EQ(real_lines.size(), 50001u);
+    }
+    void write_merges(const std::vector<std::string> &lines) {
+        std::string text;
+        for (const std::string &l : lines) text += l + "\n";
+        write_text(dir + "/merges.txt", text);
+    }
+    // The real merges with `extra` inserted before real line `at` (1-based; the header is line 1).
+    std::vector<std::string> with_line(size_t at, const std::string &extra) const {
+        std::vector<std::string> l = real_lines;
+        l.insert(l.begin() + (std::ptrdiff_t)(at - 1), extra);
+        return l;
+    }
+};
+
+// No merges: every word would be split into bytes (wrong tokens, silently wrong perplexities).
+TEST_F(Merges, NoMergesIsRefused) {
+    write_merges({"#version: 0.2"});
+    expect_fails({"merges.txt has no merges"}, SEAOPT_ERR_MODEL_FORMAT);
+    write_text(dir + "/merges.txt", "");
+    expect_fails({"merges.txt has no merges"}, SEAOPT_ERR_MODEL_FORMAT);
+    write_merges({"#version: 0.2", "", "  "});
+    expect_fails({"merges.txt has no merges"}, SEAOPT_ERR_MODEL_FORMAT);
+}
+
+TEST_F(Merges, APartNotInTheVocabularyIsRefused) {
+    write_merges(with_line(4, "zq t"));
+    expect_fails({"merges.txt line 4 ('zq t'): 'zq' is not in vocab.json"}, SEAOPT_ERR_MODEL_FORMAT);
+    write_merges(with_line(50002, "t zq"));  // after the last one
+    expect_fails({"merges.txt line 50002 ('t zq'): 'zq' is not in vocab.json"}, SEAOPT_ERR_MODEL_FORMAT);
+}
+
+// "Ġ" and "Ġ" are tokens, "ĠĠ" is not in OPT's vocabulary.
+TEST_F(Merges, AMergedTokenNotInTheVocabularyIsRefused) {
+    std::vector<std::string> lines = with_line(3, "\xC4\xA0 \xC4\xA0");
+    lines.insert(lines.begin() + 1, "");  // a blank line counts in the line numbers but is no merge
+    write_merges(lines);
+    expect_fails({"merges.txt line 4 ('\xC4\xA0 \xC4\xA0'): '\xC4\xA0\xC4\xA0' is not in vocab.json"},
+                 SEAOPT_ERR_MODEL_FORMAT);
+}
+
+// The real OPT merges convert, in any order of their lines: every part and result is a token.
+TEST_F(Merges, TheRealMergesConvert) {
+    std::vector<std::string> lines = real_lines;
+    std::reverse(lines.begin() + 1, lines.end());
+    write_merges(lines);
+    convert_dir(dir, out, DType::F16);
+    const Bytes b = read_bytes(out);
+    const gguf::File f = gguf::parse(b.data(), b.size());
+    const std::vector<std::string> &merges = f.get_str_array(keys::kTokMerges);
+    ASSERT_EQ(merges.size(), 50000u);
+    EXPECT_EQ(merges.back(), "\xC4\xA0 t");
+}
+
+// ---- general.name must be UTF-8 (a GGUF string) -------------------------------------------------------
+
+TEST_F(Errors, ModelNameMustBeUtf8) {
+    write(make_hf_tensors(c, false), c.to_json());
+    // A stray byte, an overlong "/", a surrogate, a sequence cut short.
+    for (const std::string &bad : {std::string("\xFF\xFE"), std::string("a\xC0\xAF"), std::string("ab\xED\xA0\x80"),
+                                   std::string("abc\xE2\x82")}) {
+        SCOPED_TRACE(bad);
+        const size_t at = bad.find_first_of("\xFF\xC0\xED\xE2");
+        expect_error([&] { convert_dir(dir, out, DType::F16, bad); },
+                     {"the model name is not valid UTF-8 (byte " + std::to_string(at) + " is 0x"},
+                     SEAOPT_ERR_INVALID_UTF8);
+        expect_no_output(out);
+    }
+    const std::string good = "OPT \xC3\xBC \xE6\xA8\xA1\xE5\x9E\x8B \xF0\x9F\x90\xB3";  // "OPT ü 模型 🐳"
+    convert_dir(dir, out, DType::F16, good);
+    const Bytes b = read_bytes(out);
+    EXPECT_EQ(gguf::parse(b.data(), b.size()).get_str(keys::kName), good);
+}
+
+// The default name is the directory's: a directory whose name is not UTF-8 needs --name.
+TEST_F(Errors, DefaultModelNameMustBeUtf8) {
+    const std::string odd = tmp / "ck-\xFF";
+    write_hf_checkpoint(odd, c.to_json(), make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    expect_error([&] { convert_dir(odd, out, DType::F16); },
+                 {"the checkpoint directory's name, the default model name, is not valid UTF-8 (byte 3 is 0xFF)",
+                  "give one with --name"},
+                 SEAOPT_ERR_INVALID_UTF8);
+    expect_no_output(out);
+    convert_dir(odd, out, DType::F16, "named");
+    EXPECT_TRUE(fs::exists(out));
 }
 
 }  // namespace

@@ -733,6 +733,16 @@ TEST_F(SeaLoad, SeaKeysAreValidated) {
                       SEAOPT_ERR_UNSUPPORTED, {"sea.grouping = 'per-head'"});
 }
 
+// -o naming the SEA checkpoint would rename the GGUF onto it.
+TEST_F(SeaConvert, OutputOverTheSeaCheckpointIsRefused) {
+    const std::string sea = write(spec(SeaCheckpointLayout::DeepSpeed), tiny_sea_state_dict(spec(SeaCheckpointLayout::DeepSpeed)));
+    const Bytes before = read_bytes(sea);
+    expect_error([&] { convert(sea, sea); }, {"the output " + sea + " is the input file", "write to another path"},
+                 SEAOPT_ERR_INVALID_ARGUMENT);
+    EXPECT_TRUE(read_bytes(sea) == before) << "the SEA checkpoint was changed";
+    EXPECT_FALSE(seaopt_test::temp_file_left(sea));
+}
+
 // ---- the binaries ------------------------------------------------------------------------
 
 TEST_F(SeaConvert, CommandLine) {
@@ -763,7 +773,8 @@ TEST_F(SeaConvert, CommandLine) {
     // --sea-k without --sea, and a bad SEA checkpoint: errors, no output.
     const std::string out2 = tmp / "cli2.gguf";
     r = run_process({binary("seaopt-convert"), dir, "-o", out2, "--sea-k", "48"}, tmp.path());
-    EXPECT_NE(r.exit_code, 0);
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("seaopt-convert: error: --sea-k requires --sea"), std::string::npos) << r.err;
     write_text(tmp / "junk.pt", "PK junk");
     r = run_process({binary("seaopt-convert"), dir, "-o", out2, "--sea", tmp / "junk.pt", "--no-progress"}, tmp.path());
     EXPECT_EQ(r.exit_code, 1);

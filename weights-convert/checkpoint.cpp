@@ -77,6 +77,7 @@ Checkpoint open_sharded(const fs::path &dir, const fs::path &index_path, ListFn 
 
     Checkpoint c;
     c.format = format + " (" + std::to_string(shards.size()) + (shards.size() == 1 ? " shard)" : " shards)");
+    c.index_file = index_path.string();
     for (size_t k = 0; k < shards.size(); ++k) {
         const fs::path p = dir / shards[k];
         if (!is_file(p)) throw_io(index_name + " names shard " + shards[k] + ", which is not in " + dir.string());

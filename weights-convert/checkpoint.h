@@ -34,6 +34,7 @@ struct SourceTensor {
 struct Checkpoint {
     std::string format;              // in words, e.g. "safetensors (2 shards)"
     std::vector<std::string> files;  // paths of the weight files
+    std::string index_file;          // a sharded checkpoint's index.json, else ""
     std::vector<SourceTensor> tensors;
 };
 

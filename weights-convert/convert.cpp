@@ -1,10 +1,14 @@
 #include "weights-convert/convert.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <string_view>
+#include <unordered_set>
 #include <vector>
 
 #include "engine/error.h"
@@ -13,9 +17,11 @@
 #include "model/opt_format.h"
 #include "model/q8_0.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
 #include "weights-convert/byte_source.h"
 #include "weights-convert/checkpoint.h"
 #include "weights-convert/hf_config.h"
+#include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/sea_checkpoint.h"
 
 namespace seaopt::convert {
@@ -87,10 +93,59 @@ void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, bool q8_
     }
 }
 
+// The line number of each merge in merges.txt, by load_hf_tokenizer's rules: a "#version" first line and blank lines
+// are not merges, every other line is one.
+std::vector<size_t> merge_line_numbers(const std::string &path) {
+    std::vector<size_t> lines;
+    FileSource f(path, "merges.txt");
+    const std::vector<uint8_t> bytes = f.read_vec(0, (size_t)f.size());
+    const std::string_view text(reinterpret_cast<const char *>(bytes.data()), bytes.size());
+    size_t start = 0;
+    for (size_t line_no = 1; start < text.size(); ++line_no) {
+        const size_t end = std::min(text.find('\n', start), text.size());
+        const std::string_view line = text.substr(start, end - start);
+        start = end + 1;
+        if (line_no == 1 && line.rfind("#version", 0) == 0) continue;
+        if (line.find_first_not_of(" \t\r\n\v\f") == std::string_view::npos) continue;
+        lines.push_back(line_no);
+    }
+    return lines;
+}
+
+// What Hugging Face's BPE (the `tokenizers` library behind OPT's fast tokenizer) refuses when it builds its merge
+// table (MergeTokenOutOfVocabulary): a merge whose parts or result are not tokens. seaopt's tokenizer would apply such
+// a merge and emit <unk> for its result; with no merges at all it would split every word into bytes. Either way the
+// GGUF would tokenize unlike the model's training, and perplexities would be silently wrong.
+void check_merges(const TokenizerData &tok, const std::string &merges_path) {
+    if (tok.merges.empty()) {
+        throw_model_format("merges.txt has no merges ('" + merges_path + "'): a byte-level BPE tokenizer needs them");
+    }
+    std::unordered_set<std::string_view> vocab;
+    for (size_t id = 0; id < tok.tokens.size(); ++id) {
+        // Padding rows ("<unused_N>") are seaopt's names, not vocab.json's tokens.
+        if (id < tok.token_types.size() && tok.token_types[id] == (int32_t)TokenType::UNUSED) continue;
+        vocab.insert(tok.tokens[id]);
+    }
+    std::vector<size_t> lines;  // read only when there is something to report
+    for (size_t i = 0; i < tok.merges.size(); ++i) {
+        const std::string &m = tok.merges[i];
+        const size_t space = m.find(' ');  // the loader joined the two parts with one space
+        const std::string left = m.substr(0, space), right = m.substr(space + 1), merged = left + right;
+        const std::string *missing = !vocab.count(left) ? &left : !vocab.count(right) ? &right
+                                     : !vocab.count(merged) ? &merged : nullptr;
+        if (!missing) continue;
+        if (lines.empty()) lines = merge_line_numbers(merges_path);
+        const std::string where = i < lines.size() ? "line " + std::to_string(lines[i]) : "merge " + std::to_string(i + 1);
+        throw_model_format("merges.txt " + where + " (" + tok_detail::quote(m) + "): " + tok_detail::quote(*missing) +
+                           " is not in vocab.json (Hugging Face's tokenizer refuses such a merge)");
+    }
+}
+
 TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
     require_file(dir, "vocab.json", "the tokenizer: vocab.json and merges.txt are needed");
     require_file(dir, "merges.txt", "the tokenizer: vocab.json and merges.txt are needed");
     TokenizerData tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
+    check_merges(tok, (dir / "merges.txt").string());
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));
@@ -107,6 +162,30 @@ TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
         }
     }
     return tok;
+}
+
+// Renaming the output onto a file the converter reads would destroy the checkpoint, and for a weight file pull its
+// bytes from under the reader while it streams them.
+void refuse_output_over_input(const std::string &output, const std::vector<std::string> &inputs) {
+    std::error_code ec;
+    if (fs::is_directory(output, ec)) throw_invalid_argument("the output " + output + " is a directory; name a file");
+    for (const std::string &in : inputs) {
+        if (fs::equivalent(output, in, ec)) {
+            throw_invalid_argument("the output " + output + " is the input file " + in + "; write to another path");
+        }
+    }
+}
+
+// general.name is a GGUF string, which the format requires to be UTF-8.
+void check_model_name(const std::string &name, bool given) {
+    const size_t bad = tok_detail::find_invalid_utf8(name);
+    if (bad == std::string::npos) return;
+    char where[80];
+    std::snprintf(where, sizeof where, " is not valid UTF-8 (byte %zu is 0x%02X)", bad, (unsigned)(unsigned char)name[bad]);
+    throw Error(SEAOPT_ERR_INVALID_UTF8,
+                given ? std::string("the model name") + where + ": general.name is a GGUF string, which must be UTF-8"
+                      : std::string("the checkpoint directory's name, the default model name,") + where +
+                            ": give one with --name");
 }
 
 }  // namespace
@@ -209,6 +288,16 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     OptHparams hp = config.hp;
     const TokenizerData tok = load_tokenizer(dir, hp);
     const Checkpoint ckpt = open_checkpoint(options.input_dir);
+    {
+        std::vector<std::string> inputs = {(dir / "config.json").string(), (dir / "vocab.json").string(),
+                                           (dir / "merges.txt").string()};
+        inputs.insert(inputs.end(), ckpt.files.begin(), ckpt.files.end());
+        if (!ckpt.index_file.empty()) inputs.push_back(ckpt.index_file);
+        if (!options.sea_checkpoint.empty()) inputs.push_back(options.sea_checkpoint);
+        refuse_output_over_input(options.output_path, inputs);
+    }
+    const std::string name = options.name.empty() ? default_model_name(options.input_dir) : options.name;
+    check_model_name(name, !options.name.empty());
     TensorPlan plan = plan_tensors(ckpt.tensors, config);
     std::vector<std::string> files = ckpt.files;  // the SEA checkpoint, if any, comes last
 
@@ -243,7 +332,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     auto quantized = [&](const PlannedTensor &p) { return options.q8_0 && p.expected.quantizable; };
 
     gguf::Writer writer;
-    set_metadata(writer, hp, options.outtype, options.q8_0, options.name.empty() ? default_model_name(options.input_dir) : options.name, tok);
+    set_metadata(writer, hp, options.outtype, options.q8_0, name, tok);
     result.source_format = ckpt.format;
     result.n_skipped_tied_lm_head = plan.n_skipped_tied_lm_head;
     for (const PlannedTensor &p : plan.tensors) {
@@ -265,7 +354,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     ConvertProgress prog;
     prog.n_tensors = result.n_tensors;
     prog.bytes_total = result.tensor_bytes;
-    writer.write(options.output_path, [&](size_t i, const gguf::Writer::Sink &sink) {
+    write_gguf_guarded(writer, options.output_path, [&](size_t i, const gguf::Writer::Sink &sink) {
         prog.tensor_index = i;
         if (i >= plan.tensors.size()) {  // a SEA tensor, F32
             const size_t k = i - plan.tensors.size();

@@ -15,7 +15,9 @@
 
 #include "engine/error.h"
 #include "model/opt_format.h"
+#include "tools/common/cli.h"
 #include "weights-convert/convert.h"
+#include "weights-convert/interrupt_cleanup.h"
 
 namespace {
 
@@ -60,7 +62,8 @@ private:
 }  // namespace
 
 int main(int argc, char **argv) {
-    CLI::App app{"seaopt-convert: converts a Hugging Face OPT checkpoint directory to a seaopt GGUF file"};
+    CLI::App app{"seaopt-convert: converts a Hugging Face OPT checkpoint directory to a seaopt GGUF file",
+                 "seaopt-convert"};
     std::string input_dir, output, outtype = "f16", name, sea;
     uint32_t sea_k = 0;
     bool no_progress = false;
@@ -80,7 +83,9 @@ int main(int argc, char **argv) {
     app.add_option("--sea-k", sea_k, "SEA sparsity budget k (default: the trainer config's, else 64)")
         ->check(CLI::Range(1u, seaopt::kSeaMaxK))
         ->needs(sea_opt);
-    CLI11_PARSE(app, argc, argv);
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
+    install_interrupt_cleanup();
 
     ProgressPrinter printer(isatty(STDERR_FILENO) == 1);
     try {

@@ -23,7 +23,9 @@
 #include "engine/error.h"
 #include "engine/fp16.h"
 #include "model/opt_format.h"
+#include "tools/common/cli.h"
 #include "weights-convert/byte_source.h"
+#include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/safetensors_writer.h"
 #include "weights-convert/tiny_sea_checkpoint.h"
 
@@ -197,7 +199,8 @@ void make_tiny_checkpoint(const std::string &out_dir, const std::string &tokeniz
 }  // namespace
 
 int main(int argc, char **argv) {
-    CLI::App app{"seaopt-make-tiny-checkpoint: writes a small untrained OPT checkpoint in Hugging Face layout"};
+    CLI::App app{"seaopt-make-tiny-checkpoint: writes a small untrained OPT checkpoint in Hugging Face layout",
+                 "seaopt-make-tiny-checkpoint"};
     std::string out_dir, tokenizer_dir;
     uint64_t seed = 1;
     app.add_option("--out", out_dir, "output directory (created if missing)")->required();
@@ -225,7 +228,9 @@ int main(int argc, char **argv) {
                    "standard deviation of the (tied) token embedding (default 1; small values let greedy continuations "
                    "wander instead of repeating the last token)")
         ->check(CLI::Range(1e-3, 1e3));
-    CLI11_PARSE(app, argc, argv);
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
+    install_interrupt_cleanup();
     try {
         if (shape.hidden % shape.heads != 0) seaopt::throw_invalid_argument("--hidden must be a multiple of --heads");
         make_tiny_checkpoint(out_dir, tokenizer_dir, seed, shape, token_std);

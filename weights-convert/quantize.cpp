@@ -12,6 +12,7 @@
 #include "model/opt_format.h"
 #include "model/opt_model.h"
 #include "model/q8_0.h"
+#include "weights-convert/interrupt_cleanup.h"
 
 namespace seaopt::convert {
 
@@ -65,7 +66,7 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
     constexpr uint64_t kPiece = 1u << 20;  // a multiple of 32
     std::vector<float> values;
     std::vector<uint8_t> blocks;
-    writer.write(output, [&](size_t i, const gguf::Writer::Sink &sink) {
+    write_gguf_guarded(writer, output, [&](size_t i, const gguf::Writer::Sink &sink) {
         const gguf::TensorInfo &t = file.tensors[i];
         const uint8_t *data = mapped.data() + file.data_offset + t.offset;
         if (!quantize[i]) {

@@ -8,10 +8,13 @@
 
 #include <CLI/CLI.hpp>
 
+#include "tools/common/cli.h"
+#include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/quantize.h"
 
 int main(int argc, char **argv) {
-    CLI::App app{"seaopt-quantize: quantizes a seaopt GGUF model's weight matrices (q8_0: 8-bit, ggml's Q8_0 blocks)"};
+    CLI::App app{"seaopt-quantize: quantizes a seaopt GGUF model's weight matrices (q8_0: 8-bit, ggml's Q8_0 blocks)",
+                 "seaopt-quantize"};
     std::string input, output, type;
     bool quiet = false;
     app.add_option("INPUT", input, "model to quantize (f32, f16 or bf16 GGUF)")->required()->check(CLI::ExistingFile);
@@ -20,7 +23,9 @@ int main(int argc, char **argv) {
         ->required()
         ->transform(CLI::IsMember({"q8_0"}, CLI::ignore_case));
     app.add_flag("--no-progress", quiet, "print no progress");
-    CLI11_PARSE(app, argc, argv);
+    int exit_status = 0;
+    if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
+    seaopt::convert::install_interrupt_cleanup();
     try {
         int next_pct = 0;
         const auto r = seaopt::convert::quantize_gguf_q8_0(input, output, [&](size_t i, size_t n) {

@@ -3,25 +3,44 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
+#include "weights-convert/interrupt_cleanup.h"
 
 namespace seaopt::convert {
 namespace {
 
-// A FILE* written to "<path>.tmp", removed unless commit() renamed it onto `path`.
+// A FILE* written to a new file of its own beside `path` ("<path>.tmp.XXXXXX", mkstemp: never an existing file, which
+// a fixed name would truncate or write through if it were a link), removed unless commit() renamed it onto `path`.
+// A signal that ends the tool removes it too (interrupt_cleanup.h).
 class TempFile {
 public:
-    explicit TempFile(const std::string &path) : path_(path), tmp_(path + ".tmp") {
-        f_ = std::fopen(tmp_.c_str(), "wb");
-        if (!f_) throw_io("cannot create " + tmp_ + ": " + std::strerror(errno));
+    explicit TempFile(const std::string &path) : path_(path), tmp_(path + ".tmp.XXXXXX") {
+        DeferInterrupts defer;  // the file exists from mkstemp on: no signal before it is guarded
+        const int fd = ::mkstemp(tmp_.data());
+        if (fd < 0) throw_io("cannot create a temporary file " + tmp_ + ": " + std::strerror(errno));
+        ::fchmod(fd, 0644);  // mkstemp's 0600 would make the checkpoint readable by its owner only
+        f_ = ::fdopen(fd, "wb");
+        if (!f_) {
+            const int err = errno;
+            ::close(fd);
+            ::unlink(tmp_.c_str());
+            throw_io("cannot open " + tmp_ + ": " + std::strerror(err));
+        }
+        guard_.emplace(tmp_);
     }
     ~TempFile() {
         if (f_) std::fclose(f_);
-        if (!committed_) std::remove(tmp_.c_str());
+        if (!committed_) ::unlink(tmp_.c_str());
     }
+    TempFile(const TempFile &) = delete;
+    TempFile &operator=(const TempFile &) = delete;
     void write(const void *data, size_t n) {
         if (n && std::fwrite(data, 1, n, f_) != n) throw_io("cannot write " + tmp_ + ": " + std::strerror(errno));
     }
@@ -39,6 +58,7 @@ private:
     std::string path_, tmp_;
     FILE *f_ = nullptr;
     bool committed_ = false;
+    std::optional<RemoveOnInterrupt> guard_;
 };
 
 }  // namespace

@@ -1,6 +1,6 @@
 // A small safetensors writer: seaopt-make-tiny-checkpoint uses it, and the tests build their
 // checkpoints with it. Tensor bytes are streamed from a callback, so multi-GB test files need no
-// memory. Writes to "<path>.tmp" and renames onto `path` on success.
+// memory. Writes to a new "<path>.tmp.XXXXXX" and renames it onto `path` on success.
 #pragma once
 
 #include <cstdint>
@@ -43,7 +43,7 @@ struct SafetensorsBlob {
 };
 void write_safetensors(const std::string &path, const std::vector<SafetensorsBlob> &tensors);
 
-// Writes `bytes` to "<path>.tmp" and renames it onto `path` (throws SEAOPT_ERR_IO).
+// Writes `bytes` to a new "<path>.tmp.XXXXXX" and renames it onto `path` (throws SEAOPT_ERR_IO).
 void write_file_atomically(const std::string &path, const std::string &bytes);
 
 }  // namespace seaopt::convert

@@ -63,7 +63,7 @@ struct TinySeaTensor {
 // before writing.
 std::vector<TinySeaTensor> tiny_sea_state_dict(const TinySeaSpec &spec);
 
-// Writes `student` (and the rest of spec.layout's container) to `path` (via "<path>.tmp").
+// Writes `student` (and the rest of spec.layout's container) to `path` (via a new "<path>.tmp.XXXXXX").
 void write_tiny_sea_checkpoint(const std::string &path, const TinySeaSpec &spec,
                                const std::vector<TinySeaTensor> &student);
 

@@ -50,7 +50,7 @@ struct PyValue {
 std::vector<uint8_t> torch_pickle(const PyValue &root, const std::vector<TorchStorage> &storages);
 std::vector<uint8_t> torch_save_bytes(const PyValue &root, const std::vector<TorchStorage> &storages,
                                       const std::string &archive);
-// Writes torch_save_bytes (archive = the file name without its extension) to "<path>.tmp" and
+// Writes torch_save_bytes (archive = the file name without its extension) to a new "<path>.tmp.XXXXXX" and
 // renames it onto `path`.
 void torch_save(const std::string &path, const PyValue &root, const std::vector<TorchStorage> &storages);
 

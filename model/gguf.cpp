@@ -966,7 +966,8 @@ size_t Writer::add_tensor(const std::string &name, TensorType type, const std::v
     return tensors_.size() - 1;
 }
 
-void Writer::write(const std::string &path, const TensorDataFn &tensor_data) const {
+void Writer::write(const std::string &path, const TensorDataFn &tensor_data,
+                   const std::function<void(const std::string &)> &on_temporary) const {
     if (!tensors_.empty() && !tensor_data) throw_invalid_argument("GGUF writer: no tensor data callback");
 
     std::vector<uint8_t> header;
@@ -994,6 +995,7 @@ void Writer::write(const std::string &path, const TensorDataFn &tensor_data) con
         OutputFile out(tmp);
         tmp = out.path();
         created = true;
+        if (on_temporary) on_temporary(tmp);
         out.write(header.data(), header.size());
         out.write_zeros(data_offset - header.size());
         for (size_t i = 0; i < tensors_.size(); ++i) {

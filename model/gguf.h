@@ -127,7 +127,8 @@ private:
 // one or more pieces to `sink` (so a converter never holds more than one chunk). The writer checks
 // that each tensor gets exactly its byte size, pads to the alignment, writes to a new temporary file of its own beside
 // the target (`path + ".tmp.XXXXXX"`, mkstemp: never an existing file), flushes, and renames it onto `path` only on
-// success; on any error the temporary file is removed.
+// success; on any error the temporary file is removed. on_temporary, if given, is called with that file's name right
+// after it is created (a tool removes it when a signal ends the process: weights-convert/interrupt_cleanup.h).
 class Writer {
 public:
     using Sink = std::function<void(const void *data, size_t n)>;
@@ -137,7 +138,8 @@ public:
     // ne in GGUF order (innermost first), 1 to 4 dims.
     size_t add_tensor(const std::string &name, TensorType type, const std::vector<int64_t> &ne);
     const std::vector<TensorInfo> &tensors() const { return tensors_; }
-    void write(const std::string &path, const TensorDataFn &tensor_data) const;
+    void write(const std::string &path, const TensorDataFn &tensor_data,
+               const std::function<void(const std::string &)> &on_temporary = {}) const;
 
 private:
     std::vector<std::pair<std::string, Value>> kv_;

@@ -4,13 +4,11 @@
 #include <cerrno>
 #include <climits>
 #include <cstring>
-#include <filesystem>
 #include <optional>
 #include <pthread.h>
 #include <unistd.h>
 
 namespace seaopt::convert {
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -93,33 +91,12 @@ void DeferInterrupts::release() {
     ::pthread_sigmask(SIG_SETMASK, &old_, nullptr);  // a deferred signal is delivered here
 }
 
-std::string find_gguf_temporary(const std::string &output) {
-    std::error_code ec;
-    const fs::path out = fs::absolute(output, ec);
-    if (ec || out.filename().empty()) return "";
-    const fs::path dir = fs::canonical(out.parent_path(), ec);
-    if (ec) return "";
-    // /proc/self/fd's links name the resolved path; the writer adds 6 mkstemp characters to this prefix.
-    const std::string prefix = (dir / out.filename()).string() + ".tmp.";
-    for (const fs::directory_entry &e : fs::directory_iterator("/proc/self/fd", ec)) {
-        std::error_code link_ec;
-        const std::string target = fs::read_symlink(e.path(), link_ec).string();
-        if (!link_ec && target.size() == prefix.size() + 6 && target.compare(0, prefix.size(), prefix) == 0) {
-            return target;
-        }
-    }
-    return "";
-}
-
 void write_gguf_guarded(const gguf::Writer &writer, const std::string &path, const gguf::Writer::TensorDataFn &data) {
     std::optional<RemoveOnInterrupt> guard;
     DeferInterrupts defer;  // from before the writer's mkstemp until the guard exists
-    writer.write(path, [&](size_t i, const gguf::Writer::Sink &sink) {
-        if (!guard) {
-            guard.emplace(find_gguf_temporary(path));
-            defer.release();
-        }
-        data(i, sink);
+    writer.write(path, data, [&](const std::string &tmp) {
+        guard.emplace(tmp);
+        defer.release();
     });
 }
 

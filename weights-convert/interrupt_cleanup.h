@@ -44,12 +44,8 @@ private:
     bool active_ = false;
 };
 
-// gguf::Writer::write with its temporary file guarded. The writer names that file itself (mkstemp inside
-// model/gguf.cpp), so it is found among this process's open files (/proc/self/fd) when the first tensor is asked
-// for; until then the signals are deferred.
+// gguf::Writer::write with its temporary file guarded from the moment the writer creates it (its on_temporary
+// callback); the signals are deferred from before that creation until the guard exists.
 void write_gguf_guarded(const gguf::Writer &writer, const std::string &path, const gguf::Writer::TensorDataFn &data);
-
-// The temporary file gguf::Writer::write has open for `output` ("<output>.tmp.XXXXXX"), "" if none.
-std::string find_gguf_temporary(const std::string &output);
 
 }  // namespace seaopt::convert

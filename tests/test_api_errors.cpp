@@ -361,6 +361,14 @@ TEST(ContextErrors, PromptLongerThanContext) {
     EXPECT_EQ(seaopt_kv_seq_len(c.ctx, 0), 8);
 }
 
+// The good model on the CPU engine (null on failure).
+seaopt_model *load_cpu_model() {
+    seaopt_model *m = nullptr;
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CPU;
+    return seaopt_model_load(good_model().c_str(), &mp, &m) == SEAOPT_OK ? m : nullptr;
+}
+
 TEST(ContextErrors, ImpossibleContextParams) {
     seaopt_model *m = nullptr;
     seaopt_model_params mp = seaopt_model_default_params();
@@ -430,10 +438,8 @@ TEST(ContextErrors, BadBatches) {
 
 // From an audit of the C API: limits that were missing or wrong.
 TEST(ContextErrors, ThreadsBatchDefaultAndHugeBatches) {
-    seaopt_model *m = nullptr;
-    seaopt_model_params mp = seaopt_model_default_params();
-    mp.device = SEAOPT_DEVICE_CPU;
-    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &mp, &m), SEAOPT_OK);
+    seaopt_model *m = load_cpu_model();
+    ASSERT_NE(m, nullptr) << seaopt_last_error();
     seaopt_context_params cp = seaopt_context_default_params();
     seaopt_context *ctx = nullptr;
     cp.n_threads = 100000;  // crashed inside libgomp's thread start-up at the first decode

@@ -244,12 +244,26 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
     }
 
     auto model = std::make_unique<OptModel>();
-    model->hp = read_opt_hparams(file);
-    const OptHparams &hp = model->hp;
-    if (const gguf::Value *name = file.find(keys::kName); name && name->type == gguf::ValueType::STRING) {
-        model->name = name->str;
+    // The hyperparameter and tokenizer checks name the file too, as the parser's and the tensor checks do.
+    try {
+        model->hp = read_opt_hparams(file);
+        // Optional keys: absent is fine, another type is a damaged or foreign file.
+        const std::pair<const char *, gguf::ValueType> optional_keys[] = {{keys::kName, gguf::ValueType::STRING},
+                                                                           {keys::kFileType, gguf::ValueType::UINT32},
+                                                                           {keys::kTokAddBos, gguf::ValueType::BOOL}};
+        for (const auto &[key, want] : optional_keys) {
+            const gguf::Value *v = file.find(key);
+            if (v && v->type != want) {
+                throw_model_format(std::string("key ") + key + " must be " + gguf::value_type_name(want) + ", found " +
+                                   gguf::value_type_name(v->type));
+            }
+        }
+        if (const gguf::Value *name = file.find(keys::kName)) model->name = name->str;
+        model->tokenizer = std::make_unique<Tokenizer>(read_tokenizer(file, model->hp));
+    } catch (const Error &e) {
+        throw Error(e.code(), path + ": " + e.what());
     }
-    model->tokenizer = std::make_unique<Tokenizer>(read_tokenizer(file, hp));
+    const OptHparams &hp = model->hp;
 
     // The exact tensor set: every expected tensor with its shape; nothing unexpected. The SEA
     // tensors are expected exactly when the sea.* keys are present.

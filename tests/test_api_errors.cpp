@@ -214,6 +214,18 @@ TEST(ModelFileErrors, BadMetadata) {
                       SEAOPT_ERR_MODEL_FORMAT, "bos_token_id");
     expect_load_error(rewrite("eps", [](gguf::Writer &w) { w.set(keys::kLayerNormEps, gguf::Value::make_f32(-1.0f)); }),
                       SEAOPT_ERR_MODEL_FORMAT, "epsilon");
+    // Optional keys of another type are refused (they were ignored), and these errors name the file as the
+    // parser's do.
+    const std::string named = rewrite("name-type", [](gguf::Writer &w) { w.set(keys::kName, gguf::Value::make_u32(7)); });
+    expect_load_error(named, SEAOPT_ERR_MODEL_FORMAT, named + ": key general.name must be STRING, found UINT32");
+    expect_load_error(
+        rewrite("file-type", [](gguf::Writer &w) { w.set(keys::kFileType, gguf::Value::make_str("f16")); }),
+        SEAOPT_ERR_MODEL_FORMAT, "general.file_type must be UINT32");
+    expect_load_error(
+        rewrite("add-bos", [](gguf::Writer &w) { w.set(keys::kTokAddBos, gguf::Value::make_u32(1)); }),
+        SEAOPT_ERR_MODEL_FORMAT, "tokenizer.ggml.add_bos_token must be BOOL");
+    const std::string heads = rewrite("heads-path", [](gguf::Writer &w) { w.set(keys::kHeadCount, gguf::Value::make_u32(5)); });
+    expect_load_error(heads, SEAOPT_ERR_MODEL_FORMAT, heads + ": ");
 }
 
 TEST(ModelFileErrors, NonFiniteWeightsWithCheckTensors) {

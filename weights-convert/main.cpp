@@ -15,7 +15,7 @@
 
 #include "engine/error.h"
 #include "model/opt_format.h"
-#include "tools/common/cli.h"
+#include "tools/common/cli_parse.h"
 #include "weights-convert/convert.h"
 #include "weights-convert/interrupt_cleanup.h"
 

@@ -23,7 +23,7 @@
 #include "engine/error.h"
 #include "engine/fp16.h"
 #include "model/opt_format.h"
-#include "tools/common/cli.h"
+#include "tools/common/cli_parse.h"
 #include "weights-convert/byte_source.h"
 #include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/safetensors_writer.h"

@@ -8,7 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "tools/common/cli.h"
+#include "tools/common/cli_parse.h"
 #include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/quantize.h"
 

@@ -12,39 +12,6 @@
 
 namespace seaopt_tools {
 
-int guarded_main(const char *program, int argc, char **argv, int (*tool_main)(int, char **)) {
-    int status = 1;
-    try {
-        status = tool_main(argc, argv);
-    } catch (const std::bad_alloc &) {
-        std::fprintf(stderr, "%s: error: out of memory\n", program);
-        return 1;
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "%s: error: %s\n", program, e.what());
-        return 1;
-    }
-    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-        std::fprintf(stderr, "%s: error: writing the output failed: %s\n", program, std::strerror(errno));
-        return 1;
-    }
-    return status;
-}
-
-bool parse_command_line(CLI::App &app, int argc, char **argv, int *exit_status) {
-    try {
-        app.parse(argc, argv);
-    } catch (const CLI::CallForHelp &e) {
-        *exit_status = app.exit(e);
-        return false;
-    } catch (const CLI::ParseError &e) {
-        std::fprintf(stderr, "%s: error: %s\nRun with --help for more information.\n", app.get_name().c_str(),
-                     e.what());
-        *exit_status = 1;
-        return false;
-    }
-    return true;
-}
-
 std::string default_device() { return seaopt_supports_cuda() ? "cuda" : "cpu"; }
 
 CLI::Option *add_device_option(CLI::App &app, std::string &device) {

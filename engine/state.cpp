@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "engine/error.h"
+#include "engine/file_mode.h"
 #include "engine/fp16.h"
 #include "model/gguf.h"
 #include "model/opt_cuda.h"
@@ -281,11 +282,13 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
 
     // A blob whose checksum fails is reported as corrupt, not as one of another model or attention setting: a flipped
     // byte of those header fields would otherwise read as a compatibility error with a self-contradicting message.
+    // The checksum reads the whole blob: computed only where it decides something, so that a state of another model
+    // is refused by its header alone.
     uint64_t stored_sum;
     std::memcpy(&stored_sum, src + size - 8, 8);
-    const bool sum_ok = checksum(src, size - 8) == stored_sum;
+    auto sum_ok = [&] { return checksum(src, size - 8) == stored_sum; };
     auto incompatible = [&](const std::string &m) {
-        if (!sum_ok) bad("the checksum does not match: the data is corrupt");
+        if (!sum_ok()) bad("the checksum does not match: the data is corrupt");
         throw_invalid_argument(what + ": " + m);
     };
     const Header mine = context_header(ctx, 0);
@@ -329,7 +332,7 @@ void state_seq_read(Context &ctx, uint32_t seq, const uint8_t *src, size_t size,
         bad((size < expected ? "truncated: " : "has trailing bytes: ") + std::to_string(size) + " bytes where " +
             std::to_string(h.n_tokens) + " tokens make " + std::to_string(expected));
     }
-    if (!sum_ok) bad("the checksum does not match: the data is corrupt");
+    if (!sum_ok()) bad("the checksum does not match: the data is corrupt");
     if (h.n_tokens > ctx.n_ctx) {
         throw Error(SEAOPT_ERR_CONTEXT_FULL, what + ": holds " + std::to_string(h.n_tokens) +
                                                  " tokens, more than this context's n_ctx = " + std::to_string(ctx.n_ctx));
@@ -405,7 +408,7 @@ void state_seq_save_file(Context &ctx, uint32_t seq, const std::string &path) {
     std::string tmp = path + ".tmp.XXXXXX";
     const int fd = ::mkstemp(tmp.data());
     if (fd < 0) throw_io("cannot create a temporary file '" + tmp + "' for writing: " + std::strerror(errno));
-    ::fchmod(fd, 0644);  // mkstemp's 0600 would leave the saved state readable by its owner only (as gguf::Writer)
+    ::fchmod(fd, new_file_mode());  // mkstemp's 0600 otherwise, whatever the umask (engine/file_mode.h)
     std::FILE *f = ::fdopen(fd, "wb");
     if (!f) {
         const std::string why = std::strerror(errno);
@@ -427,7 +430,8 @@ void state_seq_save_file(Context &ctx, uint32_t seq, const std::string &path) {
 }
 
 void state_seq_load_file(Context &ctx, uint32_t seq, const std::string &path) {
-    // Mapped, not read: a file of the wrong size is refused by its header before its bulk is touched.
+    // Mapped, not read: a file that is not a state is refused by its first bytes; one whose header does not fit this
+    // context is read once (its checksum says whether it is corrupt or only another model's or setting's).
     const gguf::MappedFile file(path);  // throws SEAOPT_ERR_IO naming the path
     state_seq_read(ctx, seq, file.data(), file.size(), "'" + path + "'");
 }

@@ -15,6 +15,7 @@
 #include <limits>
 #include <string>
 
+#include "engine/file_mode.h"
 #include "engine/error.h"
 
 namespace seaopt::gguf {
@@ -815,7 +816,7 @@ public:
     explicit OutputFile(const std::string &prefix) : path_(prefix + "XXXXXX") {
         fd_ = ::mkstemp(path_.data());
         if (fd_ < 0) throw_io("cannot create a temporary file '" + path_ + "': " + std::strerror(errno));
-        ::fchmod(fd_, 0644);  // mkstemp's 0600 would make the model readable by its owner only
+        ::fchmod(fd_, new_file_mode());  // mkstemp's 0600 otherwise, whatever the umask (engine/file_mode.h)
         buffer_.resize(kWriteBufferSize);
     }
     const std::string &path() const { return path_; }

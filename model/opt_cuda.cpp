@@ -448,12 +448,17 @@ size_t l2_persist_setup(int device, size_t want, size_t *window_max) {
 
 // The stream's access window over x: persisting or normal hits (bytes > 0), or none (bytes == 0).
 void set_x_window(OptCudaState &s, void *x, size_t bytes, cudaAccessProperty hit) {
+    if (bytes > 0 && s.l2_persist_bytes == 0) return;  // turned off (or failed earlier in this forward)
     cudaStreamAttrValue v{};
     if (bytes > 0) {
         bytes = std::min(bytes, s.l2_window_max);
         v.accessPolicyWindow.base_ptr = x;
         v.accessPolicyWindow.num_bytes = bytes;
-        v.accessPolicyWindow.hitRatio = std::min(1.0f, (float)((double)s.l2_persist_bytes / (double)bytes));
+        // Persisting hits: as many lines as the set-aside holds. Normal hits (turning persisting lines back): all.
+        v.accessPolicyWindow.hitRatio =
+            hit == cudaAccessPropertyPersisting
+                ? std::min(1.0f, (float)((double)s.l2_persist_bytes / (double)bytes))
+                : 1.0f;
         v.accessPolicyWindow.hitProp = hit;
         v.accessPolicyWindow.missProp = cudaAccessPropertyStreaming;
     }
@@ -1148,6 +1153,7 @@ int32_t opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, 
         throw Error(SEAOPT_ERR_INTERNAL, "greedy chain: steps outside the context");
     }
     check(cudaSetDevice(s.device), "cudaSetDevice");
+    if (s.x_window_set) set_x_window(s, nullptr, 0, cudaAccessPropertyNormal);  // a prefill stopped by an error
     cudaStream_t st = s.stream;
     const int V = (int)hp.n_vocab;
     cuda::PersistentDecodeArgs a = persistent_args(w, s);

@@ -4,6 +4,7 @@
 // original continues with. Then every way a state can be wrong: another model, other attention settings, too many
 // tokens, damaged bytes -- each refused, leaving the sequence as it was. The GPU engine's side (fp16 caches, states across engines): test_gpu_engine.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -219,6 +220,16 @@ TEST(State, FilesAreWrittenAtomically) {
         EXPECT_EQ(entry.path().filename().string().find("state-sea.bin.tmp"), std::string::npos) << entry.path();
     }
     EXPECT_EQ(fs::file_size(path), a.save().size());
+    // The file's permissions follow the umask as open(0666) would (not mkstemp's 0600, not a fixed 0644): a prompt
+    // cache holds the prompt's tokens.
+    for (const mode_t mask : {(mode_t)077, (mode_t)022}) {
+        const mode_t old = ::umask(mask);
+        ASSERT_EQ(seaopt_state_seq_save_file(a.ctx, 0, path.c_str()), SEAOPT_OK) << last_error();
+        ::umask(old);
+        struct stat st {};
+        ASSERT_EQ(::stat(path.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0666 & ~mask) << "umask " << std::oct << mask;
+    }
     const std::vector<std::vector<float>> want = a.steps(ids, 25, 30);
     Ctx b(m.m, 64, 1, SEAOPT_ATTENTION_SEA);
     ASSERT_EQ(seaopt_state_seq_load_file(b.ctx, 0, path.c_str()), SEAOPT_OK) << last_error();

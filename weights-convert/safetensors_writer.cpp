@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "engine/file_mode.h"
 #include "engine/error.h"
 #include "weights-convert/interrupt_cleanup.h"
 
@@ -25,7 +26,7 @@ public:
         DeferInterrupts defer;  // the file exists from mkstemp on: no signal before it is guarded
         const int fd = ::mkstemp(tmp_.data());
         if (fd < 0) throw_io("cannot create a temporary file " + tmp_ + ": " + std::strerror(errno));
-        ::fchmod(fd, 0644);  // mkstemp's 0600 would make the checkpoint readable by its owner only
+        ::fchmod(fd, seaopt::new_file_mode());  // mkstemp's 0600 otherwise, whatever the umask (engine/file_mode.h)
         f_ = ::fdopen(fd, "wb");
         if (!f_) {
             const int err = errno;

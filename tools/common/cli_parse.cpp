@@ -19,8 +19,13 @@ int guarded_main(const char *program, int argc, char **argv, int (*tool_main)(in
         std::fprintf(stderr, "%s: error: %s\n", program, e.what());
         return 1;
     }
+    // A tool that failed has said why (a failed write included); one that succeeded must have written its output.
+    if (status != 0) return status;
+    errno = 0;
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-        std::fprintf(stderr, "%s: error: writing the output failed: %s\n", program, std::strerror(errno));
+        const int e = errno;
+        std::fprintf(stderr, "%s: error: writing the output failed%s%s\n", program, e ? ": " : "",
+                     e ? std::strerror(e) : "");
         return 1;
     }
     return status;

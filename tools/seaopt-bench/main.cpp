@@ -480,7 +480,8 @@ int run(const Options &opt, const std::vector<Test> &tests, const std::vector<se
         seaopt_tools::apply_attention_options(a, check);
         seaopt_memory_report unused{};
         if (seaopt_context_memory_estimate(model.get(), &check, &unused) != SEAOPT_OK) {
-            return fail("--attention " + a.attention + ": " + seaopt_last_error());
+            return fail("cannot plan a context for --attention " + seaopt_tools::attention_label(a) + ": " +
+                        seaopt_last_error());
         }
     }
     for (const auto &[attention, test_ptr] : runs) {

@@ -3,6 +3,7 @@
 // honoured both ways (a private umask keeps a saved prompt private; the usual 022 makes a model readable by others).
 #pragma once
 
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 
@@ -24,6 +25,14 @@ inline mode_t new_file_mode() {
         }
     }
     return 0666 & ~mask;
+}
+
+// mkstemp(path) (path ends in "XXXXXX", filled in on return) with the new file given new_file_mode()'s bits: the
+// temporary that a writer renames onto its target. Returns the descriptor, or -1 with errno set.
+inline int make_temporary_file(std::string &path) {
+    const int fd = ::mkstemp(path.data());
+    if (fd >= 0) ::fchmod(fd, new_file_mode());
+    return fd;
 }
 
 }  // namespace seaopt

@@ -406,9 +406,8 @@ void state_seq_save_file(Context &ctx, uint32_t seq, const std::string &path) {
     state_seq_write(ctx, seq, blob.data(), blob.size());
     // A temporary file of our own beside the target (two writers of one path do not share it), renamed onto it.
     std::string tmp = path + ".tmp.XXXXXX";
-    const int fd = ::mkstemp(tmp.data());
+    const int fd = make_temporary_file(tmp);
     if (fd < 0) throw_io("cannot create a temporary file '" + tmp + "' for writing: " + std::strerror(errno));
-    ::fchmod(fd, new_file_mode());  // mkstemp's 0600 otherwise, whatever the umask (engine/file_mode.h)
     std::FILE *f = ::fdopen(fd, "wb");
     if (!f) {
         const std::string why = std::strerror(errno);

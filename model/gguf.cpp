@@ -15,8 +15,8 @@
 #include <limits>
 #include <string>
 
-#include "engine/file_mode.h"
 #include "engine/error.h"
+#include "engine/file_mode.h"
 
 namespace seaopt::gguf {
 namespace {
@@ -814,9 +814,8 @@ void put_value(std::vector<uint8_t> &out, const Value &v) {
 class OutputFile {
 public:
     explicit OutputFile(const std::string &prefix) : path_(prefix + "XXXXXX") {
-        fd_ = ::mkstemp(path_.data());
+        fd_ = make_temporary_file(path_);
         if (fd_ < 0) throw_io("cannot create a temporary file '" + path_ + "': " + std::strerror(errno));
-        ::fchmod(fd_, new_file_mode());  // mkstemp's 0600 otherwise, whatever the umask (engine/file_mode.h)
         buffer_.resize(kWriteBufferSize);
     }
     const std::string &path() const { return path_; }

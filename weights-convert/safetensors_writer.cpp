@@ -5,7 +5,6 @@
 #include <cstring>
 #include <optional>
 
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -24,9 +23,8 @@ class TempFile {
 public:
     explicit TempFile(const std::string &path) : path_(path), tmp_(path + ".tmp.XXXXXX") {
         DeferInterrupts defer;  // the file exists from mkstemp on: no signal before it is guarded
-        const int fd = ::mkstemp(tmp_.data());
+        const int fd = seaopt::make_temporary_file(tmp_);
         if (fd < 0) throw_io("cannot create a temporary file " + tmp_ + ": " + std::strerror(errno));
-        ::fchmod(fd, seaopt::new_file_mode());  // mkstemp's 0600 otherwise, whatever the umask (engine/file_mode.h)
         f_ = ::fdopen(fd, "wb");
         if (!f_) {
             const int err = errno;

@@ -242,8 +242,7 @@ ValidatedBatch validate_batch(const Context &ctx, const seaopt_batch &b) {
     std::vector<TokenSlot> slots(over_batch ? 0 : (size_t)b.n_tokens);
     std::vector<int32_t> outputs;
     for (int32_t i = 0; i < b.n_tokens; ++i) {
-        TokenSlot scratch;
-        TokenSlot &s = over_batch ? scratch : slots[(size_t)i];
+        TokenSlot s;
         s.token = b.token[i];
         if (s.token < 0 || s.token >= n_vocab) {
             throw_invalid_argument("token " + std::to_string(i) + " of the batch has id " + std::to_string(s.token) +
@@ -267,8 +266,9 @@ ValidatedBatch validate_batch(const Context &ctx, const seaopt_batch &b) {
                                                      std::to_string(ctx.n_ctx) + ")");
         }
         next_pos[(size_t)s.seq] = s.pos + 1;
-        const bool want = b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1;
-        if (want && !over_batch) outputs.push_back(i);
+        if (over_batch) continue;
+        slots[(size_t)i] = s;
+        if (b.logits ? b.logits[i] != 0 : i == b.n_tokens - 1) outputs.push_back(i);
     }
     // After the position checks, so that a prompt longer than the context is reported as such.
     if (over_batch) {

@@ -564,7 +564,7 @@ TEST_F(Tools, DirectoryAsPromptFileFailsCleanly) {  // it aborted with an uncaug
 TEST_F(Tools, FailedWriteOfTheOutputIsAnError) {  // generate --json > /dev/full exited 0
     if (!fs::exists("/dev/full")) GTEST_SKIP() << "no /dev/full here";
     const std::string cmd = "'" + kGenerate + "' -m '" + kModel + "' --device cpu -p Hi -n 2 --json > /dev/full";
-    expect_clean_failure(run({"/bin/sh", "-c", cmd}), "seaopt-generate", "writing the output failed");
+    expect_clean_failure(run({"/bin/sh", "-c", cmd}), "seaopt-generate", "cannot write the output");
 }
 
 TEST_F(Tools, PromptCacheNeverReplacesAFileThatIsNotACache) {  // -m X --prompt-cache X replaced the model

@@ -1,16 +1,17 @@
 #include "tools/common/cli.h"
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
-#include <exception>
 #include <map>
-#include <new>
 #include <sstream>
 
 #include "tools/common/files.h"
 
 namespace seaopt_tools {
+
+CLI::Option *add_check_tensors_option(CLI::App &app, bool &check) {
+    return app.add_flag("--check-tensors", check,
+                        "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
+}
 
 std::string default_device() { return seaopt_supports_cuda() ? "cuda" : "cpu"; }
 

@@ -34,6 +34,10 @@ void add_prompt_options(CLI::App &app, PromptOptions &opt, const std::string &te
 std::string default_device();
 CLI::Option *add_device_option(CLI::App &app, std::string &device);
 
+// --check-tensors (llama.cpp's flag) into `check`: seaopt_model_params.check_tensors, every weight scanned for NaN and
+// Inf at load.
+CLI::Option *add_check_tensors_option(CLI::App &app, bool &check);
+
 // The C enum for a name that add_device_option accepted.
 seaopt_device device_from_string(const std::string &device);
 

@@ -24,7 +24,7 @@ int guarded_main(const char *program, int argc, char **argv, int (*tool_main)(in
     errno = 0;
     if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
         const int e = errno;
-        std::fprintf(stderr, "%s: error: writing the output failed%s%s\n", program, e ? ": " : "",
+        std::fprintf(stderr, "%s: error: cannot write the output%s%s\n", program, e ? ": " : "",
                      e ? std::strerror(e) : "");
         return 1;
     }

@@ -28,9 +28,6 @@ bool read_file_bytes(const std::string &path, std::string &out, std::string &err
         out.shrink_to_fit();
         error = "cannot read " + path + ": out of memory";
         return false;
-    } catch (const std::exception &e) {
-        error = "cannot read " + path + ": " + e.what();
-        return false;
     }
     if (in.bad()) {
         error = "cannot read " + path;

@@ -720,8 +720,7 @@ static int tool_main(int argc, char **argv) {
                    "output format: md (a table), json (an array of objects) or jsonl (one object per line)")
         ->check(CLI::IsMember({"md", "json", "jsonl"}));
     seaopt_tools::add_device_option(app, opt.device);
-    app.add_flag("--check-tensors", opt.check_tensors,
-                 "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
+    seaopt_tools::add_check_tensors_option(app, opt.check_tensors);
     seaopt_tools::add_attention_options(app, opt.attention, /*allow_list=*/true);
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     app.add_option("-c,--ctx-size", opt.n_ctx,

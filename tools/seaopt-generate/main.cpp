@@ -726,8 +726,7 @@ static int tool_main(int argc, char **argv) {
     app.add_flag("--prompt-cache-ro", opt.prompt_cache_ro, "use --prompt-cache but never write it");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
-    app.add_flag("--check-tensors", opt.check_tensors,
-                 "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
+    seaopt_tools::add_check_tensors_option(app, opt.check_tensors);
     seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("-v,--verbose", opt.verbose, "print the library's log and more details to stderr");
     app.add_flag("--print-memory-plan", opt.print_memory_plan, "print the planned memory (weights, KV cache, activation arena) to stderr");

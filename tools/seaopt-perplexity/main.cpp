@@ -640,8 +640,7 @@ static int tool_main(int argc, char **argv) {
     app.add_option("--chunks", opt.chunks, "score at most this many windows (-1 or 0 = all)");
     app.add_option("-t,--threads", opt.n_threads, "CPU threads (0 = all)");
     seaopt_tools::add_device_option(app, opt.device);
-    app.add_flag("--check-tensors", opt.check_tensors,
-                 "scan every weight for NaN and Inf while loading (a slower load; names the first bad tensor)");
+    seaopt_tools::add_check_tensors_option(app, opt.check_tensors);
     seaopt_tools::add_attention_options(app, opt.attention);
     app.add_flag("--kl-divergence", opt.kl_divergence,
                  "run every window with dense attention and with SEA (--sea-layers, --sea-k) in one process and "

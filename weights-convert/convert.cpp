@@ -164,18 +164,6 @@ TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
     return tok;
 }
 
-// Renaming the output onto a file the converter reads would destroy the checkpoint, and for a weight file pull its
-// bytes from under the reader while it streams them.
-void refuse_output_over_input(const std::string &output, const std::vector<std::string> &inputs) {
-    std::error_code ec;
-    if (fs::is_directory(output, ec)) throw_invalid_argument("the output " + output + " is a directory; name a file");
-    for (const std::string &in : inputs) {
-        if (fs::equivalent(output, in, ec)) {
-            throw_invalid_argument("the output " + output + " is the input file " + in + "; write to another path");
-        }
-    }
-}
-
 // general.name is a GGUF string, which the format requires to be UTF-8.
 void check_model_name(const std::string &name, bool given) {
     const size_t bad = tok_detail::find_invalid_utf8(name);
@@ -189,6 +177,15 @@ void check_model_name(const std::string &name, bool given) {
 }
 
 }  // namespace
+
+void refuse_output_over_input(const std::string &output, const std::vector<std::string> &inputs) {
+    std::error_code ec;
+    for (const std::string &in : inputs) {
+        if (fs::equivalent(output, in, ec)) {
+            throw_invalid_argument("the output " + output + " is the input file " + in + "; write to another path");
+        }
+    }
+}
 
 DType parse_outtype(const std::string &s) {
     if (s == "f16" || s == "F16") return DType::F16;
@@ -294,6 +291,10 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         inputs.insert(inputs.end(), ckpt.files.begin(), ckpt.files.end());
         if (!ckpt.index_file.empty()) inputs.push_back(ckpt.index_file);
         if (!options.sea_checkpoint.empty()) inputs.push_back(options.sea_checkpoint);
+        std::error_code ec;
+        if (fs::is_directory(options.output_path, ec)) {
+            throw_invalid_argument("the output " + options.output_path + " is a directory; name a file");
+        }
         refuse_output_over_input(options.output_path, inputs);
     }
     const std::string name = options.name.empty() ? default_model_name(options.input_dir) : options.name;

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 #include <vector>
 
 #include "engine/error.h"
@@ -12,6 +11,7 @@
 #include "model/opt_format.h"
 #include "model/opt_model.h"
 #include "model/q8_0.h"
+#include "weights-convert/convert.h"
 #include "weights-convert/interrupt_cleanup.h"
 
 namespace seaopt::convert {
@@ -21,13 +21,7 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
                                   const std::function<void(size_t, size_t)> &progress) {
     const auto t0 = std::chrono::steady_clock::now();
     if (output.empty()) throw_invalid_argument("no output path given");
-    {
-        // Renaming the output onto the input would pull the mapped input from under the writer.
-        std::error_code ec;
-        if (std::filesystem::equivalent(input, output, ec)) {
-            throw_invalid_argument("the output " + output + " is the input file; write to another path");
-        }
-    }
+    refuse_output_over_input(output, {input});
     // The loader's validation of everything but the weights' values (vocab_only: nothing is converted).
     seaopt_model_params params{};
     params.device = SEAOPT_DEVICE_CPU;

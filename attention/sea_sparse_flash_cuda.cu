@@ -18,26 +18,17 @@
 //       /(t+1) (sparse_row_output's expressions), rounded to fp16; with debug pointers, each row's key count and key
 //       index sum, from the very bit sets that masked its scores. Launched with PDL: everything before the stores reads
 //       only what kernels two or more launches back wrote, so the loop overlaps the running sums of v (v_prefix).
-//   sparse_flash_wgmma_kernel  the same on Hopper's warpgroup MMA (sm_90a, compute capability 9.0; the dense prefill's
-//     dense_prefill_wgmma_cuda.cu loop, pipelined as FlashAttention-3), taken where that dense kernel is
-//     (SEAOPT_SEA_FLASH_WGMMA=0 keeps the mma.sync one); see its comment below.
 //   The gather kernel (sea_sparse_cuda.cu, one warp per (query, head), fp32 dot products) stays for the decode. Here
 //   q·k and P V run in fp16 with fp32 accumulation: the flash-attention precision rule of the README (the tests
 //   compare against fp64 with the 2×-naive-fp16 bound), not bit-identical to the gather kernel.
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
-#include <climits>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <string>
 
-#include "attention/dense_cuda_kernels.cuh"
 #include "attention/mma_f16.cuh"
 #include "attention/sea_cuda_kernels.cuh"
-#include "attention/wgmma.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/error.h"
@@ -156,40 +147,42 @@ __device__ __forceinline__ int next_marked(const uint32_t *bitmap, int b, int n_
     return n_blocks;
 }
 
-// The tile of a block (n_tiles · H blocks, the later tiles, with the most keys, of every head first).
-struct SparseTile {
-    int n_tiles, n_words, h, t0, n_rows, last;
-};
-__device__ __forceinline__ SparseTile sparse_tile(const Dims &d) {
-    SparseTile s;
-    s.n_tiles = (d.T + kFlashRows - 1) / kFlashRows;
-    s.n_words = (s.n_tiles + 31) / 32;
-    const int block = (int)blockIdx.x;
-    s.h = block % d.H;
-    s.t0 = (s.n_tiles - 1 - block / d.H) * kFlashRows;
-    s.n_rows = min(kFlashRows, d.T - s.t0);
-    s.last = s.t0 + s.n_rows - 1;
-    return s;
-}
+__global__ void __launch_bounds__(kFlashThreads, 4)
+    sparse_flash_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
+                        const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
+                        int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
+    // [K, V][stage][key][72 halves], q [row][72 halves], the tile's mask rows [64][KW], the warps' key-block bitmaps
+    // [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
+    extern __shared__ __align__(128) unsigned char fsm[];
+    __shared__ __align__(8) uint32_t s_keys[kFlashWarps][kWarpSize];  // a block's selected keys per row half
+    const int T = d.T, H = d.H, KW = d.KW;
+    const int n_tiles = (T + kFlashRows - 1) / kFlashRows;
+    const int n_words = (n_tiles + 31) / 32;
+    const int block = (int)blockIdx.x;  // n_tiles · H blocks, the later tiles (most keys) of every head first
+    const int tile = n_tiles - 1 - block / H, h = block % H;
+    const int t0 = tile * kFlashRows, n_rows = min(kFlashRows, T - t0), last = t0 + n_rows - 1;
+    const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, tq4 = lane % 4;
 
-// Set-up, shared by both kernels: the tile's mask rows into s_mask [64][KW]; the 64-key blocks each warp's rows
-// select into s_need [4][n_words] (two lanes per row, each taking every other mask word's cells, each cell's key
-// interval [v0, v1) marking the blocks it touches); their union into s_any [n_words]. Ends with a barrier.
-__device__ __forceinline__ void mark_key_blocks(uint32_t *s_mask, uint32_t *s_need, uint32_t *s_any,
-                                                const uint32_t *__restrict__ cell_mask, const SparseTile &st,
-                                                const Dims &d) {
-    const int KW = d.KW, H = d.H, n_words = st.n_words;
-    const int tid = (int)threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize;
+    uint32_t *s_mask = reinterpret_cast<uint32_t *>(fsm + kMaskOffset);
+    uint32_t *s_need = s_mask + kFlashRows * KW;  // [kFlashWarps][n_words]
+    uint32_t *s_any = s_need + kFlashWarps * n_words;
+    const uint32_t smem = (uint32_t)__cvta_generic_to_shared(fsm);
+
+    // q of the tile's rows (rows past n_rows zero-filled), issued first; its group completes with the first K/V block.
+    const __half *k_head = k_at(x, 0, h), *v_head = v_at(x, 0, h);
+    load_rows64(smem + kQOffset, q_at(x, t0, h), x.q_row, 0, n_rows - 1);
+
     for (int i = tid; i < kFlashRows * KW; i += kFlashThreads) {
         const int r = i / KW;
-        s_mask[i] = r < st.n_rows ? cell_mask[((size_t)(st.t0 + r) * H + st.h) * KW + i % KW] : 0u;
+        s_mask[i] = r < n_rows ? cell_mask[((size_t)(t0 + r) * H + h) * KW + i % KW] : 0u;
     }
     for (int i = tid; i < (kFlashWarps + 1) * n_words; i += kFlashThreads) s_need[i] = 0u;
     __syncthreads();
+    // The key blocks each warp's rows select: two lanes per row, each taking every other mask word's cells.
     {
         const int r = warp * kFlashWarpRows + lane / 2;
-        if (r < st.n_rows) {
-            const int t = st.t0 + r, len = t + 1;
+        if (r < n_rows) {
+            const int t = t0 + r, len = t + 1;
             const float s = cell_scale(t, d);
             int cur = -1;
             uint32_t cur_bits = 0u;
@@ -220,115 +213,6 @@ __device__ __forceinline__ void mark_key_blocks(uint32_t *s_mask, uint32_t *s_ne
         s_any[i] = any;
     }
     __syncthreads();
-}
-
-// The selected keys of this lane's rows a (g) and b (g + 8) of the warp's 16 in the block of keys j0 .. j0+63:
-// lane 2r + i works out row r's half i into the warp's slots (s_keys_warp [32]), then each lane reads its rows a and
-// b whole (64 bits each). Also counts them (and with debug sums, adds their key indices). Returns the 16-key groups
-// some row of the warp selected (bit j: keys j0 + 16j ..; uniform over the warp).
-struct RowKeys {
-    uint64_t a = 0, b = 0;
-    int count_a = 0, count_b = 0;
-    uint32_t sum_a = 0u, sum_b = 0u;
-};
-__device__ __forceinline__ uint32_t warp_block_keys(uint32_t *s_keys_warp, const uint32_t *s_mask, const SparseTile &st,
-                                                    int j0, const Dims &d, bool debug_sums, RowKeys &rk) {
-    const int lane = (int)threadIdx.x % kWarpSize, warp = (int)threadIdx.x / kWarpSize, g = lane / 4;
-    {
-        const int r = warp * kFlashWarpRows + lane / 2;
-        s_keys_warp[lane] =
-            r < st.n_rows ? row_half_keys(s_mask + r * d.KW, st.t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
-    }
-    __syncwarp();
-    rk.a = reinterpret_cast<const uint64_t *>(s_keys_warp)[g];
-    rk.b = reinterpret_cast<const uint64_t *>(s_keys_warp)[g + 8];
-    __syncwarp();  // every lane has read the slots before the next block's keys overwrite them
-    rk.count_a += __popcll(rk.a);
-    rk.count_b += __popcll(rk.b);
-    if (debug_sums) {
-        rk.sum_a += (uint32_t)j0 * (uint32_t)__popcll(rk.a) + bit_position_sum(rk.a);
-        rk.sum_b += (uint32_t)j0 * (uint32_t)__popcll(rk.b) + bit_position_sum(rk.b);
-    }
-    const uint64_t warp_keys = rk.a | rk.b;
-    const uint32_t any_lo = __reduce_or_sync(0xffffffffu, (uint32_t)warp_keys);
-    const uint32_t any_hi = __reduce_or_sync(0xffffffffu, (uint32_t)(warp_keys >> 32));
-    return ((any_lo & 0xffffu) != 0u ? 1u : 0u) | ((any_lo >> 16) != 0u ? 2u : 0u) |
-           ((any_hi & 0xffffu) != 0u ? 4u : 0u) | ((any_hi >> 16) != 0u ? 8u : 0u);
-}
-
-// Scores outside the selected keys to -inf: s[j][e] is key j0 + 8j + 2·tq4 + e (rows a, b: e < 2, e >= 2).
-__device__ __forceinline__ void mask_unselected(float (&s)[8][4], uint64_t keys_a, uint64_t keys_b, int tq4) {
-    const uint64_t ka = keys_a >> (2 * tq4), kb = keys_b >> (2 * tq4);
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        if (!((ka >> (8 * j)) & 1ull)) s[j][0] = -INFINITY;
-        if (!((ka >> (8 * j + 1)) & 1ull)) s[j][1] = -INFINITY;
-        if (!((kb >> (8 * j)) & 1ull)) s[j][2] = -INFINITY;
-        if (!((kb >> (8 * j + 1)) & 1ull)) s[j][3] = -INFINITY;
-    }
-}
-
-// The end of both kernels, after the PDL wait: sums the quads' l, then per real row sparse_row_output's
-// expressions on this lane's dims 8j + 2·tq4, +1: C = (O / Σp) · σ(s_prob) (0 without keys), out = σ(s_mix)·C +
-// (1-σ(s_mix))·(Σ_{j≤t} v_j)/(t+1), rounded to fp16; the debug key counts and sums.
-__device__ __forceinline__ void store_sparse_rows(__half *__restrict__ out, long long out_row,
-                                                  const float *__restrict__ gates, const float *__restrict__ v_prefix,
-                                                  int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum,
-                                                  const SparseTile &st, const Dims &d, const float (&o)[8][4], float l_a,
-                                                  float l_b, const RowKeys &rk) {
-    const int lane = (int)threadIdx.x % kWarpSize, warp = (int)threadIdx.x / kWarpSize, g = lane / 4, tq4 = lane % 4;
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
-    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
-    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    const int h = st.h;
-    auto store_row = [&](int t, int count, float l, int e, uint32_t sum) {
-        const size_t rh = (size_t)t * d.H + h;
-        const float2 gate = make_float2(gates[rh * 2], gates[rh * 2 + 1]);
-        const float scale = count > 0 ? (1.0f / l) * sigmoid(gate.x) : 0.0f;
-        const float mix = sigmoid(gate.y);
-        const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
-        const float *vs = v_prefix + rh * kHeadDim + 2 * tq4;
-        __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim + 2 * tq4);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const float2 vsum = *reinterpret_cast<const float2 *>(vs + 8 * j);
-            const float c0 = count > 0 ? o[j][e] * scale : 0.0f, c1 = count > 0 ? o[j][e + 1] * scale : 0.0f;
-            const float o0 = mix * c0 + (1.0f - mix) * (vsum.x * inv_count);
-            const float o1 = mix * c1 + (1.0f - mix) * (vsum.y * inv_count);
-            dst[4 * j] = __floats2half2_rn(o0, o1);
-        }
-        if (tq4 == 0) {
-            if (key_count) key_count[rh] = count;
-            if (key_sum) key_sum[rh] = sum;
-        }
-    };
-    const int row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;
-    if (row_a < st.n_rows) store_row(st.t0 + row_a, rk.count_a, l_a, 0, rk.sum_a);
-    if (row_b < st.n_rows) store_row(st.t0 + row_b, rk.count_b, l_b, 2, rk.sum_b);
-}
-
-__global__ void __launch_bounds__(kFlashThreads, 4)
-    sparse_flash_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
-                        const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
-                        int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
-    // [K, V][stage][key][72 halves], q [row][72 halves], the tile's mask rows [64][KW], the warps' key-block bitmaps
-    // [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
-    extern __shared__ __align__(128) unsigned char fsm[];
-    __shared__ __align__(8) uint32_t s_keys[kFlashWarps][kWarpSize];  // a block's selected keys per row half
-    const SparseTile st = sparse_tile(d);
-    const int n_tiles = st.n_tiles, n_words = st.n_words, h = st.h, last = st.last;
-    const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, tq4 = lane % 4;
-
-    uint32_t *s_mask = reinterpret_cast<uint32_t *>(fsm + kMaskOffset);
-    uint32_t *s_need = s_mask + kFlashRows * d.KW;  // [kFlashWarps][n_words]
-    uint32_t *s_any = s_need + kFlashWarps * n_words;
-    const uint32_t smem = (uint32_t)__cvta_generic_to_shared(fsm);
-
-    // q of the tile's rows (rows past n_rows zero-filled), issued first; its group completes with the first K/V block.
-    const __half *k_head = k_at(x, 0, h), *v_head = v_at(x, 0, h);
-    load_rows64(smem + kQOffset, q_at(x, st.t0, h), x.q_row, 0, st.n_rows - 1);
-    mark_key_blocks(s_mask, s_need, s_any, cell_mask, st, d);
 
     // ldmatrix addresses of this lane, as in dense_prefill_cuda.cu (Q x4 per dim slice, K x4 per key-tile pair and
     // dim slice, V x4.trans per key slice and dim-tile pair).
@@ -337,13 +221,19 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     const uint32_t k_lane = smem + (uint32_t)(((lane >> 4) * 8 + (lane & 7)) * kRowBytes + ((lane >> 3) & 1) * 16);
     const uint32_t v_lane =
         smem + kVOffset + (uint32_t)((((lane >> 3) & 1) * 8 + (lane & 7)) * kRowBytes + (lane >> 4) * 16);
+
+    // This lane's rows a = g and b = g + 8 of the warp's 16, and their mask rows.
+    const int row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;
+    const int t_a = t0 + row_a, t_b = t0 + row_b;
+    const bool real_a = row_a < n_rows, real_b = row_b < n_rows;
     const float q_scale = x.q_scale * kLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
 
     float o[8][4];  // O[row_a][8j + 2·tq4, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
 #pragma unroll
     for (int j = 0; j < 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
     float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
-    RowKeys rk;
+    int count_a = 0, count_b = 0;
+    uint32_t sum_a = 0u, sum_b = 0u;
 
     int blk = next_marked(s_any, 0, n_tiles);
     if (blk < n_tiles) load_rows64(smem, k_head, x.k_row, blk * kFlashKeys, last);
@@ -363,12 +253,33 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         __syncthreads();
 
         if ((s_need[warp * n_words + blk / 32] >> (blk % 32)) & 1u) {  // uniform over the warp
-            // The 16-key groups that no row of the warp selected: their products, exponentials and P V are skipped
-            // (their p are 0).
-            const uint32_t groups = warp_block_keys(s_keys[warp], s_mask, st, j0, d, key_sum != nullptr, rk);
+            // The selected keys of the warp's 16 rows in this block: lane 2r + i works out row r's half i into
+            // shared memory; each lane then reads its rows a and b whole (64 bits each).
+            {
+                const int r = warp * kFlashWarpRows + lane / 2;
+                s_keys[warp][lane] =
+                    r < n_rows ? row_half_keys(s_mask + r * KW, t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
+            }
+            __syncwarp();
+            const uint64_t keys_a = reinterpret_cast<const uint64_t *>(s_keys[warp])[g];
+            const uint64_t keys_b = reinterpret_cast<const uint64_t *>(s_keys[warp])[g + 8];
+            count_a += __popcll(keys_a);
+            count_b += __popcll(keys_b);
+            if (key_sum) {  // debug only
+                sum_a += (uint32_t)j0 * (uint32_t)__popcll(keys_a) + bit_position_sum(keys_a);
+                sum_b += (uint32_t)j0 * (uint32_t)__popcll(keys_b) + bit_position_sum(keys_b);
+            }
+
+            // The 16-key groups that some row of the warp selected (uniform over the warp): the others' products,
+            // exponentials and P V are skipped (their p are 0).
+            const uint64_t warp_keys = keys_a | keys_b;
+            const uint32_t any_lo = __reduce_or_sync(0xffffffffu, (uint32_t)warp_keys);
+            const uint32_t any_hi = __reduce_or_sync(0xffffffffu, (uint32_t)(warp_keys >> 32));
             bool group[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) group[i] = ((groups >> i) & 1u) != 0u;
+            group[0] = (any_lo & 0xffffu) != 0u;
+            group[1] = (any_lo >> 16) != 0u;
+            group[2] = (any_hi & 0xffffu) != 0u;
+            group[3] = (any_hi >> 16) != 0u;
 
             float s[8][4];
 #pragma unroll
@@ -386,7 +297,15 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
                     mma_16816(s[2 * jp + 1], qa, b[2], b[3]);
                 }
             }
-            mask_unselected(s, rk.a, rk.b, tq4);
+            // Scores outside the selected keys to -inf: s[j][e] is key j0 + 8j + 2·tq4 + e.
+            const uint64_t ka = keys_a >> (2 * tq4), kb = keys_b >> (2 * tq4);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                if (!((ka >> (8 * j)) & 1ull)) s[j][0] = -INFINITY;
+                if (!((ka >> (8 * j + 1)) & 1ull)) s[j][1] = -INFINITY;
+                if (!((kb >> (8 * j)) & 1ull)) s[j][2] = -INFINITY;
+                if (!((kb >> (8 * j + 1)) & 1ull)) s[j][3] = -INFINITY;
+            }
 
             flash_softmax_step(s, o, m_a, m_b, l_a, l_b, q_scale, [&](int j) { return group[j / 2]; });
 #pragma unroll
@@ -414,183 +333,58 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     // above overlaps it.
     pdl_wait();
     pdl_launch_dependents();
-    store_sparse_rows(out, out_row, gates, v_prefix, key_count, key_sum, st, d, o, l_a, l_b, rk);
-}
 
-// The same on Hopper's warpgroup MMA (sm_90a; dense_prefill_wgmma_cuda.cu's loop, read its header): q and each
-// marked block of K and V in 128-byte-swizzled tiles (wgmma.cuh), S = Q Kᵀ and O += P V as one asynchronous
-// warpgroup instruction per k16 slice, pipelined as the dense kernel (S of the next marked block and P V of this
-// one in flight together; the next block's key bits worked out while they run). Every warp takes part in every
-// product, so a warp's skipping of blocks and 16-key groups its rows did not select is gone; its exponentials are
-// still skipped. The set-up, the key bits, the mask and the end are the mma.sync kernel's.
-constexpr int kWgTileBytes = 64 * 128;                 // 64 rows of 64 halves
-[[maybe_unused]] constexpr int kWgQOffset = 0;                          // q, K stages 0 and 1, V stages 0 and 1
-[[maybe_unused]] constexpr int kWgKOffset = kWgTileBytes;
-[[maybe_unused]] constexpr int kWgVOffset = 3 * kWgTileBytes;
-constexpr int kWgMaskOffset = 5 * kWgTileBytes;        // then the mask rows and bitmaps, as the other kernel's
-constexpr int kWgAlignSlack = 1024;                    // the tiles' base is aligned to 1024 bytes
-
-__global__ void __launch_bounds__(kFlashThreads, 4)
-    sparse_flash_wgmma_kernel(__half *__restrict__ out, long long out_row, QkvView x, const float *__restrict__ gates,
-                              const uint32_t *__restrict__ cell_mask, const float *__restrict__ v_prefix, Dims d,
-                              int32_t *__restrict__ key_count, uint32_t *__restrict__ key_sum) {
-#ifdef SEAOPT_WGMMA
-    extern __shared__ __align__(128) unsigned char raw_smem[];
-    __shared__ __align__(8) uint32_t s_keys[kFlashWarps][kWarpSize];
-    const uint32_t raw = (uint32_t)__cvta_generic_to_shared(raw_smem);
-    const uint32_t smem = (raw + 1023u) & ~1023u;
-    unsigned char *base = raw_smem + (smem - raw);
-    const SparseTile st = sparse_tile(d);
-    const int n_tiles = st.n_tiles, h = st.h, last = st.last;
-    const int tid = threadIdx.x, warp = tid / kWarpSize, tq4 = tid % 4;
-
-    uint32_t *s_mask = reinterpret_cast<uint32_t *>(base + kWgMaskOffset);
-    uint32_t *s_need = s_mask + kFlashRows * d.KW;
-    uint32_t *s_any = s_need + kFlashWarps * st.n_words;
-
-    const __half *k_head = k_at(x, 0, h), *v_head = v_at(x, 0, h);
-    load_tile(smem + kWgQOffset, q_at(x, st.t0, h), (size_t)x.q_row, 0, 0, 0, INT_MAX, st.n_rows - 1);
-    mark_key_blocks(s_mask, s_need, s_any, cell_mask, st, d);
-
-    auto load_kv = [&](int stage, int blk) {
-        load_tile(smem + kWgKOffset + stage * kWgTileBytes, k_head, (size_t)x.k_row, 0, blk * kFlashKeys, 0, INT_MAX,
-                  last);
-        load_tile(smem + kWgVOffset + stage * kWgTileBytes, v_head, (size_t)x.v_row, 0, blk * kFlashKeys, 0, INT_MAX,
-                  last);
-    };
-    // A tile whose rows select no key of this head still runs one block (block 0, every score masked), so that no
-    // warpgroup instruction sits under a condition (ptxas would serialize them all).
-    int cur = next_marked(s_any, 0, n_tiles);
-    if (cur >= n_tiles) cur = 0;
-    int nxt = next_marked(s_any, cur + 1, n_tiles);
-    load_kv(0, cur);
-    cp_async_commit();  // q and the first block: one group
-    if (nxt < n_tiles) load_kv(1, nxt);
-    cp_async_commit();  // (maybe empty: the count stays uniform)
-
-    const float q_scale = x.q_scale * kLog2e;
-    float o[8][4];
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 1);
+    l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
+    l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
+    // sparse_row_output's expressions, per row: this lane's dims 8j + 2·tq4, +1.
+    auto store_row = [&](int t, int count, float l, int e) {
+        const size_t rh = (size_t)t * H + h;
+        const float2 gate = make_float2(gates[rh * 2], gates[rh * 2 + 1]);
+        const float scale = count > 0 ? (1.0f / l) * sigmoid(gate.x) : 0.0f;
+        const float mix = sigmoid(gate.y);
+        const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
+        const float *vs = v_prefix + rh * kHeadDim + 2 * tq4;
+        __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim + 2 * tq4);
 #pragma unroll
-    for (int j = 0; j < 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
-    float m_a = -INFINITY, m_b = -INFINITY, l_a = 0.0f, l_b = 0.0f;
-    RowKeys rk;
-    const uint64_t q_desc = tile_descriptor(smem + kWgQOffset);
-    float s[8][4] = {};
-    uint32_t pa[4][4];
-    auto issue_scores = [&](int stage) {
-        const uint64_t k_desc = tile_descriptor(smem + kWgKOffset + stage * kWgTileBytes);
-#pragma unroll
-        for (int kk = 0; kk < kHeadDim / 16; ++kk) wgmma_ss(s, q_desc + 2 * kk, k_desc + 2 * kk, kk);
-        wgmma_commit();
-    };
-    auto issue_pv = [&](int stage) {
-        const uint64_t v_desc = tile_descriptor(smem + kWgVOffset + stage * kWgTileBytes);
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) wgmma_rs_nmajor(o, pa[kk], v_desc + (uint64_t)(kk * 2048 >> 4));
-        wgmma_commit();
-    };
-    // Masks S of the block whose keys rk holds, softmaxes it (no exponentials for the warp's unselected 16-key
-    // groups) and returns the factors O must be rescaled by.
-    auto softmax_block = [&](uint32_t groups) {
-        mask_unselected(s, rk.a, rk.b, tq4);
-        return flash_softmax_scores(s, m_a, m_b, l_a, l_b, q_scale,
-                                    [&](int j) { return ((groups >> (j / 2)) & 1u) != 0u; });
-    };
-    auto pack_p = [&]() {
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-            pa[kk][0] = pack_f16x2(s[2 * kk][0], s[2 * kk][1]);
-            pa[kk][1] = pack_f16x2(s[2 * kk][2], s[2 * kk][3]);
-            pa[kk][2] = pack_f16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            pa[kk][3] = pack_f16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        for (int j = 0; j < 8; ++j) {
+            const float2 vsum = *reinterpret_cast<const float2 *>(vs + 8 * j);
+            const float c0 = count > 0 ? o[j][e] * scale : 0.0f, c1 = count > 0 ? o[j][e + 1] * scale : 0.0f;
+            const float o0 = mix * c0 + (1.0f - mix) * (vsum.x * inv_count);
+            const float o1 = mix * c1 + (1.0f - mix) * (vsum.y * inv_count);
+            dst[4 * j] = __floats2half2_rn(o0, o1);
+        }
+        if (tq4 == 0) {
+            if (key_count) key_count[rh] = count;
+            if (key_sum) key_sum[rh] = e == 0 ? sum_a : sum_b;
         }
     };
-
-    // The first block: its key bits, scores, softmax and P.
-    cp_async_wait<1>();
-    fence_proxy_async_shared();
-    __syncthreads();
-    uint32_t groups = warp_block_keys(s_keys[warp], s_mask, st, cur * kFlashKeys, d, key_sum != nullptr, rk);
-    wgmma_fence();
-    issue_scores(0);
-    wgmma_wait<0>();
-    flash_rescale(o, softmax_block(groups));
-    pack_p();
-
-    int stage = 0;
-    while (nxt < n_tiles) {
-        const int after = next_marked(s_any, nxt + 1, n_tiles);
-        cp_async_wait<0>();  // block nxt (the only group in flight) has landed
-        fence_proxy_async_shared();
-        __syncthreads();
-        // The key bits of nxt before its scores are issued: s is dead here (packed into pa) once zeroed below, so
-        // the bits' working registers need not coexist with the in-flight accumulators (that spilled).
-        groups = warp_block_keys(s_keys[warp], s_mask, st, nxt * kFlashKeys, d, key_sum != nullptr, rk);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
-        wgmma_fence();
-        issue_scores(stage ^ 1);
-        issue_pv(stage);
-        wgmma_wait<1>();  // S of nxt is done; P V of cur may still run
-        const float2 alpha = softmax_block(groups);
-        wgmma_wait<0>();
-        flash_rescale(o, alpha);
-        pack_p();
-        __syncthreads();  // every warp is done with this stage before it is refilled
-        if (after < n_tiles) load_kv(stage, after);
-        cp_async_commit();
-        stage ^= 1;
-        nxt = after;
-    }
-    wgmma_fence();
-    issue_pv(stage);  // the last block's P V
-    wgmma_wait<0>();
-    cp_async_wait<0>();
-    pdl_wait();
-    pdl_launch_dependents();
-    store_sparse_rows(out, out_row, gates, v_prefix, key_count, key_sum, st, d, o, l_a, l_b, rk);
-#endif  // SEAOPT_WGMMA
-}
-
-size_t mma_sync_smem_bytes(const Dims &d) {
-    const size_t n_tiles = ((size_t)d.T + kFlashRows - 1) / kFlashRows, n_words = (n_tiles + 31) / 32;
-    return ((size_t)kFlashRows * d.KW + (kFlashWarps + 1) * n_words) * sizeof(uint32_t);
-}
-
-// Whether the prefill takes the warpgroup-MMA kernel: where the dense prefill does (sm_90a code for a compute
-// capability 9.0 device, SEAOPT_FLASH_WGMMA not "0") and SEAOPT_SEA_FLASH_WGMMA is not "0" (read at each call, so
-// that tests and A/B runs can switch it).
-bool use_wgmma() {
-    if (!dense::attention_prefill_wgmma_available()) return false;
-    const char *env = std::getenv("SEAOPT_SEA_FLASH_WGMMA");
-    return !(env && std::string(env) == "0");
+    if (real_a) store_row(t_a, count_a, l_a, 0);
+    if (real_b) store_row(t_b, count_b, l_b, 2);
 }
 
 }  // namespace
 
 size_t sparse_flash_smem_bytes(const Dims &d) {
-    // The larger of the two kernels' needs (the mma.sync kernel's, with its padded rows, for every d now).
-    const size_t tail = mma_sync_smem_bytes(d);
-    return std::max((size_t)kMaskOffset + tail, (size_t)(kWgAlignSlack + kWgMaskOffset) + tail);
+    const size_t n_tiles = ((size_t)d.T + kFlashRows - 1) / kFlashRows, n_words = (n_tiles + 31) / 32;
+    return (size_t)kMaskOffset + ((size_t)kFlashRows * d.KW + (kFlashWarps + 1) * n_words) * sizeof(uint32_t);
 }
 
 void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                          const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,
                          uint32_t *key_sum, cudaStream_t stream) {
-    const bool wgmma = use_wgmma();
-    const size_t tail = mma_sync_smem_bytes(d);
-    const size_t smem = wgmma ? (size_t)(kWgAlignSlack + kWgMaskOffset) + tail : (size_t)kMaskOffset + tail;
-    auto kernel = wgmma ? sparse_flash_wgmma_kernel : sparse_flash_kernel;
-    if (smem > (size_t(48) << 10)) {  // the caller checked the device grants sparse_flash_smem_bytes
-        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(kernel),
+    const size_t smem = sparse_flash_smem_bytes(d);  // the caller checked the device grants it
+    if (smem > (size_t(48) << 10)) {
+        check_cuda(cudaFuncSetAttribute(reinterpret_cast<const void *>(sparse_flash_kernel),
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                    "cudaFuncSetAttribute(sparse_flash)", __FILE__, __LINE__);
     }
     const long long blocks = (long long)((d.T + kFlashRows - 1) / kFlashRows) * d.H;
     if (blocks > 0x7fffffffLL) throw_unsupported("SEA sparse attention: T·n_head too large for one grid");
-    launch_kernel(wgmma ? "sea sparse_flash_wgmma_kernel" : "sea sparse_flash_kernel", programmatic_launch_enabled(),
-                  kernel, dim3((unsigned)blocks), dim3(kFlashThreads), smem, stream, out, out_row_stride, x, gates,
-                  cell_mask, v_prefix, d, key_count, key_sum);
+    launch_kernel("sea sparse_flash_kernel", programmatic_launch_enabled(), sparse_flash_kernel,
+                  dim3((unsigned)blocks), dim3(kFlashThreads), smem, stream, out, out_row_stride, x, gates, cell_mask,
+                  v_prefix, d, key_count, key_sum);
 }
 
 }  // namespace seaopt::cuda::sea

@@ -36,7 +36,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <numeric>
@@ -815,24 +814,6 @@ TEST(GpuSea, PrefillOpt125mShape) { check_case({"OPT-125m H12 K64 k64 T512", 12,
 TEST(GpuSea, PrefillOpt13bShapeT1024) { check_case({"OPT-1.3B H32 K64 k64 T1024", 32, 64, 64, 1024, 101}); }
 
 TEST(GpuSea, PrefillOpt13bShapeT2048) { check_case({"OPT-1.3B H32 K64 k64 T2048", 32, 64, 64, 2048, 111}); }
-
-// The prefill's sparse attention has two kernels (sea_sparse_flash_cuda.cu): on an H100 / H200 the warpgroup-MMA one
-// runs the tests above; this runs the mma.sync one (every other GPU's) on the same cases, SEAOPT_SEA_FLASH_WGMMA=0.
-TEST(GpuSea, PrefillMmaSyncSparseKernel) {
-    struct EnvGuard {
-        EnvGuard() { setenv("SEAOPT_SEA_FLASH_WGMMA", "0", 1); }
-        ~EnvGuard() { unsetenv("SEAOPT_SEA_FLASH_WGMMA"); }
-    } guard;
-    check_case({"mma.sync H4 K64 k64 T300", 4, 64, 64, 300, 40});
-    SeaCase cap{"mma.sync cap H4 K16 k2 T300", 4, 16, 2, 300, 71, true};
-    cap.pos_table = 256;
-    cap.pos_ctx = 512;
-    check_case(cap);
-    SeaCase c64{"mma.sync ties H12 K64 k8 T200", 12, 64, 8, 200, 63};
-    c64.ties = true;
-    check_case(c64);
-    check_case({"mma.sync OPT-1.3B H32 K64 k64 T1024", 32, 64, 64, 1024, 101});
-}
 
 // q, k, v through general strides: K and V from a cache laid out [head][n_ctx][64] (not the fused rows), the
 // output with a padded row stride. Same arithmetic: the bits must equal the fused run's.

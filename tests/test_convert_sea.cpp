@@ -783,3 +783,48 @@ TEST_F(SeaConvert, CommandLine) {
 }
 
 }  // namespace
+
+// The torch.save writer of the test checkpoints (seaopt-make-tiny-checkpoint --sea) writes ZIP64 records where a
+// value passes its 32-bit field, as torch.save does for archives over 4 GiB (a DeepSpeed checkpoint of the OPT-1.3B
+// shape with its teacher is ~5.3 GB: without them its offsets wrapped and seaopt-convert found a corrupt archive).
+// With a small threshold the same records are written for a few bytes, and the reader must see the same tensors.
+TEST(SeaTorchWriter, WritesZip64RecordsPastThe32BitFields) {
+    std::vector<TorchStorage> st(3);
+    for (size_t i = 0; i < st.size(); ++i) {
+        st[i].storage_class = "FloatStorage";
+        st[i].element_size = 4;
+        st[i].bytes.resize(4 * (5 + 3 * i));
+        for (size_t b = 0; b < st[i].bytes.size(); ++b) st[i].bytes[b] = (uint8_t)(7 * b + 31 * i + 1);
+    }
+    const PyValue root = PyValue::ordered_dict({{PyValue::str("a.weight"), PyValue::tensor(0, {5})},
+                                                {PyValue::str("b.weight"), PyValue::tensor(1, {2, 4})},
+                                                {PyValue::str("c.bias"), PyValue::tensor(2, {11})}});
+    auto has_signature = [](const Bytes &b, uint32_t sig) {
+        for (size_t i = 0; i + 4 <= b.size(); ++i) {
+            if ((uint32_t)b[i] + ((uint32_t)b[i + 1] << 8) + ((uint32_t)b[i + 2] << 16) + ((uint32_t)b[i + 3] << 24) ==
+                sig) {
+                return true;
+            }
+        }
+        return false;
+    };
+    auto tensors = [](const Bytes &b) {
+        MemorySource src(b.data(), b.size(), "archive.pth");
+        std::map<std::string, Bytes> out;
+        for (const SourceTensor &t : list_torch_zip_file(src, 0)) {
+            out[t.name] = Bytes(b.begin() + (std::ptrdiff_t)t.offset, b.begin() + (std::ptrdiff_t)(t.offset + t.n_bytes));
+        }
+        return out;
+    };
+    const Bytes plain = torch_save_bytes(root, st, "archive");
+    EXPECT_FALSE(has_signature(plain, 0x06064b50u));
+    const std::map<std::string, Bytes> want = tensors(plain);
+    ASSERT_EQ(want.size(), 3u);
+    EXPECT_EQ(want.at("b.weight"), st[1].bytes);
+    for (const uint64_t from : {uint64_t(0), uint64_t(1), uint64_t(200)}) {
+        const Bytes z = torch_save_bytes(root, st, "archive", from);
+        EXPECT_TRUE(has_signature(z, 0x06064b50u)) << "ZIP64 end record, threshold " << from;
+        EXPECT_TRUE(has_signature(z, 0x07064b50u)) << "ZIP64 locator, threshold " << from;
+        EXPECT_EQ(tensors(z), want) << "threshold " << from;
+    }
+}

@@ -106,10 +106,14 @@ void write_safetensors(const std::string &path, const std::vector<SafetensorsBlo
     write_safetensors(path, specs, [&](size_t i, const ByteSink &sink) { sink(tensors[i].data.data(), tensors[i].data.size()); });
 }
 
-void write_file_atomically(const std::string &path, const std::string &bytes) {
+void write_file_atomically(const std::string &path, const void *data, size_t size) {
     TempFile f(path);
-    f.write(bytes.data(), bytes.size());
+    f.write(data, size);
     f.commit();
+}
+
+void write_file_atomically(const std::string &path, const std::string &bytes) {
+    write_file_atomically(path, bytes.data(), bytes.size());
 }
 
 }  // namespace seaopt::convert

@@ -45,5 +45,6 @@ void write_safetensors(const std::string &path, const std::vector<SafetensorsBlo
 
 // Writes `bytes` to a new "<path>.tmp.XXXXXX" and renames it onto `path` (throws SEAOPT_ERR_IO).
 void write_file_atomically(const std::string &path, const std::string &bytes);
+void write_file_atomically(const std::string &path, const void *data, size_t size);
 
 }  // namespace seaopt::convert

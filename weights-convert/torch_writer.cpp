@@ -1,5 +1,6 @@
 #include "weights-convert/torch_writer.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 
@@ -244,8 +245,12 @@ struct ZipFile {
     Bytes data;
 };
 
-// Stored entries, data 64-byte aligned with torch's "FB" padding extra field; no ZIP64 (test sizes).
-Bytes make_zip(const std::vector<ZipFile> &files) {
+// Stored entries, data 64-byte aligned with torch's "FB" padding extra field. Where an offset, the central
+// directory's size or the entry count does not fit its 32/16-bit field (values >= zip64_from, 0xFFFFFFFF normally),
+// the field holds all ones and the value goes to ZIP64 records, as torch.save (miniz) writes archives over 4 GiB:
+// an entry's local-header offset in a ZIP64 extra field of its central record, the directory's place in a ZIP64 end
+// record found through a locator. Entries themselves stay under 4 GiB (a storage that large is refused).
+Bytes make_zip(const std::vector<ZipFile> &files, uint64_t zip64_from) {
     Bytes out;
     std::vector<uint64_t> offsets;
     for (const ZipFile &f : files) {
@@ -272,9 +277,10 @@ Bytes make_zip(const std::vector<ZipFile> &files) {
     const uint64_t cd_at = out.size();
     for (size_t i = 0; i < files.size(); ++i) {
         const ZipFile &f = files[i];
+        const bool offset64 = offsets[i] >= zip64_from;
         put_le(out, 0x02014b50, 4);
-        put_le(out, 20, 2);
-        put_le(out, 20, 2);
+        put_le(out, offset64 ? 45 : 20, 2);  // version made by, needed: 4.5 for ZIP64
+        put_le(out, offset64 ? 45 : 20, 2);
         put_le(out, 0, 2);
         put_le(out, 0, 2);
         put_le(out, 0, 4);
@@ -282,22 +288,45 @@ Bytes make_zip(const std::vector<ZipFile> &files) {
         put_le(out, f.data.size(), 4);
         put_le(out, f.data.size(), 4);
         put_le(out, f.name.size(), 2);
-        put_le(out, 0, 2);  // extra
+        put_le(out, offset64 ? 12 : 0, 2);  // extra: the ZIP64 field (id, length, the offset)
         put_le(out, 0, 2);  // comment
         put_le(out, 0, 2);  // disk
         put_le(out, 0, 2);  // internal attributes
         put_le(out, 0, 4);  // external attributes
-        put_le(out, offsets[i], 4);
+        put_le(out, offset64 ? 0xFFFFFFFFull : offsets[i], 4);
         put_str(out, f.name);
+        if (offset64) {
+            put_le(out, 0x0001, 2);
+            put_le(out, 8, 2);
+            put_le(out, offsets[i], 8);
+        }
     }
     const uint64_t cd_size = out.size() - cd_at;
+    const bool end64 = cd_at >= zip64_from || cd_size >= zip64_from || files.size() >= std::min<uint64_t>(zip64_from, 0xFFFF);
+    if (end64) {
+        const uint64_t record_at = out.size();
+        put_le(out, 0x06064b50, 4);  // ZIP64 end of central directory record
+        put_le(out, 44, 8);          // its size after this field
+        put_le(out, 45, 2);
+        put_le(out, 45, 2);
+        put_le(out, 0, 4);  // this disk, the directory's disk
+        put_le(out, 0, 4);
+        put_le(out, files.size(), 8);
+        put_le(out, files.size(), 8);
+        put_le(out, cd_size, 8);
+        put_le(out, cd_at, 8);
+        put_le(out, 0x07064b50, 4);  // its locator
+        put_le(out, 0, 4);
+        put_le(out, record_at, 8);
+        put_le(out, 1, 4);  // disks
+    }
     put_le(out, 0x06054b50, 4);
     put_le(out, 0, 2);
     put_le(out, 0, 2);
-    put_le(out, files.size(), 2);
-    put_le(out, files.size(), 2);
-    put_le(out, cd_size, 4);
-    put_le(out, cd_at, 4);
+    put_le(out, end64 ? 0xFFFF : files.size(), 2);
+    put_le(out, end64 ? 0xFFFF : files.size(), 2);
+    put_le(out, end64 ? 0xFFFFFFFFull : cd_size, 4);
+    put_le(out, end64 ? 0xFFFFFFFFull : cd_at, 4);
     put_le(out, 0, 2);
     return out;
 }
@@ -312,18 +341,19 @@ Bytes torch_pickle(const PyValue &root, const std::vector<TorchStorage> &storage
     return p.out;
 }
 
-Bytes torch_save_bytes(const PyValue &root, const std::vector<TorchStorage> &storages, const std::string &archive) {
+Bytes torch_save_bytes(const PyValue &root, const std::vector<TorchStorage> &storages, const std::string &archive,
+                       uint64_t zip64_from) {
     std::vector<ZipFile> files;
     files.push_back({archive + "/data.pkl", torch_pickle(root, storages)});
     files.push_back({archive + "/byteorder", {'l', 'i', 't', 't', 'l', 'e'}});
     for (size_t i = 0; i < storages.size(); ++i) files.push_back({archive + "/data/" + std::to_string(i), storages[i].bytes});
     files.push_back({archive + "/version", {'3', '\n'}});
-    return make_zip(files);
+    return make_zip(files, zip64_from);
 }
 
 void torch_save(const std::string &path, const PyValue &root, const std::vector<TorchStorage> &storages) {
     const Bytes b = torch_save_bytes(root, storages, std::filesystem::path(path).stem().string());
-    write_file_atomically(path, std::string(b.begin(), b.end()));
+    write_file_atomically(path, b.data(), b.size());  // no copy: the archive of a 1.3B-shape checkpoint is ~5 GB
 }
 
 }  // namespace seaopt::convert

@@ -240,9 +240,10 @@ uint32_t crc32(const uint8_t *p, size_t n) {
     return c ^ 0xFFFFFFFFu;
 }
 
+// An entry: its name and bytes (not owned: a storage's bytes are not copied; a 1.3B-shape checkpoint's are ~5 GB).
 struct ZipFile {
     std::string name;
-    Bytes data;
+    const Bytes &data;
 };
 
 // Stored entries, data 64-byte aligned with torch's "FB" padding extra field. Where an offset, the central
@@ -252,6 +253,9 @@ struct ZipFile {
 // record found through a locator. Entries themselves stay under 4 GiB (a storage that large is refused).
 Bytes make_zip(const std::vector<ZipFile> &files, uint64_t zip64_from) {
     Bytes out;
+    size_t capacity = 22 + 56 + 20;  // the end records
+    for (const ZipFile &f : files) capacity += 30 + 2 * f.name.size() + 4 + 63 + f.data.size() + 46 + 12;
+    out.reserve(capacity);  // one allocation: growing by doubling would hold two copies at the end
     std::vector<uint64_t> offsets;
     for (const ZipFile &f : files) {
         if (f.data.size() >= 0xFFFFFFFFull) throw_invalid_argument("torch writer: entry " + f.name + " is too large");
@@ -343,11 +347,12 @@ Bytes torch_pickle(const PyValue &root, const std::vector<TorchStorage> &storage
 
 Bytes torch_save_bytes(const PyValue &root, const std::vector<TorchStorage> &storages, const std::string &archive,
                        uint64_t zip64_from) {
+    const Bytes pickle = torch_pickle(root, storages), byteorder = {'l', 'i', 't', 't', 'l', 'e'}, version = {'3', '\n'};
     std::vector<ZipFile> files;
-    files.push_back({archive + "/data.pkl", torch_pickle(root, storages)});
-    files.push_back({archive + "/byteorder", {'l', 'i', 't', 't', 'l', 'e'}});
+    files.push_back({archive + "/data.pkl", pickle});
+    files.push_back({archive + "/byteorder", byteorder});
     for (size_t i = 0; i < storages.size(); ++i) files.push_back({archive + "/data/" + std::to_string(i), storages[i].bytes});
-    files.push_back({archive + "/version", {'3', '\n'}});
+    files.push_back({archive + "/version", version});
     return make_zip(files, zip64_from);
 }
 

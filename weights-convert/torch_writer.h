@@ -48,8 +48,8 @@ struct PyValue {
 
 // The pickle alone, and the whole archive.
 std::vector<uint8_t> torch_pickle(const PyValue &root, const std::vector<TorchStorage> &storages);
-// zip64_from: offsets, sizes and counts from this value on go to ZIP64 records (the format's limit, 0xFFFFFFFF, by
-// default; tests pass a small one to write those records without a 4 GiB archive).
+// zip64_from: offsets, the central directory's size and the entry count from this value on go to ZIP64 records (the
+// format's limit, 0xFFFFFFFF, by default; tests pass a small one to write those records without a 4 GiB archive).
 std::vector<uint8_t> torch_save_bytes(const PyValue &root, const std::vector<TorchStorage> &storages,
                                       const std::string &archive, uint64_t zip64_from = 0xFFFFFFFFull);
 // Writes torch_save_bytes (archive = the file name without its extension) to a new "<path>.tmp.XXXXXX" and

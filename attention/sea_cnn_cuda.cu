@@ -5,11 +5,14 @@
 //                       for 16 consecutive rows (each staged value feeds 6 FMAs per row it reaches); the block stages
 //                       input rows t0-4 .. t0+15 of 8 input channels at a time in shared memory.
 //                       y[co,t,x] = ReLU(b[co] + Σ_ci Σ_b Σ_a (w⊙mask)[co,ci,a,b] · in[ci, t-4+2a, x-2+2b]) (summed in
-//                       that order), zero outside the image (rows < 0: the causal top padding).
+//                       that order), zero outside the image (rows < 0: the causal top padding; in a prefill that
+//                       continues a sequence, rows -Dims::hist .. -1 hold the positions before it, from its state).
 //   decode_conv_kernel  decode (one row per sequence): grid (R, 2H output channels), 128 threads, the same sum for
 //                       the row at the sequence's position p, its input rows p, p-2, p-4 from a history ring of the
 //                       sequence's state (slot r % 8), staged in shared memory with the channel's taps.
-//   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot r % 8), for the decode that follows.
+//   ring_store_kernel   after a prefill: image rows T-4..T-1 into a ring (slot (p0 + r) % 8), for the decode that
+//                       follows; history_load_kernel before a continued prefill's convs: the rings' rows of positions
+//                       p0-4 .. p0-1 to rows -4 .. -1 of the image and conv1 buffers.
 //   cnn_output_kernel   one warp per (t, h), 8 heads of one t per block (t's conv2 row staged once in shared memory):
 //                       1×1 conv 2H -> h at width K/4 (it commutes with the ×4 nearest
 //                       upsample), the width padded by one bias column each side (K+2), "area" resize back to K
@@ -69,7 +72,7 @@ __global__ void __launch_bounds__(kConvThreads)
             const int rr = i / slice, rem = i % slice, ci = rem / W4, xx = rem % W4;
             const int row = t0 - 4 + rr;
             tile[(rr * kConvCi + ci) * W4 + xx] =
-                (row >= 0 && row < T) ? x[((size_t)row * C + ci0 + ci) * W4 + xx] : 0.0f;
+                (row >= -d.hist && row < T) ? x[((long long)row * C + ci0 + ci) * W4 + xx] : 0.0f;
         }
         __syncthreads();
         if (active) {
@@ -442,10 +445,21 @@ __global__ void __launch_bounds__(kDecodeConvThreads)
 
 __global__ void ring_store_kernel(float *__restrict__ ring, const float *__restrict__ image, Dims d) {
     const int row = d.T - 1 - (int)blockIdx.x;  // blocks 0..3: rows T-1 .. T-4
-    if (row < 0) return;
+    if (row < 0) return;  // a short continued prefill: the slots of the positions before it stay
     const int n = d.C * d.W4;
-    float *dst = ring + (size_t)(row % kHistoryRows) * n;
+    float *dst = ring + (size_t)((d.p0 + row) % kHistoryRows) * n;
     const float *src = image + (size_t)row * n;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
+}
+
+// Block (b, which): row -1 - b (position p0 - 1 - b) of the image (which = 0) or conv1 (1) buffer, from its ring.
+__global__ void history_load_kernel(float *__restrict__ image, float *__restrict__ conv1,
+                                    const float *__restrict__ image_ring, const float *__restrict__ conv1_ring, Dims d) {
+    const int row = -1 - (int)blockIdx.x;
+    if (-row > d.hist) return;
+    const int n = d.C * d.W4;
+    const float *src = (blockIdx.y ? conv1_ring : image_ring) + (size_t)((d.p0 + row) % kHistoryRows) * n;
+    float *dst = (blockIdx.y ? conv1 : image) + (long long)row * n;
     for (int i = threadIdx.x; i < n; i += blockDim.x) dst[i] = src[i];
 }
 
@@ -494,6 +508,13 @@ void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const floa
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream) {
     ring_store_kernel<<<4, 256, 0, stream>>>(ring, image, d);
     check_launch("sea ring_store_kernel");
+}
+
+void launch_history_load(float *image, float *conv1, const float *image_ring, const float *conv1_ring, const Dims &d,
+                         cudaStream_t stream) {
+    if (d.hist <= 0) return;
+    history_load_kernel<<<dim3(4, 2), 256, 0, stream>>>(image, conv1, image_ring, conv1_ring, d);
+    check_launch("sea history_load_kernel");
 }
 
 void launch_causal_conv(float *y, const float *x, const float *w, const float *mask, const float *b, const Dims &d,

@@ -7,7 +7,7 @@
 //       lane%4][tap]; a lane's fragment is one 16-byte load, shared by all blocks through L1/L2.
 //   causal_conv_tc_kernel<NT>  an implicit GEMM per block of 8 output rows × 16 columns × all 2H output channels:
 //       the block stages input rows t0-4 .. t0+7 of every channel ([12][2H][24] floats, columns x+2 with zeros at
-//       x = -2, -1, 16, 17: the width padding; rows < 0 zero: the causal top padding); warp w owns output rows
+//       x = -2, -1, 16, 17: the width padding; rows before -Dims::hist zero: the causal top padding); warp w owns output rows
 //       t0 + 2w and t0 + 2w + 1 (two m16 tiles of 16 columns) and every output channel (NT n8 tiles). For each
 //       8-channel slice ci8 and tap (a, b): A(x, ci) = in[t-4+2a][ci][x-2+2b] (split into hi and lo on the fly,
 //       each split feeding 3·NT mma), B(ci, co) = W[co][ci][a][b] (the fragments above). The 27 mma of a slice
@@ -40,7 +40,7 @@ constexpr int kTaps = 9;
 template <int NT>
 __global__ void __launch_bounds__(kTcThreads, 2)
     causal_conv_tc_kernel(float *__restrict__ y, const float *__restrict__ x, const uint4 *__restrict__ frag,
-                          const float *__restrict__ bias, int T) {
+                          const float *__restrict__ bias, int T, int hist) {
     constexpr int C = 8 * NT;
     extern __shared__ float tile[];  // [kTcTileRows][C][kTcPitch]
     const int t0 = blockIdx.x * kTcRows, tid = threadIdx.x;
@@ -53,7 +53,9 @@ __global__ void __launch_bounds__(kTcThreads, 2)
     for (int i = tid; i < kTcTileRows * C * 4; i += kTcThreads) {
         const int rc = i / 4, q = i % 4, r = rc / C, row = t0 - 4 + r;
         float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-        if (row >= 0 && row < T) v = reinterpret_cast<const float4 *>(x + ((size_t)row * C + rc % C) * kTcW4)[q];
+        if (row >= -hist && row < T) {  // rows -hist .. -1: a continued prefill's history (Dims::hist)
+            v = reinterpret_cast<const float4 *>(x + ((long long)row * C + rc % C) * kTcW4)[q];
+        }
         float *dst = tile + rc * kTcPitch + 2 + 4 * q;
         reinterpret_cast<float2 *>(dst)[0] = make_float2(v.x, v.y);
         reinterpret_cast<float2 *>(dst)[1] = make_float2(v.z, v.w);
@@ -137,7 +139,7 @@ void launch_tc(float *y, const float *x, const void *frag, const float *b, const
     }
     launch_kernel("sea causal_conv_tc_kernel", programmatic_launch_enabled(), causal_conv_tc_kernel<NT>,
                   dim3((unsigned)ceil_div(d.T, kTcRows)), dim3(kTcThreads), smem, stream, y, x,
-                  static_cast<const uint4 *>(frag), b, d.T);
+                  static_cast<const uint4 *>(frag), b, d.T, d.hist);
 }
 
 }  // namespace

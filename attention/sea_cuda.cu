@@ -147,17 +147,23 @@ size_t sea_decode_scratch_bytes(const cpu::SeaConfig &cfg, int R) {
 void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &p, const SeaQkv &qkv,
                                 float q_scale, int T, half_t *out, int64_t out_row_stride, void *scratch,
                                 size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug,
-                                void *state_out, const SeaKvOut &kv_out) {
+                                void *state_out, const SeaKvOut &kv_out, int start_pos) {
     const std::string who = "sea_attention_prefill_cuda";
     check_config_and_params(who, cfg, p);
     if (T < 0) throw_invalid_argument(who + ": T = " + std::to_string(T) + " is negative");
-    if ((size_t)T > cfg.n_pos_ctx) {
-        throw_invalid_argument(who + ": T = " + std::to_string(T) + " is beyond the positional table's " +
+    if (start_pos < 0) throw_invalid_argument(who + ": start_pos = " + std::to_string(start_pos) + " is negative");
+    const int64_t end = (int64_t)start_pos + T;  // the positions are start_pos .. end - 1
+    if ((uint64_t)end > cfg.n_pos_ctx) {
+        throw_invalid_argument(who + ": positions up to " + std::to_string(end) + " are beyond the positional table's " +
                                std::to_string(cfg.n_pos_ctx) + " positions (SeaConfig::n_pos_ctx)");
     }
-    if (T >= (1 << 24) || (uint64_t)cfg.k * (uint64_t)T >= (1ull << 31)) {
-        throw_unsupported(who + ": sizes too large (n_head " + std::to_string(cfg.n_head) + ", T " +
-                          std::to_string(T) + ", k " + std::to_string(cfg.k) + ")");
+    if (end >= (1 << 24) || (uint64_t)cfg.k * (uint64_t)end >= (1ull << 31)) {
+        throw_unsupported(who + ": sizes too large (n_head " + std::to_string(cfg.n_head) + ", positions " +
+                          std::to_string(end) + ", k " + std::to_string(cfg.k) + ")");
+    }
+    if (start_pos > 0 && (!state_out || !kv_out.k)) {
+        throw_invalid_argument(who + ": a prefill that continues a sequence (start_pos " + std::to_string(start_pos) +
+                               ") needs its state (state_out) and its KV cache (kv_out)");
     }
     check_qkv_and_out(who, cfg, qkv, out, out_row_stride);
     if (!p.weight_frags || !aligned16(p.weight_frags) ||
@@ -166,9 +172,10 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
                                std::string(sea_conv_on_tensor_cores(cfg) ? " and conv_frags" : "") +
                                ", sea_pack_weight_fragments) must be given, 16-byte aligned");
     }
-    if (kv_out.k && (!kv_out.v || !aligned16(kv_out.k) || !aligned16(kv_out.v) || kv_out.head_stride < (int64_t)T * 64 ||
+    if (kv_out.k && (!kv_out.v || !aligned16(kv_out.k) || !aligned16(kv_out.v) || kv_out.head_stride < end * 64 ||
                      kv_out.head_stride % 8 != 0)) {
-        throw_invalid_argument(who + ": kv_out needs k and v 16-byte aligned and a head stride >= T·64, a multiple of 8");
+        throw_invalid_argument(who + ": kv_out needs k and v 16-byte aligned and a head stride >= (start_pos + T)·64, "
+                                     "a multiple of 8");
     }
     const SeaPrefillScratchLayout L = sea_prefill_scratch_layout(cfg, (size_t)T);
     if (T == 0) return;
@@ -177,7 +184,12 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
                                std::to_string(L.total) + " bytes (got " + std::to_string(scratch_bytes) + ")");
     }
 
-    const sea::Dims d = sea::make_dims(cfg, T);
+    const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
+    char *state = static_cast<char *>(state_out);
+    if (state && ((uintptr_t)state & 255u) != 0) throw_invalid_argument(who + ": state_out must be 256-byte aligned");
+    sea::Dims d = sea::make_dims(cfg, T);
+    d.p0 = start_pos;
+    d.hist = std::min(start_pos, (int)kSeaHistoryRows / 2);
 
     // Shared memory the kernels need, against what this device grants a block.
     check_shared_memory(who, std::max({sea::performer_state_smem_bytes(d), sea::estimator_rows_smem_bytes(d),
@@ -215,15 +227,18 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     sea::launch_performer_state(shared, v_chunk, x, p, frags.proj, kv_out, d, stream, (uint32_t)F.total,
                                 conv_tc ? (uint32_t)(2 * sea_conv_fragment_bytes(cfg)) : 0u);
     mark(1);
-    const SeaDecodeStateLayout S = sea_decode_state_layout(cfg);
-    char *state = static_cast<char *>(state_out);
-    if (state && ((uintptr_t)state & 255u) != 0) throw_invalid_argument(who + ": state_out must be 256-byte aligned");
-    sea::launch_performer_scan(shared, d, state ? reinterpret_cast<float *>(state + S.perf) : nullptr, stream);
+    float *state_perf = state ? reinterpret_cast<float *>(state + S.perf) : nullptr;
+    sea::launch_performer_scan(shared, d, start_pos > 0 ? state_perf : nullptr, state_perf, stream);
     mark(2);
     sea::launch_estimator_rows(image, gates, shared, frags, x, p, d, stream);
     copy(dbg.gates, gates, L.gates_bytes);
     copy(dbg.image, image, L.image_bytes);
-    if (state) sea::launch_ring_store(reinterpret_cast<float *>(state + S.image_ring), image, d, stream);
+    if (state) {
+        // A continuation's conv history (rows -4 .. -1 of image and conv1) from the rings before they are overwritten.
+        sea::launch_history_load(image, conv1, reinterpret_cast<const float *>(state + S.image_ring),
+                                 reinterpret_cast<const float *>(state + S.conv1_ring), d, stream);
+        sea::launch_ring_store(reinterpret_cast<float *>(state + S.image_ring), image, d, stream);
+    }
     mark(3);
     if (conv_tc) {
         sea::launch_causal_conv_tc(conv1, image, frag, p.conv1_b, d, stream);
@@ -252,11 +267,20 @@ void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams
     }
     copy(dbg.cell_mask, cell_mask, L.cell_mask_bytes);
     mark(7);
-    sea::launch_v_prefix(shared, v_chunk, x, d, stream);
+    sea::launch_v_prefix(shared, v_chunk, start_pos > 0 ? reinterpret_cast<const float *>(state + S.v_sum) : nullptr,
+                         x, d, stream);
     // Σ_{j<T} v_j: the running sums' last row.
     copy(state ? state + S.v_sum : nullptr, shared + (size_t)(T - 1) * cfg.n_head * sea::kHeadDim, S.v_sum_bytes);
     mark(8);
-    sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, x, gates, cell_mask, shared, d,
+    // Keys and values: the call's own rows, or (continuing a sequence) every position's from the cache.
+    sea::QkvView keys = x;
+    if (start_pos > 0) {
+        keys.k = reinterpret_cast<const __half *>(kv_out.k);
+        keys.v = reinterpret_cast<const __half *>(kv_out.v);
+        keys.k_row = keys.v_row = sea::kHeadDim;
+        keys.k_head = keys.v_head = kv_out.head_stride;
+    }
+    sea::launch_sparse_flash(reinterpret_cast<__half *>(out), out_row_stride, keys, gates, cell_mask, shared, d,
                              dbg.key_count, dbg.key_sum, stream);
     mark(9);
 }

@@ -1,4 +1,5 @@
-// SEA attention on the GPU: prefill of one sequence (positions 0..T-1), one layer. The fp32 CPU reference
+// SEA attention on the GPU: prefill of one sequence (positions 0..T-1, or a continuation p0..p0+T-1 from its decode
+// state), and the incremental decode, one layer. The fp32 CPU reference
 // (attention/sea_cpu.{h,cpp}) is the ground truth; every stage here mirrors a named function of sea_cpu.cpp and
 // ../shared/docs/sea.md §2 ("sea.md"). Plain C++ header (no CUDA headers), like engine/cuda/ops.h.
 //
@@ -148,10 +149,19 @@ struct SeaPrefillDebug {
 // the Performer sums over all T rows, Σ v, and rows T-4..T-1 of the decoder image and of ReLU(conv1).
 // params.weight_frags (and conv_frags where the convs run on the tensor cores) must be set.
 // kv_out (optional): the rows' keys and values also go there (the first kernel copies them; the engine's KV append).
+//
+// start_pos > 0 continues a sequence of start_pos tokens with T more (a prompt in several chunks, a prompt after a
+// cached one): row t is position start_pos + t, and the result is the one a prefill of all start_pos + T positions
+// gives for those rows (the same maths; other summation orders, so to fp32 rounding, as the decode). Then state_out
+// is required, holding the sequence's state at start_pos (left by a prefill or a decode), and is read and updated in
+// place to continue at start_pos + T; kv_out is required, holds the keys and values of positions 0..start_pos-1
+// (the rows' own go there at start_pos.., as above: its head stride must cover start_pos + T positions), and the
+// sparse attention reads every key from it. start_pos + T <= n_pos_ctx. The scratch is sized for T rows, as for a
+// start at 0.
 void sea_attention_prefill_cuda(const cpu::SeaConfig &cfg, const SeaDeviceParams &params, const SeaQkv &qkv,
                                 float q_scale, int T, half_t *out, int64_t out_row_stride, void *scratch,
                                 size_t scratch_bytes, cudaStream_t stream, const SeaPrefillDebug *debug = nullptr,
-                                void *state_out = nullptr, const SeaKvOut &kv_out = SeaKvOut{});
+                                void *state_out = nullptr, const SeaKvOut &kv_out = SeaKvOut{}, int start_pos = 0);
 
 // ---- incremental decode (sea.md §2.12) ----
 //

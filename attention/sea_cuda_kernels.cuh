@@ -50,15 +50,19 @@ struct Dims {
     // sea_positional_row_index: identity, halving, or floor(pos · fl(in/out)) clamped to in-1.
     int pos_in = 0, pos_out = 0;
     float pos_scale = 0.0f;
-    // Decode: the position of each of the T rows (device array); null in a prefill, where row t is position t.
+    // Decode: the position of each of the T rows (device array); null in a prefill, where row t is position p0 + t.
     const int32_t *row_pos = nullptr;
+    // Prefill: the position of row 0 (> 0: the call continues a sequence of p0 tokens from its decode state and its
+    // keys in the cache), and the rows before row 0 that the image and conv1 buffers hold for the convs: min(p0, 4)
+    // (rows -hist .. -1, from the state's rings; a row before position 0 is the causal zero padding).
+    int p0 = 0, hist = 0;
 };
 
 // The Dims of a call of T rows (sea_cuda.cu).
 Dims make_dims(const cpu::SeaConfig &cfg, int T);
 
-// Position of query row t: t in a prefill, row_pos[t] in a decode call.
-__device__ __forceinline__ int query_position(int t, const Dims &d) { return d.row_pos ? d.row_pos[t] : t; }
+// Position of query row t: p0 + t in a prefill, row_pos[t] in a decode call.
+__device__ __forceinline__ int query_position(int t, const Dims &d) { return d.row_pos ? d.row_pos[t] : d.p0 + t; }
 
 // The rows of a decode call (sea_cuda.h SeaDecodeRows) and where each row's sequence keeps its state and keys.
 struct DecodeView {
@@ -185,8 +189,10 @@ size_t estimator_rows_smem_bytes(const Dims &d);
 void launch_performer_state(float *states, float *v_chunk, const QkvView &x, const SeaDeviceParams &p,
                             const uint4 *proj_frag, const SeaKvOut &kv, const Dims &d, cudaStream_t stream,
                             uint32_t weight_frag_bytes, uint32_t conv_frag_bytes);
-// total (may be null): also the sum over all chunks, [H][m][129] (a decode state's perf, sea_layout.h).
-void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream);
+// init (may be null: zeros): the sums over the positions before row 0, [H][m][129] (a decode state's perf,
+// sea_layout.h), added to every chunk's prefix. total (may be null): the sums over init and all chunks, same layout;
+// it may be init itself (each element is read before it is written, by the same thread).
+void launch_performer_scan(float *states, const Dims &d, const float *init, float *total, cudaStream_t stream);
 // The linear weights as mma fragments (sea_layout.h SeaWeightFragments, in SeaDeviceParams::weight_frags).
 struct WeightFrags {
     const uint4 *enc, *row, *proj;
@@ -214,8 +220,13 @@ void launch_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv
 // decode_cnn_output_topk_smem_bytes(d).
 void launch_decode_cnn_output_topk(uint32_t *cell_mask, float *probs, const float *conv2, const SeaDeviceParams &p,
                                    const Dims &d, cudaStream_t stream);
-// Copies rows max(0, T-4) .. T-1 of an image [T][2H][K/4] into slots r % 8 of a history ring (a decode state's).
+// Copies rows max(0, T-4) .. T-1 of an image [T][2H][K/4] into slots (p0 + r) % 8 of a history ring (a decode
+// state's).
 void launch_ring_store(float *ring, const float *image, const Dims &d, cudaStream_t stream);
+// A continued prefill (d.hist > 0): rows -hist .. -1 of the image and conv1 buffers (positions p0 - hist .. p0 - 1)
+// from the state's two rings, before the ring stores overwrite them.
+void launch_history_load(float *image, float *conv1, const float *image_ring, const float *conv1_ring, const Dims &d,
+                         cudaStream_t stream);
 // Decode: one causal conv row per call row. Input rows pos, pos-2, pos-4 from the ring at in_offset of the row's
 // state; output to the ring at out_offset (slot pos % 8) or, with out_offset = SIZE_MAX, to out [R][2H][K/4].
 void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset, float *out, const float *w,
@@ -224,11 +235,14 @@ void launch_decode_conv(const DecodeView &v, size_t in_offset, size_t out_offset
 size_t topk_smem_bytes(const Dims &d);
 void launch_topk(uint32_t *cell_mask, const float *probs, const Dims &d, cudaStream_t stream);
 // sea_sparse_cuda.cu
-// v_chunk: the chunks' Σ v from launch_performer_state.
-void launch_v_prefix(float *v_prefix, const float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream);
+// v_chunk: the chunks' Σ v from launch_performer_state; v_init (may be null: zeros): Σ v over the positions before
+// row 0, [H][64] (a decode state's v_sum).
+void launch_v_prefix(float *v_prefix, const float *v_chunk, const float *v_init, const QkvView &x, const Dims &d,
+                     cudaStream_t stream);
 // sea_sparse_flash_cuda.cu: the prefill's sparse attention and mixing on the tensor cores -> out (fp16, row stride
 // out_row_stride); key_count / key_sum (debug, may be null): each (t, h)'s number of keys and Σ of their indices.
-// Dynamic shared memory sparse_flash_smem_bytes(d).
+// q of row t from x's row t; the keys and values of position j from x's row j (k_at(x, j, h)): where p0 > 0 the
+// caller points x's k and v at the sequence's cache. Dynamic shared memory sparse_flash_smem_bytes(d).
 size_t sparse_flash_smem_bytes(const Dims &d);
 void launch_sparse_flash(__half *out, long long out_row_stride, const QkvView &x, const float *gates,
                          const uint32_t *cell_mask, const float *v_prefix, const Dims &d, int32_t *key_count,

@@ -6,7 +6,9 @@
 //   performer_state_kernel  grid (chunk, head): the chunk's own sums ΔS_kv [m][128] and ΔS_k [m] (column 128), and
 //                           its Σ v [64] for the output mixing's running sums (sea_sparse_cuda.cu v_prefix_kernel).
 //   performer_scan_kernel   one thread per (head, feature, column): exclusive prefix of the chunk sums over the
-//                           chunks (a loop over ⌈T/64⌉ chunks, coalesced), in place -> the state at each chunk start.
+//                           chunks (a loop over ⌈T/64⌉ chunks, coalesced), in place -> the state at each chunk start;
+//                           a call that continues a sequence (row 0 at position p0 > 0) starts from its decode
+//                           state's sums. The chunks are counted from row 0, wherever p0 falls.
 //   estimator_rows_kernel   grid (chunk, head): for the chunk's rows r,
 //       C_perf_r = (φq_r · S_kv(start) + Σ_{s≤r in chunk} (φq_r·φk_s) Vcat_s) / (φq_r · (S_k(start) + 1e-6)
 //                  + Σ_{s≤r in chunk} φq_r·φk_s)
@@ -195,7 +197,7 @@ __device__ void stage_rows(float *xs, int stride, const __half *__restrict__ bas
     });
 }
 
-// vc[r][0..63] = E_pos[row(t0+r)], vc[r][64..127] = v[t0+r, h] (sea.md §2.2) for r < n_rows, 0 beyond; with
+// vc[r][0..63] = E_pos[row(p0+t0+r)], vc[r][64..127] = v[t0+r, h] (sea.md §2.2) for r < n_rows, 0 beyond; with
 // ones_col also vc[r][128] = 1 (0 beyond): Σ_r φ[r][j]·vc[r][128] is the chunk's S_k, Σ_s A[r][s]·vc[s][128] a row's
 // in-chunk denominator term. E_pos rows as float4 (where the table is 16-byte aligned) and v rows as 16-byte pieces,
 // all loads of a thread before its stores.
@@ -209,8 +211,8 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
 #pragma unroll
         for (int u = 0; u < kPosPieces / kThreads; ++u) {
             const int i = threadIdx.x + u * kThreads, r = i / 16, c = i % 16;
-            e[u] = r < n_rows ? reinterpret_cast<const float4 *>(pos_table +
-                                                                 (size_t)positional_row(t0 + r, d) * kHeadDim)[c]
+            e[u] = r < n_rows ? reinterpret_cast<const float4 *>(
+                                    pos_table + (size_t)positional_row(d.p0 + t0 + r, d) * kHeadDim)[c]
                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         }
         RowPieces v;
@@ -236,7 +238,7 @@ __device__ void stage_vcat(float *vc, int stride, const float *__restrict__ pos_
                 const int r = i / kVcat, e = i % kVcat;
                 if (r >= n_rows) return 0.0f;
                 const int t = t0 + r;
-                return e < kHeadDim ? pos_table[(size_t)positional_row(t, d) * kHeadDim + e]
+                return e < kHeadDim ? pos_table[(size_t)positional_row(d.p0 + t, d) * kHeadDim + e]
                                     : __half2float(vbase[(long long)t * v_row + (e - kHeadDim)]);
             },
             [&](int i, float v) { vc[(i / kVcat) * stride + i % kVcat] = v; });
@@ -287,7 +289,7 @@ __global__ void __launch_bounds__(kThreads)
     // staged k and v rows also go to the caller's cache as they are (the KV append, stores only).
     pdl_wait();
     pdl_launch_dependents();
-    const long long kv_at = (long long)h * kv.head_stride;
+    const long long kv_at = (long long)h * kv.head_stride + (long long)d.p0 * kHeadDim;  // row 0 is position p0
     stage_rows(xs, kStateXStride, k_at(x, 0, h), x.k_row, t0, n_rows, 1.0f, kv.k ? kv.k + kv_at : nullptr);
     stage_vcat(vc, kStateVcStride, pos_table, v_at(x, 0, h), x.v_row, t0, n_rows, d, true, kv.k ? kv.v + kv_at : nullptr);
     __syncthreads();
@@ -364,7 +366,8 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-__global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float *__restrict__ total) {
+// init and total may be the same array (a continued prefill's decode state): not __restrict__.
+__global__ void performer_scan_kernel(float *__restrict__ states, Dims d, const float *init, float *total) {
     pdl_wait();  // prefill kernels launch with PDL: the kernel before may still be running
     pdl_launch_dependents();
     const long long cols = (long long)d.H * d.m * kStateCols;
@@ -373,7 +376,7 @@ __global__ void performer_scan_kernel(float *__restrict__ states, Dims d, float 
     // Eight chunks' loads are issued before any store: a store to the array would otherwise order the next load
     // after it, one memory round trip per chunk (91 µs at T = 2048 under Nsight Compute).
     constexpr int kBatch = 8;
-    float run = 0.0f;
+    float run = init ? init[i] : 0.0f;
     for (int c0 = 0; c0 < d.n_chunks; c0 += kBatch) {
         float v[kBatch];
 #pragma unroll
@@ -673,11 +676,11 @@ void launch_performer_state(float *states, float *v_chunk, const QkvView &x, con
                   proj_frag, p.pos_table, kv, prefetch, d);
 }
 
-void launch_performer_scan(float *states, const Dims &d, float *total, cudaStream_t stream) {
+void launch_performer_scan(float *states, const Dims &d, const float *init, float *total, cudaStream_t stream) {
     const long long cols = (long long)d.H * d.m * kStateCols;
     const int threads = 256;
     launch_kernel("sea performer_scan_kernel", programmatic_launch_enabled(), performer_scan_kernel,
-                  dim3((unsigned)((cols + threads - 1) / threads)), dim3(threads), 0, stream, states, d, total);
+                  dim3((unsigned)((cols + threads - 1) / threads)), dim3(threads), 0, stream, states, d, init, total);
 }
 
 void launch_estimator_rows(float *image, float *gates, const float *states, const WeightFrags &frags, const QkvView &x,

@@ -106,10 +106,11 @@ SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, si
     L.gates_bytes = T * H * 2 * f;
     L.cell_mask_bytes = T * H * KW * sizeof(uint32_t);
     L.v_chunk_bytes = n_chunks * H * cpu::kSeaHeadDim * f;
+    L.history_bytes = (kSeaHistoryRows / 2 * C * W4 * f + 255) / 256 * 256;
     SequentialPlacer p;
     L.shared = p.place(L.shared_bytes);
-    L.image = p.place(L.image_bytes);
-    L.conv1 = p.place(L.conv1_bytes);
+    L.image = p.place(L.history_bytes + L.image_bytes) + L.history_bytes;
+    L.conv1 = p.place(L.history_bytes + L.conv1_bytes) + L.history_bytes;
     L.gates = p.place(L.gates_bytes);
     L.cell_mask = p.place(L.cell_mask_bytes);
     L.v_chunk = p.place(L.v_chunk_bytes);

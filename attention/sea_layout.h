@@ -17,6 +17,9 @@ inline constexpr size_t kSeaHistoryRows = 8;      // decode: rows of the CNN his
 // Scratch memory of one prefill call, byte offsets into the caller's buffer (each 256-byte aligned). Regions
 // whose lives do not overlap share memory: `shared` holds the Performer chunk states (stages 0-2), then Â (5-6),
 // then the running sums of v (7-8). `image` holds the decoder image (2-3) and then the conv2 output (4-5).
+// `image` and `conv1` are each preceded by history_bytes: rows -4 .. -1, which a call that continues a sequence
+// fills from the sequence's state for the convs (the region of `image` is [image - history_bytes, image +
+// image_bytes)).
 struct SeaPrefillScratchLayout {
     size_t shared = 0, shared_bytes = 0;          // max(perf_state_bytes, probs_bytes, v_prefix_bytes)
     size_t perf_state_bytes = 0;                  // ⌈T/64⌉·H·m·129 floats
@@ -24,6 +27,7 @@ struct SeaPrefillScratchLayout {
     size_t v_prefix_bytes = 0;                    // T·H·64 floats
     size_t image = 0, image_bytes = 0;            // T·2H·K/4 floats
     size_t conv1 = 0, conv1_bytes = 0;            // T·2H·K/4 floats
+    size_t history_bytes = 0;                     // 4·2H·K/4 floats, rounded up to 256 bytes
     size_t gates = 0, gates_bytes = 0;            // T·H·2 floats
     size_t cell_mask = 0, cell_mask_bytes = 0;    // T·H·⌈K/32⌉ uint32
     size_t v_chunk = 0, v_chunk_bytes = 0;        // ⌈T/64⌉·H·64 floats
@@ -60,7 +64,7 @@ void sea_pack_weight_fragments(const cpu::SeaConfig &cfg, const cpu::SeaParams &
 void sea_pack_conv_fragments(const cpu::SeaConfig &cfg, const cpu::SeaParams &params, void *dst);
 // Throws seaopt::Error (SEAOPT_ERR_INVALID_ARGUMENT) for a config sea_validate_config rejects.
 SeaPrefillScratchLayout sea_prefill_scratch_layout(const cpu::SeaConfig &cfg, size_t T);
-// = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.5 MB (33.9 MiB) for OPT-1.3B (H 32, m 33, K 64) at
+// = sea_prefill_scratch_layout(cfg, T).total: linear in T; 35.6 MB (33.9 MiB) for OPT-1.3B (H 32, m 33, K 64) at
 // T = 2048, 17.8 MB at T = 1024.
 size_t sea_prefill_scratch_bytes(const cpu::SeaConfig &cfg, size_t T);
 

@@ -3,7 +3,7 @@
 //
 //   v_prefix_kernel     grid (chunk of 64 rows, head), 64 threads (one per dim): the chunks' Σ v before this one
 //                       (from performer_state_kernel, sea_estimator_cuda.cu) plus a running sum over the chunk's rows
-//                       -> Σ_{j≤t} v_j [T][H][64] fp32.
+//                       -> Σ_{j≤t} v_j [T][H][64] fp32; a call that continues a sequence starts from its state's Σ v.
 //   decode_sparse_attention_kernel  one block of 8 warps per (query, head) of a decode call: the mask row says which
 //       cells are kept; each kept cell's key interval [v0, v1) by the authors' fp32 arithmetic (s = fl((t+1)·fl(1/K)),
 //       v = min(roundf(fl(c·s)), t+1)) and its key count n = min(v1-v0, k), an exclusive prefix of the counts over
@@ -31,12 +31,13 @@ namespace {
 constexpr int kDecodeSparseWarps = 8;  // warps splitting one decode (query, head) row's keys
 
 __global__ void __launch_bounds__(kHeadDim)
-    v_prefix_kernel(float *__restrict__ v_prefix, const float *__restrict__ v_chunk, QkvView x, Dims d) {
+    v_prefix_kernel(float *__restrict__ v_prefix, const float *__restrict__ v_chunk, const float *__restrict__ v_init,
+                    QkvView x, Dims d) {
     pdl_wait();  // prefill kernels launch with PDL: the kernel before (top-k) may still read Â, where this writes
     pdl_launch_dependents();
     const int c = blockIdx.x, h = blockIdx.y, dd = threadIdx.x;
     const int t0 = c * kChunk, n_rows = min(kChunk, d.T - t0);
-    float run = 0.0f;
+    float run = v_init ? v_init[h * kHeadDim + dd] : 0.0f;  // Σ v before row 0 (a continued sequence's state)
     for (int cc = 0; cc < c; ++cc) run += v_chunk[((size_t)cc * d.H + h) * kHeadDim + dd];
     const __half *vb = v_at(x, 0, h) + dd;
     // 16 rows' loads issued before their stores: a store to v_prefix would otherwise order the next load behind it,
@@ -104,10 +105,11 @@ __global__ void __launch_bounds__(kDecodeSparseWarps * kWarpSize, 1)
 
 }  // namespace
 
-void launch_v_prefix(float *v_prefix, const float *v_chunk, const QkvView &x, const Dims &d, cudaStream_t stream) {
+void launch_v_prefix(float *v_prefix, const float *v_chunk, const float *v_init, const QkvView &x, const Dims &d,
+                     cudaStream_t stream) {
     const dim3 grid((unsigned)d.n_chunks, (unsigned)d.H);
     launch_kernel("sea v_prefix_kernel", programmatic_launch_enabled(), v_prefix_kernel, grid, dim3(kHeadDim), 0,
-                  stream, v_prefix, v_chunk, x, d);
+                  stream, v_prefix, v_chunk, v_init, x, d);
 }
 
 void launch_decode_sparse_attention(__half *out, long long out_row_stride, const QkvView &x, const DecodeView &v,

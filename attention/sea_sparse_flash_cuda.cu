@@ -3,6 +3,8 @@
 // outside the query's selected keys masked, and only the key blocks that some query of the tile selects visited.
 //
 //   sparse_flash_kernel  grid (tile of 64 queries, head), 128 threads = 4 warps × 16 query rows, longest tiles first.
+//     Query rows count from the call's row 0, keys by position: a call that continues a sequence (row 0 at position
+//     p0 > 0) reads the keys and values of every position, its own rows' included, from the sequence's KV cache.
 //     Set-up: the tile's mask rows (⌈K/32⌉ words per query) into shared memory; two lanes per query walk its selected
 //       cells, turn each into its key interval [v0, v1) (cell_edge: the authors' fp32 arithmetic, as the gather
 //       kernel of sea_sparse_cuda.cu and the CPU) and mark the 64-key blocks it touches in a bitmap per warp; the
@@ -155,12 +157,17 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     // [4][n_words], the block's [n_words] (dynamic: sparse_flash_smem_bytes).
     extern __shared__ __align__(128) unsigned char fsm[];
     __shared__ __align__(8) uint32_t s_keys[kFlashWarps][kWarpSize];  // a block's selected keys per row half
-    const int T = d.T, H = d.H, KW = d.KW;
+    // Query rows are counted from the call's row 0 (position p0 = d.p0); keys and key blocks by position, from 0.
+    const int T = d.T, H = d.H, KW = d.KW, p0 = d.p0;
     const int n_tiles = (T + kFlashRows - 1) / kFlashRows;
-    const int n_words = (n_tiles + 31) / 32;
+    const int n_blocks = (p0 + T + kFlashKeys - 1) / kFlashKeys;  // 64-key blocks up to the last position
+    const int n_words = (n_blocks + 31) / 32;
     const int block = (int)blockIdx.x;  // n_tiles · H blocks, the later tiles (most keys) of every head first
     const int tile = n_tiles - 1 - block / H, h = block % H;
-    const int t0 = tile * kFlashRows, n_rows = min(kFlashRows, T - t0), last = t0 + n_rows - 1;
+    // The tile's rows: call rows t0 .. t0 + n_rows - 1, positions tp .. last (no key after `last` is read). Only tp
+    // is kept through the loop (t0 = tp - p0 after it): one more live register made the kernel spill.
+    const int n_rows = min(kFlashRows, T - tile * kFlashRows);
+    const int tp = p0 + tile * kFlashRows, last = tp + n_rows - 1;
     const int tid = threadIdx.x, warp = tid / kWarpSize, lane = tid % kWarpSize, g = lane / 4, tq4 = lane % 4;
 
     uint32_t *s_mask = reinterpret_cast<uint32_t *>(fsm + kMaskOffset);
@@ -170,11 +177,18 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
 
     // q of the tile's rows (rows past n_rows zero-filled), issued first; its group completes with the first K/V block.
     const __half *k_head = k_at(x, 0, h), *v_head = v_at(x, 0, h);
-    load_rows64(smem + kQOffset, q_at(x, t0, h), x.q_row, 0, n_rows - 1);
+    // The loop reads the heads' K and V bases from shared memory: kept in registers through it, they made the kernel
+    // spill.
+    __shared__ const __half *s_kv_head[2];
+    if (tid == 0) {
+        s_kv_head[0] = k_head;
+        s_kv_head[1] = v_head;
+    }
+    load_rows64(smem + kQOffset, q_at(x, tile * kFlashRows, h), x.q_row, 0, n_rows - 1);
 
     for (int i = tid; i < kFlashRows * KW; i += kFlashThreads) {
         const int r = i / KW;
-        s_mask[i] = r < n_rows ? cell_mask[((size_t)(t0 + r) * H + h) * KW + i % KW] : 0u;
+        s_mask[i] = r < n_rows ? cell_mask[((size_t)(tile * kFlashRows + r) * H + h) * KW + i % KW] : 0u;
     }
     for (int i = tid; i < (kFlashWarps + 1) * n_words; i += kFlashThreads) s_need[i] = 0u;
     __syncthreads();
@@ -182,7 +196,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     {
         const int r = warp * kFlashWarpRows + lane / 2;
         if (r < n_rows) {
-            const int t = t0 + r, len = t + 1;
+            const int t = tp + r, len = t + 1;
             const float s = cell_scale(t, d);
             int cur = -1;
             uint32_t cur_bits = 0u;
@@ -223,9 +237,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
         smem + kVOffset + (uint32_t)((((lane >> 3) & 1) * 8 + (lane & 7)) * kRowBytes + (lane >> 4) * 16);
 
     // This lane's rows a = g and b = g + 8 of the warp's 16, and their mask rows.
-    const int row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;
-    const int t_a = t0 + row_a, t_b = t0 + row_b;
-    const bool real_a = row_a < n_rows, real_b = row_b < n_rows;
+    // (Their indices are worked out after the loop: live through it they made the kernel spill.)
     const float q_scale = x.q_scale * kLog2e;  // scores in the log2 domain: exp(q_eff·k) = exp2(q·k · q_scale)
 
     float o[8][4];  // O[row_a][8j + 2·tq4, +1] in [j][0, 1], row_b in [j][2, 3]; unnormalised
@@ -235,18 +247,18 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     int count_a = 0, count_b = 0;
     uint32_t sum_a = 0u, sum_b = 0u;
 
-    int blk = next_marked(s_any, 0, n_tiles);
-    if (blk < n_tiles) load_rows64(smem, k_head, x.k_row, blk * kFlashKeys, last);
-    if (blk < n_tiles) load_rows64(smem + kVOffset, v_head, x.v_row, blk * kFlashKeys, last);
+    int blk = next_marked(s_any, 0, n_blocks);
+    if (blk < n_blocks) load_rows64(smem, k_head, x.k_row, blk * kFlashKeys, last);
+    if (blk < n_blocks) load_rows64(smem + kVOffset, v_head, x.v_row, blk * kFlashKeys, last);
     cp_async_commit();  // q and the first K/V block: one group
     uint32_t stage = 0;
-    while (blk < n_tiles) {
+    while (blk < n_blocks) {
         const int j0 = blk * kFlashKeys;
-        const int nxt = next_marked(s_any, blk + 1, n_tiles);
+        const int nxt = next_marked(s_any, blk + 1, n_blocks);
         const uint32_t other = kStageBytes - stage;
-        if (nxt < n_tiles) {
-            load_rows64(smem + other, k_head, x.k_row, nxt * kFlashKeys, last);
-            load_rows64(smem + kVOffset + other, v_head, x.v_row, nxt * kFlashKeys, last);
+        if (nxt < n_blocks) {
+            load_rows64(smem + other, s_kv_head[0], x.k_row, nxt * kFlashKeys, last);
+            load_rows64(smem + kVOffset + other, s_kv_head[1], x.v_row, nxt * kFlashKeys, last);
         }
         cp_async_commit();
         cp_async_wait<1>();
@@ -258,7 +270,7 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
             {
                 const int r = warp * kFlashWarpRows + lane / 2;
                 s_keys[warp][lane] =
-                    r < n_rows ? row_half_keys(s_mask + r * KW, t0 + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
+                    r < n_rows ? row_half_keys(s_mask + r * KW, tp + r, j0 + (lane & 1) * kHalfKeys, d) : 0u;
             }
             __syncwarp();
             const uint64_t keys_a = reinterpret_cast<const uint64_t *>(s_keys[warp])[g];
@@ -338,13 +350,13 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
     l_a += __shfl_xor_sync(0xffffffffu, l_a, 2);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 1);
     l_b += __shfl_xor_sync(0xffffffffu, l_b, 2);
-    // sparse_row_output's expressions, per row: this lane's dims 8j + 2·tq4, +1.
+    // sparse_row_output's expressions, per row: this lane's dims 8j + 2·tq4, +1. t: the call row (position p0 + t).
     auto store_row = [&](int t, int count, float l, int e) {
         const size_t rh = (size_t)t * H + h;
         const float2 gate = make_float2(gates[rh * 2], gates[rh * 2 + 1]);
         const float scale = count > 0 ? (1.0f / l) * sigmoid(gate.x) : 0.0f;
         const float mix = sigmoid(gate.y);
-        const float inv_count = __fdiv_rn(1.0f, (float)(t + 1));
+        const float inv_count = __fdiv_rn(1.0f, (float)(d.p0 + t + 1));
         const float *vs = v_prefix + rh * kHeadDim + 2 * tq4;
         __half2 *dst = reinterpret_cast<__half2 *>(out + (long long)t * out_row + (long long)h * kHeadDim + 2 * tq4);
 #pragma unroll
@@ -360,14 +372,15 @@ __global__ void __launch_bounds__(kFlashThreads, 4)
             if (key_sum) key_sum[rh] = e == 0 ? sum_a : sum_b;
         }
     };
-    if (real_a) store_row(t_a, count_a, l_a, 0);
-    if (real_b) store_row(t_b, count_b, l_b, 2);
+    const int t0 = tp - d.p0, row_a = warp * kFlashWarpRows + g, row_b = row_a + 8;  // call rows t0 + row
+    if (row_a < n_rows) store_row(t0 + row_a, count_a, l_a, 0);
+    if (row_b < n_rows) store_row(t0 + row_b, count_b, l_b, 2);
 }
 
 }  // namespace
 
 size_t sparse_flash_smem_bytes(const Dims &d) {
-    const size_t n_tiles = ((size_t)d.T + kFlashRows - 1) / kFlashRows, n_words = (n_tiles + 31) / 32;
+    const size_t n_blocks = ((size_t)d.p0 + d.T + kFlashKeys - 1) / kFlashKeys, n_words = (n_blocks + 31) / 32;
     return (size_t)kMaskOffset + ((size_t)kFlashRows * d.KW + (kFlashWarps + 1) * n_words) * sizeof(uint32_t);
 }
 

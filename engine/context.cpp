@@ -341,7 +341,8 @@ void forward_cpu(Context &ctx, const ValidatedBatch &vb, float *logits) {
 // rows): to bring sequence `seq` back to its first n_keep tokens (the context remembers them), the model re-runs
 // over them from position 0, which rebuilds the states (and rewrites the KV rows 0..n_keep-1 with the same
 // values). No logits. The CUDA engine takes at most n_batch tokens per forward: the first chunk runs the SEA
-// prefill, later chunks continue token by token. On failure the sequence is left empty.
+// prefill, later chunks continue it from the sequence's state (sea_cuda.h start_pos). On failure the sequence is
+// left empty.
 void replay_sea_sequence(Context &ctx, uint32_t seq, int32_t n_keep) {
     SeaCpuState &sea = ctx.sea;
     std::vector<int32_t> &tokens = ctx.seq_tokens[seq];

@@ -812,11 +812,12 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         }
         for (int r = 0; r < N; ++r) h_tgt[r] = (*output_targets)[(size_t)r];
     }
-    // SEA layers: the sequences that run the SEA prefill (their tokens at positions 0..n-1, n >= 2, in the
-    // consecutive batch rows row0..row0+n-1), and decode waves for every other token: wave w holds the w-th of
-    // each remaining sequence's tokens (one row per sequence per call, sea_cuda.h), in batch order.
+    // SEA layers: the sequences that run the SEA prefill (n >= 2 tokens in the consecutive batch rows row0..row0+n-1,
+    // at positions p0..p0+n-1: from 0, or continuing the sequence from its decode state, sea_cuda.h), and decode
+    // waves for every other token: wave w holds the w-th of each remaining sequence's tokens (one row per sequence
+    // per call), in batch order.
     struct SeaPrefill {
-        int seq, row0, n;
+        int seq, row0, n, p0;
     };
     std::vector<SeaPrefill> sea_prefills;
     std::vector<std::pair<int, int>> sea_waves;  // (first row in the wave arrays, rows)
@@ -830,8 +831,9 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
         for (const auto &[sq, rows] : rows_of) {
             bool consecutive = true;
             for (size_t k = 1; k < rows.size(); ++k) consecutive = consecutive && rows[k] == rows[0] + (int)k;
-            if (h_pos[rows[0]] == 0 && rows.size() >= 2 && consecutive) {
-                sea_prefills.push_back({sq, rows[0], (int)rows.size()});
+            // (validate_batch has checked that a sequence's positions are consecutive from its length.)
+            if (rows.size() >= 2 && consecutive) {
+                sea_prefills.push_back({sq, rows[0], (int)rows.size(), h_pos[rows[0]]});
             } else {
                 pending.push_back(&rows);
             }
@@ -951,7 +953,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                     cuda::sea_attention_prefill_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv + (size_t)pf.row0 * 3 * C, H),
                                                      q_scale, pf.n, attn + (size_t)pf.row0 * C, C, scratch,
                                                      scratch_bytes, st, nullptr,
-                                                     states + (size_t)pf.seq * s.sea_state_stride, kv);
+                                                     states + (size_t)pf.seq * s.sea_state_stride, kv, pf.p0);
                 }
                 const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, /*append=*/true,
                                              s.sea_prefetch_max_pos};

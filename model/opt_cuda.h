@@ -79,9 +79,9 @@ CudaMemoryNumbers cuda_memory_numbers(const OptCudaState &s);
 // may then leave the logits in the engine's pinned memory instead of copying them to host_logits (the persistent
 // decode step does): *logits_view points at them, valid until the second forward after this one, and
 // host_logits is not written; null where they went to host_logits.
-// SEA layers: a sequence whose tokens in the batch start at position 0, number at least 2 and sit in consecutive
-// batch rows runs the SEA prefill (which also sets its decode states); every other token runs the SEA decode, one
-// token per sequence per call, in batch order (exact, slower for long chunks). The states of the batch's
+// SEA layers: a sequence whose tokens in the batch number at least 2 and sit in consecutive batch rows runs the SEA
+// prefill (from position 0, or continuing from its decode state; it also updates the state); every other token
+// runs the SEA decode, one token per sequence per call, in batch order. The states of the batch's
 // sequences change in place: if this throws they are invalid, and the caller rebuilds them (engine/context.cpp).
 void opt_forward_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s,
                       const std::vector<TokenSlot> &tokens, const std::vector<int32_t> &output_tokens,

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <iterator>
 #include <stdexcept>
 #include <cmath>
 #include <memory>
@@ -712,6 +713,27 @@ void check_sea_against_cpu(const std::string &path) {
 
 TEST(GpuEngine, SeaMatchesTheCpuEngine) { check_sea_against_cpu(sea_model_path()); }
 
+// A prompt in several batches (seaopt-generate -b, a prompt after a cached one): the later batches continue the
+// sequence with the SEA prefill from its state (a batch of one token with the decode). Against the CPU engine
+// running the whole prompt as one prefill, under the rule of SeaMatchesTheCpuEngine.
+TEST(GpuEngine, SeaPromptInBatchesMatchesTheCpuEngine) {
+    const std::vector<int32_t> ids = test_ids(150);
+    SeaEngine cpu(SEAOPT_DEVICE_CPU, 256), gpu(SEAOPT_DEVICE_CUDA, 256);
+    const std::vector<std::vector<float>> ref = cpu.run(ids, 0, ids.size());
+    std::vector<std::vector<float>> got;
+    const size_t cuts[] = {0, 30, 31, 33, 97, ids.size()};
+    for (size_t i = 0; i + 1 < std::size(cuts); ++i) {
+        for (auto &r : gpu.run(ids, cuts[i], cuts[i + 1])) got.push_back(std::move(r));
+    }
+    const RowsDiff d = compare_rows(got, ref, 0.02);
+    std::printf("SEA CUDA, a 150-token prompt in batches of 30, 1, 2, 64, 53 tokens, vs the CPU engine's one batch: "
+                "%zu of %zu positions beyond 0.02 x logit std (median %.4f, worst %.3f x std), argmax differs at %zu\n",
+                d.far, d.n, d.median, d.worst, d.argmax_differ);
+    EXPECT_LE(d.median, 0.005);
+    EXPECT_LE(d.far, d.n / 10);
+    EXPECT_LE(d.argmax_differ, d.n / 10);
+}
+
 // SEA with Q8_0 matrices (the SEA demo model through seaopt-quantize): the estimator is untouched, the GEMMs and
 // GEMVs read int8 weights.
 TEST(GpuEngine, SeaOnAQ8_0ModelMatchesTheCpuEngine) {
@@ -722,9 +744,11 @@ TEST(GpuEngine, SeaOnAQ8_0ModelMatchesTheCpuEngine) {
 
 // The GPU engine's own consistency: (a) a sequence cut back by seaopt_kv_truncate (its SEA states rebuilt by
 // re-running its tokens) continues with exactly the bits it had before the cut; (b) two sequences in one batch, one
-// starting (SEA prefill) and one continuing with several tokens (the decode, token by token), give what the same
+// starting (SEA prefill) and one continuing with several tokens, give what the same
 // tokens give in batches of their own -- up to rounding, since the GEMMs of a 35-row batch and of 30- and 5-row
-// batches may round differently (cuBLASLt vs the GEMV), so the rule of SeaMatchesTheCpuEngine.
+// batches may round differently (cuBLASLt vs the GEMV), so the rule of SeaMatchesTheCpuEngine. (The 5-token
+// continuation runs the SEA prefill from sequence 0's state; SeaPromptInBatchesMatchesTheCpuEngine checks it
+// against the CPU.)
 TEST(GpuEngine, SeaTruncateAndBatchesAreExact) {
     const std::vector<int32_t> ids = test_ids(100);
     {

@@ -138,9 +138,14 @@ struct GpuRun {
     std::vector<int32_t> key_count;
     std::vector<uint32_t> key_sum;
     std::vector<float> stage_ms;
+    std::vector<float> state;  // a chunked run: the decode state the last call left (sea_decode_state_layout)
 };
 
-GpuRun run_gpu(const SeaConfig &cfg, const SeaDeviceParams &dp, const std::vector<uint16_t> &qkv, size_t T) {
+// chunks (empty: one call of T rows): the sequence in several calls of these sizes (summing to T), the first from
+// position 0 and each later one continuing it (start_pos) from the state and the KV cache the calls before left.
+// The debug arrays and the output cover all T rows either way; `state` then holds the state the last call left.
+GpuRun run_gpu(const SeaConfig &cfg, const SeaDeviceParams &dp, const std::vector<uint16_t> &qkv, size_t T,
+               const std::vector<size_t> &chunks = {}) {
     const size_t H = cfg.n_head, K = cfg.K, C = H * kD, W4 = K / 4, KW = (K + 31) / 32;
     GpuRun r;
     auto d_qkv = upload(qkv);
@@ -171,39 +176,66 @@ GpuRun run_gpu(const SeaConfig &cfg, const SeaDeviceParams &dp, const std::vecto
     d_k.fill(0xFF);
     d_v.fill(0xFF);
     const seaopt::cuda::SeaKvOut kv_out{d_k.as<half_t>(), d_v.as<half_t>(), (int64_t)(cache_rows * kD)};
-    try {
-        seaopt::cuda::sea_attention_prefill_cuda(cfg, dp, seaopt::cuda::sea_qkv_fused(d_qkv->as<half_t>(), (int)H),
-                                                 0.125f, (int)T, d_out.as<half_t>(), (int64_t)C,
-                                                 scratch.as<void>(), scratch.bytes(), /*stream*/ nullptr, &dbg,
-                                                 nullptr, kv_out);
-    } catch (const std::exception &e) {
-        r.ok = false;
-        r.error = std::string("launcher threw: ") + e.what();
-    }
-    if (r.ok) {
-        // The first event that does not complete names the stage that failed (an asynchronous fault surfaces at
-        // the next synchronisation: usually the event right after the faulting kernel).
-        for (int i = 1; i <= seaopt::cuda::kSeaPrefillStages; ++i) {
-            const cudaError_t err = cudaEventSynchronize(events[(size_t)i]);
-            if (err != cudaSuccess) {
-                r.ok = false;
-                r.error = std::string("stage ") + std::to_string(i - 1) + " (" +
-                          seaopt::cuda::sea_prefill_stage_name(i - 1) + ") failed on the device: " +
-                          cudaGetErrorString(err) + " (run compute-sanitizer on this test for the exact access)";
-                break;
+    // The decode state the calls leave and continue from (NaN-filled: whatever the first call does not write must
+    // not be read).
+    DeviceBuffer d_state(chunks.empty() ? 0 : seaopt::cuda::sea_decode_state_bytes(cfg));
+    d_state.fill(0xFF);
+    const std::vector<size_t> calls = chunks.empty() ? std::vector<size_t>{T} : chunks;
+    size_t p0 = 0;
+    r.stage_ms.assign(seaopt::cuda::kSeaPrefillStages, 0.0f);
+    for (size_t n : calls) {
+        // The call's rows p0 .. p0 + n - 1: its inputs, outputs and debug arrays from row p0 on.
+        SeaPrefillDebug at = dbg;
+        at.gates += p0 * H * 2;
+        at.image += p0 * 2 * H * W4;
+        at.conv1 += p0 * 2 * H * W4;
+        at.conv2 += p0 * 2 * H * W4;
+        at.probs += p0 * H * K;
+        at.cell_mask += p0 * H * KW;
+        at.key_count += p0 * H;
+        at.key_sum += p0 * H;
+        try {
+            seaopt::cuda::sea_attention_prefill_cuda(
+                cfg, dp, seaopt::cuda::sea_qkv_fused(d_qkv->as<half_t>() + p0 * 3 * C, (int)H), 0.125f, (int)n,
+                d_out.as<half_t>() + p0 * C, (int64_t)C, scratch.as<void>(), scratch.bytes(), /*stream*/ nullptr, &at,
+                chunks.empty() ? nullptr : d_state.as<void>(), kv_out, (int)p0);
+        } catch (const std::exception &e) {
+            r.ok = false;
+            r.error = std::string("launcher threw (rows from ") + std::to_string(p0) + "): " + e.what();
+        }
+        if (r.ok) {
+            // The first event that does not complete names the stage that failed (an asynchronous fault surfaces at
+            // the next synchronisation: usually the event right after the faulting kernel).
+            for (int i = 1; i <= seaopt::cuda::kSeaPrefillStages; ++i) {
+                const cudaError_t err = cudaEventSynchronize(events[(size_t)i]);
+                if (err != cudaSuccess) {
+                    r.ok = false;
+                    r.error = std::string("stage ") + std::to_string(i - 1) + " (" +
+                              seaopt::cuda::sea_prefill_stage_name(i - 1) + ") of the call from row " +
+                              std::to_string(p0) + " failed on the device: " + cudaGetErrorString(err) +
+                              " (run compute-sanitizer on this test for the exact access)";
+                    break;
+                }
             }
         }
+        if (!r.ok) {
+            std::printf("  GPU run FAILED: %s\n", r.error.c_str());
+            return r;
+        }
+        cuda_ok(cudaDeviceSynchronize(), "sea_attention_prefill_cuda");
+        for (int i = 0; i < seaopt::cuda::kSeaPrefillStages; ++i) {
+            float ms = 0.0f;
+            cuda_ok(cudaEventElapsedTime(&ms, events[(size_t)i], events[(size_t)i + 1]), "cudaEventElapsedTime");
+            r.stage_ms[(size_t)i] += ms;
+        }
+        p0 += n;
     }
-    if (!r.ok) {
-        std::printf("  GPU run FAILED: %s\n", r.error.c_str());
+    if (p0 != T) {
+        r.ok = false;
+        r.error = "the chunks sum to " + std::to_string(p0) + ", not T = " + std::to_string(T);
         return r;
     }
-    cuda_ok(cudaDeviceSynchronize(), "sea_attention_prefill_cuda");
-    for (int i = 0; i < seaopt::cuda::kSeaPrefillStages; ++i) {
-        float ms = 0.0f;
-        cuda_ok(cudaEventElapsedTime(&ms, events[(size_t)i], events[(size_t)i + 1]), "cudaEventElapsedTime");
-        r.stage_ms.push_back(ms);
-    }
+    if (!chunks.empty()) r.state = download<float>(d_state, d_state.bytes() / 4);
     for (cudaEvent_t &e : events) cudaEventDestroy(e);
     r.out = download<uint16_t>(d_out, (T + 1) * C);
     r.gates = download<float>(d_gates, T * H * 2);
@@ -505,12 +537,43 @@ struct SeaCase {
                          // row appears H times and the threshold falls inside a group of exact ties; the GPU must
                          // then select exactly the CPU's cells (the smaller flat indices of each tie group)
     size_t pos_table = 2048, pos_ctx = 2048;  // E_pos rows and the positions they are stretched to (sea.md §2.2)
+    // Non-empty: the T rows in calls of these sizes, each later one continuing the sequence (start_pos); every check
+    // below then holds for the rows of all calls together, and the state the last call leaves is compared with the
+    // state of one call of all T rows.
+    std::vector<size_t> chunks = {};
 };
 
 // Index of a [T][N][W] array -> "t=.. <mid>=.. col=.." (mid: "h" for heads, "ch" for image channels 2h + s).
 std::string fmt_at(size_t i, size_t N, size_t W, const char *mid = "h") {
     return "t=" + std::to_string(i / (N * W)) + " " + mid + "=" + std::to_string(i / W % N) + " col=" +
            std::to_string(i % W);
+}
+
+// The decode state a chunked prefill left against the one a single call of all T rows left: the same sums in
+// another order (the Performer's chunks fall elsewhere), so equal to fp32 rounding; ring slots of positions T-4..T-1.
+void check_left_state(const SeaConfig &cfg, const GpuRun &chunked, const GpuRun &whole, size_t T) {
+    ASSERT_TRUE(whole.ok) << whole.error;
+    const seaopt::cuda::SeaDecodeStateLayout S = seaopt::cuda::sea_decode_state_layout(cfg);
+    ErrStat perf, vsum, rings;
+    for (size_t i = 0; i < S.perf_bytes / 4; ++i) {
+        perf.add(i, chunked.state[S.perf / 4 + i], whole.state[S.perf / 4 + i], 1e-4, true);
+    }
+    for (size_t i = 0; i < S.v_sum_bytes / 4; ++i) {
+        vsum.add(i, chunked.state[S.v_sum / 4 + i], whole.state[S.v_sum / 4 + i], 1e-4, true);
+    }
+    const size_t slot = S.ring_bytes / 4 / seaopt::cuda::kSeaHistoryRows;
+    for (size_t pos = T >= 4 ? T - 4 : 0; pos < T; ++pos) {
+        for (size_t ring : {S.image_ring, S.conv1_ring}) {
+            const size_t at = ring / 4 + pos % seaopt::cuda::kSeaHistoryRows * slot;
+            for (size_t i = 0; i < slot; ++i) rings.add(at + i, chunked.state[at + i], whole.state[at + i], 1e-3, true);
+        }
+    }
+    std::printf("  left state vs one call: Performer sums max|Δ| %.3g (%zu beyond 1e-4·max(1,|ref|)), Σv %.3g (%zu "
+                "beyond), history rings %.3g (%zu beyond 1e-3·max(1,|ref|))\n",
+                perf.err, perf.bad, vsum.err, vsum.bad, rings.err, rings.bad);
+    EXPECT_EQ(perf.bad, 0u) << "state: Performer sums";
+    EXPECT_EQ(vsum.bad, 0u) << "state: Σ v";
+    EXPECT_EQ(rings.bad, 0u) << "state: image and conv1 history rings";
 }
 
 void check_case(const SeaCase &sc) {
@@ -531,8 +594,14 @@ void check_case(const SeaCase &sc) {
                 L.image_bytes / MiB, L.conv1_bytes / MiB, L.gates_bytes / MiB, L.cell_mask_bytes / MiB);
 
     const DeviceParams dp = upload_params(cfg, p);
-    const GpuRun g = run_gpu(cfg, dp.view, in.qkv, T);
+    const GpuRun g = run_gpu(cfg, dp.view, in.qkv, T, sc.chunks);
     ASSERT_TRUE(g.ok) << g.error;
+    if (!sc.chunks.empty()) {
+        std::printf("  in %zu calls:", sc.chunks.size());
+        for (size_t n : sc.chunks) std::printf(" %zu", n);
+        std::printf(" rows\n");
+        check_left_state(cfg, g, run_gpu(cfg, dp.view, in.qkv, T, {T}), T);
+    }
     std::printf("  stage times (ms, with debug copies):");
     for (int i = 0; i < seaopt::cuda::kSeaPrefillStages; ++i) {
         std::printf(" %s %.3f", seaopt::cuda::sea_prefill_stage_name(i), g.stage_ms[(size_t)i]);
@@ -815,6 +884,35 @@ TEST(GpuSea, PrefillOpt13bShapeT1024) { check_case({"OPT-1.3B H32 K64 k64 T1024"
 
 TEST(GpuSea, PrefillOpt13bShapeT2048) { check_case({"OPT-1.3B H32 K64 k64 T2048", 32, 64, 64, 2048, 111}); }
 
+// A sequence in several calls, each later one continuing from the state and the KV cache the calls before left
+// (start_pos > 0: a prompt in chunks, a prompt after a cached one). Calls of 1 and 2 rows, calls that start before
+// position 4 (part of the convs' history is the zero padding), starts off the 64-row chunk and tile grid, the
+// per-cell cap, an odd K, and the convs on CUDA cores (H 4, 3) and on the tensor cores (H 12).
+TEST(GpuSea, PrefillContinuesASequence) {
+    SeaCase small{"chunks H4 K64 k64 T150", 4, 64, 64, 150, 131};
+    small.chunks = {2, 1, 5, 64, 78};
+    check_case(small);
+    SeaCase cap{"chunks cap H4 K16 k2 T300", 4, 16, 2, 300, 141, true};
+    cap.pos_table = 256;
+    cap.pos_ctx = 512;
+    cap.chunks = {3, 130, 1, 166};
+    check_case(cap);
+    SeaCase odd{"chunks odd K H3 K20 k5 T200", 3, 20, 5, 200, 151};
+    odd.pos_table = 128;
+    odd.pos_ctx = 300;
+    odd.chunks = {70, 2, 128};
+    check_case(odd);
+    SeaCase h12{"chunks OPT-125m H12 K64 k64 T400", 12, 64, 64, 400, 171};
+    h12.chunks = {129, 271};
+    check_case(h12);
+}
+
+TEST(GpuSea, PrefillContinuesASequenceOpt13bShape) {
+    SeaCase c{"chunks OPT-1.3B H32 K64 k64 T1100", 32, 64, 64, 1100, 161};
+    c.chunks = {300, 1, 2, 397, 400};
+    check_case(c);
+}
+
 // q, k, v through general strides: K and V from a cache laid out [head][n_ctx][64] (not the fused rows), the
 // output with a padded row stride. Same arithmetic: the bits must equal the fused run's.
 TEST(GpuSea, StridedInputsGiveTheSameBits) {
@@ -1051,6 +1149,24 @@ TEST(GpuSea, LauncherRejectsBadArguments) {
                  "K not a multiple of 4");
     call(cfg, dp.view, x, 0, 0);  // T = 0: nothing to do, no scratch needed
     cuda_ok(cudaDeviceSynchronize(), "T = 0");
+
+    // Continuing a sequence (start_pos > 0) needs its state and its KV cache, and room for every position.
+    DeviceBuffer state(seaopt::cuda::sea_decode_state_bytes(cfg)), k_cache(4 * 256 * kD * 2), v_cache(4 * 256 * kD * 2);
+    const seaopt::cuda::SeaKvOut kv{k_cache.as<half_t>(), v_cache.as<half_t>(), (int64_t)(256 * kD)};
+    auto cont = [&](int start, void *st, const seaopt::cuda::SeaKvOut &k) {
+        seaopt::cuda::sea_attention_prefill_cuda(cfg, dp.view, x, 0.125f, (int)T, out.as<half_t>(), (int64_t)C,
+                                                 scratch.as<void>(), scratch.bytes(), nullptr, nullptr, st, k, start);
+    };
+    expect_error([&] { cont(-1, state.as<void>(), kv); }, SEAOPT_ERR_INVALID_ARGUMENT, "negative start_pos");
+    expect_error([&] { cont(8, nullptr, kv); }, SEAOPT_ERR_INVALID_ARGUMENT, "start_pos > 0 without a state");
+    expect_error([&] { cont(8, state.as<void>(), seaopt::cuda::SeaKvOut{}); }, SEAOPT_ERR_INVALID_ARGUMENT,
+                 "start_pos > 0 without a KV cache");
+    expect_error([&] { cont(241, state.as<void>(), kv); }, SEAOPT_ERR_INVALID_ARGUMENT,
+                 "start_pos + T beyond the positional table");
+    const seaopt::cuda::SeaKvOut short_kv{k_cache.as<half_t>(), v_cache.as<half_t>(), (int64_t)(20 * kD)};
+    expect_error([&] { cont(8, state.as<void>(), short_kv); }, SEAOPT_ERR_INVALID_ARGUMENT,
+                 "a KV head stride short of start_pos + T positions");
+    expect_error([&] { cont(8, state.as<char>() + 16, kv); }, SEAOPT_ERR_INVALID_ARGUMENT, "a misaligned state");
 }
 
 // Informational: the whole SEA layer at the OPT-1.3B shape, T = 2048, against the dense flash-attention prefill of

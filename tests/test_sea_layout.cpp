@@ -32,9 +32,14 @@ SeaConfig config(size_t H, size_t K, size_t k = 64, size_t m = 33) {
 
 // Every region [offset, offset + bytes) of the layout: aligned, inside the total, pairwise disjoint.
 void expect_disjoint(const seaopt::cuda::SeaPrefillScratchLayout &L) {
-    std::vector<std::pair<size_t, size_t>> r = {{L.shared, L.shared_bytes},       {L.image, L.image_bytes},
-                                                {L.conv1, L.conv1_bytes},         {L.gates, L.gates_bytes},
-                                                {L.cell_mask, L.cell_mask_bytes}, {L.v_chunk, L.v_chunk_bytes}};
+    // image and conv1 with the history rows before them (rows -4 .. -1 of a continued prefill).
+    EXPECT_EQ(L.history_bytes % 256, 0u);
+    std::vector<std::pair<size_t, size_t>> r = {{L.shared, L.shared_bytes},
+                                                {L.image - L.history_bytes, L.history_bytes + L.image_bytes},
+                                                {L.conv1 - L.history_bytes, L.history_bytes + L.conv1_bytes},
+                                                {L.gates, L.gates_bytes},
+                                                {L.cell_mask, L.cell_mask_bytes},
+                                                {L.v_chunk, L.v_chunk_bytes}};
     std::sort(r.begin(), r.end());
     for (size_t i = 0; i < r.size(); ++i) {
         EXPECT_EQ(r[i].first % 256, 0u) << "region at " << r[i].first;
@@ -57,10 +62,12 @@ TEST(SeaLayout, Opt13bPrefillScratch) {
     const auto L = seaopt::cuda::sea_prefill_scratch_layout(c, 2048);
     expect_disjoint(L);
     // The sizes of sea.md's shapes: Performer chunk states 32·32·33·129 floats (the largest of the shared region),
-    // image and conv1 2048·64·16 floats each, gates and masks 2048·32·2 words each, Σv chunks 32·32·64 floats.
+    // image and conv1 (4 + 2048)·64·16 floats each (the 4 history rows), gates and masks 2048·32·2 words each, Σv
+    // chunks 32·32·64 floats.
     const size_t f = sizeof(float);
-    EXPECT_EQ(L.total, (32u * 32 * 33 * 129 + 2 * 2048u * 64 * 16 + 2 * 2048u * 32 * 2 + 32u * 32 * 64) * f);
-    EXPECT_EQ(L.total, 35524608u);  // 33.9 MiB: the figure sea_layout.h and the README quote
+    EXPECT_EQ(L.history_bytes, 4u * 64 * 16 * f);
+    EXPECT_EQ(L.total, (32u * 32 * 33 * 129 + 2 * 2052u * 64 * 16 + 2 * 2048u * 32 * 2 + 32u * 32 * 64) * f);
+    EXPECT_EQ(L.total, 35557376u);  // 33.9 MiB: the figure sea_layout.h and the README quote
 }
 
 TEST(SeaLayout, ShapesWithoutTheTensorCoreConv) {

@@ -138,13 +138,13 @@ struct SeaPrefillDebug {
     cudaEvent_t *stage_events = nullptr;
 };
 
-// SEA prefill of positions 0..T-1 of one sequence: out[t·out_row_stride + h·64 + d] (fp16) for every t < T.
-// scratch: device memory of at least sea_prefill_scratch_bytes(cfg, T) bytes, 256-byte aligned; its contents need
-// not persist and nothing is allocated here. Everything is enqueued on `stream` (no synchronisation).
-// Throws seaopt::Error: SEAOPT_ERR_INVALID_ARGUMENT for bad arguments (a config sea_validate_config rejects,
-// T > n_pos_ctx, null or misaligned pointers, a short scratch), SEAOPT_ERR_UNSUPPORTED for sizes these kernels do
-// not handle (K > 256, m > 64, shared memory beyond the device's per-block limit, T ≥ 2^24, k·T ≥ 2^31),
-// SEAOPT_ERR_DEVICE for launch failures.
+// SEA prefill of positions 0..T-1 of one sequence (start_pos..start_pos+T-1, below): out[t·out_row_stride + h·64 +
+// d] (fp16) for every t < T. scratch: device memory of at least sea_prefill_scratch_bytes(cfg, T) bytes, 256-byte
+// aligned; its contents need not persist and nothing is allocated here. Everything is enqueued on `stream` (no
+// synchronisation). Throws seaopt::Error: SEAOPT_ERR_INVALID_ARGUMENT for bad arguments (a config
+// sea_validate_config rejects, start_pos + T > n_pos_ctx, null or misaligned pointers, a short scratch),
+// SEAOPT_ERR_UNSUPPORTED for sizes these kernels do not handle (K > 256, m > 64, shared memory beyond the device's
+// per-block limit, start_pos + T ≥ 2^24, k·(start_pos + T) ≥ 2^31), SEAOPT_ERR_DEVICE for launch failures.
 // state_out (optional, device, sea_decode_state_bytes): filled to continue decoding at position T (sea.md §2.12):
 // the Performer sums over all T rows, Σ v, and rows T-4..T-1 of the decoder image and of ReLU(conv1).
 // params.weight_frags (and conv_frags where the convs run on the tensor cores) must be set.

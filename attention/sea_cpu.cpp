@@ -569,19 +569,21 @@ void SeaDecodeState::reset(const SeaConfig &cfg) {
     v_cache.clear();
 }
 
-void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const float *q, const float *k,
-                               const float *v, size_t T, float *out, SeaDebug *debug, SeaDecodeState *state_after,
-                               int n_threads) {
-    sea_validate(cfg, p);
-    if (T > 0) check_position(cfg, T - 1);
-    if (debug) debug_resize(*debug, cfg, T);
-    if (state_after) state_after->reset(cfg);
-    if (T == 0) return;
+namespace {
+
+// Rows p0 .. p0+T-1 of one sequence (sea.md §2, row-parallel): q [T][H·64]; the keys and values of positions
+// 0 .. p0+T-1 at k_rows + j·kv_stride, v_rows + j·kv_stride. st: with p0 > 0 the sequence's state at p0 (its
+// Performer sums, Σv and conv history continue), and in any case (may be null) left at p0 + T, its own KV copy
+// untouched. Per row the arithmetic is the decode's (sea_attention_decode_cpu_cached), in the same order.
+void sea_rows_cpu(const SeaConfig &cfg, const SeaParams &p, const float *q, const float *k_rows, const float *v_rows,
+                  size_t kv_stride, size_t p0, size_t T, float *out, SeaDebug *debug, SeaDecodeState *st,
+                  int n_threads) {
     const Dims dm(cfg);
     const EstimatorWeights ew(cfg, p);
     const size_t n_rows = T * dm.H;  // (t, h) rows
     const long long T_ll = (long long)T, H_ll = (long long)dm.H;
     const bool parallel = n_threads > 1;
+    const bool cont = p0 > 0;  // continuing: st holds the sums and rows of positions < p0
 
     // §2.2-§2.3: Performer per head (a running sum over t), writing the encoder input X = [C_perf ; v].
     std::vector<float> enc_in(n_rows * kSeaEncInput);
@@ -590,19 +592,23 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
     for (long long hi = 0; hi < H_ll; ++hi) error.run([&] {
         const size_t h = (size_t)hi;
         std::vector<float> S_k(dm.m, 0.0f), S_kv(dm.m * kVcatWidth, 0.0f), phi_q(dm.m), phi_k(dm.m);
+        if (cont) {
+            std::copy_n(st->perf_k_sum.begin() + (ptrdiff_t)(h * dm.m), dm.m, S_k.begin());
+            std::copy_n(st->perf_kv_sum.begin() + (ptrdiff_t)(h * dm.m * kVcatWidth), dm.m * kVcatWidth, S_kv.begin());
+        }
         float vcat[kVcatWidth];
         for (size_t t = 0; t < T; ++t) {
-            const size_t off = t * dm.HD + h * kSeaHeadDim;
+            const size_t off = h * kSeaHeadDim, kv_off = (p0 + t) * kv_stride + off;
             float *x = enc_in.data() + (t * dm.H + h) * kSeaEncInput;
-            performer_features(phi_q.data(), q + off, p.performer_proj.data(), dm.m);
-            performer_features(phi_k.data(), k + off, p.performer_proj.data(), dm.m);
-            vcat_row(vcat, cfg, p, t, v + off);
+            performer_features(phi_q.data(), q + t * dm.HD + off, p.performer_proj.data(), dm.m);
+            performer_features(phi_k.data(), k_rows + kv_off, p.performer_proj.data(), dm.m);
+            vcat_row(vcat, cfg, p, p0 + t, v_rows + kv_off);
             performer_step(x, phi_q.data(), phi_k.data(), vcat, S_k.data(), S_kv.data(), dm.m);
-            std::memcpy(x + kVcatWidth, v + off, kSeaHeadDim * 4);
+            std::memcpy(x + kVcatWidth, v_rows + kv_off, kSeaHeadDim * 4);
         }
-        if (state_after) {
-            std::copy(S_k.begin(), S_k.end(), state_after->perf_k_sum.begin() + (ptrdiff_t)(h * dm.m));
-            std::copy(S_kv.begin(), S_kv.end(), state_after->perf_kv_sum.begin() + (ptrdiff_t)(h * dm.m * kVcatWidth));
+        if (st) {
+            std::copy(S_k.begin(), S_k.end(), st->perf_k_sum.begin() + (ptrdiff_t)(h * dm.m));
+            std::copy(S_kv.begin(), S_kv.end(), st->perf_kv_sum.begin() + (ptrdiff_t)(h * dm.m * kVcatWidth));
         }
     });
     error.rethrow();
@@ -615,22 +621,24 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
     decoder_image_rows(image.data(), z.data(), T, cfg, p, n_threads);
     z = {};
 
-    // §2.6 steps 2-5: two causal dilated convs; each output row reads input rows t, t-2, t-4.
+    // §2.6 steps 2-5: two causal dilated convs; each output row reads input rows pos, pos-2, pos-4 (rows before
+    // this call's from the state's history: row r in slot r % 4, not yet overwritten).
     std::vector<float> conv1_out(T * dm.image_row()), conv2_out(T * dm.image_row());
-    auto conv_layer = [&](float *y, const float *x, const CausalConv3x3 &cw) {
+    auto conv_layer = [&](float *y, const float *x, const std::vector<float> *hist, const CausalConv3x3 &cw) {
 #pragma omp parallel for schedule(static) num_threads(n_threads) if (parallel)
         for (long long ti = 0; ti < T_ll; ++ti) {
-            const size_t t = (size_t)ti;
-            const float *rows[kSeaConvLiveRows] = {
-                t >= 4 ? x + (t - 4) * dm.image_row() : nullptr,
-                t >= 2 ? x + (t - 2) * dm.image_row() : nullptr,
-                x + t * dm.image_row(),
+            const size_t t = (size_t)ti, pos = p0 + t;
+            auto row = [&](size_t back) -> const float * {
+                if (pos < back) return nullptr;  // before position 0: the causal zero padding
+                if (t >= back) return x + (t - back) * dm.image_row();
+                return hist->data() + (pos - back) % 4 * dm.image_row();
             };
+            const float *rows[kSeaConvLiveRows] = {row(4), row(2), x + t * dm.image_row()};
             causal_dilated_conv_row(y + t * dm.image_row(), rows, cw, dm.W4);
         }
     };
-    conv_layer(conv1_out.data(), image.data(), ew.conv1);
-    conv_layer(conv2_out.data(), conv1_out.data(), ew.conv2);
+    conv_layer(conv1_out.data(), image.data(), cont ? &st->image_hist : nullptr, ew.conv1);
+    conv_layer(conv2_out.data(), conv1_out.data(), cont ? &st->conv1_hist : nullptr, ew.conv2);
 
     // §2.6 steps 6-9 + softmax: Â, token-major [T][H][K].
     std::vector<float> probs(T * dm.H * dm.K);
@@ -648,12 +656,14 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
     }
     error.rethrow();
 
-    // §2.10: Σ_{j≤t} v_j as a running sum, the same additions decode makes.
+    // §2.10: Σ_{j≤pos} v_j as a running sum, the same additions decode makes.
     std::vector<float> v_prefix(T * dm.HD);
     {
         std::vector<float> running(dm.HD, 0.0f);
+        if (cont) running = st->v_sum;
         for (size_t t = 0; t < T; ++t) {
-            for (size_t i = 0; i < dm.HD; ++i) running[i] += v[t * dm.HD + i];
+            const float *v_t = v_rows + (p0 + t) * kv_stride;
+            for (size_t i = 0; i < dm.HD; ++i) running[i] += v_t[i];
             std::memcpy(v_prefix.data() + t * dm.HD, running.data(), dm.HD * 4);
         }
     }
@@ -669,8 +679,8 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
                 const size_t t = (size_t)ti;
                 RowDebugSlot slot{};
                 if (debug) slot = {&debug->budget[t], &debug->threshold[t], &debug->gap[t], &row_cells[t]};
-                sparse_attention_row(out + t * dm.HD, t, cfg, probs.data() + t * dm.H * dm.K,
-                                     gates.data() + t * dm.H * 2, q + t * dm.HD, k, v, dm.HD,
+                sparse_attention_row(out + t * dm.HD, p0 + t, cfg, probs.data() + t * dm.H * dm.K,
+                                     gates.data() + t * dm.H * 2, q + t * dm.HD, k_rows, v_rows, kv_stride,
                                      v_prefix.data() + t * dm.HD, scratch, debug ? &slot : nullptr);
             });
         }
@@ -678,20 +688,62 @@ void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const f
     error.rethrow();
 
     if (debug) debug_fill(*debug, cfg, T, probs.data(), gates.data(), row_cells);
-    if (state_after) {
-        SeaDecodeState &st = *state_after;
-        st.n_tokens = T;
-        std::memcpy(st.v_sum.data(), v_prefix.data() + (T - 1) * dm.HD, dm.HD * 4);
-        for (size_t back = 1; back <= 4 && back <= T; ++back) {  // rows T-1 .. T-4 into their ring slots
-            const size_t r = T - back;
-            std::memcpy(st.image_hist.data() + (r % 4) * dm.image_row(), image.data() + r * dm.image_row(),
+    if (st) {
+        st->n_tokens = p0 + T;
+        std::memcpy(st->v_sum.data(), v_prefix.data() + (T - 1) * dm.HD, dm.HD * 4);
+        for (size_t back = 1; back <= 4 && back <= T; ++back) {  // this call's last rows into their ring slots
+            const size_t r = T - back, slot = (p0 + r) % 4;
+            std::memcpy(st->image_hist.data() + slot * dm.image_row(), image.data() + r * dm.image_row(),
                         dm.image_row() * 4);
-            std::memcpy(st.conv1_hist.data() + (r % 4) * dm.image_row(), conv1_out.data() + r * dm.image_row(),
+            std::memcpy(st->conv1_hist.data() + slot * dm.image_row(), conv1_out.data() + r * dm.image_row(),
                         dm.image_row() * 4);
         }
-        st.k_cache.assign(k, k + T * dm.HD);
-        st.v_cache.assign(v, v + T * dm.HD);
     }
+}
+
+}  // namespace
+
+void sea_attention_prefill_cpu(const SeaConfig &cfg, const SeaParams &p, const float *q, const float *k,
+                               const float *v, size_t T, float *out, SeaDebug *debug, SeaDecodeState *state_after,
+                               int n_threads) {
+    sea_validate(cfg, p);
+    if (T > 0) check_position(cfg, T - 1);
+    if (debug) debug_resize(*debug, cfg, T);
+    if (state_after) state_after->reset(cfg);
+    if (T == 0) return;
+    const Dims dm(cfg);
+    sea_rows_cpu(cfg, p, q, k, v, dm.HD, 0, T, out, debug, state_after, n_threads);
+    if (state_after) {
+        state_after->k_cache.assign(k, k + T * dm.HD);
+        state_after->v_cache.assign(v, v + T * dm.HD);
+    }
+}
+
+void sea_attention_continue_cpu(const SeaConfig &cfg, const SeaParams &p, SeaDecodeState &st, const float *q,
+                                const float *k_rows, const float *v_rows, size_t kv_stride, size_t T, float *out,
+                                SeaDebug *debug, int n_threads) {
+    sea_validate(cfg, p);
+    check_state(cfg, st);
+    const Dims dm(cfg);
+    if (kv_stride < dm.HD) throw_invalid_argument("sea: kv_stride is smaller than n_head·64");
+    const size_t p0 = st.n_tokens;
+    if (T > 0) check_position(cfg, p0 + T - 1);
+    if (debug) debug_resize(*debug, cfg, T);
+    if (T == 0) return;
+    // Into a copy (without the state's own KV copy, which this call neither reads nor writes): a failed call
+    // leaves the state as it was.
+    std::vector<float> own_k = std::move(st.k_cache), own_v = std::move(st.v_cache);
+    SeaDecodeState next = st;
+    try {
+        sea_rows_cpu(cfg, p, q, k_rows, v_rows, kv_stride, p0, T, out, debug, &next, n_threads);
+    } catch (...) {
+        st.k_cache = std::move(own_k);
+        st.v_cache = std::move(own_v);
+        throw;
+    }
+    st = std::move(next);
+    st.k_cache = std::move(own_k);
+    st.v_cache = std::move(own_v);
 }
 
 void sea_attention_decode_cpu_cached(const SeaConfig &cfg, const SeaParams &p, SeaDecodeState &st, const float *q_t,

@@ -154,4 +154,13 @@ void sea_attention_decode_cpu_cached(const SeaConfig &cfg, const SeaParams &para
                                      const float *q_t, const float *k_rows, const float *v_rows, size_t kv_stride,
                                      size_t pos, float *out_t, SeaDebug *debug = nullptr, int n_threads = 1);
 
+// Continues the sequence of `state` (state.n_tokens = p0 tokens so far) with T more tokens at positions
+// p0 .. p0+T-1, row-parallel: what T calls of sea_attention_decode_cpu_cached give, bit for bit (per row the same
+// arithmetic in the same order). q, out: [T, H·64]; the keys and values of positions 0 .. p0+T-1 (the T new ones
+// included) at k_rows + j·kv_stride, v_rows + j·kv_stride. The state's k_cache / v_cache are neither read nor
+// written. On an exception the state is unchanged.
+void sea_attention_continue_cpu(const SeaConfig &cfg, const SeaParams &params, SeaDecodeState &state, const float *q,
+                                const float *k_rows, const float *v_rows, size_t kv_stride, size_t T, float *out,
+                                SeaDebug *debug = nullptr, int n_threads = 1);
+
 }  // namespace seaopt::cpu

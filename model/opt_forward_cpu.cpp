@@ -66,12 +66,20 @@ void sea_attention_layer(SeaCpuState &sea, uint32_t l, KvCacheCpu &kv, const std
             std::vector<float>().swap(st.k_cache);
             std::vector<float>().swap(st.v_cache);
             for (size_t t = 0; t < T; ++t) std::copy_n(out_seq.data() + t * C, C, attn + idx[t] * C);
+        } else if (idx.size() >= 2) {
+            // A later chunk of a prompt: the rows continue the sequence from its state, row-parallel (the decode's
+            // arithmetic, sea_cpu.h).
+            const size_t T = idx.size();
+            q_seq.resize(T * C);
+            out_seq.resize(T * C);
+            for (size_t t = 0; t < T; ++t) std::copy_n(q + idx[t] * C, C, q_seq.data() + t * C);
+            cpu::sea_attention_continue_cpu(sea.cfg, params, st, q_seq.data(), k_rows, v_rows, C, T, out_seq.data(),
+                                            nullptr, n_threads);
+            for (size_t t = 0; t < T; ++t) std::copy_n(out_seq.data() + t * C, C, attn + idx[t] * C);
         } else {
-            // Continuing a sequence (decode, or a later chunk of a prompt): one token at a time (sea.md §2.12).
-            for (size_t i : idx) {
-                cpu::sea_attention_decode_cpu_cached(sea.cfg, params, st, q + i * C, k_rows, v_rows, C,
-                                                     (size_t)tokens[i].pos, attn + i * C, nullptr, n_threads);
-            }
+            // The next token of a sequence (sea.md §2.12).
+            cpu::sea_attention_decode_cpu_cached(sea.cfg, params, st, q + idx[0] * C, k_rows, v_rows, C,
+                                                 (size_t)tokens[idx[0]].pos, attn + idx[0] * C, nullptr, n_threads);
         }
     }
 }

@@ -60,8 +60,8 @@ struct CpuForwardCapture {
 // logits[r * n_vocab ...] for each batch index output_tokens[r].
 // sea (optional): its SEA layers run SEA instead of dense attention. For each sequence of the batch, a
 // fresh one (its first token at position 0) goes through sea_attention_prefill_cpu, which sets the
-// state; tokens continuing a sequence go through sea_attention_decode_cpu_cached one at a time, in batch
-// order (a chunk of a prompt after the first: exact, but token by token). The states of the batch's
+// state; several tokens continuing a sequence (a chunk of a prompt after the first) through
+// sea_attention_continue_cpu, one through sea_attention_decode_cpu_cached. The states of the batch's
 // sequences are updated in place: the caller restores them if this throws.
 // should_abort (optional; seaopt_context_params.abort_callback): asked before each layer and before the output head;
 // true stops the forward with SEAOPT_ERR_CANCELLED (what it wrote past the sequences' lengths is never read; the

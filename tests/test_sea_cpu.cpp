@@ -168,6 +168,103 @@ TEST(SeaCpu, PrefillStateContinuesIntoDecode) {
     }
 }
 
+// A later chunk of a prompt continues the sequence row-parallel (sea_attention_continue_cpu): the outputs, the
+// estimates and the state equal those of the decode token by token, bit for bit, and the outputs those of one
+// prefill of every row to fp32 rounding. Chunks of 1 and 2 rows, chunks starting before position 4 (part of the
+// convs' history is the zero padding), the first chunk from an empty state, and an engine-style padded KV cache.
+TEST(SeaCpu, ContinueEqualsTheDecodeBitForBit) {
+    uint32_t seed = 301;
+    for (const Case &c : kCases) {
+        SCOPED_TRACE(name_of(c));
+        const SeaConfig cfg = make_config(c.H, c.K, c.k);
+        const SeaParams p = random_params(cfg, seed++);
+        const Qkv x = random_qkv(cfg, c.T, seed++);
+        const Prefill ref = run_prefill(cfg, p, x, c.T);
+        const size_t HD = c.H * kD, stride = HD + 8;
+        std::vector<float> k_cache(c.T * stride, NAN), v_cache(c.T * stride, NAN);
+        for (size_t t = 0; t < c.T; ++t) {
+            std::copy_n(x.k.data() + t * HD, HD, k_cache.data() + t * stride);
+            std::copy_n(x.v.data() + t * HD, HD, v_cache.data() + t * stride);
+        }
+        // The decode, token by token, from an empty state.
+        SeaDecodeState dec;
+        dec.reset(cfg);
+        std::vector<float> dec_out(c.T * HD);
+        std::vector<std::vector<float>> dec_probs(c.T);
+        std::vector<SeaDecodeState> dec_states(c.T + 1);
+        dec_states[0] = dec;
+        for (size_t t = 0; t < c.T; ++t) {
+            SeaDebug d;
+            sea_attention_decode_cpu_cached(cfg, p, dec, x.q.data() + t * HD, k_cache.data(), v_cache.data(), stride,
+                                            t, dec_out.data() + t * HD, &d, 2);
+            dec_probs[t] = d.probs;
+            dec_states[t + 1] = dec;
+        }
+        // The same rows in chunks.
+        const std::vector<size_t> chunks = {2, 1, 3, 64, 1, c.T - 71};
+        SeaDecodeState st;
+        st.reset(cfg);
+        std::vector<float> out(c.T * HD, NAN);
+        size_t p0 = 0, probs_differ = 0, cells_differ = 0;
+        for (size_t n : chunks) {
+            SeaDebug d;
+            sea_attention_continue_cpu(cfg, p, st, x.q.data() + p0 * HD, k_cache.data(), v_cache.data(), stride, n,
+                                       out.data() + p0 * HD, &d, 2);
+            for (size_t t = 0; t < n; ++t) {
+                for (size_t h = 0; h < c.H; ++h) {
+                    probs_differ += !std::equal(dec_probs[p0 + t].begin() + h * c.K,
+                                                dec_probs[p0 + t].begin() + (h + 1) * c.K,
+                                                d.probs.begin() + (h * n + t) * c.K);
+                }
+                cells_differ += row_cells(d, t) != row_cells(ref.dbg, p0 + t);
+            }
+            p0 += n;
+            const SeaDecodeState &want = dec_states[p0];
+            EXPECT_EQ(st.n_tokens, p0);
+            EXPECT_TRUE(st.perf_k_sum == want.perf_k_sum && st.perf_kv_sum == want.perf_kv_sum &&
+                        st.v_sum == want.v_sum && st.image_hist == want.image_hist &&
+                        st.conv1_hist == want.conv1_hist)
+                << "the state after position " << p0 << " differs from the decode's";
+        }
+        EXPECT_EQ(probs_differ, 0u);
+        EXPECT_EQ(cells_differ, 0u);
+        expect_close(out.data(), dec_out.data(), c.T * HD, 0.0f, "chunks vs the decode");
+        const float worst = expect_close(out.data(), ref.out.data(), c.T * HD, 1e-5f, "chunks vs one prefill");
+        std::printf("[continue==decode] %s: chunks 2,1,3,64,1,%zu bit-identical to the decode; max |Δout| vs one "
+                    "prefill %.3g\n",
+                    name_of(c).c_str(), c.T - 71, worst);
+    }
+}
+
+// Continuing checks its arguments and leaves the state as it was when it throws.
+TEST(SeaCpu, ContinueRejectsBadArguments) {
+    const SeaConfig cfg = make_config(2, 16, 4, 64);
+    const SeaParams p = random_params(cfg, 311);
+    const size_t T = 64, HD = 2 * kD;
+    const Qkv x = random_qkv(cfg, T, 312);
+    std::vector<float> out(T * HD);
+    SeaDecodeState st;
+    st.reset(cfg);
+    sea_attention_continue_cpu(cfg, p, st, x.q.data(), x.k.data(), x.v.data(), HD, 40, out.data());
+    const SeaDecodeState before = st;
+    expect_throws_invalid([&] { sea_attention_continue_cpu(cfg, p, st, x.q.data(), x.k.data(), x.v.data(), HD, 25,
+                                                           out.data()); },
+                          "positions beyond n_pos_ctx");
+    expect_throws_invalid([&] { sea_attention_continue_cpu(cfg, p, st, x.q.data(), x.k.data(), x.v.data(), HD - 1, 4,
+                                                           out.data()); },
+                          "kv_stride < n_head·64");
+    SeaDecodeState other;
+    other.reset(make_config(3, 16, 4, 64));
+    expect_throws_invalid([&] { sea_attention_continue_cpu(cfg, p, other, x.q.data(), x.k.data(), x.v.data(), HD, 4,
+                                                           out.data()); },
+                          "a state of another config");
+    EXPECT_EQ(st.n_tokens, before.n_tokens);
+    EXPECT_TRUE(st.perf_kv_sum == before.perf_kv_sum && st.v_sum == before.v_sum &&
+                st.image_hist == before.image_hist);
+    sea_attention_continue_cpu(cfg, p, st, x.q.data(), x.k.data(), x.v.data(), HD, 24, out.data());
+    EXPECT_EQ(st.n_tokens, 64u);
+}
+
 // OpenMP over heads and rows, and asking for debug output, change nothing.
 TEST(SeaCpu, ThreadsAndDebugDoNotChangeTheResult) {
     const SeaConfig cfg = make_config(4, 64, 8);

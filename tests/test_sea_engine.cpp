@@ -282,7 +282,8 @@ TEST(SeaEngine, PrefillEqualsTokenByTokenAndChunks) {
     const double d = max_rel_diff(steps, full);
     std::printf("[ sea ] prefill vs one token at a time, 40 positions: max rel diff %.3g\n", d);
     EXPECT_LE(d, kTol);
-    // A prompt in chunks: the first prefills, the later ones continue the sequence token by token.
+    // A prompt in chunks: the first prefills, the later ones continue the sequence (one token: the decode; more:
+    // the rows in parallel, sea_attention_continue_cpu).
     Logits chunked = decode_all(c.c, ids, 0, 13);
     for (Logits part : {decode_all(c.c, ids, 13, 14), decode_all(c.c, ids, 14, 40)}) {
         chunked.insert(chunked.end(), part.begin(), part.end());

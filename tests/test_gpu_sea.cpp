@@ -887,7 +887,7 @@ TEST(GpuSea, PrefillOpt13bShapeT2048) { check_case({"OPT-1.3B H32 K64 k64 T2048"
 // A sequence in several calls, each later one continuing from the state and the KV cache the calls before left
 // (start_pos > 0: a prompt in chunks, a prompt after a cached one). Calls of 1 and 2 rows, calls that start before
 // position 4 (part of the convs' history is the zero padding), starts off the 64-row chunk and tile grid, the
-// per-cell cap, an odd K, and the convs on CUDA cores (H 4, 3) and on the tensor cores (H 12).
+// per-cell cap, an odd K, and the convs on CUDA cores (H 4, 3) and on the tensor cores (H 12, 32).
 TEST(GpuSea, PrefillContinuesASequence) {
     SeaCase small{"chunks H4 K64 k64 T150", 4, 64, 64, 150, 131};
     small.chunks = {2, 1, 5, 64, 78};
@@ -903,13 +903,13 @@ TEST(GpuSea, PrefillContinuesASequence) {
     odd.chunks = {70, 2, 128};
     check_case(odd);
     SeaCase h12{"chunks OPT-125m H12 K64 k64 T400", 12, 64, 64, 400, 171};
-    h12.chunks = {129, 271};
+    h12.chunks = {2, 1, 126, 271};
     check_case(h12);
 }
 
 TEST(GpuSea, PrefillContinuesASequenceOpt13bShape) {
     SeaCase c{"chunks OPT-1.3B H32 K64 k64 T1100", 32, 64, 64, 1100, 161};
-    c.chunks = {300, 1, 2, 397, 400};
+    c.chunks = {3, 297, 1, 2, 397, 400};
     check_case(c);
 }
 

@@ -4,9 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <condition_variable>
 #include <functional>
+#include <mutex>
 #include <string>
+#include <system_error>
 #include <thread>
+#include <vector>
 
 #include "engine/error.h"
 #include "engine/host_memory.h"
@@ -108,6 +112,41 @@ namespace {
 // per-team stack use overflows at ~100,000).
 constexpr int32_t kMaxThreads = 4096;
 constexpr uint32_t kMaxBatch = 1u << 20;  // tokens per call
+
+// Starts n - 1 threads and joins them: whether the system lets this process run n CPU threads at once. libgomp,
+// when it cannot create a thread of a team (a process-count limit, an address-space limit for the stacks), prints a
+// message and calls exit(1) inside the first parallel region; asked here first, the context refuses instead. The
+// probe's threads get the default stack size, as libgomp's do (without OMP_STACKSIZE).
+void check_threads_can_start(int32_t n) {
+    std::vector<std::thread> threads;
+    std::mutex mutex;
+    std::condition_variable go;
+    bool release = false;
+    std::string refused;
+    try {
+        threads.reserve((size_t)n);
+        for (int32_t i = 1; i < n; ++i) {
+            threads.emplace_back([&] {
+                std::unique_lock<std::mutex> lock(mutex);
+                go.wait(lock, [&] { return release; });
+            });
+        }
+    } catch (const std::system_error &e) {
+        refused = "the system refused thread " + std::to_string(threads.size() + 2) + ": " + e.what();
+    } catch (const std::bad_alloc &) {
+        refused = "out of memory after " + std::to_string(threads.size() + 1) + " threads";
+    }
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        release = true;
+    }
+    go.notify_all();
+    for (std::thread &t : threads) t.join();
+    if (!refused.empty()) {
+        throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "cannot run n_threads = " + std::to_string(n) + " CPU threads (" +
+                                                  refused + "): lower n_threads (0 = one per CPU)");
+    }
+}
 
 // The SEA part of the context parameters (attention = SEA): the model, the device, sea_k and sea_layers.
 // Fills everything of ctx.sea but the states (allocated when a sequence starts, by the prefill).
@@ -215,6 +254,7 @@ void context_init(Context &ctx, const OptModel &model, const seaopt_context_para
                                                   std::to_string(avail >> 20) +
                                                   " MiB of memory is available (lower n_ctx or n_seq_max)");
     }
+    if (ctx.n_threads > 1) check_threads_can_start(ctx.n_threads);
     ctx.kv.allocate(hp.n_layer, p.n_seq_max, n_ctx, hp.n_embd);
     SEAOPT_LOG_INFO_("context: n_ctx %u, n_seq_max %u, n_batch %u, %d threads, KV cache %.1f MiB (fp32, CPU)\n", n_ctx,
                      p.n_seq_max, n_batch, ctx.n_threads, (double)kv_bytes / (1 << 20));
@@ -581,7 +621,15 @@ const float *context_logits_ith(const Context &ctx, int32_t i) {
         throw_invalid_argument("the last batch has no logits: it was run with seaopt_decode_nll, which returns "
                                "only the requested tokens' NLLs");
     }
-    if (i == -1) i = ctx.last_output_index;
+    if (i == -1) {
+        if (ctx.last_output_index < 0) {
+            throw_invalid_argument(ctx.output_row.empty()
+                                       ? std::string("no logits yet: no batch has been decoded in this context")
+                                       : "no logits: no token of the last batch (" +
+                                             std::to_string(ctx.output_row.size()) + " tokens) asked for them");
+        }
+        i = ctx.last_output_index;
+    }
     if (i < 0 || (size_t)i >= ctx.output_row.size()) {
         throw_invalid_argument("no logits for batch index " + std::to_string(i) + " (the last batch had " +
                                std::to_string(ctx.output_row.size()) + " tokens)");

@@ -1,6 +1,6 @@
-// The permission bits a new file would get from open(path, O_CREAT, 0666): 0666 & ~umask. The writers create their
-// temporary with mkstemp (0600) and rename it onto the target; they give it these bits first, so that the umask is
-// honoured both ways (a private umask keeps a saved prompt private; the usual 022 makes a model readable by others).
+// How the writers make their output files. The permission bits a new file would get from open(path, O_CREAT, 0666):
+// 0666 & ~umask. The writers create their temporary with mkstemp (0600) and rename it onto the target; they give it
+// these bits first, so that the umask is honoured both ways (a private umask keeps a saved prompt private; the usual 022 makes a model readable by others).
 #pragma once
 
 #include <stdlib.h>
@@ -33,6 +33,20 @@ inline int make_temporary_file(std::string &path) {
     const int fd = ::mkstemp(path.data());
     if (fd >= 0) ::fchmod(fd, new_file_mode());
     return fd;
+}
+
+// Why `path` may not be the target of a write-then-rename, or "" where it may: something that exists there and is not
+// a regular file (a directory; a device such as /dev/null or /dev/full, a FIFO, a socket: renaming onto it would
+// replace the device node itself, for root even /dev/null). Links are followed: a link to a regular file is replaced
+// by the new file, as a plain rename does; a dangling one too.
+inline std::string output_path_problem(const std::string &path) {
+    if (path.empty()) return "no output path given";
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) return "";  // nothing there (or a dangling link): created
+    if (S_ISREG(st.st_mode)) return "";
+    if (S_ISDIR(st.st_mode)) return "'" + path + "' is a directory; name a file";
+    return "'" + path +
+           "' exists and is not a regular file (a device, FIFO or socket): it would be replaced, not written";
 }
 
 }  // namespace seaopt

@@ -969,6 +969,7 @@ size_t Writer::add_tensor(const std::string &name, TensorType type, const std::v
 void Writer::write(const std::string &path, const TensorDataFn &tensor_data,
                    const std::function<void(const std::string &)> &on_temporary) const {
     if (!tensors_.empty() && !tensor_data) throw_invalid_argument("GGUF writer: no tensor data callback");
+    if (const std::string why = output_path_problem(path); !why.empty()) throw_io("cannot write the model: " + why);
 
     std::vector<uint8_t> header;
     put_le(header, kMagic, 4);

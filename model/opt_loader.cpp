@@ -330,7 +330,13 @@ std::unique_ptr<OptModel> load_opt_model_from_memory(const uint8_t *bytes, size_
                          hp.sea.k, hp.sea.compressed_width, hp.sea.random_features, hp.sea.hidden,
                          hp.sea.position_table_length);
     }
-    if (params.vocab_only) return model;
+    if (params.vocab_only) {
+        // No weights to load: the callback is still called once, at 1.0, so that it may cancel as documented.
+        if (params.progress_callback && !params.progress_callback(1.0f, params.progress_callback_user_data)) {
+            throw Error(SEAOPT_ERR_CANCELLED, "model loading was cancelled by the progress callback");
+        }
+        return model;
+    }
 
     // The SEA estimator stays on the host in fp32 whatever the device (it is small: sea.md §5.1).
     if (hp.has_sea) {

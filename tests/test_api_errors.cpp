@@ -409,6 +409,18 @@ TEST(ContextErrors, ImpossibleContextParams) {
     cp = seaopt_context_default_params();
     EXPECT_EQ(seaopt_context_new(m, &cp, &ctx), SEAOPT_ERR_INVALID_ARGUMENT);
     seaopt_model_free(m);
+
+    // A vocab-only load calls the progress callback too (it never did: returning false could not cancel it).
+    int calls = 0;
+    mp.progress_callback = [](float progress, void *user) {
+        ++*static_cast<int *>(user);
+        return progress < 1.0f;  // cancel at the end
+    };
+    mp.progress_callback_user_data = &calls;
+    m = nullptr;
+    EXPECT_EQ(seaopt_model_load(good_model().c_str(), &mp, &m), SEAOPT_ERR_CANCELLED);
+    EXPECT_EQ(m, nullptr);
+    EXPECT_EQ(calls, 1);
 }
 
 TEST(ContextErrors, BadBatches) {
@@ -446,6 +458,16 @@ TEST(ContextErrors, BadBatches) {
     EXPECT_EQ(seaopt_get_logits_ith(c.ctx, 0), nullptr);
     EXPECT_NE(std::string(seaopt_last_error()).find("did not ask for logits"), std::string::npos);
     EXPECT_EQ(seaopt_get_logits_ith(c.ctx, 7), nullptr);
+
+    // The last token's logits (-1) when no token of the batch asked for any: said so, not "batch index -1".
+    std::vector<int8_t> none(2, 0);
+    b = seaopt_batch_get_one(ids.data() + 3, 2);
+    b.logits = none.data();
+    ASSERT_EQ(seaopt_decode(c.ctx, &b), SEAOPT_OK) << seaopt_last_error();
+    EXPECT_EQ(seaopt_get_logits_ith(c.ctx, -1), nullptr);
+    EXPECT_NE(std::string(seaopt_last_error()).find("no token of the last batch (2 tokens) asked for them"),
+              std::string::npos)
+        << seaopt_last_error();
 }
 
 // From an audit of the C API: limits that were missing or wrong.

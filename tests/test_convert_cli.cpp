@@ -10,6 +10,7 @@
 #include <csignal>
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -137,6 +138,63 @@ TEST(Cli, RefusesOutputOverTheCheckpointAndANameNotUtf8) {
     EXPECT_NE(r.err.find("seaopt-convert: error: the model name is not valid UTF-8 (byte 0 is 0xFF)"), std::string::npos)
         << r.err;
     EXPECT_FALSE(fs::exists(tmp / "n.gguf"));
+}
+
+// From an audit of the tools: an output that exists and is not a regular file (here a FIFO; /dev/null for root) was
+// replaced by the rename of the finished temporary file. Refused before any work, the FIFO left as it was.
+TEST(Cli, RefusesAnOutputThatIsNotARegularFile) {
+    TempDir tmp;
+    TinyConfig c;
+    write_hf_checkpoint(tmp / "ck", c.to_json(), make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    ASSERT_EQ(::mkfifo((tmp / "fifo").c_str(), 0644), 0);
+    RunResult r = run_process({binary("seaopt-convert"), tmp / "ck", "-o", tmp / "fifo", "--no-progress"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("exists and is not a regular file"), std::string::npos) << r.err;
+    ASSERT_EQ(run_process({binary("seaopt-convert"), tmp / "ck", "-o", tmp / "m.gguf", "--no-progress"}, tmp.path())
+                  .exit_code,
+              0);
+    r = run_process({binary("seaopt-quantize"), tmp / "m.gguf", tmp / "fifo", "q8_0"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("exists and is not a regular file"), std::string::npos) << r.err;
+    r = run_process({binary("seaopt-quantize"), tmp / "m.gguf", tmp.path(), "q8_0"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("is a directory"), std::string::npos) << r.err;
+    r = run_process({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "t", "--tokenizer-dir", kTokenizerDir,
+                     "--sea", tmp / "fifo"},
+                    tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("exists and is not a regular file"), std::string::npos) << r.err;
+    struct stat st;
+    ASSERT_EQ(::stat((tmp / "fifo").c_str(), &st), 0);
+    EXPECT_TRUE(S_ISFIFO(st.st_mode));
+    for (const auto &e : fs::directory_iterator(tmp.path())) {
+        EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+    }
+}
+
+// A NaN or infinite weight, or one that f16 cannot hold, would make a model that loads and answers NaN: refused.
+TEST(Cli, RefusesNonFiniteWeights) {
+    TempDir tmp;
+    TinyConfig c;
+    std::vector<HfTensor> tensors = make_hf_tensors(c, false);
+    tensors[0].values[5] = std::nanf("");
+    write_hf_checkpoint(tmp / "nan", c.to_json(), tensors, DType::F32, Layout::Safetensors, true);
+    RunResult r =
+        run_process({binary("seaopt-convert"), tmp / "nan", "-o", tmp / "a.gguf", "--no-progress"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find(tensors[0].name + "' has a non-finite value (nan) at element 5"), std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "a.gguf"));
+    tensors = make_hf_tensors(c, false);
+    tensors[1].values[3] = 1e6f;  // fine in f32, infinite in f16
+    write_hf_checkpoint(tmp / "big", c.to_json(), tensors, DType::F32, Layout::Safetensors, true);
+    r = run_process({binary("seaopt-convert"), tmp / "big", "-o", tmp / "b.gguf", "--no-progress"}, tmp.path());
+    EXPECT_EQ(r.exit_code, 1);
+    EXPECT_NE(r.err.find("at element 3 that f16 cannot hold: convert with --outtype f32"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "b.gguf"));
+    r = run_process({binary("seaopt-convert"), tmp / "big", "-o", tmp / "b.gguf", "--no-progress", "--outtype", "f32"},
+                    tmp.path());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
 }
 
 // ---- signals: an interrupted tool leaves neither its temporary file nor an output ------------------------
@@ -359,12 +417,19 @@ TEST(Cli, TinyCheckpointTokenEmbeddingStd) {
         ++seen;
     }
     EXPECT_EQ(seen, 2);
-    for (const char *bad : {"0", "-1", "abc"}) {
+    for (const char *bad : {"0", "-1", "abc", "nan", "-nan"}) {  // NaN passed CLI::Range: an all-NaN embedding
         const RunResult b = run_process({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "b", "--tokenizer-dir",
                                          kTokenizerDir, "--token-embedding-std", bad},
                                         tmp.path());
         EXPECT_EQ(b.exit_code, 1) << bad;
         EXPECT_FALSE(fs::exists(tmp / "b/model.safetensors")) << bad;
+    }
+    for (const char *width : {"0", "1", "3"}) {  // K/4 = 0: a division by zero (SIGFPE) before the range check
+        const RunResult b = run_process({binary("seaopt-make-tiny-checkpoint"), "--out", tmp / "w", "--tokenizer-dir",
+                                         kTokenizerDir, "--sea", tmp / "w.pt", "--sea-width", width},
+                                        tmp.path());
+        EXPECT_EQ(b.exit_code, 1) << width << ": " << b.err;
+        EXPECT_NE(b.err.find("--sea-width"), std::string::npos) << b.err;
     }
 }
 

@@ -527,6 +527,37 @@ TEST_F(Tools, GenerateWithSeaAttention) {
     EXPECT_TRUE(contains(dense.err, "attention = dense,")) << describe(dense);
 }
 
+// From an audit of the tools: flags that were silently ignored or meant something else.
+TEST_F(Tools, EmptySeaLayersAndGreedyChunkWhileSamplingAreRefused) {
+    // An empty --sea-layers meant "every layer" (the library's NULL / "").
+    expect_clean_failure(run({kGenerate, "-m", kSeaModel, "-p", "Hi", "--attention", "sea", "--sea-layers", "",
+                              "--device", "cpu"}),
+                         "seaopt-generate", "--sea-layers: an empty list");
+    // --greedy-chunk only shapes the greedy calls: with sampling it did nothing.
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-n", "2", "--greedy-chunk", "4", "--temp", "0.8"})),
+                         "seaopt-generate", "--greedy-chunk applies to greedy decoding only");
+    expect_clean_failure(
+        run(generate_args({"-p", "Hi", "-n", "2", "--greedy-chunk", "4", "--temp", "0", "--repeat-penalty", "1.2"})),
+        "seaopt-generate", "--greedy-chunk applies to greedy decoding only");
+    const Result ok =
+        run(generate_args({"-p", "Hi", "-n", "2", "--greedy-chunk", "4", "--temp", "0", "--device", "cpu"}));
+    EXPECT_TRUE(ok.exited && ok.status == 0) << describe(ok);
+}
+
+// From an audit of the C API: more threads than the system lets the process start made libgomp print a message and
+// call exit(1) inside the first decode. The context now starts them once when it is made and refuses clearly.
+TEST_F(Tools, ThreadsTheSystemRefusesAreAnErrorNotAnExit) {
+#if defined(__SANITIZE_ADDRESS__)
+    GTEST_SKIP() << "an address-space limit and AddressSanitizer's shadow memory do not mix";
+#endif
+    // 4,096 stacks of 8 MiB need 32 GiB of address space; the limit is 4 GiB.
+    const std::string cmd = "ulimit -s 8192 && ulimit -v 4194304 && exec " + kGenerate + " -m " + kModel +
+                            " -p Hi -n 2 --device cpu -t 4096";
+    const Result r = run({"/bin/sh", "-c", cmd});
+    expect_clean_failure(r, "seaopt-generate", "cannot run n_threads = 4096 CPU threads");
+    EXPECT_FALSE(contains(r.err, "libgomp")) << describe(r);
+}
+
 TEST_F(Tools, SeaAttentionFlagsFailCleanly) {
     expect_clean_failure(run(generate_args({"-p", "Hi", "--attention", "sea", "--device", "cpu"})), "seaopt-generate",
                          "has no SEA estimator: convert it with seaopt-convert --sea");

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/file_mode.h"
 #include "engine/fp16.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
@@ -270,6 +271,55 @@ void convert_elements(const void *src, DType from, void *dst, DType to, size_t n
     }
 }
 
+size_t first_non_finite(const void *data, DType t, size_t n) {
+    const uint8_t *p = static_cast<const uint8_t *>(data);
+    switch (t) {
+    case DType::F32:
+        for (size_t i = 0; i < n; ++i) {
+            uint32_t u;
+            std::memcpy(&u, p + 4 * i, 4);
+            if ((u & 0x7f800000u) == 0x7f800000u) return i;
+        }
+        break;
+    case DType::F16:
+    case DType::BF16: {
+        const uint16_t exp = t == DType::F16 ? 0x7c00 : 0x7f80;
+        for (size_t i = 0; i < n; ++i) {
+            uint16_t u;
+            std::memcpy(&u, p + 2 * i, 2);
+            if ((u & exp) == exp) return i;
+        }
+        break;
+    }
+    }
+    return n;
+}
+
+namespace {
+
+// A weight that is NaN or infinite in the checkpoint, or that the output type cannot hold (an f32 above 65504 written
+// as f16), would make a model that loads and then answers NaN: refused with the tensor, element and value instead.
+void check_finite(const std::string &tensor, const std::vector<uint8_t> &in, DType from, const uint8_t *out, DType to,
+                  size_t n, uint64_t first_element) {
+    size_t bad = first_non_finite(in.data(), from, n);
+    float value = 0.0f;
+    if (bad < n) {
+        convert_elements(in.data() + bad * dtype_size(from), from, &value, DType::F32, 1);
+        throw_model_format("tensor '" + tensor + "' has a non-finite value (" + std::to_string(value) + ") at element " +
+                           std::to_string(first_element + bad) + ": the checkpoint is damaged");
+    }
+    if (out == nullptr) return;
+    bad = first_non_finite(out, to, n);
+    if (bad < n) {
+        convert_elements(in.data() + bad * dtype_size(from), from, &value, DType::F32, 1);
+        throw_model_format("tensor '" + tensor + "' has a value (" + std::to_string(value) + ") at element " +
+                           std::to_string(first_element + bad) + " that " + outtype_name(to) +
+                           " cannot hold: convert with --outtype f32");
+    }
+}
+
+}  // namespace
+
 ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn &progress) {
     const auto t0 = std::chrono::steady_clock::now();
     const fs::path dir(options.input_dir);
@@ -291,9 +341,8 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         inputs.insert(inputs.end(), ckpt.files.begin(), ckpt.files.end());
         if (!ckpt.index_file.empty()) inputs.push_back(ckpt.index_file);
         if (!options.sea_checkpoint.empty()) inputs.push_back(options.sea_checkpoint);
-        std::error_code ec;
-        if (fs::is_directory(options.output_path, ec)) {
-            throw_invalid_argument("the output " + options.output_path + " is a directory; name a file");
+        if (const std::string why = output_path_problem(options.output_path); !why.empty()) {
+            throw_invalid_argument("the output " + why);
         }
         refuse_output_over_input(options.output_path, inputs);
     }
@@ -315,7 +364,15 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         hp.has_sea = true;
         hp.sea = sea_plan.sea;
         FileSource src(options.sea_checkpoint, fs::path(options.sea_checkpoint).filename().string());
-        for (const SeaPlannedTensor &t : sea_plan.tensors) sea_values.push_back(sea_tensor_data(t, src));
+        for (const SeaPlannedTensor &t : sea_plan.tensors) {
+            sea_values.push_back(sea_tensor_data(t, src));
+            const std::vector<float> &v = sea_values.back();
+            if (const size_t bad = first_non_finite(v.data(), DType::F32, v.size()); bad < v.size()) {
+                const std::string name = t.source ? t.source->name : t.spec.gguf_name;
+                throw_model_format("SEA tensor '" + name + "' has a non-finite value (" + std::to_string(v[bad]) +
+                                   ") at element " + std::to_string(bad) + ": the checkpoint is damaged");
+            }
+        }
         result.has_sea = true;
         result.sea_format = sea_ckpt.format;
         result.sea = hp.sea;
@@ -388,10 +445,12 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
                 written = out_buf.size();
                 sink(out_buf.data(), out_buf.size());
             } else if (src.dtype == options.outtype) {
+                check_finite(src.name, in_buf, src.dtype, nullptr, options.outtype, n, done);
                 sink(in_buf.data(), in_buf.size());
             } else {
                 out_buf.resize(n * out_size);
                 convert_elements(in_buf.data(), src.dtype, out_buf.data(), options.outtype, n);
+                check_finite(src.name, in_buf, src.dtype, out_buf.data(), options.outtype, n, done);
                 sink(out_buf.data(), out_buf.size());
             }
             done += n;

@@ -72,6 +72,8 @@ uint32_t gguf_file_type(DType t);   // general.file_type: 0 f32, 1 f16, 32 bf16 
 
 // Converts n elements between the three float types (rounding to nearest even, NaN kept).
 void convert_elements(const void *src, DType from, void *dst, DType to, size_t n);
+// The index of the first NaN or infinity among n values of type t, or n where there is none.
+size_t first_non_finite(const void *data, DType t, size_t n);
 
 // Throws SEAOPT_ERR_INVALID_ARGUMENT if `output` exists and is one of the files the converter reads (any spelling,
 // or a hard link): renaming the output onto it would destroy it, and pull a mapped or streamed input from under its

@@ -217,7 +217,9 @@ int main(int argc, char **argv) {
     app.add_option("--sea-dtype", sea_dtype, "its float type: f16 (default), bf16 or f32")
         ->check(CLI::IsMember({"f16", "bf16", "f32"}))
         ->needs(sea);
-    app.add_option("--sea-width", sea_width, "SEA's compressed width K (default 64)")->needs(sea);
+    app.add_option("--sea-width", sea_width, "SEA's compressed width K (default 64; the engine needs a multiple of 4)")
+        ->check(CLI::Range(4u, 65536u))
+        ->needs(sea);
     app.add_option("--sea-config-k", sea_config_k, "trainer layout: the k its config records (default: none)")->needs(sea);
     app.add_option("--hidden", shape.hidden, "hidden size (default 64)")->check(CLI::Range(1u, 65536u));
     app.add_option("--heads", shape.heads, "attention heads (default 4)")->check(CLI::Range(1u, 1024u));
@@ -232,6 +234,10 @@ int main(int argc, char **argv) {
     if (!seaopt_tools::parse_command_line(app, argc, argv, &exit_status)) return exit_status;
     install_interrupt_cleanup();
     try {
+        // CLI::Range compares, and NaN fails every comparison: it would pass and give an all-NaN embedding.
+        if (!(token_std >= 1e-3 && token_std <= 1e3)) {
+            seaopt::throw_invalid_argument("--token-embedding-std must be a number in [0.001, 1000]");
+        }
         if (shape.hidden % shape.heads != 0) seaopt::throw_invalid_argument("--hidden must be a multiple of --heads");
         make_tiny_checkpoint(out_dir, tokenizer_dir, seed, shape, token_std);
         std::printf("seaopt-make-tiny-checkpoint: wrote %s (hidden %u, %u heads, %u layers, ffn %u, seed %llu)\n",

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/file_mode.h"
 #include "model/gguf.h"
 #include "model/opt_format.h"
 #include "model/opt_model.h"
@@ -21,6 +22,7 @@ QuantizeResult quantize_gguf_q8_0(const std::string &input, const std::string &o
                                   const std::function<void(size_t, size_t)> &progress) {
     const auto t0 = std::chrono::steady_clock::now();
     if (output.empty()) throw_invalid_argument("no output path given");
+    if (const std::string why = output_path_problem(output); !why.empty()) throw_invalid_argument("the output " + why);
     refuse_output_over_input(output, {input});
     // The loader's validation of everything but the weights' values (vocab_only: nothing is converted).
     seaopt_model_params params{};

@@ -22,6 +22,7 @@ namespace {
 class TempFile {
 public:
     explicit TempFile(const std::string &path) : path_(path), tmp_(path + ".tmp.XXXXXX") {
+        if (const std::string why = seaopt::output_path_problem(path); !why.empty()) throw_io("cannot write: " + why);
         DeferInterrupts defer;  // the file exists from mkstemp on: no signal before it is guarded
         const int fd = seaopt::make_temporary_file(tmp_);
         if (fd < 0) throw_io("cannot create a temporary file " + tmp_ + ": " + std::strerror(errno));

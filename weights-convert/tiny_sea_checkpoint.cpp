@@ -270,6 +270,12 @@ PyValue optimizer_state(std::vector<TorchStorage> &storages) {
 }  // namespace
 
 std::vector<TinySeaTensor> tiny_sea_state_dict(const TinySeaSpec &spec) {
+    // The decoder image is K/4 wide (sea.md §2.5): below 4 there is no image (a zero-sized tensor, a division by
+    // zero). Widths that are not multiples of 4 stay possible, for the converter's tests of its refusal.
+    if (spec.compressed_width < 4) {
+        throw_invalid_argument("SEA's compressed width K = " + std::to_string(spec.compressed_width) +
+                               " is below 4 (the decoder image is K/4 wide, sea.md §2.5)");
+    }
     const std::string prefix = student_prefix(spec);
     std::vector<TinySeaTensor> out;
     if (spec.with_opt) add_opt_tensors(out, spec, prefix, lm_head_prefix(prefix), spec.seed + 1000);

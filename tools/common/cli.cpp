@@ -41,7 +41,15 @@ void add_attention_options(CLI::App &app, AttentionOptions &opt, bool allow_list
     if (!allow_list) attention->check(CLI::IsMember({"dense", "sea"}));
     app.add_option("--sea-layers", opt.sea_layers,
                    "with --attention sea: the layers that run SEA, 0-based indices and ranges such as 2-23 or "
-                   "0,3,5-7 (default: every layer); the other layers run dense attention");
+                   "0,3,5-7 (default: every layer); the other layers run dense attention")
+        ->check(CLI::Validator(
+            [](std::string &v) {
+                // An empty list would mean "every layer" to the library (NULL or ""): a mistake here, not a choice.
+                return v.empty() ? std::string("an empty list: name the layers (e.g. 2-23), or leave the flag out for "
+                                               "every layer")
+                                 : std::string();
+            },
+            "LIST"));
     app.add_option("--sea-k", opt.sea_k,
                    "with --attention sea: SEA's sparsity budget k, about k keys per query per head "
                    "(0 = the model's, set by seaopt-convert --sea-k)")

@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <cstring>
 
+#include "engine/file_mode.h"
+#include "weights-convert/interrupt_cleanup.h"
+
 namespace seaopt_tools {
 
 namespace {
@@ -59,32 +62,62 @@ bool encode(FILE *f, uint32_t width, uint32_t height, const uint8_t *rgb, PngErr
 
 }  // namespace
 
+std::string png_output_problem(const std::string &path) { return seaopt::output_path_problem(path); }
+
+void install_png_interrupt_cleanup() { seaopt::convert::install_interrupt_cleanup(); }
+
 bool write_png_rgb(const std::string &path, uint32_t width, uint32_t height, const std::vector<uint8_t> &rgb,
                    std::string &error) {
     if (width == 0 || height == 0 || rgb.size() != (size_t)width * height * 3) {
         error = "cannot write " + path + ": bad image size " + std::to_string(width) + "x" + std::to_string(height);
         return false;
     }
-    const std::string tmp = path + ".tmp." + std::to_string((long)getpid());
-    FILE *f = std::fopen(tmp.c_str(), "wb");
+    if (const std::string why = png_output_problem(path); !why.empty()) {
+        error = "cannot write the PNG: " + why;
+        return false;
+    }
+    // A new file of its own beside the target (mkstemp: never an existing file), removed on every error and, through
+    // its guard, by SIGINT/SIGTERM/SIGHUP/SIGPIPE (the tool installs the handler); renamed onto the target at the end.
+    std::string tmp = path + ".tmp.XXXXXX";
+    seaopt::convert::DeferInterrupts defer;  // no signal between the file's creation and its guard
+    const int fd = seaopt::make_temporary_file(tmp);
+    if (fd < 0) {
+        error = "cannot create a temporary file " + tmp + ": " + std::strerror(errno);
+        return false;
+    }
+    const seaopt::convert::RemoveOnInterrupt guard(tmp);
+    defer.release();
+    FILE *f = ::fdopen(fd, "wb");
     if (!f) {
-        error = "cannot create " + tmp + ": " + std::strerror(errno);
+        error = "cannot open " + tmp + ": " + std::strerror(errno);
+        ::close(fd);
+        ::unlink(tmp.c_str());
         return false;
     }
     PngErrorState st;
-    const bool encoded = encode(f, width, height, rgb.data(), st);
-    const int saved_errno = errno;
-    const bool flushed = std::fflush(f) == 0 && !std::ferror(f);
-    const bool closed = std::fclose(f) == 0;
-    if (!encoded || !flushed || !closed) {
-        std::remove(tmp.c_str());
+    errno = 0;
+    bool ok = encode(f, width, height, rgb.data(), st);
+    // The first failing call's errno names the reason (a full disk shows at the flush or the close, not before).
+    int why = ok ? 0 : errno;
+    if (ok && (std::fflush(f) != 0 || std::ferror(f))) {
+        ok = false;
+        why = errno;
+    }
+    if (std::fclose(f) != 0 && ok) {
+        ok = false;
+        why = errno;
+    }
+    if (!ok) {
+        ::unlink(tmp.c_str());
+        const std::string reason = why ? std::strerror(why) : "";
         error = "cannot write " + path + ": " +
-                (!encoded ? std::string("libpng: ") + st.message : std::string(std::strerror(saved_errno ? saved_errno : errno)));
+                (st.message[0] ? std::string("libpng: ") + st.message + (why ? " (" + reason + ")" : std::string())
+                               : why ? reason : std::string(std::strerror(EIO)));
         return false;
     }
     if (std::rename(tmp.c_str(), path.c_str()) != 0) {
         error = "cannot rename " + tmp + " to " + path + ": " + std::strerror(errno);
-        std::remove(tmp.c_str());
+        ::unlink(tmp.c_str());
         return false;
     }
     return true;

@@ -113,7 +113,11 @@ static int tool_main(int argc, char **argv) {
             return fail("-o/--output " + out_path + " is the same file as the input " + input);
         }
     }
+    if (const std::string why = seaopt_tools::png_output_problem(out_path); !why.empty()) {
+        return fail("-o/--output: " + why);
+    }
     seaopt_tools::install_log(false);
+    seaopt_tools::install_png_interrupt_cleanup();  // a signal removes the PNG's temporary file
 
     std::string text, error;
     if (!prompt.read(text, error)) return fail(error);

@@ -744,6 +744,16 @@ static int tool_main(int argc, char **argv) {
         if (r.empty()) return fail("-r/--reverse-prompt must not be empty");
     }
     if (opt.greedy_chunk < 0) return fail("--greedy-chunk must be >= 0, got " + std::to_string(opt.greedy_chunk));
+    if (opt.greedy_chunk > 0) {
+        // The chunked greedy calls run only where run() takes that path (greedy_chain there): otherwise the flag
+        // would be silently ignored.
+        const bool penalties = opt.repeat_last_n != 0 && (opt.repeat_penalty != 1.0f || opt.presence_penalty != 0.0f ||
+                                                          opt.frequency_penalty != 0.0f);
+        if (opt.temp > 0.0f || penalties || !opt.logit_bias.empty() || opt.ignore_eos || opt.n_parallel > 1) {
+            return fail("--greedy-chunk applies to greedy decoding only: --temp 0, without penalties, -l/--logit-bias, "
+                        "--ignore-eos or --parallel");
+        }
+    }
     if (opt.n_batch > 0 && opt.n_batch < opt.n_parallel) {
         return fail("-b/--batch-size " + std::to_string(opt.n_batch) + " is smaller than --parallel " +
                     std::to_string(opt.n_parallel) + ": a step decodes one token of every sequence in one batch");

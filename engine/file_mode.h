@@ -1,6 +1,7 @@
 // How the writers make their output files. The permission bits a new file would get from open(path, O_CREAT, 0666):
 // 0666 & ~umask. The writers create their temporary with mkstemp (0600) and rename it onto the target; they give it
-// these bits first, so that the umask is honoured both ways (a private umask keeps a saved prompt private; the usual 022 makes a model readable by others).
+// these bits first, so that the umask is honoured both ways (a private umask keeps a saved prompt private; the usual
+// 022 makes a model readable by others).
 #pragma once
 
 #include <stdlib.h>

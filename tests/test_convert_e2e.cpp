@@ -265,6 +265,40 @@ TEST(EndToEnd, OutputLoadsInTheEngine) {
     }
 }
 
+// config.json's special ids are what the GGUF (and so generation) uses: a fine-tune that ends its turns with
+// another token stops there, as Hugging Face's generate() does; the converter says so.
+TEST(EndToEnd, ConfigSpecialTokenIdsAreKept) {
+    TempDir tmp;
+    TinyConfig c;
+    nlohmann::json config = c.to_json();
+    config["eos_token_id"] = 50118;  // "\u010a" (a newline): OPT-IML-style chat fine-tunes stop on it
+    config["bos_token_id"] = 2;
+    config["pad_token_id"] = nullptr;
+    write_hf_checkpoint(tmp / "ck", config, make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    ConvertOptions o;
+    o.input_dir = tmp / "ck";
+    o.output_path = tmp / "out.gguf";
+    const ConvertResult r = convert_checkpoint(o);
+    ASSERT_EQ(r.notes.size(), 1u);
+    EXPECT_NE(r.notes[0].find("config.json's eos_token_id 50118 ('\xC4\x8A') is the end-of-sequence token, not 2 ('</s>')"),
+              std::string::npos)
+        << r.notes[0];
+    const Bytes bytes = read_bytes(tmp / "out.gguf");
+    const gguf::File f = gguf::parse(bytes.data(), bytes.size());
+    EXPECT_EQ(f.get_u32(keys::kTokBos), 2u);
+    EXPECT_EQ(f.get_u32(keys::kTokEos), 50118u);
+    EXPECT_EQ(f.get_u32(keys::kTokPad), 1u);  // null: vocab.json's '<pad>'
+
+    seaopt_model_params params = seaopt_model_default_params();
+    params.device = SEAOPT_DEVICE_CPU;
+    params.vocab_only = true;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load((tmp / "out.gguf").c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    EXPECT_EQ(seaopt_token_eos(model), 50118);
+    EXPECT_EQ(seaopt_token_bos(model), 2);
+    seaopt_model_free(model);
+}
+
 // --outtype q8_0: the six matrices of every block as Q8_0 blocks of the source values (model/q8_0.h, itself checked
 // against gguf-py's numpy quantizer in test_q8_0), everything else f16; file_type 7; the CPU engine reads the
 // matrices back as q * d exactly and runs the model, near the f16 file's logits.

@@ -487,6 +487,40 @@ TEST(HfConfig, MalformedValuesNamed) {
     expect_error([&] { parse_hf_config(std::string(10000, '[')); }, {"nested more than"});
 }
 
+// The special ids generation uses: an integer, a list (the first), null or negative (absent); outside the
+// vocabulary or not an integer is refused.
+TEST(HfConfig, SpecialTokenIds) {
+    auto parsed = [](const char *key, nlohmann::json v) {
+        nlohmann::json j = family_config(kFamily[0]);
+        j[key] = std::move(v);
+        return parse_hf_config(j.dump());
+    };
+    const HfOptConfig plain = parse_hf_config(family_config(kFamily[0]).dump());
+    EXPECT_EQ(plain.bos_token_id.id, 2);
+    EXPECT_EQ(plain.eos_token_id.id, 2);
+    EXPECT_EQ(plain.pad_token_id.id, 1);
+    EXPECT_FALSE(plain.eos_token_id.from_list);
+    EXPECT_EQ(parsed("eos_token_id", 50118).eos_token_id.id, 50118);
+    const HfOptConfig listed = parsed("eos_token_id", nlohmann::json::array({50118, 2}));
+    EXPECT_EQ(listed.eos_token_id.id, 50118);
+    EXPECT_TRUE(listed.eos_token_id.from_list);
+    EXPECT_FALSE(parsed("eos_token_id", nlohmann::json::array({7})).eos_token_id.from_list);
+    EXPECT_EQ(parsed("eos_token_id", nlohmann::json::array()).eos_token_id.id, -1);
+    EXPECT_EQ(parsed("pad_token_id", nullptr).pad_token_id.id, -1);
+    EXPECT_EQ(parsed("pad_token_id", -1).pad_token_id.id, -1);
+    nlohmann::json j = family_config(kFamily[0]);
+    j.erase("bos_token_id");
+    EXPECT_EQ(parse_hf_config(j.dump()).bos_token_id.id, -1);
+    expect_error([&] { parsed("eos_token_id", 50272); }, {"eos_token_id 50272 is outside the vocabulary (vocab_size 50272)"},
+                 SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { parsed("bos_token_id", 1ull << 40); }, {"bos_token_id (too large) is outside the vocabulary"},
+                 SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { parsed("eos_token_id", "2"); }, {"eos_token_id is a string", "expected a token id"},
+                 SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { parsed("eos_token_id", nlohmann::json::array({2, 2.5})); }, {"eos_token_id [2,2.5] holds", "expected token ids"},
+                 SEAOPT_ERR_MODEL_FORMAT);
+}
+
 // ---- tensor planning -----------------------------------------------------------------------------
 
 std::vector<SourceTensor> sources_for(const TinyConfig &c, bool lm_head, bool model_prefix) {

@@ -165,6 +165,28 @@ TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
     return tok;
 }
 
+// config.json's bos/eos/pad ids win over the ones vocab.json's token names give: Hugging Face's generate()
+// stops at config.eos_token_id, so a fine-tune that changed it must stop there here too. Returns the notes
+// for the user where they differ (the usual OPT config repeats '</s>' = 2 and '<pad>' = 1: no note).
+std::vector<std::string> apply_config_token_ids(const HfOptConfig &config, TokenizerData &tok) {
+    std::vector<std::string> notes;
+    auto apply = [&](const char *key, const HfTokenId &t, int32_t &id, const char *role) {
+        if (t.from_list) {
+            notes.push_back(std::string("config.json's ") + key + " lists several ids; seaopt keeps one " + role +
+                            " token, the first (" + std::to_string(t.id) + ")");
+        }
+        if (t.id < 0 || t.id == id) return;
+        notes.push_back(std::string("config.json's ") + key + " " + std::to_string(t.id) + " (" +
+                        tok_detail::quote(tok.tokens[(size_t)t.id]) + ") is the " + role + " token, not " +
+                        std::to_string(id) + " (" + tok_detail::quote(tok.tokens[(size_t)id]) + ")");
+        id = (int32_t)t.id;
+    };
+    apply("bos_token_id", config.bos_token_id, tok.bos_id, "beginning-of-sequence");
+    apply("eos_token_id", config.eos_token_id, tok.eos_id, "end-of-sequence");
+    apply("pad_token_id", config.pad_token_id, tok.pad_id, "padding");
+    return notes;
+}
+
 // general.name is a GGUF string, which the format requires to be UTF-8.
 void check_model_name(const std::string &name, bool given) {
     const size_t bad = tok_detail::find_invalid_utf8(name);
@@ -333,7 +355,8 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     require_file(dir, "config.json", "the model's Hugging Face configuration");
     const HfOptConfig config = read_hf_config((dir / "config.json").string());
     OptHparams hp = config.hp;
-    const TokenizerData tok = load_tokenizer(dir, hp);
+    TokenizerData tok = load_tokenizer(dir, hp);
+    std::vector<std::string> notes = apply_config_token_ids(config, tok);
     const Checkpoint ckpt = open_checkpoint(options.input_dir);
     {
         std::vector<std::string> inputs = {(dir / "config.json").string(), (dir / "vocab.json").string(),
@@ -381,10 +404,11 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         result.n_opt_replaced = sea_plan.n_opt_replaced;
         result.n_sea_ignored = sea_plan.n_ignored;
         result.n_teacher_ignored = sea_plan.n_teacher;
-        result.notes = sea_plan.notes;
+        notes.insert(notes.end(), sea_plan.notes.begin(), sea_plan.notes.end());
         result.sea_engine_warning = sea_plan.engine_warning;
     }
 
+    result.notes = notes;
     if (options.q8_0) check_q8_0_widths(hp);
     static_assert(kConvertChunkElements % kQ8Block == 0, "a chunk must hold whole Q8_0 blocks");
     auto quantized = [&](const PlannedTensor &p) { return options.q8_0 && p.expected.quantizable; };

@@ -4,6 +4,9 @@
 #include "weights-convert/byte_source.h"
 #include "weights-convert/json_strict.h"
 
+#include <cstdint>
+#include <utility>
+
 namespace seaopt::convert {
 namespace {
 
@@ -71,6 +74,34 @@ public:
         }
     }
 
+    // A token id: a non-negative integer, or a non-empty list of them (the first is used).
+    HfTokenId token_id(const char *key) const {
+        HfTokenId t;
+        const auto it = j_.find(key);
+        if (it == j_.end() || it->is_null()) return t;
+        const json *v = &*it;
+        if (v->is_array()) {
+            if (v->empty()) return t;
+            for (const json &e : *v) {
+                if (!e.is_number_integer()) {
+                    throw_model_format(what_ + ": " + key + " " + value_text(*it) + " holds " + json_type_words(e) +
+                                       ", expected token ids (integers)");
+                }
+            }
+            t.from_list = v->size() > 1;
+            v = &v->front();
+        }
+        if (!v->is_number_integer()) {
+            throw_model_format(what_ + ": " + key + " is " + json_type_words(*v) + " (" + value_text(*v) +
+                               "), expected a token id (an integer)");
+        }
+        if (v->is_number_unsigned()) {
+            const uint64_t u = v->get<uint64_t>();
+            t.id = u > (uint64_t)INT32_MAX ? INT64_MAX : (int64_t)u;  // too large: the vocabulary check names it
+        }
+        return t;  // negative: "none", as some configs write it
+    }
+
 private:
     const json &j_;
     const std::string &what_;
@@ -102,6 +133,9 @@ HfOptConfig parse_hf_config(const std::string &json_text, const std::string &wha
     hp.ln_eps = 1e-5f;  // OPT's LayerNorm default; config.json has no key for it
     hp.pos_offset = kPositionOffset;
     c.tie_word_embeddings = r.flag("tie_word_embeddings", true);
+    c.bos_token_id = r.token_id("bos_token_id");
+    c.eos_token_id = r.token_id("eos_token_id");
+    c.pad_token_id = r.token_id("pad_token_id");
 
     if (hp.n_vocab < 4) {
         throw_model_format(what + ": vocab_size " + std::to_string(hp.n_vocab) + " is too small for OPT's special tokens");
@@ -109,6 +143,13 @@ HfOptConfig parse_hf_config(const std::string &json_text, const std::string &wha
     if (hp.n_embd % hp.n_head != 0) {
         throw_model_format(what + ": hidden_size " + std::to_string(hp.n_embd) + " is not a multiple of num_attention_heads " +
                           std::to_string(hp.n_head));
+    }
+    for (const auto &[key, t] : {std::pair<const char *, HfTokenId>{"bos_token_id", c.bos_token_id},
+                                 {"eos_token_id", c.eos_token_id}, {"pad_token_id", c.pad_token_id}}) {
+        if (t.id >= (int64_t)hp.n_vocab) {
+            throw_model_format(what + ": " + key + " " + (t.id == INT64_MAX ? std::string("(too large)") : std::to_string(t.id)) +
+                               " is outside the vocabulary (vocab_size " + std::to_string(hp.n_vocab) + ")");
+        }
     }
     return c;
 }

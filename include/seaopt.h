@@ -139,8 +139,8 @@ SEAOPT_API int32_t seaopt_model_desc(const struct seaopt_model *model, char *buf
 /* ---------------------------------------------------------------------------------------------
  * Tokenizer (GPT-2 byte-level BPE, identical to Hugging Face's GPT2Tokenizer for OPT)
  * ------------------------------------------------------------------------------------------- */
-SEAOPT_API seaopt_token seaopt_token_bos(const struct seaopt_model *model); /* 2, "</s>" */
-SEAOPT_API seaopt_token seaopt_token_eos(const struct seaopt_model *model); /* 2, "</s>" */
+SEAOPT_API seaopt_token seaopt_token_bos(const struct seaopt_model *model); /* OPT: 2, "</s>" (the converted config.json's) */
+SEAOPT_API seaopt_token seaopt_token_eos(const struct seaopt_model *model); /* OPT: 2, "</s>" (the converted config.json's) */
 SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* 1, "<pad>" */
 
 /* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS as Hugging Face does for OPT.

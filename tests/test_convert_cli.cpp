@@ -102,6 +102,11 @@ TEST(Cli, CommandLineErrorsAsTheOtherTools) {
         {{make, "--tokenizer-dir", kTokenizerDir}, "seaopt-make-tiny-checkpoint: error: --out is required"},
         {{make, "--out", tmp / "m", "--tokenizer-dir", kTokenizerDir, "--hidden", "0"},
          "seaopt-make-tiny-checkpoint: error: --hidden: "},
+        // An unsigned option took "-1" as 2^64 - 1.
+        {{make, "--out", tmp / "m", "--tokenizer-dir", kTokenizerDir, "--seed", "-1"},
+         "seaopt-make-tiny-checkpoint: error: --seed: must be an integer in [0, 18446744073709551615], got '-1'"},
+        {{make, "--out", tmp / "m", "--tokenizer-dir", kTokenizerDir, "--seed", "18446744073709551616"},
+         "seaopt-make-tiny-checkpoint: error: --seed: must be an integer in [0, 18446744073709551615], got "},
     };
     for (const Case &c : cases) {
         SCOPED_TRACE(c.args.size() > 1 ? c.args[0] + " " + c.args[1] : c.args[0]);

@@ -237,6 +237,11 @@ TEST_F(Tools, BadSamplingOptionsFailCleanly) {
     expect_clean_failure(run(generate_args({"-p", "Hi", "-l", "12x"})), "seaopt-generate", "--logit-bias");
     expect_clean_failure(run(generate_args({"-p", "Hi", "-l", "+3"})), "seaopt-generate", "--logit-bias");
     expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "-2"})), "seaopt-generate", "seed");
+    // Past int64: the message used to name 9223372036854775807, the value CLI11 had clamped it to.
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "99999999999999999999"})), "seaopt-generate",
+                         "--seed: must be an integer in [-1, 4294967295], got '99999999999999999999'");
+    expect_clean_failure(run(generate_args({"-p", "Hi", "-s", "4294967296"})), "seaopt-generate",
+                         "got '4294967296'");
     expect_clean_failure(run(generate_args({"-p", "Hi", "--device", "gpu"})), "seaopt-generate", "--device");
 }
 

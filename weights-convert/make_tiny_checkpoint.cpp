@@ -10,6 +10,7 @@
 // --sea also writes a random SEA checkpoint for this model in one of the layouts of the authors'
 // trainer (weights-convert/tiny_sea_checkpoint.h), for seaopt-convert --sea.
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <cstdio>
 #include <exception>
@@ -205,7 +206,7 @@ int main(int argc, char **argv) {
     uint64_t seed = 1;
     app.add_option("--out", out_dir, "output directory (created if missing)")->required();
     app.add_option("--tokenizer-dir", tokenizer_dir, "directory with vocab.json and merges.txt")->required();
-    app.add_option("--seed", seed, "PRNG seed");
+    app.add_option("--seed", seed, "PRNG seed")->check(seaopt_tools::integer_in_range(0, UINT64_MAX));
     TinyShape shape;
     std::string sea_path, sea_layout = "deepspeed", sea_dtype = "f16";
     uint32_t sea_width = 64;

@@ -17,4 +17,9 @@ int guarded_main(const char *program, int argc, char **argv, int (*tool_main)(in
 // after a parse error, printed as "<app name>: error: ...\nRun with --help for more information.".
 bool parse_command_line(CLI::App &app, int argc, char **argv, int *exit_status);
 
+// A check for 64-bit integer options: the text must be a decimal integer in [lo, hi]. CLI11 alone turns a value past
+// int64's range into INT64_MAX and "-1" for an unsigned option into 2^64 - 1, so the option's own range check would
+// name a number the user never typed, or pass.
+CLI::Validator integer_in_range(long long lo, unsigned long long hi);
+
 }  // namespace seaopt_tools

@@ -689,7 +689,8 @@ static int tool_main(int argc, char **argv) {
                    "given several times")
         ->allow_extra_args(false)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
-    app.add_option("-s,--seed", opt.seed, "random seed (-1 = random)");
+    app.add_option("-s,--seed", opt.seed, "random seed (-1 = random)")
+        ->check(seaopt_tools::integer_in_range(-1, UINT32_MAX));
     app.add_option("--temp", opt.temp, "temperature (<= 0 = greedy)");
     app.add_option("--top-k", opt.top_k, "top-k sampling (<= 0 = off)");
     app.add_option("--top-p", opt.top_p, "top-p sampling (>= 1 = off)");

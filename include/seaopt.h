@@ -191,7 +191,7 @@ typedef struct seaopt_context_params {
     uint32_t n_batch;   /* largest number of tokens in one seaopt_decode, at most 1,048,576; 0 = n_ctx x n_seq_max
                            (every sequence's whole context in one call; capped at that limit). On the GPU it sizes
                            the activation arena: set it lower to save memory with many sequences */
-    uint32_t n_seq_max; /* number of independent sequences (each has its own KV cache) */
+    uint32_t n_seq_max; /* number of independent sequences (each has its own KV cache), 1 to 1,024 */
     seaopt_attention attention;
     /* SEA only (attention = SEAOPT_ATTENTION_SEA; with DENSE they must be NULL / 0): */
     const char *sea_layers; /* the layers that run SEA, a list of layer indices and inclusive ranges

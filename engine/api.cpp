@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <new>
 #include <string>
@@ -158,6 +159,51 @@ int32_t seaopt_model_n_head(const seaopt_model *m) { return m ? (int32_t)m->impl
 uint64_t seaopt_model_n_params(const seaopt_model *m) { return m ? m->impl->n_params : 0; }
 bool seaopt_model_has_sea(const seaopt_model *m) { return m && m->impl->hp.has_sea; }
 
+namespace {
+// Copies `text` into buf as the *_desc calls do: NUL-terminated, truncated to buf_size; returns the full length.
+int32_t copy_desc(const std::string &text, char *buf, size_t buf_size) {
+    if (buf && buf_size) {
+        const size_t n = std::min(text.size(), buf_size - 1);
+        std::memcpy(buf, text.data(), n);
+        buf[n] = '\0';
+    }
+    return (int32_t)text.size();
+}
+
+// The CPU's name as Linux reports it ("model name" in /proc/cpuinfo); "" elsewhere.
+std::string cpu_model_name() {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (in && std::getline(in, line)) {
+        if (line.rfind("model name", 0) != 0) continue;
+        const size_t colon = line.find(':');
+        if (colon == std::string::npos) return "";
+        const size_t start = line.find_first_not_of(" \t", colon + 1);
+        return start == std::string::npos ? "" : line.substr(start, 200);
+    }
+    return "";
+}
+}  // namespace
+
+int32_t seaopt_model_device_desc(const seaopt_model *m, char *buf, size_t buf_size) {
+    std::string desc = "invalid model";
+    if (m) {
+        const OptModel &om = *m->impl;
+        if (om.vocab_only) {
+            desc = "none (vocabulary only)";
+        } else if (om.device == SEAOPT_DEVICE_CUDA && om.cuda) {
+            const int device = cuda_weights_device(*om.cuda);
+            desc = cuda_device_description(device);
+            if (desc.empty()) desc = "CUDA device " + std::to_string(device);
+        } else {
+            desc = "CPU";
+            const std::string name = cpu_model_name();
+            if (!name.empty()) desc += " (" + name + ")";
+        }
+    }
+    return copy_desc(desc, buf, buf_size);
+}
+
 int32_t seaopt_model_desc(const seaopt_model *m, char *buf, size_t buf_size) {
     std::string desc = "invalid model";
     if (m) {
@@ -171,12 +217,7 @@ int32_t seaopt_model_desc(const seaopt_model *m, char *buf, size_t buf_size) {
         }
         desc = std::string("opt ") + size + " " + om.file_type;
     }
-    if (buf && buf_size) {
-        const size_t n = std::min(desc.size(), buf_size - 1);
-        std::memcpy(buf, desc.data(), n);
-        buf[n] = '\0';
-    }
-    return (int32_t)desc.size();
+    return copy_desc(desc, buf, buf_size);
 }
 
 /* ---- tokenizer ------------------------------------------------------------------------------ */

@@ -135,6 +135,11 @@ SEAOPT_API bool seaopt_model_has_sea(const struct seaopt_model *model);
  * truncated to buf_size).
  * Returns the full length it needed, without the NUL. */
 SEAOPT_API int32_t seaopt_model_desc(const struct seaopt_model *model, char *buf, size_t buf_size);
+/* Writes what the model runs on, for reports (llama-bench's gpu_info): on the GPU its name, compute capability and
+ * memory, e.g. "NVIDIA H100 80GB HBM3, compute capability 9.0, 79.1 GiB"; on the CPU "CPU"; a vocab_only model
+ * "none (vocabulary only)". The same conventions
+ * as seaopt_model_desc. */
+SEAOPT_API int32_t seaopt_model_device_desc(const struct seaopt_model *model, char *buf, size_t buf_size);
 
 /* ---------------------------------------------------------------------------------------------
  * Tokenizer (GPT-2 byte-level BPE, identical to Hugging Face's GPT2Tokenizer for OPT)

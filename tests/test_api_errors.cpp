@@ -117,6 +117,20 @@ TEST(ModelFileErrors, GoodModelLoads) {
     char desc[64];
     seaopt_model_desc(m, desc, sizeof desc);
     EXPECT_NE(std::string(desc).find("f32"), std::string::npos) << desc;
+    // The device: "CPU", with the processor's name where Linux gives it; truncated like seaopt_model_desc.
+    char device[256];
+    const int32_t n = seaopt_model_device_desc(m, device, sizeof device);
+    EXPECT_EQ(std::string(device).rfind("CPU", 0), 0u) << device;
+    EXPECT_EQ((size_t)n, std::string(device).size());
+    char small[3];
+    EXPECT_EQ(seaopt_model_device_desc(m, small, sizeof small), n);
+    EXPECT_STREQ(small, "CP");
+    EXPECT_EQ(seaopt_model_device_desc(nullptr, device, sizeof device), (int32_t)std::strlen("invalid model"));
+    seaopt_model_free(m);
+    p.vocab_only = true;
+    ASSERT_EQ(seaopt_model_load(good_model().c_str(), &p, &m), SEAOPT_OK) << seaopt_last_error();
+    seaopt_model_device_desc(m, device, sizeof device);
+    EXPECT_STREQ(device, "none (vocabulary only)");
     seaopt_model_free(m);
 }
 

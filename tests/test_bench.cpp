@@ -104,6 +104,7 @@ TEST_F(Bench, JsonHasOneObjectPerTestWithPositiveThroughput) {
         EXPECT_GT(o.at("n_params").get<uint64_t>(), 0u);
         EXPECT_GT(o.at("model_size").get<uint64_t>(), 0u);
         EXPECT_FALSE(o.at("build_info").get<std::string>().empty());
+        EXPECT_EQ(o.at("device_info").get<std::string>().rfind("CPU", 0), 0u);  // "CPU (its model name)"
 
         const double avg_ts = o.at("avg_ts").get<double>();
         EXPECT_GT(avg_ts, 0.0);
@@ -140,6 +141,7 @@ TEST_F(Bench, MarkdownPrintsTheTableAndTheMemory) {
     EXPECT_TRUE(std::regex_search(r.out, std::regex("\n  pp16 +dense +n_ctx +256, n_batch +16: planned [0-9.]+ MiB = weights ")))
         << describe(r);
     EXPECT_TRUE(contains(r.out, "\nbuild: seaopt ")) << describe(r);
+    EXPECT_TRUE(contains(r.out, "\ndevice: CPU")) << describe(r);
     EXPECT_FALSE(contains(r.out, "device used")) << "no device memory on the CPU\n" << describe(r);
 }
 

@@ -260,6 +260,12 @@ TEST_P(GpuFixture, PrefillMatchesCpuAndTransformers) {
     for (const std::string outtype : {"f16", "f32"}) {
         Engine gpu(converted(model, outtype), SEAOPT_TEST_GPU_DEVICE), cpu(converted(model, outtype), SEAOPT_DEVICE_CPU);
         ASSERT_EQ(gpu.n_vocab, ref["config"]["vocab_size"].get<int32_t>());
+        if (SEAOPT_TEST_GPU_DEVICE == SEAOPT_DEVICE_CUDA) {  // seaopt-bench's device_info: the GPU's name and more
+            char device[256];
+            seaopt_model_device_desc(gpu.model, device, sizeof device);
+            EXPECT_NE(std::string(device).find(", compute capability "), std::string::npos) << device;
+            EXPECT_NE(std::string(device).find(" GiB"), std::string::npos) << device;
+        }
         const std::vector<Sequence> seqs = sequences(model, ref, gpu.n_vocab);
         for (size_t s = 0; s < seqs.size(); ++s) {
             const Sequence &q = seqs[s];

@@ -2,6 +2,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -58,6 +59,18 @@ std::string cuda_device_name(int device) {
         return "";
     }
     return prop.name;
+}
+
+std::string cuda_device_description(int device) {
+    cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+        cudaGetLastError();
+        return "";
+    }
+    char text[320];
+    std::snprintf(text, sizeof text, "%s, compute capability %d.%d, %.1f GiB", prop.name, prop.major, prop.minor,
+                  (double)prop.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
+    return text;
 }
 
 std::string cuda_device_unsupported_reason(int device) {

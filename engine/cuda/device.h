@@ -14,6 +14,8 @@ int cuda_device_count();               // 0 when CUDA is absent, no driver, or n
 // runtime); "" when it found GPUs or in a build without CUDA.
 std::string cuda_device_count_error();
 std::string cuda_device_name(int device);
+// e.g. "NVIDIA H200, compute capability 9.0, 139.8 GiB"; "" when its properties cannot be read.
+std::string cuda_device_description(int device);
 
 // Why this build cannot run its kernels on `device`, or "" when it can: the kernels need compute
 // capability 8.0 (tensor-core mma.sync), and the build must hold machine code or PTX the driver

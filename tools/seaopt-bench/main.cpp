@@ -315,7 +315,7 @@ std::string utc_now() {
 }
 
 struct ModelInfo {
-    std::string path, desc, backend, build;
+    std::string path, desc, backend, build, device;  // device: seaopt_model_device_desc
     uint64_t n_params = 0, file_size = 0;
     int32_t n_threads = 0;
     bool gpu = false;
@@ -339,6 +339,9 @@ seaopt_tools::ModelPtr load_bench_model(const Options &opt, ModelInfo &info, dou
     info.desc = desc;
     info.n_params = seaopt_model_n_params(model.get());
     info.build = seaopt_build_info();
+    char device[320];
+    seaopt_model_device_desc(model.get(), device, sizeof device);
+    info.device = device;
     std::error_code ec;
     const uintmax_t file_size = std::filesystem::file_size(opt.model_path, ec);
     info.file_size = ec ? 0 : (uint64_t)file_size;
@@ -381,7 +384,7 @@ void print_md_memory(const ModelInfo &m, const std::vector<Result> &results) {
         if (m.gpu) std::printf("; device used %s", format_bytes(mem.device_used_bytes).c_str());
         std::printf("\n");
     }
-    std::printf("\nbuild: %s\n", m.build.c_str());
+    std::printf("\nbuild: %s\ndevice: %s\n", m.build.c_str(), m.device.c_str());
 }
 
 // jsonl: one object per line, no enclosing array (llama-bench's -o jsonl).
@@ -392,7 +395,7 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results, bool jso
         const Result &r = results[i];
         const seaopt_memory_report &mem = r.memory;
         std::printf("%s{\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
-                    "\"backend\": %s, \"build_info\": %s, \"attention\": %s, \"sea_layers\": %s, \"sea_k\": %d, "
+                    "\"backend\": %s, \"build_info\": %s, \"device_info\": %s, \"attention\": %s, \"sea_layers\": %s, \"sea_k\": %d, "
                     "\"n_threads\": %d, \"n_ctx\": %u, \"n_batch\": %u, "
                     "\"test\": %s, \"n_prompt\": %d, \"n_gen\": %d, \"n_depth\": %d, \"tg_api\": %s, \"reps\": %zu, "
                     "\"avg_ts\": %s, \"stddev_ts\": %s, \"avg_ms\": %s, \"samples_ts\": %s, \"samples_ms\": %s, "
@@ -402,6 +405,7 @@ void print_json(const ModelInfo &m, const std::vector<Result> &results, bool jso
                     jsonl ? "" : "  ", json_string(m.desc).c_str(), json_string(m.path).c_str(),
                     (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
+                    json_string(m.device).c_str(),
                     json_string(r.attention.attention).c_str(), json_string(r.attention.sea_layers).c_str(),
                     r.attention.sea_k, m.n_threads, r.n_ctx, r.n_batch, json_string(r.test.name).c_str(),
                     r.test.n_prompt, r.test.n_gen, r.test.n_depth,
@@ -601,7 +605,7 @@ void print_layer_md_notes(const ModelInfo &m, const std::vector<LayerResult> &re
     }
     std::printf("E_pos rows: SEA's learned positional table (sea.md 2.2), 'P -> N' when stretched by nearest "
                 "interpolation to N positions (T beyond its P rows).\n");
-    std::printf("\nbuild: %s\n", m.build.c_str());
+    std::printf("\nbuild: %s\ndevice: %s\n", m.build.c_str(), m.device.c_str());
 }
 
 void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &results, bool jsonl) {
@@ -610,7 +614,7 @@ void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &result
     for (size_t i = 0; i < results.size(); ++i) {
         const seaopt_attention_layer_bench_result &d = results[i].dense, &e = results[i].sea;
         std::printf("%s{\"model\": %s, \"model_filename\": %s, \"model_size\": %llu, \"n_params\": %llu, "
-                    "\"backend\": %s, \"build_info\": %s, \"test\": \"attention-layer\", \"layer\": %d, "
+                    "\"backend\": %s, \"build_info\": %s, \"device_info\": %s, \"test\": \"attention-layer\", \"layer\": %d, "
                     "\"n_tokens\": %d, \"n_head\": %d, \"head_dim\": %d, \"reps\": %d, \"warmup\": %d, "
                     "\"sea_k\": %d, \"sea_K\": %d, \"n_pos_table\": %d, \"n_pos_ctx\": %d, \"pos_stretched\": %s, "
                     "\"dense_avg_ms\": %s, \"dense_stddev_ms\": %s, \"dense_min_ms\": %s, \"dense_max_ms\": %s, "
@@ -623,6 +627,7 @@ void print_layer_json(const ModelInfo &m, const std::vector<LayerResult> &result
                     jsonl ? "" : "  ", json_string(m.desc).c_str(), json_string(m.path).c_str(),
                     (unsigned long long)m.file_size,
                     (unsigned long long)m.n_params, json_string(m.backend).c_str(), json_string(m.build).c_str(),
+                    json_string(m.device).c_str(),
                     d.layer, d.n_tokens, d.n_head, d.head_dim, d.n_reps, d.n_warmup, e.sea_k, e.sea_K, e.n_pos_table,
                     e.n_pos_ctx, e.pos_stretched ? "true" : "false", json_number(d.mean_ms).c_str(),
                     json_number(d.std_ms).c_str(), json_number(d.min_ms).c_str(), json_number(d.max_ms).c_str(),

@@ -322,6 +322,7 @@ TEST_F(Perplexity, MatchesAnIndependentComputation) {
         expect_rel_near(got.ppl, want.ppl, 1e-6, "PPL");
         expect_rel_near(got.err, want.err, 1e-5, "error estimate");
         EXPECT_TRUE(contains(r.err, "perplexity: tokenizing the input ..")) << describe(r);
+        EXPECT_TRUE(std::regex_search(r.err, std::regex(", loaded in [0-9.]+ s on CPU"))) << describe(r);  // the device
         EXPECT_TRUE(
             std::regex_search(r.err, std::regex("perplexity: [0-9.]+ seconds per window - ETA [0-9]+ minutes [0-9]+ "
                                                 "seconds\n")))

@@ -440,8 +440,10 @@ int run(const Options &opt) {
     const int32_t n_vocab = seaopt_model_n_vocab(model.get());
     char desc[128];
     seaopt_model_desc(model.get(), desc, sizeof desc);
-    std::fprintf(stderr, "perplexity: model %s (%s), n_vocab = %d, n_ctx_train = %d, loaded in %.2f s\n",
-                 opt.model_path.c_str(), desc, n_vocab, n_ctx_train, seconds_since(t_load));
+    char device[320];
+    seaopt_model_device_desc(model.get(), device, sizeof device);
+    std::fprintf(stderr, "perplexity: model %s (%s), n_vocab = %d, n_ctx_train = %d, loaded in %.2f s on %s\n",
+                 opt.model_path.c_str(), desc, n_vocab, n_ctx_train, seconds_since(t_load), device);
     // --kl-base-model: the reference model, loaded like the model; it must read the text as the same tokens.
     seaopt_tools::ModelPtr base_model;
     if (!opt.kl_base_model.empty()) {

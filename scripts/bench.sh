@@ -111,7 +111,8 @@ names = {b: b.replace("transformers-", "") for b in backends}
 s0, h0 = seaopt[0], hf[0]
 print(f"## seaopt vs Hugging Face transformers on {gpu}")
 print()
-print(f"- seaopt: `{s0['model']}` ({s0['n_params']:,} params, {s0['model_filename']}), backend {s0['backend']}; {s0['build_info']}")
+print(f"- seaopt: `{s0['model']}` ({s0['n_params']:,} params, {s0['model_filename']}), backend {s0['backend']}; {s0['build_info']}"
+      + (f"; on {s0['device_info']}" if s0.get("device_info") else ""))
 print(f"- transformers {h0['transformers_version']}, torch {h0['torch_version']}: `{h0['model']}` ({h0['n_params']:,} params), "
       f"{h0['dtype']}, ppN logits: {h0['logits']}, attention: {', '.join(names.values())}")
 if s0["n_params"] != h0["n_params"]:

@@ -136,9 +136,9 @@ SEAOPT_API bool seaopt_model_has_sea(const struct seaopt_model *model);
  * Returns the full length it needed, without the NUL. */
 SEAOPT_API int32_t seaopt_model_desc(const struct seaopt_model *model, char *buf, size_t buf_size);
 /* Writes what the model runs on, for reports (llama-bench's gpu_info): on the GPU its name, compute capability and
- * memory, e.g. "NVIDIA H100 80GB HBM3, compute capability 9.0, 79.1 GiB"; on the CPU "CPU"; a vocab_only model
- * "none (vocabulary only)". The same conventions
- * as seaopt_model_desc. */
+ * memory, e.g. "NVIDIA H100 80GB HBM3, compute capability 9.0, 79.1 GiB"; on the CPU "CPU", followed by the
+ * processor's name in parentheses where the system reports it; for a vocab_only model "none (vocabulary only)".
+ * The same buffer and return conventions as seaopt_model_desc. */
 SEAOPT_API int32_t seaopt_model_device_desc(const struct seaopt_model *model, char *buf, size_t buf_size);
 
 /* ---------------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ SEAOPT_API int32_t seaopt_model_device_desc(const struct seaopt_model *model, ch
  * ------------------------------------------------------------------------------------------- */
 SEAOPT_API seaopt_token seaopt_token_bos(const struct seaopt_model *model); /* OPT: 2, "</s>" (the converted config.json's) */
 SEAOPT_API seaopt_token seaopt_token_eos(const struct seaopt_model *model); /* OPT: 2, "</s>" (the converted config.json's) */
-SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* 1, "<pad>" */
+SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* OPT: 1, "<pad>" (the converted config.json's) */
 
 /* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS as Hugging Face does for OPT.
  * parse_special maps literal special-token strings ("</s>", "<pad>", ...) to their ids, as

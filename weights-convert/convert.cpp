@@ -9,6 +9,7 @@
 #include <memory>
 #include <string_view>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "engine/error.h"
@@ -408,7 +409,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
         result.sea_engine_warning = sea_plan.engine_warning;
     }
 
-    result.notes = notes;
+    result.notes = std::move(notes);
     if (options.q8_0) check_q8_0_widths(hp);
     static_assert(kConvertChunkElements % kQ8Block == 0, "a chunk must hold whole Q8_0 blocks");
     auto quantized = [&](const PlannedTensor &p) { return options.q8_0 && p.expected.quantizable; };

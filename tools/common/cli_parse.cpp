@@ -1,11 +1,13 @@
 #include "tools/common/cli_parse.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <new>
 #include <string>
+#include <system_error>
 
 namespace seaopt_tools {
 
@@ -36,26 +38,19 @@ CLI::Validator integer_in_range(long long lo, unsigned long long hi) {
     const std::string range = "[" + std::to_string(lo) + ", " + std::to_string(hi) + "]";
     return CLI::Validator(
         [lo, hi, range](std::string &text) -> std::string {
-            const std::string bad = "must be an integer in " + range + ", got '" + text + "'";
-            size_t i = 0;
-            const bool negative = !text.empty() && text[0] == '-';
-            if (negative || (!text.empty() && text[0] == '+')) i = 1;
-            if (i == text.size()) return bad;
-            unsigned long long magnitude = 0;
-            for (; i < text.size(); ++i) {
-                if (text[i] < '0' || text[i] > '9') return bad;
-                const unsigned digit = (unsigned)(text[i] - '0');
-                if (magnitude > (~0ull - digit) / 10) return bad;  // past 2^64 - 1
-                magnitude = magnitude * 10 + digit;
+            // A leading '+' as strtoll takes it; from_chars refuses it, and refuses a value past its type's range.
+            const char *first = text.data() + (!text.empty() && text[0] == '+'), *last = text.data() + text.size();
+            bool ok;
+            if (!text.empty() && text[0] == '-') {  // not after a '+': "+-1" is no number
+                long long v = 0;
+                const std::from_chars_result r = std::from_chars(first, last, v);
+                ok = r.ec == std::errc() && r.ptr == last && v >= lo;
+            } else {
+                unsigned long long v = 0;
+                const std::from_chars_result r = std::from_chars(first, last, v);
+                ok = r.ec == std::errc() && r.ptr == last && v <= hi && (lo <= 0 || v >= (unsigned long long)lo);
             }
-            if (negative) {
-                // -magnitude >= lo, i.e. magnitude <= |lo| (computed without overflowing at LLONG_MIN)
-                const unsigned long long most = lo >= 0 ? 0ull : (unsigned long long)(-(lo + 1)) + 1ull;
-                if (magnitude > most || (lo > 0 && magnitude == 0)) return bad;
-            } else if (magnitude > hi || (lo > 0 && magnitude < (unsigned long long)lo)) {
-                return bad;
-            }
-            return std::string();
+            return ok ? std::string() : "must be an integer in " + range + ", got '" + text + "'";
         },
         "INT in " + range);
 }

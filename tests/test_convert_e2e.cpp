@@ -89,7 +89,9 @@ void check_gguf(const std::string &path, const TinyConfig &c, const std::vector<
     const gguf::Value *types = f.find(keys::kTokTokenType);
     ASSERT_NE(types, nullptr);
     ASSERT_EQ(types->int_array.size(), c.vocab);
-    EXPECT_EQ(types->int_array[2], 3);          // CONTROL
+    EXPECT_EQ(types->int_array[2], 3);          // CONTROL: '</s>' and '<pad>', Hugging Face's special tokens for OPT
+    EXPECT_EQ(types->int_array[1], 3);
+    for (size_t id : {0, 3, 50264}) EXPECT_EQ(types->int_array[id], 1) << id;  // '<s>', '<unk>', '<mask>': text to HF
     EXPECT_EQ(types->int_array[100], 1);        // NORMAL
     EXPECT_EQ(types->int_array[50271], 5);      // UNUSED
     const std::vector<std::string> &merges = f.get_str_array(keys::kTokMerges);
@@ -98,7 +100,7 @@ void check_gguf(const std::string &path, const TinyConfig &c, const std::vector<
     EXPECT_EQ(f.get_u32(keys::kTokBos), 2u);
     EXPECT_EQ(f.get_u32(keys::kTokEos), 2u);
     EXPECT_EQ(f.get_u32(keys::kTokPad), 1u);
-    EXPECT_EQ(f.get_u32(keys::kTokUnk), 3u);
+    EXPECT_EQ(f.get_u32(keys::kTokUnk), 2u);  // OPT's unk_token is '</s>'
     EXPECT_TRUE(f.get_bool(keys::kTokAddBos));
 
     // ---- tensors: the exact set, in order, with shapes, type and bytes
@@ -296,6 +298,46 @@ TEST(EndToEnd, ConfigSpecialTokenIdsAreKept) {
     ASSERT_EQ(seaopt_model_load((tmp / "out.gguf").c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
     EXPECT_EQ(seaopt_token_eos(model), 50118);
     EXPECT_EQ(seaopt_token_bos(model), 2);
+    seaopt_model_free(model);
+}
+
+// The checkpoint's tokenizer_config.json decides which tokens are special (parsed out of prompts, dropped by
+// detokenize's remove_special), as it does for Hugging Face: OPT's own files give '</s>' and '<pad>'; a fine-tune
+// that adds a special token in one of the model's padding rows gets it too.
+TEST(EndToEnd, TokenizerConfigSpecialTokensAreKept) {
+    TempDir tmp;
+    TinyConfig c;
+    write_hf_checkpoint(tmp / "ck", c.to_json(), make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
+    {
+        std::ofstream(fs::path(tmp / "ck") / "special_tokens_map.json") << R"({"bos_token": "</s>", "eos_token": "</s>",
+            "unk_token": "</s>", "pad_token": "<pad>", "additional_special_tokens": ["<|turn|>"]})";
+        std::ofstream(fs::path(tmp / "ck") / "tokenizer_config.json") << R"({"add_bos_token": true, "added_tokens_decoder": {
+            "1": {"content": "<pad>", "special": true}, "2": {"content": "</s>", "special": true},
+            "50265": {"content": "<|turn|>", "special": true}}, "bos_token": "</s>", "unk_token": "</s>"})";
+    }
+    ConvertOptions o;
+    o.input_dir = tmp / "ck";
+    o.output_path = tmp / "out.gguf";
+    const ConvertResult r = convert_checkpoint(o);
+    ASSERT_EQ(r.notes.size(), 1u);
+    EXPECT_NE(r.notes[0].find("'<|turn|>' has id 50265"), std::string::npos) << r.notes[0];
+
+    seaopt_model_params params = seaopt_model_default_params();
+    params.device = SEAOPT_DEVICE_CPU;
+    params.vocab_only = true;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load((tmp / "out.gguf").c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    const std::string text = "<s>Hi<|turn|></s><mask>";
+    std::vector<seaopt_token> ids(32);
+    int32_t n = 0;
+    ASSERT_EQ(seaopt_tokenize(model, text.data(), text.size(), false, true, ids.data(), 32, &n), SEAOPT_OK);
+    ids.resize((size_t)n);
+    // '<s>' and '<mask>' are text (Hugging Face: '<', 's', '>' ...), '<|turn|>' and '</s>' are special.
+    EXPECT_EQ(ids, std::vector<seaopt_token>({41552, 29, 15698, 30086, 50265, 2, 41552, 43776, 15698})) << n;
+    char buf[64];
+    size_t len = 0;
+    ASSERT_EQ(seaopt_detokenize(model, ids.data(), n, true, buf, sizeof buf, &len), SEAOPT_OK);
+    EXPECT_EQ(std::string(buf, len), "<s>Hi<mask>");
     seaopt_model_free(model);
 }
 

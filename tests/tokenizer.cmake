@@ -5,3 +5,6 @@ seaopt_add_test(NAME test_tokenizer SOURCES test_tokenizer.cpp LABELS cpu)
 if(SEAOPT_HAVE_SHARED_DATA)
   target_compile_definitions(test_tokenizer PRIVATE SEAOPT_TOKENIZER_SHARED_DATA_TESTS=1)
 endif()
+# Against Hugging Face's own OPT tokenizer (tests/data/tokenizer-hf, made by tests/fixtures/make_tokenizer_cases.py
+# with transformers): every code point's pre-tokenizer class and 4,000 random texts.
+seaopt_add_test(NAME test_tokenizer_hf SOURCES test_tokenizer_hf.cpp LABELS cpu)

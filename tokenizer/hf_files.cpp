@@ -106,27 +106,23 @@ TokenizerData load_hf_tokenizer(const std::string &vocab_json_path, const std::s
         auto it = vocab.find(s);
         return it == vocab.end() ? -1 : it->get<int32_t>();
     };
-    for (const char *name : tok_detail::kSpecialNames) {
-        const int32_t id = find_id(name);
-        if (id >= 0) d.token_types[(size_t)id] = (int32_t)TokenType::CONTROL;
-    }
-    // OPT's HF config: bos = eos = "</s>", pad = "<pad>", unk = "<unk>". GPT-2's own files have
-    // none of these; there every special is "<|endoftext|>", so those files load too.
+    // OPT's tokenizer files on the hub (tokenizer_config.json, special_tokens_map.json): bos = eos = unk = "</s>",
+    // pad = "<pad>", and those two are its only special tokens. "<s>", "<unk>" and "<mask>" are in vocab.json but
+    // Hugging Face treats them as text. GPT-2's own files have "<|endoftext|>" for every role, so those load too.
+    // (seaopt-convert refines this from the checkpoint's tokenizer_config.json where it has one.)
     int32_t eos = find_id("</s>");
+    if (eos < 0) eos = find_id("<|endoftext|>");
     if (eos < 0) {
-        eos = find_id("<|endoftext|>");
-        if (eos < 0) {
-            throw_model_format("vocab.json ('" + vocab_json_path +
-                               "') has no end-of-sequence token ('</s>' for OPT, '<|endoftext|>' for GPT-2)");
-        }
-        d.token_types[(size_t)eos] = (int32_t)TokenType::CONTROL;
+        throw_model_format("vocab.json ('" + vocab_json_path +
+                           "') has no end-of-sequence token ('</s>' for OPT, '<|endoftext|>' for GPT-2)");
     }
     const int32_t pad = find_id("<pad>");
-    const int32_t unk = find_id("<unk>");
     d.bos_id = eos;
     d.eos_id = eos;
     d.pad_id = pad >= 0 ? pad : eos;
-    d.unk_id = unk >= 0 ? unk : eos;
+    d.unk_id = eos;
+    d.token_types[(size_t)eos] = (int32_t)TokenType::CONTROL;
+    d.token_types[(size_t)d.pad_id] = (int32_t)TokenType::CONTROL;
 
     // ---- padding rows of the embedding matrix, named by their id
     for (size_t id = count; id < (size_t)n_vocab; ++id) {

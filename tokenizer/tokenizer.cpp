@@ -1,6 +1,7 @@
-// GPT-2 byte-level BPE as Hugging Face's (slow) GPT2Tokenizer runs it for OPT:
-//   1. split off literal control-token strings (parse_special only);
-//   2. pre-tokenize each chunk with the GPT-2 regex (PCRE2);
+// GPT-2 byte-level BPE as Hugging Face's tokenizer for OPT runs it (transformers' GPT2Tokenizer, the `tokenizers`
+// library's ByteLevel BPE; the same ids as transformers 4's Python GPT2Tokenizer wherever the two agree):
+//   1. split off literal control-token strings (parse_special only; for OPT '</s>' and '<pad>');
+//   2. pre-tokenize each chunk with the GPT-2 regex (PCRE2, with Hugging Face's letter/number/space classes);
 //   3. map each piece's bytes to GPT-2's printable "byte-level" characters;
 //   4. apply the merges by rank, exactly as HF's GPT2Tokenizer.bpe() does;
 //   5. look the resulting strings up in the vocabulary.
@@ -9,8 +10,10 @@
 #include <algorithm>
 #include <cctype>
 #include <climits>
+#include <cstdio>
 #include <memory>
 #include <string_view>
+#include <tuple>
 #include <unordered_set>
 #include <utility>
 
@@ -144,13 +147,38 @@ using namespace tok_detail;
 
 namespace {
 
-// The GPT-2 pre-tokenizer pattern. \s is spelled out as the Unicode White_Space set that Python's
-// `regex` module (used by HF's GPT2Tokenizer) matches: PCRE2's \s also matches U+180E (Mongolian
-// vowel separator), which Unicode stopped calling a space in 6.3 and `regex` does not match.
-const std::string kWhite = "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}"
-                           "\\x{202F}\\x{205F}\\x{3000}";
-const std::string kGpt2Pattern = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^" + kWhite + "\\p{L}\\p{N}]+|[" +
-                                 kWhite + "]+(?![^" + kWhite + "])|[" + kWhite + "]+";
+struct CodePointRange {
+    uint32_t first, last;
+};
+#include "tokenizer/gpt2_classes.inc"
+
+// A class's ranges as the inside of a PCRE2 character class: "\\x{41}-\\x{5A}...".
+template <size_t N>
+std::string class_ranges(const CodePointRange (&ranges)[N]) {
+    std::string s;
+    char buf[40];
+    for (const CodePointRange &r : ranges) {
+        if (r.first == r.last) {
+            std::snprintf(buf, sizeof buf, "\\x{%X}", (unsigned)r.first);
+        } else {
+            std::snprintf(buf, sizeof buf, "\\x{%X}-\\x{%X}", (unsigned)r.first, (unsigned)r.last);
+        }
+        s += buf;
+    }
+    return s;
+}
+
+// The GPT-2 pre-tokenizer pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+, with
+// \p{L}, \p{N} and \s spelled out as the code point ranges Hugging Face's tokenizer gives them
+// (gpt2_classes.inc, generated from its classification of every code point): PCRE2's own tables are those of
+// the library's Unicode version (Debian 12's 10.42: Unicode 15), which lacks the 9,392 letters and numbers of
+// Unicode 15.1 and 16 that Hugging Face knows; and PCRE2's \s also matches U+180E, which Hugging Face does not.
+std::string gpt2_pattern() {
+    const std::string white = class_ranges(kGpt2Whitespace), letters = class_ranges(kGpt2Letters),
+                      numbers = class_ranges(kGpt2Numbers);
+    return "'s|'t|'re|'ve|'m|'ll|'d| ?[" + letters + "]+| ?[" + numbers + "]+| ?[^" + white + letters + numbers +
+           "]+|[" + white + "]+(?![^" + white + "])|[" + white + "]+";
+}
 
 struct Pcre2CodeDeleter {
     void operator()(pcre2_code *c) const { pcre2_code_free(c); }
@@ -227,7 +255,9 @@ struct Tokenizer::Impl {
     void validate_and_index();
     void compile_regex();
     void bpe_word(std::string_view piece, EncodeState &st, std::vector<int32_t> &out) const;
+    std::pair<size_t, size_t> next_piece(std::string_view chunk, size_t offset, EncodeState &st) const;
     void encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const;
+    EncodeState new_state() const;
     void check_id(int32_t id) const {
         if (id < 0 || id >= (int32_t)data.tokens.size()) {
             throw_invalid_argument("token id " + std::to_string(id) + " is out of range (the vocabulary has " +
@@ -255,13 +285,8 @@ void Tokenizer::Impl::validate_and_index() {
 
     types.resize(n);
     if (data.token_types.empty()) {
-        // No types given: everything is NORMAL except the special ids and the named specials.
-        for (size_t i = 0; i < n; ++i) {
-            types[i] = TokenType::NORMAL;
-            for (const char *name : kSpecialNames) {
-                if (data.tokens[i] == name) types[i] = TokenType::CONTROL;
-            }
-        }
+        // No types given: everything is NORMAL except the special ids.
+        for (size_t i = 0; i < n; ++i) types[i] = TokenType::NORMAL;
         for (const auto &[name, id] : specials) types[id] = TokenType::CONTROL;
     } else {
         for (size_t i = 0; i < n; ++i) {
@@ -368,8 +393,9 @@ void Tokenizer::Impl::validate_and_index() {
 void Tokenizer::Impl::compile_regex() {
     int err = 0;
     PCRE2_SIZE err_offset = 0;
-    pcre2_code *code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern.c_str()), kGpt2Pattern.size(),
-                                     PCRE2_UTF | PCRE2_UCP, &err, &err_offset, nullptr);
+    const std::string pattern = gpt2_pattern();
+    pcre2_code *code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF, &err,
+                                     &err_offset, nullptr);
     if (!code) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(err, msg, sizeof msg);
@@ -446,10 +472,10 @@ void Tokenizer::Impl::bpe_word(std::string_view piece, EncodeState &st, std::vec
     for (int32_t i = 0; i >= 0; i = next[i]) emit(sym[i]);
 }
 
-void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const {
+// The next piece of `chunk` at or after byte `offset`, as [start, end); start == npos when none is left.
+std::pair<size_t, size_t> Tokenizer::Impl::next_piece(std::string_view chunk, size_t offset, EncodeState &st) const {
     const auto *subject = reinterpret_cast<PCRE2_SPTR>(chunk.data());
     const size_t len = chunk.size();
-    size_t offset = 0;
     while (offset < len) {
         // The text was validated already: skip PCRE2's own UTF check (it would rescan each time).
         int rc = pcre2_match(regex.get(), subject, len, offset, PCRE2_NO_UTF_CHECK, st.match.get(), nullptr);
@@ -466,11 +492,15 @@ void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std:
         }
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st.match.get());
         const size_t start = ov[0], end = ov[1];
-        if (end <= start) {  // an empty match gives no tokens (findall); step over one character
-            offset = start + next_code_point(chunk, start).len;
-            continue;
-        }
-        offset = end;
+        if (end > start) return {start, end};
+        offset = start + next_code_point(chunk, start).len;  // an empty match gives no tokens (findall): step over
+    }
+    return {std::string_view::npos, std::string_view::npos};
+}
+
+void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const {
+    for (auto [start, end] = next_piece(chunk, 0, st); start != std::string_view::npos;
+         std::tie(start, end) = next_piece(chunk, end, st)) {
         const std::string_view piece = chunk.substr(start, end - start);
         if (piece.size() > kMaxCachedPiece) {
             bpe_word(piece, st, out);
@@ -484,6 +514,13 @@ void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std:
         }
         out.insert(out.end(), it->second.begin(), it->second.end());
     }
+}
+
+EncodeState Tokenizer::Impl::new_state() const {
+    EncodeState st;
+    st.match.reset(pcre2_match_data_create_from_pattern(regex.get(), nullptr));
+    if (!st.match) throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "tokenizer: out of memory for PCRE2 match data");
+    return st;
 }
 
 Tokenizer::Tokenizer(TokenizerData data) : impl_(new Impl) {
@@ -520,10 +557,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     ids.reserve(text.size() / 4 + 2);
     if (add_bos) ids.push_back(im.data.bos_id);
 
-    EncodeState st;
-    st.match.reset(pcre2_match_data_create_from_pattern(im.regex.get(), nullptr));
-    if (!st.match) throw Error(SEAOPT_ERR_OUT_OF_MEMORY, "tokenizer: out of memory for PCRE2 match data");
-
+    EncodeState st = im.new_state();
     if (!parse_special || im.controls.empty()) {
         im.encode_chunk(text, st, ids);
         return ids;
@@ -557,6 +591,20 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
         pos = best_at + im.controls[best].text.size();
     }
     return ids;
+}
+
+std::vector<std::string_view> Tokenizer::pre_tokenize(std::string_view text) const {
+    const size_t bad = find_invalid_utf8(text);
+    if (bad != std::string_view::npos) {
+        throw Error(SEAOPT_ERR_INVALID_UTF8, "invalid UTF-8 at byte offset " + std::to_string(bad));
+    }
+    EncodeState st = impl_->new_state();
+    std::vector<std::string_view> pieces;
+    for (auto [start, end] = impl_->next_piece(text, 0, st); start != std::string_view::npos;
+         std::tie(start, end) = impl_->next_piece(text, end, st)) {
+        pieces.push_back(text.substr(start, end - start));
+    }
+    return pieces;
 }
 
 std::string Tokenizer::token_to_piece(int32_t id) const {

@@ -39,6 +39,10 @@ public:
     // byte offset. parse_special: literal control-token strings ("</s>") become their ids.
     std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const;
 
+    // The pieces the GPT-2 pattern cuts UTF-8 text into before BPE (each is merged on its own), as views
+    // into `text`; no special-token parsing. Invalid UTF-8 throws as encode() does.
+    std::vector<std::string_view> pre_tokenize(std::string_view text) const;
+
     // The raw bytes of one token (control tokens: their text). Throws on an id out of range.
     std::string token_to_piece(int32_t id) const;
     // Concatenated bytes of the tokens; remove_special skips CONTROL and UNUSED tokens.

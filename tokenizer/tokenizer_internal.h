@@ -20,7 +20,4 @@ std::array<uint32_t, 256> byte_to_code_point();
 // A token string for an error message: quoted, control bytes escaped, cut after 48 bytes.
 std::string quote(std::string_view s);
 
-// The tokens Hugging Face treats as special for OPT (RoBERTa/fairseq's four, plus <mask>).
-inline constexpr const char *kSpecialNames[] = {"<s>", "<pad>", "</s>", "<unk>", "<mask>"};
-
 }  // namespace seaopt::tok_detail

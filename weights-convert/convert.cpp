@@ -23,6 +23,7 @@
 #include "weights-convert/byte_source.h"
 #include "weights-convert/checkpoint.h"
 #include "weights-convert/hf_config.h"
+#include "weights-convert/hf_special_tokens.h"
 #include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/sea_checkpoint.h"
 
@@ -143,11 +144,14 @@ void check_merges(const TokenizerData &tok, const std::string &merges_path) {
     }
 }
 
-TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp) {
+// vocab.json + merges.txt, with the special tokens of tokenizer_config.json / special_tokens_map.json where the
+// checkpoint has them (hf_special_tokens.h). `notes` gets what the user should know.
+TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp, std::vector<std::string> &notes) {
     require_file(dir, "vocab.json", "the tokenizer: vocab.json and merges.txt are needed");
     require_file(dir, "merges.txt", "the tokenizer: vocab.json and merges.txt are needed");
     TokenizerData tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
     check_merges(tok, (dir / "merges.txt").string());
+    for (std::string &note : apply_hf_special_tokens(read_hf_special_tokens(dir), tok)) notes.push_back(std::move(note));
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));
@@ -356,14 +360,16 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     require_file(dir, "config.json", "the model's Hugging Face configuration");
     const HfOptConfig config = read_hf_config((dir / "config.json").string());
     OptHparams hp = config.hp;
-    TokenizerData tok = load_tokenizer(dir, hp);
-    std::vector<std::string> notes = apply_config_token_ids(config, tok);
+    std::vector<std::string> notes;
+    TokenizerData tok = load_tokenizer(dir, hp, notes);
+    for (std::string &note : apply_config_token_ids(config, tok)) notes.push_back(std::move(note));
     const Checkpoint ckpt = open_checkpoint(options.input_dir);
     {
         std::vector<std::string> inputs = {(dir / "config.json").string(), (dir / "vocab.json").string(),
                                            (dir / "merges.txt").string()};
         inputs.insert(inputs.end(), ckpt.files.begin(), ckpt.files.end());
         if (!ckpt.index_file.empty()) inputs.push_back(ckpt.index_file);
+        for (const char *name : {"tokenizer_config.json", "special_tokens_map.json"}) inputs.push_back((dir / name).string());
         if (!options.sea_checkpoint.empty()) inputs.push_back(options.sea_checkpoint);
         if (const std::string why = output_path_problem(options.output_path); !why.empty()) {
             throw_invalid_argument("the output " + why);

@@ -39,6 +39,26 @@ std::string shape_str(const int64_t *ne, size_t n) {
     return s + "}";
 }
 
+// seaopt-convert before 2026-11-29 typed all of '<s>', '<pad>', '</s>', '<unk>', '<mask>' as CONTROL (split out of
+// prompts with parse_special, dropped by remove_special); Hugging Face's OPT tokenizer has only '</s>' and '<pad>' as
+// special tokens. Such files still load as they are; the user is told how to get Hugging Face's behaviour.
+void warn_if_old_special_tokens(const TokenizerData &d) {
+    if (d.token_types.empty()) return;
+    std::string named;
+    for (size_t i = 0; i < d.tokens.size(); ++i) {
+        const std::string &t = d.tokens[i];
+        if (d.token_types[i] == (int32_t)TokenType::CONTROL && (t == "<s>" || t == "<unk>" || t == "<mask>") &&
+            (int32_t)i != d.bos_id && (int32_t)i != d.eos_id && (int32_t)i != d.pad_id) {
+            named += (named.empty() ? "'" : ", '") + t + "'";
+        }
+    }
+    if (named.empty() || d.tokens[(size_t)d.eos_id] != "</s>") return;
+    SEAOPT_LOG_WARN_("this model file marks %s as special tokens, as seaopt-convert did before 2026-11-29; Hugging "
+                     "Face's OPT tokenizer treats them as text. Re-convert the checkpoint to tokenize prompts that "
+                     "contain them as Hugging Face does\n",
+                     named.c_str());
+}
+
 TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     const std::string &model = f.get_str(keys::kTokModel);
     if (model != "gpt2") {
@@ -77,6 +97,7 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     d.eos_id = (int32_t)get_u32_in_range(f, keys::kTokEos, 0, hp.n_vocab - 1);
     d.pad_id = (int32_t)get_u32_in_range(f, keys::kTokPad, 0, hp.n_vocab - 1);
     d.unk_id = (int32_t)get_u32_in_range(f, keys::kTokUnk, 0, hp.n_vocab - 1);
+    warn_if_old_special_tokens(d);
     return d;
 }
 

@@ -545,6 +545,46 @@ TEST(ContextErrors, LogCallbackMayCallTheLibrary) {
     EXPECT_GT(g_nested_logs, 0);
 }
 
+// A file from seaopt-convert before 2026-11-29 ('<s>', '<unk>', '<mask>' typed CONTROL) loads as it is and says how
+// to get Hugging Face's special tokens; a file from today's converter says nothing.
+std::vector<std::string> g_warnings;
+void keep_warnings(seaopt_log_level level, const char *text, void *) {
+    if (level == SEAOPT_LOG_WARN) g_warnings.push_back(text);
+}
+TEST(ModelFileErrors, OldSpecialTokenTypesLoadWithAWarning) {
+    const std::string old = rewrite("old-types", [](gguf::Writer &w) {
+        gguf::MappedFile mf(good_model());
+        const gguf::File f = gguf::parse(mf.data(), mf.size());
+        std::vector<int32_t> types(f.find(keys::kTokTokenType)->int_array.begin(),
+                                   f.find(keys::kTokTokenType)->int_array.end());
+        for (int32_t id : {0, 3, 50264}) types[(size_t)id] = 3;  // CONTROL
+        w.set(keys::kTokTokenType, gguf::Value::make_i32_array(types));
+    });
+    seaopt_log_set(keep_warnings, nullptr);
+    for (const std::string &path : {old, good_model()}) {
+        g_warnings.clear();
+        seaopt_model_params p = seaopt_model_default_params();
+        p.device = SEAOPT_DEVICE_CPU;
+        p.vocab_only = true;
+        seaopt_model *m = nullptr;
+        ASSERT_EQ(seaopt_model_load(path.c_str(), &p, &m), SEAOPT_OK) << seaopt_last_error();
+        std::string all;
+        for (const std::string &w : g_warnings) all += w;
+        if (path == old) {
+            EXPECT_NE(all.find("marks '<s>', '<unk>', '<mask>' as special tokens"), std::string::npos) << all;
+            EXPECT_NE(all.find("Re-convert the checkpoint"), std::string::npos) << all;
+            seaopt_token ids[4];
+            int32_t n = 0;
+            ASSERT_EQ(seaopt_tokenize(m, "<s>", 3, false, true, ids, 4, &n), SEAOPT_OK);
+            EXPECT_EQ(n, 1);  // as the file says
+        } else {
+            EXPECT_EQ(all.find("special tokens"), std::string::npos) << all;
+        }
+        seaopt_model_free(m);
+    }
+    seaopt_log_set(nullptr, nullptr);
+}
+
 // A FIFO as a model or state path blocked open() until a writer came.
 TEST(ModelFileErrors, FifoIsNotARegularFile) {
     const std::string fifo = temp_dir() + "/a.fifo";

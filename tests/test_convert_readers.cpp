@@ -586,6 +586,12 @@ TEST(HfSpecialTokens, ReadsOptsFilesAndAppliesThem) {
                  {"\"special\" is a string, not true or false"}, SEAOPT_ERR_MODEL_FORMAT);
     expect_error([&] { parse_hf_special_tokens(R"({"additional_special_tokens": "<x>"})", ""); },
                  {"additional_special_tokens is a string, not an array"}, SEAOPT_ERR_MODEL_FORMAT);
+    {
+        nlohmann::json many = {{"additional_special_tokens", nlohmann::json::array()}};
+        for (int i = 0; i < 4097; ++i) many["additional_special_tokens"].push_back("<x" + std::to_string(i) + ">");
+        expect_error([&] { apply_hf_special_tokens(parse_hf_special_tokens(many.dump(), ""), tok); },
+                     {"name 4097 special tokens; seaopt supports at most 4096"}, SEAOPT_ERR_MODEL_FORMAT);
+    }
     expect_error([&] { parse_hf_special_tokens("[1]", ""); }, {"tokenizer_config.json: is an array, not a JSON object"},
                  SEAOPT_ERR_MODEL_FORMAT);
     expect_error([&] { parse_hf_special_tokens(R"({"a": 1, "a": 2})", ""); }, {"tokenizer_config.json"}, SEAOPT_ERR_MODEL_FORMAT);

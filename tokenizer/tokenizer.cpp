@@ -217,7 +217,6 @@ struct EncodeState {
 
 // Pieces longer than this are not cached: they are rare and would only fill the cache.
 constexpr size_t kMaxCachedPiece = 64;
-constexpr size_t kMaxControls = 4096;  // distinct CONTROL token strings (Impl::validate_and_index)
 
 }  // namespace
 
@@ -364,8 +363,8 @@ void Tokenizer::Impl::validate_and_index() {
     for (size_t i = 0; i < n; ++i) {
         if (types[i] != TokenType::CONTROL) continue;
         if (seen_controls.insert(data.tokens[i]).second) controls.push_back({data.tokens[i], (int32_t)i});
-        if (controls.size() > kMaxControls) {
-            throw_model_format("tokenizer: more than " + std::to_string(kMaxControls) +
+        if (controls.size() > kMaxSpecialTokens) {
+            throw_model_format("tokenizer: more than " + std::to_string(kMaxSpecialTokens) +
                                " distinct CONTROL tokens in tokenizer.ggml.token_type (seaopt supports at most that "
                                "many special tokens)");
         }

@@ -4,6 +4,7 @@
 // a SentencePiece model would give different ids and a wrong model input.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -11,6 +12,10 @@
 #include <vector>
 
 namespace seaopt {
+
+// At most this many distinct CONTROL token strings (special tokens): encode() looks for each at every special-token
+// match.
+inline constexpr size_t kMaxSpecialTokens = 4096;
 
 // Token types, as llama.cpp's GGUF convention (tokenizer.ggml.token_type).
 enum class TokenType : int32_t { NORMAL = 1, UNKNOWN = 2, CONTROL = 3, USER_DEFINED = 4, UNUSED = 5, BYTE = 6 };

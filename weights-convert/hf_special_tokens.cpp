@@ -147,6 +147,10 @@ HfSpecialTokens read_hf_special_tokens(const fs::path &dir) {
 std::vector<std::string> apply_hf_special_tokens(const HfSpecialTokens &st, TokenizerData &tok) {
     std::vector<std::string> notes;
     if (!st.found) return notes;
+    if (st.special.size() > kMaxSpecialTokens) {
+        throw_model_format("the tokenizer files name " + std::to_string(st.special.size()) + " special tokens; seaopt " +
+                           "supports at most " + std::to_string(kMaxSpecialTokens));
+    }
     const size_t n = tok.tokens.size();
     std::unordered_map<std::string, int32_t> index;
     for (size_t id = 0; id < n; ++id) {

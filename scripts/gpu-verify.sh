@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One full GPU verification run, on the GPU machine (see docs/development.md): build for sm_90,
-# run the whole test suite, make transformers references at the real OPT shapes, and check the CUDA
+# run the whole test suite, check the tokenizer against transformers' on 100,000 random texts
+# (TOKENIZER_SEED, default the time), make transformers references at the real OPT shapes, and check the CUDA
 # engine against them, then WikiText-2 perplexity of seaopt-perplexity against
 # scripts/ppl_transformers.py (the same GPTQ protocol) on the random OPT-125m-shape checkpoint.
 # Logs go to ${OUT:-/tmp/seaopt-gpu}.
@@ -28,6 +29,19 @@ echo "ctest rc=$?"; grep -E "tests passed|FAILED|Failed|\*\*\*" "$out/ctest.log"
 for t in test_gpu_kernels test_gpu_attention test_gpu_device test_gpu_fixtures; do
   [ -x build-gpu/bin/$t ] && build-gpu/bin/$t > "$out/$t.log" 2>&1; echo "$t rc=$?"; grep -E "max|FAILED|Failure" "$out/$t.log" | head -40
 done
+
+# ---- The tokenizer against transformers' own OPT tokenizer on 100,000 fresh random texts (the repository keeps 4,000):
+# needs OPT's vocab.json + merges.txt in TOKENIZER [.carry/tokenizer].
+tok_dir=${TOKENIZER:-.carry/tokenizer}
+if [ -f "$tok_dir/vocab.json" ]; then
+  seed=${TOKENIZER_SEED:-$(date +%s)}
+  python3 tests/fixtures/make_tokenizer_cases.py --tokenizer "$tok_dir" --out /tmp/seaopt-tokcases --n 100000 \
+    --seed "$seed" > "$out/tokenizer_cases.log" 2>&1
+  SEAOPT_TOKENIZER_CASES=/tmp/seaopt-tokcases/cases.jsonl build-gpu/bin/test_tokenizer_hf > "$out/test_tokenizer_hf.log" 2>&1
+  echo "test_tokenizer_hf (100,000 texts, seed $seed) rc=$?"; grep -E "texts|FAILED|Failure" "$out/test_tokenizer_hf.log" | head -10
+else
+  echo "tokenizer check: SKIPPED: $tok_dir/vocab.json not found (copy ../shared/data/opt-tokenizer/* into .carry/tokenizer/)"
+fi
 
 ref=/tmp/seaopt-transformers-ref
 PYTHONUNBUFFERED=1 python3 tests/gpu/make_transformers_reference.py --out "$ref" --shapes "$shapes" 2>&1 | grep -v -i warn | tee "$out/transformers_ref.log"

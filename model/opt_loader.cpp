@@ -40,23 +40,21 @@ std::string shape_str(const int64_t *ne, size_t n) {
 }
 
 // seaopt-convert before 2026-11-29 typed all of '<s>', '<pad>', '</s>', '<unk>', '<mask>' as CONTROL (split out of
-// prompts with parse_special, dropped by remove_special); Hugging Face's OPT tokenizer has only '</s>' and '<pad>' as
-// special tokens. Such files still load as they are; the user is told how to get Hugging Face's behaviour.
+// prompts with parse_special, dropped by remove_special) and made '<unk>' the unknown token; Hugging Face's OPT
+// tokenizer has only '</s>' and '<pad>' as special tokens (unk is '</s>'). Such files still load as they are; the
+// user is told how to get Hugging Face's behaviour. (Today's converter types them so only where the checkpoint's
+// tokenizer_config.json names all three, which no OPT checkpoint does.)
 void warn_if_old_special_tokens(const TokenizerData &d) {
-    if (d.token_types.empty()) return;
-    std::string named;
+    if (d.token_types.empty() || d.tokens[(size_t)d.unk_id] != "<unk>") return;
+    int control = 0;
     for (size_t i = 0; i < d.tokens.size(); ++i) {
         const std::string &t = d.tokens[i];
-        if (d.token_types[i] == (int32_t)TokenType::CONTROL && (t == "<s>" || t == "<unk>" || t == "<mask>") &&
-            (int32_t)i != d.bos_id && (int32_t)i != d.eos_id && (int32_t)i != d.pad_id) {
-            named += (named.empty() ? "'" : ", '") + t + "'";
-        }
+        if (d.token_types[i] == (int32_t)TokenType::CONTROL && (t == "<s>" || t == "<unk>" || t == "<mask>")) ++control;
     }
-    if (named.empty() || d.tokens[(size_t)d.eos_id] != "</s>") return;
-    SEAOPT_LOG_WARN_("this model file marks %s as special tokens, as seaopt-convert did before 2026-11-29; Hugging "
-                     "Face's OPT tokenizer treats them as text. Re-convert the checkpoint to tokenize prompts that "
-                     "contain them as Hugging Face does\n",
-                     named.c_str());
+    if (control < 3) return;
+    SEAOPT_LOG_WARN_("this model file marks '<s>', '<unk>' and '<mask>' as special tokens, as seaopt-convert did before "
+                     "2026-11-29; Hugging Face's OPT tokenizer treats them as text. Re-convert the checkpoint to "
+                     "tokenize prompts that contain them as Hugging Face does\n");
 }
 
 TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {

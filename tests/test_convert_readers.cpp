@@ -531,7 +531,8 @@ TEST(HfSpecialTokens, ReadsOptsFilesAndAppliesThem) {
     const std::string opt_config = R"({"errors": "replace", "unk_token": {"content": "</s>", "single_word": false,
         "lstrip": false, "rstrip": false, "normalized": true, "__type": "AddedToken"}, "bos_token": {"content": "</s>",
         "__type": "AddedToken"}, "eos_token": {"content": "</s>"}, "pad_token": {"content": "<pad>"},
-        "add_prefix_space": false, "add_bos_token": true})";
+        "add_prefix_space": false, "add_bos_token": true, "model_max_length": 1000000000000000019884624838656,
+        "special_tokens_map_file": null, "name_or_path": "patrickvonplaten/opt-30b", "chat_template": "{{ x }}"})";
     const HfSpecialTokens st = parse_hf_special_tokens(opt_config, R"({"bos_token": "</s>", "pad_token": "<pad>"})");
     ASSERT_TRUE(st.found);
     ASSERT_EQ(st.special.size(), 2u);

@@ -149,8 +149,9 @@ SEAOPT_API seaopt_token seaopt_token_eos(const struct seaopt_model *model); /* O
 SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* OPT: 1, "<pad>" (the converted config.json's) */
 
 /* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS as Hugging Face does for OPT.
- * parse_special maps literal special-token strings ("</s>", "<pad>", ...) to their ids, as
- * Hugging Face does; without it they are tokenized as plain text.
+ * parse_special maps literal special-token strings to their ids, as Hugging Face does; which tokens are
+ * special comes from the converted checkpoint's tokenizer files (OPT: "</s>" and "<pad>"; "<s>", "<unk>" and
+ * "<mask>" are text to Hugging Face and here). Without it they are tokenized as plain text.
  * On success *n_tokens_out is the token count. If n_tokens_max is too small the call returns
  * SEAOPT_ERR_BUFFER_TOO_SMALL and *n_tokens_out is the number needed. Invalid UTF-8 gives
  * SEAOPT_ERR_INVALID_UTF8 with the byte offset in the message. */

@@ -13,7 +13,6 @@
 #include <cstdio>
 #include <memory>
 #include <string_view>
-#include <tuple>
 #include <unordered_set>
 #include <utility>
 
@@ -215,6 +214,13 @@ struct EncodeState {
     std::vector<PairEntry> heap, batch;
 };
 
+void require_valid_utf8(std::string_view text) {
+    const size_t bad = find_invalid_utf8(text);
+    if (bad != std::string_view::npos) {
+        throw Error(SEAOPT_ERR_INVALID_UTF8, "invalid UTF-8 at byte offset " + std::to_string(bad));
+    }
+}
+
 // Pieces longer than this are not cached: they are rare and would only fill the cache.
 constexpr size_t kMaxCachedPiece = 64;
 
@@ -254,7 +260,9 @@ struct Tokenizer::Impl {
     void validate_and_index();
     void compile_regex();
     void bpe_word(std::string_view piece, EncodeState &st, std::vector<int32_t> &out) const;
-    std::pair<size_t, size_t> next_piece(std::string_view chunk, size_t offset, EncodeState &st) const;
+    // f(piece) for each piece the GPT-2 pattern cuts `chunk` into, in order.
+    template <typename F>
+    void for_each_piece(std::string_view chunk, EncodeState &st, F f) const;
     void encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const;
     EncodeState new_state() const;
     void check_id(int32_t id) const {
@@ -471,10 +479,11 @@ void Tokenizer::Impl::bpe_word(std::string_view piece, EncodeState &st, std::vec
     for (int32_t i = 0; i >= 0; i = next[i]) emit(sym[i]);
 }
 
-// The next piece of `chunk` at or after byte `offset`, as [start, end); start == npos when none is left.
-std::pair<size_t, size_t> Tokenizer::Impl::next_piece(std::string_view chunk, size_t offset, EncodeState &st) const {
+template <typename F>
+void Tokenizer::Impl::for_each_piece(std::string_view chunk, EncodeState &st, F f) const {
     const auto *subject = reinterpret_cast<PCRE2_SPTR>(chunk.data());
     const size_t len = chunk.size();
+    size_t offset = 0;
     while (offset < len) {
         // The text was validated already: skip PCRE2's own UTF check (it would rescan each time).
         int rc = pcre2_match(regex.get(), subject, len, offset, PCRE2_NO_UTF_CHECK, st.match.get(), nullptr);
@@ -491,19 +500,20 @@ std::pair<size_t, size_t> Tokenizer::Impl::next_piece(std::string_view chunk, si
         }
         const PCRE2_SIZE *ov = pcre2_get_ovector_pointer(st.match.get());
         const size_t start = ov[0], end = ov[1];
-        if (end > start) return {start, end};
-        offset = start + next_code_point(chunk, start).len;  // an empty match gives no tokens (findall): step over
+        if (end <= start) {  // an empty match gives no tokens (findall); step over one character
+            offset = start + next_code_point(chunk, start).len;
+            continue;
+        }
+        offset = end;
+        f(chunk.substr(start, end - start));
     }
-    return {std::string_view::npos, std::string_view::npos};
 }
 
 void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const {
-    for (auto [start, end] = next_piece(chunk, 0, st); start != std::string_view::npos;
-         std::tie(start, end) = next_piece(chunk, end, st)) {
-        const std::string_view piece = chunk.substr(start, end - start);
+    for_each_piece(chunk, st, [&](std::string_view piece) {
         if (piece.size() > kMaxCachedPiece) {
             bpe_word(piece, st, out);
-            continue;
+            return;
         }
         auto it = st.word_cache.find(piece);
         if (it == st.word_cache.end()) {
@@ -512,7 +522,7 @@ void Tokenizer::Impl::encode_chunk(std::string_view chunk, EncodeState &st, std:
             it = st.word_cache.emplace(piece, std::move(ids)).first;
         }
         out.insert(out.end(), it->second.begin(), it->second.end());
-    }
+    });
 }
 
 EncodeState Tokenizer::Impl::new_state() const {
@@ -548,10 +558,7 @@ Tokenizer &Tokenizer::operator=(Tokenizer &&o) noexcept {
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
     const Impl &im = *impl_;
     if (text.size() > (size_t)INT32_MAX) throw_invalid_argument("text to tokenize is longer than 2^31 - 1 bytes");
-    const size_t bad = find_invalid_utf8(text);
-    if (bad != std::string_view::npos) {
-        throw Error(SEAOPT_ERR_INVALID_UTF8, "invalid UTF-8 at byte offset " + std::to_string(bad));
-    }
+    require_valid_utf8(text);
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 4 + 2);
     if (add_bos) ids.push_back(im.data.bos_id);
@@ -593,16 +600,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
 }
 
 std::vector<std::string_view> Tokenizer::pre_tokenize(std::string_view text) const {
-    const size_t bad = find_invalid_utf8(text);
-    if (bad != std::string_view::npos) {
-        throw Error(SEAOPT_ERR_INVALID_UTF8, "invalid UTF-8 at byte offset " + std::to_string(bad));
-    }
+    require_valid_utf8(text);
     EncodeState st = impl_->new_state();
     std::vector<std::string_view> pieces;
-    for (auto [start, end] = impl_->next_piece(text, 0, st); start != std::string_view::npos;
-         std::tie(start, end) = impl_->next_piece(text, end, st)) {
-        pieces.push_back(text.substr(start, end - start));
-    }
+    impl_->for_each_piece(text, st, [&](std::string_view piece) { pieces.push_back(piece); });
     return pieces;
 }
 

@@ -156,12 +156,6 @@ TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp, std::vec
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));
     }
-    if (tok.token_types.empty()) {  // loader left them implicit: NORMAL, specials CONTROL
-        tok.token_types.assign(tok.tokens.size(), (int32_t)TokenType::NORMAL);
-        for (int32_t id : {tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id}) {
-            if (id >= 0 && (size_t)id < tok.tokens.size()) tok.token_types[(size_t)id] = (int32_t)TokenType::CONTROL;
-        }
-    }
     for (int32_t id : {tok.bos_id, tok.eos_id, tok.pad_id, tok.unk_id}) {
         if (id < 0 || (uint32_t)id >= hp.n_vocab) {
             throw_model_format("the tokenizer's special token id " + std::to_string(id) + " is outside the vocabulary");

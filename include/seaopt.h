@@ -151,7 +151,9 @@ SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* O
 /* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS as Hugging Face does for OPT.
  * parse_special maps literal special-token strings to their ids, as Hugging Face does; which tokens are
  * special comes from the converted checkpoint's tokenizer files (OPT: "</s>" and "<pad>"; "<s>", "<unk>" and
- * "<mask>" are text to Hugging Face and here). Without it they are tokenized as plain text.
+ * "<mask>" are text to Hugging Face and here). Without it they are tokenized as plain text (Hugging Face's
+ * split_special_tokens=True). A fine-tune's other added tokens are split out either way, with their
+ * AddedToken options (single_word, lstrip, rstrip), as Hugging Face's tokenizer does.
  * On success *n_tokens_out is the token count. If n_tokens_max is too small the call returns
  * SEAOPT_ERR_BUFFER_TOO_SMALL and *n_tokens_out is the number needed. Invalid UTF-8 gives
  * SEAOPT_ERR_INVALID_UTF8 with the byte offset in the message. */
@@ -166,7 +168,8 @@ SEAOPT_API seaopt_status seaopt_tokenize(const struct seaopt_model *model, const
 SEAOPT_API seaopt_status seaopt_token_to_piece(const struct seaopt_model *model, seaopt_token token,
                                                char *buf, size_t buf_size, size_t *n_out);
 
-/* Decode a token sequence to text. remove_special drops BOS/EOS/PAD and other control tokens.
+/* Decode a token sequence to text. remove_special drops BOS/EOS/PAD and the other special tokens (not a
+ * fine-tune's non-special added tokens: Hugging Face's skip_special_tokens keeps those too).
  * Same buffer convention as seaopt_token_to_piece; the output is not NUL-terminated. */
 SEAOPT_API seaopt_status seaopt_detokenize(const struct seaopt_model *model, const seaopt_token *tokens,
                                            int32_t n_tokens, bool remove_special, char *buf, size_t buf_size,

@@ -23,6 +23,9 @@
 //   tokenizer.ggml.merges           ARRAY[STRING]  "left right", rank order
 //   tokenizer.ggml.bos_token_id / eos_token_id / padding_token_id / unknown_token_id   UINT32
 //   tokenizer.ggml.add_bos_token    BOOL    true
+//   tokenizer.seaopt.added_token_ids   ARRAY[INT32]  optional: added tokens (CONTROL / USER_DEFINED) with options
+//   tokenizer.seaopt.added_token_flags ARRAY[INT32]  their options, one each: AddedTokenFlags (tokenizer.h) bits,
+//                                   1 single_word, 2 lstrip, 4 rstrip, 8 normalized; an added token not listed has none
 //
 // SEA estimator (sea.md; only in files converted with `seaopt-convert --sea`: either every sea.*
 // key and every blk.N.sea.* tensor is present, or none is):
@@ -98,6 +101,8 @@ inline constexpr const char *kTokEos = "tokenizer.ggml.eos_token_id";
 inline constexpr const char *kTokPad = "tokenizer.ggml.padding_token_id";
 inline constexpr const char *kTokUnk = "tokenizer.ggml.unknown_token_id";
 inline constexpr const char *kTokAddBos = "tokenizer.ggml.add_bos_token";
+inline constexpr const char *kTokAddedIds = "tokenizer.seaopt.added_token_ids";
+inline constexpr const char *kTokAddedFlags = "tokenizer.seaopt.added_token_flags";
 inline constexpr const char *kSeaK = "sea.k";
 inline constexpr const char *kSeaCompressedWidth = "sea.compressed_width";
 inline constexpr const char *kSeaRandomFeatures = "sea.random_features";

@@ -91,6 +91,38 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
             d.token_types.push_back((int32_t)v);
         }
     }
+    const gguf::Value *added_ids = f.find(keys::kTokAddedIds), *added_flags = f.find(keys::kTokAddedFlags);
+    if (added_ids || added_flags) {
+        auto int_array = [&](const gguf::Value *v, const char *key, const char *other) -> const std::vector<int64_t> & {
+            if (!v) {
+                throw_model_format(std::string("key ") + key + " is missing, but " + other +
+                                   " is there (the two come together)");
+            }
+            if (v->type != gguf::ValueType::ARRAY || v->array_type == gguf::ValueType::STRING ||
+                v->array_type == gguf::ValueType::FLOAT32 || v->array_type == gguf::ValueType::FLOAT64 ||
+                v->array_type == gguf::ValueType::ARRAY || v->array_type == gguf::ValueType::BOOL) {
+                throw_model_format(std::string("key ") + key + " must be an array of integers");
+            }
+            return v->int_array;
+        };
+        const std::vector<int64_t> &ids = int_array(added_ids, keys::kTokAddedIds, keys::kTokAddedFlags);
+        const std::vector<int64_t> &flags = int_array(added_flags, keys::kTokAddedFlags, keys::kTokAddedIds);
+        if (ids.size() != flags.size()) {
+            throw_model_format(std::string("key ") + keys::kTokAddedIds + " has " + std::to_string(ids.size()) +
+                               " entries but " + keys::kTokAddedFlags + " has " + std::to_string(flags.size()));
+        }
+        for (size_t i = 0; i < ids.size(); ++i) {
+            if (ids[i] < 0 || ids[i] >= (int64_t)hp.n_vocab) {
+                throw_model_format(std::string("key ") + keys::kTokAddedIds + ": entry " + std::to_string(i) + " (" +
+                                   std::to_string(ids[i]) + ") is not a token id");
+            }
+            if (flags[i] < 0 || flags[i] > (int64_t)kAddedAllFlags) {
+                throw_model_format(std::string("key ") + keys::kTokAddedFlags + ": entry " + std::to_string(i) + " (" +
+                                   std::to_string(flags[i]) + ") has unknown bits");
+            }
+            d.added_flags.push_back({(int32_t)ids[i], (uint32_t)flags[i]});
+        }
+    }
     d.bos_id = (int32_t)get_u32_in_range(f, keys::kTokBos, 0, hp.n_vocab - 1);
     d.eos_id = (int32_t)get_u32_in_range(f, keys::kTokEos, 0, hp.n_vocab - 1);
     d.pad_id = (int32_t)get_u32_in_range(f, keys::kTokPad, 0, hp.n_vocab - 1);

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=${1:-build-asan}
-tests=(test_gguf test_api_errors test_convert test_convert_sea test_tokenizer test_tokenizer_hf test_state test_q8_0)
+tests=(test_gguf test_api_errors test_convert test_convert_sea test_tokenizer test_tokenizer_hf test_tokenizer_added test_state test_q8_0)
 
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEAOPT_CUDA=OFF -DSEAOPT_SANITIZE=ON > "$dir.configure.log" ||
   { cat "$dir.configure.log"; exit 1; }

@@ -586,6 +586,58 @@ TEST(ModelFileErrors, OldSpecialTokenTypesLoadWithAWarning) {
     seaopt_log_set(nullptr, nullptr);
 }
 
+// tokenizer.seaopt.added_token_ids / _flags (the AddedToken options of added tokens): damaged or inconsistent
+// values are refused, naming the key; good ones load and act (a USER_DEFINED token with lstrip takes the space).
+TEST(ModelFileErrors, AddedTokenFlags) {
+    using gguf::Value;
+    auto with = [](const std::string &name, std::vector<int32_t> ids, std::vector<int32_t> flags, int32_t type_of_50265) {
+        return rewrite(name, [=](gguf::Writer &w) {
+            gguf::MappedFile mf(good_model());
+            const gguf::File f = gguf::parse(mf.data(), mf.size());
+            std::vector<int32_t> types(f.find(keys::kTokTokenType)->int_array.begin(),
+                                       f.find(keys::kTokTokenType)->int_array.end());
+            std::vector<std::string> tokens = f.get_str_array(keys::kTokTokens);
+            types[50265] = type_of_50265;
+            tokens[50265] = "<|x|>";
+            w.set(keys::kTokTokenType, Value::make_i32_array(types));
+            w.set(keys::kTokTokens, Value::make_str_array(tokens));
+            if (!ids.empty() || !flags.empty()) {
+                w.set(keys::kTokAddedIds, Value::make_i32_array(ids));
+                w.set(keys::kTokAddedFlags, Value::make_i32_array(flags));
+            }
+        });
+    };
+    const std::string good = with("added-good", {50265}, {(int32_t)seaopt::kAddedLstrip}, 4);
+    seaopt_model_params p = seaopt_model_default_params();
+    p.device = SEAOPT_DEVICE_CPU;
+    p.vocab_only = true;
+    seaopt_model *m = nullptr;
+    ASSERT_EQ(seaopt_model_load(good.c_str(), &p, &m), SEAOPT_OK) << seaopt_last_error();
+    seaopt_token ids[8];
+    int32_t n = 0;
+    ASSERT_EQ(seaopt_tokenize(m, "a  <|x|>b", 9, false, false, ids, 8, &n), SEAOPT_OK);  // USER_DEFINED: always split
+    EXPECT_EQ(std::vector<seaopt_token>(ids, ids + n), std::vector<seaopt_token>({102, 50265, 428}));
+    seaopt_model_free(m);
+
+    expect_load_error(with("added-range", {50272}, {0}, 4), SEAOPT_ERR_MODEL_FORMAT,
+                      "key tokenizer.seaopt.added_token_ids: entry 0 (50272) is not a token id");
+    expect_load_error(with("added-bits", {50265}, {16}, 4), SEAOPT_ERR_MODEL_FORMAT,
+                      "key tokenizer.seaopt.added_token_flags: entry 0 (16) has unknown bits");
+    expect_load_error(with("added-len", {50265, 2}, {0}, 4), SEAOPT_ERR_MODEL_FORMAT,
+                      "has 2 entries but tokenizer.seaopt.added_token_flags has 1");
+    expect_load_error(with("added-normal", {5}, {1}, 4), SEAOPT_ERR_MODEL_FORMAT,
+                      "flags of id 5: that token is not an added token");
+    expect_load_error(with("added-twice", {50265, 50265}, {1, 2}, 4), SEAOPT_ERR_MODEL_FORMAT,
+                      "flags of id 50265: given twice");
+    expect_load_error(rewrite("added-alone", [](gguf::Writer &w) { w.set(keys::kTokAddedIds, Value::make_i32_array({2})); }),
+                      SEAOPT_ERR_MODEL_FORMAT, "key tokenizer.seaopt.added_token_flags is missing");
+    expect_load_error(rewrite("added-type", [](gguf::Writer &w) {
+                          w.set(keys::kTokAddedIds, Value::make_str_array({"2"}));
+                          w.set(keys::kTokAddedFlags, Value::make_i32_array({0}));
+                      }),
+                      SEAOPT_ERR_MODEL_FORMAT, "key tokenizer.seaopt.added_token_ids must be an array of integers");
+}
+
 // A FIFO as a model or state path blocked open() until a writer came.
 TEST(ModelFileErrors, FifoIsNotARegularFile) {
     const std::string fifo = temp_dir() + "/a.fifo";

@@ -5,7 +5,7 @@
 #include "weights-convert/byte_source.h"
 #include "weights-convert/checkpoint.h"
 #include "weights-convert/hf_config.h"
-#include "weights-convert/hf_special_tokens.h"
+#include "weights-convert/hf_added_tokens.h"
 #include "weights-convert/safetensors.h"
 #include "weights-convert/zip_reader.h"
 
@@ -523,30 +523,41 @@ TEST(HfConfig, SpecialTokenIds) {
 }
 
 // tokenizer_config.json / special_tokens_map.json: the tokens Hugging Face treats as special.
-TEST(HfSpecialTokens, ReadsOptsFilesAndAppliesThem) {
-    using seaopt::convert::apply_hf_special_tokens;
-    using seaopt::convert::HfSpecialTokens;
-    using seaopt::convert::parse_hf_special_tokens;
+TEST(HfAddedTokens, ReadsOptsFilesAndAppliesThem) {
+    using seaopt::convert::apply_hf_added_tokens;
+    using seaopt::convert::HfAddedTokens;
+    using seaopt::convert::parse_hf_added_tokens;
     // facebook/opt-350m's tokenizer_config.json (AddedToken objects) and a newer one with added_tokens_decoder.
     const std::string opt_config = R"({"errors": "replace", "unk_token": {"content": "</s>", "single_word": false,
         "lstrip": false, "rstrip": false, "normalized": true, "__type": "AddedToken"}, "bos_token": {"content": "</s>",
         "__type": "AddedToken"}, "eos_token": {"content": "</s>"}, "pad_token": {"content": "<pad>"},
         "add_prefix_space": false, "add_bos_token": true, "model_max_length": 1000000000000000019884624838656,
         "special_tokens_map_file": null, "name_or_path": "patrickvonplaten/opt-30b", "chat_template": "{{ x }}"})";
-    const HfSpecialTokens st = parse_hf_special_tokens(opt_config, R"({"bos_token": "</s>", "pad_token": "<pad>"})");
+    const HfAddedTokens st = parse_hf_added_tokens(opt_config, R"({"bos_token": "</s>", "pad_token": "<pad>"})");
     ASSERT_TRUE(st.found);
-    ASSERT_EQ(st.special.size(), 2u);
-    EXPECT_EQ(st.special[0].content, "</s>");
-    EXPECT_EQ(st.special[1].content, "<pad>");
+    ASSERT_EQ(st.tokens.size(), 2u);
+    EXPECT_EQ(st.tokens[0].content, "</s>");
+    EXPECT_EQ(st.tokens[1].content, "<pad>");
+    EXPECT_TRUE(st.tokens[0].special && st.tokens[1].special);
+    // The first object that names a token gives its options: bos_token's bare one, with AddedToken's defaults for a
+    // special token (none), before unk_token's (normalized).
+    EXPECT_TRUE(st.tokens[0].flags_given);
+    EXPECT_EQ(st.tokens[0].flags, 0u);
+    EXPECT_EQ(st.tokens[1].flags, 0u);
+    const HfAddedTokens unk_first = parse_hf_added_tokens(R"({"unk_token": {"content": "</s>", "normalized": true,
+        "lstrip": true}, "bos_token": "</s>", "pad_token": "<pad>"})", "");
+    EXPECT_EQ(unk_first.tokens[0].flags, (uint32_t)(seaopt::kAddedNormalized | seaopt::kAddedLstrip));
+    EXPECT_FALSE(unk_first.tokens[1].flags_given);
     EXPECT_EQ(st.unk, "</s>");
-    EXPECT_FALSE(parse_hf_special_tokens("", "").found);
+    EXPECT_FALSE(parse_hf_added_tokens("", "").found);
 
     seaopt::TokenizerData tok = seaopt::load_hf_tokenizer(std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer/vocab.json",
                                                           std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer/merges.txt",
                                                           50272);
     const auto type = [&](size_t id) { return (seaopt::TokenType)tok.token_types[id]; };
-    EXPECT_TRUE(apply_hf_special_tokens(st, tok).empty());
+    EXPECT_TRUE(apply_hf_added_tokens(st, tok).empty());
     for (size_t id : {1, 2}) EXPECT_EQ(type(id), seaopt::TokenType::CONTROL) << id;
+    EXPECT_TRUE(tok.added_flags.empty());  // no options
     for (size_t id : {0, 3, 50264}) EXPECT_EQ(type(id), seaopt::TokenType::NORMAL) << id;
     EXPECT_EQ(type(50270), seaopt::TokenType::UNUSED);
     EXPECT_EQ(tok.unk_id, 2);
@@ -556,46 +567,50 @@ TEST(HfSpecialTokens, ReadsOptsFilesAndAppliesThem) {
         "2": {"content": "</s>", "special": true}, "50265": {"content": "<|turn|>", "special": true},
         "50264": {"content": "<mask>", "special": true}, "50266": {"content": "<plain>", "special": false}},
         "additional_special_tokens": ["<|turn|>"], "unk_token": "<unk>", "mask_token": null})";
-    const std::vector<std::string> notes = apply_hf_special_tokens(parse_hf_special_tokens(tuned, ""), tok);
+    const std::vector<std::string> notes = apply_hf_added_tokens(parse_hf_added_tokens(tuned, ""), tok);
     EXPECT_EQ(tok.tokens[50265], "<|turn|>");
     for (size_t id : {2, 3, 50264, 50265}) EXPECT_EQ(type(id), seaopt::TokenType::CONTROL) << id;  // unk_token is special
+    EXPECT_EQ(type(50266), seaopt::TokenType::USER_DEFINED);
     EXPECT_EQ(type(1), seaopt::TokenType::NORMAL);  // '<pad>' is not listed here
     EXPECT_EQ(tok.unk_id, 3);
     ASSERT_EQ(notes.size(), 2u);
-    EXPECT_NE(notes[0].find("'<|turn|>' has id 50265"), std::string::npos) << notes[0];
-    EXPECT_NE(notes[1].find("'<plain>' is not special"), std::string::npos) << notes[1];
+    EXPECT_NE(notes[0].find("special token '<|turn|>' has id 50265"), std::string::npos) << notes[0];
+    EXPECT_NE(notes[1].find("added token '<plain>' has id 50266"), std::string::npos) << notes[1];
     const seaopt::Tokenizer t(tok);
     EXPECT_EQ(t.encode("a<|turn|>b<mask>", false, true), std::vector<int32_t>({102, 50265, 428, 50264}));
+    // The non-special added token is split out without parse_special too; the special ones are text then.
+    EXPECT_EQ(t.encode("a<plain>b", false, false), std::vector<int32_t>({102, 50266, 428}));
+    EXPECT_EQ(t.decode({50265, 50266, 102}, true), "<plain>a");
 
     // Inconsistent or malformed files.
-    expect_error([&] { apply_hf_special_tokens(parse_hf_special_tokens(R"({"added_tokens_decoder": {"7": {"content": "</s>",
+    expect_error([&] { apply_hf_added_tokens(parse_hf_added_tokens(R"({"added_tokens_decoder": {"7": {"content": "</s>",
                      "special": true}}})", ""), tok); },
-                 {"gives '</s>' the id 7, but vocab.json has it at 2"}, SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { apply_hf_special_tokens(parse_hf_special_tokens(R"({"added_tokens_decoder": {"50272": {"content": "<x>",
+                 {"give '</s>' the id 7, but the vocabulary has it at 2"}, SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { apply_hf_added_tokens(parse_hf_added_tokens(R"({"added_tokens_decoder": {"50272": {"content": "<x>",
                      "special": true}}})", ""), tok); },
-                 {"gives '<x>' the id 50272, but the model has 50272 embedding rows"}, SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { apply_hf_special_tokens(parse_hf_special_tokens(R"({"added_tokens_decoder": {"5": {"content": "<x>",
+                 {"give '<x>' the id 50272, but the model has 50272 embedding rows"}, SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { apply_hf_added_tokens(parse_hf_added_tokens(R"({"added_tokens_decoder": {"5": {"content": "<x>",
                      "special": true}}})", ""), tok); },
-                 {"gives '<x>' the id 5, which vocab.json gives to 'Ġthe'"}, SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { parse_hf_special_tokens(R"({"eos_token": 2})", ""); }, {"tokenizer_config.json's eos_token is an integer"},
+                 {"give '<x>' the id 5, which the vocabulary gives to 'Ġthe'"}, SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { parse_hf_added_tokens(R"({"eos_token": 2})", ""); }, {"tokenizer_config.json's eos_token is an integer"},
                  SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { parse_hf_special_tokens("", R"({"pad_token": ""})"); }, {"special_tokens_map.json's pad_token is an empty token"},
+    expect_error([&] { parse_hf_added_tokens("", R"({"pad_token": ""})"); }, {"special_tokens_map.json's pad_token is an empty token"},
                  SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { parse_hf_special_tokens(R"({"added_tokens_decoder": {"x1": {"content": "a"}}})", ""); },
+    expect_error([&] { parse_hf_added_tokens(R"({"added_tokens_decoder": {"x1": {"content": "a"}}})", ""); },
                  {"added_tokens_decoder entry 'x1' is not a token id"}, SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { parse_hf_special_tokens(R"({"added_tokens_decoder": {"1": {"content": "a", "special": "yes"}}})", ""); },
+    expect_error([&] { parse_hf_added_tokens(R"({"added_tokens_decoder": {"1": {"content": "a", "special": "yes"}}})", ""); },
                  {"\"special\" is a string, not true or false"}, SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { parse_hf_special_tokens(R"({"additional_special_tokens": "<x>"})", ""); },
+    expect_error([&] { parse_hf_added_tokens(R"({"additional_special_tokens": "<x>"})", ""); },
                  {"additional_special_tokens is a string, not an array"}, SEAOPT_ERR_MODEL_FORMAT);
     {
         nlohmann::json many = {{"additional_special_tokens", nlohmann::json::array()}};
         for (int i = 0; i < 4097; ++i) many["additional_special_tokens"].push_back("<x" + std::to_string(i) + ">");
-        expect_error([&] { apply_hf_special_tokens(parse_hf_special_tokens(many.dump(), ""), tok); },
-                     {"name 4097 special tokens; seaopt supports at most 4096"}, SEAOPT_ERR_MODEL_FORMAT);
+        expect_error([&] { apply_hf_added_tokens(parse_hf_added_tokens(many.dump(), ""), tok); },
+                     {"name 4097 added tokens; seaopt supports at most 4096"}, SEAOPT_ERR_MODEL_FORMAT);
     }
-    expect_error([&] { parse_hf_special_tokens("[1]", ""); }, {"tokenizer_config.json: is an array, not a JSON object"},
+    expect_error([&] { parse_hf_added_tokens("[1]", ""); }, {"tokenizer_config.json: is an array, not a JSON object"},
                  SEAOPT_ERR_MODEL_FORMAT);
-    expect_error([&] { parse_hf_special_tokens(R"({"a": 1, "a": 2})", ""); }, {"tokenizer_config.json"}, SEAOPT_ERR_MODEL_FORMAT);
+    expect_error([&] { parse_hf_added_tokens(R"({"a": 1, "a": 2})", ""); }, {"tokenizer_config.json"}, SEAOPT_ERR_MODEL_FORMAT);
 }
 
 // ---- tensor planning -----------------------------------------------------------------------------

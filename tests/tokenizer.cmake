@@ -8,3 +8,7 @@ endif()
 # Against Hugging Face's own OPT tokenizer (tests/data/tokenizer-hf, made by tests/fixtures/make_tokenizer_cases.py
 # with transformers): every code point's pre-tokenizer class and 4,000 random texts.
 seaopt_add_test(NAME test_tokenizer_hf SOURCES test_tokenizer_hf.cpp LABELS cpu)
+# Added tokens (a fine-tune's chat markers; tests/data/tokenizer-added, made by
+# tests/fixtures/make_added_token_cases.py with transformers): every AddedToken option, the transformers 5 layout
+# (tokenizer.json only) and the transformers 4 one, through seaopt-convert and the C API.
+seaopt_add_test(NAME test_tokenizer_added SOURCES test_tokenizer_added.cpp LIBS seaopt_convert LABELS cpu)

@@ -1,7 +1,9 @@
 // GPT-2 byte-level BPE as Hugging Face's tokenizer for OPT runs it (transformers' GPT2Tokenizer, the `tokenizers`
 // library's ByteLevel BPE; the same ids as transformers 4's Python GPT2Tokenizer wherever the two agree):
-//   1. split off literal control-token strings (parse_special only; for OPT '</s>' and '<pad>');
-//   2. pre-tokenize each chunk with the GPT-2 regex (PCRE2, with Hugging Face's letter/number/space classes);
+//   1. split off the added tokens (`tokenizers`' AddedVocabulary: USER_DEFINED ones always, CONTROL ones with
+//      parse_special; for OPT '</s>' and '<pad>'), with their single_word / lstrip / rstrip / normalized rules;
+//   2. pre-tokenize each stretch of text between them with the GPT-2 regex (PCRE2, with Hugging Face's
+//      letter/number/space classes);
 //   3. map each piece's bytes to GPT-2's printable "byte-level" characters;
 //   4. apply the merges by rank, exactly as HF's GPT2Tokenizer.bpe() does;
 //   5. look the resulting strings up in the vocabulary.
@@ -150,6 +152,16 @@ struct CodePointRange {
     uint32_t first, last;
 };
 #include "tokenizer/gpt2_classes.inc"
+#include "tokenizer/word_space_classes.inc"
+
+template <size_t N>
+bool in_ranges(const CodePointRange (&ranges)[N], uint32_t cp) {
+    const CodePointRange *end = ranges + N;
+    const CodePointRange *it = std::upper_bound(ranges, end, cp, [](uint32_t c, const CodePointRange &r) {
+        return c < r.first;
+    });
+    return it != ranges && cp <= (it - 1)->last;
+}
 
 // A class's ranges as the inside of a PCRE2 character class: "\\x{41}-\\x{5A}...".
 template <size_t N>
@@ -224,7 +236,19 @@ void require_valid_utf8(std::string_view text) {
 // Pieces longer than this are not cached: they are rare and would only fill the cache.
 constexpr size_t kMaxCachedPiece = 64;
 
+// The code point that ends text[0, end) (valid UTF-8).
+uint32_t code_point_before(std::string_view text, size_t end) {
+    size_t begin = end - 1;
+    while (begin > 0 && ((unsigned char)text[begin] & 0xC0) == 0x80) --begin;
+    return next_code_point(text, begin).cp;
+}
+
 }  // namespace
+
+namespace tok_detail {
+bool is_word_char(uint32_t cp) { return in_ranges(kAddedWordChars, cp); }
+bool is_added_white_space(uint32_t cp) { return in_ranges(kAddedWhiteSpace, cp); }
+}  // namespace tok_detail
 
 struct Tokenizer::Impl {
     TokenizerData data;
@@ -239,11 +263,15 @@ struct Tokenizer::Impl {
     int32_t byte_symbol[256] = {};
     std::unordered_map<uint64_t, MergeRule> merges;
 
-    struct Control {
+    struct Added {
         std::string text;
         int32_t id;
+        uint32_t flags;  // AddedTokenFlags
+        bool special;    // CONTROL: split out only with parse_special
     };
-    std::vector<Control> controls;  // literal strings matched by parse_special
+    std::vector<Added> added;  // the CONTROL and USER_DEFINED tokens, each string once
+    // Indices into `added`: the tokens of the first pass (not kAddedNormalized) and of the second.
+    std::vector<uint32_t> first_pass, second_pass;
 
     std::unique_ptr<pcre2_code, Pcre2CodeDeleter> regex;
 
@@ -264,6 +292,13 @@ struct Tokenizer::Impl {
     template <typename F>
     void for_each_piece(std::string_view chunk, EncodeState &st, F f) const;
     void encode_chunk(std::string_view chunk, EncodeState &st, std::vector<int32_t> &out) const;
+    // A stretch of the text being encoded: [begin, end), an added token's id or -1 (text for the BPE).
+    struct Split {
+        size_t begin, end;
+        int32_t id;
+    };
+    void split_added(std::string_view text, size_t begin, size_t end, const std::vector<uint32_t> &set,
+                     bool parse_special, std::vector<Split> &out) const;
     EncodeState new_state() const;
     void check_id(int32_t id) const {
         if (id < 0 || id >= (int32_t)data.tokens.size()) {
@@ -334,11 +369,24 @@ void Tokenizer::Impl::validate_and_index() {
         switch (types[i]) {
             case TokenType::UNUSED:
                 break;  // padding rows of the embedding: no text
-            case TokenType::CONTROL:
             case TokenType::UNKNOWN:
-            case TokenType::USER_DEFINED:
-                pieces[i] = t;  // literal text, as HF decodes its added tokens
+                pieces[i] = t;  // literal text
                 break;
+            case TokenType::CONTROL:
+            case TokenType::USER_DEFINED: {
+                // Hugging Face's decode passes an added token through the byte-level decoder too: where every
+                // character is a byte-level one, the token is those bytes ("é" is the byte 0xE9); else its text.
+                std::string bytes;
+                bool byte_level = true;
+                for (size_t k = 0; k < t.size() && byte_level;) {
+                    const CodePoint cp = next_code_point(t, k);
+                    byte_level = cp.ok && cp.cp < 512 && code_point_byte[cp.cp] != 0xFFFFFFFFu;
+                    if (byte_level) bytes += (char)code_point_byte[cp.cp];
+                    k += cp.len;
+                }
+                pieces[i] = byte_level ? std::move(bytes) : t;
+                break;
+            }
             case TokenType::BYTE:
                 // llama.cpp's "<0xAB>" form; anything else is read as byte-level text below.
                 if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit((unsigned char)t[3]) &&
@@ -364,18 +412,35 @@ void Tokenizer::Impl::validate_and_index() {
         }
     }
 
-    // Controls matched by parse_special; one id per string (the lowest). encode() looks for every control at each
-    // special-token match, so their number is bounded (OPT has 4; a file with a million took minutes to load and
-    // tokenized 100 KB in 41 s at 50,272).
-    std::unordered_set<std::string_view> seen_controls;
-    for (size_t i = 0; i < n; ++i) {
-        if (types[i] != TokenType::CONTROL) continue;
-        if (seen_controls.insert(data.tokens[i]).second) controls.push_back({data.tokens[i], (int32_t)i});
-        if (controls.size() > kMaxSpecialTokens) {
-            throw_model_format("tokenizer: more than " + std::to_string(kMaxSpecialTokens) +
-                               " distinct CONTROL tokens in tokenizer.ggml.token_type (seaopt supports at most that "
-                               "many special tokens)");
+    // The added tokens; one id per string (the lowest). encode() looks for every one of them at each match, so their
+    // number is bounded (OPT has 2; a file with a million took minutes to load and tokenized 100 KB in 41 s).
+    std::vector<uint32_t> flags_of(n, 0);
+    std::vector<bool> has_flags(n, false);
+    for (const AddedTokenFlagsEntry &e : data.added_flags) {
+        const std::string what = "tokenizer: the added-token flags of id " + std::to_string(e.id);
+        if (e.id < 0 || (size_t)e.id >= n) throw_model_format(what + ": the id is out of range");
+        if (types[e.id] != TokenType::CONTROL && types[e.id] != TokenType::USER_DEFINED) {
+            throw_model_format(what + ": that token is not an added token (CONTROL or USER_DEFINED)");
         }
+        if (has_flags[e.id]) throw_model_format(what + ": given twice");
+        if (e.flags & ~(uint32_t)kAddedAllFlags) {
+            throw_model_format(what + ": unknown flag bits " + std::to_string(e.flags & ~(uint32_t)kAddedAllFlags));
+        }
+        has_flags[e.id] = true;
+        flags_of[e.id] = e.flags;
+    }
+    std::unordered_set<std::string_view> seen_added;
+    for (size_t i = 0; i < n; ++i) {
+        if (types[i] != TokenType::CONTROL && types[i] != TokenType::USER_DEFINED) continue;
+        if (!seen_added.insert(data.tokens[i]).second) continue;
+        if (added.size() == kMaxAddedTokens) {
+            throw_model_format("tokenizer: more than " + std::to_string(kMaxAddedTokens) +
+                               " distinct added tokens (CONTROL or USER_DEFINED in tokenizer.ggml.token_type; seaopt "
+                               "supports at most that many)");
+        }
+        const uint32_t k = (uint32_t)added.size();
+        added.push_back({data.tokens[i], (int32_t)i, flags_of[i], types[i] == TokenType::CONTROL});
+        (flags_of[i] & kAddedNormalized ? second_pass : first_pass).push_back(k);
     }
 
     // BPE symbols and merges.
@@ -555,6 +620,65 @@ Tokenizer &Tokenizer::operator=(Tokenizer &&o) noexcept {
     return *this;
 }
 
+// `tokenizers`' AddedVocabulary::find_matches on text[begin, end): the tokens of `set` found leftmost first, the
+// longest at one place, each search going on after the last match (a match that is then dropped too: a special
+// token without parse_special, a single_word token touching a word character); lstrip / rstrip widen a kept match
+// over the whitespace beside it (lstrip not back into the previous match).
+void Tokenizer::Impl::split_added(std::string_view text, size_t begin, size_t end, const std::vector<uint32_t> &set,
+                                  bool parse_special, std::vector<Split> &out) const {
+    const std::string_view sentence = text.substr(begin, end - begin);
+    const size_t n = sentence.size();
+    constexpr size_t npos = std::string_view::npos;
+    std::vector<size_t> next_at(set.size(), 0);
+    std::vector<bool> fresh(set.size(), false);
+    size_t search = 0, cursor = 0;
+    while (search < n) {
+        size_t at = npos;
+        const Added *best = nullptr;
+        for (size_t k = 0; k < set.size(); ++k) {
+            const Added &a = added[set[k]];
+            if (!fresh[k] || (next_at[k] != npos && next_at[k] < search)) {
+                next_at[k] = sentence.find(a.text, search);
+                fresh[k] = true;
+            }
+            if (next_at[k] == npos) continue;
+            if (at == npos || next_at[k] < at || (next_at[k] == at && a.text.size() > best->text.size())) {
+                at = next_at[k];
+                best = &a;
+            }
+        }
+        if (!best) break;
+        size_t start = at, stop = at + best->text.size();
+        search = stop;
+        if (best->special && !parse_special) continue;
+        if (best->flags & kAddedSingleWord) {
+            const bool word_before = start > 0 && is_word_char(code_point_before(sentence, start));
+            const bool word_after = stop < n && is_word_char(next_code_point(sentence, stop).cp);
+            if (word_before || word_after) continue;
+        }
+        if (best->flags & kAddedLstrip) {
+            size_t s = start;
+            while (s > 0) {
+                const uint32_t cp = code_point_before(sentence, s);
+                if (!is_added_white_space(cp)) break;
+                s -= utf8_encode(cp).size();
+            }
+            start = std::max(s, cursor);
+        }
+        if (best->flags & kAddedRstrip) {
+            while (stop < n) {
+                const CodePoint cp = next_code_point(sentence, stop);
+                if (!is_added_white_space(cp.cp)) break;
+                stop += cp.len;
+            }
+        }
+        if (cursor < start) out.push_back({begin + cursor, begin + start, -1});
+        out.push_back({begin + start, begin + stop, best->id});
+        cursor = std::max(cursor, stop);
+    }
+    if (cursor < n) out.push_back({begin + cursor, end, -1});
+}
+
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
     const Impl &im = *impl_;
     if (text.size() > (size_t)INT32_MAX) throw_invalid_argument("text to tokenize is longer than 2^31 - 1 bytes");
@@ -564,37 +688,28 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     if (add_bos) ids.push_back(im.data.bos_id);
 
     EncodeState st = im.new_state();
-    if (!parse_special || im.controls.empty()) {
+    if (im.added.empty()) {
         im.encode_chunk(text, st, ids);
         return ids;
     }
-    // HF splits the text on its special tokens (leftmost first, the longest at one place) and
-    // tokenizes the pieces between them on their own.
-    std::vector<size_t> next_at(im.controls.size(), 0);
-    std::vector<bool> fresh(im.controls.size(), false);
-    size_t pos = 0;
-    while (pos < text.size()) {
-        size_t best_at = std::string_view::npos;
-        size_t best = 0;
-        for (size_t k = 0; k < im.controls.size(); ++k) {
-            if (!fresh[k] || (next_at[k] != std::string_view::npos && next_at[k] < pos)) {
-                next_at[k] = text.find(im.controls[k].text, pos);
-                fresh[k] = true;
-            }
-            if (next_at[k] == std::string_view::npos) continue;
-            if (best_at == std::string_view::npos || next_at[k] < best_at ||
-                (next_at[k] == best_at && im.controls[k].text.size() > im.controls[best].text.size())) {
-                best_at = next_at[k];
-                best = k;
-            }
+    // As `tokenizers`' AddedVocabulary::extract_and_normalize: the tokens that are not "normalized" are split out of
+    // the whole text first, then the others out of each stretch of text left between (OPT has no normalizer, so
+    // their text is as it is); the BPE encodes each stretch that is left on its own.
+    std::vector<Impl::Split> first, splits;
+    im.split_added(text, 0, text.size(), im.first_pass, parse_special, first);
+    for (const Impl::Split &s : first) {
+        if (s.id >= 0) {
+            splits.push_back(s);
+        } else {
+            im.split_added(text, s.begin, s.end, im.second_pass, parse_special, splits);
         }
-        if (best_at == std::string_view::npos) {
-            im.encode_chunk(text.substr(pos), st, ids);
-            break;
+    }
+    for (const Impl::Split &s : splits) {
+        if (s.id >= 0) {
+            ids.push_back(s.id);
+        } else {
+            im.encode_chunk(text.substr(s.begin, s.end - s.begin), st, ids);
         }
-        im.encode_chunk(text.substr(pos, best_at - pos), st, ids);
-        ids.push_back(im.controls[best].id);
-        pos = best_at + im.controls[best].text.size();
     }
     return ids;
 }

@@ -23,7 +23,7 @@
 #include "weights-convert/byte_source.h"
 #include "weights-convert/checkpoint.h"
 #include "weights-convert/hf_config.h"
-#include "weights-convert/hf_special_tokens.h"
+#include "weights-convert/hf_added_tokens.h"
 #include "weights-convert/interrupt_cleanup.h"
 #include "weights-convert/sea_checkpoint.h"
 
@@ -84,6 +84,15 @@ void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, bool q8_
     w.set(keys::kTokPad, Value::make_u32((uint32_t)tok.pad_id));
     w.set(keys::kTokUnk, Value::make_u32((uint32_t)tok.unk_id));
     w.set(keys::kTokAddBos, Value::make_bool(true));
+    if (!tok.added_flags.empty()) {
+        std::vector<int32_t> ids, flags;
+        for (const AddedTokenFlagsEntry &e : tok.added_flags) {
+            ids.push_back(e.id);
+            flags.push_back((int32_t)e.flags);
+        }
+        w.set(keys::kTokAddedIds, Value::make_i32_array(ids));
+        w.set(keys::kTokAddedFlags, Value::make_i32_array(flags));
+    }
     if (hp.has_sea) {
         w.set(keys::kSeaK, Value::make_u32(hp.sea.k));
         w.set(keys::kSeaCompressedWidth, Value::make_u32(hp.sea.compressed_width));
@@ -118,10 +127,14 @@ std::vector<size_t> merge_line_numbers(const std::string &path) {
 // What Hugging Face's BPE (the `tokenizers` library behind OPT's fast tokenizer) refuses when it builds its merge
 // table (MergeTokenOutOfVocabulary): a merge whose parts or result are not tokens. seaopt's tokenizer would apply such
 // a merge and emit <unk> for its result; with no merges at all it would split every word into bytes. Either way the
-// GGUF would tokenize unlike the model's training, and perplexities would be silently wrong.
-void check_merges(const TokenizerData &tok, const std::string &merges_path) {
+// GGUF would tokenize unlike the model's training, and perplexities would be silently wrong. `merges_txt` is the
+// merges.txt they came from (for line numbers), or "" for tokenizer.json's model.merges.
+void check_merges(const TokenizerData &tok, const std::string &merges_txt) {
+    const std::string source = merges_txt.empty() ? "tokenizer.json's model.merges" : "merges.txt";
+    const std::string vocab_name = merges_txt.empty() ? "tokenizer.json's model.vocab" : "vocab.json";
     if (tok.merges.empty()) {
-        throw_model_format("merges.txt has no merges ('" + merges_path + "'): a byte-level BPE tokenizer needs them");
+        throw_model_format(source + " has no merges" + (merges_txt.empty() ? "" : " ('" + merges_txt + "')") +
+                           ": a byte-level BPE tokenizer needs them");
     }
     std::unordered_set<std::string_view> vocab;
     for (size_t id = 0; id < tok.tokens.size(); ++id) {
@@ -137,21 +150,42 @@ void check_merges(const TokenizerData &tok, const std::string &merges_path) {
         const std::string *missing = !vocab.count(left) ? &left : !vocab.count(right) ? &right
                                      : !vocab.count(merged) ? &merged : nullptr;
         if (!missing) continue;
-        if (lines.empty()) lines = merge_line_numbers(merges_path);
-        const std::string where = i < lines.size() ? "line " + std::to_string(lines[i]) : "merge " + std::to_string(i + 1);
-        throw_model_format("merges.txt " + where + " (" + tok_detail::quote(m) + "): " + tok_detail::quote(*missing) +
-                           " is not in vocab.json (Hugging Face's tokenizer refuses such a merge)");
+        std::string where = "[" + std::to_string(i) + "]";
+        if (!merges_txt.empty()) {
+            if (lines.empty()) lines = merge_line_numbers(merges_txt);
+            where = i < lines.size() ? " line " + std::to_string(lines[i]) : " merge " + std::to_string(i + 1);
+        }
+        throw_model_format(source + where + " (" + tok_detail::quote(m) + "): " + tok_detail::quote(*missing) +
+                           " is not in " + vocab_name + " (Hugging Face's tokenizer refuses such a merge)");
     }
 }
 
-// vocab.json + merges.txt, with the special tokens of tokenizer_config.json / special_tokens_map.json where the
-// checkpoint has them (hf_special_tokens.h). `notes` gets what the user should know.
+// tokenizer.json where the checkpoint has one (what transformers uses, and all that transformers 5 saves), else
+// vocab.json + merges.txt; with the added and special tokens of tokenizer.json / tokenizer_config.json /
+// special_tokens_map.json (hf_added_tokens.h). `notes` gets what the user should know.
 TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp, std::vector<std::string> &notes) {
-    require_file(dir, "vocab.json", "the tokenizer: vocab.json and merges.txt are needed");
-    require_file(dir, "merges.txt", "the tokenizer: vocab.json and merges.txt are needed");
-    TokenizerData tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
-    check_merges(tok, (dir / "merges.txt").string());
-    for (std::string &note : apply_hf_special_tokens(read_hf_special_tokens(dir), tok)) notes.push_back(std::move(note));
+    return load_checkpoint_tokenizer(dir.string(), hp.n_vocab, notes);
+}
+
+}  // namespace
+
+TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_vocab, std::vector<std::string> &notes) {
+    const fs::path dir(dir_name);
+    OptHparams hp;
+    hp.n_vocab = n_vocab;
+    std::error_code ec;
+    TokenizerData tok;
+    if (fs::exists(dir / "tokenizer.json", ec)) {
+        tok = load_hf_tokenizer_json((dir / "tokenizer.json").string(), (int32_t)hp.n_vocab);
+        check_merges(tok, "");
+    } else {
+        const char *need = "the tokenizer: tokenizer.json, or vocab.json and merges.txt, are needed";
+        require_file(dir, "vocab.json", need);
+        require_file(dir, "merges.txt", need);
+        tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
+        check_merges(tok, (dir / "merges.txt").string());
+    }
+    for (std::string &note : apply_hf_added_tokens(read_hf_added_tokens(dir), tok)) notes.push_back(std::move(note));
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));
@@ -163,6 +197,8 @@ TokenizerData load_tokenizer(const fs::path &dir, const OptHparams &hp, std::vec
     }
     return tok;
 }
+
+namespace {
 
 // config.json's bos/eos/pad ids win over the ones vocab.json's token names give: Hugging Face's generate()
 // stops at config.eos_token_id, so a fine-tune that changed it must stop there here too. Returns the notes
@@ -360,7 +396,7 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
     const Checkpoint ckpt = open_checkpoint(options.input_dir);
     {
         std::vector<std::string> inputs = {(dir / "config.json").string(), (dir / "vocab.json").string(),
-                                           (dir / "merges.txt").string()};
+                                           (dir / "merges.txt").string(), (dir / "tokenizer.json").string()};
         inputs.insert(inputs.end(), ckpt.files.begin(), ckpt.files.end());
         if (!ckpt.index_file.empty()) inputs.push_back(ckpt.index_file);
         for (const char *name : {"tokenizer_config.json", "special_tokens_map.json"}) inputs.push_back((dir / name).string());

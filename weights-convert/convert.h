@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/opt_format.h"
+#include "tokenizer/tokenizer.h"
 #include "weights-convert/dtype.h"
 
 namespace seaopt::convert {
@@ -66,6 +67,11 @@ struct ConvertResult {
 ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn &progress = {});
 
 // "f16" / "bf16" / "f32" (also upper case) -> DType; throws SEAOPT_ERR_INVALID_ARGUMENT.
+// The tokenizer of a checkpoint directory as the converter stores it: tokenizer.json where there is one, else
+// vocab.json + merges.txt, with the added and special tokens of its tokenizer files (hf_added_tokens.h), padded to
+// n_vocab rows. `notes` gets what the user should know.
+TokenizerData load_checkpoint_tokenizer(const std::string &dir, uint32_t n_vocab, std::vector<std::string> &notes);
+
 DType parse_outtype(const std::string &s);
 const char *outtype_name(DType t);  // "f16" ...
 uint32_t gguf_file_type(DType t);   // general.file_type: 0 f32, 1 f16, 32 bf16 (7 for q8_0 files)

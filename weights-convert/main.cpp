@@ -1,7 +1,7 @@
 // seaopt-convert HF_DIR -o OUT.gguf [--outtype f16|bf16|f32|q8_0] [--name NAME] [--no-progress]
 //                [--sea CHECKPOINT [--sea-k K]]
 //
-// Converts a Hugging Face OPT checkpoint directory (config.json, vocab.json, merges.txt and
+// Converts a Hugging Face OPT checkpoint directory (config.json, tokenizer.json or vocab.json + merges.txt, and
 // model.safetensors / shards / pytorch_model.bin) into a seaopt GGUF file. --sea adds the SEA
 // estimator of a checkpoint of the authors' trainer (checkpoint.pth, DeepSpeed's
 // mp_rank_00_model_states.pt or a .safetensors state_dict), whose fine-tuned OPT weights replace
@@ -67,7 +67,7 @@ int main(int argc, char **argv) {
     std::string input_dir, output, outtype = "f16", name, sea;
     uint32_t sea_k = 0;
     bool no_progress = false;
-    app.add_option("HF_DIR", input_dir, "checkpoint directory (config.json, vocab.json, merges.txt, weights)")
+    app.add_option("HF_DIR", input_dir, "checkpoint directory (config.json; tokenizer.json, or vocab.json and merges.txt; the weights)")
         ->required();
     app.add_option("-o,--output", output, "output GGUF file")->required();
     app.add_option("--outtype", outtype,

@@ -1,0 +1,319 @@
+// Added tokens (chat markers and the like that a fine-tune adds) against Hugging Face's own tokenizer, on references
+// made by tests/fixtures/make_added_token_cases.py with transformers (tests/data/tokenizer-added/meta.json has the
+// versions): an OPT tokenizer with 15 added tokens covering every AddedToken option (special or not, single_word,
+// lstrip, rstrip, normalized; new ids and ids already in the vocabulary), saved by transformers 5 (tokenizer.json +
+// tokenizer_config.json, no vocab.json / merges.txt), and
+//   - how `tokenizers` classifies every Unicode scalar value as a word character (single_word) and as whitespace
+//     (lstrip / rstrip);
+//   - 3,000 random texts around the added tokens: ids as tok(text) gives them, with split_special_tokens=True, and
+//     decode with and without skip_special_tokens;
+//   - the same through the transformers 4 layout (vocab.json, merges.txt, added_tokens_decoder), and through
+//     seaopt-convert to a GGUF file and the C API;
+//   - tokenizer.json pipelines that are not OPT's are refused.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "seaopt.h"
+#include "test_convert_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_internal.h"
+#include "weights-convert/convert.h"
+
+namespace fs = std::filesystem;
+using Ids = std::vector<int32_t>;
+using nlohmann::json;
+
+namespace {
+
+const std::string kDir = std::string(SEAOPT_SOURCE_DIR) + "/tests/data/tokenizer-added";
+const std::string kOptDir = std::string(SEAOPT_SOURCE_DIR) + "/models/opt-tokenizer";
+
+std::string read_text(const std::string &path) {
+    std::ifstream f(path, std::ios::binary);
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    return ss.str();
+}
+
+json read_json(const std::string &path) { return json::parse(read_text(path)); }
+
+struct Case {
+    std::string text, decoded, decoded_skip;
+    Ids ids, ids_split;
+};
+
+const std::vector<Case> &cases() {
+    static const std::vector<Case> all = [] {
+        std::vector<Case> v;
+        std::ifstream in(kDir + "/cases.jsonl");
+        for (std::string line; std::getline(in, line);) {
+            const json j = json::parse(line);
+            v.push_back({j.at("text"), j.at("decoded"), j.at("decoded_skip"), j.at("ids"), j.at("ids_split")});
+        }
+        return v;
+    }();
+    return all;
+}
+
+uint32_t n_vocab() { return read_json(kDir + "/meta.json").at("n_tokens").get<uint32_t>(); }
+
+// OPT's merges.txt as tokenizer.json's pairs.
+json merge_pairs() {
+    json pairs = json::array();
+    std::istringstream in(read_text(kOptDir + "/merges.txt"));
+    for (std::string line; std::getline(in, line);) {
+        if (line.rfind("#version", 0) == 0 || line.empty()) continue;
+        const size_t sp = line.find(' ');
+        pairs.push_back({line.substr(0, sp), line.substr(sp + 1)});
+    }
+    return pairs;
+}
+
+// The fine-tune's tokenizer.json: the saved skeleton with OPT's vocabulary and merges put back.
+json tokenizer_json() {
+    json j = read_json(kDir + "/tokenizer_skeleton.json");
+    j["model"]["vocab"] = read_json(kOptDir + "/vocab.json");
+    j["model"]["merges"] = merge_pairs();
+    return j;
+}
+
+// The directory transformers 5 saved: tokenizer.json and tokenizer_config.json.
+std::string v5_dir(const std::string &root) {
+    const std::string dir = root + "/v5";
+    fs::create_directories(dir);
+    std::ofstream(dir + "/tokenizer.json") << tokenizer_json().dump();
+    fs::copy_file(kDir + "/tokenizer_config.json", dir + "/tokenizer_config.json", fs::copy_options::overwrite_existing);
+    return dir;
+}
+
+// The same tokenizer as transformers 4 saved it: vocab.json, merges.txt, tokenizer_config.json with
+// added_tokens_decoder (the reloaded tokenizer's, from meta.json) and additional_special_tokens.
+std::string v4_dir(const std::string &root) {
+    const std::string dir = root + "/v4";
+    fs::create_directories(dir);
+    for (const char *f : {"vocab.json", "merges.txt"}) {
+        fs::copy_file(kOptDir + "/" + f, dir + "/" + f, fs::copy_options::overwrite_existing);
+    }
+    json config = read_json(kDir + "/tokenizer_config.json");
+    config["additional_special_tokens"] = config.at("extra_special_tokens");
+    config.erase("extra_special_tokens");
+    config["added_tokens_decoder"] = read_json(kDir + "/meta.json").at("added_tokens_decoder");
+    std::ofstream(dir + "/tokenizer_config.json") << config.dump();
+    return dir;
+}
+
+std::string ids_str(const Ids &ids) {
+    std::string s;
+    for (int32_t id : ids) s += (s.empty() ? "" : " ") + std::to_string(id);
+    return s;
+}
+
+// Python's bytes.decode("utf-8", "replace") (Rust's from_utf8_lossy: one U+FFFD per maximal invalid subpart), which
+// Hugging Face's decode applies to the bytes its byte-level decoder makes.
+std::string lossy_utf8(const std::string &s) {
+    std::string out;
+    size_t i = 0;
+    while (i < s.size()) {
+        const size_t bad = seaopt::tok_detail::find_invalid_utf8(std::string_view(s).substr(i));
+        if (bad == std::string_view::npos) {
+            out += s.substr(i);
+            break;
+        }
+        out += s.substr(i, bad);
+        i += bad;
+        // The maximal subpart: a lead byte and the continuation bytes that fit its allowed ranges.
+        const unsigned char c = (unsigned char)s[i];
+        size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 1;
+        size_t k = 1;
+        for (; k < len && i + k < s.size(); ++k) {
+            unsigned lo = 0x80, hi = 0xBF;
+            if (k == 1 && c == 0xE0) lo = 0xA0;
+            if (k == 1 && c == 0xED) hi = 0x9F;
+            if (k == 1 && c == 0xF0) lo = 0x90;
+            if (k == 1 && c == 0xF4) hi = 0x8F;
+            const unsigned char d = (unsigned char)s[i + k];
+            if (d < lo || d > hi) break;
+        }
+        out += "\xEF\xBF\xBD";
+        i += k;
+    }
+    return out;
+}
+
+// Every case: ids with special tokens parsed and with split_special_tokens, and both decodes.
+void expect_cases_match(const seaopt::Tokenizer &tok) {
+    size_t n = 0, wrong = 0;
+    for (const Case &c : cases()) {
+        ++n;
+        const Ids ids = tok.encode(c.text, true, true), split = tok.encode(c.text, true, false);
+        const std::string decoded = lossy_utf8(tok.decode(c.ids, false));
+        const std::string skip = lossy_utf8(tok.decode(c.ids, true));
+        if (ids != c.ids || split != c.ids_split || decoded != c.decoded || skip != c.decoded_skip) {
+            if (++wrong <= 10) {
+                ADD_FAILURE() << json(c.text).dump() << "\n  ids   " << ids_str(ids) << "\n  HF    " << ids_str(c.ids)
+                              << "\n  split " << ids_str(split) << "\n  HF    " << ids_str(c.ids_split)
+                              << "\n  decoded " << json(decoded).dump() << " HF " << json(c.decoded).dump()
+                              << "\n  skip    " << json(skip).dump() << " HF " << json(c.decoded_skip).dump();
+            }
+        }
+    }
+    EXPECT_EQ(wrong, 0u) << "of " << n << " texts";
+    EXPECT_GE(n, 3000u);
+}
+
+}  // namespace
+
+TEST(TokenizerAdded, WordAndSpaceClassesAreHuggingFaces) {
+    std::ifstream in(kDir + "/word_space_classes.txt");
+    ASSERT_TRUE(in) << kDir;
+    uint32_t expected_next = 0, n_checked = 0, n_wrong = 0;
+    for (std::string line; std::getline(in, line);) {
+        if (line.empty() || line[0] == '#') continue;
+        uint32_t first = 0, last = 0, bits = 0;
+        ASSERT_EQ(std::sscanf(line.c_str(), "%x %x %x", &first, &last, &bits), 3) << line;
+        ASSERT_EQ(first, expected_next) << "the runs must cover every scalar value in order";
+        for (uint32_t c = first; c <= last; ++c) {
+            if (c >= 0xD800 && c <= 0xDFFF) continue;
+            ++n_checked;
+            const unsigned got = (seaopt::tok_detail::is_word_char(c) ? 1u : 0u) |
+                                 (seaopt::tok_detail::is_added_white_space(c) ? 2u : 0u);
+            if (got != bits && ++n_wrong <= 10) ADD_FAILURE() << std::hex << "U+" << c << ": " << got << " vs " << bits;
+        }
+        expected_next = last + 1;
+    }
+    EXPECT_EQ(expected_next, 0x110000u);
+    EXPECT_EQ(n_checked, 1112064u);
+    EXPECT_EQ(n_wrong, 0u);
+}
+
+// transformers 5's layout, read as seaopt-convert reads a checkpoint directory.
+TEST(TokenizerAdded, Transformers5LayoutMatchesHuggingFace) {
+    convert_test::TempDir tmp;
+    std::vector<std::string> notes;
+    const seaopt::TokenizerData data = seaopt::convert::load_checkpoint_tokenizer(v5_dir(tmp.path()), n_vocab(), notes);
+    EXPECT_EQ(data.tokens[50265], "<|im_start|>");
+    EXPECT_EQ(data.token_types[50265], (int32_t)seaopt::TokenType::CONTROL);
+    EXPECT_EQ(data.token_types[50268], (int32_t)seaopt::TokenType::USER_DEFINED);
+    EXPECT_EQ(data.token_types[42891], (int32_t)seaopt::TokenType::USER_DEFINED);  // "hello", in vocab.json
+    EXPECT_EQ(data.token_types[3], (int32_t)seaopt::TokenType::NORMAL);            // "<unk>": text
+    EXPECT_EQ(notes.size(), 11u);  // one per new id
+    expect_cases_match(seaopt::Tokenizer(data));
+}
+
+TEST(TokenizerAdded, Transformers4LayoutMatchesHuggingFace) {
+    convert_test::TempDir tmp;
+    std::vector<std::string> notes;
+    const seaopt::TokenizerData data = seaopt::convert::load_checkpoint_tokenizer(v4_dir(tmp.path()), n_vocab(), notes);
+    expect_cases_match(seaopt::Tokenizer(data));
+}
+
+// Through the converter to a GGUF file (tokenizer.seaopt.added_token_*), then the C API.
+TEST(TokenizerAdded, SurvivesConversionToGguf) {
+    convert_test::TempDir tmp;
+    convert_test::TinyConfig c;
+    c.vocab = n_vocab();
+    const std::string ck = tmp.path() + "/ck";
+    convert_test::write_hf_checkpoint(ck, c.to_json(), convert_test::make_hf_tensors(c, false), seaopt::convert::DType::F16,
+                                      convert_test::Layout::Safetensors, true);
+    fs::remove(ck + "/vocab.json");
+    fs::remove(ck + "/merges.txt");
+    const std::string v5 = v5_dir(tmp.path());
+    for (const char *f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(v5 + "/" + f, ck + "/" + f);
+    seaopt::convert::ConvertOptions o;
+    o.input_dir = ck;
+    o.output_path = tmp.path() + "/out.gguf";
+    seaopt::convert::convert_checkpoint(o);
+
+    seaopt_model_params params = seaopt_model_default_params();
+    params.device = SEAOPT_DEVICE_CPU;
+    params.vocab_only = true;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(o.output_path.c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    size_t n = 0, wrong = 0;
+    for (const Case &cs : cases()) {
+        if (++n > 500) break;
+        for (bool parse_special : {true, false}) {
+            std::vector<seaopt_token> ids(cs.text.size() + 2);
+            int32_t got = 0;
+            ASSERT_EQ(seaopt_tokenize(model, cs.text.data(), cs.text.size(), true, parse_special, ids.data(),
+                                      (int32_t)ids.size(), &got),
+                      SEAOPT_OK);
+            ids.resize((size_t)got);
+            if (ids != (parse_special ? cs.ids : cs.ids_split) && ++wrong <= 5) {
+                ADD_FAILURE() << json(cs.text).dump() << " parse_special " << parse_special << ": " << ids_str(ids);
+            }
+        }
+        std::string buf(cs.text.size() * 3 + 64, '\0');
+        size_t len = 0;
+        ASSERT_EQ(seaopt_detokenize(model, cs.ids.data(), (int32_t)cs.ids.size(), true, buf.data(), buf.size(), &len),
+                  SEAOPT_OK);
+        if (lossy_utf8(buf.substr(0, len)) != cs.decoded_skip && ++wrong <= 5) {
+            ADD_FAILURE() << json(cs.text).dump() << " decodes to " << json(lossy_utf8(buf.substr(0, len))).dump();
+        }
+    }
+    EXPECT_EQ(wrong, 0u);
+    seaopt_model_free(model);
+}
+
+// tokenizer.json pipelines other than OPT's byte-level BPE would tokenize differently: refused, naming the part.
+TEST(TokenizerAdded, OtherTokenizerJsonPipelinesAreRefused) {
+    convert_test::TempDir tmp;
+    const json good = tokenizer_json();
+    const std::string path = tmp.path() + "/tokenizer.json";
+    auto expect_refused = [&](const json &j, const std::string &needle) {
+        std::ofstream(path) << j.dump();
+        try {
+            seaopt::load_hf_tokenizer_json(path, 50272);
+            ADD_FAILURE() << "accepted; expected: " << needle;
+        } catch (const seaopt::Error &e) {
+            EXPECT_EQ(e.code(), SEAOPT_ERR_MODEL_FORMAT);
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    {
+        std::ofstream(path) << good.dump();
+        const seaopt::TokenizerData d = seaopt::load_hf_tokenizer_json(path, 50272);
+        EXPECT_EQ(d.merges.size(), 50000u);
+        EXPECT_EQ(d.merges[0], "\xC4\xA0 t");  // "Ġ t"
+    }
+    json j = good;
+    j["normalizer"] = {{"type", "NFC"}};
+    expect_refused(j, "tokenizer.json's normalizer is {\"type\":\"NFC\"}");
+    j = good;
+    j["pre_tokenizer"] = {{"type", "Metaspace"}};
+    expect_refused(j, "pre_tokenizer is {\"type\":\"Metaspace\"}, not ByteLevel");
+    j = good;
+    j["pre_tokenizer"]["add_prefix_space"] = true;
+    expect_refused(j, "OPT's has add_prefix_space false");
+    j = good;
+    j["decoder"] = nullptr;
+    expect_refused(j, "decoder is null, not ByteLevel");
+    j = good;
+    j["model"]["type"] = "WordPiece";
+    expect_refused(j, "model is \"WordPiece\", not BPE");
+    j = good;
+    j["model"]["ignore_merges"] = true;
+    expect_refused(j, "BPE has ignore_merges true");
+    j = good;
+    j["model"]["merges"][3] = json::array({"a"});
+    expect_refused(j, "model.merges[3] ([\"a\"]) is neither");
+    j = good;
+    j["model"]["merges"][4] = "ab";
+    expect_refused(j, "model.merges[4] (\"ab\") is not two space-separated parts");
+    j = good;
+    j["model"].erase("vocab");
+    expect_refused(j, "has no model.vocab");
+    // Merges as "left right" strings (tokenizers before 0.20) load too.
+    j = good;
+    for (json &m : j["model"]["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
+    std::ofstream(path) << j.dump();
+    EXPECT_EQ(seaopt::load_hf_tokenizer_json(path, 50272).merges, seaopt::load_hf_tokenizer_json(path, 50272).merges);
+}

@@ -1,0 +1,48 @@
+// The added tokens of a Hugging Face tokenizer directory: the strings its tokenizer splits out of text before the
+// BPE, each with AddedToken's options (single_word, lstrip, rstrip, normalized), and which of them are special
+// (split out only while special tokens are parsed; dropped by decode(skip_special_tokens=True)). For OPT's hub files
+// that is '</s>' (bos = eos = unk) and '<pad>', both special: '<s>', '<unk>' and '<mask>' are in vocab.json but are
+// ordinary text to Hugging Face. A fine-tune adds its own (chat markers and the like).
+//
+// Sources, as transformers reads them: tokenizer.json's "added_tokens" (what transformers 5 saves), and
+// tokenizer_config.json's "added_tokens_decoder" (transformers >= 4.34), the token keys (bos_token, eos_token,
+// unk_token, sep_token, pad_token, cls_token, mask_token: a string or an AddedToken object),
+// "additional_special_tokens" and "extra_special_tokens" (transformers 5's name), and special_tokens_map.json's keys.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace seaopt::convert {
+
+struct HfAddedToken {
+    std::string content;
+    int64_t id = -1;             // the files' id; -1 when the token is only named
+    bool special = false;        // any source calls it special
+    uint32_t flags = 0;          // AddedTokenFlags (tokenizer.h)
+    bool flags_given = false;    // flags came from an AddedToken object, not AddedToken(content, special)'s defaults
+};
+
+struct HfAddedTokens {
+    bool found = false;               // tokenizer_config.json, special_tokens_map.json or tokenizer.json was there
+    std::vector<HfAddedToken> tokens; // each content once, in the order first seen
+    std::string unk;                  // unk_token's content, "" when not given
+};
+
+// Parses the files' texts (each may be empty: absent).
+HfAddedTokens parse_hf_added_tokens(const std::string &tokenizer_config, const std::string &special_tokens_map,
+                                    const std::string &tokenizer_json = "");
+// Reads `dir`/tokenizer_config.json, special_tokens_map.json and tokenizer.json where they exist.
+HfAddedTokens read_hf_added_tokens(const std::filesystem::path &dir);
+
+// Makes exactly the special tokens CONTROL and the other added tokens USER_DEFINED (every other token that is not
+// UNUSED becomes NORMAL), with their flags in tok.added_flags, and unk_token the unknown id. An added token missing
+// from the vocabulary takes its id where that is one of the model's padding rows (UNUSED); anywhere else it is
+// refused. Returns notes for the user.
+std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, TokenizerData &tok);
+
+}  // namespace seaopt::convert

@@ -349,7 +349,7 @@ TEST(Tokenizer, RejectsBadData) {
                 d.token_types.push_back(3);
             }
         },
-        "more than 4096 distinct CONTROL tokens");
+        "more than 4096 distinct added tokens");
     // Duplicates outside the NORMAL tokens, and merges whose parts are not tokens, are allowed; so are many CONTROL
     // tokens with the same string (one counts against the limit).
     TokenizerData many = small_data();

@@ -215,6 +215,49 @@ TEST(TokenizerAdded, Transformers4LayoutMatchesHuggingFace) {
     expect_cases_match(seaopt::Tokenizer(data));
 }
 
+// A transformers 4.2x slow-tokenizer save: vocab.json, merges.txt, added_tokens.json (content -> id, no options),
+// special_tokens_map.json naming one of them special. The ids with special tokens parsed are transformers 5.17's
+// for this directory (AutoTokenizer on the GPU machine). transformers 5 reads '<|bot|>' as not special (it does
+// not take additional_special_tokens from special_tokens_map.json); seaopt keeps what the files say, as
+// transformers 4 that wrote them read them: special.
+TEST(TokenizerAdded, LegacyAddedTokensJson) {
+    convert_test::TempDir tmp;
+    const std::string dir = tmp.path() + "/legacy";
+    fs::create_directories(dir);
+    for (const char *f : {"vocab.json", "merges.txt"}) fs::copy_file(kOptDir + "/" + f, dir + "/" + f);
+    std::ofstream(dir + "/added_tokens.json") << R"({"<|user|>": 50265, "<|bot|>": 50266, "[X]": 50267})";
+    std::ofstream(dir + "/special_tokens_map.json") << R"({"bos_token": "</s>", "eos_token": "</s>", "unk_token": "</s>",
+        "pad_token": "<pad>", "additional_special_tokens": ["<|bot|>"]})";
+    std::ofstream(dir + "/tokenizer_config.json") << R"({"errors": "replace", "add_prefix_space": false,
+        "add_bos_token": true, "bos_token": "</s>", "eos_token": "</s>", "unk_token": "</s>", "pad_token": "<pad>",
+        "tokenizer_class": "GPT2Tokenizer"})";
+    std::vector<std::string> notes;
+    const seaopt::TokenizerData data = seaopt::convert::load_checkpoint_tokenizer(dir, 50272, notes);
+    EXPECT_EQ(data.token_types[50265], (int32_t)seaopt::TokenType::USER_DEFINED);
+    EXPECT_EQ(data.token_types[50266], (int32_t)seaopt::TokenType::CONTROL);
+    EXPECT_EQ(data.token_types[50267], (int32_t)seaopt::TokenType::USER_DEFINED);
+    const seaopt::Tokenizer tok(data);
+    const std::pair<const char *, Ids> hf[] = {
+        {"a<|user|>b", {2, 102, 50265, 428}},
+        {" <|user|> hi<|bot|>x", {2, 1437, 50265, 20280, 50266, 1178}},
+        {"[X][X] [X]", {2, 50267, 50267, 1437, 50267}},
+        {"<|bot|></s>", {2, 50266, 2}},
+        {"x<|user|><|bot|>", {2, 1178, 50265, 50266}},
+    };
+    for (const auto &[text, ids] : hf) EXPECT_EQ(tok.encode(text, true, true), ids) << text;
+    // Without special-token parsing the non-special ones are still split out (transformers 5.17: the same ids).
+    EXPECT_EQ(tok.encode("[X][X] [X]", true, false), Ids({2, 50267, 50267, 1437, 50267}));
+    EXPECT_EQ(tok.encode("a<|user|>b", true, false), Ids({2, 102, 50265, 428}));
+    std::ofstream(dir + "/added_tokens.json") << R"({"<|user|>": "50265"})";
+    try {
+        seaopt::convert::load_checkpoint_tokenizer(dir, 50272, notes);
+        ADD_FAILURE() << "a string id was accepted";
+    } catch (const seaopt::Error &e) {
+        EXPECT_NE(std::string(e.what()).find("added_tokens.json's entry '<|user|>' is a string, not a token id"),
+                  std::string::npos) << e.what();
+    }
+}
+
 // Through the converter to a GGUF file (tokenizer.seaopt.added_token_*), then the C API.
 TEST(TokenizerAdded, SurvivesConversionToGguf) {
     convert_test::TempDir tmp;

@@ -399,7 +399,9 @@ ConvertResult convert_checkpoint(const ConvertOptions &options, const ProgressFn
                                            (dir / "merges.txt").string(), (dir / "tokenizer.json").string()};
         inputs.insert(inputs.end(), ckpt.files.begin(), ckpt.files.end());
         if (!ckpt.index_file.empty()) inputs.push_back(ckpt.index_file);
-        for (const char *name : {"tokenizer_config.json", "special_tokens_map.json"}) inputs.push_back((dir / name).string());
+        for (const char *name : {"tokenizer_config.json", "special_tokens_map.json", "added_tokens.json"}) {
+            inputs.push_back((dir / name).string());
+        }
         if (!options.sea_checkpoint.empty()) inputs.push_back(options.sea_checkpoint);
         if (const std::string why = output_path_problem(options.output_path); !why.empty()) {
             throw_invalid_argument("the output " + why);

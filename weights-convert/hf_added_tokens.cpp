@@ -155,6 +155,20 @@ void read_token_keys(const json &j, const std::string &what, HfAddedTokens &all)
     }
 }
 
+// added_tokens.json (transformers before 4.34, slow tokenizers): {"content": id}; options AddedToken's defaults.
+void read_added_tokens_json(const json &j, HfAddedTokens &all) {
+    for (auto it = j.begin(); it != j.end(); ++it) {
+        const std::string where = "added_tokens.json's entry " + tok_detail::quote(it.key());
+        HfAddedToken t;
+        read_token(json(it.key()), where, false, t);
+        if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > INT32_MAX) {
+            throw_model_format(where + " is " + json_type_words(*it) + ", not a token id");
+        }
+        t.id = it->get<int64_t>();
+        add_token(all, t, where);
+    }
+}
+
 json parse_object(const std::string &text, const std::string &what) {
     const json j = parse_json_strict(text.data(), text.size(), what);
     if (!j.is_object()) throw_model_format(what + ": is " + std::string(json_type_words(j)) + ", not a JSON object");
@@ -162,27 +176,30 @@ json parse_object(const std::string &text, const std::string &what) {
 }
 
 // Each may be null (the file is absent). The options of added_tokens_decoder come first, then tokenizer.json's,
-// then the named special tokens' objects.
-HfAddedTokens added_tokens(const json *config, const json *map, const json *tokenizer_json) {
+// then the named special tokens' objects; added_tokens.json has ids only.
+HfAddedTokens added_tokens(const json *config, const json *map, const json *tokenizer_json,
+                           const json *added_tokens_json) {
     HfAddedTokens all;
-    all.found = config || map || tokenizer_json;
+    all.found = config || map || tokenizer_json || added_tokens_json;
     if (config) read_added_tokens_decoder(*config, "tokenizer_config.json", all);
     if (tokenizer_json) read_tokenizer_json_added(*tokenizer_json, all);
     if (config) read_token_keys(*config, "tokenizer_config.json", all);
     if (map) read_token_keys(*map, "special_tokens_map.json", all);
+    if (added_tokens_json) read_added_tokens_json(*added_tokens_json, all);
     return all;
 }
 
 }  // namespace
 
 HfAddedTokens parse_hf_added_tokens(const std::string &tokenizer_config, const std::string &special_tokens_map,
-                                    const std::string &tokenizer_json) {
-    json config, map, tj;
+                                    const std::string &tokenizer_json, const std::string &added_tokens_json) {
+    json config, map, tj, at;
     if (!tokenizer_config.empty()) config = parse_object(tokenizer_config, "tokenizer_config.json");
     if (!special_tokens_map.empty()) map = parse_object(special_tokens_map, "special_tokens_map.json");
     if (!tokenizer_json.empty()) tj = parse_object(tokenizer_json, "tokenizer.json");
+    if (!added_tokens_json.empty()) at = parse_object(added_tokens_json, "added_tokens.json");
     return added_tokens(tokenizer_config.empty() ? nullptr : &config, special_tokens_map.empty() ? nullptr : &map,
-                        tokenizer_json.empty() ? nullptr : &tj);
+                        tokenizer_json.empty() ? nullptr : &tj, added_tokens_json.empty() ? nullptr : &at);
 }
 
 HfAddedTokens read_hf_added_tokens(const fs::path &dir) {
@@ -194,11 +211,13 @@ HfAddedTokens read_hf_added_tokens(const fs::path &dir) {
         if (!out.is_object()) throw_model_format(std::string(name) + ": is " + json_type_words(out) + ", not a JSON object");
         return true;
     };
-    json config, map, tj;
+    json config, map, tj, at;
     const bool have_config = read("tokenizer_config.json", kMaxTokenizerConfigBytes, config);
     const bool have_map = read("special_tokens_map.json", kMaxTokenizerConfigBytes, map);
     const bool have_tj = read("tokenizer.json", kMaxTokenizerJsonBytes, tj);
-    return added_tokens(have_config ? &config : nullptr, have_map ? &map : nullptr, have_tj ? &tj : nullptr);
+    const bool have_at = read("added_tokens.json", kMaxTokenizerConfigBytes, at);
+    return added_tokens(have_config ? &config : nullptr, have_map ? &map : nullptr, have_tj ? &tj : nullptr,
+                        have_at ? &at : nullptr);
 }
 
 std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, TokenizerData &tok) {

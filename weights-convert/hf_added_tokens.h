@@ -7,7 +7,8 @@
 // Sources, as transformers reads them: tokenizer.json's "added_tokens" (what transformers 5 saves), and
 // tokenizer_config.json's "added_tokens_decoder" (transformers >= 4.34), the token keys (bos_token, eos_token,
 // unk_token, sep_token, pad_token, cls_token, mask_token: a string or an AddedToken object),
-// "additional_special_tokens" and "extra_special_tokens" (transformers 5's name), and special_tokens_map.json's keys.
+// "additional_special_tokens" and "extra_special_tokens" (transformers 5's name), special_tokens_map.json's keys, and
+// added_tokens.json (transformers before 4.34: content -> id, no options).
 #pragma once
 
 #include <cstdint>
@@ -28,15 +29,15 @@ struct HfAddedToken {
 };
 
 struct HfAddedTokens {
-    bool found = false;               // tokenizer_config.json, special_tokens_map.json or tokenizer.json was there
+    bool found = false;               // one of the four files was there
     std::vector<HfAddedToken> tokens; // each content once, in the order first seen
     std::string unk;                  // unk_token's content, "" when not given
 };
 
 // Parses the files' texts (each may be empty: absent).
 HfAddedTokens parse_hf_added_tokens(const std::string &tokenizer_config, const std::string &special_tokens_map,
-                                    const std::string &tokenizer_json = "");
-// Reads `dir`/tokenizer_config.json, special_tokens_map.json and tokenizer.json where they exist.
+                                    const std::string &tokenizer_json = "", const std::string &added_tokens_json = "");
+// Reads `dir`/tokenizer_config.json, special_tokens_map.json, tokenizer.json and added_tokens.json where they exist.
 HfAddedTokens read_hf_added_tokens(const std::filesystem::path &dir);
 
 // Makes exactly the special tokens CONTROL and the other added tokens USER_DEFINED (every other token that is not

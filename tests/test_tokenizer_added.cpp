@@ -50,6 +50,16 @@ struct Case {
     Ids ids, ids_split;
 };
 
+std::vector<Case> read_cases(const std::string &path) {
+    std::vector<Case> v;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+        const json j = json::parse(line);
+        v.push_back({j.at("text"), j.at("decoded"), j.at("decoded_skip"), j.at("ids"), j.at("ids_split")});
+    }
+    return v;
+}
+
 const std::vector<Case> &cases() {
     static const std::vector<Case> all = [] {
         std::vector<Case> v;
@@ -149,9 +159,9 @@ std::string lossy_utf8(const std::string &s) {
 }
 
 // Every case: ids with special tokens parsed and with split_special_tokens, and both decodes.
-void expect_cases_match(const seaopt::Tokenizer &tok) {
+void expect_cases_match(const seaopt::Tokenizer &tok, const std::vector<Case> &all = cases(), size_t at_least = 3000) {
     size_t n = 0, wrong = 0;
-    for (const Case &c : cases()) {
+    for (const Case &c : all) {
         ++n;
         const Ids ids = tok.encode(c.text, true, true), split = tok.encode(c.text, true, false);
         const std::string decoded = lossy_utf8(tok.decode(c.ids, false));
@@ -166,7 +176,7 @@ void expect_cases_match(const seaopt::Tokenizer &tok) {
         }
     }
     EXPECT_EQ(wrong, 0u) << "of " << n << " texts";
-    EXPECT_GE(n, 3000u);
+    EXPECT_GE(n, at_least);
 }
 
 }  // namespace
@@ -206,6 +216,18 @@ TEST(TokenizerAdded, Transformers5LayoutMatchesHuggingFace) {
     EXPECT_EQ(data.token_types[3], (int32_t)seaopt::TokenType::NORMAL);            // "<unk>": text
     EXPECT_EQ(notes.size(), 11u);  // one per new id
     expect_cases_match(seaopt::Tokenizer(data));
+}
+
+// SEAOPT_TOKENIZER_ADDED_CASES=FILE: more texts, from make_added_token_cases.py --n N --seed S (the same tokenizer).
+TEST(TokenizerAdded, MoreTextsFromTheEnvironment) {
+    const char *path = std::getenv("SEAOPT_TOKENIZER_ADDED_CASES");
+    if (!path || !*path) GTEST_SKIP() << "SEAOPT_TOKENIZER_ADDED_CASES is not set";
+    convert_test::TempDir tmp;
+    std::vector<std::string> notes;
+    const seaopt::TokenizerData data = seaopt::convert::load_checkpoint_tokenizer(v5_dir(tmp.path()), n_vocab(), notes);
+    const std::vector<Case> more = read_cases(path);
+    expect_cases_match(seaopt::Tokenizer(data), more, 1);
+    std::printf("%s: %zu texts\n", path, more.size());
 }
 
 TEST(TokenizerAdded, Transformers4LayoutMatchesHuggingFace) {

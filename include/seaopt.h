@@ -161,6 +161,11 @@ SEAOPT_API seaopt_status seaopt_tokenize(const struct seaopt_model *model, const
                                          bool add_bos, bool parse_special, seaopt_token *tokens,
                                          int32_t n_tokens_max, int32_t *n_tokens_out);
 
+/* Whether `token` is a special token (OPT: "</s>", "<pad>"; a fine-tune's added special tokens such as
+ * "<|im_end|>"): what seaopt_detokenize's remove_special and Hugging Face's skip_special_tokens drop, and what a
+ * program streaming generated text usually leaves out. False for an id out of range or a NULL model. */
+SEAOPT_API bool seaopt_token_is_special(const struct seaopt_model *model, seaopt_token token);
+
 /* The bytes of one token (special tokens give their text, e.g. "</s>"). A token's bytes need not
  * be valid UTF-8 on their own: byte-level BPE can split a character across tokens.
  * Writes at most buf_size bytes, no NUL; *n_out is the length. SEAOPT_ERR_BUFFER_TOO_SMALL if

@@ -302,6 +302,9 @@ TEST(TokenizerAdded, SurvivesConversionToGguf) {
     params.vocab_only = true;
     seaopt_model *model = nullptr;
     ASSERT_EQ(seaopt_model_load(o.output_path.c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    for (int32_t id : {2, 1, 50264, 50265, 50266, 50267}) EXPECT_TRUE(seaopt_token_is_special(model, id)) << id;
+    for (int32_t id : {0, 3, 873, 42891, 50268, 50275, -1, 50276}) EXPECT_FALSE(seaopt_token_is_special(model, id)) << id;
+    EXPECT_FALSE(seaopt_token_is_special(nullptr, 2));
     size_t n = 0, wrong = 0;
     for (const Case &cs : cases()) {
         if (++n > 500) break;

@@ -395,6 +395,36 @@ TEST_F(Tools, GeneratePresencePenaltyStopsRepeats) {
     EXPECT_EQ(tokens_of({"--temp", "1.5", "--min-p", "1", "-s", "3"}), plain);
 }
 
+// Generated special tokens ('<pad>' here, forced by a logit bias) are left out of the text unless --special, as
+// llama.cpp's --special and Hugging Face's decode(skip_special_tokens=True); -r matches them either way; --parallel
+// too. (seaopt_token_is_special is what the tool asks.)
+TEST_F(Tools, GenerateSpecialTokensAreHiddenUnlessAsked) {
+    auto gen = [&](std::vector<std::string> extra) {
+        std::vector<std::string> a = {"-p", kPrompt, "-n", "3", "--temp", "0", "-l", "1+1000", "--json"};
+        a.insert(a.end(), extra.begin(), extra.end());
+        const Result r = run(generate_args(a));
+        EXPECT_EQ(r.status, 0) << describe(r);
+        nlohmann::json j;
+        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+        return j;
+    };
+    const nlohmann::json hidden = gen({}), shown = gen({"--special"});
+    EXPECT_EQ(hidden.value("tokens", std::vector<int>{}), std::vector<int>({1, 1, 1}));
+    EXPECT_EQ(hidden.value("text", std::string("?")), "");
+    EXPECT_EQ(shown.value("text", std::string("?")), "<pad><pad><pad>");
+    const nlohmann::json stopped = gen({"-r", "<pad>"});
+    EXPECT_EQ(stopped.value("stop", std::string()), "reverse_prompt");
+    EXPECT_EQ(stopped.value("n_tokens", 0), 1);
+    const nlohmann::json par = gen({"--parallel", "2", "--special"});
+    ASSERT_EQ(par["sequences"].size(), 2u);
+    EXPECT_EQ(par["sequences"][1].value("text", std::string("?")), "<pad><pad><pad>");
+    EXPECT_EQ(gen({"--parallel", "2"})["sequences"][0].value("text", std::string("?")), "");
+    // The streamed text (no --json) leaves them out too.
+    const Result plain = run(generate_args({"-p", "Hi", "-n", "3", "--temp", "0", "-l", "1+1000", "--no-display-prompt"}));
+    EXPECT_EQ(plain.status, 0) << describe(plain);
+    EXPECT_FALSE(contains(plain.out, "<pad>")) << plain.out;
+}
+
 // --prompt-cache: the first run writes the prompt's state, the next runs reuse what their prompt shares with it and
 // print the same text as runs without a cache; a cache of another model is reported and replaced.
 TEST_F(Tools, GeneratePromptCacheReusesTheSharedPrompt) {

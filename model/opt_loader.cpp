@@ -57,6 +57,13 @@ void warn_if_old_special_tokens(const TokenizerData &d) {
                      "tokenize prompts that contain them as Hugging Face does\n");
 }
 
+// An ARRAY whose elements are integers (any width; BOOL counts as one here, as the parser stores it in int_array).
+bool is_integer_array(const gguf::Value &v) {
+    return v.type == gguf::ValueType::ARRAY && v.array_type != gguf::ValueType::STRING &&
+           v.array_type != gguf::ValueType::FLOAT32 && v.array_type != gguf::ValueType::FLOAT64 &&
+           v.array_type != gguf::ValueType::ARRAY;
+}
+
 TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     const std::string &model = f.get_str(keys::kTokModel);
     if (model != "gpt2") {
@@ -71,9 +78,7 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     }
     d.merges = f.get_str_array(keys::kTokMerges);
     if (const gguf::Value *tt = f.find(keys::kTokTokenType)) {
-        if (tt->type != gguf::ValueType::ARRAY || tt->array_type == gguf::ValueType::STRING ||
-            tt->array_type == gguf::ValueType::FLOAT32 || tt->array_type == gguf::ValueType::FLOAT64 ||
-            tt->array_type == gguf::ValueType::ARRAY) {
+        if (!is_integer_array(*tt)) {
             throw_model_format(std::string("key ") + keys::kTokTokenType + " must be an array of integers");
         }
         if (tt->int_array.size() != d.tokens.size()) {
@@ -98,9 +103,7 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
                 throw_model_format(std::string("key ") + key + " is missing, but " + other +
                                    " is there (the two come together)");
             }
-            if (v->type != gguf::ValueType::ARRAY || v->array_type == gguf::ValueType::STRING ||
-                v->array_type == gguf::ValueType::FLOAT32 || v->array_type == gguf::ValueType::FLOAT64 ||
-                v->array_type == gguf::ValueType::ARRAY || v->array_type == gguf::ValueType::BOOL) {
+            if (!is_integer_array(*v) || v->array_type == gguf::ValueType::BOOL) {
                 throw_model_format(std::string("key ") + key + " must be an array of integers");
             }
             return v->int_array;

@@ -150,9 +150,11 @@ TokenizerData load_hf_tokenizer(const std::string &vocab_json_path, const std::s
 }
 
 TokenizerData load_hf_tokenizer_json(const std::string &path, int32_t n_vocab) {
+    return load_hf_tokenizer_json(parse_json_file(path, "tokenizer.json"), n_vocab, "'" + path + "'");
+}
+
+TokenizerData load_hf_tokenizer_json(const nlohmann::json &j, int32_t n_vocab, const std::string &where) {
     using nlohmann::json;
-    const json j = parse_json_file(path, "tokenizer.json");
-    const std::string where = "'" + path + "'";
     if (!j.is_object()) throw_model_format("tokenizer.json (" + where + ") is not a JSON object");
     auto member = [&](const json &obj, const char *key) -> const json * {
         auto it = obj.find(key);

@@ -363,6 +363,22 @@ void Tokenizer::Impl::validate_and_index() {
     std::fill(std::begin(code_point_byte), std::end(code_point_byte), 0xFFFFFFFFu);
     const auto b2cp = byte_to_code_point();
     for (uint32_t b = 0; b < 256; ++b) code_point_byte[b2cp[b]] = b;
+    // A token's characters as the bytes they stand for (a character that is not a byte-level one is kept as it is);
+    // true where every character was a byte-level one.
+    auto byte_level_bytes = [&](const std::string &t, std::string &bytes) {
+        bool all = true;
+        for (size_t k = 0; k < t.size();) {
+            const CodePoint cp = next_code_point(t, k);
+            if (cp.ok && cp.cp < 512 && code_point_byte[cp.cp] != 0xFFFFFFFFu) {
+                bytes += (char)code_point_byte[cp.cp];
+            } else {
+                bytes.append(t, k, cp.len);
+                all = false;
+            }
+            k += cp.len;
+        }
+        return all;
+    };
     pieces.resize(n);
     for (size_t i = 0; i < n; ++i) {
         const std::string &t = data.tokens[i];
@@ -373,20 +389,11 @@ void Tokenizer::Impl::validate_and_index() {
                 pieces[i] = t;  // literal text
                 break;
             case TokenType::CONTROL:
-            case TokenType::USER_DEFINED: {
+            case TokenType::USER_DEFINED:
                 // Hugging Face's decode passes an added token through the byte-level decoder too: where every
                 // character is a byte-level one, the token is those bytes ("é" is the byte 0xE9); else its text.
-                std::string bytes;
-                bool byte_level = true;
-                for (size_t k = 0; k < t.size() && byte_level;) {
-                    const CodePoint cp = next_code_point(t, k);
-                    byte_level = cp.ok && cp.cp < 512 && code_point_byte[cp.cp] != 0xFFFFFFFFu;
-                    if (byte_level) bytes += (char)code_point_byte[cp.cp];
-                    k += cp.len;
-                }
-                pieces[i] = byte_level ? std::move(bytes) : t;
+                if (!byte_level_bytes(t, pieces[i])) pieces[i] = t;
                 break;
-            }
             case TokenType::BYTE:
                 // llama.cpp's "<0xAB>" form; anything else is read as byte-level text below.
                 if (t.size() == 6 && t.compare(0, 3, "<0x") == 0 && t[5] == '>' && std::isxdigit((unsigned char)t[3]) &&
@@ -395,20 +402,9 @@ void Tokenizer::Impl::validate_and_index() {
                     break;
                 }
                 [[fallthrough]];
-            case TokenType::NORMAL: {
-                std::string bytes;
-                for (size_t k = 0; k < t.size();) {
-                    const CodePoint cp = next_code_point(t, k);
-                    if (cp.ok && cp.cp < 512 && code_point_byte[cp.cp] != 0xFFFFFFFFu) {
-                        bytes += (char)code_point_byte[cp.cp];
-                    } else {
-                        bytes.append(t, k, cp.len);  // not a byte-level character: keep it as it is
-                    }
-                    k += cp.len;
-                }
-                pieces[i] = std::move(bytes);
+            case TokenType::NORMAL:
+                byte_level_bytes(t, pieces[i]);
                 break;
-            }
         }
     }
 

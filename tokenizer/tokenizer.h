@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace seaopt {
 
 // At most this many distinct added-token strings (CONTROL and USER_DEFINED tokens): encode() looks for each at every
@@ -51,8 +53,11 @@ TokenizerData load_hf_tokenizer(const std::string &vocab_json_path, const std::s
 // The same from a `tokenizers` tokenizer.json (what transformers 5's save_pretrained writes instead of vocab.json and
 // merges.txt): its model's vocab and merges, after checking that it is a byte-level BPE as OPT's (no normalizer,
 // the ByteLevel pre-tokenizer and decoder); anything else is refused, naming the part. Its added_tokens are not read
-// here (the converter's hf_special_tokens does).
+// here (the converter's hf_added_tokens does).
 TokenizerData load_hf_tokenizer_json(const std::string &tokenizer_json_path, int32_t n_vocab);
+// The same from the file already parsed (the converter reads it once for this and its added tokens); `where` names
+// it in messages.
+TokenizerData load_hf_tokenizer_json(const nlohmann::json &tokenizer_json, int32_t n_vocab, const std::string &where);
 
 class Tokenizer {
 public:

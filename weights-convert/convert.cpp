@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/error.h"
 #include "engine/file_mode.h"
 #include "engine/fp16.h"
@@ -175,8 +177,11 @@ TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_
     hp.n_vocab = n_vocab;
     std::error_code ec;
     TokenizerData tok;
-    if (fs::exists(dir / "tokenizer.json", ec)) {
-        tok = load_hf_tokenizer_json((dir / "tokenizer.json").string(), (int32_t)hp.n_vocab);
+    nlohmann::json tokenizer_json;  // read once, for the model and for its added tokens
+    const bool have_tokenizer_json = fs::exists(dir / "tokenizer.json", ec);
+    if (have_tokenizer_json) {
+        tokenizer_json = read_hf_tokenizer_json(dir);
+        tok = load_hf_tokenizer_json(tokenizer_json, (int32_t)hp.n_vocab, "'" + (dir / "tokenizer.json").string() + "'");
         check_merges(tok, "");
     } else {
         const char *need = "the tokenizer: tokenizer.json, or vocab.json and merges.txt, are needed";
@@ -185,7 +190,8 @@ TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_
         tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
         check_merges(tok, (dir / "merges.txt").string());
     }
-    for (std::string &note : apply_hf_added_tokens(read_hf_added_tokens(dir), tok)) notes.push_back(std::move(note));
+    const HfAddedTokens added = read_hf_added_tokens(dir, have_tokenizer_json ? &tokenizer_json : nullptr);
+    for (std::string &note : apply_hf_added_tokens(added, tok)) notes.push_back(std::move(note));
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));

@@ -202,21 +202,28 @@ HfAddedTokens parse_hf_added_tokens(const std::string &tokenizer_config, const s
                         tokenizer_json.empty() ? nullptr : &tj, added_tokens_json.empty() ? nullptr : &at);
 }
 
-HfAddedTokens read_hf_added_tokens(const fs::path &dir) {
-    auto read = [&](const char *name, size_t max_bytes, json &out) {
-        std::error_code ec;
-        const fs::path path = dir / name;
-        if (!fs::exists(path, ec)) return false;
-        out = read_json_file(path.string(), name, max_bytes);
-        if (!out.is_object()) throw_model_format(std::string(name) + ": is " + json_type_words(out) + ", not a JSON object");
-        return true;
-    };
-    json config, map, tj, at;
-    const bool have_config = read("tokenizer_config.json", kMaxTokenizerConfigBytes, config);
-    const bool have_map = read("special_tokens_map.json", kMaxTokenizerConfigBytes, map);
-    const bool have_tj = read("tokenizer.json", kMaxTokenizerJsonBytes, tj);
-    const bool have_at = read("added_tokens.json", kMaxTokenizerConfigBytes, at);
-    return added_tokens(have_config ? &config : nullptr, have_map ? &map : nullptr, have_tj ? &tj : nullptr,
+// `dir`/`name` as a JSON object into `out`; false where the file is absent.
+bool read_object_file(const fs::path &dir, const char *name, size_t max_bytes, json &out) {
+    std::error_code ec;
+    const fs::path path = dir / name;
+    if (!fs::exists(path, ec)) return false;
+    out = read_json_file(path.string(), name, max_bytes);
+    if (!out.is_object()) throw_model_format(std::string(name) + ": is " + json_type_words(out) + ", not a JSON object");
+    return true;
+}
+
+json read_hf_tokenizer_json(const fs::path &dir) {
+    json tj;
+    read_object_file(dir, "tokenizer.json", kMaxTokenizerJsonBytes, tj);
+    return tj;
+}
+
+HfAddedTokens read_hf_added_tokens(const fs::path &dir, const json *tokenizer_json) {
+    json config, map, at;
+    const bool have_config = read_object_file(dir, "tokenizer_config.json", kMaxTokenizerConfigBytes, config);
+    const bool have_map = read_object_file(dir, "special_tokens_map.json", kMaxTokenizerConfigBytes, map);
+    const bool have_at = read_object_file(dir, "added_tokens.json", kMaxTokenizerConfigBytes, at);
+    return added_tokens(have_config ? &config : nullptr, have_map ? &map : nullptr, tokenizer_json,
                         have_at ? &at : nullptr);
 }
 

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "tokenizer/tokenizer.h"
 
 namespace seaopt::convert {
@@ -37,8 +39,11 @@ struct HfAddedTokens {
 // Parses the files' texts (each may be empty: absent).
 HfAddedTokens parse_hf_added_tokens(const std::string &tokenizer_config, const std::string &special_tokens_map,
                                     const std::string &tokenizer_json = "", const std::string &added_tokens_json = "");
-// Reads `dir`/tokenizer_config.json, special_tokens_map.json, tokenizer.json and added_tokens.json where they exist.
-HfAddedTokens read_hf_added_tokens(const std::filesystem::path &dir);
+// Reads `dir`/tokenizer_config.json, special_tokens_map.json and added_tokens.json where they exist, with
+// `tokenizer_json`, the directory's tokenizer.json as read_hf_tokenizer_json parsed it (null where there is none).
+HfAddedTokens read_hf_added_tokens(const std::filesystem::path &dir, const nlohmann::json *tokenizer_json);
+// `dir`/tokenizer.json, parsed as the converter parses JSON (duplicate keys refused, size bounded).
+nlohmann::json read_hf_tokenizer_json(const std::filesystem::path &dir);
 
 // Makes exactly the special tokens CONTROL and the other added tokens USER_DEFINED (every other token that is not
 // UNUSED becomes NORMAL), with their flags in tok.added_flags, and unk_token the unknown id. An added token missing

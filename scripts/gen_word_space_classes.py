@@ -8,6 +8,8 @@ tests/fixtures/make_added_token_cases.py).
 """
 import sys
 
+from gen_gpt2_classes import write_ranges  # (the same folder)
+
 
 def main():
     header = ""
@@ -27,18 +29,7 @@ def main():
               "do not edit.\n")
     out.write(f"// Source: {header}\n")
     for bits, name in ((1, "kAddedWordChars"), (2, "kAddedWhiteSpace")):
-        out.write(f"// {len(ranges[bits])} ranges\n")
-        out.write(f"inline constexpr CodePointRange {name}[] = {{\n")
-        row = []
-        for a, b in ranges[bits]:
-            row.append(f"{{0x{a:X}, 0x{b:X}}}")
-            if len(row) == 6:
-                out.write("    " + ", ".join(row) + ",\n")
-                row = []
-        if row:
-            out.write("    " + ", ".join(row) + ",\n")
-        out.write("};\n")
-
+        write_ranges(out, name, ranges[bits])
 
 if __name__ == "__main__":
     main()

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "codepoint_classes_check.h"
 #include "engine/error.h"
 #include "seaopt.h"
 #include "test_convert_util.h"
@@ -182,26 +183,9 @@ void expect_cases_match(const seaopt::Tokenizer &tok, const std::vector<Case> &a
 }  // namespace
 
 TEST(TokenizerAdded, WordAndSpaceClassesAreHuggingFaces) {
-    std::ifstream in(kDir + "/word_space_classes.txt");
-    ASSERT_TRUE(in) << kDir;
-    uint32_t expected_next = 0, n_checked = 0, n_wrong = 0;
-    for (std::string line; std::getline(in, line);) {
-        if (line.empty() || line[0] == '#') continue;
-        uint32_t first = 0, last = 0, bits = 0;
-        ASSERT_EQ(std::sscanf(line.c_str(), "%x %x %x", &first, &last, &bits), 3) << line;
-        ASSERT_EQ(first, expected_next) << "the runs must cover every scalar value in order";
-        for (uint32_t c = first; c <= last; ++c) {
-            if (c >= 0xD800 && c <= 0xDFFF) continue;
-            ++n_checked;
-            const unsigned got = (seaopt::tok_detail::is_word_char(c) ? 1u : 0u) |
-                                 (seaopt::tok_detail::is_added_white_space(c) ? 2u : 0u);
-            if (got != bits && ++n_wrong <= 10) ADD_FAILURE() << std::hex << "U+" << c << ": " << got << " vs " << bits;
-        }
-        expected_next = last + 1;
-    }
-    EXPECT_EQ(expected_next, 0x110000u);
-    EXPECT_EQ(n_checked, 1112064u);
-    EXPECT_EQ(n_wrong, 0u);
+    expect_codepoint_classes(kDir + "/word_space_classes.txt", [](uint32_t c) {
+        return (seaopt::tok_detail::is_word_char(c) ? 1u : 0u) | (seaopt::tok_detail::is_added_white_space(c) ? 2u : 0u);
+    });
 }
 
 // transformers 5's layout, read as seaopt-convert reads a checkpoint directory.
@@ -346,12 +330,10 @@ TEST(TokenizerAdded, OtherTokenizerJsonPipelinesAreRefused) {
             EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
         }
     };
-    {
-        std::ofstream(path) << good.dump();
-        const seaopt::TokenizerData d = seaopt::load_hf_tokenizer_json(path, 50272);
-        EXPECT_EQ(d.merges.size(), 50000u);
-        EXPECT_EQ(d.merges[0], "\xC4\xA0 t");  // "Ġ t"
-    }
+    std::ofstream(path) << good.dump();
+    const seaopt::TokenizerData from_pairs = seaopt::load_hf_tokenizer_json(path, 50272);
+    EXPECT_EQ(from_pairs.merges.size(), 50000u);
+    EXPECT_EQ(from_pairs.merges[0], "\xC4\xA0 t");  // "Ġ t"
     json j = good;
     j["normalizer"] = {{"type", "NFC"}};
     expect_refused(j, "tokenizer.json's normalizer is {\"type\":\"NFC\"}");
@@ -383,5 +365,5 @@ TEST(TokenizerAdded, OtherTokenizerJsonPipelinesAreRefused) {
     j = good;
     for (json &m : j["model"]["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
     std::ofstream(path) << j.dump();
-    EXPECT_EQ(seaopt::load_hf_tokenizer_json(path, 50272).merges, seaopt::load_hf_tokenizer_json(path, 50272).merges);
+    EXPECT_EQ(seaopt::load_hf_tokenizer_json(path, 50272).merges, from_pairs.merges);
 }

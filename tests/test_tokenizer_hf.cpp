@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "codepoint_classes_check.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_internal.h"
 
@@ -49,39 +50,10 @@ unsigned classify(const Tokenizer &t, uint32_t c) {
     return bits;
 }
 
-std::string hex(uint32_t c) {
-    char buf[16];
-    std::snprintf(buf, sizeof buf, "U+%04X", c);
-    return buf;
-}
-
 }  // namespace
 
 TEST(TokenizerHf, EveryCodePointIsClassifiedAsHuggingFaceDoes) {
-    std::ifstream in(kDir + "/codepoint_classes.txt");
-    ASSERT_TRUE(in) << kDir;
-    uint32_t expected_next = 0, n_checked = 0, n_wrong = 0;
-    std::string first_wrong;
-    for (std::string line; std::getline(in, line);) {
-        if (line.empty() || line[0] == '#') continue;
-        uint32_t first = 0, last = 0, bits = 0;
-        ASSERT_EQ(std::sscanf(line.c_str(), "%x %x %x", &first, &last, &bits), 3) << line;
-        ASSERT_EQ(first, expected_next) << "the runs must cover every scalar value in order";
-        for (uint32_t c = first; c <= last; ++c) {
-            if (c >= 0xD800 && c <= 0xDFFF) continue;  // surrogates: not scalar values, not in the file
-            ++n_checked;
-            const unsigned got = classify(opt(), c);
-            if (got != bits) {
-                if (n_wrong < 20) first_wrong += " " + hex(c) + " (got " + std::to_string(got) + ", HF " +
-                                                 std::to_string(bits) + ")";
-                ++n_wrong;
-            }
-        }
-        expected_next = last + 1;
-    }
-    EXPECT_EQ(expected_next, 0x110000u);
-    EXPECT_EQ(n_checked, 1112064u);
-    EXPECT_EQ(n_wrong, 0u) << "first differences:" << first_wrong;
+    expect_codepoint_classes(kDir + "/codepoint_classes.txt", [](uint32_t c) { return classify(opt(), c); });
 }
 
 namespace {

@@ -51,6 +51,16 @@ std::vector<std::string> generate_args(std::vector<std::string> extra) {
 
 bool contains(const std::string &haystack, const std::string &needle) { return haystack.find(needle) != std::string::npos; }
 
+// A run that must succeed and print one JSON object (--json); `result` gets the run where asked.
+nlohmann::json run_json(const std::vector<std::string> &args, Result *result = nullptr) {
+    const Result r = run(args);
+    EXPECT_EQ(r.status, 0) << describe(r);
+    nlohmann::json j;
+    EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+    if (result) *result = r;
+    return j;
+}
+
 // A failed run: a plain nonzero exit (no crash), a "<tool>: error: ..." line mentioning `what`.
 void expect_clean_failure(const Result &r, const std::string &tool, const std::string &what) {
     EXPECT_TRUE(r.exited) << "killed by signal " << r.signal << "\n" << describe(r);
@@ -372,11 +382,7 @@ TEST_F(Tools, GeneratePresencePenaltyStopsRepeats) {
     auto tokens_of = [&](std::vector<std::string> extra) {
         std::vector<std::string> a = {"-p", kPrompt, "-n", "24", "--ignore-eos", "--json"};
         a.insert(a.end(), extra.begin(), extra.end());
-        const Result r = run(generate_args(a));
-        EXPECT_EQ(r.status, 0) << describe(r);
-        nlohmann::json j;
-        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
-        return j.value("tokens", std::vector<int>{});
+        return run_json(generate_args(a)).value("tokens", std::vector<int>{});
     };
     auto has_repeat = [](const std::vector<int> &t) { return std::set<int>(t.begin(), t.end()).size() < t.size(); };
     const std::vector<int> plain = tokens_of({"--temp", "0"});
@@ -402,11 +408,7 @@ TEST_F(Tools, GenerateSpecialTokensAreHiddenUnlessAsked) {
     auto gen = [&](std::vector<std::string> extra) {
         std::vector<std::string> a = {"-p", kPrompt, "-n", "3", "--temp", "0", "-l", "1+1000", "--json"};
         a.insert(a.end(), extra.begin(), extra.end());
-        const Result r = run(generate_args(a));
-        EXPECT_EQ(r.status, 0) << describe(r);
-        nlohmann::json j;
-        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
-        return j;
+        return run_json(generate_args(a));
     };
     const nlohmann::json hidden = gen({}), shown = gen({"--special"});
     EXPECT_EQ(hidden.value("tokens", std::vector<int>{}), std::vector<int>({1, 1, 1}));
@@ -437,10 +439,8 @@ TEST_F(Tools, GeneratePromptCacheReusesTheSharedPrompt) {
         std::vector<std::string> a = {kGenerate, "-m", model, "-p", prompt, "-n", "8", "--temp", "4", "-s", "11",
                                       "--top-k", "0", "--top-p", "1", "--ignore-eos", "--json"};
         a.insert(a.end(), extra.begin(), extra.end());
-        const Result r = run(a);
-        EXPECT_EQ(r.status, 0) << describe(r);
-        nlohmann::json j;
-        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
+        Result r;
+        nlohmann::json j = run_json(a, &r);
         return std::pair<nlohmann::json, Result>(j, r);
     };
     const auto plain = gen(kModel, kPrompt, {}), plain_longer = gen(kModel, longer, {});
@@ -493,11 +493,7 @@ TEST_F(Tools, GenerateParallelSequencesAreTheSingleRunsOfTheirSeeds) {
                                           "1", "--ignore-eos", "--json", "--device", "cpu"};
             a.insert(a.end(), model.begin(), model.end());
             a.insert(a.end(), extra.begin(), extra.end());
-            const Result r = run(a);
-            EXPECT_EQ(r.status, 0) << describe(r);
-            nlohmann::json j;
-            EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
-            return j;
+            return run_json(a);
         };
         const nlohmann::json par = gen({"-s", "21", "--parallel", "3"});
         ASSERT_EQ(par.at("sequences").size(), 3u);
@@ -518,11 +514,7 @@ TEST_F(Tools, GenerateParallelSequencesAreTheSingleRunsOfTheirSeeds) {
     auto gen_json = [&](std::vector<std::string> extra) {
         std::vector<std::string> a = {"-p", kPrompt, "--json", "--device", "cpu"};
         a.insert(a.end(), extra.begin(), extra.end());
-        const Result r = run(generate_args(a));
-        EXPECT_EQ(r.status, 0) << describe(r);
-        nlohmann::json j;
-        EXPECT_NO_THROW(j = nlohmann::json::parse(r.out)) << describe(r);
-        return j;
+        return run_json(generate_args(a));
     };
     const nlohmann::json none = gen_json({"-n", "0", "--parallel", "2"});
     for (const nlohmann::json &q : none.at("sequences")) EXPECT_EQ(q.at("n_tokens"), 0);

@@ -323,6 +323,10 @@ struct OptCudaState {
     std::chrono::steady_clock::time_point last_forward_end;
     cudaEvent_t profile_events[2] = {nullptr, nullptr};
     uint32_t persistent_tag = 1;  // the next step's first handover tag (the scratch starts at tag 0)
+    // A context with SEA layers: the persistent kernel runs the dense part of the step in segments and each SEA
+    // layer's attention runs as the kernel-per-op SEA kernels between them (persistent_split_step). False where the
+    // kernel runs SEA inside (persistent.sea) or where the step is kernel-per-op.
+    bool persistent_split = false;
 
     char *sea_layer_states(uint32_t layer) const {
         return sea_states + (size_t)sea_index[layer] * n_seq * sea_state_stride;
@@ -503,9 +507,10 @@ uint64_t persistent_table_bytes(const OptHparams &hp, bool sea) {
 
 // Whether batch-1 decode runs as the persistent kernel: by default (SEAOPT_PERSISTENT_DECODE=0 turns it
 // off) for a pre-LN model without project_in/out, a device and build with sm_90 (persistent_decode_plan).
-// A context with SEA layers keeps the per-op step unless SEAOPT_PERSISTENT_SEA=1: SEA inside the persistent
-// kernel is correct (GpuEngine.PersistentSeaDecodeMatchesThePerOpStep) but still slower on H100 (tg128 358 against
-// 514-525 t/s, docs/development.md). On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
+// A context with SEA layers runs the split step by default (SEAOPT_PERSISTENT_SEA unset or "split"): the dense
+// kernel in segments, the kernel-per-op SEA kernels between them (persistent_split_step). SEAOPT_PERSISTENT_SEA=1
+// runs SEA inside the persistent kernel: correct (GpuEngine.PersistentSeaDecodeMatchesThePerOpStep) but slower on
+// H100 (tg128 358 against 514-525 t/s for the per-op step, docs/development.md); 0 keeps the per-op step. On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
 // per-op step's ~706-723, ~737 against ~639 at depth 1,920 (docs/development.md). Q8_0 models too (the stream carries
 // the int8 rows and scales: ~1,100 t/s against the per-op q8 step's ~1,010-1,030). Sets s.persistent, its shape and
 // the bytes it adds.
@@ -517,9 +522,14 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
-    } else if (s.sea_any && !(sea_env && std::string(sea_env) == "1")) {
-        why = "SEA attention: the per-op SEA step is faster for now (SEAOPT_PERSISTENT_SEA=1 runs SEA inside the kernel)";
+    } else if (s.sea_any && sea_env && std::string(sea_env) == "0") {
+        why = "SEA attention with SEAOPT_PERSISTENT_SEA=0";
+    } else if (s.sea_any && sea_env && !(std::string(sea_env) == "1" || std::string(sea_env) == "split")) {
+        throw Error(SEAOPT_ERR_INVALID_ARGUMENT,
+                    std::string("SEAOPT_PERSISTENT_SEA must be split, 1 or 0, not '") + sea_env + "'");
     } else {
+        // SEA inside the kernel only where asked; else the split step plans the dense kernels.
+        const bool inside = s.sea_any && sea_env && std::string(sea_env) == "1";
         cuda::PersistentDecodeShape &sh = s.persistent_shape;
         sh.n_layer = (int)hp.n_layer;
         sh.C = (int)hp.n_embd;
@@ -530,9 +540,10 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
         sh.n_ctx = (int)s.n_ctx;
         sh.pos_offset = (int)hp.pos_offset;
         sh.eps = hp.ln_eps;
-        sh.sea_image_floats = s.sea_any ? (int)(2 * s.sea_cfg.n_head * (s.sea_cfg.K / 4)) : 0;
+        sh.sea_image_floats = inside ? (int)(2 * s.sea_cfg.n_head * (s.sea_cfg.K / 4)) : 0;
         sh.q8 = w.q8;
-        s.persistent = cuda::persistent_decode_plan(sh, w.device, s.sea_any ? &s.sea_cfg : nullptr, s.sea_state_stride);
+        s.persistent = cuda::persistent_decode_plan(sh, w.device, inside ? &s.sea_cfg : nullptr, s.sea_state_stride);
+        s.persistent_split = s.sea_any && !inside && s.persistent.ok;
         why = s.persistent.why;
     }
     if (!s.persistent.ok) {
@@ -543,7 +554,9 @@ void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCu
                          (cuda::persistent_decode_scratch_bytes(s.persistent, s.persistent_shape) + 255) / 256 * 256;
     SEAOPT_LOG_INFO_("decode: one persistent kernel (%d blocks, %d x %d KiB weight ring per block%s)\n",
                      s.persistent.grid, s.persistent.slots, s.persistent.slot_bytes >> 10,
-                     s.persistent.sea ? ", SEA attention inside" : "");
+                     s.persistent.sea      ? ", SEA attention inside"
+                     : s.persistent_split ? ", in segments between the SEA layers' kernels"
+                                          : "");
 }
 
 // The persistent kernel's layer table, after the KV cache (zeroed with it: the scratch must start at zero).
@@ -668,7 +681,7 @@ std::unique_ptr<OptCudaState, OptCudaStateDeleter> create_cuda_state(const OptHp
     check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_argmax), (size_t)n_argmax_keys * sizeof(uint64_t)),
           "cudaMallocHost");
     s->pinned_argmax_on_device = mapped_on_device(s->pinned_argmax);
-    if (s->persistent.ok && !s->persistent.sea) {
+    if (s->persistent.ok && !s->persistent.sea && !s->persistent_split) {
         check(cudaMallocHost(reinterpret_cast<void **>(&s->pinned_picks), (size_t)n_ctx * sizeof(int32_t)),
               "cudaMallocHost");
         s->pinned_picks_on_device = mapped_on_device(s->pinned_picks);
@@ -775,6 +788,40 @@ cuda::PersistentDecodeArgs persistent_args(const OptCudaWeights &w, const OptCud
     a.argmax_parts = s.pinned_argmax_on_device;
     a.sea_prefetch_max_pos = s.sea_prefetch_max_pos;
     return a;
+}
+
+// The split step (s.persistent_split): the persistent kernel in segments, each SEA layer's attention between them
+// as the kernel-per-op SEA decode (sea_cuda.h), all enqueued on the stream. The segment before SEA layer l stops
+// after l's qkv GEMV (q, k, v to the arena's qkv buffer, K and V to the cache), the SEA kernels write the attention
+// output to the arena's attn buffer, and the next segment resumes at l's out-projection. a: the step's arguments
+// (token, position, logits, ...); rows: the one SEA decode row (row 0, its position and sequence) on the device.
+void persistent_split_step(const OptHparams &hp, OptCudaState &s, const cuda::PersistentDecodeArgs &a,
+                           const cuda::SeaDecodeRows &rows, cudaStream_t st) {
+    const int C = (int)hp.n_embd, H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
+    half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
+    half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
+    void *scratch = s.buffer("sea_scratch");
+    const size_t scratch_bytes = s.plan_bytes("sea_scratch");
+    const float q_scale = 1.0f / std::sqrt((float)hd);
+    cuda::PersistentDecodeArgs seg = a;
+    seg.layer_begin = 0;
+    seg.attn_in = nullptr;
+    for (uint32_t l = 0; l < hp.n_layer; ++l) {
+        if (!s.sea_on[l]) continue;
+        seg.layer_end = (int)l + 1;
+        seg.qkv_out = qkv;
+        cuda::persistent_decode(s.persistent, s.persistent_shape, seg, &s.persistent_tag, st);
+        // The segment wrote the row's key and value into the cache (append false).
+        const cuda::SeaKvCache cache{s.k_cache(hp, l), s.v_cache(hp, l), (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd,
+                                     /*append=*/false, s.sea_prefetch_max_pos};
+        cuda::sea_attention_decode_cuda(s.sea_cfg, s.sea_params[l], cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
+                                        s.sea_layer_states(l), s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
+        seg.layer_begin = (int)l;
+        seg.attn_in = attn;
+    }
+    seg.layer_end = (int)hp.n_layer;
+    seg.qkv_out = nullptr;
+    cuda::persistent_decode(s.persistent, s.persistent_shape, seg, &s.persistent_tag, st);
 }
 
 // The forward of both entry points: with output_targets == nullptr it writes the logits of the
@@ -1070,7 +1117,16 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
             }
             check(cudaEventRecord(s.profile_events[0], st), "profile event");
         }
-        cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
+        if (s.persistent_split) {
+            // The SEA decode row (n_wave_rows is 1): batch row 0, its position and sequence.
+            int32_t *d_rows = reinterpret_cast<int32_t *>(s.buffer("sea_rows"));
+            check(cudaMemcpyAsync(d_rows, h_wrow, 4, cudaMemcpyHostToDevice, st), "copy SEA rows");
+            check(cudaMemcpyAsync(d_rows + 1, h_wpos, 4, cudaMemcpyHostToDevice, st), "copy SEA positions");
+            check(cudaMemcpyAsync(d_rows + 2, h_wseq, 4, cudaMemcpyHostToDevice, st), "copy SEA sequences");
+            persistent_split_step(hp, s, a, cuda::SeaDecodeRows{d_rows, d_rows + 1, d_rows + 2, 1}, st);
+        } else {
+            cuda::persistent_decode(s.persistent, s.persistent_shape, a, &s.persistent_tag, st);
+        }
         if (profile) check(cudaEventRecord(s.profile_events[1], st), "profile event");
         if (!s.pinned_logits_on_device) {
             check(cudaMemcpyAsync(s.pinned_logits, a.logits, (size_t)V * sizeof(float), cudaMemcpyDeviceToHost, st),
@@ -1143,7 +1199,7 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
 }  // namespace
 
 bool opt_cuda_greedy_chain(const OptCudaState &s) {
-    return s.persistent.ok && !s.persistent.sea && s.persistent.mode == 0 && s.pinned_picks_on_device != nullptr &&
+    return s.persistent.ok && !s.persistent.sea && !s.persistent_split && s.persistent.mode == 0 && s.pinned_picks_on_device != nullptr &&
            s.pinned_logits_on_device != nullptr;
 }
 

@@ -846,8 +846,7 @@ TEST(GpuEngine, SeaDeviceMemoryMatchesThePlan) {
 
 // SEA inside the persistent decode kernel (engine/cuda/decode_persistent.cu: a SEA layer's estimator, convs, CNN
 // output + grouped top-k and sparse attention as sub-phases of the step) at OPT-1.3B's layer and head shapes (32
-// heads of 64, K 64, a random estimator), 2 layers, against the kernel-per-op SEA decode (SEAOPT_PERSISTENT_SEA=0,
-// the default):
+// heads of 64, K 64, a random estimator), 2 layers, against the kernel-per-op SEA decode (SEAOPT_PERSISTENT_SEA=0):
 // a 64-token prefill then 300 one-token steps (the prefill's state continued), and a sequence decoded one token at a
 // time from position 0 (fresh state, the conv rows before 0); SEA on both layers and on layer 1 only (a dense layer
 // and a SEA layer in one step). The SEA path inside the kernel is opt-in (SEAOPT_PERSISTENT_SEA=1: still slower).
@@ -855,13 +854,14 @@ TEST(GpuEngine, SeaDeviceMemoryMatchesThePlan) {
 // query with a top-k margin that small may keep another cell: the row rule of SeaMatchesTheCpuEngine.
 struct SeaContext {
     seaopt_context *ctx = nullptr;
-    SeaContext(seaopt_model *model, const char *layers, bool persistent_sea) {
+    // persistent_sea: SEAOPT_PERSISTENT_SEA ("1" inside the kernel, "split" the split step, "0" the per-op step).
+    SeaContext(seaopt_model *model, const char *layers, const char *persistent_sea) {
         seaopt_context_params cp = seaopt_context_default_params();
         cp.n_ctx = 512;
         cp.n_seq_max = 2;
         cp.attention = SEAOPT_ATTENTION_SEA;
         cp.sea_layers = layers;
-        setenv("SEAOPT_PERSISTENT_SEA", persistent_sea ? "1" : "0", 1);
+        setenv("SEAOPT_PERSISTENT_SEA", persistent_sea, 1);
         const seaopt_status st = seaopt_context_new(model, &cp, &ctx);
         unsetenv("SEAOPT_PERSISTENT_SEA");
         EXPECT_EQ(st, SEAOPT_OK) << seaopt_last_error();
@@ -892,9 +892,9 @@ TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
     for (const char *layers : {(const char *)nullptr, "1"}) {
         g_log_lines.clear();
         seaopt_log_set(capture_log, nullptr);
-        SeaContext inside(model, layers, true);
+        SeaContext inside(model, layers, "1");
         seaopt_log_set(nullptr, nullptr);
-        SeaContext per_op(model, layers, false);
+        SeaContext per_op(model, layers, "0");
         bool ran_inside = false;
         for (const std::string &line : g_log_lines) ran_inside |= line.find("SEA attention inside") != std::string::npos;
         if (expect_persistent) {
@@ -922,6 +922,67 @@ TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
         std::printf("SEA (layers %s) inside the persistent step vs the per-op SEA step, 300 steps after a 64-token "
                     "prefill + 40 from position 0: %zu of %zu beyond 0.02 x logit std (median %.5f, worst %.3f x std), "
                     "argmax differs at %zu\n",
+                    layers ? layers : "all", d.far, d.n, d.median, d.worst, d.argmax_differ);
+        EXPECT_LE(d.median, 0.005);
+        EXPECT_LE(d.far, d.n / 20);
+        EXPECT_LE(d.argmax_differ, d.n / 20);
+    }
+    seaopt_model_free(model);
+}
+
+// The split step (the default for SEA contexts on sm_90: the persistent kernel in segments, each SEA layer's
+// attention as the kernel-per-op SEA kernels between them; model/opt_cuda.cpp persistent_split_step) against the
+// per-op SEA step, as above: SEA on both layers (two SEA layers in a row: a segment that resumes at one layer's
+// out-projection and stops after the next one's qkv), on layer 1 only (a dense layer's attention inside the first
+// segment) and on layer 0 only (inside the last). The split step's GEMVs are the persistent kernel's, so the same
+// rounding rule.
+TEST(GpuEngine, PersistentSplitSeaDecodeMatchesThePerOpStep) {
+    const std::string path =
+        make_model("opt1.3b-sea", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"}, true,
+                   "5");
+    seaopt_model_params mp = seaopt_model_default_params();
+    mp.device = SEAOPT_DEVICE_CUDA;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
+    const int32_t V = seaopt_model_n_vocab(model);
+    const std::vector<int32_t> ids = test_ids(364);
+    int major = 0;
+    ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
+    const bool expect_persistent = major >= 9 && std::string(seaopt_build_info()).find("sm_90") != std::string::npos;
+    for (const char *layers : {(const char *)nullptr, "1", "0"}) {
+        g_log_lines.clear();
+        seaopt_log_set(capture_log, nullptr);
+        SeaContext split(model, layers, "split");
+        seaopt_log_set(nullptr, nullptr);
+        SeaContext per_op(model, layers, "0");
+        bool ran_split = false;
+        for (const std::string &line : g_log_lines) {
+            ran_split |= line.find("in segments between the SEA layers' kernels") != std::string::npos;
+        }
+        if (expect_persistent) {
+            EXPECT_TRUE(ran_split) << "the SEA context did not plan the split step";
+        }
+        if (!ran_split) std::printf("note: no persistent decode kernel here: the per-op SEA step twice\n");
+        std::vector<int32_t> seq0(64, 0);
+        std::vector<int8_t> want(64, 0);
+        seaopt_batch pre = seaopt_batch_get_one(ids.data(), 64);
+        pre.seq_id = seq0.data();
+        pre.logits = want.data();
+        ASSERT_EQ(seaopt_decode(split.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(per_op.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
+        std::vector<std::vector<float>> got, ref;
+        for (int32_t t = 64; t < 364; ++t) {
+            got.push_back(split.step(ids[(size_t)t], t, 0, V));
+            ref.push_back(per_op.step(ids[(size_t)t], t, 0, V));
+        }
+        for (int32_t t = 0; t < 40; ++t) {
+            got.push_back(split.step(ids[(size_t)t + 100], t, 1, V));
+            ref.push_back(per_op.step(ids[(size_t)t + 100], t, 1, V));
+        }
+        const RowsDiff d = compare_rows(got, ref, 0.02);
+        std::printf("SEA (layers %s) split step vs the per-op SEA step, 300 steps after a 64-token prefill + 40 from "
+                    "position 0: %zu of %zu beyond 0.02 x logit std (median %.5f, worst %.3f x std), argmax differs "
+                    "at %zu\n",
                     layers ? layers : "all", d.far, d.n, d.median, d.worst, d.argmax_differ);
         EXPECT_LE(d.median, 0.005);
         EXPECT_LE(d.far, d.n / 20);

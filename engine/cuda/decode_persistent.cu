@@ -681,10 +681,12 @@ struct QkvEpilogue {  // + bias -> fp16 pairs: LL words of q, k, v; k and v also
     __half *k_at, *v_at;  // head 0 of the cache at (seq, pos)
     int C;
     size_t head_stride;
+    half_t *plain;  // null, or [3C]: q, k, v also as plain fp16 (a segment's last layer, for the SEA kernels after it)
     __device__ float2 load(int o) const { return make_float2(half_at(bias, o), 0.0f); }
     __device__ void store(int o, float y0, float y1, float2 p0, float2 p1, bool) const {
         const uint32_t bits = pack_half2_bits(y0 + p0.x, y1 + p1.x);
         ll_store(out + o / 2, bits, tag);
+        if (plain != nullptr) *reinterpret_cast<uint32_t *>(plain + o) = bits;
         if (o >= C) {  // o even: o and o + 1 are in the same head
             const int i = o < 2 * C ? o - C : o - 2 * C;
             __half *dst = (o < 2 * C ? k_at : v_at) + (size_t)(i / D) * head_stride + i % D;
@@ -1489,9 +1491,16 @@ __global__ void __launch_bounds__(kThreads, 1)
             };
             for (int step = 0; step < a.n_steps; ++step) {  // a greedy chain (n_steps > 1): dense layers only
                 const int pos = a.pos + step;
-                for (int l = 0; l < sh.n_layer; ++l) {
+                for (int l = a.layer_begin; l < a.layer_end; ++l) {
                     const PersistentLayer &L = a.layers[l];
+                    if (l == a.layer_begin && a.attn_in != nullptr) {  // a segment resumed at the out-projection
+                        produce_matrix(L.o_w, L.o_q8, C, C);
+                        produce_matrix(L.fc1_w, L.fc1_q8, C, F);
+                        produce_matrix(L.fc2_w, L.fc2_q8, F, C);
+                        continue;
+                    }
                     produce_matrix(L.qkv_w, L.qkv_q8, C, 3 * C);
+                    if (l == a.layer_end - 1 && a.qkv_out != nullptr) break;  // a segment stopped after the qkv
                     if (step > 0 && l == 0) {
                         // The cached rows include those the grid wrote in this launch (other blocks' qkv epilogues):
                         // copy none before the block has the last step's pick, which every block stores after all
@@ -1507,7 +1516,7 @@ __global__ void __launch_bounds__(kThreads, 1)
                     produce_matrix(L.fc1_w, L.fc1_q8, C, F);
                     produce_matrix(L.fc2_w, L.fc2_q8, F, C);
                 }
-                produce(ring, pp, a.lm_head, C, sh.V);
+                if (a.qkv_out == nullptr) produce(ring, pp, a.lm_head, C, sh.V);
             }
         }
         return;
@@ -1579,7 +1588,15 @@ __global__ void __launch_bounds__(kThreads, 1)
     ho.tag_base = tag_base + (uint32_t)step * (uint32_t)(kPhasesPerLayer * sh.n_layer + 1);
     // x = tok_embd[token] + pos_embd[pos + offset] (fp32 sum of the two fp16 values), computed by
     // every block; it keeps its own rows.
-    {
+    if (a.layer_begin > 0) {
+        // A segment resumed after the previous segment and the SEA kernels between: the block's rows of the residual
+        // from that segment's last handover of x (the fc2 of layer layer_begin - 1).
+        for (int o = own0 + 2 * (int)threadIdx.x; o < own1; o += 2 * kComputeThreads) {
+            const uint2 d = ll_load2(ho.x + o, ho.wait_tag(a.layer_begin - 1, 4));
+            x_own[o - own0] = __uint_as_float(d.x);
+            x_own[o + 1 - own0] = __uint_as_float(d.y);
+        }
+    } else {
         const int token = step == 0 ? a.token : *next_token;
         const uint2 *tok = reinterpret_cast<const uint2 *>(a.tok_embd + (size_t)token * C);
         const uint2 *pe = reinterpret_cast<const uint2 *>(a.pos_embd + (size_t)(pos + sh.pos_offset) * C);
@@ -1602,14 +1619,25 @@ __global__ void __launch_bounds__(kThreads, 1)
 
     const size_t at_pos = (size_t)a.seq * sh.H * head_stride + (size_t)pos * D;
     if (prof && step == 0) t_start = clock64();
-    for (int l = 0; l < sh.n_layer; ++l) {
+    for (int l = a.layer_begin; l < a.layer_end; ++l) {
         const PersistentLayer L = a.layers[l];
+        if (l == a.layer_begin && a.attn_in != nullptr) {
+            // A segment resumed at the out-projection: the attention output (fp16 [C]) the SEA kernels wrote before
+            // the launch.
+            const uint4 *src = reinterpret_cast<const uint4 *>(a.attn_in);
+            uint4 *dst = reinterpret_cast<uint4 *>(xin);
+            for (int i = threadIdx.x; i < C / 8; i += kComputeThreads) dst[i] = src[i];
+            compute_sync();  // xin and x_own are written
+        } else {
         const LnParams<V4> ln1 = load_ln_params<V4>(L.ln1_w, L.ln1_b, C);
         if (l > 0) { SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(l - 1, 4))) }
         layernorm_to_smem(v, C, ln1, sh.eps, xin, ln_red);
+        const bool stop = l == a.layer_end - 1 && a.qkv_out != nullptr;
         const QkvEpilogue<D> qkv{L.qkv_b, ho.qkv, ho.tag(l, 0), reinterpret_cast<__half *>(L.k_cache) + at_pos,
-                              reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride};
+                                 reinterpret_cast<__half *>(L.v_cache) + at_pos, C, head_stride,
+                                 stop ? a.qkv_out : nullptr};
         SEAOPT_GEMV(8, gemv_phase<kQ8>(ring, c, xin, C, 3 * C, y_parts, qkv, prof, compact_area))
+        if (stop) break;  // a segment stopped after the qkv: the SEA kernels after the launch take q, k, v
         if (kSea && L.sea != nullptr) {
             if constexpr (kSea) {
                 SEAOPT_SPAN(4, sea_attention_phase(ss, L, sh, a, ho, sho, l, reinterpret_cast<float *>(smem + kHeaderBytes),
@@ -1623,6 +1651,7 @@ __global__ void __launch_bounds__(kThreads, 1)
             if (L.sea != nullptr) ll_prewait(ho.attn + D / 2 - 1, sh.H, D / 2, ho.wait_tag(l, 1));  // the SEA chain
         }
         SEAOPT_SPAN(3, vector_to_smem(xin, ho.attn, C, ho.wait_tag(l, 1)))
+        }
         const ResidualEpilogue out_epi{L.o_b, x_own, own0, ho.x, ho.tag(l, 2)};
         SEAOPT_GEMV(9, gemv_phase<kQ8>(ring, c, xin, C, C, y_parts, out_epi, prof, compact_area))
         const LnParams<V4> ln2 = load_ln_params<V4>(L.ln2_w, L.ln2_b, C);
@@ -1634,6 +1663,7 @@ __global__ void __launch_bounds__(kThreads, 1)
         const ResidualEpilogue fc2_epi{L.fc2_b, x_own, own0, ho.x, ho.tag(l, 4)};
         SEAOPT_GEMV(11, gemv_phase<kQ8>(ring, c, xin, F, C, y_parts, fc2_epi, prof, compact_area))
     }
+    if (a.qkv_out != nullptr) break;  // a segment stopped after a qkv: no head (n_steps is 1)
     const LnParams<V4> ln_out = load_ln_params<V4>(a.out_norm_w, a.out_norm_b, C);
     SEAOPT_SPAN(3, load_residual(v, ho.x, C, ho.wait_tag(sh.n_layer - 1, 4)))
     layernorm_to_smem(v, C, ln_out, sh.eps, xin, ln_red);
@@ -1876,11 +1906,25 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     check_arg(args.n_steps == 1 || (!plan.sea && plan.mode == 0 && args.picks != nullptr && plan.grid <= kMaxGrid),
               "persistent_decode", "a greedy chain needs dense layers, timing mode 0 and a picks array");
     check_arg(args.stop_token >= -1, "persistent_decode", "stop_token must be a token id or -1");
+    PersistentDecodeArgs a = args;
+    if (a.layer_end < 0) a.layer_end = shape.n_layer;
+    const bool segment = a.layer_begin != 0 || a.layer_end != shape.n_layer || a.attn_in != nullptr || a.qkv_out != nullptr;
+    check_arg(!segment || (a.n_steps == 1 && !plan.sea && plan.mode == 0), "persistent_decode",
+              "a segment needs one step, dense kernels and timing mode 0");
+    check_arg(a.layer_begin >= 0 && a.layer_begin < a.layer_end && a.layer_end <= shape.n_layer, "persistent_decode",
+              "segment layers outside the model");
+    check_arg(a.layer_begin == 0 || a.attn_in != nullptr, "persistent_decode",
+              "a segment after layer 0 resumes at an out-projection (attn_in)");
+    check_arg(a.qkv_out == nullptr || a.attn_in == nullptr || a.layer_end - a.layer_begin >= 2, "persistent_decode",
+              "a resumed segment that stops after a qkv needs two layers");
     cudaLaunchConfig_t config{};
     config.gridDim = dim3((unsigned)plan.grid);
     config.blockDim = dim3((unsigned)kThreads);
     config.dynamicSmemBytes = plan.shared_bytes;
     config.stream = stream;
+    // Cooperative: every block resident at once, or no launch (the blocks wait on each other's handovers). A segment
+    // launched with programmatic stream serialization as well (its producer streaming while the SEA kernel before it
+    // ran, the SEA estimator after it launched early) measured slower: docs/development.md.
     cudaLaunchAttribute attribute{};
     attribute.id = cudaLaunchAttributeCooperative;
     attribute.val.cooperative = 1;
@@ -1894,12 +1938,12 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
         ss.S = sea_decode_state_layout(plan.sea_cfg);
         ss.state_stride = (long long)plan.sea_state_stride;
     }
-    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, args, plan.slots,
+    const cudaError_t err = cudaLaunchKernelEx(&config, kernel, shape, a, plan.slots,
                                                plan.slot_bytes, plan.parts_bytes, plan.in_flight, plan.splits,
                                                *tag_base, plan.mode, plan.evict_first, plan.head_rows, plan.compact, ss);
     if (err != cudaSuccess) cudaGetLastError();
     check_cuda(err, "decode_persistent_kernel launch", __FILE__, __LINE__);
-    *tag_base += (uint32_t)args.n_steps * (uint32_t)plan.tags_per_step;
+    if (a.qkv_out == nullptr) *tag_base += (uint32_t)a.n_steps * (uint32_t)plan.tags_per_step;  // the step's end
 }
 
 }  // namespace seaopt::cuda

@@ -132,10 +132,22 @@ struct PersistentDecodeArgs {
     // SEA layers: a step at a position up to this pulls each head's cached keys and values into L2 for the sparse
     // attention (as cuda::SeaKvCache::prefetch_max_pos for the kernel-per-op step); 0: never.
     int sea_prefetch_max_pos = 0;
+    // A segment of the step: the split step (persistent_decode_segments' caller, model/opt_cuda.cpp) runs SEA
+    // layers' attention as the kernel-per-op SEA kernels between launches of the kernel, each launch running the
+    // dense part between them. Layers [layer_begin, layer_end) (layer_end -1: n_layer); attn_in != null: layer_begin
+    // starts at its out-projection, its attention output (fp16 [C]) read from attn_in (written before the launch),
+    // the residual from the previous segment's handover of x (or the embedding where layer_begin is 0); qkv_out !=
+    // null: the segment stops after layer_end - 1's qkv GEMV, which also writes q, k, v there (fp16 [3C]; K and V go
+    // to the cache as always), and leaves out the head. A step's segments share its handover tags: *tag_base advances
+    // after the segment that ends the step (qkv_out null). n_steps 1, timing mode 0, a plan without SEA (the dense
+    // kernels).
+    int layer_begin = 0, layer_end = -1;
+    const half_t *attn_in = nullptr;
+    half_t *qkv_out = nullptr;
 };
 
 // Enqueues one step (token at position pos of sequence seq: K and V go to the cache, the logits to
-// args.logits), or args.n_steps of a greedy chain. *tag_base is the first handover tag of the step (start at 1
+// args.logits), or args.n_steps of a greedy chain, or a segment of a step (PersistentDecodeArgs::layer_begin). *tag_base is the first handover tag of the step (start at 1
 // with a zeroed scratch); it advances by n_steps x plan.tags_per_step once the launch is accepted. Throws
 // seaopt::Error on a launch failure or a chain the plan cannot run (SEA layers, a timing mode).
 void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,

@@ -18,9 +18,11 @@
 // 1,920 (docs/development.md). Built for heads of 64, 80 and 128 and hidden sizes up to 4,096 (5,120
 // with heads of 128): OPT-125m, 1.3B, 2.7B, 6.7B, 13B. Where the shape or the device does not fit
 // (persistent_decode_plan says why: post-LN OPT-350m, pre-sm_90 GPUs), the engine keeps the kernel-per-op
-// path. SEA layers can run inside the step too (PersistentLayer::sea; heads of 64; a kernel instantiation of
-// its own): correct, but slower than the kernel-per-op SEA step so far, so the engine asks for it only with
-// SEAOPT_PERSISTENT_SEA=1 (model/opt_cuda.cpp; docs/development.md has the measurements). Q8_0 matrices stream as
+// path. With SEA layers the engine runs the step in segments (PersistentDecodeArgs::layer_begin ...): the dense kernel
+// up to a SEA layer's qkv, that layer's kernel-per-op SEA decode, the next segment from its out-projection, and so on
+// ("the split step", ~5-8% faster than the kernel-per-op SEA step on the H200). SEA layers can also run inside the
+// step (PersistentLayer::sea; heads of 64; a kernel instantiation of its own): correct, but slower than both, so the
+// engine asks for it only with SEAOPT_PERSISTENT_SEA=1 (model/opt_cuda.cpp; docs/development.md has the measurements). Q8_0 matrices stream as
 // their int8 rows and fp16 scales (PersistentDecodeShape::q8; dense layers; kernel instantiations of their own):
 // OPT-1.3B tg128 ~1,100 t/s on H100 against ~1,000 for fp16, bound by the int8 -> fp16 conversion and the handovers.
 #pragma once

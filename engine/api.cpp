@@ -225,6 +225,7 @@ int32_t seaopt_model_desc(const seaopt_model *m, char *buf, size_t buf_size) {
 seaopt_token seaopt_token_bos(const seaopt_model *m) { return m ? m->impl->tokenizer->bos_id() : -1; }
 seaopt_token seaopt_token_eos(const seaopt_model *m) { return m ? m->impl->tokenizer->eos_id() : -1; }
 seaopt_token seaopt_token_pad(const seaopt_model *m) { return m ? m->impl->tokenizer->pad_id() : -1; }
+bool seaopt_model_add_bos(const seaopt_model *m) { return m && m->impl->tokenizer->data().add_bos; }
 bool seaopt_token_is_special(const seaopt_model *m, seaopt_token token) {
     return m && m->impl->tokenizer->is_control(token);
 }

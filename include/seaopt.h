@@ -148,7 +148,12 @@ SEAOPT_API seaopt_token seaopt_token_bos(const struct seaopt_model *model); /* O
 SEAOPT_API seaopt_token seaopt_token_eos(const struct seaopt_model *model); /* OPT: 2, "</s>" (the converted config.json's) */
 SEAOPT_API seaopt_token seaopt_token_pad(const struct seaopt_model *model); /* OPT: 1, "<pad>" (the converted config.json's) */
 
-/* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS as Hugging Face does for OPT.
+/* Whether the model's tokenizer prepends BOS to a text, as Hugging Face's tokenizer(text) does for the converted
+ * checkpoint (GGUF tokenizer.ggml.add_bos_token): true for OPT's hub tokenizer; a fine-tune may turn it off. */
+SEAOPT_API bool seaopt_model_add_bos(const struct seaopt_model *model);
+
+/* Tokenize `text_len` bytes of UTF-8. add_bos prepends BOS where the model's tokenizer does (seaopt_model_add_bos:
+ * OPT's does), as Hugging Face's tokenizer(text); false never prepends it.
  * parse_special maps literal special-token strings to their ids, as Hugging Face does; which tokens are
  * special comes from the converted checkpoint's tokenizer files (OPT: "</s>" and "<pad>"; "<s>", "<unk>" and
  * "<mask>" are text to Hugging Face and here). Without it they are tokenized as plain text (Hugging Face's

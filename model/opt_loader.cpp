@@ -130,6 +130,8 @@ TokenizerData read_tokenizer(const gguf::File &f, const OptHparams &hp) {
     d.eos_id = (int32_t)get_u32_in_range(f, keys::kTokEos, 0, hp.n_vocab - 1);
     d.pad_id = (int32_t)get_u32_in_range(f, keys::kTokPad, 0, hp.n_vocab - 1);
     d.unk_id = (int32_t)get_u32_in_range(f, keys::kTokUnk, 0, hp.n_vocab - 1);
+    // Optional (its type is checked with the other optional keys): absent, BOS is added as OPT's tokenizer does.
+    if (const gguf::Value *v = f.find(keys::kTokAddBos); v && v->type == gguf::ValueType::BOOL) d.add_bos = v->u64 != 0;
     warn_if_old_special_tokens(d);
     return d;
 }

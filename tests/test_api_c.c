@@ -41,6 +41,7 @@ int main(void) {
     }
     CHECK(!seaopt_model_has_sea(NULL));
     CHECK(!seaopt_token_is_special(NULL, 2));
+    CHECK(!seaopt_model_add_bos(NULL));
     CHECK(bp.n_tokens == 2048 && bp.attention == SEAOPT_ATTENTION_DENSE);
     CHECK(seaopt_bench_attention_layer(NULL, &bp, &br) == SEAOPT_ERR_INVALID_ARGUMENT);
     CHECK(br.mean_ms == 0.0 && !br.pos_stretched);

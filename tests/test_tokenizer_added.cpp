@@ -106,7 +106,8 @@ std::string v5_dir(const std::string &root) {
 }
 
 // The same tokenizer as transformers 4 saved it: vocab.json, merges.txt, tokenizer_config.json with
-// added_tokens_decoder (the reloaded tokenizer's, from meta.json) and additional_special_tokens.
+// added_tokens_decoder (the reloaded tokenizer's, from meta.json), additional_special_tokens and add_bos_token true
+// (transformers 4 saves GPT2Tokenizer's init arguments; OPT's hub config has it: without it, no BOS).
 std::string v4_dir(const std::string &root) {
     const std::string dir = root + "/v4";
     fs::create_directories(dir);
@@ -117,6 +118,7 @@ std::string v4_dir(const std::string &root) {
     config["additional_special_tokens"] = config.at("extra_special_tokens");
     config.erase("extra_special_tokens");
     config["added_tokens_decoder"] = read_json(kDir + "/meta.json").at("added_tokens_decoder");
+    config["add_bos_token"] = true;
     std::ofstream(dir + "/tokenizer_config.json") << config.dump();
     return dir;
 }
@@ -366,4 +368,125 @@ TEST(TokenizerAdded, OtherTokenizerJsonPipelinesAreRefused) {
     for (json &m : j["model"]["merges"]) m = m[0].get<std::string>() + " " + m[1].get<std::string>();
     std::ofstream(path) << j.dump();
     EXPECT_EQ(seaopt::load_hf_tokenizer_json(path, 50272).merges, from_pairs.merges);
+}
+
+// Whether tokenizer(text) starts with the BOS, as transformers 5.17 decides it (measured on the GPU machine with OPT's
+// vocab.json / merges.txt, this session's probe): with tokenizer.json its post_processor alone decides ("</s> $A":
+// [2, 31414, 232] for "Hello world"; "$A", as transformers saves a tokenizer loaded with add_bos_token false, and a
+// null or ByteLevel post_processor: [31414, 232]; tokenizer_config.json's add_bos_token false beside "</s> $A" still
+// gives the BOS); without it tokenizer_config.json's add_bos_token (absent: no BOS). Through the GGUF to the C API.
+TEST(TokenizerAdded, BosAsTransformersAddsIt) {
+    convert_test::TempDir tmp;
+    const Ids with_bos{2, 31414, 232}, without{31414, 232};
+    auto load = [&](const std::string &dir, std::vector<std::string> *notes_out = nullptr) {
+        std::vector<std::string> notes;
+        seaopt::TokenizerData d = seaopt::convert::load_checkpoint_tokenizer(dir, n_vocab(), notes);
+        if (notes_out) *notes_out = notes;
+        return d;
+    };
+    auto encode = [](const seaopt::TokenizerData &d) { return seaopt::Tokenizer(d).encode("Hello world", true, true); };
+    const std::string v5 = v5_dir(tmp.path());
+    EXPECT_EQ(encode(load(v5)), with_bos);
+    const json template_bos = tokenizer_json()["post_processor"];
+    auto with_post_processor = [&](const json &pp) {
+        json j = tokenizer_json();
+        j["post_processor"] = pp;
+        std::ofstream(v5 + "/tokenizer.json") << j.dump();
+    };
+    json a_only = template_bos;
+    a_only["single"] = json::array({{{"Sequence", {{"id", "A"}, {"type_id", 0}}}}});
+    a_only["special_tokens"] = json::object();
+    for (const json &pp : {a_only, json(nullptr), json{{"type", "ByteLevel"}, {"add_prefix_space", true},
+                                                         {"trim_offsets", false}, {"use_regex", true}}}) {
+        with_post_processor(pp);
+        EXPECT_EQ(encode(load(v5)), without) << pp.dump();
+    }
+    with_post_processor({{"type", "Sequence"},
+                         {"processors", json::array({json{{"type", "ByteLevel"}, {"trim_offsets", false}}, template_bos})}});
+    EXPECT_EQ(encode(load(v5)), with_bos);
+    // The config's add_bos_token does not override tokenizer.json's template.
+    with_post_processor(template_bos);
+    json config = read_json(v5 + "/tokenizer_config.json");
+    config["add_bos_token"] = false;
+    std::ofstream(v5 + "/tokenizer_config.json") << config.dump();
+    EXPECT_EQ(encode(load(v5)), with_bos);
+    // What seaopt cannot run is refused, naming it.
+    auto expect_refused = [&](const json &pp, const std::string &needle) {
+        with_post_processor(pp);
+        try {
+            load(v5);
+            ADD_FAILURE() << "accepted; expected: " << needle;
+        } catch (const seaopt::Error &e) {
+            EXPECT_EQ(e.code(), SEAOPT_ERR_MODEL_FORMAT);
+            EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+        }
+    };
+    json eos_after = template_bos;
+    eos_after["single"].push_back({{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}});
+    expect_refused(eos_after, "its template for one text puts 3 pieces around it");
+    json pad_first = template_bos;
+    pad_first["single"][0]["SpecialToken"]["id"] = "<pad>";
+    pad_first["special_tokens"] = {{"<pad>", {{"id", "<pad>"}, {"ids", {1}}, {"tokens", {"<pad>"}}}}};
+    expect_refused(pad_first, "the text starts with '<pad>' (id 1), not the BOS token (id 2)");
+    expect_refused({{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}}},
+                   "a RobertaProcessing post-processor");
+    expect_refused({{"type", "Sequence"}, {"processors", json::array({template_bos, template_bos})}},
+                   "two processors add a BOS");
+
+    // Without tokenizer.json: tokenizer_config.json's add_bos_token; no config at all: OPT's hub tokenizer's (true).
+    const std::string v4 = v4_dir(tmp.path());
+    json v4_config = read_json(v4 + "/tokenizer_config.json");
+    for (const json &value : {json(true), json(false), json()}) {
+        json c = v4_config;
+        if (value.is_null()) {
+            c.erase("add_bos_token");
+        } else {
+            c["add_bos_token"] = value;
+        }
+        std::ofstream(v4 + "/tokenizer_config.json") << c.dump();
+        std::vector<std::string> notes;
+        EXPECT_EQ(encode(load(v4, &notes)), value.is_boolean() && value.get<bool>() ? with_bos : without) << value.dump();
+        bool noted = false;
+        for (const std::string &n : notes) noted |= n.find("has no add_bos_token: no BOS is added") != std::string::npos;
+        EXPECT_EQ(noted, value.is_null());
+    }
+    v4_config["add_bos_token"] = "yes";
+    std::ofstream(v4 + "/tokenizer_config.json") << v4_config.dump();
+    try {
+        load(v4);
+        ADD_FAILURE() << "a string add_bos_token was accepted";
+    } catch (const seaopt::Error &e) {
+        EXPECT_NE(std::string(e.what()).find("add_bos_token is a string, not true or false"), std::string::npos) << e.what();
+    }
+    fs::remove(v4 + "/tokenizer_config.json");
+    EXPECT_EQ(encode(load(v4)), with_bos);
+
+    // A converted checkpoint whose tokenizer adds no BOS: the GGUF says so, the C API follows it.
+    convert_test::TinyConfig c;
+    c.vocab = n_vocab();
+    const std::string ck = tmp.path() + "/ck";
+    convert_test::write_hf_checkpoint(ck, c.to_json(), convert_test::make_hf_tensors(c, false), seaopt::convert::DType::F16,
+                                      convert_test::Layout::Safetensors, true);
+    fs::remove(ck + "/vocab.json");
+    fs::remove(ck + "/merges.txt");
+    json j = tokenizer_json();
+    j["post_processor"] = a_only;
+    std::ofstream(ck + "/tokenizer.json") << j.dump();
+    seaopt::convert::ConvertOptions o;
+    o.input_dir = ck;
+    o.output_path = tmp.path() + "/no-bos.gguf";
+    seaopt::convert::convert_checkpoint(o);
+    seaopt_model_params params = seaopt_model_default_params();
+    params.device = SEAOPT_DEVICE_CPU;
+    params.vocab_only = true;
+    seaopt_model *model = nullptr;
+    ASSERT_EQ(seaopt_model_load(o.output_path.c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    EXPECT_FALSE(seaopt_model_add_bos(model));
+    EXPECT_FALSE(seaopt_model_add_bos(nullptr));
+    std::vector<seaopt_token> ids(8);
+    int32_t got = 0;
+    ASSERT_EQ(seaopt_tokenize(model, "Hello world", 11, true, true, ids.data(), 8, &got), SEAOPT_OK);
+    ids.resize((size_t)got);
+    EXPECT_EQ(ids, without);
+    seaopt_model_free(model);
 }

@@ -681,7 +681,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_bos, bool
     require_valid_utf8(text);
     std::vector<int32_t> ids;
     ids.reserve(text.size() / 4 + 2);
-    if (add_bos) ids.push_back(im.data.bos_id);
+    if (add_bos && im.data.add_bos) ids.push_back(im.data.bos_id);
 
     EncodeState st = im.new_state();
     if (im.added.empty()) {

@@ -43,6 +43,9 @@ struct TokenizerData {
     std::vector<std::string> merges;      // rank order, each "left right"
     std::vector<AddedTokenFlagsEntry> added_flags;  // CONTROL / USER_DEFINED ids only, each at most once
     int32_t bos_id = 2, eos_id = 2, pad_id = 1, unk_id = 3;
+    // Whether encode(text, add_bos = true) prepends bos_id: what Hugging Face's tokenizer(text) does for this
+    // checkpoint (OPT's hub tokenizer: yes; GGUF tokenizer.ggml.add_bos_token; the converter's hf_post_processor).
+    bool add_bos = true;
 };
 
 // Reads HF vocab.json + merges.txt. Pads the token list to `n_vocab` entries (the model's

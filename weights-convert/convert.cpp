@@ -85,7 +85,7 @@ void set_metadata(gguf::Writer &w, const OptHparams &hp, DType outtype, bool q8_
     w.set(keys::kTokEos, Value::make_u32((uint32_t)tok.eos_id));
     w.set(keys::kTokPad, Value::make_u32((uint32_t)tok.pad_id));
     w.set(keys::kTokUnk, Value::make_u32((uint32_t)tok.unk_id));
-    w.set(keys::kTokAddBos, Value::make_bool(true));
+    w.set(keys::kTokAddBos, Value::make_bool(tok.add_bos));
     if (!tok.added_flags.empty()) {
         std::vector<int32_t> ids, flags;
         for (const AddedTokenFlagsEntry &e : tok.added_flags) {
@@ -192,6 +192,7 @@ TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_
     }
     const HfAddedTokens added = read_hf_added_tokens(dir, have_tokenizer_json ? &tokenizer_json : nullptr);
     for (std::string &note : apply_hf_added_tokens(added, tok)) notes.push_back(std::move(note));
+    tok.add_bos = read_hf_add_bos(dir, have_tokenizer_json ? &tokenizer_json : nullptr, tok.bos_id, notes);
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));

@@ -281,4 +281,94 @@ std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, Token
     return notes;
 }
 
+namespace {
+
+// The tokens one post-processor puts around the text of tokenizer(text), as far as seaopt can run them: true where
+// it puts bos_id before the text, false where nothing; anything else is refused, naming it.
+bool post_processor_adds_bos(const json &pp, int32_t bos_id, const std::string &where) {
+    if (pp.is_null()) return false;
+    if (!pp.is_object() || !pp.contains("type") || !pp["type"].is_string()) {
+        throw_model_format(where + ": is " + json_type_words(pp) + " without a \"type\" string");
+    }
+    const std::string type = pp["type"].get<std::string>();
+    if (type == "ByteLevel") return false;  // offsets only
+    if (type == "Sequence") {
+        const json *list = pp.contains("processors") ? &pp["processors"] : nullptr;
+        if (!list || !list->is_array()) throw_model_format(where + ": a Sequence without a \"processors\" array");
+        bool bos = false;
+        for (size_t i = 0; i < list->size(); ++i) {
+            if (post_processor_adds_bos((*list)[i], bos_id, where + ".processors[" + std::to_string(i) + "]")) {
+                if (bos) throw_model_format(where + ": two processors add a BOS; seaopt adds at most one");
+                bos = true;
+            }
+        }
+        return bos;
+    }
+    if (type != "TemplateProcessing") {
+        throw_model_format(where + ": a " + type + " post-processor (seaopt adds at most a BOS before the text, as " +
+                           "OPT's TemplateProcessing \"</s> $A\" does)");
+    }
+    const json *single = pp.contains("single") ? &pp["single"] : nullptr;
+    if (!single || !single->is_array()) throw_model_format(where + ": a TemplateProcessing without a \"single\" array");
+    // [$A] or [special, $A]
+    std::vector<std::string> pieces;  // "A" for the sequence, else the special token's name
+    for (size_t i = 0; i < single->size(); ++i) {
+        const json &piece = (*single)[i];
+        const std::string at = where + ".single[" + std::to_string(i) + "]";
+        if (piece.is_object() && piece.size() == 1 && piece.contains("Sequence") && piece["Sequence"].is_object() &&
+            piece["Sequence"].value("id", std::string()) == "A") {
+            pieces.push_back("A");
+        } else if (piece.is_object() && piece.size() == 1 && piece.contains("SpecialToken") &&
+                   piece["SpecialToken"].is_object() && piece["SpecialToken"].contains("id") &&
+                   piece["SpecialToken"]["id"].is_string()) {
+            pieces.push_back(piece["SpecialToken"]["id"].get<std::string>());
+            if (pieces.back() == "A") pieces.back() = " A";  // a token named A is not the sequence
+        } else {
+            throw_model_format(at + ": neither the sequence $A nor a SpecialToken");
+        }
+    }
+    if (pieces == std::vector<std::string>{"A"}) return false;
+    if (pieces.size() != 2 || pieces[1] != "A" || pieces[0] == "A") {
+        throw_model_format(where + ": its template for one text puts " + std::to_string(pieces.size()) +
+                           " pieces around it; seaopt adds at most one BOS before the text (\"</s> $A\")");
+    }
+    const std::string &name = pieces[0];
+    const json *specials = pp.contains("special_tokens") ? &pp["special_tokens"] : nullptr;
+    const json *entry = specials && specials->is_object() && specials->contains(name) ? &(*specials)[name] : nullptr;
+    const json *ids = entry && entry->is_object() && entry->contains("ids") ? &(*entry)["ids"] : nullptr;
+    if (!ids || !ids->is_array() || ids->size() != 1 || !(*ids)[0].is_number_integer()) {
+        throw_model_format(where + ": special_tokens[" + tok_detail::quote(name) + "] does not give it one id");
+    }
+    const int64_t id = (*ids)[0].get<int64_t>();
+    if (id != bos_id) {
+        throw_model_format(where + ": the text starts with " + tok_detail::quote(name) + " (id " + std::to_string(id) +
+                           "), not the BOS token (id " + std::to_string(bos_id) + ")");
+    }
+    return true;
+}
+
+}  // namespace
+
+bool read_hf_add_bos(const fs::path &dir, const json *tokenizer_json, int32_t bos_id, std::vector<std::string> &notes) {
+    if (tokenizer_json) {
+        // transformers 5.17 runs tokenizer.json's post-processor and ignores tokenizer_config.json's add_bos_token
+        // (measured: a config saying false beside a "</s> $A" template still gives the BOS).
+        const json &pp = tokenizer_json->contains("post_processor") ? (*tokenizer_json)["post_processor"] : json();
+        return post_processor_adds_bos(pp, bos_id, "tokenizer.json's post_processor");
+    }
+    json config;
+    // vocab.json and merges.txt alone: OPT's hub tokenizer (its tokenizer_config.json says add_bos_token true).
+    if (!read_object_file(dir, "tokenizer_config.json", kMaxTokenizerConfigBytes, config)) return true;
+    if (!config.contains("add_bos_token") || config["add_bos_token"].is_null()) {
+        notes.push_back("tokenizer_config.json has no add_bos_token: no BOS is added, as transformers' GPT2Tokenizer "
+                        "does by default (OPT's hub files say true)");
+        return false;
+    }
+    if (!config["add_bos_token"].is_boolean()) {
+        throw_model_format("tokenizer_config.json: add_bos_token is " + std::string(json_type_words(config["add_bos_token"])) +
+                           ", not true or false");
+    }
+    return config["add_bos_token"].get<bool>();
+}
+
 }  // namespace seaopt::convert

@@ -51,4 +51,14 @@ nlohmann::json read_hf_tokenizer_json(const std::filesystem::path &dir);
 // refused. Returns notes for the user.
 std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, TokenizerData &tok);
 
+// Whether Hugging Face's tokenizer(text) prepends the BOS for this directory, as transformers 5.17 decides it:
+// tokenizer.json's post_processor where the directory has one (a TemplateProcessing "</s> $A" adds it; none,
+// ByteLevel or "$A" do not; tokenizer_config.json's add_bos_token is then ignored, as transformers ignores it); else
+// tokenizer_config.json's add_bos_token (absent: no BOS, GPT2Tokenizer's default; a note says so); else (vocab.json
+// and merges.txt alone) OPT's hub tokenizer's true. A post-processor that puts anything else around the
+// text (an EOS after it, a Roberta or Bert processor) is refused: seaopt adds at most a BOS before it. bos_id: the
+// tokenizer's BOS, which the template's token must be.
+bool read_hf_add_bos(const std::filesystem::path &dir, const nlohmann::json *tokenizer_json, int32_t bos_id,
+                     std::vector<std::string> &notes);
+
 }  // namespace seaopt::convert

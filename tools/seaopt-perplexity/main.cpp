@@ -10,7 +10,8 @@
 //   1. text: FILE's bytes as they are, or WikiText-2's test split rebuilt as Hugging Face `datasets`
 //      rows from DIR/wiki.test.raw (each line with its "\n" is a row, a whitespace-only row becomes
 //      "") and joined with "\n\n" -- the text GPTQ tokenizes;
-//   2. tokens: the whole text, ONE BOS at the very start, special-token strings not parsed;
+//   2. tokens: the whole text, ONE BOS at the very start (where the model's tokenizer adds one: OPT's does),
+//      special-token strings not parsed;
 //   3. windows: non-overlapping, N = -c tokens each (default: the model's positions, 2048 for OPT),
 //      nsamples = n_tokens / N (the tail is dropped), no BOS per window, no KV cache carried over;
 //   4. per window: the NLL of tokens 1..N-1 given their prefix (seaopt_decode_nll: the log-softmax
@@ -56,8 +57,8 @@ const char *const kProtocol =
     "  text     -f FILE: its bytes as they are (UTF-8). --wikitext2-test DIR: the Hugging Face rows of\n"
     "           wikitext-2-raw-v1 'test' rebuilt from DIR/wiki.test.raw (each line with its \"\\n\" is a row,\n"
     "           a whitespace-only line becomes \"\") and joined with \"\\n\\n\".\n"
-    "  tokens   the whole text at once, ONE BOS (</s>) at the very start; special-token strings such as\n"
-    "           \"</s>\" in the text are tokenized as plain text.\n"
+    "  tokens   the whole text at once, ONE BOS (</s>) at the very start (where the model's tokenizer adds\n"
+    "           one, as OPT's does); special-token strings such as \"</s>\" in the text are plain text.\n"
     "  windows  non-overlapping windows of N = -c tokens (default: the model's positions, 2048 for OPT);\n"
     "           nsamples = n_tokens / N, the tail is dropped; no BOS per window; the KV cache is cleared\n"
     "           for every window. -b B (llama.cpp's batch size, tokens per decode; default N) runs B / N\n"
@@ -73,7 +74,7 @@ const char *const kProtocol =
     "untimed (a warm-up, as llama-perplexity's; --no-warmup skips it); the time printed at the end is the\n"
     "timed pass's.\n"
     "Not llama-perplexity's protocol, which --score-second-half selects instead: the same windows, but the\n"
-    "first token of each replaced by BOS and only its second half scored (the NLL of tokens N/2+1 .. N-1,\n"
+    "first token of each replaced by BOS (where the tokenizer adds one) and only its second half scored (the NLL of tokens N/2+1 .. N-1,\n"
     "each given its window's prefix); PPL = exp(mean NLL over the scored tokens). The numbers differ from\n"
     "the GPTQ protocol's (each scored token has at least N/2 tokens of context) and are not comparable\n"
     "with published OPT WikiText-2 figures.\n"
@@ -496,7 +497,7 @@ int run(const Options &opt) {
 
     const int32_t n_samples = n_tokens / N;
     if (n_samples < 1) {
-        return fail(source + " is " + std::to_string(n_tokens) + " tokens (with the BOS), fewer than one window of " +
+        return fail(source + " is " + std::to_string(n_tokens) + " tokens (with the BOS, if the tokenizer adds one), fewer than one window of " +
                     std::to_string(N) + " tokens: give a longer text or a smaller -c");
     }
     std::fprintf(stderr, "perplexity: %d tokens, nsamples = %d windows of %d (the last %d tokens are dropped)\n",
@@ -534,7 +535,8 @@ int run(const Options &opt) {
     if (opt.print_memory_plan) seaopt_tools::print_memory_plan(ctx.get());
     // The scored rows: 0 .. N-2 (GPTQ), or N/2 .. N-2 with a BOS as every window's first token (llama.cpp).
     const int32_t first = opt.second_half ? N / 2 : 0;
-    const seaopt_token bos = opt.second_half ? seaopt_token_bos(model.get()) : -1;
+    // (llama-perplexity puts the BOS there only where the vocabulary adds one; so does this.)
+    const seaopt_token bos = opt.second_half && seaopt_model_add_bos(model.get()) ? seaopt_token_bos(model.get()) : -1;
     std::fprintf(stderr,
                  "perplexity: calculating perplexity over %d windows, n_ctx=%d, batch_size=%d, n_seq=%d, "
                  "attention=%s, scoring %s\n",

@@ -806,22 +806,30 @@ void persistent_split_step(const OptHparams &hp, OptCudaState &s, const cuda::Pe
     cuda::PersistentDecodeArgs seg = a;
     seg.layer_begin = 0;
     seg.attn_in = nullptr;
-    for (uint32_t l = 0; l < hp.n_layer; ++l) {
-        if (!s.sea_on[l]) continue;
-        seg.layer_end = (int)l + 1;
-        seg.qkv_out = qkv;
+    // A step stopped between its segments (a failed launch) has written handover words with some of its tags: the
+    // next step must not reuse them, or its waits would take those words as ready.
+    const uint32_t step_tag = s.persistent_tag;
+    try {
+        for (uint32_t l = 0; l < hp.n_layer; ++l) {
+            if (!s.sea_on[l]) continue;
+            seg.layer_end = (int)l + 1;
+            seg.qkv_out = qkv;
+            cuda::persistent_decode(s.persistent, s.persistent_shape, seg, &s.persistent_tag, st);
+            // The segment wrote the row's key and value into the cache (append false).
+            const cuda::SeaKvCache cache{s.k_cache(hp, l), s.v_cache(hp, l), (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd,
+                                         /*append=*/false, s.sea_prefetch_max_pos};
+            cuda::sea_attention_decode_cuda(s.sea_cfg, s.sea_params[l], cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
+                                            s.sea_layer_states(l), s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
+            seg.layer_begin = (int)l;
+            seg.attn_in = attn;
+        }
+        seg.layer_end = (int)hp.n_layer;
+        seg.qkv_out = nullptr;
         cuda::persistent_decode(s.persistent, s.persistent_shape, seg, &s.persistent_tag, st);
-        // The segment wrote the row's key and value into the cache (append false).
-        const cuda::SeaKvCache cache{s.k_cache(hp, l), s.v_cache(hp, l), (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd,
-                                     /*append=*/false, s.sea_prefetch_max_pos};
-        cuda::sea_attention_decode_cuda(s.sea_cfg, s.sea_params[l], cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
-                                        s.sea_layer_states(l), s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
-        seg.layer_begin = (int)l;
-        seg.attn_in = attn;
+    } catch (...) {
+        if (s.persistent_tag == step_tag) s.persistent_tag += (uint32_t)s.persistent.tags_per_step;
+        throw;
     }
-    seg.layer_end = (int)hp.n_layer;
-    seg.qkv_out = nullptr;
-    cuda::persistent_decode(s.persistent, s.persistent_shape, seg, &s.persistent_tag, st);
 }
 
 // The forward of both entry points: with output_targets == nullptr it writes the logits of the

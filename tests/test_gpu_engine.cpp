@@ -876,7 +876,12 @@ struct SeaContext {
     }
 };
 
-TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
+// The OPT-1.3B-shaped 2-layer SEA model decoded by a context with SEAOPT_PERSISTENT_SEA=sea_env against one with 0
+// (the kernel-per-op SEA step), for each SEA layer set (null: all): sequence 0 a 64-token prefill then 300 one-token
+// steps, sequence 1 one token a step from position 0. log_marker: the planner's log line that says the context runs
+// the path under test (expected on sm_90 with an sm_90 build); what: the path's name in the printed figures.
+void check_persistent_sea_against_per_op(const char *sea_env, const char *log_marker, const char *what,
+                                         std::initializer_list<const char *> layer_sets) {
     const std::string path =
         make_model("opt1.3b-sea", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"}, true,
                    "5");
@@ -889,45 +894,49 @@ TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
     int major = 0;
     ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
     const bool expect_persistent = major >= 9 && std::string(seaopt_build_info()).find("sm_90") != std::string::npos;
-    for (const char *layers : {(const char *)nullptr, "1"}) {
+    for (const char *layers : layer_sets) {
         g_log_lines.clear();
         seaopt_log_set(capture_log, nullptr);
-        SeaContext inside(model, layers, "1");
+        SeaContext tested(model, layers, sea_env);
         seaopt_log_set(nullptr, nullptr);
         SeaContext per_op(model, layers, "0");
-        bool ran_inside = false;
-        for (const std::string &line : g_log_lines) ran_inside |= line.find("SEA attention inside") != std::string::npos;
+        bool ran = false;
+        for (const std::string &line : g_log_lines) ran |= line.find(log_marker) != std::string::npos;
         if (expect_persistent) {
-            EXPECT_TRUE(ran_inside) << "the SEA context did not plan the persistent kernel";
+            EXPECT_TRUE(ran) << "the SEA context did not plan " << what;
         }
-        if (!ran_inside) std::printf("note: no persistent decode kernel here: the per-op SEA step twice\n");
-        // Sequence 0: a 64-token prefill, then one token a step. Sequence 1: one token a step from position 0.
+        if (!ran) std::printf("note: no persistent decode kernel here: the per-op SEA step twice\n");
         std::vector<int32_t> seq0(64, 0);
         std::vector<int8_t> want(64, 0);
         seaopt_batch pre = seaopt_batch_get_one(ids.data(), 64);
         pre.seq_id = seq0.data();
         pre.logits = want.data();
-        ASSERT_EQ(seaopt_decode(inside.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
+        ASSERT_EQ(seaopt_decode(tested.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
         ASSERT_EQ(seaopt_decode(per_op.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
         std::vector<std::vector<float>> got, ref;
         for (int32_t t = 64; t < 364; ++t) {
-            got.push_back(inside.step(ids[(size_t)t], t, 0, V));
+            got.push_back(tested.step(ids[(size_t)t], t, 0, V));
             ref.push_back(per_op.step(ids[(size_t)t], t, 0, V));
         }
         for (int32_t t = 0; t < 40; ++t) {
-            got.push_back(inside.step(ids[(size_t)t + 100], t, 1, V));
+            got.push_back(tested.step(ids[(size_t)t + 100], t, 1, V));
             ref.push_back(per_op.step(ids[(size_t)t + 100], t, 1, V));
         }
         const RowsDiff d = compare_rows(got, ref, 0.02);
-        std::printf("SEA (layers %s) inside the persistent step vs the per-op SEA step, 300 steps after a 64-token "
-                    "prefill + 40 from position 0: %zu of %zu beyond 0.02 x logit std (median %.5f, worst %.3f x std), "
-                    "argmax differs at %zu\n",
-                    layers ? layers : "all", d.far, d.n, d.median, d.worst, d.argmax_differ);
+        std::printf("SEA (layers %s) %s vs the per-op SEA step, 300 steps after a 64-token prefill + 40 from "
+                    "position 0: %zu of %zu beyond 0.02 x logit std (median %.5f, worst %.3f x std), argmax differs "
+                    "at %zu\n",
+                    layers ? layers : "all", what, d.far, d.n, d.median, d.worst, d.argmax_differ);
         EXPECT_LE(d.median, 0.005);
         EXPECT_LE(d.far, d.n / 20);
         EXPECT_LE(d.argmax_differ, d.n / 20);
     }
     seaopt_model_free(model);
+}
+
+TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
+    check_persistent_sea_against_per_op("1", "SEA attention inside", "the persistent kernel with SEA inside",
+                                        {nullptr, "1"});
 }
 
 // The split step (the default for SEA contexts on sm_90: the persistent kernel in segments, each SEA layer's
@@ -937,58 +946,8 @@ TEST(GpuEngine, PersistentSeaDecodeMatchesThePerOpStep) {
 // segment) and on layer 0 only (inside the last). The split step's GEMVs are the persistent kernel's, so the same
 // rounding rule.
 TEST(GpuEngine, PersistentSplitSeaDecodeMatchesThePerOpStep) {
-    const std::string path =
-        make_model("opt1.3b-sea", {"--hidden", "2048", "--heads", "32", "--layers", "2", "--ffn", "8192"}, true,
-                   "5");
-    seaopt_model_params mp = seaopt_model_default_params();
-    mp.device = SEAOPT_DEVICE_CUDA;
-    seaopt_model *model = nullptr;
-    ASSERT_EQ(seaopt_model_load(path.c_str(), &mp, &model), SEAOPT_OK) << seaopt_last_error();
-    const int32_t V = seaopt_model_n_vocab(model);
-    const std::vector<int32_t> ids = test_ids(364);
-    int major = 0;
-    ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), cudaSuccess);
-    const bool expect_persistent = major >= 9 && std::string(seaopt_build_info()).find("sm_90") != std::string::npos;
-    for (const char *layers : {(const char *)nullptr, "1", "0"}) {
-        g_log_lines.clear();
-        seaopt_log_set(capture_log, nullptr);
-        SeaContext split(model, layers, "split");
-        seaopt_log_set(nullptr, nullptr);
-        SeaContext per_op(model, layers, "0");
-        bool ran_split = false;
-        for (const std::string &line : g_log_lines) {
-            ran_split |= line.find("in segments between the SEA layers' kernels") != std::string::npos;
-        }
-        if (expect_persistent) {
-            EXPECT_TRUE(ran_split) << "the SEA context did not plan the split step";
-        }
-        if (!ran_split) std::printf("note: no persistent decode kernel here: the per-op SEA step twice\n");
-        std::vector<int32_t> seq0(64, 0);
-        std::vector<int8_t> want(64, 0);
-        seaopt_batch pre = seaopt_batch_get_one(ids.data(), 64);
-        pre.seq_id = seq0.data();
-        pre.logits = want.data();
-        ASSERT_EQ(seaopt_decode(split.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
-        ASSERT_EQ(seaopt_decode(per_op.ctx, &pre), SEAOPT_OK) << seaopt_last_error();
-        std::vector<std::vector<float>> got, ref;
-        for (int32_t t = 64; t < 364; ++t) {
-            got.push_back(split.step(ids[(size_t)t], t, 0, V));
-            ref.push_back(per_op.step(ids[(size_t)t], t, 0, V));
-        }
-        for (int32_t t = 0; t < 40; ++t) {
-            got.push_back(split.step(ids[(size_t)t + 100], t, 1, V));
-            ref.push_back(per_op.step(ids[(size_t)t + 100], t, 1, V));
-        }
-        const RowsDiff d = compare_rows(got, ref, 0.02);
-        std::printf("SEA (layers %s) split step vs the per-op SEA step, 300 steps after a 64-token prefill + 40 from "
-                    "position 0: %zu of %zu beyond 0.02 x logit std (median %.5f, worst %.3f x std), argmax differs "
-                    "at %zu\n",
-                    layers ? layers : "all", d.far, d.n, d.median, d.worst, d.argmax_differ);
-        EXPECT_LE(d.median, 0.005);
-        EXPECT_LE(d.far, d.n / 20);
-        EXPECT_LE(d.argmax_differ, d.n / 20);
-    }
-    seaopt_model_free(model);
+    check_persistent_sea_against_per_op("split", "in segments between the SEA layers' kernels", "the split step",
+                                        {nullptr, "1", "0"});
 }
 
 // ---- Saved sequence states (seaopt_state_seq_*, engine/state.h) on the GPU ----

@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
@@ -266,28 +267,46 @@ TEST(TokenizerAdded, LegacyAddedTokensJson) {
     }
 }
 
-// Through the converter to a GGUF file (tokenizer.seaopt.added_token_*), then the C API.
-TEST(TokenizerAdded, SurvivesConversionToGguf) {
-    convert_test::TempDir tmp;
+namespace {
+
+// A tiny random checkpoint in root/NAME-ck without vocab.json and merges.txt, its tokenizer files put there by
+// put_tokenizer(dir), converted to root/NAME.gguf (returned).
+std::string convert_with_tokenizer(const std::string &root, const std::string &name,
+                                   const std::function<void(const std::string &)> &put_tokenizer) {
     convert_test::TinyConfig c;
     c.vocab = n_vocab();
-    const std::string ck = tmp.path() + "/ck";
+    const std::string ck = root + "/" + name + "-ck";
     convert_test::write_hf_checkpoint(ck, c.to_json(), convert_test::make_hf_tensors(c, false), seaopt::convert::DType::F16,
                                       convert_test::Layout::Safetensors, true);
     fs::remove(ck + "/vocab.json");
     fs::remove(ck + "/merges.txt");
-    const std::string v5 = v5_dir(tmp.path());
-    for (const char *f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(v5 + "/" + f, ck + "/" + f);
+    put_tokenizer(ck);
     seaopt::convert::ConvertOptions o;
     o.input_dir = ck;
-    o.output_path = tmp.path() + "/out.gguf";
+    o.output_path = root + "/" + name + ".gguf";
     seaopt::convert::convert_checkpoint(o);
+    return o.output_path;
+}
 
+// The converted file's tokenizer only, through the C API.
+seaopt_status load_vocab_only(const std::string &path, seaopt_model **model) {
     seaopt_model_params params = seaopt_model_default_params();
     params.device = SEAOPT_DEVICE_CPU;
     params.vocab_only = true;
+    return seaopt_model_load(path.c_str(), &params, model);
+}
+
+}  // namespace
+
+// Through the converter to a GGUF file (tokenizer.seaopt.added_token_*), then the C API.
+TEST(TokenizerAdded, SurvivesConversionToGguf) {
+    convert_test::TempDir tmp;
+    const std::string v5 = v5_dir(tmp.path());
+    const std::string gguf = convert_with_tokenizer(tmp.path(), "out", [&](const std::string &ck) {
+        for (const char *f : {"tokenizer.json", "tokenizer_config.json"}) fs::copy_file(v5 + "/" + f, ck + "/" + f);
+    });
     seaopt_model *model = nullptr;
-    ASSERT_EQ(seaopt_model_load(o.output_path.c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    ASSERT_EQ(load_vocab_only(gguf, &model), SEAOPT_OK) << seaopt_last_error();
     for (int32_t id : {2, 1, 50264, 50265, 50266, 50267}) EXPECT_TRUE(seaopt_token_is_special(model, id)) << id;
     for (int32_t id : {0, 3, 873, 42891, 50268, 50275, -1, 50276}) EXPECT_FALSE(seaopt_token_is_special(model, id)) << id;
     EXPECT_FALSE(seaopt_token_is_special(nullptr, 2));
@@ -462,25 +481,13 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
     EXPECT_EQ(encode(load(v4)), with_bos);
 
     // A converted checkpoint whose tokenizer adds no BOS: the GGUF says so, the C API follows it.
-    convert_test::TinyConfig c;
-    c.vocab = n_vocab();
-    const std::string ck = tmp.path() + "/ck";
-    convert_test::write_hf_checkpoint(ck, c.to_json(), convert_test::make_hf_tensors(c, false), seaopt::convert::DType::F16,
-                                      convert_test::Layout::Safetensors, true);
-    fs::remove(ck + "/vocab.json");
-    fs::remove(ck + "/merges.txt");
-    json j = tokenizer_json();
-    j["post_processor"] = a_only;
-    std::ofstream(ck + "/tokenizer.json") << j.dump();
-    seaopt::convert::ConvertOptions o;
-    o.input_dir = ck;
-    o.output_path = tmp.path() + "/no-bos.gguf";
-    seaopt::convert::convert_checkpoint(o);
-    seaopt_model_params params = seaopt_model_default_params();
-    params.device = SEAOPT_DEVICE_CPU;
-    params.vocab_only = true;
+    const std::string gguf = convert_with_tokenizer(tmp.path(), "no-bos", [&](const std::string &ck) {
+        json j = tokenizer_json();
+        j["post_processor"] = a_only;
+        std::ofstream(ck + "/tokenizer.json") << j.dump();
+    });
     seaopt_model *model = nullptr;
-    ASSERT_EQ(seaopt_model_load(o.output_path.c_str(), &params, &model), SEAOPT_OK) << seaopt_last_error();
+    ASSERT_EQ(load_vocab_only(gguf, &model), SEAOPT_OK) << seaopt_last_error();
     EXPECT_FALSE(seaopt_model_add_bos(model));
     EXPECT_FALSE(seaopt_model_add_bos(nullptr));
     std::vector<seaopt_token> ids(8);

@@ -510,10 +510,10 @@ uint64_t persistent_table_bytes(const OptHparams &hp, bool sea) {
 // A context with SEA layers runs the split step by default (SEAOPT_PERSISTENT_SEA unset or "split"): the dense
 // kernel in segments, the kernel-per-op SEA kernels between them (persistent_split_step). SEAOPT_PERSISTENT_SEA=1
 // runs SEA inside the persistent kernel: correct (GpuEngine.PersistentSeaDecodeMatchesThePerOpStep) but slower on
-// H100 (tg128 358 against 514-525 t/s for the per-op step, docs/development.md); 0 keeps the per-op step. On H100 at the OPT-1.3B shape: tg128 ~856 t/s against the captured
-// per-op step's ~706-723, ~737 against ~639 at depth 1,920 (docs/development.md). Q8_0 models too (the stream carries
-// the int8 rows and scales: ~1,100 t/s against the per-op q8 step's ~1,010-1,030). Sets s.persistent, its shape and
-// the bytes it adds.
+// H100 (tg128 358 against 514-525 t/s for the per-op step, docs/development.md); 0 keeps the per-op step. On H100
+// at the OPT-1.3B shape: tg128 ~856 t/s against the captured per-op step's ~706-723, ~737 against ~639 at depth
+// 1,920 (docs/development.md). Q8_0 models too (the stream carries the int8 rows and scales: ~1,100 t/s against the
+// per-op q8 step's ~1,010-1,030). Sets s.persistent, its shape and the bytes it adds.
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");
     const char *sea_env = std::getenv("SEAOPT_PERSISTENT_SEA");
@@ -790,6 +790,20 @@ cuda::PersistentDecodeArgs persistent_args(const OptCudaWeights &w, const OptCud
     return a;
 }
 
+// SEA layer l's incremental decode of `rows` (sea_cuda.h): q, k, v from the fused qkv rows, the attention output to
+// attn, the arena's SEA scratch; append: the first kernel writes each row's key and value into the layer's cache
+// (else they are there already). q is scaled by head_dim^-1/2 inside (1/8 for OPT's heads: exact).
+void enqueue_sea_decode(const OptHparams &hp, OptCudaState &s, uint32_t l, const half_t *qkv,
+                        const cuda::SeaDecodeRows &rows, bool append, half_t *attn, cudaStream_t st) {
+    const int C = (int)hp.n_embd, H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
+    const cuda::SeaKvCache cache{s.k_cache(hp, l), s.v_cache(hp, l), (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd,
+                                 append, s.sea_prefetch_max_pos};
+    cuda::sea_attention_decode_cuda(s.sea_cfg, s.sea_params[l], cuda::sea_qkv_fused(qkv, H),
+                                    1.0f / std::sqrt((float)hd), rows, cache, s.sea_layer_states(l),
+                                    s.sea_state_stride, attn, C, s.buffer("sea_scratch"), s.plan_bytes("sea_scratch"),
+                                    st);
+}
+
 // The split step (s.persistent_split): the persistent kernel in segments, each SEA layer's attention between them
 // as the kernel-per-op SEA decode (sea_cuda.h), all enqueued on the stream. The segment before SEA layer l stops
 // after l's qkv GEMV (q, k, v to the arena's qkv buffer, K and V to the cache), the SEA kernels write the attention
@@ -797,12 +811,8 @@ cuda::PersistentDecodeArgs persistent_args(const OptCudaWeights &w, const OptCud
 // (token, position, logits, ...); rows: the one SEA decode row (row 0, its position and sequence) on the device.
 void persistent_split_step(const OptHparams &hp, OptCudaState &s, const cuda::PersistentDecodeArgs &a,
                            const cuda::SeaDecodeRows &rows, cudaStream_t st) {
-    const int C = (int)hp.n_embd, H = (int)hp.n_head, hd = (int)hp.head_dim(), n_ctx = (int)s.n_ctx;
     half_t *qkv = reinterpret_cast<half_t *>(s.buffer("qkv"));
     half_t *attn = reinterpret_cast<half_t *>(s.buffer("attn"));
-    void *scratch = s.buffer("sea_scratch");
-    const size_t scratch_bytes = s.plan_bytes("sea_scratch");
-    const float q_scale = 1.0f / std::sqrt((float)hd);
     cuda::PersistentDecodeArgs seg = a;
     seg.layer_begin = 0;
     seg.attn_in = nullptr;
@@ -815,11 +825,8 @@ void persistent_split_step(const OptHparams &hp, OptCudaState &s, const cuda::Pe
             seg.layer_end = (int)l + 1;
             seg.qkv_out = qkv;
             cuda::persistent_decode(s.persistent, s.persistent_shape, seg, &s.persistent_tag, st);
-            // The segment wrote the row's key and value into the cache (append false).
-            const cuda::SeaKvCache cache{s.k_cache(hp, l), s.v_cache(hp, l), (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd,
-                                         /*append=*/false, s.sea_prefetch_max_pos};
-            cuda::sea_attention_decode_cuda(s.sea_cfg, s.sea_params[l], cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
-                                            s.sea_layer_states(l), s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
+            // The segment wrote the row's key and value into the cache: no append.
+            enqueue_sea_decode(hp, s, l, qkv, rows, /*append=*/false, attn, st);
             seg.layer_begin = (int)l;
             seg.attn_in = attn;
         }
@@ -1010,12 +1017,9 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
                                                      scratch_bytes, st, nullptr,
                                                      states + (size_t)pf.seq * s.sea_state_stride, kv, pf.p0);
                 }
-                const cuda::SeaKvCache cache{k_l, v_l, (int64_t)H * n_ctx * hd, (int64_t)n_ctx * hd, /*append=*/true,
-                                             s.sea_prefetch_max_pos};
                 for (const auto &[first, R] : sea_waves) {
                     const cuda::SeaDecodeRows rows{d_wrow + first, d_wpos + first, d_wseq + first, R};
-                    cuda::sea_attention_decode_cuda(s.sea_cfg, P, cuda::sea_qkv_fused(qkv, H), q_scale, rows, cache,
-                                                    states, s.sea_state_stride, attn, C, scratch, scratch_bytes, st);
+                    enqueue_sea_decode(hp, s, l, qkv, rows, /*append=*/true, attn, st);
                 }
             } else {
                 cuda::attention_forward(attn, qkv, k_l, v_l, tiles, n_tiles, all_single, max_pos, H, hd, n_ctx,
@@ -1207,8 +1211,8 @@ void forward_impl(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s
 }  // namespace
 
 bool opt_cuda_greedy_chain(const OptCudaState &s) {
-    return s.persistent.ok && !s.persistent.sea && !s.persistent_split && s.persistent.mode == 0 && s.pinned_picks_on_device != nullptr &&
-           s.pinned_logits_on_device != nullptr;
+    return s.persistent.ok && !s.persistent.sea && !s.persistent_split && s.persistent.mode == 0 &&
+           s.pinned_picks_on_device != nullptr && s.pinned_logits_on_device != nullptr;
 }
 
 int32_t opt_generate_greedy_cuda(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s, int32_t seq,

@@ -190,9 +190,12 @@ TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_
         tok = load_hf_tokenizer((dir / "vocab.json").string(), (dir / "merges.txt").string(), (int32_t)hp.n_vocab);
         check_merges(tok, (dir / "merges.txt").string());
     }
-    const HfAddedTokens added = read_hf_added_tokens(dir, have_tokenizer_json ? &tokenizer_json : nullptr);
+    nlohmann::json config;  // tokenizer_config.json, read once for the added tokens and the BOS
+    const bool have_config = read_hf_tokenizer_config(dir, config);
+    const nlohmann::json *tj = have_tokenizer_json ? &tokenizer_json : nullptr, *tc = have_config ? &config : nullptr;
+    const HfAddedTokens added = read_hf_added_tokens(dir, tj, tc);
     for (std::string &note : apply_hf_added_tokens(added, tok)) notes.push_back(std::move(note));
-    tok.add_bos = read_hf_add_bos(dir, have_tokenizer_json ? &tokenizer_json : nullptr, tok.bos_id, notes);
+    tok.add_bos = read_hf_add_bos(tj, tc, tok.bos_id, notes);
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));

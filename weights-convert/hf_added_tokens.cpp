@@ -218,13 +218,15 @@ json read_hf_tokenizer_json(const fs::path &dir) {
     return tj;
 }
 
-HfAddedTokens read_hf_added_tokens(const fs::path &dir, const json *tokenizer_json) {
-    json config, map, at;
-    const bool have_config = read_object_file(dir, "tokenizer_config.json", kMaxTokenizerConfigBytes, config);
+bool read_hf_tokenizer_config(const fs::path &dir, json &out) {
+    return read_object_file(dir, "tokenizer_config.json", kMaxTokenizerConfigBytes, out);
+}
+
+HfAddedTokens read_hf_added_tokens(const fs::path &dir, const json *tokenizer_json, const json *tokenizer_config) {
+    json map, at;
     const bool have_map = read_object_file(dir, "special_tokens_map.json", kMaxTokenizerConfigBytes, map);
     const bool have_at = read_object_file(dir, "added_tokens.json", kMaxTokenizerConfigBytes, at);
-    return added_tokens(have_config ? &config : nullptr, have_map ? &map : nullptr, tokenizer_json,
-                        have_at ? &at : nullptr);
+    return added_tokens(tokenizer_config, have_map ? &map : nullptr, tokenizer_json, have_at ? &at : nullptr);
 }
 
 std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, TokenizerData &tok) {
@@ -349,24 +351,25 @@ bool post_processor_adds_bos(const json &pp, int32_t bos_id, const std::string &
 
 }  // namespace
 
-bool read_hf_add_bos(const fs::path &dir, const json *tokenizer_json, int32_t bos_id, std::vector<std::string> &notes) {
+bool read_hf_add_bos(const json *tokenizer_json, const json *tokenizer_config, int32_t bos_id,
+                     std::vector<std::string> &notes) {
     if (tokenizer_json) {
         // transformers 5.17 runs tokenizer.json's post-processor and ignores tokenizer_config.json's add_bos_token
         // (measured: a config saying false beside a "</s> $A" template still gives the BOS).
         const json &pp = tokenizer_json->contains("post_processor") ? (*tokenizer_json)["post_processor"] : json();
         return post_processor_adds_bos(pp, bos_id, "tokenizer.json's post_processor");
     }
-    json config;
     // vocab.json and merges.txt alone: OPT's hub tokenizer (its tokenizer_config.json says add_bos_token true).
-    if (!read_object_file(dir, "tokenizer_config.json", kMaxTokenizerConfigBytes, config)) return true;
+    if (!tokenizer_config) return true;
+    const json &config = *tokenizer_config;
     if (!config.contains("add_bos_token") || config["add_bos_token"].is_null()) {
         notes.push_back("tokenizer_config.json has no add_bos_token: no BOS is added, as transformers' GPT2Tokenizer "
                         "does by default (OPT's hub files say true)");
         return false;
     }
     if (!config["add_bos_token"].is_boolean()) {
-        throw_model_format("tokenizer_config.json: add_bos_token is " + std::string(json_type_words(config["add_bos_token"])) +
-                           ", not true or false");
+        throw_model_format("tokenizer_config.json: add_bos_token is " +
+                           std::string(json_type_words(config["add_bos_token"])) + ", not true or false");
     }
     return config["add_bos_token"].get<bool>();
 }

@@ -39,9 +39,13 @@ struct HfAddedTokens {
 // Parses the files' texts (each may be empty: absent).
 HfAddedTokens parse_hf_added_tokens(const std::string &tokenizer_config, const std::string &special_tokens_map,
                                     const std::string &tokenizer_json = "", const std::string &added_tokens_json = "");
-// Reads `dir`/tokenizer_config.json, special_tokens_map.json and added_tokens.json where they exist, with
-// `tokenizer_json`, the directory's tokenizer.json as read_hf_tokenizer_json parsed it (null where there is none).
-HfAddedTokens read_hf_added_tokens(const std::filesystem::path &dir, const nlohmann::json *tokenizer_json);
+// Reads `dir`/special_tokens_map.json and added_tokens.json where they exist, with `tokenizer_json` and
+// `tokenizer_config`, the directory's tokenizer.json and tokenizer_config.json as read_hf_tokenizer_json and
+// read_hf_tokenizer_config parsed them (null where there is none).
+HfAddedTokens read_hf_added_tokens(const std::filesystem::path &dir, const nlohmann::json *tokenizer_json,
+                                   const nlohmann::json *tokenizer_config);
+// `dir`/tokenizer_config.json into `out`, parsed as read_hf_tokenizer_json parses; false where it is absent.
+bool read_hf_tokenizer_config(const std::filesystem::path &dir, nlohmann::json &out);
 // `dir`/tokenizer.json, parsed as the converter parses JSON (duplicate keys refused, size bounded).
 nlohmann::json read_hf_tokenizer_json(const std::filesystem::path &dir);
 
@@ -55,10 +59,10 @@ std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, Token
 // tokenizer.json's post_processor where the directory has one (a TemplateProcessing "</s> $A" adds it; none,
 // ByteLevel or "$A" do not; tokenizer_config.json's add_bos_token is then ignored, as transformers ignores it); else
 // tokenizer_config.json's add_bos_token (absent: no BOS, GPT2Tokenizer's default; a note says so); else (vocab.json
-// and merges.txt alone) OPT's hub tokenizer's true. A post-processor that puts anything else around the
-// text (an EOS after it, a Roberta or Bert processor) is refused: seaopt adds at most a BOS before it. bos_id: the
-// tokenizer's BOS, which the template's token must be.
-bool read_hf_add_bos(const std::filesystem::path &dir, const nlohmann::json *tokenizer_json, int32_t bos_id,
+// and merges.txt alone) OPT's hub tokenizer's true. A post-processor that puts anything else around the text (an EOS
+// after it, a Roberta or Bert processor) is refused: seaopt adds at most a BOS before it. bos_id: the tokenizer's
+// BOS, which the template's token must be. Each file as its reader parsed it (null: absent).
+bool read_hf_add_bos(const nlohmann::json *tokenizer_json, const nlohmann::json *tokenizer_config, int32_t bos_id,
                      std::vector<std::string> &notes);
 
 }  // namespace seaopt::convert

@@ -1908,7 +1908,8 @@ void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeS
     check_arg(args.stop_token >= -1, "persistent_decode", "stop_token must be a token id or -1");
     PersistentDecodeArgs a = args;
     if (a.layer_end < 0) a.layer_end = shape.n_layer;
-    const bool segment = a.layer_begin != 0 || a.layer_end != shape.n_layer || a.attn_in != nullptr || a.qkv_out != nullptr;
+    const bool segment =
+        a.layer_begin != 0 || a.layer_end != shape.n_layer || a.attn_in != nullptr || a.qkv_out != nullptr;
     check_arg(!segment || (a.n_steps == 1 && !plan.sea && plan.mode == 0), "persistent_decode",
               "a segment needs one step, dense kernels and timing mode 0");
     check_arg(a.layer_begin >= 0 && a.layer_begin < a.layer_end && a.layer_end <= shape.n_layer, "persistent_decode",

@@ -22,7 +22,8 @@
 // up to a SEA layer's qkv, that layer's kernel-per-op SEA decode, the next segment from its out-projection, and so on
 // ("the split step", ~5-8% faster than the kernel-per-op SEA step on the H200). SEA layers can also run inside the
 // step (PersistentLayer::sea; heads of 64; a kernel instantiation of its own): correct, but slower than both, so the
-// engine asks for it only with SEAOPT_PERSISTENT_SEA=1 (model/opt_cuda.cpp; docs/development.md has the measurements). Q8_0 matrices stream as
+// engine asks for it only with SEAOPT_PERSISTENT_SEA=1 (model/opt_cuda.cpp; docs/development.md has the
+// measurements). Q8_0 matrices stream as
 // their int8 rows and fp16 scales (PersistentDecodeShape::q8; dense layers; kernel instantiations of their own):
 // OPT-1.3B tg128 ~1,100 t/s on H100 against ~1,000 for fp16, bound by the int8 -> fp16 conversion and the handovers.
 #pragma once
@@ -149,9 +150,10 @@ struct PersistentDecodeArgs {
 };
 
 // Enqueues one step (token at position pos of sequence seq: K and V go to the cache, the logits to
-// args.logits), or args.n_steps of a greedy chain, or a segment of a step (PersistentDecodeArgs::layer_begin). *tag_base is the first handover tag of the step (start at 1
-// with a zeroed scratch); it advances by n_steps x plan.tags_per_step once the launch is accepted. Throws
-// seaopt::Error on a launch failure or a chain the plan cannot run (SEA layers, a timing mode).
+// args.logits), or args.n_steps of a greedy chain, or a segment of a step (PersistentDecodeArgs::layer_begin).
+// *tag_base is the first handover tag of the step (start at 1 with a zeroed scratch); it advances by n_steps x
+// plan.tags_per_step once the launch is accepted, for a segment only once the step's last one is. Throws
+// seaopt::Error on a launch failure or a chain or segment the plan cannot run (SEA layers, a timing mode).
 void persistent_decode(const PersistentDecodePlan &plan, const PersistentDecodeShape &shape,
                        const PersistentDecodeArgs &args, uint32_t *tag_base, cudaStream_t stream);
 

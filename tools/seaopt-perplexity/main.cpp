@@ -74,10 +74,10 @@ const char *const kProtocol =
     "untimed (a warm-up, as llama-perplexity's; --no-warmup skips it); the time printed at the end is the\n"
     "timed pass's.\n"
     "Not llama-perplexity's protocol, which --score-second-half selects instead: the same windows, but the\n"
-    "first token of each replaced by BOS (where the tokenizer adds one) and only its second half scored (the NLL of tokens N/2+1 .. N-1,\n"
-    "each given its window's prefix); PPL = exp(mean NLL over the scored tokens). The numbers differ from\n"
-    "the GPTQ protocol's (each scored token has at least N/2 tokens of context) and are not comparable\n"
-    "with published OPT WikiText-2 figures.\n"
+    "first token of each replaced by BOS (where the tokenizer adds one) and only its second half scored\n"
+    "(the NLL of tokens N/2+1 .. N-1, each given its window's prefix); PPL = exp(mean NLL over the scored\n"
+    "tokens). The numbers differ from the GPTQ protocol's (each scored token has at least N/2 tokens of\n"
+    "context) and are not comparable with published OPT WikiText-2 figures.\n"
     "\n"
     "--kl-divergence: how far SEA moves the model. Every window runs through two contexts of the same\n"
     "model, dense attention and SEA (--sea-layers, --sea-k; --attention may be left out or be sea; the\n"
@@ -497,8 +497,9 @@ int run(const Options &opt) {
 
     const int32_t n_samples = n_tokens / N;
     if (n_samples < 1) {
-        return fail(source + " is " + std::to_string(n_tokens) + " tokens (with the BOS, if the tokenizer adds one), fewer than one window of " +
-                    std::to_string(N) + " tokens: give a longer text or a smaller -c");
+        return fail(source + " is " + std::to_string(n_tokens) +
+                    " tokens (with the BOS, if the tokenizer adds one), fewer than one window of " + std::to_string(N) +
+                    " tokens: give a longer text or a smaller -c");
     }
     std::fprintf(stderr, "perplexity: %d tokens, nsamples = %d windows of %d (the last %d tokens are dropped)\n",
                  n_tokens, n_samples, N, n_tokens - n_samples * N);

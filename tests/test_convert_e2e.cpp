@@ -267,24 +267,30 @@ TEST(EndToEnd, OutputLoadsInTheEngine) {
     }
 }
 
-// config.json's special ids are what the GGUF (and so generation) uses: a fine-tune that ends its turns with
-// another token stops there, as Hugging Face's generate() does; the converter says so.
+// config.json's EOS and padding ids are what the GGUF (and so generation) uses: a fine-tune that ends its turns with
+// another token stops there, as Hugging Face's generate() does; the converter says so. Its bos_token_id is not:
+// tokenizer(text) prepends the tokenizer's BOS whatever config.json says (transformers 5.17, measured: OPT's files
+// beside a config.json with bos_token_id 0 give [2, 31414, 232]).
 TEST(EndToEnd, ConfigSpecialTokenIdsAreKept) {
     TempDir tmp;
     TinyConfig c;
     nlohmann::json config = c.to_json();
     config["eos_token_id"] = 50118;  // "\u010a" (a newline): OPT-IML-style chat fine-tunes stop on it
-    config["bos_token_id"] = 2;
+    config["bos_token_id"] = 0;
     config["pad_token_id"] = nullptr;
     write_hf_checkpoint(tmp / "ck", config, make_hf_tensors(c, false), DType::F16, Layout::Safetensors, true);
     ConvertOptions o;
     o.input_dir = tmp / "ck";
     o.output_path = tmp / "out.gguf";
     const ConvertResult r = convert_checkpoint(o);
-    ASSERT_EQ(r.notes.size(), 1u);
-    EXPECT_NE(r.notes[0].find("config.json's eos_token_id 50118 ('\xC4\x8A') is the end-of-sequence token, not 2 ('</s>')"),
+    ASSERT_EQ(r.notes.size(), 2u);
+    EXPECT_NE(r.notes[0].find("config.json's bos_token_id 0 ('<s>') differs from the tokenizer's beginning-of-sequence "
+                              "token 2 ('</s>'); seaopt keeps the tokenizer's"),
               std::string::npos)
         << r.notes[0];
+    EXPECT_NE(r.notes[1].find("config.json's eos_token_id 50118 ('\xC4\x8A') is the end-of-sequence token, not 2 ('</s>')"),
+              std::string::npos)
+        << r.notes[1];
     const Bytes bytes = read_bytes(tmp / "out.gguf");
     const gguf::File f = gguf::parse(bytes.data(), bytes.size());
     EXPECT_EQ(f.get_u32(keys::kTokBos), 2u);

@@ -443,14 +443,39 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
     json eos_after = template_bos;
     eos_after["single"].push_back({{"SpecialToken", {{"id", "</s>"}, {"type_id", 0}}}});
     expect_refused(eos_after, "its template for one text puts 3 pieces around it");
-    json pad_first = template_bos;
-    pad_first["single"][0]["SpecialToken"]["id"] = "<pad>";
-    pad_first["special_tokens"] = {{"<pad>", {{"id", "<pad>"}, {"ids", {1}}, {"tokens", {"<pad>"}}}}};
-    expect_refused(pad_first, "the text starts with '<pad>' (id 1), not the BOS token (id 2)");
+    json huge_first = template_bos;
+    huge_first["special_tokens"]["</s>"]["ids"] = {1 << 30};
+    expect_refused(huge_first, "puts the id 1073741824 before the text, outside the vocabulary");
     expect_refused({{"type", "RobertaProcessing"}, {"sep", {"</s>", 2}}, {"cls", {"<s>", 0}}},
                    "a RobertaProcessing post-processor");
     expect_refused({{"type", "Sequence"}, {"processors", json::array({template_bos, template_bos})}},
                    "two processors add a BOS");
+
+    // Which token: the template's, whatever bos_token says (transformers 5.17, measured: a "<s> $A" template beside
+    // bos_token "</s>" gives [0, 31414, 232]; "</s> $A" beside bos_token "<s>" gives [2, ...]).
+    auto expect_first = [&](const json &pp, const json &bos_token, const Ids &ids, const std::string &note) {
+        with_post_processor(pp);
+        json c = read_json(kDir + "/tokenizer_config.json");
+        c["bos_token"] = bos_token;
+        std::ofstream(v5 + "/tokenizer_config.json") << c.dump();
+        std::vector<std::string> notes;
+        EXPECT_EQ(encode(load(v5, &notes)), ids) << pp.dump() << " bos_token " << bos_token.dump();
+        bool noted = note.empty();
+        for (const std::string &n : notes) noted |= !note.empty() && n.find(note) != std::string::npos;
+        EXPECT_TRUE(noted) << "no note: " << note;
+    };
+    json s_first = template_bos;
+    s_first["single"][0]["SpecialToken"]["id"] = "<s>";
+    s_first["special_tokens"] = {{"<s>", {{"id", "<s>"}, {"ids", {0}}, {"tokens", {"<s>"}}}}};
+    const std::string s_note = "puts '<s>' (id 0) before the text, not the bos_token '</s>' (id 2): it is the BOS";
+    expect_first(s_first, "</s>", Ids{0, 31414, 232}, s_note);
+    expect_first(s_first, "<s>", Ids{0, 31414, 232}, "");
+    expect_first(template_bos, "<s>", with_bos, "puts '</s>' (id 2) before the text, not the bos_token '<s>' (id 0)");
+    json pad_first = template_bos;
+    pad_first["single"][0]["SpecialToken"]["id"] = "<pad>";
+    pad_first["special_tokens"] = {{"<pad>", {{"id", "<pad>"}, {"ids", {1}}, {"tokens", {"<pad>"}}}}};
+    expect_first(pad_first, "</s>", Ids{1, 31414, 232}, "puts '<pad>' (id 1) before the text");
+    fs::copy_file(kDir + "/tokenizer_config.json", v5 + "/tokenizer_config.json", fs::copy_options::overwrite_existing);
 
     // Without tokenizer.json: tokenizer_config.json's add_bos_token; no config at all: OPT's hub tokenizer's (true).
     const std::string v4 = v4_dir(tmp.path());
@@ -477,6 +502,39 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
     } catch (const seaopt::Error &e) {
         EXPECT_NE(std::string(e.what()).find("add_bos_token is a string, not true or false"), std::string::npos) << e.what();
     }
+    // The BOS is bos_token, special_tokens_map.json's over tokenizer_config.json's (transformers 5.17, measured: "<s>"
+    // in both gives [0, 31414, 232], "<s>" in the config beside "</s>" in the map [2, ...], "<s>" alone [0, ...]).
+    v4_config["add_bos_token"] = true;
+    auto expect_v4 = [&](const json &config_bos, const json &map_bos, const Ids &ids) {
+        json c = v4_config;
+        if (config_bos.is_null()) {
+            c.erase("bos_token");
+        } else {
+            c["bos_token"] = config_bos;
+        }
+        std::ofstream(v4 + "/tokenizer_config.json") << c.dump();
+        fs::remove(v4 + "/special_tokens_map.json");
+        if (!map_bos.is_null()) std::ofstream(v4 + "/special_tokens_map.json") << json{{"bos_token", map_bos}}.dump();
+        std::vector<std::string> notes;
+        EXPECT_EQ(encode(load(v4, &notes)), ids) << config_bos.dump() << " " << map_bos.dump();
+        return notes;
+    };
+    expect_v4("<s>", "<s>", Ids{0, 31414, 232});
+    expect_v4("<s>", "</s>", with_bos);
+    expect_v4(json{{"content", "<s>"}, {"special", true}}, json(), Ids{0, 31414, 232});
+    // No bos_token anywhere: transformers would add its default '<|endoftext|>' as a new token; seaopt says so.
+    bool noted = false;
+    for (const std::string &n : expect_v4(json(), json(), with_bos)) {
+        noted |= n.find("no file names the bos_token") != std::string::npos;
+    }
+    EXPECT_TRUE(noted);
+    // A bos_token that is not in the vocabulary: the default stays, with a note.
+    noted = false;
+    for (const std::string &n : expect_v4("<nope>", json(), with_bos)) {
+        noted |= n.find("bos_token '<nope>' is not in the vocabulary") != std::string::npos;
+    }
+    EXPECT_TRUE(noted);
+    fs::remove(v4 + "/special_tokens_map.json");
     fs::remove(v4 + "/tokenizer_config.json");
     EXPECT_EQ(encode(load(v4)), with_bos);
 

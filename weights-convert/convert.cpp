@@ -195,7 +195,12 @@ TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_
     const nlohmann::json *tj = have_tokenizer_json ? &tokenizer_json : nullptr, *tc = have_config ? &config : nullptr;
     const HfAddedTokens added = read_hf_added_tokens(dir, tj, tc);
     for (std::string &note : apply_hf_added_tokens(added, tok)) notes.push_back(std::move(note));
-    tok.add_bos = read_hf_add_bos(tj, tc, tok.bos_id, notes);
+    tok.add_bos = read_hf_add_bos(tj, tc, tok.bos_id, tok.tokens, notes);
+    if (!tj && tc && tok.add_bos && added.bos.empty()) {
+        notes.push_back("tokenizer_config.json adds a BOS but no file names the bos_token: transformers' GPT2Tokenizer "
+                        "would prepend its default '<|endoftext|>' as a new token; seaopt prepends " +
+                        tok_detail::quote(tok.tokens[(size_t)tok.bos_id]));
+    }
     if (tok.tokens.size() != hp.n_vocab) {
         throw_model_format("the tokenizer has " + std::to_string(tok.tokens.size()) + " tokens but vocab_size is " +
                            std::to_string(hp.n_vocab));
@@ -210,25 +215,33 @@ TokenizerData load_checkpoint_tokenizer(const std::string &dir_name, uint32_t n_
 
 namespace {
 
-// config.json's bos/eos/pad ids win over the ones vocab.json's token names give: Hugging Face's generate()
-// stops at config.eos_token_id, so a fine-tune that changed it must stop there here too. Returns the notes
-// for the user where they differ (the usual OPT config repeats '</s>' = 2 and '<pad>' = 1: no note).
+// config.json's eos/pad ids win over the ones the tokenizer files give: Hugging Face's generate() stops at
+// config.eos_token_id, so a fine-tune that changed it must stop there here too. The BOS is the tokenizer's:
+// tokenizer(text) prepends the tokenizer's own BOS (its post-processor's, or tokenizer_config's bos_token), whatever
+// config.json says, and that is the token the model saw in training. Returns the notes for the user where they
+// differ (the usual OPT config repeats '</s>' = 2 and '<pad>' = 1: no note).
 std::vector<std::string> apply_config_token_ids(const HfOptConfig &config, TokenizerData &tok) {
     std::vector<std::string> notes;
-    auto apply = [&](const char *key, const HfTokenId &t, int32_t &id, const char *role) {
+    auto apply = [&](const char *key, const HfTokenId &t, int32_t &id, const char *role, bool config_wins) {
         if (t.from_list) {
             notes.push_back(std::string("config.json's ") + key + " lists several ids; seaopt keeps one " + role +
                             " token, the first (" + std::to_string(t.id) + ")");
         }
         if (t.id < 0 || t.id == id) return;
-        notes.push_back(std::string("config.json's ") + key + " " + std::to_string(t.id) + " (" +
-                        tok_detail::quote(tok.tokens[(size_t)t.id]) + ") is the " + role + " token, not " +
-                        std::to_string(id) + " (" + tok_detail::quote(tok.tokens[(size_t)id]) + ")");
+        const std::string theirs = std::to_string(t.id) + " (" + tok_detail::quote(tok.tokens[(size_t)t.id]) + ")";
+        const std::string ours = std::to_string(id) + " (" + tok_detail::quote(tok.tokens[(size_t)id]) + ")";
+        if (!config_wins) {
+            notes.push_back(std::string("config.json's ") + key + " " + theirs + " differs from the tokenizer's " +
+                            role + " token " + ours + "; seaopt keeps the tokenizer's, which Hugging Face's "
+                            "tokenizer(text) prepends");
+            return;
+        }
+        notes.push_back(std::string("config.json's ") + key + " " + theirs + " is the " + role + " token, not " + ours);
         id = (int32_t)t.id;
     };
-    apply("bos_token_id", config.bos_token_id, tok.bos_id, "beginning-of-sequence");
-    apply("eos_token_id", config.eos_token_id, tok.eos_id, "end-of-sequence");
-    apply("pad_token_id", config.pad_token_id, tok.pad_id, "padding");
+    apply("bos_token_id", config.bos_token_id, tok.bos_id, "beginning-of-sequence", false);
+    apply("eos_token_id", config.eos_token_id, tok.eos_id, "end-of-sequence", true);
+    apply("pad_token_id", config.pad_token_id, tok.pad_id, "padding", true);
     return notes;
 }
 

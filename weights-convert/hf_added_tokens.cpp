@@ -148,6 +148,7 @@ void read_token_keys(const json &j, const std::string &what, HfAddedTokens &all)
         t.special = true;
         add_token(all, t, what + "'s " + key);
         if (std::string(key) == "unk_token") all.unk = t.content;
+        if (std::string(key) == "bos_token") all.bos = t.content;
     }
     for (const char *key : {"additional_special_tokens", "extra_special_tokens"}) {
         auto it = j.find(key);
@@ -280,31 +281,41 @@ std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, Token
         auto it = index.find(added.unk);
         if (it != index.end()) tok.unk_id = it->second;
     }
+    if (!added.bos.empty()) {
+        auto it = index.find(added.bos);
+        if (it != index.end()) {
+            tok.bos_id = it->second;
+        } else {
+            notes.push_back("bos_token " + tok_detail::quote(added.bos) + " is not in the vocabulary: seaopt keeps " +
+                            tok_detail::quote(tok.tokens[(size_t)tok.bos_id]) + " (id " + std::to_string(tok.bos_id) +
+                            ") as the BOS");
+        }
+    }
     return notes;
 }
 
 namespace {
 
-// The tokens one post-processor puts around the text of tokenizer(text), as far as seaopt can run them: true where
-// it puts bos_id before the text, false where nothing; anything else is refused, naming it.
-bool post_processor_adds_bos(const json &pp, int32_t bos_id, const std::string &where) {
-    if (pp.is_null()) return false;
+// The tokens one post-processor puts around the text of tokenizer(text), as far as seaopt can run them: the id of
+// the one token it puts before the text, -1 where nothing; anything else is refused, naming it.
+int64_t post_processor_first_token(const json &pp, const std::string &where) {
+    if (pp.is_null()) return -1;
     if (!pp.is_object() || !pp.contains("type") || !pp["type"].is_string()) {
         throw_model_format(where + ": is " + json_type_words(pp) + " without a \"type\" string");
     }
     const std::string type = pp["type"].get<std::string>();
-    if (type == "ByteLevel") return false;  // offsets only
+    if (type == "ByteLevel") return -1;  // offsets only
     if (type == "Sequence") {
         const json *list = pp.contains("processors") ? &pp["processors"] : nullptr;
         if (!list || !list->is_array()) throw_model_format(where + ": a Sequence without a \"processors\" array");
-        bool bos = false;
+        int64_t first = -1;
         for (size_t i = 0; i < list->size(); ++i) {
-            if (post_processor_adds_bos((*list)[i], bos_id, where + ".processors[" + std::to_string(i) + "]")) {
-                if (bos) throw_model_format(where + ": two processors add a BOS; seaopt adds at most one");
-                bos = true;
-            }
+            const int64_t id = post_processor_first_token((*list)[i], where + ".processors[" + std::to_string(i) + "]");
+            if (id < 0) continue;
+            if (first >= 0) throw_model_format(where + ": two processors add a BOS; seaopt adds at most one");
+            first = id;
         }
-        return bos;
+        return first;
     }
     if (type != "TemplateProcessing") {
         throw_model_format(where + ": a " + type + " post-processor (seaopt adds at most a BOS before the text, as " +
@@ -329,7 +340,7 @@ bool post_processor_adds_bos(const json &pp, int32_t bos_id, const std::string &
             throw_model_format(at + ": neither the sequence $A nor a SpecialToken");
         }
     }
-    if (pieces == std::vector<std::string>{"A"}) return false;
+    if (pieces == std::vector<std::string>{"A"}) return -1;
     if (pieces.size() != 2 || pieces[1] != "A" || pieces[0] == "A") {
         throw_model_format(where + ": its template for one text puts " + std::to_string(pieces.size()) +
                            " pieces around it; seaopt adds at most one BOS before the text (\"</s> $A\")");
@@ -342,22 +353,35 @@ bool post_processor_adds_bos(const json &pp, int32_t bos_id, const std::string &
         throw_model_format(where + ": special_tokens[" + tok_detail::quote(name) + "] does not give it one id");
     }
     const int64_t id = (*ids)[0].get<int64_t>();
-    if (id != bos_id) {
-        throw_model_format(where + ": the text starts with " + tok_detail::quote(name) + " (id " + std::to_string(id) +
-                           "), not the BOS token (id " + std::to_string(bos_id) + ")");
+    if (id < 0 || id > INT32_MAX) {
+        throw_model_format(where + ": special_tokens[" + tok_detail::quote(name) + "] has the id " + std::to_string(id));
     }
-    return true;
+    return id;
 }
 
 }  // namespace
 
-bool read_hf_add_bos(const json *tokenizer_json, const json *tokenizer_config, int32_t bos_id,
-                     std::vector<std::string> &notes) {
+bool read_hf_add_bos(const json *tokenizer_json, const json *tokenizer_config, int32_t &bos_id,
+                     const std::vector<std::string> &tokens, std::vector<std::string> &notes) {
     if (tokenizer_json) {
         // transformers 5.17 runs tokenizer.json's post-processor and ignores tokenizer_config.json's add_bos_token
-        // (measured: a config saying false beside a "</s> $A" template still gives the BOS).
+        // (measured: a config saying false beside a "</s> $A" template still gives the BOS) and its bos_token (a
+        // "</s> $A" template beside bos_token "<s>" still gives id 2).
         const json &pp = tokenizer_json->contains("post_processor") ? (*tokenizer_json)["post_processor"] : json();
-        return post_processor_adds_bos(pp, bos_id, "tokenizer.json's post_processor");
+        const int64_t first = post_processor_first_token(pp, "tokenizer.json's post_processor");
+        if (first < 0) return false;
+        if ((size_t)first >= tokens.size()) {
+            throw_model_format("tokenizer.json's post_processor puts the id " + std::to_string(first) +
+                               " before the text, outside the vocabulary of " + std::to_string(tokens.size()));
+        }
+        if (first != bos_id) {
+            notes.push_back("tokenizer.json's post_processor puts " + tok_detail::quote(tokens[(size_t)first]) +
+                            " (id " + std::to_string(first) + ") before the text, not the bos_token " +
+                            tok_detail::quote(tokens[(size_t)bos_id]) + " (id " + std::to_string(bos_id) +
+                            "): it is the BOS, as transformers prepends it");
+            bos_id = (int32_t)first;
+        }
+        return true;
     }
     // vocab.json and merges.txt alone: OPT's hub tokenizer (its tokenizer_config.json says add_bos_token true).
     if (!tokenizer_config) return true;

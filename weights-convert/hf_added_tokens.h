@@ -34,6 +34,7 @@ struct HfAddedTokens {
     bool found = false;               // one of the four files was there
     std::vector<HfAddedToken> tokens; // each content once, in the order first seen
     std::string unk;                  // unk_token's content, "" when not given
+    std::string bos;                  // bos_token's content (special_tokens_map.json's over tokenizer_config.json's)
 };
 
 // Parses the files' texts (each may be empty: absent).
@@ -50,7 +51,8 @@ bool read_hf_tokenizer_config(const std::filesystem::path &dir, nlohmann::json &
 nlohmann::json read_hf_tokenizer_json(const std::filesystem::path &dir);
 
 // Makes exactly the special tokens CONTROL and the other added tokens USER_DEFINED (every other token that is not
-// UNUSED becomes NORMAL), with their flags in tok.added_flags, and unk_token the unknown id. An added token missing
+// UNUSED becomes NORMAL), with their flags in tok.added_flags, unk_token the unknown id and bos_token the BOS id (as
+// transformers' GPT2Tokenizer takes it: special_tokens_map.json's, else tokenizer_config.json's). An added token missing
 // from the vocabulary takes its id where that is one of the model's padding rows (UNUSED); anywhere else it is
 // refused. Returns notes for the user.
 std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, TokenizerData &tok);
@@ -61,8 +63,10 @@ std::vector<std::string> apply_hf_added_tokens(const HfAddedTokens &added, Token
 // tokenizer_config.json's add_bos_token (absent: no BOS, GPT2Tokenizer's default; a note says so); else (vocab.json
 // and merges.txt alone) OPT's hub tokenizer's true. A post-processor that puts anything else around the text (an EOS
 // after it, a Roberta or Bert processor) is refused: seaopt adds at most a BOS before it. bos_id: the tokenizer's
-// BOS, which the template's token must be. Each file as its reader parsed it (null: absent).
-bool read_hf_add_bos(const nlohmann::json *tokenizer_json, const nlohmann::json *tokenizer_config, int32_t bos_id,
-                     std::vector<std::string> &notes);
+// BOS (apply_hf_added_tokens'); where a template puts another token first, that token is what transformers prepends
+// (measured: a "<s> $A" template beside bos_token "</s>" gives id 0), so it becomes bos_id, with a note. Each file as
+// its reader parsed it (null: absent).
+bool read_hf_add_bos(const nlohmann::json *tokenizer_json, const nlohmann::json *tokenizer_config, int32_t &bos_id,
+                     const std::vector<std::string> &tokens, std::vector<std::string> &notes);
 
 }  // namespace seaopt::convert

@@ -37,12 +37,12 @@ if [ -f "$tok_dir/vocab.json" ]; then
   seed=${TOKENIZER_SEED:-$(date +%s)}
   python3 tests/fixtures/make_tokenizer_cases.py --tokenizer "$tok_dir" --out /tmp/seaopt-tokcases --n 100000 \
     --seed "$seed" > "$out/tokenizer_cases.log" 2>&1
-  SEAOPT_TOKENIZER_CASES=/tmp/seaopt-tokcases/cases.jsonl build-gpu/bin/test_tokenizer_hf > "$out/test_tokenizer_hf.log" 2>&1
+  SEAOPT_TOKENIZER_CASES=/tmp/seaopt-tokcases/cases.jsonl.gz build-gpu/bin/test_tokenizer_hf > "$out/test_tokenizer_hf.log" 2>&1
   echo "test_tokenizer_hf (100,000 texts, seed $seed) rc=$?"; grep -E "texts|FAILED|Failure" "$out/test_tokenizer_hf.log" | head -10
   # The same for a fine-tune's added tokens (tests/data/tokenizer-added's tokenizer, 100,000 fresh texts).
   python3 tests/fixtures/make_added_token_cases.py --tokenizer "$tok_dir" --out /tmp/seaopt-addedcases --n 100000 \
     --seed "$seed" > "$out/added_token_cases.log" 2>&1
-  SEAOPT_TOKENIZER_ADDED_CASES=/tmp/seaopt-addedcases/cases.jsonl build-gpu/bin/test_tokenizer_added \
+  SEAOPT_TOKENIZER_ADDED_CASES=/tmp/seaopt-addedcases/cases.jsonl.gz build-gpu/bin/test_tokenizer_added \
     > "$out/test_tokenizer_added.log" 2>&1
   echo "test_tokenizer_added (100,000 texts, seed $seed) rc=$?"; grep -E "texts|FAILED|Failure" "$out/test_tokenizer_added.log" | head -10
 else

@@ -8,6 +8,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
   build-essential cmake pkg-config \
-  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libpng-dev \
+  nlohmann-json3-dev libcli11-dev libspdlog-dev libfmt-dev libpcre2-dev libpng-dev zlib1g-dev \
   libgtest-dev googletest >/dev/null
 echo "seaopt: dependencies installed"

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "codepoint_classes_check.h"
+#include "jsonl_cases.h"
 #include "engine/error.h"
 #include "seaopt.h"
 #include "test_convert_util.h"
@@ -54,8 +55,7 @@ struct Case {
 
 std::vector<Case> read_cases(const std::string &path) {
     std::vector<Case> v;
-    std::ifstream in(path);
-    for (std::string line; std::getline(in, line);) {
+    for (const std::string &line : read_case_lines(path)) {
         const json j = json::parse(line);
         v.push_back({j.at("text"), j.at("decoded"), j.at("decoded_skip"), j.at("ids"), j.at("ids_split")});
     }
@@ -63,15 +63,7 @@ std::vector<Case> read_cases(const std::string &path) {
 }
 
 const std::vector<Case> &cases() {
-    static const std::vector<Case> all = [] {
-        std::vector<Case> v;
-        std::ifstream in(kDir + "/cases.jsonl");
-        for (std::string line; std::getline(in, line);) {
-            const json j = json::parse(line);
-            v.push_back({j.at("text"), j.at("decoded"), j.at("decoded_skip"), j.at("ids"), j.at("ids_split")});
-        }
-        return v;
-    }();
+    static const std::vector<Case> all = read_cases(kDir + "/cases.jsonl.gz");
     return all;
 }
 

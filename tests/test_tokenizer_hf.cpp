@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "codepoint_classes_check.h"
+#include "jsonl_cases.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/tokenizer_internal.h"
 
@@ -58,13 +59,10 @@ TEST(TokenizerHf, EveryCodePointIsClassifiedAsHuggingFaceDoes) {
 
 namespace {
 
-// Checks every case of a cases.jsonl; returns {cases, cases with a special token parsed}.
+// Checks every case of a cases file (gzip or plain JSON lines); returns {cases, cases with a special token parsed}.
 std::pair<size_t, size_t> check_cases(const std::string &path) {
-    std::ifstream in(path, std::ios::binary);
-    EXPECT_TRUE(in) << path;
     size_t n = 0, n_specials = 0, n_failed = 0;
-    for (std::string line; std::getline(in, line);) {
-        if (line.empty()) continue;
+    for (const std::string &line : read_case_lines(path)) {
         const nlohmann::json j = nlohmann::json::parse(line);
         const std::string text = j.at("text").get<std::string>();
         const Ids plain = j.at("ids_plain").get<Ids>(), ids = j.at("ids").get<Ids>();
@@ -88,7 +86,7 @@ std::pair<size_t, size_t> check_cases(const std::string &path) {
 }  // namespace
 
 TEST(TokenizerHf, RandomTextsTokenizeAsHuggingFace) {
-    const auto [n, n_specials] = check_cases(kDir + "/cases.jsonl");
+    const auto [n, n_specials] = check_cases(kDir + "/cases.jsonl.gz");
     EXPECT_EQ(n, 4000u);
     std::printf("%zu texts, %zu with special tokens parsed\n", n, n_specials);
     EXPECT_GT(n_specials, 100u);  // the parsed mode was exercised

@@ -48,6 +48,24 @@ std::string read_text(const std::string &path) {
 
 json read_json(const std::string &path) { return json::parse(read_text(path)); }
 
+// j with `key` set to value, or removed where value is null (a file that does not name it).
+json with_key(json j, const char *key, const json &value) {
+    if (value.is_null()) {
+        j.erase(key);
+    } else {
+        j[key] = value;
+    }
+    return j;
+}
+
+// Whether one of the converter's notes contains `needle`.
+bool has_note(const std::vector<std::string> &notes, const std::string &needle) {
+    for (const std::string &n : notes) {
+        if (n.find(needle) != std::string::npos) return true;
+    }
+    return false;
+}
+
 struct Case {
     std::string text, decoded, decoded_skip;
     Ids ids, ids_split;
@@ -452,9 +470,7 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
         std::ofstream(v5 + "/tokenizer_config.json") << c.dump();
         std::vector<std::string> notes;
         EXPECT_EQ(encode(load(v5, &notes)), ids) << pp.dump() << " bos_token " << bos_token.dump();
-        bool noted = note.empty();
-        for (const std::string &n : notes) noted |= !note.empty() && n.find(note) != std::string::npos;
-        EXPECT_TRUE(noted) << "no note: " << note;
+        EXPECT_TRUE(note.empty() || has_note(notes, note)) << "no note: " << note;
     };
     json s_first = template_bos;
     s_first["single"][0]["SpecialToken"]["id"] = "<s>";
@@ -473,18 +489,10 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
     const std::string v4 = v4_dir(tmp.path());
     json v4_config = read_json(v4 + "/tokenizer_config.json");
     for (const json &value : {json(true), json(false), json()}) {
-        json c = v4_config;
-        if (value.is_null()) {
-            c.erase("add_bos_token");
-        } else {
-            c["add_bos_token"] = value;
-        }
-        std::ofstream(v4 + "/tokenizer_config.json") << c.dump();
+        std::ofstream(v4 + "/tokenizer_config.json") << with_key(v4_config, "add_bos_token", value).dump();
         std::vector<std::string> notes;
         EXPECT_EQ(encode(load(v4, &notes)), value.is_boolean() && value.get<bool>() ? with_bos : without) << value.dump();
-        bool noted = false;
-        for (const std::string &n : notes) noted |= n.find("has no add_bos_token: no BOS is added") != std::string::npos;
-        EXPECT_EQ(noted, value.is_null());
+        EXPECT_EQ(has_note(notes, "has no add_bos_token: no BOS is added"), value.is_null());
     }
     v4_config["add_bos_token"] = "yes";
     std::ofstream(v4 + "/tokenizer_config.json") << v4_config.dump();
@@ -498,13 +506,7 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
     // in both gives [0, 31414, 232], "<s>" in the config beside "</s>" in the map [2, ...], "<s>" alone [0, ...]).
     v4_config["add_bos_token"] = true;
     auto expect_v4 = [&](const json &config_bos, const json &map_bos, const Ids &ids) {
-        json c = v4_config;
-        if (config_bos.is_null()) {
-            c.erase("bos_token");
-        } else {
-            c["bos_token"] = config_bos;
-        }
-        std::ofstream(v4 + "/tokenizer_config.json") << c.dump();
+        std::ofstream(v4 + "/tokenizer_config.json") << with_key(v4_config, "bos_token", config_bos).dump();
         fs::remove(v4 + "/special_tokens_map.json");
         if (!map_bos.is_null()) std::ofstream(v4 + "/special_tokens_map.json") << json{{"bos_token", map_bos}}.dump();
         std::vector<std::string> notes;
@@ -515,17 +517,9 @@ TEST(TokenizerAdded, BosAsTransformersAddsIt) {
     expect_v4("<s>", "</s>", with_bos);
     expect_v4(json{{"content", "<s>"}, {"special", true}}, json(), Ids{0, 31414, 232});
     // No bos_token anywhere: transformers would add its default '<|endoftext|>' as a new token; seaopt says so.
-    bool noted = false;
-    for (const std::string &n : expect_v4(json(), json(), with_bos)) {
-        noted |= n.find("no file names the bos_token") != std::string::npos;
-    }
-    EXPECT_TRUE(noted);
+    EXPECT_TRUE(has_note(expect_v4(json(), json(), with_bos), "no file names the bos_token"));
     // A bos_token that is not in the vocabulary: the default stays, with a note.
-    noted = false;
-    for (const std::string &n : expect_v4("<nope>", json(), with_bos)) {
-        noted |= n.find("bos_token '<nope>' is not in the vocabulary") != std::string::npos;
-    }
-    EXPECT_TRUE(noted);
+    EXPECT_TRUE(has_note(expect_v4("<nope>", json(), with_bos), "bos_token '<nope>' is not in the vocabulary"));
     fs::remove(v4 + "/special_tokens_map.json");
     fs::remove(v4 + "/tokenizer_config.json");
     EXPECT_EQ(encode(load(v4)), with_bos);

@@ -517,19 +517,19 @@ uint64_t persistent_table_bytes(const OptHparams &hp, bool sea) {
 void plan_persistent_decode(const OptHparams &hp, const OptCudaWeights &w, OptCudaState &s) {
     const char *env = std::getenv("SEAOPT_PERSISTENT_DECODE");
     const char *sea_env = std::getenv("SEAOPT_PERSISTENT_SEA");
+    const std::string sea_mode = sea_env ? sea_env : "split";
     std::string why;
     if (env && std::string(env) == "0") {
         why = "SEAOPT_PERSISTENT_DECODE=0";
     } else if (!hp.pre_ln || hp.has_proj() || !hp.has_output_norm()) {
         why = "post-LN or projected model";
-    } else if (s.sea_any && sea_env && std::string(sea_env) == "0") {
+    } else if (s.sea_any && sea_mode == "0") {
         why = "SEA attention with SEAOPT_PERSISTENT_SEA=0";
-    } else if (s.sea_any && sea_env && !(std::string(sea_env) == "1" || std::string(sea_env) == "split")) {
-        throw Error(SEAOPT_ERR_INVALID_ARGUMENT,
-                    std::string("SEAOPT_PERSISTENT_SEA must be split, 1 or 0, not '") + sea_env + "'");
+    } else if (s.sea_any && sea_mode != "1" && sea_mode != "split") {
+        throw Error(SEAOPT_ERR_INVALID_ARGUMENT, "SEAOPT_PERSISTENT_SEA must be split, 1 or 0, not '" + sea_mode + "'");
     } else {
         // SEA inside the kernel only where asked; else the split step plans the dense kernels.
-        const bool inside = s.sea_any && sea_env && std::string(sea_env) == "1";
+        const bool inside = s.sea_any && sea_mode == "1";
         cuda::PersistentDecodeShape &sh = s.persistent_shape;
         sh.n_layer = (int)hp.n_layer;
         sh.C = (int)hp.n_embd;
